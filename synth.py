@@ -1,0 +1,316 @@
+"""Generate realistic synthetic 12-lead ECGs in the exact CPSC2018 layout (the built-in demo data).
+
+The heart is one moving dipole (a vectorcardiogram X, Y, Z), each beat a sum of Gaussian waves
+(P, Q, R, S, T; McSharry et al. 2003, Sayadi et al. 2010) whose timing and direction depend on the
+record's labels. The dipole is projected onto I, II, V1-V6 with the Dower matrix; III, aVR, aVL and
+aVF are the standard combinations of I and II, so the 12 leads are consistent. ST shifts are regional
+(with reciprocal changes); baseline wander, mains interference, noise, heart-rate variability and
+patient-to-patient amplitude and axis differences are added.
+
+    python synth.py --out data/demo --n 400 --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.io import savemat
+from tqdm import tqdm
+
+from utils import CLASS_TO_SNOMED, CLASSES, GAIN_ADU_PER_MV, LEADS, SAMPLE_RATE, write_csv
+
+# Dower transform rows for I, II, V1..V6 (columns X, Y, Z), SPEC.md.
+DOWER = np.array([
+    [0.632, -0.235, 0.059],
+    [0.235, 1.066, -0.132],
+    [-0.515, 0.157, -0.917],
+    [0.044, 0.164, -1.387],
+    [0.882, 0.098, -1.277],
+    [1.213, 0.127, -0.601],
+    [1.125, 0.127, -0.086],
+    [0.831, 0.076, 0.230],
+])
+INDEPENDENT = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+
+# CPSC2018 prevalence (% of records, first label) and which labels cannot occur together.
+PREVALENCE = {"SNR": 13, "AF": 18, "IAVB": 10, "LBBB": 3, "RBBB": 25, "PAC": 9, "PVC": 10, "STD": 13, "STE": 3}
+INCOMPATIBLE = {frozenset(p) for p in [("AF", "IAVB"), ("AF", "PAC"), ("LBBB", "RBBB"), ("STD", "STE")]}
+
+# Regional ST shift patterns over I, II, V1..V6 (mV at scale 1); the limb leads they imply carry the
+# reciprocal changes (e.g. inferior elevation depresses aVL).
+ST_PATTERNS = {
+    "STE": {
+        "inferior": [-0.05, 0.20, 0, 0, 0, 0, 0, 0],
+        "anterior": [0.04, 0, 0.15, 0.25, 0.25, 0.20, 0.05, 0],
+        "lateral": [0.15, 0.05, -0.05, 0, 0, 0.05, 0.20, 0.20],
+    },
+    "STD": {
+        "lateral": [-0.08, -0.10, 0, 0, 0, -0.15, -0.20, -0.15],
+        "inferior": [0, -0.15, 0, 0, 0, 0, -0.10, -0.10],
+        "anterior": [0, 0, -0.15, -0.20, -0.20, -0.10, 0, 0],
+    },
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("data/demo"), help="output directory")
+    p.add_argument("--n", type=int, default=400, help="number of records")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-seconds", type=float, default=6.0)
+    p.add_argument("--max-seconds", type=float, default=60.0)
+    p.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="rate to write records at")
+    p.add_argument("--layout", choices=("wfdb", "cpsc2018"), default="wfdb",
+                   help="wfdb: A0001.hea + .mat (PhysioNet 2020 re-release); cpsc2018: .mat struct ECG + REFERENCE.csv")
+    p.add_argument("--force", action="store_true", help="write into a directory that already holds records")
+    return p.parse_args(argv)
+
+
+def sample_labels(rng: np.random.Generator) -> list[str]:
+    """A primary label by CPSC2018 prevalence; ~12 % of abnormal records get a second, a few a third."""
+    p = np.array([PREVALENCE[c] for c in CLASSES], float)
+    labels = [CLASSES[rng.choice(len(CLASSES), p=p / p.sum())]]
+    if labels[0] == "SNR":
+        return labels
+    n_extra = 0 if rng.random() > 0.12 else (1 if rng.random() > 0.2 else 2)
+    for _ in range(n_extra):
+        options = [c for c in CLASSES if c != "SNR" and c not in labels
+                   and not any(frozenset((c, l)) in INCOMPATIBLE for l in labels)]
+        q = np.array([PREVALENCE[c] for c in options], float)
+        labels.append(options[rng.choice(len(options), p=q / q.sum())])
+    return [c for c in CLASSES if c in labels]
+
+
+def beat_schedule(rng: np.random.Generator, labels: list[str], duration: float) -> list[tuple[float, str]]:
+    """R-peak times and beat kinds ('sinus', 'pac', 'pvc'); AF gives irregularly irregular RR."""
+    af = "AF" in labels
+    rr = 60.0 / (rng.uniform(70, 120) if af else rng.uniform(55, 100))
+    n_beats = int(duration / rr) + 2
+    ectopic = {}
+    for kind, label, rate in (("pac", "PAC", (0.08, 0.25)), ("pvc", "PVC", (0.08, 0.25))):
+        if label in labels:
+            k = max(1, rng.binomial(n_beats - 2, rng.uniform(*rate)))
+            for i in rng.choice(np.arange(1, n_beats - 1), size=min(k, n_beats - 2), replace=False):
+                ectopic.setdefault(int(i), kind)
+    resp_f, resp_phase = rng.uniform(0.15, 0.35), rng.uniform(0, 2 * np.pi)
+    t = rng.uniform(0.1, rr)
+    beats, prev_kind = [], "sinus"
+    for i in range(n_beats):
+        kind = ectopic.get(i, "sinus")
+        if i > 0:
+            if af:
+                step = rr * rng.uniform(0.6, 1.45)
+            else:
+                step = rr * (1 + 0.04 * np.sin(2 * np.pi * resp_f * t + resp_phase) + 0.015 * rng.standard_normal())
+            if kind == "pac":
+                step *= rng.uniform(0.6, 0.75)
+            elif kind == "pvc":
+                step *= rng.uniform(0.5, 0.65)
+            if prev_kind == "pvc" and not af:  # full compensatory pause: coupling + pause = 2 RR
+                step = 2 * rr - beats[-1][2]
+            t += step
+        if t > duration - 0.05:
+            break
+        beats.append((t, kind, step if i > 0 else rr))
+        prev_kind = kind
+    return [(t, kind) for t, kind, _ in beats]
+
+
+def rotation(rng: np.random.Generator, max_degrees: float) -> np.ndarray:
+    """A random small rotation of the heart's axis: patient-to-patient variability."""
+    a, b, c = np.deg2rad(rng.uniform(-max_degrees, max_degrees, 3))
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+def beat_waves(rng, labels, kind, t_r, rr, morph) -> list[tuple[float, float, np.ndarray]]:
+    """Gaussian waves (centre s, width s, dipole vector mV) of one beat."""
+    waves = []
+    qrs_onset = t_r - 0.045
+    if kind == "pvc":
+        v = morph["pvc"]
+        waves += [(t_r, 0.028, v), (t_r + 0.055, 0.025, -0.35 * v), (t_r + 0.32, 0.065, -0.3 * v)]
+        return waves
+    if "AF" not in labels:
+        p_vec = morph["pac_p"] if kind == "pac" else morph["p"]
+        pr = morph["pr"] * (0.85 if kind == "pac" else 1.0)
+        waves.append((qrs_onset - pr + 0.05, 0.02, p_vec))
+    if "LBBB" in labels:
+        waves += [(t_r - 0.02, 0.022, morph["lbbb1"]), (t_r + 0.035, 0.022, morph["lbbb2"])]
+    else:
+        waves += [(t_r - 0.03, 0.008, morph["q"]), (t_r, 0.011, morph["r"]), (t_r + 0.032, 0.010, morph["s"])]
+        if "RBBB" in labels:
+            waves.append((t_r + 0.068, 0.018, morph["rbbb"]))
+    qt = 0.40 * np.sqrt(rr) * morph["qt_scale"]
+    t_peak = qrs_onset + qt - 0.09
+    waves += [(t_peak - 0.04, 0.05, 0.35 * morph["t"]), (t_peak, 0.035, morph["t"])]
+    return waves
+
+
+def record_morphology(rng: np.random.Generator, labels: list[str]) -> dict:
+    """Per-record wave vectors (before rotation) and intervals, jittered around textbook values."""
+    j = lambda v, s=0.15: np.asarray(v, float) * rng.uniform(1 - s, 1 + s, 3)  # noqa: E731
+    m = {
+        "p": j([0.12, 0.15, -0.02]),
+        "pac_p": j([-0.06, -0.13, 0.06], 0.3),
+        "q": j([-0.12, 0.05, -0.18]),
+        "r": j([1.0, 0.6, 0.5]),
+        "s": j([-0.3, -0.15, 0.25]),
+        "t": j([0.25, 0.2, -0.1]),
+        "rbbb": j([-0.45, 0.05, -0.65]),
+        "lbbb1": j([0.7, 0.15, 0.6]),
+        "lbbb2": j([0.8, 0.1, 0.7]),
+        "pr": rng.uniform(0.22, 0.32) if "IAVB" in labels else rng.uniform(0.12, 0.19),
+        "qt_scale": rng.uniform(0.92, 1.08),
+    }
+    direction = rng.standard_normal(3)
+    m["pvc"] = direction / np.linalg.norm(direction) * rng.uniform(1.2, 2.0)
+    if "RBBB" in labels:
+        m["t"] = j([0.25, 0.2, 0.15])          # secondary T inversion in V1-V3
+    if "LBBB" in labels:
+        m["t"] = j([-0.2, 0.0, -0.35])         # T opposite to the wide QRS
+    return m
+
+
+def render(centres, widths, vectors, n: int, fs: int) -> np.ndarray:
+    """Sum of Gaussian waves -> (n, 3) dipole signal; each wave evaluated only within ±5 widths."""
+    centres, widths, vectors = np.asarray(centres), np.asarray(widths), np.asarray(vectors)
+    half = int(np.ceil(5 * widths.max() * fs))
+    offsets = np.arange(-half, half + 1)
+    idx = np.rint(centres * fs).astype(int)[:, None] + offsets[None]
+    shape = np.exp(-0.5 * ((idx / fs - centres[:, None]) / widths[:, None]) ** 2)
+    ok = (idx >= 0) & (idx < n)
+    out = np.empty((n, 3))
+    for k in range(3):
+        out[:, k] = np.bincount(idx[ok], weights=(shape * vectors[:, k, None])[ok], minlength=n)
+    return out
+
+
+def st_plateau(beats, n: int, fs: int) -> np.ndarray:
+    """A smooth step from each sinus beat's J point into its T wave: the shape of an ST shift."""
+    t = np.arange(n) / fs
+    g = np.zeros(n)
+    for t_r, kind, rr in beats:
+        if kind == "pvc":
+            continue
+        j_point, t_peak = t_r + 0.05, t_r - 0.045 + 0.40 * np.sqrt(rr) - 0.09
+        a, b = np.searchsorted(t, [j_point - 0.05, t_peak + 0.2])
+        g[a:b] += 0.5 * (np.tanh((t[a:b] - j_point) / 0.01) - np.tanh((t[a:b] - t_peak) / 0.04))
+    return g
+
+
+def derive_limb_leads(ind: np.ndarray) -> np.ndarray:
+    """(8, n) over I, II, V1..V6 -> (12, n) in LEADS order."""
+    i, ii = ind[0], ind[1]
+    return np.stack([i, ii, ii - i, -(i + ii) / 2, i - ii / 2, ii - i / 2, *ind[2:]])
+
+
+def synthesize(rng: np.random.Generator, labels: list[str], duration: float, fs: int) -> tuple[np.ndarray, dict]:
+    """One record: (12, n) signal in mV and details of how it was made."""
+    n = int(round(duration * fs))
+    morph = record_morphology(rng, labels)
+    schedule = beat_schedule(rng, labels, duration)
+    beats, waves = [], []
+    for k, (t_r, kind) in enumerate(schedule):
+        rr = schedule[k][0] - schedule[k - 1][0] if k else 60 / 75
+        rr = float(np.clip(rr, 0.4, 1.6))
+        beats.append((t_r, kind, rr))
+        waves += beat_waves(rng, labels, kind, t_r, rr, morph)
+    centres, widths, vectors = zip(*waves)
+    amp = rng.uniform(0.9, 1.1, (len(waves), 1))  # beat-to-beat amplitude jitter
+    vcg = render(centres, widths, np.asarray(vectors) * amp, n, fs)
+    t = np.arange(n) / fs
+    if "AF" in labels:  # fibrillatory waves, 4-8 Hz, 0.05-0.1 mV, strongest in V1
+        f_dir = np.array([-0.3, 0.3, -0.6]) / np.linalg.norm([-0.3, 0.3, -0.6])
+        fwave = sum(rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(4, 8) * t + rng.uniform(0, 2 * np.pi))
+                    for _ in range(3))
+        fwave *= rng.uniform(0.05, 0.1) / np.abs(fwave).max() * (1 + 0.3 * np.sin(2 * np.pi * 0.2 * t))
+        vcg += np.outer(fwave, f_dir)
+    vcg = vcg @ rotation(rng, 15).T * rng.uniform(0.6, 1.4)
+    ind = DOWER @ vcg.T  # (8, n)
+    details = {"st_region": ""}
+    for label in ("STE", "STD"):
+        if label in labels:
+            region = rng.choice(sorted(ST_PATTERNS[label]))
+            details["st_region"] = str(region)
+            pattern = np.array(ST_PATTERNS[label][region]) * rng.uniform(0.6, 1.5)
+            ind += np.outer(pattern, st_plateau(beats, n, fs))
+    # Baseline wander (< 0.5 Hz), mains (50 Hz, CPSC2018 was recorded in China) and noise.
+    for lead in range(len(ind)):
+        for _ in range(2):
+            ind[lead] += rng.uniform(0, 0.15) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 2 * np.pi))
+    ind += rng.uniform(0, 0.02) * np.sin(2 * np.pi * 50 * t + rng.uniform(0, 2 * np.pi))[None]
+    ind += rng.uniform(0.005, 0.02) * rng.standard_normal(ind.shape)
+    return derive_limb_leads(ind), details
+
+
+def sample_duration(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """CPSC2018-like durations: mostly 10-20 s with a tail to 60 s."""
+    return float(np.clip(round(6 + rng.gamma(2.0, 4.0), 1), lo, hi))
+
+
+def sample_demographics(rng: np.random.Generator) -> tuple[float, str]:
+    age = float(np.clip(round(rng.normal(61, 18)), 18, 95))
+    return (float("nan") if rng.random() < 0.01 else age), ("Male" if rng.random() < 0.54 else "Female")
+
+
+def write_wfdb(out: Path, name: str, val: np.ndarray, fs: int, age: float, sex: str, labels: list[str]) -> None:
+    """A0001.hea + A0001.mat exactly as the PhysioNet/CinC 2020 re-release of CPSC2018."""
+    savemat(out / f"{name}.mat", {"val": val}, format="4")
+    lines = [f"{name} {len(LEADS)} {fs} {val.shape[1]}"]
+    for lead, row in zip(LEADS, val):
+        checksum = int(np.int16(np.int64(row.astype(np.int64).sum()) & 0xFFFF).astype(np.int16))
+        lines.append(f"{name}.mat 16+24 {GAIN_ADU_PER_MV}/mV 16 0 {int(row[0])} {checksum} 0 {lead}")
+    age_text = "NaN" if np.isnan(age) else str(int(age))
+    dx = ",".join(CLASS_TO_SNOMED[c] for c in labels)
+    lines += [f"#Age: {age_text}", f"#Sex: {sex}", f"#Dx: {dx}", "#Rx: Unknown", "#Hx: Unknown", "#Sx: Unknown"]
+    (out / f"{name}.hea").write_text("\n".join(lines) + "\n")
+
+
+def write_cpsc(out: Path, name: str, mv: np.ndarray, age: float, sex: str) -> None:
+    """A0001.mat holding struct ECG {sex, age, data (mV)}, the original CPSC2018 release."""
+    savemat(out / f"{name}.mat", {"ECG": {"sex": sex, "age": age, "data": mv}})
+
+
+def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds: float = 60.0,
+             fs: int = SAMPLE_RATE, layout: str = "wfdb") -> pd.DataFrame:
+    """Write `n` records into `out`; returns the answer key (also written as REFERENCE.csv)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows, details = [], []
+    for i in tqdm(range(1, n + 1), desc="synth", unit="rec", disable=n < 50):
+        rng = np.random.default_rng([seed, i])  # each record depends on (seed, index) only
+        name = f"A{i:04d}"
+        labels = sample_labels(rng)
+        age, sex = sample_demographics(rng)
+        mv, info = synthesize(rng, labels, sample_duration(rng, min_seconds, max_seconds), fs)
+        if layout == "wfdb":
+            write_wfdb(out, name, np.clip(np.rint(mv * GAIN_ADU_PER_MV), -32768, 32767).astype(np.int16),
+                       fs, age, sex, labels)
+        else:
+            write_cpsc(out, name, mv, age, sex)
+        codes = [CLASSES.index(c) + 1 for c in labels] + [None] * (3 - len(labels))
+        rows.append({"Recording": name, "First_label": codes[0], "Second_label": codes[1], "Third_label": codes[2]})
+        details.append({"Recording": name, "labels": ",".join(labels), "st_region": info["st_region"],
+                        "seconds": mv.shape[1] / fs})
+    key = pd.DataFrame(rows).astype({"Second_label": "Int64", "Third_label": "Int64"})
+    write_csv(key, out / "REFERENCE.csv")
+    write_csv(pd.DataFrame(details), out / "synth_details.csv")
+    return key
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.out.exists() and any(args.out.glob("*.mat")) and not args.force:
+        raise SystemExit(f"error: {args.out} already holds records; pass --force to overwrite them")
+    if not 0 < args.min_seconds <= args.max_seconds:
+        raise SystemExit("error: need 0 < --min-seconds <= --max-seconds")
+    key = generate(args.out, args.n, args.seed, args.min_seconds, args.max_seconds, args.sample_rate, args.layout)
+    print(f"wrote {len(key)} {args.layout} records to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Shared fixtures: one small synthetic dataset, generated and preprocessed once per test session."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import preprocess
+import synth
+
+REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+needs_real = pytest.mark.skipif(not REAL_DIR.is_dir(), reason=f"real records not present at {REAL_DIR}")
+
+
+@pytest.fixture(scope="session")
+def synth_records(tmp_path_factory) -> Path:
+    """200 short WFDB records (6-12 s), enough for every class to appear in every fold."""
+    out = tmp_path_factory.mktemp("synth")
+    synth.main(["--out", str(out), "--n", "200", "--seed", "7", "--max-seconds", "12"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(synth_records, tmp_path_factory) -> Path:
+    """The preprocess outputs (labels, cache) of `synth_records`; treat as read-only."""
+    out = tmp_path_factory.mktemp("prepared")
+    preprocess.main(["--data-dir", str(synth_records), "--out-dir", str(out), "--num-workers", "1"])
+    return out
+
+
+@pytest.fixture
+def records_copy(synth_records, tmp_path) -> Path:
+    """A private copy of the synthetic records that a test may damage."""
+    dst = tmp_path / "records"
+    shutil.copytree(synth_records, dst)
+    return dst

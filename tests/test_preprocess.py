@@ -1,0 +1,225 @@
+"""preprocess.py: round trip, header variants, bad input, folds, cache, staleness, real records."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import wfdb
+
+import preprocess
+import synth
+from conftest import REAL_DIR, needs_real
+from utils import (CLASSES, LEADS, SNOMED_TO_CLASS, SignalCache, atomic_write, parse_header, read_cpsc_reference,
+                   stratified_folds)
+
+
+def run(data_dir: Path, out_dir: Path | None = None, *extra: str) -> None:
+    args = ["--data-dir", str(data_dir), "--num-workers", "1", *extra]
+    preprocess.main(args + (["--out-dir", str(out_dir)] if out_dir else []))
+
+
+def answer_key(records: Path) -> pd.DataFrame:
+    truth = read_cpsc_reference(records / "REFERENCE.csv")
+    return pd.DataFrame.from_dict(truth, orient="index", columns=list(CLASSES)).sort_index()
+
+
+def test_round_trip_recovers_generator_labels(synth_records, prepared):
+    labels = pd.read_csv(prepared / "labels.csv", dtype={"patient_id": str}).set_index("patient_id").sort_index()
+    expected = answer_key(synth_records)
+    assert len(labels) == len(expected) == 200
+    pd.testing.assert_frame_equal(labels[list(CLASSES)], expected, check_dtype=False, check_names=False)
+    ref = pd.read_csv(prepared / "reference.csv")
+    assert list(ref.columns) == ["patient_id", "sample_rate", "signal_len", "age", "sex", "dx"]
+    assert set(ref["sex"]) <= {"Male", "Female", "Unknown"}
+
+
+def test_original_cpsc2018_layout(tmp_path):
+    records = tmp_path / "cpsc"
+    synth.main(["--out", str(records), "--n", "30", "--seed", "3", "--max-seconds", "8", "--layout", "cpsc2018"])
+    assert not list(records.glob("*.hea"))
+    run(records, tmp_path / "out")
+    labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"patient_id": str}).set_index("patient_id")
+    pd.testing.assert_frame_equal(labels[list(CLASSES)].sort_index(), answer_key(records), check_dtype=False,
+                                  check_names=False)
+
+
+def test_cache_equals_direct_wfdb_decode(synth_records, prepared):
+    cache = SignalCache(prepared)
+    for pid in ["A0001", "A0077", "A0200"]:
+        rec = wfdb.rdrecord(str(synth_records / pid))
+        assert rec.sig_name == list(LEADS)
+        i = cache.row[pid]  # gain 1000/mV, baseline 0: the stored µV are exactly the digital samples
+        stored = cache.signals[:, cache.start[i]:cache.start[i] + cache.length[i]]
+        np.testing.assert_array_equal(stored, wfdb.rdrecord(str(synth_records / pid), physical=False).d_signal.T)
+        window = cache.window(pid, [0, 6], 15000)
+        n = rec.p_signal.shape[0]
+        assert window.shape == (2, 15000) and not window[:, :15000 - n].any()
+        np.testing.assert_allclose(window[:, -n:], rec.p_signal.T[[0, 6]], atol=1e-6)
+
+
+HEADER = """{name} 12 500 5000
+""" + "".join(f"{{name}}.mat 16x1+24 1000.0(0)/{{unit}} 16 0 0 0 0 {lead}\n" for lead in LEADS)
+
+
+@pytest.mark.parametrize("comments, age, sex, classes", [
+    ("#Age: 74\n#Sex: Male\n#Dx: 59118001", 74, "Male", ["RBBB"]),
+    ("# Age: 74\n# Sex: Female\n# Dx: 426783006,55930002", 74, "Female", ["SNR"]),
+    ("#Age: NaN\n#Sex: Unknown\n#Dx: 164889003,270492004", np.nan, "Unknown", ["AF", "IAVB"]),
+    ("#Sex: M\n#Dx: 999999,17338001", np.nan, "Male", ["PVC"]),
+    ("# Age:\n# Dx: 251146004", np.nan, "Unknown", []),
+])
+def test_header_variants(tmp_path, comments, age, sex, classes):
+    path = tmp_path / "X1.hea"
+    path.write_text(HEADER.format(name="X1", unit="mv") + comments + "\n")
+    hdr = parse_header(path)
+    assert hdr.n_sig == 12 and hdr.sample_rate == 500 and hdr.sig_len == 5000
+    assert hdr.gains == [1000.0] * 12 and hdr.baselines == [0] * 12 and hdr.units == ["mv"] * 12
+    assert hdr.lead_names == list(LEADS)
+    assert (np.isnan(hdr.age) and np.isnan(age)) or hdr.age == age
+    assert hdr.sex == sex
+    assert sorted({SNOMED_TO_CLASS[c] for c in hdr.dx if c in SNOMED_TO_CLASS}) == sorted(classes)
+
+
+def test_header_variants_end_to_end(records_copy, tmp_path):
+    """Rewrite headers in the real-world variants; labels and signals must come out unchanged."""
+    for i, hea in enumerate(sorted(records_copy.glob("*.hea"))[:20]):
+        text = hea.read_text()
+        text = text.replace("#Age:", "# Age:").replace("#Sex:", "# Sex:").replace("#Dx: ", "# Dx: 999,")
+        text = text.replace(" 16+24 1000/mV", " 16x1+24 1000.0(0)/mv" if i % 2 else " 16+24 1000/uV")
+        if i % 2 == 0:  # same signal declared in µV at gain 1: identical millivolts
+            text = text.replace(" 16+24 1000/uV", " 16+24 1/uV")
+        hea.write_text(text)
+    run(records_copy, tmp_path / "out")
+    labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"patient_id": str}).set_index("patient_id")
+    pd.testing.assert_frame_equal(labels[list(CLASSES)].sort_index(), answer_key(records_copy),
+                                  check_dtype=False, check_names=False)
+    cache = SignalCache(tmp_path / "out")
+    rec = wfdb.rdrecord(str(records_copy / "A0003"))  # 1/uV: wfdb gives µV
+    np.testing.assert_allclose(cache.record("A0003"), rec.p_signal.T / 1000, atol=1e-6)
+
+
+def test_resampled_to_500_hz(tmp_path):
+    records = tmp_path / "r250"
+    synth.main(["--out", str(records), "--n", "12", "--seed", "5", "--max-seconds", "8", "--sample-rate", "250"])
+    run(records, tmp_path / "out")
+    ref = pd.read_csv(tmp_path / "out" / "reference.csv", dtype={"patient_id": str})
+    index = pd.read_csv(tmp_path / "out" / "signals_index.csv", dtype={"patient_id": str})
+    assert (ref["sample_rate"] == 250).all()
+    np.testing.assert_array_equal(index["length"].to_numpy(), 2 * ref["signal_len"].to_numpy())
+
+
+def test_bad_records_are_skipped_and_reported(records_copy, tmp_path, capsys):
+    (records_copy / "A0001.mat").unlink()                                     # header without signal
+    mat = records_copy / "A0002.mat"
+    mat.write_bytes(mat.read_bytes()[:300])                                    # truncated signal
+    hea = records_copy / "A0003.hea"                                           # wrong lead count
+    lines = hea.read_text().splitlines()
+    hea.write_text("\n".join([lines[0].replace(" 12 ", " 11 ", 1)] + lines[1:12] + lines[13:]) + "\n")
+    (records_copy / "A0004.hea").write_text("")                                # empty header
+    run(records_copy, tmp_path / "out")
+    err = capsys.readouterr().err
+    assert "A0001.hea: signal file A0001.mat is missing" in err
+    assert "A0002.mat: unreadable signal" in err
+    assert "A0003.hea: expected 12 leads, header declares 11" in err
+    assert "A0004.hea: empty header" in err
+    labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"patient_id": str})
+    assert len(labels) == 196 and not {"A0001", "A0002", "A0003", "A0004"} & set(labels["patient_id"])
+    import json
+    manifest = json.loads((tmp_path / "out" / "preprocess.json").read_text())
+    assert len(manifest["errors"]) == 4 and manifest["kept"] == 196
+
+
+def test_nan_signal_is_skipped(tmp_path, capsys):
+    records = tmp_path / "cpsc"
+    synth.main(["--out", str(records), "--n", "6", "--seed", "1", "--max-seconds", "7", "--layout", "cpsc2018"])
+    from scipy.io import loadmat, savemat
+    ecg = loadmat(records / "A0002.mat", squeeze_me=True, struct_as_record=False)["ECG"]
+    data = ecg.data.copy()
+    data[3, 100] = np.nan
+    savemat(records / "A0002.mat", {"ECG": {"sex": ecg.sex, "age": ecg.age, "data": data}})
+    run(records, tmp_path / "out")
+    assert "A0002.mat: signal contains NaN" in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "out" / "labels.csv")) == 5
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: None, "does not exist"),
+    (lambda d: d.mkdir(), "no records"),
+    (lambda d: (d.mkdir(), (d / "A1.hea").write_text("A1 12 500")), "could be used"),
+])
+def test_unusable_data_dir_is_a_clear_error(tmp_path, setup, message):
+    data_dir = tmp_path / "data"
+    setup(data_dir)
+    with pytest.raises(SystemExit) as exc:
+        run(data_dir)
+    assert message in str(exc.value) and str(data_dir) in str(exc.value)
+
+
+def test_folds_are_seeded_and_stratified(prepared):
+    labels = pd.read_csv(prepared / "labels.csv")
+    y = labels[list(CLASSES)].to_numpy()
+    a, b, c = stratified_folds(y, 10, 1), stratified_folds(y, 10, 1), stratified_folds(y, 10, 2)
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+    np.testing.assert_array_equal(labels["fold"], stratified_folds(y, 10, 42))  # preprocess's default seed
+    sizes = np.bincount(a, minlength=11)[1:]
+    assert sizes.max() - sizes.min() <= 3
+    for j, cls in enumerate(CLASSES):
+        if y[:, j].sum() >= 10:
+            per_fold = np.bincount(a[y[:, j] == 1], minlength=11)[1:]
+            assert per_fold.min() >= 1, f"{cls} missing from a fold: {per_fold}"
+
+
+def test_outputs_rebuilt_only_when_inputs_change(records_copy, tmp_path, capsys):
+    out = tmp_path / "out"
+    run(records_copy, out)
+    first = (out / "signals.npy").stat().st_mtime_ns
+    run(records_copy, out)
+    assert "outputs are current" in capsys.readouterr().out
+    assert (out / "signals.npy").stat().st_mtime_ns == first
+    shutil.copy(records_copy / "A0001.hea", records_copy / "A0001.hea.bak")
+    (records_copy / "A0005.hea").write_text((records_copy / "A0005.hea").read_text().replace(
+        "#Dx: ", "#Dx: 164931005,"))  # A0005 now also has STE
+    run(records_copy, out)
+    assert "inputs or settings changed" in capsys.readouterr().out
+    labels = pd.read_csv(out / "labels.csv", dtype={"patient_id": str}).set_index("patient_id")
+    assert labels.loc["A0005", "STE"] == 1
+    run(records_copy, out, "--seed", "9")
+    assert "changed" in capsys.readouterr().out
+    run(records_copy, out, "--seed", "9", "--force")
+    assert "rebuilding" in capsys.readouterr().out
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.csv"
+    target.write_text("old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken)
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+@needs_real
+def test_real_records_labels_match_headers(tmp_path):
+    run(REAL_DIR, tmp_path / "out")  # outputs elsewhere: the shared folder stays read-only
+    labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"patient_id": str}).set_index("patient_id")
+    headers = sorted(REAL_DIR.glob("*.hea"))
+    expected_kept = 0
+    for hea in headers:
+        codes = [ln.split(":", 1)[1] for ln in hea.read_text().splitlines() if ln.lstrip("# ").startswith("Dx")][0]
+        expected = {SNOMED_TO_CLASS[c.strip()] for c in codes.split(",") if c.strip() in SNOMED_TO_CLASS}
+        if expected:
+            expected_kept += 1
+            got = {c for c in CLASSES if labels.loc[hea.stem, c] == 1}
+            assert got == expected, hea.stem
+    assert len(labels) == expected_kept > 0
+    cache = SignalCache(tmp_path / "out")
+    rec = wfdb.rdrecord(str(REAL_DIR / "JS20000"))
+    np.testing.assert_allclose(cache.record("JS20000"), rec.p_signal.T, atol=1e-6)
