@@ -10,6 +10,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -353,6 +354,15 @@ def split_folds(seed: int) -> tuple[list[int], list[int], list[int]]:
     return perm[:TRAIN_FOLDS], perm[TRAIN_FOLDS:TRAIN_FOLDS + VAL_FOLDS], perm[TRAIN_FOLDS + VAL_FOLDS:]
 
 
+def split_labels(labels: pd.DataFrame, seed: int, limit: int | None = None) -> dict[str, pd.DataFrame]:
+    """labels.csv rows of the train/val/test folds for `seed`; `limit` keeps a seeded random subset first."""
+    if limit and limit < len(labels):
+        labels = labels.sample(n=limit, random_state=seed).sort_index()
+    train, val, test = split_folds(seed)
+    return {name: labels[labels["fold"].isin(folds)].reset_index(drop=True)
+            for name, folds in (("train", train), ("val", val), ("test", test))}
+
+
 # ---------------------------------------------------------------------------------------------
 # Preprocessed data: labels + signal cache
 # ---------------------------------------------------------------------------------------------
@@ -484,15 +494,17 @@ def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def auc_scores(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
-    """Per-column ROC AUC; NaN where a column has only one class."""
-    from sklearn.metrics import roc_auc_score
+    """Per-column ROC AUC (Mann-Whitney U from average ranks, so ties count one half); NaN where a
+    column has only one class. Vectorised over columns: fast enough to bootstrap."""
+    from scipy.stats import rankdata
 
-    y_true = np.asarray(y_true)
-    out = np.full(y_true.shape[1], np.nan)
-    for j in range(y_true.shape[1]):
-        if 0 < y_true[:, j].sum() < len(y_true):
-            out[j] = roc_auc_score(y_true[:, j], y_score[:, j])
-    return out
+    y_true = np.asarray(y_true, bool)
+    ranks = rankdata(y_score, axis=0)
+    n_pos = y_true.sum(0)
+    n_neg = len(y_true) - n_pos
+    u = (ranks * y_true).sum(0) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
 THRESHOLD_GRID = np.round(np.arange(0.0, 1.0, 0.01), 2)
@@ -508,22 +520,46 @@ def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray, grid: np.ndarray = 
     return grid[f1.argmax(0)]
 
 
-def classification_metrics(y_true: np.ndarray, y_score: np.ndarray, thresholds: np.ndarray) -> pd.DataFrame:
-    """Per-class precision, recall, F1, AUC and accuracy at the given thresholds, plus a mean row."""
+METRICS = ("precision", "recall", "f1", "auc", "accuracy")
+
+
+def metric_arrays(y_true: np.ndarray, y_score: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1, AUC and accuracy at the given thresholds."""
     y_true = np.asarray(y_true, bool)
     y_pred = y_score > np.asarray(thresholds)[None]
     tp = (y_true & y_pred).sum(0)
     fp = (~y_true & y_pred).sum(0)
     fn = (y_true & ~y_pred).sum(0)
-    table = pd.DataFrame({
+    return {
         "precision": np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0),
         "recall": np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0),
         "f1": f1_scores(y_true, y_pred),
         "auc": auc_scores(y_true, y_score),
         "accuracy": (y_true == y_pred).mean(0),
-        "threshold": np.asarray(thresholds, float),
-        "support": y_true.sum(0),
-    }, index=list(CLASSES))
-    mean = table.drop(columns=["threshold", "support"]).mean(skipna=True)
-    table.loc["mean"] = {**mean.to_dict(), "threshold": np.nan, "support": int(y_true.sum())}
+    }
+
+
+def classification_metrics(y_true: np.ndarray, y_score: np.ndarray, thresholds: np.ndarray,
+                           n_bootstrap: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Per-class metrics plus a mean row; with `n_bootstrap`, percentile 95 % CIs (`{metric}_lo/_hi`)
+    from resampling records with replacement."""
+    values = metric_arrays(y_true, y_score, thresholds)
+    table = pd.DataFrame(values, index=list(CLASSES))
+    table.loc["mean"] = {m: np.nanmean(v) for m, v in values.items()}
+    if n_bootstrap:
+        rng = np.random.default_rng(seed)
+        n = len(y_true)
+        draws = {m: [] for m in METRICS}
+        for _ in range(n_bootstrap):
+            idx = rng.integers(0, n, n)
+            for m, v in metric_arrays(y_true[idx], y_score[idx], thresholds).items():
+                with np.errstate(all="ignore"):
+                    draws[m].append(np.append(v, np.nanmean(v) if np.isfinite(v).any() else np.nan))
+        for m in METRICS:
+            with warnings.catch_warnings():  # a class without positives has no AUC in any resample
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lo, hi = np.nanpercentile(np.array(draws[m]), [2.5, 97.5], axis=0)
+            table[f"{m}_lo"], table[f"{m}_hi"] = lo, hi
+    table["threshold"] = list(np.asarray(thresholds, float)) + [np.nan]
+    table["support"] = list(np.asarray(y_true, bool).sum(0)) + [int(np.asarray(y_true, bool).sum())]
     return table

@@ -35,3 +35,17 @@ def records_copy(synth_records, tmp_path) -> Path:
     dst = tmp_path / "records"
     shutil.copytree(synth_records, dst)
     return dst
+
+
+TINY = ["--arch", "resnet18", "--seconds", "2", "--sample-rate", "100", "--batch-size", "16",
+        "--num-workers", "0", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="session")
+def trained(prepared, tmp_path_factory) -> dict:
+    """A tiny ResNet18 (2 s at 100 Hz, 3 epochs) trained on `prepared`: checkpoint path and history."""
+    import main
+
+    work = tmp_path_factory.mktemp("trained")
+    return main.main(["--data-dir", str(prepared), *TINY, "--epochs", "3",
+                      "--model-path", str(work / "tiny.pth"), "--log-dir", str(work / "logs")])

@@ -1,0 +1,114 @@
+"""The torch side of the data: cached signals -> model inputs, augmentation, batched scoring.
+
+Items are sliced from the memory-mapped preprocess cache (never decoded from WFDB), so loading a
+batch costs milliseconds next to a training step; augmentation runs on whole batches on the model's
+device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from utils import CLASSES, LEADS, SAMPLE_RATE, SignalCache, fit_length, lead_indices, resample
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the network sees: which leads, how many seconds (the last ones), at what rate."""
+    leads: tuple[str, ...] = LEADS
+    seconds: float = 30.0
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.seconds * self.sample_rate))
+
+    def from_signal(self, mv: np.ndarray) -> np.ndarray:
+        """A (12, n) mV record at SAMPLE_RATE -> model input (leads, n_samples), float32."""
+        x = fit_length(mv[lead_indices(self.leads)], int(round(self.seconds * SAMPLE_RATE)))
+        return self._resample(x)
+
+    def _resample(self, x: np.ndarray) -> np.ndarray:
+        """A cached-rate window -> the model's rate (anti-aliased polyphase), exactly n_samples long."""
+        if self.sample_rate == SAMPLE_RATE:
+            return x.astype(np.float32, copy=False)
+        return fit_length(resample(x, SAMPLE_RATE, self.sample_rate), self.n_samples).astype(np.float32)
+
+
+class ECGDataset(Dataset):
+    """(input, 0/1 labels) for the given records, read from the signal cache."""
+
+    def __init__(self, cache: SignalCache, labels: pd.DataFrame, spec: InputSpec):
+        missing = set(labels["patient_id"]) - set(cache.row)
+        if missing:
+            raise SystemExit(f"error: {len(missing)} labelled records are not in the signal cache "
+                             f"(e.g. {sorted(missing)[0]}); rerun preprocess.py with --force")
+        self.cache, self.spec = cache, spec
+        self.ids = labels["patient_id"].tolist()
+        self.y = labels[list(CLASSES)].to_numpy(np.float32)
+        self.lead_rows = lead_indices(spec.leads)
+        self.n_cached = int(round(spec.seconds * SAMPLE_RATE))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.cache.window(self.ids[i], self.lead_rows, self.n_cached)
+        return torch.from_numpy(self.spec._resample(x)), torch.from_numpy(self.y[i])
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0,
+                sampler=None, pin_memory: bool = False) -> DataLoader:
+    """A loader whose shuffling comes from its own seeded generator (reproducible, resumable)."""
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=num_workers, generator=g, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0, drop_last=False)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.5, sigma: float = 0.1,
+            max_shift_uv: int = 20) -> torch.Tensor:
+    """Per-record coin flips (probability p, a real coin this time), then per-lead amplitude scaling
+    ~ N(1, sigma) and per-lead baseline shift of up to ±20 µV, as in the original."""
+    b, leads, _ = x.shape
+    opts = dict(generator=generator, device="cpu")
+    scale_on = torch.rand(b, 1, 1, **opts) < p
+    scale = 1 + sigma * torch.randn(b, leads, 1, **opts)
+    shift_on = torch.rand(b, 1, 1, **opts) < p
+    shift = torch.randint(-max_shift_uv, max_shift_uv + 1, (b, leads, 1), **opts).float() / 1000
+    scale = torch.where(scale_on, scale, torch.ones_like(scale)).to(x.device, x.dtype)
+    shift = torch.where(shift_on, shift, torch.zeros_like(shift)).to(x.device, x.dtype)
+    return x * scale + shift
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool = False,
+          progress: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Sigmoid probabilities, labels and mean BCE loss over a loader, in eval mode without gradients."""
+    from tqdm import tqdm
+
+    model.eval()
+    probs, ys, loss_sum = [], [], 0.0
+    for x, y in tqdm(loader, desc=progress, leave=False, disable=progress is None):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum").item()
+        probs.append(torch.sigmoid(logits).cpu().numpy())
+        ys.append(y.cpu().numpy())
+    y_all = np.concatenate(ys)
+    return np.concatenate(probs), y_all, loss_sum / max(y_all.size, 1)
+
+
+def pick_device(use_gpu: bool) -> torch.device:
+    """CUDA when asked for and present (and say so); the same command runs on a CPU-only machine."""
+    if use_gpu and torch.cuda.is_available():
+        print(f"using GPU: {torch.cuda.get_device_name()}")
+        return torch.device("cuda")
+    if use_gpu:
+        print("--use-gpu given but no CUDA device is available; running on CPU")
+    return torch.device("cpu")

@@ -1,0 +1,64 @@
+"""The paper's 1D ResNet (Zhang et al. 2021): one definition, used by training, evaluation and SHAP."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    """conv k7 -> BN -> ReLU -> Dropout 0.2 -> conv k7 -> BN, plus identity or 1x1 conv shortcut, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dropout: float = 0.2):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, 7, stride=stride, padding=3, bias=False),
+            nn.BatchNorm1d(out_channels),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Conv1d(out_channels, out_channels, 7, stride=1, padding=3, bias=False),
+            nn.BatchNorm1d(out_channels),
+        )
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                          nn.BatchNorm1d(out_channels))
+        self.relu = nn.ReLU()  # a separate, not-in-place ReLU: gradient-based explainers need that
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet1d(nn.Module):
+    """Stem conv k15/2 + max-pool, four stages of BasicBlocks, global average ++ max pooling, linear."""
+
+    def __init__(self, blocks: tuple[int, ...], in_leads: int = 12, num_classes: int = 9,
+                 widths: tuple[int, ...] = (64, 128, 256, 512)):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv1d(in_leads, widths[0], 15, stride=2, padding=7, bias=False),
+            nn.BatchNorm1d(widths[0]),
+            nn.ReLU(),
+            nn.MaxPool1d(3, stride=2, padding=1),
+        )
+        stages, channels = [], widths[0]
+        for i, (n, width) in enumerate(zip(blocks, widths)):
+            layers = [BasicBlock(channels, width, stride=1 if i == 0 else 2)]
+            layers += [BasicBlock(width, width) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layers))
+            channels = width
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(2 * channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, leads, samples) in mV -> (batch, classes) logits."""
+        h = self.stages(self.stem(x))
+        return self.fc(torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1))
+
+
+ARCHS = {"resnet34": (3, 4, 6, 3), "resnet18": (2, 2, 2, 2)}
+
+
+def build_model(arch: str, in_leads: int, num_classes: int = 9) -> ResNet1d:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
+    return ResNet1d(ARCHS[arch], in_leads, num_classes)

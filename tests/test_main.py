@@ -1,0 +1,108 @@
+"""models/ and main.py: architecture, training, resume, determinism, lead selection, DDP, bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import main
+from conftest import TINY
+from dataset import augment
+from models import build_model, load_checkpoint
+
+
+def train(prepared: Path, tmp: Path, name: str, *extra: str) -> dict:
+    return main.main(["--data-dir", str(prepared), *TINY, "--model-path", str(tmp / f"{name}.pth"),
+                      "--log-dir", str(tmp / "logs"), *extra])
+
+
+def test_resnet34_matches_the_paper():
+    model = build_model("resnet34", 12, 9)
+    assert sum(p.numel() for p in model.parameters()) == 16_610_185  # the paper's 16.6 M
+    assert model(torch.randn(2, 12, 15000)).shape == (2, 9)
+    assert build_model("resnet34", 1, 9)(torch.randn(2, 1, 3000)).shape == (2, 9)
+    assert sum(p.numel() for p in build_model("resnet18", 12).parameters()) < 9e6
+    blocks = [len(stage) for stage in model.stages]
+    assert blocks == [3, 4, 6, 3]
+
+
+def test_training_reduces_loss_and_writes_outputs(trained):
+    history = trained["history"]
+    assert len(history) == 3
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert trained["model_path"].exists() and trained["model_path"].with_suffix(".last.pth").exists()
+    log = pd.read_csv(trained["model_path"].parent / "logs" / "tiny.csv")
+    assert list(log["epoch"]) == [1, 2, 3] and {"val_f1", "val_auc", "val_loss"} <= set(log.columns)
+    model, ckpt = load_checkpoint(trained["model_path"])
+    assert ckpt["leads"] == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert ckpt["best_f1"] == max(h["val_f1"] for h in history)
+
+
+def test_resume_ends_where_an_uninterrupted_run_would(prepared, tmp_path):
+    full = train(prepared, tmp_path, "full", "--epochs", "3")
+    train(prepared, tmp_path, "part", "--epochs", "2")
+    resumed = train(prepared, tmp_path, "part", "--epochs", "3", "--resume")
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
+    a = torch.load(tmp_path / "full.last.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part.last.pth", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_metrics_other_seed_differs(prepared, tmp_path):
+    a = train(prepared, tmp_path, "a", "--epochs", "1")
+    b = train(prepared, tmp_path, "b", "--epochs", "1")
+    c = train(prepared, tmp_path, "c", "--epochs", "1", "--seed", "3")
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert strip(a["history"]) != strip(c["history"])
+
+
+def test_lead_selection(prepared, tmp_path, capsys):
+    out = train(prepared, tmp_path, "three", "--epochs", "1", "--leads", "v5,I,aVR")
+    model, ckpt = load_checkpoint(out["model_path"])
+    assert ckpt["leads"] == ["I", "aVR", "V5"] and model.stem[0].in_channels == 3
+    with pytest.raises(SystemExit):
+        train(prepared, tmp_path, "bad", "--leads", "I,V7")
+    err = capsys.readouterr().err
+    assert "V7" in err and "aVR" in err and "V6" in err
+
+
+def test_augmentation_is_a_fair_coin():
+    x = torch.ones(4000, 12, 10)
+    y = augment(x, torch.Generator().manual_seed(0))
+    scaled_or_shifted = (y != 1).any(dim=(1, 2)).float().mean().item()
+    assert abs(scaled_or_shifted - 0.75) < 0.03  # P(scale or shift) = 1 - 0.5 * 0.5
+    shift = (y - x)[:, :, 0] - (y - x)[:, :, 1]  # scaling keeps a constant; shift only moves it
+    assert shift.abs().max() < 1e-5 and (y - 1).abs().max() < 0.6
+
+
+def test_refuses_to_overwrite_and_clear_errors(prepared, trained, tmp_path):
+    with pytest.raises(SystemExit, match="exists; pass --resume"):
+        main.main(["--data-dir", str(prepared), *TINY, "--model-path", str(trained["model_path"])])
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train(prepared, tmp_path, "never", "--resume")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="run `python preprocess.py"):
+        train(empty, tmp_path, "nocache")
+    train(prepared, tmp_path, "x", "--epochs", "1")
+    with pytest.raises(SystemExit, match="different settings"):
+        main.main(["--data-dir", str(prepared), *TINY, "--seconds", "3", "--epochs", "2",
+                   "--model-path", str(tmp_path / "x.pth"), "--log-dir", str(tmp_path / "logs"), "--resume"])
+
+
+def test_ddp_two_gloo_processes_agree(prepared, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "main.py", "--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80",
+           "--model-path", str(tmp_path / "ddp.pth"), "--log-dir", str(tmp_path / "logs")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DDP: 2 ranks agree" in proc.stdout, proc.stdout[-2000:]
+    assert (tmp_path / "ddp.pth").exists()

@@ -1,0 +1,95 @@
+"""predict.py: evaluation outputs, metrics equal scikit-learn's, --record, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+import predict
+from conftest import REAL_DIR, needs_real
+from utils import CLASSES, classification_metrics, tune_thresholds
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    table = predict.main(["--model-path", str(trained["model_path"]), "--results-dir", str(results),
+                          "--n-bootstrap", "200", "--num-workers", "0"])
+    return table, results / trained["model_path"].stem, trained["model_path"]
+
+
+def test_evaluation_writes_every_output(evaluated):
+    table, out, model_path = evaluated
+    for name in ["metrics.csv", "metrics.json", "test_scores.csv", "roc.png", *[f"confusion_{c}.png" for c in CLASSES]]:
+        assert (out / name).stat().st_size > 0, name
+    thresholds = json.loads(model_path.with_suffix(".thresholds.json").read_text())["thresholds"]
+    assert list(thresholds) == list(CLASSES) and all(0 <= t < 1 for t in thresholds.values())
+    csv = pd.read_csv(out / "metrics.csv").set_index("class")
+    assert list(csv.index) == [*CLASSES, "mean"]
+    finite = csv.dropna(subset=["f1_lo"])
+    assert (finite["f1_lo"] <= finite["f1"] + 1e-9).all() and (finite["f1"] <= finite["f1_hi"] + 1e-9).all()
+
+
+def test_metrics_equal_scikit_learn(evaluated):
+    table, out, _ = evaluated
+    scores = pd.read_csv(out / "test_scores.csv")
+    y = scores[list(CLASSES)].to_numpy().astype(bool)
+    p = scores[[f"p_{c}" for c in CLASSES]].to_numpy()
+    thr = table.loc[list(CLASSES), "threshold"].to_numpy()
+    for j, cls in enumerate(CLASSES):
+        pred = p[:, j] > thr[j]
+        assert table.loc[cls, "precision"] == pytest.approx(skm.precision_score(y[:, j], pred, zero_division=0))
+        assert table.loc[cls, "recall"] == pytest.approx(skm.recall_score(y[:, j], pred, zero_division=0))
+        assert table.loc[cls, "f1"] == pytest.approx(skm.f1_score(y[:, j], pred, zero_division=0))
+        assert table.loc[cls, "accuracy"] == pytest.approx(skm.accuracy_score(y[:, j], pred))
+        if 0 < y[:, j].sum() < len(y):
+            assert table.loc[cls, "auc"] == pytest.approx(skm.roc_auc_score(y[:, j], p[:, j]))
+
+
+def test_metric_functions_against_scikit_learn_on_random_data():
+    rng = np.random.default_rng(1)
+    y = rng.random((300, 9)) < 0.25
+    p = np.round(np.clip(0.3 * y + rng.random((300, 9)) * 0.7, 0, 1), 2)  # rounding makes ties
+    thr = tune_thresholds(y, p)
+    table = classification_metrics(y, p, thr)
+    for j, cls in enumerate(CLASSES):
+        assert table.loc[cls, "auc"] == pytest.approx(skm.roc_auc_score(y[:, j], p[:, j]))
+        assert table.loc[cls, "f1"] == pytest.approx(skm.f1_score(y[:, j], p[:, j] > thr[j]))
+        best = max(skm.f1_score(y[:, j], p[:, j] > t, zero_division=0) for t in np.arange(0, 1, 0.01))
+        assert table.loc[cls, "f1"] == pytest.approx(best)  # the tuned threshold is the F1-optimal one
+    assert table.loc["mean", "f1"] == pytest.approx(table.loc[list(CLASSES), "f1"].mean())
+
+
+def test_record_diagnosis(evaluated, synth_records, tmp_path, capsys):
+    _, _, model_path = evaluated
+    table = predict.main(["--model-path", str(model_path), "--record", str(synth_records / "A0001.hea"),
+                          str(synth_records / "A0002.mat"), str(tmp_path / "nope.hea"), "--results-dir", str(tmp_path)])
+    assert len(table) == 2 and set(CLASSES) <= set(table.columns)
+    assert ((table[list(CLASSES)] >= 0) & (table[list(CLASSES)] <= 1)).all().all()
+    assert "nope.hea" in capsys.readouterr().err
+    assert (tmp_path / model_path.stem / "records.csv").exists()
+
+
+@needs_real
+def test_record_diagnosis_on_a_real_record(evaluated, tmp_path):
+    _, _, model_path = evaluated
+    table = predict.main(["--model-path", str(model_path), "--record", str(REAL_DIR / "JS20000.hea"),
+                          "--results-dir", str(tmp_path)])
+    assert len(table) == 1 and np.isfinite(table[list(CLASSES)].to_numpy(float)).all()
+
+
+def test_bad_inputs(evaluated, tmp_path):
+    _, _, model_path = evaluated
+    with pytest.raises(SystemExit, match="not found"):
+        predict.main(["--model-path", str(tmp_path / "missing.pth")])
+    with pytest.raises(SystemExit, match="trained on leads I,II,III"):
+        predict.main(["--model-path", str(model_path), "--leads", "I"])
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="not a readable checkpoint"):
+        predict.main(["--model-path", str(tmp_path / "junk.pth")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="run `python preprocess.py"):
+        predict.main(["--model-path", str(model_path), "--data-dir", str(tmp_path / "empty")])
