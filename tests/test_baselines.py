@@ -1,0 +1,116 @@
+"""baselines.py: feature definition, speed-up kept exact, cache round trip, classifiers, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import wfdb.processing
+
+import baselines
+from conftest import REAL_DIR, needs_real
+from utils import CLASSES, LEADS, SignalCache
+
+
+def test_feature_count_and_names():
+    names = baselines.feature_names()
+    assert len(names) == 636 == len(set(names))
+    assert names[:3] == ["I_p5", "I_p25", "I_p50"] and names[8] == "I_cA4_entropy" and names[-1] == "V6_cD1_var"
+    assert len(baselines.feature_names(heart_rate=True)) == 644
+    assert len(baselines.feature_columns(["I", "aVR"], False)) == 106
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_features_equal_the_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3000, 9000))
+    mv = rng.standard_normal((12, n)).cumsum(1) * 0.01
+    mv[3] = np.round(mv[3], 2)  # repeated values: entropy of value counts is not just log(n)
+    mv[5] = 0.0                 # a flat lead
+    fast, ref = baselines.signal_features(mv), baselines.reference_features(mv)
+    assert fast.shape == (636,) and np.isfinite(fast).all()
+    np.testing.assert_allclose(fast, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, capsys):
+    import shutil
+    data = tmp_path / "d"
+    shutil.copytree(prepared, data)
+    table = baselines.load_or_compute_features(data, False, 1, False)
+    assert table.shape == (200, 637)
+    again = baselines.read_features(data / "features.csv")
+    pd.testing.assert_frame_equal(table, again, check_exact=True)
+    baselines.load_or_compute_features(data, False, 1, False)
+    assert "current, reusing" in capsys.readouterr().out
+    (data / "signals.npy").touch()  # the cache changed: recompute
+    baselines.load_or_compute_features(data, False, 1, False)
+    assert "wrote" in capsys.readouterr().out
+    cache = SignalCache(data)
+    row = table.set_index("patient_id").loc["A0010"].to_numpy()
+    np.testing.assert_array_equal(row, baselines.signal_features(cache.record("A0010").astype(np.float64)))
+
+
+def test_classifiers_beat_chance(tmp_path):
+    """600 short records, so the 60-record test fold says something about each classifier."""
+    import preprocess
+    import synth
+    data = tmp_path / "d"
+    synth.main(["--out", str(data), "--n", "600", "--seed", "11", "--max-seconds", "8"])
+    preprocess.main(["--data-dir", str(data)])
+    table = baselines.main(["--data-dir", str(data), "--classifier", "all", "--results-dir", str(tmp_path / "r")])
+    table = table.set_index("classifier")
+    assert list(table.index) == ["LR", "RF", "LGB", "MLP"]
+    assert (table["mean_auc"] > 0.7).all(), table["mean_auc"]
+    assert (table["mean_f1"] > 0.3).all(), table["mean_f1"]
+    saved = pd.read_csv(tmp_path / "r" / "baselines_all.csv")
+    assert {"mean_f1", "mean_auc", *CLASSES} <= set(saved.columns)
+    lead = baselines.main(["--data-dir", str(data), "--classifier", "LR", "--leads", "V1",
+                           "--results-dir", str(tmp_path / "r"), "--num-workers", "1"])
+    assert json.loads((tmp_path / "r" / "baselines_V1.json").read_text())["leads"] == ["V1"]
+    assert np.isfinite(lead["mean_f1"]).all()
+
+
+def test_flat_lead_record_is_reported_not_fatal(prepared, tmp_path, capsys):
+    import shutil
+    data = tmp_path / "d"
+    shutil.copytree(prepared, data)
+    sig = np.load(data / "signals.npy", mmap_mode="r+")
+    index = pd.read_csv(data / "signals_index.csv", dtype={"patient_id": str}).set_index("patient_id")
+    s, n = index.loc["A0004", ["start", "length"]]
+    sig[:, s:s + n] = 0  # every lead of A0004 flat
+    sig.flush()
+    del sig
+    table = baselines.load_or_compute_features(data, True, 1, True)
+    err = capsys.readouterr().err
+    assert "A0004: lead I is flat" in err and "fewer than 3 R peaks" in err
+    assert np.isfinite(table.drop(columns="patient_id").to_numpy()).all()
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(SystemExit, match="run `python preprocess.py"):
+        baselines.main(["--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        baselines.main(["--data-dir", str(tmp_path), "--classifier", "SVM"])
+
+
+def test_r_peaks_on_synthetic_beats():
+    fs = 500
+    t = np.arange(10 * fs) / fs
+    beats = np.arange(0.4, 10, 0.8)
+    lead = sum(np.exp(-0.5 * ((t - b) / 0.012) ** 2) for b in beats) + 0.05 * np.sin(2 * np.pi * 0.3 * t)
+    found = baselines.detect_r_peaks(lead, fs) / fs
+    assert len(found) == len(beats) and np.abs(found - beats).max() < 0.01
+
+
+@needs_real
+def test_heart_rate_agrees_with_wfdb_xqrs_on_real_records():
+    from utils import read_wfdb_record
+    diffs = []
+    for hea in sorted(REAL_DIR.glob("*.hea"))[:12]:
+        _, mv = read_wfdb_record(hea)
+        ours = baselines.heart_rate_features(mv)[0]
+        ref = wfdb.processing.xqrs_detect(mv[LEADS.index("II")], fs=500, verbose=False)
+        theirs = 60 / np.mean(np.diff(ref) / 500)
+        diffs.append(abs(ours - theirs))
+    assert np.median(diffs) < 3 and np.mean(np.array(diffs) < 8) >= 0.75, diffs
