@@ -461,6 +461,14 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def write_npy(arr: np.ndarray, path: Path) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+            np.save(f, arr)
+
+    return atomic_write(path, write)
+
+
 def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 

@@ -1,0 +1,97 @@
+"""shap_values.py: shapes, caching, stale-cache detection, figures, and the completeness of expected gradients."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import shap_values
+from utils import CLASSES
+
+FAST = ["--background", "8", "--n-explain", "4", "--nsamples", "8"]
+
+
+def run(model_path, shap_dir, *extra):
+    return shap_values.main(["--model-path", str(model_path), "--shap-dir", str(shap_dir), *FAST, *extra])
+
+
+def test_values_figures_and_cache(trained, tmp_path, capsys):
+    model_path = trained["model_path"]
+    table = run(model_path, tmp_path)
+    out = tmp_path / model_path.stem
+    values = np.load(next(out.glob("values_*.npy")))
+    index = pd.read_csv(next(out.glob("index_*.csv")), dtype={"patient_id": str})
+    assert values.shape == (4, 12, 200) and values.dtype == np.float32 and np.isfinite(values).all()
+    assert set(index["predicted"]) <= set(CLASSES) and len(index) == 4
+    assert ((index["score"] > 0) & (index["score"] < 1)).all()
+    for pid in index["patient_id"]:
+        assert (out / "patients" / f"{pid}.png").stat().st_size > 0
+    assert (out / "lead_importance.png").exists()
+    saved = pd.read_csv(out / "lead_importance.csv", index_col="class")
+    assert list(saved.columns) == list(table.columns) and "average" in saved.index
+    shares = table.drop(index="average").to_numpy()
+    np.testing.assert_allclose(np.nansum(shares, axis=1), 1.0, atol=1e-5)
+
+    run(model_path, tmp_path)
+    assert "reusing cached SHAP values" in capsys.readouterr().out
+    run(model_path, tmp_path, "--nsamples", "9")  # other settings: other cache entry
+    assert "reusing" not in capsys.readouterr().out
+    assert len(list(out.glob("values_*.npy"))) == 2
+
+
+def test_a_changed_model_never_reuses_stale_values(trained, tmp_path, capsys):
+    import shutil
+    model_path = tmp_path / "copy.pth"
+    shutil.copy(trained["model_path"], model_path)
+    run(model_path, tmp_path / "shap")
+    first = np.load(next((tmp_path / "shap" / "copy").glob("values_*.npy")))
+    ckpt = torch.load(model_path, weights_only=True)
+    ckpt["model"]["fc.weight"] += 0.5  # a retrained model under the same name
+    torch.save(ckpt, model_path)
+    capsys.readouterr()
+    run(model_path, tmp_path / "shap")
+    assert "reusing" not in capsys.readouterr().out
+    files = sorted((tmp_path / "shap" / "copy").glob("values_*.npy"))
+    assert len(files) == 2 and not all(np.array_equal(first, np.load(f)) for f in files)
+
+
+def test_record_explanation(trained, synth_records, tmp_path):
+    table = run(trained["model_path"], tmp_path, "--record", str(synth_records / "A0005.hea"))
+    assert len(table) == 1 and table.loc[0, "predicted"] in CLASSES
+    assert (tmp_path / trained["model_path"].stem / "records" / "A0005.png").exists()
+
+
+def test_expected_gradients_sum_to_output_minus_background_mean(trained, prepared):
+    """Completeness: averaged over records, the SHAP sum equals f(x) - E[f(background)] for the
+    explained output (expected gradients is unbiased for it; nsamples controls the Monte Carlo error)."""
+    from dataset import ECGDataset, InputSpec
+    from models import load_checkpoint
+    from utils import SignalCache, load_labels
+
+    model, _ = load_checkpoint(trained["model_path"])
+    data = ECGDataset(SignalCache(prepared), load_labels(prepared), InputSpec(seconds=2, sample_rate=100))
+    background = shap_values.stack_inputs(data, np.arange(0, 60, 2))
+    x = shap_values.stack_inputs(data, np.arange(100, 108))
+    values, top = shap_values.explain(model, background, x, nsamples=300, batch_size=100, seed=0,
+                                      device=torch.device("cpu"))
+    with torch.no_grad():
+        fx = model(x).numpy()[np.arange(len(x)), top]
+        fb = model(background).numpy()[:, top].mean(0)
+    gap = fx - fb
+    sums = values.reshape(len(x), -1).sum(1)
+    assert np.abs(gap).mean() > 0.01  # a real difference to explain
+    assert abs(sums.mean() - gap.mean()) < 0.15 * np.abs(gap).mean() + 0.01, (sums, gap)
+    assert np.corrcoef(sums, gap)[0, 1] > 0.8
+
+
+def test_lead_importance_counts_only_positive_evidence():
+    values = np.zeros((3, 2, 5), np.float32)
+    values[0, 0] = 1.0       # record 0 (AF): all evidence in lead 0
+    values[1, 1] = 2.0       # record 1 (AF): lead 1 twice as strong
+    values[1, 0] = -5.0      # negative evidence is clipped, not subtracted from the share
+    values[2, 1] = 1.0       # record 2 (PVC)
+    table = shap_values.lead_importance(values, np.array([1, 1, 6]), ["I", "II"])
+    assert list(table.index) == ["AF", "PVC", "average"]
+    np.testing.assert_allclose(table.loc["AF"].to_numpy(), [0.0, 1.0])
+    np.testing.assert_allclose(table.loc["PVC"].to_numpy(), [0.0, 1.0])
