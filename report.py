@@ -1,0 +1,148 @@
+"""Gather every table and figure of a run into results/report.md, beside the paper's published values.
+
+    python report.py --data-dir data/CPSC --model-path models/resnet34_CPSC_all_42.pth
+
+Sections: dataset, baselines, deep model per class, lead study, confusion matrices, ROC curves, SHAP
+lead importance. A section whose stage has not run says which command produces it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from utils import CLASSES, MANIFEST_JSON, atomic_write
+
+PAPER = {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
+SECTIONS = ("Dataset", "Expert-feature baselines", "Deep model (12 leads), test fold", "Lead study",
+            "Confusion matrices", "ROC curves", "SHAP lead importance")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"))
+    p.add_argument("--model-path", type=Path, required=True, help="the 12-lead checkpoint the report is about")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--shap-dir", type=Path, default=Path("shap"))
+    return p.parse_args(argv)
+
+
+def markdown_table(table: pd.DataFrame, digits: int) -> str:
+    """A DataFrame as a markdown table (index first), numbers to `digits` places."""
+    cell = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join([str(table.index.name or ""), *map(str, table.columns)]) + " |",
+             "| --- |" + " ---: |" * table.shape[1]]
+    lines += ["| " + " | ".join([str(i), *map(cell, row)]) + " |" for i, row in zip(table.index, table.to_numpy())]
+    return "\n".join(lines) + "\n"
+
+
+def missing(command: str) -> str:
+    return f"_Not available yet: run `{command}`._\n"
+
+
+def image(path: Path, relative_to: Path, alt: str) -> str:
+    return f"![{alt}]({os.path.relpath(path, relative_to)})"
+
+
+def dataset_section(args) -> str:
+    md = args.results_dir / "dataset_table.md"
+    if not md.exists():
+        return missing(f"python statistic.py --data-dir {args.data_dir}")
+    return "Per class; the last column is the published CPSC2018 count.\n\n" + md.read_text()
+
+
+def baselines_section(args) -> str:
+    path = args.results_dir / "baselines_all.csv"
+    if not path.exists():
+        return missing(f"python baselines.py --data-dir {args.data_dir}")
+    table = pd.read_csv(path).set_index("classifier")[[*CLASSES, "mean_f1", "mean_auc"]]
+    return "Test-fold F1 per class (thresholds tuned on validation), mean F1 and mean AUC.\n\n" + markdown_table(table, 3)
+
+
+def model_section(args) -> str:
+    path = args.results_dir / args.model_path.stem / "metrics.csv"
+    if not path.exists():
+        return missing(f"python predict.py --model-path {args.model_path}")
+    t = pd.read_csv(path).set_index("class")
+    rows = ["| class | precision | recall | F1 (95 % CI) | AUC (95 % CI) | accuracy | n positive |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for cls, r in t.iterrows():
+        ci = lambda m: f"{r[m]:.3f} [{r[f'{m}_lo']:.3f}, {r[f'{m}_hi']:.3f}]" if f"{m}_lo" in r else f"{r[m]:.3f}"  # noqa: E731
+        rows.append(f"| {cls} | {r['precision']:.3f} | {r['recall']:.3f} | {ci('f1')} | {ci('auc')} | "
+                    f"{r['accuracy']:.3f} | {int(r['support'])} |")
+    mean = t.loc["mean"]
+    compare = (f"\n| | this run | paper (Zhang et al. 2021) |\n| --- | ---: | ---: |\n"
+               f"| mean F1 | {mean['f1']:.3f} | {PAPER['mean_f1']:.3f} |\n"
+               f"| mean AUC | {mean['auc']:.3f} | {PAPER['mean_auc']:.3f} |\n")
+    return "\n".join(rows) + "\n" + compare
+
+
+def lead_section(args) -> str:
+    md = args.results_dir / "lead_study.md"
+    if not md.exists():
+        return missing(f"python lead_study.py --data-dir {args.data_dir}")
+    plot = args.results_dir / "lead_study.png"
+    return (f"Paper: all 12 leads beat any single lead; the best single leads were {PAPER['best_single_leads']}.\n\n"
+            + md.read_text() + "\n" + image(plot, args.results_dir, "lead study") + "\n")
+
+
+def confusion_section(args) -> str:
+    out = args.results_dir / args.model_path.stem
+    pngs = [out / f"confusion_{c}.png" for c in CLASSES]
+    if not all(p.exists() for p in pngs):
+        return missing(f"python predict.py --model-path {args.model_path}")
+    return "Row-normalised, test fold, at the validation-tuned thresholds.\n\n" + " ".join(
+        image(p, args.results_dir, p.stem) for p in pngs) + "\n"
+
+
+def roc_section(args) -> str:
+    png = args.results_dir / args.model_path.stem / "roc.png"
+    return image(png, args.results_dir, "ROC") + "\n" if png.exists() else missing(
+        f"python predict.py --model-path {args.model_path}")
+
+
+def shap_section(args) -> str:
+    out = args.shap_dir / args.model_path.stem
+    csv, png = out / "lead_importance.csv", out / "lead_importance.png"
+    if not csv.exists():
+        return missing(f"python shap_values.py --model-path {args.model_path}")
+    table = pd.read_csv(csv).set_index("class")
+    return ("Share of net positive SHAP evidence per lead, by predicted class (held-out records).\n\n"
+            + markdown_table(table, 2) + "\n" + image(png, args.results_dir, "SHAP heatmap") + "\n")
+
+
+def data_source(data_dir: Path) -> str:
+    manifest = data_dir / MANIFEST_JSON
+    if not manifest.exists():
+        return f"`{data_dir}`"
+    source = Path(json.loads(manifest.read_text())["data_dir"])
+    synthetic = (source / "synth_details.csv").exists()
+    return f"`{source}`" + (" — **synthetic demo data**: numbers show the pipeline works, they are not comparable "
+                            "with the paper's CPSC2018 results" if synthetic else "")
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    settings = ""
+    if args.model_path.exists():
+        import torch
+        a = torch.load(args.model_path, map_location="cpu", weights_only=True)["args"]
+        settings = (f"Model: `{args.model_path}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
+                    f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}).\n\n")
+    builders = (dataset_section, baselines_section, model_section, lead_section, confusion_section, roc_section,
+                shap_section)
+    parts = [f"# Reproduction report\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "
+             f"Data: {data_source(args.data_dir)}.\n\n{settings}"]
+    parts += [f"## {title}\n\n{build(args)}" for title, build in zip(SECTIONS, builders)]
+    path = args.results_dir / "report.md"
+    atomic_write(path, lambda tmp: tmp.write_text("\n".join(parts)))
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The dataset table (the paper's Table 1): per class N and %, male N and %, age and duration mean ± sd.
+
+    python statistic.py --data-dir data/CPSC
+
+Reads reference.csv and labels.csv from preprocess.py; prints the table and writes
+results/dataset_table.csv and .md. Multi-label records count once in each of their classes; the
+"All" row counts each record once. Percentages of N are of all labelled records.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from utils import CLASSES, REFERENCE_CSV, atomic_write, load_labels, require, write_csv
+
+# Published CPSC2018 class counts (SPEC.md), shown beside a run's counts.
+CPSC2018_COUNTS = {"SNR": 918, "AF": 1098, "IAVB": 704, "LBBB": 207, "RBBB": 1695, "PAC": 556, "PVC": 672,
+                   "STD": 825, "STE": 202, "All": 6877}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"))
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    return p.parse_args(argv)
+
+
+def mean_sd(x: pd.Series, digits: int = 1) -> str:
+    x = x.dropna()
+    return f"{x.mean():.{digits}f} ± {x.std():.{digits}f}" if len(x) else "n/a"
+
+
+def dataset_table(reference: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    data = labels.merge(reference, on="patient_id", how="left", validate="one_to_one")
+    data["duration"] = data["signal_len"] / data["sample_rate"]
+    groups = {c: data[data[c] == 1] for c in CLASSES} | {"All": data}
+    rows = []
+    for name, g in groups.items():
+        male = int((g["sex"] == "Male").sum())
+        rows.append({"class": name, "n": len(g), "pct": 100 * len(g) / len(data), "male_n": male,
+                     "male_pct": 100 * male / len(g) if len(g) else np.nan, "age": mean_sd(g["age"]),
+                     "duration_s": mean_sd(g["duration"]), "age_missing": int(g["age"].isna().sum()),
+                     "cpsc2018_n": CPSC2018_COUNTS[name]})
+    return pd.DataFrame(rows)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    lines = ["| class | N (%) | male N (%) | age (mean ± sd) | duration s (mean ± sd) | CPSC2018 N (paper) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in table.to_dict("records"):
+        lines.append(f"| {r['class']} | {r['n']} ({r['pct']:.1f} %) | {r['male_n']} ({r['male_pct']:.1f} %) | "
+                     f"{r['age']} | {r['duration_s']} | {r['cpsc2018_n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> pd.DataFrame:
+    args = parse_args(argv)
+    labels = load_labels(args.data_dir)
+    reference = pd.read_csv(require(args.data_dir / REFERENCE_CSV, f"python preprocess.py --data-dir {args.data_dir}"),
+                            dtype={"patient_id": str})
+    table = dataset_table(reference, labels)
+    write_csv(table, args.results_dir / "dataset_table.csv")
+    md = to_markdown(table)
+    atomic_write(args.results_dir / "dataset_table.md", lambda tmp: tmp.write_text(md))
+    print(md)
+    print(f"wrote {args.results_dir}/dataset_table.csv and .md")
+    return table
+
+
+if __name__ == "__main__":
+    main()
