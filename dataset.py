@@ -26,6 +26,12 @@ class InputSpec:
     def n_samples(self) -> int:
         return int(round(self.seconds * self.sample_rate))
 
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "InputSpec":
+        """The input a checkpoint was trained on (its leads, seconds and sample rate)."""
+        a = ckpt["args"]
+        return cls(tuple(ckpt["leads"]), float(a["seconds"]), int(a["sample_rate"]))
+
     def from_signal(self, mv: np.ndarray) -> np.ndarray:
         """A (12, n) mV record at SAMPLE_RATE -> model input (leads, n_samples), float32."""
         x = fit_length(mv[lead_indices(self.leads)], int(round(self.seconds * SAMPLE_RATE)))

@@ -162,7 +162,8 @@ def main(argv=None) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         start, best, history = ckpt["epoch"] + 1, ckpt["best_f1"], list(ckpt["history"])
         if is_main:
-            print(f"resuming {resume_path} after epoch {ckpt['epoch']} (best val F1 {best:.4f})")
+            left = f"{args.epochs - ckpt['epoch']} epoch(s) left" if start <= args.epochs else "all epochs done, nothing to train"
+            print(f"resuming {resume_path} after epoch {ckpt['epoch']} (best val F1 {best:.4f}): {left}")
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if is_main:
         print(f"{args.arch} on {len(spec.leads)} lead(s) {','.join(spec.leads)}, {spec.n_samples} samples "

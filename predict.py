@@ -12,7 +12,6 @@ JSON), test-fold scores, one confusion matrix per class and a ROC figure go unde
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 
 from dataset import ECGDataset, InputSpec, make_loader, pick_device, score
 from models import load_checkpoint
-from utils import (CLASSES, RecordError, SignalCache, classification_metrics, load_labels, parse_leads, read_record,
+from utils import (CLASSES, SignalCache, classification_metrics, load_labels, parse_leads, read_records,
                    save_figure, split_folds, split_labels, tune_thresholds, write_csv, write_json)
 
 
@@ -37,11 +36,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--use-gpu", action="store_true")
     return p.parse_args(argv)
-
-
-def input_spec(ckpt: dict) -> InputSpec:
-    a = ckpt["args"]
-    return InputSpec(tuple(ckpt["leads"]), float(a["seconds"]), int(a["sample_rate"]))
 
 
 def thresholds_path(model_path: Path) -> Path:
@@ -103,7 +97,7 @@ def plot_roc(y_true: np.ndarray, y_score: np.ndarray, aucs: np.ndarray, path: Pa
 
 
 def evaluate(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict, device: torch.device) -> pd.DataFrame:
-    spec = input_spec(ckpt)
+    spec = InputSpec.from_checkpoint(ckpt)
     run = ckpt["args"]
     data_dir = args.data_dir or Path(run["data_dir"])
     cache = SignalCache(data_dir)
@@ -157,21 +151,14 @@ def diagnose(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict, devic
         raise SystemExit(f"error: {tpath} not found; run `python predict.py --model-path {args.model_path}` "
                          "once to tune the thresholds on the validation fold")
     thresholds = np.array([json.loads(tpath.read_text())["thresholds"][c] for c in CLASSES])
-    spec = input_spec(ckpt)
+    spec = InputSpec.from_checkpoint(ckpt)
     rows = []
-    for path in args.record:
-        try:
-            _, mv = read_record(path)
-        except RecordError as e:
-            print(f"skipped: {e}", file=sys.stderr)
-            continue
+    for path, _, mv in read_records(args.record):
         with torch.no_grad():
             x = torch.from_numpy(spec.from_signal(mv))[None].to(device)
             p = torch.sigmoid(model(x).float())[0].cpu().numpy()
         labels = [c for c, v, t in zip(CLASSES, p, thresholds) if v > t]
         rows.append({"record": str(path), "labels": ",".join(labels), **dict(zip(CLASSES, p.round(4)))})
-    if not rows:
-        raise SystemExit("error: none of the records could be read")
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     out = args.results_dir / args.model_path.stem / "records.csv"

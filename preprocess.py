@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from utils import (CLASSES, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, REFERENCE_CSV, SAMPLE_RATE, SIGNALS_INDEX_CSV,
                    SIGNALS_NPY, RecordError, atomic_write, dx_to_labels, file_fingerprint, fingerprint,
-                   parse_header, read_cpsc_record, read_cpsc_reference, read_wfdb_record, resample,
+                   read_cpsc_record, read_cpsc_reference, read_wfdb_record, resample,
                    stratified_folds, to_microvolts, write_csv, write_json)
 
 CACHE_VERSION = 1  # bump when the cache format changes, so old caches are rebuilt

@@ -39,7 +39,11 @@ python statistic.py --data-dir "$data"
 stage ECG figures
 python visualize.py --record "$(ls "$data"/*.hea | head -n 1)" --out-dir results/ecg
 stage expert-feature baselines
-python baselines.py --data-dir "$data" --classifier all
+if [ results/baselines_all.json -nt "$data/features.csv" ] && [ results/baselines_all.json -nt "$data/labels.csv" ]; then
+  echo "results/baselines_all.json is newer than its features and labels; skipping"
+else
+  python baselines.py --data-dir "$data" --classifier all
+fi
 stage train the 12-lead model
 resume=(--force); [ -f "${model%.pth}.last.pth" ] && resume=(--resume)
 python main.py --data-dir "$data" --leads all "${train[@]}" "${gpu[@]}" "${resume[@]}"

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dataset import ECGDataset, InputSpec, pick_device
 from models import load_checkpoint
-from utils import (CLASSES, RecordError, SignalCache, fingerprint, load_labels, read_record, save_figure,
+from utils import (CLASSES, SignalCache, fingerprint, load_labels, read_records, save_figure,
                    split_labels, write_csv, write_json, write_npy)
 
 
@@ -194,17 +194,9 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd
     rng = np.random.default_rng(args.seed)
     background = stack_inputs(train_ds, np.sort(rng.choice(len(train_ds), min(args.background, len(train_ds)),
                                                            replace=False)))
-    rows, inputs = [], []
-    for path in args.record:
-        try:
-            _, mv = read_record(path)
-        except RecordError as e:
-            print(f"skipped: {e}", file=sys.stderr)
-            continue
-        inputs.append(torch.from_numpy(spec.from_signal(mv)))
-        rows.append(path)
-    if not rows:
-        raise SystemExit("error: none of the records could be read")
+    records = read_records(args.record)
+    rows = [path for path, _, _ in records]
+    inputs = [torch.from_numpy(spec.from_signal(mv)) for _, _, mv in records]
     x = torch.stack(inputs)
     probs = probabilities(model, x, device)
     values, top = explain(model, background, x, nsamples, args.batch_size, args.seed, device)
@@ -225,8 +217,7 @@ def main(argv=None) -> pd.DataFrame:
     device = pick_device(args.use_gpu)
     model, ckpt = load_checkpoint(args.model_path, map_location=device)
     model.to(device).eval()
-    a = ckpt["args"]
-    spec = InputSpec(tuple(ckpt["leads"]), float(a["seconds"]), int(a["sample_rate"]))
+    spec = InputSpec.from_checkpoint(ckpt)
     nsamples = args.nsamples or (200 if device.type == "cuda" else 32)
     if args.record:
         return run_records(args, model, ckpt, spec, device, nsamples)

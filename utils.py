@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -284,7 +285,7 @@ def read_cpsc_reference(path: Path) -> dict[str, np.ndarray]:
 def read_record(path: Path) -> tuple[Header, np.ndarray]:
     """Any supported record (a `.hea` path, or a `.mat` of either layout) -> header, mV at SAMPLE_RATE.
 
-    Used by `predict.py --record` and `shap_values.py --record` for new records.
+    Used by the `--record` options of predict.py, shap_values.py and visualize.py.
     """
     path = Path(path)
     hea = path.with_suffix(".hea")
@@ -295,6 +296,20 @@ def read_record(path: Path) -> tuple[Header, np.ndarray]:
     else:
         raise RecordError(f"{path}: not a WFDB header or .mat record")
     return hdr, resample(mv, hdr.sample_rate)
+
+
+def read_records(paths: Sequence[Path]) -> list[tuple[Path, Header, np.ndarray]]:
+    """`read_record` over user-given paths: unreadable ones are reported on stderr and skipped;
+    none readable at all is an error (used by every `--record` option)."""
+    records = []
+    for path in map(Path, paths):
+        try:
+            records.append((path, *read_record(path)))
+        except RecordError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+    if not records:
+        raise SystemExit("error: none of the records could be read")
+    return records
 
 
 def to_microvolts(mv: np.ndarray) -> np.ndarray:

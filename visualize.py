@@ -10,12 +10,11 @@ Writes results/ecg/{record}_{layout}.png.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from utils import LEADS, SAMPLE_RATE, RecordError, read_record, save_figure
+from utils import LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, read_records, save_figure
 
 GRID_3X4 = [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
 RHYTHM_LEAD = "II"
@@ -48,7 +47,8 @@ def figure(width_s: float, height_mv: float):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(width_s * 25 / 25.4, height_mv * 10 / 25.4))  # true size in mm
+    fig = plt.figure(figsize=(width_s * 25 / 25.4, height_mv * 10 / 25.4))  # true size: 25 mm/s, 10 mm/mV
+    ax = fig.add_axes((0, 0, 1, 1))  # the paper fills the figure, so printed at its size it is to scale
     paper(ax, width_s, height_mv)
     return fig, ax
 
@@ -89,23 +89,23 @@ def plot_1col(mv: np.ndarray, fs: int, title: str, path: Path, seconds: float = 
     save_figure(fig, path)
 
 
+def record_title(record: Path, hdr) -> str:
+    """Record id, age, sex and diagnoses (SNOMED codes with the paper's class name where there is one)."""
+    age = "age ?" if np.isnan(hdr.age) else f"age {hdr.age:g}"
+    dx = ", ".join(f"{c} ({SNOMED_TO_CLASS[c]})" if c in SNOMED_TO_CLASS else c for c in hdr.dx) or "-"
+    return f"{record.stem}  {age}  {hdr.sex}  Dx {dx}"
+
+
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     layouts = ("3x4", "1col") if args.layout == "both" else (args.layout,)
     written = []
-    for record in args.record:
-        try:
-            hdr, mv = read_record(record)
-        except RecordError as e:
-            print(f"skipped: {e}", file=sys.stderr)
-            continue
-        title = f"{record.stem}  age {hdr.age:g}  {hdr.sex}  Dx {','.join(hdr.dx) or '-'}"
+    for record, hdr, mv in read_records(args.record):
+        seconds = min(args.seconds, mv.shape[1] / SAMPLE_RATE)
         for layout in layouts:
             path = args.out_dir / f"{record.stem}_{layout}.png"
-            (plot_3x4 if layout == "3x4" else plot_1col)(mv, SAMPLE_RATE, title, path, args.seconds)
+            (plot_3x4 if layout == "3x4" else plot_1col)(mv, SAMPLE_RATE, record_title(record, hdr), path, seconds)
             written.append(path)
-    if not written:
-        raise SystemExit("error: none of the records could be drawn")
     print("wrote " + ", ".join(str(p) for p in written))
     return written
 

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import wfdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -49,3 +49,15 @@ def trained(prepared, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("trained")
     return main.main(["--data-dir", str(prepared), *TINY, "--epochs", "3",
                       "--model-path", str(work / "tiny.pth"), "--log-dir", str(work / "logs")])
+
+
+@pytest.fixture(scope="session")
+def lead_study_run(prepared, tmp_path_factory) -> dict:
+    """lead_study.py with one-epoch tiny models on 80 records: its argv, table and output folder."""
+    import lead_study
+
+    work = tmp_path_factory.mktemp("lead_study")
+    argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80", "--n-bootstrap", "50",
+            "--models-dir", str(work / "models"), "--results-dir", str(work / "results"),
+            "--log-dir", str(work / "logs")]
+    return {"argv": argv, "table": lead_study.main(argv), "work": work}

@@ -1,0 +1,30 @@
+"""lead_study.py: 13 runs, a ranked table and chart, and a second call that trains nothing."""
+from __future__ import annotations
+
+import pandas as pd
+
+import lead_study
+from utils import LEADS
+
+
+def test_lead_table_is_complete_and_ranked(lead_study_run):
+    table, out = lead_study_run["table"], lead_study_run["work"] / "results"
+    assert sorted(table["leads"]) == sorted(["all 12", *LEADS])
+    assert table["f1"].is_monotonic_decreasing and table["rank"].tolist() == list(range(1, 14))
+    assert (table["f1_lo"] <= table["f1"] + 1e-9).all() and (table["f1"] <= table["f1_hi"] + 1e-9).all()
+    assert table["auc"].between(0, 1).all()
+    assert pd.read_csv(out / "lead_study.csv")["leads"].tolist() == table["leads"].tolist()
+    assert (out / "lead_study.png").stat().st_size > 0
+    assert (out / "lead_study.md").read_text().count("\n") == 13 + 2
+
+
+def test_second_call_trains_nothing(lead_study_run, capsys):
+    models = lead_study_run["work"] / "models"
+    checkpoints = {p: p.stat().st_mtime_ns for p in models.glob("*.pth")}
+    assert len(checkpoints) == 26  # best + last for each of the 13 runs
+    capsys.readouterr()
+    again = lead_study.main(lead_study_run["argv"])
+    printed = capsys.readouterr().out
+    assert printed.count("finished earlier, reusing") == 13 and "best val F1" not in printed
+    assert {p: p.stat().st_mtime_ns for p in models.glob("*.pth")} == checkpoints
+    pd.testing.assert_frame_equal(again, lead_study_run["table"])
