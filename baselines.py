@@ -27,8 +27,9 @@ import pywt
 import scipy.stats
 from tqdm import tqdm
 
-from utils import (CLASSES, LEADS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, auc_scores, f1_scores, file_fingerprint,
-                   fingerprint, leads_tag, load_labels, parse_leads, split_labels, tune_thresholds, write_csv, write_json)
+from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, auc_scores, f1_scores,
+                   file_fingerprint, fingerprint, leads_tag, load_labels, parse_leads, split_labels, tune_thresholds,
+                   write_csv, write_json)
 
 FEATURES_CSV = "features.csv"
 FEATURE_VERSION = 1
@@ -54,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--leads", default="all", help="restrict the features to these leads")
     p.add_argument("--heart-rate", action="store_true", help="add heart-rate statistics from R-peak detection")
     p.add_argument("--seed", type=int, default=42, help="fold split and classifier seed")
+    p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
+                   help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
     p.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--force", action="store_true", help="recompute features.csv")
@@ -268,7 +271,7 @@ def main(argv=None) -> pd.DataFrame:
     labels = load_labels(args.data_dir)
     cols = feature_columns(args.lead_names, args.heart_rate)
     data = labels.merge(features, on="patient_id", how="left", validate="one_to_one")
-    splits = split_labels(data, args.seed)
+    splits = split_labels(data, args.seed, test_fold=args.test_fold)
     X = {k: v[cols].to_numpy() for k, v in splits.items()}
     Y = {k: v[list(CLASSES)].to_numpy().astype(int) for k, v in splits.items()}
     print(f"{len(cols)} features ({','.join(args.lead_names)}{' + heart rate' if args.heart_rate else ''}); "
@@ -277,10 +280,11 @@ def main(argv=None) -> pd.DataFrame:
     for name in tqdm(args.classifiers, desc="classifiers", file=sys.stdout):
         rows.append(evaluate_classifier(name, X, Y, args.seed))
     table = pd.DataFrame(rows)
-    out = args.results_dir / f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}"
+    fold = f"_fold{args.test_fold}" if args.test_fold else ""
+    out = args.results_dir / f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}{fold}"
     write_csv(table.drop(columns="thresholds"), out.with_suffix(".csv"))
-    write_json({"data_dir": str(args.data_dir), "seed": args.seed, "leads": args.lead_names,
-                "heart_rate": args.heart_rate, "n_test": len(X["test"]), "results": rows}, out.with_suffix(".json"))
+    write_json({"data_dir": str(args.data_dir), "seed": args.seed, "test_fold": args.test_fold,
+                "leads": args.lead_names, "heart_rate": args.heart_rate, "n_test": len(X["test"]), "results": rows}, out.with_suffix(".json"))
     shown = table.set_index("classifier")[[*CLASSES, "mean_f1", "mean_auc"]]
     print("test-fold F1 per class (thresholds tuned on validation), as in the paper's baseline table:")
     print(shown.to_string(float_format=lambda v: f"{v:.3f}"))

@@ -7,12 +7,15 @@ device.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils import CLASSES, LEADS, SAMPLE_RATE, SignalCache, fit_length, lead_indices, resample
+from utils import (CLASSES, LEADS, SAMPLE_RATE, SignalCache, fit_length, lead_indices, load_labels, resample,
+                   split_labels)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,12 @@ class InputSpec:
         if self.sample_rate == SAMPLE_RATE:
             return x.astype(np.float32, copy=False)
         return fit_length(resample(x, SAMPLE_RATE, self.sample_rate), self.n_samples).astype(np.float32)
+
+
+def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
+    """The train/val/test records of a checkpoint's run (its seed, record limit and test fold)."""
+    a = ckpt["args"]
+    return split_labels(load_labels(data_dir), int(a["seed"]), a.get("limit"), a.get("test_fold"))
 
 
 class ECGDataset(Dataset):

@@ -24,8 +24,9 @@ from models import ARCHS, default_model_path
 from utils import LEADS, atomic_write, leads_tag, parse_leads, save_figure, write_csv
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def training_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every run of a multi-run study shares (main.py's, with the same faithful defaults)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"))
     p.add_argument("--arch", default="resnet34", choices=sorted(ARCHS))
     p.add_argument("--seed", type=int, default=42)
@@ -41,13 +42,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--log-dir", type=Path, default=Path("logs"))
-    return p.parse_args(argv)
+    return p
 
 
-def run_one(args: argparse.Namespace, leads: str) -> dict:
-    """Train (or resume, or skip) and evaluate one lead setting; returns its mean-row metrics."""
+def parse_args(argv=None) -> argparse.Namespace:
+    return training_parser(__doc__).parse_args(argv)
+
+
+def train_and_evaluate(args: argparse.Namespace, leads: str, test_fold: int | None = None) -> Path:
+    """Train (or resume, or skip when finished) and evaluate one run; returns its metrics.json.
+
+    A run is finished when its last checkpoint completed all epochs; it is evaluated again only
+    when its metrics are missing or older than its checkpoint."""
     tag = leads_tag(parse_leads(leads))
-    model_path = args.models_dir / default_model_path(args.arch, args.data_dir, tag, args.seed).name
+    model_path = args.models_dir / default_model_path(args.arch, args.data_dir, tag, args.seed, test_fold).name
     metrics_path = args.results_dir / model_path.stem / "metrics.json"
     last = train.last_path(model_path)
     done = last.exists() and torch.load(last, map_location="cpu", weights_only=True)["epoch"] >= args.epochs
@@ -58,6 +66,7 @@ def run_one(args: argparse.Namespace, leads: str) -> dict:
                  "--num-workers", str(args.num_workers), "--model-path", str(model_path),
                  "--log-dir", str(args.log_dir)]
         flags += ["--limit", str(args.limit)] if args.limit else []
+        flags += ["--test-fold", str(test_fold)] if test_fold is not None else []
         flags += ["--use-gpu"] if args.use_gpu else []
         flags += ["--resume"] if last.exists() else ["--force"]
         train.main(flags)
@@ -66,11 +75,16 @@ def run_one(args: argparse.Namespace, leads: str) -> dict:
                       "--n-bootstrap", str(args.n_bootstrap), "--num-workers", "0"]
                      + (["--use-gpu"] if args.use_gpu else []))
     else:
-        print(f"{leads}: finished earlier, reusing {metrics_path}")
+        print(f"{model_path.stem}: finished earlier, reusing {metrics_path}")
+    return metrics_path
+
+
+def lead_row(leads: str, metrics_path: Path) -> dict:
+    """One row of the lead table: the test-fold mean metrics of one run."""
     mean = json.loads(metrics_path.read_text())["metrics"]["mean"]
     return {"leads": "all 12" if leads == "all" else leads, **{k: mean.get(k) for k in
             ("f1", "f1_lo", "f1_hi", "auc", "auc_lo", "auc_hi", "precision", "recall", "accuracy")},
-            "model": str(model_path)}
+            "model": metrics_path.parent.name}
 
 
 def plot_leads(table: pd.DataFrame, path: Path) -> None:
@@ -95,7 +109,7 @@ def plot_leads(table: pd.DataFrame, path: Path) -> None:
 
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
-    rows = [run_one(args, leads) for leads in ["all", *LEADS]]
+    rows = [lead_row(leads, train_and_evaluate(args, leads)) for leads in ["all", *LEADS]]
     table = pd.DataFrame(rows).sort_values("f1", ascending=False).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     write_csv(table, args.results_dir / "lead_study.csv")

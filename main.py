@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from dataset import ECGDataset, InputSpec, augment, make_loader, pick_device, score
 from models import ARCHS, build_model, default_model_path, load_checkpoint, save_checkpoint
-from utils import (CLASSES, INPUT_SECONDS, SAMPLE_RATE, SignalCache, auc_scores, f1_scores, leads_tag, load_labels,
-                   parse_leads, split_labels, write_csv)
+from utils import (CLASSES, INPUT_SECONDS, N_FOLDS, SAMPLE_RATE, SignalCache, auc_scores, f1_scores, leads_tag,
+                   load_labels, parse_leads, split_labels, write_csv)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=INPUT_SECONDS, help="input length: the last N seconds")
     p.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="model input rate (resampled from the cache)")
     p.add_argument("--limit", type=int, default=None, help="use a seeded random subset of N records")
+    p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
+                   help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
     p.add_argument("--model-path", type=Path, default=None,
@@ -56,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as e:
         p.error(str(e))
     if args.model_path is None:
-        args.model_path = default_model_path(args.arch, args.data_dir, leads_tag(args.lead_names), args.seed)
+        args.model_path = default_model_path(args.arch, args.data_dir, leads_tag(args.lead_names), args.seed,
+                                             args.test_fold)
     return args
 
 
@@ -90,7 +93,7 @@ def checkpoint_args(args: argparse.Namespace) -> dict:
 
 
 def check_resumable(ckpt: dict, args: argparse.Namespace, path: Path) -> None:
-    keys = ("arch", "leads", "seconds", "sample_rate", "seed", "data_dir", "limit", "lr", "batch_size")
+    keys = ("arch", "leads", "seconds", "sample_rate", "seed", "data_dir", "limit", "lr", "batch_size", "test_fold")
     old = ckpt["args"]
     changed = [f"{k}: {old.get(k)} -> {getattr(args, k)}" for k in keys if str(old.get(k)) != str(getattr(args, k))]
     if changed:
@@ -141,7 +144,7 @@ def main(argv=None) -> dict:
     seed_everything(args.seed)
     spec = InputSpec(tuple(args.lead_names), args.seconds, args.sample_rate)
     cache = SignalCache(args.data_dir)
-    splits = split_labels(load_labels(args.data_dir), args.seed, args.limit)
+    splits = split_labels(load_labels(args.data_dir), args.seed, args.limit, args.test_fold)
     if len(splits["train"]) == 0 or len(splits["val"]) == 0:
         raise SystemExit(f"error: empty training or validation split in {args.data_dir} (too few records?)")
     train_ds, val_ds = ECGDataset(cache, splits["train"], spec), ECGDataset(cache, splits["val"], spec)
@@ -162,13 +165,15 @@ def main(argv=None) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         start, best, history = ckpt["epoch"] + 1, ckpt["best_f1"], list(ckpt["history"])
         if is_main:
-            left = f"{args.epochs - ckpt['epoch']} epoch(s) left" if start <= args.epochs else "all epochs done, nothing to train"
+            left = (f"{args.epochs - ckpt['epoch']} epoch(s) left" if start <= args.epochs
+                    else "all epochs done, nothing to train")
             print(f"resuming {resume_path} after epoch {ckpt['epoch']} (best val F1 {best:.4f}): {left}")
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if is_main:
+        split = f" (test fold {args.test_fold})" if args.test_fold else ""
         print(f"{args.arch} on {len(spec.leads)} lead(s) {','.join(spec.leads)}, {spec.n_samples} samples "
               f"({spec.seconds:g} s at {spec.sample_rate} Hz); train {len(train_ds)} val {len(val_ds)} "
-              f"test {len(splits['test'])} records; device {device}{' (bf16 autocast)' if amp else ''}"
+              f"test {len(splits['test'])} records{split}; device {device}{' (bf16 autocast)' if amp else ''}"
               f"{f', {world} processes' if world > 1 else ''}")
     log_path = args.log_dir / f"{model_path.stem}.csv"
 

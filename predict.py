@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dataset import ECGDataset, InputSpec, make_loader, pick_device, score
+from dataset import ECGDataset, InputSpec, checkpoint_splits, make_loader, pick_device, score
 from models import load_checkpoint
-from utils import (CLASSES, SignalCache, classification_metrics, load_labels, parse_leads, read_records,
-                   save_figure, split_folds, split_labels, tune_thresholds, write_csv, write_json)
+from utils import (CLASSES, SignalCache, classification_metrics, parse_leads, read_records, save_figure,
+                   tune_thresholds, write_csv, write_json)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -101,13 +101,13 @@ def evaluate(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict, devic
     run = ckpt["args"]
     data_dir = args.data_dir or Path(run["data_dir"])
     cache = SignalCache(data_dir)
-    splits = split_labels(load_labels(data_dir), int(run["seed"]), run.get("limit"))
-    _, val_folds, test_folds = split_folds(int(run["seed"]))
+    splits = checkpoint_splits(ckpt, data_dir)
+    val_folds, test_folds = (sorted(splits[name]["fold"].unique().tolist()) for name in ("val", "test"))
     out = {}
-    for name, folds in (("val", val_folds), ("test", test_folds)):
+    for name in ("val", "test"):
         part = splits[name]
         if part.empty:
-            raise SystemExit(f"error: no records in the {name} fold(s) {folds} of {data_dir}")
+            raise SystemExit(f"error: no records in the {name} split of {data_dir}")
         loader = make_loader(ECGDataset(cache, part, spec), args.batch_size, False, args.num_workers)
         probs, y, _ = score(model, loader, device, amp=device.type == "cuda", progress=f"score {name}")
         out[name] = (part, probs, y.astype(bool))

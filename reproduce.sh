@@ -10,7 +10,8 @@ case "$mode" in
   --demo)
     data=data/demo
     # Small, CPU-friendly settings: the last 10 s at 100 Hz, 20 epochs at lr 1e-3 (the paper: 30 s at
-    # 500 Hz, 40 epochs at 1e-4). The lead study uses ResNet18 on 5 s to stay within minutes.
+    # 500 Hz, 40 epochs at 1e-4). Cross-validation and the lead study use ResNet18 on 5 s to stay within
+    # minutes.
     train=(--arch resnet34 --seconds 10 --sample-rate 100 --epochs 20 --lr 1e-3 --num-workers 0)
     study=(--arch resnet18 --seconds 5 --sample-rate 100 --epochs 8 --lr 1e-3 --num-workers 0 --n-bootstrap 300)
     explain=(--n-explain 60)
@@ -55,6 +56,8 @@ else
 fi
 stage SHAP
 python shap_values.py --model-path "$model" "${explain[@]}" "${gpu[@]}"
+stage cross-validation
+python cross_validate.py --data-dir "$data" "${study[@]}" "${gpu[@]}"
 stage lead study
 python lead_study.py --data-dir "$data" "${study[@]}" "${gpu[@]}"
 stage report

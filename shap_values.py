@@ -26,10 +26,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dataset import ECGDataset, InputSpec, pick_device
+from dataset import ECGDataset, InputSpec, checkpoint_splits, pick_device
 from models import load_checkpoint
-from utils import (CLASSES, SignalCache, fingerprint, load_labels, read_records, save_figure,
-                   split_labels, write_csv, write_json, write_npy)
+from utils import CLASSES, SignalCache, fingerprint, read_records, save_figure, write_csv, write_json, write_npy
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -143,8 +142,7 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
 def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd.DataFrame:
     data_dir = args.data_dir or Path(ckpt["args"]["data_dir"])
     cache = SignalCache(data_dir)
-    seed = int(ckpt["args"]["seed"])
-    splits = split_labels(load_labels(data_dir), seed, ckpt["args"].get("limit"))
+    splits = checkpoint_splits(ckpt, data_dir)
     train_ds, test_ds = ECGDataset(cache, splits["train"], spec), ECGDataset(cache, splits["test"], spec)
     rng = np.random.default_rng(args.seed)
     bg_rows = np.sort(rng.choice(len(train_ds), min(args.background, len(train_ds)), replace=False))
@@ -189,7 +187,7 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
 def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd.DataFrame:
     """Explain new records against a background from the checkpoint's training folds."""
     data_dir = args.data_dir or Path(ckpt["args"]["data_dir"])
-    splits = split_labels(load_labels(data_dir), int(ckpt["args"]["seed"]), ckpt["args"].get("limit"))
+    splits = checkpoint_splits(ckpt, data_dir)
     train_ds = ECGDataset(SignalCache(data_dir), splits["train"], spec)
     rng = np.random.default_rng(args.seed)
     background = stack_inputs(train_ds, np.sort(rng.choice(len(train_ds), min(args.background, len(train_ds)),

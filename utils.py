@@ -363,17 +363,26 @@ def stratified_folds(y: np.ndarray, n_folds: int = N_FOLDS, seed: int = 42) -> n
     return fold
 
 
-def split_folds(seed: int) -> tuple[list[int], list[int], list[int]]:
-    """Train/validation/test folds (8/1/1) from a permutation of 1..10 seeded with `seed`."""
-    perm = (np.random.default_rng(seed).permutation(N_FOLDS) + 1).tolist()
-    return perm[:TRAIN_FOLDS], perm[TRAIN_FOLDS:TRAIN_FOLDS + VAL_FOLDS], perm[TRAIN_FOLDS + VAL_FOLDS:]
+def split_folds(seed: int, test_fold: int | None = None) -> tuple[list[int], list[int], list[int]]:
+    """Train/validation/test folds, 8/1/1. By default the original's single split: a permutation of
+    1..10 seeded with `seed`. For cross-validation, `test_fold` k tests on fold k and validates on the
+    next fold (k % 10 + 1), so the ten values of k test every record exactly once."""
+    if test_fold is None:
+        perm = (np.random.default_rng(seed).permutation(N_FOLDS) + 1).tolist()
+        return perm[:TRAIN_FOLDS], perm[TRAIN_FOLDS:TRAIN_FOLDS + VAL_FOLDS], perm[TRAIN_FOLDS + VAL_FOLDS:]
+    if not 1 <= test_fold <= N_FOLDS:
+        raise ValueError(f"test fold must be 1..{N_FOLDS}, got {test_fold}")
+    val = test_fold % N_FOLDS + 1
+    return [f for f in range(1, N_FOLDS + 1) if f not in (test_fold, val)], [val], [test_fold]
 
 
-def split_labels(labels: pd.DataFrame, seed: int, limit: int | None = None) -> dict[str, pd.DataFrame]:
-    """labels.csv rows of the train/val/test folds for `seed`; `limit` keeps a seeded random subset first."""
+def split_labels(labels: pd.DataFrame, seed: int, limit: int | None = None,
+                 test_fold: int | None = None) -> dict[str, pd.DataFrame]:
+    """labels.csv rows of the train/val/test folds (see `split_folds`); `limit` keeps a seeded random
+    subset first."""
     if limit and limit < len(labels):
         labels = labels.sample(n=limit, random_state=seed).sort_index()
-    train, val, test = split_folds(seed)
+    train, val, test = split_folds(seed, test_fold)
     return {name: labels[labels["fold"].isin(folds)].reset_index(drop=True)
             for name, folds in (("train", train), ("val", val), ("test", test))}
 

@@ -11,9 +11,10 @@ from utils import CLASSES, atomic_write
 __all__ = ["ARCHS", "ResNet1d", "build_model", "save_checkpoint", "load_checkpoint", "default_model_path"]
 
 
-def default_model_path(arch: str, data_dir: Path, leads_tag: str, seed: int) -> Path:
-    """models/resnet34_{database}_{leads}_{seed}.pth, the original's naming."""
-    return Path("models") / f"{arch}_{Path(data_dir).resolve().name}_{leads_tag}_{seed}.pth"
+def default_model_path(arch: str, data_dir: Path, leads_tag: str, seed: int, test_fold: int | None = None) -> Path:
+    """models/resnet34_{database}_{leads}_{seed}.pth, the original's naming (+ _fold{k} in cross-validation)."""
+    fold = f"_fold{test_fold}" if test_fold is not None else ""
+    return Path("models") / f"{arch}_{Path(data_dir).resolve().name}_{leads_tag}_{seed}{fold}.pth"
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:

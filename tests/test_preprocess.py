@@ -13,7 +13,7 @@ import preprocess
 import synth
 from conftest import REAL_DIR, needs_real
 from utils import (CLASSES, LEADS, SNOMED_TO_CLASS, SignalCache, atomic_write, parse_header, read_cpsc_reference,
-                   stratified_folds)
+                   split_folds, stratified_folds)
 
 
 def run(data_dir: Path, out_dir: Path | None = None, *extra: str) -> None:
@@ -171,6 +171,20 @@ def test_folds_are_seeded_and_stratified(prepared):
         if y[:, j].sum() >= 10:
             per_fold = np.bincount(a[y[:, j] == 1], minlength=11)[1:]
             assert per_fold.min() >= 1, f"{cls} missing from a fold: {per_fold}"
+
+
+def test_splits_single_seeded_and_cross_validation():
+    train, val, test = split_folds(42)
+    assert (train, val, test) == split_folds(42) and (train, val, test) != split_folds(43)
+    assert len(train) == 8 and sorted(train + val + test) == list(range(1, 11))
+    tested = []
+    for k in range(1, 11):
+        train, val, test = split_folds(42, test_fold=k)
+        assert test == [k] and val == [k % 10 + 1] and sorted(train + val + test) == list(range(1, 11))
+        tested += test
+    assert sorted(tested) == list(range(1, 11))  # cross-validation tests every fold exactly once
+    with pytest.raises(ValueError, match="1..10"):
+        split_folds(42, test_fold=11)
 
 
 def test_outputs_rebuilt_only_when_inputs_change(records_copy, tmp_path, capsys):

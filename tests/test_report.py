@@ -5,6 +5,7 @@ import re
 import shutil
 
 import baselines
+import cross_validate
 import predict
 import report
 import shap_values
@@ -18,7 +19,8 @@ def test_empty_report_names_each_missing_stage(prepared, tmp_path):
     text = path.read_text()
     for title in report.SECTIONS:
         assert f"## {title}\n" in text, title
-    for script in ("statistic.py", "baselines.py", "predict.py", "lead_study.py", "shap_values.py"):
+    for script in ("statistic.py", "baselines.py", "predict.py", "cross_validate.py", "lead_study.py",
+                   "shap_values.py"):
         assert f"run `python {script}" in text, script
 
 
@@ -31,6 +33,10 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     predict.main(["--model-path", str(model), "--results-dir", str(results), "--n-bootstrap", "50", "--num-workers", "0"])
     shap_values.main(["--model-path", str(model), "--shap-dir", str(shap_dir), "--background", "8",
                       "--n-explain", "4", "--nsamples", "8"])
+    cross_validate.main(["--data-dir", str(data), "--arch", "resnet18", "--seconds", "2", "--sample-rate", "100",
+                         "--num-workers", "0", "--epochs", "1", "--folds", "3", "--n-bootstrap", "20",
+                         "--models-dir", str(tmp_path / "models"), "--results-dir", str(results),
+                         "--log-dir", str(tmp_path / "logs")])
     for name in ("lead_study.md", "lead_study.png"):
         shutil.copy(lead_study_run["work"] / "results" / name, results / name)
 
@@ -44,8 +50,10 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     deep = sections["Deep model (12 leads), test fold"]
     assert all(f"| {c} |" in deep for c in CLASSES) and "| mean AUC |" in deep and "0.970" in deep
     assert "| 13 |" in sections["Lead study"]
+    assert "over 1 test fold(s)" in sections["Cross-validation"] and "| STE |" in sections["Cross-validation"]
     for title, png in (("Confusion matrices", "confusion_AF.png"), ("ROC curves", "roc.png"),
-                       ("Lead study", "lead_study.png"), ("SHAP lead importance", "lead_importance.png")):
+                       ("Lead study", "lead_study.png"), ("SHAP lead importance", "lead_importance.png"),
+                       ("Cross-validation", "cv_resnet18_data_all_42.png")):
         target = re.search(rf"\]\(([^)]*{png})\)", sections[title]).group(1)
         assert (results / target).resolve().exists(), (title, target)
     assert "synthetic demo data" in text

@@ -1,0 +1,105 @@
+"""10-fold cross-validation of the deep model, the way the paper's supplement reports it.
+
+    python cross_validate.py --data-dir data/CPSC --use-gpu                    # the paper's settings
+    python cross_validate.py --data-dir data/demo --arch resnet18 --seconds 5 --sample-rate 100 --epochs 8 --lr 1e-3
+
+Run k (k = 1..10) tests on fold k, validates (best epoch, thresholds) on fold k % 10 + 1 and trains on
+the other eight, so every record is tested exactly once. Each run is main.py + predict.py with
+`--test-fold k` (checkpoints models/{arch}_{db}_{leads}_{seed}_fold{k}.pth); like lead_study.py it
+resumes, and finished folds are not run again. Writes results/cv_{arch}_{db}_{leads}_{seed}.csv (one
+row per fold: per-class and mean F1 and AUC), .md (per class mean ± sd over folds), and .png.
+The other tables of this project (predict.py, lead_study.py, baselines.py) show the original code's
+single seeded split instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lead_study import train_and_evaluate, training_parser
+from models import default_model_path
+from utils import CLASSES, N_FOLDS, atomic_write, leads_tag, parse_leads, save_figure, write_csv
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = training_parser(__doc__)
+    p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
+    p.add_argument("--folds", default=",".join(map(str, range(1, N_FOLDS + 1))),
+                   help="test folds to run, comma-separated (default: all ten)")
+    args = p.parse_args(argv)
+    try:
+        parse_leads(args.leads)
+        args.fold_list = sorted({int(k) for k in args.folds.split(",")})
+    except ValueError as e:
+        p.error(str(e))
+    if not all(1 <= k <= N_FOLDS for k in args.fold_list):
+        p.error(f"--folds: test folds are 1..{N_FOLDS}, got {args.folds}")
+    return args
+
+
+def fold_row(fold: int, metrics_path: Path) -> dict:
+    """Per-class and mean test F1 / AUC of one fold's run."""
+    saved = json.loads(metrics_path.read_text())
+    m = saved["metrics"]
+    return {"fold": fold, "n_test": saved["n_test"],
+            **{f"f1_{c}": m[c]["f1"] for c in [*CLASSES, "mean"]},
+            **{f"auc_{c}": m[c]["auc"] for c in [*CLASSES, "mean"]}}
+
+
+def summarise(folds: pd.DataFrame) -> pd.DataFrame:
+    """Per class (and the mean row): F1 and AUC averaged over folds, with their standard deviation."""
+    rows = {c: {"f1_mean": folds[f"f1_{c}"].mean(), "f1_sd": folds[f"f1_{c}"].std(),
+                "auc_mean": folds[f"auc_{c}"].mean(), "auc_sd": folds[f"auc_{c}"].std()}
+            for c in [*CLASSES, "mean"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
+
+
+def to_markdown(summary: pd.DataFrame, n_folds: int) -> str:
+    lines = [f"Mean ± sd over {n_folds} test fold(s).", "", "| class | F1 | AUC |", "| --- | ---: | ---: |"]
+    lines += [f"| {c} | {r.f1_mean:.3f} ± {r.f1_sd:.3f} | {r.auc_mean:.3f} ± {r.auc_sd:.3f} |"
+              for c, r in summary.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_folds(folds: pd.DataFrame, path: Path) -> None:
+    """Per class: each fold's F1 and AUC as dots, the fold mean as a bar."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [*CLASSES, "mean"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
+    for ax, metric in zip(axes, ("f1", "auc")):
+        table = folds[[f"{metric}_{c}" for c in names]].astype(float)
+        values, x = table.to_numpy(), np.arange(len(names))
+        ax.bar(x, table.mean().to_numpy(), color="#aab7c4", width=0.6)  # NaN (no positives) folds left out
+        jitter = np.linspace(-0.15, 0.15, len(values))[:, None] if len(values) > 1 else np.zeros((1, 1))
+        ax.scatter((x + jitter).ravel(), values.ravel(), s=8, color="#2c3e50", zorder=3)
+        ax.set_xticks(x, names, rotation=45)
+        ax.set_title(f"test {metric.upper()} per fold")
+        ax.set_ylim(0, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)
+
+
+def main(argv=None) -> pd.DataFrame:
+    args = parse_args(argv)
+    folds = pd.DataFrame([fold_row(k, train_and_evaluate(args, args.leads, k)) for k in args.fold_list])
+    stem = default_model_path(args.arch, args.data_dir, leads_tag(parse_leads(args.leads)), args.seed).stem
+    out = args.results_dir / f"cv_{stem}"
+    summary = summarise(folds)
+    write_csv(folds, out.with_suffix(".csv"))
+    md = to_markdown(summary, len(folds))
+    atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(md))
+    plot_folds(folds, out.with_suffix(".png"))
+    print(md)
+    print(f"wrote {out}.csv, .md and .png")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

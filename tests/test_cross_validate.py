@@ -1,0 +1,46 @@
+"""cross_validate.py: each run tests its own fold, the summary matches the per-fold rows, finished folds are reused."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cross_validate
+import main
+from conftest import TINY
+from utils import CLASSES, load_labels
+
+
+def test_two_folds_then_reuse(prepared, tmp_path, capsys):
+    argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--n-bootstrap", "20", "--folds", "2,1",
+            "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"),
+            "--log-dir", str(tmp_path / "logs")]
+    summary = cross_validate.main(argv)
+    labels = load_labels(prepared)
+    for k in (1, 2):
+        run = tmp_path / "results" / f"resnet18_{prepared.name}_all_42_fold{k}"
+        saved = json.loads((run / "metrics.json").read_text())
+        assert saved["test_folds"] == [k] and saved["n_test"] == int((labels["fold"] == k).sum())
+        tested = pd.read_csv(run / "test_scores.csv", dtype={"patient_id": str})["patient_id"]
+        assert set(tested) == set(labels.loc[labels["fold"] == k, "patient_id"])
+    folds = pd.read_csv(tmp_path / "results" / f"cv_resnet18_{prepared.name}_all_42.csv")
+    assert folds["fold"].tolist() == [1, 2]
+    assert summary.loc["mean", "f1_mean"] == pytest.approx(folds["f1_mean"].mean())
+    assert summary.loc["AF", "auc_sd"] == pytest.approx(np.std(folds["auc_AF"], ddof=1))
+    assert list(summary.index) == [*CLASSES, "mean"]
+    md = (tmp_path / "results" / f"cv_resnet18_{prepared.name}_all_42.md").read_text()
+    assert "over 2 test fold(s)" in md and md.count(" ± ") == 1 + 2 * (len(CLASSES) + 1)
+
+    capsys.readouterr()
+    cross_validate.main(argv)
+    printed = capsys.readouterr().out
+    assert printed.count("finished earlier, reusing") == 2 and "best val F1" not in printed
+
+
+def test_bad_fold_is_a_clear_error(prepared, tmp_path):
+    with pytest.raises(SystemExit):
+        cross_validate.parse_args(["--data-dir", str(prepared), "--folds", "0,11"])
+    with pytest.raises(SystemExit):
+        main.parse_args(["--data-dir", str(prepared), "--test-fold", "11"])
