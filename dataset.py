@@ -38,9 +38,9 @@ class InputSpec:
     def from_signal(self, mv: np.ndarray) -> np.ndarray:
         """A (12, n) mV record at SAMPLE_RATE -> model input (leads, n_samples), float32."""
         x = fit_length(mv[lead_indices(self.leads)], int(round(self.seconds * SAMPLE_RATE)))
-        return self._resample(x)
+        return self.to_model_rate(x)
 
-    def _resample(self, x: np.ndarray) -> np.ndarray:
+    def to_model_rate(self, x: np.ndarray) -> np.ndarray:
         """A cached-rate window -> the model's rate (anti-aliased polyphase), exactly n_samples long."""
         if self.sample_rate == SAMPLE_RATE:
             return x.astype(np.float32, copy=False)
@@ -72,7 +72,7 @@ class ECGDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.cache.window(self.ids[i], self.lead_rows, self.n_cached)
-        return torch.from_numpy(self.spec._resample(x)), torch.from_numpy(self.y[i])
+        return torch.from_numpy(self.spec.to_model_rate(x)), torch.from_numpy(self.y[i])
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0,

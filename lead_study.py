@@ -20,28 +20,17 @@ import torch
 
 import main as train
 import predict
-from models import ARCHS, default_model_path
+from models import default_model_path
 from utils import LEADS, atomic_write, leads_tag, parse_leads, save_figure, write_csv
 
 
 def training_parser(description: str) -> argparse.ArgumentParser:
-    """The flags every run of a multi-run study shares (main.py's, with the same faithful defaults)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"))
-    p.add_argument("--arch", default="resnet34", choices=sorted(ARCHS))
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=30)
-    p.add_argument("--sample-rate", type=int, default=500)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--num-workers", type=int, default=4)
+    """main.py's training flags (same faithful defaults) plus where a study keeps its runs."""
+    p = train.add_training_args(argparse.ArgumentParser(description=description,
+                                                        formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--n-bootstrap", type=int, default=1000)
-    p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--log-dir", type=Path, default=Path("logs"))
     return p
 
 
@@ -68,6 +57,7 @@ def train_and_evaluate(args: argparse.Namespace, leads: str, test_fold: int | No
         flags += ["--limit", str(args.limit)] if args.limit else []
         flags += ["--test-fold", str(test_fold)] if test_fold is not None else []
         flags += ["--use-gpu"] if args.use_gpu else []
+        flags += ["--no-amp"] if args.no_amp else []
         flags += ["--resume"] if last.exists() else ["--force"]
         train.main(flags)
     if not done or not metrics_path.exists() or metrics_path.stat().st_mtime < model_path.stat().st_mtime:

@@ -4,7 +4,8 @@
     python main.py --data-dir data/demo --seconds 10 --sample-rate 100 --epochs 12   # CPU demo
     torchrun --nproc_per_node=4 main.py --data-dir data/CPSC --use-gpu   # DistributedDataParallel
 
-Folds from labels.csv are split 8/1/1 into train/validation/test by a permutation seeded with --seed.
+Folds from labels.csv are split 8/1/1 into train/validation/test by a permutation seeded with --seed
+(or, with --test-fold k for cross-validation, test fold k and validation fold k % 10 + 1).
 The checkpoint kept is the one with the best validation mean F1 at a fixed 0.5 threshold (thresholds
 are tuned later, by predict.py, so validation is not used twice for the same choice). Every epoch
 reseeds dropout, shuffling and augmentation from (--seed, epoch), which makes --resume end exactly
@@ -30,10 +31,9 @@ from utils import (CLASSES, INPUT_SECONDS, N_FOLDS, SAMPLE_RATE, SignalCache, au
                    load_labels, parse_leads, split_labels, write_csv)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of one training run that multi-run scripts (lead_study.py, cross_validate.py) share."""
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
-    p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--arch", default="resnet34", choices=sorted(ARCHS))
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--epochs", type=int, default=40)
@@ -43,15 +43,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=INPUT_SECONDS, help="input length: the last N seconds")
     p.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="model input rate (resampled from the cache)")
     p.add_argument("--limit", type=int, default=None, help="use a seeded random subset of N records")
-    p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
-                   help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
+    p.add_argument("--log-dir", type=Path, default=Path("logs"))
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = add_training_args(argparse.ArgumentParser(description=__doc__,
+                                                  formatter_class=argparse.RawDescriptionHelpFormatter))
+    p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
+    p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
+                   help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
     p.add_argument("--model-path", type=Path, default=None,
                    help="best checkpoint (default models/{arch}_{database}_{leads}_{seed}.pth)")
     p.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
-    p.add_argument("--log-dir", type=Path, default=Path("logs"))
     args = p.parse_args(argv)
     try:
         args.lead_names = parse_leads(args.leads)
