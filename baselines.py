@@ -9,7 +9,8 @@ decomposition, the Shannon entropy of the coefficients' value counts plus the sa
 53 per lead, 636 for 12 leads (+ 8 heart-rate statistics with --heart-rate). They are computed once
 from the signal cache into features.csv, recomputed only when the cache changes (or --force).
 Classifiers are trained on the training folds, one threshold per class is tuned on validation, and
-F1 and AUC are reported on the test fold (the same seeded 8/1/1 split as main.py).
+F1 and AUC are reported on the test fold (the same seeded 8/1/1 split as main.py; --test-fold k or
+--cv for cross-validation as in cross_validate.py).
 """
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ import pywt
 import scipy.stats
 from tqdm import tqdm
 
-from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, auc_scores, f1_scores,
-                   file_fingerprint, fingerprint, leads_tag, load_labels, parse_leads, split_labels, tune_thresholds,
-                   write_csv, write_json)
+from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, atomic_write, auc_scores,
+                   f1_scores, file_fingerprint, fingerprint, leads_tag, load_labels, parse_leads, split_labels,
+                   tune_thresholds, write_csv, write_json)
 
 FEATURES_CSV = "features.csv"
 FEATURE_VERSION = 1
@@ -55,8 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--leads", default="all", help="restrict the features to these leads")
     p.add_argument("--heart-rate", action="store_true", help="add heart-rate statistics from R-peak detection")
     p.add_argument("--seed", type=int, default=42, help="fold split and classifier seed")
-    p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
-                   help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
+                       help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
+    split.add_argument("--cv", action="store_true", help="all ten test folds; writes baselines_{leads}_cv.csv/.md")
     p.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--force", action="store_true", help="recompute features.csv")
@@ -265,28 +268,56 @@ def evaluate_classifier(name: str, X: dict[str, np.ndarray], Y: dict[str, np.nda
             "thresholds": thresholds.tolist()}
 
 
+def evaluate_split(data: pd.DataFrame, cols: list[str], args: argparse.Namespace,
+                   test_fold: int | None) -> tuple[list[dict], int]:
+    """Every chosen classifier on one train/val/test split (see utils.split_folds); rows and test size."""
+    splits = split_labels(data, args.seed, test_fold=test_fold)
+    X = {k: v[cols].to_numpy() for k, v in splits.items()}
+    Y = {k: v[list(CLASSES)].to_numpy().astype(int) for k, v in splits.items()}
+    desc = f"test fold {test_fold}" if test_fold else "classifiers"
+    rows = [evaluate_classifier(name, X, Y, args.seed) for name in tqdm(args.classifiers, desc=desc, file=sys.stdout)]
+    return rows, len(X["test"])
+
+
+def cross_validate(data: pd.DataFrame, cols: list[str], args: argparse.Namespace, out: Path) -> pd.DataFrame:
+    """All ten test folds: per-fold rows (CSV) and per classifier mean ± sd over folds (markdown)."""
+    rows = []
+    for k in range(1, N_FOLDS + 1):
+        rows += [{"fold": k, **r} for r in evaluate_split(data, cols, args, k)[0]]
+    folds = pd.DataFrame(rows).drop(columns="thresholds")
+    write_csv(folds, out.with_suffix(".csv"))
+    shown = [*CLASSES, "mean_f1", "mean_auc"]
+    stats = folds.groupby("classifier", sort=False)[shown].agg(["mean", "std"])
+    md = [f"Test-fold F1 per class, mean F1 and mean AUC: mean ± sd over {N_FOLDS} folds.", "",
+          "| classifier | " + " | ".join(shown) + " |", "| --- |" + " ---: |" * len(shown)]
+    md += [f"| {name} | " + " | ".join(f"{r[(c, 'mean')]:.3f} ± {r[(c, 'std')]:.3f}" for c in shown) + " |"
+           for name, r in stats.iterrows()]
+    atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text("\n".join(md) + "\n"))
+    print("\n".join(md))
+    print(f"wrote {out}.csv and .md")
+    return stats
+
+
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     features = load_or_compute_features(args.data_dir, args.heart_rate, args.num_workers, args.force)
     labels = load_labels(args.data_dir)
     cols = feature_columns(args.lead_names, args.heart_rate)
     data = labels.merge(features, on="patient_id", how="left", validate="one_to_one")
-    splits = split_labels(data, args.seed, test_fold=args.test_fold)
-    X = {k: v[cols].to_numpy() for k, v in splits.items()}
-    Y = {k: v[list(CLASSES)].to_numpy().astype(int) for k, v in splits.items()}
     print(f"{len(cols)} features ({','.join(args.lead_names)}{' + heart rate' if args.heart_rate else ''}); "
-          f"train {len(X['train'])} val {len(X['val'])} test {len(X['test'])} records")
-    rows = []
-    for name in tqdm(args.classifiers, desc="classifiers", file=sys.stdout):
-        rows.append(evaluate_classifier(name, X, Y, args.seed))
+          f"{len(data)} records")
+    out = args.results_dir / f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}"
+    if args.cv:
+        return cross_validate(data, cols, args, out.with_name(out.name + "_cv"))
+    rows, n_test = evaluate_split(data, cols, args, args.test_fold)
+    out = out.with_name(out.name + (f"_fold{args.test_fold}" if args.test_fold else ""))
     table = pd.DataFrame(rows)
-    fold = f"_fold{args.test_fold}" if args.test_fold else ""
-    out = args.results_dir / f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}{fold}"
     write_csv(table.drop(columns="thresholds"), out.with_suffix(".csv"))
     write_json({"data_dir": str(args.data_dir), "seed": args.seed, "test_fold": args.test_fold,
-                "leads": args.lead_names, "heart_rate": args.heart_rate, "n_test": len(X["test"]), "results": rows}, out.with_suffix(".json"))
+                "leads": args.lead_names, "heart_rate": args.heart_rate, "n_test": n_test, "results": rows},
+               out.with_suffix(".json"))
     shown = table.set_index("classifier")[[*CLASSES, "mean_f1", "mean_auc"]]
-    print("test-fold F1 per class (thresholds tuned on validation), as in the paper's baseline table:")
+    print(f"test-fold F1 per class ({n_test} records; thresholds tuned on validation), as in the paper's table:")
     print(shown.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}.csv and .json")
     return table

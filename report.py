@@ -60,7 +60,10 @@ def baselines_section(args) -> str:
     if not path.exists():
         return missing(f"python baselines.py --data-dir {args.data_dir}")
     table = pd.read_csv(path).set_index("classifier")[[*CLASSES, "mean_f1", "mean_auc"]]
-    return "Test-fold F1 per class (thresholds tuned on validation), mean F1 and mean AUC.\n\n" + markdown_table(table, 3)
+    cv = args.results_dir / "baselines_all_cv.md"
+    cv_text = (cv.read_text() if cv.exists() else missing(f"python baselines.py --data-dir {args.data_dir} --cv"))
+    return ("Test-fold F1 per class (thresholds tuned on validation), mean F1 and mean AUC; single seeded split.\n\n"
+            + markdown_table(table, 3) + "\n10-fold cross-validation:\n\n" + cv_text)
 
 
 def model_section(args) -> str:
@@ -70,9 +73,12 @@ def model_section(args) -> str:
     t = pd.read_csv(path).set_index("class")
     rows = ["| class | precision | recall | F1 (95 % CI) | AUC (95 % CI) | accuracy | n positive |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def ci(r: pd.Series, m: str) -> str:
+        return f"{r[m]:.3f} [{r[f'{m}_lo']:.3f}, {r[f'{m}_hi']:.3f}]" if f"{m}_lo" in r else f"{r[m]:.3f}"
+
     for cls, r in t.iterrows():
-        ci = lambda m: f"{r[m]:.3f} [{r[f'{m}_lo']:.3f}, {r[f'{m}_hi']:.3f}]" if f"{m}_lo" in r else f"{r[m]:.3f}"  # noqa: E731
-        rows.append(f"| {cls} | {r['precision']:.3f} | {r['recall']:.3f} | {ci('f1')} | {ci('auc')} | "
+        rows.append(f"| {cls} | {r['precision']:.3f} | {r['recall']:.3f} | {ci(r, 'f1')} | {ci(r, 'auc')} | "
                     f"{r['accuracy']:.3f} | {int(r['support'])} |")
     mean = t.loc["mean"]
     compare = (f"\n| | this run | paper (Zhang et al. 2021) |\n| --- | ---: | ---: |\n"

@@ -32,24 +32,32 @@ esac
 db=$(basename "$data")
 model="models/resnet34_${db}_all_42.pth"
 stage() { echo; echo "=== $* ==="; }
+# newer OUT IN...: OUT exists and is newer than every IN (then a stage's outputs are current)
+newer() { local out=$1; shift; for f in "$@"; do [ "$out" -nt "$f" ] || return 1; done; }
 
 stage preprocess
 python preprocess.py --data-dir "$data"
 stage dataset table
 python statistic.py --data-dir "$data"
 stage ECG figures
-python visualize.py --record "$(ls "$data"/*.hea | head -n 1)" --out-dir results/ecg
+python visualize.py --record "$(ls "$data"/*.hea "$data"/*.mat 2>/dev/null | head -n 1)" --out-dir results/ecg
 stage expert-feature baselines
-if [ results/baselines_all.json -nt "$data/features.csv" ] && [ results/baselines_all.json -nt "$data/labels.csv" ]; then
-  echo "results/baselines_all.json is newer than its features and labels; skipping"
+if newer results/baselines_all.json "$data/features.csv" "$data/labels.csv"; then
+  echo "results/baselines_all.json is current; skipping"
 else
   python baselines.py --data-dir "$data" --classifier all
+fi
+stage expert-feature baselines, 10-fold cross-validation
+if newer results/baselines_all_cv.md "$data/features.csv" "$data/labels.csv"; then
+  echo "results/baselines_all_cv.md is current; skipping"
+else
+  python baselines.py --data-dir "$data" --classifier all --cv
 fi
 stage train the 12-lead model
 resume=(--force); [ -f "${model%.pth}.last.pth" ] && resume=(--resume)
 python main.py --data-dir "$data" --leads all "${train[@]}" "${gpu[@]}" "${resume[@]}"
 stage evaluate
-if [ "results/$(basename "${model%.pth}")/metrics.json" -nt "$model" ]; then
+if newer "results/$(basename "${model%.pth}")/metrics.json" "$model"; then
   echo "metrics are newer than $model; skipping"
 else
   python predict.py --model-path "$model" "${gpu[@]}"

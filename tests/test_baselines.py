@@ -71,6 +71,25 @@ def test_classifiers_beat_chance(tmp_path):
     assert np.isfinite(lead["mean_f1"]).all()
 
 
+def test_cross_validation_covers_every_fold(prepared, tmp_path):
+    import shutil
+    data, out = tmp_path / "d", tmp_path / "r"
+    shutil.copytree(prepared, data)
+    common = ["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(out), "--num-workers", "1"]
+    stats = baselines.main([*common, "--cv"])
+    folds = pd.read_csv(out / "baselines_all_cv.csv")
+    assert folds["fold"].tolist() == list(range(1, 11)) and set(folds["classifier"]) == {"LR"}
+    assert stats.loc["LR", ("mean_f1", "mean")] == pytest.approx(folds["mean_f1"].mean())
+    assert stats.loc["LR", ("AF", "std")] == pytest.approx(folds["AF"].std())
+    one = baselines.main([*common, "--test-fold", "3"]).iloc[0]  # fold 3 of the CV is the --test-fold 3 run
+    assert one["mean_auc"] == pytest.approx(folds.loc[folds["fold"] == 3, "mean_auc"].item())
+    assert json.loads((out / "baselines_all_fold3.json").read_text())["test_fold"] == 3
+    md = (out / "baselines_all_cv.md").read_text()
+    assert "over 10 folds" in md and "| LR | " in md
+    with pytest.raises(SystemExit):
+        baselines.parse_args([*common, "--cv", "--test-fold", "3"])
+
+
 def test_flat_lead_record_is_reported_not_fatal(prepared, tmp_path, capsys):
     import shutil
     data = tmp_path / "d"

@@ -29,7 +29,9 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     shutil.copytree(prepared, data)  # baselines.py writes its feature cache beside the signals
     model = trained["model_path"]
     statistic.main(["--data-dir", str(data), "--results-dir", str(results)])
-    baselines.main(["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(results), "--num-workers", "1"])
+    for split in ([], ["--cv"]):
+        baselines.main(["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(results),
+                        "--num-workers", "1", *split])
     predict.main(["--model-path", str(model), "--results-dir", str(results), "--n-bootstrap", "50", "--num-workers", "0"])
     shap_values.main(["--model-path", str(model), "--shap-dir", str(shap_dir), "--background", "8",
                       "--n-explain", "4", "--nsamples", "8"])
@@ -46,7 +48,7 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     sections = dict(zip(report.SECTIONS, re.split(r"^## .*\n", text, flags=re.M)[1:]))
     assert set(sections) == set(report.SECTIONS)
     assert "| All | 200 (100.0 %)" in sections["Dataset"]
-    assert sections["Expert-feature baselines"].count("\n| LR |") == 1
+    assert sections["Expert-feature baselines"].count("\n| LR |") == 2  # single split and 10-fold CV
     deep = sections["Deep model (12 leads), test fold"]
     assert all(f"| {c} |" in deep for c in CLASSES) and "| mean AUC |" in deep and "0.970" in deep
     assert "| 13 |" in sections["Lead study"]
