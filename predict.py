@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from dataset import ECGDataset, InputSpec, checkpoint_splits, make_loader, pick_device, score
-from models import load_checkpoint
+from models import load_checkpoint, load_thresholds, thresholds_path
 from utils import (CLASSES, SignalCache, classification_metrics, parse_leads, read_records, save_figure,
                    tune_thresholds, write_csv, write_json)
 
@@ -36,10 +36,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--use-gpu", action="store_true")
     return p.parse_args(argv)
-
-
-def thresholds_path(model_path: Path) -> Path:
-    return model_path.with_suffix(".thresholds.json")
 
 
 def check_leads(requested: str | None, ckpt: dict, model_path: Path) -> None:
@@ -144,13 +140,10 @@ def evaluate(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict, devic
 
 def diagnose(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict, device: torch.device) -> pd.DataFrame:
     """Probabilities and labels above the tuned thresholds for new records; bad ones are reported."""
-    import json
-
-    tpath = thresholds_path(args.model_path)
-    if not tpath.exists():
-        raise SystemExit(f"error: {tpath} not found; run `python predict.py --model-path {args.model_path}` "
-                         "once to tune the thresholds on the validation fold")
-    thresholds = np.array([json.loads(tpath.read_text())["thresholds"][c] for c in CLASSES])
+    thresholds = load_thresholds(args.model_path)
+    if thresholds is None:
+        raise SystemExit(f"error: {thresholds_path(args.model_path)} not found; run `python predict.py --model-path "
+                         f"{args.model_path}` once to tune the thresholds on the validation fold")
     spec = InputSpec.from_checkpoint(ckpt)
     rows = []
     for path, _, mv in read_records(args.record):

@@ -27,8 +27,9 @@ import torch
 from tqdm import tqdm
 
 from dataset import ECGDataset, InputSpec, checkpoint_splits, pick_device
-from models import load_checkpoint
-from utils import CLASSES, SignalCache, fingerprint, read_records, save_figure, write_csv, write_json, write_npy
+from models import load_checkpoint, load_thresholds
+from utils import (CLASSES, SignalCache, dx_to_labels, fingerprint, read_records, save_figure, write_csv, write_json,
+                   write_npy)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,6 +77,24 @@ def explain(model: torch.nn.Module, background: torch.Tensor, x: torch.Tensor, n
     return np.stack(values).astype(np.float32), np.array(classes)
 
 
+def label_sets(probs: np.ndarray, thresholds: np.ndarray) -> list[str]:
+    """Per record, the classes whose probability exceeds their threshold ("-" for none)."""
+    return [",".join(c for c, p, t in zip(CLASSES, row, thresholds) if p > t) or "-" for row in probs]
+
+
+def decision_thresholds(model_path: Path) -> np.ndarray:
+    """predict.py's tuned thresholds, or 0.5 (said once) when it has not run yet."""
+    thresholds = load_thresholds(model_path)
+    if thresholds is None:
+        print(f"note: no tuned thresholds beside {model_path} (run predict.py); titles use 0.5")
+        return np.full(len(CLASSES), 0.5)
+    return thresholds
+
+
+def patient_title(pid: str, explained: str, score: float, predicted: str, true: str) -> str:
+    return f"{pid}: SHAP for {explained} (p = {score:.2f}); predicted {predicted}; true {true or '-'}"
+
+
 @torch.no_grad()
 def probabilities(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
     return torch.sigmoid(torch.cat([model(b.to(device)).float().cpu() for b in x.split(64)])).numpy()
@@ -114,7 +133,8 @@ def plot_heatmap(table: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, title: str, top: int, path: Path) -> None:
+def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, title: str, top: int,
+                 path: Path) -> None:
     """The last 10 s of the `top` leads with the highest mean SHAP; samples in the top 2 % of the
     record's positive SHAP values are marked in red."""
     import matplotlib
@@ -155,13 +175,13 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
     out = args.shap_dir / args.model_path.stem
     values_path, index_path = out / f"values_{key}.npy", out / f"index_{key}.csv"
     x = stack_inputs(test_ds, ex_rows)
+    probs = probabilities(model, x, device)
     if values_path.exists() and index_path.exists():
         print(f"reusing cached SHAP values {values_path}")
         values = np.load(values_path)
-        index = pd.read_csv(index_path, dtype={"patient_id": str})
+        index = pd.read_csv(index_path, dtype={"patient_id": str}, keep_default_na=False)
     else:
         background = stack_inputs(train_ds, bg_rows)
-        probs = probabilities(model, x, device)
         values, top = explain(model, background, x, nsamples, args.batch_size, args.seed, device)
         index = pd.DataFrame({"patient_id": ids, "predicted": [CLASSES[k] for k in top],
                               "score": probs[np.arange(len(top)), top],
@@ -175,8 +195,9 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
     table = lead_importance(values, predicted, list(spec.leads))
     write_csv(table.reset_index(names="class"), out / "lead_importance.csv")
     plot_heatmap(table, out / "lead_importance.png")
+    labels = label_sets(probs, decision_thresholds(args.model_path))
     for i, row in tqdm(index.iterrows(), total=len(index), desc="figures", file=sys.stdout, leave=False):
-        title = f"{row['patient_id']}: predicted {row['predicted']} ({row['score']:.2f}); true {row['true'] or '-'}"
+        title = patient_title(row["patient_id"], row["predicted"], row["score"], labels[i], row["true"])
         plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate, title, args.top_leads,
                      out / "patients" / f"{row['patient_id']}.png")
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
@@ -193,20 +214,22 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd
     background = stack_inputs(train_ds, np.sort(rng.choice(len(train_ds), min(args.background, len(train_ds)),
                                                            replace=False)))
     records = read_records(args.record)
-    rows = [path for path, _, _ in records]
-    inputs = [torch.from_numpy(spec.from_signal(mv)) for _, _, mv in records]
-    x = torch.stack(inputs)
+    x = torch.stack([torch.from_numpy(spec.from_signal(mv)) for _, _, mv in records])
     probs = probabilities(model, x, device)
     values, top = explain(model, background, x, nsamples, args.batch_size, args.seed, device)
     out = args.shap_dir / args.model_path.stem / "records"
-    table = pd.DataFrame({"record": [str(p) for p in rows], "predicted": [CLASSES[k] for k in top],
-                          "score": probs[np.arange(len(top)), top]})
-    for i, path in enumerate(rows):
-        title = f"{path.stem}: predicted {table.loc[i, 'predicted']} ({table.loc[i, 'score']:.2f})"
-        plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate, title, args.top_leads,
+    table = pd.DataFrame({"record": [str(path) for path, _, _ in records], "predicted": [CLASSES[k] for k in top],
+                          "score": probs[np.arange(len(top)), top],
+                          "labels": label_sets(probs, decision_thresholds(args.model_path)),
+                          "true": [",".join(c for c, v in zip(CLASSES, dx_to_labels(hdr.dx)) if v)
+                                   for _, hdr, _ in records]})
+    for i, (path, _, _) in enumerate(records):
+        r = table.loc[i]
+        plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate,
+                     patient_title(path.stem, r["predicted"], r["score"], r["labels"], r["true"]), args.top_leads,
                      out / f"{path.stem}.png")
     print(table.to_string(index=False))
-    print(f"wrote {len(rows)} figure(s) to {out}")
+    print(f"wrote {len(records)} figure(s) to {out}")
     return table
 
 

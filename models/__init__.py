@@ -1,20 +1,37 @@
 """The network and its checkpoints."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.resnet import ARCHS, ResNet1d, build_model
 from utils import CLASSES, atomic_write
 
-__all__ = ["ARCHS", "ResNet1d", "build_model", "save_checkpoint", "load_checkpoint", "default_model_path"]
+__all__ = ["ARCHS", "ResNet1d", "build_model", "save_checkpoint", "load_checkpoint", "default_model_path",
+           "thresholds_path", "load_thresholds"]
 
 
 def default_model_path(arch: str, data_dir: Path, leads_tag: str, seed: int, test_fold: int | None = None) -> Path:
     """models/resnet34_{database}_{leads}_{seed}.pth, the original's naming (+ _fold{k} in cross-validation)."""
     fold = f"_fold{test_fold}" if test_fold is not None else ""
     return Path("models") / f"{arch}_{Path(data_dir).resolve().name}_{leads_tag}_{seed}{fold}.pth"
+
+
+def thresholds_path(model_path: Path) -> Path:
+    """The per-class decision thresholds predict.py tunes on validation: JSON beside the checkpoint."""
+    return Path(model_path).with_suffix(".thresholds.json")
+
+
+def load_thresholds(model_path: Path) -> np.ndarray | None:
+    """Thresholds in CLASSES order, or None when predict.py has not tuned them yet."""
+    path = thresholds_path(model_path)
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())["thresholds"]
+    return np.array([saved[c] for c in CLASSES])
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:

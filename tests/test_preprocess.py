@@ -220,6 +220,17 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
 
 
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    import os
+    import stat
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "y.csv", lambda tmp: tmp.write_text("new"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's private 0600
+
+
 @needs_real
 def test_real_records_labels_match_headers(tmp_path):
     run(REAL_DIR, tmp_path / "out")  # outputs elsewhere: the shared folder stays read-only
