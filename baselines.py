@@ -28,9 +28,9 @@ import pywt
 import scipy.stats
 from tqdm import tqdm
 
-from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, atomic_write, auc_scores,
+from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, auc_scores,
                    f1_scores, file_fingerprint, fingerprint, leads_tag, load_labels, parse_leads, split_labels,
-                   tune_thresholds, write_csv, write_json)
+                   tune_thresholds, write_csv, write_json, write_text)
 
 FEATURES_CSV = "features.csv"
 FEATURE_VERSION = 1
@@ -292,7 +292,7 @@ def cross_validate(data: pd.DataFrame, cols: list[str], args: argparse.Namespace
           "| classifier | " + " | ".join(shown) + " |", "| --- |" + " ---: |" * len(shown)]
     md += [f"| {name} | " + " | ".join(f"{r[(c, 'mean')]:.3f} ± {r[(c, 'std')]:.3f}" for c in shown) + " |"
            for name, r in stats.iterrows()]
-    atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text("\n".join(md) + "\n"))
+    write_text("\n".join(md) + "\n", out.with_suffix(".md"))
     print("\n".join(md))
     print(f"wrote {out}.csv and .md")
     return stats

@@ -22,7 +22,7 @@ import pandas as pd
 
 from lead_study import train_and_evaluate, training_parser
 from models import default_model_path
-from utils import CLASSES, N_FOLDS, atomic_write, leads_tag, parse_leads, save_figure, write_csv
+from utils import CLASSES, N_FOLDS, leads_tag, parse_leads, save_figure, write_csv, write_text
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,7 +94,7 @@ def main(argv=None) -> pd.DataFrame:
     summary = summarise(folds)
     write_csv(folds, out.with_suffix(".csv"))
     md = to_markdown(summary, len(folds))
-    atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(md))
+    write_text(md, out.with_suffix(".md"))
     plot_folds(folds, out.with_suffix(".png"))
     print(md)
     print(f"wrote {out}.csv, .md and .png")

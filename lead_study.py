@@ -21,7 +21,7 @@ import torch
 import main as train
 import predict
 from models import default_model_path
-from utils import LEADS, atomic_write, leads_tag, parse_leads, save_figure, write_csv
+from utils import LEADS, leads_tag, parse_leads, save_figure, write_csv, write_text
 
 
 def training_parser(description: str) -> argparse.ArgumentParser:
@@ -106,7 +106,7 @@ def main(argv=None) -> pd.DataFrame:
     md = ["| rank | leads | mean F1 (95 % CI) | mean AUC (95 % CI) |", "| ---: | --- | --- | --- |"]
     md += [f"| {r['rank']} | {r['leads']} | {r['f1']:.3f} [{r['f1_lo']:.3f}, {r['f1_hi']:.3f}] | "
            f"{r['auc']:.3f} [{r['auc_lo']:.3f}, {r['auc_hi']:.3f}] |" for r in table.to_dict("records")]
-    atomic_write(args.results_dir / "lead_study.md", lambda tmp: tmp.write_text("\n".join(md) + "\n"))
+    write_text("\n".join(md) + "\n", args.results_dir / "lead_study.md")
     plot_leads(table, args.results_dir / "lead_study.png")
     print("\n".join(md))
     print(f"wrote {args.results_dir}/lead_study.csv, .md and .png")

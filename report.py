@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils import CLASSES, MANIFEST_JSON, atomic_write
+from utils import CLASSES, MANIFEST_JSON, write_text
 
 PAPER = {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
 SECTIONS = ("Dataset", "Expert-feature baselines", "Deep model (12 leads), test fold", "Cross-validation",
@@ -155,7 +155,7 @@ def main(argv=None) -> Path:
              f"Data: {data_source(args.data_dir)}.\n\n{settings}"]
     parts += [f"## {title}\n\n{build(args)}" for title, build in zip(SECTIONS, builders)]
     path = args.results_dir / "report.md"
-    atomic_write(path, lambda tmp: tmp.write_text("\n".join(parts)))
+    write_text("\n".join(parts), path)
     print(f"wrote {path}")
     return path
 

@@ -57,6 +57,11 @@ def file_sha(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def background_rows(train_ds: ECGDataset, n: int, seed: int) -> np.ndarray:
+    """A seeded, sorted random choice of `n` training records (all of them when there are fewer)."""
+    return np.sort(np.random.default_rng(seed).choice(len(train_ds), min(n, len(train_ds)), replace=False))
+
+
 def stack_inputs(dataset: ECGDataset, rows: np.ndarray) -> torch.Tensor:
     return torch.stack([dataset[int(i)][0] for i in rows])
 
@@ -164,8 +169,7 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
     cache = SignalCache(data_dir)
     splits = checkpoint_splits(ckpt, data_dir)
     train_ds, test_ds = ECGDataset(cache, splits["train"], spec), ECGDataset(cache, splits["test"], spec)
-    rng = np.random.default_rng(args.seed)
-    bg_rows = np.sort(rng.choice(len(train_ds), min(args.background, len(train_ds)), replace=False))
+    bg_rows = background_rows(train_ds, args.background, args.seed)
     ex_rows = np.arange(min(args.n_explain, len(test_ds)))
     if len(ex_rows) == 0:
         raise SystemExit(f"error: the test fold of {data_dir} is empty")
@@ -210,9 +214,7 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd
     data_dir = args.data_dir or Path(ckpt["args"]["data_dir"])
     splits = checkpoint_splits(ckpt, data_dir)
     train_ds = ECGDataset(SignalCache(data_dir), splits["train"], spec)
-    rng = np.random.default_rng(args.seed)
-    background = stack_inputs(train_ds, np.sort(rng.choice(len(train_ds), min(args.background, len(train_ds)),
-                                                           replace=False)))
+    background = stack_inputs(train_ds, background_rows(train_ds, args.background, args.seed))
     records = read_records(args.record)
     x = torch.stack([torch.from_numpy(spec.from_signal(mv)) for _, _, mv in records])
     probs = probabilities(model, x, device)

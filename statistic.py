@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import CLASSES, REFERENCE_CSV, atomic_write, load_labels, require, write_csv
+from utils import CLASSES, REFERENCE_CSV, load_labels, require, write_csv, write_text
 
 # Published CPSC2018 class counts (SPEC.md), shown beside a run's counts.
 CPSC2018_COUNTS = {"SNR": 918, "AF": 1098, "IAVB": 704, "LBBB": 207, "RBBB": 1695, "PAC": 556, "PVC": 672,
@@ -64,7 +64,7 @@ def main(argv=None) -> pd.DataFrame:
     table = dataset_table(reference, labels)
     write_csv(table, args.results_dir / "dataset_table.csv")
     md = to_markdown(table)
-    atomic_write(args.results_dir / "dataset_table.md", lambda tmp: tmp.write_text(md))
+    write_text(md, args.results_dir / "dataset_table.md")
     print(md)
     print(f"wrote {args.results_dir}/dataset_table.csv and .md")
     return table

@@ -476,8 +476,12 @@ def write_csv(df: pd.DataFrame, path: Path, **kwargs) -> Path:
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, **kwargs))
 
 
+def write_text(text: str, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
 def write_json(obj, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n"))
+    return write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
 
 
 def _json_default(o):
