@@ -103,6 +103,6 @@ def test_ddp_two_gloo_processes_agree(prepared, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
                           cwd=Path(__file__).resolve().parents[1])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-3000:]
     assert "DDP: 2 ranks agree" in proc.stdout, proc.stdout[-2000:]
     assert (tmp_path / "ddp.pth").exists()
