@@ -3,11 +3,18 @@
     python baselines.py --data-dir data/CPSC --classifier all
     python baselines.py --data-dir data/CPSC --classifier RF --leads I,aVR,V5 --heart-rate
 
-Features per lead (SPEC.md): 8 statistics of the signal (5th, 25th, 50th, 75th, 95th percentile,
-mean, std, variance) and, for each of the 5 coefficient arrays of a 4-level db10 wavelet
-decomposition, the Shannon entropy of the coefficients' value counts plus the same 8 statistics:
-53 per lead, 636 for 12 leads (+ 8 heart-rate statistics with --heart-rate). They are computed once
-from the signal cache into features.csv, recomputed only when the cache changes (or --force).
+Features per lead, exactly the original's (column order, scale and float64 precision, so its features.csv
+and ours are interchangeable): 8 statistics of the signal in the order 5th, 25th, 75th, 95th percentile,
+median, mean, std, variance and, for each of the 5 coefficient arrays of a 4-level db10 wavelet
+decomposition (cA4, cD4, cD3, cD2, cD1), the Shannon entropy of the coefficients' value counts divided
+by 10, then the same 8 statistics: 53 per lead, 636 for 12 leads (+ 8 heart-rate statistics with
+--heart-rate). Signals are the cache's int16 µV / 1000 in float64, which equals wfdb's physical signal for
+gain-1000 records. Computed once from the signal cache into features.csv, recomputed only when the cache
+changes (or --force).
+
+Classifiers as the original configured them (one-vs-rest LogisticRegression(lbfgs, max_iter 1000) on
+unscaled features, RandomForest(300 trees, depth 10), LightGBM(100 trees); a native multi-label
+MLPClassifier((100, 50), max_iter 500)), seeded with --seed; --standardize scales inputs for LR and MLP.
 Classifiers are trained on the training folds, one threshold per class is tuned on validation, and
 F1 and AUC are reported on the test fold (the same seeded 8/1/1 split as main.py; --test-fold k or
 --cv for cross-validation as in cross_validate.py).
@@ -18,7 +25,6 @@ import argparse
 import json
 import os
 import sys
-from collections import Counter
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -33,8 +39,9 @@ from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCach
                    tune_thresholds, write_csv, write_json, write_text)
 
 FEATURES_CSV = "features.csv"
-FEATURE_VERSION = 1
-STATS = ("p5", "p25", "p50", "p75", "p95", "mean", "std", "var")
+FEATURE_VERSION = 2  # 2: the original's statistic order, entropy / 10, float64 signals
+STATS = ("p5", "p25", "p75", "p95", "median", "mean", "std", "var")  # the original's order: median fifth
+ENTROPY_SCALE = 10  # the original divides each band's entropy by 10 (after the entropy, so it does not cancel)
 BANDS = ("cA4", "cD4", "cD3", "cD2", "cD1")  # pywt.wavedec(level=4) order
 HR_FEATURES = ("hr_mean", "hr_min", "hr_max", "rr_mean", "rr_sdnn", "rr_rmssd", "rr_pnn50", "rr_cv")
 CLASSIFIERS = ("LR", "RF", "LGB", "MLP")
@@ -56,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--leads", default="all", help="restrict the features to these leads")
     p.add_argument("--heart-rate", action="store_true", help="add heart-rate statistics from R-peak detection")
     p.add_argument("--seed", type=int, default=42, help="fold split and classifier seed")
+    p.add_argument("--standardize", action="store_true",
+                   help="standardise features for LR and MLP (the original fed them unscaled)")
     split = p.add_mutually_exclusive_group()
     split.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                        help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
@@ -80,8 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 # Features
 # ---------------------------------------------------------------------------------------------
 def _stats(x: np.ndarray) -> np.ndarray:
-    """The 8 statistics along the last axis -> (..., 8)."""
-    q = np.percentile(x, [5, 25, 50, 75, 95], axis=-1)
+    """The 8 statistics (STATS order) along the last axis -> (..., 8)."""
+    q = np.percentile(x, [5, 25, 75, 95, 50], axis=-1)
     return np.concatenate([np.moveaxis(q, 0, -1), x.mean(-1, keepdims=True), x.std(-1, keepdims=True),
                            x.var(-1, keepdims=True)], axis=-1)
 
@@ -103,26 +112,35 @@ def signal_features(mv: np.ndarray) -> np.ndarray:
     """(12, n) mV -> 636 features, all leads at once (wavedec and percentiles vectorised over leads)."""
     per_lead = [_stats(mv)]
     for coeffs in pywt.wavedec(mv, "db10", level=4, axis=-1):
-        per_lead += [_entropy_of_value_counts(coeffs)[:, None], _stats(coeffs)]
+        per_lead += [_entropy_of_value_counts(coeffs)[:, None] / ENTROPY_SCALE, _stats(coeffs)]
     return np.concatenate(per_lead, axis=1).ravel()
 
 
 def reference_features(mv: np.ndarray) -> np.ndarray:
-    """The straightforward per-lead implementation (as the original wrote it): the definition that
-    `signal_features` is tested and benchmarked against."""
-    def stats(v):
-        return [np.nanpercentile(v, 5), np.nanpercentile(v, 25), np.nanpercentile(v, 50), np.nanpercentile(v, 75),
-                np.nanpercentile(v, 95), np.nanmean(v), np.nanstd(v), np.nanvar(v)]
+    """A literal re-statement of the original's per-lead extraction (`cal_statistics` of the lead, then
+    `cal_entropy` and `cal_statistics` of each wavelet band): the definition that `signal_features` is
+    tested and benchmarked against."""
+    def cal_entropy(coeff):
+        coeff = pd.Series(coeff).value_counts()
+        entropy = scipy.stats.entropy(coeff)
+        return entropy / 10
 
-    def entropy(v):
-        counts = Counter(v).most_common()
-        return scipy.stats.entropy([c / 10 for _, c in counts])  # scipy normalises: the /10 cancels
+    def cal_statistics(signal):
+        n5 = np.percentile(signal, 5)
+        n25 = np.percentile(signal, 25)
+        n75 = np.percentile(signal, 75)
+        n95 = np.percentile(signal, 95)
+        median = np.percentile(signal, 50)
+        mean = np.mean(signal)
+        std = np.std(signal)
+        var = np.var(signal)
+        return [n5, n25, n75, n95, median, mean, std, var]
 
     out = []
     for lead in mv:
-        out += stats(lead)
-        for coeffs in pywt.wavedec(lead, "db10", level=4):
-            out += [entropy(coeffs)] + stats(coeffs)
+        out += cal_statistics(lead)
+        for coeff in pywt.wavedec(lead, "db10", level=4):
+            out += [cal_entropy(coeff)] + cal_statistics(coeff)
     return np.array(out)
 
 
@@ -164,7 +182,7 @@ def _init_worker(data_dir: Path) -> None:
 def _record_features(task: tuple[str, bool]) -> tuple[str, np.ndarray, list[str]]:
     """Features of one record, with notes on anything that made a value unusable (then set to 0)."""
     pid, heart_rate = task
-    mv = _CACHE.record(pid).astype(np.float64)
+    mv = _CACHE.record(pid, dtype=np.float64)
     notes = [f"lead {LEADS[i]} is flat" for i in np.flatnonzero(~np.any(mv != mv[:, :1], axis=1))]
     feats = signal_features(mv)
     if heart_rate:
@@ -220,14 +238,16 @@ def write_features(table: pd.DataFrame, path: Path) -> None:
 
 
 def read_features(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"patient_id": str}, float_precision="round_trip")
+    return pd.read_csv(path, dtype={"patient_id": str})  # pandas' default parser round-trips float64
 
 
 # ---------------------------------------------------------------------------------------------
 # Classifiers
 # ---------------------------------------------------------------------------------------------
-def make_classifier(name: str, seed: int):
-    """One-vs-rest where the estimator is single-label; standardised inputs for LR and MLP."""
+def make_classifier(name: str, seed: int, standardize: bool = False):
+    """The original's classifiers and settings, seeded (the original set no seeds): one-vs-rest where the
+    estimator is single-label, the MLP natively multi-label. `standardize` puts a StandardScaler in
+    front of LR and MLP (the original fed them unscaled features)."""
     from lightgbm import LGBMClassifier
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -237,25 +257,27 @@ def make_classifier(name: str, seed: int):
     from sklearn.preprocessing import StandardScaler
 
     if name == "LR":
-        return make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=2000, random_state=seed)))
-    if name == "RF":
+        clf = OneVsRestClassifier(LogisticRegression(solver="lbfgs", max_iter=1000, random_state=seed))
+    elif name == "RF":
         return OneVsRestClassifier(RandomForestClassifier(n_estimators=300, max_depth=10, random_state=seed, n_jobs=-1))
-    if name == "LGB":
+    elif name == "LGB":
         return OneVsRestClassifier(LGBMClassifier(n_estimators=100, random_state=seed, verbose=-1, n_jobs=2))
-    if name == "MLP":
-        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(100, 50), max_iter=500,
-                                                             early_stopping=False, random_state=seed))
-    raise ValueError(name)
+    elif name == "MLP":
+        clf = MLPClassifier(hidden_layer_sizes=(100, 50), max_iter=500, random_state=seed)
+    else:
+        raise ValueError(name)
+    return make_pipeline(StandardScaler(), clf) if standardize else clf
 
 
 def feature_columns(leads: list[str], heart_rate: bool) -> list[str]:
     return [c for c in feature_names(heart_rate) if c.split("_")[0] in leads or c in HR_FEATURES]
 
 
-def evaluate_classifier(name: str, X: dict[str, np.ndarray], Y: dict[str, np.ndarray], seed: int) -> dict:
+def evaluate_classifier(name: str, X: dict[str, np.ndarray], Y: dict[str, np.ndarray], seed: int,
+                        standardize: bool = False) -> dict:
     import warnings
 
-    clf = make_classifier(name, seed)
+    clf = make_classifier(name, seed, standardize)
     with warnings.catch_warnings():  # a class absent from a small training fold; MLP iteration limits
         warnings.simplefilter("ignore")
         clf.fit(X["train"], Y["train"])
@@ -275,7 +297,8 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], args: argparse.Namespace
     X = {k: v[cols].to_numpy() for k, v in splits.items()}
     Y = {k: v[list(CLASSES)].to_numpy().astype(int) for k, v in splits.items()}
     desc = f"test fold {test_fold}" if test_fold else "classifiers"
-    rows = [evaluate_classifier(name, X, Y, args.seed) for name in tqdm(args.classifiers, desc=desc, file=sys.stdout)]
+    rows = [evaluate_classifier(name, X, Y, args.seed, args.standardize)
+            for name in tqdm(args.classifiers, desc=desc, file=sys.stdout)]
     return rows, len(X["test"])
 
 
@@ -306,7 +329,8 @@ def main(argv=None) -> pd.DataFrame:
     data = labels.merge(features, on="patient_id", how="left", validate="one_to_one")
     print(f"{len(cols)} features ({','.join(args.lead_names)}{' + heart rate' if args.heart_rate else ''}); "
           f"{len(data)} records")
-    out = args.results_dir / f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}"
+    out = args.results_dir / (f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}"
+                              f"{'_std' if args.standardize else ''}")
     if args.cv:
         return cross_validate(data, cols, args, out.with_name(out.name + "_cv"))
     rows, n_test = evaluate_split(data, cols, args, args.test_fold)
@@ -314,7 +338,8 @@ def main(argv=None) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     write_csv(table.drop(columns="thresholds"), out.with_suffix(".csv"))
     write_json({"data_dir": str(args.data_dir), "seed": args.seed, "test_fold": args.test_fold,
-                "leads": args.lead_names, "heart_rate": args.heart_rate, "n_test": n_test, "results": rows},
+                "leads": args.lead_names, "heart_rate": args.heart_rate, "standardize": args.standardize,
+                "n_test": n_test, "results": rows},
                out.with_suffix(".json"))
     shown = table.set_index("classifier")[[*CLASSES, "mean_f1", "mean_auc"]]
     print(f"test-fold F1 per class ({n_test} records; thresholds tuned on validation), as in the paper's table:")

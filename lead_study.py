@@ -58,6 +58,7 @@ def train_and_evaluate(args: argparse.Namespace, leads: str, test_fold: int | No
         flags += ["--test-fold", str(test_fold)] if test_fold is not None else []
         flags += ["--use-gpu"] if args.use_gpu else []
         flags += ["--no-amp"] if args.no_amp else []
+        flags += ["--deterministic"] if args.deterministic else []
         flags += ["--resume"] if last.exists() else ["--force"]
         train.main(flags)
     if not done or not metrics_path.exists() or metrics_path.stat().st_mtime < model_path.stat().st_mtime:

@@ -14,6 +14,7 @@ where an uninterrupted run would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import random
@@ -46,6 +47,9 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use a seeded random subset of N records")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
+    p.add_argument("--deterministic", action="store_true",
+                   help="bit-identical results across processes: one CPU thread and deterministic kernels "
+                        "(cuDNN deterministic on GPU); about 1.8x slower per run on a 2-core CPU")
     p.add_argument("--log-dir", type=Path, default=Path("logs"))
     return p
 
@@ -77,6 +81,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, device: torch.device):
+    """Within the block, kernels whose result does not depend on scheduling or thread count.
+
+    Without it, repeated CPU runs with one seed match inside one process but not always across
+    processes: multi-threaded oneDNN kernels may reduce in another order from one process to the next.
+    One thread removes that on CPU (disabling oneDNN would too, at ~6x the time); on GPU, cuDNN's
+    deterministic algorithms and cuBLAS's fixed workspace do the same. The previous settings are
+    restored afterwards, so a caller's other work keeps its threads."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
 def last_path(model_path: Path) -> Path:
     return model_path.with_suffix(".last.pth")
 
@@ -101,8 +132,10 @@ def checkpoint_args(args: argparse.Namespace) -> dict:
 
 
 def check_resumable(ckpt: dict, args: argparse.Namespace, path: Path) -> None:
-    keys = ("arch", "leads", "seconds", "sample_rate", "seed", "data_dir", "limit", "lr", "batch_size", "test_fold")
+    keys = ("arch", "leads", "seconds", "sample_rate", "seed", "data_dir", "limit", "lr", "batch_size", "test_fold",
+            "deterministic")
     old = ckpt["args"]
+    old = {"deterministic": False, **old}  # checkpoints from before --deterministic existed
     changed = [f"{k}: {old.get(k)} -> {getattr(args, k)}" for k in keys if str(old.get(k)) != str(getattr(args, k))]
     if changed:
         raise SystemExit(f"error: cannot resume {path} with different settings ({'; '.join(changed)})")
@@ -140,8 +173,14 @@ def param_checksum(model: torch.nn.Module) -> float:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     rank, world, ddp_device = init_distributed(args.use_gpu)
-    is_main = rank == 0
     device = ddp_device or pick_device(args.use_gpu)
+    with deterministic_mode(args.deterministic, device):
+        return train(args, rank, world, device)
+
+
+def train(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> dict:
+    """One training run (this process's share of it under DDP); returns checkpoint path, best F1, history."""
+    is_main = rank == 0
     amp = device.type == "cuda" and not args.no_amp
     model_path, resume_path = args.model_path, last_path(args.model_path)
     if is_main and not args.resume and not args.force and (model_path.exists() or resume_path.exists()):

@@ -364,11 +364,13 @@ def stratified_folds(y: np.ndarray, n_folds: int = N_FOLDS, seed: int = 42) -> n
 
 
 def split_folds(seed: int, test_fold: int | None = None) -> tuple[list[int], list[int], list[int]]:
-    """Train/validation/test folds, 8/1/1. By default the original's single split: a permutation of
-    1..10 seeded with `seed`. For cross-validation, `test_fold` k tests on fold k and validates on the
-    next fold (k % 10 + 1), so the ten values of k test every record exactly once."""
+    """Train/validation/test folds, 8/1/1. By default exactly the original's single split,
+    `np.random.RandomState(seed).permutation(range(1, 11))`: first 8 folds train, 9th validation, 10th
+    test (seed 42: train 9,2,6,1,8,3,10,5; validation 4; test 7), so the original's labels.csv gives the
+    original's split. For cross-validation, `test_fold` k tests on fold k and validates on the next fold
+    (k % 10 + 1), so the ten values of k test every record exactly once."""
     if test_fold is None:
-        perm = (np.random.default_rng(seed).permutation(N_FOLDS) + 1).tolist()
+        perm = [int(f) for f in np.random.RandomState(seed).permutation(range(1, N_FOLDS + 1))]
         return perm[:TRAIN_FOLDS], perm[TRAIN_FOLDS:TRAIN_FOLDS + VAL_FOLDS], perm[TRAIN_FOLDS + VAL_FOLDS:]
     if not 1 <= test_fold <= N_FOLDS:
         raise ValueError(f"test fold must be 1..{N_FOLDS}, got {test_fold}")
@@ -418,12 +420,13 @@ class SignalCache:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def record(self, pid: str, leads: Sequence[int] | None = None) -> np.ndarray:
-        """Whole record in mV, float32, (leads, samples)."""
+    def record(self, pid: str, leads: Sequence[int] | None = None, dtype=np.float32) -> np.ndarray:
+        """Whole record in mV, (leads, samples). In float64 the value is exactly int16 µV / 1000, which
+        equals wfdb's physical signal of a gain-1000 record (the expert features need that precision)."""
         i = self.row[pid]
         rows = slice(None) if leads is None else list(leads)
         x = self.signals[rows, self.start[i]:self.start[i] + self.length[i]]
-        return x.astype(np.float32) / GAIN_ADU_PER_MV
+        return x.astype(dtype) / dtype(GAIN_ADU_PER_MV)
 
     def window(self, pid: str, leads: Sequence[int], n_samples: int) -> np.ndarray:
         """The last `n_samples` of a record in mV (leads, n_samples), zero-padded in front."""
@@ -550,11 +553,15 @@ def auc_scores(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
         return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
-THRESHOLD_GRID = np.round(np.arange(0.0, 1.0, 0.01), 2)
+THRESHOLD_GRID = np.linspace(0, 1, 100)  # the original's grid (0, 1/99, ..., 1)
 
 
 def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
-    """One threshold per class maximising F1 on (validation) data; vectorised over the grid."""
+    """One threshold per class maximising F1 on (validation) data; vectorised over the grid.
+
+    One rule everywhere: a class is predicted when its score is strictly above its threshold, both here
+    and when the thresholds are applied (the original tuned with `>` but applied `>=`); ties go to the
+    lowest threshold."""
     y_true = np.asarray(y_true, bool)
     pred = y_score[None, :, :] > grid[:, None, None]              # (grid, n, classes)
     tp = (pred & y_true[None]).sum(1)

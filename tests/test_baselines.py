@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import pywt
 import wfdb.processing
 
 import baselines
@@ -16,7 +17,9 @@ from utils import CLASSES, LEADS, SignalCache
 def test_feature_count_and_names():
     names = baselines.feature_names()
     assert len(names) == 636 == len(set(names))
-    assert names[:3] == ["I_p5", "I_p25", "I_p50"] and names[8] == "I_cA4_entropy" and names[-1] == "V6_cD1_var"
+    # the original's order: median fifth, then mean, std, var; each band's entropy before its statistics
+    assert names[:8] == ["I_p5", "I_p25", "I_p75", "I_p95", "I_median", "I_mean", "I_std", "I_var"]
+    assert names[8] == "I_cA4_entropy" and names[9] == "I_cA4_p5" and names[-1] == "V6_cD1_var"
     assert len(baselines.feature_names(heart_rate=True)) == 644
     assert len(baselines.feature_columns(["I", "aVR"], False)) == 106
 
@@ -31,6 +34,33 @@ def test_vectorised_features_equal_the_reference(seed):
     fast, ref = baselines.signal_features(mv), baselines.reference_features(mv)
     assert fast.shape == (636,) and np.isfinite(fast).all()
     np.testing.assert_allclose(fast, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_reference_is_the_originals_definition():
+    """Hand-computed: median fifth, entropy of value counts divided by 10 (not cancelled)."""
+    lead = np.array([0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 3.0, 5.0] * 8)
+    ref = baselines.reference_features(np.tile(lead, (12, 1)))
+    expected_stats = [np.percentile(lead, 5), np.percentile(lead, 25), np.percentile(lead, 75),
+                      np.percentile(lead, 95), np.median(lead), lead.mean(), lead.std(), lead.var()]
+    np.testing.assert_array_equal(ref[:8], expected_stats)
+    cA4 = pywt.wavedec(lead, "db10", level=4)[0]
+    _, counts = np.unique(cA4, return_counts=True)
+    p = counts / counts.sum()
+    assert ref[8] == pytest.approx(-(p * np.log(p)).sum() / 10, rel=1e-12)
+
+
+@needs_real
+def test_features_csv_equals_the_original_extraction_on_real_records(tmp_path):
+    """features.csv from the cache equals the original's per-lead extraction on wfdb's physical
+    signal (float64) of real 500 Hz records; in float32 the finest band's entropy would differ."""
+    import preprocess
+    preprocess.main(["--data-dir", str(REAL_DIR), "--out-dir", str(tmp_path), "--num-workers", "1"])
+    table = baselines.load_or_compute_features(tmp_path, False, 1, False).set_index("patient_id")
+    assert len(table) >= 5
+    for pid in table.index[:6]:
+        physical = wfdb.rdrecord(str(REAL_DIR / pid)).p_signal.T
+        ref = baselines.reference_features(physical)
+        np.testing.assert_allclose(table.loc[pid].to_numpy(), ref, rtol=1e-12, atol=1e-15)
 
 
 def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, capsys):
@@ -48,7 +78,7 @@ def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, ca
     assert "wrote" in capsys.readouterr().out
     cache = SignalCache(data)
     row = table.set_index("patient_id").loc["A0010"].to_numpy()
-    np.testing.assert_array_equal(row, baselines.signal_features(cache.record("A0010").astype(np.float64)))
+    np.testing.assert_array_equal(row, baselines.signal_features(cache.record("A0010", dtype=np.float64)))
 
 
 def test_classifiers_beat_chance(tmp_path):
@@ -69,6 +99,22 @@ def test_classifiers_beat_chance(tmp_path):
                            "--results-dir", str(tmp_path / "r"), "--num-workers", "1"])
     assert json.loads((tmp_path / "r" / "baselines_V1.json").read_text())["leads"] == ["V1"]
     assert np.isfinite(lead["mean_f1"]).all()
+
+
+def test_classifiers_are_configured_as_the_original():
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+
+    lr, rf, lgb, mlp = (baselines.make_classifier(name, 0) for name in baselines.CLASSIFIERS)
+    assert isinstance(lr, OneVsRestClassifier)  # unscaled: no StandardScaler in front
+    assert lr.estimator.solver == "lbfgs" and lr.estimator.max_iter == 1000
+    assert rf.estimator.n_estimators == 300 and rf.estimator.max_depth == 10
+    assert lgb.estimator.n_estimators == 100
+    assert isinstance(mlp, MLPClassifier)  # natively multi-label, not one-vs-rest
+    assert mlp.hidden_layer_sizes == (100, 50) and mlp.max_iter == 500
+    scaled = baselines.make_classifier("LR", 0, standardize=True)
+    assert isinstance(scaled, Pipeline) and type(scaled.steps[0][1]).__name__ == "StandardScaler"
 
 
 def test_cross_validation_covers_every_fold(prepared, tmp_path):

@@ -177,6 +177,11 @@ def test_splits_single_seeded_and_cross_validation():
     train, val, test = split_folds(42)
     assert (train, val, test) == split_folds(42) and (train, val, test) != split_folds(43)
     assert len(train) == 8 and sorted(train + val + test) == list(range(1, 11))
+    # the original's split: np.random.RandomState(seed).permutation(range(1, 11)), 8 / 1 / 1
+    assert (train, val, test) == ([9, 2, 6, 1, 8, 3, 10, 5], [4], [7])
+    for seed in (0, 1, 7, 123):
+        perm = np.random.RandomState(seed).permutation(range(1, 11)).tolist()
+        assert split_folds(seed) == (perm[:8], perm[8:9], perm[9:])
     tested = []
     for k in range(1, 11):
         train, val, test = split_folds(42, test_fold=k)
