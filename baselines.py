@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import sys
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +33,9 @@ import pywt
 import scipy.stats
 from tqdm import tqdm
 
-from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, auc_scores,
-                   f1_scores, file_fingerprint, fingerprint, leads_tag, load_labels, parse_leads, split_labels,
-                   tune_thresholds, write_csv, write_json, write_text)
+from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, auc_scores, positive_int,
+                   f1_scores, file_fingerprint, fingerprint, leads_tag, load_labels, parallel_map, parse_leads,
+                   split_labels, tune_thresholds, write_csv, write_json, write_text)
 
 FEATURES_CSV = "features.csv"
 FEATURE_VERSION = 2  # 2: the original's statistic order, entropy / 10, float64 signals
@@ -69,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     split.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                        help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
     split.add_argument("--cv", action="store_true", help="all ten test folds; writes baselines_{leads}_cv.csv/.md")
-    p.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1)
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--force", action="store_true", help="recompute features.csv")
     args = p.parse_args(argv)
@@ -200,13 +199,8 @@ def _record_features(task: tuple[str, bool]) -> tuple[str, np.ndarray, list[str]
 
 def compute_features(data_dir: Path, ids: list[str], heart_rate: bool, workers: int) -> tuple[pd.DataFrame, list[str]]:
     tasks = [(pid, heart_rate) for pid in ids]
-    bar = dict(total=len(tasks), desc="features", unit="rec", file=sys.stdout, mininterval=1.0)
-    if workers > 1 and len(tasks) > 50:
-        with Pool(workers, initializer=_init_worker, initargs=(data_dir,)) as pool:
-            results = list(tqdm(pool.imap(_record_features, tasks, chunksize=8), **bar))
-    else:
-        _init_worker(data_dir)
-        results = [_record_features(t) for t in tqdm(tasks, **bar)]
+    results = parallel_map(_record_features, tasks, workers, "features", initializer=_init_worker,
+                           initargs=(data_dir,))
     table = pd.DataFrame(np.stack([f for _, f, _ in results]), columns=feature_names(heart_rate))
     table.insert(0, "patient_id", [pid for pid, _, _ in results])
     notes = [f"{pid}: {'; '.join(n)}" for pid, _, n in results if n]
@@ -220,8 +214,13 @@ def load_or_compute_features(data_dir: Path, heart_rate: bool, workers: int, for
     key = fingerprint([FEATURE_VERSION, heart_rate, file_fingerprint(data_dir / SIGNALS_NPY),
                        labels["patient_id"].tolist()])
     if not force and path.exists() and manifest.exists() and json.loads(manifest.read_text()).get("fingerprint") == key:
-        print(f"{path}: current, reusing it (--force to recompute)")
-        return read_features(path)
+        table = read_features(path)
+        damaged = table is None or list(table.columns) != ["patient_id", *feature_names(heart_rate)] \
+            or table["patient_id"].tolist() != labels["patient_id"].tolist()
+        if not damaged:
+            print(f"{path}: current, reusing it (--force to recompute)")
+            return table
+        print(f"warning: {path} does not hold the expected records and columns; recomputing it", file=sys.stderr)
     table, notes = compute_features(data_dir, labels["patient_id"].tolist(), heart_rate, workers)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
@@ -237,8 +236,12 @@ def write_features(table: pd.DataFrame, path: Path) -> None:
     write_csv(table, path, float_format="%.17g")  # 17 significant digits: every float64 round-trips
 
 
-def read_features(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"patient_id": str})  # pandas' default parser round-trips float64
+def read_features(path: Path) -> pd.DataFrame | None:
+    """features.csv (pandas' default parser round-trips float64), or None when it cannot be parsed."""
+    try:
+        return pd.read_csv(path, dtype={"patient_id": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

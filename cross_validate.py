@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lead_study import train_and_evaluate, training_parser
+from lead_study import check_input_size, train_and_evaluate, training_parser
 from models import default_model_path
 from utils import CLASSES, N_FOLDS, leads_tag, parse_leads, save_figure, write_csv, write_text
 
@@ -31,6 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--folds", default=",".join(map(str, range(1, N_FOLDS + 1))),
                    help="test folds to run, comma-separated (default: all ten)")
     args = p.parse_args(argv)
+    check_input_size(p, args)
     try:
         parse_leads(args.leads)
         args.fold_list = sorted({int(k) for k in args.folds.split(",")})

@@ -25,9 +25,22 @@ class InputSpec:
     seconds: float = 30.0
     sample_rate: int = SAMPLE_RATE
 
+    MIN_SAMPLES = 32    # the ResNet halves its input five times; shorter inputs leave it nothing to learn from
+    LOW_RATE_HZ = 50    # below this a QRS complex (80-120 ms) spans fewer than 5 samples
+
     @property
     def n_samples(self) -> int:
         return int(round(self.seconds * self.sample_rate))
+
+    def check(self) -> list[str]:
+        """ValueError for an input the network cannot use; warnings (returned) for a doubtful one."""
+        if self.n_samples < self.MIN_SAMPLES:
+            raise ValueError(f"--seconds {self.seconds:g} at --sample-rate {self.sample_rate} Hz is {self.n_samples} "
+                             f"samples; the network needs at least {self.MIN_SAMPLES}")
+        if self.sample_rate < self.LOW_RATE_HZ:
+            return [f"--sample-rate {self.sample_rate} Hz is below {self.LOW_RATE_HZ} Hz, where a QRS complex "
+                    f"spans fewer than 5 samples"]
+        return []
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "InputSpec":

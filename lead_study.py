@@ -21,21 +21,27 @@ import torch
 import main as train
 import predict
 from models import default_model_path
-from utils import LEADS, leads_tag, parse_leads, save_figure, write_csv, write_text
+from utils import LEADS, leads_tag, nonnegative_int, parse_leads, save_figure, write_csv, write_text
 
 
 def training_parser(description: str) -> argparse.ArgumentParser:
     """main.py's training flags (same faithful defaults) plus where a study keeps its runs."""
     p = train.add_training_args(argparse.ArgumentParser(description=description,
                                                         formatter_class=argparse.RawDescriptionHelpFormatter))
-    p.add_argument("--n-bootstrap", type=int, default=1000)
+    p.add_argument("--n-bootstrap", type=nonnegative_int, default=1000)
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    return training_parser(__doc__).parse_args(argv)
+    p = training_parser(__doc__)
+    args = p.parse_args(argv)
+    check_input_size(p, args)
+    return args
+
+
+check_input_size = train.check_input_size
 
 
 def train_and_evaluate(args: argparse.Namespace, leads: str, test_fold: int | None = None) -> Path:
@@ -63,7 +69,7 @@ def train_and_evaluate(args: argparse.Namespace, leads: str, test_fold: int | No
         train.main(flags)
     if not done or not metrics_path.exists() or metrics_path.stat().st_mtime < model_path.stat().st_mtime:
         predict.main(["--model-path", str(model_path), "--results-dir", str(args.results_dir),
-                      "--n-bootstrap", str(args.n_bootstrap), "--num-workers", "0"]
+                      "--n-bootstrap", str(args.n_bootstrap), "--num-workers", "0", "--no-figures"]
                      + (["--use-gpu"] if args.use_gpu else []))
     else:
         print(f"{model_path.stem}: finished earlier, reusing {metrics_path}")

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from tqdm import tqdm
 
 from dataset import ECGDataset, InputSpec, augment, make_loader, pick_device, score
 from models import ARCHS, build_model, default_model_path, load_checkpoint, save_checkpoint
-from utils import (CLASSES, INPUT_SECONDS, N_FOLDS, SAMPLE_RATE, SignalCache, auc_scores, f1_scores, leads_tag,
+from utils import (CLASSES, INPUT_SECONDS, LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, auc_scores, f1_scores, leads_tag,
+                   nonnegative_int, positive_float, positive_int,
                    load_labels, parse_leads, split_labels, write_csv)
 
 
@@ -38,13 +40,14 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
     p.add_argument("--arch", default="resnet34", choices=sorted(ARCHS))
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=32, help="per process")
-    p.add_argument("--num-workers", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=INPUT_SECONDS, help="input length: the last N seconds")
-    p.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="model input rate (resampled from the cache)")
-    p.add_argument("--limit", type=int, default=None, help="use a seeded random subset of N records")
+    p.add_argument("--epochs", type=positive_int, default=40)
+    p.add_argument("--lr", type=positive_float, default=1e-4)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
+    p.add_argument("--num-workers", type=nonnegative_int, default=4)
+    p.add_argument("--seconds", type=positive_float, default=INPUT_SECONDS, help="input length: the last N seconds")
+    p.add_argument("--sample-rate", type=positive_int, default=SAMPLE_RATE,
+                   help="model input rate (resampled from the cache)")
+    p.add_argument("--limit", type=positive_int, default=None, help="use a seeded random subset of N records")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
     p.add_argument("--deterministic", action="store_true",
@@ -52,6 +55,15 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "(cuDNN deterministic on GPU); about 1.8x slower per run on a 2-core CPU")
     p.add_argument("--log-dir", type=Path, default=Path("logs"))
     return p
+
+
+def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An input the network cannot use is an argparse error; a rate too low to see a QRS a warning."""
+    try:
+        for warning in InputSpec(LEADS, args.seconds, args.sample_rate).check():
+            print(f"warning: {warning}", file=sys.stderr)
+    except ValueError as e:
+        p.error(str(e))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
     args = p.parse_args(argv)
+    check_input_size(p, args)
     try:
         args.lead_names = parse_leads(args.leads)
     except ValueError as e:

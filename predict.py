@@ -20,7 +20,8 @@ import torch
 
 from dataset import ECGDataset, InputSpec, checkpoint_splits, make_loader, pick_device, score
 from models import load_checkpoint, load_thresholds, thresholds_path
-from utils import (CLASSES, SignalCache, classification_metrics, parse_leads, read_records, save_figure,
+from utils import (CLASSES, SignalCache, classification_metrics, nonnegative_int, parse_leads, positive_int,
+                   read_records, save_figure,
                    tune_thresholds, write_csv, write_json)
 
 
@@ -31,9 +32,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--leads", default=None, help="optional check: the leads the checkpoint must have been trained on")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="diagnose these records instead")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% CIs")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--n-bootstrap", type=nonnegative_int, default=1000, help="bootstrap resamples for the 95 %% CIs")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--num-workers", type=nonnegative_int, default=2)
+    p.add_argument("--no-figures", action="store_true",
+                   help="skip the confusion-matrix and ROC figures (the studies draw their own)")
     p.add_argument("--use-gpu", action="store_true")
     return p.parse_args(argv)
 
@@ -122,9 +125,10 @@ def evaluate(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict, devic
     scores = pd.concat([part[["patient_id"]], pd.DataFrame(y.astype(int), columns=list(CLASSES)),
                         pd.DataFrame(probs, columns=[f"p_{c}" for c in CLASSES])], axis=1)
     write_csv(scores, results / "test_scores.csv")
-    for j, cls in enumerate(CLASSES):
-        plot_confusion(y[:, j], probs[:, j] > thresholds[j], cls, results / f"confusion_{cls}.png")
-    plot_roc(y, probs, table.loc[list(CLASSES), "auc"].to_numpy(), results / "roc.png")
+    if not args.no_figures:
+        for j, cls in enumerate(CLASSES):
+            plot_confusion(y[:, j], probs[:, j] > thresholds[j], cls, results / f"confusion_{cls}.png")
+        plot_roc(y, probs, table.loc[list(CLASSES), "auc"].to_numpy(), results / "roc.png")
 
     print(f"test fold(s) {test_folds}: {len(part)} records; thresholds tuned on validation fold(s) {val_folds}")
     cols = ["precision", "recall", "f1", "auc", "accuracy"]
@@ -133,7 +137,8 @@ def evaluate(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict, devic
         shown[c] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(v) else "n/a" for v, lo, hi in
                     zip(table[c], table.get(f"{c}_lo", table[c]), table.get(f"{c}_hi", table[c]))]
     print(shown.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {results}/metrics.csv, metrics.json, test_scores.csv, roc.png, confusion_*.png; "
+    figures = "" if args.no_figures else ", roc.png, confusion_*.png"
+    print(f"wrote {results}/metrics.csv, metrics.json, test_scores.csv{figures}; "
           f"thresholds {thresholds_path(args.model_path)}")
     return table
 

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections import Counter
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from utils import (CLASSES, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, REFERENCE_CSV, SAMPLE_RATE, SIGNALS_INDEX_CSV,
-                   SIGNALS_NPY, RecordError, atomic_write, dx_to_labels, file_fingerprint, fingerprint,
-                   read_cpsc_record, read_cpsc_reference, read_wfdb_record, resample,
+                   SIGNALS_NPY, positive_int, RecordError, atomic_write, dx_to_labels, file_fingerprint, fingerprint,
+                   check_writable, parallel_map, read_cpsc_record, read_cpsc_reference, read_wfdb_record, resample,
                    stratified_folds, to_microvolts, write_csv, write_json)
 
 CACHE_VERSION = 1  # bump when the cache format changes, so old caches are rebuilt
@@ -35,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="folder with the records")
     p.add_argument("--out-dir", type=Path, default=None, help="where outputs go (default: --data-dir)")
     p.add_argument("--seed", type=int, default=42, help="seed of the stratified fold assignment")
-    p.add_argument("--num-workers", type=int, default=os.cpu_count() or 1, help="processes decoding records")
+    p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1, help="processes decoding records")
     p.add_argument("--force", action="store_true", help="rebuild even when outputs are current")
     return p.parse_args(argv)
 
@@ -55,10 +54,12 @@ def find_records(data_dir: Path) -> tuple[str, list[Path]]:
     raise SystemExit(f"error: no records (*.hea, or *.mat + REFERENCE.csv) found in {data_dir}")
 
 
-def load_one(task: tuple[str, Path, np.ndarray | None]) -> dict:
+def load_one(task: tuple[str, Path, np.ndarray | str | None]) -> dict:
     """Decode one record -> row for reference.csv, labels and int16 signal; or an error message."""
     layout, path, cpsc_labels = task
     try:
+        if isinstance(cpsc_labels, str):  # its REFERENCE.csv row is malformed
+            raise RecordError(cpsc_labels)
         if layout == "wfdb":
             hdr, mv = read_wfdb_record(path)
             labels = dx_to_labels(hdr.dx)
@@ -75,6 +76,7 @@ def load_one(task: tuple[str, Path, np.ndarray | None]) -> dict:
     except Exception as e:  # an unexpected failure in one record must not stop the other 6,876
         return {"error": f"{path}: {type(e).__name__}: {e}"}
     return {
+        "path": path,
         "row": {"patient_id": path.stem, "sample_rate": hdr.sample_rate, "signal_len": hdr.sig_len,
                 "age": hdr.age, "sex": hdr.sex, "dx": dx},
         "labels": labels,
@@ -110,25 +112,30 @@ def is_current(out_dir: Path, key: str) -> bool:
 
 
 def decode_all(layout: str, paths: list[Path], data_dir: Path, workers: int) -> tuple[list[dict], list[str]]:
-    cpsc = read_cpsc_reference(data_dir / "REFERENCE.csv") if layout == "cpsc2018" else {}
-    tasks = [(layout, p, cpsc.get(p.stem)) for p in paths]
-    bar = dict(total=len(tasks), desc="decode", unit="rec", file=sys.stdout, mininterval=1.0)
-    if workers > 1 and len(tasks) > 50:
-        with Pool(workers) as pool:
-            results = list(tqdm(pool.imap(load_one, tasks, chunksize=16), **bar))
-    else:
-        results = [load_one(t) for t in tqdm(tasks, **bar)]
+    cpsc, bad_rows = read_cpsc_reference(data_dir / "REFERENCE.csv") if layout == "cpsc2018" else ({}, {})
+    tasks = [(layout, p, bad_rows.get(p.stem, cpsc.get(p.stem))) for p in paths]
+    results = parallel_map(load_one, tasks, workers, "decode", chunksize=16)
     good = [r for r in results if "error" not in r]
     errors = [r["error"] for r in results if "error" in r]
-    seen, unique = set(), []
-    for r in good:  # the same record name in two sub-folders would make ids ambiguous
-        pid = r["row"]["patient_id"]
-        if pid in seen:
-            errors.append(f"{pid}: duplicate record name, second copy skipped")
-            continue
-        seen.add(pid)
-        unique.append(r)
-    return unique, errors
+    unique, dropped = drop_duplicate_names(good)
+    return unique, errors + dropped
+
+
+def drop_duplicate_names(decoded: list[dict]) -> tuple[list[dict], list[str]]:
+    """One copy per record name (ids must be unique). The rule, deterministic: among copies with the
+    same name, keep the first, in sorted path order, that carries any of the classes (else the first);
+    every other copy is reported with both paths."""
+    copies: dict[str, list[dict]] = {}
+    for r in decoded:
+        copies.setdefault(r["row"]["patient_id"], []).append(r)
+    keep, dropped = {}, []
+    for pid, group in copies.items():
+        group = sorted(group, key=lambda r: str(r["path"]))
+        kept = next((r for r in group if r["labels"].any()), group[0])
+        keep[pid] = kept
+        dropped += [f"{r['path']}: duplicate record name, skipped (kept {kept['path']})"
+                    for r in group if r is not kept]
+    return [r for r in decoded if keep[r["row"]["patient_id"]] is r], dropped
 
 
 def write_cache(kept: list[dict], out_dir: Path) -> pd.DataFrame:
@@ -149,6 +156,12 @@ def write_cache(kept: list[dict], out_dir: Path) -> pd.DataFrame:
     return index
 
 
+def failure_kind(message: str) -> str:
+    """A skip message without its file, quoted values and numbers, so like failures count together."""
+    reason = message.split(": ", 1)[-1].split(" (")[0]
+    return re.sub(r"\s+", " ", re.sub(r"'[^']*'|\S*\d\S*", "", reason)).strip(" ,;")
+
+
 def report(n_found: int, reference: pd.DataFrame, labels: pd.DataFrame, errors: list[str], n_unlabelled: int) -> dict:
     counts = {c: int(labels[c].sum()) for c in CLASSES}
     per_fold = labels.groupby("fold")[list(CLASSES)].sum().astype(int)
@@ -157,7 +170,7 @@ def report(n_found: int, reference: pd.DataFrame, labels: pd.DataFrame, errors: 
           f"skipped: {len(errors) + n_unlabelled}")
     if n_unlabelled:
         print(f"  skipped, none of the nine classes: {n_unlabelled}")
-    reasons = Counter(e.split(": ", 1)[-1].split(" (")[0] for e in errors)
+    reasons = Counter(failure_kind(e) for e in errors)
     for reason, k in reasons.most_common():
         print(f"  skipped, {reason}: {k}")
     print("label counts: " + "  ".join(f"{c} {k}" for c, k in counts.items()))
@@ -176,6 +189,7 @@ def main(argv=None) -> None:
         return
     if (out_dir / MANIFEST_JSON).exists():
         print(f"{out_dir}: inputs or settings changed since the last run (or --force); rebuilding outputs")
+    check_writable(out_dir, "use --out-dir DIR to write the outputs elsewhere" if args.out_dir is None else "")
     print(f"reading {len(paths)} {layout} records from {args.data_dir}")
     good, errors = decode_all(layout, paths, args.data_dir, args.num_workers)
     for e in errors:

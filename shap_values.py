@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from dataset import ECGDataset, InputSpec, checkpoint_splits, pick_device
 from models import load_checkpoint, load_thresholds
-from utils import (CLASSES, SignalCache, dx_to_labels, fingerprint, read_records, save_figure, write_csv, write_json,
+from utils import (CLASSES, SignalCache, dx_to_labels, fingerprint, output_names, positive_int, read_records, save_figure, write_csv,
+                   write_json,
                    write_npy)
 
 
@@ -36,12 +37,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-path", type=Path, required=True, help="checkpoint written by main.py")
     p.add_argument("--data-dir", type=Path, default=None, help="preprocess output (default: the checkpoint's)")
-    p.add_argument("--background", type=int, default=100, help="background records from the training folds")
-    p.add_argument("--n-explain", type=int, default=200, help="test-fold records to explain")
-    p.add_argument("--nsamples", type=int, default=None,
+    p.add_argument("--background", type=positive_int, default=100, help="background records from the training folds")
+    p.add_argument("--n-explain", type=positive_int, default=200, help="test-fold records to explain")
+    p.add_argument("--nsamples", type=positive_int, default=None,
                    help="expected-gradient samples per record (default 200 on GPU, 32 on CPU)")
-    p.add_argument("--batch-size", type=int, default=50, help="gradient evaluations per batch")
-    p.add_argument("--top-leads", type=int, default=3, help="leads drawn per patient figure")
+    p.add_argument("--batch-size", type=positive_int, default=50, help="gradient evaluations per batch")
+    p.add_argument("--top-leads", type=positive_int, default=3, help="leads drawn per patient figure")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="explain these new records instead")
     p.add_argument("--shap-dir", type=Path, default=Path("shap"))
     p.add_argument("--seed", type=int, default=0)
@@ -225,11 +226,11 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd
                           "labels": label_sets(probs, decision_thresholds(args.model_path)),
                           "true": [",".join(c for c, v in zip(CLASSES, dx_to_labels(hdr.dx)) if v)
                                    for _, hdr, _ in records]})
-    for i, (path, _, _) in enumerate(records):
+    for i, ((path, _, _), name) in enumerate(zip(records, output_names([p for p, _, _ in records]))):
         r = table.loc[i]
         plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate,
                      patient_title(path.stem, r["predicted"], r["score"], r["labels"], r["true"]), args.top_leads,
-                     out / f"{path.stem}.png")
+                     out / f"{name}.png")
     print(table.to_string(index=False))
     print(f"wrote {len(records)} figure(s) to {out}")
     return table

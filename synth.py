@@ -19,7 +19,8 @@ import pandas as pd
 from scipy.io import savemat
 from tqdm import tqdm
 
-from utils import CLASS_TO_SNOMED, CLASSES, GAIN_ADU_PER_MV, LEADS, SAMPLE_RATE, write_csv
+from utils import (CLASS_TO_SNOMED, CLASSES, GAIN_ADU_PER_MV, LEADS, SAMPLE_RATE, positive_float, positive_int,
+                   write_csv)
 
 # Dower transform rows for I, II, V1..V6 (columns X, Y, Z), SPEC.md.
 DOWER = np.array([
@@ -57,11 +58,11 @@ ST_PATTERNS = {
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("data/demo"), help="output directory")
-    p.add_argument("--n", type=int, default=400, help="number of records")
+    p.add_argument("--n", type=positive_int, default=400, help="number of records")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-seconds", type=float, default=6.0)
-    p.add_argument("--max-seconds", type=float, default=60.0)
-    p.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="rate to write records at")
+    p.add_argument("--min-seconds", type=positive_float, default=6.0)
+    p.add_argument("--max-seconds", type=positive_float, default=60.0)
+    p.add_argument("--sample-rate", type=positive_int, default=SAMPLE_RATE, help="rate to write records at")
     p.add_argument("--layout", choices=("wfdb", "cpsc2018"), default="wfdb",
                    help="wfdb: A0001.hea + .mat (PhysioNet 2020 re-release); cpsc2018: .mat struct ECG + REFERENCE.csv")
     p.add_argument("--force", action="store_true", help="write into a directory that already holds records")

@@ -61,6 +61,30 @@ class RecordError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
+# Command-line value types: a bad count or size is an argparse error (exit 2, one line), not a traceback
+# ---------------------------------------------------------------------------------------------
+def _checked(kind: type, test: Callable, wanted: str) -> Callable[[str], float]:
+    def parse(text: str):
+        import argparse
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        if not (np.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        return value
+
+    parse.__name__ = wanted  # argparse names the type in its message
+    return parse
+
+
+positive_int = _checked(int, lambda v: v > 0, "a positive integer")
+nonnegative_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = _checked(float, lambda v: v > 0, "a positive number")
+
+
+# ---------------------------------------------------------------------------------------------
 # Leads
 # ---------------------------------------------------------------------------------------------
 def parse_leads(spec: str) -> list[str]:
@@ -105,7 +129,18 @@ class Header:
     dx: list[str] = field(default_factory=list)
 
 
-_GAIN_RE = re.compile(r"^([-+0-9.eE]+)(?:\(([-+0-9]+)\))?(?:/(\S+))?$")
+_GAIN_RE = re.compile(r"^([^(/]+)(?:\(([^)]*)\))?(?:/(\S+))?$")  # gain[(baseline)][/units]
+
+
+def _number(text: str, kind: type, path: Path, field: str, line: str):
+    """`kind(text)` (int or float) that must be finite, or a RecordError naming the file and field."""
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise RecordError(f"{path}: malformed {field} {text!r} in header line {line!r}") from None
+    if kind is float and not np.isfinite(value):
+        raise RecordError(f"{path}: {field} {text!r} is not a finite number (header line {line!r})")
+    return value
 
 
 def _parse_age(text: str) -> float:
@@ -136,14 +171,14 @@ def parse_header(path: Path) -> Header:
     if not body:
         raise RecordError(f"{path}: empty header")
     first = body[0].split()
-    try:
-        n_sig = int(first[1])
-        fs = float(first[2].split("/")[0])
-        sig_len = int(first[3])
-    except (IndexError, ValueError):
-        raise RecordError(f"{path}: malformed record line {body[0]!r}") from None
-    if fs <= 0 or sig_len <= 0:
-        raise RecordError(f"{path}: sampling rate {fs} and length {sig_len} must be positive")
+    if len(first) < 4:
+        raise RecordError(f"{path}: malformed record line {body[0]!r} (want: name, signals, rate, length)")
+    n_sig = _number(first[1], int, path, "number of signals", body[0])
+    fs = _number(first[2].split("/")[0].split("(")[0], float, path, "sampling rate", body[0])
+    sig_len = _number(first[3], int, path, "signal length", body[0])
+    if fs <= 0 or sig_len <= 0 or n_sig <= 0:
+        raise RecordError(f"{path}: sampling rate {fs:g}, length {sig_len} and number of signals {n_sig} "
+                          f"must be positive")
     hdr = Header(record=first[0], n_sig=n_sig, sample_rate=fs, sig_len=sig_len)
     if len(body) - 1 < n_sig:
         raise RecordError(f"{path}: header declares {n_sig} signals but describes {len(body) - 1}")
@@ -152,10 +187,14 @@ def parse_header(path: Path) -> Header:
         m = _GAIN_RE.match(parts[2]) if len(parts) > 2 else None
         if m is None:
             raise RecordError(f"{path}: malformed signal line {ln!r}")
-        gain = float(m.group(1)) or 200.0  # WFDB: gain 0 means the default 200 adu/unit
+        gain = _number(m.group(1), float, path, "gain", ln) or 200.0  # WFDB: gain 0 means the default 200
+        if m.group(2) is not None:
+            baseline = _number(m.group(2), int, path, "baseline", ln)
+        else:  # no baseline given: WFDB takes the ADC zero (5th field)
+            baseline = _number(parts[4], int, path, "ADC zero", ln) if len(parts) > 4 else 0
         hdr.files.append(parts[0])
         hdr.gains.append(gain)
-        hdr.baselines.append(int(m.group(2)) if m.group(2) else (int(parts[4]) if len(parts) > 4 else 0))
+        hdr.baselines.append(baseline)
         hdr.units.append((m.group(3) or "mV"))
         hdr.lead_names.append(parts[8] if len(parts) > 8 else "")
     for c in comments:
@@ -265,21 +304,33 @@ def read_cpsc_record(mat_path: Path) -> tuple[Header, np.ndarray]:
     return hdr, _check_signal(data, mat_path)
 
 
-def read_cpsc_reference(path: Path) -> dict[str, np.ndarray]:
-    """REFERENCE.csv of the original release: labels 1-9 in CLASSES order -> 0/1 vectors."""
-    ref = pd.read_csv(path, dtype=str)
-    labels = {}
+def read_cpsc_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """REFERENCE.csv of the original release: labels 1-9 in CLASSES order -> 0/1 vectors per record,
+    and, for rows with a label that is not a class number, a message naming the file, record and label
+    (that record is skipped and reported; the others are kept)."""
+    try:
+        ref = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as e:
+        raise RecordError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    labels, errors = {}, {}
     for _, row in ref.iterrows():
+        pid = str(row.iloc[0]).strip()
         y = np.zeros(len(CLASSES), dtype=np.int8)
         for col in ref.columns[1:]:
-            v = row[col]
-            if isinstance(v, str) and v.strip():
-                k = int(float(v))
-                if not 1 <= k <= len(CLASSES):
-                    raise RecordError(f"{path}: label {k} of {row.iloc[0]} is outside 1-{len(CLASSES)}")
-                y[k - 1] = 1
-        labels[str(row.iloc[0]).strip()] = y
-    return labels
+            v = str(row[col]).strip()
+            if not v:
+                continue
+            try:
+                k = float(v)
+            except ValueError:
+                k = None
+            if k is None or k != int(k) or not 1 <= k <= len(CLASSES):
+                errors[pid] = f"{path}: {col} {v!r} of {pid} is not a class number 1-{len(CLASSES)}"
+                break
+            y[int(k) - 1] = 1
+        else:
+            labels[pid] = y
+    return labels, errors
 
 
 def read_record(path: Path) -> tuple[Header, np.ndarray]:
@@ -310,6 +361,59 @@ def read_records(paths: Sequence[Path]) -> list[tuple[Path, Header, np.ndarray]]
     if not records:
         raise SystemExit("error: none of the records could be read")
     return records
+
+
+def _ignore_sigint(initializer: Callable | None, initargs: tuple) -> None:
+    """Pool workers leave Ctrl-C to the parent: a worker killed by it mid-task hangs Pool.imap."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def parallel_map(fn: Callable, tasks: Sequence, workers: int, desc: str, chunksize: int = 8,
+                 initializer: Callable | None = None, initargs: tuple = ()) -> list:
+    """`[fn(t) for t in tasks]` in order, with a progress bar, over `workers` processes when it pays.
+
+    Ctrl-C stops promptly: the workers ignore SIGINT, the parent terminates the pool and re-raises
+    KeyboardInterrupt (temporary files are removed by the atomic writers on the way out)."""
+    from multiprocessing import Pool
+
+    from tqdm import tqdm
+
+    bar = dict(total=len(tasks), desc=desc, unit="rec", file=sys.stdout, mininterval=1.0)
+    if workers <= 1 or len(tasks) <= 50:
+        if initializer is not None:
+            initializer(*initargs)
+        return [fn(t) for t in tqdm(tasks, **bar)]
+    pool = Pool(workers, initializer=_ignore_sigint, initargs=(initializer, initargs))
+    try:
+        results = list(tqdm(pool.imap(fn, tasks, chunksize=chunksize), **bar))
+        pool.close()
+        return results
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """A distinct file-name stem per user-given record: its own stem, or, where stems of different files
+    collide (d1/A0001, d2/A0001), the stem prefixed with as many parent folders as it takes; the same
+    file given twice gets _1, _2. No figure overwrites another."""
+    resolved = [Path(p).resolve() for p in paths]
+    names = []
+    for path in resolved:
+        others = {q for q in resolved if q.stem == path.stem and q != path}
+        depth = 0
+        while others and depth < len(path.parent.parts):
+            depth += 1
+            mine = path.parent.parts[-depth:]
+            others = {q for q in others if q.parent.parts[-depth:] == mine}
+        names.append("_".join([*path.parent.parts[len(path.parent.parts) - depth:], path.stem]).lstrip("/_"))
+    return [n if names.count(n) == 1 else f"{n}_{names[:i].count(n) + 1}" for i, n in enumerate(names)]
 
 
 def to_microvolts(mv: np.ndarray) -> np.ndarray:
@@ -400,8 +504,19 @@ def require(path: Path, stage: str) -> Path:
 
 
 def load_labels(data_dir: Path) -> pd.DataFrame:
-    path = require(Path(data_dir) / LABELS_CSV, f"python preprocess.py --data-dir {data_dir}")
-    return pd.read_csv(path, dtype={"patient_id": str})
+    """labels.csv as preprocess.py wrote it; an empty or damaged file is an error naming the fix."""
+    stage = f"python preprocess.py --data-dir {data_dir} --force"
+    path = require(Path(data_dir) / LABELS_CSV, stage)
+    try:
+        labels = pd.read_csv(path, dtype={"patient_id": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: {path} is empty or unreadable ({type(e).__name__}); rerun `{stage}`") from None
+    missing = [c for c in ("patient_id", *CLASSES, "fold") if c not in labels.columns]
+    if missing:
+        raise SystemExit(f"error: {path} lacks column(s) {', '.join(missing)}; rerun `{stage}`")
+    if labels.empty:
+        raise SystemExit(f"error: {path} has no records; rerun `{stage}`")
+    return labels
 
 
 class SignalCache:
@@ -467,6 +582,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def check_writable(folder: Path, hint: str = "") -> None:
+    """Fail before any work when outputs could not be written to `folder` (read-only mount, no
+    permission): creating and removing a probe file is the only test that also holds for root."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SystemExit(f"error: cannot write to {folder} ({e.strerror or e}); the folder is read-only"
+                         f"{f'; {hint}' if hint else ''}") from None
 
 
 def _umask() -> int:

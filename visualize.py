@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, read_records, save_figure
+from utils import LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, output_names, positive_float, read_records, save_figure
 
 GRID_3X4 = [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
 RHYTHM_LEAD = "II"
@@ -25,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--record", type=Path, nargs="+", required=True, help="WFDB .hea (or CPSC2018 .mat) records")
     p.add_argument("--layout", choices=("3x4", "1col", "both"), default="both")
-    p.add_argument("--seconds", type=float, default=10.0, help="how much of the record (the first seconds)")
+    p.add_argument("--seconds", type=positive_float, default=10.0, help="how much of the record (the first seconds)")
     p.add_argument("--out-dir", type=Path, default=Path("results/ecg"))
     return p.parse_args(argv)
 
@@ -100,10 +100,11 @@ def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     layouts = ("3x4", "1col") if args.layout == "both" else (args.layout,)
     written = []
-    for record, hdr, mv in read_records(args.record):
+    records = read_records(args.record)
+    for (record, hdr, mv), name in zip(records, output_names([r[0] for r in records])):
         seconds = min(args.seconds, mv.shape[1] / SAMPLE_RATE)
         for layout in layouts:
-            path = args.out_dir / f"{record.stem}_{layout}.png"
+            path = args.out_dir / f"{name}_{layout}.png"
             (plot_3x4 if layout == "3x4" else plot_1col)(mv, SAMPLE_RATE, record_title(record, hdr), path, seconds)
             written.append(path)
     print("wrote " + ", ".join(str(p) for p in written))

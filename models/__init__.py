@@ -30,8 +30,12 @@ def load_thresholds(model_path: Path) -> np.ndarray | None:
     path = thresholds_path(model_path)
     if not path.exists():
         return None
-    saved = json.loads(path.read_text())["thresholds"]
-    return np.array([saved[c] for c in CLASSES])
+    try:
+        saved = json.loads(path.read_text())["thresholds"]
+        return np.array([float(saved[c]) for c in CLASSES])
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: {path} does not hold one threshold per class {', '.join(CLASSES)} "
+                         f"({type(e).__name__}: {e}); rerun `python predict.py --model-path {model_path}`") from None
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:

@@ -55,7 +55,7 @@ class ResNet1d(nn.Module):
         return self.fc(torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1))
 
 
-ARCHS = {"resnet34": (3, 4, 6, 3), "resnet18": (2, 2, 2, 2)}
+ARCHS = {"resnet34": (3, 4, 6, 3), "resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 
 
 def build_model(arch: str, in_leads: int, num_classes: int = 9) -> ResNet1d:

@@ -22,7 +22,8 @@ def run(data_dir: Path, out_dir: Path | None = None, *extra: str) -> None:
 
 
 def answer_key(records: Path) -> pd.DataFrame:
-    truth = read_cpsc_reference(records / "REFERENCE.csv")
+    truth, bad = read_cpsc_reference(records / "REFERENCE.csv")
+    assert not bad
     return pd.DataFrame.from_dict(truth, orient="index", columns=list(CLASSES)).sort_index()
 
 
