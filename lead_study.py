@@ -50,10 +50,17 @@ def train_and_evaluate(args: argparse.Namespace, leads: str, test_fold: int | No
     A run is finished when its last checkpoint completed all epochs; it is evaluated again only
     when its metrics are missing or older than its checkpoint."""
     tag = leads_tag(parse_leads(leads))
-    model_path = args.models_dir / default_model_path(args.arch, args.data_dir, tag, args.seed, test_fold).name
+    # "study_" keeps a study's runs apart from a main.py run of the same arch, data, leads and seed
+    name = default_model_path(args.arch, args.data_dir, tag, args.seed, test_fold).name
+    model_path = args.models_dir / f"study_{name}"
     metrics_path = args.results_dir / model_path.stem / "metrics.json"
     last = train.last_path(model_path)
-    done = last.exists() and torch.load(last, map_location="cpu", weights_only=True)["epoch"] >= args.epochs
+    done = False
+    if last.exists():  # finished only with this study's settings; other settings make --resume refuse
+        saved = torch.load(last, map_location="cpu", weights_only=True)
+        same = all(str(saved["args"].get(k)) == str(getattr(args, k)) for k in
+                   ("arch", "seconds", "sample_rate", "seed", "limit", "lr", "batch_size"))
+        done = same and saved["epoch"] >= args.epochs
     if not done:
         flags = ["--data-dir", str(args.data_dir), "--leads", leads, "--arch", args.arch, "--seed", str(args.seed),
                  "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size),

@@ -20,7 +20,7 @@ def test_two_folds_then_reuse(prepared, tmp_path, capsys):
     summary = cross_validate.main(argv)
     labels = load_labels(prepared)
     for k in (1, 2):
-        run = tmp_path / "results" / f"resnet18_{prepared.name}_all_42_fold{k}"
+        run = tmp_path / "results" / f"study_resnet18_{prepared.name}_all_42_fold{k}"
         saved = json.loads((run / "metrics.json").read_text())
         assert saved["test_folds"] == [k] and saved["n_test"] == int((labels["fold"] == k).sum())
         tested = pd.read_csv(run / "test_scores.csv", dtype={"patient_id": str})["patient_id"]

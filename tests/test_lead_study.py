@@ -30,3 +30,12 @@ def test_second_call_trains_nothing(lead_study_run, capsys):
     assert printed.count("finished earlier, reusing") == 13 and "best val F1" not in printed
     assert {p: p.stat().st_mtime_ns for p in models.glob("*.pth")} == checkpoints
     pd.testing.assert_frame_equal(again, lead_study_run["table"])
+
+
+def test_a_finished_run_with_other_settings_is_never_reused(lead_study_run):
+    """Same file names, another --lr: the old models' metrics must not be reported as the new ones."""
+    import pytest
+    argv = [a if a != "1e-3" else "5e-3" for a in lead_study_run["argv"]]
+    assert argv != lead_study_run["argv"]
+    with pytest.raises(SystemExit, match="different settings"):
+        lead_study.main(argv)
