@@ -323,8 +323,8 @@ def read_cpsc_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, st
             try:
                 k = float(v)
             except ValueError:
-                k = None
-            if k is None or k != int(k) or not 1 <= k <= len(CLASSES):
+                k = float("nan")
+            if not (1 <= k <= len(CLASSES) and k == int(k)):  # also false for nan; inf fails the range
                 errors[pid] = f"{path}: {col} {v!r} of {pid} is not a class number 1-{len(CLASSES)}"
                 break
             y[int(k) - 1] = 1

@@ -81,14 +81,16 @@ def test_one_bad_reference_row_skips_only_that_record(tmp_path, capsys):
     records = tmp_path / "cpsc"
     synth.main(["--out", str(records), "--n", "30", "--seed", "3", "--max-seconds", "7", "--layout", "cpsc2018"])
     ref = pd.read_csv(records / "REFERENCE.csv", dtype=str)
-    ref.loc[3, "First_label"], ref.loc[7, "First_label"] = "12", "abc"
+    bad = {3: "12", 7: "abc", 11: "nan", 15: "2.5"}
+    for row, value in bad.items():
+        ref.loc[row, "First_label"] = value
     ref.to_csv(records / "REFERENCE.csv", index=False)
     preprocess.main(["--data-dir", str(records), "--out-dir", str(tmp_path / "out"), "--num-workers", "1"])
     err = capsys.readouterr().err
-    for row, value in ((3, "12"), (7, "abc")):
+    for row, value in bad.items():
         assert f"First_label '{value}' of {ref.loc[row, 'Recording']} is not a class number" in err
     labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"patient_id": str})
-    assert len(labels) == 28 and not {ref.loc[3, "Recording"], ref.loc[7, "Recording"]} & set(labels["patient_id"])
+    assert len(labels) == 30 - len(bad) and not {ref.loc[r, "Recording"] for r in bad} & set(labels["patient_id"])
 
 
 BAD_ARGUMENTS = [
