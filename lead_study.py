@@ -54,26 +54,22 @@ def train_and_evaluate(args: argparse.Namespace, leads: str, test_fold: int | No
     name = default_model_path(args.arch, args.data_dir, tag, args.seed, test_fold).name
     model_path = args.models_dir / f"study_{name}"
     metrics_path = args.results_dir / model_path.stem / "metrics.json"
+    flags = ["--data-dir", str(args.data_dir), "--leads", leads, "--arch", args.arch, "--seed", str(args.seed),
+             "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
+             "--seconds", str(args.seconds), "--sample-rate", str(args.sample_rate),
+             "--num-workers", str(args.num_workers), "--model-path", str(model_path), "--log-dir", str(args.log_dir)]
+    flags += ["--limit", str(args.limit)] if args.limit else []
+    flags += ["--test-fold", str(test_fold)] if test_fold is not None else []
+    flags += ["--use-gpu"] if args.use_gpu else []
+    flags += ["--no-amp"] if args.no_amp else []
+    flags += ["--deterministic"] if args.deterministic else []
     last = train.last_path(model_path)
     done = False
-    if last.exists():  # finished only with this study's settings; other settings make --resume refuse
+    if last.exists():  # finished only with this study's settings; with others, --resume below refuses
         saved = torch.load(last, map_location="cpu", weights_only=True)
-        same = all(str(saved["args"].get(k)) == str(getattr(args, k)) for k in
-                   ("arch", "seconds", "sample_rate", "seed", "limit", "lr", "batch_size"))
-        done = same and saved["epoch"] >= args.epochs
+        done = not train.changed_settings(saved["args"], train.parse_args(flags)) and saved["epoch"] >= args.epochs
     if not done:
-        flags = ["--data-dir", str(args.data_dir), "--leads", leads, "--arch", args.arch, "--seed", str(args.seed),
-                 "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
-                 "--seconds", str(args.seconds), "--sample-rate", str(args.sample_rate),
-                 "--num-workers", str(args.num_workers), "--model-path", str(model_path),
-                 "--log-dir", str(args.log_dir)]
-        flags += ["--limit", str(args.limit)] if args.limit else []
-        flags += ["--test-fold", str(test_fold)] if test_fold is not None else []
-        flags += ["--use-gpu"] if args.use_gpu else []
-        flags += ["--no-amp"] if args.no_amp else []
-        flags += ["--deterministic"] if args.deterministic else []
-        flags += ["--resume"] if last.exists() else ["--force"]
-        train.main(flags)
+        train.main(flags + (["--resume"] if last.exists() else ["--force"]))
     if not done or not metrics_path.exists() or metrics_path.stat().st_mtime < model_path.stat().st_mtime:
         predict.main(["--model-path", str(model_path), "--results-dir", str(args.results_dir),
                       "--n-bootstrap", str(args.n_bootstrap), "--num-workers", "0", "--no-figures"]

@@ -144,12 +144,19 @@ def checkpoint_args(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
 
+RUN_SETTINGS = ("arch", "leads", "seconds", "sample_rate", "seed", "data_dir", "limit", "lr", "batch_size",
+                "test_fold", "deterministic")  # what makes two runs different runs
+
+
+def changed_settings(saved_args: dict, args: argparse.Namespace) -> list[str]:
+    """The run settings in which a checkpoint's arguments differ from `args`, as 'key: old -> new'."""
+    old = {"deterministic": False, **saved_args}  # checkpoints from before --deterministic existed
+    return [f"{k}: {old.get(k)} -> {getattr(args, k)}" for k in RUN_SETTINGS
+            if str(old.get(k)) != str(getattr(args, k))]
+
+
 def check_resumable(ckpt: dict, args: argparse.Namespace, path: Path) -> None:
-    keys = ("arch", "leads", "seconds", "sample_rate", "seed", "data_dir", "limit", "lr", "batch_size", "test_fold",
-            "deterministic")
-    old = ckpt["args"]
-    old = {"deterministic": False, **old}  # checkpoints from before --deterministic existed
-    changed = [f"{k}: {old.get(k)} -> {getattr(args, k)}" for k in keys if str(old.get(k)) != str(getattr(args, k))]
+    changed = changed_settings(ckpt["args"], args)
     if changed:
         raise SystemExit(f"error: cannot resume {path} with different settings ({'; '.join(changed)})")
 

@@ -21,8 +21,7 @@ import torch
 from dataset import ECGDataset, InputSpec, checkpoint_splits, make_loader, pick_device, score
 from models import load_checkpoint, load_thresholds, thresholds_path
 from utils import (CLASSES, SignalCache, classification_metrics, nonnegative_int, parse_leads, positive_int,
-                   read_records, save_figure,
-                   tune_thresholds, write_csv, write_json)
+                   read_records, save_figure, tune_thresholds, write_csv, write_json)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
