@@ -33,8 +33,8 @@ import pywt
 import scipy.stats
 from tqdm import tqdm
 
-from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, auc_scores, positive_int,
-                   f1_scores, file_fingerprint, fingerprint, leads_tag, load_labels, parallel_map, parse_leads,
+from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, auc_scores, f1_scores,
+                   file_fingerprint, fingerprint, leads_tag, load_labels, parallel_map, parse_leads, positive_int,
                    split_labels, tune_thresholds, write_csv, write_json, write_text)
 
 FEATURES_CSV = "features.csv"

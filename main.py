@@ -52,7 +52,7 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
     p.add_argument("--deterministic", action="store_true",
                    help="bit-identical results across processes: one CPU thread and deterministic kernels "
-                        "(cuDNN deterministic on GPU); about 1.8x slower per run on a 2-core CPU")
+                        "(cuDNN deterministic on GPU); 1.4-1.8x the time per step on a 2-core CPU")
     p.add_argument("--log-dir", type=Path, default=Path("logs"))
     return p
 

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from utils import (CLASSES, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, REFERENCE_CSV, SAMPLE_RATE, SIGNALS_INDEX_CSV,
-                   SIGNALS_NPY, positive_int, RecordError, atomic_write, dx_to_labels, file_fingerprint, fingerprint,
-                   check_writable, parallel_map, read_cpsc_record, read_cpsc_reference, read_wfdb_record, resample,
+                   SIGNALS_NPY, RecordError, atomic_write, check_writable, dx_to_labels, file_fingerprint, fingerprint,
+                   parallel_map, positive_int, read_cpsc_record, read_cpsc_reference, read_wfdb_record, resample,
                    stratified_folds, to_microvolts, write_csv, write_json)
 
 CACHE_VERSION = 1  # bump when the cache format changes, so old caches are rebuilt

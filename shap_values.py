@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from dataset import ECGDataset, InputSpec, checkpoint_splits, pick_device
 from models import load_checkpoint, load_thresholds
-from utils import (CLASSES, SignalCache, dx_to_labels, fingerprint, output_names, positive_int, read_records, save_figure, write_csv,
-                   write_json,
+from utils import (CLASSES, SignalCache, dx_to_labels, fingerprint, output_names, positive_int, read_records,
+                   save_figure, write_csv, write_json,
                    write_npy)
 
 

@@ -505,8 +505,8 @@ def require(path: Path, stage: str) -> Path:
 
 def load_labels(data_dir: Path) -> pd.DataFrame:
     """labels.csv as preprocess.py wrote it; an empty or damaged file is an error naming the fix."""
+    path = require(Path(data_dir) / LABELS_CSV, f"python preprocess.py --data-dir {data_dir}")
     stage = f"python preprocess.py --data-dir {data_dir} --force"
-    path = require(Path(data_dir) / LABELS_CSV, stage)
     try:
         labels = pd.read_csv(path, dtype={"patient_id": str})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
