@@ -6,6 +6,7 @@ device.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils import (CLASSES, LEADS, SAMPLE_RATE, SignalCache, fit_length, lead_indices, load_labels, resample,
-                   split_labels)
+from utils import (CLASSES, LEADS, SAMPLE_RATE, SignalCache, fingerprint, fit_length, lead_indices, load_labels,
+                   resample, split_labels)
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,47 @@ class InputSpec:
         return fit_length(resample(x, SAMPLE_RATE, self.sample_rate), self.n_samples).astype(np.float32)
 
 
+def labels_fingerprint(part: pd.DataFrame) -> str:
+    """Changes when any record of `part` or any of its labels changes (folds do not count)."""
+    return fingerprint([part["patient_id"].tolist(), part[list(CLASSES)].to_numpy(int).tolist()])
+
+
+def split_provenance(splits: dict[str, pd.DataFrame]) -> dict:
+    """What a checkpoint keeps of its run's split: the record ids of each part (key `split`) and a
+    fingerprint of their labels (key `split_labels`), so later stages evaluate exactly these records."""
+    return {"split": {name: part["patient_id"].tolist() for name, part in splits.items()},
+            "split_labels": {name: labels_fingerprint(part) for name, part in splits.items()}}
+
+
 def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
-    """The train/val/test records of a checkpoint's run (its seed, record limit and test fold)."""
+    """The train/val/test records a checkpoint's run used, as rows of `data_dir`'s labels.csv.
+
+    Never a silently different split: a stored id missing from labels.csv, or a record whose labels
+    changed since training, is an error; records added since (or left out by --limit) are ignored and
+    said so. Checkpoints from before the split was stored rebuild it from seed, limit and test fold."""
+    labels = load_labels(data_dir)
     a = ckpt["args"]
-    return split_labels(load_labels(data_dir), int(a["seed"]), a.get("limit"), a.get("test_fold"))
+    if "split" not in ckpt:
+        print("note: this checkpoint predates stored splits; its split is rebuilt from seed, limit and test fold, "
+              "which is right only if labels.csv has not changed since training", file=sys.stderr)
+        return split_labels(labels, int(a["seed"]), a.get("limit"), a.get("test_fold"))
+    by_id = labels.set_index("patient_id", drop=False)
+    splits = {}
+    for name, ids in ckpt["split"].items():
+        missing = [pid for pid in ids if pid not in by_id.index]
+        if missing:
+            raise SystemExit(f"error: {len(missing)} {name} record(s) of this run (e.g. {missing[0]}) are not in "
+                             f"{data_dir}/labels.csv; evaluate on the preprocessed data the model was trained on")
+        part = by_id.loc[ids].reset_index(drop=True)
+        if labels_fingerprint(part) != ckpt["split_labels"][name]:
+            raise SystemExit(f"error: the labels of this run's {name} records in {data_dir}/labels.csv changed since "
+                             f"training (preprocessed with other records or label settings?)")
+        splits[name] = part
+    extra = len(labels) - sum(len(part) for part in splits.values())
+    if extra > 0 and not a.get("limit"):
+        print(f"note: {data_dir}/labels.csv has {extra} record(s) this run never used (added since training); "
+              f"only the run's own validation and test records are evaluated", file=sys.stderr)
+    return splits
 
 
 class ECGDataset(Dataset):

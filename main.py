@@ -28,7 +28,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from dataset import ECGDataset, InputSpec, augment, make_loader, pick_device, score
+from dataset import (ECGDataset, InputSpec, augment, checkpoint_splits, make_loader, pick_device, score,
+                     split_provenance)
 from models import ARCHS, build_model, default_model_path, load_checkpoint, save_checkpoint
 from utils import (CLASSES, INPUT_SECONDS, LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, auc_scores, f1_scores, leads_tag,
                    nonnegative_int, positive_float, positive_int,
@@ -211,7 +212,13 @@ def train(args: argparse.Namespace, rank: int, world: int, device: torch.device)
     seed_everything(args.seed)
     spec = InputSpec(tuple(args.lead_names), args.seconds, args.sample_rate)
     cache = SignalCache(args.data_dir)
-    splits = split_labels(load_labels(args.data_dir), args.seed, args.limit, args.test_fold)
+    resume_ckpt = None
+    if args.resume:  # a resumed run keeps the records it started with, whatever labels.csv holds now
+        _, resume_ckpt = load_checkpoint(resume_path)
+        check_resumable(resume_ckpt, args, resume_path)
+        splits = checkpoint_splits(resume_ckpt, args.data_dir)
+    else:
+        splits = split_labels(load_labels(args.data_dir), args.seed, args.limit, args.test_fold)
     if len(splits["train"]) == 0 or len(splits["val"]) == 0:
         raise SystemExit(f"error: empty training or validation split in {args.data_dir} (too few records?)")
     train_ds, val_ds = ECGDataset(cache, splits["train"], spec), ECGDataset(cache, splits["val"], spec)
@@ -225,9 +232,8 @@ def train(args: argparse.Namespace, rank: int, world: int, device: torch.device)
     model = build_model(args.arch, len(spec.leads), len(CLASSES)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     start, best, history = 1, -1.0, []
-    if args.resume:
-        _, ckpt = load_checkpoint(resume_path)
-        check_resumable(ckpt, args, resume_path)
+    if resume_ckpt is not None:
+        ckpt = resume_ckpt
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, best, history = ckpt["epoch"] + 1, ckpt["best_f1"], list(ckpt["history"])
@@ -260,7 +266,8 @@ def train(args: argparse.Namespace, rank: int, world: int, device: torch.device)
             improved = row["val_f1"] > best
             best = max(best, row["val_f1"])
             state = {"model": model.state_dict(), "epoch": epoch, "best_f1": best, "history": history,
-                     "args": checkpoint_args(args), "leads": list(spec.leads), "classes": list(CLASSES)}
+                     "args": checkpoint_args(args), "leads": list(spec.leads), "classes": list(CLASSES),
+                     **split_provenance(splits)}
             if improved:
                 save_checkpoint(model_path, state)
             save_checkpoint(resume_path, {**state, "optimizer": optimizer.state_dict()})

@@ -21,7 +21,7 @@ import torch
 from dataset import ECGDataset, InputSpec, checkpoint_splits, make_loader, pick_device, score
 from models import load_checkpoint, load_thresholds, thresholds_path
 from utils import (CLASSES, SignalCache, classification_metrics, nonnegative_int, parse_leads, positive_int,
-                   read_records, save_figure, tune_thresholds, write_csv, write_json)
+                   read_records, save_figure, split_folds, tune_thresholds, write_csv, write_json)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -100,7 +100,7 @@ def evaluate(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict, devic
     data_dir = args.data_dir or Path(run["data_dir"])
     cache = SignalCache(data_dir)
     splits = checkpoint_splits(ckpt, data_dir)
-    val_folds, test_folds = (sorted(splits[name]["fold"].unique().tolist()) for name in ("val", "test"))
+    _, val_folds, test_folds = split_folds(int(run["seed"]), run.get("test_fold"))  # folds as at training time
     out = {}
     for name in ("val", "test"):
         part = splits[name]

@@ -1,0 +1,120 @@
+"""Provenance: a run's checkpoint carries its split, and every later stage evaluates exactly those
+records, whatever preprocess.py wrote since (no test-set leakage after re-preprocessing)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import main
+import predict
+import preprocess
+import shap_values
+from conftest import TINY
+from utils import CLASSES
+
+
+def prep(records, out, *extra):
+    preprocess.main(["--data-dir", str(records), "--out-dir", str(out), "--num-workers", "1", *extra])
+
+
+@pytest.fixture
+def run(records_copy, tmp_path):
+    """A tiny model trained on a private preprocess of a private copy of the records."""
+    data = tmp_path / "data"
+    prep(records_copy, data)
+    model = tmp_path / "m.pth"
+    main.main(["--data-dir", str(data), *TINY, "--epochs", "1", "--model-path", str(model),
+               "--log-dir", str(tmp_path / "logs")])
+    ckpt = torch.load(model, weights_only=True)
+    return {"records": records_copy, "data": data, "model": model, "ckpt": ckpt, "tmp": tmp_path}
+
+
+def evaluate(run, name):
+    predict.main(["--model-path", str(run["model"]), "--results-dir", str(run["tmp"] / name),
+                  "--n-bootstrap", "0", "--num-workers", "0", "--no-figures"])
+    return pd.read_csv(run["tmp"] / name / "m" / "test_scores.csv", dtype={"patient_id": str})
+
+
+def test_checkpoint_holds_its_split_and_loads_weights_only(run):
+    ckpt = run["ckpt"]
+    split = ckpt["split"]
+    assert set(split) == {"train", "val", "test"} and all(split.values())
+    assert not (set(split["train"]) & set(split["test"])) and not (set(split["train"]) & set(split["val"]))
+    labels = pd.read_csv(run["data"] / "labels.csv", dtype={"patient_id": str})
+    assert sorted(split["test"]) == sorted(labels.loc[labels["fold"] == 7, "patient_id"])  # seed 42: test fold 7
+
+
+def test_re_preprocessing_with_another_seed_never_moves_training_records_into_the_test(run, capsys):
+    prep(run["records"], run["data"], "--seed", "5")  # new folds: the old fold-7 records are scattered
+    labels = pd.read_csv(run["data"] / "labels.csv", dtype={"patient_id": str})
+    assert sorted(labels.loc[labels["fold"] == 7, "patient_id"]) != sorted(run["ckpt"]["split"]["test"])
+    scores = evaluate(run, "r1")
+    assert sorted(scores["patient_id"]) == sorted(run["ckpt"]["split"]["test"])
+    assert not set(scores["patient_id"]) & set(run["ckpt"]["split"]["train"])
+
+
+def test_added_records_are_said_and_left_out(run, capsys):
+    for i, src in enumerate(("A0001", "A0002", "A0003")):
+        for ext in (".hea", ".mat"):
+            text_or_bytes = (run["records"] / f"{src}{ext}").read_bytes()
+            if ext == ".hea":
+                text_or_bytes = text_or_bytes.replace(src.encode(), f"B900{i}".encode())
+            (run["records"] / f"B900{i}{ext}").write_bytes(text_or_bytes)
+    prep(run["records"], run["data"])
+    capsys.readouterr()
+    scores = evaluate(run, "r2")
+    assert "3 record(s) this run never used" in capsys.readouterr().err
+    assert sorted(scores["patient_id"]) == sorted(run["ckpt"]["split"]["test"])
+
+
+def test_a_missing_or_relabelled_test_record_is_an_error(run):
+    labels = pd.read_csv(run["data"] / "labels.csv", dtype={"patient_id": str})
+    victim = run["ckpt"]["split"]["test"][0]
+    row = labels.index[labels["patient_id"] == victim][0]
+    changed = labels.copy()
+    changed.loc[row, list(CLASSES)] = 1 - changed.loc[row, list(CLASSES)]
+    changed.to_csv(run["data"] / "labels.csv", index=False)
+    with pytest.raises(SystemExit, match="labels of this run's test records"):
+        evaluate(run, "r3")
+    labels.drop(index=row).to_csv(run["data"] / "labels.csv", index=False)
+    with pytest.raises(SystemExit, match=f"not in .*labels.csv"):
+        evaluate(run, "r4")
+
+
+def test_thresholds_on_the_runs_validation_and_shap_on_its_test_against_its_training(run, tmp_path):
+    predict.main(["--model-path", str(run["model"]), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
+                  "--num-workers", "0", "--no-figures"])
+    import json
+    tuned = json.loads(run["model"].with_suffix(".thresholds.json").read_text())
+    assert tuned["tuned_on"] == "validation fold(s) [4]"
+    seen = {}
+    real_explain = shap_values.explain
+
+    def spy(model, background, x, *a, **k):
+        seen["n_background"], seen["n_explained"] = len(background), len(x)
+        return real_explain(model, background, x, *a, **k)
+
+    shap_values.explain = spy
+    try:
+        shap_values.main(["--model-path", str(run["model"]), "--shap-dir", str(tmp_path / "shap"),
+                          "--background", "5", "--n-explain", "4", "--nsamples", "2"])
+    finally:
+        shap_values.explain = real_explain
+    index = next((tmp_path / "shap" / "m").glob("index_*.csv"))
+    explained = pd.read_csv(index, dtype={"patient_id": str})["patient_id"]
+    assert set(explained) <= set(run["ckpt"]["split"]["test"]) and seen == {"n_background": 5, "n_explained": 4}
+    settings = json.loads(next((tmp_path / "shap" / "m").glob("settings_*.json")).read_text())
+    assert settings["background"] == 5
+
+
+def test_record_diagnosis_of_a_cached_record_equals_its_test_score(run, tmp_path):
+    scores = evaluate(run, "r5").set_index("patient_id")
+    pid = scores.index[0]
+    table = predict.main(["--model-path", str(run["model"]), "--record", str(run["records"] / f"{pid}.hea"),
+                          "--results-dir", str(tmp_path / "rec")])
+    np.testing.assert_allclose(table.loc[0, list(CLASSES)].to_numpy(float),
+                               scores.loc[pid, [f"p_{c}" for c in CLASSES]].to_numpy(float), atol=6e-5)
