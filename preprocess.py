@@ -207,6 +207,9 @@ def main(argv=None) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_JSON).unlink(missing_ok=True)  # outputs are incomplete until it is rewritten
+    for name in (SIGNALS_NPY, SIGNALS_INDEX_CSV, REFERENCE_CSV, LABELS_CSV, MANIFEST_JSON):
+        for stale in out_dir.glob(f".{name}.*.tmp"):  # left by a run that was killed while writing
+            stale.unlink(missing_ok=True)
     write_cache(kept, out_dir)
     write_csv(reference, out_dir / REFERENCE_CSV)
     write_csv(labels, out_dir / LABELS_CSV)

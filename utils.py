@@ -503,9 +503,21 @@ def require(path: Path, stage: str) -> Path:
     return Path(path)
 
 
+def require_preprocessed(data_dir: Path) -> Path:
+    """The preprocess folder, refused unless its manifest is there: preprocess.py deletes the manifest
+    before it replaces any output and writes it last, so a folder without one holds a half-updated mix."""
+    data_dir = Path(data_dir)
+    stage = f"python preprocess.py --data-dir {data_dir}"
+    if (data_dir / LABELS_CSV).exists() and not (data_dir / MANIFEST_JSON).exists():
+        raise SystemExit(f"error: {data_dir} has no {MANIFEST_JSON}: preprocessing did not finish there, so its "
+                         f"outputs may be half updated; rerun `{stage}`")
+    require(data_dir / MANIFEST_JSON, stage)
+    return data_dir
+
+
 def load_labels(data_dir: Path) -> pd.DataFrame:
     """labels.csv as preprocess.py wrote it; an empty or damaged file is an error naming the fix."""
-    path = require(Path(data_dir) / LABELS_CSV, f"python preprocess.py --data-dir {data_dir}")
+    path = require(require_preprocessed(data_dir) / LABELS_CSV, f"python preprocess.py --data-dir {data_dir}")
     stage = f"python preprocess.py --data-dir {data_dir} --force"
     try:
         labels = pd.read_csv(path, dtype={"patient_id": str})
@@ -524,7 +536,7 @@ class SignalCache:
 
     def __init__(self, data_dir: Path):
         data_dir = Path(data_dir)
-        stage = f"python preprocess.py --data-dir {data_dir}"
+        stage = f"python preprocess.py --data-dir {require_preprocessed(data_dir)}"
         self.signals = np.load(require(data_dir / SIGNALS_NPY, stage), mmap_mode="r")
         index = pd.read_csv(require(data_dir / SIGNALS_INDEX_CSV, stage), dtype={"patient_id": str})
         self.ids = index["patient_id"].tolist()

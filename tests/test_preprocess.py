@@ -254,3 +254,25 @@ def test_real_records_labels_match_headers(tmp_path):
     cache = SignalCache(tmp_path / "out")
     rec = wfdb.rdrecord(str(REAL_DIR / "JS20000"))
     np.testing.assert_allclose(cache.record("JS20000"), rec.p_signal.T, atol=1e-6)
+
+
+def test_half_updated_outputs_are_refused_and_stale_temporaries_removed(prepared, records_copy, tmp_path):
+    """A run killed right after signals.npy was renamed leaves new signals beside old labels and no
+    manifest: every later stage must refuse the folder; the next run removes a killed fill's temporary."""
+    import baselines
+    import main
+    data = tmp_path / "d"
+    shutil.copytree(prepared, data)
+    (data / "preprocess.json").unlink()
+    with pytest.raises(SystemExit, match="preprocessing did not finish"):
+        baselines.main(["--data-dir", str(data), "--results-dir", str(tmp_path / "r")])
+    with pytest.raises(SystemExit, match="preprocessing did not finish"):
+        main.main(["--data-dir", str(data), "--model-path", str(tmp_path / "m.pth")])
+    with pytest.raises(SystemExit, match="preprocessing did not finish"):
+        SignalCache(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".signals.npy.k1ll3d.tmp"
+    stale.write_bytes(b"\0" * 1000)
+    run(records_copy, out)
+    assert not stale.exists() and (out / "preprocess.json").exists()
