@@ -22,7 +22,6 @@ F1 and AUC are reported on the test fold (the same seeded 8/1/1 split as main.py
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -33,9 +32,10 @@ import pywt
 import scipy.stats
 from tqdm import tqdm
 
-from utils import (CLASSES, LEADS, N_FOLDS, SAMPLE_RATE, SIGNALS_NPY, SignalCache, auc_scores, f1_scores,
-                   file_fingerprint, fingerprint, leads_tag, load_labels, parallel_map, parse_leads, positive_int,
-                   split_labels, tune_thresholds, write_csv, write_json, write_text)
+from utils import (LEADS, script_main, N_FOLDS, SAMPLE_RATE, SignalCache, auc_scores, data_label_set, data_split_rule,
+                   database_name, f1_scores, fingerprint, leads_tag, load_labels, outputs_current, parallel_map,
+                   parse_leads, positive_int, preprocess_manifest, split_labels, tune_thresholds, write_csv,
+                   write_json, write_manifest, write_text)
 
 FEATURES_CSV = "features.csv"
 FEATURE_VERSION = 2  # 2: the original's statistic order, entropy / 10, float64 signals
@@ -208,12 +208,15 @@ def compute_features(data_dir: Path, ids: list[str], heart_rate: bool, workers: 
 
 
 def load_or_compute_features(data_dir: Path, heart_rate: bool, workers: int, force: bool) -> pd.DataFrame:
-    """features.csv, rebuilt when the signal cache or the feature settings changed."""
+    """features.csv, rebuilt when the preprocess outputs or the feature settings changed (or it was damaged)."""
     labels = load_labels(data_dir)
     path, manifest = data_dir / FEATURES_CSV, data_dir / "features.json"
-    key = fingerprint([FEATURE_VERSION, heart_rate, file_fingerprint(data_dir / SIGNALS_NPY),
+    key = fingerprint([FEATURE_VERSION, heart_rate, preprocess_manifest(data_dir)["fingerprint"],
                        labels["patient_id"].tolist()])
-    if not force and path.exists() and manifest.exists() and json.loads(manifest.read_text()).get("fingerprint") == key:
+    if not force and manifest.exists() and not outputs_current(manifest, key) and path.exists():
+        print(f"warning: {path} was written for other preprocess outputs or settings, or changed since; "
+              f"recomputing it", file=sys.stderr)
+    if not force and outputs_current(manifest, key):
         table = read_features(path)
         damaged = table is None or list(table.columns) != ["patient_id", *feature_names(heart_rate)] \
             or table["patient_id"].tolist() != labels["patient_id"].tolist()
@@ -224,9 +227,9 @@ def load_or_compute_features(data_dir: Path, heart_rate: bool, workers: int, for
     table, notes = compute_features(data_dir, labels["patient_id"].tolist(), heart_rate, workers)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
+    manifest.unlink(missing_ok=True)
     write_features(table, path)
-    write_json({"fingerprint": key, "heart_rate": heart_rate, "n_features": table.shape[1] - 1, "notes": notes},
-               manifest)
+    write_manifest(manifest, key, [path], heart_rate=heart_rate, n_features=table.shape[1] - 1, notes=notes)
     print(f"wrote {path}: {len(table)} records x {table.shape[1] - 1} features"
           f"{f'; {len(notes)} record(s) with warnings' if notes else ''}")
     return table
@@ -276,8 +279,8 @@ def feature_columns(leads: list[str], heart_rate: bool) -> list[str]:
     return [c for c in feature_names(heart_rate) if c.split("_")[0] in leads or c in HR_FEATURES]
 
 
-def evaluate_classifier(name: str, X: dict[str, np.ndarray], Y: dict[str, np.ndarray], seed: int,
-                        standardize: bool = False) -> dict:
+def evaluate_classifier(name: str, X: dict[str, np.ndarray], Y: dict[str, np.ndarray], classes: list[str],
+                        seed: int, standardize: bool = False) -> dict:
     import warnings
 
     clf = make_classifier(name, seed, standardize)
@@ -288,19 +291,19 @@ def evaluate_classifier(name: str, X: dict[str, np.ndarray], Y: dict[str, np.nda
     thresholds = tune_thresholds(Y["val"], val)
     f1 = f1_scores(Y["test"], test > thresholds)
     auc = auc_scores(Y["test"], test)
-    return {"classifier": name, **{c: float(v) for c, v in zip(CLASSES, f1)}, "mean_f1": float(f1.mean()),
-            "mean_auc": float(np.nanmean(auc)), **{f"auc_{c}": float(v) for c, v in zip(CLASSES, auc)},
+    return {"classifier": name, **{c: float(v) for c, v in zip(classes, f1)}, "mean_f1": float(f1.mean()),
+            "mean_auc": float(np.nanmean(auc)), **{f"auc_{c}": float(v) for c, v in zip(classes, auc)},
             "thresholds": thresholds.tolist()}
 
 
 def evaluate_split(data: pd.DataFrame, cols: list[str], args: argparse.Namespace,
                    test_fold: int | None) -> tuple[list[dict], int]:
     """Every chosen classifier on one train/val/test split (see utils.split_folds); rows and test size."""
-    splits = split_labels(data, args.seed, test_fold=test_fold)
+    splits = split_labels(data, args.seed, test_fold=test_fold, fixed=args.fixed_split)
     X = {k: v[cols].to_numpy() for k, v in splits.items()}
-    Y = {k: v[list(CLASSES)].to_numpy().astype(int) for k, v in splits.items()}
+    Y = {k: v[list(args.classes)].to_numpy().astype(int) for k, v in splits.items()}
     desc = f"test fold {test_fold}" if test_fold else "classifiers"
-    rows = [evaluate_classifier(name, X, Y, args.seed, args.standardize)
+    rows = [evaluate_classifier(name, X, Y, args.classes, args.seed, args.standardize)
             for name in tqdm(args.classifiers, desc=desc, file=sys.stdout)]
     return rows, len(X["test"])
 
@@ -312,7 +315,7 @@ def cross_validate(data: pd.DataFrame, cols: list[str], args: argparse.Namespace
         rows += [{"fold": k, **r} for r in evaluate_split(data, cols, args, k)[0]]
     folds = pd.DataFrame(rows).drop(columns="thresholds")
     write_csv(folds, out.with_suffix(".csv"))
-    shown = [*CLASSES, "mean_f1", "mean_auc"]
+    shown = [*args.classes, "mean_f1", "mean_auc"]
     stats = folds.groupby("classifier", sort=False)[shown].agg(["mean", "std"])
     md = [f"Test-fold F1 per class, mean F1 and mean AUC: mean ± sd over {N_FOLDS} folds.", "",
           "| classifier | " + " | ".join(shown) + " |", "| --- |" + " ---: |" * len(shown)]
@@ -324,15 +327,18 @@ def cross_validate(data: pd.DataFrame, cols: list[str], args: argparse.Namespace
     return stats
 
 
+@script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
+    args.classes = data_label_set(args.data_dir)["classes"]
+    args.fixed_split = data_split_rule(args.data_dir)
     features = load_or_compute_features(args.data_dir, args.heart_rate, args.num_workers, args.force)
     labels = load_labels(args.data_dir)
     cols = feature_columns(args.lead_names, args.heart_rate)
     data = labels.merge(features, on="patient_id", how="left", validate="one_to_one")
     print(f"{len(cols)} features ({','.join(args.lead_names)}{' + heart rate' if args.heart_rate else ''}); "
           f"{len(data)} records")
-    out = args.results_dir / (f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}"
+    out = args.results_dir / database_name(args.data_dir) / (f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}"
                               f"{'_std' if args.standardize else ''}")
     if args.cv:
         return cross_validate(data, cols, args, out.with_name(out.name + "_cv"))
@@ -344,7 +350,7 @@ def main(argv=None) -> pd.DataFrame:
                 "leads": args.lead_names, "heart_rate": args.heart_rate, "standardize": args.standardize,
                 "n_test": n_test, "results": rows},
                out.with_suffix(".json"))
-    shown = table.set_index("classifier")[[*CLASSES, "mean_f1", "mean_auc"]]
+    shown = table.set_index("classifier")[[*args.classes, "mean_f1", "mean_auc"]]
     print(f"test-fold F1 per class ({n_test} records; thresholds tuned on validation), as in the paper's table:")
     print(shown.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}.csv and .json")

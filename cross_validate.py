@@ -4,9 +4,9 @@
     python cross_validate.py --data-dir data/demo --arch resnet18 --seconds 5 --sample-rate 100 --epochs 8 --lr 1e-3
 
 Run k (k = 1..10) tests on fold k, validates (best epoch, thresholds) on fold k % 10 + 1 and trains on
-the other eight, so every record is tested exactly once. Each run is main.py + predict.py with
-`--test-fold k` (checkpoints models/{arch}_{db}_{leads}_{seed}_fold{k}.pth); like lead_study.py it
-resumes, and finished folds are not run again. Writes results/cv_{arch}_{db}_{leads}_{seed}.csv (one
+the other eight, so every record is tested exactly once. Each run is a training + evaluation with
+test fold k (runs data/<db>/runs/study_{arch}_{leads}_{seed}_fold{k}/); like lead_study.py it
+resumes, and finished folds are not run again. Writes results/<db>/cv_{arch}_{leads}_{seed}.csv (one
 row per fold: per-class and mean F1 and AUC), .md (per class mean ± sd over folds), and .png.
 The other tables of this project (predict.py, lead_study.py, baselines.py) show the original code's
 single seeded split instead.
@@ -20,20 +20,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lead_study import check_input_size, train_and_evaluate, training_parser
-from models import default_model_path
-from utils import CLASSES, N_FOLDS, leads_tag, parse_leads, save_figure, write_csv, write_text
+from studies import check_input, results_dir_of, study_config, study_parser, train_and_evaluate
+from utils import N_FOLDS, parse_leads, save_figure, script_main, write_csv, write_text
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = training_parser(__doc__)
+    p = study_parser(__doc__)
     p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--folds", default=",".join(map(str, range(1, N_FOLDS + 1))),
                    help="test folds to run, comma-separated (default: all ten)")
     args = p.parse_args(argv)
-    check_input_size(p, args)
+    check_input(p, args)
     try:
-        parse_leads(args.leads)
+        args.lead_names = parse_leads(args.leads)
         args.fold_list = sorted({int(k) for k in args.folds.split(",")})
     except ValueError as e:
         p.error(str(e))
@@ -46,16 +45,21 @@ def fold_row(fold: int, metrics_path: Path) -> dict:
     """Per-class and mean test F1 / AUC of one fold's run."""
     saved = json.loads(metrics_path.read_text())
     m = saved["metrics"]
-    return {"fold": fold, "n_test": saved["n_test"],
-            **{f"f1_{c}": m[c]["f1"] for c in [*CLASSES, "mean"]},
-            **{f"auc_{c}": m[c]["auc"] for c in [*CLASSES, "mean"]}}
+    names = [*saved["classes"], "mean"]
+    return {"fold": fold, "n_test": saved["n_test"], **{f"f1_{c}": m[c]["f1"] for c in names},
+            **{f"auc_{c}": m[c]["auc"] for c in names}}
+
+
+def class_names(folds: pd.DataFrame) -> list[str]:
+    """The classes (and "mean") of a fold table, in column order."""
+    return [c[len("f1_"):] for c in folds.columns if c.startswith("f1_")]
 
 
 def summarise(folds: pd.DataFrame) -> pd.DataFrame:
     """Per class (and the mean row): F1 and AUC averaged over folds, with their standard deviation."""
     rows = {c: {"f1_mean": folds[f"f1_{c}"].mean(), "f1_sd": folds[f"f1_{c}"].std(),
                 "auc_mean": folds[f"auc_{c}"].mean(), "auc_sd": folds[f"auc_{c}"].std()}
-            for c in [*CLASSES, "mean"]}
+            for c in class_names(folds)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
 
 
@@ -72,7 +76,7 @@ def plot_folds(folds: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [*CLASSES, "mean"]
+    names = class_names(folds)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
     for ax, metric in zip(axes, ("f1", "auc")):
         table = folds[[f"{metric}_{c}" for c in names]].astype(float)
@@ -87,11 +91,12 @@ def plot_folds(folds: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+@script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
-    folds = pd.DataFrame([fold_row(k, train_and_evaluate(args, args.leads, k)) for k in args.fold_list])
-    stem = default_model_path(args.arch, args.data_dir, leads_tag(parse_leads(args.leads)), args.seed).stem
-    out = args.results_dir / f"cv_{stem}"
+    folds = pd.DataFrame([fold_row(k, train_and_evaluate(study_config(args, args.lead_names, k), args.results_dir,
+                                                         args.n_bootstrap)) for k in args.fold_list])
+    out = results_dir_of(args) / f"cv_{study_config(args, args.lead_names).run_name()}"
     summary = summarise(folds)
     write_csv(folds, out.with_suffix(".csv"))
     md = to_markdown(summary, len(folds))

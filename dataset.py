@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +16,17 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils import (CLASSES, LEADS, SAMPLE_RATE, SignalCache, fingerprint, fit_length, lead_indices, load_labels,
-                   resample, split_labels)
+from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, fingerprint, fit_length, lead_indices, load_labels,
+                   resample)
+
+INPUT_SECONDS = 30.0  # the paper's input: the last 30 s (15,000 samples at 500 Hz), zero-padded in front
 
 
 @dataclass(frozen=True)
 class InputSpec:
     """What the network sees: which leads, how many seconds (the last ones), at what rate."""
     leads: tuple[str, ...] = LEADS
-    seconds: float = 30.0
+    seconds: float = INPUT_SECONDS
     sample_rate: int = SAMPLE_RATE
 
     MIN_SAMPLES = 32    # the ResNet halves its input five times; shorter inputs leave it nothing to learn from
@@ -46,8 +49,8 @@ class InputSpec:
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "InputSpec":
         """The input a checkpoint was trained on (its leads, seconds and sample rate)."""
-        a = ckpt["args"]
-        return cls(tuple(ckpt["leads"]), float(a["seconds"]), int(a["sample_rate"]))
+        cfg = ckpt["config"]
+        return cls(tuple(cfg["leads"]), float(cfg["seconds"]), int(cfg["sample_rate"]))
 
     def from_signal(self, mv: np.ndarray) -> np.ndarray:
         """A (12, n) mV record at SAMPLE_RATE -> model input (leads, n_samples), float32."""
@@ -61,44 +64,43 @@ class InputSpec:
         return fit_length(resample(x, SAMPLE_RATE, self.sample_rate), self.n_samples).astype(np.float32)
 
 
-def labels_fingerprint(part: pd.DataFrame) -> str:
+def labels_fingerprint(part: pd.DataFrame, classes: Sequence[str]) -> str:
     """Changes when any record of `part` or any of its labels changes (folds do not count)."""
-    return fingerprint([part["patient_id"].tolist(), part[list(CLASSES)].to_numpy(int).tolist()])
+    return fingerprint([part["patient_id"].tolist(), part[list(classes)].to_numpy(int).tolist()])
 
 
-def split_provenance(splits: dict[str, pd.DataFrame]) -> dict:
+def split_provenance(splits: dict[str, pd.DataFrame], classes: Sequence[str]) -> dict:
     """What a checkpoint keeps of its run's split: the record ids of each part (key `split`) and a
     fingerprint of their labels (key `split_labels`), so later stages evaluate exactly these records."""
     return {"split": {name: part["patient_id"].tolist() for name, part in splits.items()},
-            "split_labels": {name: labels_fingerprint(part) for name, part in splits.items()}}
+            "split_labels": {name: labels_fingerprint(part, classes) for name, part in splits.items()}}
 
 
 def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
     """The train/val/test records a checkpoint's run used, as rows of `data_dir`'s labels.csv.
 
     Never a silently different split: a stored id missing from labels.csv, or a record whose labels
-    changed since training, is an error; records added since (or left out by --limit) are ignored and
-    said so. Checkpoints from before the split was stored rebuild it from seed, limit and test fold."""
+    changed since training, is an error; records added since (or left out by `limit`) are ignored and
+    said so."""
     labels = load_labels(data_dir)
-    a = ckpt["args"]
-    if "split" not in ckpt:
-        print("note: this checkpoint predates stored splits; its split is rebuilt from seed, limit and test fold, "
-              "which is right only if labels.csv has not changed since training", file=sys.stderr)
-        return split_labels(labels, int(a["seed"]), a.get("limit"), a.get("test_fold"))
+    classes = ckpt["label_set"]["classes"]
+    if [c for c in classes if c not in labels.columns]:
+        raise PipelineError(f"{data_dir} holds other classes than this run's label set "
+                            f"{ckpt['label_set']['name']} ({', '.join(classes)})")
     by_id = labels.set_index("patient_id", drop=False)
     splits = {}
     for name, ids in ckpt["split"].items():
         missing = [pid for pid in ids if pid not in by_id.index]
         if missing:
-            raise SystemExit(f"error: {len(missing)} {name} record(s) of this run (e.g. {missing[0]}) are not in "
-                             f"{data_dir}/labels.csv; evaluate on the preprocessed data the model was trained on")
+            raise PipelineError(f"{len(missing)} {name} record(s) of this run (e.g. {missing[0]}) are not in "
+                                f"{data_dir}/labels.csv; evaluate on the preprocessed data the model was trained on")
         part = by_id.loc[ids].reset_index(drop=True)
-        if labels_fingerprint(part) != ckpt["split_labels"][name]:
-            raise SystemExit(f"error: the labels of this run's {name} records in {data_dir}/labels.csv changed since "
-                             f"training (preprocessed with other records or label settings?)")
+        if labels_fingerprint(part, classes) != ckpt["split_labels"][name]:
+            raise PipelineError(f"the labels of this run's {name} records in {data_dir}/labels.csv changed since "
+                                f"training (preprocessed with other records or label settings?)")
         splits[name] = part
     extra = len(labels) - sum(len(part) for part in splits.values())
-    if extra > 0 and not a.get("limit"):
+    if extra > 0 and not ckpt["config"].get("limit"):
         print(f"note: {data_dir}/labels.csv has {extra} record(s) this run never used (added since training); "
               f"only the run's own validation and test records are evaluated", file=sys.stderr)
     return splits
@@ -107,14 +109,14 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
 class ECGDataset(Dataset):
     """(input, 0/1 labels) for the given records, read from the signal cache."""
 
-    def __init__(self, cache: SignalCache, labels: pd.DataFrame, spec: InputSpec):
+    def __init__(self, cache: SignalCache, labels: pd.DataFrame, spec: InputSpec, classes: Sequence[str]):
         missing = set(labels["patient_id"]) - set(cache.row)
         if missing:
-            raise SystemExit(f"error: {len(missing)} labelled records are not in the signal cache "
+            raise PipelineError(f"{len(missing)} labelled records are not in the signal cache "
                              f"(e.g. {sorted(missing)[0]}); rerun preprocess.py with --force")
         self.cache, self.spec = cache, spec
         self.ids = labels["patient_id"].tolist()
-        self.y = labels[list(CLASSES)].to_numpy(np.float32)
+        self.y = labels[list(classes)].to_numpy(np.float32)
         self.lead_rows = lead_indices(spec.leads)
         self.n_cached = int(round(spec.seconds * SAMPLE_RATE))
 
@@ -178,3 +180,16 @@ def pick_device(use_gpu: bool) -> torch.device:
     if use_gpu:
         print("--use-gpu given but no CUDA device is available; running on CPU")
     return torch.device("cpu")
+
+
+@torch.no_grad()
+def diagnose(model: torch.nn.Module, spec: InputSpec, thresholds: np.ndarray, signal_mv: np.ndarray,
+             classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """One record (12, n) mV at SAMPLE_RATE -> class probabilities and the classes above their thresholds.
+
+    The single definition of "what does the model say about this ECG", used by predict.py --record,
+    shap_values.py --record and any front end; pure: no files, no printing."""
+    device = next(model.parameters()).device
+    x = torch.from_numpy(spec.from_signal(signal_mv))[None].to(device)
+    probs = torch.sigmoid(model(x).float())[0].cpu().numpy()
+    return probs, [c for c, p, t in zip(classes, probs, thresholds) if p > t]

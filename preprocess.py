@@ -1,13 +1,22 @@
-"""Read every record once: write reference.csv, labels.csv (seeded, stratified folds) and the signal cache.
+"""Read every record once: write reference.csv, labels.csv (folds) and the signal cache.
 
-    python preprocess.py --data-dir data/CPSC            # outputs beside the records
+    python preprocess.py --data-dir data/CPSC                         # outputs beside the records
     python preprocess.py --data-dir ro/records --out-dir data/real
+    python preprocess.py --data-dir data/ptbxl --labels superdiagnostic
 
-Reads the WFDB layout of the PhysioNet/CinC 2020-2021 releases (`A0001.hea` + `.mat`) or the original
-CPSC2018 layout (`.mat` struct ECG + `REFERENCE.csv`). Every kept record is decoded once, resampled to
-500 Hz and stored as int16 µV in `signals.npy` (12 x total samples, memory-mapped by later stages) with
-`signals_index.csv` giving each record's span. Outputs are rebuilt only when the inputs or settings
-changed (or with --force), and each is written to a temporary file and renamed.
+Reads any layout of the registry in utils/layouts.py: WFDB records of the PhysioNet/CinC 2020-2021
+releases (`A0001.hea` + a .mat or .dat signal in any WFDB format, SNOMED-CT `# Dx:` codes), the original
+CPSC2018 layout (`.mat` struct ECG + `REFERENCE.csv`) and PTB-XL (ptbxl_database.csv, records500/).
+--labels picks the label set (cpsc9, the default, or superdiagnostic for PTB-XL); records with none
+of its classes are counted and left out. Folds are seeded and stratified, except where the database
+fixes them (PTB-XL's strat_fold; train 1-8, validation 9, test 10).
+
+Records are listed first (labels, folds) without decoding any signal; the labelled ones are then
+decoded one at a time by worker processes, resampled to 500 Hz and streamed as int16 µV into
+`signals.npy` (12 x total samples, memory-mapped by later stages; `signals_index.csv` gives each
+record's span), so memory does not grow with the number of records. Outputs are rebuilt only when the
+inputs or settings changed (or with --force); each is written to a temporary file and renamed, and the
+manifest preprocess.json, written last, says which outputs belong together.
 """
 from __future__ import annotations
 
@@ -21,139 +30,61 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import (CLASSES, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, REFERENCE_CSV, SAMPLE_RATE, SIGNALS_INDEX_CSV,
-                   SIGNALS_NPY, RecordError, atomic_write, check_writable, dx_to_labels, file_fingerprint, fingerprint,
-                   parallel_map, positive_int, read_cpsc_record, read_cpsc_reference, read_wfdb_record, resample,
-                   stratified_folds, to_microvolts, write_csv, write_json)
+from utils import (LABEL_SETS, LABELS_CSV, MANIFEST_JSON, N_FOLDS, PREPROCESS_OUTPUTS, REFERENCE_CSV, SAMPLE_RATE,
+                   Entry, Layout, LabelSet, PipelineError, RecordError, SignalCacheWriter, check_writable,
+                   detect_layout, file_fingerprint, fingerprint, get_label_set, outputs_current, parallel_imap,
+                   positive_int, remove_stale_temporaries, resample, script_main, stratified_folds, to_microvolts,
+                   write_csv, write_manifest)
 
-CACHE_VERSION = 1  # bump when the cache format changes, so old caches are rebuilt
+CACHE_VERSION = 2  # bump when the cache format changes, so old caches are rebuilt
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="folder with the records")
     p.add_argument("--out-dir", type=Path, default=None, help="where outputs go (default: --data-dir)")
+    p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS), help="label set")
     p.add_argument("--seed", type=int, default=42, help="seed of the stratified fold assignment")
     p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1, help="processes decoding records")
     p.add_argument("--force", action="store_true", help="rebuild even when outputs are current")
     return p.parse_args(argv)
 
 
-def find_records(data_dir: Path) -> tuple[str, list[Path]]:
-    """('wfdb', headers) or ('cpsc2018', .mat files); WFDB wins when both are present."""
-    if not data_dir.is_dir():
-        raise SystemExit(f"error: data directory {data_dir} does not exist")
-    headers = sorted(data_dir.rglob("*.hea"))
-    if headers:
-        return "wfdb", headers
-    mats = sorted(data_dir.rglob("*.mat"))
-    if mats and (data_dir / "REFERENCE.csv").exists():
-        return "cpsc2018", mats
-    if mats:
-        raise SystemExit(f"error: {data_dir} has .mat files but neither .hea headers nor REFERENCE.csv")
-    raise SystemExit(f"error: no records (*.hea, or *.mat + REFERENCE.csv) found in {data_dir}")
+def decode(task: tuple[str, Entry]) -> tuple[str, dict | np.ndarray]:
+    """One record -> ("ok", int16 µV at 500 Hz) and its header facts, or ("error", message)."""
+    from utils import read_entry
 
-
-def load_one(task: tuple[str, Path, np.ndarray | str | None]) -> dict:
-    """Decode one record -> row for reference.csv, labels and int16 signal; or an error message."""
-    layout, path, cpsc_labels = task
     try:
-        if isinstance(cpsc_labels, str):  # its REFERENCE.csv row is malformed
-            raise RecordError(cpsc_labels)
-        if layout == "wfdb":
-            hdr, mv = read_wfdb_record(path)
-            labels = dx_to_labels(hdr.dx)
-            dx = ",".join(hdr.dx)
-        else:
-            hdr, mv = read_cpsc_record(path)
-            if cpsc_labels is None:
-                raise RecordError(f"{path}: no row in REFERENCE.csv")
-            labels = cpsc_labels
-            dx = ",".join(CLASSES[i] for i in np.flatnonzero(labels))
+        hdr, mv = read_entry(task)
         signal = to_microvolts(resample(mv, hdr.sample_rate, SAMPLE_RATE))
     except RecordError as e:
-        return {"error": str(e)}
+        return "error", str(e)
     except Exception as e:  # an unexpected failure in one record must not stop the other 6,876
-        return {"error": f"{path}: {type(e).__name__}: {e}"}
-    return {
-        "path": path,
-        "row": {"patient_id": path.stem, "sample_rate": hdr.sample_rate, "signal_len": hdr.sig_len,
-                "age": hdr.age, "sex": hdr.sex, "dx": dx},
-        "labels": labels,
-        "signal": signal,
-    }
+        return "error", f"{task[1].path}: {type(e).__name__}: {e}"
+    info = {"sample_rate": hdr.sample_rate, "signal_len": hdr.sig_len, "age": hdr.age, "sex": hdr.sex}
+    return "ok", {"signal": signal, "info": info}
 
 
-def input_fingerprint(layout: str, paths: list[Path], data_dir: Path, seed: int) -> str:
-    """Changes when any record file, REFERENCE.csv, the settings or the cache format change."""
-    files = []
-    for p in paths:
-        files.append(file_fingerprint(p))
-        if layout == "wfdb":
-            mat = p.with_suffix(".mat")
-            files.append(file_fingerprint(mat) if mat.exists() else "missing")
-    ref = data_dir / "REFERENCE.csv"
-    if layout == "cpsc2018":
-        files.append(file_fingerprint(ref))
-    return fingerprint([CACHE_VERSION, layout, seed, N_FOLDS, SAMPLE_RATE, files])
+def input_fingerprint(layout: Layout, entries: list[Entry], data_dir: Path, label_set: LabelSet, seed: int) -> str:
+    """Changes when any record file, label file, the settings or the cache format change."""
+    files = [file_fingerprint(p) for p in layout.input_files(data_dir, entries)]
+    return fingerprint([CACHE_VERSION, layout.name, label_set.as_dict(), seed, N_FOLDS, SAMPLE_RATE, files])
 
 
-def is_current(out_dir: Path, key: str) -> bool:
-    import json
-
-    manifest = out_dir / MANIFEST_JSON
-    outputs = [REFERENCE_CSV, LABELS_CSV, SIGNALS_NPY, SIGNALS_INDEX_CSV]
-    if not manifest.exists() or not all((out_dir / f).exists() for f in outputs):
-        return False
-    try:
-        return json.loads(manifest.read_text()).get("fingerprint") == key
-    except ValueError:
-        return False
-
-
-def decode_all(layout: str, paths: list[Path], data_dir: Path, workers: int) -> tuple[list[dict], list[str]]:
-    cpsc, bad_rows = read_cpsc_reference(data_dir / "REFERENCE.csv") if layout == "cpsc2018" else ({}, {})
-    tasks = [(layout, p, bad_rows.get(p.stem, cpsc.get(p.stem))) for p in paths]
-    results = parallel_map(load_one, tasks, workers, "decode", chunksize=16)
-    good = [r for r in results if "error" not in r]
-    errors = [r["error"] for r in results if "error" in r]
-    unique, dropped = drop_duplicate_names(good)
-    return unique, errors + dropped
-
-
-def drop_duplicate_names(decoded: list[dict]) -> tuple[list[dict], list[str]]:
+def drop_duplicate_names(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
     """One copy per record name (ids must be unique). The rule, deterministic: among copies with the
     same name, keep the first, in sorted path order, that carries any of the classes (else the first);
     every other copy is reported with both paths."""
-    copies: dict[str, list[dict]] = {}
-    for r in decoded:
-        copies.setdefault(r["row"]["patient_id"], []).append(r)
+    copies: dict[str, list[Entry]] = {}
+    for e in entries:
+        copies.setdefault(e.pid, []).append(e)
     keep, dropped = {}, []
     for pid, group in copies.items():
-        group = sorted(group, key=lambda r: str(r["path"]))
-        kept = next((r for r in group if r["labels"].any()), group[0])
+        group = sorted(group, key=lambda e: str(e.path))
+        kept = next((e for e in group if e.labels is not None and e.labels.any()), group[0])
         keep[pid] = kept
-        dropped += [f"{r['path']}: duplicate record name, skipped (kept {kept['path']})"
-                    for r in group if r is not kept]
-    return [r for r in decoded if keep[r["row"]["patient_id"]] is r], dropped
-
-
-def write_cache(kept: list[dict], out_dir: Path) -> pd.DataFrame:
-    """signals.npy (12, total) int16 µV, filled in place through a memory map, then renamed."""
-    lengths = np.array([r["signal"].shape[1] for r in kept], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-
-    def fill(tmp: Path) -> None:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(LEADS), int(lengths.sum())))
-        for r, s, n in zip(kept, starts, lengths):
-            arr[:, s:s + n] = r["signal"]
-        arr.flush()
-        del arr
-
-    atomic_write(out_dir / SIGNALS_NPY, fill)
-    index = pd.DataFrame({"patient_id": [r["row"]["patient_id"] for r in kept], "start": starts, "length": lengths})
-    write_csv(index, out_dir / SIGNALS_INDEX_CSV)
-    return index
+        dropped += [f"{e.path}: duplicate record name, skipped (kept {kept.path})" for e in group if e is not kept]
+    return [e for e in entries if keep[e.pid] is e], dropped
 
 
 def failure_kind(message: str) -> str:
@@ -162,16 +93,38 @@ def failure_kind(message: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"'[^']*'|\S*\d\S*", "", reason)).strip(" ,;")
 
 
-def report(n_found: int, reference: pd.DataFrame, labels: pd.DataFrame, errors: list[str], n_unlabelled: int) -> dict:
-    counts = {c: int(labels[c].sum()) for c in CLASSES}
-    per_fold = labels.groupby("fold")[list(CLASSES)].sum().astype(int)
+def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, workers: int
+                      ) -> tuple[list[Entry], dict[str, dict], list[str]]:
+    """Decode the entries in parallel and stream each signal into the cache as it arrives, in order;
+    returns the entries kept, their decoded header facts, and the skip messages."""
+    writer = SignalCacheWriter(out_dir)
+    kept, facts, errors = [], {}, []
+    try:
+        results = parallel_imap(decode, [(layout.name, e) for e in entries], workers, "decode", chunksize=16)
+        for entry, (status, value) in zip(entries, results):
+            if status == "error":
+                errors.append(value)
+                continue
+            writer.append(entry.pid, value["signal"])
+            kept.append(entry)
+            facts[entry.pid] = value["info"]
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    return kept, facts, errors
+
+
+def report(n_found: int, classes: list[str], reference: pd.DataFrame, labels: pd.DataFrame, errors: list[str],
+           n_unlabelled: int) -> dict:
+    counts = {c: int(labels[c].sum()) for c in classes}
+    per_fold = labels.groupby("fold")[list(classes)].sum().astype(int)
     per_fold.insert(0, "records", labels.groupby("fold").size())
-    print(f"records found: {n_found}  read: {len(reference)}  kept (>= 1 of the 9 classes): {len(labels)}  "
-          f"skipped: {len(errors) + n_unlabelled}")
+    print(f"records found: {n_found}  read: {len(reference)}  kept (>= 1 of the {len(classes)} classes): "
+          f"{len(labels)}  skipped: {len(errors) + n_unlabelled}")
     if n_unlabelled:
-        print(f"  skipped, none of the nine classes: {n_unlabelled}")
-    reasons = Counter(failure_kind(e) for e in errors)
-    for reason, k in reasons.most_common():
+        print(f"  skipped, none of the {len(classes)} classes: {n_unlabelled}")
+    for reason, k in Counter(failure_kind(e) for e in errors).most_common():
         print(f"  skipped, {reason}: {k}")
     print("label counts: " + "  ".join(f"{c} {k}" for c, k in counts.items()))
     print("per fold:\n" + per_fold.to_string())
@@ -179,43 +132,62 @@ def report(n_found: int, reference: pd.DataFrame, labels: pd.DataFrame, errors: 
             "errors": errors, "label_counts": counts, "per_fold": per_fold.reset_index().to_dict("records")}
 
 
+def reference_row(entry: Entry, facts: dict | None) -> dict:
+    return {"patient_id": entry.pid, "sample_rate": np.nan, "signal_len": np.nan, "age": np.nan, "sex": "Unknown",
+            "dx": "", **entry.info, **(facts or {})}
+
+
+@script_main
 def main(argv=None) -> None:
     args = parse_args(argv)
     out_dir = args.out_dir or args.data_dir
-    layout, paths = find_records(args.data_dir)
-    key = input_fingerprint(layout, paths, args.data_dir, args.seed)
-    if not args.force and is_current(out_dir, key):
-        print(f"{out_dir}: outputs are current for these {len(paths)} records (use --force to rebuild)")
+    label_set = get_label_set(args.labels)
+    layout = detect_layout(args.data_dir)
+    entries = layout.list_records(args.data_dir, label_set)
+    key = input_fingerprint(layout, entries, args.data_dir, label_set, args.seed)
+    if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):
+        print(f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)")
         return
     if (out_dir / MANIFEST_JSON).exists():
         print(f"{out_dir}: inputs or settings changed since the last run (or --force); rebuilding outputs")
     check_writable(out_dir, "use --out-dir DIR to write the outputs elsewhere" if args.out_dir is None else "")
-    print(f"reading {len(paths)} {layout} records from {args.data_dir}")
-    good, errors = decode_all(layout, paths, args.data_dir, args.num_workers)
-    for e in errors:
-        print(f"skipped: {e}", file=sys.stderr)
-    if not good:
-        raise SystemExit(f"error: none of the {len(paths)} records in {args.data_dir} could be used")
-    reference = pd.DataFrame([r["row"] for r in good])
-    kept = [r for r in good if r["labels"].any()]
-    if not kept:
-        raise SystemExit(f"error: no record in {args.data_dir} carries any of the classes {', '.join(CLASSES)}")
-    y = np.stack([r["labels"] for r in kept])
-    labels = pd.DataFrame(y, columns=list(CLASSES))
-    labels.insert(0, "patient_id", [r["row"]["patient_id"] for r in kept])
-    labels["fold"] = stratified_folds(y, N_FOLDS, args.seed)
+
+    listed, errors = [e for e in entries if e.error is None], [e.error for e in entries if e.error is not None]
+    if not listed:
+        for e in errors:
+            print(f"skipped: {e}", file=sys.stderr)
+        raise PipelineError(f"none of the {len(entries)} records in {args.data_dir} could be used")
+    unique, dropped = drop_duplicate_names(listed)
+    errors += dropped
+    labelled = [e for e in unique if e.labels is not None and e.labels.any()]
+    unlabelled = [e for e in unique if e.labels is None or not e.labels.any()]
+    if not labelled:
+        raise PipelineError(f"no record in {args.data_dir} carries any of the classes {', '.join(label_set.classes)}"
+                            f" (label set {label_set.name}; {len(errors)} record(s) could not be read)")
+    print(f"reading {len(labelled)} labelled {layout.name} records from {args.data_dir} "
+          f"({len(entries)} listed, label set {label_set.name})")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_JSON).unlink(missing_ok=True)  # outputs are incomplete until it is rewritten
-    for name in (SIGNALS_NPY, SIGNALS_INDEX_CSV, REFERENCE_CSV, LABELS_CSV, MANIFEST_JSON):
-        for stale in out_dir.glob(f".{name}.*.tmp"):  # left by a run that was killed while writing
-            stale.unlink(missing_ok=True)
-    write_cache(kept, out_dir)
+    remove_stale_temporaries(out_dir, [*PREPROCESS_OUTPUTS, MANIFEST_JSON])  # left by a killed run
+    kept, facts, decode_errors = decode_into_cache(layout, labelled, out_dir, args.num_workers)
+    errors += decode_errors
+    for e in errors:
+        print(f"skipped: {e}", file=sys.stderr)
+    if not kept:
+        raise PipelineError(f"none of the {len(labelled)} labelled records in {args.data_dir} could be decoded")
+    reference = pd.DataFrame([reference_row(e, facts.get(e.pid)) for e in sorted(kept + unlabelled,
+                                                                                   key=lambda e: str(e.path))])
+    y = np.stack([e.labels for e in kept])
+    labels = pd.DataFrame(y, columns=list(label_set.classes))
+    labels.insert(0, "patient_id", [e.pid for e in kept])
+    labels["fold"] = ([e.fold for e in kept] if layout.fixed_split else stratified_folds(y, N_FOLDS, args.seed))
     write_csv(reference, out_dir / REFERENCE_CSV)
     write_csv(labels, out_dir / LABELS_CSV)
-    summary = report(len(paths), reference, labels, errors, len(good) - len(kept))
-    write_json({"fingerprint": key, "layout": layout, "seed": args.seed, "data_dir": str(args.data_dir),
-                "sample_rate": SAMPLE_RATE, **summary}, out_dir / MANIFEST_JSON)  # last: marks outputs complete
+    summary = report(len(entries), list(label_set.classes), reference, labels, errors, len(unlabelled))
+    write_manifest(out_dir / MANIFEST_JSON, key, [out_dir / f for f in PREPROCESS_OUTPUTS],
+                   layout=layout.name, label_set=label_set.as_dict(), fixed_split=layout.fixed_split,
+                   seed=args.seed, data_dir=str(args.data_dir), sample_rate=SAMPLE_RATE, **summary)
 
 
 if __name__ == "__main__":

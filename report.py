@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils import CLASSES, MANIFEST_JSON, write_text
+from models import read_checkpoint, run_name
+from utils import MANIFEST_JSON, PipelineError, data_label_set, database_name, script_main, write_text
 
 PAPER = {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
 SECTIONS = ("Dataset", "Expert-feature baselines", "Deep model (12 leads), test fold", "Cross-validation",
-            "Lead study", "Confusion matrices", "ROC curves", "SHAP lead importance")
+            "Lead study", "Confusion matrices", "ROC curves", "SHAP lead importance", "External validation")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,7 +28,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"))
     p.add_argument("--model-path", type=Path, required=True, help="the 12-lead checkpoint the report is about")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--shap-dir", type=Path, default=Path("shap"))
     return p.parse_args(argv)
 
 
@@ -49,25 +49,26 @@ def image(path: Path, relative_to: Path, alt: str) -> str:
 
 
 def dataset_section(args) -> str:
-    md = args.results_dir / "dataset_table.md"
+    md = args.db_dir / "dataset_table.md"
     if not md.exists():
         return missing(f"python statistic.py --data-dir {args.data_dir}")
-    return "Per class; the last column is the published CPSC2018 count.\n\n" + md.read_text()
+    paper = "; the last column is the published CPSC2018 count" if "CPSC2018 N" in md.read_text() else ""
+    return f"Per class{paper}.\n\n" + md.read_text()
 
 
 def baselines_section(args) -> str:
-    path = args.results_dir / "baselines_all.csv"
+    path = args.db_dir / "baselines_all.csv"
     if not path.exists():
         return missing(f"python baselines.py --data-dir {args.data_dir}")
-    table = pd.read_csv(path).set_index("classifier")[[*CLASSES, "mean_f1", "mean_auc"]]
-    cv = args.results_dir / "baselines_all_cv.md"
+    table = pd.read_csv(path).set_index("classifier")[[*args.classes, "mean_f1", "mean_auc"]]
+    cv = args.db_dir / "baselines_all_cv.md"
     cv_text = (cv.read_text() if cv.exists() else missing(f"python baselines.py --data-dir {args.data_dir} --cv"))
     return ("Test-fold F1 per class (thresholds tuned on validation), mean F1 and mean AUC; single seeded split.\n\n"
             + markdown_table(table, 3) + "\n10-fold cross-validation:\n\n" + cv_text)
 
 
 def model_section(args) -> str:
-    path = args.results_dir / args.model_path.stem / "metrics.csv"
+    path = args.run_dir / "metrics.csv"
     if not path.exists():
         return missing(f"python predict.py --model-path {args.model_path}")
     t = pd.read_csv(path).set_index("class")
@@ -88,47 +89,64 @@ def model_section(args) -> str:
 
 
 def cv_section(args) -> str:
-    runs = sorted(args.results_dir.glob("cv_*.md"))
+    runs = sorted(args.db_dir.glob("cv_*.md"))
     if not runs:
         return missing(f"python cross_validate.py --data-dir {args.data_dir}")
-    parts = [f"### {md.stem[3:]}\n\n{md.read_text()}\n{image(md.with_suffix('.png'), args.results_dir, md.stem)}\n"
+    parts = [f"### {md.stem[3:]}\n\n{md.read_text()}\n{image(md.with_suffix('.png'), args.db_dir, md.stem)}\n"
              for md in runs]
     return ("The tables above and below use one seeded train/validation/test split (as the original code); "
             "the paper's supplement reports 10-fold cross-validation, shown here.\n\n" + "\n".join(parts))
 
 
 def lead_section(args) -> str:
-    md = args.results_dir / "lead_study.md"
+    md = args.db_dir / "lead_study.md"
     if not md.exists():
         return missing(f"python lead_study.py --data-dir {args.data_dir}")
-    plot = args.results_dir / "lead_study.png"
+    plot = args.db_dir / "lead_study.png"
     return (f"Paper: all 12 leads beat any single lead; the best single leads were {PAPER['best_single_leads']}.\n\n"
-            + md.read_text() + "\n" + image(plot, args.results_dir, "lead study") + "\n")
+            + md.read_text() + "\n" + image(plot, args.db_dir, "lead study") + "\n")
 
 
 def confusion_section(args) -> str:
-    out = args.results_dir / args.model_path.stem
-    pngs = [out / f"confusion_{c}.png" for c in CLASSES]
+    pngs = [args.run_dir / f"confusion_{c}.png" for c in args.classes]
     if not all(p.exists() for p in pngs):
         return missing(f"python predict.py --model-path {args.model_path}")
     return "Row-normalised, test fold, at the validation-tuned thresholds.\n\n" + " ".join(
-        image(p, args.results_dir, p.stem) for p in pngs) + "\n"
+        image(p, args.db_dir, p.stem) for p in pngs) + "\n"
 
 
 def roc_section(args) -> str:
-    png = args.results_dir / args.model_path.stem / "roc.png"
-    return image(png, args.results_dir, "ROC") + "\n" if png.exists() else missing(
+    png = args.run_dir / "roc.png"
+    return image(png, args.db_dir, "ROC") + "\n" if png.exists() else missing(
         f"python predict.py --model-path {args.model_path}")
 
 
 def shap_section(args) -> str:
-    out = args.shap_dir / args.model_path.stem
+    out = args.run_dir / "shap"
     csv, png = out / "lead_importance.csv", out / "lead_importance.png"
     if not csv.exists():
         return missing(f"python shap_values.py --model-path {args.model_path}")
     table = pd.read_csv(csv).set_index("class")
     return ("Share of net positive SHAP evidence per lead, by predicted class (held-out records).\n\n"
-            + markdown_table(table, 2) + "\n" + image(png, args.results_dir, "SHAP heatmap") + "\n")
+            + markdown_table(table, 2) + "\n" + image(png, args.db_dir, "SHAP heatmap") + "\n")
+
+
+def external_section(args) -> str:
+    """Every `predict.py --external-data-dir` evaluation of this model: mean metrics beside its own test."""
+    found = sorted((args.run_dir / "external").glob("*/metrics.json"))
+    if not found:
+        return missing(f"python predict.py --model-path {args.model_path} --external-data-dir data/OTHER")
+    rows = ["| tested on | records | mean F1 (95 % CI) | mean AUC (95 % CI) |", "| --- | ---: | ---: | ---: |"]
+    own = args.run_dir / "metrics.json"
+    for path in ([own] if own.exists() else []) + found:
+        saved = json.loads(path.read_text())
+        m = saved["metrics"]["mean"]
+        ci = lambda k: (f"{m[k]:.3f} [{m[k + '_lo']:.3f}, {m[k + '_hi']:.3f}]"  # noqa: E731
+                        if m.get(k + "_lo") is not None else f"{m[k]:.3f}")
+        name = f"{saved['database']} (own test fold)" if path == own else saved["database"]
+        rows.append(f"| {name} | {saved['n_test']} | {ci('f1')} | {ci('auc')} |")
+    return ("Trained on this database; every labelled record of each other database scored with the thresholds "
+            "tuned on this database's validation records.\n\n" + "\n".join(rows) + "\n")
 
 
 def data_source(data_dir: Path) -> str:
@@ -141,20 +159,28 @@ def data_source(data_dir: Path) -> str:
                             "with the paper's CPSC2018 results" if synthetic else "")
 
 
+@script_main
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    db = database_name(args.data_dir)
+    args.db_dir, args.run_dir = args.results_dir / db, args.results_dir / db / run_name(args.model_path)
+    args.classes = data_label_set(args.data_dir)["classes"]
     settings = ""
     if args.model_path.exists():
-        import torch
-        a = torch.load(args.model_path, map_location="cpu", weights_only=True)["args"]
+        ckpt = read_checkpoint(args.model_path)
+        if ckpt["data"]["name"] != db:
+            raise PipelineError(f"{args.model_path} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
+                                f"a report covers one database (pass that model's --data-dir)")
+        a = ckpt["config"]
         settings = (f"Model: `{args.model_path}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
-                    f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}).\n\n")
+                    f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "
+                    f"{ckpt['label_set']['name']}).\n\n")
     builders = (dataset_section, baselines_section, model_section, cv_section, lead_section, confusion_section,
-                roc_section, shap_section)
+                roc_section, shap_section, external_section)
     parts = [f"# Reproduction report\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "
              f"Data: {data_source(args.data_dir)}.\n\n{settings}"]
     parts += [f"## {title}\n\n{build(args)}" for title, build in zip(SECTIONS, builders)]
-    path = args.results_dir / "report.md"
+    path = args.db_dir / "report.md"
     write_text("\n".join(parts), path)
     print(f"wrote {path}")
     return path

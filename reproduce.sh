@@ -49,7 +49,9 @@ case "$mode" in
 esac
 
 db=$(basename "$data")
-model="models/${arch}_${db}_all_42.pth"
+run="$data/runs/${arch}_all_42"         # the run folder: model.pth, last.pth, thresholds.json, log.csv, shap/
+model="$run/model.pth"
+results="results/$db"                   # tables and figures of this database
 # newer OUT IN...: OUT exists and is newer than every IN (then a stage's outputs are current)
 newer() { local out=$1; shift; for f in "$@"; do [ "$out" -nt "$f" ] || return 1; done; }
 skip() { echo "$1 is current; skipping"; }
@@ -57,21 +59,21 @@ skip() { echo "$1 is current; skipping"; }
 timed preprocess python preprocess.py --data-dir "$data"
 timed "dataset table" python statistic.py --data-dir "$data"
 timed "ECG figures" python visualize.py --record "$(ls "$data"/*.hea "$data"/*.mat 2>/dev/null | head -n 1)" \
-  --out-dir results/ecg
-if newer results/baselines_all.json "$data/features.csv" "$data/labels.csv"; then
-  timed "expert-feature baselines" skip results/baselines_all.json
+  --out-dir "$results/ecg"
+if newer "$results/baselines_all.json" "$data/features.csv" "$data/labels.csv"; then
+  timed "expert-feature baselines" skip "$results/baselines_all.json"
 else
   timed "expert-feature baselines" python baselines.py --data-dir "$data" --classifier all
 fi
-if newer results/baselines_all_cv.md "$data/features.csv" "$data/labels.csv"; then
-  timed "baselines, 10-fold cross-validation" skip results/baselines_all_cv.md
+if newer "$results/baselines_all_cv.md" "$data/features.csv" "$data/labels.csv"; then
+  timed "baselines, 10-fold cross-validation" skip "$results/baselines_all_cv.md"
 else
   timed "baselines, 10-fold cross-validation" python baselines.py --data-dir "$data" --classifier "$cv_classifiers" --cv
 fi
-resume=(--force); [ -f "${model%.pth}.last.pth" ] && resume=(--resume)
+resume=(--force); [ -f "$run/last.pth" ] && resume=(--resume)
 timed "train the 12-lead model" python main.py --data-dir "$data" --leads all "${train[@]}" "${gpu[@]}" "${resume[@]}"
-if newer "results/$(basename "${model%.pth}")/metrics.json" "$model"; then
-  timed evaluate skip "results/$(basename "${model%.pth}")/metrics.json"
+if newer "$results/$(basename "$run")/metrics.json" "$model"; then
+  timed evaluate skip "$results/$(basename "$run")/metrics.json"
 else
   timed evaluate python predict.py --model-path "$model" "${gpu[@]}"
 fi

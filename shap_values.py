@@ -6,8 +6,9 @@
 `shap.GradientExplainer` with --background records drawn from the training folds explains
 --n-explain held-out records from the test fold (never training records), keeping only the SHAP values
 of each record's top-scoring class (ranked outputs: ~9x cheaper than all nine). Values are cached as
-plain .npy with a CSV index under shap/{model}/, keyed by a hash of the checkpoint's contents and the
-settings, so a changed model or setting never reuses stale values.
+plain .npy with a CSV index in the run folder (shap/ beside model.pth), keyed by a hash of the
+checkpoint's contents and the settings, so a changed model or setting never reuses stale values (and a
+replaced cache is deleted). Figures and tables go to results/<db>/<run>/shap/.
 
 Figures: one PNG per explained record (the last 10 s of the leads with the highest mean SHAP, samples
 with high SHAP highlighted), and the population view: per predicted class, each lead's share of the
@@ -17,7 +18,6 @@ lead-importance figure.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -27,10 +27,10 @@ import torch
 from tqdm import tqdm
 
 from dataset import ECGDataset, InputSpec, checkpoint_splits, pick_device
-from models import load_checkpoint, load_thresholds
-from utils import (CLASSES, SignalCache, dx_to_labels, fingerprint, output_names, positive_int, read_records,
-                   save_figure, write_csv, write_json,
-                   write_npy)
+from evaluation import results_folder
+from models import load_checkpoint, load_thresholds, shap_cache_dir
+from utils import (PipelineError, SignalCache, file_sha, fingerprint, get_label_set, output_names, positive_int,
+                   read_records, save_figure, script_main, write_csv, write_json, write_npy)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,18 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=positive_int, default=50, help="gradient evaluations per batch")
     p.add_argument("--top-leads", type=positive_int, default=3, help="leads drawn per patient figure")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="explain these new records instead")
-    p.add_argument("--shap-dir", type=Path, default=Path("shap"))
+    p.add_argument("--shap-dir", type=Path, default=None, help="SHAP value cache (default: the run folder's shap/)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--use-gpu", action="store_true")
     return p.parse_args(argv)
-
-
-def file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def background_rows(train_ds: ECGDataset, n: int, seed: int) -> np.ndarray:
@@ -83,17 +76,17 @@ def explain(model: torch.nn.Module, background: torch.Tensor, x: torch.Tensor, n
     return np.stack(values).astype(np.float32), np.array(classes)
 
 
-def label_sets(probs: np.ndarray, thresholds: np.ndarray) -> list[str]:
+def predicted_labels(probs: np.ndarray, thresholds: np.ndarray, classes: list[str]) -> list[str]:
     """Per record, the classes whose probability exceeds their threshold ("-" for none)."""
-    return [",".join(c for c, p, t in zip(CLASSES, row, thresholds) if p > t) or "-" for row in probs]
+    return [",".join(c for c, p, t in zip(classes, row, thresholds) if p > t) or "-" for row in probs]
 
 
-def decision_thresholds(model_path: Path) -> np.ndarray:
+def decision_thresholds(model_path: Path, classes: list[str]) -> np.ndarray:
     """predict.py's tuned thresholds, or 0.5 (said once) when it has not run yet."""
-    thresholds = load_thresholds(model_path)
+    thresholds = load_thresholds(model_path, classes)
     if thresholds is None:
         print(f"note: no tuned thresholds beside {model_path} (run predict.py); titles use 0.5")
-        return np.full(len(CLASSES), 0.5)
+        return np.full(len(classes), 0.5)
     return thresholds
 
 
@@ -106,12 +99,12 @@ def probabilities(model: torch.nn.Module, x: torch.Tensor, device: torch.device)
     return torch.sigmoid(torch.cat([model(b.to(device)).float().cpu() for b in x.split(64)])).numpy()
 
 
-def lead_importance(values: np.ndarray, predicted: np.ndarray, leads: list[str]) -> pd.DataFrame:
+def lead_importance(values: np.ndarray, predicted: np.ndarray, leads: list[str], classes: list[str]) -> pd.DataFrame:
     """Per predicted class, each lead's share of the net positive SHAP (evidence for that class):
     SHAP summed over samples and records per lead (as the original), negative lead totals clipped to 0,
     normalised to sum to 1. Classes never predicted are left out; the last row averages the others."""
     rows = {}
-    for k, cls in enumerate(CLASSES):
+    for k, cls in enumerate(classes):
         members = predicted == k
         if members.any():
             per_lead = np.clip(values[members].sum(axis=(0, 2)), 0, None)
@@ -165,20 +158,27 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
     save_figure(fig, path)
 
 
+def cache_folder(args: argparse.Namespace) -> Path:
+    return (args.shap_dir / args.model_path.stem) if args.shap_dir else shap_cache_dir(args.model_path)
+
+
 def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd.DataFrame:
-    data_dir = args.data_dir or Path(ckpt["args"]["data_dir"])
+    data_dir = args.data_dir or Path(ckpt["config"]["data_dir"])
+    classes = ckpt["label_set"]["classes"]
     cache = SignalCache(data_dir)
     splits = checkpoint_splits(ckpt, data_dir)
-    train_ds, test_ds = ECGDataset(cache, splits["train"], spec), ECGDataset(cache, splits["test"], spec)
+    train_ds = ECGDataset(cache, splits["train"], spec, classes)
+    test_ds = ECGDataset(cache, splits["test"], spec, classes)
     bg_rows = background_rows(train_ds, args.background, args.seed)
     ex_rows = np.arange(min(args.n_explain, len(test_ds)))
     if len(ex_rows) == 0:
-        raise SystemExit(f"error: the test fold of {data_dir} is empty")
+        raise PipelineError(f"the test fold of {data_dir} is empty")
     ids = [test_ds.ids[i] for i in ex_rows]
     key = fingerprint([file_sha(args.model_path), str(data_dir), [train_ds.ids[i] for i in bg_rows], ids,
                        nsamples, args.seed])
-    out = args.shap_dir / args.model_path.stem
-    values_path, index_path = out / f"values_{key}.npy", out / f"index_{key}.csv"
+    store = cache_folder(args)
+    out = results_folder(args.results_dir, ckpt, args.model_path) / "shap"
+    values_path, index_path = store / f"values_{key}.npy", store / f"index_{key}.csv"
     x = stack_inputs(test_ds, ex_rows)
     probs = probabilities(model, x, device)
     if values_path.exists() and index_path.exists():
@@ -188,19 +188,23 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
     else:
         background = stack_inputs(train_ds, bg_rows)
         values, top = explain(model, background, x, nsamples, args.batch_size, args.seed, device)
-        index = pd.DataFrame({"patient_id": ids, "predicted": [CLASSES[k] for k in top],
+        index = pd.DataFrame({"patient_id": ids, "predicted": [classes[k] for k in top],
                               "score": probs[np.arange(len(top)), top],
-                              "true": [",".join(c for c, v in zip(CLASSES, test_ds.y[i]) if v) for i in ex_rows]})
+                              "true": [",".join(c for c, v in zip(classes, test_ds.y[i]) if v) for i in ex_rows]})
         write_npy(values, values_path)
         write_csv(index, index_path)
         write_json({"model": str(args.model_path), "data_dir": str(data_dir), "background": len(bg_rows),
                     "n_explain": len(ids), "nsamples": nsamples, "seed": args.seed, "leads": list(spec.leads)},
-                   out / f"settings_{key}.json")
-    predicted = np.array([CLASSES.index(c) for c in index["predicted"]])
-    table = lead_importance(values, predicted, list(spec.leads))
+                   store / f"settings_{key}.json")
+        for pattern in ("values_*.npy", "index_*.csv", "settings_*.json"):  # another model's or settings' cache
+            for old in store.glob(pattern):                                    # is replaced, not kept
+                if key not in old.name:
+                    old.unlink()
+    predicted = np.array([classes.index(c) for c in index["predicted"]])
+    table = lead_importance(values, predicted, list(spec.leads), classes)
     write_csv(table.reset_index(names="class"), out / "lead_importance.csv")
     plot_heatmap(table, out / "lead_importance.png")
-    labels = label_sets(probs, decision_thresholds(args.model_path))
+    labels = predicted_labels(probs, decision_thresholds(args.model_path, classes), classes)
     for i, row in tqdm(index.iterrows(), total=len(index), desc="figures", file=sys.stdout, leave=False):
         title = patient_title(row["patient_id"], row["predicted"], row["score"], labels[i], row["true"])
         plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate, title, args.top_leads,
@@ -211,21 +215,23 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
 
 
 def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd.DataFrame:
-    """Explain new records against a background from the checkpoint's training folds."""
-    data_dir = args.data_dir or Path(ckpt["args"]["data_dir"])
+    """Explain new records against a background from the checkpoint's training records."""
+    data_dir = args.data_dir or Path(ckpt["config"]["data_dir"])
+    classes = ckpt["label_set"]["classes"]
+    label_set = get_label_set(ckpt["label_set"]["name"])  # true labels from a record's SNOMED-CT codes, if it can
     splits = checkpoint_splits(ckpt, data_dir)
-    train_ds = ECGDataset(SignalCache(data_dir), splits["train"], spec)
+    train_ds = ECGDataset(SignalCache(data_dir), splits["train"], spec, classes)
     background = stack_inputs(train_ds, background_rows(train_ds, args.background, args.seed))
     records = read_records(args.record)
     x = torch.stack([torch.from_numpy(spec.from_signal(mv)) for _, _, mv in records])
     probs = probabilities(model, x, device)
     values, top = explain(model, background, x, nsamples, args.batch_size, args.seed, device)
-    out = args.shap_dir / args.model_path.stem / "records"
-    table = pd.DataFrame({"record": [str(path) for path, _, _ in records], "predicted": [CLASSES[k] for k in top],
+    out = results_folder(args.results_dir, ckpt, args.model_path) / "shap" / "records"
+    true = [",".join(c for c, v in zip(classes, label_set.from_snomed(hdr.dx)) if v) for _, hdr, _ in records]
+    table = pd.DataFrame({"record": [str(path) for path, _, _ in records], "predicted": [classes[k] for k in top],
                           "score": probs[np.arange(len(top)), top],
-                          "labels": label_sets(probs, decision_thresholds(args.model_path)),
-                          "true": [",".join(c for c, v in zip(CLASSES, dx_to_labels(hdr.dx)) if v)
-                                   for _, hdr, _ in records]})
+                          "labels": predicted_labels(probs, decision_thresholds(args.model_path, classes), classes),
+                          "true": true})
     for i, ((path, _, _), name) in enumerate(zip(records, output_names([p for p, _, _ in records]))):
         r = table.loc[i]
         plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate,
@@ -236,6 +242,7 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd
     return table
 
 
+@script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     device = pick_device(args.use_gpu)

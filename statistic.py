@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import CLASSES, REFERENCE_CSV, load_labels, require, write_csv, write_text
+from utils import REFERENCE_CSV, data_label_set, database_name, load_labels, require, script_main, write_csv, write_text
 
-# Published CPSC2018 class counts (SPEC.md), shown beside a run's counts.
+# The published class counts of the CPSC2018 training set (6,877 records), shown beside a cpsc9 table.
 CPSC2018_COUNTS = {"SNR": 918, "AF": 1098, "IAVB": 704, "LBBB": 207, "RBBB": 1695, "PAC": 556, "PVC": 672,
                    "STD": 825, "STE": 202, "All": 6877}
 
@@ -33,40 +33,46 @@ def mean_sd(x: pd.Series, digits: int = 1) -> str:
     return f"{x.mean():.{digits}f} ± {x.std():.{digits}f}" if len(x) else "n/a"
 
 
-def dataset_table(reference: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+def dataset_table(reference: pd.DataFrame, labels: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     data = labels.merge(reference, on="patient_id", how="left", validate="one_to_one")
     data["duration"] = data["signal_len"] / data["sample_rate"]
-    groups = {c: data[data[c] == 1] for c in CLASSES} | {"All": data}
+    groups = {c: data[data[c] == 1] for c in classes} | {"All": data}
     rows = []
     for name, g in groups.items():
         male = int((g["sex"] == "Male").sum())
         rows.append({"class": name, "n": len(g), "pct": 100 * len(g) / len(data), "male_n": male,
                      "male_pct": 100 * male / len(g) if len(g) else np.nan, "age": mean_sd(g["age"]),
                      "duration_s": mean_sd(g["duration"]), "age_missing": int(g["age"].isna().sum()),
-                     "cpsc2018_n": CPSC2018_COUNTS[name]})
+                     "cpsc2018_n": CPSC2018_COUNTS.get(name, np.nan)})
     return pd.DataFrame(rows)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    lines = ["| class | N (%) | male N (%) | age (mean ± sd) | duration s (mean ± sd) | CPSC2018 N (paper) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    paper = "cpsc2018_n" in table.columns
+    lines = ["| class | N (%) | male N (%) | age (mean ± sd) | duration s (mean ± sd) |"
+             + (" CPSC2018 N (paper) |" if paper else ""), "| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if paper else "")]
     for r in table.to_dict("records"):
         lines.append(f"| {r['class']} | {r['n']} ({r['pct']:.1f} %) | {r['male_n']} ({r['male_pct']:.1f} %) | "
-                     f"{r['age']} | {r['duration_s']} | {r['cpsc2018_n']} |")
+                     f"{r['age']} | {r['duration_s']} |" + (f" {r['cpsc2018_n']:.0f} |" if paper else ""))
     return "\n".join(lines) + "\n"
 
 
+@script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     labels = load_labels(args.data_dir)
+    label_set = data_label_set(args.data_dir)
     reference = pd.read_csv(require(args.data_dir / REFERENCE_CSV, f"python preprocess.py --data-dir {args.data_dir}"),
                             dtype={"patient_id": str})
-    table = dataset_table(reference, labels)
-    write_csv(table, args.results_dir / "dataset_table.csv")
+    table = dataset_table(reference, labels, label_set["classes"])
+    if label_set["name"] != "cpsc9":
+        table = table.drop(columns="cpsc2018_n")
+    out = args.results_dir / database_name(args.data_dir)
+    write_csv(table, out / "dataset_table.csv")
     md = to_markdown(table)
-    write_text(md, args.results_dir / "dataset_table.md")
+    write_text(md, out / "dataset_table.md")
     print(md)
-    print(f"wrote {args.results_dir}/dataset_table.csv and .md")
+    print(f"wrote {out}/dataset_table.csv and .md")
     return table
 
 

@@ -1,4 +1,4 @@
-"""Generate realistic synthetic 12-lead ECGs in the exact CPSC2018 layout (the built-in demo data).
+"""Generate realistic synthetic 12-lead ECGs in every layout the project reads (the built-in demo data).
 
 The heart is one moving dipole (a vectorcardiogram X, Y, Z), each beat a sum of Gaussian waves
 (P, Q, R, S, T; McSharry et al. 2003, Sayadi et al. 2010) whose timing and direction depend on the
@@ -7,7 +7,16 @@ aVF are the standard combinations of I and II, so the 12 leads are consistent. S
 (with reciprocal changes); baseline wander, mains interference, noise, heart-rate variability and
 patient-to-patient amplitude and axis differences are added.
 
-    python synth.py --out data/demo --n 400 --seed 0
+    python synth.py --out data/demo --n 400 --seed 0                      # CPSC2018 WFDB (.hea + .mat)
+    python synth.py --out data/demo_dat --layout wfdb-dat                 # WFDB with format-16 .dat signals
+    python synth.py --out data/demo_ptbxl --layout ptbxl --n 300          # PTB-XL's own layout
+
+Layouts: `wfdb` (the PhysioNet/CinC 2020 re-release of CPSC2018: A0001.hea + .mat, SNOMED-CT Dx),
+`wfdb-dat` (the same with a format-16 .dat signal), `cpsc2018` (the original release: .mat struct ECG +
+REFERENCE.csv) and `ptbxl` (ptbxl_database.csv with scp_codes and strat_fold, scp_statements.csv,
+records500/ and records100/ of 10-s WFDB .dat records; each class is written as its PTB-XL statement,
+rhythm and form statements with likelihood 0 as PTB-XL does, ST changes as the diagnostic statements
+ISC_ (STTC) or IMI/AMI/LMI (MI) so the superdiagnostic label set has data too).
 """
 from __future__ import annotations
 
@@ -19,10 +28,12 @@ import pandas as pd
 from scipy.io import savemat
 from tqdm import tqdm
 
-from utils import (CLASS_TO_SNOMED, CLASSES, GAIN_ADU_PER_MV, LEADS, SAMPLE_RATE, positive_float, positive_int,
-                   write_csv)
+from utils import (CLASS_TO_SNOMED, CLASSES, GAIN_ADU_PER_MV, LEADS, N_FOLDS, SAMPLE_RATE, PipelineError, atomic_write,
+                   positive_float, positive_int, resample, script_main, write_csv)
 
-# Dower transform rows for I, II, V1..V6 (columns X, Y, Z), SPEC.md.
+LAYOUTS = ("wfdb", "wfdb-dat", "cpsc2018", "ptbxl")
+
+# Dower transform rows for I, II, V1..V6 (columns X, Y, Z): Dower et al., J Electrocardiol 1980.
 DOWER = np.array([
     [0.632, -0.235, 0.059],
     [0.235, 1.066, -0.132],
@@ -63,8 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-seconds", type=positive_float, default=6.0)
     p.add_argument("--max-seconds", type=positive_float, default=60.0)
     p.add_argument("--sample-rate", type=positive_int, default=SAMPLE_RATE, help="rate to write records at")
-    p.add_argument("--layout", choices=("wfdb", "cpsc2018"), default="wfdb",
-                   help="wfdb: A0001.hea + .mat (PhysioNet 2020 re-release); cpsc2018: .mat struct ECG + REFERENCE.csv")
+    p.add_argument("--layout", choices=LAYOUTS, default="wfdb", help="see above")
     p.add_argument("--force", action="store_true", help="write into a directory that already holds records")
     return p.parse_args(argv)
 
@@ -272,6 +282,64 @@ def write_wfdb(out: Path, name: str, val: np.ndarray, fs: int, age: float, sex: 
     (out / f"{name}.hea").write_text("\n".join(lines) + "\n")
 
 
+def write_wfdb_dat(out: Path, name: str, val: np.ndarray, fs: float, comments: list[str],
+                   lead_names: tuple[str, ...] = LEADS, units: str = "mV", gain: float = GAIN_ADU_PER_MV) -> None:
+    """name.hea + name.dat (WFDB format 16) through the wfdb package, as PTB-XL and PTB store records."""
+    import wfdb
+
+    out.mkdir(parents=True, exist_ok=True)
+    n = val.shape[0]
+    wfdb.wrsamp(name, fs=fs, units=[units] * n, sig_name=list(lead_names), d_signal=np.ascontiguousarray(val.T),
+                fmt=["16"] * n, adc_gain=[gain] * n, baseline=[0] * n, comments=comments, write_dir=str(out))
+
+
+def wfdb_comments(age: float, sex: str, labels: list[str]) -> list[str]:
+    age_text = "NaN" if np.isnan(age) else str(int(age))
+    return [f"Age: {age_text}", f"Sex: {sex}", f"Dx: {','.join(CLASS_TO_SNOMED[c] for c in labels)}"]
+
+
+# PTB-XL statements for the synthetic classes: (statement, likelihood); PTB-XL gives rhythm and form
+# statements likelihood 0. ST changes also get a diagnostic statement, so superdiagnostic has data.
+PTBXL_STATEMENTS = {"SNR": [("NORM", 100.0), ("SR", 0.0)], "AF": [("AFIB", 0.0)], "IAVB": [("1AVB", 100.0)],
+                    "LBBB": [("CLBBB", 100.0)], "RBBB": [("CRBBB", 100.0)], "PAC": [("PAC", 0.0)],
+                    "PVC": [("PVC", 0.0)], "STD": [("STD_", 0.0), ("ISC_", 50.0)], "STE": [("STE_", 0.0)]}
+STE_MI = {"inferior": "IMI", "anterior": "AMI", "lateral": "LMI"}
+# scp_statements.csv rows: statement -> (description, diagnostic, form, rhythm, diagnostic_class, subclass)
+SCP_STATEMENTS = {
+    "NORM": ("normal ECG", 1, None, None, "NORM", "NORM"),
+    "IMI": ("inferior myocardial infarction", 1, None, None, "MI", "IMI"),
+    "AMI": ("anterior myocardial infarction", 1, None, None, "MI", "AMI"),
+    "LMI": ("lateral myocardial infarction", 1, None, None, "MI", "LMI"),
+    "ISC_": ("non-specific ischemic", 1, None, None, "STTC", "ISC_"),
+    "1AVB": ("first degree AV block", 1, None, None, "CD", "_AVB"),
+    "CLBBB": ("complete left bundle branch block", 1, None, None, "CD", "CLBBB"),
+    "CRBBB": ("complete right bundle branch block", 1, None, None, "CD", "CRBBB"),
+    "LVH": ("left ventricular hypertrophy", 1, None, None, "HYP", "LVH"),
+    "STD_": ("non-specific ST depression", None, 1, None, None, None),
+    "STE_": ("non-specific ST elevation", None, 1, None, None, None),
+    "PVC": ("ventricular premature complex", None, 1, None, None, None),
+    "SR": ("sinus rhythm", None, None, 1, None, None),
+    "AFIB": ("atrial fibrillation", None, None, 1, None, None),
+    "PAC": ("atrial premature complex", None, None, 1, None, None),
+}
+
+
+def ptbxl_codes(labels: list[str], st_region: str | None) -> dict[str, float]:
+    codes = dict(pair for c in labels for pair in PTBXL_STATEMENTS[c])
+    if "STE" in labels:
+        codes[STE_MI.get(st_region or "", "IMI")] = 80.0
+    if "AF" not in labels and "SNR" not in labels:
+        codes["SR"] = 0.0
+    return codes
+
+
+def write_ptbxl_tables(out: Path, rows: list[dict]) -> None:
+    write_csv(pd.DataFrame(rows), out / "ptbxl_database.csv")
+    statements = pd.DataFrame.from_dict(SCP_STATEMENTS, orient="index", columns=[
+        "description", "diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"])
+    atomic_write(out / "scp_statements.csv", lambda tmp: statements.to_csv(tmp))
+
+
 def write_cpsc(out: Path, name: str, mv: np.ndarray, age: float, sex: str) -> None:
     """A0001.mat holding struct ECG {sex, age, data (mV)}, the original CPSC2018 release."""
     savemat(out / f"{name}.mat", {"ECG": {"sex": sex, "age": age, "data": mv}})
@@ -281,16 +349,30 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
              fs: int = SAMPLE_RATE, layout: str = "wfdb") -> pd.DataFrame:
     """Write `n` records into `out`; returns the answer key (also written as REFERENCE.csv)."""
     out.mkdir(parents=True, exist_ok=True)
-    rows, details = [], []
+    rows, details, ptbxl = [], [], []
     for i in tqdm(range(1, n + 1), desc="synth", unit="rec", disable=n < 50):
         rng = np.random.default_rng([seed, i])  # each record depends on (seed, index) only
         name = f"A{i:04d}"
         labels = sample_labels(rng)
         age, sex = sample_demographics(rng)
-        mv, info = synthesize(rng, labels, sample_duration(rng, min_seconds, max_seconds), fs)
+        seconds = 10.0 if layout == "ptbxl" else sample_duration(rng, min_seconds, max_seconds)
+        mv, info = synthesize(rng, labels, seconds, fs)
+        val = np.clip(np.rint(mv * GAIN_ADU_PER_MV), -32768, 32767).astype(np.int16)
         if layout == "wfdb":
-            write_wfdb(out, name, np.clip(np.rint(mv * GAIN_ADU_PER_MV), -32768, 32767).astype(np.int16),
-                       fs, age, sex, labels)
+            write_wfdb(out, name, val, fs, age, sex, labels)
+        elif layout == "wfdb-dat":
+            write_wfdb_dat(out, name, val, fs, wfdb_comments(age, sex, labels))
+        elif layout == "ptbxl":
+            name = f"{i:05d}"
+            folder = f"{(i // 1000) * 1000:05d}"
+            upper = tuple(lead.upper() if lead.startswith("aV") else lead for lead in LEADS)  # PTB-XL: AVR, AVL, AVF
+            write_wfdb_dat(out / "records500" / folder, f"{name}_hr", val, fs, [], upper)
+            low = np.clip(np.rint(resample(mv, fs, 100) * GAIN_ADU_PER_MV), -32768, 32767).astype(np.int16)
+            write_wfdb_dat(out / "records100" / folder, f"{name}_lr", low, 100, [], upper)
+            ptbxl.append({"ecg_id": i, "patient_id": float(10000 + i), "age": age, "sex": int(sex == "Female"),
+                          "scp_codes": str(ptbxl_codes(labels, info["st_region"])),
+                          "strat_fold": int(rng.integers(1, N_FOLDS + 1)),
+                          "filename_lr": f"records100/{folder}/{name}_lr", "filename_hr": f"records500/{folder}/{name}_hr"})
         else:
             write_cpsc(out, name, mv, age, sex)
         codes = [CLASSES.index(c) + 1 for c in labels] + [None] * (3 - len(labels))
@@ -298,17 +380,24 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
         details.append({"Recording": name, "labels": ",".join(labels), "st_region": info["st_region"],
                         "seconds": mv.shape[1] / fs})
     key = pd.DataFrame(rows).astype({"Second_label": "Int64", "Third_label": "Int64"})
-    write_csv(key, out / "REFERENCE.csv")
+    if layout == "ptbxl":
+        write_ptbxl_tables(out, ptbxl)
+        key["Recording"] = [str(r["ecg_id"]) for r in ptbxl]
+        write_csv(key, out / "answer_key.csv")  # not REFERENCE.csv: PTB-XL has none
+    else:
+        write_csv(key, out / "REFERENCE.csv")
     write_csv(pd.DataFrame(details), out / "synth_details.csv")
     return key
 
 
+@script_main
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.out.exists() and any(args.out.glob("*.mat")) and not args.force:
-        raise SystemExit(f"error: {args.out} already holds records; pass --force to overwrite them")
+    holds_records = any(args.out.glob("*.hea")) or any(args.out.glob("*.mat")) or (args.out / "ptbxl_database.csv").exists()
+    if holds_records and not args.force:
+        raise PipelineError(f"{args.out} already holds records; pass --force to overwrite them")
     if not 0 < args.min_seconds <= args.max_seconds:
-        raise SystemExit("error: need 0 < --min-seconds <= --max-seconds")
+        raise PipelineError("need 0 < --min-seconds <= --max-seconds")
     key = generate(args.out, args.n, args.seed, args.min_seconds, args.max_seconds, args.sample_rate, args.layout)
     print(f"wrote {len(key)} {args.layout} records to {args.out}")
 

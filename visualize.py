@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, output_names, positive_float, read_records, save_figure
+from utils import LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, output_names, positive_float, read_records, save_figure, script_main
 
 GRID_3X4 = [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
 RHYTHM_LEAD = "II"
@@ -96,6 +96,7 @@ def record_title(record: Path, hdr) -> str:
     return f"{record.stem}  {age}  {hdr.sex}  Dx {dx}"
 
 
+@script_main
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     layouts = ("3x4", "1col") if args.layout == "both" else (args.layout,)

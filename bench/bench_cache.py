@@ -16,7 +16,8 @@ from pathlib import Path
 import wfdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import INPUT_SECONDS, LEADS, SAMPLE_RATE, SignalCache, fit_length, load_labels, read_wfdb_record  # noqa: E402
+from dataset import INPUT_SECONDS  # noqa: E402
+from utils import LEADS, SAMPLE_RATE, SignalCache, fit_length, load_labels, read_wfdb_record  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

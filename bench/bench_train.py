@@ -22,16 +22,16 @@ from torch.utils.data import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataset import ECGDataset, InputSpec, augment, make_loader  # noqa: E402
 from models import build_model  # noqa: E402
-from utils import CLASSES, SignalCache, fit_length, load_labels  # noqa: E402
+from utils import SignalCache, data_label_set, fit_length, load_labels  # noqa: E402
 
 
 class WfdbDataset(Dataset):
     """What the original did per item: decode the record's WFDB files, then cut the window."""
 
-    def __init__(self, records_dir: Path, labels, spec: InputSpec):
+    def __init__(self, records_dir: Path, labels, spec: InputSpec, classes: list[str]):
         self.dir, self.spec = records_dir, spec
         self.ids = labels["patient_id"].tolist()
-        self.y = labels[list(CLASSES)].to_numpy(np.float32)
+        self.y = labels[list(classes)].to_numpy(np.float32)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -112,12 +112,13 @@ def main(argv=None) -> None:
     device = torch.device("cuda" if args.use_gpu and torch.cuda.is_available() else "cpu")
     spec = InputSpec(seconds=args.seconds)
     labels = load_labels(args.data_dir)
+    classes = data_label_set(args.data_dir)["classes"]
     need = args.batch_size * (args.steps + 2)
     labels = labels.iloc[np.resize(np.arange(len(labels)), need)].reset_index(drop=True)
     loaders = {
-        "cache (main.py)": make_loader(ECGDataset(SignalCache(args.data_dir), labels, spec), args.batch_size, True,
+        "cache (main.py)": make_loader(ECGDataset(SignalCache(args.data_dir), labels, spec, classes), args.batch_size, True,
                                        args.num_workers, pin_memory=device.type == "cuda"),
-        "WFDB per item (original)": make_loader(WfdbDataset(args.data_dir, labels, spec), args.batch_size, True,
+        "WFDB per item (original)": make_loader(WfdbDataset(args.data_dir, labels, spec, classes), args.batch_size, True,
                                                 args.num_workers, pin_memory=device.type == "cuda"),
     }
     print(f"{args.arch}, input 12 x {spec.n_samples}, batch {args.batch_size}, device {device}, "
@@ -125,7 +126,7 @@ def main(argv=None) -> None:
     amps = [False, True] if device.type == "cuda" else [False]
     for amp in amps:
         torch.manual_seed(0)
-        model = build_model(args.arch, 12, len(CLASSES)).to(device)
+        model = build_model(args.arch, 12, len(classes)).to(device)
         tag = "bf16 autocast" if amp else "fp32"
         for name, loader in loaders.items():
             data_s = time_data(loader, min(args.steps, 3))

@@ -1,4 +1,15 @@
-"""The network and its checkpoints."""
+"""The network and its checkpoints.
+
+A checkpoint is a plain dict, loadable with `torch.load(weights_only=True)`:
+`format` (CHECKPOINT_FORMAT), `config` (the run's RunConfig as a dict), `label_set` ({"name", "classes"}),
+`split` (record ids of train/val/test) and `split_labels` (a fingerprint of their labels), `data`
+(the preprocess folder, its name and manifest fingerprint), `model` (weights), `epoch`, `best_f1`,
+`history`; the resume checkpoint adds `optimizer`.
+
+A run's files sit beside its checkpoint: for `runs/<run>/model.pth` they are `last.pth`,
+`thresholds.json`, `log.csv` and `shap/`; for any other `--model-path x/name.pth` they are
+`name.last.pth`, `name.thresholds.json`, `name.log.csv` and `name.shap/`.
+"""
 from __future__ import annotations
 
 import json
@@ -8,34 +19,55 @@ import numpy as np
 import torch
 
 from models.resnet import ARCHS, ResNet1d, build_model
-from utils import CLASSES, atomic_write
+from utils import MissingInputError, PipelineError, atomic_write
 
-__all__ = ["ARCHS", "ResNet1d", "build_model", "save_checkpoint", "load_checkpoint", "default_model_path",
-           "thresholds_path", "load_thresholds"]
+CHECKPOINT_FORMAT = 2  # 1: settings under "args" (argparse namespace), classes under "classes"
+
+__all__ = ["ARCHS", "CHECKPOINT_FORMAT", "ResNet1d", "build_model", "save_checkpoint", "read_checkpoint",
+           "load_checkpoint", "run_file", "run_name", "last_path", "log_path", "thresholds_path", "shap_cache_dir",
+           "load_thresholds"]
 
 
-def default_model_path(arch: str, data_dir: Path, leads_tag: str, seed: int, test_fold: int | None = None) -> Path:
-    """models/resnet34_{database}_{leads}_{seed}.pth, the original's naming (+ _fold{k} in cross-validation)."""
-    fold = f"_fold{test_fold}" if test_fold is not None else ""
-    return Path("models") / f"{arch}_{Path(data_dir).resolve().name}_{leads_tag}_{seed}{fold}.pth"
+def run_file(model_path: Path, name: str) -> Path:
+    """A file of the run whose checkpoint is `model_path` (see the module docstring)."""
+    model_path = Path(model_path)
+    return model_path.parent / (name if model_path.stem == "model" else f"{model_path.stem}.{name}")
+
+
+def run_name(model_path: Path) -> str:
+    """The name results are filed under: the run folder for runs/<run>/model.pth, else the file's stem."""
+    model_path = Path(model_path)
+    return model_path.parent.name if model_path.stem == "model" else model_path.stem
+
+
+def last_path(model_path: Path) -> Path:
+    return run_file(model_path, "last.pth")
+
+
+def log_path(model_path: Path) -> Path:
+    return run_file(model_path, "log.csv")
 
 
 def thresholds_path(model_path: Path) -> Path:
-    """The per-class decision thresholds predict.py tunes on validation: JSON beside the checkpoint."""
-    return Path(model_path).with_suffix(".thresholds.json")
+    """The per-class decision thresholds evaluation tunes on the run's validation records."""
+    return run_file(model_path, "thresholds.json")
 
 
-def load_thresholds(model_path: Path) -> np.ndarray | None:
-    """Thresholds in CLASSES order, or None when predict.py has not tuned them yet."""
+def shap_cache_dir(model_path: Path) -> Path:
+    return run_file(model_path, "shap")
+
+
+def load_thresholds(model_path: Path, classes: list[str]) -> np.ndarray | None:
+    """Thresholds in `classes` order, or None when evaluation has not tuned them yet."""
     path = thresholds_path(model_path)
     if not path.exists():
         return None
     try:
         saved = json.loads(path.read_text())["thresholds"]
-        return np.array([float(saved[c]) for c in CLASSES])
+        return np.array([float(saved[c]) for c in classes])
     except (ValueError, KeyError, TypeError) as e:
-        raise SystemExit(f"error: {path} does not hold one threshold per class {', '.join(CLASSES)} "
-                         f"({type(e).__name__}: {e}); rerun `python predict.py --model-path {model_path}`") from None
+        raise PipelineError(f"{path} does not hold one threshold per class {', '.join(classes)} "
+                            f"({type(e).__name__}: {e}); rerun `python predict.py --model-path {model_path}`") from None
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:
@@ -43,19 +75,28 @@ def save_checkpoint(path: Path, state: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[ResNet1d, dict]:
-    """Model (eval mode) and the checkpoint dict; `weights_only=True`, so no pickled code runs."""
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict (`weights_only=True`, so no pickled code runs), checked to be of this format."""
     path = Path(path)
     if not path.exists():
-        raise SystemExit(f"error: checkpoint {path} not found; train one with `python main.py` first")
+        raise MissingInputError(f"checkpoint {path} not found; train one with `python main.py` first")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
-        raise SystemExit(f"error: {path} is not a checkpoint written by main.py")
-    if list(ckpt.get("classes", [])) != list(CLASSES):
-        raise SystemExit(f"error: {path} was trained for classes {ckpt.get('classes')}, expected {list(CLASSES)}")
-    model = build_model(ckpt["args"]["arch"], len(ckpt["leads"]), len(CLASSES))
+        raise PipelineError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise PipelineError(f"{path} is not a checkpoint written by main.py")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format", "1 (settings under 'args', no label set)")
+        raise PipelineError(f"{path} is a checkpoint of format {found}; this version reads format {CHECKPOINT_FORMAT} "
+                            f"(config, label_set, split): retrain it with `python main.py`")
+    return ckpt
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[ResNet1d, dict]:
+    """Model (eval mode) and the checkpoint dict."""
+    ckpt = read_checkpoint(path, map_location)
+    cfg = ckpt["config"]
+    model = build_model(cfg["arch"], len(cfg["leads"]), len(ckpt["label_set"]["classes"]))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

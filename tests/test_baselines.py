@@ -11,7 +11,14 @@ import wfdb.processing
 
 import baselines
 from conftest import REAL_DIR, needs_real
-from utils import CLASSES, LEADS, SignalCache
+from utils import CLASSES, LEADS, PREPROCESS_OUTPUTS, SignalCache, read_manifest, write_manifest
+
+
+def mark_current(data):
+    """Rewrite a preprocess folder's manifest for its files as they are now (a test's deliberate edit)."""
+    manifest = read_manifest(data / "preprocess.json")
+    info = {k: v for k, v in manifest.items() if k not in ("fingerprint", "files")}
+    write_manifest(data / "preprocess.json", manifest["fingerprint"], [data / f for f in PREPROCESS_OUTPUTS], **info)
 
 
 def test_feature_count_and_names():
@@ -73,7 +80,12 @@ def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, ca
     pd.testing.assert_frame_equal(table, again, check_exact=True)
     baselines.load_or_compute_features(data, False, 1, False)
     assert "current, reusing" in capsys.readouterr().out
-    (data / "signals.npy").touch()  # the cache changed: recompute
+    (data / "signals.npy").touch()  # touched, not changed: still current
+    baselines.load_or_compute_features(data, False, 1, False)
+    assert "current, reusing" in capsys.readouterr().out
+    manifest = read_manifest(data / "preprocess.json")  # the preprocess outputs changed: recompute
+    write_manifest(data / "preprocess.json", "another", [data / f for f in PREPROCESS_OUTPUTS],
+                   **{k: v for k, v in manifest.items() if k not in ("fingerprint", "files")})
     baselines.load_or_compute_features(data, False, 1, False)
     assert "wrote" in capsys.readouterr().out
     cache = SignalCache(data)
@@ -93,11 +105,11 @@ def test_classifiers_beat_chance(tmp_path):
     assert list(table.index) == ["LR", "RF", "LGB", "MLP"]
     assert (table["mean_auc"] > 0.7).all(), table["mean_auc"]
     assert (table["mean_f1"] > 0.3).all(), table["mean_f1"]
-    saved = pd.read_csv(tmp_path / "r" / "baselines_all.csv")
+    saved = pd.read_csv(tmp_path / "r" / data.name / "baselines_all.csv")
     assert {"mean_f1", "mean_auc", *CLASSES} <= set(saved.columns)
     lead = baselines.main(["--data-dir", str(data), "--classifier", "LR", "--leads", "V1",
                            "--results-dir", str(tmp_path / "r"), "--num-workers", "1"])
-    assert json.loads((tmp_path / "r" / "baselines_V1.json").read_text())["leads"] == ["V1"]
+    assert json.loads((tmp_path / "r" / data.name / "baselines_V1.json").read_text())["leads"] == ["V1"]
     assert np.isfinite(lead["mean_f1"]).all()
 
 
@@ -123,14 +135,14 @@ def test_cross_validation_covers_every_fold(prepared, tmp_path):
     shutil.copytree(prepared, data)
     common = ["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(out), "--num-workers", "1"]
     stats = baselines.main([*common, "--cv"])
-    folds = pd.read_csv(out / "baselines_all_cv.csv")
+    folds = pd.read_csv(out / data.name / "baselines_all_cv.csv")
     assert folds["fold"].tolist() == list(range(1, 11)) and set(folds["classifier"]) == {"LR"}
     assert stats.loc["LR", ("mean_f1", "mean")] == pytest.approx(folds["mean_f1"].mean())
     assert stats.loc["LR", ("AF", "std")] == pytest.approx(folds["AF"].std())
     one = baselines.main([*common, "--test-fold", "3"]).iloc[0]  # fold 3 of the CV is the --test-fold 3 run
     assert one["mean_auc"] == pytest.approx(folds.loc[folds["fold"] == 3, "mean_auc"].item())
-    assert json.loads((out / "baselines_all_fold3.json").read_text())["test_fold"] == 3
-    md = (out / "baselines_all_cv.md").read_text()
+    assert json.loads((out / data.name / "baselines_all_fold3.json").read_text())["test_fold"] == 3
+    md = (out / data.name / "baselines_all_cv.md").read_text()
     assert "over 10 folds" in md and "| LR | " in md
     with pytest.raises(SystemExit):
         baselines.parse_args([*common, "--cv", "--test-fold", "3"])
@@ -146,6 +158,7 @@ def test_flat_lead_record_is_reported_not_fatal(prepared, tmp_path, capsys):
     sig[:, s:s + n] = 0  # every lead of A0004 flat
     sig.flush()
     del sig
+    mark_current(data)  # as if preprocess.py had written this signal
     table = baselines.load_or_compute_features(data, True, 1, True)
     err = capsys.readouterr().err
     assert "A0004: lead I is flat" in err and "fewer than 3 R peaks" in err

@@ -19,7 +19,8 @@ import preprocess
 import synth
 import visualize
 from conftest import TINY
-from utils import RecordError, parse_header, read_record
+from test_baselines import mark_current
+from utils import MissingInputError, PipelineError, RecordError, load_labels, parse_header, read_record, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 MALFORMED = [  # (what to replace in A0001.hea, the field the message must name)
@@ -48,6 +49,19 @@ def test_malformed_header_numbers_are_record_errors(synth_records, tmp_path, old
         parse_header(bad)
     with pytest.raises(RecordError, match=field):
         read_record(bad)
+
+
+def test_the_library_raises_and_only_scripts_exit(tmp_path):
+    with pytest.raises(RecordError, match="nope.hea") as exc:
+        read_record(tmp_path / "nope.hea")
+    assert not isinstance(exc.value, SystemExit)
+    with pytest.raises(PipelineError, match="none of the records"):
+        read_records([tmp_path / "nope.hea"])
+    with pytest.raises(MissingInputError, match="run `python preprocess.py"):
+        load_labels(tmp_path)
+    import statistic
+    with pytest.raises(SystemExit, match="^error: .*run `python preprocess.py"):  # the script's one-line exit
+        statistic.main(["--data-dir", str(tmp_path), "--results-dir", str(tmp_path / "r")])
 
 
 @pytest.mark.parametrize("old,new,field", MALFORMED[::2])
@@ -215,12 +229,17 @@ def test_damaged_labels_features_and_thresholds(prepared, trained, synth_records
     data = tmp_path / "d"
     shutil.copytree(prepared, data)
     (data / "labels.csv").write_text("")
+    with pytest.raises(SystemExit, match="labels.csv was changed after preprocess.json"):
+        main.main(["--data-dir", str(data), *TINY, "--model-path", str(tmp_path / "m.pth")])
+    mark_current(data)  # damaged by preprocess.py itself (as far as the manifest knows)
     with pytest.raises(SystemExit, match="labels.csv is empty or unreadable"):
         main.main(["--data-dir", str(data), *TINY, "--model-path", str(tmp_path / "m.pth")])
     (data / "labels.csv").write_text("patient_id,fold\n")
+    mark_current(data)
     with pytest.raises(SystemExit, match="lacks column"):
         baselines.main(["--data-dir", str(data), "--results-dir", str(tmp_path / "r")])
     shutil.copy(prepared / "labels.csv", data / "labels.csv")
+    mark_current(data)
 
     table = baselines.load_or_compute_features(data, False, 1, False)
     table.drop(columns="I_p5").to_csv(data / "features.csv", index=False)  # a damaged cache, manifest intact

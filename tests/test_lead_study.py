@@ -7,8 +7,8 @@ import lead_study
 from utils import LEADS
 
 
-def test_lead_table_is_complete_and_ranked(lead_study_run):
-    table, out = lead_study_run["table"], lead_study_run["work"] / "results"
+def test_lead_table_is_complete_and_ranked(lead_study_run, prepared):
+    table, out = lead_study_run["table"], lead_study_run["work"] / "results" / prepared.name
     assert sorted(table["leads"]) == sorted(["all 12", *LEADS])
     assert table["f1"].is_monotonic_decreasing and table["rank"].tolist() == list(range(1, 14))
     # 8 test records and one-epoch models: the percentile interval of a mean over rare classes need not
@@ -22,13 +22,13 @@ def test_lead_table_is_complete_and_ranked(lead_study_run):
 
 def test_second_call_trains_nothing(lead_study_run, capsys):
     models = lead_study_run["work"] / "models"
-    checkpoints = {p: p.stat().st_mtime_ns for p in models.glob("*.pth")}
+    checkpoints = {p: p.stat().st_mtime_ns for p in models.rglob("*.pth")}
     assert len(checkpoints) == 26  # best + last for each of the 13 runs
     capsys.readouterr()
     again = lead_study.main(lead_study_run["argv"])
     printed = capsys.readouterr().out
     assert printed.count("finished earlier, reusing") == 13 and "best val F1" not in printed
-    assert {p: p.stat().st_mtime_ns for p in models.glob("*.pth")} == checkpoints
+    assert {p: p.stat().st_mtime_ns for p in models.rglob("*.pth")} == checkpoints
     pd.testing.assert_frame_equal(again, lead_study_run["table"])
 
 

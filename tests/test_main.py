@@ -1,7 +1,9 @@
 """models/ and main.py: architecture, training, resume, determinism, lead selection, DDP, bad input."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +13,13 @@ import pytest
 import torch
 
 import main
+import predict
 from conftest import TINY
 from dataset import augment
-from models import build_model, load_checkpoint
+from models import CHECKPOINT_FORMAT, build_model, load_checkpoint
+from training import RunConfig, deterministic_mode
+from training import train as train_run
+from utils import CLASSES, LEADS, PipelineError
 
 
 def train(prepared: Path, tmp: Path, name: str, *extra: str) -> dict:
@@ -39,8 +45,44 @@ def test_training_reduces_loss_and_writes_outputs(trained):
     log = pd.read_csv(trained["model_path"].parent / "logs" / "tiny.csv")
     assert list(log["epoch"]) == [1, 2, 3] and {"val_f1", "val_auc", "val_loss"} <= set(log.columns)
     model, ckpt = load_checkpoint(trained["model_path"])
-    assert ckpt["leads"] == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert ckpt["config"]["leads"] == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
     assert ckpt["best_f1"] == max(h["val_f1"] for h in history)
+
+
+def test_checkpoint_holds_config_label_set_and_split_as_plain_data(trained):
+    ckpt = torch.load(trained["model_path"], map_location="cpu", weights_only=True)
+    assert ckpt["format"] == CHECKPOINT_FORMAT
+    assert ckpt["label_set"] == {"name": "cpsc9", "classes": list(CLASSES)}
+    assert set(ckpt["split"]) == {"train", "val", "test"}
+    cfg = RunConfig.from_dict(ckpt["config"])  # rebuilt from the plain dict, equal field by field
+    assert cfg.to_dict() == ckpt["config"] and cfg.arch == "resnet18" and cfg.sample_rate == 100
+    assert cfg.label_set == "cpsc9" and cfg.leads == LEADS
+
+
+def test_an_older_checkpoint_fails_naming_its_format(trained, tmp_path):
+    ckpt = torch.load(trained["model_path"], map_location="cpu", weights_only=True)
+    old = {k: v for k, v in ckpt.items() if k not in ("format", "config", "label_set")}
+    old["args"] = {"arch": "resnet18"}
+    torch.save(old, tmp_path / "old.pth")
+    with pytest.raises(PipelineError, match="checkpoint of format 1"):
+        load_checkpoint(tmp_path / "old.pth")
+    with pytest.raises(SystemExit, match="format 1.*retrain"):
+        predict.main(["--model-path", str(tmp_path / "old.pth")])
+
+
+def test_train_takes_a_config_and_runs_default_to_the_data_folder(prepared, tmp_path):
+    """train(cfg) is the library's training entry point; without --model-path a run lives in
+    data/<db>/runs/<run>/ with its resume checkpoint and log."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    cfg = RunConfig(data_dir=str(data), arch="resnet18", seconds=2, sample_rate=100, epochs=1, lr=1e-3,
+                    batch_size=16, num_workers=0, limit=60)
+    out = train_run(dataclasses.replace(cfg, leads=("I", "V5")))
+    run = data / "runs" / "resnet18_I-V5_42"
+    assert out["model_path"] == run / "model.pth"
+    assert {p.name for p in run.iterdir()} >= {"model.pth", "last.pth", "log.csv"}
+    _, ckpt = load_checkpoint(run / "model.pth")
+    assert ckpt["config"]["leads"] == ["I", "V5"] and ckpt["data"]["name"] == "data"
 
 
 def test_resume_ends_where_an_uninterrupted_run_would(prepared, tmp_path):
@@ -65,7 +107,7 @@ def test_same_seed_same_metrics_other_seed_differs(prepared, tmp_path):
 def test_lead_selection(prepared, tmp_path, capsys):
     out = train(prepared, tmp_path, "three", "--epochs", "1", "--leads", "v5,I,aVR")
     model, ckpt = load_checkpoint(out["model_path"])
-    assert ckpt["leads"] == ["I", "aVR", "V5"] and model.stem[0].in_channels == 3
+    assert ckpt["config"]["leads"] == ["I", "aVR", "V5"] and model.stem[0].in_channels == 3
     with pytest.raises(SystemExit):
         train(prepared, tmp_path, "bad", "--leads", "I,V7")
     err = capsys.readouterr().err
@@ -129,11 +171,11 @@ def test_deterministic_runs_repeat_exactly_across_processes(prepared, tmp_path):
     weights = [torch.load(tmp_path / f"run{i}.last.pth", weights_only=True)["model"] for i in range(3)]
     assert all(torch.equal(weights[0][k], w[k]) for w in weights[1:] for k in weights[0])
     _, ckpt = load_checkpoint(tmp_path / "run0.pth")
-    assert ckpt["args"]["deterministic"] is True
+    assert ckpt["config"]["deterministic"] is True
 
 
 def test_deterministic_mode_restores_the_callers_settings():
     before = torch.get_num_threads()
-    with main.deterministic_mode(True, torch.device("cpu")):
+    with deterministic_mode(True, torch.device("cpu")):
         assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
     assert torch.get_num_threads() == before and not torch.are_deterministic_algorithms_enabled()

@@ -14,11 +14,11 @@ from utils import CLASSES, classification_metrics, tune_thresholds
 
 
 @pytest.fixture(scope="module")
-def evaluated(trained, tmp_path_factory):
+def evaluated(trained, prepared, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     table = predict.main(["--model-path", str(trained["model_path"]), "--results-dir", str(results),
                           "--n-bootstrap", "200", "--num-workers", "0"])
-    return table, results / trained["model_path"].stem, trained["model_path"]
+    return table, results / prepared.name / trained["model_path"].stem, trained["model_path"]  # results/<db>/<run>
 
 
 def test_evaluation_writes_every_output(evaluated):
@@ -54,7 +54,7 @@ def test_metric_functions_against_scikit_learn_on_random_data():
     y = rng.random((300, 9)) < 0.25
     p = np.round(np.clip(0.3 * y + rng.random((300, 9)) * 0.7, 0, 1), 2)  # rounding makes ties
     thr = tune_thresholds(y, p)
-    table = classification_metrics(y, p, thr)
+    table = classification_metrics(y, p, thr, CLASSES)
     for j, cls in enumerate(CLASSES):
         assert table.loc[cls, "auc"] == pytest.approx(skm.roc_auc_score(y[:, j], p[:, j]))
         assert table.loc[cls, "f1"] == pytest.approx(skm.f1_score(y[:, j], p[:, j] > thr[j]))
@@ -64,14 +64,14 @@ def test_metric_functions_against_scikit_learn_on_random_data():
     assert set(thr) <= set(np.linspace(0, 1, 100))  # the original's grid
 
 
-def test_record_diagnosis(evaluated, synth_records, tmp_path, capsys):
+def test_record_diagnosis(evaluated, prepared, synth_records, tmp_path, capsys):
     _, _, model_path = evaluated
     table = predict.main(["--model-path", str(model_path), "--record", str(synth_records / "A0001.hea"),
                           str(synth_records / "A0002.mat"), str(tmp_path / "nope.hea"), "--results-dir", str(tmp_path)])
     assert len(table) == 2 and set(CLASSES) <= set(table.columns)
     assert ((table[list(CLASSES)] >= 0) & (table[list(CLASSES)] <= 1)).all().all()
     assert "nope.hea" in capsys.readouterr().err
-    assert (tmp_path / model_path.stem / "records.csv").exists()
+    assert (tmp_path / prepared.name / model_path.stem / "records.csv").exists()
 
 
 @needs_real

@@ -36,7 +36,7 @@ def run(records_copy, tmp_path):
 def evaluate(run, name):
     predict.main(["--model-path", str(run["model"]), "--results-dir", str(run["tmp"] / name),
                   "--n-bootstrap", "0", "--num-workers", "0", "--no-figures"])
-    return pd.read_csv(run["tmp"] / name / "m" / "test_scores.csv", dtype={"patient_id": str})
+    return pd.read_csv(run["tmp"] / name / "data" / "m" / "test_scores.csv", dtype={"patient_id": str})
 
 
 def test_checkpoint_holds_its_split_and_loads_weights_only(run):
@@ -72,17 +72,29 @@ def test_added_records_are_said_and_left_out(run, capsys):
 
 
 def test_a_missing_or_relabelled_test_record_is_an_error(run):
-    labels = pd.read_csv(run["data"] / "labels.csv", dtype={"patient_id": str})
+    """A test record whose diagnosis changed in its header, re-preprocessed: an error, not a silent
+    change; a test record removed from the database: an error naming the record."""
     victim = run["ckpt"]["split"]["test"][0]
-    row = labels.index[labels["patient_id"] == victim][0]
-    changed = labels.copy()
-    changed.loc[row, list(CLASSES)] = 1 - changed.loc[row, list(CLASSES)]
-    changed.to_csv(run["data"] / "labels.csv", index=False)
+    header = run["records"] / f"{victim}.hea"
+    text = header.read_text()
+    dx = next(line for line in text.splitlines() if line.startswith("#Dx") or line.startswith("# Dx"))
+    header.write_text(text.replace(dx, "# Dx: 164931005" if "164931005" not in dx else "# Dx: 426783006"))
+    prep(run["records"], run["data"])
     with pytest.raises(SystemExit, match="labels of this run's test records"):
         evaluate(run, "r3")
-    labels.drop(index=row).to_csv(run["data"] / "labels.csv", index=False)
-    with pytest.raises(SystemExit, match=f"not in .*labels.csv"):
+    header.unlink()
+    prep(run["records"], run["data"])
+    with pytest.raises(SystemExit, match=f"{victim}.*not in .*labels.csv"):
         evaluate(run, "r4")
+
+
+def test_a_hand_edited_preprocess_folder_is_refused(run):
+    """labels.csv changed after preprocess.json was written: every stage refuses the folder."""
+    labels = pd.read_csv(run["data"] / "labels.csv", dtype={"patient_id": str})
+    labels.loc[0, "AF"] = 1 - labels.loc[0, "AF"]
+    labels.to_csv(run["data"] / "labels.csv", index=False)
+    with pytest.raises(SystemExit, match="does not match its preprocess.json .labels.csv was changed"):
+        evaluate(run, "r6")
 
 
 def test_thresholds_on_the_runs_validation_and_shap_on_its_test_against_its_training(run, tmp_path):
@@ -90,7 +102,7 @@ def test_thresholds_on_the_runs_validation_and_shap_on_its_test_against_its_trai
                   "--num-workers", "0", "--no-figures"])
     import json
     tuned = json.loads(run["model"].with_suffix(".thresholds.json").read_text())
-    assert tuned["tuned_on"] == "validation fold(s) [4]"
+    assert tuned["tuned_on"] == f"validation fold(s) [4]: {len(run['ckpt']['split']['val'])} records"
     seen = {}
     real_explain = shap_values.explain
 
@@ -101,7 +113,7 @@ def test_thresholds_on_the_runs_validation_and_shap_on_its_test_against_its_trai
     shap_values.explain = spy
     try:
         shap_values.main(["--model-path", str(run["model"]), "--shap-dir", str(tmp_path / "shap"),
-                          "--background", "5", "--n-explain", "4", "--nsamples", "2"])
+                          "--results-dir", str(tmp_path / "r"), "--background", "5", "--n-explain", "4", "--nsamples", "2"])
     finally:
         shap_values.explain = real_explain
     index = next((tmp_path / "shap" / "m").glob("index_*.csv"))

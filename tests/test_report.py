@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 import shutil
 
+import pytest
+
 import baselines
 import cross_validate
 import predict
@@ -15,7 +17,7 @@ from utils import CLASSES
 
 def test_empty_report_names_each_missing_stage(prepared, tmp_path):
     path = report.main(["--data-dir", str(prepared), "--model-path", str(tmp_path / "m.pth"),
-                        "--results-dir", str(tmp_path / "r"), "--shap-dir", str(tmp_path / "s")])
+                        "--results-dir", str(tmp_path / "r")])
     text = path.read_text()
     for title in report.SECTIONS:
         assert f"## {title}\n" in text, title
@@ -25,26 +27,27 @@ def test_empty_report_names_each_missing_stage(prepared, tmp_path):
 
 
 def test_full_report(prepared, trained, lead_study_run, tmp_path):
-    data, results, shap_dir = tmp_path / "data", tmp_path / "results", tmp_path / "shap"
-    shutil.copytree(prepared, data)  # baselines.py writes its feature cache beside the signals
+    # a copy under the same name (results are filed by database name): baselines.py writes its feature
+    # cache beside the signals
+    data, results, shap_dir = tmp_path / prepared.name, tmp_path / "results", tmp_path / "shap"
+    shutil.copytree(prepared, data)
     model = trained["model_path"]
     statistic.main(["--data-dir", str(data), "--results-dir", str(results)])
     for split in ([], ["--cv"]):
         baselines.main(["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(results),
                         "--num-workers", "1", *split])
     predict.main(["--model-path", str(model), "--results-dir", str(results), "--n-bootstrap", "50", "--num-workers", "0"])
-    shap_values.main(["--model-path", str(model), "--shap-dir", str(shap_dir), "--background", "8",
-                      "--n-explain", "4", "--nsamples", "8"])
+    shap_values.main(["--model-path", str(model), "--shap-dir", str(shap_dir), "--results-dir", str(results),
+                      "--background", "8", "--n-explain", "4", "--nsamples", "8"])
     cross_validate.main(["--data-dir", str(data), "--arch", "resnet18", "--seconds", "2", "--sample-rate", "100",
                          "--num-workers", "0", "--epochs", "1", "--folds", "3", "--n-bootstrap", "20",
                          "--models-dir", str(tmp_path / "models"), "--results-dir", str(results),
                          "--log-dir", str(tmp_path / "logs")])
     for name in ("lead_study.md", "lead_study.png"):
-        shutil.copy(lead_study_run["work"] / "results" / name, results / name)
+        shutil.copy(lead_study_run["work"] / "results" / prepared.name / name, results / prepared.name / name)
 
-    text = report.main(["--data-dir", str(data), "--model-path", str(model), "--results-dir", str(results),
-                        "--shap-dir", str(shap_dir)]).read_text()
-    assert "Not available" not in text
+    text = report.main(["--data-dir", str(data), "--model-path", str(model), "--results-dir", str(results)]).read_text()
+    assert text.count("Not available") == 1 and "--external-data-dir" in sections_text(text, "External validation")
     sections = dict(zip(report.SECTIONS, re.split(r"^## .*\n", text, flags=re.M)[1:]))
     assert set(sections) == set(report.SECTIONS)
     assert "| All | 200 (100.0 %)" in sections["Dataset"]
@@ -55,7 +58,26 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     assert "over 1 test fold(s)" in sections["Cross-validation"] and "| STE |" in sections["Cross-validation"]
     for title, png in (("Confusion matrices", "confusion_AF.png"), ("ROC curves", "roc.png"),
                        ("Lead study", "lead_study.png"), ("SHAP lead importance", "lead_importance.png"),
-                       ("Cross-validation", "cv_resnet18_data_all_42.png")):
+                       ("Cross-validation", "cv_resnet18_all_42.png")):
         target = re.search(rf"\]\(([^)]*{png})\)", sections[title]).group(1)
-        assert (results / target).resolve().exists(), (title, target)
+        assert (results / prepared.name / target).resolve().exists(), (title, target)
     assert "synthetic demo data" in text
+
+
+def sections_text(text: str, title: str) -> str:
+    return dict(zip(report.SECTIONS, re.split(r"^## .*\n", text, flags=re.M)[1:]))[title]
+
+
+def test_report_never_mixes_databases(prepared, trained, tmp_path):
+    """Results are filed by database: a report on folder B shows only B's tables, and refuses a model
+    trained on another database."""
+    other = tmp_path / "B"
+    shutil.copytree(prepared, other)
+    results = tmp_path / "results"
+    baselines.main(["--data-dir", str(other), "--classifier", "LR", "--results-dir", str(results), "--num-workers", "1"])
+    text = report.main(["--data-dir", str(prepared), "--model-path", str(tmp_path / "none.pth"),
+                        "--results-dir", str(results)]).read_text()
+    assert "| LR |" not in sections_text(text, "Expert-feature baselines")
+    assert (results / "B" / "baselines_all.csv").exists() and not (results / prepared.name / "baselines_all.csv").exists()
+    with pytest.raises(SystemExit, match="a report covers one database"):
+        report.main(["--data-dir", str(other), "--model-path", str(trained["model_path"]), "--results-dir", str(results)])

@@ -11,16 +11,19 @@ from utils import CLASSES
 FAST = ["--background", "8", "--n-explain", "4", "--nsamples", "8"]
 
 
-def run(model_path, shap_dir, *extra):
-    return shap_values.main(["--model-path", str(model_path), "--shap-dir", str(shap_dir), *FAST, *extra])
+def run(model_path, tmp, *extra):
+    """SHAP with its value cache in tmp/shap/<model> and its figures in tmp/results/<db>/<model>/shap."""
+    return shap_values.main(["--model-path", str(model_path), "--shap-dir", str(tmp / "shap"),
+                             "--results-dir", str(tmp / "results"), *FAST, *extra])
 
 
-def test_values_figures_and_cache(trained, tmp_path, capsys):
+def test_values_figures_and_cache(trained, prepared, tmp_path, capsys):
     model_path = trained["model_path"]
     table = run(model_path, tmp_path)
-    out = tmp_path / model_path.stem
-    values = np.load(next(out.glob("values_*.npy")))
-    index = pd.read_csv(next(out.glob("index_*.csv")), dtype={"patient_id": str})
+    cache = tmp_path / "shap" / model_path.stem
+    out = tmp_path / "results" / prepared.name / model_path.stem / "shap"
+    values = np.load(next(cache.glob("values_*.npy")))
+    index = pd.read_csv(next(cache.glob("index_*.csv")), dtype={"patient_id": str})
     assert values.shape == (4, 12, 200) and values.dtype == np.float32 and np.isfinite(values).all()
     assert set(index["predicted"]) <= set(CLASSES) and len(index) == 4
     assert ((index["score"] > 0) & (index["score"] < 1)).all()
@@ -34,31 +37,33 @@ def test_values_figures_and_cache(trained, tmp_path, capsys):
 
     run(model_path, tmp_path)
     assert "reusing cached SHAP values" in capsys.readouterr().out
-    run(model_path, tmp_path, "--nsamples", "9")  # other settings: other cache entry
+    first = next(cache.glob("values_*.npy"))
+    run(model_path, tmp_path, "--nsamples", "9")  # other settings: a new cache entry replaces the old one
     assert "reusing" not in capsys.readouterr().out
-    assert len(list(out.glob("values_*.npy"))) == 2
+    assert [p.name for p in cache.glob("values_*.npy")] != [first.name]
+    assert len(list(cache.glob("values_*.npy"))) == len(list(cache.glob("index_*.csv"))) == 1
 
 
 def test_a_changed_model_never_reuses_stale_values(trained, tmp_path, capsys):
     import shutil
     model_path = tmp_path / "copy.pth"
     shutil.copy(trained["model_path"], model_path)
-    run(model_path, tmp_path / "shap")
+    run(model_path, tmp_path)
     first = np.load(next((tmp_path / "shap" / "copy").glob("values_*.npy")))
     ckpt = torch.load(model_path, weights_only=True)
     ckpt["model"]["fc.weight"] += 0.5  # a retrained model under the same name
     torch.save(ckpt, model_path)
     capsys.readouterr()
-    run(model_path, tmp_path / "shap")
+    run(model_path, tmp_path)
     assert "reusing" not in capsys.readouterr().out
     files = sorted((tmp_path / "shap" / "copy").glob("values_*.npy"))
-    assert len(files) == 2 and not all(np.array_equal(first, np.load(f)) for f in files)
+    assert len(files) == 1 and not np.array_equal(first, np.load(files[0]))
 
 
-def test_record_explanation(trained, synth_records, tmp_path):
+def test_record_explanation(trained, prepared, synth_records, tmp_path):
     table = run(trained["model_path"], tmp_path, "--record", str(synth_records / "A0005.hea"))
     assert len(table) == 1 and table.loc[0, "predicted"] in CLASSES
-    assert (tmp_path / trained["model_path"].stem / "records" / "A0005.png").exists()
+    assert (tmp_path / "results" / prepared.name / trained["model_path"].stem / "shap" / "records" / "A0005.png").exists()
 
 
 def test_expected_gradients_sum_to_output_minus_background_mean(trained, prepared):
@@ -69,7 +74,7 @@ def test_expected_gradients_sum_to_output_minus_background_mean(trained, prepare
     from utils import SignalCache, load_labels
 
     model, _ = load_checkpoint(trained["model_path"])
-    data = ECGDataset(SignalCache(prepared), load_labels(prepared), InputSpec(seconds=2, sample_rate=100))
+    data = ECGDataset(SignalCache(prepared), load_labels(prepared), InputSpec(seconds=2, sample_rate=100), CLASSES)
     background = shap_values.stack_inputs(data, np.arange(0, 60, 2))
     x = shap_values.stack_inputs(data, np.arange(100, 108))
     values, top = shap_values.explain(model, background, x, nsamples=300, batch_size=100, seed=0,
@@ -90,7 +95,7 @@ def test_lead_importance_counts_only_positive_evidence():
     values[1, 1] = 2.0       # record 1 (AF): lead 1 twice as strong
     values[1, 0] = -5.0      # negative evidence is clipped, not subtracted from the share
     values[2, 1] = 1.0       # record 2 (PVC)
-    table = shap_values.lead_importance(values, np.array([1, 1, 6]), ["I", "II"])
+    table = shap_values.lead_importance(values, np.array([1, 1, 6]), ["I", "II"], list(CLASSES))
     assert list(table.index) == ["AF", "PVC", "average"]
     np.testing.assert_allclose(table.loc["AF"].to_numpy(), [0.0, 1.0])
     np.testing.assert_allclose(table.loc["PVC"].to_numpy(), [0.0, 1.0])

@@ -19,9 +19,9 @@ def test_dataset_table_counts(prepared, synth_records, tmp_path):
     assert table.loc["All", "pct"] == pytest.approx(100.0)
     mean_s = float(table.loc["All", "duration_s"].split(" ± ")[0])
     assert mean_s == pytest.approx(details["seconds"].mean(), abs=0.05)
-    md = (tmp_path / "dataset_table.md").read_text()
+    md = (tmp_path / prepared.name / "dataset_table.md").read_text()
     assert md.count("\n") == len(CLASSES) + 3 and "| All |" in md
-    assert pd.read_csv(tmp_path / "dataset_table.csv")["n"].tolist() == table["n"].tolist()
+    assert pd.read_csv(tmp_path / prepared.name / "dataset_table.csv")["n"].tolist() == table["n"].tolist()
 
 
 def test_missing_preprocess_outputs_name_the_stage(tmp_path):

@@ -1,0 +1,333 @@
+"""One training run as a function of its configuration: `train(cfg)`.
+
+main.py builds a RunConfig from its command line and calls `train`; cross_validate.py and lead_study.py
+call `train(dataclasses.replace(cfg, leads=…, test_fold=…))`. The checkpoint stores the configuration
+as a plain dict (key `config`, with a format version), the label set, and the record ids of the split,
+so every later stage rebuilds the run from the checkpoint alone.
+
+Folds are split 8/1/1 into train/validation/test by a permutation seeded with `seed` (or the database's
+own fixed split, e.g. PTB-XL's, or with `test_fold` k for cross-validation: test fold k, validation fold
+k % 10 + 1). The checkpoint kept is the one with the best validation mean F1 at a fixed 0.5 threshold
+(thresholds are tuned later, on the same validation fold, by evaluation). Every epoch reseeds dropout,
+shuffling and augmentation from (seed, epoch), which makes `resume` end exactly where an uninterrupted
+run would.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from dataset import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, make_loader, pick_device, score,
+                     split_provenance)
+from models import (ARCHS, CHECKPOINT_FORMAT, build_model, last_path, load_checkpoint, log_path, read_checkpoint,
+                    save_checkpoint)
+from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, data_label_set,
+                   data_split_rule, database_name, f1_scores, leads_tag, load_labels, nonnegative_int,
+                   positive_float, positive_int, preprocess_manifest, split_labels, write_csv)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run (and how to execute it). Built once from the command
+    line, stored in the checkpoint as a plain dict and rebuilt from it with `from_dict`."""
+    data_dir: str = "data/CPSC"
+    arch: str = "resnet34"
+    leads: tuple[str, ...] = LEADS
+    seconds: float = INPUT_SECONDS
+    sample_rate: int = SAMPLE_RATE
+    seed: int = 42
+    epochs: int = 40
+    lr: float = 1e-4
+    batch_size: int = 32
+    limit: int | None = None
+    test_fold: int | None = None
+    deterministic: bool = False
+    label_set: str | None = None          # filled from the preprocess manifest when the run starts
+    # how to execute it (not part of what makes two runs different)
+    model_path: str | None = None         # default data/<db>/runs/<run name>/model.pth
+    log_dir: str | None = None            # default: beside the checkpoint
+    num_workers: int = 4
+    use_gpu: bool = False
+    amp: bool = True
+    resume: bool = False
+    force: bool = False
+
+    # What makes two runs different runs: a checkpoint is resumed or reused only when these agree.
+    IDENTITY = ("data_dir", "arch", "leads", "seconds", "sample_rate", "seed", "lr", "batch_size", "limit",
+                "test_fold", "deterministic", "label_set")
+
+    @property
+    def spec(self) -> InputSpec:
+        return InputSpec(tuple(self.leads), float(self.seconds), int(self.sample_rate))
+
+    def run_name(self, prefix: str = "") -> str:
+        """{arch}_{leads}_{seed}[_fold{k}], the original's naming without the database (the folder says it)."""
+        fold = f"_fold{self.test_fold}" if self.test_fold is not None else ""
+        return f"{prefix}{self.arch}_{leads_tag(self.leads)}_{self.seed}{fold}"
+
+    def checkpoint_path(self) -> Path:
+        if self.model_path is not None:
+            return Path(self.model_path)
+        return Path(self.data_dir) / "runs" / self.run_name() / "model.pth"
+
+    def to_dict(self) -> dict:
+        """Plain types only: loadable with torch.load(weights_only=True)."""
+        d = dataclasses.asdict(self)
+        d["leads"] = list(self.leads)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        return cls(**{**d, "leads": tuple(d.get("leads", LEADS))})
+
+    def changed(self, other: "RunConfig") -> list[str]:
+        """The identity settings in which `other` differs from this run, as 'key: mine -> other'."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{k}: {mine[k]} -> {theirs[k]}" for k in self.IDENTITY if str(mine[k]) != str(theirs[k])]
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        """The command-line flags of one run (main.py, and the studies that train many)."""
+        p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
+        p.add_argument("--arch", default="resnet34", choices=sorted(ARCHS))
+        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--epochs", type=positive_int, default=40)
+        p.add_argument("--lr", type=positive_float, default=1e-4)
+        p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
+        p.add_argument("--num-workers", type=nonnegative_int, default=4)
+        p.add_argument("--seconds", type=positive_float, default=INPUT_SECONDS,
+                       help="input length: the last N seconds")
+        p.add_argument("--sample-rate", type=positive_int, default=SAMPLE_RATE,
+                       help="model input rate (resampled from the cache)")
+        p.add_argument("--limit", type=positive_int, default=None, help="use a seeded random subset of N records")
+        p.add_argument("--use-gpu", action="store_true")
+        p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
+        p.add_argument("--deterministic", action="store_true",
+                       help="bit-identical results across processes: one CPU thread and deterministic kernels "
+                            "(cuDNN deterministic on GPU); 1.4-1.8x the time per step on a 2-core CPU")
+        p.add_argument("--log-dir", type=Path, default=None, help="training log folder (default: the run folder)")
+        return p
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides) -> "RunConfig":
+        leads = overrides.pop("leads", getattr(args, "lead_names", LEADS))
+        opt = lambda v: None if v is None else str(v)  # noqa: E731
+        return cls(data_dir=str(args.data_dir), arch=args.arch, leads=tuple(leads), seconds=float(args.seconds),
+                   sample_rate=int(args.sample_rate), seed=args.seed, epochs=args.epochs, lr=args.lr,
+                   batch_size=args.batch_size, limit=args.limit, test_fold=getattr(args, "test_fold", None),
+                   deterministic=args.deterministic, model_path=opt(getattr(args, "model_path", None)),
+                   log_dir=opt(args.log_dir), num_workers=args.num_workers, use_gpu=args.use_gpu,
+                   amp=not args.no_amp, resume=getattr(args, "resume", False), force=getattr(args, "force", False),
+                   **overrides)
+
+
+def input_warnings(seconds: float, sample_rate: int) -> list[str]:
+    """ValueError for an input the network cannot use; warnings for a doubtful one."""
+    return InputSpec(LEADS, seconds, sample_rate).check()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, device: torch.device):
+    """Within the block, kernels whose result does not depend on scheduling or thread count.
+
+    Without it, repeated CPU runs with one seed match inside one process but not always across
+    processes: multi-threaded oneDNN kernels may reduce in another order from one process to the next.
+    One thread removes that on CPU (disabling oneDNN would too, at ~6x the time); on GPU, cuDNN's
+    deterministic algorithms and cuBLAS's fixed workspace do the same. The previous settings are
+    restored afterwards, so a caller's other work keeps its threads."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+def train_one_epoch(model, loader, optimizer, device, amp: bool, aug_gen: torch.Generator, desc: str) -> float:
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=desc, leave=False)
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = augment(x, aug_gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(x)
+        count += len(x)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
+
+
+def validate(model, loader, device, amp: bool) -> dict:
+    probs, y, loss = score(model, loader, device, amp)
+    return {"val_loss": loss, "val_f1": float(f1_scores(y, probs > 0.5).mean()),
+            "val_auc": float(np.nanmean(auc_scores(y, probs))) if len(y) else float("nan")}
+
+
+def param_checksum(model: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
+def finished(cfg: RunConfig) -> bool:
+    """True when the run's resume checkpoint completed all epochs with exactly these settings."""
+    last = last_path(cfg.checkpoint_path())
+    if not last.exists():
+        return False
+    saved = read_checkpoint(last)
+    done = RunConfig.from_dict(saved["config"])
+    return not done.changed(resolve_label_set(cfg)) and saved["epoch"] >= cfg.epochs
+
+
+def resolve_label_set(cfg: RunConfig) -> RunConfig:
+    """`cfg` with the label set of its data filled in (an explicit, different one is an error)."""
+    name = data_label_set(cfg.data_dir)["name"]
+    if cfg.label_set not in (None, name):
+        raise PipelineError(f"{cfg.data_dir} was preprocessed with label set {name!r}, not {cfg.label_set!r}")
+    return dataclasses.replace(cfg, label_set=name)
+
+
+def train(cfg: RunConfig, rank: int = 0, world: int = 1, device: torch.device | None = None) -> dict:
+    """One training run (this process's share of it under DDP); returns checkpoint path, best F1, history."""
+    device = device or pick_device(cfg.use_gpu)
+    with deterministic_mode(cfg.deterministic, device):
+        return _train(resolve_label_set(cfg), rank, world, device)
+
+
+def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
+    import torch.distributed as dist
+
+    is_main = rank == 0
+    amp = device.type == "cuda" and cfg.amp
+    model_path = cfg.checkpoint_path()
+    resume_path = last_path(model_path)
+    if is_main and not cfg.resume and not cfg.force and (model_path.exists() or resume_path.exists()):
+        raise PipelineError(f"{model_path} exists; pass --resume to continue that run or --force to overwrite it")
+    if cfg.resume and not resume_path.exists():
+        raise PipelineError(f"--resume: no checkpoint {resume_path} to resume from")
+
+    seed_everything(cfg.seed)
+    spec = cfg.spec
+    cache = SignalCache(cfg.data_dir)
+    manifest = preprocess_manifest(cfg.data_dir)
+    label_set = data_label_set(cfg.data_dir)
+    classes = label_set["classes"]
+    resume_ckpt = None
+    if cfg.resume:  # a resumed run keeps the records it started with, whatever labels.csv holds now
+        _, resume_ckpt = load_checkpoint(resume_path)
+        changed = RunConfig.from_dict(resume_ckpt["config"]).changed(cfg)
+        if changed:
+            raise PipelineError(f"cannot resume {resume_path} with different settings ({'; '.join(changed)})")
+        splits = checkpoint_splits(resume_ckpt, cfg.data_dir)
+    else:
+        splits = split_labels(load_labels(cfg.data_dir), cfg.seed, cfg.limit, cfg.test_fold,
+                              data_split_rule(cfg.data_dir))
+    if len(splits["train"]) == 0 or len(splits["val"]) == 0:
+        raise PipelineError(f"empty training or validation split in {cfg.data_dir} (too few records?)")
+    train_ds = ECGDataset(cache, splits["train"], spec, classes)
+    val_ds = ECGDataset(cache, splits["val"], spec, classes)
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed)
+    pin = device.type == "cuda"
+    train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler, pin)
+    val_loader = make_loader(val_ds, cfg.batch_size * 2, False, cfg.num_workers, pin_memory=pin)
+
+    model = build_model(cfg.arch, len(spec.leads), len(classes)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start, best, history = 1, -1.0, []
+    if resume_ckpt is not None:
+        ckpt = resume_ckpt
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start, best, history = ckpt["epoch"] + 1, ckpt["best_f1"], list(ckpt["history"])
+        if is_main:
+            left = (f"{cfg.epochs - ckpt['epoch']} epoch(s) left" if start <= cfg.epochs
+                    else "all epochs done, nothing to train")
+            print(f"resuming {resume_path} after epoch {ckpt['epoch']} (best val F1 {best:.4f}): {left}")
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if is_main:
+        split = f" (test fold {cfg.test_fold})" if cfg.test_fold else ""
+        print(f"{cfg.arch} on {len(spec.leads)} lead(s) {','.join(spec.leads)}, {spec.n_samples} samples "
+              f"({spec.seconds:g} s at {spec.sample_rate} Hz), {len(classes)} classes ({label_set['name']}); "
+              f"train {len(train_ds)} val {len(val_ds)} test {len(splits['test'])} records{split}; device {device}"
+              f"{' (bf16 autocast)' if amp else ''}{f', {world} processes' if world > 1 else ''}")
+    log = Path(cfg.log_dir) / f"{model_path.stem}.csv" if cfg.log_dir else log_path(model_path)
+    data = {"dir": str(cfg.data_dir), "name": database_name(cfg.data_dir), "fingerprint": manifest.get("fingerprint")}
+
+    for epoch in range(start, cfg.epochs + 1):
+        t0 = time.time()
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout
+        train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # shuffling
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 7919 * rank)
+        train_loss = train_one_epoch(train_model, train_loader, optimizer, device, amp, aug_gen,
+                                     f"epoch {epoch}/{cfg.epochs}")
+        if is_main:
+            row = {"epoch": epoch, "train_loss": train_loss, **validate(model, val_loader, device, amp),
+                   "seconds": time.time() - t0}
+            history.append(row)
+            improved = row["val_f1"] > best
+            best = max(best, row["val_f1"])
+            state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch, "best_f1": best,
+                     "history": history, "config": cfg.to_dict(), "label_set": label_set, "data": data,
+                     **split_provenance(splits, classes)}
+            if improved:
+                save_checkpoint(model_path, state)
+            save_checkpoint(resume_path, {**state, "optimizer": optimizer.state_dict()})
+            write_csv(pd.DataFrame(history), log)
+            print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f}  val loss {row['val_loss']:.4f}  "
+                  f"val F1 {row['val_f1']:.4f}  val AUC {row['val_auc']:.4f}  {row['seconds']:.1f}s"
+                  f"{'  * best' if improved else ''}", flush=True)
+        if world > 1:
+            dist.barrier()
+
+    if world > 1:
+        sums = [None] * world
+        dist.all_gather_object(sums, param_checksum(model))
+        if is_main:
+            if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+                raise PipelineError(f"DDP ranks disagree on the weights: {sums}")
+            print(f"DDP: {world} ranks agree (parameter checksum {sums[0]:.6f})")
+        # Free the DDP wrapper (its reducer holds the process group) before destroying the group: left to
+        # interpreter exit, its Gloo threads aborted rank 0 with std::terminate in about 1 run in 30.
+        del train_model
+        gc.collect()
+        dist.destroy_process_group()
+    if is_main:
+        print(f"best val F1 {best:.4f}; checkpoint {model_path}; log {log}")
+    return {"model_path": model_path, "best_f1": best, "history": history}

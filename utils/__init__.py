@@ -1,0 +1,20 @@
+"""The library under the stage scripts. Everything is re-exported here, so `from utils import X` works
+whichever module X lives in:
+
+- errors:  PipelineError, MissingInputError, RecordError; `script_main` turns them into `error:` exits
+- labels:  leads and label sets as data (cpsc9, superdiagnostic)
+- records: WFDB headers and signals (any format), the original CPSC2018 .mat, resampling
+- layouts: the registry of database layouts (WFDB, CPSC2018, PTB-XL) preprocess.py reads
+- folds:   stratified folds and the split rules
+- cache:   the preprocess outputs, their manifest checks and the memory-mapped signal cache
+- io:      atomic writes, figures, fingerprints, the freshness rule, argparse types, process pool
+- metrics: F1, AUC, threshold tuning, bootstrap CIs
+"""
+from utils.cache import *  # noqa: F401,F403
+from utils.errors import *  # noqa: F401,F403
+from utils.folds import *  # noqa: F401,F403
+from utils.io import *  # noqa: F401,F403
+from utils.labels import *  # noqa: F401,F403
+from utils.layouts import *  # noqa: F401,F403
+from utils.metrics import *  # noqa: F401,F403
+from utils.records import *  # noqa: F401,F403

@@ -1,0 +1,187 @@
+"""What preprocess.py writes and every later stage reads: labels.csv, reference.csv, the memory-mapped
+signal cache and the manifest (preprocess.json: label set, layout, split rule, fingerprint, and a
+description of each output). A folder is trusted only when its manifest is there and matches its files.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from utils.errors import MissingInputError, PipelineError
+from utils.io import atomic_write, manifest_mismatch, read_manifest
+from utils.labels import CPSC9, LEADS
+from utils.records import GAIN_ADU_PER_MV
+
+REFERENCE_CSV = "reference.csv"
+LABELS_CSV = "labels.csv"
+SIGNALS_NPY = "signals.npy"
+SIGNALS_INDEX_CSV = "signals_index.csv"
+MANIFEST_JSON = "preprocess.json"
+PREPROCESS_OUTPUTS = (SIGNALS_NPY, SIGNALS_INDEX_CSV, REFERENCE_CSV, LABELS_CSV)
+
+
+def require(path: Path, stage: str) -> Path:
+    """`path`, or a MissingInputError that names the stage to run first."""
+    if not Path(path).exists():
+        raise MissingInputError(f"{path} not found; run `{stage}` first")
+    return Path(path)
+
+
+def require_preprocessed(data_dir: Path) -> Path:
+    """The preprocess folder, refused unless its manifest is there and matches its outputs: preprocess.py
+    deletes the manifest before it replaces any output and writes it last, so a folder without one
+    holds a half-updated mix, and one whose files differ from the manifest was changed by hand."""
+    data_dir = Path(data_dir)
+    stage = f"python preprocess.py --data-dir {data_dir}"
+    if (data_dir / LABELS_CSV).exists() and not (data_dir / MANIFEST_JSON).exists():
+        raise PipelineError(f"{data_dir} has no {MANIFEST_JSON}: preprocessing did not finish there, so its "
+                            f"outputs may be half updated; rerun `{stage}`")
+    require(data_dir / MANIFEST_JSON, stage)
+    why = manifest_mismatch(data_dir / MANIFEST_JSON)
+    if why is not None:
+        raise PipelineError(f"{data_dir} does not match its {MANIFEST_JSON} ({why}); rerun `{stage} --force`")
+    return data_dir
+
+
+def preprocess_manifest(data_dir: Path) -> dict:
+    """The manifest of a checked preprocess folder (see `require_preprocessed`)."""
+    return read_manifest(require_preprocessed(data_dir) / MANIFEST_JSON)
+
+
+def data_label_set(data_dir: Path) -> dict:
+    """{"name", "classes"} of the label set a folder was preprocessed with (cpsc9 for folders written
+    before label sets were recorded)."""
+    return preprocess_manifest(data_dir).get("label_set") or CPSC9.as_dict()
+
+
+def data_split_rule(data_dir: Path) -> dict | None:
+    """The database's fixed split ({"train": folds, "val": folds, "test": folds}) or None (seeded permutation)."""
+    return preprocess_manifest(data_dir).get("fixed_split")
+
+
+def database_name(data_dir: Path) -> str:
+    """The name results are filed under: the preprocess folder's name (data/CPSC -> CPSC)."""
+    return Path(data_dir).resolve().name
+
+
+def load_labels(data_dir: Path) -> pd.DataFrame:
+    """labels.csv as preprocess.py wrote it, columns patient_id, the label set's classes, fold; an empty
+    or damaged file is an error naming the fix."""
+    classes = data_label_set(data_dir)["classes"]
+    path = require(Path(data_dir) / LABELS_CSV, f"python preprocess.py --data-dir {data_dir}")
+    stage = f"python preprocess.py --data-dir {data_dir} --force"
+    try:
+        labels = pd.read_csv(path, dtype={"patient_id": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path} is empty or unreadable ({type(e).__name__}); rerun `{stage}`") from None
+    missing = [c for c in ("patient_id", *classes, "fold") if c not in labels.columns]
+    if missing:
+        raise PipelineError(f"{path} lacks column(s) {', '.join(missing)}; rerun `{stage}`")
+    if labels.empty:
+        raise PipelineError(f"{path} has no records; rerun `{stage}`")
+    return labels
+
+
+class SignalCache:
+    """The preprocess cache: int16 µV, shape (12, total samples), memory-mapped, one span a record."""
+
+    def __init__(self, data_dir: Path):
+        data_dir = Path(data_dir)
+        stage = f"python preprocess.py --data-dir {require_preprocessed(data_dir)}"
+        self.signals = np.load(require(data_dir / SIGNALS_NPY, stage), mmap_mode="r")
+        index = pd.read_csv(require(data_dir / SIGNALS_INDEX_CSV, stage), dtype={"patient_id": str})
+        self.ids = index["patient_id"].tolist()
+        self.row = {pid: i for i, pid in enumerate(self.ids)}
+        self.start = index["start"].to_numpy(np.int64)
+        self.length = index["length"].to_numpy(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def record(self, pid: str, leads: Sequence[int] | None = None, dtype=np.float32) -> np.ndarray:
+        """Whole record in mV, (leads, samples). In float64 the value is exactly int16 µV / 1000, which
+        equals wfdb's physical signal of a gain-1000 record (the expert features need that precision)."""
+        i = self.row[pid]
+        rows = slice(None) if leads is None else list(leads)
+        x = self.signals[rows, self.start[i]:self.start[i] + self.length[i]]
+        return x.astype(dtype) / dtype(GAIN_ADU_PER_MV)
+
+    def window(self, pid: str, leads: Sequence[int], n_samples: int) -> np.ndarray:
+        """The last `n_samples` of a record in mV (leads, n_samples), zero-padded in front."""
+        i = self.row[pid]
+        end = self.start[i] + self.length[i]
+        take = min(n_samples, int(self.length[i]))
+        out = np.zeros((len(leads), n_samples), dtype=np.float32)
+        out[:, n_samples - take:] = self.signals[list(leads), end - take:end]
+        out *= 1.0 / GAIN_ADU_PER_MV
+        return out
+
+
+def fit_length(x: np.ndarray, n_samples: int) -> np.ndarray:
+    """Keep the last `n_samples` along the last axis, zero-padding in front (the model's input rule)."""
+    if x.shape[-1] >= n_samples:
+        return np.ascontiguousarray(x[..., x.shape[-1] - n_samples:])
+    pad = np.zeros(x.shape[:-1] + (n_samples - x.shape[-1],), dtype=x.dtype)
+    return np.concatenate([pad, x], axis=-1)
+
+
+class SignalCacheWriter:
+    """Builds signals.npy record by record in constant memory.
+
+    Records arrive one at a time as (12, n) int16 and are appended, time-major, to a raw temporary
+    file, so nothing needs the lengths in advance and a record that fails to decode leaves no hole.
+    `finish()` transposes that file in fixed-size chunks into the lead-major (12, total) cache (what
+    SignalCache reads: one lead's samples contiguous), through memory maps only, and renames it into
+    place atomically; memory stays at one chunk whatever the number of records."""
+
+    CHUNK = 1 << 20  # samples per transposition step: 24 MB of int16
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        fd, raw = tempfile.mkstemp(dir=self.out_dir, prefix=f".{SIGNALS_NPY}.", suffix=".raw.tmp")
+        self.raw_path = Path(raw)
+        self.raw = os.fdopen(fd, "wb", buffering=1 << 22)
+        self.ids: list[str] = []
+        self.lengths: list[int] = []
+
+    def append(self, pid: str, signal: np.ndarray) -> None:
+        if signal.dtype != np.int16 or signal.ndim != 2 or signal.shape[0] != len(LEADS):
+            raise ValueError(f"{pid}: the cache takes (12, n) int16, got {signal.dtype} {signal.shape}")
+        self.raw.write(np.ascontiguousarray(signal.T).tobytes())
+        self.ids.append(pid)
+        self.lengths.append(signal.shape[1])
+
+    def finish(self) -> pd.DataFrame:
+        """Write signals.npy and signals_index.csv; returns the index (patient_id, start, length)."""
+        from utils.io import write_csv
+
+        self.raw.close()
+        total = int(sum(self.lengths))
+        try:
+            def fill(tmp: Path) -> None:
+                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(LEADS), total))
+                if total:
+                    raw = np.memmap(self.raw_path, dtype=np.int16, mode="r", shape=(total, len(LEADS)))
+                    for a in range(0, total, self.CHUNK):
+                        arr[:, a:a + self.CHUNK] = raw[a:a + self.CHUNK].T
+                    del raw
+                arr.flush()
+                del arr
+
+            atomic_write(self.out_dir / SIGNALS_NPY, fill)
+        finally:
+            self.raw_path.unlink(missing_ok=True)
+        lengths = np.asarray(self.lengths, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+        index = pd.DataFrame({"patient_id": self.ids, "start": starts, "length": lengths})
+        write_csv(index, self.out_dir / SIGNALS_INDEX_CSV)
+        return index
+
+    def abort(self) -> None:
+        self.raw.close()
+        self.raw_path.unlink(missing_ok=True)

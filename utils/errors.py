@@ -1,0 +1,30 @@
+"""The exceptions the library raises. Library code never exits: a script's `main()` is wrapped by
+`script_main`, which turns a `PipelineError` into the one-line `error: …` exit a user reads."""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+
+class PipelineError(Exception):
+    """An input, file or setting a stage cannot work with; the message says what is wrong and the fix."""
+
+
+class MissingInputError(PipelineError):
+    """An input a stage needs does not exist yet; the message names the stage that writes it."""
+
+
+class RecordError(PipelineError, ValueError):
+    """A record that cannot be used; the message names the file and what is wrong."""
+
+
+def script_main(main: Callable) -> Callable:
+    """Decorator for a script's `main()`: a PipelineError becomes `SystemExit("error: …")` (exit 1)."""
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except PipelineError as e:
+            raise SystemExit(f"error: {e}") from None
+
+    return run

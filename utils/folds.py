@@ -1,0 +1,89 @@
+"""Folds and splits: seeded multi-label stratified folds, and the rules that turn folds into
+train/validation/test -- the original's seeded permutation, a database's fixed split (PTB-XL: folds 1-8,
+9, 10), or cross-validation fold k."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+N_FOLDS = 10
+TRAIN_FOLDS, VAL_FOLDS, TEST_FOLDS = 8, 1, 1
+
+
+def stratified_folds(y: np.ndarray, n_folds: int = N_FOLDS, seed: int = 42) -> np.ndarray:
+    """Iterative stratification for multi-label data (Sechidis et al., ECML 2011); folds 1..n_folds.
+
+    Rarest labels are placed first, each example into the fold (not yet full) that still wants that
+    label most, ties broken by fold size and then by a generator seeded with `seed` -- a pure function
+    of (y, n_folds, seed).
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y, dtype=bool)
+    n, n_labels = y.shape
+    want_total = np.full(n_folds, n / n_folds)
+    want_label = np.tile(y.sum(0) / n_folds, (n_folds, 1))  # (folds, labels)
+    fold = np.zeros(n, dtype=np.int64)
+    remaining = np.ones(n, dtype=bool)
+    order_noise = rng.random(n)
+
+    def place(i: int, scores: np.ndarray) -> None:
+        scores[want_total <= 0] = -np.inf  # a full fold takes no more while another still has room
+        if np.isinf(scores).all():
+            scores = want_total.copy()
+        best = np.flatnonzero(scores == scores.max())
+        if len(best) > 1:
+            sizes = want_total[best]
+            best = best[sizes == sizes.max()]
+        f = best[rng.integers(len(best))] if len(best) > 1 else best[0]
+        fold[i] = f + 1
+        remaining[i] = False
+        want_total[f] -= 1
+        want_label[f] -= y[i]
+
+    while remaining.any():
+        counts = y[remaining].sum(0)
+        if counts.sum() == 0:
+            for i in np.flatnonzero(remaining)[np.argsort(order_noise[remaining])]:
+                place(i, want_total.copy())
+            break
+        label = np.flatnonzero(counts == counts[counts > 0].min())[0]
+        members = np.flatnonzero(remaining & y[:, label])
+        for i in members[np.argsort(order_noise[members])]:
+            place(i, want_label[:, label].copy())
+    return fold
+
+
+
+
+def split_folds(seed: int, test_fold: int | None = None,
+                fixed: Mapping[str, Sequence[int]] | None = None) -> tuple[list[int], list[int], list[int]]:
+    """Train/validation/test folds, 8/1/1.
+
+    - `test_fold` k (cross-validation): test on fold k, validate on the next fold (k % 10 + 1), train on
+      the other eight, so the ten values of k test every record exactly once;
+    - else `fixed` (a database's own split, stored in its preprocess manifest): those folds;
+    - else exactly the original code's single split, `np.random.RandomState(seed).permutation(range(1, 11))`:
+      first 8 folds train, 9th validation, 10th test (seed 42: train 9,2,6,1,8,3,10,5; validation 4; test 7).
+    """
+    if test_fold is not None:
+        if not 1 <= test_fold <= N_FOLDS:
+            raise ValueError(f"test fold must be 1..{N_FOLDS}, got {test_fold}")
+        val = test_fold % N_FOLDS + 1
+        return [f for f in range(1, N_FOLDS + 1) if f not in (test_fold, val)], [val], [test_fold]
+    if fixed:
+        return [int(f) for f in fixed["train"]], [int(f) for f in fixed["val"]], [int(f) for f in fixed["test"]]
+    perm = [int(f) for f in np.random.RandomState(seed).permutation(range(1, N_FOLDS + 1))]
+    return perm[:TRAIN_FOLDS], perm[TRAIN_FOLDS:TRAIN_FOLDS + VAL_FOLDS], perm[TRAIN_FOLDS + VAL_FOLDS:]
+
+
+def split_labels(labels: pd.DataFrame, seed: int, limit: int | None = None, test_fold: int | None = None,
+                 fixed: Mapping[str, Sequence[int]] | None = None) -> dict[str, pd.DataFrame]:
+    """labels.csv rows of the train/val/test folds (see `split_folds`); `limit` keeps a seeded random
+    subset first."""
+    if limit and limit < len(labels):
+        labels = labels.sample(n=limit, random_state=seed).sort_index()
+    train, val, test = split_folds(seed, test_fold, fixed)
+    return {name: labels[labels["fold"].isin(folds)].reset_index(drop=True)
+            for name, folds in (("train", train), ("val", val), ("test", test))}

@@ -1,0 +1,261 @@
+"""Files and processes: atomic writes, CSV/JSON/NPY/PNG outputs, fingerprints, the one freshness rule
+("are these outputs current for their inputs and settings?"), command-line value types and a
+Ctrl-C-safe process pool."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from utils.errors import PipelineError
+
+
+# ---------------------------------------------------------------------------------------------
+# Command-line value types: a bad count or size is an argparse error (exit 2, one line), not a traceback
+# ---------------------------------------------------------------------------------------------
+def _checked(kind: type, test: Callable, wanted: str) -> Callable[[str], float]:
+    def parse(text: str):
+        import argparse
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        if not (np.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        return value
+
+    parse.__name__ = wanted  # argparse names the type in its message
+    return parse
+
+
+positive_int = _checked(int, lambda v: v > 0, "a positive integer")
+nonnegative_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = _checked(float, lambda v: v > 0, "a positive number")
+
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
+
+    A crash leaves either the old file or the new one, never half of either.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give outputs the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def check_writable(folder: Path, hint: str = "") -> None:
+    """Fail before any work when outputs could not be written to `folder` (read-only mount, no
+    permission): creating and removing a probe file is the only test that also holds for root."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PipelineError(f"cannot write to {folder} ({e.strerror or e}); the folder is read-only"
+                         f"{f'; {hint}' if hint else ''}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_csv(df: pd.DataFrame, path: Path, **kwargs) -> Path:
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, **kwargs))
+
+
+def write_text(text: str, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(obj, path: Path) -> Path:
+    return write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_npy(arr: np.ndarray, path: Path) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+            np.save(f, arr)
+
+    return atomic_write(path, write)
+
+
+def save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    plt.close(fig)
+    return path
+
+
+def fingerprint(parts: Iterable) -> str:
+    """Stable short hash of anything JSON-serialisable, for 'are these outputs still current?'."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=_json_default).encode())
+    return h.hexdigest()[:16]
+
+
+def file_fingerprint(path: Path) -> str:
+    st = Path(path).stat()
+    return fingerprint([str(path), st.st_size, st.st_mtime_ns])
+
+
+
+def _ignore_sigint(initializer: Callable | None, initargs: tuple) -> None:
+    """Pool workers leave Ctrl-C to the parent: a worker killed by it mid-task hangs Pool.imap."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def parallel_imap(fn: Callable, tasks: Sequence, workers: int, desc: str, chunksize: int = 8,
+                  initializer: Callable | None = None, initargs: tuple = ()) -> Iterator:
+    """`fn(t)` for each task, yielded in order as they finish, with a progress bar, over `workers`
+    processes when it pays. Results are consumed as they come, so memory holds a few chunks, not all.
+
+    Ctrl-C stops promptly: the workers ignore SIGINT, the parent terminates the pool and re-raises
+    KeyboardInterrupt (temporary files are removed by the writers on the way out)."""
+    from multiprocessing import Pool
+
+    from tqdm import tqdm
+
+    bar = dict(total=len(tasks), desc=desc, unit="rec", file=sys.stdout, mininterval=1.0)
+    if workers <= 1 or len(tasks) <= 50:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from (fn(t) for t in tqdm(tasks, **bar))
+        return
+    pool = Pool(workers, initializer=_ignore_sigint, initargs=(initializer, initargs))
+    try:
+        yield from tqdm(pool.imap(fn, tasks, chunksize=chunksize), **bar)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def parallel_map(fn: Callable, tasks: Sequence, workers: int, desc: str, chunksize: int = 8,
+                 initializer: Callable | None = None, initargs: tuple = ()) -> list:
+    """`[fn(t) for t in tasks]` through `parallel_imap`."""
+    return list(parallel_imap(fn, tasks, workers, desc, chunksize, initializer, initargs))
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """A distinct file-name stem per user-given record: its own stem, or, where stems of different files
+    collide (d1/A0001, d2/A0001), the stem prefixed with as many parent folders as it takes; the same
+    file given twice gets _1, _2. No figure overwrites another."""
+    resolved = [Path(p).resolve() for p in paths]
+    names = []
+    for path in resolved:
+        others = {q for q in resolved if q.stem == path.stem and q != path}
+        depth = 0
+        while others and depth < len(path.parent.parts):
+            depth += 1
+            mine = path.parent.parts[-depth:]
+            others = {q for q in others if q.parent.parts[-depth:] == mine}
+        names.append("_".join([*path.parent.parts[len(path.parent.parts) - depth:], path.stem]).lstrip("/_"))
+    return [n if names.count(n) == 1 else f"{n}_{names[:i].count(n) + 1}" for i, n in enumerate(names)]
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The one freshness rule: a manifest, written last, holds a fingerprint of the inputs and settings and
+# a description of each output file; outputs are current only when both still match.
+# ---------------------------------------------------------------------------------------------
+_HASHED_UP_TO = 64 << 20  # outputs smaller than this are hashed; larger ones (the signal cache) are sized
+
+
+def file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def describe_file(path: Path) -> dict:
+    """Size, plus a content hash for files small enough to hash in milliseconds."""
+    size = Path(path).stat().st_size
+    return {"size": size, **({"sha256": file_sha(path)} if size <= _HASHED_UP_TO else {})}
+
+
+def write_manifest(path: Path, key: str, outputs: Iterable[Path], **info) -> Path:
+    """Mark `outputs` as current for `key`; call it after every output is written (and remove the
+    old manifest with `path.unlink()` before replacing any output)."""
+    files = {Path(o).name: describe_file(o) for o in outputs}
+    return write_json({"fingerprint": key, "files": files, **info}, path)
+
+
+def read_manifest(path: Path) -> dict | None:
+    """The manifest as a dict, or None when it is missing or unreadable."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def manifest_mismatch(path: Path) -> str | None:
+    """Why the outputs beside a manifest are not the ones it describes (None when they are)."""
+    manifest = read_manifest(path)
+    if manifest is None:
+        return f"{Path(path).name} is missing or unreadable"
+    for name, described in manifest.get("files", {}).items():
+        output = Path(path).parent / name
+        if not output.exists():
+            return f"{name} is missing"
+        if describe_file(output) != described:
+            return f"{name} was changed after {Path(path).name} was written"
+    return None
+
+
+def outputs_current(path: Path, key: str) -> bool:
+    """True when the manifest at `path` was written for `key` and its outputs are unchanged."""
+    manifest = read_manifest(path)
+    return manifest is not None and manifest.get("fingerprint") == key and manifest_mismatch(path) is None
+
+
+def remove_stale_temporaries(folder: Path, names: Iterable[str]) -> None:
+    """Delete the `.{name}.*.tmp` files a killed `atomic_write` of these outputs left behind."""
+    for name in names:
+        for stale in Path(folder).glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)

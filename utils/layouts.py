@@ -1,0 +1,224 @@
+"""The database layouts preprocess.py reads, as a registry: one small reader per layout, one detection
+function. Adding a layout is one `Layout(...)` plus one line in LAYOUTS.
+
+A layout lists its records first (ids, labels over the chosen label set, folds when the database fixes
+them, what the listing knows of age, sex and rate) without decoding any signal, so unlabelled records
+are never decoded and preprocessing can stream; `read` then decodes one listed record.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from utils.errors import PipelineError, RecordError
+from utils.labels import LabelSet
+from utils.records import Header, normalise_sex, parse_header, read_cpsc_record, read_wfdb_record
+
+
+@dataclass
+class Entry:
+    """One listed record: what preprocess knows before decoding it."""
+    pid: str
+    path: Path                                   # what the layout's `read` opens
+    labels: np.ndarray | None = None             # 0/1 over the label set's classes
+    info: dict = field(default_factory=dict)     # reference.csv fields known from the listing
+    fold: int | None = None                      # the database's own fold, when it has one
+    error: str | None = None                     # why the record cannot be used (then it is skipped)
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    description: str
+    detect: Callable[[Path], bool]
+    list_records: Callable[[Path, LabelSet], list[Entry]]
+    read: Callable[[Entry], tuple[Header, np.ndarray]]   # header and mV (12, n) at the record's rate
+    input_files: Callable[[Path, list[Entry]], list[Path]]  # what the outputs depend on (fingerprinted)
+    fixed_split: dict | None = None              # the database's recommended split, by fold
+
+
+def _header_info(hdr: Header) -> dict:
+    return {"sample_rate": hdr.sample_rate, "signal_len": hdr.sig_len, "age": hdr.age, "sex": hdr.sex,
+            "dx": ",".join(hdr.dx)}
+
+
+# --- WFDB records of the PhysioNet/CinC 2020-2021 releases: `# Dx:` SNOMED-CT codes, any signal format ------
+def _wfdb_detect(data_dir: Path) -> bool:
+    return next(data_dir.rglob("*.hea"), None) is not None
+
+
+def _wfdb_list(data_dir: Path, label_set: LabelSet) -> list[Entry]:
+    if not label_set.snomed:
+        raise PipelineError(f"label set {label_set.name!r} has no SNOMED-CT map, so WFDB records with `# Dx:` "
+                            f"codes cannot be labelled with it")
+    entries = []
+    for path in sorted(data_dir.rglob("*.hea")):
+        try:
+            hdr = parse_header(path)
+        except RecordError as e:
+            entries.append(Entry(path.stem, path, error=str(e)))
+            continue
+        entries.append(Entry(path.stem, path, label_set.from_snomed(hdr.dx), _header_info(hdr)))
+    return entries
+
+
+def _wfdb_inputs(data_dir: Path, entries: list[Entry]) -> list[Path]:
+    files = []
+    for e in entries:
+        files.append(e.path)
+        files += [p for p in (e.path.with_suffix(".mat"), e.path.with_suffix(".dat")) if p.exists()]
+    return files
+
+
+WFDB = Layout("wfdb", "WFDB header + signal (.mat or .dat, any format), `# Dx:` SNOMED-CT codes",
+              _wfdb_detect, _wfdb_list, lambda e: read_wfdb_record(e.path), _wfdb_inputs)
+
+
+# --- The original CPSC2018 release: .mat struct ECG + REFERENCE.csv (class numbers 1..9) ------------------
+def read_cpsc_reference(path: Path, label_set: LabelSet) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """REFERENCE.csv of the original release: class numbers 1..n in the set's order -> 0/1 vectors per
+    record, and, for rows with a label that is not a class number, a message naming the file, record
+    and label (that record is skipped and reported; the others are kept)."""
+    n = len(label_set.classes)
+    try:
+        ref = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as e:
+        raise RecordError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    labels, errors = {}, {}
+    for _, row in ref.iterrows():
+        pid = str(row.iloc[0]).strip()
+        y = np.zeros(n, dtype=np.int8)
+        for col in ref.columns[1:]:
+            v = str(row[col]).strip()
+            if not v:
+                continue
+            try:
+                k = float(v)
+            except ValueError:
+                k = float("nan")
+            if not (1 <= k <= n and k == int(k)):  # also false for nan; inf fails the range
+                errors[pid] = f"{path}: {col} {v!r} of {pid} is not a class number 1-{n}"
+                break
+            y[int(k) - 1] = 1
+        else:
+            labels[pid] = y
+    return labels, errors
+
+
+def _cpsc_detect(data_dir: Path) -> bool:
+    return (data_dir / "REFERENCE.csv").exists() and next(data_dir.rglob("*.mat"), None) is not None
+
+
+def _cpsc_list(data_dir: Path, label_set: LabelSet) -> list[Entry]:
+    if not label_set.cpsc_numbers:
+        raise PipelineError(f"label set {label_set.name!r} cannot be read from the original CPSC2018 layout "
+                            f"(its REFERENCE.csv numbers the cpsc9 classes)")
+    labels, bad = read_cpsc_reference(data_dir / "REFERENCE.csv", label_set)
+    entries = []
+    for path in sorted(data_dir.rglob("*.mat")):
+        error = bad.get(path.stem) or (None if path.stem in labels else f"{path}: no row in REFERENCE.csv")
+        y = labels.get(path.stem)
+        entries.append(Entry(path.stem, path, y, {"dx": ",".join(label_set.classes[i] for i in np.flatnonzero(y))}
+                             if y is not None else {}, error=error))
+    return entries
+
+
+CPSC2018 = Layout("cpsc2018", "original CPSC2018 release: .mat struct ECG + REFERENCE.csv", _cpsc_detect, _cpsc_list,
+                  lambda e: read_cpsc_record(e.path),
+                  lambda d, entries: [d / "REFERENCE.csv", *(e.path for e in entries)])
+
+
+# --- PTB-XL in its own layout: ptbxl_database.csv, scp_statements.csv, records500/ -----------------------
+PTBXL_DATABASE, PTBXL_STATEMENTS = "ptbxl_database.csv", "scp_statements.csv"
+PTBXL_SPLIT = {"train": list(range(1, 9)), "val": [9], "test": [10]}  # the PTB-XL benchmark's split
+
+
+def scp_codes(text: str) -> list[str]:
+    """The statements of one `scp_codes` cell (a Python-literal dict {statement: likelihood}); every key
+    applies whatever its likelihood (rhythm and form statements carry 0). Spreadsheet-mangled codes
+    such as 1.0AVB are read as 1AVB."""
+    codes = ast.literal_eval(text) if isinstance(text, str) and text.strip() else {}
+    if not isinstance(codes, dict):
+        raise ValueError(f"scp_codes {text!r} is not a dict")
+    return [re.sub(r"^(\d+)\.0(?=[A-Z])", r"\1", str(k).strip()) for k in codes]
+
+
+def _ptbxl_detect(data_dir: Path) -> bool:
+    return (data_dir / PTBXL_DATABASE).exists()
+
+
+def _ptbxl_class_map(data_dir: Path, label_set: LabelSet) -> dict[str, str]:
+    if label_set.scp:
+        return dict(label_set.scp)
+    if not label_set.scp_diagnostic_class:
+        raise PipelineError(f"label set {label_set.name!r} has no map from PTB-XL's SCP statements")
+    path = data_dir / PTBXL_STATEMENTS
+    if not path.exists():
+        raise PipelineError(f"{path} not found: the {label_set.name} label set takes each statement's "
+                            f"diagnostic_class from it")
+    statements = pd.read_csv(path, index_col=0)
+    if "diagnostic_class" not in statements.columns:
+        raise PipelineError(f"{path} has no diagnostic_class column")
+    diagnostic = statements[statements.get("diagnostic", 1).fillna(0).astype(float) == 1]
+    return {str(code): str(cls) for code, cls in diagnostic["diagnostic_class"].dropna().items()}
+
+
+def _ptbxl_list(data_dir: Path, label_set: LabelSet) -> list[Entry]:
+    path = data_dir / PTBXL_DATABASE
+    try:
+        db = pd.read_csv(path, index_col="ecg_id")
+        missing = {"scp_codes", "strat_fold", "filename_hr"} - set(db.columns)
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    if missing:
+        raise PipelineError(f"{path} lacks column(s) {', '.join(sorted(missing))}")
+    to_class = _ptbxl_class_map(data_dir, label_set)
+    entries = []
+    for ecg_id, row in db.iterrows():
+        pid = str(int(ecg_id))
+        record = data_dir / f"{row['filename_hr']}.hea"
+        try:
+            codes = scp_codes(row["scp_codes"])
+            fold = int(row["strat_fold"])
+        except (ValueError, SyntaxError, TypeError) as e:
+            entries.append(Entry(pid, record, error=f"{path}: ecg_id {pid}: {type(e).__name__}: {e}"))
+            continue
+        sex = {0: "Male", 1: "Female"}.get(int(row["sex"]) if pd.notna(row.get("sex")) else -1, "Unknown")
+        age = float(row["age"]) if pd.notna(row.get("age")) and 0 <= float(row["age"]) < 130 else float("nan")
+        info = {"sample_rate": 500.0, "age": age, "sex": normalise_sex(sex), "dx": ",".join(codes)}
+        entries.append(Entry(pid, record, label_set.vector(to_class.get(c) for c in codes), info, fold))
+    return entries
+
+
+PTBXL = Layout("ptbxl", "PTB-XL: ptbxl_database.csv + scp_statements.csv + records500/ WFDB records",
+               _ptbxl_detect, _ptbxl_list, lambda e: read_wfdb_record(e.path),
+               lambda d, entries: [d / PTBXL_DATABASE, *([d / PTBXL_STATEMENTS] if (d / PTBXL_STATEMENTS).exists()
+                                                         else []), *_wfdb_inputs(d, entries)],
+               fixed_split=PTBXL_SPLIT)
+
+LAYOUTS = {layout.name: layout for layout in (PTBXL, WFDB, CPSC2018)}  # detection order: first match wins
+
+
+def detect_layout(data_dir: Path) -> Layout:
+    """The layout of a records folder; a clear error when it holds none."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise PipelineError(f"data directory {data_dir} does not exist")
+    for layout in LAYOUTS.values():
+        if layout.detect(data_dir):
+            return layout
+    if next(data_dir.rglob("*.mat"), None) is not None:
+        raise PipelineError(f"{data_dir} has .mat files but neither .hea headers nor REFERENCE.csv")
+    raise PipelineError(f"no records (*.hea, *.mat + REFERENCE.csv, or {PTBXL_DATABASE}) found in {data_dir}")
+
+
+def read_entry(task: tuple[str, Entry]) -> tuple[Header, np.ndarray]:
+    """Decode one listed record (a picklable task for worker processes)."""
+    layout, entry = task
+    return LAYOUTS[layout].read(entry)
