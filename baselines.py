@@ -32,10 +32,10 @@ import pywt
 import scipy.stats
 from tqdm import tqdm
 
-from utils import (LEADS, script_main, N_FOLDS, SAMPLE_RATE, SignalCache, auc_scores, data_label_set, data_split_rule,
-                   database_name, f1_scores, fingerprint, leads_tag, load_labels, outputs_current, parallel_map,
-                   parse_leads, positive_int, preprocess_manifest, split_labels, tune_thresholds, write_csv,
-                   write_json, write_manifest, write_text)
+from utils import (LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, auc_scores, data_label_set, data_split_rule, database_name,
+                   f1_scores, fingerprint, leads_tag, load_labels, outputs_current, parallel_map, parse_leads,
+                   positive_int, preprocess_manifest, script_main, split_labels, tune_thresholds, write_csv, write_json,
+                   write_manifest, write_text)
 
 FEATURES_CSV = "features.csv"
 FEATURE_VERSION = 2  # 2: the original's statistic order, entropy / 10, float64 signals

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Sequence
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd

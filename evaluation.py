@@ -17,8 +17,11 @@ import torch
 
 from dataset import ECGDataset, InputSpec, checkpoint_splits, make_loader, score
 from models import load_thresholds, run_name, thresholds_path
-from utils import (PipelineError, SignalCache, classification_metrics, data_label_set, data_split_rule,
-                   database_name, load_labels, save_figure, split_folds, tune_thresholds, write_csv, write_json)
+from utils import (PipelineError, SignalCache, classification_metrics, data_label_set, data_split_rule, database_name,
+                   file_sha, fingerprint, load_labels, outputs_current, save_figure, split_folds, tune_thresholds,
+                   write_csv, write_json, write_manifest)
+
+EVALUATED_JSON = "evaluated.json"  # the manifest of an evaluation's outputs, written last
 
 
 def results_folder(results_dir: Path, ckpt: dict, model_path: Path) -> Path:
@@ -95,6 +98,17 @@ def write_results(out: Path, part: pd.DataFrame, y: np.ndarray, probs: np.ndarra
     return table
 
 
+def evaluation_key(model_path: Path, ckpt: dict, n_bootstrap: int) -> str:
+    """What an evaluation's outputs depend on: the checkpoint's bytes, its data and the bootstrap size."""
+    return fingerprint([file_sha(model_path), ckpt["data"]["fingerprint"], n_bootstrap])
+
+
+def evaluation_current(model_path: Path, ckpt: dict, results_dir: Path, n_bootstrap: int) -> bool:
+    """True when results/<db>/<run>/ holds an evaluation of exactly this checkpoint and settings."""
+    out = results_folder(results_dir, ckpt, model_path)
+    return outputs_current(out / EVALUATED_JSON, evaluation_key(model_path, ckpt, n_bootstrap))
+
+
 def evaluate_run(model: torch.nn.Module, ckpt: dict, model_path: Path, results_dir: Path, device: torch.device,
                  data_dir: Path | None = None, n_bootstrap: int = 1000, batch_size: int = 64, num_workers: int = 2,
                  figures: bool = True) -> tuple[pd.DataFrame, Path]:
@@ -118,12 +132,15 @@ def evaluate_run(model: torch.nn.Module, ckpt: dict, model_path: Path, results_d
                 "tuned_on": f"validation fold(s) {val_folds}: {len(splits['val'])} records",
                 "model": str(model_path)}, thresholds_path(model_path))
     out = results_folder(results_dir, ckpt, model_path)
+    (out / EVALUATED_JSON).unlink(missing_ok=True)
     probs, y = scored["test"]
     info = {"model": str(model_path), "data_dir": str(data_dir), "database": ckpt["data"]["name"],
             "test_folds": test_folds, "n_test": len(splits["test"]), "leads": list(spec.leads),
             "label_set": ckpt["label_set"]["name"]}
     table = write_results(out, splits["test"], y, probs, thresholds, classes, n_bootstrap, int(cfg["seed"]),
                           figures, info, "ROC, test fold")
+    write_manifest(out / EVALUATED_JSON, evaluation_key(model_path, ckpt, n_bootstrap),
+                   [out / "metrics.csv", out / "metrics.json", out / "test_scores.csv", thresholds_path(model_path)])
     print(f"test fold(s) {test_folds}: {len(splits['test'])} records; thresholds tuned on validation fold(s) "
           f"{val_folds}")
     return table, out

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 
 from utils import (LABEL_SETS, LABELS_CSV, MANIFEST_JSON, N_FOLDS, PREPROCESS_OUTPUTS, REFERENCE_CSV, SAMPLE_RATE,
-                   Entry, Layout, LabelSet, PipelineError, RecordError, SignalCacheWriter, check_writable,
-                   detect_layout, file_fingerprint, fingerprint, get_label_set, outputs_current, parallel_imap,
+                   Entry, LabelSet, Layout, PipelineError, RecordError, check_writable,
+                   detect_layout, file_fingerprint, fingerprint, get_label_set, outputs_current, parallel_imap, read_entry, write_index, write_span,
                    positive_int, remove_stale_temporaries, resample, script_main, stratified_folds, to_microvolts,
-                   write_csv, write_manifest)
+                   write_csv, write_manifest, CacheFile, stream_signal_cache)
 
 CACHE_VERSION = 2  # bump when the cache format changes, so old caches are rebuilt
 
@@ -50,19 +50,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def decode(task: tuple[str, Entry]) -> tuple[str, dict | np.ndarray]:
-    """One record -> ("ok", int16 µV at 500 Hz) and its header facts, or ("error", message)."""
-    from utils import read_entry
-
+def decode(task: tuple[str, Entry, tuple[str, int] | None]) -> tuple[str, dict | str]:
+    """One record -> ("ok", {info, length[, signal]}) or ("error", message). With a target (cache file,
+    column) the int16 µV signal at 500 Hz is written there by this process and not returned."""
+    layout, entry, target = task
     try:
-        hdr, mv = read_entry(task)
+        hdr, mv = read_entry((layout, entry))
         signal = to_microvolts(resample(mv, hdr.sample_rate, SAMPLE_RATE))
+        if target is not None:
+            if signal.shape[1] != entry.length:
+                raise RecordError(f"{entry.path}: {signal.shape[1]} samples decoded, header announced {entry.length}")
+            write_span(target[0], target[1], signal)
     except RecordError as e:
         return "error", str(e)
     except Exception as e:  # an unexpected failure in one record must not stop the other 6,876
-        return "error", f"{task[1].path}: {type(e).__name__}: {e}"
+        return "error", f"{entry.path}: {type(e).__name__}: {e}"
     info = {"sample_rate": hdr.sample_rate, "signal_len": hdr.sig_len, "age": hdr.age, "sex": hdr.sex}
-    return "ok", {"signal": signal, "info": info}
+    return "ok", {"info": info, "length": signal.shape[1], **({} if target else {"signal": signal})}
 
 
 def input_fingerprint(layout: Layout, entries: list[Entry], data_dir: Path, label_set: LabelSet, seed: int) -> str:
@@ -95,23 +99,40 @@ def failure_kind(message: str) -> str:
 
 def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, workers: int
                       ) -> tuple[list[Entry], dict[str, dict], list[str]]:
-    """Decode the entries in parallel and stream each signal into the cache as it arrives, in order;
-    returns the entries kept, their decoded header facts, and the skip messages."""
-    writer = SignalCacheWriter(out_dir)
+    """Decode the entries in parallel into the cache; returns the entries kept, their decoded header
+    facts, and the skip messages. Memory holds a few records, never all of them: when the headers gave
+    every length, each worker writes its records in place into the memory-mapped cache file (a record
+    that fails leaves its span unused and out of the index); otherwise (the original CPSC2018 layout has
+    no headers) the signals are streamed back in order and appended."""
     kept, facts, errors = [], {}, []
-    try:
-        results = parallel_imap(decode, [(layout.name, e) for e in entries], workers, "decode", chunksize=16)
-        for entry, (status, value) in zip(entries, results):
+    lengths = [e.length for e in entries]
+    in_place = None not in lengths
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64) if in_place else None
+    cache = CacheFile(out_dir, int(starts[-1])) if in_place else None
+    tasks = [(layout.name, e, (str(cache.tmp), int(starts[i])) if in_place else None) for i, e in enumerate(entries)]
+
+    def decoded():
+        for entry, (status, value) in zip(entries, parallel_imap(decode, tasks, workers, "decode", chunksize=16)):
             if status == "error":
                 errors.append(value)
+                yield entry.pid, None
                 continue
-            writer.append(entry.pid, value["signal"])
             kept.append(entry)
             facts[entry.pid] = value["info"]
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+            yield entry.pid, value.get("signal")
+
+    try:
+        if in_place:
+            slot = {e.pid: i for i, e in enumerate(entries)}
+            for _ in decoded():  # the workers write; here only the bookkeeping
+                pass
+            write_index(out_dir, [e.pid for e in kept], [int(starts[slot[e.pid]]) for e in kept], [e.length for e in kept])
+            cache.commit()
+        else:
+            stream_signal_cache(out_dir, decoded())
+    finally:
+        if cache is not None and cache.tmp.exists():
+            cache.discard()
     return kept, facts, errors
 
 
@@ -143,7 +164,7 @@ def main(argv=None) -> None:
     out_dir = args.out_dir or args.data_dir
     label_set = get_label_set(args.labels)
     layout = detect_layout(args.data_dir)
-    entries = layout.list_records(args.data_dir, label_set)
+    entries = layout.list_records(args.data_dir, label_set, args.num_workers)
     key = input_fingerprint(layout, entries, args.data_dir, label_set, args.seed)
     if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):
         print(f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)")

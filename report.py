@@ -19,6 +19,8 @@ from models import read_checkpoint, run_name
 from utils import MANIFEST_JSON, PipelineError, data_label_set, database_name, script_main, write_text
 
 PAPER = {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
+# PTB-XL benchmark (Strodthoff et al., IEEE JBHI 2021), superdiagnostic task, macro AUC on strat_fold 10
+PTBXL_BENCHMARK = {"resnet1d_wang": 0.930, "xresnet1d101": 0.928, "inception1d": 0.921}
 SECTIONS = ("Dataset", "Expert-feature baselines", "Deep model (12 leads), test fold", "Cross-validation",
             "Lead study", "Confusion matrices", "ROC curves", "SHAP lead importance", "External validation")
 
@@ -82,6 +84,11 @@ def model_section(args) -> str:
         rows.append(f"| {cls} | {r['precision']:.3f} | {r['recall']:.3f} | {ci(r, 'f1')} | {ci(r, 'auc')} | "
                     f"{r['accuracy']:.3f} | {int(r['support'])} |")
     mean = t.loc["mean"]
+    if "NORM" in t.index and "CD" in t.index:  # the superdiagnostic label set: compare with the PTB-XL benchmark
+        compare = ("\n| | macro AUC (PTB-XL superdiagnostic, test fold 10) |\n| --- | ---: |\n"
+                   f"| this run | {mean['auc']:.3f} |\n"
+                   + "".join(f"| *{name} (benchmark)* | *{auc:.3f}* |\n" for name, auc in PTBXL_BENCHMARK.items()))
+        return "\n".join(rows) + "\n" + compare
     compare = (f"\n| | this run | paper (Zhang et al. 2021) |\n| --- | ---: | ---: |\n"
                f"| mean F1 | {mean['f1']:.3f} | {PAPER['mean_f1']:.3f} |\n"
                f"| mean AUC | {mean['auc']:.3f} | {PAPER['mean_auc']:.3f} |\n")

@@ -26,11 +26,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dataset import ECGDataset, InputSpec, checkpoint_splits, pick_device
+from dataset import ECGDataset, InputSpec, checkpoint_splits, diagnose, pick_device
 from evaluation import results_folder
 from models import load_checkpoint, load_thresholds, shap_cache_dir
-from utils import (PipelineError, SignalCache, file_sha, fingerprint, get_label_set, output_names, positive_int,
-                   read_records, save_figure, script_main, write_csv, write_json, write_npy)
+from utils import (PipelineError, SignalCache, file_sha, fingerprint, get_label_set, output_names, outputs_current,
+                   positive_int, read_records, save_figure, script_main, write_csv, write_manifest, write_npy)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -181,7 +181,8 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
     values_path, index_path = store / f"values_{key}.npy", store / f"index_{key}.csv"
     x = stack_inputs(test_ds, ex_rows)
     probs = probabilities(model, x, device)
-    if values_path.exists() and index_path.exists():
+    settings_path = store / f"settings_{key}.json"
+    if outputs_current(settings_path, key):
         print(f"reusing cached SHAP values {values_path}")
         values = np.load(values_path)
         index = pd.read_csv(index_path, dtype={"patient_id": str}, keep_default_na=False)
@@ -193,9 +194,9 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
                               "true": [",".join(c for c, v in zip(classes, test_ds.y[i]) if v) for i in ex_rows]})
         write_npy(values, values_path)
         write_csv(index, index_path)
-        write_json({"model": str(args.model_path), "data_dir": str(data_dir), "background": len(bg_rows),
-                    "n_explain": len(ids), "nsamples": nsamples, "seed": args.seed, "leads": list(spec.leads)},
-                   store / f"settings_{key}.json")
+        write_manifest(settings_path, key, [values_path, index_path], model=str(args.model_path),
+                       data_dir=str(data_dir), background=len(bg_rows), n_explain=len(ids), nsamples=nsamples,
+                       seed=args.seed, leads=list(spec.leads))
         for pattern in ("values_*.npy", "index_*.csv", "settings_*.json"):  # another model's or settings' cache
             for old in store.glob(pattern):                                    # is replaced, not kept
                 if key not in old.name:
@@ -224,14 +225,15 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd
     background = stack_inputs(train_ds, background_rows(train_ds, args.background, args.seed))
     records = read_records(args.record)
     x = torch.stack([torch.from_numpy(spec.from_signal(mv)) for _, _, mv in records])
-    probs = probabilities(model, x, device)
+    thresholds = decision_thresholds(args.model_path, classes)
+    diagnosed = [diagnose(model, spec, thresholds, mv, classes) for _, _, mv in records]  # what predict.py says
+    probs = np.stack([p for p, _ in diagnosed])
     values, top = explain(model, background, x, nsamples, args.batch_size, args.seed, device)
     out = results_folder(args.results_dir, ckpt, args.model_path) / "shap" / "records"
     true = [",".join(c for c, v in zip(classes, label_set.from_snomed(hdr.dx)) if v) for _, hdr, _ in records]
     table = pd.DataFrame({"record": [str(path) for path, _, _ in records], "predicted": [classes[k] for k in top],
                           "score": probs[np.arange(len(top)), top],
-                          "labels": predicted_labels(probs, decision_thresholds(args.model_path, classes), classes),
-                          "true": true})
+                          "labels": [",".join(labels) or "-" for _, labels in diagnosed], "true": true})
     for i, ((path, _, _), name) in enumerate(zip(records, output_names([p for p, _, _ in records]))):
         r = table.loc[i]
         plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate,

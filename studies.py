@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from dataset import pick_device
-from evaluation import evaluate_run
+from evaluation import evaluate_run, evaluation_current
 from models import last_path, load_checkpoint, run_name
 from training import RunConfig, finished, input_warnings, train
 from utils import database_name, nonnegative_int
@@ -51,8 +51,9 @@ def results_dir_of(args: argparse.Namespace) -> Path:
 
 def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int) -> Path:
     """Train (or resume, or reuse when finished with these settings) and evaluate one run; returns its
-    metrics.json. A finished run is evaluated again only when its metrics are missing or older than
-    its checkpoint; a finished run with other settings is never reused (resuming it is refused)."""
+    metrics.json. A run's evaluation is redone only when its outputs are not current for exactly this
+    checkpoint and bootstrap size (utils' freshness rule); a finished run with other settings is never
+    reused (resuming it is refused)."""
     model_path = cfg.checkpoint_path()
     done = finished(cfg)
     if not done:
@@ -61,7 +62,7 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int) -> P
     device = pick_device(cfg.use_gpu)
     model, ckpt = load_checkpoint(model_path, map_location=device)
     metrics = results_dir / ckpt["data"]["name"] / run_name(model_path) / "metrics.json"
-    if not done or not metrics.exists() or metrics.stat().st_mtime < model_path.stat().st_mtime:
+    if not evaluation_current(model_path, ckpt, results_dir, n_bootstrap):
         evaluate_run(model.to(device), ckpt, model_path, results_dir, device, n_bootstrap=n_bootstrap,
                      num_workers=0, figures=False)
     else:

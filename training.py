@@ -33,9 +33,9 @@ from dataset import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_s
                      split_provenance)
 from models import (ARCHS, CHECKPOINT_FORMAT, build_model, last_path, load_checkpoint, log_path, read_checkpoint,
                     save_checkpoint)
-from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, data_label_set,
-                   data_split_rule, database_name, f1_scores, leads_tag, load_labels, nonnegative_int,
-                   positive_float, positive_int, preprocess_manifest, split_labels, write_csv)
+from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, data_label_set, data_split_rule,
+                   database_name, f1_scores, leads_tag, load_labels, nonnegative_int, positive_float, positive_int,
+                   preprocess_manifest, split_labels, write_csv)
 
 
 @dataclass(frozen=True)

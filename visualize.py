@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, output_names, positive_float, read_records, save_figure, script_main
+from utils import (LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, output_names, positive_float, read_records, save_figure,
+                   script_main)
 
 GRID_3X4 = [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
 RHYTHM_LEAD = "II"

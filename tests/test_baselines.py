@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import pywt
 import wfdb.processing
+from conftest import REAL_DIR, needs_real
 
 import baselines
-from conftest import REAL_DIR, needs_real
 from utils import CLASSES, LEADS, PREPROCESS_OUTPUTS, SignalCache, read_manifest, write_manifest
 
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY
 
 import cross_validate
 import main
-from conftest import TINY
 from utils import CLASSES, load_labels
 
 
@@ -25,12 +25,12 @@ def test_two_folds_then_reuse(prepared, tmp_path, capsys):
         assert saved["test_folds"] == [k] and saved["n_test"] == int((labels["fold"] == k).sum())
         tested = pd.read_csv(run / "test_scores.csv", dtype={"patient_id": str})["patient_id"]
         assert set(tested) == set(labels.loc[labels["fold"] == k, "patient_id"])
-    folds = pd.read_csv(tmp_path / "results" / prepared.name / f"cv_resnet18_all_42.csv")
+    folds = pd.read_csv(tmp_path / "results" / prepared.name / "cv_resnet18_all_42.csv")
     assert folds["fold"].tolist() == [1, 2]
     assert summary.loc["mean", "f1_mean"] == pytest.approx(folds["f1_mean"].mean())
     assert summary.loc["AF", "auc_sd"] == pytest.approx(np.std(folds["auc_AF"], ddof=1))
     assert list(summary.index) == [*CLASSES, "mean"]
-    md = (tmp_path / "results" / prepared.name / f"cv_resnet18_all_42.md").read_text()
+    md = (tmp_path / "results" / prepared.name / "cv_resnet18_all_42.md").read_text()
     assert "over 2 test fold(s)" in md and md.count(" ± ") == 1 + 2 * (len(CLASSES) + 1)
 
     capsys.readouterr()

@@ -8,14 +8,15 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY
 
 import predict
 import preprocess
 import report
 import synth
-from conftest import TINY
-from utils import (CPSC9, LEADS, PipelineError, SignalCache, SignalCacheWriter, read_record, resample, scp_codes,
-                   to_microvolts)
+import utils.cache as cache_module
+from utils import (CPSC9, LEADS, CacheFile, SignalCache, read_record, resample, scp_codes, stream_signal_cache,
+                   to_microvolts, write_span)
 
 
 def prep(records, out, *extra):
@@ -75,18 +76,26 @@ def test_dat_layout_caches_exactly_what_the_mat_layout_does(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a" / "signals.npy"), np.load(tmp_path / "b" / "signals.npy"))
 
 
-def test_streaming_writer_transposes_in_chunks(tmp_path, monkeypatch):
-    """Records appended one at a time come out lead-major, each at its span, whatever the chunk size."""
-    monkeypatch.setattr(SignalCacheWriter, "CHUNK", 7)
+def test_streaming_cache_writers(tmp_path, monkeypatch):
+    """Records written one at a time come out lead-major, each at its span: in place at known offsets
+    (what worker processes do), or appended and transposed in chunks when lengths are unknown."""
+    monkeypatch.setattr(cache_module, "TRANSPOSE_CHUNK", 7)
     rng = np.random.default_rng(0)
-    records = {f"r{i}": rng.integers(-3000, 3000, (12, n)).astype(np.int16) for i, n in enumerate([5, 17, 1, 30])}
-    writer = SignalCacheWriter(tmp_path)
-    for pid, sig in records.items():
-        writer.append(pid, sig)
-    index = writer.finish()
-    cache = np.load(tmp_path / "signals.npy")
-    np.testing.assert_array_equal(cache, np.concatenate(list(records.values()), axis=1))
-    assert index["length"].tolist() == [5, 17, 1, 30] and index["start"].tolist() == [0, 5, 22, 23]
+    sizes = {"r0": 5, "r1": 17, "bad": 4, "r2": 1, "r3": 30}
+    records = {pid: rng.integers(-3000, 3000, (12, n)).astype(np.int16) for pid, n in sizes.items()}
+    want = np.concatenate([sig for pid, sig in records.items() if pid != "bad"], axis=1)
+    index = stream_signal_cache(tmp_path, ((pid, None if pid == "bad" else sig) for pid, sig in records.items()))
+    assert index["patient_id"].tolist() == ["r0", "r1", "r2", "r3"] and index["start"].tolist() == [0, 5, 22, 23]
+    np.testing.assert_array_equal(np.load(tmp_path / "signals.npy"), want)
+    cache = CacheFile(tmp_path, sum(sizes.values()))
+    starts = np.cumsum([0, *sizes.values()])
+    for (pid, sig), start in zip(records.items(), starts):
+        if pid != "bad":
+            write_span(str(cache.tmp), int(start), sig)
+    cache.commit()
+    got = np.load(tmp_path / "signals.npy")
+    for (pid, sig), start in zip(records.items(), starts):
+        np.testing.assert_array_equal(got[:, start:start + sig.shape[1]], 0 if pid == "bad" else sig)
     assert not list(tmp_path.glob(".*.tmp"))
 
 

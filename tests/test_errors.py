@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TINY
+from test_baselines import mark_current
 
 import predict
 import preprocess
 import synth
 import visualize
-from conftest import TINY
-from test_baselines import mark_current
 from utils import MissingInputError, PipelineError, RecordError, load_labels, parse_header, read_record, read_records
 
 ROOT = Path(__file__).resolve().parents[1]

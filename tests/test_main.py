@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 
 import main
 import predict
-from conftest import TINY
 from dataset import augment
 from models import CHECKPOINT_FORMAT, build_model, load_checkpoint
 from training import RunConfig, deterministic_mode

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REAL_DIR, needs_real
 from sklearn import metrics as skm
 
 import predict
-from conftest import REAL_DIR, needs_real
 from utils import CLASSES, classification_metrics, tune_thresholds
 
 

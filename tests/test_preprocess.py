@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import wfdb
+from conftest import REAL_DIR, needs_real
 
 import preprocess
 import synth
-from conftest import REAL_DIR, needs_real
-from utils import (CLASSES, CPSC9, PipelineError, LEADS, SNOMED_TO_CLASS, SignalCache, atomic_write, parse_header, read_cpsc_reference,
-                   split_folds, stratified_folds)
+from utils import (CLASSES, CPSC9, LEADS, SNOMED_TO_CLASS, PipelineError, SignalCache, atomic_write, parse_header,
+                   read_cpsc_reference, split_folds, stratified_folds)
 
 
 def run(data_dir: Path, out_dir: Path | None = None, *extra: str) -> None:

@@ -2,18 +2,16 @@
 records, whatever preprocess.py wrote since (no test-set leakage after re-preprocessing)."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 
 import main
 import predict
 import preprocess
 import shap_values
-from conftest import TINY
 from utils import CLASSES
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import matplotlib.image as mpimg
 import pytest
+from conftest import REAL_DIR, needs_real
 
 import visualize
-from conftest import REAL_DIR, needs_real
 
 
 def test_both_layouts_true_size(synth_records, tmp_path):

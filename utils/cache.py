@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
-from utils.io import atomic_write, manifest_mismatch, read_manifest
+from utils.io import _umask, atomic_write, manifest_mismatch, read_manifest
 from utils.labels import CPSC9, LEADS
 from utils.records import GAIN_ADU_PER_MV
 
@@ -130,58 +130,85 @@ def fit_length(x: np.ndarray, n_samples: int) -> np.ndarray:
     return np.concatenate([pad, x], axis=-1)
 
 
-class SignalCacheWriter:
-    """Builds signals.npy record by record in constant memory.
+TRANSPOSE_CHUNK = 1 << 20  # samples per step when the lengths were not known in advance: 24 MB of int16
+_OPEN_CACHES: dict[str, np.memmap] = {}  # per process: the cache files this process writes into
 
-    Records arrive one at a time as (12, n) int16 and are appended, time-major, to a raw temporary
-    file, so nothing needs the lengths in advance and a record that fails to decode leaves no hole.
-    `finish()` transposes that file in fixed-size chunks into the lead-major (12, total) cache (what
-    SignalCache reads: one lead's samples contiguous), through memory maps only, and renames it into
-    place atomically; memory stays at one chunk whatever the number of records."""
 
-    CHUNK = 1 << 20  # samples per transposition step: 24 MB of int16
+class CacheFile:
+    """signals.npy being built at a temporary path beside its destination; renamed into place by
+    `commit` (atomic), removed by `discard`."""
 
-    def __init__(self, out_dir: Path):
-        self.out_dir = Path(out_dir)
-        fd, raw = tempfile.mkstemp(dir=self.out_dir, prefix=f".{SIGNALS_NPY}.", suffix=".raw.tmp")
-        self.raw_path = Path(raw)
-        self.raw = os.fdopen(fd, "wb", buffering=1 << 22)
-        self.ids: list[str] = []
-        self.lengths: list[int] = []
+    def __init__(self, out_dir: Path, n_samples: int):
+        self.path = Path(out_dir) / SIGNALS_NPY
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{SIGNALS_NPY}.", suffix=".tmp")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.int16, shape=(len(LEADS), int(n_samples))).flush()
 
-    def append(self, pid: str, signal: np.ndarray) -> None:
-        if signal.dtype != np.int16 or signal.ndim != 2 or signal.shape[0] != len(LEADS):
-            raise ValueError(f"{pid}: the cache takes (12, n) int16, got {signal.dtype} {signal.shape}")
-        self.raw.write(np.ascontiguousarray(signal.T).tobytes())
-        self.ids.append(pid)
-        self.lengths.append(signal.shape[1])
+    def commit(self) -> None:
+        _OPEN_CACHES.pop(str(self.tmp), None)
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
+        os.replace(self.tmp, self.path)
 
-    def finish(self) -> pd.DataFrame:
-        """Write signals.npy and signals_index.csv; returns the index (patient_id, start, length)."""
-        from utils.io import write_csv
+    def discard(self) -> None:
+        _OPEN_CACHES.pop(str(self.tmp), None)
+        self.tmp.unlink(missing_ok=True)
 
-        self.raw.close()
-        total = int(sum(self.lengths))
-        try:
-            def fill(tmp: Path) -> None:
-                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(LEADS), total))
-                if total:
-                    raw = np.memmap(self.raw_path, dtype=np.int16, mode="r", shape=(total, len(LEADS)))
-                    for a in range(0, total, self.CHUNK):
-                        arr[:, a:a + self.CHUNK] = raw[a:a + self.CHUNK].T
-                    del raw
-                arr.flush()
-                del arr
 
-            atomic_write(self.out_dir / SIGNALS_NPY, fill)
-        finally:
-            self.raw_path.unlink(missing_ok=True)
-        lengths = np.asarray(self.lengths, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
-        index = pd.DataFrame({"patient_id": self.ids, "start": starts, "length": lengths})
-        write_csv(index, self.out_dir / SIGNALS_INDEX_CSV)
-        return index
+def write_span(cache_path: str, start: int, signal: np.ndarray) -> None:
+    """Write one record (12, n) int16 at column `start` of a cache file being built. Called in worker
+    processes: each maps the file once (shared, file-backed pages), so decoded signals never travel
+    between processes and no process holds more than the record it decodes."""
+    if signal.dtype != np.int16 or signal.ndim != 2 or signal.shape[0] != len(LEADS):
+        raise ValueError(f"the cache takes (12, n) int16, got {signal.dtype} {signal.shape}")
+    arr = _OPEN_CACHES.get(cache_path)
+    if arr is None:
+        arr = _OPEN_CACHES[cache_path] = np.load(cache_path, mmap_mode="r+")
+    arr[:, start:start + signal.shape[1]] = signal
 
-    def abort(self) -> None:
-        self.raw.close()
-        self.raw_path.unlink(missing_ok=True)
+
+def write_index(out_dir: Path, ids: Sequence[str], starts: Sequence[int], lengths: Sequence[int]) -> pd.DataFrame:
+    from utils.io import write_csv
+
+    index = pd.DataFrame({"patient_id": list(ids), "start": np.asarray(starts, dtype=np.int64),
+                          "length": np.asarray(lengths, dtype=np.int64)})
+    write_csv(index, Path(out_dir) / SIGNALS_INDEX_CSV)
+    return index
+
+
+def stream_signal_cache(out_dir: Path, records: Iterable[tuple[str, np.ndarray | None]]) -> pd.DataFrame:
+    """signals.npy from records whose lengths are not known in advance, one (id, (12, n) int16) at a time
+    ((id, None) for a record that failed): appended time-major to a raw temporary file, then transposed
+    in fixed-size chunks into the lead-major cache (each lead contiguous, what SignalCache reads).
+    Memory stays at one record and one chunk whatever the number of records."""
+    ids, starts, lengths = [], [], []
+    fd, raw_name = tempfile.mkstemp(dir=out_dir, prefix=f".{SIGNALS_NPY}.", suffix=".raw.tmp")
+    raw_path = Path(raw_name)
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 22) as raw:
+            total = 0
+            for pid, signal in records:
+                if signal is None:
+                    continue
+                if signal.dtype != np.int16 or signal.ndim != 2 or signal.shape[0] != len(LEADS):
+                    raise ValueError(f"{pid}: the cache takes (12, n) int16, got {signal.dtype} {signal.shape}")
+                ids.append(pid)
+                starts.append(total)
+                lengths.append(signal.shape[1])
+                total += signal.shape[1]
+                raw.write(np.ascontiguousarray(signal.T).tobytes())
+
+        def transpose(tmp: Path) -> None:
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(LEADS), total))
+            if total:
+                time_major = np.memmap(raw_path, dtype=np.int16, mode="r", shape=(total, len(LEADS)))
+                for a in range(0, total, TRANSPOSE_CHUNK):
+                    arr[:, a:a + TRANSPOSE_CHUNK] = time_major[a:a + TRANSPOSE_CHUNK].T
+                del time_major
+            arr.flush()
+            del arr
+
+        atomic_write(Path(out_dir) / SIGNALS_NPY, transpose)
+    finally:
+        raw_path.unlink(missing_ok=True)
+    return write_index(out_dir, ids, starts, lengths)

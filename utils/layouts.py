@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from utils.errors import PipelineError, RecordError
+from utils.io import parallel_map
 from utils.labels import LabelSet
-from utils.records import Header, normalise_sex, parse_header, read_cpsc_record, read_wfdb_record
+from utils.records import (Header, normalise_sex, parse_header, read_cpsc_record, read_wfdb_record,
+                           resampled_length)
 
 
 @dataclass
@@ -30,6 +32,8 @@ class Entry:
     info: dict = field(default_factory=dict)     # reference.csv fields known from the listing
     fold: int | None = None                      # the database's own fold, when it has one
     error: str | None = None                     # why the record cannot be used (then it is skipped)
+    header: Header | None = None                 # the parsed WFDB header (not parsed twice)
+    length: int | None = None                    # samples at SAMPLE_RATE, when the header tells
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class Layout:
     name: str
     description: str
     detect: Callable[[Path], bool]
-    list_records: Callable[[Path, LabelSet], list[Entry]]
+    list_records: Callable[[Path, LabelSet, int], list[Entry]]  # (folder, label set, worker processes)
     read: Callable[[Entry], tuple[Header, np.ndarray]]   # header and mV (12, n) at the record's rate
     input_files: Callable[[Path, list[Entry]], list[Path]]  # what the outputs depend on (fingerprinted)
     fixed_split: dict | None = None              # the database's recommended split, by fold
@@ -48,23 +52,43 @@ def _header_info(hdr: Header) -> dict:
             "dx": ",".join(hdr.dx)}
 
 
+def _parse_or_error(path: Path) -> Header | str:
+    try:
+        return parse_header(path)
+    except RecordError as e:
+        return str(e)
+
+
+def parse_headers(paths: list[Path], workers: int) -> list[Header | str]:
+    """Every header, parsed in parallel: a Header, or the message of why it cannot be read."""
+    return parallel_map(_parse_or_error, paths, workers, "headers", chunksize=64)
+
+
+def _with_header(entry: Entry, hdr: Header | str) -> Entry:
+    """`entry` with its parsed header and cache length (or the header's error)."""
+    if isinstance(hdr, str):
+        entry.error = entry.error or hdr
+        return entry
+    entry.header, entry.length = hdr, resampled_length(hdr.sig_len, hdr.sample_rate)
+    return entry
+
+
 # --- WFDB records of the PhysioNet/CinC 2020-2021 releases: `# Dx:` SNOMED-CT codes, any signal format ------
 def _wfdb_detect(data_dir: Path) -> bool:
     return next(data_dir.rglob("*.hea"), None) is not None
 
 
-def _wfdb_list(data_dir: Path, label_set: LabelSet) -> list[Entry]:
+def _wfdb_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[Entry]:
     if not label_set.snomed:
         raise PipelineError(f"label set {label_set.name!r} has no SNOMED-CT map, so WFDB records with `# Dx:` "
                             f"codes cannot be labelled with it")
+    paths = sorted(data_dir.rglob("*.hea"))
     entries = []
-    for path in sorted(data_dir.rglob("*.hea")):
-        try:
-            hdr = parse_header(path)
-        except RecordError as e:
-            entries.append(Entry(path.stem, path, error=str(e)))
-            continue
-        entries.append(Entry(path.stem, path, label_set.from_snomed(hdr.dx), _header_info(hdr)))
+    for path, hdr in zip(paths, parse_headers(paths, workers)):
+        entry = Entry(path.stem, path)
+        if not isinstance(hdr, str):
+            entry.labels, entry.info = label_set.from_snomed(hdr.dx), _header_info(hdr)
+        entries.append(_with_header(entry, hdr))
     return entries
 
 
@@ -76,8 +100,12 @@ def _wfdb_inputs(data_dir: Path, entries: list[Entry]) -> list[Path]:
     return files
 
 
+def _read_wfdb_entry(entry: Entry) -> tuple[Header, np.ndarray]:
+    return read_wfdb_record(entry.path, entry.header)
+
+
 WFDB = Layout("wfdb", "WFDB header + signal (.mat or .dat, any format), `# Dx:` SNOMED-CT codes",
-              _wfdb_detect, _wfdb_list, lambda e: read_wfdb_record(e.path), _wfdb_inputs)
+              _wfdb_detect, _wfdb_list, _read_wfdb_entry, _wfdb_inputs)
 
 
 # --- The original CPSC2018 release: .mat struct ECG + REFERENCE.csv (class numbers 1..9) ------------------
@@ -115,7 +143,7 @@ def _cpsc_detect(data_dir: Path) -> bool:
     return (data_dir / "REFERENCE.csv").exists() and next(data_dir.rglob("*.mat"), None) is not None
 
 
-def _cpsc_list(data_dir: Path, label_set: LabelSet) -> list[Entry]:
+def _cpsc_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[Entry]:
     if not label_set.cpsc_numbers:
         raise PipelineError(f"label set {label_set.name!r} cannot be read from the original CPSC2018 layout "
                             f"(its REFERENCE.csv numbers the cpsc9 classes)")
@@ -169,7 +197,7 @@ def _ptbxl_class_map(data_dir: Path, label_set: LabelSet) -> dict[str, str]:
     return {str(code): str(cls) for code, cls in diagnostic["diagnostic_class"].dropna().items()}
 
 
-def _ptbxl_list(data_dir: Path, label_set: LabelSet) -> list[Entry]:
+def _ptbxl_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[Entry]:
     path = data_dir / PTBXL_DATABASE
     try:
         db = pd.read_csv(path, index_col="ecg_id")
@@ -193,11 +221,14 @@ def _ptbxl_list(data_dir: Path, label_set: LabelSet) -> list[Entry]:
         age = float(row["age"]) if pd.notna(row.get("age")) and 0 <= float(row["age"]) < 130 else float("nan")
         info = {"sample_rate": 500.0, "age": age, "sex": normalise_sex(sex), "dx": ",".join(codes)}
         entries.append(Entry(pid, record, label_set.vector(to_class.get(c) for c in codes), info, fold))
+    listed = [e for e in entries if e.error is None]
+    for entry, hdr in zip(listed, parse_headers([e.path for e in listed], workers)):
+        _with_header(entry, hdr)
     return entries
 
 
 PTBXL = Layout("ptbxl", "PTB-XL: ptbxl_database.csv + scp_statements.csv + records500/ WFDB records",
-               _ptbxl_detect, _ptbxl_list, lambda e: read_wfdb_record(e.path),
+               _ptbxl_detect, _ptbxl_list, _read_wfdb_entry,
                lambda d, entries: [d / PTBXL_DATABASE, *([d / PTBXL_STATEMENTS] if (d / PTBXL_STATEMENTS).exists()
                                                          else []), *_wfdb_inputs(d, entries)],
                fixed_split=PTBXL_SPLIT)
