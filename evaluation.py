@@ -8,6 +8,7 @@ results/<db>/<run>/external/<other db>/, so two databases never overwrite or mix
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -166,6 +167,12 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, model_path: Path, exte
         raise PipelineError(f"{thresholds_path(model_path)} not found; run `python predict.py --model-path "
                             f"{model_path}` first: it tunes the thresholds on the run's own validation records")
     part = load_labels(external_dir)
+    trained_on = set(ckpt["split"]["train"]) | set(ckpt["split"]["val"])
+    shared = [pid for pid in part["patient_id"] if pid in trained_on]
+    if shared:  # the same records under another folder would not be an external test
+        print(f"warning: {len(shared)} of the {len(part)} records of {external_dir} have the ids of records this "
+              f"model was trained or validated on (e.g. {shared[0]}); if they are the same ECGs this is not an "
+              f"external test", file=sys.stderr)
     probs, y = score_records(model, SignalCache(external_dir), part, InputSpec.from_checkpoint(ckpt), classes,
                              device, batch_size, num_workers, "score external")
     out = results_folder(results_dir, ckpt, model_path) / "external" / database_name(external_dir)

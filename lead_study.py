@@ -4,7 +4,8 @@
     python lead_study.py --data-dir data/demo --arch resnet18 --seconds 5 --sample-rate 100 --epochs 8 --lr 1e-3
 
 Trains and evaluates `all` and each of the 12 leads (runs data/<db>/runs/study_<arch>_<lead>_<seed>/),
-then writes results/<db>/lead_study.csv and .md (per lead: test-fold mean F1 and AUC with bootstrap 95 % CIs, ranked by F1) and a bar chart.
+then writes results/<db>/lead_study.csv and .md (per lead: test-fold mean F1 and AUC with bootstrap
+95 % CIs, ranked by F1) and a bar chart.
 It resumes: a lead whose checkpoint finished all epochs and whose metrics exist is not run again; a
 run that was killed continues from its last epoch.
 """

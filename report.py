@@ -1,9 +1,11 @@
-"""Gather every table and figure of a run into results/report.md, beside the paper's published values.
+"""Gather every table and figure of one database into results/<db>/report.md, beside the paper's values.
 
-    python report.py --data-dir data/CPSC --model-path models/resnet34_CPSC_all_42.pth
+    python report.py --data-dir data/CPSC --model-path data/CPSC/runs/resnet34_all_42/model.pth
 
 Sections: dataset, baselines, deep model per class, cross-validation, lead study, confusion matrices,
-ROC curves, SHAP lead importance. A section whose stage has not run says which command produces it.
+ROC curves, SHAP lead importance, external validation (the model tested on other databases). A
+section whose stage has not run says which command produces it. Only results filed under this
+database are read, and a model trained on another database is refused.
 """
 from __future__ import annotations
 

@@ -34,6 +34,10 @@ case "$mode" in
     explain=(--n-explain 40)
     gpu=()
     [ -f "$data/REFERENCE.csv" ] || timed "synthetic data" python synth.py --out "$data" --n 600 --seed 0 --max-seconds 30
+    # another database for the external validation: synthetic records in PTB-XL's own layout
+    externals=(data/demo_ptbxl)
+    [ -f data/demo_ptbxl/ptbxl_database.csv ] || timed "synthetic PTB-XL" \
+      python synth.py --out data/demo_ptbxl --layout ptbxl --n 300 --seed 1
     ;;
   --paper)
     data=data/CPSC
@@ -44,6 +48,8 @@ case "$mode" in
     cv_classifiers=all
     explain=()
     gpu=(--use-gpu)
+    externals=()  # the other databases present (see README, "Other databases")
+    for d in data/PTBXL data/Georgia data/Chapman; do [ -d "$d" ] && externals+=("$d"); done
     ;;
   *) echo "usage: $0 --demo | --paper" >&2; exit 2 ;;
 esac
@@ -80,6 +86,11 @@ fi
 timed SHAP python shap_values.py --model-path "$model" "${explain[@]}" "${gpu[@]}"
 timed "cross-validation" python cross_validate.py --data-dir "$data" "${study[@]}" "${gpu[@]}"
 timed "lead study" python lead_study.py --data-dir "$data" "${study[@]}" "${gpu[@]}"
+for ext in "${externals[@]}"; do
+  timed "preprocess $(basename "$ext")" python preprocess.py --data-dir "$ext"
+  timed "external validation on $(basename "$ext")" python predict.py --model-path "$model" --external-data-dir "$ext" \
+    "${gpu[@]}"
+done
 timed report python report.py --data-dir "$data" --model-path "$model"
 
 echo

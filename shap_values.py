@@ -1,7 +1,7 @@
 """Explain a trained model with SHAP (expected gradients), per patient and per population.
 
-    python shap_values.py --model-path models/resnet34_CPSC_all_42.pth --use-gpu
-    python shap_values.py --model-path models/resnet34_CPSC_all_42.pth --record data/new/A9999.hea
+    python shap_values.py --model-path data/CPSC/runs/resnet34_all_42/model.pth --use-gpu
+    python shap_values.py --model-path data/CPSC/runs/resnet34_all_42/model.pth --record data/new/A9999.hea
 
 `shap.GradientExplainer` with --background records drawn from the training folds explains
 --n-explain held-out records from the test fold (never training records), keeping only the SHAP values

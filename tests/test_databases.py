@@ -135,7 +135,7 @@ def test_ptbxl_superdiagnostic_and_a_set_a_layout_cannot_provide(ptbxl, synth_re
         prep(synth_records, tmp_path / "x", "--labels", "superdiagnostic")
 
 
-def test_cross_database_evaluation(trained, prepared, ptbxl, tmp_path):
+def test_cross_database_evaluation(trained, prepared, ptbxl, tmp_path, capsys):
     """A model trained on one database tested on every labelled record of another, with its own
     validation thresholds; a database with another label set is refused; the report lists it."""
     prep(ptbxl, tmp_path / "PTBXL")
@@ -159,6 +159,10 @@ def test_cross_database_evaluation(trained, prepared, ptbxl, tmp_path):
         predict.main([*common, "--external-data-dir", str(tmp_path / "SUPER")])
     with pytest.raises(SystemExit, match="the database the model was trained on"):
         predict.main([*common, "--external-data-dir", str(prepared)])
+    shutil.copytree(prepared, tmp_path / "COPY")  # the training records under another name: said loudly
+    capsys.readouterr()
+    predict.main([*common, "--external-data-dir", str(tmp_path / "COPY"), "--no-figures"])
+    assert "have the ids of records this model was trained or validated on" in capsys.readouterr().err
     text = report.main(["--data-dir", str(prepared), "--model-path", str(model), "--results-dir", str(results)]).read_text()
     external = text.split("## External validation")[1]
     assert "| PTBXL |" in external and "(own test fold)" in external
