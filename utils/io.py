@@ -220,9 +220,10 @@ def describe_file(path: Path) -> dict:
 
 def write_manifest(path: Path, key: str, outputs: Iterable[Path], **info) -> Path:
     """Mark `outputs` as current for `key`; call it after every output is written (and remove the
-    old manifest with `path.unlink()` before replacing any output)."""
-    files = {Path(o).name: describe_file(o) for o in outputs}
-    return write_json({"fingerprint": key, "files": files, **info}, path)
+    old manifest with `path.unlink()` before replacing any output). Outputs are recorded by their path
+    relative to the manifest's folder."""
+    files = {os.path.relpath(o, Path(path).parent): describe_file(o) for o in outputs}  # relative: a copied
+    return write_json({"fingerprint": key, "files": files, **info}, path)                 # folder stays valid
 
 
 def read_manifest(path: Path) -> dict | None:
