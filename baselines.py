@@ -338,8 +338,9 @@ def main(argv=None) -> pd.DataFrame:
     data = labels.merge(features, on="patient_id", how="left", validate="one_to_one")
     print(f"{len(cols)} features ({','.join(args.lead_names)}{' + heart rate' if args.heart_rate else ''}); "
           f"{len(data)} records")
-    out = args.results_dir / database_name(args.data_dir) / (f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}"
-                              f"{'_std' if args.standardize else ''}")
+    name = (f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}"
+            f"{'_std' if args.standardize else ''}")
+    out = args.results_dir / database_name(args.data_dir) / name
     if args.cv:
         return cross_validate(data, cols, args, out.with_name(out.name + "_cv"))
     rows, n_test = evaluate_split(data, cols, args, args.test_fold)

@@ -95,7 +95,8 @@ def main(argv=None) -> pd.DataFrame:
         table, out = evaluate_run(model, ckpt, args.model_path, args.results_dir, device, args.data_dir, **options)
     print_metrics(table)
     figures = "" if args.no_figures else ", roc.png, confusion_*.png"
-    print(f"wrote {out}/metrics.csv, metrics.json, test_scores.csv{figures}; thresholds {thresholds_path(args.model_path)}")
+    print(f"wrote {out}/metrics.csv, metrics.json, test_scores.csv{figures}; "
+          f"thresholds {thresholds_path(args.model_path)}")
     return table
 
 

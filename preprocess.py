@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 
 from utils import (LABEL_SETS, LABELS_CSV, MANIFEST_JSON, N_FOLDS, PREPROCESS_OUTPUTS, REFERENCE_CSV, SAMPLE_RATE,
-                   Entry, LabelSet, Layout, PipelineError, RecordError, check_writable,
-                   detect_layout, file_fingerprint, fingerprint, get_label_set, outputs_current, parallel_imap, read_entry, write_index, write_span,
-                   positive_int, remove_stale_temporaries, resample, script_main, stratified_folds, to_microvolts,
-                   write_csv, write_manifest, CacheFile, stream_signal_cache)
+                   CacheFile, Entry, LabelSet, Layout, PipelineError, RecordError, check_writable, detect_layout,
+                   file_fingerprint, fingerprint, get_label_set, outputs_current, parallel_imap, positive_int,
+                   read_entry, remove_stale_temporaries, resample, script_main, stratified_folds,
+                   stream_signal_cache, to_microvolts, write_csv, write_index, write_manifest, write_span)
 
 CACHE_VERSION = 2  # bump when the cache format changes, so old caches are rebuilt
 
@@ -126,7 +126,8 @@ def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, worke
             slot = {e.pid: i for i, e in enumerate(entries)}
             for _ in decoded():  # the workers write; here only the bookkeeping
                 pass
-            write_index(out_dir, [e.pid for e in kept], [int(starts[slot[e.pid]]) for e in kept], [e.length for e in kept])
+            write_index(out_dir, [e.pid for e in kept], [int(starts[slot[e.pid]]) for e in kept],
+                        [e.length for e in kept])
             cache.commit()
         else:
             stream_signal_cache(out_dir, decoded())

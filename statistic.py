@@ -50,7 +50,8 @@ def dataset_table(reference: pd.DataFrame, labels: pd.DataFrame, classes: list[s
 def to_markdown(table: pd.DataFrame) -> str:
     paper = "cpsc2018_n" in table.columns
     lines = ["| class | N (%) | male N (%) | age (mean ± sd) | duration s (mean ± sd) |"
-             + (" CPSC2018 N (paper) |" if paper else ""), "| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if paper else "")]
+             + (" CPSC2018 N (paper) |" if paper else ""),
+             "| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if paper else "")]
     for r in table.to_dict("records"):
         lines.append(f"| {r['class']} | {r['n']} ({r['pct']:.1f} %) | {r['male_n']} ({r['male_pct']:.1f} %) | "
                      f"{r['age']} | {r['duration_s']} |" + (f" {r['cpsc2018_n']:.0f} |" if paper else ""))

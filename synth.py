@@ -372,7 +372,8 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
             ptbxl.append({"ecg_id": i, "patient_id": float(10000 + i), "age": age, "sex": int(sex == "Female"),
                           "scp_codes": str(ptbxl_codes(labels, info["st_region"])),
                           "strat_fold": int(rng.integers(1, N_FOLDS + 1)),
-                          "filename_lr": f"records100/{folder}/{name}_lr", "filename_hr": f"records500/{folder}/{name}_hr"})
+                          "filename_lr": f"records100/{folder}/{name}_lr",
+                          "filename_hr": f"records500/{folder}/{name}_hr"})
         else:
             write_cpsc(out, name, mv, age, sex)
         codes = [CLASSES.index(c) + 1 for c in labels] + [None] * (3 - len(labels))
@@ -393,7 +394,8 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
 @script_main
 def main(argv=None) -> None:
     args = parse_args(argv)
-    holds_records = any(args.out.glob("*.hea")) or any(args.out.glob("*.mat")) or (args.out / "ptbxl_database.csv").exists()
+    holds_records = (any(args.out.glob("*.hea")) or any(args.out.glob("*.mat"))
+                     or (args.out / "ptbxl_database.csv").exists())
     if holds_records and not args.force:
         raise PipelineError(f"{args.out} already holds records; pass --force to overwrite them")
     if not 0 < args.min_seconds <= args.max_seconds:

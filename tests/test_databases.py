@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
+from conftest import REAL_DIR, TINY
 
 import predict
 import preprocess
@@ -163,6 +163,13 @@ def test_cross_database_evaluation(trained, prepared, ptbxl, tmp_path, capsys):
     capsys.readouterr()
     predict.main([*common, "--external-data-dir", str(tmp_path / "COPY"), "--no-figures"])
     assert "have the ids of records this model was trained or validated on" in capsys.readouterr().err
+    mv = synthetic_mv(seconds=6.0, fs=1000)  # --record on a PTB-like record: 15 leads, 1000 Hz, .dat
+    lower = ("i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6", "vx", "vy", "vz")
+    synth.write_wfdb_dat(tmp_path / "ptb", "s0010_re", to_microvolts(np.concatenate([mv, mv[:3]])), 1000,
+                         ["age: 81"], lower)
+    diagnosed = predict.main(["--model-path", str(model), "--record", str(tmp_path / "ptb" / "s0010_re.hea"),
+                              "--results-dir", str(results)])
+    assert len(diagnosed) == 1 and np.isfinite(diagnosed[list(CPSC9.classes)].to_numpy(float)).all()
     text = report.main(["--data-dir", str(prepared), "--model-path", str(model), "--results-dir", str(results)]).read_text()
     external = text.split("## External validation")[1]
     assert "| PTBXL |" in external and "(own test fold)" in external
@@ -179,3 +186,17 @@ def test_training_and_evaluation_on_superdiagnostic(ptbxl, tmp_path):
     assert list(table.index) == ["NORM", "MI", "STTC", "CD", "HYP", "mean"]
     labels = pd.read_csv(tmp_path / "S" / "labels.csv")
     assert table.loc["mean", "support"] == labels.loc[labels["fold"] == 10, ["NORM", "MI", "STTC", "CD", "HYP"]].to_numpy().sum()
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_mat_fast_path_equals_the_wfdb_package(synth_records, real):
+    """The direct .mat reader kept for speed gives what wfdb.rdrecord gives (real records when present)."""
+    from utils import records as rec
+    folder = REAL_DIR if real else synth_records
+    if real and not REAL_DIR.is_dir():
+        pytest.skip(f"real records not present at {REAL_DIR}")
+    headers = sorted(folder.glob("*.hea"))[:12]
+    assert headers
+    for hea in headers:
+        hdr = rec.parse_header(hea)
+        np.testing.assert_allclose(rec._read_mat_signal(hea, hdr), rec._read_wfdb_signal(hea, hdr), rtol=0, atol=1e-12)

@@ -80,11 +80,6 @@ def get_label_set(name: str) -> LabelSet:
         raise ValueError(f"unknown label set {name!r}; known: {', '.join(LABEL_SETS)}") from None
 
 
-def dx_to_labels(codes: Iterable[str], label_set: LabelSet = CPSC9) -> np.ndarray:
-    """SNOMED-CT codes -> 0/1 vector over the set's classes; unknown codes are ignored."""
-    return label_set.from_snomed(codes)
-
-
 def parse_leads(spec: str) -> list[str]:
     """`all`, one lead or a comma list (case-insensitive) -> lead names in the standard order."""
     if spec.strip().lower() == "all":
