@@ -19,8 +19,8 @@ import torch
 from dataset import ECGDataset, InputSpec, checkpoint_splits, make_loader, score
 from models import load_thresholds, run_name, thresholds_path
 from utils import (PipelineError, SignalCache, classification_metrics, data_label_set, data_split_rule, database_name,
-                   file_sha, fingerprint, load_labels, outputs_current, save_figure, split_folds, tune_thresholds,
-                   write_csv, write_json, write_manifest)
+                   file_sha, fingerprint, load_labels, manifest_mismatch, outputs_current, read_manifest, save_figure,
+                   split_folds, tune_thresholds, write_csv, write_json, write_manifest)
 
 EVALUATED_JSON = "evaluated.json"  # the manifest of an evaluation's outputs, written last
 
@@ -110,6 +110,18 @@ def evaluation_current(model_path: Path, ckpt: dict, results_dir: Path, n_bootst
     return outputs_current(out / EVALUATED_JSON, evaluation_key(model_path, ckpt, n_bootstrap))
 
 
+def evaluation_problem(model_path: Path, ckpt: dict, results_dir: Path) -> str | None:
+    """Why results/<db>/<run>/ does not hold an evaluation of this very checkpoint (None when it does):
+    what the report checks before it shows a run's metrics."""
+    manifest_path = results_folder(results_dir, ckpt, model_path) / EVALUATED_JSON
+    manifest = read_manifest(manifest_path)
+    if manifest is None:
+        return f"{manifest_path} is missing (evaluation not run, or interrupted)"
+    if manifest.get("model_sha") != file_sha(model_path):
+        return f"{model_path} changed after it was evaluated"
+    return manifest_mismatch(manifest_path)
+
+
 def evaluate_run(model: torch.nn.Module, ckpt: dict, model_path: Path, results_dir: Path, device: torch.device,
                  data_dir: Path | None = None, n_bootstrap: int = 1000, batch_size: int = 64, num_workers: int = 2,
                  figures: bool = True) -> tuple[pd.DataFrame, Path]:
@@ -141,7 +153,8 @@ def evaluate_run(model: torch.nn.Module, ckpt: dict, model_path: Path, results_d
     table = write_results(out, splits["test"], y, probs, thresholds, classes, n_bootstrap, int(cfg["seed"]),
                           figures, info, "ROC, test fold")
     write_manifest(out / EVALUATED_JSON, evaluation_key(model_path, ckpt, n_bootstrap),
-                   [out / "metrics.csv", out / "metrics.json", out / "test_scores.csv", thresholds_path(model_path)])
+                   [out / "metrics.csv", out / "metrics.json", out / "test_scores.csv", thresholds_path(model_path)],
+                   model_sha=file_sha(model_path), n_bootstrap=n_bootstrap)
     print(f"test fold(s) {test_folds}: {len(splits['test'])} records; thresholds tuned on validation fold(s) "
           f"{val_folds}")
     return table, out

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from evaluation import evaluation_problem
 from models import read_checkpoint, run_name
 from utils import MANIFEST_JSON, PipelineError, data_label_set, database_name, script_main, write_text
 
@@ -71,10 +72,19 @@ def baselines_section(args) -> str:
             + markdown_table(table, 3) + "\n10-fold cross-validation:\n\n" + cv_text)
 
 
+def stale(args) -> str | None:
+    """A line saying the run's evaluation outputs are not of this checkpoint (None when they are)."""
+    if args.evaluation_problem is None:
+        return None
+    return f"_Out of date: {args.evaluation_problem}; rerun `python predict.py --model-path {args.model_path}`._\n"
+
+
 def model_section(args) -> str:
     path = args.run_dir / "metrics.csv"
     if not path.exists():
         return missing(f"python predict.py --model-path {args.model_path}")
+    if stale(args):
+        return stale(args)
     t = pd.read_csv(path).set_index("class")
     rows = ["| class | precision | recall | F1 (95 % CI) | AUC (95 % CI) | accuracy | n positive |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -118,6 +128,8 @@ def lead_section(args) -> str:
 
 def confusion_section(args) -> str:
     pngs = [args.run_dir / f"confusion_{c}.png" for c in args.classes]
+    if all(p.exists() for p in pngs) and stale(args):
+        return stale(args)
     if not all(p.exists() for p in pngs):
         return missing(f"python predict.py --model-path {args.model_path}")
     return "Row-normalised, test fold, at the validation-tuned thresholds.\n\n" + " ".join(
@@ -126,6 +138,8 @@ def confusion_section(args) -> str:
 
 def roc_section(args) -> str:
     png = args.run_dir / "roc.png"
+    if png.exists() and stale(args):
+        return stale(args)
     return image(png, args.db_dir, "ROC") + "\n" if png.exists() else missing(
         f"python predict.py --model-path {args.model_path}")
 
@@ -174,12 +188,13 @@ def main(argv=None) -> Path:
     db = database_name(args.data_dir)
     args.db_dir, args.run_dir = args.results_dir / db, args.results_dir / db / run_name(args.model_path)
     args.classes = data_label_set(args.data_dir)["classes"]
-    settings = ""
+    settings, args.evaluation_problem = "", None
     if args.model_path.exists():
         ckpt = read_checkpoint(args.model_path)
         if ckpt["data"]["name"] != db:
             raise PipelineError(f"{args.model_path} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
                                 f"a report covers one database (pass that model's --data-dir)")
+        args.evaluation_problem = evaluation_problem(args.model_path, ckpt, args.results_dir)
         a = ckpt["config"]
         settings = (f"Model: `{args.model_path}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
                     f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "

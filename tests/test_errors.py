@@ -146,9 +146,14 @@ def test_low_sample_rate_warns(prepared, tmp_path, capsys):
 
 def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during the parallel decode of
-    1,500 records: every try exits within seconds, leaves no temporary file and no output."""
+    4,500 records: every try exits within seconds, leaves no temporary file and no output."""
     records = tmp_path / "many"
     synth.main(["--out", str(records), "--n", "1500", "--seed", "1", "--min-seconds", "6", "--max-seconds", "8"])
+    for prefix in "BC":  # renamed copies: 4,500 records, so the decode lasts ~4 s however fast the machine
+        for hea in list(records.glob("A*.hea")):
+            name = prefix + hea.stem[1:]
+            (records / f"{name}.hea").write_text(hea.read_text().replace(hea.stem, name))
+            shutil.copy(hea.with_suffix(".mat"), records / f"{name}.mat")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for attempt in range(4):
         out = tmp_path / f"out{attempt}"
@@ -158,7 +163,8 @@ def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path):
         for line in proc.stdout:  # wait until decoding has started
             if line.startswith("reading"):
                 break
-        time.sleep(0.1 + 0.2 * attempt)  # decoding 1,500 records takes about 2 s
+        time.sleep(0.3 + 0.3 * attempt)
+        assert proc.poll() is None, "preprocess.py finished before Ctrl-C could be sent"
         os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=20)

@@ -81,3 +81,20 @@ def test_report_never_mixes_databases(prepared, trained, tmp_path):
     assert (results / "B" / "baselines_all.csv").exists() and not (results / prepared.name / "baselines_all.csv").exists()
     with pytest.raises(SystemExit, match="a report covers one database"):
         report.main(["--data-dir", str(other), "--model-path", str(trained["model_path"]), "--results-dir", str(results)])
+
+
+def test_report_never_shows_metrics_of_another_checkpoint(prepared, trained, tmp_path):
+    """A model retrained (or replaced) after its evaluation: the report says the metrics are out of
+    date instead of showing them as this model's."""
+    import torch
+    model, results = tmp_path / "m.pth", tmp_path / "results"
+    shutil.copy(trained["model_path"], model)
+    predict.main(["--model-path", str(model), "--results-dir", str(results), "--n-bootstrap", "0", "--num-workers", "0"])
+    argv = ["--data-dir", str(prepared), "--model-path", str(model), "--results-dir", str(results)]
+    assert "Out of date" not in report.main(argv).read_text()
+    ckpt = torch.load(model, weights_only=True)
+    ckpt["model"]["fc.weight"] += 0.1
+    torch.save(ckpt, model)
+    text = report.main(argv).read_text()
+    deep = sections_text(text, "Deep model (12 leads), test fold")
+    assert "Out of date" in deep and "changed after it was evaluated" in deep and "| mean AUC |" not in deep
