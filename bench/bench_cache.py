@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     ids = load_labels(args.data_dir)["patient_id"].tolist()[: args.n]
     cache = SignalCache(args.data_dir)
-    n = INPUT_SECONDS * SAMPLE_RATE
+    n = int(round(INPUT_SECONDS * SAMPLE_RATE))
     leads = list(range(len(LEADS)))
     timings = {
         "wfdb.rdrecord + last 30 s": lambda pid: fit_length(wfdb.rdrecord(str(args.data_dir / pid)).p_signal.T, n),
