@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from studies import check_input, results_dir_of, study_config, study_parser, train_and_evaluate
+from studies import results_dir_of, study_config, study_parser, train_and_evaluate
+from training import check_input_size
 from utils import N_FOLDS, parse_leads, save_figure, script_main, write_csv, write_text
 
 
@@ -30,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--folds", default=",".join(map(str, range(1, N_FOLDS + 1))),
                    help="test folds to run, comma-separated (default: all ten)")
     args = p.parse_args(argv)
-    check_input(p, args)
+    check_input_size(p, args)
     try:
         args.lead_names = parse_leads(args.leads)
         args.fold_list = sorted({int(k) for k in args.folds.split(",")})

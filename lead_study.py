@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from studies import check_input, results_dir_of, study_config, study_parser, train_and_evaluate
+from studies import results_dir_of, study_config, study_parser, train_and_evaluate
+from training import check_input_size
 from utils import LEADS, parse_leads, save_figure, script_main, write_csv, write_text
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
     args = p.parse_args(argv)
-    check_input(p, args)
+    check_input_size(p, args)
     return args
 
 

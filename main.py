@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
 
 from dataset import pick_device
-from training import RunConfig, input_warnings, train
+from training import RunConfig, check_input_size, train
 from utils import N_FOLDS, parse_leads, script_main
 
 
@@ -40,15 +39,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as e:
         p.error(str(e))
     return args
-
-
-def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """An input the network cannot use is an argparse error; a rate too low to see a QRS a warning."""
-    try:
-        for warning in input_warnings(args.seconds, args.sample_rate):
-            print(f"warning: {warning}", file=sys.stderr)
-    except ValueError as e:
-        p.error(str(e))
 
 
 def init_distributed(use_gpu: bool) -> tuple[int, int, torch.device | None]:

@@ -112,7 +112,10 @@ def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, worke
     tasks = [(layout.name, e, (str(cache.tmp), int(starts[i])) if in_place else None) for i, e in enumerate(entries)]
 
     def decoded():
-        for entry, (status, value) in zip(entries, parallel_imap(decode, tasks, workers, "decode", chunksize=16)):
+        # strict: zip then also runs the results to their end, so the pool is closed here, in order, and a
+        # Ctrl-C during that close is raised, not lost in a generator finalised by the garbage collector
+        results = parallel_imap(decode, tasks, workers, "decode", chunksize=16)
+        for entry, (status, value) in zip(entries, results, strict=True):
             if status == "error":
                 errors.append(value)
                 yield entry.pid, None

@@ -14,7 +14,7 @@ from pathlib import Path
 from dataset import pick_device
 from evaluation import evaluate_run, evaluation_current
 from models import last_path, load_checkpoint, run_name
-from training import RunConfig, finished, input_warnings, train
+from training import RunConfig, finished, train
 from utils import database_name, nonnegative_int
 
 
@@ -26,14 +26,6 @@ def study_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, default=None, help="where the runs go (default data/<db>/runs)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     return p
-
-
-def check_input(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    try:
-        for warning in input_warnings(args.seconds, args.sample_rate):
-            print(f"warning: {warning}")
-    except ValueError as e:
-        p.error(str(e))
 
 
 def study_config(args: argparse.Namespace, leads: list[str], test_fold: int | None = None) -> RunConfig:

@@ -20,6 +20,7 @@ import dataclasses
 import gc
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,9 +136,14 @@ class RunConfig:
                    **overrides)
 
 
-def input_warnings(seconds: float, sample_rate: int) -> list[str]:
-    """ValueError for an input the network cannot use; warnings for a doubtful one."""
-    return InputSpec(LEADS, seconds, sample_rate).check()
+def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """For a parser built with `RunConfig.add_arguments`: an input the network cannot use is an argparse
+    error (exit 2); a rate too low to see a QRS complex is a warning."""
+    try:
+        for warning in InputSpec(LEADS, args.seconds, args.sample_rate).check():
+            print(f"warning: {warning}", file=sys.stderr)
+    except ValueError as e:
+        p.error(str(e))
 
 
 def seed_everything(seed: int) -> None:

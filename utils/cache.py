@@ -155,12 +155,16 @@ class CacheFile:
         self.tmp.unlink(missing_ok=True)
 
 
+def _check_cache_signal(signal: np.ndarray, pid: str = "") -> None:
+    if signal.dtype != np.int16 or signal.ndim != 2 or signal.shape[0] != len(LEADS):
+        raise ValueError(f"{pid}: the cache takes (12, n) int16, got {signal.dtype} {signal.shape}")
+
+
 def write_span(cache_path: str, start: int, signal: np.ndarray) -> None:
     """Write one record (12, n) int16 at column `start` of a cache file being built. Called in worker
     processes: each maps the file once (shared, file-backed pages), so decoded signals never travel
     between processes and no process holds more than the record it decodes."""
-    if signal.dtype != np.int16 or signal.ndim != 2 or signal.shape[0] != len(LEADS):
-        raise ValueError(f"the cache takes (12, n) int16, got {signal.dtype} {signal.shape}")
+    _check_cache_signal(signal)
     arr = _OPEN_CACHES.get(cache_path)
     if arr is None:
         arr = _OPEN_CACHES[cache_path] = np.load(cache_path, mmap_mode="r+")
@@ -190,8 +194,7 @@ def stream_signal_cache(out_dir: Path, records: Iterable[tuple[str, np.ndarray |
             for pid, signal in records:
                 if signal is None:
                     continue
-                if signal.dtype != np.int16 or signal.ndim != 2 or signal.shape[0] != len(LEADS):
-                    raise ValueError(f"{pid}: the cache takes (12, n) int16, got {signal.dtype} {signal.shape}")
+                _check_cache_signal(signal, pid)
                 ids.append(pid)
                 starts.append(total)
                 lengths.append(signal.shape[1])
