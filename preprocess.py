@@ -108,8 +108,7 @@ def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, worke
     lengths = [e.length for e in entries]
     in_place = None not in lengths
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64) if in_place else None
-    cache = CacheFile(out_dir, int(starts[-1])) if in_place else None
-    tasks = [(layout.name, e, (str(cache.tmp), int(starts[i])) if in_place else None) for i, e in enumerate(entries)]
+    cache = None
 
     def decoded():
         # strict: zip then also runs the results to their end, so the pool is closed here, in order, and a
@@ -125,6 +124,9 @@ def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, worke
             yield entry.pid, value.get("signal")
 
     try:
+        cache = CacheFile(out_dir, int(starts[-1])) if in_place else None
+        tasks = [(layout.name, e, (str(cache.tmp), int(starts[i])) if in_place else None)
+                 for i, e in enumerate(entries)]
         if in_place:
             slot = {e.pid: i for i, e in enumerate(entries)}
             for _ in decoded():  # the workers write; here only the bookkeeping

@@ -143,7 +143,11 @@ class CacheFile:
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{SIGNALS_NPY}.", suffix=".tmp")
         os.close(fd)
         self.tmp = Path(tmp)
-        np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.int16, shape=(len(LEADS), int(n_samples))).flush()
+        try:
+            np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.int16, shape=(len(LEADS), int(n_samples))).flush()
+        except BaseException:  # Ctrl-C included: never leave the temporary file behind
+            self.tmp.unlink(missing_ok=True)
+            raise
 
     def commit(self) -> None:
         _OPEN_CACHES.pop(str(self.tmp), None)

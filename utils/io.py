@@ -136,10 +136,12 @@ def file_fingerprint(path: Path) -> str:
 
 
 def _ignore_sigint(initializer: Callable | None, initargs: tuple) -> None:
-    """Pool workers leave Ctrl-C to the parent: a worker killed by it mid-task hangs Pool.imap."""
+    """Pool workers leave Ctrl-C to the parent: a worker killed by it mid-task hangs Pool.imap. They are
+    forked with SIGINT blocked (see `parallel_imap`), so none can be hit before this line."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if initializer is not None:
         initializer(*initargs)
 
@@ -161,16 +163,24 @@ def parallel_imap(fn: Callable, tasks: Sequence, workers: int, desc: str, chunks
             initializer(*initargs)
         yield from (fn(t) for t in tqdm(tasks, **bar))
         return
-    pool = Pool(workers, initializer=_ignore_sigint, initargs=(initializer, initargs))
+    import signal
+
+    pool = None
     try:
+        # SIGINT is blocked while the pool starts: a Ctrl-C in that window once killed a worker before it
+        # could ignore the signal (its task lost, imap waiting forever) while the parent missed it. Blocked,
+        # the signal waits and is raised here, in the parent, as soon as the pool exists.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            pool = Pool(workers, initializer=_ignore_sigint, initargs=(initializer, initargs))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         yield from tqdm(pool.imap(fn, tasks, chunksize=chunksize), **bar)
         pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
     finally:
-        pool.terminate()
-        pool.join()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
 
 
 def parallel_map(fn: Callable, tasks: Sequence, workers: int, desc: str, chunksize: int = 8,
