@@ -144,6 +144,14 @@ def test_low_sample_rate_warns(prepared, tmp_path, capsys):
     assert "below 50 Hz" in capsys.readouterr().err
 
 
+def terminal_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it (default action, not
+    blocked). A process started with SIGINT ignored ignores Ctrl-C by design (Python then installs no
+    KeyboardInterrupt handler), and the test process's own state must not decide the test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during the parallel decode of
     4,500 records: every try exits within seconds, leaves no temporary file and no output."""
@@ -159,7 +167,8 @@ def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path):
         out = tmp_path / f"out{attempt}"
         proc = subprocess.Popen([sys.executable, str(ROOT / "preprocess.py"), "--data-dir", str(records),
                                  "--out-dir", str(out), "--num-workers", "2"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=terminal_sigint)
         for line in proc.stdout:  # wait until decoding has started
             if line.startswith("reading"):
                 break
