@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from studies import results_dir_of, study_config, study_parser, train_and_evaluate
-from training import check_input_size
+from models.studies import results_dir_of, study_config, study_parser, train_and_evaluate
+from models.training import check_input_size
 from utils import N_FOLDS, parse_leads, save_figure, script_main, write_csv, write_text
 
 
@@ -42,9 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def fold_row(fold: int, metrics_path: Path) -> dict:
+def fold_row(fold: int, results: Path) -> dict:
     """Per-class and mean test F1 / AUC of one fold's run."""
-    saved = json.loads(metrics_path.read_text())
+    saved = json.loads((results / "metrics.json").read_text())
     m = saved["metrics"]
     names = [*saved["classes"], "mean"]
     return {"fold": fold, "n_test": saved["n_test"], **{f"f1_{c}": m[c]["f1"] for c in names},

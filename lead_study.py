@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from studies import results_dir_of, study_config, study_parser, train_and_evaluate
-from training import check_input_size
+from models.studies import results_dir_of, study_config, study_parser, train_and_evaluate
+from models.training import check_input_size
 from utils import LEADS, parse_leads, save_figure, script_main, write_csv, write_text
 
 
@@ -30,12 +30,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def lead_row(leads: str, metrics_path: Path) -> dict:
+def lead_row(leads: str, results: Path) -> dict:
     """One row of the lead table: the test-fold mean metrics of one run."""
-    mean = json.loads(metrics_path.read_text())["metrics"]["mean"]
+    mean = json.loads((results / "metrics.json").read_text())["metrics"]["mean"]
     return {"leads": "all 12" if leads == "all" else leads, **{k: mean.get(k) for k in
             ("f1", "f1_lo", "f1_hi", "auc", "auc_lo", "auc_hi", "precision", "recall", "accuracy")},
-            "model": metrics_path.parent.name}
+            "model": results.name}
 
 
 def plot_leads(table: pd.DataFrame, path: Path) -> None:

@@ -4,8 +4,10 @@
     python main.py --data-dir data/demo --arch resnet10 --seconds 10 --sample-rate 100 --epochs 10 --lr 1e-3
     torchrun --nproc_per_node=4 main.py --data-dir data/CPSC --use-gpu   # DistributedDataParallel
 
-The run goes to data/<db>/runs/<arch>_<leads>_<seed>/ (model.pth: the best validation epoch; last.pth:
-for --resume; log.csv). Folds from labels.csv are split 8/1/1 into train/validation/test by a
+The run goes to its folder, data/<db>/runs/<arch>_<leads>_<seed>/ or --run (model.pth: the best
+validation epoch; last.pth: for --resume; log.csv; see models/run.py). Rerunning is safe: a run that
+finished with the same settings is kept, one that stopped early resumes, one of other settings is
+refused unless --force. Folds from labels.csv are split 8/1/1 into train/validation/test by a
 permutation seeded with --seed (or the database's own split, such as PTB-XL's; with --test-fold k,
 test fold k and validation fold k % 10 + 1). The training itself is `training.train(cfg)`.
 """
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from dataset import pick_device
-from training import RunConfig, check_input_size, train
+from models.inputs import pick_device
+from models.training import RunConfig, check_input_size, train
 from utils import N_FOLDS, parse_leads, script_main
 
 
@@ -28,10 +30,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                    help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
-    p.add_argument("--model-path", type=Path, default=None,
-                   help="best checkpoint (default data/<db>/runs/{arch}_{leads}_{seed}/model.pth)")
-    p.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
-    p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
+    p.add_argument("--run", type=Path, default=None,
+                   help="the run folder (default data/<db>/runs/{arch}_{leads}_{seed}/)")
+    p.add_argument("--resume", action="store_true",
+                   help="require a run to continue from its last completed epoch (an unfinished run resumes anyway)")
+    p.add_argument("--force", action="store_true", help="retrain from scratch, replacing the run's files")
     args = p.parse_args(argv)
     check_input_size(p, args)
     try:

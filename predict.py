@@ -1,8 +1,8 @@
 """Evaluate a checkpoint, test it on another database, or diagnose new records with it.
 
-    python predict.py --model-path data/CPSC/runs/resnet34_all_42/model.pth             # its validation + test
-    python predict.py --model-path data/CPSC/runs/resnet34_all_42/model.pth --external-data-dir data/PTBXL
-    python predict.py --model-path data/CPSC/runs/resnet34_all_42/model.pth --record new/A9999.hea
+    python predict.py --run data/CPSC/runs/resnet34_all_42             # its validation + test
+    python predict.py --run data/CPSC/runs/resnet34_all_42 --external-data-dir data/PTBXL
+    python predict.py --run data/CPSC/runs/resnet34_all_42 --record new/A9999.hea
 
 Evaluation scores the validation and test records of the checkpoint's own split (leads, input length
 and rate are read from the checkpoint), tunes one threshold per class on validation to maximise F1,
@@ -20,16 +20,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dataset import InputSpec, diagnose, pick_device
-from evaluation import evaluate_external, evaluate_run, print_metrics, results_folder
-from models import load_checkpoint, load_thresholds, thresholds_path
-from utils import (MissingInputError, PipelineError, nonnegative_int, parse_leads, positive_int, read_records,
+from models.checkpoint import load_checkpoint
+from models.evaluation import evaluate_external, evaluate_run, evaluation_current, print_metrics, results_folder
+from models.inputs import InputSpec, diagnose, pick_device
+from models.run import Run, load_thresholds, run_argument
+from utils import (PipelineError, nonnegative_int, parse_leads, positive_int, read_records,
                    script_main, write_csv)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-path", type=Path, required=True, help="checkpoint written by main.py")
+    p.add_argument("--run", type=run_argument, required=True, help="the run folder written by main.py (or its model.pth)")
     p.add_argument("--data-dir", type=Path, default=None, help="preprocess output (default: the checkpoint's)")
     p.add_argument("--external-data-dir", type=Path, default=None,
                    help="another preprocessed database to test on (every labelled record)")
@@ -42,10 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-figures", action="store_true",
                    help="skip the confusion-matrix and ROC figures (the studies draw their own)")
     p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--force", action="store_true", help="evaluate again even when the evaluation is current")
     return p.parse_args(argv)
 
 
-def check_leads(requested: str | None, ckpt: dict, model_path: Path) -> None:
+def check_leads(requested: str | None, ckpt: dict, run: Run) -> None:
     if requested is None:
         return
     try:
@@ -53,17 +55,14 @@ def check_leads(requested: str | None, ckpt: dict, model_path: Path) -> None:
     except ValueError as e:
         raise PipelineError(f"--leads: {e}") from None
     if wanted != list(ckpt["config"]["leads"]):
-        raise PipelineError(f"{model_path} was trained on leads {','.join(ckpt['config']['leads'])}, "
+        raise PipelineError(f"{run} was trained on leads {','.join(ckpt['config']['leads'])}, "
                             f"not {','.join(wanted)}; pick the checkpoint for those leads")
 
 
 def diagnose_records(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict) -> pd.DataFrame:
     """Probabilities and labels above the tuned thresholds for new records; bad ones are reported."""
     classes = ckpt["label_set"]["classes"]
-    thresholds = load_thresholds(args.model_path, classes)
-    if thresholds is None:
-        raise MissingInputError(f"{thresholds_path(args.model_path)} not found; run `python predict.py --model-path "
-                                f"{args.model_path}` once to tune the thresholds on the validation fold")
+    thresholds = load_thresholds(args.run, classes)
     spec = InputSpec.from_checkpoint(ckpt)
     rows = []
     for path, _, mv in read_records(args.record):
@@ -71,7 +70,7 @@ def diagnose_records(args: argparse.Namespace, model: torch.nn.Module, ckpt: dic
         rows.append({"record": str(path), "labels": ",".join(labels), **dict(zip(classes, probs.round(4)))})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
-    out = results_folder(args.results_dir, ckpt, args.model_path) / "records.csv"
+    out = results_folder(args.results_dir, ckpt, args.run) / "records.csv"
     write_csv(table, out)
     print(f"wrote {out}")
     return table
@@ -81,22 +80,27 @@ def diagnose_records(args: argparse.Namespace, model: torch.nn.Module, ckpt: dic
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     device = pick_device(args.use_gpu)
-    model, ckpt = load_checkpoint(args.model_path, map_location=device)
-    check_leads(args.leads, ckpt, args.model_path)
+    model, ckpt = load_checkpoint(args.run.model, map_location=device)
+    check_leads(args.leads, ckpt, args.run)
     model.to(device)
     if args.record:
         return diagnose_records(args, model, ckpt)
     options = dict(n_bootstrap=args.n_bootstrap, batch_size=args.batch_size, num_workers=args.num_workers,
                    figures=not args.no_figures)
     if args.external_data_dir:
-        table, out = evaluate_external(model, ckpt, args.model_path, args.external_data_dir, args.results_dir,
+        table, out = evaluate_external(model, ckpt, args.run, args.external_data_dir, args.results_dir,
                                        device, **options)
+    elif not args.force and args.data_dir is None and evaluation_current(args.run, ckpt, args.results_dir,
+                                                                         args.n_bootstrap):
+        out = results_folder(args.results_dir, ckpt, args.run)
+        print(f"{out}: evaluation of this very {args.run.model} is current; nothing to do (--force redoes it)")
+        return pd.read_csv(out / "metrics.csv").set_index("class")
     else:
-        table, out = evaluate_run(model, ckpt, args.model_path, args.results_dir, device, args.data_dir, **options)
+        table, out = evaluate_run(model, ckpt, args.run, args.results_dir, device, args.data_dir, **options)
     print_metrics(table)
     figures = "" if args.no_figures else ", roc.png, confusion_*.png"
     print(f"wrote {out}/metrics.csv, metrics.json, test_scores.csv{figures}; "
-          f"thresholds {thresholds_path(args.model_path)}")
+          f"thresholds {args.run.thresholds}")
     return table
 
 

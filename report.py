@@ -1,6 +1,6 @@
 """Gather every table and figure of one database into results/<db>/report.md, beside the paper's values.
 
-    python report.py --data-dir data/CPSC --model-path data/CPSC/runs/resnet34_all_42/model.pth
+    python report.py --data-dir data/CPSC --run data/CPSC/runs/resnet34_all_42
 
 Sections: dataset, baselines, deep model per class, cross-validation, lead study, confusion matrices,
 ROC curves, SHAP lead importance, external validation (the model tested on other databases). A
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation import evaluation_problem
-from models import read_checkpoint, run_name
+from models.checkpoint import read_checkpoint
+from models.evaluation import evaluation_problem
+from models.run import Run, run_argument
 from utils import MANIFEST_JSON, PipelineError, data_label_set, database_name, script_main, write_text
 
 PAPER = {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
@@ -31,7 +32,7 @@ SECTIONS = ("Dataset", "Expert-feature baselines", "Deep model (12 leads), test 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"))
-    p.add_argument("--model-path", type=Path, required=True, help="the 12-lead checkpoint the report is about")
+    p.add_argument("--run", type=run_argument, required=True, help="the 12-lead run the report is about")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     return p.parse_args(argv)
 
@@ -76,13 +77,13 @@ def stale(args) -> str | None:
     """A line saying the run's evaluation outputs are not of this checkpoint (None when they are)."""
     if args.evaluation_problem is None:
         return None
-    return f"_Out of date: {args.evaluation_problem}; rerun `python predict.py --model-path {args.model_path}`._\n"
+    return f"_Out of date: {args.evaluation_problem}; rerun `python predict.py --run {args.run}`._\n"
 
 
 def model_section(args) -> str:
     path = args.run_dir / "metrics.csv"
     if not path.exists():
-        return missing(f"python predict.py --model-path {args.model_path}")
+        return missing(f"python predict.py --run {args.run}")
     if stale(args):
         return stale(args)
     t = pd.read_csv(path).set_index("class")
@@ -131,7 +132,7 @@ def confusion_section(args) -> str:
     if all(p.exists() for p in pngs) and stale(args):
         return stale(args)
     if not all(p.exists() for p in pngs):
-        return missing(f"python predict.py --model-path {args.model_path}")
+        return missing(f"python predict.py --run {args.run}")
     return "Row-normalised, test fold, at the validation-tuned thresholds.\n\n" + " ".join(
         image(p, args.db_dir, p.stem) for p in pngs) + "\n"
 
@@ -141,14 +142,14 @@ def roc_section(args) -> str:
     if png.exists() and stale(args):
         return stale(args)
     return image(png, args.db_dir, "ROC") + "\n" if png.exists() else missing(
-        f"python predict.py --model-path {args.model_path}")
+        f"python predict.py --run {args.run}")
 
 
 def shap_section(args) -> str:
     out = args.run_dir / "shap"
     csv, png = out / "lead_importance.csv", out / "lead_importance.png"
     if not csv.exists():
-        return missing(f"python shap_values.py --model-path {args.model_path}")
+        return missing(f"python shap_values.py --run {args.run}")
     table = pd.read_csv(csv).set_index("class")
     return ("Share of net positive SHAP evidence per lead, by predicted class (held-out records).\n\n"
             + markdown_table(table, 2) + "\n" + image(png, args.db_dir, "SHAP heatmap") + "\n")
@@ -158,7 +159,7 @@ def external_section(args) -> str:
     """Every `predict.py --external-data-dir` evaluation of this model: mean metrics beside its own test."""
     found = sorted((args.run_dir / "external").glob("*/metrics.json"))
     if not found:
-        return missing(f"python predict.py --model-path {args.model_path} --external-data-dir data/OTHER")
+        return missing(f"python predict.py --run {args.run} --external-data-dir data/OTHER")
     rows = ["| tested on | records | mean F1 (95 % CI) | mean AUC (95 % CI) |", "| --- | ---: | ---: | ---: |"]
     own = args.run_dir / "metrics.json"
     for path in ([own] if own.exists() else []) + found:
@@ -186,17 +187,17 @@ def data_source(data_dir: Path) -> str:
 def main(argv=None) -> Path:
     args = parse_args(argv)
     db = database_name(args.data_dir)
-    args.db_dir, args.run_dir = args.results_dir / db, args.results_dir / db / run_name(args.model_path)
+    args.db_dir, args.run_dir = args.results_dir / db, args.results_dir / db / args.run.name
     args.classes = data_label_set(args.data_dir)["classes"]
     settings, args.evaluation_problem = "", None
-    if args.model_path.exists():
-        ckpt = read_checkpoint(args.model_path)
+    if args.run.model.exists():
+        ckpt = read_checkpoint(args.run.model)
         if ckpt["data"]["name"] != db:
-            raise PipelineError(f"{args.model_path} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
+            raise PipelineError(f"{args.run} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
                                 f"a report covers one database (pass that model's --data-dir)")
-        args.evaluation_problem = evaluation_problem(args.model_path, ckpt, args.results_dir)
+        args.evaluation_problem = evaluation_problem(args.run, ckpt, args.results_dir)
         a = ckpt["config"]
-        settings = (f"Model: `{args.model_path}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
+        settings = (f"Model: `{args.run}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
                     f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "
                     f"{ckpt['label_set']['name']}).\n\n")
     builders = (dataset_section, baselines_section, model_section, cv_section, lead_section, confusion_section,

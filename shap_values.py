@@ -1,14 +1,15 @@
 """Explain a trained model with SHAP (expected gradients), per patient and per population.
 
-    python shap_values.py --model-path data/CPSC/runs/resnet34_all_42/model.pth --use-gpu
-    python shap_values.py --model-path data/CPSC/runs/resnet34_all_42/model.pth --record data/new/A9999.hea
+    python shap_values.py --run data/CPSC/runs/resnet34_all_42 --use-gpu
+    python shap_values.py --run data/CPSC/runs/resnet34_all_42 --record data/new/A9999.hea
 
 `shap.GradientExplainer` with --background records drawn from the training folds explains
 --n-explain held-out records from the test fold (never training records), keeping only the SHAP values
 of each record's top-scoring class (ranked outputs: ~9x cheaper than all nine). Values are cached as
-plain .npy with a CSV index in the run folder (shap/ beside model.pth), keyed by a hash of the
-checkpoint's contents and the settings, so a changed model or setting never reuses stale values (and a
-replaced cache is deleted). Figures and tables go to results/<db>/<run>/shap/.
+plain .npy with a CSV index in the run folder's shap/, keyed by a hash of the checkpoint's contents
+and the settings, so a changed model or setting never reuses stale values (and a replaced cache is
+deleted); the cache belongs to its run alone. The index names the background records used (all from
+the run's training split). Figures and tables go to results/<db>/<run>/shap/.
 
 Figures: one PNG per explained record (the last 10 s of the leads with the highest mean SHAP, samples
 with high SHAP highlighted), and the population view: per predicted class, each lead's share of the
@@ -26,16 +27,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dataset import ECGDataset, InputSpec, checkpoint_splits, diagnose, pick_device
-from evaluation import results_folder
-from models import load_checkpoint, load_thresholds, shap_cache_dir
+from models.checkpoint import load_checkpoint
+from models.evaluation import results_folder
+from models.inputs import ECGDataset, InputSpec, checkpoint_splits, diagnose, pick_device
+from models.run import Run, load_thresholds, run_argument
 from utils import (PipelineError, SignalCache, file_sha, fingerprint, get_label_set, output_names, outputs_current,
                    positive_int, read_records, save_figure, script_main, write_csv, write_manifest, write_npy)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-path", type=Path, required=True, help="checkpoint written by main.py")
+    p.add_argument("--run", type=run_argument, required=True, help="the run folder written by main.py (or its model.pth)")
     p.add_argument("--data-dir", type=Path, default=None, help="preprocess output (default: the checkpoint's)")
     p.add_argument("--background", type=positive_int, default=100, help="background records from the training folds")
     p.add_argument("--n-explain", type=positive_int, default=200, help="test-fold records to explain")
@@ -44,7 +46,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=positive_int, default=50, help="gradient evaluations per batch")
     p.add_argument("--top-leads", type=positive_int, default=3, help="leads drawn per patient figure")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="explain these new records instead")
-    p.add_argument("--shap-dir", type=Path, default=None, help="SHAP value cache (default: the run folder's shap/)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--use-gpu", action="store_true")
@@ -81,11 +82,11 @@ def predicted_labels(probs: np.ndarray, thresholds: np.ndarray, classes: list[st
     return [",".join(c for c, p, t in zip(classes, row, thresholds) if p > t) or "-" for row in probs]
 
 
-def decision_thresholds(model_path: Path, classes: list[str]) -> np.ndarray:
+def decision_thresholds(run: Run, classes: list[str]) -> np.ndarray:
     """predict.py's tuned thresholds, or 0.5 (said once) when it has not run yet."""
-    thresholds = load_thresholds(model_path, classes)
+    thresholds = load_thresholds(run, classes, required=False)
     if thresholds is None:
-        print(f"note: no tuned thresholds beside {model_path} (run predict.py); titles use 0.5")
+        print(f"note: no tuned thresholds in {run} (run predict.py); titles use 0.5")
         return np.full(len(classes), 0.5)
     return thresholds
 
@@ -158,10 +159,6 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
     save_figure(fig, path)
 
 
-def cache_folder(args: argparse.Namespace) -> Path:
-    return (args.shap_dir / args.model_path.stem) if args.shap_dir else shap_cache_dir(args.model_path)
-
-
 def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd.DataFrame:
     data_dir = args.data_dir or Path(ckpt["config"]["data_dir"])
     classes = ckpt["label_set"]["classes"]
@@ -174,10 +171,10 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
     if len(ex_rows) == 0:
         raise PipelineError(f"the test fold of {data_dir} is empty")
     ids = [test_ds.ids[i] for i in ex_rows]
-    key = fingerprint([file_sha(args.model_path), str(data_dir), [train_ds.ids[i] for i in bg_rows], ids,
-                       nsamples, args.seed])
-    store = cache_folder(args)
-    out = results_folder(args.results_dir, ckpt, args.model_path) / "shap"
+    background_ids = [train_ds.ids[i] for i in bg_rows]
+    key = fingerprint([file_sha(args.run.model), str(data_dir), background_ids, ids, nsamples, args.seed])
+    store = args.run.shap_dir
+    out = results_folder(args.results_dir, ckpt, args.run) / "shap"
     values_path, index_path = store / f"values_{key}.npy", store / f"index_{key}.csv"
     x = stack_inputs(test_ds, ex_rows)
     probs = probabilities(model, x, device)
@@ -194,8 +191,8 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
                               "true": [",".join(c for c, v in zip(classes, test_ds.y[i]) if v) for i in ex_rows]})
         write_npy(values, values_path)
         write_csv(index, index_path)
-        write_manifest(settings_path, key, [values_path, index_path], model=str(args.model_path),
-                       data_dir=str(data_dir), background=len(bg_rows), n_explain=len(ids), nsamples=nsamples,
+        write_manifest(settings_path, key, [values_path, index_path], model=str(args.run.model),
+                       data_dir=str(data_dir), background_ids=background_ids, explained_ids=ids, nsamples=nsamples,
                        seed=args.seed, leads=list(spec.leads))
         for pattern in ("values_*.npy", "index_*.csv", "settings_*.json"):  # another model's or settings' cache
             for old in store.glob(pattern):                                    # is replaced, not kept
@@ -205,7 +202,7 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
     table = lead_importance(values, predicted, list(spec.leads), classes)
     write_csv(table.reset_index(names="class"), out / "lead_importance.csv")
     plot_heatmap(table, out / "lead_importance.png")
-    labels = predicted_labels(probs, decision_thresholds(args.model_path, classes), classes)
+    labels = predicted_labels(probs, decision_thresholds(args.run, classes), classes)
     for i, row in tqdm(index.iterrows(), total=len(index), desc="figures", file=sys.stdout, leave=False):
         title = patient_title(row["patient_id"], row["predicted"], row["score"], labels[i], row["true"])
         plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate, title, args.top_leads,
@@ -225,11 +222,11 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd
     background = stack_inputs(train_ds, background_rows(train_ds, args.background, args.seed))
     records = read_records(args.record)
     x = torch.stack([torch.from_numpy(spec.from_signal(mv)) for _, _, mv in records])
-    thresholds = decision_thresholds(args.model_path, classes)
+    thresholds = decision_thresholds(args.run, classes)
     diagnosed = [diagnose(model, spec, thresholds, mv, classes) for _, _, mv in records]  # what predict.py says
     probs = np.stack([p for p, _ in diagnosed])
     values, top = explain(model, background, x, nsamples, args.batch_size, args.seed, device)
-    out = results_folder(args.results_dir, ckpt, args.model_path) / "shap" / "records"
+    out = results_folder(args.results_dir, ckpt, args.run) / "shap" / "records"
     true = [",".join(c for c, v in zip(classes, label_set.from_snomed(hdr.dx)) if v) for _, hdr, _ in records]
     table = pd.DataFrame({"record": [str(path) for path, _, _ in records], "predicted": [classes[k] for k in top],
                           "score": probs[np.arange(len(top)), top],
@@ -248,7 +245,7 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     device = pick_device(args.use_gpu)
-    model, ckpt = load_checkpoint(args.model_path, map_location=device)
+    model, ckpt = load_checkpoint(args.run.model, map_location=device)
     model.to(device).eval()
     spec = InputSpec.from_checkpoint(ckpt)
     nsamples = args.nsamples or (200 if device.type == "cuda" else 32)

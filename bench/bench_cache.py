@@ -16,7 +16,7 @@ from pathlib import Path
 import wfdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataset import INPUT_SECONDS  # noqa: E402
+from models.inputs import INPUT_SECONDS  # noqa: E402
 from utils import LEADS, SAMPLE_RATE, SignalCache, fit_length, load_labels, read_wfdb_record  # noqa: E402
 
 

@@ -20,8 +20,8 @@ import wfdb
 from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataset import ECGDataset, InputSpec, augment, make_loader  # noqa: E402
-from models import build_model  # noqa: E402
+from models.inputs import ECGDataset, InputSpec, augment, make_loader  # noqa: E402
+from models.resnet import build_model  # noqa: E402
 from utils import SignalCache, data_label_set, fit_length, load_labels  # noqa: E402
 
 

@@ -37,6 +37,13 @@ def records_copy(synth_records, tmp_path) -> Path:
     return dst
 
 
+def copy_run(trained: dict, folder: Path) -> Path:
+    """A private run folder holding a copy of the trained model (to change or evaluate apart)."""
+    folder.mkdir(parents=True)
+    shutil.copy(trained["model_path"], folder / "model.pth")
+    return folder
+
+
 TINY = ["--arch", "resnet18", "--seconds", "2", "--sample-rate", "100", "--batch-size", "16",
         "--num-workers", "0", "--lr", "1e-3"]
 
@@ -48,7 +55,7 @@ def trained(prepared, tmp_path_factory) -> dict:
 
     work = tmp_path_factory.mktemp("trained")
     return main.main(["--data-dir", str(prepared), *TINY, "--epochs", "3",
-                      "--model-path", str(work / "tiny.pth"), "--log-dir", str(work / "logs")])
+                      "--run", str(work / "tiny")])
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +65,5 @@ def lead_study_run(prepared, tmp_path_factory) -> dict:
 
     work = tmp_path_factory.mktemp("lead_study")
     argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80", "--n-bootstrap", "50",
-            "--models-dir", str(work / "models"), "--results-dir", str(work / "results"),
-            "--log-dir", str(work / "logs")]
+            "--runs-dir", str(work / "models"), "--results-dir", str(work / "results")]
     return {"argv": argv, "table": lead_study.main(argv), "work": work}

@@ -15,8 +15,7 @@ from utils import CLASSES, load_labels
 
 def test_two_folds_then_reuse(prepared, tmp_path, capsys):
     argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--n-bootstrap", "20", "--folds", "2,1",
-            "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"),
-            "--log-dir", str(tmp_path / "logs")]
+            "--runs-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]
     summary = cross_validate.main(argv)
     labels = load_labels(prepared)
     for k in (1, 2):

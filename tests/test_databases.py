@@ -139,14 +139,15 @@ def test_cross_database_evaluation(trained, prepared, ptbxl, tmp_path, capsys):
     """A model trained on one database tested on every labelled record of another, with its own
     validation thresholds; a database with another label set is refused; the report lists it."""
     prep(ptbxl, tmp_path / "PTBXL")
-    model = tmp_path / "m.pth"
-    shutil.copy(trained["model_path"], model)
+    model = tmp_path / "m"
+    model.mkdir()
+    shutil.copy(trained["model_path"], model / "model.pth")
     results = tmp_path / "results"
-    common = ["--model-path", str(model), "--results-dir", str(results), "--n-bootstrap", "20", "--num-workers", "0"]
+    common = ["--run", str(model), "--results-dir", str(results), "--n-bootstrap", "20", "--num-workers", "0"]
     with pytest.raises(SystemExit, match="thresholds.*run `python predict.py"):
         predict.main([*common, "--external-data-dir", str(tmp_path / "PTBXL")])
     predict.main(common)
-    thresholds = json.loads((tmp_path / "m.thresholds.json").read_text())["thresholds"]
+    thresholds = json.loads((model / "thresholds.json").read_text())["thresholds"]
     table = predict.main([*common, "--external-data-dir", str(tmp_path / "PTBXL")])
     out = results / prepared.name / "m" / "external" / "PTBXL"
     saved = json.loads((out / "metrics.json").read_text())
@@ -167,10 +168,10 @@ def test_cross_database_evaluation(trained, prepared, ptbxl, tmp_path, capsys):
     lower = ("i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6", "vx", "vy", "vz")
     synth.write_wfdb_dat(tmp_path / "ptb", "s0010_re", to_microvolts(np.concatenate([mv, mv[:3]])), 1000,
                          ["age: 81"], lower)
-    diagnosed = predict.main(["--model-path", str(model), "--record", str(tmp_path / "ptb" / "s0010_re.hea"),
+    diagnosed = predict.main(["--run", str(model), "--record", str(tmp_path / "ptb" / "s0010_re.hea"),
                               "--results-dir", str(results)])
     assert len(diagnosed) == 1 and np.isfinite(diagnosed[list(CPSC9.classes)].to_numpy(float)).all()
-    text = report.main(["--data-dir", str(prepared), "--model-path", str(model), "--results-dir", str(results)]).read_text()
+    text = report.main(["--data-dir", str(prepared), "--run", str(model), "--results-dir", str(results)]).read_text()
     external = text.split("## External validation")[1]
     assert "| PTBXL |" in external and "(own test fold)" in external
 
@@ -179,9 +180,8 @@ def test_training_and_evaluation_on_superdiagnostic(ptbxl, tmp_path):
     """Five classes from the data: training, the fixed PTB-XL split, evaluation."""
     import main
     prep(ptbxl, tmp_path / "S", "--labels", "superdiagnostic")
-    out = main.main(["--data-dir", str(tmp_path / "S"), *TINY, "--epochs", "1", "--model-path", str(tmp_path / "s.pth"),
-                     "--log-dir", str(tmp_path / "logs")])
-    table = predict.main(["--model-path", str(out["model_path"]), "--results-dir", str(tmp_path / "r"),
+    out = main.main(["--data-dir", str(tmp_path / "S"), *TINY, "--epochs", "1", "--run", str(tmp_path / "s")])
+    table = predict.main(["--run", str(out["model_path"]), "--results-dir", str(tmp_path / "r"),
                           "--n-bootstrap", "0", "--num-workers", "0", "--no-figures"])
     assert list(table.index) == ["NORM", "MI", "STTC", "CD", "HYP", "mean"]
     labels = pd.read_csv(tmp_path / "S" / "labels.csv")

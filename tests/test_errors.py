@@ -69,9 +69,9 @@ def test_record_options_go_on_past_a_malformed_header(trained, synth_records, tm
     bad = damaged_copy(synth_records, tmp_path / "bad", old, new)
     good = synth_records / "A0002.hea"
     model = trained["model_path"]
-    predict.main(["--model-path", str(model), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
+    predict.main(["--run", str(model), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
                   "--num-workers", "0"])  # tunes the thresholds --record needs
-    table = predict.main(["--model-path", str(model), "--record", str(good), str(bad),
+    table = predict.main(["--run", str(model), "--record", str(good), str(bad),
                           "--results-dir", str(tmp_path / "r")])
     assert table["record"].tolist() == [str(good)]
     err = capsys.readouterr().err
@@ -108,8 +108,8 @@ def test_one_bad_reference_row_skips_only_that_record(tmp_path, capsys):
 
 
 BAD_ARGUMENTS = [
-    ("shap_values.py", ["--model-path", "m.pth", "--background", "0"]),
-    ("shap_values.py", ["--model-path", "m.pth", "--n-explain", "0"]),
+    ("shap_values.py", ["--run", "m", "--background", "0"]),
+    ("shap_values.py", ["--run", "m", "--n-explain", "0"]),
     ("main.py", ["--batch-size", "0"]),
     ("main.py", ["--seconds", "0"]),
     ("main.py", ["--seconds", "-5"]),
@@ -120,7 +120,7 @@ BAD_ARGUMENTS = [
     ("main.py", ["--seconds", "2", "--sample-rate", "7"]),
     ("lead_study.py", ["--seconds", "0.1", "--sample-rate", "100"]),
     ("cross_validate.py", ["--epochs", "-1"]),
-    ("predict.py", ["--model-path", "m.pth", "--batch-size", "0"]),
+    ("predict.py", ["--run", "m", "--batch-size", "0"]),
     ("preprocess.py", ["--num-workers", "0"]),
     ("baselines.py", ["--num-workers", "0"]),
     ("synth.py", ["--n", "0"]),
@@ -246,10 +246,10 @@ def test_damaged_labels_features_and_thresholds(prepared, trained, synth_records
     shutil.copytree(prepared, data)
     (data / "labels.csv").write_text("")
     with pytest.raises(SystemExit, match="labels.csv was changed after preprocess.json"):
-        main.main(["--data-dir", str(data), *TINY, "--model-path", str(tmp_path / "m.pth")])
+        main.main(["--data-dir", str(data), *TINY, "--run", str(tmp_path / "m")])
     mark_current(data)  # damaged by preprocess.py itself (as far as the manifest knows)
     with pytest.raises(SystemExit, match="labels.csv is empty or unreadable"):
-        main.main(["--data-dir", str(data), *TINY, "--model-path", str(tmp_path / "m.pth")])
+        main.main(["--data-dir", str(data), *TINY, "--run", str(tmp_path / "m")])
     (data / "labels.csv").write_text("patient_id,fold\n")
     mark_current(data)
     with pytest.raises(SystemExit, match="lacks column"):
@@ -263,9 +263,10 @@ def test_damaged_labels_features_and_thresholds(prepared, trained, synth_records
     assert "recomputing" in capsys.readouterr().err
     pd.testing.assert_frame_equal(again, table)
 
-    model = tmp_path / "other.pth"
-    shutil.copy(trained["model_path"], model)
-    model.with_suffix(".thresholds.json").write_text(json.dumps({"thresholds": {"NORM": 0.5, "MI": 0.5}}))
-    with pytest.raises(SystemExit, match="does not hold one threshold per class"):
-        predict.main(["--model-path", str(model), "--record", str(synth_records / "A0001.hea"),
+    model = tmp_path / "other"
+    model.mkdir()
+    shutil.copy(trained["model_path"], model / "model.pth")
+    (model / "thresholds.json").write_text(json.dumps({"thresholds": {"NORM": 0.5, "MI": 0.5}}))
+    with pytest.raises(SystemExit, match="not a thresholds file of this version"):
+        predict.main(["--run", str(model), "--record", str(synth_records / "A0001.hea"),
                       "--results-dir", str(tmp_path / "r")])

@@ -15,16 +15,16 @@ from conftest import TINY
 
 import main
 import predict
-from dataset import augment
-from models import CHECKPOINT_FORMAT, build_model, load_checkpoint
-from training import RunConfig, deterministic_mode
-from training import train as train_run
+from models.inputs import augment
+from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from models.resnet import build_model
+from models.training import RunConfig, deterministic_mode
+from models.training import train as train_run
 from utils import CLASSES, LEADS, PipelineError
 
 
 def train(prepared: Path, tmp: Path, name: str, *extra: str) -> dict:
-    return main.main(["--data-dir", str(prepared), *TINY, "--model-path", str(tmp / f"{name}.pth"),
-                      "--log-dir", str(tmp / "logs"), *extra])
+    return main.main(["--data-dir", str(prepared), *TINY, "--run", str(tmp / f"{name}"), *extra])
 
 
 def test_resnet34_matches_the_paper():
@@ -41,8 +41,8 @@ def test_training_reduces_loss_and_writes_outputs(trained):
     history = trained["history"]
     assert len(history) == 3
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert trained["model_path"].exists() and trained["model_path"].with_suffix(".last.pth").exists()
-    log = pd.read_csv(trained["model_path"].parent / "logs" / "tiny.csv")
+    assert trained["model_path"].exists() and trained["run"].last.exists()
+    log = pd.read_csv(trained["run"].log)
     assert list(log["epoch"]) == [1, 2, 3] and {"val_f1", "val_auc", "val_loss"} <= set(log.columns)
     model, ckpt = load_checkpoint(trained["model_path"])
     assert ckpt["config"]["leads"] == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -63,15 +63,16 @@ def test_an_older_checkpoint_fails_naming_its_format(trained, tmp_path):
     ckpt = torch.load(trained["model_path"], map_location="cpu", weights_only=True)
     old = {k: v for k, v in ckpt.items() if k not in ("format", "config", "label_set")}
     old["args"] = {"arch": "resnet18"}
-    torch.save(old, tmp_path / "old.pth")
+    (tmp_path / "old").mkdir()
+    torch.save(old, tmp_path / "old" / "model.pth")
     with pytest.raises(PipelineError, match="checkpoint of format 1"):
-        load_checkpoint(tmp_path / "old.pth")
+        load_checkpoint(tmp_path / "old" / "model.pth")
     with pytest.raises(SystemExit, match="format 1.*retrain"):
-        predict.main(["--model-path", str(tmp_path / "old.pth")])
+        predict.main(["--run", str(tmp_path / "old")])
 
 
 def test_train_takes_a_config_and_runs_default_to_the_data_folder(prepared, tmp_path):
-    """train(cfg) is the library's training entry point; without --model-path a run lives in
+    """train(cfg) is the library's training entry point; without --run a run lives in
     data/<db>/runs/<run>/ with its resume checkpoint and log."""
     data = tmp_path / "data"
     shutil.copytree(prepared, data)
@@ -90,8 +91,8 @@ def test_resume_ends_where_an_uninterrupted_run_would(prepared, tmp_path):
     train(prepared, tmp_path, "part", "--epochs", "2")
     resumed = train(prepared, tmp_path, "part", "--epochs", "3", "--resume")
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
-    a = torch.load(tmp_path / "full.last.pth", weights_only=True)["model"]
-    b = torch.load(tmp_path / "part.last.pth", weights_only=True)["model"]
+    a = torch.load(tmp_path / "full" / "last.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "last.pth", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -123,31 +124,38 @@ def test_augmentation_is_a_fair_coin():
     assert shift.abs().max() < 1e-5 and (y - 1).abs().max() < 0.6
 
 
-def test_refuses_to_overwrite_and_clear_errors(prepared, trained, tmp_path):
-    with pytest.raises(SystemExit, match="exists; pass --resume"):
-        main.main(["--data-dir", str(prepared), *TINY, "--model-path", str(trained["model_path"])])
+def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(prepared, tmp_path, capsys):
+    """The run folder decides: same settings and finished -> kept, said in one line; other settings ->
+    refused unless --force; --resume with nothing to resume -> refused."""
+    first = train(prepared, tmp_path, "x", "--epochs", "1")
+    weights = first["model_path"].read_bytes()
+    again = train(prepared, tmp_path, "x", "--epochs", "1")
+    assert again.get("skipped") and "current, nothing to train" in capsys.readouterr().out
+    assert first["model_path"].read_bytes() == weights
+    for extra in ([], ["--resume"]):
+        with pytest.raises(SystemExit, match=r"other settings \(seconds: 2.0 -> 3.0\).*--force"):
+            main.main(["--data-dir", str(prepared), *TINY, "--seconds", "3", "--epochs", "1",
+                       "--run", str(tmp_path / "x"), *extra])
+    forced = train(prepared, tmp_path, "x", "--epochs", "1", "--seconds", "3", "--force")
+    assert not forced.get("skipped") and forced["model_path"].read_bytes() != weights
     with pytest.raises(SystemExit, match="no checkpoint"):
         train(prepared, tmp_path, "never", "--resume")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SystemExit, match="run `python preprocess.py"):
         train(empty, tmp_path, "nocache")
-    train(prepared, tmp_path, "x", "--epochs", "1")
-    with pytest.raises(SystemExit, match="different settings"):
-        main.main(["--data-dir", str(prepared), *TINY, "--seconds", "3", "--epochs", "2",
-                   "--model-path", str(tmp_path / "x.pth"), "--log-dir", str(tmp_path / "logs"), "--resume"])
 
 
 def test_ddp_two_gloo_processes_agree(prepared, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "main.py", "--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80",
-           "--model-path", str(tmp_path / "ddp.pth"), "--log-dir", str(tmp_path / "logs")]
+           "--run", str(tmp_path / "ddp")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-3000:]
     assert "DDP: 2 ranks agree" in proc.stdout, proc.stdout[-2000:]
-    assert (tmp_path / "ddp.pth").exists()
+    assert (tmp_path / "ddp" / "model.pth").exists()
 
 
 def test_deterministic_runs_repeat_exactly_across_processes(prepared, tmp_path):
@@ -157,20 +165,19 @@ def test_deterministic_runs_repeat_exactly_across_processes(prepared, tmp_path):
     for i in range(3):
         cmd = [sys.executable, "main.py", "--data-dir", str(prepared), "--arch", "resnet34", "--seconds", "10",
                "--sample-rate", "100", "--epochs", "2", "--lr", "1e-3", "--batch-size", "16", "--num-workers", "0",
-               "--limit", "100", "--deterministic", "--model-path", str(tmp_path / f"run{i}.pth"),
-               "--log-dir", str(tmp_path / "logs")]
+               "--limit", "100", "--deterministic", "--run", str(tmp_path / f"run{i}")]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       cwd=Path(__file__).resolve().parents[1]))
     for proc in procs:
         out, _ = proc.communicate(timeout=400)
         assert proc.returncode == 0, out[-2000:]
-    logs = [pd.read_csv(tmp_path / "logs" / f"run{i}.csv").drop(columns="seconds") for i in range(3)]
+    logs = [pd.read_csv(tmp_path / f"run{i}" / "log.csv").drop(columns="seconds") for i in range(3)]
     assert len(logs[0]) == 2
     for log in logs[1:]:
         pd.testing.assert_frame_equal(logs[0], log, check_exact=True)
-    weights = [torch.load(tmp_path / f"run{i}.last.pth", weights_only=True)["model"] for i in range(3)]
+    weights = [torch.load(tmp_path / f"run{i}" / "last.pth", weights_only=True)["model"] for i in range(3)]
     assert all(torch.equal(weights[0][k], w[k]) for w in weights[1:] for k in weights[0])
-    _, ckpt = load_checkpoint(tmp_path / "run0.pth")
+    _, ckpt = load_checkpoint(tmp_path / "run0" / "model.pth")
     assert ckpt["config"]["deterministic"] is True
 
 

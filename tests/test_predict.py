@@ -16,16 +16,16 @@ from utils import CLASSES, classification_metrics, tune_thresholds
 @pytest.fixture(scope="module")
 def evaluated(trained, prepared, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    table = predict.main(["--model-path", str(trained["model_path"]), "--results-dir", str(results),
+    table = predict.main(["--run", str(trained["model_path"]), "--results-dir", str(results),
                           "--n-bootstrap", "200", "--num-workers", "0"])
-    return table, results / prepared.name / trained["model_path"].stem, trained["model_path"]  # results/<db>/<run>
+    return table, results / prepared.name / trained["run"].name, trained["run"]  # results/<db>/<run>
 
 
 def test_evaluation_writes_every_output(evaluated):
     table, out, model_path = evaluated
     for name in ["metrics.csv", "metrics.json", "test_scores.csv", "roc.png", *[f"confusion_{c}.png" for c in CLASSES]]:
         assert (out / name).stat().st_size > 0, name
-    thresholds = json.loads(model_path.with_suffix(".thresholds.json").read_text())["thresholds"]
+    thresholds = json.loads(model_path.thresholds.read_text())["thresholds"]
     assert list(thresholds) == list(CLASSES) and all(0 <= t < 1 for t in thresholds.values())
     csv = pd.read_csv(out / "metrics.csv").set_index("class")
     assert list(csv.index) == [*CLASSES, "mean"]
@@ -66,18 +66,18 @@ def test_metric_functions_against_scikit_learn_on_random_data():
 
 def test_record_diagnosis(evaluated, prepared, synth_records, tmp_path, capsys):
     _, _, model_path = evaluated
-    table = predict.main(["--model-path", str(model_path), "--record", str(synth_records / "A0001.hea"),
+    table = predict.main(["--run", str(model_path), "--record", str(synth_records / "A0001.hea"),
                           str(synth_records / "A0002.mat"), str(tmp_path / "nope.hea"), "--results-dir", str(tmp_path)])
     assert len(table) == 2 and set(CLASSES) <= set(table.columns)
     assert ((table[list(CLASSES)] >= 0) & (table[list(CLASSES)] <= 1)).all().all()
     assert "nope.hea" in capsys.readouterr().err
-    assert (tmp_path / prepared.name / model_path.stem / "records.csv").exists()
+    assert (tmp_path / prepared.name / model_path.name / "records.csv").exists()
 
 
 @needs_real
 def test_record_diagnosis_on_a_real_record(evaluated, tmp_path):
     _, _, model_path = evaluated
-    table = predict.main(["--model-path", str(model_path), "--record", str(REAL_DIR / "JS20000.hea"),
+    table = predict.main(["--run", str(model_path), "--record", str(REAL_DIR / "JS20000.hea"),
                           "--results-dir", str(tmp_path)])
     assert len(table) == 1 and np.isfinite(table[list(CLASSES)].to_numpy(float)).all()
 
@@ -85,12 +85,13 @@ def test_record_diagnosis_on_a_real_record(evaluated, tmp_path):
 def test_bad_inputs(evaluated, tmp_path):
     _, _, model_path = evaluated
     with pytest.raises(SystemExit, match="not found"):
-        predict.main(["--model-path", str(tmp_path / "missing.pth")])
+        predict.main(["--run", str(tmp_path / "missing")])
     with pytest.raises(SystemExit, match="trained on leads I,II,III"):
-        predict.main(["--model-path", str(model_path), "--leads", "I"])
-    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+        predict.main(["--run", str(model_path), "--leads", "I"])
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "model.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="not a readable checkpoint"):
-        predict.main(["--model-path", str(tmp_path / "junk.pth")])
+        predict.main(["--run", str(tmp_path / "junk")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="run `python preprocess.py"):
-        predict.main(["--model-path", str(model_path), "--data-dir", str(tmp_path / "empty")])
+        predict.main(["--run", str(model_path), "--data-dir", str(tmp_path / "empty")])

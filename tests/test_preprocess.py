@@ -267,7 +267,7 @@ def test_half_updated_outputs_are_refused_and_stale_temporaries_removed(prepared
     with pytest.raises(SystemExit, match="preprocessing did not finish"):
         baselines.main(["--data-dir", str(data), "--results-dir", str(tmp_path / "r")])
     with pytest.raises(SystemExit, match="preprocessing did not finish"):
-        main.main(["--data-dir", str(data), "--model-path", str(tmp_path / "m.pth")])
+        main.main(["--data-dir", str(data), "--run", str(tmp_path / "m")])
     with pytest.raises(PipelineError, match="preprocessing did not finish"):  # the library raises; scripts exit
         SignalCache(data)
     out = tmp_path / "out"

@@ -24,15 +24,14 @@ def run(records_copy, tmp_path):
     """A tiny model trained on a private preprocess of a private copy of the records."""
     data = tmp_path / "data"
     prep(records_copy, data)
-    model = tmp_path / "m.pth"
-    main.main(["--data-dir", str(data), *TINY, "--epochs", "1", "--model-path", str(model),
-               "--log-dir", str(tmp_path / "logs")])
+    model = tmp_path / "m" / "model.pth"
+    main.main(["--data-dir", str(data), *TINY, "--epochs", "1", "--run", str(model.parent)])
     ckpt = torch.load(model, weights_only=True)
     return {"records": records_copy, "data": data, "model": model, "ckpt": ckpt, "tmp": tmp_path}
 
 
 def evaluate(run, name):
-    predict.main(["--model-path", str(run["model"]), "--results-dir", str(run["tmp"] / name),
+    predict.main(["--run", str(run["model"]), "--results-dir", str(run["tmp"] / name),
                   "--n-bootstrap", "0", "--num-workers", "0", "--no-figures"])
     return pd.read_csv(run["tmp"] / name / "data" / "m" / "test_scores.csv", dtype={"patient_id": str})
 
@@ -96,10 +95,10 @@ def test_a_hand_edited_preprocess_folder_is_refused(run):
 
 
 def test_thresholds_on_the_runs_validation_and_shap_on_its_test_against_its_training(run, tmp_path):
-    predict.main(["--model-path", str(run["model"]), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
+    predict.main(["--run", str(run["model"]), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
                   "--num-workers", "0", "--no-figures"])
     import json
-    tuned = json.loads(run["model"].with_suffix(".thresholds.json").read_text())
+    tuned = json.loads((run["model"].parent / "thresholds.json").read_text())
     assert tuned["tuned_on"] == f"validation fold(s) [4]: {len(run['ckpt']['split']['val'])} records"
     seen = {}
     real_explain = shap_values.explain
@@ -110,21 +109,22 @@ def test_thresholds_on_the_runs_validation_and_shap_on_its_test_against_its_trai
 
     shap_values.explain = spy
     try:
-        shap_values.main(["--model-path", str(run["model"]), "--shap-dir", str(tmp_path / "shap"),
-                          "--results-dir", str(tmp_path / "r"), "--background", "5", "--n-explain", "4", "--nsamples", "2"])
+        shap_values.main(["--run", str(run["model"]), "--results-dir", str(tmp_path / "r"), "--background", "5", "--n-explain", "4", "--nsamples", "2"])
     finally:
         shap_values.explain = real_explain
-    index = next((tmp_path / "shap" / "m").glob("index_*.csv"))
+    index = next((run["model"].parent / "shap").glob("index_*.csv"))
     explained = pd.read_csv(index, dtype={"patient_id": str})["patient_id"]
     assert set(explained) <= set(run["ckpt"]["split"]["test"]) and seen == {"n_background": 5, "n_explained": 4}
-    settings = json.loads(next((tmp_path / "shap" / "m").glob("settings_*.json")).read_text())
-    assert settings["background"] == 5
+    settings = json.loads(next((run["model"].parent / "shap").glob("settings_*.json")).read_text())
+    background = settings["background_ids"]
+    assert len(background) == len(set(background)) == 5 and set(background) <= set(run["ckpt"]["split"]["train"])
+    assert settings["explained_ids"] == explained.tolist()
 
 
 def test_record_diagnosis_of_a_cached_record_equals_its_test_score(run, tmp_path):
     scores = evaluate(run, "r5").set_index("patient_id")
     pid = scores.index[0]
-    table = predict.main(["--model-path", str(run["model"]), "--record", str(run["records"] / f"{pid}.hea"),
+    table = predict.main(["--run", str(run["model"]), "--record", str(run["records"] / f"{pid}.hea"),
                           "--results-dir", str(tmp_path / "rec")])
     np.testing.assert_allclose(table.loc[0, list(CLASSES)].to_numpy(float),
                                scores.loc[pid, [f"p_{c}" for c in CLASSES]].to_numpy(float), atol=6e-5)

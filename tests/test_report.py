@@ -5,6 +5,7 @@ import re
 import shutil
 
 import pytest
+from conftest import copy_run
 
 import baselines
 import cross_validate
@@ -16,7 +17,7 @@ from utils import CLASSES
 
 
 def test_empty_report_names_each_missing_stage(prepared, tmp_path):
-    path = report.main(["--data-dir", str(prepared), "--model-path", str(tmp_path / "m.pth"),
+    path = report.main(["--data-dir", str(prepared), "--run", str(tmp_path / "m"),
                         "--results-dir", str(tmp_path / "r")])
     text = path.read_text()
     for title in report.SECTIONS:
@@ -36,17 +37,16 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     for split in ([], ["--cv"]):
         baselines.main(["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(results),
                         "--num-workers", "1", *split])
-    predict.main(["--model-path", str(model), "--results-dir", str(results), "--n-bootstrap", "50", "--num-workers", "0"])
-    shap_values.main(["--model-path", str(model), "--shap-dir", str(shap_dir), "--results-dir", str(results),
+    predict.main(["--run", str(model), "--results-dir", str(results), "--n-bootstrap", "50", "--num-workers", "0"])
+    shap_values.main(["--run", str(model), "--results-dir", str(results),
                       "--background", "8", "--n-explain", "4", "--nsamples", "8"])
     cross_validate.main(["--data-dir", str(data), "--arch", "resnet18", "--seconds", "2", "--sample-rate", "100",
                          "--num-workers", "0", "--epochs", "1", "--folds", "3", "--n-bootstrap", "20",
-                         "--models-dir", str(tmp_path / "models"), "--results-dir", str(results),
-                         "--log-dir", str(tmp_path / "logs")])
+                         "--runs-dir", str(tmp_path / "models"), "--results-dir", str(results)])
     for name in ("lead_study.md", "lead_study.png"):
         shutil.copy(lead_study_run["work"] / "results" / prepared.name / name, results / prepared.name / name)
 
-    text = report.main(["--data-dir", str(data), "--model-path", str(model), "--results-dir", str(results)]).read_text()
+    text = report.main(["--data-dir", str(data), "--run", str(model), "--results-dir", str(results)]).read_text()
     assert text.count("Not available") == 1 and "--external-data-dir" in sections_text(text, "External validation")
     sections = dict(zip(report.SECTIONS, re.split(r"^## .*\n", text, flags=re.M)[1:]))
     assert set(sections) == set(report.SECTIONS)
@@ -75,22 +75,21 @@ def test_report_never_mixes_databases(prepared, trained, tmp_path):
     shutil.copytree(prepared, other)
     results = tmp_path / "results"
     baselines.main(["--data-dir", str(other), "--classifier", "LR", "--results-dir", str(results), "--num-workers", "1"])
-    text = report.main(["--data-dir", str(prepared), "--model-path", str(tmp_path / "none.pth"),
+    text = report.main(["--data-dir", str(prepared), "--run", str(tmp_path / "none"),
                         "--results-dir", str(results)]).read_text()
     assert "| LR |" not in sections_text(text, "Expert-feature baselines")
     assert (results / "B" / "baselines_all.csv").exists() and not (results / prepared.name / "baselines_all.csv").exists()
     with pytest.raises(SystemExit, match="a report covers one database"):
-        report.main(["--data-dir", str(other), "--model-path", str(trained["model_path"]), "--results-dir", str(results)])
+        report.main(["--data-dir", str(other), "--run", str(trained["model_path"]), "--results-dir", str(results)])
 
 
 def test_report_never_shows_metrics_of_another_checkpoint(prepared, trained, tmp_path):
     """A model retrained (or replaced) after its evaluation: the report says the metrics are out of
     date instead of showing them as this model's."""
     import torch
-    model, results = tmp_path / "m.pth", tmp_path / "results"
-    shutil.copy(trained["model_path"], model)
-    predict.main(["--model-path", str(model), "--results-dir", str(results), "--n-bootstrap", "0", "--num-workers", "0"])
-    argv = ["--data-dir", str(prepared), "--model-path", str(model), "--results-dir", str(results)]
+    model, results = copy_run(trained, tmp_path / "m") / "model.pth", tmp_path / "results"
+    predict.main(["--run", str(model), "--results-dir", str(results), "--n-bootstrap", "0", "--num-workers", "0"])
+    argv = ["--data-dir", str(prepared), "--run", str(model), "--results-dir", str(results)]
     assert "Out of date" not in report.main(argv).read_text()
     ckpt = torch.load(model, weights_only=True)
     ckpt["model"]["fc.weight"] += 0.1

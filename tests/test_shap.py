@@ -13,15 +13,14 @@ FAST = ["--background", "8", "--n-explain", "4", "--nsamples", "8"]
 
 def run(model_path, tmp, *extra):
     """SHAP with its value cache in tmp/shap/<model> and its figures in tmp/results/<db>/<model>/shap."""
-    return shap_values.main(["--model-path", str(model_path), "--shap-dir", str(tmp / "shap"),
-                             "--results-dir", str(tmp / "results"), *FAST, *extra])
+    return shap_values.main(["--run", str(model_path), "--results-dir", str(tmp / "results"), *FAST, *extra])
 
 
 def test_values_figures_and_cache(trained, prepared, tmp_path, capsys):
     model_path = trained["model_path"]
     table = run(model_path, tmp_path)
-    cache = tmp_path / "shap" / model_path.stem
-    out = tmp_path / "results" / prepared.name / model_path.stem / "shap"
+    cache = trained["run"].shap_dir
+    out = tmp_path / "results" / prepared.name / trained["run"].name / "shap"
     values = np.load(next(cache.glob("values_*.npy")))
     index = pd.read_csv(next(cache.glob("index_*.csv")), dtype={"patient_id": str})
     assert values.shape == (4, 12, 200) and values.dtype == np.float32 and np.isfinite(values).all()
@@ -46,17 +45,17 @@ def test_values_figures_and_cache(trained, prepared, tmp_path, capsys):
 
 def test_a_changed_model_never_reuses_stale_values(trained, tmp_path, capsys):
     import shutil
-    model_path = tmp_path / "copy.pth"
-    shutil.copy(trained["model_path"], model_path)
+    from conftest import copy_run
+    model_path = copy_run(trained, tmp_path / "copy") / "model.pth"
     run(model_path, tmp_path)
-    first = np.load(next((tmp_path / "shap" / "copy").glob("values_*.npy")))
+    first = np.load(next((tmp_path / "copy" / "shap").glob("values_*.npy")))
     ckpt = torch.load(model_path, weights_only=True)
     ckpt["model"]["fc.weight"] += 0.5  # a retrained model under the same name
     torch.save(ckpt, model_path)
     capsys.readouterr()
     run(model_path, tmp_path)
     assert "reusing" not in capsys.readouterr().out
-    files = sorted((tmp_path / "shap" / "copy").glob("values_*.npy"))
+    files = sorted((tmp_path / "copy" / "shap").glob("values_*.npy"))
     assert len(files) == 1 and not np.array_equal(first, np.load(files[0]))
 
 
@@ -69,8 +68,8 @@ def test_record_explanation(trained, prepared, synth_records, tmp_path):
 def test_expected_gradients_sum_to_output_minus_background_mean(trained, prepared):
     """Completeness: averaged over records, the SHAP sum equals f(x) - E[f(background)] for the
     explained output (expected gradients is unbiased for it; nsamples controls the Monte Carlo error)."""
-    from dataset import ECGDataset, InputSpec
-    from models import load_checkpoint
+    from models.inputs import ECGDataset, InputSpec
+    from models.checkpoint import load_checkpoint
     from utils import SignalCache, load_labels
 
     model, _ = load_checkpoint(trained["model_path"])

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dataset import ECGDataset, InputSpec, checkpoint_splits, make_loader, score
-from models import load_thresholds, run_name, thresholds_path
+from models.inputs import ECGDataset, InputSpec, checkpoint_splits, make_loader, score
+from models.run import Run, load_thresholds
 from utils import (PipelineError, SignalCache, classification_metrics, data_label_set, data_split_rule, database_name,
                    file_sha, fingerprint, load_labels, manifest_mismatch, outputs_current, read_manifest, save_figure,
                    split_folds, tune_thresholds, write_csv, write_json, write_manifest)
@@ -25,9 +25,9 @@ from utils import (PipelineError, SignalCache, classification_metrics, data_labe
 EVALUATED_JSON = "evaluated.json"  # the manifest of an evaluation's outputs, written last
 
 
-def results_folder(results_dir: Path, ckpt: dict, model_path: Path) -> Path:
+def results_folder(results_dir: Path, ckpt: dict, run: Run) -> Path:
     """results/<training database>/<run name>/."""
-    return Path(results_dir) / ckpt["data"]["name"] / run_name(model_path)
+    return Path(results_dir) / ckpt["data"]["name"] / run.name
 
 
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, cls: str, path: Path) -> None:
@@ -99,30 +99,30 @@ def write_results(out: Path, part: pd.DataFrame, y: np.ndarray, probs: np.ndarra
     return table
 
 
-def evaluation_key(model_path: Path, ckpt: dict, n_bootstrap: int) -> str:
+def evaluation_key(run: Run, ckpt: dict, n_bootstrap: int) -> str:
     """What an evaluation's outputs depend on: the checkpoint's bytes, its data and the bootstrap size."""
-    return fingerprint([file_sha(model_path), ckpt["data"]["fingerprint"], n_bootstrap])
+    return fingerprint([file_sha(run.model), ckpt["data"]["fingerprint"], n_bootstrap])
 
 
-def evaluation_current(model_path: Path, ckpt: dict, results_dir: Path, n_bootstrap: int) -> bool:
+def evaluation_current(run: Run, ckpt: dict, results_dir: Path, n_bootstrap: int) -> bool:
     """True when results/<db>/<run>/ holds an evaluation of exactly this checkpoint and settings."""
-    out = results_folder(results_dir, ckpt, model_path)
-    return outputs_current(out / EVALUATED_JSON, evaluation_key(model_path, ckpt, n_bootstrap))
+    out = results_folder(results_dir, ckpt, run)
+    return outputs_current(out / EVALUATED_JSON, evaluation_key(run, ckpt, n_bootstrap))
 
 
-def evaluation_problem(model_path: Path, ckpt: dict, results_dir: Path) -> str | None:
+def evaluation_problem(run: Run, ckpt: dict, results_dir: Path) -> str | None:
     """Why results/<db>/<run>/ does not hold an evaluation of this very checkpoint (None when it does):
     what the report checks before it shows a run's metrics."""
-    manifest_path = results_folder(results_dir, ckpt, model_path) / EVALUATED_JSON
+    manifest_path = results_folder(results_dir, ckpt, run) / EVALUATED_JSON
     manifest = read_manifest(manifest_path)
     if manifest is None:
         return f"{manifest_path} is missing (evaluation not run, or interrupted)"
-    if manifest.get("model_sha") != file_sha(model_path):
-        return f"{model_path} changed after it was evaluated"
+    if manifest.get("model_sha") != file_sha(run.model):
+        return f"{run.model} changed after it was evaluated"
     return manifest_mismatch(manifest_path)
 
 
-def evaluate_run(model: torch.nn.Module, ckpt: dict, model_path: Path, results_dir: Path, device: torch.device,
+def evaluate_run(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path, device: torch.device,
                  data_dir: Path | None = None, n_bootstrap: int = 1000, batch_size: int = 64, num_workers: int = 2,
                  figures: bool = True) -> tuple[pd.DataFrame, Path]:
     """Tune thresholds on the run's validation records, score its test records; returns the metrics table
@@ -143,24 +143,24 @@ def evaluate_run(model: torch.nn.Module, ckpt: dict, model_path: Path, results_d
     thresholds = tune_thresholds(scored["val"][1], scored["val"][0])
     write_json({"classes": list(classes), "thresholds": dict(zip(classes, thresholds.tolist())),
                 "tuned_on": f"validation fold(s) {val_folds}: {len(splits['val'])} records",
-                "model": str(model_path)}, thresholds_path(model_path))
-    out = results_folder(results_dir, ckpt, model_path)
+                "model": str(run.model), "model_sha": file_sha(run.model)}, run.thresholds)
+    out = results_folder(results_dir, ckpt, run)
     (out / EVALUATED_JSON).unlink(missing_ok=True)
     probs, y = scored["test"]
-    info = {"model": str(model_path), "data_dir": str(data_dir), "database": ckpt["data"]["name"],
+    info = {"model": str(run.model), "data_dir": str(data_dir), "database": ckpt["data"]["name"],
             "test_folds": test_folds, "n_test": len(splits["test"]), "leads": list(spec.leads),
             "label_set": ckpt["label_set"]["name"]}
     table = write_results(out, splits["test"], y, probs, thresholds, classes, n_bootstrap, int(cfg["seed"]),
                           figures, info, "ROC, test fold")
-    write_manifest(out / EVALUATED_JSON, evaluation_key(model_path, ckpt, n_bootstrap),
-                   [out / "metrics.csv", out / "metrics.json", out / "test_scores.csv", thresholds_path(model_path)],
-                   model_sha=file_sha(model_path), n_bootstrap=n_bootstrap)
+    write_manifest(out / EVALUATED_JSON, evaluation_key(run, ckpt, n_bootstrap),
+                   [out / "metrics.csv", out / "metrics.json", out / "test_scores.csv", run.thresholds],
+                   model_sha=file_sha(run.model), n_bootstrap=n_bootstrap)
     print(f"test fold(s) {test_folds}: {len(splits['test'])} records; thresholds tuned on validation fold(s) "
           f"{val_folds}")
     return table, out
 
 
-def evaluate_external(model: torch.nn.Module, ckpt: dict, model_path: Path, external_dir: Path, results_dir: Path,
+def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir: Path, results_dir: Path,
                       device: torch.device, n_bootstrap: int = 1000, batch_size: int = 64, num_workers: int = 2,
                       figures: bool = True) -> tuple[pd.DataFrame, Path]:
     """Score every labelled record of another preprocessed database with the thresholds tuned on the
@@ -174,11 +174,8 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, model_path: Path, exte
                             f"{ckpt['label_set']['name']}")
     if database_name(external_dir) == ckpt["data"]["name"]:
         raise PipelineError(f"{external_dir} is the database the model was trained on; evaluate it with "
-                            f"`python predict.py --model-path {model_path}` (its own test records)")
-    thresholds = load_thresholds(model_path, classes)
-    if thresholds is None:
-        raise PipelineError(f"{thresholds_path(model_path)} not found; run `python predict.py --model-path "
-                            f"{model_path}` first: it tunes the thresholds on the run's own validation records")
+                            f"`python predict.py --run {run}` (its own test records)")
+    thresholds = load_thresholds(run, classes)
     part = load_labels(external_dir)
     trained_on = set(ckpt["split"]["train"]) | set(ckpt["split"]["val"])
     shared = [pid for pid in part["patient_id"] if pid in trained_on]
@@ -188,8 +185,8 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, model_path: Path, exte
               f"external test", file=sys.stderr)
     probs, y = score_records(model, SignalCache(external_dir), part, InputSpec.from_checkpoint(ckpt), classes,
                              device, batch_size, num_workers, "score external")
-    out = results_folder(results_dir, ckpt, model_path) / "external" / database_name(external_dir)
-    info = {"model": str(model_path), "data_dir": str(external_dir), "database": database_name(external_dir),
+    out = results_folder(results_dir, ckpt, run) / "external" / database_name(external_dir)
+    info = {"model": str(run.model), "data_dir": str(external_dir), "database": database_name(external_dir),
             "trained_on": ckpt["data"]["name"], "n_test": len(part), "label_set": ckpt["label_set"]["name"],
             "thresholds": "tuned on the training database's validation records"}
     table = write_results(out, part, y, probs, thresholds, classes, n_bootstrap, int(ckpt["config"]["seed"]),

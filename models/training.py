@@ -1,7 +1,8 @@
 """One training run as a function of its configuration: `train(cfg)`.
 
-main.py builds a RunConfig from its command line and calls `train`; cross_validate.py and lead_study.py
-call `train(dataclasses.replace(cfg, leads=…, test_fold=…))`. The checkpoint stores the configuration
+main.py builds a RunConfig from its command line and calls `train`; the studies (cross_validate.py,
+lead_study.py) call `train(dataclasses.replace(cfg, leads=…, test_fold=…))`. A run writes only into its
+own folder (models.run.Run), whose file names are fixed. The checkpoint stores the configuration
 as a plain dict (key `config`, with a format version), the label set, and the record ids of the split,
 so every later stage rebuilds the run from the checkpoint alone.
 
@@ -30,10 +31,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dataset import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, make_loader, pick_device, score,
-                     split_provenance)
-from models import (ARCHS, CHECKPOINT_FORMAT, build_model, last_path, load_checkpoint, log_path, read_checkpoint,
-                    save_checkpoint)
+from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
+from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, make_loader, pick_device,
+                           score, split_provenance)
+from models.resnet import ARCHS, build_model
+from models.run import Run, run_name
 from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, data_label_set, data_split_rule,
                    database_name, f1_scores, leads_tag, load_labels, nonnegative_int, positive_float, positive_int,
                    preprocess_manifest, split_labels, write_csv)
@@ -57,8 +59,7 @@ class RunConfig:
     deterministic: bool = False
     label_set: str | None = None          # filled from the preprocess manifest when the run starts
     # how to execute it (not part of what makes two runs different)
-    model_path: str | None = None         # default data/<db>/runs/<run name>/model.pth
-    log_dir: str | None = None            # default: beside the checkpoint
+    run_dir: str | None = None            # the run folder; default data/<db>/runs/<run name>/
     num_workers: int = 4
     use_gpu: bool = False
     amp: bool = True
@@ -74,14 +75,12 @@ class RunConfig:
         return InputSpec(tuple(self.leads), float(self.seconds), int(self.sample_rate))
 
     def run_name(self, prefix: str = "") -> str:
-        """{arch}_{leads}_{seed}[_fold{k}], the original's naming without the database (the folder says it)."""
-        fold = f"_fold{self.test_fold}" if self.test_fold is not None else ""
-        return f"{prefix}{self.arch}_{leads_tag(self.leads)}_{self.seed}{fold}"
+        return run_name(self.arch, self.leads, self.seed, self.test_fold, prefix)
 
-    def checkpoint_path(self) -> Path:
-        if self.model_path is not None:
-            return Path(self.model_path)
-        return Path(self.data_dir) / "runs" / self.run_name() / "model.pth"
+    @property
+    def run(self) -> Run:
+        """The run folder: --run, or data/<db>/runs/<run name>/."""
+        return Run.at(self.run_dir) if self.run_dir is not None else Run(Path(self.data_dir) / "runs" / self.run_name())
 
     def to_dict(self) -> dict:
         """Plain types only: loadable with torch.load(weights_only=True)."""
@@ -120,7 +119,6 @@ class RunConfig:
         p.add_argument("--deterministic", action="store_true",
                        help="bit-identical results across processes: one CPU thread and deterministic kernels "
                             "(cuDNN deterministic on GPU); 1.4-1.8x the time per step on a 2-core CPU")
-        p.add_argument("--log-dir", type=Path, default=None, help="training log folder (default: the run folder)")
         return p
 
     @classmethod
@@ -130,8 +128,7 @@ class RunConfig:
         return cls(data_dir=str(args.data_dir), arch=args.arch, leads=tuple(leads), seconds=float(args.seconds),
                    sample_rate=int(args.sample_rate), seed=args.seed, epochs=args.epochs, lr=args.lr,
                    batch_size=args.batch_size, limit=args.limit, test_fold=getattr(args, "test_fold", None),
-                   deterministic=args.deterministic, model_path=opt(getattr(args, "model_path", None)),
-                   log_dir=opt(args.log_dir), num_workers=args.num_workers, use_gpu=args.use_gpu,
+                   deterministic=args.deterministic, run_dir=opt(getattr(args, "run", None)), num_workers=args.num_workers, use_gpu=args.use_gpu,
                    amp=not args.no_amp, resume=getattr(args, "resume", False), force=getattr(args, "force", False),
                    **overrides)
 
@@ -208,14 +205,28 @@ def param_checksum(model: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in model.parameters()))
 
 
+def run_state(cfg: RunConfig) -> tuple[str, str]:
+    """What the run folder holds for `cfg` (label set resolved): ("new", ""), ("current", why) when it
+    finished all epochs with exactly these settings, ("unfinished", why) when it stopped early with them,
+    or ("other", why) when it holds a run of other settings (or an unreadable one)."""
+    run = cfg.run
+    if not run.last.exists():
+        return ("other", f"{run.model} exists without {run.last}") if run.model.exists() else ("new", "")
+    try:
+        saved = read_checkpoint(run.last)
+    except PipelineError as e:
+        return "other", str(e)
+    changed = RunConfig.from_dict(saved["config"]).changed(cfg)
+    if changed:
+        return "other", f"{run} holds a run with other settings ({'; '.join(changed)})"
+    if saved["epoch"] >= cfg.epochs:
+        return "current", f"{run} finished {saved['epoch']} epoch(s) with these settings"
+    return "unfinished", f"{run} stopped after epoch {saved['epoch']} of {cfg.epochs}"
+
+
 def finished(cfg: RunConfig) -> bool:
-    """True when the run's resume checkpoint completed all epochs with exactly these settings."""
-    last = last_path(cfg.checkpoint_path())
-    if not last.exists():
-        return False
-    saved = read_checkpoint(last)
-    done = RunConfig.from_dict(saved["config"])
-    return not done.changed(resolve_label_set(cfg)) and saved["epoch"] >= cfg.epochs
+    """True when the run completed all epochs with exactly these settings."""
+    return run_state(resolve_label_set(cfg))[0] == "current"
 
 
 def resolve_label_set(cfg: RunConfig) -> RunConfig:
@@ -227,10 +238,30 @@ def resolve_label_set(cfg: RunConfig) -> RunConfig:
 
 
 def train(cfg: RunConfig, rank: int = 0, world: int = 1, device: torch.device | None = None) -> dict:
-    """One training run (this process's share of it under DDP); returns checkpoint path, best F1, history."""
+    """One training run (this process's share of it under DDP); returns the run, best F1 and history.
+
+    The run folder decides what happens, so rerunning a command is always safe: a run that finished
+    with these settings is kept (said in one line; `force` retrains it), one that stopped early with
+    them resumes after its last epoch, one of other settings is refused unless `force`."""
+    cfg = resolve_label_set(cfg)
+    state, why = run_state(cfg)
+    if not cfg.force:
+        if cfg.resume and state == "new":
+            raise PipelineError(f"--resume: no checkpoint {cfg.run.last} to resume from")
+        if state == "other":
+            raise PipelineError(f"{why}; pass --force to overwrite it, or --run to train into another folder")
+        if state == "current" and not cfg.resume:
+            saved = read_checkpoint(cfg.run.model if cfg.run.model.exists() else cfg.run.last)
+            if rank == 0:
+                print(f"{why}: current, nothing to train (--force retrains it)")
+            return {"run": cfg.run, "model_path": cfg.run.model, "best_f1": saved["best_f1"],
+                    "history": saved["history"], "skipped": True}
+        cfg = dataclasses.replace(cfg, resume=state in ("unfinished", "current"))
+    else:
+        cfg = dataclasses.replace(cfg, resume=False)
     device = device or pick_device(cfg.use_gpu)
     with deterministic_mode(cfg.deterministic, device):
-        return _train(resolve_label_set(cfg), rank, world, device)
+        return _train(cfg, rank, world, device)
 
 
 def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
@@ -238,12 +269,11 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
 
     is_main = rank == 0
     amp = device.type == "cuda" and cfg.amp
-    model_path = cfg.checkpoint_path()
-    resume_path = last_path(model_path)
-    if is_main and not cfg.resume and not cfg.force and (model_path.exists() or resume_path.exists()):
-        raise PipelineError(f"{model_path} exists; pass --resume to continue that run or --force to overwrite it")
-    if cfg.resume and not resume_path.exists():
-        raise PipelineError(f"--resume: no checkpoint {resume_path} to resume from")
+    run = cfg.run
+    model_path, resume_path = run.model, run.last
+    if cfg.force and is_main:  # a retrained run keeps nothing of the old one
+        for old in (model_path, resume_path, run.log, run.thresholds):
+            old.unlink(missing_ok=True)
 
     seed_everything(cfg.seed)
     spec = cfg.spec
@@ -291,7 +321,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
               f"({spec.seconds:g} s at {spec.sample_rate} Hz), {len(classes)} classes ({label_set['name']}); "
               f"train {len(train_ds)} val {len(val_ds)} test {len(splits['test'])} records{split}; device {device}"
               f"{' (bf16 autocast)' if amp else ''}{f', {world} processes' if world > 1 else ''}")
-    log = Path(cfg.log_dir) / f"{model_path.stem}.csv" if cfg.log_dir else log_path(model_path)
+    log = run.log
     data = {"dir": str(cfg.data_dir), "name": database_name(cfg.data_dir), "fingerprint": manifest.get("fingerprint")}
 
     for epoch in range(start, cfg.epochs + 1):
@@ -336,4 +366,4 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
         dist.destroy_process_group()
     if is_main:
         print(f"best val F1 {best:.4f}; checkpoint {model_path}; log {log}")
-    return {"model_path": model_path, "best_f1": best, "history": history}
+    return {"run": run, "model_path": model_path, "best_f1": best, "history": history}

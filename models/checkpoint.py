@@ -1,0 +1,52 @@
+"""Checkpoints: one plain dict, loadable with `torch.load(weights_only=True)`.
+
+Keys: `format` (CHECKPOINT_FORMAT), `config` (the run's RunConfig as a dict), `label_set`
+({"name", "classes"}), `split` (record ids of train/val/test) and `split_labels` (a fingerprint of their
+labels), `data` (the preprocess folder, its name and manifest fingerprint), `model` (weights), `epoch`,
+`best_f1`, `history`; the resume checkpoint (last.pth) adds `optimizer`. Everything a later stage needs
+to rebuild the run is in it, so no stage guesses settings from file names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.resnet import ResNet1d, build_model
+from utils import MissingInputError, PipelineError, atomic_write
+
+CHECKPOINT_FORMAT = 2  # 1: settings under "args" (argparse namespace), classes under "classes"
+
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
+
+
+def save_checkpoint(path: Path, state: dict) -> Path:
+    """Written to a temporary file and renamed: a killed run never leaves half a checkpoint."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict (`weights_only=True`, so no pickled code runs), checked to be of this format."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"checkpoint {path} not found; train one with `python main.py` first")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise PipelineError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise PipelineError(f"{path} is not a checkpoint written by main.py")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format", "1 (settings under 'args', no label set)")
+        raise PipelineError(f"{path} is a checkpoint of format {found}; this version reads format {CHECKPOINT_FORMAT} "
+                            f"(config, label_set, split): retrain it with `python main.py`")
+    return ckpt
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[ResNet1d, dict]:
+    """Model (eval mode) and the checkpoint dict."""
+    ckpt = read_checkpoint(path, map_location)
+    cfg = ckpt["config"]
+    model = build_model(cfg["arch"], len(cfg["leads"]), len(ckpt["label_set"]["classes"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt

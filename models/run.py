@@ -1,0 +1,131 @@
+"""A run is one folder with fixed file names, defined here and nowhere else.
+
+    data/<db>/runs/<arch>_<leads>_<seed>[_fold<k>]/   (studies prefix the name with `study_`)
+        model.pth        the best validation epoch (what every later stage uses)
+        last.pth         the last completed epoch, with the optimizer (for --resume)
+        log.csv          one row per epoch
+        thresholds.json  per-class thresholds tuned on the run's validation records, tied to model.pth's bytes
+        shap/            the SHAP value cache
+        .lock            held by the one process writing the run
+
+Every stage takes a run by one handle, `--run <folder>` (its model.pth is accepted too), so two runs can
+never share a file: the only way to name a file of a run is through its folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from utils import LEADS, MissingInputError, PipelineError, file_sha, leads_tag
+
+__all__ = ["Run", "run_name", "run_argument", "load_thresholds"]
+
+
+def run_name(arch: str, leads: Sequence[str] = LEADS, seed: int = 42, test_fold: int | None = None,
+             prefix: str = "") -> str:
+    """{prefix}{arch}_{leads}_{seed}[_fold{k}]: the original's naming without the database (the folder says it)."""
+    fold = f"_fold{test_fold}" if test_fold is not None else ""
+    return f"{prefix}{arch}_{leads_tag(leads)}_{seed}{fold}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """The handle of one run: its folder. Every file of the run is a property, never a computed name."""
+    folder: Path
+
+    MODEL = "model.pth"
+    LAST = "last.pth"
+    LOG = "log.csv"
+    THRESHOLDS = "thresholds.json"
+    SHAP = "shap"
+    LOCK = ".lock"
+
+    @classmethod
+    def at(cls, path: Path | str) -> "Run":
+        """The run at `path`: its folder, or the folder's model.pth / last.pth."""
+        path = Path(path)
+        if path.suffix == ".pth":
+            if path.name not in (cls.MODEL, cls.LAST):
+                raise PipelineError(f"{path}: a run is a folder holding {cls.MODEL}; pass the folder "
+                                    f"(checkpoints under other names are not runs of this version)")
+            path = path.parent
+        return cls(path)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def model(self) -> Path:
+        return self.folder / self.MODEL
+
+    @property
+    def last(self) -> Path:
+        return self.folder / self.LAST
+
+    @property
+    def log(self) -> Path:
+        return self.folder / self.LOG
+
+    @property
+    def thresholds(self) -> Path:
+        return self.folder / self.THRESHOLDS
+
+    @property
+    def shap_dir(self) -> Path:
+        return self.folder / self.SHAP
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / self.LOCK
+
+    def __str__(self) -> str:
+        return str(self.folder)
+
+
+def run_argument(text: str) -> Run:
+    """argparse type of `--run`: a bad path is a usage error (exit 2), like every bad argument."""
+    try:
+        return Run.at(text)
+    except PipelineError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def load_thresholds(run: Run, classes: list[str], required: bool = True) -> np.ndarray | None:
+    """The thresholds tuned for this very model.pth, in `classes` order.
+
+    Thresholds tuned for an earlier model.pth of the run (retrained, resumed, or still training) are
+    never applied to the current one: they are refused, naming the command that retunes them. Without
+    `required`, missing thresholds give None."""
+    path = run.thresholds
+    retune = f"rerun `python predict.py --run {run}`"
+    if not path.exists():
+        if required:
+            raise MissingInputError(f"{path} not found; run `python predict.py --run {run}` once to tune the "
+                                    f"thresholds on the run's validation records")
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        values = saved["thresholds"]
+        model_sha = saved["model_sha"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise PipelineError(f"{path} is not a thresholds file of this version ({type(e).__name__}: {e}); "
+                            f"{retune}") from None
+    if model_sha != file_sha(run.model):
+        raise PipelineError(f"{path} was tuned for an earlier {run.model} (the checkpoint changed since); {retune}")
+    untunable = set(saved.get("untunable", []))
+    out = []
+    for c in classes:
+        v = values.get(c, "missing") if isinstance(values, dict) else "missing"
+        if v is None and c in untunable:
+            out.append(np.nan)  # never predicted: no validation positive to tune it on
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not 0 <= v <= 1:
+            raise PipelineError(f"{path}: the threshold of {c} is {v!r}, not a number in [0, 1]; {retune}")
+        out.append(float(v))
+    return np.array(out)
