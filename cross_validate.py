@@ -23,6 +23,7 @@ import pandas as pd
 from models.studies import results_dir_of, study_config, study_parser, train_and_evaluate
 from models.training import check_input_size
 from utils import N_FOLDS, parse_leads, save_figure, script_main, write_csv, write_text
+from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--folds", default=",".join(map(str, range(1, N_FOLDS + 1))),
                    help="test folds to run, comma-separated (default: all ten)")
-    args = p.parse_args(argv)
+    args = parse_with_preset(p, argv, "study")
     check_input_size(p, args)
     try:
         args.lead_names = parse_leads(args.leads)

@@ -21,11 +21,12 @@ import pandas as pd
 from models.studies import results_dir_of, study_config, study_parser, train_and_evaluate
 from models.training import check_input_size
 from utils import LEADS, parse_leads, save_figure, script_main, write_csv, write_text
+from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
-    args = p.parse_args(argv)
+    args = parse_with_preset(p, argv, "study")
     check_input_size(p, args)
     return args
 

@@ -22,6 +22,7 @@ import torch
 from models.inputs import pick_device
 from models.training import RunConfig, check_input_size, train
 from utils import N_FOLDS, parse_leads, script_main
+from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="require a run to continue from its last completed epoch (an unfinished run resumes anyway)")
     p.add_argument("--force", action="store_true", help="retrain from scratch, replacing the run's files")
-    args = p.parse_args(argv)
+    args = parse_with_preset(p, argv, "train")
     check_input_size(p, args)
     try:
         args.lead_names = parse_leads(args.leads)

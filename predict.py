@@ -26,6 +26,7 @@ from models.inputs import InputSpec, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
 from utils import (PipelineError, nonnegative_int, parse_leads, positive_int, read_records,
                    script_main, write_csv)
+from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="skip the confusion-matrix and ROC figures (the studies draw their own)")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--force", action="store_true", help="evaluate again even when the evaluation is current")
-    return p.parse_args(argv)
+    return parse_with_preset(p, argv, "evaluate")
 
 
 def check_leads(requested: str | None, ckpt: dict, run: Run) -> None:

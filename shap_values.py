@@ -33,6 +33,7 @@ from models.inputs import ECGDataset, InputSpec, checkpoint_splits, diagnose, pi
 from models.run import Run, load_thresholds, run_argument
 from utils import (PipelineError, SignalCache, file_sha, fingerprint, get_label_set, output_names, outputs_current,
                    positive_int, read_records, save_figure, script_main, write_csv, write_manifest, write_npy)
+from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--use-gpu", action="store_true")
-    return p.parse_args(argv)
+    return parse_with_preset(p, argv, "shap")
 
 
 def background_rows(train_ds: ECGDataset, n: int, seed: int) -> np.ndarray:

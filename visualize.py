@@ -27,7 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--record", type=Path, nargs="+", required=True, help="WFDB .hea (or CPSC2018 .mat) records")
     p.add_argument("--layout", choices=("3x4", "1col", "both"), default="both")
     p.add_argument("--seconds", type=positive_float, default=10.0, help="how much of the record (the first seconds)")
-    p.add_argument("--out-dir", type=Path, default=Path("results/ecg"))
+    p.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="figures go to <results-dir>/<the record's folder name>/ecg/")
     return p.parse_args(argv)
 
 
@@ -106,7 +107,7 @@ def main(argv=None) -> list[Path]:
     for (record, hdr, mv), name in zip(records, output_names([r[0] for r in records])):
         seconds = min(args.seconds, mv.shape[1] / SAMPLE_RATE)
         for layout in layouts:
-            path = args.out_dir / f"{name}_{layout}.png"
+            path = args.results_dir / record.resolve().parent.name / "ecg" / f"{name}_{layout}.png"
             (plot_3x4 if layout == "3x4" else plot_1col)(mv, SAMPLE_RATE, record_title(record, hdr), path, seconds)
             written.append(path)
     print("wrote " + ", ".join(str(p) for p in written))

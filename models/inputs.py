@@ -159,17 +159,20 @@ def score(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp:
     from tqdm import tqdm
 
     model.eval()
-    probs, ys, loss_sum = [], [], 0.0
+    probs, ys = [], []
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no host synchronisation per batch
     for x, y in tqdm(loader, desc=progress, leave=False, disable=progress is None):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
         logits = logits.float()
-        loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum").item()
-        probs.append(torch.sigmoid(logits).cpu().numpy())
-        ys.append(y.cpu().numpy())
-    y_all = np.concatenate(ys)
-    return np.concatenate(probs), y_all, loss_sum / max(y_all.size, 1)
+        loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
+        probs.append(torch.sigmoid(logits))
+        ys.append(y)
+    if not ys:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), float("nan")
+    y_all = torch.cat(ys).cpu().numpy()
+    return torch.cat(probs).cpu().numpy(), y_all, float(loss_sum) / max(y_all.size, 1)
 
 
 def pick_device(use_gpu: bool) -> torch.device:

@@ -76,7 +76,7 @@ def test_record_options_go_on_past_a_malformed_header(trained, synth_records, tm
     assert table["record"].tolist() == [str(good)]
     err = capsys.readouterr().err
     assert str(bad) in err and field in err
-    written = visualize.main(["--record", str(bad), str(good), "--out-dir", str(tmp_path / "ecg"), "--layout", "1col"])
+    written = visualize.main(["--record", str(bad), str(good), "--results-dir", str(tmp_path / "ecg"), "--layout", "1col"])
     assert [p.name for p in written] == ["A0002_1col.png"]
     assert field in capsys.readouterr().err
 
@@ -233,7 +233,7 @@ def test_figures_with_the_same_record_name_do_not_overwrite(synth_records, tmp_p
         text = (tmp_path / d / "A0001.hea").read_text().replace(src, "A0001")
         (tmp_path / d / "A0001.hea").write_text(text)
     written = visualize.main(["--record", str(tmp_path / "d1" / "A0001.hea"), str(tmp_path / "d2" / "A0001.hea"),
-                              "--layout", "3x4", "--out-dir", str(tmp_path / "ecg")])
+                              "--layout", "3x4", "--results-dir", str(tmp_path / "ecg")])
     assert [p.name for p in written] == ["d1_A0001_3x4.png", "d2_A0001_3x4.png"]
     assert all(p.exists() for p in written)
 

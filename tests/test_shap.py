@@ -62,7 +62,7 @@ def test_a_changed_model_never_reuses_stale_values(trained, tmp_path, capsys):
 def test_record_explanation(trained, prepared, synth_records, tmp_path):
     table = run(trained["model_path"], tmp_path, "--record", str(synth_records / "A0005.hea"))
     assert len(table) == 1 and table.loc[0, "predicted"] in CLASSES
-    assert (tmp_path / "results" / prepared.name / trained["model_path"].stem / "shap" / "records" / "A0005.png").exists()
+    assert (tmp_path / "results" / prepared.name / trained["run"].name / "shap" / "records" / "A0005.png").exists()
 
 
 def test_expected_gradients_sum_to_output_minus_background_mean(trained, prepared):
