@@ -9,8 +9,10 @@ whichever module X lives in:
 - cache:   the preprocess outputs, their manifest checks and the memory-mapped signal cache
 - io:      atomic writes, figures, fingerprints, the freshness rule, argparse types, process pool
 - metrics: F1, AUC, threshold tuning, bootstrap CIs
+- download: the PhysioNet catalogue, SHA256SUMS.txt, downloads that resume and verify (get_data.py)
 """
 from utils.cache import *  # noqa: F401,F403
+from utils.download import *  # noqa: F401,F403
 from utils.errors import *  # noqa: F401,F403
 from utils.folds import *  # noqa: F401,F403
 from utils.io import *  # noqa: F401,F403
