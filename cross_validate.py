@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.studies import results_dir_of, study_config, study_parser, train_and_evaluate
+from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_input_size
 from utils import N_FOLDS, parse_leads, save_figure, script_main, write_csv, write_text
 from utils.presets import parse_with_preset
@@ -96,8 +96,9 @@ def plot_folds(folds: pd.DataFrame, path: Path) -> None:
 @script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
-    folds = pd.DataFrame([fold_row(k, train_and_evaluate(study_config(args, args.lead_names, k), args.results_dir,
-                                                         args.n_bootstrap)) for k in args.fold_list])
+    cfgs = [study_config(args, args.lead_names, k) for k in args.fold_list]
+    done = run_all(cfgs, args.results_dir, args.n_bootstrap, args.jobs)
+    folds = pd.DataFrame([fold_row(k, results) for k, results in zip(args.fold_list, done)])
     out = results_dir_of(args) / f"cv_{study_config(args, args.lead_names).run_name()}"
     summary = summarise(folds)
     write_csv(folds, out.with_suffix(".csv"))

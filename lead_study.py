@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.studies import results_dir_of, study_config, study_parser, train_and_evaluate
+from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_input_size
 from utils import LEADS, parse_leads, save_figure, script_main, write_csv, write_text
 from utils.presets import parse_with_preset
@@ -62,9 +62,10 @@ def plot_leads(table: pd.DataFrame, path: Path) -> None:
 @script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
-    rows = [lead_row(leads, train_and_evaluate(study_config(args, parse_leads(leads)), args.results_dir,
-                                               args.n_bootstrap))
-            for leads in ["all", *LEADS]]
+    names = ["all", *LEADS]
+    done = run_all([study_config(args, parse_leads(leads)) for leads in names], args.results_dir, args.n_bootstrap,
+                   args.jobs)
+    rows = [lead_row(leads, results) for leads, results in zip(names, done)]
     out = results_dir_of(args)
     table = pd.DataFrame(rows).sort_values("f1", ascending=False).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))

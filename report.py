@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from models.checkpoint import read_checkpoint
-from models.evaluation import evaluation_problem
+from models.evaluation import evaluation_problem, training_data_dir
 from models.run import Run, run_argument
-from utils import MANIFEST_JSON, PipelineError, data_label_set, database_name, script_main, write_text
+from utils import MANIFEST_JSON, PipelineError, data_label_set, script_main, write_text
+from utils.results import results_home, same_database
 
 PAPER = {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
 # PTB-XL benchmark (Strodthoff et al., IEEE JBHI 2021), superdiagnostic task, macro AUC on strat_fold 10
@@ -186,13 +187,13 @@ def data_source(data_dir: Path) -> str:
 @script_main
 def main(argv=None) -> Path:
     args = parse_args(argv)
-    db = database_name(args.data_dir)
-    args.db_dir, args.run_dir = args.results_dir / db, args.results_dir / db / args.run.name
+    args.db_dir = results_home(args.results_dir, args.data_dir)
+    args.run_dir = args.db_dir / args.run.name
     args.classes = data_label_set(args.data_dir)["classes"]
     settings, args.evaluation_problem = "", None
     if args.run.model.exists():
         ckpt = read_checkpoint(args.run.model)
-        if ckpt["data"]["name"] != db:
+        if not same_database(training_data_dir(ckpt), args.data_dir):
             raise PipelineError(f"{args.run} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
                                 f"a report covers one database (pass that model's --data-dir)")
         args.evaluation_problem = evaluation_problem(args.run, ckpt, args.results_dir)

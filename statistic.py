@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import REFERENCE_CSV, data_label_set, database_name, load_labels, require, script_main, write_csv, write_text
+from utils import REFERENCE_CSV, data_label_set, load_labels, require, script_main, write_csv, write_text
+from utils.results import results_home
 
 # The published class counts of the CPSC2018 training set (6,877 records), shown beside a cpsc9 table.
 CPSC2018_COUNTS = {"SNR": 918, "AF": 1098, "IAVB": 704, "LBBB": 207, "RBBB": 1695, "PAC": 556, "PVC": 672,
@@ -68,7 +69,7 @@ def main(argv=None) -> pd.DataFrame:
     table = dataset_table(reference, labels, label_set["classes"])
     if label_set["name"] != "cpsc9":
         table = table.drop(columns="cpsc2018_n")
-    out = args.results_dir / database_name(args.data_dir)
+    out = results_home(args.results_dir, args.data_dir)
     write_csv(table, out / "dataset_table.csv")
     md = to_markdown(table)
     write_text(md, out / "dataset_table.md")

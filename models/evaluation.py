@@ -20,14 +20,20 @@ from models.inputs import ECGDataset, InputSpec, checkpoint_splits, make_loader,
 from models.run import Run, load_thresholds
 from utils import (PipelineError, SignalCache, classification_metrics, data_label_set, data_split_rule, database_name,
                    file_sha, fingerprint, load_labels, manifest_mismatch, outputs_current, read_manifest, save_figure,
-                   split_folds, tune_thresholds, write_csv, write_json, write_manifest)
+                   preprocess_manifest, split_folds, tune_thresholds, write_csv, write_json, write_manifest)
+from utils.results import results_home, same_database
 
 EVALUATED_JSON = "evaluated.json"  # the manifest of an evaluation's outputs, written last
 
 
+def training_data_dir(ckpt: dict) -> Path:
+    """The preprocess folder a checkpoint was trained on (its real path when the checkpoint recorded it)."""
+    return Path(ckpt["data"].get("identity") or ckpt["data"]["dir"])
+
+
 def results_folder(results_dir: Path, ckpt: dict, run: Run) -> Path:
-    """results/<training database>/<run name>/."""
-    return Path(results_dir) / ckpt["data"]["name"] / run.name
+    """results/<training database>/<run name>/ (the database's own results folder, utils.results)."""
+    return results_home(results_dir, training_data_dir(ckpt)) / run.name
 
 
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, cls: str, path: Path) -> None:
@@ -172,7 +178,8 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
                             f"({', '.join(theirs['classes'])}), the model predicts {ckpt['label_set']['name']} "
                             f"({', '.join(classes)}); rerun preprocess.py there with --labels "
                             f"{ckpt['label_set']['name']}")
-    if database_name(external_dir) == ckpt["data"]["name"]:
+    if same_database(external_dir, training_data_dir(ckpt)) or \
+            preprocess_manifest(external_dir).get("fingerprint") == ckpt["data"]["fingerprint"]:
         raise PipelineError(f"{external_dir} is the database the model was trained on; evaluate it with "
                             f"`python predict.py --run {run}` (its own test records)")
     thresholds = load_thresholds(run, classes)
@@ -185,7 +192,7 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
               f"external test", file=sys.stderr)
     probs, y = score_records(model, SignalCache(external_dir), part, InputSpec.from_checkpoint(ckpt), classes,
                              device, batch_size, num_workers, "score external")
-    out = results_folder(results_dir, ckpt, run) / "external" / database_name(external_dir)
+    out = results_home(results_folder(results_dir, ckpt, run) / "external", external_dir)
     info = {"model": str(run.model), "data_dir": str(external_dir), "database": database_name(external_dir),
             "trained_on": ckpt["data"]["name"], "n_test": len(part), "label_set": ckpt["label_set"]["name"],
             "thresholds": "tuned on the training database's validation records"}

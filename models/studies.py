@@ -15,7 +15,8 @@ from models.checkpoint import load_checkpoint
 from models.evaluation import evaluate_run, evaluation_current, results_folder
 from models.inputs import pick_device
 from models.training import RunConfig, train
-from utils import database_name, nonnegative_int
+from utils import nonnegative_int, positive_int
+from utils.results import results_home
 
 
 def study_parser(description: str) -> argparse.ArgumentParser:
@@ -26,6 +27,9 @@ def study_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=None,
                    help="the folder holding the study's run folders (default data/<db>/runs)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="runs trained at once: N processes sharing the GPU (or spread over the visible GPUs); "
+                        "on CPU they split the cores")
     return p
 
 
@@ -39,7 +43,7 @@ def study_config(args: argparse.Namespace, leads: list[str], test_fold: int | No
 
 def results_dir_of(args: argparse.Namespace) -> Path:
     """results/<db>/: where a study's tables go."""
-    return args.results_dir / database_name(args.data_dir)
+    return results_home(args.results_dir, args.data_dir)
 
 
 def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int) -> Path:
@@ -55,3 +59,41 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int) -> P
     else:
         print(f"{run.name}: evaluation current, reusing {results_folder(results_dir, ckpt, run)}")
     return results_folder(results_dir, ckpt, run)
+
+
+def _job_init(threads: int, gpus: int, counter) -> None:
+    """A study worker: its share of the CPU cores, and a GPU of its own when several are visible."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if gpus > 1:
+        with counter.get_lock():
+            slot = counter.value
+            counter.value += 1
+        torch.cuda.set_device(slot % gpus)
+
+
+def _job(task: tuple[RunConfig, Path, int]) -> Path:
+    return train_and_evaluate(*task)
+
+
+def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: int = 1) -> list[Path]:
+    """train_and_evaluate every configuration, `jobs` at a time; results folders in `cfgs` order.
+
+    Several small trainings leave one GPU half idle; running them side by side fills it. Each run is
+    the same computation whether it runs alone or beside others (its own process, its own seeds), so
+    under --deterministic a run's weights do not depend on --jobs."""
+    tasks = [(cfg, Path(results_dir), n_bootstrap) for cfg in cfgs]
+    if jobs <= 1 or len(tasks) <= 1:
+        return [_job(t) for t in tasks]
+    import multiprocessing as mp
+    import os
+
+    import torch
+
+    gpus = torch.cuda.device_count() if any(c.use_gpu for c in cfgs) else 0
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+    counter = ctx.Value("i", 0)
+    with ctx.Pool(min(jobs, len(tasks)), initializer=_job_init, initargs=(threads, gpus, counter)) as pool:
+        return pool.map(_job, tasks, chunksize=1)

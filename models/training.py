@@ -36,6 +36,7 @@ from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkp
                            score, split_provenance)
 from models.resnet import ARCHS, build_model
 from models.run import Run, run_name
+from utils.results import database_identity
 from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, check_writable, data_label_set,
                    data_split_rule, database_name, exclusive_lock, f1_scores, leads_tag, load_labels, nonnegative_int, positive_float, positive_int,
                    preprocess_manifest, split_labels, write_csv)
@@ -211,6 +212,15 @@ def validate(model, loader, device, amp: bool) -> dict:
             "val_auc": float(np.nanmean(auc_scores(y, probs))) if len(y) else float("nan")}
 
 
+def shard_sampler(train_ds, world: int, rank: int, seed: int):
+    """Under DDP, this rank's share of the training records (None for one process): the ranks' shares
+    are disjoint and together cover the split, except that the last few records may be repeated to give
+    every rank the same count (at most world - 1 repeats)."""
+    if world == 1:
+        return None
+    return torch.utils.data.distributed.DistributedSampler(train_ds, world, rank, shuffle=True, seed=seed)
+
+
 def compile_enabled(cfg: "RunConfig", device: torch.device) -> bool:
     """torch.compile for training: on by default on CUDA (`--no-compile` turns it off), never on CPU, where
     it was measured to give no gain after about 70 s of compiling on the 2-core project machines."""
@@ -315,9 +325,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
         raise PipelineError(f"empty training or validation split in {cfg.data_dir} (too few records?)")
     train_ds = ECGDataset(cache, splits["train"], spec, classes)
     val_ds = ECGDataset(cache, splits["val"], spec, classes)
-    sampler = None
-    if world > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed)
+    sampler = shard_sampler(train_ds, world, rank, cfg.seed)
     pin = device.type == "cuda"
     train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler, pin)
     val_loader = make_loader(val_ds, cfg.batch_size * (8 if pin else 2), False, cfg.num_workers, pin_memory=pin)
@@ -349,7 +357,8 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
               f"train {len(train_ds)} val {len(val_ds)} test {len(splits['test'])} records{split}; device {device}"
               f"{' (bf16 autocast)' if amp else ''}{f', {world} processes' if world > 1 else ''}")
     log = run.log
-    data = {"dir": str(cfg.data_dir), "name": database_name(cfg.data_dir), "fingerprint": manifest.get("fingerprint")}
+    data = {"dir": str(cfg.data_dir), "name": database_name(cfg.data_dir), "fingerprint": manifest.get("fingerprint"),
+            "identity": database_identity(cfg.data_dir)}
 
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.time()

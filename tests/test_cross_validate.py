@@ -35,11 +35,30 @@ def test_two_folds_then_reuse(prepared, tmp_path, capsys):
     capsys.readouterr()
     cross_validate.main(argv)
     printed = capsys.readouterr().out
-    assert printed.count("finished earlier, reusing") == 2 and "best val F1" not in printed
+    assert printed.count("evaluation current, reusing") == 2 and "best val F1" not in printed
+    assert printed.count("current, nothing to train") == 2
 
 
-def test_bad_fold_is_a_clear_error(prepared, tmp_path):
-    with pytest.raises(SystemExit):
+def test_bad_fold_is_a_clear_error(prepared, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
         cross_validate.parse_args(["--data-dir", str(prepared), "--folds", "0,11"])
-    with pytest.raises(SystemExit):
+    assert e.value.code == 2 and "--folds: test folds are 1..10, got 0,11" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
         main.parse_args(["--data-dir", str(prepared), "--test-fold", "11"])
+    assert e.value.code == 2 and "--test-fold" in capsys.readouterr().err
+
+
+def test_jobs_run_side_by_side_with_the_same_weights_as_alone(prepared, tmp_path):
+    """--jobs 2 trains two folds in two processes at once; under --deterministic each run's weights are
+    bit-identical to the same run trained alone."""
+    import torch
+    common = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--n-bootstrap", "0", "--folds", "1,2",
+              "--limit", "80", "--deterministic"]
+    for jobs in ("1", "2"):
+        cross_validate.main([*common, "--jobs", jobs, "--runs-dir", str(tmp_path / f"runs{jobs}"),
+                             "--results-dir", str(tmp_path / f"results{jobs}")])
+    for k in (1, 2):
+        name = f"study_resnet18_all_42_fold{k}"
+        alone, together = (torch.load(tmp_path / f"runs{j}" / name / "model.pth", weights_only=True)["model"]
+                           for j in ("1", "2"))
+        assert all(torch.equal(alone[w], together[w]) for w in alone)

@@ -186,3 +186,29 @@ def test_deterministic_mode_restores_the_callers_settings():
     with deterministic_mode(True, torch.device("cpu")):
         assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
     assert torch.get_num_threads() == before and not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ddp_shards_are_disjoint_and_cover_the_training_split(prepared, world):
+    """What each rank trains on, through the sampler _train builds: disjoint ids per epoch whose union is
+    the training split (padding repeats at most world - 1 records), reshuffled from epoch to epoch."""
+    from models.inputs import ECGDataset, InputSpec
+    from models.training import shard_sampler
+    from utils import SignalCache, load_labels, split_labels
+
+    train_part = split_labels(load_labels(prepared), 42)["train"]
+    ds = ECGDataset(SignalCache(prepared), train_part, InputSpec(seconds=2, sample_rate=100), list(CLASSES))
+    assert shard_sampler(ds, 1, 0, 42) is None
+    orders = []
+    for epoch in (1, 2):
+        shards = []
+        for rank in range(world):
+            sampler = shard_sampler(ds, world, rank, 42)
+            sampler.set_epoch(epoch)
+            shards.append([ds.ids[i] for i in sampler])
+        seen = [pid for shard in shards for pid in shard]
+        assert set(seen) == set(train_part["patient_id"])
+        assert len(seen) - len(set(seen)) == (-len(ds)) % world  # only the padding repeats
+        assert len({len(s) for s in shards}) == 1
+        orders.append(seen)
+    assert orders[0] != orders[1]
