@@ -16,7 +16,15 @@ decoded one at a time by worker processes, resampled to 500 Hz and streamed as i
 `signals.npy` (12 x total samples, memory-mapped by later stages; `signals_index.csv` gives each
 record's span), so memory does not grow with the number of records. Outputs are rebuilt only when the
 inputs or settings changed (or with --force); each is written to a temporary file and renamed, and the
-manifest preprocess.json, written last, says which outputs belong together.
+manifest preprocess.json, written last, says which outputs belong together. One run at a time writes
+a folder (the lock file `.lock` in it); a second one stops with an error naming the first's pid.
+
+Never a silently wrong signal: a record whose header names another record's signal file, WFDB's
+invalid-sample value (NaN) in one of its leads, or conflicting labels is skipped and reported. Samples
+beyond the cache's int16 range (±32.767 mV, e.g. a 40 mV DC offset) are stored clipped, and reported:
+a `clipped` count per record in signals_index.csv and the manifest, and a `clipped:` line per record
+naming its leads (the record is kept: a few clipped pacing spikes are harmless; a flat lead is the
+user's call, not a silent one).
 """
 from __future__ import annotations
 
@@ -30,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import (LABEL_SETS, LABELS_CSV, MANIFEST_JSON, N_FOLDS, PREPROCESS_OUTPUTS, REFERENCE_CSV, SAMPLE_RATE,
-                   CacheFile, Entry, LabelSet, Layout, PipelineError, RecordError, check_writable, detect_layout,
-                   file_fingerprint, fingerprint, get_label_set, outputs_current, parallel_imap, positive_int,
-                   read_entry, remove_stale_temporaries, resample, script_main, stratified_folds,
-                   stream_signal_cache, to_microvolts, write_csv, write_index, write_manifest, write_span)
+from utils import (LABEL_SETS, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, PREPROCESS_OUTPUTS, REFERENCE_CSV,
+                   SAMPLE_RATE, CacheFile, Entry, LabelSet, Layout, PipelineError, RecordError, check_writable,
+                   clipped_per_lead, detect_layout, exclusive_lock, file_fingerprint, fingerprint, get_label_set,
+                   outputs_current, parallel_imap, positive_int, read_entry, remove_stale_temporaries, resample,
+                   script_main, seed_int, stratified_folds, stream_signal_cache, to_microvolts, write_csv,
+                   write_index, write_manifest, write_span)
 
 CACHE_VERSION = 2  # bump when the cache format changes, so old caches are rebuilt
 
@@ -44,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="folder with the records")
     p.add_argument("--out-dir", type=Path, default=None, help="where outputs go (default: --data-dir)")
     p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS), help="label set")
-    p.add_argument("--seed", type=int, default=42, help="seed of the stratified fold assignment")
+    p.add_argument("--seed", type=seed_int, default=42, help="seed of the stratified fold assignment (0 to 2**32-1)")
     p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1, help="processes decoding records")
     p.add_argument("--force", action="store_true", help="rebuild even when outputs are current")
     return p.parse_args(argv)
@@ -56,7 +65,9 @@ def decode(task: tuple[str, Entry, tuple[str, int] | None]) -> tuple[str, dict |
     layout, entry, target = task
     try:
         hdr, mv = read_entry((layout, entry))
-        signal = to_microvolts(resample(mv, hdr.sample_rate, SAMPLE_RATE))
+        mv = resample(mv, hdr.sample_rate, SAMPLE_RATE)
+        clipped = {lead: int(k) for lead, k in zip(LEADS, clipped_per_lead(mv)) if k}
+        signal = to_microvolts(mv)
         if target is not None:
             if signal.shape[1] != entry.length:
                 raise RecordError(f"{entry.path}: {signal.shape[1]} samples decoded, header announced {entry.length}")
@@ -66,7 +77,8 @@ def decode(task: tuple[str, Entry, tuple[str, int] | None]) -> tuple[str, dict |
     except Exception as e:  # an unexpected failure in one record must not stop the other 6,876
         return "error", f"{entry.path}: {type(e).__name__}: {e}"
     info = {"sample_rate": hdr.sample_rate, "signal_len": hdr.sig_len, "age": hdr.age, "sex": hdr.sex}
-    return "ok", {"info": info, "length": signal.shape[1], **({} if target else {"signal": signal})}
+    return "ok", {"info": info, "length": signal.shape[1], "clipped": clipped,
+                  **({} if target else {"signal": signal})}
 
 
 def input_fingerprint(layout: Layout, entries: list[Entry], data_dir: Path, label_set: LabelSet, seed: int) -> str:
@@ -98,17 +110,18 @@ def failure_kind(message: str) -> str:
 
 
 def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, workers: int
-                      ) -> tuple[list[Entry], dict[str, dict], list[str]]:
+                      ) -> tuple[list[Entry], dict[str, dict], list[str], dict[str, str]]:
     """Decode the entries in parallel into the cache; returns the entries kept, their decoded header
-    facts, and the skip messages. Memory holds a few records, never all of them: when the headers gave
+    facts, the skip messages and, for records stored clipped, a message each (by id). Memory holds a
+    few records, never all of them: when the headers gave
     every length, each worker writes its records in place into the memory-mapped cache file (a record
     that fails leaves its span unused and out of the index); otherwise (the original CPSC2018 layout has
     no headers) the signals are streamed back in order and appended."""
-    kept, facts, errors = [], {}, []
+    kept, facts, errors, clipped = [], {}, [], {}
     lengths = [e.length for e in entries]
     in_place = None not in lengths
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64) if in_place else None
-    cache = None
+    cache, n_clipped = None, {}
 
     def decoded():
         # strict: zip then also runs the results to their end, so the pool is closed here, in order, and a
@@ -121,6 +134,9 @@ def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, worke
                 continue
             kept.append(entry)
             facts[entry.pid] = value["info"]
+            if value["clipped"]:
+                clipped[entry.pid] = clipped_message(entry, value["clipped"], value["length"])
+                n_clipped[entry.pid] = sum(value["clipped"].values())
             yield entry.pid, value.get("signal")
 
     try:
@@ -132,18 +148,24 @@ def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, worke
             for _ in decoded():  # the workers write; here only the bookkeeping
                 pass
             write_index(out_dir, [e.pid for e in kept], [int(starts[slot[e.pid]]) for e in kept],
-                        [e.length for e in kept])
+                        [e.length for e in kept], [n_clipped.get(e.pid, 0) for e in kept])
             cache.commit()
         else:
-            stream_signal_cache(out_dir, decoded())
+            stream_signal_cache(out_dir, decoded(), n_clipped)
     finally:
         if cache is not None and cache.tmp.exists():
             cache.discard()
-    return kept, facts, errors
+    return kept, facts, errors, clipped
+
+
+def clipped_message(entry: Entry, per_lead: dict[str, int], length: int) -> str:
+    leads = ", ".join(f"{lead} {k}" for lead, k in per_lead.items())
+    return (f"{entry.path}: samples beyond the cache's range ±32.767 mV stored clipped (of {length} per lead: "
+            f"{leads}); kept, counted in signals_index.csv")
 
 
 def report(n_found: int, classes: list[str], reference: pd.DataFrame, labels: pd.DataFrame, errors: list[str],
-           n_unlabelled: int) -> dict:
+           n_unlabelled: int, clipped: dict[str, str]) -> dict:
     counts = {c: int(labels[c].sum()) for c in classes}
     per_fold = labels.groupby("fold")[list(classes)].sum().astype(int)
     per_fold.insert(0, "records", labels.groupby("fold").size())
@@ -153,10 +175,14 @@ def report(n_found: int, classes: list[str], reference: pd.DataFrame, labels: pd
         print(f"  skipped, none of the {len(classes)} classes: {n_unlabelled}")
     for reason, k in Counter(failure_kind(e) for e in errors).most_common():
         print(f"  skipped, {reason}: {k}")
+    if clipped:
+        print(f"  kept but stored clipped at ±32.767 mV: {len(clipped)} (see the `clipped:` lines and "
+              f"signals_index.csv)")
     print("label counts: " + "  ".join(f"{c} {k}" for c, k in counts.items()))
     print("per fold:\n" + per_fold.to_string())
     return {"found": n_found, "read": len(reference), "kept": len(labels), "unlabelled": n_unlabelled,
-            "errors": errors, "label_counts": counts, "per_fold": per_fold.reset_index().to_dict("records")}
+            "errors": errors, "clipped": clipped, "label_counts": counts,
+            "per_fold": per_fold.reset_index().to_dict("records")}
 
 
 def reference_row(entry: Entry, facts: dict | None) -> dict:
@@ -175,10 +201,19 @@ def main(argv=None) -> None:
     if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):
         print(f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)")
         return
-    if (out_dir / MANIFEST_JSON).exists():
-        print(f"{out_dir}: inputs or settings changed since the last run (or --force); rebuilding outputs")
     check_writable(out_dir, "use --out-dir DIR to write the outputs elsewhere" if args.out_dir is None else "")
+    with exclusive_lock(out_dir / ".lock", f"{out_dir} (preprocess outputs)"):
+        if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):  # another run just wrote them
+            print(f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)")
+            return
+        if (out_dir / MANIFEST_JSON).exists():
+            print(f"{out_dir}: inputs or settings changed since the last run (or --force); rebuilding outputs")
+        build(args, layout, label_set, entries, out_dir, key)
 
+
+def build(args: argparse.Namespace, layout: Layout, label_set: LabelSet, entries: list[Entry], out_dir: Path,
+          key: str) -> None:
+    """Decode, fold and write every output, the manifest last (the caller holds the folder's lock)."""
     listed, errors = [e for e in entries if e.error is None], [e.error for e in entries if e.error is not None]
     if not listed:
         for e in errors:
@@ -197,10 +232,12 @@ def main(argv=None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_JSON).unlink(missing_ok=True)  # outputs are incomplete until it is rewritten
     remove_stale_temporaries(out_dir, [*PREPROCESS_OUTPUTS, MANIFEST_JSON])  # left by a killed run
-    kept, facts, decode_errors = decode_into_cache(layout, labelled, out_dir, args.num_workers)
+    kept, facts, decode_errors, clipped = decode_into_cache(layout, labelled, out_dir, args.num_workers)
     errors += decode_errors
     for e in errors:
         print(f"skipped: {e}", file=sys.stderr)
+    for message in clipped.values():
+        print(f"clipped: {message}", file=sys.stderr)
     if not kept:
         raise PipelineError(f"none of the {len(labelled)} labelled records in {args.data_dir} could be decoded")
     reference = pd.DataFrame([reference_row(e, facts.get(e.pid)) for e in sorted(kept + unlabelled,
@@ -211,7 +248,7 @@ def main(argv=None) -> None:
     labels["fold"] = ([e.fold for e in kept] if layout.fixed_split else stratified_folds(y, N_FOLDS, args.seed))
     write_csv(reference, out_dir / REFERENCE_CSV)
     write_csv(labels, out_dir / LABELS_CSV)
-    summary = report(len(entries), list(label_set.classes), reference, labels, errors, len(unlabelled))
+    summary = report(len(entries), list(label_set.classes), reference, labels, errors, len(unlabelled), clipped)
     write_manifest(out_dir / MANIFEST_JSON, key, [out_dir / f for f in PREPROCESS_OUTPUTS],
                    layout=layout.name, label_set=label_set.as_dict(), fixed_split=layout.fixed_split,
                    seed=args.seed, data_dir=str(args.data_dir), sample_rate=SAMPLE_RATE, **summary)

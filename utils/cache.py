@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -175,20 +175,26 @@ def write_span(cache_path: str, start: int, signal: np.ndarray) -> None:
     arr[:, start:start + signal.shape[1]] = signal
 
 
-def write_index(out_dir: Path, ids: Sequence[str], starts: Sequence[int], lengths: Sequence[int]) -> pd.DataFrame:
+def write_index(out_dir: Path, ids: Sequence[str], starts: Sequence[int], lengths: Sequence[int],
+                clipped: Sequence[int] | None = None) -> pd.DataFrame:
+    """signals_index.csv: each record's span in the cache, and `clipped`, how many of its samples (all
+    leads) lay beyond the int16 µV range (±32.767 mV) and were stored clipped (0 for a faithful copy)."""
     from utils.io import write_csv
 
+    clipped = np.zeros(len(ids), np.int64) if clipped is None else np.asarray(clipped, np.int64)
     index = pd.DataFrame({"patient_id": list(ids), "start": np.asarray(starts, dtype=np.int64),
-                          "length": np.asarray(lengths, dtype=np.int64)})
+                          "length": np.asarray(lengths, dtype=np.int64), "clipped": clipped})
     write_csv(index, Path(out_dir) / SIGNALS_INDEX_CSV)
     return index
 
 
-def stream_signal_cache(out_dir: Path, records: Iterable[tuple[str, np.ndarray | None]]) -> pd.DataFrame:
+def stream_signal_cache(out_dir: Path, records: Iterable[tuple[str, np.ndarray | None]],
+                        clipped: Mapping[str, int] | None = None) -> pd.DataFrame:
     """signals.npy from records whose lengths are not known in advance, one (id, (12, n) int16) at a time
     ((id, None) for a record that failed): appended time-major to a raw temporary file, then transposed
     in fixed-size chunks into the lead-major cache (each lead contiguous, what SignalCache reads).
-    Memory stays at one record and one chunk whatever the number of records."""
+    Memory stays at one record and one chunk whatever the number of records. `clipped` (id -> clipped
+    samples, for the index) is read after the records are consumed, so their generator may fill it."""
     ids, starts, lengths = [], [], []
     fd, raw_name = tempfile.mkstemp(dir=out_dir, prefix=f".{SIGNALS_NPY}.", suffix=".raw.tmp")
     raw_path = Path(raw_name)
@@ -218,4 +224,4 @@ def stream_signal_cache(out_dir: Path, records: Iterable[tuple[str, np.ndarray |
         atomic_write(Path(out_dir) / SIGNALS_NPY, transpose)
     finally:
         raw_path.unlink(missing_ok=True)
-    return write_index(out_dir, ids, starts, lengths)
+    return write_index(out_dir, ids, starts, lengths, [(clipped or {}).get(pid, 0) for pid in ids])

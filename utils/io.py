@@ -1,6 +1,6 @@
 """Files and processes: atomic writes, CSV/JSON/NPY/PNG outputs, fingerprints, the one freshness rule
-("are these outputs current for their inputs and settings?"), command-line value types and a
-Ctrl-C-safe process pool."""
+("are these outputs current for their inputs and settings?"), an advisory lock for folders one process
+writes at a time, command-line value types and a Ctrl-C-safe process pool."""
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +29,7 @@ def _checked(kind: type, test: Callable, wanted: str) -> Callable[[str], float]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
-        if not (np.isfinite(value) and test(value)):
+        if not ((kind is int or np.isfinite(value)) and test(value)):
             raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
         return value
 
@@ -40,6 +40,8 @@ def _checked(kind: type, test: Callable, wanted: str) -> Callable[[str], float]:
 positive_int = _checked(int, lambda v: v > 0, "a positive integer")
 nonnegative_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _checked(float, lambda v: v > 0, "a positive number")
+SEED_LIMIT = 2 ** 32  # numpy's RandomState takes seeds 0 <= seed < 2**32
+seed_int = _checked(int, lambda v: 0 <= v < SEED_LIMIT, f"a seed from 0 to {SEED_LIMIT - 1}")
 
 
 
@@ -131,9 +133,63 @@ def fingerprint(parts: Iterable) -> str:
 
 
 def file_fingerprint(path: Path) -> str:
-    st = Path(path).stat()
+    """Path, size and mtime_ns of an input file; a missing one (a dangling link, a header's signal file
+    not there yet) has its own value, so its appearing later changes the fingerprint too."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return fingerprint([str(path), None])
     return fingerprint([str(path), st.st_size, st.st_mtime_ns])
 
+
+# ---------------------------------------------------------------------------------------------
+# One writer at a time: an advisory lock on a file beside what is written
+# ---------------------------------------------------------------------------------------------
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive advisory lock (flock) on the lock file `path` (e.g. `<folder>/.lock`, created
+    if needed) for the `with` block, or raise PipelineError at once when another process holds it:
+    "`what` is being written by another process (pid N); …". Two writers of one folder would otherwise
+    delete or overwrite each other's temporary files and leave a mix of both runs' outputs.
+
+    The lock file holds the holder's pid (for that message) and is removed when the block ends, Ctrl-C
+    included. The kernel releases the lock when the holder dies (kill -9 included), so a lock file a
+    killed run leaves behind never blocks anyone. A lock taken on a file that was removed meanwhile is
+    retried on the new one, so removing it is safe. Processes forked inside the block (a worker pool)
+    share the lock. Readers do not lock."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise PipelineError(f"cannot create the lock file {path} ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"pid {holder}" if holder.isdigit() else "pid unknown"
+            raise PipelineError(f"{what} is being written by another process ({who}); wait for it to finish "
+                                f"or stop it, then run again (lock file {path})") from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the holder removed this file after we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        try:
+            path.unlink(missing_ok=True)  # while still holding the lock (see the retry above)
+        finally:
+            os.close(fd)
 
 
 @contextmanager
@@ -259,7 +315,9 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 # The one freshness rule: a manifest, written last, holds a fingerprint of the inputs and settings and
 # a description of each output file; outputs are current only when both still match.
 # ---------------------------------------------------------------------------------------------
-_HASHED_UP_TO = 64 << 20  # outputs smaller than this are hashed; larger ones (the signal cache) are sized
+_HASHED_UP_TO = 64 << 20  # outputs up to this size are hashed in full at every check (< 40 ms)
+SAMPLE_BLOCKS, SAMPLE_BLOCK_BYTES = 64, 64 << 10  # larger ones: 4 MiB read at every check (see describe_file)
+_FULL_SHA: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> sha256: a process hashes a big file once
 
 
 def file_sha(path: Path) -> str:
@@ -270,10 +328,62 @@ def file_sha(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def sampled_sha(path: Path, size: int) -> str:
+    """sha256 of SAMPLE_BLOCKS blocks at fixed offsets spread evenly over the file, the first and the last
+    included: what a changed file of the same size (another cache, a zeroed region) is caught by for the
+    price of reading 4 MiB, whatever the file's size."""
+    h = hashlib.sha256()
+    step = max(size - SAMPLE_BLOCK_BYTES, 0) / max(SAMPLE_BLOCKS - 1, 1)
+    with open(path, "rb") as f:
+        for offset in dict.fromkeys(int(i * step) for i in range(SAMPLE_BLOCKS)):
+            h.update(os.pread(f.fileno(), SAMPLE_BLOCK_BYTES, offset))
+    return h.hexdigest()[:16]
+
+
+def _full_sha(path: Path, st: os.stat_result) -> str:
+    key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _FULL_SHA:
+        _FULL_SHA[key] = file_sha(path)
+    return _FULL_SHA[key]
+
+
 def describe_file(path: Path) -> dict:
-    """Size, plus a content hash for files small enough to hash in milliseconds."""
-    size = Path(path).stat().st_size
-    return {"size": size, **({"sha256": file_sha(path)} if size <= _HASHED_UP_TO else {})}
+    """What a manifest records of an output: its size and sha256; for files over 64 MiB (the signal
+    cache: 1.3 GB for CPSC2018, 96 GB for MIMIC-IV-ECG) also its mtime_ns and a sampled hash, so that
+    checking it (`file_mismatch`, at every stage's start) does not read the whole file again."""
+    st = Path(path).stat()
+    if st.st_size <= _HASHED_UP_TO:
+        return {"size": st.st_size, "sha256": file_sha(path)}
+    return {"size": st.st_size, "sha256": _full_sha(path, st), "mtime_ns": st.st_mtime_ns,
+            "sampled_sha256": sampled_sha(path, st.st_size)}
+
+
+def file_mismatch(path: Path, described: dict, name: str | None = None, manifest: str = "the manifest"
+                  ) -> str | None:
+    """Why the file at `path` is not the one `describe_file` described (None when it is).
+
+    Small files are hashed in full. A large one must have the same size and sampled hash; when its
+    mtime_ns is not the recorded one (written to since, or copied without keeping times) it is also
+    hashed in full, once per process (memoised by inode, size and mtime). So any change made through a
+    write is caught, and an untouched cache costs a 4 MiB read per check. Measured on a 1 GiB file (2-core
+    Xeon, SHA-NI): 3 ms per check (19 ms with the file out of the page cache); the full hash 0.9 s (1.1 s
+    cold), paid at write time and, after a touch or a copy without times, once per process."""
+    name = name or Path(path).name
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return f"{name} is missing"
+    if st.st_size != described.get("size"):
+        return (f"{name} was changed after {manifest} was written (size {st.st_size}, recorded "
+                f"{described.get('size')})")
+    if "sha256" not in described or (st.st_size > _HASHED_UP_TO and "sampled_sha256" not in described):
+        return f"{name} is described by an older version of this program (size only)"
+    if st.st_size <= _HASHED_UP_TO:
+        same = file_sha(path) == described["sha256"]
+    else:
+        same = sampled_sha(path, st.st_size) == described["sampled_sha256"] and (
+            st.st_mtime_ns == described.get("mtime_ns") or _full_sha(path, st) == described["sha256"])
+    return None if same else f"{name} was changed after {manifest} was written"
 
 
 def write_manifest(path: Path, key: str, outputs: Iterable[Path], **info) -> Path:
@@ -299,11 +409,10 @@ def manifest_mismatch(path: Path) -> str | None:
     if manifest is None:
         return f"{Path(path).name} is missing or unreadable"
     for name, described in manifest.get("files", {}).items():
-        output = Path(path).parent / name
-        if not output.exists():
-            return f"{name} is missing"
-        if describe_file(output) != described:
-            return f"{name} was changed after {Path(path).name} was written"
+        why = file_mismatch(Path(path).parent / name, described if isinstance(described, dict) else {}, name,
+                            Path(path).name)
+        if why is not None:
+            return why
     return None
 
 

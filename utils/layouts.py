@@ -8,6 +8,7 @@ are never decoded and preprocessing can stream; `read` then decodes one listed r
 from __future__ import annotations
 
 import ast
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from utils.errors import PipelineError, RecordError
+from utils.folds import N_FOLDS
 from utils.io import parallel_map
 from utils.labels import LabelSet
-from utils.records import (Header, normalise_sex, parse_header, read_cpsc_record, read_wfdb_record,
-                           resampled_length)
+from utils.records import Header, parse_header, read_cpsc_record, read_wfdb_record, resampled_length
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Entry:
     fold: int | None = None                      # the database's own fold, when it has one
     error: str | None = None                     # why the record cannot be used (then it is skipped)
     length: int | None = None                    # samples at SAMPLE_RATE, when the header tells
+    files: tuple[Path, ...] = ()                 # the signal files its header names (fingerprinted, checked)
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,49 @@ def _with_header(entry: Entry, hdr: Header | str) -> Entry:
         entry.error = entry.error or hdr
         return entry
     # the parsed Header (3.4 KB) is not kept: the worker that decodes the record parses it again
-    # (0.1 ms), which keeps the listing at ~1.2 KB a record (1 GB for MIMIC-IV-ECG's 800,000)
+    # (0.1 ms), which keeps the listing at ~1.3 KB a record (1 GB for MIMIC-IV-ECG's 800,000)
     entry.length = resampled_length(hdr.sig_len, hdr.sample_rate)
+    entry.files = tuple(entry.path.parent / name for name in dict.fromkeys(hdr.files))
     return entry
+
+
+def _outside(name: str) -> bool:
+    """A file name that leads out of the folder it is given relative to (absolute, or through `..`)."""
+    return Path(name).is_absolute() or ".." in Path(name).parts
+
+
+def refuse_foreign_signals(entries: list[Entry]) -> None:
+    """Mark (entry.error) every record whose header would read another record's ECG as its own, naming
+    both, so that no ECG enters the data twice under two records' labels and folds:
+    - a signal file named outside the header's folder (absolute, or through `..`);
+    - a signal file whose own header (same folder, same stem) is another listed record: A0002.hea naming
+      A0001.mat is refused, A0001 is kept;
+    - one signal file (the same file through any path or link) read by several of the remaining records:
+      all of them are refused, there is no telling whose it is.
+    A header naming a signal file of another stem that no other record claims (A0002.hea -> x.mat) is
+    kept: WFDB allows it."""
+    listed = {os.path.normpath(e.path): e.pid for e in entries}
+    for e in entries:
+        for f in e.files if e.error is None else ():
+            owner = os.path.normpath(f.with_suffix(".hea"))
+            if _outside(os.path.relpath(f, e.path.parent)):
+                e.error = f"{e.path} (record {e.pid}): signal file {f} is outside the header's folder; refused"
+            elif owner != os.path.normpath(e.path) and owner in listed:
+                e.error = (f"{e.path} (record {e.pid}): its signal file {f.name} belongs to record {listed[owner]} "
+                           f"({owner}); skipped (that ECG would be read twice, under two records' labels)")
+            else:
+                continue
+            break
+    claims: dict[str, list[tuple[Entry, Path]]] = {}
+    for e in entries:
+        for f in e.files if e.error is None else ():
+            claims.setdefault(os.path.realpath(f), []).append((e, f))
+    for group in claims.values():
+        if len({id(e) for e, _ in group}) > 1:
+            for e, f in group:
+                others = ", ".join(sorted({f"record {o.pid} ({o.path})" for o, _ in group if o is not e}))
+                e.error = e.error or (f"{e.path} (record {e.pid}): its signal file {f} is also read by {others}; "
+                                      f"skipped (the same ECG under several records' labels)")
 
 
 # --- WFDB records of the PhysioNet/CinC 2020-2021 releases: `# Dx:` SNOMED-CT codes, any signal format ------
@@ -90,14 +132,18 @@ def _wfdb_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[En
         if not isinstance(hdr, str):
             entry.labels, entry.info = label_set.from_snomed(hdr.dx), _header_info(hdr)
         entries.append(_with_header(entry, hdr))
+    refuse_foreign_signals(entries)
     return entries
 
 
 def _wfdb_inputs(data_dir: Path, entries: list[Entry]) -> list[Path]:
+    """Each header and the signal files it names, whatever their names (for a header that could not be
+    read, or a refused record, the .mat/.dat beside it: a file outside the folder is never touched)."""
     files = []
     for e in entries:
         files.append(e.path)
-        files += [p for p in (e.path.with_suffix(".mat"), e.path.with_suffix(".dat")) if p.exists()]
+        named = e.files if e.error is None else ()
+        files += named or [p for p in (e.path.with_suffix(".mat"), e.path.with_suffix(".dat")) if p.exists()]
     return files
 
 
@@ -112,19 +158,21 @@ WFDB = Layout("wfdb", "WFDB header + signal (.mat or .dat, any format), `# Dx:` 
 # --- The original CPSC2018 release: .mat struct ECG + REFERENCE.csv (class numbers 1..9) ------------------
 def read_cpsc_reference(path: Path, label_set: LabelSet) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """REFERENCE.csv of the original release: class numbers 1..n in the set's order -> 0/1 vectors per
-    record, and, for rows with a label that is not a class number, a message naming the file, record
-    and label (that record is skipped and reported; the others are kept)."""
+    record, and, for a record that cannot be labelled, a message naming the file, record and why (that
+    record is skipped and reported; the others are kept): a label that is not a class number, or several
+    rows of one record with different labels (which one is right cannot be told; rows with the same
+    labels are one row)."""
     n = len(label_set.classes)
     try:
         ref = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as e:
         raise RecordError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
-    labels, errors = {}, {}
-    for _, row in ref.iterrows():
-        pid = str(row.iloc[0]).strip()
+    rows: dict[str, list[tuple[int, np.ndarray | str]]] = {}
+    for i, row in enumerate(ref.itertuples(index=False)):
+        pid = str(row[0]).strip()
         y = np.zeros(n, dtype=np.int8)
-        for col in ref.columns[1:]:
-            v = str(row[col]).strip()
+        for col, value in zip(ref.columns[1:], row[1:]):
+            v = str(value).strip()
             if not v:
                 continue
             try:
@@ -132,12 +180,26 @@ def read_cpsc_reference(path: Path, label_set: LabelSet) -> tuple[dict[str, np.n
             except ValueError:
                 k = float("nan")
             if not (1 <= k <= n and k == int(k)):  # also false for nan; inf fails the range
-                errors[pid] = f"{path}: {col} {v!r} of {pid} is not a class number 1-{n}"
+                y = f"{path}: {col} {v!r} of {pid} is not a class number 1-{n}"
                 break
             y[int(k) - 1] = 1
+        rows.setdefault(pid, []).append((i + 2, y))  # file line: the header is line 1
+    labels, errors = {}, {}
+    for pid, found in rows.items():
+        bad = next((y for _, y in found if isinstance(y, str)), None)
+        distinct = {y.tobytes() for _, y in found if not isinstance(y, str)}
+        if bad is not None:
+            errors[pid] = bad
+        elif len(distinct) > 1:
+            lines = ", ".join(f"line {line} ({_class_numbers(y)})" for line, y in found)
+            errors[pid] = f"{path}: {pid} has rows with different labels: {lines}; skipped"
         else:
-            labels[pid] = y
+            labels[pid] = found[0][1]
     return labels, errors
+
+
+def _class_numbers(y: np.ndarray) -> str:
+    return ",".join(str(k + 1) for k in np.flatnonzero(y)) or "none"
 
 
 def _cpsc_detect(data_dir: Path) -> bool:
@@ -171,10 +233,13 @@ PTBXL_SPLIT = {"train": list(range(1, 9)), "val": [9], "test": [10]}  # the PTB-
 def scp_codes(text: str) -> list[str]:
     """The statements of one `scp_codes` cell (a Python-literal dict {statement: likelihood}); every key
     applies whatever its likelihood (rhythm and form statements carry 0). Spreadsheet-mangled codes
-    such as 1.0AVB are read as 1AVB."""
-    codes = ast.literal_eval(text) if isinstance(text, str) and text.strip() else {}
+    such as 1.0AVB are read as 1AVB. ValueError quoting the cell when it is not such a dict."""
+    try:
+        codes = ast.literal_eval(text) if isinstance(text, str) and text.strip() else {}
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        codes = None
     if not isinstance(codes, dict):
-        raise ValueError(f"scp_codes {text!r} is not a dict")
+        raise ValueError(f"scp_codes {text!r} is not a dict of statements")
     return [re.sub(r"^(\d+)\.0(?=[A-Z])", r"\1", str(k).strip()) for k in codes]
 
 
@@ -198,33 +263,70 @@ def _ptbxl_class_map(data_dir: Path, label_set: LabelSet) -> dict[str, str]:
     return {str(code): str(cls) for code, cls in diagnostic["diagnostic_class"].dropna().items()}
 
 
+def _integer(value, what: str) -> int:
+    """A table cell that must hold a whole number (1, 1.0, "1"); ValueError quoting it otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (np.isfinite(number) and number == int(number)):
+        raise ValueError(f"{what} {value!r} is not a whole number")
+    return int(number)
+
+
+def _optional_number(value, what: str) -> float:
+    """A table cell that may be empty (NaN, or no such column) but, when given, must be a number."""
+    if value is None:
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} {value!r} is not a number") from None
+
+
+def _ptbxl_row(data_dir: Path, row: pd.Series, to_class: dict[str, str], label_set: LabelSet, pid: str) -> Entry:
+    """One row of ptbxl_database.csv -> Entry; ValueError naming the field for a row that cannot be used."""
+    name = row["filename_hr"]
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"filename_hr is empty ({name!r})")
+    if _outside(name.strip()):
+        raise ValueError(f"filename_hr {name!r} points outside {data_dir}; refused, not read")
+    codes = scp_codes(row["scp_codes"])
+    fold = _integer(row["strat_fold"], "strat_fold")
+    if not 1 <= fold <= N_FOLDS:
+        raise ValueError(f"strat_fold {row['strat_fold']!r} is not a fold 1-{N_FOLDS}")
+    sex_code = _optional_number(row.get("sex"), "sex")  # PTB-XL: 0 male, 1 female
+    sex = {0.0: "Male", 1.0: "Female"}.get(sex_code, "Unknown")
+    age = _optional_number(row.get("age"), "age")  # PTB-XL writes 300 for patients over 89: unknown here
+    info = {"sample_rate": 500.0, "age": age if 0 <= age < 130 else float("nan"), "sex": sex, "dx": ",".join(codes)}
+    return Entry(pid, data_dir / f"{name.strip()}.hea", label_set.vector(to_class.get(c) for c in codes), info, fold)
+
+
 def _ptbxl_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[Entry]:
+    """One entry per row of ptbxl_database.csv; a row that cannot be used (its ecg_id, filename_hr,
+    scp_codes, strat_fold, age or sex malformed, its header missing) is skipped with a message naming
+    the row and the field, and the others are kept."""
     path = data_dir / PTBXL_DATABASE
     try:
-        db = pd.read_csv(path, index_col="ecg_id")
-        missing = {"scp_codes", "strat_fold", "filename_hr"} - set(db.columns)
+        db = pd.read_csv(path)
+        missing = {"ecg_id", "scp_codes", "strat_fold", "filename_hr"} - set(db.columns)
     except (OSError, ValueError) as e:
         raise PipelineError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     if missing:
         raise PipelineError(f"{path} lacks column(s) {', '.join(sorted(missing))}")
     to_class = _ptbxl_class_map(data_dir, label_set)
     entries = []
-    for ecg_id, row in db.iterrows():
-        pid = str(int(ecg_id))
-        record = data_dir / f"{row['filename_hr']}.hea"
+    for line, (_, row) in enumerate(db.iterrows(), start=2):  # file line: the header is line 1
+        pid = str(row["ecg_id"])
         try:
-            codes = scp_codes(row["scp_codes"])
-            fold = int(row["strat_fold"])
-        except (ValueError, SyntaxError, TypeError) as e:
-            entries.append(Entry(pid, record, error=f"{path}: ecg_id {pid}: {type(e).__name__}: {e}"))
-            continue
-        sex = {0: "Male", 1: "Female"}.get(int(row["sex"]) if pd.notna(row.get("sex")) else -1, "Unknown")
-        age = float(row["age"]) if pd.notna(row.get("age")) and 0 <= float(row["age"]) < 130 else float("nan")
-        info = {"sample_rate": 500.0, "age": age, "sex": normalise_sex(sex), "dx": ",".join(codes)}
-        entries.append(Entry(pid, record, label_set.vector(to_class.get(c) for c in codes), info, fold))
+            pid = str(_integer(row["ecg_id"], "ecg_id"))
+            entries.append(_ptbxl_row(data_dir, row, to_class, label_set, pid))
+        except ValueError as e:
+            entries.append(Entry(pid, path, error=f"{path}: line {line}, ecg_id {pid}: {e}; row skipped"))
     listed = [e for e in entries if e.error is None]
     for entry, hdr in zip(listed, parse_headers([e.path for e in listed], workers)):
         _with_header(entry, hdr)
+    refuse_foreign_signals(entries)
     return entries
 
 

@@ -30,6 +30,7 @@ class Header:
     sample_rate: float
     sig_len: int
     files: list[str] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)   # WFDB storage format of each signal: 16, 212, 80, …
     gains: list[float] = field(default_factory=list)
     baselines: list[int] = field(default_factory=list)
     units: list[str] = field(default_factory=list)
@@ -103,6 +104,7 @@ def parse_header(path: Path) -> Header:
         else:  # no baseline given: WFDB takes the ADC zero (5th field)
             baseline = _number(parts[4], int, path, "ADC zero", ln) if len(parts) > 4 else 0
         hdr.files.append(parts[0])
+        hdr.formats.append(re.split(r"[x:+]", parts[1])[0] if len(parts) > 1 else "")
         hdr.gains.append(gain)
         hdr.baselines.append(baseline)
         hdr.units.append((m.group(3) or "mV"))
@@ -150,13 +152,21 @@ def resample(signal: np.ndarray, from_rate: float, to_rate: float = SAMPLE_RATE)
     return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1)
 
 
-def _check_signal(mv: np.ndarray, where: Path) -> np.ndarray:
+def _check_signal(mv: np.ndarray, where: Path, wfdb: bool = True) -> np.ndarray:
+    """The standard-order (12, n) signal, refused when empty or not finite anywhere: WFDB's invalid-sample
+    value reads as NaN (wfdb.rdrecord for .dat, `_read_mat_signal` for .mat), so such a record is skipped
+    the same way whichever file holds it, never cached as a flat line."""
     if mv.ndim != 2 or mv.shape[0] != len(LEADS):
         raise RecordError(f"{where}: expected {len(LEADS)} leads, got shape {mv.shape}")
     if mv.shape[1] == 0:
         raise RecordError(f"{where}: signal is empty")
-    if not np.all(np.isfinite(mv)):
-        raise RecordError(f"{where}: signal contains NaN or infinite values")
+    bad = ~np.isfinite(mv)
+    if bad.any():
+        counts = bad.sum(axis=1)
+        leads = ", ".join(f"{lead} {k}" for lead, k in zip(LEADS, counts) if k)
+        hint = "; WFDB's invalid-sample value reads as NaN" if wfdb else ""
+        raise RecordError(f"{where}: signal contains NaN or infinite values (samples of {mv.shape[1]} per lead: "
+                          f"{leads}{hint})")
     return mv
 
 
@@ -167,8 +177,12 @@ def _scale_to_mv(hdr: Header, where: Path) -> np.ndarray:
         raise RecordError(f"{where}: {e}") from None
 
 
+INVALID_FORMAT_16 = -32768  # WFDB's invalid-sample value in format 16: wfdb.rdrecord reads it as NaN
+
+
 def _read_mat_signal(header_path: Path, hdr: Header) -> np.ndarray:
-    """The fast path for the PhysioNet/CinC releases: `val` of a .mat file, scaled with the header."""
+    """The fast path for the PhysioNet/CinC releases (format 16 in a .mat): `val` of the .mat file, scaled
+    with the header exactly as wfdb.rdrecord does, WFDB's invalid value -32768 included (NaN)."""
     from scipy.io import loadmat
 
     mat_path = header_path.parent / hdr.files[0]
@@ -178,7 +192,9 @@ def _read_mat_signal(header_path: Path, hdr: Header) -> np.ndarray:
         raise RecordError(f"{mat_path}: unreadable signal ({type(e).__name__}: {e})") from None
     if val.shape != (hdr.n_sig, hdr.sig_len):
         raise RecordError(f"{mat_path}: signal shape {val.shape} does not match header ({hdr.n_sig}, {hdr.sig_len})")
-    return (val.astype(np.float64) - np.asarray(hdr.baselines)[:, None]) * _scale_to_mv(hdr, header_path)
+    mv = (val.astype(np.float64) - np.asarray(hdr.baselines)[:, None]) * _scale_to_mv(hdr, header_path)
+    mv[val == INVALID_FORMAT_16] = np.nan
+    return mv
 
 
 def _read_wfdb_signal(header_path: Path, hdr: Header) -> np.ndarray:
@@ -207,7 +223,7 @@ def read_wfdb_record(header_path: Path, hdr: Header | None = None) -> tuple[Head
     for name in dict.fromkeys(hdr.files):
         if not (header_path.parent / name).exists():
             raise RecordError(f"{header_path}: signal file {name} is missing")
-    if len(set(hdr.files)) == 1 and hdr.files[0].lower().endswith(".mat"):
+    if len(set(hdr.files)) == 1 and hdr.files[0].lower().endswith(".mat") and set(hdr.formats) == {"16"}:
         mv = _read_mat_signal(header_path, hdr)
     else:
         mv = _read_wfdb_signal(header_path, hdr)
@@ -228,7 +244,7 @@ def read_cpsc_record(mat_path: Path) -> tuple[Header, np.ndarray]:
     hdr = Header(record=mat_path.stem, n_sig=data.shape[0] if data.ndim == 2 else 0,
                  sample_rate=SAMPLE_RATE, sig_len=data.shape[-1] if data.ndim else 0,
                  lead_names=list(LEADS), age=age, sex=normalise_sex(str(getattr(ecg, "sex", ""))))
-    return hdr, _check_signal(data, mat_path)
+    return hdr, _check_signal(data, mat_path, wfdb=False)
 
 
 def read_record(path: Path) -> tuple[Header, np.ndarray]:
@@ -272,5 +288,12 @@ def resampled_length(n: int, from_rate: float, to_rate: float = SAMPLE_RATE) -> 
 
 
 def to_microvolts(mv: np.ndarray) -> np.ndarray:
-    """mV float -> int16 µV, the cache's storage type (±32.7 mV range, 1 µV resolution)."""
+    """mV float -> int16 µV, the cache's storage type (±32.7 mV range, 1 µV resolution); samples beyond
+    the range are clipped to it (`clipped_per_lead` counts them, so the clipping is never silent)."""
     return np.clip(np.rint(mv * GAIN_ADU_PER_MV), -32768, 32767).astype(np.int16)
+
+
+def clipped_per_lead(mv: np.ndarray) -> np.ndarray:
+    """How many samples of each lead (rows of mV) `to_microvolts` clips to the int16 µV range."""
+    uv = np.rint(mv * GAIN_ADU_PER_MV)
+    return ((uv < -32768) | (uv > 32767)).sum(axis=-1)
