@@ -38,7 +38,7 @@ from models.resnet import ARCHS, build_model
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, check_writable, data_label_set,
-                   data_split_rule, database_name, exclusive_lock, f1_scores, leads_tag, load_labels, nonnegative_int, positive_float, positive_int,
+                   data_split_rule, database_name, exclusive_lock, f1_scores, leads_tag, load_labels, nonnegative_int, positive_float, positive_int, seed_int,
                    preprocess_manifest, split_labels, write_csv)
 
 
@@ -106,7 +106,7 @@ class RunConfig:
         """The command-line flags of one run (main.py, and the studies that train many)."""
         p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
         p.add_argument("--arch", default="resnet34", choices=sorted(ARCHS))
-        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--seed", type=seed_int, default=42)
         p.add_argument("--epochs", type=positive_int, default=40)
         p.add_argument("--lr", type=positive_float, default=1e-4)
         p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
