@@ -10,6 +10,7 @@ patient-to-patient amplitude and axis differences are added.
     python synth.py --out data/demo --n 400 --seed 0                      # CPSC2018 WFDB (.hea + .mat)
     python synth.py --out data/demo_dat --layout wfdb-dat                 # WFDB with format-16 .dat signals
     python synth.py --out data/demo_ptbxl --layout ptbxl --n 300          # PTB-XL's own layout
+    python synth.py --out data/demo_b --site b                            # another hospital (domain shift)
 
 Layouts: `wfdb` (the PhysioNet/CinC 2020 re-release of CPSC2018: A0001.hea + .mat, SNOMED-CT Dx),
 `wfdb-dat` (the same with a format-16 .dat signal), `cpsc2018` (the original release: .mat struct ECG +
@@ -17,10 +18,18 @@ REFERENCE.csv) and `ptbxl` (ptbxl_database.csv with scp_codes and strat_fold, sc
 records500/ and records100/ of 10-s WFDB .dat records; each class is written as its PTB-XL statement,
 rhythm and form statements with likelihood 0 as PTB-XL does, ST changes as the diagnostic statements
 ISC_ (STTC) or IMI/AMI/LMI (MI) so the superdiagnostic label set has data too).
+
+Sites (`--site`, any layout): how a hospital records its ECGs, as data in SITES: sampling rate, ADC
+gain and units, mains frequency, noise and baseline-wander level, the device's filter, a per-lead
+amplitude pattern (electrode placement, body habitus) and the class mix. `a` is the default (what
+the generator writes without --site, byte for byte); `b` and `c` shift it, so a model trained on
+`a` can be tested across sites. With --site the profile used is written to site.json beside the records,
+and PTB-XL's records500/ is named after the site's rate (records250/, records1000/).
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +38,9 @@ from scipy.io import savemat
 from tqdm import tqdm
 
 from utils import (CLASS_TO_SNOMED, CLASSES, GAIN_ADU_PER_MV, LEADS, N_FOLDS, SAMPLE_RATE, PipelineError, atomic_write,
-                   positive_float, positive_int, resample, script_main, write_csv)
+                   positive_float, positive_int, resample, script_main, write_csv, write_json, write_text)
 
-LAYOUTS = ("wfdb", "wfdb-dat", "cpsc2018", "ptbxl")
+OUTPUT_LAYOUTS = ("wfdb", "wfdb-dat", "cpsc2018", "ptbxl")
 
 # Dower transform rows for I, II, V1..V6 (columns X, Y, Z): Dower et al., J Electrocardiol 1980.
 DOWER = np.array([
@@ -44,11 +53,64 @@ DOWER = np.array([
     [1.125, 0.127, -0.086],
     [0.831, 0.076, 0.230],
 ])
-INDEPENDENT = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+MEASURED_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")  # DOWER's rows; III, aVR, aVL, aVF derive from I, II
 
 # CPSC2018 prevalence (% of records, first label) and which labels cannot occur together.
 PREVALENCE = {"SNR": 13, "AF": 18, "IAVB": 10, "LBBB": 3, "RBBB": 25, "PAC": 9, "PVC": 10, "STD": 13, "STE": 3}
 INCOMPATIBLE = {frozenset(p) for p in [("AF", "IAVB"), ("AF", "PAC"), ("LBBB", "RBBB"), ("STD", "STE")]}
+ADU_UNITS = {"mV": 1.0, "uV": 1000.0, "V": 0.001}  # units a site may store in -> units per mV
+
+
+@dataclass(frozen=True)
+class Site:
+    """How one (fictional) hospital records its ECGs. Rate, gain and units are what a correct reader
+    undoes (no model should notice them); noise, wander, filter, lead amplitudes and class mix are
+    what a model trained elsewhere does notice. Factors of 1 and no filter leave the default untouched."""
+    description: str
+    sample_rate: int = SAMPLE_RATE
+    adc_gain: float = GAIN_ADU_PER_MV          # ADU per unit
+    units: str = "mV"                          # a key of ADU_UNITS
+    mains_hz: float = 50.0
+    noise: float = 1.0                         # x the default white-noise level (5-20 µV)
+    wander: float = 1.0                        # x the default baseline wander (up to 2 x 0.15 mV)
+    bandpass: tuple[float, float] | None = None  # the device's filter (Hz), zero-phase; None: unfiltered
+    lead_gain: dict[str, float] = field(default_factory=dict)  # MEASURED_LEADS -> amplitude factor (else 1)
+    prevalence: dict[str, float] = field(default_factory=lambda: dict(PREVALENCE))  # % of records, first label
+
+    def check(self, name: str, fs: float) -> None:
+        """A PipelineError for a profile the generator cannot write at `fs` Hz (a typo in SITES)."""
+        problems = [f"units {self.units!r} not in {sorted(ADU_UNITS)}"] if self.units not in ADU_UNITS else []
+        problems += [f"lead_gain for {lead!r}, not one of {', '.join(MEASURED_LEADS)}"
+                     for lead in self.lead_gain if lead not in MEASURED_LEADS]
+        if sorted(self.prevalence) != sorted(CLASSES) or min(self.prevalence.values()) < 0:
+            problems.append(f"prevalence must give every class of {', '.join(CLASSES)} a weight >= 0")
+        if self.bandpass and not 0 < self.bandpass[0] < self.bandpass[1] < fs / 2:
+            problems.append(f"bandpass {self.bandpass} Hz must lie within (0, {fs / 2:g}) Hz at {fs:g} Hz")
+        if problems:
+            raise PipelineError(f"site {name!r}: " + "; ".join(problems))
+
+    def gains(self) -> np.ndarray | None:
+        """Amplitude factor per MEASURED_LEADS row, or None when every lead keeps its amplitude."""
+        return np.array([self.lead_gain.get(lead, 1.0) for lead in MEASURED_LEADS]) if self.lead_gain else None
+
+
+SITES = {
+    "a": Site("the default: CPSC2018-like (recorded in China), CPSC2018's class mix"),
+    "b": Site("a general hospital in North America: older carts (250 Hz, 5 µV steps), noisier recordings with "
+              "more baseline wander, chest electrodes placed high (V1-V3 larger, V4-V6 and the limb leads "
+              "smaller), mostly normal ECGs and AF",
+              sample_rate=250, adc_gain=200, mains_hz=60.0, noise=2.0, wander=2.5,
+              lead_gain={"I": 0.8, "II": 0.8, "V1": 1.4, "V2": 1.4, "V3": 1.25, "V4": 0.85, "V5": 0.75, "V6": 0.75},
+              prevalence={"SNR": 40, "AF": 22, "IAVB": 6, "LBBB": 2, "RBBB": 8, "PAC": 8, "PVC": 8, "STD": 4,
+                          "STE": 2}),
+    "c": Site("a cardiology ward: 1000 Hz carts storing µV with the 0.5-40 Hz filter on (it removes wander "
+              "and alters ST segments), low-voltage chest leads and larger limb leads, an ischaemia-heavy class mix",
+              sample_rate=1000, adc_gain=1, units="uV", noise=0.5, bandpass=(0.5, 40.0),
+              lead_gain={"I": 1.2, "II": 1.2, "V1": 0.7, "V2": 0.65, "V3": 0.65, "V4": 0.7, "V5": 0.7, "V6": 0.7},
+              prevalence={"SNR": 8, "AF": 10, "IAVB": 7, "LBBB": 8, "RBBB": 12, "PAC": 6, "PVC": 9, "STD": 25,
+                          "STE": 15}),
+}
+DEFAULT_SITE = "a"
 
 # Regional ST shift patterns over I, II, V1..V6 (mV at scale 1); the limb leads they imply carry the
 # reciprocal changes (e.g. inferior elevation depresses aVL).
@@ -73,23 +135,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-seconds", type=positive_float, default=6.0)
     p.add_argument("--max-seconds", type=positive_float, default=60.0)
-    p.add_argument("--sample-rate", type=positive_int, default=SAMPLE_RATE, help="rate to write records at")
-    p.add_argument("--layout", choices=LAYOUTS, default="wfdb", help="see above")
+    p.add_argument("--sample-rate", type=positive_int, default=None,
+                   help="rate to write records at (default: the site's; 500 Hz for site a)")
+    p.add_argument("--layout", choices=OUTPUT_LAYOUTS, default="wfdb", help="see above")
+    p.add_argument("--site", choices=sorted(SITES), default=None,
+                   help="write the records as this site records them (and its profile to site.json): "
+                        + "; ".join(f"{k}: {s.description}" for k, s in SITES.items()))
     p.add_argument("--force", action="store_true", help="write into a directory that already holds records")
     return p.parse_args(argv)
 
 
-def sample_labels(rng: np.random.Generator) -> list[str]:
-    """A primary label by CPSC2018 prevalence; ~12 % of abnormal records get a second, a few a third."""
-    p = np.array([PREVALENCE[c] for c in CLASSES], float)
+def sample_labels(rng: np.random.Generator, prevalence: dict[str, float] = PREVALENCE) -> list[str]:
+    """A primary label by prevalence (CPSC2018's unless a site has its own mix); ~12 % of abnormal
+    records get a second, a few a third."""
+    p = np.array([prevalence[c] for c in CLASSES], float)
     labels = [CLASSES[rng.choice(len(CLASSES), p=p / p.sum())]]
     if labels[0] == "SNR":
         return labels
     n_extra = 0 if rng.random() > 0.12 else (1 if rng.random() > 0.2 else 2)
     for _ in range(n_extra):
-        options = [c for c in CLASSES if c != "SNR" and c not in labels
+        options = [c for c in CLASSES if c != "SNR" and c not in labels and prevalence[c] > 0
                    and not any(frozenset((c, l)) in INCOMPATIBLE for l in labels)]
-        q = np.array([PREVALENCE[c] for c in options], float)
+        if not options:  # a site whose class mix leaves nothing compatible
+            break
+        q = np.array([prevalence[c] for c in options], float)
         labels.append(options[rng.choice(len(options), p=q / q.sum())])
     return [c for c in CLASSES if c in labels]
 
@@ -220,8 +289,10 @@ def derive_limb_leads(ind: np.ndarray) -> np.ndarray:
     return np.stack([i, ii, ii - i, -(i + ii) / 2, i - ii / 2, ii - i / 2, *ind[2:]])
 
 
-def synthesize(rng: np.random.Generator, labels: list[str], duration: float, fs: int) -> tuple[np.ndarray, dict]:
-    """One record: (12, n) signal in mV and details of how it was made."""
+def synthesize(rng: np.random.Generator, labels: list[str], duration: float, fs: int,
+               site: Site = SITES[DEFAULT_SITE]) -> tuple[np.ndarray, dict]:
+    """One record: (12, n) signal in mV as `site` records it, and details of how it was made. The site
+    only scales what is drawn (never draws more), so site a gives the default signal exactly."""
     n = int(round(duration * fs))
     morph = record_morphology(rng, labels)
     schedule = beat_schedule(rng, labels, duration)
@@ -250,13 +321,22 @@ def synthesize(rng: np.random.Generator, labels: list[str], duration: float, fs:
             details["st_region"] = str(region)
             pattern = np.array(ST_PATTERNS[label][region]) * rng.uniform(0.6, 1.5)
             ind += np.outer(pattern, st_plateau(beats, n, fs))
-    # Baseline wander (< 0.5 Hz), mains (50 Hz, CPSC2018 was recorded in China) and noise.
+    gains = site.gains()
+    if gains is not None:  # electrode placement and body habitus scale the heart's signal, not the noise
+        ind *= gains[:, None]
+    # Baseline wander (< 0.5 Hz), mains (50 Hz by default: CPSC2018 was recorded in China) and noise.
     for lead in range(len(ind)):
         for _ in range(2):
-            ind[lead] += rng.uniform(0, 0.15) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 2 * np.pi))
-    ind += rng.uniform(0, 0.02) * np.sin(2 * np.pi * 50 * t + rng.uniform(0, 2 * np.pi))[None]
-    ind += rng.uniform(0.005, 0.02) * rng.standard_normal(ind.shape)
-    return derive_limb_leads(ind), details
+            ind[lead] += site.wander * rng.uniform(0, 0.15) * np.sin(
+                2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 2 * np.pi))
+    ind += rng.uniform(0, 0.02) * np.sin(2 * np.pi * site.mains_hz * t + rng.uniform(0, 2 * np.pi))[None]
+    ind += site.noise * rng.uniform(0.005, 0.02) * rng.standard_normal(ind.shape)
+    mv = derive_limb_leads(ind)
+    if site.bandpass:  # the device's filter acts on every lead alike, so III = II - I still holds
+        from scipy.signal import butter, sosfiltfilt  # imported here: 1 s that the default sites never need
+
+        mv = sosfiltfilt(butter(2, site.bandpass, btype="bandpass", fs=fs, output="sos"), mv, axis=-1)
+    return mv, details
 
 
 def sample_duration(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -269,28 +349,50 @@ def sample_demographics(rng: np.random.Generator) -> tuple[float, str]:
     return (float("nan") if rng.random() < 0.01 else age), ("Male" if rng.random() < 0.54 else "Female")
 
 
-def write_wfdb(out: Path, name: str, val: np.ndarray, fs: int, age: float, sex: str, labels: list[str]) -> None:
+def wfdb_number(x: float) -> str:
+    """A rate or gain as a WFDB header field: 500 rather than 500.0 (as wfdb.wrsamp writes an int), 257.5 as is."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else repr(x)
+
+
+def write_wfdb(out: Path, name: str, val: np.ndarray, fs: int, age: float, sex: str, labels: list[str],
+               gain: float = GAIN_ADU_PER_MV, units: str = "mV") -> None:
     """A0001.hea + A0001.mat exactly as the PhysioNet/CinC 2020 re-release of CPSC2018."""
-    savemat(out / f"{name}.mat", {"val": val}, format="4")
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            savemat(f, {"val": val}, format="4")
+
+    atomic_write(out / f"{name}.mat", save)
     lines = [f"{name} {len(LEADS)} {fs} {val.shape[1]}"]
     for lead, row in zip(LEADS, val):
         checksum = int(np.int16(np.int64(row.astype(np.int64).sum()) & 0xFFFF).astype(np.int16))
-        lines.append(f"{name}.mat 16+24 {GAIN_ADU_PER_MV}/mV 16 0 {int(row[0])} {checksum} 0 {lead}")
+        lines.append(f"{name}.mat 16+24 {wfdb_number(gain)}/{units} 16 0 {int(row[0])} {checksum} 0 {lead}")
     age_text = "NaN" if np.isnan(age) else str(int(age))
     dx = ",".join(CLASS_TO_SNOMED[c] for c in labels)
     lines += [f"#Age: {age_text}", f"#Sex: {sex}", f"#Dx: {dx}", "#Rx: Unknown", "#Hx: Unknown", "#Sx: Unknown"]
-    (out / f"{name}.hea").write_text("\n".join(lines) + "\n")
+    write_text("\n".join(lines) + "\n", out / f"{name}.hea")
 
 
 def write_wfdb_dat(out: Path, name: str, val: np.ndarray, fs: float, comments: list[str],
                    lead_names: tuple[str, ...] = LEADS, units: str = "mV", gain: float = GAIN_ADU_PER_MV) -> None:
-    """name.hea + name.dat (WFDB format 16) through the wfdb package, as PTB-XL and PTB store records."""
-    import wfdb
-
-    out.mkdir(parents=True, exist_ok=True)
-    n = val.shape[0]
-    wfdb.wrsamp(name, fs=fs, units=[units] * n, sig_name=list(lead_names), d_signal=np.ascontiguousarray(val.T),
-                fmt=["16"] * n, adc_gain=[gain] * n, baseline=[0] * n, comments=comments, write_dir=str(out))
+    """name.hea + name.dat (WFDB format 16: int16 little-endian, one frame of all signals per sample), as
+    PTB-XL and PTB store records. Written here rather than with wfdb.wrsamp, which spent ~25 ms a record
+    checking its header fields through pandas (it made the ptbxl layout 8-10x slower per record than the
+    .mat one); the bytes are wrsamp's for an integer gain and rate (a float gain: wrsamp 200.0, this 200)."""
+    val = np.asarray(val)
+    if val.ndim != 2 or val.shape[0] != len(lead_names) or val.shape[1] == 0:
+        raise PipelineError(f"{out / name}: want a ({len(lead_names)}, samples) signal, got shape {val.shape}")
+    if not np.issubdtype(val.dtype, np.integer) or val.min() < -32768 or val.max() > 32767:
+        raise PipelineError(f"{out / name}: format 16 stores integers in -32768..32767 (got {val.dtype}, "
+                            f"{val.min()}..{val.max()})")
+    frames = np.ascontiguousarray(val.T, dtype="<i2")
+    atomic_write(out / f"{name}.dat", lambda tmp: tmp.write_bytes(frames.tobytes()))
+    checksums = val.astype(np.int64).sum(axis=1) % 65536  # WFDB: the 16-bit sum of the samples, unsigned here
+    lines = [f"{name} {len(lead_names)} {wfdb_number(fs)} {val.shape[1]}"]
+    lines += [f"{name}.dat 16 {wfdb_number(gain)}(0)/{units} 16 0 {int(row[0])} {int(cs)} 0 {lead}"
+              for lead, row, cs in zip(lead_names, val, checksums)]
+    lines += [f"# {c}" for c in comments]
+    write_text("\n".join(lines) + "\n", out / f"{name}.hea")
 
 
 def wfdb_comments(age: float, sex: str, labels: list[str]) -> list[str]:
@@ -342,38 +444,56 @@ def write_ptbxl_tables(out: Path, rows: list[dict]) -> None:
 
 def write_cpsc(out: Path, name: str, mv: np.ndarray, age: float, sex: str) -> None:
     """A0001.mat holding struct ECG {sex, age, data (mV)}, the original CPSC2018 release."""
-    savemat(out / f"{name}.mat", {"ECG": {"sex": sex, "age": age, "data": mv}})
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            savemat(f, {"ECG": {"sex": sex, "age": age, "data": mv}})
+
+    atomic_write(out / f"{name}.mat", save)
 
 
 def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds: float = 60.0,
-             fs: int = SAMPLE_RATE, layout: str = "wfdb") -> pd.DataFrame:
-    """Write `n` records into `out`; returns the answer key (also written as REFERENCE.csv)."""
+             fs: int | None = None, layout: str = "wfdb", site: str | None = None) -> pd.DataFrame:
+    """Write `n` records into `out` as `site` records them (None: the default, site a, with no site.json)
+    at `fs` (None: the site's rate); returns the answer key (also written as REFERENCE.csv)."""
+    if site is not None and site not in SITES:
+        raise PipelineError(f"unknown site {site!r}; the sites are {', '.join(SITES)}")
+    profile = SITES[site or DEFAULT_SITE]
+    fs = fs or profile.sample_rate
+    profile.check(site or DEFAULT_SITE, fs)
+    if layout == "cpsc2018" and fs != SAMPLE_RATE:
+        raise PipelineError(f"the original CPSC2018 layout has no sampling-rate field (its readers take "
+                            f"{SAMPLE_RATE} Hz), so it cannot hold {fs} Hz records; use --layout wfdb")
+    adu_per_mv = profile.adc_gain * ADU_UNITS[profile.units]
     out.mkdir(parents=True, exist_ok=True)
     rows, details, ptbxl = [], [], []
     for i in tqdm(range(1, n + 1), desc="synth", unit="rec", disable=n < 50):
         rng = np.random.default_rng([seed, i])  # each record depends on (seed, index) only
         name = f"A{i:04d}"
-        labels = sample_labels(rng)
+        labels = sample_labels(rng, profile.prevalence)
         age, sex = sample_demographics(rng)
         seconds = 10.0 if layout == "ptbxl" else sample_duration(rng, min_seconds, max_seconds)
-        mv, info = synthesize(rng, labels, seconds, fs)
-        val = np.clip(np.rint(mv * GAIN_ADU_PER_MV), -32768, 32767).astype(np.int16)
+        mv, info = synthesize(rng, labels, seconds, fs, profile)
+        val = np.clip(np.rint(mv * adu_per_mv), -32768, 32767).astype(np.int16)
         if layout == "wfdb":
-            write_wfdb(out, name, val, fs, age, sex, labels)
+            write_wfdb(out, name, val, fs, age, sex, labels, profile.adc_gain, profile.units)
         elif layout == "wfdb-dat":
-            write_wfdb_dat(out, name, val, fs, wfdb_comments(age, sex, labels))
+            write_wfdb_dat(out, name, val, fs, wfdb_comments(age, sex, labels), units=profile.units,
+                           gain=profile.adc_gain)
         elif layout == "ptbxl":
             name = f"{i:05d}"
             folder = f"{(i // 1000) * 1000:05d}"
             upper = tuple(lead.upper() if lead.startswith("aV") else lead for lead in LEADS)  # PTB-XL: AVR, AVL, AVF
-            write_wfdb_dat(out / "records500" / folder, f"{name}_hr", val, fs, [], upper)
-            low = np.clip(np.rint(resample(mv, fs, 100) * GAIN_ADU_PER_MV), -32768, 32767).astype(np.int16)
-            write_wfdb_dat(out / "records100" / folder, f"{name}_lr", low, 100, [], upper)
+            high = f"records{fs}/{folder}/{name}_hr"  # records500/ at PTB-XL's own rate
+            write_wfdb_dat(out / high.rsplit("/", 1)[0], f"{name}_hr", val, fs, [], upper, profile.units,
+                           profile.adc_gain)
+            low = np.clip(np.rint(resample(mv, fs, 100) * adu_per_mv), -32768, 32767).astype(np.int16)
+            write_wfdb_dat(out / "records100" / folder, f"{name}_lr", low, 100, [], upper, profile.units,
+                           profile.adc_gain)
             ptbxl.append({"ecg_id": i, "patient_id": float(10000 + i), "age": age, "sex": int(sex == "Female"),
                           "scp_codes": str(ptbxl_codes(labels, info["st_region"])),
                           "strat_fold": int(rng.integers(1, N_FOLDS + 1)),
                           "filename_lr": f"records100/{folder}/{name}_lr",
-                          "filename_hr": f"records500/{folder}/{name}_hr"})
+                          "filename_hr": high})
         else:
             write_cpsc(out, name, mv, age, sex)
         codes = [CLASSES.index(c) + 1 for c in labels] + [None] * (3 - len(labels))
@@ -388,6 +508,11 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
     else:
         write_csv(key, out / "REFERENCE.csv")
     write_csv(pd.DataFrame(details), out / "synth_details.csv")
+    if site is None:
+        (out / "site.json").unlink(missing_ok=True)  # from an earlier --site run into this folder (--force)
+    else:
+        write_json({"site": site, **asdict(profile), "sample_rate": fs, "layout": layout,
+                    "default": asdict(SITES[DEFAULT_SITE])}, out / "site.json")
     return key
 
 
@@ -400,8 +525,9 @@ def main(argv=None) -> None:
         raise PipelineError(f"{args.out} already holds records; pass --force to overwrite them")
     if not 0 < args.min_seconds <= args.max_seconds:
         raise PipelineError("need 0 < --min-seconds <= --max-seconds")
-    key = generate(args.out, args.n, args.seed, args.min_seconds, args.max_seconds, args.sample_rate, args.layout)
-    print(f"wrote {len(key)} {args.layout} records to {args.out}")
+    key = generate(args.out, args.n, args.seed, args.min_seconds, args.max_seconds, args.sample_rate, args.layout,
+                   args.site)
+    print(f"wrote {len(key)} {args.layout} records to {args.out}" + (f" as site {args.site}" if args.site else ""))
 
 
 if __name__ == "__main__":
