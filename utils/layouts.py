@@ -298,7 +298,7 @@ def _ptbxl_row(data_dir: Path, row: pd.Series, to_class: dict[str, str], label_s
     sex_code = _optional_number(row.get("sex"), "sex")  # PTB-XL: 0 male, 1 female
     sex = {0.0: "Male", 1.0: "Female"}.get(sex_code, "Unknown")
     age = _optional_number(row.get("age"), "age")  # PTB-XL writes 300 for patients over 89: unknown here
-    info = {"sample_rate": 500.0, "age": age if 0 <= age < 130 else float("nan"), "sex": sex, "dx": ",".join(codes)}
+    info = {"sample_rate": float("nan"), "age": age if 0 <= age < 130 else float("nan"), "sex": sex, "dx": ",".join(codes)}
     return Entry(pid, data_dir / f"{name.strip()}.hea", label_set.vector(to_class.get(c) for c in codes), info, fold)
 
 
@@ -326,6 +326,8 @@ def _ptbxl_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[E
     listed = [e for e in entries if e.error is None]
     for entry, hdr in zip(listed, parse_headers([e.path for e in listed], workers)):
         _with_header(entry, hdr)
+        if not isinstance(hdr, str):  # the rate is the header's (records500/ is 500 Hz, but not every copy)
+            entry.info["sample_rate"] = hdr.sample_rate
     refuse_foreign_signals(entries)
     return entries
 
