@@ -1,0 +1,183 @@
+"""Does it generalise? One configuration trained on each database and tested on every other.
+
+    python cross_database.py --data-dirs data/CPSC data/Georgia data/Chapman data/PTBXL --preset paper
+    python cross_database.py --data-dirs data/demo data/demo_b data/demo_c --preset demo --leave-one-out
+
+Each database (preprocessed with the same label set) gets one run, data/<db>/runs/xdb_<arch>_<leads>_<seed>/,
+trained on its own split (finished runs are reused, killed ones resume, --jobs trains several at once).
+Every model is tested on its own test fold and on every record of every other database, always with the
+thresholds tuned on its own validation fold. --leave-one-out also trains on all but one database pooled
+(data/pooled/all_but_<db>/) and tests on the one left out. --calibrate fits temperature scaling on each
+model's validation fold and shows calibration before and after.
+
+Writes results/cross_database/: matrix.csv (one row per (trained on, tested on) cell: records, the
+classes the means cover, macro AUC and F1 with 95 % bootstrap CIs, ECE, Brier, and the path of the
+cell's score file, so every number can be recomputed), per_class.csv, matrix.md, auc.png and f1.png.
+A class with no positive record in a test set is shown as such (NaN) and left out of that cell's means.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.checkpoint import load_checkpoint
+from models.evaluation import evaluate_external, results_folder
+from models.inputs import pick_device
+from models.studies import run_all, study_parser
+from models.training import RunConfig, check_input_size
+from utils import PipelineError, data_label_set, database_name, parse_leads, save_figure, script_main, write_csv, write_text
+from utils.evaluator import read_evaluation
+from utils.pool import pool_databases
+from utils.presets import parse_with_preset
+
+OUT = "cross_database"
+COLUMNS = ("trained_on", "tested_on", "records", "classes", "auc", "auc_lo", "auc_hi", "f1", "f1_lo", "f1_hi",
+           "ece", "ece_lo", "ece_hi", "brier", "brier_lo", "brier_hi", "scores")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = study_parser(__doc__)
+    p.add_argument("--data-dirs", type=Path, nargs="+", required=True,
+                   help="two or more preprocessed databases with the same label set")
+    p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
+    p.add_argument("--leave-one-out", action="store_true",
+                   help="also train on all but one database pooled and test on the one left out")
+    p.add_argument("--pool-dir", type=Path, default=Path("data/pooled"), help="where pooled databases are written")
+    p.add_argument("--calibrate", action="store_true", help="temperature scaling fitted on each validation fold")
+    args = parse_with_preset(p, argv, "study")
+    check_input_size(p, args)
+    if len(args.data_dirs) < 2:
+        p.error("--data-dirs: give two or more databases")
+    names = [database_name(d) for d in args.data_dirs]
+    if len(set(names)) < len(names):
+        p.error(f"--data-dirs: two databases share a folder name ({', '.join(names)}); the matrix names them by it")
+    try:
+        args.lead_names = parse_leads(args.leads)
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def check_label_sets(data_dirs: list[Path]) -> list[str]:
+    """The shared label set's classes; databases of different label sets cannot be compared."""
+    sets = {d: data_label_set(d) for d in data_dirs}
+    first = next(iter(sets.values()))
+    if any(s != first for s in sets.values()):
+        raise PipelineError("the databases were preprocessed with different label sets ("
+                            + ", ".join(f"{d}: {s['name']}" for d, s in sets.items())
+                            + "); preprocess them all with the same --labels")
+    return list(first["classes"])
+
+
+def training_configs(args: argparse.Namespace) -> list[tuple[str, RunConfig, list[Path]]]:
+    """(trained-on name, configuration, databases it is tested on) for every model of the matrix."""
+    base = dataclasses.replace(RunConfig.from_args(args, leads=args.lead_names), test_fold=None)
+    names = [database_name(d) for d in args.data_dirs]
+    plan = []
+    for d, name in zip(args.data_dirs, names):
+        cfg = dataclasses.replace(base, data_dir=str(d))
+        runs = args.runs_dir / name if args.runs_dir else Path(d) / "runs"
+        plan.append((name, dataclasses.replace(cfg, run_dir=str(runs / cfg.run_name("xdb_"))),
+                     [o for o in args.data_dirs if o != d]))
+    if args.leave_one_out:
+        for d, name in zip(args.data_dirs, names):
+            others = [o for o in args.data_dirs if o != d]
+            pooled = pool_databases(others, args.pool_dir / f"all_but_{name}", [database_name(o) for o in others])
+            cfg = dataclasses.replace(base, data_dir=str(pooled))
+            runs = args.runs_dir / pooled.name if args.runs_dir else pooled / "runs"
+            plan.append((f"all but {name}", dataclasses.replace(cfg, run_dir=str(runs / cfg.run_name("xdb_"))), [d]))
+    return plan
+
+
+def cell(trained_on: str, tested_on: str, out: Path) -> tuple[dict, pd.DataFrame]:
+    """One matrix row and its per-class rows, read through the one evaluation reader."""
+    saved = read_evaluation(out)
+    table = saved["table"]
+    classes = [c for c in saved["classes"] if np.isfinite(table.loc[c, "auc"])]
+    mean = table.loc["mean"]
+    row = {"trained_on": trained_on, "tested_on": tested_on, "records": int(saved["info"]["n_test"]),
+           "classes": ",".join(classes), "scores": str(out / "test_scores.csv")}
+    row.update({k: float(mean[k]) if k in mean and pd.notna(mean[k]) else np.nan for k in COLUMNS
+                if k not in row and k not in ("trained_on", "tested_on")})
+    per_class = table.drop(index="mean").reset_index(names="class")
+    per_class.insert(0, "tested_on", tested_on)
+    per_class.insert(0, "trained_on", trained_on)
+    return row, per_class
+
+
+def plot_matrix(matrix: pd.DataFrame, metric: str, path: Path) -> None:
+    """Trained-on x tested-on heatmap of one macro metric; the diagonal is each model's own test fold."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = matrix.pivot(index="trained_on", columns="tested_on", values=metric)
+    grid = grid.reindex(index=list(dict.fromkeys(matrix["trained_on"])), columns=list(dict.fromkeys(matrix["tested_on"])))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * grid.shape[1], 1.2 + 0.7 * grid.shape[0]))
+    im = ax.imshow(grid.to_numpy(float), cmap="viridis", vmin=0.5 if metric == "auc" else 0.0, vmax=1.0)
+    for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v < 0.8 else "black", fontsize=9)
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right")
+    ax.set_yticks(range(grid.shape[0]), grid.index)
+    ax.set_xlabel("tested on")
+    ax.set_ylabel("trained on")
+    ax.set_title(f"macro {metric.upper()} (diagonal: own test fold)")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    save_figure(fig, path)
+
+
+def to_markdown(matrix: pd.DataFrame) -> str:
+    def ci(r: pd.Series, m: str) -> str:
+        if not np.isfinite(r[m]):
+            return "n/a"
+        return f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" if np.isfinite(r.get(m + "_lo", np.nan)) \
+            else f"{r[m]:.3f}"
+
+    lines = ["| trained on | tested on | records | macro AUC (95 % CI) | macro F1 (95 % CI) | ECE | Brier |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for _, r in matrix.iterrows():
+        own = " (own test fold)" if r["trained_on"] == r["tested_on"] else ""
+        lines.append(f"| {r['trained_on']} | {r['tested_on']}{own} | {r['records']} | {ci(r, 'auc')} | "
+                     f"{ci(r, 'f1')} | {r['ece']:.3f} | {r['brier']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+@script_main
+def main(argv=None) -> pd.DataFrame:
+    args = parse_args(argv)
+    classes = check_label_sets(args.data_dirs)
+    plan = training_configs(args)
+    own = run_all([cfg for _, cfg, _ in plan], args.results_dir, args.n_bootstrap, args.jobs, calibrate=args.calibrate)
+    rows, per_class = [], []
+    device = pick_device(args.use_gpu)
+    for (name, cfg, tests), own_out in zip(plan, own):
+        if not name.startswith("all but"):
+            r, pc = cell(name, name, own_out)
+            rows.append(r), per_class.append(pc)
+        model, ckpt = load_checkpoint(cfg.run.model, map_location=device)
+        for other in tests:
+            _, out = evaluate_external(model.to(device), ckpt, cfg.run, other, args.results_dir, device,
+                                       n_bootstrap=args.n_bootstrap, num_workers=0, calibrate=args.calibrate)
+            r, pc = cell(name, database_name(other), out)
+            rows.append(r), per_class.append(pc)
+    matrix = pd.DataFrame(rows, columns=list(COLUMNS))
+    out = args.results_dir / OUT
+    write_csv(matrix, out / "matrix.csv")
+    write_csv(pd.concat(per_class, ignore_index=True), out / "per_class.csv")
+    md = to_markdown(matrix)
+    write_text(f"Label set classes: {', '.join(classes)}. Thresholds: each model's own validation fold.\n\n" + md,
+               out / "matrix.md")
+    for metric in ("auc", "f1"):
+        plot_matrix(matrix, metric, out / f"{metric}.png")
+    print(md)
+    print(f"wrote {out}/matrix.csv, per_class.csv, matrix.md, auc.png, f1.png")
+    return matrix
+
+
+if __name__ == "__main__":
+    main()
