@@ -15,16 +15,27 @@ changes (or --force).
 Classifiers as the original configured them (one-vs-rest LogisticRegression(lbfgs, max_iter 1000) on
 unscaled features, RandomForest(300 trees, depth 10), LightGBM(100 trees); a native multi-label
 MLPClassifier((100, 50), max_iter 500)), seeded with --seed; --standardize scales inputs for LR and MLP.
-Classifiers are trained on the training folds, one threshold per class is tuned on validation, and
-F1 and AUC are reported on the test fold (the same seeded 8/1/1 split as main.py; --test-fold k or
---cv for cross-validation as in cross_validate.py).
+Classifiers are trained on the training folds and each one's validation and test scores go through the
+same evaluator as the deep model (utils.evaluate_scores): one threshold per class tuned on validation,
+metrics with bootstrap 95 % CIs, ECE and Brier (and, with --calibrate, temperature scaling) on the test fold
+(the same seeded 8/1/1 split as main.py; --test-fold k or --cv for cross-validation as in cross_validate.py).
+
+Outputs, under results/<db>/ (<tag>: leads, then _hr with --heart-rate, _std with --standardize, _seed<N> for
+a seed other than 42, so no two variants overwrite each other):
+    baselines/<tag>/<classifier>/            the evaluator's files: val/test scores, metrics, figures, manifest
+    baselines/<tag>/fold<k>/<classifier>/    the same for test fold k (--test-fold k, or fold k of --cv)
+    baselines_<tag>.csv/.json                one row per classifier: F1 per class, mean F1 and AUC with CIs
+    baselines_<tag>_fold<k>.csv/.json        the same for --test-fold k
+    baselines_<tag>_cv.csv/.md               --cv: a row per fold and classifier; mean ± sd over folds
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,10 +43,10 @@ import pywt
 import scipy.stats
 from tqdm import tqdm
 
-from utils import (LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, auc_scores, data_label_set, data_split_rule, database_name,
-                   f1_scores, fingerprint, leads_tag, load_labels, outputs_current, parallel_map, parse_leads,
-                   positive_int, preprocess_manifest, script_main, split_labels, tune_thresholds, write_csv, write_json,
-                   write_manifest, write_text)
+from utils import (LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, data_label_set, data_split_rule, database_name,
+                   evaluate_scores, fingerprint, jsonable, leads_tag, load_labels, nonnegative_int, outputs_current,
+                   parallel_map, parse_leads, positive_int, preprocess_manifest, scores_table, script_main, split_labels,
+                   write_csv, write_json, write_manifest, write_text)
 
 FEATURES_CSV = "features.csv"
 FEATURE_VERSION = 2  # 2: the original's statistic order, entropy / 10, float64 signals
@@ -44,6 +55,7 @@ ENTROPY_SCALE = 10  # the original divides each band's entropy by 10 (after the 
 BANDS = ("cA4", "cD4", "cD3", "cD2", "cD1")  # pywt.wavedec(level=4) order
 HR_FEATURES = ("hr_mean", "hr_min", "hr_max", "rr_mean", "rr_sdnn", "rr_rmssd", "rr_pnn50", "rr_cv")
 CLASSIFIERS = ("LR", "RF", "LGB", "MLP")
+DEFAULT_SEED = 42
 
 
 def feature_names(heart_rate: bool = False) -> list[str]:
@@ -55,33 +67,47 @@ def feature_names(heart_rate: bool = False) -> list[str]:
     return names + (list(HR_FEATURES) if heart_rate else [])
 
 
+def lead_list(text: str) -> list[str]:
+    """--leads: `all`, one lead or a comma list -> lead names (an argparse error otherwise)."""
+    try:
+        return parse_leads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def classifier_list(text: str) -> list[str]:
+    """--classifier: LR, RF, LGB, MLP, a comma list of them, or all."""
+    wanted = list(CLASSIFIERS) if text.strip().lower() == "all" else [c.strip().upper() for c in text.split(",")]
+    unknown = [c for c in wanted if c not in CLASSIFIERS]
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(f"unknown classifier(s) {unknown}; choose from {', '.join(CLASSIFIERS)} "
+                                         f"or all")
+    return list(dict.fromkeys(wanted))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
-    p.add_argument("--classifier", default="all", help="LR, RF, LGB, MLP or all (comma lists work too)")
-    p.add_argument("--leads", default="all", help="restrict the features to these leads")
+    p.add_argument("--classifier", type=classifier_list, default="all",
+                   help="LR, RF, LGB, MLP or all (comma lists work too)")
+    p.add_argument("--leads", type=lead_list, default="all", help="restrict the features to these leads")
     p.add_argument("--heart-rate", action="store_true", help="add heart-rate statistics from R-peak detection")
-    p.add_argument("--seed", type=int, default=42, help="fold split and classifier seed")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="fold split and classifier seed")
     p.add_argument("--standardize", action="store_true",
                    help="standardise features for LR and MLP (the original fed them unscaled)")
     split = p.add_mutually_exclusive_group()
     split.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                        help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
-    split.add_argument("--cv", action="store_true", help="all ten test folds; writes baselines_{leads}_cv.csv/.md")
+    split.add_argument("--cv", action="store_true", help="all ten test folds; writes baselines_<tag>_cv.csv/.md")
+    p.add_argument("--n-bootstrap", type=nonnegative_int, default=1000,
+                   help="bootstrap resamples for the 95 %% CIs (0: none)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="also fit a temperature on validation and report ECE / Brier before and after")
+    p.add_argument("--no-figures", action="store_true", help="skip ROC, confusion and reliability figures")
     p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1)
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--force", action="store_true", help="recompute features.csv")
-    args = p.parse_args(argv)
-    try:
-        args.lead_names = parse_leads(args.leads)
-    except ValueError as e:
-        p.error(str(e))
-    wanted = CLASSIFIERS if args.classifier.lower() == "all" else [c.strip().upper() for c in args.classifier.split(",")]
-    unknown = [c for c in wanted if c not in CLASSIFIERS]
-    if unknown:
-        p.error(f"unknown classifier(s) {unknown}; choose from {', '.join(CLASSIFIERS)} or all")
-    args.classifiers = list(wanted)
-    return args
+    return p.parse_args(argv)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,43 +305,114 @@ def feature_columns(leads: list[str], heart_rate: bool) -> list[str]:
     return [c for c in feature_names(heart_rate) if c.split("_")[0] in leads or c in HR_FEATURES]
 
 
-def evaluate_classifier(name: str, X: dict[str, np.ndarray], Y: dict[str, np.ndarray], classes: list[str],
-                        seed: int, standardize: bool = False) -> dict:
+@dataclasses.dataclass(frozen=True)
+class BaselineRun:
+    """What one baselines.py run evaluates and where it files it (the settings the classifiers, the
+    evaluator and the output names depend on)."""
+    data_dir: Path
+    results_dir: Path
+    classes: tuple[str, ...]
+    classifiers: tuple[str, ...]
+    leads: tuple[str, ...]
+    heart_rate: bool = False
+    standardize: bool = False
+    seed: int = DEFAULT_SEED
+    fixed_split: dict | None = None  # the database's own split (utils.data_split_rule), else the seeded one
+    n_bootstrap: int = 1000
+    calibrate: bool = False
+    figures: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "BaselineRun":
+        return cls(data_dir=args.data_dir, results_dir=args.results_dir,
+                   classes=tuple(data_label_set(args.data_dir)["classes"]), classifiers=tuple(args.classifier),
+                   leads=tuple(args.leads), heart_rate=args.heart_rate, standardize=args.standardize, seed=args.seed,
+                   fixed_split=data_split_rule(args.data_dir), n_bootstrap=args.n_bootstrap, calibrate=args.calibrate,
+                   figures=not args.no_figures)
+
+    @property
+    def tag(self) -> str:
+        """leads, _hr, _std, _seed<N>: one name per variant, so variants never overwrite each other."""
+        return (f"{leads_tag(self.leads)}{'_hr' if self.heart_rate else ''}{'_std' if self.standardize else ''}"
+                f"{f'_seed{self.seed}' if self.seed != DEFAULT_SEED else ''}")
+
+    @property
+    def db_dir(self) -> Path:
+        return self.results_dir / database_name(self.data_dir)
+
+    def summary_path(self, suffix: str = "") -> Path:
+        """results/<db>/baselines_<tag><suffix> (add .csv / .json / .md)."""
+        return self.db_dir / f"baselines_{self.tag}{suffix}"
+
+    def folder(self, classifier: str, test_fold: int | None) -> Path:
+        """The evaluator's folder of one classifier on one split."""
+        split = [f"fold{test_fold}"] if test_fold else []
+        return self.db_dir.joinpath("baselines", self.tag, *split, classifier)
+
+
+def fit_and_score(name: str, X: dict[str, np.ndarray], Y: dict[str, np.ndarray], seed: int,
+                  standardize: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Train one classifier on the training records; its probabilities on the validation and test records."""
     import warnings
 
     clf = make_classifier(name, seed, standardize)
     with warnings.catch_warnings():  # a class absent from a small training fold; MLP iteration limits
         warnings.simplefilter("ignore")
         clf.fit(X["train"], Y["train"])
-        val, test = clf.predict_proba(X["val"]), clf.predict_proba(X["test"])
-    thresholds = tune_thresholds(Y["val"], val)
-    f1 = f1_scores(Y["test"], test > thresholds)
-    auc = auc_scores(Y["test"], test)
-    return {"classifier": name, **{c: float(v) for c, v in zip(classes, f1)}, "mean_f1": float(f1.mean()),
-            "mean_auc": float(np.nanmean(auc)), **{f"auc_{c}": float(v) for c, v in zip(classes, auc)},
-            "thresholds": thresholds.tolist()}
+        return clf.predict_proba(X["val"]), clf.predict_proba(X["test"])
 
 
-def evaluate_split(data: pd.DataFrame, cols: list[str], args: argparse.Namespace,
+def summary_row(name: str, table: pd.DataFrame, classes: Sequence[str], folder: Path, db_dir: Path) -> dict:
+    """One classifier's line of the summary: test F1 per class (the paper's table), mean F1 and AUC with
+    their CIs (when bootstrapped), AUC per class, mean ECE and Brier, thresholds, and where its files are."""
+    mean = table.loc["mean"]
+
+    def ci(m: str) -> dict:
+        return {f"mean_{m}_{e}": float(mean[f"{m}_{e}"]) for e in ("lo", "hi") if f"{m}_{e}" in table}
+
+    thresholds = table.loc[list(classes), "threshold"]
+    return {"classifier": name, **{c: float(table.loc[c, "f1"]) for c in classes},
+            "mean_f1": float(mean["f1"]), **ci("f1"), "mean_auc": float(mean["auc"]), **ci("auc"),
+            **{f"auc_{c}": float(table.loc[c, "auc"]) for c in classes},
+            "mean_ece": float(mean["ece"]), "mean_brier": float(mean["brier"]),
+            "untunable": ",".join(c for c in classes if table.loc[c, "untunable"]),
+            "results": os.path.relpath(folder, db_dir),
+            "thresholds": {c: None if np.isnan(t) else float(t) for c, t in thresholds.items()}}
+
+
+def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
                    test_fold: int | None) -> tuple[list[dict], int]:
-    """Every chosen classifier on one train/val/test split (see utils.split_folds); rows and test size."""
-    splits = split_labels(data, args.seed, test_fold=test_fold, fixed=args.fixed_split)
+    """Every chosen classifier on one train/val/test split (see utils.split_folds), each through the
+    evaluator into its own folder; summary rows and test size."""
+    splits = split_labels(data, run.seed, test_fold=test_fold, fixed=run.fixed_split)
     X = {k: v[cols].to_numpy() for k, v in splits.items()}
-    Y = {k: v[list(args.classes)].to_numpy().astype(int) for k, v in splits.items()}
+    Y = {k: v[list(run.classes)].to_numpy().astype(int) for k, v in splits.items()}
     desc = f"test fold {test_fold}" if test_fold else "classifiers"
-    rows = [evaluate_classifier(name, X, Y, args.classes, args.seed, args.standardize)
-            for name in tqdm(args.classifiers, desc=desc, file=sys.stdout)]
+    rows = []
+    for name in tqdm(run.classifiers, desc=desc, file=sys.stdout):
+        val, test = fit_and_score(name, X, Y, run.seed, run.standardize)
+        folder = run.folder(name, test_fold)
+        info = {"classifier": name, "data_dir": str(run.data_dir), "database": database_name(run.data_dir),
+                "test_fold": test_fold, "leads": list(run.leads), "heart_rate": run.heart_rate,
+                "standardize": run.standardize, "features": len(cols)}
+        table = evaluate_scores(folder, run.classes,
+                                scores_table(splits["test"]["patient_id"], Y["test"], test, run.classes),
+                                scores_table(splits["val"]["patient_id"], Y["val"], val, run.classes),
+                                n_bootstrap=run.n_bootstrap, seed=run.seed, figures=run.figures, info=info,
+                                title=f"{name}, {desc if test_fold else 'test fold'}", calibrate=run.calibrate)
+        rows.append(summary_row(name, table, run.classes, folder, run.db_dir))
     return rows, len(X["test"])
 
 
-def cross_validate(data: pd.DataFrame, cols: list[str], args: argparse.Namespace, out: Path) -> pd.DataFrame:
+def cross_validate(data: pd.DataFrame, cols: list[str], run: BaselineRun) -> pd.DataFrame:
     """All ten test folds: per-fold rows (CSV) and per classifier mean ± sd over folds (markdown)."""
     rows = []
     for k in range(1, N_FOLDS + 1):
-        rows += [{"fold": k, **r} for r in evaluate_split(data, cols, args, k)[0]]
+        rows += [{"fold": k, **r} for r in evaluate_split(data, cols, run, k)[0]]
     folds = pd.DataFrame(rows).drop(columns="thresholds")
+    out = run.summary_path("_cv")
     write_csv(folds, out.with_suffix(".csv"))
-    shown = [*args.classes, "mean_f1", "mean_auc"]
+    shown = [*run.classes, "mean_f1", "mean_auc"]
     stats = folds.groupby("classifier", sort=False)[shown].agg(["mean", "std"])
     md = [f"Test-fold F1 per class, mean F1 and mean AUC: mean ± sd over {N_FOLDS} folds.", "",
           "| classifier | " + " | ".join(shown) + " |", "| --- |" + " ---: |" * len(shown)]
@@ -323,38 +420,43 @@ def cross_validate(data: pd.DataFrame, cols: list[str], args: argparse.Namespace
            for name, r in stats.iterrows()]
     write_text("\n".join(md) + "\n", out.with_suffix(".md"))
     print("\n".join(md))
-    print(f"wrote {out}.csv and .md")
+    print(f"wrote {out}.csv and .md; each fold's evaluation in {run.db_dir / 'baselines' / run.tag}/fold<k>/")
     return stats
+
+
+def with_ci(table: pd.DataFrame, m: str) -> list[str]:
+    """`0.812 [0.790, 0.830]`, or the bare value without a bootstrap."""
+    if f"{m}_lo" not in table:
+        return [f"{v:.3f}" for v in table[m]]
+    return [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(table[m], table[f"{m}_lo"], table[f"{m}_hi"])]
 
 
 @script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
-    args.classes = data_label_set(args.data_dir)["classes"]
-    args.fixed_split = data_split_rule(args.data_dir)
-    features = load_or_compute_features(args.data_dir, args.heart_rate, args.num_workers, args.force)
-    labels = load_labels(args.data_dir)
-    cols = feature_columns(args.lead_names, args.heart_rate)
+    run = BaselineRun.from_args(args)
+    features = load_or_compute_features(run.data_dir, run.heart_rate, args.num_workers, args.force)
+    labels = load_labels(run.data_dir)
+    cols = feature_columns(list(run.leads), run.heart_rate)
     data = labels.merge(features, on="patient_id", how="left", validate="one_to_one")
-    print(f"{len(cols)} features ({','.join(args.lead_names)}{' + heart rate' if args.heart_rate else ''}); "
+    print(f"{len(cols)} features ({','.join(run.leads)}{' + heart rate' if run.heart_rate else ''}); "
           f"{len(data)} records")
-    name = (f"baselines_{leads_tag(args.lead_names)}{'_hr' if args.heart_rate else ''}"
-            f"{'_std' if args.standardize else ''}")
-    out = args.results_dir / database_name(args.data_dir) / name
     if args.cv:
-        return cross_validate(data, cols, args, out.with_name(out.name + "_cv"))
-    rows, n_test = evaluate_split(data, cols, args, args.test_fold)
-    out = out.with_name(out.name + (f"_fold{args.test_fold}" if args.test_fold else ""))
+        return cross_validate(data, cols, run)
+    rows, n_test = evaluate_split(data, cols, run, args.test_fold)
+    out = run.summary_path(f"_fold{args.test_fold}" if args.test_fold else "")
     table = pd.DataFrame(rows)
     write_csv(table.drop(columns="thresholds"), out.with_suffix(".csv"))
-    write_json({"data_dir": str(args.data_dir), "seed": args.seed, "test_fold": args.test_fold,
-                "leads": args.lead_names, "heart_rate": args.heart_rate, "standardize": args.standardize,
-                "n_test": n_test, "results": rows},
+    write_json(jsonable({"data_dir": str(run.data_dir), "seed": run.seed, "test_fold": args.test_fold,
+                         "leads": list(run.leads), "heart_rate": run.heart_rate, "standardize": run.standardize,
+                         "n_test": n_test, "n_bootstrap": run.n_bootstrap, "results": rows}),
                out.with_suffix(".json"))
-    shown = table.set_index("classifier")[[*args.classes, "mean_f1", "mean_auc"]]
-    print(f"test-fold F1 per class ({n_test} records; thresholds tuned on validation), as in the paper's table:")
-    print(shown.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {out}.csv and .json")
+    shown = table.set_index("classifier")[list(run.classes)].map(lambda v: f"{v:.3f}" if np.isfinite(v) else "n/a")
+    shown["mean F1"], shown["mean AUC"] = with_ci(table, "mean_f1"), with_ci(table, "mean_auc")
+    print(f"test-fold F1 per class ({n_test} records; thresholds tuned on validation), as in the paper's table"
+          f"{'; mean F1 and AUC with 95 % bootstrap CIs' if run.n_bootstrap else ''}:")
+    print(shown.to_string())
+    print(f"wrote {out}.csv and .json; each classifier's evaluation in {run.folder('<classifier>', args.test_fold)}/")
     return table
 
 

@@ -11,7 +11,8 @@ import wfdb.processing
 from conftest import REAL_DIR, needs_real
 
 import baselines
-from utils import CLASSES, LEADS, PREPROCESS_OUTPUTS, SignalCache, read_manifest, write_manifest
+from utils import (CLASSES, LEADS, PREPROCESS_OUTPUTS, SignalCache, load_labels, read_evaluation, read_manifest,
+                   read_scores, split_labels, write_manifest)
 
 
 def mark_current(data):
@@ -94,23 +95,47 @@ def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, ca
 
 
 def test_classifiers_beat_chance(tmp_path):
-    """600 short records, so the 60-record test fold says something about each classifier."""
+    """600 short records, so the 60-record test fold says something about each classifier; each one is
+    evaluated by the shared evaluator into its own folder, and the summary repeats those evaluations."""
     import preprocess
     import synth
-    data = tmp_path / "d"
+    data, results = tmp_path / "d", tmp_path / "r"
     synth.main(["--out", str(data), "--n", "600", "--seed", "11", "--max-seconds", "8"])
     preprocess.main(["--data-dir", str(data)])
-    table = baselines.main(["--data-dir", str(data), "--classifier", "all", "--results-dir", str(tmp_path / "r")])
+    table = baselines.main(["--data-dir", str(data), "--classifier", "all", "--results-dir", str(results),
+                            "--n-bootstrap", "200"])
     table = table.set_index("classifier")
     assert list(table.index) == ["LR", "RF", "LGB", "MLP"]
     assert (table["mean_auc"] > 0.7).all(), table["mean_auc"]
     assert (table["mean_f1"] > 0.3).all(), table["mean_f1"]
-    saved = pd.read_csv(tmp_path / "r" / data.name / "baselines_all.csv")
-    assert {"mean_f1", "mean_auc", *CLASSES} <= set(saved.columns)
-    lead = baselines.main(["--data-dir", str(data), "--classifier", "LR", "--leads", "V1",
-                           "--results-dir", str(tmp_path / "r"), "--num-workers", "1"])
-    assert json.loads((tmp_path / "r" / data.name / "baselines_V1.json").read_text())["leads"] == ["V1"]
-    assert np.isfinite(lead["mean_f1"]).all()
+    assert ((table["mean_f1_lo"] < table["mean_f1"]) & (table["mean_f1"] < table["mean_f1_hi"])).all()
+    saved = pd.read_csv(results / data.name / "baselines_all.csv").set_index("classifier")
+    pd.testing.assert_frame_equal(saved.drop(columns="untunable"), table.drop(columns=["thresholds", "untunable"]),
+                                  check_dtype=False)
+    splits = split_labels(load_labels(data), 42)  # the seeded 8/1/1 split: validation fold 4, test fold 7
+    for name, row in table.iterrows():
+        folder = results / data.name / "baselines" / "all" / name
+        assert row["results"] == f"baselines/all/{name}"
+        got = read_evaluation(folder)
+        assert got["current"] and got["info"]["classifier"] == name and got["n_bootstrap"] == 200
+        assert got["metrics"].loc["mean", "f1"] == pytest.approx(row["mean_f1"])
+        assert got["metrics"].loc["AF", "auc"] == pytest.approx(row["auc_AF"])
+        assert got["thresholds"].tolist() == pytest.approx(list(row["thresholds"].values()), nan_ok=True)
+        test, val = read_scores(folder / "test_scores.csv", CLASSES), read_scores(folder / "val_scores.csv", CLASSES)
+        assert test["patient_id"].tolist() == splits["test"]["patient_id"].tolist()
+        assert val["patient_id"].tolist() == splits["val"]["patient_id"].tolist()
+        assert (test[list(CLASSES)].to_numpy() == splits["test"][list(CLASSES)].to_numpy()).all()
+        assert {"roc.png", "reliability.png", "confusion_AF.png"} <= set(got["manifest"]["files"])
+
+    lead = baselines.main(["--data-dir", str(data), "--classifier", "LR", "--leads", "V1", "--standardize",
+                           "--results-dir", str(results), "--num-workers", "1", "--no-figures"])
+    summary = json.loads((results / data.name / "baselines_V1_std.json").read_text())
+    assert summary["leads"] == ["V1"] and summary["standardize"] and summary["results"][0]["classifier"] == "LR"
+    assert summary["results"][0]["mean_f1"] == pytest.approx(lead["mean_f1"].item())
+    variant = read_evaluation(results / data.name / "baselines" / "V1_std" / "LR")
+    assert variant["current"] and variant["info"]["leads"] == ["V1"] and variant["info"]["features"] == 53
+    assert read_evaluation(results / data.name / "baselines" / "all" / "LR")["current"]  # not overwritten
+    assert lead["mean_f1"].item() != pytest.approx(table.loc["LR", "mean_f1"])
 
 
 def test_classifiers_are_configured_as_the_original():
@@ -129,23 +154,36 @@ def test_classifiers_are_configured_as_the_original():
     assert isinstance(scaled, Pipeline) and type(scaled.steps[0][1]).__name__ == "StandardScaler"
 
 
-def test_cross_validation_covers_every_fold(prepared, tmp_path):
+def test_cross_validation_covers_every_fold(prepared, tmp_path, capsys):
     import shutil
     data, out = tmp_path / "d", tmp_path / "r"
     shutil.copytree(prepared, data)
-    common = ["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(out), "--num-workers", "1"]
-    stats = baselines.main([*common, "--cv"])
+    common = ["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(out), "--num-workers", "1",
+              "--no-figures"]
+    stats = baselines.main([*common, "--cv", "--n-bootstrap", "0"])
     folds = pd.read_csv(out / data.name / "baselines_all_cv.csv")
     assert folds["fold"].tolist() == list(range(1, 11)) and set(folds["classifier"]) == {"LR"}
+    assert "mean_f1_lo" not in folds  # --n-bootstrap 0: no CIs anywhere
     assert stats.loc["LR", ("mean_f1", "mean")] == pytest.approx(folds["mean_f1"].mean())
     assert stats.loc["LR", ("AF", "std")] == pytest.approx(folds["AF"].std())
+    for k in range(1, 11):  # each fold evaluated by the evaluator, on that fold's test records
+        got = read_evaluation(out / data.name / "baselines" / "all" / f"fold{k}" / "LR")
+        assert got["current"] and got["info"]["test_fold"] == k
+        assert got["metrics"].loc["mean", "f1"] == pytest.approx(folds.loc[k - 1, "mean_f1"])
+        assert set(read_scores(got["folder"] / "test_scores.csv", CLASSES)["patient_id"]) == \
+            set(load_labels(data).query("fold == @k")["patient_id"])
+        assert not [c for c in got["metrics"].columns if c.endswith("_lo")]
     one = baselines.main([*common, "--test-fold", "3"]).iloc[0]  # fold 3 of the CV is the --test-fold 3 run
     assert one["mean_auc"] == pytest.approx(folds.loc[folds["fold"] == 3, "mean_auc"].item())
     assert json.loads((out / data.name / "baselines_all_fold3.json").read_text())["test_fold"] == 3
     md = (out / data.name / "baselines_all_cv.md").read_text()
-    assert "over 10 folds" in md and "| LR | " in md
-    with pytest.raises(SystemExit):
+    assert "over 10 folds" in md and md.count("| LR | ") == 1
+    assert f"| {folds['mean_f1'].mean():.3f} ± {folds['mean_f1'].std():.3f} |" in md
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         baselines.parse_args([*common, "--cv", "--test-fold", "3"])
+    assert e.value.code == 2
+    assert "argument --test-fold: not allowed with argument --cv" in capsys.readouterr().err
 
 
 def test_flat_lead_record_is_reported_not_fatal(prepared, tmp_path, capsys):
@@ -165,11 +203,17 @@ def test_flat_lead_record_is_reported_not_fatal(prepared, tmp_path, capsys):
     assert np.isfinite(table.drop(columns="patient_id").to_numpy()).all()
 
 
-def test_bad_inputs(tmp_path):
-    with pytest.raises(SystemExit, match="run `python preprocess.py"):
+def test_bad_inputs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:  # a pipeline error: exit status 1 with the message
         baselines.main(["--data-dir", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        baselines.main(["--data-dir", str(tmp_path), "--classifier", "SVM"])
+    assert str(e.value.code).startswith("error: ") and "run `python preprocess.py" in e.value.code
+    for argv, message in [(["--classifier", "SVM"], "argument --classifier: unknown classifier(s) ['SVM']"),
+                          (["--leads", "V7"], "argument --leads: unknown lead(s) ['V7']"),
+                          (["--n-bootstrap", "-1"], "argument --n-bootstrap: '-1' is not a non-negative integer")]:
+        with pytest.raises(SystemExit) as e:  # a bad argument: argparse's exit status 2
+            baselines.main(["--data-dir", str(tmp_path), *argv])
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_r_peaks_on_synthetic_beats():

@@ -8,12 +8,17 @@ whichever module X lives in:
 - folds:   stratified folds and the split rules
 - cache:   the preprocess outputs, their manifest checks and the memory-mapped signal cache
 - io:      atomic writes, figures, fingerprints, the freshness rule, argparse types, process pool
-- metrics: F1, AUC, threshold tuning, bootstrap CIs
+- metrics: F1, AUC, ECE, Brier, threshold tuning, temperature scaling, bootstrap CIs
+- evaluator: one evaluator for every model's scores: thresholds, metrics with CIs, calibration, figures,
+             the manifest; `read_evaluation`, the one reader of its outputs
 - download: the PhysioNet catalogue, SHA256SUMS.txt, downloads that resume and verify (get_data.py)
+- results: where a database's results live (claimed by its identity, not its folder name)
+- presets: named settings (demo, paper) as data; pool: databases pooled for leave-one-out
 """
 from utils.cache import *  # noqa: F401,F403
 from utils.download import *  # noqa: F401,F403
 from utils.errors import *  # noqa: F401,F403
+from utils.evaluator import *  # noqa: F401,F403
 from utils.folds import *  # noqa: F401,F403
 from utils.io import *  # noqa: F401,F403
 from utils.labels import *  # noqa: F401,F403

@@ -1,7 +1,12 @@
-"""Metrics, one definition used by baselines.py, training, predict.py and the studies."""
+"""Metrics, one definition used by baselines.py, training, predict.py and the studies.
+
+Every per-class metric of a table (precision, recall, F1, AUC, accuracy, ECE, Brier) is computed by one
+function of record weights (`_weighted_metrics`): the point estimate weighs every record once, a bootstrap
+resample weighs each record by how often it was drawn. So the point estimate and its 1000 resamples are
+the same few matrix products, and a rule (which classes count, how ties rank) cannot differ between them.
+"""
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +35,63 @@ def auc_scores(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
         return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
+ECE_BINS = 15
+
+
+def probability_bins(y_score: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
+    """Equal-width bin of each probability over [0, 1]: min(floor(n_bins * p), n_bins - 1)."""
+    return np.minimum(np.floor(np.asarray(y_score, float) * n_bins), n_bins - 1).astype(int)
+
+
+def ece_scores(y_true: np.ndarray, y_score: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
+    """Per-column expected calibration error: over the non-empty equal-width bins,
+    sum (n_bin / n) * |mean label - mean probability| (= |sum of (label - p) in the bin| / n)."""
+    y_true, y_score = np.atleast_2d(np.asarray(y_true, float).T).T, np.atleast_2d(np.asarray(y_score, float).T).T
+    bins = probability_bins(y_score, n_bins)
+    out = np.zeros(y_score.shape[1])
+    for j in range(y_score.shape[1]):
+        gap = np.bincount(bins[:, j], weights=y_true[:, j] - y_score[:, j], minlength=n_bins)
+        out[j] = np.abs(gap).sum() / len(y_score)
+    return out
+
+
+def brier_scores(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """Per-column Brier score: mean (p - y)^2."""
+    return ((np.asarray(y_score, float) - np.asarray(y_true, float)) ** 2).mean(0)
+
+
+_CLIP = 1e-7  # probabilities of float32 models saturate at 0 and 1; their logits are clipped to about ±16
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), _CLIP, 1 - _CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(logit(p) / T): T > 1 softens over-confident probabilities, T < 1 sharpens them; the
+    ranking (AUC) is unchanged."""
+    return 1 / (1 + np.exp(-_logit(p) / temperature))
+
+
+def fit_temperature(val_probs: np.ndarray, val_y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """One scalar T (temperature scaling, Guo et al. 2017) minimising the binary cross-entropy of
+    sigmoid(logit(p) / T) over every record and class of the validation scores; fitted on validation
+    so the test records stay unseen."""
+    from scipy.optimize import minimize_scalar
+
+    z = _logit(val_probs).ravel()
+    y = np.asarray(val_y, float).ravel()
+    if z.shape != y.shape or not len(z):
+        raise ValueError(f"fit_temperature: {np.shape(val_probs)} probabilities for {np.shape(val_y)} labels")
+
+    def bce(t: float) -> float:
+        a = z / t
+        return float(np.mean(np.logaddexp(0, a) - y * a))  # -log sigmoid(a) for y=1, -log(1-sigmoid(a)) for y=0
+
+    return float(minimize_scalar(bce, bounds=bounds, method="bounded", options={"xatol": 1e-6}).x)
+
+
 THRESHOLD_GRID = np.linspace(0, 1, 100)  # the original's grid (0, 1/99, ..., 1)
 
 
@@ -38,55 +100,129 @@ def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray, grid: np.ndarray = 
 
     One rule everywhere: a class is predicted when its score is strictly above its threshold, both here
     and when the thresholds are applied (the original tuned with `>` but applied `>=`); ties go to the
-    lowest threshold."""
+    lowest threshold. A class with no positive record cannot be tuned (every threshold scores F1 0; the
+    first, 0.0, would predict it for every record): its threshold is NaN, and `score > NaN` is never true,
+    so an untunable class is never predicted."""
     y_true = np.asarray(y_true, bool)
+    y_score = np.asarray(y_score, float)
     pred = y_score[None, :, :] > grid[:, None, None]              # (grid, n, classes)
     tp = (pred & y_true[None]).sum(1)
     denom = pred.sum(1) + y_true.sum(0)[None]
     f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)  # (grid, classes)
-    return grid[f1.argmax(0)]
+    return np.where(y_true.any(0), grid[f1.argmax(0)], np.nan)
 
 
-METRICS = ("precision", "recall", "f1", "auc", "accuracy")
+METRICS = ("precision", "recall", "f1", "auc", "accuracy", "ece", "brier")
 
 
 def metric_arrays(y_true: np.ndarray, y_score: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class precision, recall, F1, AUC and accuracy at the given thresholds."""
-    y_true = np.asarray(y_true, bool)
-    y_pred = y_score > np.asarray(thresholds)[None]
-    tp = (y_true & y_pred).sum(0)
-    fp = (~y_true & y_pred).sum(0)
-    fn = (y_true & ~y_pred).sum(0)
-    return {
-        "precision": np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0),
-        "recall": np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0),
-        "f1": f1_scores(y_true, y_pred),
-        "auc": auc_scores(y_true, y_score),
-        "accuracy": (y_true == y_pred).mean(0),
-    }
+    """Per-class metrics at the given thresholds (NaN threshold: never predicted); every metric is NaN
+    for a class without a positive or without a negative record (it cannot be assessed there)."""
+    y_true, y_score = np.asarray(y_true, bool), np.asarray(y_score, float)
+    values, _ = _weighted_metrics(np.ones((1, len(y_true))), y_true, y_score, y_score > np.asarray(thresholds)[None])
+    return {m: v[0] for m, v in values.items()}
+
+
+def _weighted_metrics(w: np.ndarray, y: np.ndarray, p: np.ndarray, pred: np.ndarray,
+                      n_bins: int = ECE_BINS) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every metric for each row of record weights `w` (r, n) at once: (r, classes) arrays, NaN where a
+    class has no positive or no negative weight, and that validity mask."""
+    n, c = y.shape
+    yf, predf = y.astype(float), pred.astype(float)
+    total = w.sum(1)[:, None]
+    pos, npred = w @ yf, w @ predf
+    tp = w @ (yf * predf)
+    correct = w @ (y == pred).astype(float)
+    valid = (pos > 0) & (total - pos > 0)
+    gaps = np.zeros((n, c * n_bins))  # (label - p) of each record in its class's bin column
+    gaps[np.arange(n)[:, None], np.arange(c)[None] * n_bins + probability_bins(p, n_bins)] = yf - p
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {
+            "precision": np.where(npred > 0, tp / np.maximum(npred, 1), 0.0),
+            "recall": tp / np.maximum(pos, 1),
+            "f1": 2 * tp / np.maximum(pos + npred, 1),
+            "auc": np.stack([_weighted_auc(w, y[:, j], p[:, j]) for j in range(c)], axis=1),
+            "accuracy": correct / total,
+            "ece": np.abs(w @ gaps).reshape(len(w), c, n_bins).sum(2) / total,
+            "brier": w @ (p - yf) ** 2 / total,
+        }
+    return {m: np.where(valid, v, np.nan) for m, v in values.items()}, valid
+
+
+def _weighted_auc(w: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC of one class for each row of weights: with the records sorted once by score, each
+    positive beats the negative weight below its group of tied scores and half of that within it."""
+    order = np.argsort(s, kind="stable")
+    ss, ys = s[order], y[order]
+    neg_below = np.zeros((len(w), len(s) + 1))  # [:, k]: negative weight among the k lowest scores
+    np.cumsum(w[:, order] * ~ys, axis=1, out=neg_below[:, 1:])
+    pos = np.flatnonzero(ys)
+    first = np.searchsorted(ss, ss[pos], "left")   # each positive's group of tied scores: [first, last)
+    last = np.searchsorted(ss, ss[pos], "right")
+    wins = neg_below[:, first] + 0.5 * (neg_below[:, last] - neg_below[:, first])
+    wp = w[:, order[pos]]
+    return (wp * wins).sum(1) / (wp.sum(1) * neg_below[:, -1])
+
+
+def bootstrap_weights(n: int, n_bootstrap: int, seed: int, chunk: int | None = None):
+    """Resamples of n records with replacement as record counts, `chunk` resamples at a time (about 4 M
+    counts, so memory stays bounded on 20 000-record test sets). The draws are
+    `default_rng(seed).integers(0, n, n)` once per resample, in order, whatever the chunk size."""
+    rng = np.random.default_rng(seed)
+    chunk = chunk or max(1, min(n_bootstrap, (4 << 20) // max(n, 1)))
+    for start in range(0, n_bootstrap, chunk):
+        b = min(chunk, n_bootstrap - start)
+        idx = rng.integers(0, n, (b, n))
+        yield np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n).astype(float)
 
 
 def classification_metrics(y_true: np.ndarray, y_score: np.ndarray, thresholds: np.ndarray, classes: Sequence[str],
-                           n_bootstrap: int = 0, seed: int = 0) -> pd.DataFrame:
+                           n_bootstrap: int = 0, seed: int = 0, chunk: int | None = None) -> pd.DataFrame:
     """Per-class metrics plus a mean row; with `n_bootstrap`, percentile 95 % CIs (`{metric}_lo/_hi`)
-    from resampling records with replacement."""
-    values = metric_arrays(y_true, y_score, thresholds)
-    table = pd.DataFrame(values, index=list(classes))
-    table.loc["mean"] = {m: np.nanmean(v) for m, v in values.items()}
+    from resampling records with replacement, and `n_resamples`, how many resamples each row's CI uses.
+
+    A class without a positive or a negative record cannot be assessed: in the data, every metric of it
+    is NaN and the mean row averages the other classes; in a resample, it is left out of that resample
+    for every metric (an F1 of 0 from a resample that drew none of 3 positives says nothing about the
+    model) and of that resample's mean. A NaN threshold (an untunable class) is never predicted."""
+    y_true, y_score = np.asarray(y_true, bool), np.asarray(y_score, float)
+    thresholds = np.asarray(thresholds, float)
+    if y_true.shape != y_score.shape or thresholds.shape != (y_true.shape[1],) or len(classes) != len(thresholds):
+        raise ValueError(f"classification_metrics: labels {y_true.shape}, scores {y_score.shape}, "
+                         f"{thresholds.shape} thresholds, {len(classes)} classes")
+    pred = y_score > thresholds[None]
+    values, _ = _weighted_metrics(np.ones((1, len(y_true))), y_true, y_score, pred)
+    table = pd.DataFrame({m: v[0] for m, v in values.items()}, index=list(classes))
+    table.loc["mean"] = {m: _row_mean(v)[0] for m, v in values.items()}
     if n_bootstrap:
-        rng = np.random.default_rng(seed)
-        n = len(y_true)
         draws = {m: [] for m in METRICS}
-        for _ in range(n_bootstrap):
-            idx = rng.integers(0, n, n)
-            for m, v in metric_arrays(y_true[idx], y_score[idx], thresholds).items():
-                with np.errstate(all="ignore"):
-                    draws[m].append(np.append(v, np.nanmean(v) if np.isfinite(v).any() else np.nan))
+        kept = []
+        for w in bootstrap_weights(len(y_true), n_bootstrap, seed, chunk):
+            chunk_values, valid = _weighted_metrics(w, y_true, y_score, pred)
+            for m, v in chunk_values.items():
+                draws[m].append(np.column_stack([v, _row_mean(v)]))
+            kept.append(np.column_stack([valid, valid.any(1)]))
         for m in METRICS:
-            with warnings.catch_warnings():  # a class without positives has no AUC in any resample
-                warnings.simplefilter("ignore", RuntimeWarning)
-                lo, hi = np.nanpercentile(np.array(draws[m]), [2.5, 97.5], axis=0)
+            lo, hi = _percentiles(np.concatenate(draws[m]))
             table[f"{m}_lo"], table[f"{m}_hi"] = lo, hi
-    table["threshold"] = list(np.asarray(thresholds, float)) + [np.nan]
-    table["support"] = list(np.asarray(y_true, bool).sum(0)) + [int(np.asarray(y_true, bool).sum())]
+        table["n_resamples"] = np.concatenate(kept).sum(0)
+    table["threshold"] = list(thresholds) + [np.nan]
+    table["untunable"] = [bool(u) for u in np.isnan(thresholds)] + [None]
+    table["support"] = list(y_true.sum(0)) + [int(y_true.sum())]
     return table
+
+
+def _row_mean(v: np.ndarray) -> np.ndarray:
+    """Mean over the classes that are not NaN, per row; NaN for a row without any."""
+    ok = np.isfinite(v)
+    return np.where(ok.any(1), np.where(ok, v, 0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
+
+
+def _percentiles(draws: np.ndarray, q: tuple[float, float] = (2.5, 97.5)) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the percentiles of its non-NaN draws (numpy's linear interpolation); NaN without any."""
+    lo, hi = np.full(draws.shape[1], np.nan), np.full(draws.shape[1], np.nan)
+    for j in range(draws.shape[1]):
+        d = draws[:, j][np.isfinite(draws[:, j])]
+        if len(d):
+            lo[j], hi[j] = np.percentile(d, q)
+    return lo, hi
