@@ -45,8 +45,10 @@ from tqdm import tqdm
 
 from utils import (LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, data_label_set, data_split_rule, database_name,
                    evaluate_scores, fingerprint, jsonable, leads_tag, load_labels, nonnegative_int, outputs_current,
-                   parallel_map, parse_leads, positive_int, preprocess_manifest, scores_table, script_main, split_labels,
+                   parallel_map, parse_leads, positive_int, preprocess_manifest, read_evaluation, scores_table, script_main, split_labels,
                    write_csv, write_json, write_manifest, write_text)
+from utils.presets import parse_with_preset
+from utils.results import results_home
 
 FEATURES_CSV = "features.csv"
 FEATURE_VERSION = 2  # 2: the original's statistic order, entropy / 10, float64 signals
@@ -106,8 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-figures", action="store_true", help="skip ROC, confusion and reliability figures")
     p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1)
     p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--force", action="store_true", help="recompute features.csv")
-    return p.parse_args(argv)
+    p.add_argument("--force", action="store_true", help="recompute features.csv and refit every classifier")
+    return parse_with_preset(p, argv, "baselines_cv")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +323,7 @@ class BaselineRun:
     n_bootstrap: int = 1000
     calibrate: bool = False
     figures: bool = True
+    force: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "BaselineRun":
@@ -328,7 +331,7 @@ class BaselineRun:
                    classes=tuple(data_label_set(args.data_dir)["classes"]), classifiers=tuple(args.classifier),
                    leads=tuple(args.leads), heart_rate=args.heart_rate, standardize=args.standardize, seed=args.seed,
                    fixed_split=data_split_rule(args.data_dir), n_bootstrap=args.n_bootstrap, calibrate=args.calibrate,
-                   figures=not args.no_figures)
+                   figures=not args.no_figures, force=args.force)
 
     @property
     def tag(self) -> str:
@@ -338,7 +341,7 @@ class BaselineRun:
 
     @property
     def db_dir(self) -> Path:
-        return self.results_dir / database_name(self.data_dir)
+        return results_home(self.results_dir, self.data_dir)
 
     def summary_path(self, suffix: str = "") -> Path:
         """results/<db>/baselines_<tag><suffix> (add .csv / .json / .md)."""
@@ -389,9 +392,18 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
     Y = {k: v[list(run.classes)].to_numpy().astype(int) for k, v in splits.items()}
     desc = f"test fold {test_fold}" if test_fold else "classifiers"
     rows = []
+    data_key = preprocess_manifest(run.data_dir)["fingerprint"]
     for name in tqdm(run.classifiers, desc=desc, file=sys.stdout):
-        val, test = fit_and_score(name, X, Y, run.seed, run.standardize)
         folder = run.folder(name, test_fold)
+        key = fingerprint([data_key, FEATURE_VERSION, name, run.tag, run.seed, test_fold, run.n_bootstrap,
+                           run.calibrate, run.figures, len(cols)])
+        if not run.force and (folder / "metrics.json").exists():
+            saved = read_evaluation(folder, key)
+            if saved["current"]:  # the same classifier on the same features, split and settings
+                print(f"{folder}: current; not refitted (--force refits)")
+                rows.append(summary_row(name, saved["metrics"], run.classes, folder, run.db_dir))
+                continue
+        val, test = fit_and_score(name, X, Y, run.seed, run.standardize)
         info = {"classifier": name, "data_dir": str(run.data_dir), "database": database_name(run.data_dir),
                 "test_fold": test_fold, "leads": list(run.leads), "heart_rate": run.heart_rate,
                 "standardize": run.standardize, "features": len(cols)}
@@ -399,7 +411,8 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
                                 scores_table(splits["test"]["patient_id"], Y["test"], test, run.classes),
                                 scores_table(splits["val"]["patient_id"], Y["val"], val, run.classes),
                                 n_bootstrap=run.n_bootstrap, seed=run.seed, figures=run.figures, info=info,
-                                title=f"{name}, {desc if test_fold else 'test fold'}", calibrate=run.calibrate)
+                                title=f"{name}, {desc if test_fold else 'test fold'}", calibrate=run.calibrate,
+                                key=key)
         rows.append(summary_row(name, table, run.classes, folder, run.db_dir))
     return rows, len(X["test"])
 

@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from models.checkpoint import load_checkpoint
-from models.evaluation import evaluate_external, results_folder
+from models.evaluation import evaluate_external
 from models.inputs import pick_device
 from models.studies import run_all, study_parser
 from models.training import RunConfig, check_input_size
-from utils import PipelineError, data_label_set, database_name, parse_leads, save_figure, script_main, write_csv, write_text
-from utils.evaluator import read_evaluation
+from utils import (PipelineError, data_label_set, database_name, parse_leads, read_evaluation, save_figure, script_main,
+                   write_csv, write_text)
 from utils.pool import pool_databases
 from utils.presets import parse_with_preset
 
@@ -96,10 +96,10 @@ def training_configs(args: argparse.Namespace) -> list[tuple[str, RunConfig, lis
 def cell(trained_on: str, tested_on: str, out: Path) -> tuple[dict, pd.DataFrame]:
     """One matrix row and its per-class rows, read through the one evaluation reader."""
     saved = read_evaluation(out)
-    table = saved["table"]
+    table = saved["metrics"]
     classes = [c for c in saved["classes"] if np.isfinite(table.loc[c, "auc"])]
     mean = table.loc["mean"]
-    row = {"trained_on": trained_on, "tested_on": tested_on, "records": int(saved["info"]["n_test"]),
+    row = {"trained_on": trained_on, "tested_on": tested_on, "records": int(saved["n_test"]),
            "classes": ",".join(classes), "scores": str(out / "test_scores.csv")}
     row.update({k: float(mean[k]) if k in mean and pd.notna(mean[k]) else np.nan for k in COLUMNS
                 if k not in row and k not in ("trained_on", "tested_on")})

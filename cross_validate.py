@@ -14,7 +14,6 @@ single seeded split instead.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_input_size
-from utils import N_FOLDS, parse_leads, save_figure, script_main, write_csv, write_text
+from utils import N_FOLDS, parse_leads, read_evaluation, save_figure, script_main, write_csv, write_text
 from utils.presets import parse_with_preset
 
 
@@ -45,11 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def fold_row(fold: int, results: Path) -> dict:
     """Per-class and mean test F1 / AUC of one fold's run."""
-    saved = json.loads((results / "metrics.json").read_text())
+    saved = read_evaluation(results)
     m = saved["metrics"]
     names = [*saved["classes"], "mean"]
-    return {"fold": fold, "n_test": saved["n_test"], **{f"f1_{c}": m[c]["f1"] for c in names},
-            **{f"auc_{c}": m[c]["auc"] for c in names}}
+    return {"fold": fold, "n_test": saved["n_test"], **{f"f1_{c}": m.loc[c, "f1"] for c in names},
+            **{f"auc_{c}": m.loc[c, "auc"] for c in names}}
 
 
 def class_names(folds: pd.DataFrame) -> list[str]:

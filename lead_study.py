@@ -12,7 +12,6 @@ run that was killed continues from its last epoch.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_input_size
-from utils import LEADS, parse_leads, save_figure, script_main, write_csv, write_text
+from utils import LEADS, parse_leads, read_evaluation, save_figure, script_main, write_csv, write_text
 from utils.presets import parse_with_preset
 
 
@@ -33,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def lead_row(leads: str, results: Path) -> dict:
     """One row of the lead table: the test-fold mean metrics of one run."""
-    mean = json.loads((results / "metrics.json").read_text())["metrics"]["mean"]
+    mean = read_evaluation(results)["metrics"].loc["mean"]
     return {"leads": "all 12" if leads == "all" else leads, **{k: mean.get(k) for k in
             ("f1", "f1_lo", "f1_hi", "auc", "auc_lo", "auc_hi", "precision", "recall", "accuracy")},
             "model": results.name}

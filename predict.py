@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.evaluation import evaluate_external, evaluate_run, evaluation_current, print_metrics, results_folder
+from models.evaluation import evaluate_external, evaluate_run, evaluation_current, results_folder
 from models.inputs import InputSpec, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
-from utils import (PipelineError, nonnegative_int, parse_leads, positive_int, read_records,
-                   script_main, write_csv)
+from utils import (PipelineError, nonnegative_int, parse_leads, positive_int, print_metrics, read_evaluation,
+                   read_records, script_main, write_csv)
 from utils.presets import parse_with_preset
 
 
@@ -44,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-figures", action="store_true",
                    help="skip the confusion-matrix and ROC figures (the studies draw their own)")
     p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--calibrate", action="store_true",
+                   help="also fit temperature scaling on the validation records and report calibration before/after")
     p.add_argument("--force", action="store_true", help="evaluate again even when the evaluation is current")
     return parse_with_preset(p, argv, "evaluate")
 
@@ -87,20 +89,20 @@ def main(argv=None) -> pd.DataFrame:
     if args.record:
         return diagnose_records(args, model, ckpt)
     options = dict(n_bootstrap=args.n_bootstrap, batch_size=args.batch_size, num_workers=args.num_workers,
-                   figures=not args.no_figures)
+                   figures=not args.no_figures, calibrate=args.calibrate)
     if args.external_data_dir:
         table, out = evaluate_external(model, ckpt, args.run, args.external_data_dir, args.results_dir,
-                                       device, **options)
+                                       device, force=args.force, **options)
     elif not args.force and args.data_dir is None and evaluation_current(args.run, ckpt, args.results_dir,
-                                                                         args.n_bootstrap):
+                                                                         args.n_bootstrap, args.calibrate):
         out = results_folder(args.results_dir, ckpt, args.run)
         print(f"{out}: evaluation of this very {args.run.model} is current; nothing to do (--force redoes it)")
-        return pd.read_csv(out / "metrics.csv").set_index("class")
+        return read_evaluation(out)["metrics"]
     else:
         table, out = evaluate_run(model, ckpt, args.run, args.results_dir, device, args.data_dir, **options)
     print_metrics(table)
     figures = "" if args.no_figures else ", roc.png, confusion_*.png"
-    print(f"wrote {out}/metrics.csv, metrics.json, test_scores.csv{figures}; "
+    print(f"wrote {out}/metrics.csv, metrics.json, val_scores.csv, test_scores.csv{figures}; "
           f"thresholds {args.run.thresholds}")
     return table
 

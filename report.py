@@ -1,10 +1,12 @@
 """Gather every table and figure of one database into results/<db>/report.md, beside the paper's values.
 
-    python report.py --data-dir data/CPSC --run data/CPSC/runs/resnet34_all_42
+    python report.py --data-dir data/CPSC --run data/CPSC/runs/paper
 
-Sections: dataset, baselines, deep model per class, cross-validation, lead study, confusion matrices,
-ROC curves, SHAP lead importance, external validation (the model tested on other databases). A
-section whose stage has not run says which command produces it. Only results filed under this
+Sections: dataset, baselines, deep model per class (with calibration), cross-validation, lead study,
+confusion matrices, ROC curves, SHAP lead importance, external validation, cross-database matrix.
+Evaluations are found through their manifests and read with the one reader (utils.read_evaluation);
+one that is not of this very model.pth (retrained since, interrupted) is marked out of date instead of
+shown. A section whose stage has not run says which command produces it. Only results filed under this
 database are read, and a model trained on another database is refused.
 """
 from __future__ import annotations
@@ -12,22 +14,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from models.checkpoint import read_checkpoint
 from models.evaluation import evaluation_problem, training_data_dir
 from models.run import Run, run_argument
-from utils import MANIFEST_JSON, PipelineError, data_label_set, script_main, write_text
-from utils.results import results_home, same_database
+from utils import (EVALUATED_JSON, MANIFEST_JSON, MissingInputError, PipelineError, data_label_set, file_sha,
+                   read_evaluation, read_manifest, script_main, write_text)
+from utils.results import SYNTHETIC_MARKER, results_home, same_database
 
 PAPER = {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
 # PTB-XL benchmark (Strodthoff et al., IEEE JBHI 2021), superdiagnostic task, macro AUC on strat_fold 10
 PTBXL_BENCHMARK = {"resnet1d_wang": 0.930, "xresnet1d101": 0.928, "inception1d": 0.921}
-SECTIONS = ("Dataset", "Expert-feature baselines", "Deep model (12 leads), test fold", "Cross-validation",
-            "Lead study", "Confusion matrices", "ROC curves", "SHAP lead importance", "External validation")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,13 +41,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@dataclass(frozen=True)
+class Report:
+    """What every section needs: the database, the run, where their results are filed."""
+    data_dir: Path
+    run: Run
+    results_dir: Path
+    db_dir: Path        # results/<db>/
+    classes: tuple[str, ...]
+    problem: str | None  # why the run's own evaluation is not of this model.pth (None: it is)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.db_dir / self.run.name
+
+    def out_of_date(self, problem: str) -> str:
+        return f"_Out of date: {problem}; rerun `python predict.py --run {self.run}`._\n"
+
+
 def markdown_table(table: pd.DataFrame, digits: int) -> str:
-    """A DataFrame as a markdown table (index first), numbers to `digits` places."""
-    cell = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)  # noqa: E731
+    """A DataFrame as a markdown table (index first), numbers to `digits` places, NaN as n/a."""
+    def cell(v) -> str:
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.{digits}f}" if np.isfinite(v) else "n/a"
+        return str(v)
+
     lines = ["| " + " | ".join([str(table.index.name or ""), *map(str, table.columns)]) + " |",
              "| --- |" + " ---: |" * table.shape[1]]
     lines += ["| " + " | ".join([str(i), *map(cell, row)]) + " |" for i, row in zip(table.index, table.to_numpy())]
     return "\n".join(lines) + "\n"
+
+
+def with_ci(row: pd.Series, m: str) -> str:
+    """`0.812 [0.790, 0.830]`, the bare value without a bootstrap, n/a for a class that cannot be assessed."""
+    v = row.get(m, np.nan)
+    if not np.isfinite(v):
+        return "n/a"
+    lo, hi = row.get(f"{m}_lo", np.nan), row.get(f"{m}_hi", np.nan)
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else f"{v:.3f}"
 
 
 def missing(command: str) -> str:
@@ -55,123 +89,154 @@ def image(path: Path, relative_to: Path, alt: str) -> str:
     return f"![{alt}]({os.path.relpath(path, relative_to)})"
 
 
-def dataset_section(args) -> str:
-    md = args.db_dir / "dataset_table.md"
+def dataset_section(r: Report) -> str:
+    md = r.db_dir / "dataset_table.md"
     if not md.exists():
-        return missing(f"python statistic.py --data-dir {args.data_dir}")
+        return missing(f"python statistic.py --data-dir {r.data_dir}")
     paper = "; the last column is the published CPSC2018 count" if "CPSC2018 N" in md.read_text() else ""
     return f"Per class{paper}.\n\n" + md.read_text()
 
 
-def baselines_section(args) -> str:
-    path = args.db_dir / "baselines_all.csv"
-    if not path.exists():
-        return missing(f"python baselines.py --data-dir {args.data_dir}")
-    table = pd.read_csv(path).set_index("classifier")[[*args.classes, "mean_f1", "mean_auc"]]
-    cv = args.db_dir / "baselines_all_cv.md"
-    cv_text = (cv.read_text() if cv.exists() else missing(f"python baselines.py --data-dir {args.data_dir} --cv"))
-    return ("Test-fold F1 per class (thresholds tuned on validation), mean F1 and mean AUC; single seeded split.\n\n"
-            + markdown_table(table, 3) + "\n10-fold cross-validation:\n\n" + cv_text)
+def baselines_section(r: Report) -> str:
+    """Every baseline evaluation of the seeded split found through its manifest, one table per variant."""
+    folders = sorted(m.parent for m in (r.db_dir / "baselines").glob(f"*/*/{EVALUATED_JSON}"))
+    if not folders:
+        return missing(f"python baselines.py --data-dir {r.data_dir}")
+    parts = ["Test fold, thresholds tuned on validation (single seeded split); 95 % bootstrap CIs.\n"]
+    for tag in dict.fromkeys(f.parent.name for f in folders):
+        rows = []
+        for folder in (f for f in folders if f.parent.name == tag):
+            saved = read_evaluation(folder)
+            if saved["problem"]:
+                rows.append(f"| {folder.name} | _out of date: {saved['problem']}_ | | | |")
+                continue
+            mean = saved["metrics"].loc["mean"]
+            rows.append(f"| {folder.name} | {with_ci(mean, 'f1')} | {with_ci(mean, 'auc')} | {mean['ece']:.3f} | "
+                        f"{mean['brier']:.3f} |")
+        parts.append(f"**{tag}**\n\n| classifier | mean F1 | mean AUC | ECE | Brier |\n| --- | ---: | ---: | ---: | ---: |\n"
+                     + "\n".join(rows) + "\n")
+    for cv in sorted(r.db_dir.glob("baselines_*_cv.md")):
+        parts.append(f"10-fold cross-validation ({cv.stem[len('baselines_'):-len('_cv')]}):\n\n{cv.read_text()}")
+    return "\n".join(parts)
 
 
-def stale(args) -> str | None:
-    """A line saying the run's evaluation outputs are not of this checkpoint (None when they are)."""
-    if args.evaluation_problem is None:
-        return None
-    return f"_Out of date: {args.evaluation_problem}; rerun `python predict.py --run {args.run}`._\n"
-
-
-def model_section(args) -> str:
-    path = args.run_dir / "metrics.csv"
-    if not path.exists():
-        return missing(f"python predict.py --run {args.run}")
-    if stale(args):
-        return stale(args)
-    t = pd.read_csv(path).set_index("class")
-    rows = ["| class | precision | recall | F1 (95 % CI) | AUC (95 % CI) | accuracy | n positive |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-
-    def ci(r: pd.Series, m: str) -> str:
-        return f"{r[m]:.3f} [{r[f'{m}_lo']:.3f}, {r[f'{m}_hi']:.3f}]" if f"{m}_lo" in r else f"{r[m]:.3f}"
-
-    for cls, r in t.iterrows():
-        rows.append(f"| {cls} | {r['precision']:.3f} | {r['recall']:.3f} | {ci(r, 'f1')} | {ci(r, 'auc')} | "
-                    f"{r['accuracy']:.3f} | {int(r['support'])} |")
+def model_section(r: Report) -> str:
+    if not (r.run_dir / "metrics.json").exists():
+        return missing(f"python predict.py --run {r.run}")
+    if r.problem:
+        return r.out_of_date(r.problem)
+    saved = read_evaluation(r.run_dir)
+    t = saved["metrics"]
+    rows = ["| class | precision | recall | F1 (95 % CI) | AUC (95 % CI) | ECE | Brier | threshold | n positive |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for cls, row in t.iterrows():
+        thr = row.get("threshold", np.nan)
+        shown_thr = "untunable" if cls in saved["untunable"] else ("" if not np.isfinite(thr) else f"{thr:.2f}")
+        rows.append(f"| {cls} | {row['precision']:.3f} | {row['recall']:.3f} | {with_ci(row, 'f1')} | "
+                    f"{with_ci(row, 'auc')} | {row['ece']:.3f} | {row['brier']:.3f} | {shown_thr} | "
+                    f"{int(row['support'])} |")
     mean = t.loc["mean"]
+    text = "\n".join(rows).replace("| nan |", "| n/a |") + "\n"
+    if saved["calibration"]:
+        c = saved["calibration"]
+        text += (f"\nTemperature scaling (T = {c['temperature']:.3f}, fitted on the validation records): mean ECE "
+                 f"{c['before']['mean']['ece']:.3f} -> {c['after']['mean']['ece']:.3f}, mean Brier "
+                 f"{c['before']['mean']['brier']:.3f} -> {c['after']['mean']['brier']:.3f}.\n")
+    if (r.run_dir / "reliability.png").exists():
+        text += "\n" + image(r.run_dir / "reliability.png", r.db_dir, "reliability") + "\n"
     if "NORM" in t.index and "CD" in t.index:  # the superdiagnostic label set: compare with the PTB-XL benchmark
-        compare = ("\n| | macro AUC (PTB-XL superdiagnostic, test fold 10) |\n| --- | ---: |\n"
-                   f"| this run | {mean['auc']:.3f} |\n"
-                   + "".join(f"| *{name} (benchmark)* | *{auc:.3f}* |\n" for name, auc in PTBXL_BENCHMARK.items()))
-        return "\n".join(rows) + "\n" + compare
-    compare = (f"\n| | this run | paper (Zhang et al. 2021) |\n| --- | ---: | ---: |\n"
-               f"| mean F1 | {mean['f1']:.3f} | {PAPER['mean_f1']:.3f} |\n"
-               f"| mean AUC | {mean['auc']:.3f} | {PAPER['mean_auc']:.3f} |\n")
-    return "\n".join(rows) + "\n" + compare
+        return text + ("\n| | macro AUC (PTB-XL superdiagnostic, test fold 10) |\n| --- | ---: |\n"
+                       f"| this run | {mean['auc']:.3f} |\n"
+                       + "".join(f"| *{name} (benchmark)* | *{auc:.3f}* |\n" for name, auc in PTBXL_BENCHMARK.items()))
+    return text + (f"\n| | this run | paper (Zhang et al. 2021) |\n| --- | ---: | ---: |\n"
+                   f"| mean F1 | {mean['f1']:.3f} | {PAPER['mean_f1']:.3f} |\n"
+                   f"| mean AUC | {mean['auc']:.3f} | {PAPER['mean_auc']:.3f} |\n")
 
 
-def cv_section(args) -> str:
-    runs = sorted(args.db_dir.glob("cv_*.md"))
+def cv_section(r: Report) -> str:
+    runs = sorted(r.db_dir.glob("cv_*.md"))
     if not runs:
-        return missing(f"python cross_validate.py --data-dir {args.data_dir}")
-    parts = [f"### {md.stem[3:]}\n\n{md.read_text()}\n{image(md.with_suffix('.png'), args.db_dir, md.stem)}\n"
+        return missing(f"python cross_validate.py --data-dir {r.data_dir}")
+    parts = [f"### {md.stem[3:]}\n\n{md.read_text()}\n{image(md.with_suffix('.png'), r.db_dir, md.stem)}\n"
              for md in runs]
     return ("The tables above and below use one seeded train/validation/test split (as the original code); "
             "the paper's supplement reports 10-fold cross-validation, shown here.\n\n" + "\n".join(parts))
 
 
-def lead_section(args) -> str:
-    md = args.db_dir / "lead_study.md"
+def lead_section(r: Report) -> str:
+    md = r.db_dir / "lead_study.md"
     if not md.exists():
-        return missing(f"python lead_study.py --data-dir {args.data_dir}")
-    plot = args.db_dir / "lead_study.png"
-    return (f"Paper: all 12 leads beat any single lead; the best single leads were {PAPER['best_single_leads']}.\n\n"
-            + md.read_text() + "\n" + image(plot, args.db_dir, "lead study") + "\n")
+        return missing(f"python lead_study.py --data-dir {r.data_dir}")
+    return (f"Paper: all 12 leads beat any single lead; the best single leads were {PAPER['best_single_leads']}. "
+            f"The study trains its own runs (study_*), apart from the model above.\n\n"
+            + md.read_text() + "\n" + image(r.db_dir / "lead_study.png", r.db_dir, "lead study") + "\n")
 
 
-def confusion_section(args) -> str:
-    pngs = [args.run_dir / f"confusion_{c}.png" for c in args.classes]
-    if all(p.exists() for p in pngs) and stale(args):
-        return stale(args)
+def figures_section(r: Report, names: list[str], intro: str) -> str:
+    pngs = [r.run_dir / n for n in names]
     if not all(p.exists() for p in pngs):
-        return missing(f"python predict.py --run {args.run}")
-    return "Row-normalised, test fold, at the validation-tuned thresholds.\n\n" + " ".join(
-        image(p, args.db_dir, p.stem) for p in pngs) + "\n"
+        return missing(f"python predict.py --run {r.run}")
+    if r.problem:
+        return r.out_of_date(r.problem)
+    return intro + " ".join(image(p, r.db_dir, p.stem) for p in pngs) + "\n"
 
 
-def roc_section(args) -> str:
-    png = args.run_dir / "roc.png"
-    if png.exists() and stale(args):
-        return stale(args)
-    return image(png, args.db_dir, "ROC") + "\n" if png.exists() else missing(
-        f"python predict.py --run {args.run}")
+def shap_section(r: Report) -> str:
+    out = r.run_dir / "shap"
+    manifest = read_manifest(out / "shap.json")
+    if manifest is None:
+        return missing(f"python shap_values.py --run {r.run}")
+    if manifest.get("model_sha") != file_sha(r.run.model):
+        return f"_Out of date: {r.run.model} changed after it was explained; rerun `python shap_values.py --run {r.run}`._\n"
+    table = pd.read_csv(out / "lead_importance.csv").set_index("class")
+    return ("Share of net positive SHAP evidence per lead, by predicted class (held-out records; background from "
+            f"the training records).\n\n" + markdown_table(table, 2) + "\n"
+            + image(out / "lead_importance.png", r.db_dir, "SHAP heatmap") + "\n")
 
 
-def shap_section(args) -> str:
-    out = args.run_dir / "shap"
-    csv, png = out / "lead_importance.csv", out / "lead_importance.png"
-    if not csv.exists():
-        return missing(f"python shap_values.py --run {args.run}")
-    table = pd.read_csv(csv).set_index("class")
-    return ("Share of net positive SHAP evidence per lead, by predicted class (held-out records).\n\n"
-            + markdown_table(table, 2) + "\n" + image(png, args.db_dir, "SHAP heatmap") + "\n")
-
-
-def external_section(args) -> str:
-    """Every `predict.py --external-data-dir` evaluation of this model: mean metrics beside its own test."""
-    found = sorted((args.run_dir / "external").glob("*/metrics.json"))
+def external_section(r: Report) -> str:
+    """Every external evaluation of this model, beside its own test fold; stale ones are marked."""
+    found = sorted(m.parent for m in (r.run_dir / "external").glob(f"*/{EVALUATED_JSON}"))
     if not found:
-        return missing(f"python predict.py --run {args.run} --external-data-dir data/OTHER")
-    rows = ["| tested on | records | mean F1 (95 % CI) | mean AUC (95 % CI) |", "| --- | ---: | ---: | ---: |"]
-    own = args.run_dir / "metrics.json"
-    for path in ([own] if own.exists() else []) + found:
-        saved = json.loads(path.read_text())
-        m = saved["metrics"]["mean"]
-        ci = lambda k: (f"{m[k]:.3f} [{m[k + '_lo']:.3f}, {m[k + '_hi']:.3f}]"  # noqa: E731
-                        if m.get(k + "_lo") is not None else f"{m[k]:.3f}")
-        name = f"{saved['database']} (own test fold)" if path == own else saved["database"]
-        rows.append(f"| {name} | {saved['n_test']} | {ci('f1')} | {ci('auc')} |")
+        return missing(f"python predict.py --run {r.run} --external-data-dir data/OTHER")
+    rows = ["| tested on | records | mean F1 (95 % CI) | mean AUC (95 % CI) | ECE | Brier |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for folder in ([r.run_dir] if (r.run_dir / "metrics.json").exists() else []) + found:
+        problem = evaluation_problem(folder, r.run)
+        try:
+            saved = read_evaluation(folder)
+        except (MissingInputError, PipelineError) as e:
+            rows.append(f"| {folder.name} | | _unreadable: {e}_ | | | |")
+            continue
+        name = saved["info"].get("database", folder.name) + (" (own test fold)" if folder == r.run_dir else "")
+        if problem:
+            rows.append(f"| {name} | {saved['n_test']} | _out of date: {problem}_ | | | |")
+            continue
+        m = saved["metrics"].loc["mean"]
+        rows.append(f"| {name} | {saved['n_test']} | {with_ci(m, 'f1')} | {with_ci(m, 'auc')} | {m['ece']:.3f} | "
+                    f"{m['brier']:.3f} |")
     return ("Trained on this database; every labelled record of each other database scored with the thresholds "
             "tuned on this database's validation records.\n\n" + "\n".join(rows) + "\n")
+
+
+def cross_database_section(r: Report) -> str:
+    md = r.results_dir / "cross_database" / "matrix.md"
+    if not md.exists():
+        return missing(f"python cross_database.py --data-dirs {r.data_dir} data/OTHER ...")
+    folder = md.parent
+    return (md.read_text() + "\n" + image(folder / "auc.png", r.db_dir, "AUC matrix") + " "
+            + image(folder / "f1.png", r.db_dir, "F1 matrix") + "\n")
+
+
+SECTIONS = (("Dataset", dataset_section), ("Expert-feature baselines", baselines_section),
+            ("Deep model (12 leads), test fold", model_section), ("Cross-validation", cv_section),
+            ("Lead study", lead_section),
+            ("Confusion matrices", lambda r: figures_section(
+                r, [f"confusion_{c}.png" for c in r.classes],
+                "Row-normalised, test fold, at the validation-tuned thresholds.\n\n")),
+            ("ROC curves", lambda r: figures_section(r, ["roc.png"], "")),
+            ("SHAP lead importance", shap_section), ("External validation", external_section),
+            ("Cross-database matrix", cross_database_section))
 
 
 def data_source(data_dir: Path) -> str:
@@ -179,7 +244,7 @@ def data_source(data_dir: Path) -> str:
     if not manifest.exists():
         return f"`{data_dir}`"
     source = Path(json.loads(manifest.read_text())["data_dir"])
-    synthetic = (source / "synth_details.csv").exists()
+    synthetic = (source / SYNTHETIC_MARKER).exists()
     return f"`{source}`" + (" — **synthetic demo data**: numbers show the pipeline works, they are not comparable "
                             "with the paper's CPSC2018 results" if synthetic else "")
 
@@ -187,26 +252,25 @@ def data_source(data_dir: Path) -> str:
 @script_main
 def main(argv=None) -> Path:
     args = parse_args(argv)
-    args.db_dir = results_home(args.results_dir, args.data_dir)
-    args.run_dir = args.db_dir / args.run.name
-    args.classes = data_label_set(args.data_dir)["classes"]
-    settings, args.evaluation_problem = "", None
+    settings, problem = "", None
     if args.run.model.exists():
         ckpt = read_checkpoint(args.run.model)
         if not same_database(training_data_dir(ckpt), args.data_dir):
             raise PipelineError(f"{args.run} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
                                 f"a report covers one database (pass that model's --data-dir)")
-        args.evaluation_problem = evaluation_problem(args.run, ckpt, args.results_dir)
+        db_dir = results_home(args.results_dir, args.data_dir)
+        if (db_dir / args.run.name / "metrics.json").exists():
+            problem = evaluation_problem(db_dir / args.run.name, args.run)
         a = ckpt["config"]
         settings = (f"Model: `{args.run}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
                     f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "
                     f"{ckpt['label_set']['name']}).\n\n")
-    builders = (dataset_section, baselines_section, model_section, cv_section, lead_section, confusion_section,
-                roc_section, shap_section, external_section)
+    r = Report(args.data_dir, args.run, args.results_dir, results_home(args.results_dir, args.data_dir),
+               tuple(data_label_set(args.data_dir)["classes"]), problem)
     parts = [f"# Reproduction report\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "
              f"Data: {data_source(args.data_dir)}.\n\n{settings}"]
-    parts += [f"## {title}\n\n{build(args)}" for title, build in zip(SECTIONS, builders)]
-    path = args.db_dir / "report.md"
+    parts += [f"## {title}\n\n{build(r)}" for title, build in SECTIONS]
+    path = r.db_dir / "report.md"
     write_text("\n".join(parts), path)
     print(f"wrote {path}")
     return path

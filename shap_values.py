@@ -208,6 +208,8 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
         title = patient_title(row["patient_id"], row["predicted"], row["score"], labels[i], row["true"])
         plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate, title, args.top_leads,
                      out / "patients" / f"{row['patient_id']}.png")
+    write_manifest(out / "shap.json", key, [out / "lead_importance.csv", out / "lead_importance.png"],
+                   model_sha=file_sha(args.run.model), cache=str(settings_path))  # what the report checks
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {values_path}, {index_path}, {out}/lead_importance.csv/.png, {len(index)} patient figures")
     return table

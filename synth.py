@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from utils import (CLASS_TO_SNOMED, CLASSES, GAIN_ADU_PER_MV, LEADS, N_FOLDS, SAMPLE_RATE, PipelineError, atomic_write,
                    positive_float, positive_int, resample, script_main, write_csv, write_json, write_text)
+from utils.results import SYNTHETIC_MARKER
 
 OUTPUT_LAYOUTS = ("wfdb", "wfdb-dat", "cpsc2018", "ptbxl")
 
@@ -507,7 +508,7 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
         write_csv(key, out / "answer_key.csv")  # not REFERENCE.csv: PTB-XL has none
     else:
         write_csv(key, out / "REFERENCE.csv")
-    write_csv(pd.DataFrame(details), out / "synth_details.csv")
+    write_csv(pd.DataFrame(details), out / SYNTHETIC_MARKER)
     if site is None:
         (out / "site.json").unlink(missing_ok=True)  # from an earlier --site run into this folder (--force)
     else:

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from utils import LEADS, MissingInputError, PipelineError, file_sha, leads_tag
+from utils import LEADS, MissingInputError, PipelineError, file_sha, leads_tag, parse_thresholds
 
 __all__ = ["Run", "run_name", "run_argument", "load_thresholds"]
 
@@ -97,13 +97,14 @@ def run_argument(text: str) -> Run:
 
 
 def load_thresholds(run: Run, classes: list[str], required: bool = True) -> np.ndarray | None:
-    """The thresholds tuned for this very model.pth, in `classes` order.
+    """The thresholds tuned for this very model.pth, in `classes` order (NaN: untunable, never predicted).
 
     Thresholds tuned for an earlier model.pth of the run (retrained, resumed, or still training) are
-    never applied to the current one: they are refused, naming the command that retunes them. Without
-    `required`, missing thresholds give None."""
+    never applied to the current one: they are refused, naming the command that retunes them; so are a
+    missing class, NaN, inf or a value outside [0, 1] (utils.parse_thresholds). Without `required`,
+    missing thresholds give None."""
     path = run.thresholds
-    retune = f"rerun `python predict.py --run {run}`"
+    retune = f"rerun `python predict.py --run {run} --force`"
     if not path.exists():
         if required:
             raise MissingInputError(f"{path} not found; run `python predict.py --run {run}` once to tune the "
@@ -111,21 +112,10 @@ def load_thresholds(run: Run, classes: list[str], required: bool = True) -> np.n
         return None
     try:
         saved = json.loads(path.read_text())
-        values = saved["thresholds"]
         model_sha = saved["model_sha"]
     except (ValueError, KeyError, TypeError) as e:
         raise PipelineError(f"{path} is not a thresholds file of this version ({type(e).__name__}: {e}); "
                             f"{retune}") from None
     if model_sha != file_sha(run.model):
         raise PipelineError(f"{path} was tuned for an earlier {run.model} (the checkpoint changed since); {retune}")
-    untunable = set(saved.get("untunable", []))
-    out = []
-    for c in classes:
-        v = values.get(c, "missing") if isinstance(values, dict) else "missing"
-        if v is None and c in untunable:
-            out.append(np.nan)  # never predicted: no validation positive to tune it on
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not 0 <= v <= 1:
-            raise PipelineError(f"{path}: the threshold of {c} is {v!r}, not a number in [0, 1]; {retune}")
-        out.append(float(v))
-    return np.array(out)
+    return parse_thresholds(saved, classes, path)

@@ -46,16 +46,16 @@ def results_dir_of(args: argparse.Namespace) -> Path:
     return results_home(args.results_dir, args.data_dir)
 
 
-def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int) -> Path:
+def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool = False) -> Path:
     """Train one run (train() keeps a finished run, resumes a killed one) and evaluate it unless its
     evaluation is current for exactly this checkpoint and bootstrap size; returns its results folder."""
     train(cfg)
     run = cfg.run
     device = pick_device(cfg.use_gpu)
     model, ckpt = load_checkpoint(run.model, map_location=device)
-    if not evaluation_current(run, ckpt, results_dir, n_bootstrap):
+    if not evaluation_current(run, ckpt, results_dir, n_bootstrap, calibrate):
         evaluate_run(model.to(device), ckpt, run, results_dir, device, n_bootstrap=n_bootstrap,
-                     num_workers=0, figures=False)
+                     num_workers=0, figures=False, calibrate=calibrate)
     else:
         print(f"{run.name}: evaluation current, reusing {results_folder(results_dir, ckpt, run)}")
     return results_folder(results_dir, ckpt, run)
@@ -73,17 +73,18 @@ def _job_init(threads: int, gpus: int, counter) -> None:
         torch.cuda.set_device(slot % gpus)
 
 
-def _job(task: tuple[RunConfig, Path, int]) -> Path:
+def _job(task: tuple[RunConfig, Path, int, bool]) -> Path:
     return train_and_evaluate(*task)
 
 
-def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: int = 1) -> list[Path]:
+def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: int = 1,
+            calibrate: bool = False) -> list[Path]:
     """train_and_evaluate every configuration, `jobs` at a time; results folders in `cfgs` order.
 
     Several small trainings leave one GPU half idle; running them side by side fills it. Each run is
     the same computation whether it runs alone or beside others (its own process, its own seeds), so
     under --deterministic a run's weights do not depend on --jobs."""
-    tasks = [(cfg, Path(results_dir), n_bootstrap) for cfg in cfgs]
+    tasks = [(cfg, Path(results_dir), n_bootstrap, calibrate) for cfg in cfgs]
     if jobs <= 1 or len(tasks) <= 1:
         return [_job(t) for t in tasks]
     import multiprocessing as mp

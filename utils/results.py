@@ -15,9 +15,10 @@ from pathlib import Path
 from utils.errors import PipelineError
 from utils.io import write_json
 
-__all__ = ["CLAIM_JSON", "database_identity", "results_home", "same_database"]
+__all__ = ["CLAIM_JSON", "SYNTHETIC_MARKER", "database_identity", "results_home", "same_database"]
 
 CLAIM_JSON = "database.json"
+SYNTHETIC_MARKER = "synth_details.csv"  # synth.py writes it beside its records: the report says "synthetic"
 
 
 def database_identity(data_dir: Path) -> str:
