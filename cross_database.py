@@ -48,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also train on all but one database pooled and test on the one left out")
     p.add_argument("--pool-dir", type=Path, default=Path("data/pooled"), help="where pooled databases are written")
     p.add_argument("--calibrate", action="store_true", help="temperature scaling fitted on each validation fold")
+    p.add_argument("--no-figures", action="store_true", help="no ROC, confusion or reliability figure per cell")
     args = parse_with_preset(p, argv, "study")
     check_input_size(p, args)
     if len(args.data_dirs) < 2:
@@ -162,7 +163,8 @@ def main(argv=None) -> pd.DataFrame:
         model, ckpt = load_checkpoint(cfg.run.model, map_location=device)
         for other in tests:
             _, out = evaluate_external(model.to(device), ckpt, cfg.run, other, args.results_dir, device,
-                                       n_bootstrap=args.n_bootstrap, num_workers=0, calibrate=args.calibrate)
+                                       n_bootstrap=args.n_bootstrap, num_workers=0, calibrate=args.calibrate,
+                                       figures=not args.no_figures)
             r, pc = cell(name, database_name(other), out)
             rows.append(r), per_class.append(pc)
     matrix = pd.DataFrame(rows, columns=list(COLUMNS))

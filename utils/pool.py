@@ -60,7 +60,8 @@ def pool_databases(data_dirs: Sequence[Path], out: Path, names: Sequence[str]) -
             for d in data_dirs:
                 src = np.load(d / SIGNALS_NPY, mmap_mode="r")
                 for a in range(0, src.shape[1], CHUNK):
-                    arr[:, at + a:at + a + CHUNK] = src[:, a:a + CHUNK]
+                    n = min(CHUNK, src.shape[1] - a)
+                    arr[:, at + a:at + a + n] = src[:, a:a + n]
                 at += src.shape[1]
             arr.flush()
             del arr

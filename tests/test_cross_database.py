@@ -1,0 +1,78 @@
+"""cross_database.py: every model on its own test fold and on every other database, long matrix with
+recomputable score files, calibration columns, leave-one-out pooling, reuse on a second call."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY
+
+import cross_database
+import preprocess
+import synth
+from utils import SignalCache, auc_scores, load_labels, read_scores
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    """Three small databases from three synthetic sites, preprocessed (cpsc9)."""
+    root = tmp_path_factory.mktemp("xdb")
+    dirs = []
+    for name, site, layout, seed in (("A", "a", "wfdb", 11), ("B", "b", "ptbxl", 12), ("C", "c", "wfdb", 13)):
+        synth.main(["--out", str(root / "raw" / name), "--n", "70", "--seed", str(seed), "--site", site,
+                    "--layout", layout, "--max-seconds", "10"])
+        preprocess.main(["--data-dir", str(root / "raw" / name), "--out-dir", str(root / name), "--num-workers", "1"])
+        dirs.append(root / name)
+    return root, dirs
+
+
+def test_matrix_cells_scores_and_reuse(sites, capsys):
+    root, dirs = sites
+    argv = ["--data-dirs", *map(str, dirs), *TINY, "--epochs", "1", "--n-bootstrap", "20", "--leave-one-out",
+            "--no-figures", "--pool-dir", str(root / "pooled"), "--results-dir", str(root / "results")]
+    matrix = cross_database.main(argv)
+    names = ["A", "B", "C"]
+    pairs = set(zip(matrix["trained_on"], matrix["tested_on"]))
+    assert pairs == {(a, b) for a in names for b in names} | {(f"all but {n}", n) for n in names}
+    assert list(matrix.columns[:13]) == ["trained_on", "tested_on", "records", "classes", "auc", "auc_lo", "auc_hi",
+                                         "f1", "f1_lo", "f1_hi", "ece", "ece_lo", "ece_hi"]
+    for _, row in matrix.iterrows():
+        scores = read_scores(row["scores"], list(load_labels(dirs[0]).columns[1:-1]))
+        classes = row["classes"].split(",")
+        y = scores[classes].to_numpy(bool)
+        p = scores[[f"p_{c}" for c in classes]].to_numpy()
+        assert np.nanmean(auc_scores(y, p)) == pytest.approx(row["auc"])  # every number recomputable
+        assert 0 <= row["ece"] <= 1 and 0 <= row["brier"] <= 1
+        own = row["trained_on"] == row["tested_on"]
+        tested = dirs[names.index(row["tested_on"])]
+        expected = len(load_labels(tested)) if not own else len(load_labels(tested).query("fold == 7"))
+        assert row["records"] == len(scores) and (own or row["records"] == expected)
+        # a class without a positive record in that test set is left out of the cell's means
+        absent = [c for c in load_labels(tested).columns[1:-1] if not scores[c].any()]
+        assert not set(absent) & set(classes)
+    pooled = SignalCache(root / "pooled" / "all_but_A")
+    assert len(pooled) == len(SignalCache(dirs[1])) + len(SignalCache(dirs[2]))
+    assert pooled.ids[0].startswith("B_")
+    out = root / "results" / "cross_database"
+    assert {"matrix.csv", "per_class.csv", "matrix.md", "auc.png", "f1.png"} <= {p.name for p in out.iterdir()}
+    per_class = pd.read_csv(out / "per_class.csv")
+    assert len(per_class) == len(matrix) * 9
+
+    capsys.readouterr()
+    again = cross_database.main(argv)  # everything current: nothing trained or scored again
+    printed = capsys.readouterr().out
+    assert printed.count("current, nothing to train") == 6 and "best val F1" not in printed
+    assert printed.count("external evaluation of this very model is current") == 9
+    pd.testing.assert_frame_equal(again, matrix)
+
+
+def test_refuses_mixed_label_sets_and_a_single_database(sites, tmp_path, capsys):
+    root, dirs = sites
+    with pytest.raises(SystemExit) as e:
+        cross_database.parse_args(["--data-dirs", str(dirs[0])])
+    assert e.value.code == 2 and "two or more" in capsys.readouterr().err
+    preprocess.main(["--data-dir", str(root / "raw" / "B"), "--out-dir", str(tmp_path / "S"), "--num-workers", "1",
+                     "--labels", "superdiagnostic"])
+    with pytest.raises(SystemExit, match="different label sets"):
+        cross_database.main(["--data-dirs", str(dirs[0]), str(tmp_path / "S"), *TINY, "--epochs", "1",
+                             "--results-dir", str(tmp_path / "r")])
