@@ -21,10 +21,13 @@ case "$mode" in
   --demo)
     preset=demo
     data=data/demo
-    externals=(data/demo_ptbxl)  # another "site": synthetic records in PTB-XL's own layout
+    # two other "hospitals" (synth.py --site): B in PTB-XL's own layout at 250 Hz, C at 1000 Hz in uV
+    externals=(data/demo_b data/demo_c)
     [ -f "$data/synth_details.csv" ] || timed "synthetic data" python synth.py --out "$data" --n 600 --seed 0 --max-seconds 30
-    [ -f data/demo_ptbxl/ptbxl_database.csv ] || timed "synthetic PTB-XL" \
-      python synth.py --out data/demo_ptbxl --layout ptbxl --n 300 --seed 1
+    [ -f data/demo_b/synth_details.csv ] || timed "synthetic site B" \
+      python synth.py --out data/demo_b --layout ptbxl --site b --n 300 --seed 1
+    [ -f data/demo_c/synth_details.csv ] || timed "synthetic site C" \
+      python synth.py --out data/demo_c --site c --n 300 --seed 2
     ;;
   --paper)
     preset=paper
@@ -53,6 +56,9 @@ for ext in "${externals[@]}"; do
   timed "external validation on $(basename "$ext")" python predict.py --run "$run" --preset "$preset" \
     --external-data-dir "$ext"
 done
+if [ "${#externals[@]}" -gt 0 ]; then
+  timed "cross-database matrix" python cross_database.py --data-dirs "$data" "${externals[@]}" --preset "$preset"
+fi
 timed report python report.py --data-dir "$data" --run "$run"
 
 echo

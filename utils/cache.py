@@ -13,9 +13,14 @@ import numpy as np
 import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
-from utils.io import _umask, atomic_write, manifest_mismatch, read_manifest
+from utils.io import atomic_write, current_umask, manifest_mismatch, read_manifest
 from utils.labels import CPSC9, LEADS
 from utils.records import GAIN_ADU_PER_MV
+
+__all__ = ["REFERENCE_CSV", "LABELS_CSV", "SIGNALS_NPY", "SIGNALS_INDEX_CSV", "MANIFEST_JSON",
+           "PREPROCESS_OUTPUTS", "require", "require_preprocessed", "preprocess_manifest", "data_label_set",
+           "data_split_rule", "database_name", "load_labels", "SignalCache", "fit_length", "TRANSPOSE_CHUNK",
+           "CacheFile", "write_span", "write_index", "stream_signal_cache"]
 
 REFERENCE_CSV = "reference.csv"
 LABELS_CSV = "labels.csv"
@@ -151,7 +156,7 @@ class CacheFile:
 
     def commit(self) -> None:
         _OPEN_CACHES.pop(str(self.tmp), None)
-        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:

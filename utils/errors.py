@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+__all__ = ["PipelineError", "MissingInputError", "RecordError", "script_main"]
+
 
 class PipelineError(Exception):
     """An input, file or setting a stage cannot work with; the message says what is wrong and the fix."""

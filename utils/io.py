@@ -17,6 +17,12 @@ import pandas as pd
 
 from utils.errors import PipelineError
 
+__all__ = ["positive_int", "nonnegative_int", "positive_float", "SEED_LIMIT", "seed_int", "atomic_write",
+           "check_writable", "current_umask", "write_csv", "write_text", "write_json", "write_npy", "save_figure",
+           "fingerprint", "file_fingerprint", "exclusive_lock", "parallel_imap", "parallel_map", "output_names",
+           "SAMPLE_BLOCKS", "SAMPLE_BLOCK_BYTES", "file_sha", "sampled_sha", "describe_file", "file_mismatch",
+           "write_manifest", "read_manifest", "manifest_mismatch", "outputs_current", "remove_stale_temporaries"]
+
 
 # ---------------------------------------------------------------------------------------------
 # Command-line value types: a bad count or size is an argparse error (exit 2, one line), not a traceback
@@ -56,7 +62,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give outputs the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; give outputs the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -78,7 +84,7 @@ def check_writable(folder: Path, hint: str = "") -> None:
                          f"{f'; {hint}' if hint else ''}") from None
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

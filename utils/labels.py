@@ -13,6 +13,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+__all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "LABEL_SETS", "DEFAULT_LABEL_SET", "CLASSES",
+           "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "parse_leads", "leads_tag", "lead_indices"]
+
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 

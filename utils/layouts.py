@@ -23,6 +23,10 @@ from utils.io import parallel_map
 from utils.labels import LabelSet
 from utils.records import Header, parse_header, read_cpsc_record, read_wfdb_record, resampled_length
 
+__all__ = ["Entry", "Layout", "parse_headers", "refuse_foreign_signals", "WFDB", "read_cpsc_reference", "CPSC2018",
+           "PTBXL_DATABASE", "PTBXL_STATEMENTS", "PTBXL_SPLIT", "scp_codes", "PTBXL", "LAYOUTS", "detect_layout",
+           "read_entry"]
+
 
 @dataclass
 class Entry:

@@ -12,6 +12,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+__all__ = ["f1_scores", "auc_scores", "ECE_BINS", "probability_bins", "ece_scores", "brier_scores",
+           "apply_temperature", "fit_temperature", "THRESHOLD_GRID", "tune_thresholds", "METRICS", "metric_arrays",
+           "bootstrap_weights", "classification_metrics"]
+
 
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Per-column F1 of 0/1 matrices; a column with no positives and no predictions scores 0."""

@@ -19,6 +19,10 @@ import numpy as np
 from utils.errors import PipelineError, RecordError
 from utils.labels import LEADS
 
+__all__ = ["SAMPLE_RATE", "GAIN_ADU_PER_MV", "Header", "normalise_sex", "parse_header", "resample",
+           "INVALID_FORMAT_16", "read_wfdb_record", "read_cpsc_record", "read_record", "read_records",
+           "resampled_length", "to_microvolts", "clipped_per_lead"]
+
 SAMPLE_RATE = 500          # Hz: the rate every record is stored at in the cache
 GAIN_ADU_PER_MV = 1000     # the cache stores int16 microvolts (CPSC2018's own WFDB gain)
 
