@@ -417,7 +417,7 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
     return rows, len(X["test"])
 
 
-def cross_validate(data: pd.DataFrame, cols: list[str], run: BaselineRun) -> pd.DataFrame:
+def cross_validate_classifiers(data: pd.DataFrame, cols: list[str], run: BaselineRun) -> pd.DataFrame:
     """All ten test folds: per-fold rows (CSV) and per classifier mean ± sd over folds (markdown)."""
     rows = []
     for k in range(1, N_FOLDS + 1):
@@ -455,7 +455,7 @@ def main(argv=None) -> pd.DataFrame:
     print(f"{len(cols)} features ({','.join(run.leads)}{' + heart rate' if run.heart_rate else ''}); "
           f"{len(data)} records")
     if args.cv:
-        return cross_validate(data, cols, run)
+        return cross_validate_classifiers(data, cols, run)
     rows, n_test = evaluate_split(data, cols, run, args.test_fold)
     out = run.summary_path(f"_fold{args.test_fold}" if args.test_fold else "")
     table = pd.DataFrame(rows)

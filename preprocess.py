@@ -164,7 +164,7 @@ def clipped_message(entry: Entry, per_lead: dict[str, int], length: int) -> str:
             f"{leads}); kept, counted in signals_index.csv")
 
 
-def report(n_found: int, classes: list[str], reference: pd.DataFrame, labels: pd.DataFrame, errors: list[str],
+def summarise_dataset(n_found: int, classes: list[str], reference: pd.DataFrame, labels: pd.DataFrame, errors: list[str],
            n_unlabelled: int, clipped: dict[str, str]) -> dict:
     counts = {c: int(labels[c].sum()) for c in classes}
     per_fold = labels.groupby("fold")[list(classes)].sum().astype(int)
@@ -248,7 +248,7 @@ def build(args: argparse.Namespace, layout: Layout, label_set: LabelSet, entries
     labels["fold"] = ([e.fold for e in kept] if layout.fixed_split else stratified_folds(y, N_FOLDS, args.seed))
     write_csv(reference, out_dir / REFERENCE_CSV)
     write_csv(labels, out_dir / LABELS_CSV)
-    summary = report(len(entries), list(label_set.classes), reference, labels, errors, len(unlabelled), clipped)
+    summary = summarise_dataset(len(entries), list(label_set.classes), reference, labels, errors, len(unlabelled), clipped)
     write_manifest(out_dir / MANIFEST_JSON, key, [out_dir / f for f in PREPROCESS_OUTPUTS],
                    layout=layout.name, label_set=label_set.as_dict(), fixed_split=layout.fixed_split,
                    seed=args.seed, data_dir=str(args.data_dir), sample_rate=SAMPLE_RATE, **summary)

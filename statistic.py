@@ -3,7 +3,7 @@
     python statistic.py --data-dir data/CPSC
 
 Reads reference.csv and labels.csv from preprocess.py; prints the table and writes
-results/dataset_table.csv and .md. Multi-label records count once in each of their classes; the
+results/<db>/dataset_table.csv and .md. Multi-label records count once in each of their classes; the
 "All" row counts each record once. Percentages of N are of all labelled records.
 """
 from __future__ import annotations

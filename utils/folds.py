@@ -8,10 +8,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["N_FOLDS", "TRAIN_FOLDS", "VAL_FOLDS", "TEST_FOLDS", "stratified_folds", "split_folds", "split_labels"]
+__all__ = ["N_FOLDS", "stratified_folds", "split_folds", "split_labels"]
 
 N_FOLDS = 10
-TRAIN_FOLDS, VAL_FOLDS, TEST_FOLDS = 8, 1, 1
 
 
 def stratified_folds(y: np.ndarray, n_folds: int = N_FOLDS, seed: int = 42) -> np.ndarray:

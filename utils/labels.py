@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "LABEL_SETS", "DEFAULT_LABEL_SET", "CLASSES",
+__all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "LABEL_SETS", "CLASSES",
            "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "parse_leads", "leads_tag", "lead_indices"]
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -66,7 +66,6 @@ SUPERDIAGNOSTIC = LabelSet(
     scp_diagnostic_class=True,
 )
 LABEL_SETS = {s.name: s for s in (CPSC9, SUPERDIAGNOSTIC)}
-DEFAULT_LABEL_SET = CPSC9.name
 
 # The default set's classes, for code that is about CPSC2018 itself (the synthetic generator, the
 # paper's published numbers); stages read the classes of their data instead.

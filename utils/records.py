@@ -1,5 +1,5 @@
-"""Reading records: WFDB headers, signals in any WFDB format, the original CPSC2018 .mat struct, and the
-registry of database layouts that preprocess.py chooses from.
+"""Reading records: WFDB headers, signals in any WFDB format and the original CPSC2018 .mat struct (the
+registry of database layouts that preprocess.py chooses from is utils/layouts.py).
 
 Every reader returns the signal in mV as (12, samples) with the leads in the standard order (picked by
 name, case-insensitively, from records that carry more), at the record's own rate; `resample` brings
