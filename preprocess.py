@@ -1,7 +1,7 @@
 """Read every record once: write reference.csv, labels.csv (folds) and the signal cache.
 
     python preprocess.py --data-dir data/CPSC                         # outputs beside the records
-    python preprocess.py --data-dir ro/records --out-dir data/real
+    python preprocess.py --data-dir ro/records --out data/real
     python preprocess.py --data-dir data/ptbxl --labels superdiagnostic
 
 Reads any layout of the registry in utils/layouts.py: WFDB records of the PhysioNet/CinC 2020-2021
@@ -51,7 +51,8 @@ CACHE_VERSION = 2  # bump when the cache format changes, so old caches are rebui
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="folder with the records")
-    p.add_argument("--out-dir", type=Path, default=None, help="where outputs go (default: --data-dir)")
+    p.add_argument("--out", "--out-dir", dest="out_dir", type=Path, default=None,
+                   help="where outputs go (default: --data-dir)")
     p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS), help="label set")
     p.add_argument("--seed", type=seed_int, default=42, help="seed of the stratified fold assignment (0 to 2**32-1)")
     p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1, help="processes decoding records")
@@ -201,7 +202,7 @@ def main(argv=None) -> None:
     if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):
         print(f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)")
         return
-    check_writable(out_dir, "use --out-dir DIR to write the outputs elsewhere" if args.out_dir is None else "")
+    check_writable(out_dir, "use --out DIR to write the outputs elsewhere" if args.out_dir is None else "")
     with exclusive_lock(out_dir / ".lock", f"{out_dir} (preprocess outputs)"):
         if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):  # another run just wrote them
             print(f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)")

@@ -198,7 +198,7 @@ def test_read_only_folder_is_refused_before_decoding(records_copy, monkeypatch, 
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    with pytest.raises(SystemExit, match="read-only; use --out-dir DIR"):
+    with pytest.raises(SystemExit, match="read-only; use --out DIR"):
         preprocess.main(["--data-dir", str(records_copy), "--num-workers", "1"])
     assert "decode" not in capsys.readouterr().out
 
