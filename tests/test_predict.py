@@ -98,3 +98,37 @@ def test_bad_inputs(evaluated, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="run `python preprocess.py"):
         predict.main(["--run", str(model_path), "--data-dir", str(tmp_path / "empty")])
+
+
+def sklearn_thresholds(y: np.ndarray, p: np.ndarray) -> list[float | None]:
+    """F1-optimal thresholds computed independently: scikit-learn's f1_score over the original's grid,
+    predicted when strictly above, the lowest of equal maxima; None for a class without a positive."""
+    grid = np.linspace(0, 1, 100)
+    out = []
+    for j in range(y.shape[1]):
+        if not y[:, j].any():
+            out.append(None)
+            continue
+        f1 = [skm.f1_score(y[:, j], p[:, j] > t, zero_division=0) for t in grid]
+        out.append(float(grid[int(np.argmax(f1))]))
+    return out
+
+
+def test_thresholds_come_from_exactly_the_validation_records(evaluated, trained):
+    """val_scores.csv holds the checkpoint's validation split, test_scores.csv its test split, and the
+    saved thresholds are the F1 optimum on those validation scores — not on the test scores, which here
+    give other thresholds, so tuning on the wrong records would fail this test."""
+    import torch
+    _, out, run = evaluated
+    split = torch.load(trained["model_path"], weights_only=True)["split"]
+    val = pd.read_csv(out / "val_scores.csv", dtype={"patient_id": str})
+    test = pd.read_csv(out / "test_scores.csv", dtype={"patient_id": str})
+    assert val["patient_id"].tolist() == split["val"] and test["patient_id"].tolist() == split["test"]
+    assert not set(val["patient_id"]) & set(test["patient_id"])
+    saved = json.loads(run.thresholds.read_text())
+    probs = [f"p_{c}" for c in CLASSES]
+    from_val = sklearn_thresholds(val[list(CLASSES)].to_numpy(bool), val[probs].to_numpy())
+    from_test = sklearn_thresholds(test[list(CLASSES)].to_numpy(bool), test[probs].to_numpy())
+    assert [saved["thresholds"][c] for c in CLASSES] == pytest.approx(from_val, nan_ok=True)
+    assert from_val != from_test  # the case can tell validation from test tuning
+    assert saved["untunable"] == [c for c, t in zip(CLASSES, from_val) if t is None]

@@ -8,9 +8,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["N_FOLDS", "stratified_folds", "split_folds", "split_labels"]
+__all__ = ["N_FOLDS", "TRAIN_FOLDS", "VAL_FOLDS", "stratified_folds", "split_folds", "split_labels"]
 
 N_FOLDS = 10
+TRAIN_FOLDS, VAL_FOLDS = 8, 1  # the original split: 8 training folds, 1 validation, the rest (1) test
 
 
 def stratified_folds(y: np.ndarray, n_folds: int = N_FOLDS, seed: int = 42) -> np.ndarray:
