@@ -103,7 +103,7 @@ def test_classifiers_beat_chance(tmp_path):
     synth.main(["--out", str(data), "--n", "600", "--seed", "11", "--max-seconds", "8"])
     preprocess.main(["--data-dir", str(data)])
     table = baselines.main(["--data-dir", str(data), "--classifier", "all", "--results-dir", str(results),
-                            "--n-bootstrap", "200"])
+                            "--n-bootstrap", "200", "--no-figures"])
     table = table.set_index("classifier")
     assert list(table.index) == ["LR", "RF", "LGB", "MLP"]
     assert (table["mean_auc"] > 0.7).all(), table["mean_auc"]

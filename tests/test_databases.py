@@ -135,7 +135,7 @@ def test_ptbxl_superdiagnostic_and_a_set_a_layout_cannot_provide(ptbxl, synth_re
         prep(synth_records, tmp_path / "x", "--labels", "superdiagnostic")
 
 
-def test_cross_database_evaluation(trained, prepared, ptbxl, tmp_path, capsys):
+def test_cross_database_evaluation(trained, prepared, synth_records, ptbxl, tmp_path, capsys):
     """A model trained on one database tested on every labelled record of another, with its own
     validation thresholds; a database with another label set is refused; the report lists it."""
     prep(ptbxl, tmp_path / "PTBXL")
@@ -160,9 +160,16 @@ def test_cross_database_evaluation(trained, prepared, ptbxl, tmp_path, capsys):
         predict.main([*common, "--external-data-dir", str(tmp_path / "SUPER")])
     with pytest.raises(SystemExit, match="the database the model was trained on"):
         predict.main([*common, "--external-data-dir", str(prepared)])
-    shutil.copytree(prepared, tmp_path / "COPY")  # the training records under another name: said loudly
+    shutil.copytree(prepared, tmp_path / "COPY")  # the training database under another name: the same database
+    with pytest.raises(SystemExit, match="the database the model was trained on"):
+        predict.main([*common, "--external-data-dir", str(tmp_path / "COPY")])
+    shutil.copytree(synth_records, tmp_path / "more")  # other data sharing record ids with the training data
+    shutil.copy(synth_records / "A0001.hea", tmp_path / "more" / "Z0001.hea")
+    shutil.copy(synth_records / "A0001.mat", tmp_path / "more" / "Z0001.mat")
+    (tmp_path / "more" / "Z0001.hea").write_text((tmp_path / "more" / "Z0001.hea").read_text().replace("A0001", "Z0001"))
+    prep(tmp_path / "more", tmp_path / "MORE")
     capsys.readouterr()
-    predict.main([*common, "--external-data-dir", str(tmp_path / "COPY"), "--no-figures"])
+    predict.main([*common, "--external-data-dir", str(tmp_path / "MORE"), "--no-figures"])
     assert "have the ids of records this model was trained or validated on" in capsys.readouterr().err
     mv = synthetic_mv(seconds=6.0, fs=1000)  # --record on a PTB-like record: 15 leads, 1000 Hz, .dat
     lower = ("i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6", "vx", "vy", "vz")
