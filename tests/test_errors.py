@@ -129,13 +129,27 @@ BAD_ARGUMENTS = [
 
 
 @pytest.mark.parametrize("script,argv", BAD_ARGUMENTS)
-def test_bad_arguments_exit_2_with_one_error_line(script, argv, tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+def test_bad_arguments_exit_2_with_one_error_line(script, argv, tmp_path, capsys, monkeypatch):
+    """Checked in-process (each script's own parse_args): exit code 2, one error line, nothing written."""
+    import importlib
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(script[:-3]).parse_args(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "Traceback" not in err, err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_bad_argument_in_a_real_process_exits_2(tmp_path):
+    """One end-to-end check that a command line really exits 2 with one line (the rest run in-process)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--epochs", "0"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if "error:" in ln] == [
+        "main.py: error: argument --epochs: '0' is not a positive integer"]
+    assert not list(tmp_path.iterdir())
 
 
 def test_low_sample_rate_warns(prepared, tmp_path, capsys):

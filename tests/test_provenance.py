@@ -2,6 +2,8 @@
 records, whatever preprocess.py wrote since (no test-set leakage after re-preprocessing)."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,19 +21,29 @@ def prep(records, out, *extra):
     preprocess.main(["--data-dir", str(records), "--out-dir", str(out), "--num-workers", "1", *extra])
 
 
+@pytest.fixture(scope="module")
+def trained_once(synth_records, tmp_path_factory):
+    """A tiny model trained once on a private preprocess of a private copy of the records."""
+    base = tmp_path_factory.mktemp("provenance")
+    shutil.copytree(synth_records, base / "records")
+    prep(base / "records", base / "data")
+    main.main(["--data-dir", str(base / "data"), *TINY, "--epochs", "1", "--run", str(base / "m")])
+    return base
+
+
 @pytest.fixture
-def run(records_copy, tmp_path):
-    """A tiny model trained on a private preprocess of a private copy of the records."""
-    data = tmp_path / "data"
-    prep(records_copy, data)
+def run(trained_once, tmp_path):
+    """Private copies of the records, their preprocess outputs and the run folder, which a test may
+    damage; every evaluation below reads the copied data (--data-dir)."""
+    for name in ("records", "data", "m"):
+        shutil.copytree(trained_once / name, tmp_path / name)
     model = tmp_path / "m" / "model.pth"
-    main.main(["--data-dir", str(data), *TINY, "--epochs", "1", "--run", str(model.parent)])
     ckpt = torch.load(model, weights_only=True)
-    return {"records": records_copy, "data": data, "model": model, "ckpt": ckpt, "tmp": tmp_path}
+    return {"records": tmp_path / "records", "data": tmp_path / "data", "model": model, "ckpt": ckpt, "tmp": tmp_path}
 
 
 def evaluate(run, name):
-    predict.main(["--run", str(run["model"]), "--results-dir", str(run["tmp"] / name),
+    predict.main(["--run", str(run["model"]), "--data-dir", str(run["data"]), "--results-dir", str(run["tmp"] / name),
                   "--n-bootstrap", "0", "--num-workers", "0", "--no-figures"])
     return pd.read_csv(run["tmp"] / name / "data" / "m" / "test_scores.csv", dtype={"patient_id": str})
 
@@ -95,7 +107,8 @@ def test_a_hand_edited_preprocess_folder_is_refused(run):
 
 
 def test_thresholds_on_the_runs_validation_and_shap_on_its_test_against_its_training(run, tmp_path):
-    predict.main(["--run", str(run["model"]), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
+    predict.main(["--run", str(run["model"]), "--data-dir", str(run["data"]), "--results-dir", str(tmp_path / "r"),
+                  "--n-bootstrap", "0",
                   "--num-workers", "0", "--no-figures"])
     import json
     tuned = json.loads((run["model"].parent / "thresholds.json").read_text())
