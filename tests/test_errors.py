@@ -117,6 +117,8 @@ BAD_ARGUMENTS = [
     ("main.py", ["--limit", "-5"]),
     ("main.py", ["--limit", "0"]),
     ("main.py", ["--epochs", "0"]),
+    ("main.py", ["--seed", "-1"]),
+    ("main.py", ["--seed", "4294967296"]),
     ("main.py", ["--seconds", "2", "--sample-rate", "7"]),
     ("lead_study.py", ["--seconds", "0.1", "--sample-rate", "100"]),
     ("cross_validate.py", ["--epochs", "-1"]),

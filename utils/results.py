@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from utils.errors import PipelineError
-from utils.io import write_json
+from utils.io import check_writable, write_json
 
 __all__ = ["CLAIM_JSON", "SYNTHETIC_MARKER", "database_identity", "results_home", "same_database"]
 
@@ -49,6 +49,7 @@ def results_home(results_root: Path, data_dir: Path, create: bool = True) -> Pat
             if folder.name != name:
                 print(f"note: {Path(results_root) / name} holds results of another database named {name}; "
                       f"results of {identity} go to {folder}")
+            check_writable(folder, "pass --results-dir DIR with a writable DIR")
             write_json({"data_dir": identity}, claim)
         return folder
     raise PipelineError(f"results of two other databases named {name} already fill {results_root}")
