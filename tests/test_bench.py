@@ -1,0 +1,127 @@
+"""bench/: the FLOP count behind the MFU figures, the peak table's name matching, bench_train.py running
+main.py's own loop on synthetic cached records, and gpu_check.sh's plumbing (CPU, toy sizes)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.resnet import build_model
+from utils import SignalCache, load_labels, split_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import bench_train  # noqa: E402
+import gpu_check_summary  # noqa: E402
+
+
+def meta_model(arch: str):
+    with torch.device("meta"):
+        return build_model(arch, 12, 9)
+
+
+def test_forward_flops_equal_torch_flop_counter_on_a_real_forward_pass():
+    model = build_model("resnet18", 12, 9).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 12, 700))
+    assert bench_train.forward_flops(meta_model("resnet18"), 12, 700) == counter.get_total_flops()
+
+
+def test_a_training_step_costs_about_three_forwards():
+    """The MFU convention (3 x forward) against what a real forward + backward executes: slightly less,
+    since the stem computes no gradient for the input."""
+    fwd = bench_train.forward_flops(meta_model("resnet10"), 12, 500)
+    model = build_model("resnet10", 12, 9).train()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(2, 12, 500)).sum().backward()
+    ratio = counter.get_total_flops() / (2 * fwd)
+    assert 2.9 < ratio <= bench_train.TRAIN_FACTOR
+
+
+def test_flops_grow_with_the_input_and_the_depth():
+    r34 = bench_train.forward_flops(meta_model("resnet34"), 12, 15000)
+    assert bench_train.forward_flops(meta_model("resnet34"), 12, 7500) < r34 / 1.9
+    assert bench_train.forward_flops(meta_model("resnet18"), 12, 15000) < r34 / 1.5
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H200", 989.4), ("NVIDIA H200 NVL", 835.5), ("NVIDIA GH200 480GB", 989.4),
+    ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.5), ("NVIDIA H100 NVL", 835.5),
+    ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L40S", 362.1), ("NVIDIA L4", 121.0), ("NVIDIA A10", 125.0),
+    ("NVIDIA GeForce GTX 1080", None)])
+def test_device_peak_matches_whole_names_most_specific_first(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert bench_train.device_peak(torch.device("cuda"), None)[0] == peak
+    assert bench_train.device_peak(torch.device("cuda"), 790.0) == (790.0, "--peak-tflops")
+
+
+def test_a_cpu_has_no_peak_unless_given():
+    assert bench_train.device_peak(torch.device("cpu"), None)[0] is None
+
+
+def test_synthetic_folder_is_a_preprocess_folder_with_an_exact_8_1_1_split(tmp_path):
+    folder = bench_train.write_synthetic_folder(tmp_path / "s", 40, 300)
+    cache, labels = SignalCache(folder), load_labels(folder)  # both check the manifest against the files
+    assert len(cache) == 40 and cache.record(labels["patient_id"][3]).shape == (12, 300)
+    assert (labels.drop(columns=["patient_id", "fold"]).to_numpy().sum(axis=1) >= 1).all()
+    parts = split_labels(labels, seed=42)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [32, 4, 4]
+
+
+def test_bench_train_times_the_bare_step_and_main_py_loop_on_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    results = bench_train.main(["--preset", "demo", "--input-seconds", "1", "--batch-size", "8", "--seconds", "2",
+                                "--out", str(out)])
+    assert json.loads(out.read_text())["train_flops_per_record"] == results["train_flops_per_record"]
+    assert results["n_samples"] == 100 and results["arch"] == "resnet10"  # the demo preset, input overridden
+    bare = results["train"]["fp32, eager"]
+    assert bare["samples_per_s"] > 0 and len(bare["chunk_rates"]) == 3
+    assert bare["achieved_flops_per_s"] == pytest.approx(bare["samples_per_s"] * results["train_flops_per_record"])
+    loop = results["main_loop"]
+    assert loop["train_records"] == 32 and loop["val_records"] == 4  # at least 4 batches of 8
+    assert loop["train_records_per_s"] == pytest.approx(32 / loop["epoch2_s"])
+    assert loop["config"]["epochs"] == 2 and loop["config"]["compile"] is False
+
+
+def utilisation_line(t: float, util: int) -> str:
+    return f"{datetime.fromtimestamp(t).strftime('%Y/%m/%d %H:%M:%S.%f')[:-3]}, {util}, 1000"
+
+
+def test_utilisation_median_is_taken_inside_the_window(tmp_path):
+    path = tmp_path / "util.csv"
+    path.write_text("\n".join(utilisation_line(1000.0 + i, u) for i, u in enumerate([0, 10, 90, 80, 70, 0])) + "\n")
+    samples = gpu_check_summary.read_utilisation(path)
+    assert [u for _, u in samples] == [0, 10, 90, 80, 70, 0]
+    assert gpu_check_summary.median_between(samples, 1002.0, 1004.0) == 80
+    assert gpu_check_summary.median_between(samples, 2000.0, 2001.0) is None
+
+
+def test_gpu_check_smoke_runs_main_py_and_summarises_its_files(tmp_path):
+    """gpu_check.sh's data and main steps at toy sizes on the CPU: its results file holds main.py's
+    split, and an epoch's wall time (checkpoint writes included) is at least its logged time."""
+    results = tmp_path / "out" / "results.txt"
+    env = {**os.environ, "GPU_CHECK_SMOKE": "1", "GPU_CHECK_STEPS": "data main", "GPU_CHECK_N": "40",
+           "GPU_CHECK_WORK": str(tmp_path / "work"), "PYTHON": sys.executable}
+    subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), str(results)], env=env, check=True,
+                   capture_output=True, timeout=600)
+    text = results.read_text()
+    assert "main: exit 0" in text and "preprocess: exit 0" in text
+    numbers = dict(re.findall(r"main\.(\w+): (\S+)", text))
+    log_rows = (tmp_path / "work" / "run_main" / "log.csv").read_text().splitlines()[1:]
+    assert int(numbers["epochs"]) == len(log_rows) == 2
+    n_train = int(re.search(r"train (\d+) val", text)[1])
+    assert int(numbers["train_records"]) == n_train
+    assert float(numbers["last_epoch_wall_s"]) >= float(numbers["last_epoch_logged_s"]) - 0.01
+    wall = float(numbers["last_epoch_wall_s"])
+    assert float(numbers["records_per_s_wall"]) == pytest.approx(n_train / wall, rel=0.01)
+    assert (tmp_path / "out" / "gpu_check_logs" / "main.out").exists()
+    assert np.isfinite(float(numbers["projected_40_epochs_of_5504_s"]))
