@@ -29,7 +29,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "train": {"arch": "resnet34", "seconds": 30.0, "sample_rate": 500, "epochs": 40, "lr": 1e-4, "batch_size": 32,
                   "use_gpu": True},
         "study": {"arch": "resnet34", "seconds": 30.0, "sample_rate": 500, "epochs": 40, "lr": 1e-4, "batch_size": 32,
-                  "use_gpu": True},
+                  "use_gpu": True, "jobs": 3},  # three trainings share one GPU (a single one leaves it half idle)
         "evaluate": {"use_gpu": True},
         "shap": {"n_explain": 200, "background": 100, "use_gpu": True},
         "baselines_cv": {"classifier": "all"},
