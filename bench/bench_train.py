@@ -59,7 +59,7 @@ TRAIN_FACTOR = 3  # training FLOPs per forward FLOP: forward 1, backward 2 (grad
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' datasheets, whose headline
 # figures "with sparsity" are twice these. Matched as whole words against torch.cuda.get_device_name(), in
 # this order (more specific names first). They are boost-clock figures: a clock sustained under the power
-# limit is lower, which is why this project's SPEC.md assumes 790 TFLOP/s for the H200 (about 80 % of the
+# limit is lower, which is why the earlier session's reference assumes 790 TFLOP/s for the H200 (about 80 % of the
 # datasheet's 989); `--peak-tflops 790` reports the share against that instead.
 PEAK_BF16_TFLOPS: tuple[tuple[str, float, str], ...] = (
     ("GH200", 989.4, "NVIDIA GH200 datasheet, 1,979 with sparsity"),
