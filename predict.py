@@ -47,16 +47,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--calibrate", action="store_true",
                    help="also fit temperature scaling on the validation records and report calibration before/after")
     p.add_argument("--force", action="store_true", help="evaluate again even when the evaluation is current")
-    return parse_with_preset(p, argv, "evaluate")
+    args = parse_with_preset(p, argv, "evaluate")
+    if args.leads is not None:
+        try:
+            args.leads = parse_leads(args.leads)
+        except ValueError as e:
+            p.error(f"--leads: {e}")  # a bad argument exits 2, like everywhere
+    return args
 
 
-def check_leads(requested: str | None, ckpt: dict, run: Run) -> None:
-    if requested is None:
+def check_leads(wanted: list[str] | None, ckpt: dict, run: Run) -> None:
+    """--leads on predict.py is a check (the leads come from the checkpoint): the run must have them."""
+    if wanted is None:
         return
-    try:
-        wanted = parse_leads(requested)
-    except ValueError as e:
-        raise PipelineError(f"--leads: {e}") from None
     if wanted != list(ckpt["config"]["leads"]):
         raise PipelineError(f"{run} was trained on leads {','.join(ckpt['config']['leads'])}, "
                             f"not {','.join(wanted)}; pick the checkpoint for those leads")

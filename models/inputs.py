@@ -160,13 +160,13 @@ def score(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp:
 
     model.eval()
     probs, ys = [], []
-    loss_sum = torch.zeros((), device=device)  # summed on the device: no host synchronisation per batch
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)  # on the device: no host sync per batch
     for x, y in tqdm(loader, desc=progress, leave=False, disable=progress is None):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
         logits = logits.float()
-        loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
+        loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum").double()
         probs.append(torch.sigmoid(logits))
         ys.append(y)
     if not ys:

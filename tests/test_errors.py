@@ -123,6 +123,7 @@ BAD_ARGUMENTS = [
     ("lead_study.py", ["--seconds", "0.1", "--sample-rate", "100"]),
     ("cross_validate.py", ["--epochs", "-1"]),
     ("predict.py", ["--run", "m", "--batch-size", "0"]),
+    ("predict.py", ["--run", "m", "--leads", "I,XYZ"]),
     ("preprocess.py", ["--num-workers", "0"]),
     ("baselines.py", ["--num-workers", "0"]),
     ("synth.py", ["--n", "0"]),
