@@ -104,6 +104,10 @@ def cell(trained_on: str, tested_on: str, out: Path) -> tuple[dict, pd.DataFrame
            "classes": ",".join(classes), "scores": str(out / "test_scores.csv")}
     row.update({k: float(mean[k]) if k in mean and pd.notna(mean[k]) else np.nan for k in COLUMNS
                 if k not in row and k not in ("trained_on", "tested_on")})
+    if saved["calibration"]:  # --calibrate: the same means after temperature scaling
+        after = saved["calibration"]["after"]["mean"]
+        row.update({"temperature": saved["calibration"]["temperature"], "ece_calibrated": after["ece"],
+                    "brier_calibrated": after["brier"]})
     per_class = table.drop(index="mean").reset_index(names="class")
     per_class.insert(0, "tested_on", tested_on)
     per_class.insert(0, "trained_on", trained_on)
@@ -167,7 +171,8 @@ def main(argv=None) -> pd.DataFrame:
                                        figures=not args.no_figures)
             r, pc = cell(name, database_name(other), out)
             rows.append(r), per_class.append(pc)
-    matrix = pd.DataFrame(rows, columns=list(COLUMNS))
+    matrix = pd.DataFrame(rows, columns=list(COLUMNS) + (["temperature", "ece_calibrated", "brier_calibrated"]
+                                                         if args.calibrate else []))
     out = args.results_dir / OUT
     write_csv(matrix, out / "matrix.csv")
     write_csv(pd.concat(per_class, ignore_index=True), out / "per_class.csv")

@@ -32,7 +32,7 @@ case "$mode" in
   --paper)
     preset=paper
     data="${2:-data/CPSC}"
-    [ -d "$data" ] || { echo "error: no CPSC2018 records in $data: fetch them with \`python get_data.py cpsc2018\` (README, Get the data)" >&2; exit 1; }
+    [ -d "$data" ] || { echo "error: no CPSC2018 records in $data: fetch them with \`python get_data.py cpsc2018 --out data/CPSC\` (README, Get the data)" >&2; exit 1; }
     externals=()  # the other databases present (README, "Other databases")
     for d in data/PTBXL data/Georgia data/Chapman; do [ -d "$d" ] && externals+=("$d"); done
     ;;

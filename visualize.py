@@ -5,7 +5,7 @@
 
 Layouts: `3x4` (four 2.5 s columns I-III, aVR-aVF, V1-V3, V4-V6, plus a 10 s lead II rhythm strip) and
 `1col` (all twelve leads stacked). Grid: 1 mm = 0.04 s and 0.1 mV; 5 mm = 0.2 s and 0.5 mV.
-Writes results/ecg/{record}_{layout}.png.
+Writes results/<the records' folder>/ecg/{record}_{layout}.png (under --results-dir).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from utils import (LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, output_names, positive_float, read_records, save_figure,
                    script_main)
+from utils.results import results_home
 
 GRID_3X4 = [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
 RHYTHM_LEAD = "II"
@@ -107,7 +108,7 @@ def main(argv=None) -> list[Path]:
     for (record, hdr, mv), name in zip(records, output_names([r[0] for r in records])):
         seconds = min(args.seconds, mv.shape[1] / SAMPLE_RATE)
         for layout in layouts:
-            path = args.results_dir / record.resolve().parent.name / "ecg" / f"{name}_{layout}.png"
+            path = results_home(args.results_dir, record.resolve().parent) / "ecg" / f"{name}_{layout}.png"
             (plot_3x4 if layout == "3x4" else plot_1col)(mv, SAMPLE_RATE, record_title(record, hdr), path, seconds)
             written.append(path)
     print("wrote " + ", ".join(str(p) for p in written))

@@ -22,7 +22,7 @@ import torch
 from models.inputs import ECGDataset, InputSpec, checkpoint_splits, make_loader, score
 from models.run import Run, load_thresholds
 from utils import (MissingInputError, PipelineError, SignalCache, check_writable, data_label_set, data_split_rule,
-                   database_name, evaluate_scores, file_sha, fingerprint, load_labels, preprocess_manifest,
+                   database_name, evaluate_scores, exclusive_lock, file_sha, fingerprint, load_labels, preprocess_manifest,
                    read_evaluation, read_scores, scores_table, split_folds)
 from utils.results import results_home, same_database
 
@@ -113,10 +113,14 @@ def evaluate_run(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path
     info = {"model": str(run.model), "model_sha": file_sha(run.model), "run": os.path.realpath(run.folder),
             "data_dir": str(data_dir), "database": ckpt["data"]["name"], "test_folds": test_folds,
             "val_folds": val_folds, "leads": list(spec.leads), "label_set": ckpt["label_set"]["name"]}
-    table = evaluate_scores(out, classes, scored["test"], scored["val"], n_bootstrap=n_bootstrap,
-                            seed=int(cfg["seed"]), figures=figures, info=info, title="test fold", calibrate=calibrate,
-                            key=evaluation_key(run, ckpt, n_bootstrap, calibrate), thresholds_file=run.thresholds,
-                            tuned_on=f"validation fold(s) {val_folds}: {len(splits['val'])} records")
+    with exclusive_lock(run.lock, f"run {run}"):  # the thresholds go into the run folder: one writer
+        if info["model_sha"] != file_sha(run.model):
+            raise PipelineError(f"{run.model} changed while it was being evaluated (is it still training?)")
+        table = evaluate_scores(out, classes, scored["test"], scored["val"], n_bootstrap=n_bootstrap,
+                                seed=int(cfg["seed"]), figures=figures, info=info, title="test fold",
+                                calibrate=calibrate, key=evaluation_key(run, ckpt, n_bootstrap, calibrate),
+                                thresholds_file=run.thresholds,
+                                tuned_on=f"validation fold(s) {val_folds}: {len(splits['val'])} records")
     print(f"test fold(s) {test_folds}: {len(splits['test'])} records; thresholds tuned on validation fold(s) "
           f"{val_folds} ({len(splits['val'])} records)")
     return table, out

@@ -27,6 +27,7 @@ def study_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=None,
                    help="the folder holding the study's run folders (default data/<db>/runs)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--force", action="store_true", help="retrain and re-evaluate every run of the study")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs trained at once: N processes sharing the GPU (or spread over the visible GPUs); "
                         "on CPU they split the cores")
@@ -53,7 +54,7 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, cali
     run = cfg.run
     device = pick_device(cfg.use_gpu)
     model, ckpt = load_checkpoint(run.model, map_location=device)
-    if not evaluation_current(run, ckpt, results_dir, n_bootstrap, calibrate):
+    if cfg.force or not evaluation_current(run, ckpt, results_dir, n_bootstrap, calibrate):
         evaluate_run(model.to(device), ckpt, run, results_dir, device, n_bootstrap=n_bootstrap,
                      num_workers=0, figures=False, calibrate=calibrate)
     else:
