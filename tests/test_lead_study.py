@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 import lead_study
-from utils import LEADS
+from utils import LEADS, read_evaluation
 
 
 def test_lead_table_is_complete_and_ranked(lead_study_run, prepared):
@@ -16,7 +17,12 @@ def test_lead_table_is_complete_and_ranked(lead_study_run, prepared):
     assert (table["f1_lo"] <= table["f1_hi"] + 1e-9).all() and (table["auc_lo"] <= table["auc_hi"] + 1e-9).all()
     assert table["auc"].between(0, 1).all()
     assert pd.read_csv(out / "lead_study.csv")["leads"].tolist() == table["leads"].tolist()
-    assert (out / "lead_study.png").stat().st_size > 0
+    for _, row in table.iterrows():  # each row is its own run's evaluation, read with the one reader
+        saved = read_evaluation(out / row["model"])
+        assert saved["metrics"].loc["mean", "f1"] == pytest.approx(row["f1"])
+        assert saved["info"]["leads"] == (list(LEADS) if row["leads"] == "all 12" else [row["leads"]])
+    import matplotlib.image as mpimg
+    assert mpimg.imread(out / "lead_study.png").shape[0] > 100
     assert (out / "lead_study.md").read_text().count("\n") == 13 + 2
 
 
@@ -27,15 +33,14 @@ def test_second_call_trains_nothing(lead_study_run, capsys):
     capsys.readouterr()
     again = lead_study.main(lead_study_run["argv"])
     printed = capsys.readouterr().out
-    assert printed.count("finished earlier, reusing") == 13 and "best val F1" not in printed
+    assert printed.count("evaluation current, reusing") == 13 and "best val F1" not in printed
     assert {p: p.stat().st_mtime_ns for p in models.rglob("*.pth")} == checkpoints
     pd.testing.assert_frame_equal(again, lead_study_run["table"])
 
 
 def test_a_finished_run_with_other_settings_is_never_reused(lead_study_run):
     """Same file names, another --lr: the old models' metrics must not be reported as the new ones."""
-    import pytest
     argv = [a if a != "1e-3" else "5e-3" for a in lead_study_run["argv"]]
     assert argv != lead_study_run["argv"]
-    with pytest.raises(SystemExit, match="different settings"):
+    with pytest.raises(SystemExit, match=r"other settings \(lr: 0.001 -> 0.005\)"):
         lead_study.main(argv)
