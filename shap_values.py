@@ -3,9 +3,15 @@
     python shap_values.py --run data/CPSC/runs/resnet34_all_42 --use-gpu
     python shap_values.py --run data/CPSC/runs/resnet34_all_42 --record data/new/A9999.hea
 
-`shap.GradientExplainer` with --background records drawn from the training folds explains
---n-explain held-out records from the test fold (never training records), keeping only the SHAP values
-of each record's top-scoring class (ranked outputs: ~9x cheaper than all nine). Values are cached as
+Expected gradients, the estimator of `shap.GradientExplainer` (the same samples, the same values: see
+explain()), with --background records drawn from the training folds, explains --n-explain held-out
+records from the test fold (never training records), keeping only the SHAP values of each record's
+top-scoring class (ranked outputs: ~9x cheaper than all nine). It runs on the device in passes of
+--batch-size gradient evaluations taken across records, each record seeded on its own, so a value never
+depends on the records explained with it; the patient figures are drawn by --num-workers processes.
+The paper's run (200 records x 200 samples, ResNet34 on 12 x 15,000: 24 GMAC forward and backward per
+sample) is ~2 PFLOP of convolutions, 10-20 s at the TF32 rates an H200 reaches (an estimate); shap's own
+loop spent most of its ~160 s there on host-side bookkeeping per record. Values are cached as
 plain .npy with a CSV index in the run folder's shap/, keyed by a hash of the checkpoint's contents
 and the settings, so a changed model or setting never reuses stale values (and a replaced cache is
 deleted); the cache belongs to its run alone. The index names the background records used (all from
@@ -19,6 +25,7 @@ lead-importance figure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,8 +39,15 @@ from models.evaluation import results_folder
 from models.inputs import ECGDataset, InputSpec, checkpoint_splits, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
 from utils import (PipelineError, SignalCache, file_sha, fingerprint, get_label_set, output_names, outputs_current,
-                   positive_int, read_records, save_figure, script_main, write_csv, write_manifest, write_npy)
+                   parallel_map, positive_int, read_records, save_figure, script_main, write_csv, write_manifest,
+                   write_npy)
 from utils.presets import parse_with_preset
+
+# Gradient evaluations per pass. CPU: per-sample cost is flat from 32 up (ResNet10, 12 x 1,000, one core:
+# 10.4 ms at 8, 9.2 at 16, 8.6 at 32 and 64, 8.2 at 128), and a larger pass only costs memory (the paper's
+# ResNet34 keeps ~100 MB per sample for the backward pass). GPU: 128 x ~100 MB ~ 13 GB of activations,
+# room to spare on a 24 GB card and far from an H200's 139 GB (see explain()).
+CPU_BATCH, GPU_BATCH = 32, 128
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,8 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-explain", type=positive_int, default=200, help="test-fold records to explain")
     p.add_argument("--nsamples", type=positive_int, default=None,
                    help="expected-gradient samples per record (default 200 on GPU, 32 on CPU)")
-    p.add_argument("--batch-size", type=positive_int, default=50, help="gradient evaluations per batch")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="gradient evaluations per forward/backward pass, taken across records "
+                        f"(default {GPU_BATCH} on GPU, {CPU_BATCH} on CPU; see explain() for the memory)")
     p.add_argument("--top-leads", type=positive_int, default=3, help="leads drawn per patient figure")
+    p.add_argument("--num-workers", type=positive_int, default=min(8, os.cpu_count() or 1),
+                   help="processes drawing the patient figures")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="explain these new records instead")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--seed", type=int, default=0)
@@ -62,20 +80,87 @@ def stack_inputs(dataset: ECGDataset, rows: np.ndarray) -> torch.Tensor:
     return torch.stack([dataset[int(i)][0] for i in rows])
 
 
+def reference_draws(n_background: int, nsamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One record's expected-gradient samples: (background row, interpolation point t) for each, drawn
+    exactly as shap's GradientExplainer draws them for a single record with rseed=seed (np.random.choice,
+    then np.random.uniform, in turn), so our values are shap's for that record. A record gets its own
+    stream: shap seeds once per call, so a record's draws there depend on the records explained with it."""
+    rng = np.random.RandomState(seed)
+    rows, t = np.empty(nsamples, np.int64), np.empty(nsamples)
+    for k in range(nsamples):
+        rows[k] = rng.choice(n_background)
+        t[k] = rng.uniform()
+    return rows, t
+
+
+@torch.no_grad()
+def top_classes(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Each record's highest-scoring output, scored alone (a batch of one) and ranked by torch.sort as
+    shap's ranked_outputs=1 does, so the class explained never depends on the records scored with it."""
+    return np.array([int(torch.sort(model(x[i:i + 1].to(device)), descending=True)[1][0, 0]) for i in range(len(x))])
+
+
 def explain(model: torch.nn.Module, background: torch.Tensor, x: torch.Tensor, nsamples: int, batch_size: int,
             seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """SHAP values (n, leads, samples) of each record's top-scoring class, and that class index."""
-    import shap
+    """SHAP values (n, leads, samples) of each record's top-scoring class, and that class index.
 
-    explainer = shap.GradientExplainer(model, background.to(device), batch_size=batch_size)
-    values, classes = [], []
-    for i in tqdm(range(len(x)), desc="shap", unit="rec", file=sys.stdout):
-        v, idx = explainer.shap_values(x[i:i + 1].to(device), nsamples=nsamples, ranked_outputs=1,
-                                       output_rank_order="max", rseed=seed + i)
-        v = np.asarray(v[0] if isinstance(v, list) else v)  # shap < 0.45: list per rank; >= 0.45: (n, ..., rank)
-        values.append(v[0, ..., 0] if v.ndim == 4 else v[0])
-        classes.append(int(np.asarray(idx.cpu() if torch.is_tensor(idx) else idx).ravel()[0]))
-    return np.stack(values).astype(np.float32), np.array(classes)
+    Expected gradients, the estimator of shap's GradientExplainer(...).shap_values(x[i:i+1], nsamples,
+    ranked_outputs=1, rseed=seed + i), computed on the device for many records at once. shap explains one
+    record per pass (its batches never mix records) and does the bookkeeping on the host: a device-to-host
+    copy per sample, float64 products and variances in numpy on one core (1.5-2.2 s per record at nsamples
+    200 on this project's 2-core Xeon with a model of no cost, i.e. most of the old ~160 s GPU run).
+    Here the n x nsamples gradient evaluations form one stream, record after record, evaluated `batch_size`
+    at a time: a pass mixes records, so every pass is full; products and sums stay on the device.
+
+    Reproducible by construction: record i's samples come from RandomState(seed + i) alone (reference_draws),
+    every pass has the same shape (the last one is padded), and a record's products are summed in float64
+    in sample order, as numpy's mean does. A record's values therefore never depend on which records are
+    explained with it, or where pass boundaries fall: explain(x)[i] == explain(x[i:i+1], seed=seed + i)[0]
+    bit for bit, and equal to shap's own values when shap's passes have the same shape (batch_size a
+    divisor of nsamples). Only `batch_size` can move a value, by float rounding (another conv algorithm).
+
+    Device memory, paper setting (ResNet34, 12 leads x 15,000 samples, float32): the backward pass keeps
+    ~100 MB of activations per sample (measured with saved_tensors_hooks), so a pass of 128 holds ~13 GB,
+    plus per sample 4 float32 copies (own, reference, input, gradient: 4 x 0.72 MB) and 3 float64 ones
+    (gradient, difference, product: 3 x 1.44 MB), ~7 MB x 128 = 0.9 GB; the inputs, background and values
+    are (2 n + background) x 0.72 MB (0.4 GB for 200 records and 100 background records). What shap built
+    per record, nsamples x 12 x 15,000 floats twice (200 x 180,000 x 8 B = 288 MB of float64 on the host,
+    and as much again copied there from the device), is never built."""
+    n, shape = len(x), tuple(x.shape[1:])
+    classes = top_classes(model, x, device)
+    draws = [reference_draws(len(background), nsamples, seed + i) for i in range(n)]
+    rows = np.concatenate([r for r, _ in draws])
+    w_own = np.concatenate([t for _, t in draws]).astype(np.float32)        # shap: t * x + (1 - t) * reference,
+    w_ref = (1 - np.concatenate([t for _, t in draws])).astype(np.float32)  # python floats cast to float32
+    record = np.repeat(np.arange(n), nsamples)
+    x_dev, bg_dev = x.to(device), background.to(device)
+    target = torch.as_tensor(classes, device=device)
+    total_sum = torch.zeros(shape, dtype=torch.float64, device=device)
+    values = torch.empty((n, *shape), device=device)  # copied to the host once: no synchronisation per record
+    with tqdm(total=n, desc="shap", unit="rec", file=sys.stdout) as bar:
+        for start in range(0, n * nsamples, batch_size):
+            part = slice(start, min(start + batch_size, n * nsamples))
+            size = part.stop - part.start
+            rec = torch.as_tensor(record[part], device=device)
+            own, ref = x_dev[rec], bg_dev[torch.as_tensor(rows[part], device=device)]
+            weights = [torch.as_tensor(w[part], device=device)[:, None, None] for w in (w_own, w_ref)]
+            inputs = torch.zeros((batch_size, *shape), device=device)  # padded: every pass has the same shape
+            inputs[:size] = weights[0] * own + weights[1] * ref
+            inputs.requires_grad_()
+            try:
+                selected = model(inputs)[torch.arange(size, device=device), target[rec]]
+                grad = torch.autograd.grad(selected.sum(), inputs)[0][:size]
+            except torch.cuda.OutOfMemoryError:
+                raise PipelineError(f"out of GPU memory in a pass of --batch-size {batch_size} gradient evaluations "
+                                    f"of {shape[0]} x {shape[1]} inputs; give a smaller --batch-size") from None
+            products = grad.double() * (own - ref).double()  # exact: float32 x float32 fits a float64
+            for j, k in enumerate(range(part.start, part.stop)):
+                total_sum += products[j]  # in sample order, whatever the pass boundaries
+                if (k + 1) % nsamples == 0:
+                    values[record[k]] = (total_sum / nsamples).float()
+                    total_sum.zero_()
+                    bar.update()
+    return values.cpu().numpy(), classes
 
 
 def predicted_labels(probs: np.ndarray, thresholds: np.ndarray, classes: list[str]) -> list[str]:
@@ -160,6 +245,24 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
     save_figure(fig, path)
 
 
+def _draw_patient(task: tuple) -> None:
+    plot_patient(*task)
+
+
+def draw_patients(x: np.ndarray, values: np.ndarray, titles: list[str], paths: list[Path], leads: list[str], fs: int,
+                  top: int, workers: int) -> None:
+    """plot_patient for each record, over `workers` processes: a figure is ~0.2 s of one core (38 s of
+    the paper's 200). Each task carries only the last 10 s plot_patient draws, so little is pickled; a
+    figure does not depend on the process that draws it (the same PNG bytes, tested)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401  imported here once, inherited by the forked workers (~1 s each otherwise)
+
+    n = min(x.shape[-1], 10 * fs)
+    tasks = [(x[i, :, -n:], values[i, :, -n:], leads, fs, titles[i], top, paths[i]) for i in range(len(paths))]
+    parallel_map(_draw_patient, tasks, workers, "figures", chunksize=2)
+
+
 def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd.DataFrame:
     data_dir = args.data_dir or Path(ckpt["config"]["data_dir"])
     classes = ckpt["label_set"]["classes"]
@@ -194,7 +297,7 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
         write_csv(index, index_path)
         write_manifest(settings_path, key, [values_path, index_path], model=str(args.run.model),
                        data_dir=str(data_dir), background_ids=background_ids, explained_ids=ids, nsamples=nsamples,
-                       seed=args.seed, leads=list(spec.leads))
+                       seed=args.seed, batch_size=args.batch_size, leads=list(spec.leads))
         for pattern in ("values_*.npy", "index_*.csv", "settings_*.json"):  # another model's or settings' cache
             for old in store.glob(pattern):                                    # is replaced, not kept
                 if key not in old.name:
@@ -204,10 +307,10 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) ->
     write_csv(table.reset_index(names="class"), out / "lead_importance.csv")
     plot_heatmap(table, out / "lead_importance.png")
     labels = predicted_labels(probs, decision_thresholds(args.run, classes), classes)
-    for i, row in tqdm(index.iterrows(), total=len(index), desc="figures", file=sys.stdout, leave=False):
-        title = patient_title(row["patient_id"], row["predicted"], row["score"], labels[i], row["true"])
-        plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate, title, args.top_leads,
-                     out / "patients" / f"{row['patient_id']}.png")
+    titles = [patient_title(row["patient_id"], row["predicted"], row["score"], labels[i], row["true"])
+              for i, row in index.iterrows()]
+    draw_patients(x.numpy(), values, titles, [out / "patients" / f"{pid}.png" for pid in index["patient_id"]],
+                  list(spec.leads), spec.sample_rate, args.top_leads, args.num_workers)
     write_manifest(out / "shap.json", key, [out / "lead_importance.csv", out / "lead_importance.png"],
                    model_sha=file_sha(args.run.model), cache=str(settings_path))  # what the report checks
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
@@ -234,11 +337,10 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd
     table = pd.DataFrame({"record": [str(path) for path, _, _ in records], "predicted": [classes[k] for k in top],
                           "score": probs[np.arange(len(top)), top],
                           "labels": [",".join(labels) or "-" for _, labels in diagnosed], "true": true})
-    for i, ((path, _, _), name) in enumerate(zip(records, output_names([p for p, _, _ in records]))):
-        r = table.loc[i]
-        plot_patient(x[i].numpy(), values[i], list(spec.leads), spec.sample_rate,
-                     patient_title(path.stem, r["predicted"], r["score"], r["labels"], r["true"]), args.top_leads,
-                     out / f"{name}.png")
+    titles = [patient_title(path.stem, r["predicted"], r["score"], r["labels"], r["true"])
+              for (path, _, _), (_, r) in zip(records, table.iterrows())]
+    draw_patients(x.numpy(), values, titles, [out / f"{name}.png" for name in output_names([p for p, _, _ in records])],
+                  list(spec.leads), spec.sample_rate, args.top_leads, args.num_workers)
     print(table.to_string(index=False))
     print(f"wrote {len(records)} figure(s) to {out}")
     return table
@@ -252,6 +354,7 @@ def main(argv=None) -> pd.DataFrame:
     model.to(device).eval()
     spec = InputSpec.from_checkpoint(ckpt)
     nsamples = args.nsamples or (200 if device.type == "cuda" else 32)
+    args.batch_size = args.batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
     if args.record:
         return run_records(args, model, ckpt, spec, device, nsamples)
     return run_population(args, model, ckpt, spec, device, nsamples)

@@ -34,7 +34,7 @@ def test_values_figures_and_cache(trained, prepared, tmp_path, capsys):
     shares = table.drop(index="average").to_numpy()
     np.testing.assert_allclose(np.nansum(shares, axis=1), 1.0, atol=1e-5)
 
-    run(model_path, tmp_path)
+    run(model_path, tmp_path, "--batch-size", "5")  # the pass size is no part of the key: reused
     assert "reusing cached SHAP values" in capsys.readouterr().out
     first = next(cache.glob("values_*.npy"))
     run(model_path, tmp_path, "--nsamples", "9")  # other settings: a new cache entry replaces the old one
@@ -63,6 +63,64 @@ def test_record_explanation(trained, prepared, synth_records, tmp_path):
     table = run(trained["model_path"], tmp_path, "--record", str(synth_records / "A0005.hea"))
     assert len(table) == 1 and table.loc[0, "predicted"] in CLASSES
     assert (tmp_path / "results" / prepared.name / trained["run"].name / "shap" / "records" / "A0005.png").exists()
+
+
+def small_problem(prepared, n_background=8, n_explain=4):
+    """Background and explained inputs (2 s at 100 Hz, the `trained` model's) from the prepared records."""
+    from models.inputs import ECGDataset, InputSpec
+    from utils import SignalCache, load_labels
+
+    data = ECGDataset(SignalCache(prepared), load_labels(prepared), InputSpec(seconds=2, sample_rate=100), CLASSES)
+    return (shap_values.stack_inputs(data, np.arange(0, 2 * n_background, 2)),
+            shap_values.stack_inputs(data, np.arange(100, 100 + n_explain)))
+
+
+def test_values_are_shaps_and_do_not_depend_on_the_records_explained_with_them(trained, prepared):
+    """shap's GradientExplainer, one record per call (the old loop), gives the same values and classes;
+    explaining the records together, one at a time or in other passes changes nothing."""
+    import shap
+    from models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(trained["model_path"])
+    background, x = small_problem(prepared)
+    cpu = torch.device("cpu")
+    values, top = shap_values.explain(model, background, x, nsamples=8, batch_size=4, seed=3, device=cpu)
+    assert values.shape == (4, 12, 200) and np.abs(values).max() > 0
+
+    explainer = shap.GradientExplainer(model, background, batch_size=4)
+    for i in range(len(x)):
+        v, idx = explainer.shap_values(x[i:i + 1], nsamples=8, ranked_outputs=1, rseed=3 + i)
+        assert int(idx[0, 0]) == top[i]
+        np.testing.assert_allclose(values[i], np.asarray(v)[0, ..., 0], rtol=1e-6, atol=1e-7 * np.abs(v).max())
+
+    alone = [shap_values.explain(model, background, x[i:i + 1], 8, 4, 3 + i, cpu) for i in range(len(x))]
+    np.testing.assert_array_equal(np.concatenate([v for v, _ in alone]), values)  # bit for bit, by construction
+    assert [int(c[0]) for _, c in alone] == top.tolist()
+    other, other_top = shap_values.explain(model, background, x, 8, 5, 3, cpu)  # passes of another shape,
+    np.testing.assert_array_equal(other_top, top)                                # across records: rounding at most
+    np.testing.assert_allclose(other, values, rtol=1e-5, atol=1e-6 * np.abs(values).max())
+    reseeded, _ = shap_values.explain(model, background, x[:1], 8, 4, 4, cpu)  # the draws follow the seed
+    assert not np.array_equal(reseeded[0], values[0])
+
+
+def test_patient_figures_drawn_in_parallel_equal_the_serial_ones(tmp_path):
+    """More figures than utils.io.parallel_imap draws serially (50), so a pool of 2 draws them; the
+    PNG files are byte for byte those drawn one at a time in this process (checked on figures from
+    either end and the middle), each under its own record's name."""
+    rng = np.random.default_rng(0)
+    n = 51
+    x = rng.normal(size=(n, 12, 1500)).astype(np.float32)
+    values = rng.normal(size=(n, 12, 1500)).astype(np.float32)
+    names = [f"R{i:03d}" for i in range(n)]
+    titles = [f"{name}: SHAP for AF" for name in names]
+    leads = [f"L{k}" for k in range(12)]
+    shap_values.draw_patients(x, values, titles, [tmp_path / "pool" / f"{m}.png" for m in names], leads, 100, 3, 2)
+    assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == [f"{m}.png" for m in names]
+    for i in (0, 25, n - 1):
+        alone = tmp_path / "one" / f"{names[i]}.png"
+        shap_values.draw_patients(x[i:i + 1], values[i:i + 1], titles[i:i + 1], [alone], leads, 100, 3, 1)
+        assert alone.read_bytes() == (tmp_path / "pool" / f"{names[i]}.png").read_bytes()
+    assert (tmp_path / "pool" / "R000.png").read_bytes() != (tmp_path / "pool" / "R001.png").read_bytes()
 
 
 def test_expected_gradients_sum_to_output_minus_background_mean(trained, prepared):
