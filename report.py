@@ -237,6 +237,7 @@ SECTIONS = (("Dataset", dataset_section), ("Expert-feature baselines", baselines
             ("ROC curves", lambda r: figures_section(r, ["roc.png"], "")),
             ("SHAP lead importance", shap_section), ("External validation", external_section),
             ("Cross-database matrix", cross_database_section))
+TITLES = tuple(title for title, _ in SECTIONS)
 
 
 def data_source(data_dir: Path) -> str:

@@ -38,7 +38,7 @@ from models.checkpoint import load_checkpoint
 from models.evaluation import results_folder
 from models.inputs import ECGDataset, InputSpec, checkpoint_splits, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
-from utils import (PipelineError, SignalCache, file_sha, fingerprint, get_label_set, output_names, outputs_current,
+from utils import (PipelineError, SignalCache, exclusive_lock, file_sha, fingerprint, get_label_set, output_names, outputs_current,
                    parallel_map, positive_int, read_records, save_figure, script_main, write_csv, write_manifest,
                    write_npy)
 from utils.presets import parse_with_preset
@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None, help="preprocess output (default: the checkpoint's)")
     p.add_argument("--background", type=positive_int, default=100, help="background records from the training folds")
     p.add_argument("--n-explain", type=positive_int, default=200, help="test-fold records to explain")
-    p.add_argument("--nsamples", type=positive_int, default=None,
+    p.add_argument("--n-samples", "--nsamples", dest="nsamples", type=positive_int, default=None,
                    help="expected-gradient samples per record (default 200 on GPU, 32 on CPU)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="gradient evaluations per forward/backward pass, taken across records "
@@ -357,7 +357,8 @@ def main(argv=None) -> pd.DataFrame:
     args.batch_size = args.batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
     if args.record:
         return run_records(args, model, ckpt, spec, device, nsamples)
-    return run_population(args, model, ckpt, spec, device, nsamples)
+    with exclusive_lock(args.run.lock, f"run {args.run}"):  # the SHAP cache is the run's: one writer
+        return run_population(args, model, ckpt, spec, device, nsamples)
 
 
 if __name__ == "__main__":

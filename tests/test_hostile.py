@@ -89,7 +89,7 @@ def test_the_report_never_shows_another_models_shap_or_external_numbers(trained,
     synth.main(["--out", str(tmp_path / "raw"), "--n", "40", "--seed", "3", "--max-seconds", "8"])
     prep(tmp_path / "raw", tmp_path / "OTHER")
     predict.main([*common, "--external-data-dir", str(tmp_path / "OTHER"), "--n-bootstrap", "0", "--no-figures"])
-    shap_values.main([*common, "--background", "4", "--n-explain", "2", "--nsamples", "2"])
+    shap_values.main([*common, "--background", "4", "--n-explain", "2", "--n-samples", "2"])
     argv = ["--data-dir", str(prepared), *common]
     text = report.main(argv).read_text()
     assert "Out of date" not in text and "out of date" not in text and "| OTHER |" in text

@@ -122,7 +122,7 @@ def test_thresholds_on_the_runs_validation_and_shap_on_its_test_against_its_trai
 
     shap_values.explain = spy
     try:
-        shap_values.main(["--run", str(run["model"]), "--results-dir", str(tmp_path / "r"), "--background", "5", "--n-explain", "4", "--nsamples", "2"])
+        shap_values.main(["--run", str(run["model"]), "--results-dir", str(tmp_path / "r"), "--background", "5", "--n-explain", "4", "--n-samples", "2"])
     finally:
         shap_values.explain = real_explain
     index = next((run["model"].parent / "shap").glob("index_*.csv"))

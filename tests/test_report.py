@@ -20,7 +20,7 @@ def test_empty_report_names_each_missing_stage(prepared, tmp_path):
     path = report.main(["--data-dir", str(prepared), "--run", str(tmp_path / "m"),
                         "--results-dir", str(tmp_path / "r")])
     text = path.read_text()
-    for title in report.SECTIONS:
+    for title in report.TITLES:
         assert f"## {title}\n" in text, title
     for script in ("statistic.py", "baselines.py", "predict.py", "cross_validate.py", "lead_study.py",
                    "shap_values.py"):
@@ -28,10 +28,9 @@ def test_empty_report_names_each_missing_stage(prepared, tmp_path):
 
 
 def test_full_report(prepared, trained, lead_study_run, tmp_path):
-    # a copy under the same name (results are filed by database name): baselines.py writes its feature
-    # cache beside the signals
-    data, results, shap_dir = tmp_path / prepared.name, tmp_path / "results", tmp_path / "shap"
-    shutil.copytree(prepared, data)
+    # the model's own database (a copy would be another database: results are filed by identity);
+    # baselines.py adds its feature cache there, which no other output depends on
+    data, results = prepared, tmp_path / "results"
     model = trained["model_path"]
     statistic.main(["--data-dir", str(data), "--results-dir", str(results)])
     for split in ([], ["--cv"]):
@@ -39,7 +38,7 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
                         "--num-workers", "1", *split])
     predict.main(["--run", str(model), "--results-dir", str(results), "--n-bootstrap", "50", "--num-workers", "0"])
     shap_values.main(["--run", str(model), "--results-dir", str(results),
-                      "--background", "8", "--n-explain", "4", "--nsamples", "8"])
+                      "--background", "8", "--n-explain", "4", "--n-samples", "8"])
     cross_validate.main(["--data-dir", str(data), "--arch", "resnet18", "--seconds", "2", "--sample-rate", "100",
                          "--num-workers", "0", "--epochs", "1", "--folds", "3", "--n-bootstrap", "20",
                          "--runs-dir", str(tmp_path / "models"), "--results-dir", str(results)])
@@ -47,9 +46,10 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
         shutil.copy(lead_study_run["work"] / "results" / prepared.name / name, results / prepared.name / name)
 
     text = report.main(["--data-dir", str(data), "--run", str(model), "--results-dir", str(results)]).read_text()
-    assert text.count("Not available") == 1 and "--external-data-dir" in sections_text(text, "External validation")
-    sections = dict(zip(report.SECTIONS, re.split(r"^## .*\n", text, flags=re.M)[1:]))
-    assert set(sections) == set(report.SECTIONS)
+    assert text.count("Not available") == 2 and "--external-data-dir" in sections_text(text, "External validation")
+    assert "cross_database.py" in sections_text(text, "Cross-database matrix")
+    sections = dict(zip(report.TITLES, re.split(r"^## .*\n", text, flags=re.M)[1:]))
+    assert set(sections) == set(report.TITLES)
     assert "| All | 200 (100.0 %)" in sections["Dataset"]
     assert sections["Expert-feature baselines"].count("\n| LR |") == 2  # single split and 10-fold CV
     deep = sections["Deep model (12 leads), test fold"]
@@ -65,7 +65,7 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
 
 
 def sections_text(text: str, title: str) -> str:
-    return dict(zip(report.SECTIONS, re.split(r"^## .*\n", text, flags=re.M)[1:]))[title]
+    return dict(zip(report.TITLES, re.split(r"^## .*\n", text, flags=re.M)[1:]))[title]
 
 
 def test_report_never_mixes_databases(prepared, trained, tmp_path):

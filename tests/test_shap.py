@@ -8,7 +8,7 @@ import torch
 import shap_values
 from utils import CLASSES
 
-FAST = ["--background", "8", "--n-explain", "4", "--nsamples", "8"]
+FAST = ["--background", "8", "--n-explain", "4", "--n-samples", "8"]
 
 
 def run(model_path, tmp, *extra):
@@ -37,7 +37,7 @@ def test_values_figures_and_cache(trained, prepared, tmp_path, capsys):
     run(model_path, tmp_path, "--batch-size", "5")  # the pass size is no part of the key: reused
     assert "reusing cached SHAP values" in capsys.readouterr().out
     first = next(cache.glob("values_*.npy"))
-    run(model_path, tmp_path, "--nsamples", "9")  # other settings: a new cache entry replaces the old one
+    run(model_path, tmp_path, "--n-samples", "9")  # other settings: a new cache entry replaces the old one
     assert "reusing" not in capsys.readouterr().out
     assert [p.name for p in cache.glob("values_*.npy")] != [first.name]
     assert len(list(cache.glob("values_*.npy"))) == len(list(cache.glob("index_*.csv"))) == 1
