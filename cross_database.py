@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pool-dir", type=Path, default=Path("data/pooled"), help="where pooled databases are written")
     p.add_argument("--calibrate", action="store_true", help="temperature scaling fitted on each validation fold")
     p.add_argument("--no-figures", action="store_true", help="no ROC, confusion or reliability figure per cell")
-    args = parse_with_preset(p, argv, "study")
+    args = parse_with_preset(p, argv, "train")  # each cell's model is the one main.py would train
     check_input_size(p, args)
     if len(args.data_dirs) < 2:
         p.error("--data-dirs: give two or more databases")
