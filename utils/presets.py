@@ -58,13 +58,14 @@ def parse_with_preset(p: argparse.ArgumentParser, argv: Sequence[str] | None, st
 
 
 def preset_table() -> str:
-    """The presets as a markdown table, one row per stage and setting (the README shows this)."""
-    rows = ["| stage | setting | " + " | ".join(PRESETS) + " |", "| --- | --- |" + " --- |" * len(PRESETS)]
-    for stage in STAGES:
-        keys = sorted({k for p in PRESETS.values() for k in p.get(stage, {})})
-        for key in keys:
-            cells = [str(PRESETS[name].get(stage, {}).get(key, "default")) for name in PRESETS]
-            rows.append(f"| {stage} | `--{key.replace('_', '-')}` | " + " | ".join(cells) + " |")
+    """The presets as a markdown table, one row per stage, the flags each preset sets (the README shows it)."""
+    def flags(settings: dict) -> str:
+        return " ".join(f"`--{k.replace('_', '-')}`" if v is True else f"`--{k.replace('_', '-')} {v:g}`"
+                        if isinstance(v, float) else f"`--{k.replace('_', '-')} {v}`" for k, v in settings.items()) or "-"
+
+    rows = ["| stage | " + " | ".join(PRESETS) + " |", "| --- |" + " --- |" * len(PRESETS)]
+    rows += [f"| {stage} | " + " | ".join(flags(PRESETS[name].get(stage, {})) for name in PRESETS) + " |"
+             for stage in STAGES]
     return "\n".join(rows) + "\n"
 
 
