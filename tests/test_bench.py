@@ -87,8 +87,10 @@ def test_bench_train_times_the_bare_step_and_main_py_loop_on_cpu(tmp_path):
     assert bare["samples_per_s"] > 0 and len(bare["chunk_rates"]) == 3
     assert bare["achieved_flops_per_s"] == pytest.approx(bare["samples_per_s"] * results["train_flops_per_record"])
     loop = results["main_loop"]
-    assert loop["train_records"] == 32 and loop["val_records"] == 4  # at least 4 batches of 8
-    assert loop["train_records_per_s"] == pytest.approx(32 / loop["epoch2_s"])
+    # sized from the bare step's rate (so it depends on the machine), at least 4 batches of 8, split 8/1/1
+    assert loop["train_records"] >= 32 and loop["train_records"] == 8 * loop["records"] // 10
+    assert loop["val_records"] == loop["records"] // 10
+    assert loop["train_records_per_s"] == pytest.approx(loop["train_records"] / loop["epoch2_s"])
     assert loop["config"]["epochs"] == 2 and loop["config"]["compile"] is False
 
 
@@ -122,6 +124,7 @@ def test_gpu_check_smoke_runs_main_py_and_summarises_its_files(tmp_path):
     assert int(numbers["train_records"]) == n_train
     assert float(numbers["last_epoch_wall_s"]) >= float(numbers["last_epoch_logged_s"]) - 0.01
     wall = float(numbers["last_epoch_wall_s"])
-    assert float(numbers["records_per_s_wall"]) == pytest.approx(n_train / wall, rel=0.01)
+    # the wall time is printed to 0.01 s: on a fast machine an epoch is short enough for that to matter
+    assert float(numbers["records_per_s_wall"]) == pytest.approx(n_train / wall, rel=max(0.01, 0.006 / wall))
     assert (tmp_path / "out" / "gpu_check_logs" / "main.out").exists()
     assert np.isfinite(float(numbers["projected_40_epochs_of_5504_s"]))
