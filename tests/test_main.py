@@ -165,7 +165,7 @@ def test_deterministic_runs_repeat_exactly_across_processes(prepared, tmp_path):
     for i in range(3):
         cmd = [sys.executable, "main.py", "--data-dir", str(prepared), "--arch", "resnet34", "--seconds", "10",
                "--sample-rate", "100", "--epochs", "2", "--lr", "1e-3", "--batch-size", "16", "--num-workers", "0",
-               "--limit", "100", "--deterministic", "--run", str(tmp_path / f"run{i}")]
+               "--limit", "60", "--deterministic", "--run", str(tmp_path / f"run{i}")]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       cwd=Path(__file__).resolve().parents[1]))
     for proc in procs:

@@ -35,7 +35,7 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     statistic.main(["--data-dir", str(data), "--results-dir", str(results)])
     for split in ([], ["--cv"]):
         baselines.main(["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(results),
-                        "--num-workers", "1", *split])
+                        "--num-workers", "1", "--n-bootstrap", "50", "--no-figures", *split])
     predict.main(["--run", str(model), "--results-dir", str(results), "--n-bootstrap", "50", "--num-workers", "0"])
     shap_values.main(["--run", str(model), "--results-dir", str(results),
                       "--background", "8", "--n-explain", "4", "--n-samples", "8"])
