@@ -190,7 +190,7 @@ def shap_section(r: Report) -> str:
         return f"_Out of date: {r.run.model} changed after it was explained; rerun `python shap_values.py --run {r.run}`._\n"
     table = pd.read_csv(out / "lead_importance.csv").set_index("class")
     return ("Share of net positive SHAP evidence per lead, by predicted class (held-out records; background from "
-            f"the training records).\n\n" + markdown_table(table, 2) + "\n"
+            "the training records).\n\n" + markdown_table(table, 2) + "\n"
             + image(out / "lead_importance.png", r.db_dir, "SHAP heatmap") + "\n")
 
 

@@ -260,7 +260,7 @@ def draw_patients(x: np.ndarray, values: np.ndarray, titles: list[str], paths: l
 
     n = min(x.shape[-1], 10 * fs)
     tasks = [(x[i, :, -n:], values[i, :, -n:], leads, fs, titles[i], top, paths[i]) for i in range(len(paths))]
-    parallel_map(_draw_patient, tasks, workers, "figures", chunksize=2)
+    parallel_map(_draw_patient, tasks, workers, "figures", chunksize=2, serial_up_to=4)  # ~0.25 s a figure
 
 
 def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int) -> pd.DataFrame:

@@ -38,7 +38,7 @@ from models.resnet import ARCHS, build_model
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, check_writable, data_label_set,
-                   data_split_rule, database_name, exclusive_lock, f1_scores, leads_tag, load_labels, nonnegative_int, positive_float, positive_int, seed_int,
+                   data_split_rule, database_name, exclusive_lock, f1_scores, load_labels, nonnegative_int, positive_float, positive_int, seed_int,
                    preprocess_manifest, split_labels, write_csv)
 
 

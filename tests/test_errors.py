@@ -64,13 +64,19 @@ def test_the_library_raises_and_only_scripts_exit(tmp_path):
         statistic.main(["--data-dir", str(tmp_path), "--results-dir", str(tmp_path / "r")])
 
 
+@pytest.fixture(scope="module")
+def tuned(trained, tmp_path_factory):
+    """The trained run with the thresholds --record needs (tuned once for the module)."""
+    predict.main(["--run", str(trained["run"]), "--results-dir", str(tmp_path_factory.mktemp("tuned")),
+                  "--n-bootstrap", "0", "--num-workers", "0", "--no-figures"])
+    return trained
+
+
 @pytest.mark.parametrize("old,new,field", MALFORMED[::2])
-def test_record_options_go_on_past_a_malformed_header(trained, synth_records, tmp_path, capsys, old, new, field):
+def test_record_options_go_on_past_a_malformed_header(tuned, synth_records, tmp_path, capsys, old, new, field):
     bad = damaged_copy(synth_records, tmp_path / "bad", old, new)
     good = synth_records / "A0002.hea"
-    model = trained["model_path"]
-    predict.main(["--run", str(model), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
-                  "--num-workers", "0"])  # tunes the thresholds --record needs
+    model = tuned["model_path"]
     table = predict.main(["--run", str(model), "--record", str(good), str(bad),
                           "--results-dir", str(tmp_path / "r")])
     assert table["record"].tolist() == [str(good)]

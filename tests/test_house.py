@@ -13,7 +13,7 @@ import pytest
 
 from models.run import Run, run_name
 from utils import PipelineError
-from utils.presets import PRESETS, parse_with_preset, preset_table
+from utils.presets import PRESETS, preset_table
 from utils.results import results_home
 
 ROOT = Path(__file__).resolve().parents[1]

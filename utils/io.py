@@ -210,9 +210,9 @@ def _ignore_sigint(initializer: Callable | None, initargs: tuple) -> None:
 
 
 def parallel_imap(fn: Callable, tasks: Sequence, workers: int, desc: str, chunksize: int = 8,
-                  initializer: Callable | None = None, initargs: tuple = ()) -> Iterator:
+                  initializer: Callable | None = None, initargs: tuple = (), serial_up_to: int = 50) -> Iterator:
     """`fn(t)` for each task, yielded in order as they finish, with a progress bar, over `workers`
-    processes when it pays. Results are consumed as they come, so memory holds a few chunks, not all.
+    processes when it pays (more than `serial_up_to` tasks: starting a pool costs about a second). Results are consumed as they come, so memory holds a few chunks, not all.
 
     Ctrl-C stops promptly: the workers ignore SIGINT, the parent terminates the pool and re-raises
     KeyboardInterrupt (temporary files are removed by the writers on the way out)."""
@@ -221,7 +221,7 @@ def parallel_imap(fn: Callable, tasks: Sequence, workers: int, desc: str, chunks
     from tqdm import tqdm
 
     bar = dict(total=len(tasks), desc=desc, unit="rec", file=sys.stdout, mininterval=1.0)
-    if workers <= 1 or len(tasks) <= 50:
+    if workers <= 1 or len(tasks) <= serial_up_to:
         if initializer is not None:
             initializer(*initargs)
         yield from (fn(t) for t in tqdm(tasks, **bar))
@@ -247,9 +247,9 @@ def parallel_imap(fn: Callable, tasks: Sequence, workers: int, desc: str, chunks
 
 
 def parallel_map(fn: Callable, tasks: Sequence, workers: int, desc: str, chunksize: int = 8,
-                 initializer: Callable | None = None, initargs: tuple = ()) -> list:
+                 initializer: Callable | None = None, initargs: tuple = (), serial_up_to: int = 50) -> list:
     """`[fn(t) for t in tasks]` through `parallel_imap`."""
-    return list(parallel_imap(fn, tasks, workers, desc, chunksize, initializer, initargs))
+    return list(parallel_imap(fn, tasks, workers, desc, chunksize, initializer, initargs, serial_up_to))
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:
