@@ -250,11 +250,6 @@ def run_state(cfg: RunConfig) -> tuple[str, str]:
     return "unfinished", f"{run} stopped after epoch {saved['epoch']} of {cfg.epochs}"
 
 
-def finished(cfg: RunConfig) -> bool:
-    """True when the run completed all epochs with exactly these settings."""
-    return run_state(resolve_label_set(cfg))[0] == "current"
-
-
 def resolve_label_set(cfg: RunConfig) -> RunConfig:
     """`cfg` with the label set of its data filled in (an explicit, different one is an error)."""
     name = data_label_set(cfg.data_dir)["name"]
