@@ -47,7 +47,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.inputs import INPUT_SECONDS  # noqa: E402
-from models.resnet import ARCHS, build_model  # noqa: E402
+from models.registry import create_model as build_model, list_models  # noqa: E402
 from models.training import RunConfig, train, train_one_epoch  # noqa: E402
 from utils import (CPSC9, LABELS_CSV, LEADS, MANIFEST_JSON, SAMPLE_RATE, SIGNALS_INDEX_CSV, SIGNALS_NPY,  # noqa: E402
                    atomic_write, nonnegative_int, positive_float, positive_int, script_main, write_csv,
@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="the network and input of that preset's training stage (flags below override)")
-    p.add_argument("--arch", choices=sorted(ARCHS), default=None, help="default resnet34")
+    p.add_argument("--arch", choices=list_models(), default=None, help="default resnet34")
     p.add_argument("--input-seconds", type=positive_float, default=None,
                    help=f"input length, the last N seconds (default {INPUT_SECONDS:g})")
     p.add_argument("--sample-rate", type=positive_int, default=None, help=f"model input rate (default {SAMPLE_RATE})")

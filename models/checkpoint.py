@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-from models.resnet import ResNet1d, build_model
+from torch import nn
+
+from models.registry import create_model
 from utils import MissingInputError, PipelineError, atomic_write
 
 CHECKPOINT_FORMAT = 2  # 1: settings under "args" (argparse namespace), classes under "classes"
@@ -43,10 +45,10 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return ckpt
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[ResNet1d, dict]:
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Model (eval mode) and the checkpoint dict."""
     ckpt = read_checkpoint(path, map_location)
     cfg = ckpt["config"]
-    model = build_model(cfg["arch"], len(cfg["leads"]), len(ckpt["label_set"]["classes"]))
+    model = create_model(cfg["arch"], len(cfg["leads"]), len(ckpt["label_set"]["classes"]))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

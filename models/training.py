@@ -34,7 +34,7 @@ from tqdm import tqdm
 from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
 from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, make_loader, pick_device,
                            score, split_provenance)
-from models.resnet import ARCHS, build_model
+from models.registry import create_model, list_models
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, check_writable, data_label_set,
@@ -105,7 +105,8 @@ class RunConfig:
     def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         """The command-line flags of one run (main.py, and the studies that train many)."""
         p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
-        p.add_argument("--arch", default="resnet34", choices=sorted(ARCHS))
+        p.add_argument("--arch", default="resnet34", choices=list_models(),
+                       help="a registered architecture (`python -m models` lists them)")
         p.add_argument("--seed", type=seed_int, default=42)
         p.add_argument("--epochs", type=positive_int, default=40)
         p.add_argument("--lr", type=positive_float, default=1e-4)
@@ -329,7 +330,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler, pin)
     val_loader = make_loader(val_ds, cfg.batch_size * (8 if pin else 2), False, cfg.num_workers, pin_memory=pin)
 
-    model = build_model(cfg.arch, len(spec.leads), len(classes)).to(device)
+    model = create_model(cfg.arch, len(spec.leads), len(classes)).to(device)
     cuda = device.type == "cuda"
     # The same algorithm at the GPU's speed: fused Adam (one kernel for all parameters) and cuDNN's
     # autotuner, except under --deterministic, where the autotuner's choice could differ between runs.

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.resnet import build_model
+from models.registry import create_model as build_model
 from utils import SignalCache, load_labels, split_labels
 
 ROOT = Path(__file__).resolve().parents[1]

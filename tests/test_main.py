@@ -17,7 +17,7 @@ import main
 import predict
 from models.inputs import augment
 from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
-from models.resnet import build_model
+from models.registry import create_model as build_model
 from models.training import RunConfig, deterministic_mode
 from models.training import train as train_run
 from utils import CLASSES, LEADS, PipelineError
@@ -32,7 +32,7 @@ def test_resnet34_matches_the_paper():
     assert sum(p.numel() for p in model.parameters()) == 16_610_185  # the paper's 16.6 M
     assert model(torch.randn(2, 12, 15000)).shape == (2, 9)
     assert build_model("resnet34", 1, 9)(torch.randn(2, 1, 3000)).shape == (2, 9)
-    assert sum(p.numel() for p in build_model("resnet18", 12).parameters()) < 9e6
+    assert sum(p.numel() for p in build_model("resnet18", 12, 9).parameters()) < 9e6
     blocks = [len(stage) for stage in model.stages]
     assert blocks == [3, 4, 6, 3]
 

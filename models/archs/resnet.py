@@ -1,8 +1,10 @@
-"""The paper's 1D ResNet (Zhang et al. 2021): one definition, used by training, evaluation and SHAP."""
+"""The paper's 1D ResNet (Zhang et al. 2021): ResNet34, and the shallower ResNet18 and ResNet10."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from models.registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -55,10 +57,22 @@ class ResNet1d(nn.Module):
         return self.fc(torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1))
 
 
-ARCHS = {"resnet34": (3, 4, 6, 3), "resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
+DEPTHS = {"resnet34": (3, 4, 6, 3), "resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 
 
-def build_model(arch: str, in_leads: int, num_classes: int = 9) -> ResNet1d:
-    if arch not in ARCHS:
-        raise ValueError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
-    return ResNet1d(ARCHS[arch], in_leads, num_classes)
+@register_model("resnet34", family="resnet")
+def resnet34(in_leads: int, num_classes: int) -> ResNet1d:
+    """The paper's network: 16 basic blocks (3, 4, 6, 3), kernel 7, 64-512 channels."""
+    return ResNet1d(DEPTHS["resnet34"], in_leads, num_classes)
+
+
+@register_model("resnet18", family="resnet")
+def resnet18(in_leads: int, num_classes: int) -> ResNet1d:
+    """The paper's blocks, two per stage."""
+    return ResNet1d(DEPTHS["resnet18"], in_leads, num_classes)
+
+
+@register_model("resnet10", family="resnet")
+def resnet10(in_leads: int, num_classes: int) -> ResNet1d:
+    """The paper's blocks, one per stage (the demo's network)."""
+    return ResNet1d(DEPTHS["resnet10"], in_leads, num_classes)
