@@ -14,12 +14,13 @@ import torch
 
 from torch import nn
 
+from models.inputs import ECGModel, InputSpec
 from models.registry import create_model
 from utils import MissingInputError, PipelineError, atomic_write
 
-CHECKPOINT_FORMAT = 2  # 1: settings under "args" (argparse namespace), classes under "classes"
+CHECKPOINT_FORMAT = 3  # 2: the bare network's weights (no input rules); 1: settings under "args"
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "build_network", "load_checkpoint"]
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:
@@ -45,10 +46,15 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return ckpt
 
 
+def build_network(cfg: dict, num_classes: int) -> ECGModel:
+    """The run's registered architecture inside its input rules (standardisation, windows), untrained."""
+    net = create_model(cfg["arch"], len(cfg["leads"]), num_classes)
+    return ECGModel(net, InputSpec.from_checkpoint({"config": cfg}))
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Model (eval mode) and the checkpoint dict."""
     ckpt = read_checkpoint(path, map_location)
-    cfg = ckpt["config"]
-    model = create_model(cfg["arch"], len(cfg["leads"]), len(ckpt["label_set"]["classes"]))
+    model = build_network(ckpt["config"], len(ckpt["label_set"]["classes"]))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

@@ -28,6 +28,7 @@ class InputSpec:
     leads: tuple[str, ...] = LEADS
     seconds: float = INPUT_SECONDS
     sample_rate: int = SAMPLE_RATE
+    window_seconds: float | None = None   # trained on random crops of this length, scored over sliding windows
 
     MIN_SAMPLES = 32    # the ResNet halves its input five times; shorter inputs leave it nothing to learn from
     LOW_RATE_HZ = 50    # below this a QRS complex (80-120 ms) spans fewer than 5 samples
@@ -36,11 +37,28 @@ class InputSpec:
     def n_samples(self) -> int:
         return int(round(self.seconds * self.sample_rate))
 
+    @property
+    def window_samples(self) -> int | None:
+        """The length the network itself sees (None: the whole input)."""
+        return None if self.window_seconds is None else int(round(self.window_seconds * self.sample_rate))
+
+    @property
+    def stride_samples(self) -> int | None:
+        """Scoring windows overlap by half (the PTB-XL benchmark: 2.5-s windows every 1.25 s)."""
+        return None if self.window_samples is None else max(1, self.window_samples // 2)
+
     def check(self) -> list[str]:
         """ValueError for an input the network cannot use; warnings (returned) for a doubtful one."""
         if self.n_samples < self.MIN_SAMPLES:
             raise ValueError(f"--seconds {self.seconds:g} at --sample-rate {self.sample_rate} Hz is {self.n_samples} "
                              f"samples; the network needs at least {self.MIN_SAMPLES}")
+        if self.window_samples is not None:
+            if self.window_samples < self.MIN_SAMPLES:
+                raise ValueError(f"--crop-seconds {self.window_seconds:g} at --sample-rate {self.sample_rate} Hz is "
+                                 f"{self.window_samples} samples; the network needs at least {self.MIN_SAMPLES}")
+            if self.window_samples > self.n_samples:
+                raise ValueError(f"--crop-seconds {self.window_seconds:g} is longer than the input "
+                                 f"(--seconds {self.seconds:g})")
         if self.sample_rate < self.LOW_RATE_HZ:
             return [f"--sample-rate {self.sample_rate} Hz is below {self.LOW_RATE_HZ} Hz, where a QRS complex "
                     f"spans fewer than 5 samples"]
@@ -50,7 +68,9 @@ class InputSpec:
     def from_checkpoint(cls, ckpt: dict) -> "InputSpec":
         """The input a checkpoint was trained on (its leads, seconds and sample rate)."""
         cfg = ckpt["config"]
-        return cls(tuple(cfg["leads"]), float(cfg["seconds"]), int(cfg["sample_rate"]))
+        window = cfg.get("crop_seconds")
+        return cls(tuple(cfg["leads"]), float(cfg["seconds"]), int(cfg["sample_rate"]),
+                   None if window is None else float(window))
 
     def from_signal(self, mv: np.ndarray) -> np.ndarray:
         """A (12, n) mV record at SAMPLE_RATE -> model input (leads, n_samples), float32."""
@@ -126,6 +146,72 @@ class ECGDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.cache.window(self.ids[i], self.lead_rows, self.n_cached)
         return torch.from_numpy(self.spec.to_model_rate(x)), torch.from_numpy(self.y[i])
+
+
+class ECGModel(torch.nn.Module):
+    """A registered network with the input rules of its run, so that every stage (training, evaluation,
+    SHAP, one record) applies them the same way: one global standardisation (mean and standard deviation
+    fitted on the training records; 0 and 1 for runs without it), and for runs trained on crops, the
+    maximum of the logits over overlapping windows (= the maximum of the sigmoid scores). Inputs are mV
+    at the model's rate, so SHAP values stay in mV whatever the normalisation."""
+
+    def __init__(self, net: torch.nn.Module, spec: InputSpec, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.net = net
+        self.window, self.stride = spec.window_samples, spec.stride_samples
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, leads, samples) mV -> (batch, classes) logits."""
+        x = (x - self.mean) / self.std
+        n = x.shape[-1]
+        if self.window is None or n <= self.window:
+            return self.net(x)
+        starts = window_starts(n, self.window, self.stride)
+        windows = torch.stack([x[..., s:s + self.window] for s in starts], dim=1)   # (batch, windows, leads, w)
+        b, w = windows.shape[:2]
+        logits = self.net(windows.reshape(b * w, *windows.shape[2:]))
+        return logits.view(b, w, -1).amax(dim=1)
+
+
+def window_starts(n: int, window: int, stride: int) -> list[int]:
+    """Starts of the scoring windows over n samples: every `stride`, plus one ending at the last sample
+    when the stride does not reach it (10 s at 100 Hz, 2.5-s windows every 1.25 s: 7 windows)."""
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] + window < n:
+        starts.append(n - window)
+    return starts
+
+
+def fit_standardization(dataset: Dataset, batch_size: int = 256, num_workers: int = 0) -> tuple[float, float]:
+    """One mean and one standard deviation over every sample of every lead of `dataset`'s inputs (the
+    training records only: fitting on validation or test records would leak them into the model).
+    Streaming float64 sums: memory does not grow with the number of records."""
+    total = total_sq = count = 0.0
+    for x, _ in make_loader(dataset, batch_size, False, num_workers):
+        x = x.double()
+        total += float(x.sum())
+        total_sq += float((x * x).sum())
+        count += x.numel()
+    if count == 0:
+        raise PipelineError("no training samples to fit the standardisation on")
+    mean = total / count
+    std = max(total_sq / count - mean * mean, 0.0) ** 0.5
+    if not std > 0 or not np.isfinite(std):
+        raise PipelineError(f"the training inputs have standard deviation {std!r}: nothing to standardise by")
+    return mean, std
+
+
+def random_crop(x: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+    """One random window of `length` samples per record (a new one every epoch): the PTB-XL benchmark's
+    training input."""
+    b, _, n = x.shape
+    if n <= length:
+        return x
+    start = torch.randint(0, n - length + 1, (b, 1, 1), generator=generator, device="cpu").to(x.device)
+    index = start + torch.arange(length, device=x.device).view(1, 1, -1)
+    return x.gather(-1, index.expand(b, x.shape[1], length))
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0,

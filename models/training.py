@@ -31,14 +31,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
-from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, make_loader, pick_device,
-                           score, split_provenance)
-from models.registry import create_model, list_models
+from models.checkpoint import CHECKPOINT_FORMAT, build_network, load_checkpoint, read_checkpoint, save_checkpoint
+from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, fit_standardization,
+                           make_loader, pick_device, random_crop, score, split_provenance)
+from models.registry import list_models
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, check_writable, data_label_set,
-                   data_split_rule, database_name, exclusive_lock, f1_scores, load_labels, nonnegative_int, positive_float, positive_int, seed_int,
+                   data_split_rule, database_name, exclusive_lock, f1_scores, load_labels, nonnegative_float,
+                   nonnegative_int, open_unit_float, positive_float, positive_int, seed_int,
                    preprocess_manifest, split_labels, write_csv)
 
 
@@ -59,6 +60,16 @@ class RunConfig:
     test_fold: int | None = None
     deterministic: bool = False
     label_set: str | None = None          # filled from the preprocess manifest when the run starts
+    # the training protocol: the paper's (defaults) or the PTB-XL benchmark's (preset ptbxl)
+    crop_seconds: float | None = None     # train on random crops of this length; score the max over windows
+    standardize: bool = False             # one global mean and std, fitted on the training records
+    augment: bool = True                  # the paper's amplitude scaling and baseline shift
+    optimizer: str = "adam"               # adam (the paper) | adamw (decoupled weight decay)
+    weight_decay: float = 0.0
+    beta2: float = 0.999
+    schedule: str = "constant"            # constant | onecycle (cosine one-cycle to --lr, as fastai's fit_one_cycle)
+    clip_grad: float | None = None        # gradient-norm clipping
+    keep: str = "best"                    # model.pth = the best validation F1 at 0.5, or the last epoch
     # how to execute it (not part of what makes two runs different)
     run_dir: str | None = None            # the run folder; default data/<db>/runs/<run name>/
     num_workers: int = 4
@@ -70,11 +81,13 @@ class RunConfig:
 
     # What makes two runs different runs: a checkpoint is resumed or reused only when these agree.
     IDENTITY = ("data_dir", "arch", "leads", "seconds", "sample_rate", "seed", "lr", "batch_size", "limit",
-                "test_fold", "deterministic", "label_set")
+                "test_fold", "deterministic", "label_set", "crop_seconds", "standardize", "augment", "optimizer",
+                "weight_decay", "beta2", "schedule", "clip_grad", "keep")
 
     @property
     def spec(self) -> InputSpec:
-        return InputSpec(tuple(self.leads), float(self.seconds), int(self.sample_rate))
+        return InputSpec(tuple(self.leads), float(self.seconds), int(self.sample_rate),
+                         None if self.crop_seconds is None else float(self.crop_seconds))
 
     def run_name(self, prefix: str = "") -> str:
         return run_name(self.arch, self.leads, self.seed, self.test_fold, prefix)
@@ -99,7 +112,9 @@ class RunConfig:
     def changed(self, other: "RunConfig") -> list[str]:
         """The identity settings in which `other` differs from this run, as 'key: mine -> other'."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return [f"{k}: {mine[k]} -> {theirs[k]}" for k in self.IDENTITY if str(mine[k]) != str(theirs[k])]
+        # a one-cycle schedule spans the planned epochs: more epochs are another schedule, not an extension
+        keys = self.IDENTITY + (("epochs",) if "onecycle" in (self.schedule, other.schedule) else ())
+        return [f"{k}: {mine.get(k)} -> {theirs.get(k)}" for k in keys if str(mine.get(k)) != str(theirs.get(k))]
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -121,6 +136,21 @@ class RunConfig:
         p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
         p.add_argument("--no-compile", action="store_true",
                        help="GPU: do not torch.compile the training step (CPU never compiles)")
+        p.add_argument("--crop-seconds", type=positive_float, default=None,
+                       help="train on random crops of N seconds of the input; score the maximum over windows of "
+                            "N seconds every N/2 (the PTB-XL benchmark: 2.5)")
+        p.add_argument("--standardize", action="store_true",
+                       help="divide inputs by one global mean and std fitted on the training records")
+        p.add_argument("--no-augment", action="store_true", help="no amplitude scaling or baseline shift")
+        p.add_argument("--optimizer", choices=("adam", "adamw"), default="adam",
+                       help="adam (the paper) or adamw (decoupled --weight-decay)")
+        p.add_argument("--weight-decay", type=nonnegative_float, default=0.0)
+        p.add_argument("--beta2", type=open_unit_float, default=0.999, help="Adam's second-moment decay")
+        p.add_argument("--schedule", choices=("constant", "onecycle"), default="constant",
+                       help="constant --lr, or one cycle up to --lr and down (cosine, 30%% warm-up)")
+        p.add_argument("--clip-grad", type=positive_float, default=None, help="clip the gradient norm to N")
+        p.add_argument("--keep", choices=("best", "last"), default="best",
+                       help="model.pth: the epoch of best validation F1 at 0.5, or the last epoch")
         p.add_argument("--deterministic", action="store_true",
                        help="bit-identical results across processes: one CPU thread and deterministic kernels "
                             "(cuDNN deterministic on GPU); 1.4-1.8x the time per step on a 2-core CPU")
@@ -135,14 +165,16 @@ class RunConfig:
                    batch_size=args.batch_size, limit=args.limit, test_fold=getattr(args, "test_fold", None),
                    deterministic=args.deterministic, run_dir=opt(getattr(args, "run", None)), num_workers=args.num_workers, use_gpu=args.use_gpu,
                    amp=not args.no_amp, compile=not getattr(args, "no_compile", False), resume=getattr(args, "resume", False), force=getattr(args, "force", False),
-                   **overrides)
+                   crop_seconds=args.crop_seconds, standardize=args.standardize, augment=not args.no_augment,
+                   optimizer=args.optimizer, weight_decay=args.weight_decay, beta2=args.beta2, schedule=args.schedule,
+                   clip_grad=args.clip_grad, keep=args.keep, **overrides)
 
 
 def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """For a parser built with `RunConfig.add_arguments`: an input the network cannot use is an argparse
     error (exit 2); a rate too low to see a QRS complex is a warning."""
     try:
-        for warning in InputSpec(LEADS, args.seconds, args.sample_rate).check():
+        for warning in InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds).check():
             print(f"warning: {warning}", file=sys.stderr)
     except ValueError as e:
         p.error(str(e))
@@ -184,25 +216,74 @@ def deterministic_mode(enabled: bool, device: torch.device):
 PROGRESS_EVERY = 25  # steps between progress-bar updates: reading the loss forces a host synchronisation
 
 
-def train_one_epoch(model, loader, optimizer, device, amp: bool, aug_gen: torch.Generator, desc: str) -> float:
+@dataclass
+class Step:
+    """How one optimisation step is taken: the run's protocol, resolved once per run."""
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    crop: int | None = None           # samples per random training crop (None: the whole input)
+    augment: bool = True
+    clip_grad: float | None = None
+    amp: bool = False
+
+
+def make_step(cfg: "RunConfig", model: torch.nn.Module, steps_per_epoch: int, cuda: bool) -> Step:
+    """The optimiser and schedule of `cfg`: Adam at a constant rate (the paper), or AdamW with decoupled
+    weight decay and a one-cycle schedule (the PTB-XL benchmark's fastai defaults: 30 % warm-up from
+    lr/25 to lr, cosine down to lr/25e4, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95)."""
+    betas = (0.9, cfg.beta2)
+    fused = cuda or None  # one kernel for all parameters on a GPU
+    if cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay,
+                                      fused=fused)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay,
+                                     fused=fused)
+    scheduler = None
+    if cfg.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * max(steps_per_epoch, 1), pct_start=0.3,
+            anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95)
+    return Step(optimizer, scheduler, cfg.spec.window_samples, cfg.augment, cfg.clip_grad)
+
+
+class DivergedError(PipelineError):
+    """The loss became NaN or infinite: the weights are garbage from here on."""
+
+
+def train_one_epoch(model, loader, step: Step, device, aug_gen: torch.Generator, desc: str) -> float:
     """One pass over the training records; the loss is summed on the device and read back only every
-    PROGRESS_EVERY steps and at the end, so a GPU is never stalled waiting for the host."""
+    PROGRESS_EVERY steps and at the end, so a GPU is never stalled waiting for the host. A non-finite loss
+    stops training at the next read (DivergedError): nothing of that epoch is saved."""
     model.train()
     total = torch.zeros((), device=device, dtype=torch.float64)
+    finite = torch.ones((), device=device, dtype=torch.bool)
     count = 0
     bar = tqdm(loader, desc=desc, leave=False)
-    for step, (x, y) in enumerate(bar, 1):
+    for i, (x, y) in enumerate(bar, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x = augment(x, aug_gen)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        if step.crop is not None:
+            x = random_crop(x, step.crop, aug_gen)
+        if step.augment:
+            x = augment(x, aug_gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=step.amp):
             logits = model(x)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
+        step.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        if step.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), step.clip_grad)
+        step.optimizer.step()
+        if step.scheduler is not None:
+            step.scheduler.step()
+        finite &= torch.isfinite(loss)
         total += loss.detach().double() * len(x)
         count += len(x)
-        if step % PROGRESS_EVERY == 0:
+        if i % PROGRESS_EVERY == 0 or i == len(loader):
+            if not bool(finite):
+                raise DivergedError(f"training diverged: the loss is not finite at step {i} of {desc} "
+                                    f"(lower --lr, or clip gradients with --clip-grad); no checkpoint of this epoch "
+                                    f"was saved")
             bar.set_postfix(loss=f"{float(total) / count:.4f}")
     return float(total) / max(count, 1)
 
@@ -330,18 +411,29 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler, pin)
     val_loader = make_loader(val_ds, cfg.batch_size * (8 if pin else 2), False, cfg.num_workers, pin_memory=pin)
 
-    model = create_model(cfg.arch, len(spec.leads), len(classes)).to(device)
+    model = build_network(cfg.to_dict(), len(classes))
+    if cfg.standardize and resume_ckpt is None:  # a resumed run keeps the statistics in its weights
+        mean, std = fit_standardization(train_ds, num_workers=cfg.num_workers)
+        model.mean.fill_(mean)
+        model.std.fill_(std)
+        if is_main:
+            print(f"standardisation fitted on the {len(train_ds)} training records: mean {mean:.5f} mV, "
+                  f"std {std:.5f} mV")
+    model = model.to(device)
     cuda = device.type == "cuda"
     # The same algorithm at the GPU's speed: fused Adam (one kernel for all parameters) and cuDNN's
     # autotuner, except under --deterministic, where the autotuner's choice could differ between runs.
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=cuda or None)
+    step = make_step(cfg, model, len(train_loader), cuda)
+    step.amp = amp
     if cuda and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True
     start, best, history = 1, -1.0, []
     if resume_ckpt is not None:
         ckpt = resume_ckpt
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        step.optimizer.load_state_dict(ckpt["optimizer"])
+        if step.scheduler is not None:
+            step.scheduler.load_state_dict(ckpt["scheduler"])
         start, best, history = ckpt["epoch"] + 1, ckpt["best_f1"], list(ckpt["history"])
         if is_main:
             left = (f"{cfg.epochs - ckpt['epoch']} epoch(s) left" if start <= cfg.epochs
@@ -367,8 +459,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
         if sampler is not None:
             sampler.set_epoch(epoch)
         aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 7919 * rank)
-        train_loss = train_one_epoch(train_model, train_loader, optimizer, device, amp, aug_gen,
-                                     f"epoch {epoch}/{cfg.epochs}")
+        train_loss = train_one_epoch(train_model, train_loader, step, device, aug_gen, f"epoch {epoch}/{cfg.epochs}")
         if is_main:
             row = {"epoch": epoch, "train_loss": train_loss, **validate(model, val_loader, device, amp),
                    "seconds": time.time() - t0}
@@ -378,13 +469,17 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
             state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch, "best_f1": best,
                      "history": history, "config": cfg.to_dict(), "label_set": label_set, "data": data,
                      **split_provenance(splits, classes)}
-            if improved:
+            if not all(bool(torch.isfinite(t).all()) for t in state["model"].values() if t.is_floating_point()):
+                raise DivergedError(f"training diverged at epoch {epoch}: the weights are not finite (lower --lr); "
+                                    f"no checkpoint of this epoch was saved")
+            if improved or cfg.keep == "last":
                 save_checkpoint(model_path, state)
-            save_checkpoint(resume_path, {**state, "optimizer": optimizer.state_dict()})
+            save_checkpoint(resume_path, {**state, "optimizer": step.optimizer.state_dict(),
+                                          **({"scheduler": step.scheduler.state_dict()} if step.scheduler else {})})
             write_csv(pd.DataFrame(history), log)
             print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f}  val loss {row['val_loss']:.4f}  "
                   f"val F1 {row['val_f1']:.4f}  val AUC {row['val_auc']:.4f}  {row['seconds']:.1f}s"
-                  f"{'  * best' if improved else ''}", flush=True)
+                  f"{'  * best' if improved and cfg.keep == 'best' else ''}", flush=True)
         if world > 1:
             dist.barrier()
 
@@ -401,5 +496,6 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
         gc.collect()
         dist.destroy_process_group()
     if is_main:
-        print(f"best val F1 {best:.4f}; checkpoint {model_path}; log {log}")
+        kept = f"best val F1 {best:.4f}" if cfg.keep == "best" else f"last epoch kept (best val F1 {best:.4f})"
+        print(f"{kept}; checkpoint {model_path}; log {log}")
     return {"run": run, "model_path": model_path, "best_f1": best, "history": history}

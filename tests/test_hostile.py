@@ -26,7 +26,7 @@ def evaluated_copy(trained, prepared, tmp_path, name="m") -> tuple[Run, list[str
 
 def change_weights(run: Run) -> None:
     ckpt = torch.load(run.model, weights_only=True)
-    ckpt["model"]["fc.weight"] += 0.1  # a retrained (or resumed, or still training) model under the same name
+    ckpt["model"]["net.fc.weight"] += 0.1  # a retrained (or resumed, or still training) model under the same name
     torch.save(ckpt, run.model)
 
 

@@ -108,7 +108,7 @@ def test_same_seed_same_metrics_other_seed_differs(prepared, tmp_path):
 def test_lead_selection(prepared, tmp_path, capsys):
     out = train(prepared, tmp_path, "three", "--epochs", "1", "--leads", "v5,I,aVR")
     model, ckpt = load_checkpoint(out["model_path"])
-    assert ckpt["config"]["leads"] == ["I", "aVR", "V5"] and model.stem[0].in_channels == 3
+    assert ckpt["config"]["leads"] == ["I", "aVR", "V5"] and model.net.stem[0].in_channels == 3
     with pytest.raises(SystemExit):
         train(prepared, tmp_path, "bad", "--leads", "I,V7")
     err = capsys.readouterr().err

@@ -92,7 +92,7 @@ def test_report_never_shows_metrics_of_another_checkpoint(prepared, trained, tmp
     argv = ["--data-dir", str(prepared), "--run", str(model), "--results-dir", str(results)]
     assert "Out of date" not in report.main(argv).read_text()
     ckpt = torch.load(model, weights_only=True)
-    ckpt["model"]["fc.weight"] += 0.1
+    ckpt["model"]["net.fc.weight"] += 0.1
     torch.save(ckpt, model)
     text = report.main(argv).read_text()
     deep = sections_text(text, "Deep model (12 leads), test fold")

@@ -49,7 +49,7 @@ def test_a_changed_model_never_reuses_stale_values(trained, tmp_path, capsys):
     run(model_path, tmp_path)
     first = np.load(next((tmp_path / "copy" / "shap").glob("values_*.npy")))
     ckpt = torch.load(model_path, weights_only=True)
-    ckpt["model"]["fc.weight"] += 0.5  # a retrained model under the same name
+    ckpt["model"]["net.fc.weight"] += 0.5  # a retrained model under the same name
     torch.save(ckpt, model_path)
     capsys.readouterr()
     run(model_path, tmp_path)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from utils.errors import PipelineError
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "SEED_LIMIT", "seed_int", "atomic_write",
+__all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "open_unit_float", "SEED_LIMIT", "seed_int", "atomic_write",
            "check_writable", "current_umask", "write_csv", "write_text", "write_json", "write_npy", "save_figure",
            "fingerprint", "file_fingerprint", "exclusive_lock", "parallel_imap", "parallel_map", "output_names",
            "SAMPLE_BLOCKS", "SAMPLE_BLOCK_BYTES", "file_sha", "sampled_sha", "describe_file", "file_mismatch",
@@ -46,6 +46,8 @@ def _checked(kind: type, test: Callable, wanted: str) -> Callable[[str], float]:
 positive_int = _checked(int, lambda v: v > 0, "a positive integer")
 nonnegative_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _checked(float, lambda v: v > 0, "a positive number")
+nonnegative_float = _checked(float, lambda v: v >= 0, "a non-negative number")
+open_unit_float = _checked(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 SEED_LIMIT = 2 ** 32  # numpy's RandomState takes seeds 0 <= seed < 2**32
 seed_int = _checked(int, lambda v: 0 <= v < SEED_LIMIT, f"a seed from 0 to {SEED_LIMIT - 1}")
 
