@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 import benchmark
-from utils import (PipelineError, auc_scores, benchmark_table, bootstrap_indices, challenge_scores, published,
-                   read_scores, score_predictions, scores_arrays, scores_table, tune_gbeta_thresholds,
+from utils import (PipelineError, auc_scores, benchmark_table, bootstrap_indices, challenge_scores, format_result,
+                   published, read_scores, score_predictions, scores_arrays, scores_table, tune_gbeta_thresholds,
                    write_benchmark_outputs)
 
 # 6 records, 2 classes. Class 0: positives 0, 1, 4 (scores .9 .4 .7) against negatives 2, 3, 5 (.5 .2 .4):
@@ -155,6 +155,8 @@ def test_table_ensemble_and_published_values(tmp_path):
     assert (saved.loc[0, "published_auc"], saved.loc[0, "published_hi"]) == pytest.approx((0.930, 0.935))
     assert saved["published_auc"].isna().tolist() == [False, True, True]
     assert "| resnet1d_wang | 10 | 6 | 0.667(" in (tmp_path / "out" / "table.md").read_text()
+    # the leaderboard's notation, on the reference's own te_results.csv (xresnet1d101, all statements)
+    assert format_result(0.9254358590055028, 0.9173334466601515, 0.931885977264585) == "0.925(08)"
     # the leaderboard as printed: inception1d all 0.925(08); ICBEB xresnet1d101 G_beta 0.602(37)
     assert published("all", "inception1d") == (0.925, 0.008) and published("cpsc9", "xresnet1d101", "gbeta") == \
         (0.602, 0.037) and published("rhythm", "mine") is None

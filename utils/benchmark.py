@@ -364,8 +364,8 @@ def ensemble_scores(paths: Sequence[Path], out: Path) -> Path:
 
 def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, seed: int = 0,
                     ensemble: bool = True) -> pd.DataFrame:
-    """The results table from rows of `task`, `model`, `params` (may be None) and `scores` (a test score
-    file): `records` and auc / auc_lo / auc_hi (point, 5th and 95th percentile of `n_bootstrap` resamples,
+    """The results table from rows of `task`, `model`, `params` (may be None), `records` (optional: checked)
+    and `scores` (a test score file): `records` and auc / auc_lo / auc_hi (point, 5th and 95th percentile of `n_bootstrap` resamples,
     the same resamples for every model of a task) from each score file, the published value beside it,
     and with `ensemble` an `ensemble` row per task of two or more models, whose scores (the mean of the
     models') are written to out/ensemble/<task>_test_scores.csv."""
@@ -383,6 +383,9 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
         members = [r for r in rows if r["task"] == task]
         paths = [Path(r["scores"]) for r in members]
         ids, classes, y, probs = _task_scores(paths)
+        for r, path in zip(members, paths):
+            if r.get("records") is not None and r["records"] != len(ids):
+                raise PipelineError(f"{path} holds {len(ids)} records; its row says {r['records']}")
         check_scorable(y, str(paths[0]), classes)
         indices = bootstrap_indices(y, n_bootstrap, seed, str(paths[0]))
         entries = [(r["model"], r.get("params"), p, path) for r, p, path in zip(members, probs, paths)]
