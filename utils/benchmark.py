@@ -107,7 +107,8 @@ def bootstrap_indices(y: np.ndarray, n: int = 100, seed: int = 0, source: str = 
     """(n, records) resamples of record indices with replacement, `default_rng(seed).integers(0, records,
     records)` per draw, where a draw lacking a positive record of any class is discarded and drawn again
     (the benchmark's rule: every class's AUC is defined in every resample). Fails rather than loop for
-    ever when a class has no positive, or when `max_draws` (default 1000 per resample) draws are spent."""
+    ever when a class has no positive (or no negative) record, or when `max_draws` (default 1000 per
+    resample) draws are spent."""
     y = np.asarray(y, bool)
     if y.ndim != 2 or not len(y):
         raise PipelineError(f"{source}: labels of shape {y.shape}, not records x classes")
