@@ -13,8 +13,10 @@ whichever module X lives in:
              the manifest; `read_evaluation`, the one reader of its outputs
 - download: the PhysioNet catalogue, SHA256SUMS.txt, downloads that resume and verify (get_data.py)
 - results: where a database's results live (claimed by its identity, not its folder name)
+- benchmark: the PTB-XL benchmark's leaderboard as data, its bootstrap scoring and results table
 - presets: named settings (demo, paper) as data; pool: databases pooled for leave-one-out
 """
+from utils.benchmark import *  # noqa: F401,F403
 from utils.cache import *  # noqa: F401,F403
 from utils.download import *  # noqa: F401,F403
 from utils.errors import *  # noqa: F401,F403

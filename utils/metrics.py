@@ -14,7 +14,8 @@ import pandas as pd
 
 __all__ = ["f1_scores", "auc_scores", "ECE_BINS", "probability_bins", "ece_scores", "brier_scores",
            "apply_temperature", "fit_temperature", "THRESHOLD_GRID", "tune_thresholds", "METRICS", "metric_arrays",
-           "bootstrap_weights", "classification_metrics"]
+           "bootstrap_weights", "classification_metrics", "macro_auc", "challenge_scores", "tune_gbeta_thresholds",
+           "predict_at_least_one"]
 
 
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -230,3 +231,70 @@ def _percentiles(draws: np.ndarray, q: tuple[float, float] = (2.5, 97.5)) -> tup
         if len(d):
             lo[j], hi[j] = np.percentile(d, q)
     return lo, hi
+
+
+# ---------------------------------------------------------------------------------------------
+# The PTB-XL benchmark's metrics (Strodthoff et al. 2021): macro AUC over every class, and for ICBEB2018
+# the PhysioNet/CinC-style F_beta and G_beta with thresholds tuned per class for G_beta
+# ---------------------------------------------------------------------------------------------
+def macro_auc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray | None = None) -> float | np.ndarray:
+    """Mean of the per-class AUCs over every class (the benchmark's score); NaN when a class has only one
+    kind of record, since the benchmark drops no class. With `weights` (resamples x records: how often
+    each resample drew each record), one value per resample, equal to the macro AUC of the resampled
+    records, for the price of one sort per class however many resamples."""
+    y_true, y_score = np.asarray(y_true, bool), np.asarray(y_score, float)
+    w = np.ones((1, len(y_true))) if weights is None else np.asarray(weights, float).reshape(-1, len(y_true))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aucs = np.stack([_weighted_auc(w, y_true[:, j], y_score[:, j]) for j in range(y_true.shape[1])], axis=1)
+    return float(aucs.mean(1)[0]) if weights is None else aucs.mean(1)
+
+
+def challenge_scores(y_true: np.ndarray, y_pred: np.ndarray, beta: float = 2.0,
+                     record_weights: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class F_beta = (1+b^2)TP / ((1+b^2)TP + FP + b^2 FN) and G_beta = TP / (TP + FP + b FN), where
+    every count weighs each record by 1 / its number of labels (so a record with many labels does not
+    dominate), or by 1 with `record_weights=False` (how the benchmark scores one class while tuning its
+    threshold). NaN for a class with no positive and no predicted record. A record without any label
+    has no weight: refused (ValueError)."""
+    y_true, y_pred = np.asarray(y_true, bool), np.asarray(y_pred, bool)
+    if y_true.shape != y_pred.shape or y_true.ndim != 2:
+        raise ValueError(f"challenge_scores: labels {y_true.shape}, predictions {y_pred.shape}")
+    n_labels = y_true.sum(1)
+    if record_weights and (n_labels == 0).any():
+        raise ValueError(f"challenge_scores: record {int(np.flatnonzero(n_labels == 0)[0])} has no label, "
+                         "and each record weighs 1 / its number of labels")
+    w = 1.0 / n_labels if record_weights else np.ones(len(y_true))
+    tp = w @ (y_true & y_pred)
+    fp = w @ (~y_true & y_pred)
+    fn = w @ (y_true & ~y_pred)
+    b2 = beta ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f_beta = (1 + b2) * tp / ((1 + b2) * tp + fp + b2 * fn)
+        g_beta = tp / (tp + fp + beta * fn)
+    return f_beta, g_beta
+
+
+def tune_gbeta_thresholds(y_true: np.ndarray, y_score: np.ndarray, beta: float = 2.0,
+                          grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """One threshold per class maximising that class's unweighted G_beta (predicted when the score is
+    strictly above it) over `grid`, ties to the lowest: the benchmark's rule for ICBEB2018. Call it on
+    validation (or training) scores, never on the records being scored. A class without a positive
+    record cannot be tuned: NaN (never predicted above a threshold)."""
+    y_true, y_score = np.asarray(y_true, bool), np.asarray(y_score, float)
+    pred = y_score[None, :, :] > grid[:, None, None]               # (grid, n, classes)
+    tp = (pred & y_true[None]).sum(1)
+    fp = (pred & ~y_true[None]).sum(1)
+    fn = (~pred & y_true[None]).sum(1)
+    denom = tp + fp + beta * fn
+    g = np.where(denom > 0, tp / np.where(denom > 0, denom, 1), 0.0)
+    return np.where(y_true.any(0), grid[g.argmax(0)], np.nan)
+
+
+def predict_at_least_one(y_score: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """0/1 predictions `score > threshold` (a NaN threshold never fires), where a record above no threshold
+    is given its highest-scoring class: the benchmark's rule, since every ICBEB record has a label."""
+    y_score = np.asarray(y_score, float)
+    pred = y_score > np.asarray(thresholds, float)[None]
+    none = ~pred.any(1)
+    pred[np.flatnonzero(none), y_score[none].argmax(1)] = True
+    return pred

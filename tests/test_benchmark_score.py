@@ -1,0 +1,171 @@
+"""The PTB-XL benchmark's scoring: macro AUC, F_beta/G_beta and bootstrap percentiles against values worked
+out by hand, the redraw rule, given resamples reproduced exactly, the ensemble and the results table
+recomputed from its score files, and `benchmark.py score`'s exits."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import benchmark
+from utils import (PipelineError, auc_scores, benchmark_table, bootstrap_indices, challenge_scores, format_result,
+                   published, read_scores, score_predictions, scores_arrays, scores_table, tune_gbeta_thresholds,
+                   write_benchmark_outputs)
+
+# 6 records, 2 classes. Class 0: positives 0, 1, 4 (scores .9 .4 .7) against negatives 2, 3, 5 (.5 .2 .4):
+# .9 and .7 beat all three, .4 beats .2 and ties .4 -> (3 + 1.5 + 3) / 9 = 5/6. Class 1: positives 1, 2, 3, 5
+# (.8 .6 .35 .2) against negatives 0, 4 (.3 .65): .8 -> 2, .6 -> 1, .35 -> 1, .2 -> 0 -> 4/8 = 1/2.
+Y = np.array([[1, 0], [1, 1], [0, 1], [0, 1], [1, 0], [0, 1]])
+P = np.array([[.9, .3], [.4, .8], [.5, .6], [.2, .35], [.7, .65], [.4, .2]])
+AUC = (5 / 6 + 1 / 2) / 2
+# Resample [0, 0, 1, 2, 3, 5]: class 0 positives .9 .9 .4 vs .5 .2 .4 -> 7.5/9; class 1 positives .8 .6 .35 .2
+# vs .3 .3 -> 6/8.
+IDS = np.array([[0, 1, 2, 3, 4, 5], [0, 0, 1, 2, 3, 5]])
+AUC_2 = (5 / 6 + 3 / 4) / 2
+# Thresholds .6 / .5: class 0 fires on 0, 4; class 1 on 1, 2, 4; record 3 (.2, .35) fires on none and gets its
+# top class 1, record 5 (.4, .2) class 0. Record weights 1 / labels: record 1 has two labels (1/2).
+# Class 0: TP 0, 4 = 2; FP 5 = 1; FN 1 = 1/2 -> F = 5*2 / (10 + 1 + 4/2) = 10/13, G = 2 / (2 + 1 + 2/2) = 1/2.
+# Class 1: TP 1, 2, 3 = 2.5; FP 4 = 1; FN 5 = 1 -> F = 12.5 / 17.5 = 5/7, G = 2.5 / 5.5 = 5/11.
+THRESHOLDS = np.array([.6, .5])
+F_BETA, G_BETA = (10 / 13 + 5 / 7) / 2, (1 / 2 + 5 / 11) / 2
+
+
+def test_macro_auc_fbeta_gbeta_and_percentiles_by_hand():
+    f, g = challenge_scores(Y, [[1, 0], [0, 1], [0, 1], [0, 1], [1, 1], [1, 0]])
+    assert np.allclose(f, [10 / 13, 5 / 7]) and np.allclose(g, [1 / 2, 5 / 11])
+    r = score_predictions(Y, P, IDS, THRESHOLDS)
+    assert list(r.index) == ["point", "mean", "lower", "upper"]
+    assert list(r.columns) == ["macro_auc", "F_beta_macro", "G_beta_macro"]
+    assert r.loc["point"].tolist() == pytest.approx([AUC, F_BETA, G_BETA])
+    # two resamples: the 5th / 95th percentiles interpolate linearly between them
+    assert r.loc["mean", "macro_auc"] == pytest.approx((AUC + AUC_2) / 2)
+    assert r.loc["lower", "macro_auc"] == pytest.approx(AUC + 0.05 * (AUC_2 - AUC))
+    assert r.loc["upper", "macro_auc"] == pytest.approx(AUC + 0.95 * (AUC_2 - AUC))
+    with pytest.raises(ValueError, match="no label"):
+        challenge_scores([[0, 0], [1, 0]], [[1, 0], [1, 0]])
+
+
+def test_gbeta_thresholds_are_tuned_per_class():
+    # one class: .9 and .6 positive, .5 and .3 negative. On the grid k/99 the lowest threshold keeping .5 out
+    # is 50/99 (G = 1); 49/99 lets .5 in (G = 2/3). The second class has no positive: never predicted.
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    t = tune_gbeta_thresholds(y, np.array([[.9, .1], [.3, .2], [.6, .3], [.5, .4]]))
+    assert t[0] == pytest.approx(50 / 99) and np.isnan(t[1])
+
+
+def test_a_resample_lacking_a_positive_is_drawn_again():
+    y = np.zeros((10, 2), bool)
+    y[3, 0] = True              # one positive of class 0: about a third of the draws lack it
+    y[:5, 1] = True
+    drawn = bootstrap_indices(y, 20, seed=5)
+    rng = np.random.default_rng(5)
+    expected, rejected = [], 0
+    while len(expected) < 20:
+        idx = rng.integers(0, 10, 10)
+        if y[idx, 0].any():
+            expected.append(idx)
+        else:
+            rejected += 1
+    assert rejected > 0 and np.array_equal(drawn, np.stack(expected))
+    assert all(y[rows].any(0).all() for rows in drawn)
+    # the resamples are scored as record counts; the same as scoring the resampled records themselves
+    p = np.round(np.random.default_rng(0).random((10, 2)), 1)  # ties included
+    r = score_predictions(y, p, drawn)
+    assert r.loc["mean", "macro_auc"] == pytest.approx(np.mean([auc_scores(y[rows], p[rows]).mean() for rows in drawn]))
+    with pytest.raises(PipelineError, match="class column 0 has no positive"):
+        bootstrap_indices(np.c_[np.zeros(4), [1, 0, 1, 0]], 3)
+
+
+def test_score_reproduces_given_bootstrap_ids_exactly(tmp_path):
+    for name, a in (("y", Y), ("p", P), ("ids", IDS)):
+        np.save(tmp_path / f"{name}.npy", a)
+    out = tmp_path / "te_results.csv"
+    benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
+                    "--bootstrap-ids", str(tmp_path / "ids.npy"), "--out", str(out)])
+    written = pd.read_csv(out, index_col=0)
+    assert written.equals(score_predictions(Y, P, IDS))
+    assert written.loc["lower", "macro_auc"] == pytest.approx(AUC + 0.05 * (AUC_2 - AUC))
+    # a score CSV holds labels and scores; thresholds tuned on validation records give F_beta and G_beta
+    scores_table([f"r{i}" for i in range(6)], Y, P, ["A", "B"]).to_csv(tmp_path / "test.csv", index=False)
+    scores_table(["v0", "v1", "v2"], [[1, 0], [0, 1], [1, 1]], [[.9, .2], [.3, .7], [.6, .55]],
+                 ["A", "B"]).to_csv(tmp_path / "val.csv", index=False)
+    r = benchmark.main(["score", "--scores", str(tmp_path / "test.csv"), "--val-scores", str(tmp_path / "val.csv"),
+                        "--n-bootstrap", "7", "--seed", "3", "--out", str(out)])
+    t = tune_gbeta_thresholds(np.array([[1, 0], [0, 1], [1, 1]]), np.array([[.9, .2], [.3, .7], [.6, .55]]))
+    assert r.equals(score_predictions(Y, P, bootstrap_indices(Y, 7, 3), t))
+    assert pd.read_csv(out, index_col=0).columns.tolist() == ["macro_auc", "F_beta_macro", "G_beta_macro"]
+    scores_table(["v0", "r4", "v2"], [[1, 0], [0, 1], [1, 1]], [[.9, .2], [.3, .7], [.6, .55]],
+                 ["A", "B"]).to_csv(tmp_path / "val.csv", index=False)
+    with pytest.raises(SystemExit, match="val.csv shares 1 record.*r4"):  # never tuned on the scored records
+        benchmark.main(["score", "--scores", str(tmp_path / "test.csv"), "--val-scores", str(tmp_path / "val.csv"),
+                        "--out", str(out)])
+
+
+def test_score_exits(tmp_path, capsys):
+    np.save(tmp_path / "y.npy", Y)
+    np.save(tmp_path / "p.npy", P)
+    y, p = str(tmp_path / "y.npy"), str(tmp_path / "p.npy")
+    bad = {"y2.npy": np.where(Y == 1, 2, 0), "nan.npy": np.where(P > .8, np.nan, P), "short.npy": P[:5],
+           "ids.npy": np.array([[0, 1, 2, 3, 4, 6]])}
+    for name, a in bad.items():
+        np.save(tmp_path / name, a)
+    for argv, flag in ((["score", "--scores", p, "--out", "o.csv"], "--labels"),
+                       (["score", "--labels", y, "--scores", "p.txt", "--out", "o.csv"], "--scores"),
+                       (["score", "--labels", y, "--scores", p, "--bootstrap-ids", p, "--seed", "1", "--out", "o"],
+                        "--seed"),
+                       (["score", "--labels", y, "--scores", p, "--n-bootstrap", "0", "--out", "o.csv"],
+                        "--n-bootstrap"),
+                       (["--data-dir", "x"], "mode")):
+        with pytest.raises(SystemExit) as e:
+            benchmark.main(argv)
+        assert e.value.code == 2 and flag in capsys.readouterr().err
+    out = str(tmp_path / "o.csv")
+    for argv, message in ((["--labels", str(tmp_path / "y2.npy"), "--scores", p], "y2.npy: label 2 of record 0"),
+                          (["--labels", y, "--scores", str(tmp_path / "nan.npy")], "nan.npy: score nan of record 0"),
+                          (["--labels", y, "--scores", str(tmp_path / "short.npy")], r"labels of shape \(6, 2\)"),
+                          (["--labels", y, "--scores", p, "--bootstrap-ids", str(tmp_path / "ids.npy")],
+                           "ids.npy: index 6 in resample 0 is outside the 6 records")):
+        with pytest.raises(SystemExit, match=f"^error: .*{message}"):  # script_main: one line, exit 1
+            benchmark.main(["score", *argv, "--out", out])
+
+
+def test_table_ensemble_and_published_values(tmp_path):
+    ids = [f"r{i}" for i in range(6)]
+    other = np.clip(P[::-1] * 0.8 + 0.1, 0, 1)
+    files = {}
+    for model, p in (("resnet1d_wang", P), ("mine", other)):
+        files[model] = tmp_path / f"{model}.csv"
+        scores_table(ids, Y, p, ["NORM", "MI"]).to_csv(files[model], index=False)
+    rows = [{"task": "superdiagnostic", "model": m, "params": 10, "scores": f} for m, f in files.items()]
+    table = benchmark_table(rows, tmp_path / "out", n_bootstrap=30, seed=1)
+    assert table["model"].tolist() == ["resnet1d_wang", "mine", "ensemble"]
+    assert table["params"].tolist() == [10, 10, 20] and (table["records"] == 6).all()
+    ensemble = read_scores(table["scores"].iloc[2], ["NORM", "MI"])
+    assert ensemble["patient_id"].tolist() == ids
+    assert np.allclose(scores_arrays(ensemble, ["NORM", "MI"])[1], (P + other) / 2)
+    written = write_benchmark_outputs(table, tmp_path / "out", 30)
+    assert [w.name for w in written] == ["table.csv", "table.md", "auc.png"]
+    # every number recomputes from the score file the row names
+    saved = pd.read_csv(tmp_path / "out" / "table.csv")
+    for row in saved.itertuples():
+        y, p = scores_arrays(read_scores(row.scores, ["NORM", "MI"]), ["NORM", "MI"])
+        r = score_predictions(y, p, bootstrap_indices(y, 30, 1))["macro_auc"]
+        assert (row.auc, row.auc_lo, row.auc_hi) == pytest.approx((r["point"], r["lower"], r["upper"]))
+    assert saved.loc[0, "auc"] == pytest.approx(AUC)
+    assert (saved.loc[0, "published_auc"], saved.loc[0, "published_hi"]) == pytest.approx((0.930, 0.935))
+    assert saved["published_auc"].isna().tolist() == [False, True, True]
+    assert "| resnet1d_wang | 10 | 6 | 0.667(" in (tmp_path / "out" / "table.md").read_text()
+    # the leaderboard's notation, on the reference's own te_results.csv (xresnet1d101, all statements)
+    assert format_result(0.9254358590055028, 0.9173334466601515, 0.931885977264585) == "0.925(08)"
+    # the leaderboard as printed: inception1d all 0.925(08); ICBEB xresnet1d101 G_beta 0.602(37)
+    assert published("all", "inception1d") == (0.925, 0.008) and published("cpsc9", "xresnet1d101", "gbeta") == \
+        (0.602, 0.037) and published("rhythm", "mine") is None
+    # score files that disagree on labels or record order are refused
+    scores_table(ids, Y[:, ::-1], P, ["NORM", "MI"]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(PipelineError, match="bad.csv: label NORM of record r0 differs"):
+        benchmark_table([*rows, {"task": "superdiagnostic", "model": "b", "params": 1, "scores": tmp_path / "bad.csv"}],
+                        tmp_path / "out", n_bootstrap=5)
+    scores_table(ids[::-1], Y, P, ["NORM", "MI"]).to_csv(tmp_path / "order.csv", index=False)
+    with pytest.raises(PipelineError, match="same order"):
+        benchmark_table([*rows, {"task": "superdiagnostic", "model": "b", "params": 1,
+                                 "scores": tmp_path / "order.csv"}], tmp_path / "out", n_bootstrap=5)

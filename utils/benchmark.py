@@ -1,0 +1,471 @@
+"""The PTB-XL benchmark (Strodthoff, Wagner, Schaeffter, Samek, "Deep Learning for ECG Analysis: Benchmarks
+and Insights from PTB-XL", IEEE JBHI 2021): its published leaderboard as data, its way of scoring and the
+results table beside the published values, so that numbers computed here are comparable with the paper's.
+
+Scoring as the benchmark does it: macro AUC over every class on all test records (the point estimate), and
+100 bootstrap resamples of the test records, a resample lacking a positive record of any class being drawn
+again; `mean` is the mean over the resamples, `lower`/`upper` their 5th and 95th percentiles. ICBEB2018
+(the `cpsc9` task here) adds F_beta=2 and G_beta=2 at per-class thresholds tuned for G_beta on other records
+than the scored ones. The results file has the benchmark's `te_results.csv` layout: rows `point`, `mean`,
+`lower`, `upper`; columns `macro_auc` and, with thresholds, `F_beta_macro` and `G_beta_macro` (the names the
+benchmark's own table code reads).
+
+The published "0.925(08)" is the point estimate and max(upper - point, point - lower) truncated to
+thousandths; `format_result` writes this project's results the same way.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from utils.errors import MissingInputError, PipelineError
+from utils.evaluator import read_scores, scores_arrays, scores_table
+from utils.io import atomic_write, save_figure, write_csv, write_text
+from utils.metrics import challenge_scores, macro_auc, predict_at_least_one
+
+__all__ = ["PTBXL_TASKS", "ICBEB_TASK", "BENCHMARK_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
+           "format_result", "bootstrap_indices", "score_predictions", "write_te_results", "Predictions",
+           "check_scorable", "read_predictions", "read_bootstrap_ids", "read_threshold_array", "score_file_classes",
+           "TABLE_COLUMNS", "ENSEMBLE", "ensemble_scores", "benchmark_table", "write_benchmark_outputs"]
+
+PTBXL_TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
+ICBEB_TASK = "cpsc9"  # ICBEB2018 = CPSC2018, its nine classes
+BENCHMARK_TASKS = PTBXL_TASKS + (ICBEB_TASK,)
+LEADERBOARD_MODELS = ("inception1d", "xresnet1d101", "resnet1d_wang", "fcn_wang", "lstm_bidir", "lstm", "Wavelet+NN")
+
+# From README.md of helme/ecg_ptbxl_benchmarking, section "Leaderboard", in the version citing the JBHI
+# article (doi 10.1109/jbhi.2020.3022989): tables "1. PTB-XL: all statements" to "6. PTB-XL: Rhythm
+# statements" (macro AUC; one column here per table, in PTBXL_TASKS order) and "7. ICBEB: All statements"
+# (AUC, F_beta=2, G_beta=2). Its preprint-era version printed a few other CI widths (e.g. form inception1d
+# 0.899(21)). The README lists no xresnet1d50 and no ensemble row, so neither is here.
+_PTBXL_LEADERBOARD = {
+    "inception1d":   "0.925(08) 0.931(09) 0.930(10) 0.921(06) 0.899(22) 0.953(13)",
+    "xresnet1d101":  "0.925(07) 0.937(08) 0.929(14) 0.928(05) 0.896(12) 0.957(19)",
+    "resnet1d_wang": "0.919(08) 0.936(08) 0.928(10) 0.930(05) 0.880(15) 0.946(10)",
+    "fcn_wang":      "0.918(08) 0.926(10) 0.927(11) 0.925(06) 0.869(12) 0.931(08)",
+    "lstm_bidir":    "0.914(08) 0.932(07) 0.923(12) 0.921(06) 0.876(15) 0.949(11)",
+    "lstm":          "0.907(08) 0.927(08) 0.928(10) 0.927(05) 0.851(15) 0.953(09)",
+    "Wavelet+NN":    "0.849(13) 0.855(15) 0.859(16) 0.874(07) 0.757(29) 0.890(24)",
+}
+_ICBEB_LEADERBOARD = {  # AUC, F_beta=2, G_beta=2
+    "xresnet1d101":  "0.974(05) 0.819(30) 0.602(37)",
+    "resnet1d_wang": "0.969(06) 0.803(31) 0.586(37)",
+    "lstm":          "0.964(06) 0.790(31) 0.561(37)",
+    "inception1d":   "0.963(09) 0.807(30) 0.594(41)",
+    "lstm_bidir":    "0.959(11) 0.796(31) 0.573(36)",
+    "fcn_wang":      "0.957(08) 0.787(31) 0.563(37)",
+    "Wavelet+NN":    "0.905(14) 0.665(34) 0.405(36)",
+}
+METRIC_COLUMNS = {"auc": "macro_auc", "fbeta": "F_beta_macro", "gbeta": "G_beta_macro"}
+
+
+def _parse_published(text: str) -> tuple[float, float]:
+    point, half = text.rstrip(")").split("(")
+    return float(point), int(half) / 1000
+
+
+def published(task: str, model: str, metric: str = "auc") -> tuple[float, float] | None:
+    """(point, CI half-width) the leaderboard prints for a model on a task (metric `auc`, or `fbeta` and
+    `gbeta` for ICBEB2018); None where it prints none."""
+    if task == ICBEB_TASK:
+        entry = _ICBEB_LEADERBOARD.get(model)
+        return None if entry is None or metric not in METRIC_COLUMNS else \
+            _parse_published(entry.split()[list(METRIC_COLUMNS).index(metric)])
+    if metric != "auc" or task not in PTBXL_TASKS or model not in _PTBXL_LEADERBOARD:
+        return None
+    return _parse_published(_PTBXL_LEADERBOARD[model].split()[PTBXL_TASKS.index(task)])
+
+
+def published_table() -> pd.DataFrame:
+    """Every published value: task, model, metric, point, half_width."""
+    rows = [(task, model, metric, *published(task, model, metric))
+            for task in BENCHMARK_TASKS for model in LEADERBOARD_MODELS
+            for metric in (METRIC_COLUMNS if task == ICBEB_TASK else ("auc",))]
+    return pd.DataFrame(rows, columns=["task", "model", "metric", "point", "half_width"])
+
+
+def format_result(point: float, lower: float, upper: float) -> str:
+    """The leaderboard's notation: "0.925(08)" = point rounded to 3 decimals and max(upper - point,
+    point - lower) truncated to thousandths."""
+    if not np.isfinite(point):
+        return "n/a"
+    half = max(upper - point, point - lower) if np.isfinite(lower) and np.isfinite(upper) else 0.0
+    return f"{round(point, 3):.3f}({int(half * 1000 + 1e-9):02d})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+def bootstrap_indices(y: np.ndarray, n: int = 100, seed: int = 0, source: str = "the labels",
+                      max_draws: int | None = None) -> np.ndarray:
+    """(n, records) resamples of record indices with replacement, `default_rng(seed).integers(0, records,
+    records)` per draw, where a draw lacking a positive record of any class is discarded and drawn again
+    (the benchmark's rule: every class's AUC is defined in every resample). Fails rather than loop for
+    ever when a class has no positive (or no negative) record, or when `max_draws` (default 1000 per
+    resample) draws are spent."""
+    y = np.asarray(y, bool)
+    if y.ndim != 2 or not len(y):
+        raise PipelineError(f"{source}: labels of shape {y.shape}, not records x classes")
+    check_scorable(y, source)
+    rng = np.random.default_rng(seed)
+    max_draws = max_draws or 1000 * n
+    out, draws = [], 0
+    while len(out) < n:
+        if draws == max_draws:
+            rare = int(y.sum(0).argmin())
+            raise PipelineError(f"{source}: only {len(out)} of {n} bootstrap resamples had a positive record of "
+                                f"every class after {draws} draws (class {rare} has {int(y[:, rare].sum())} "
+                                f"positive records of {len(y)})")
+        idx = rng.integers(0, len(y), len(y))
+        draws += 1
+        if y[idx].any(0).all():
+            out.append(idx)
+    return np.stack(out) if out else np.zeros((0, len(y)), np.int64)
+
+
+def check_scorable(y: np.ndarray, source: str, classes: Sequence[str] | None = None) -> None:
+    """Macro AUC over every class needs a positive and a negative record of each: a PipelineError naming
+    `source` and the first class without."""
+    for kind, missing in (("positive", ~y.any(0)), ("negative", y.all(0))):
+        if missing.any():
+            j = int(np.flatnonzero(missing)[0])
+            name = classes[j] if classes is not None else f"column {j}"
+            raise PipelineError(f"{source}: class {name} has no {kind} record, so its AUC and the macro AUC over "
+                                "every class are undefined")
+
+
+def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
+                      thresholds: np.ndarray | None = None, beta: float = 2.0, source: str = "the labels"
+                      ) -> pd.DataFrame:
+    """The benchmark's results for scores `p` of records with labels `y`: rows point (all records), mean,
+    lower (5th percentile), upper (95th) over the resamples `indices` (resamples x records); column
+    macro_auc, and with per-class `thresholds` (tuned elsewhere) F_beta_macro and G_beta_macro of the
+    predictions `p > threshold`, a record above none getting its top class. A resample where a metric is
+    undefined (a class without negatives) is left out of that metric's mean and percentiles. `source`
+    names the labels in errors."""
+    y, p = np.asarray(y, bool), np.asarray(p, float)
+    indices = np.asarray(indices)
+    if y.shape != p.shape or y.ndim != 2:
+        raise PipelineError(f"{source}: labels of shape {y.shape} for scores of shape {p.shape}")
+    if indices.ndim != 2 or (indices.size and (indices.min() < 0 or indices.max() >= len(y))):
+        raise PipelineError(f"bootstrap indices of shape {indices.shape} do not index {len(y)} records")
+    pred = None
+    if thresholds is not None:
+        thresholds = np.asarray(thresholds, float)
+        if thresholds.shape != (y.shape[1],):
+            raise PipelineError(f"{thresholds.shape[0] if thresholds.ndim else 1} thresholds for {y.shape[1]} classes")
+        pred = predict_at_least_one(p, thresholds)
+        unlabelled = np.flatnonzero(~y.any(1))
+        if len(unlabelled):
+            raise PipelineError(f"{source}: record {unlabelled[0]} has no label; F_beta and G_beta weigh each "
+                                "record by 1 / its number of labels")
+
+    columns = ["macro_auc"] + (["F_beta_macro", "G_beta_macro"] if pred is not None else [])
+    point = [macro_auc(y, p)]
+    counts = np.bincount((indices + len(y) * np.arange(len(indices))[:, None]).ravel(),
+                         minlength=len(indices) * len(y)).reshape(len(indices), len(y))
+    draws = [macro_auc(y, p, counts)]  # each resample as record counts: one sort per class for all of them
+    if pred is not None:
+        point += [np.mean(v) for v in challenge_scores(y, pred, beta)]
+        fg = np.array([[np.mean(v) for v in challenge_scores(y[rows], pred[rows], beta)] for rows in indices])
+        draws += list(fg.reshape(len(indices), 2).T)
+    draws = np.column_stack(draws)
+    if not len(draws):
+        return pd.DataFrame([point] + [[np.nan] * len(columns)] * 3, index=["point", "mean", "lower", "upper"],
+                            columns=columns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined in every resample stays NaN
+        table = [point, np.nanmean(draws, 0), np.nanpercentile(draws, 5, axis=0), np.nanpercentile(draws, 95, axis=0)]
+    return pd.DataFrame(table, index=["point", "mean", "lower", "upper"], columns=columns)
+
+
+def write_te_results(results: pd.DataFrame, path: Path) -> Path:
+    """The results in the benchmark's te_results.csv layout (the row names as the first, unnamed column)."""
+    return atomic_write(path, lambda tmp: results.to_csv(tmp))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading anyone's predictions: .npy arrays (records x classes) or this project's score CSV
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Predictions:
+    """Labels and scores of the same records; ids and classes when a score CSV named them."""
+    y: np.ndarray
+    p: np.ndarray
+    ids: list[str] | None
+    classes: list[str] | None
+
+
+def score_file_classes(path: Path) -> list[str]:
+    """The classes of a score CSV: every `p_<class>` column beside a `<class>` label column."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"scores file {path} not found")
+    try:
+        columns = list(pd.read_csv(path, nrows=0).columns)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path} is not a readable CSV ({type(e).__name__})") from None
+    classes = [c[2:] for c in columns if c.startswith("p_") and c[2:] in columns]
+    if not classes:
+        raise PipelineError(f"{path} has no class (a score CSV has patient_id, a 0/1 column per class and "
+                            "p_<class> beside it)")
+    return classes
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path} not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise PipelineError(f"{path} is a pickled array (numpy's .dump), which can run code when loaded; if "
+                                "you trust it, save it as .npy: np.save(out, np.load(path, allow_pickle=True))"
+                                ) from None
+        raise PipelineError(f"{path} is not a .npy array ({e})") from None
+    except (OSError, EOFError) as e:
+        raise PipelineError(f"{path} is not a .npy array ({e})") from None
+
+
+def _matrix(a: np.ndarray, path: Path, what: str) -> np.ndarray:
+    if a.ndim != 2 or not a.size:
+        raise PipelineError(f"{path}: {what} of shape {a.shape}, not records x classes")
+    if a.dtype.kind not in "biuf":
+        raise PipelineError(f"{path}: {what} of type {a.dtype}, not numbers")
+    return a
+
+
+def _read_labels_npy(path: Path) -> np.ndarray:
+    y = _matrix(_read_npy(path), path, "labels")
+    bad = ~np.isin(y, (0, 1))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise PipelineError(f"{path}: label {y[i, j].item()!r} of record {i}, class {j} is not 0/1")
+    return y.astype(bool)
+
+
+def _read_scores_npy(path: Path) -> np.ndarray:
+    p = _matrix(_read_npy(path), path, "scores").astype(float)
+    bad = ~np.isfinite(p)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise PipelineError(f"{path}: score {p[i, j]} of record {i}, class {j} is not a finite number")
+    return p
+
+
+def _same_file(a: Path | None, b: Path | None) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def read_predictions(scores: Path, labels: Path | None = None) -> Predictions:
+    """Labels and scores from `scores` (.npy or score CSV) and `labels` (.npy or score CSV; may be left out
+    when `scores` is a score CSV, which holds both). A score CSV given for labels must hold the same
+    records in the same order and the same classes; arrays must have the same shape."""
+    scores, labels = Path(scores), (Path(labels) if labels is not None else None)
+    ids = classes = y = None
+    if scores.suffix == ".csv":
+        classes = score_file_classes(scores)
+        table = read_scores(scores, classes)
+        y, p = scores_arrays(table, classes)
+        ids = list(table["patient_id"])
+    else:
+        p = _read_scores_npy(scores)
+    if labels is not None and not (scores.suffix == ".csv" and _same_file(labels, scores)):
+        if labels.suffix == ".csv":
+            label_classes = score_file_classes(labels)
+            table = read_scores(labels, label_classes)
+            if classes is not None and label_classes != classes:
+                raise PipelineError(f"{labels} has classes {', '.join(label_classes)}; {scores} has "
+                                    f"{', '.join(classes)}")
+            if ids is not None and list(table["patient_id"]) != ids:
+                raise PipelineError(f"{labels} and {scores} do not hold the same records in the same order")
+            y, classes, ids = table[label_classes].to_numpy().astype(bool), label_classes, list(table["patient_id"])
+        else:
+            y = _read_labels_npy(labels)
+    if y is None:
+        raise PipelineError(f"{scores} holds scores only; give the labels of its records")
+    if y.shape != p.shape:
+        raise PipelineError(f"{labels or scores}: labels of shape {y.shape} for scores of shape {p.shape} in {scores}")
+    return Predictions(y, p, ids, classes)
+
+
+def read_bootstrap_ids(path: Path, y: np.ndarray) -> np.ndarray:
+    """A (resamples x records) integer index array, such as the benchmark's test_bootstrap_ids saved as .npy,
+    checked against the labels: every index a record, every resample with a positive of every class."""
+    ids = _read_npy(path)
+    y = np.asarray(y, bool)
+    if ids.ndim != 2 or ids.shape[1] != len(y) or not len(ids):
+        raise PipelineError(f"{path}: bootstrap ids of shape {ids.shape}, not resamples x {len(y)} records")
+    if ids.dtype.kind not in "iu":
+        raise PipelineError(f"{path}: bootstrap ids of type {ids.dtype}, not integers")
+    bad = (ids < 0) | (ids >= len(y))
+    if bad.any():
+        k, i = np.argwhere(bad)[0]
+        raise PipelineError(f"{path}: index {ids[k, i]} in resample {k} is outside the {len(y)} records")
+    for k, rows in enumerate(ids):
+        lacking = ~y[rows].any(0)
+        if lacking.any():
+            raise PipelineError(f"{path}: resample {k} has no positive record of class "
+                                f"{int(np.flatnonzero(lacking)[0])} (the benchmark draws such a resample again)")
+    return ids.astype(np.int64)
+
+
+def read_threshold_array(path: Path, n_classes: int) -> np.ndarray:
+    """Per-class thresholds (.npy vector; NaN: never predicted above a threshold)."""
+    t = _read_npy(path)
+    if t.shape != (n_classes,) or t.dtype.kind not in "iuf":
+        raise PipelineError(f"{path}: thresholds of shape {t.shape} and type {t.dtype}, not {n_classes} numbers")
+    return t.astype(float)
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark's results table: one row per (task, model) from its test score file, an ensemble per task
+# ---------------------------------------------------------------------------------------------
+TABLE_COLUMNS = ("task", "model", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc", "published_lo",
+                 "published_hi", "scores")
+ENSEMBLE = "ensemble"
+
+
+def _task_scores(paths: Sequence[Path]) -> tuple[list[str], list[str], np.ndarray, list[np.ndarray]]:
+    """(ids, classes, labels, scores per file) of score files of the same records: refused unless every
+    file has the same classes, the same record ids in the same order and the same labels."""
+    ids = classes = y = None
+    probs = []
+    for path in paths:
+        cls = score_file_classes(path)
+        table = read_scores(path, cls)
+        y_i, p_i = scores_arrays(table, cls)
+        if classes is None:
+            ids, classes, y = list(table["patient_id"]), cls, y_i
+        elif cls != classes:
+            raise PipelineError(f"{path} has classes {', '.join(cls)}, {paths[0]} has {', '.join(classes)}")
+        elif list(table["patient_id"]) != ids:
+            raise PipelineError(f"{path} does not hold the records of {paths[0]} in the same order")
+        elif not np.array_equal(y_i, y):
+            i, j = np.argwhere(y_i != y)[0]
+            raise PipelineError(f"{path}: label {classes[j]} of record {ids[i]} differs from {paths[0]}")
+        probs.append(p_i)
+    return ids, classes, y, probs
+
+
+def ensemble_scores(paths: Sequence[Path], out: Path) -> Path:
+    """The benchmark's ensemble: the mean of the models' scores per record and class, written as a score
+    file of the same records in the same order (files that disagree on records or labels are refused)."""
+    ids, classes, y, probs = _task_scores(paths)
+    write_csv(scores_table(ids, y, np.mean(probs, axis=0), classes), out)
+    return out
+
+
+def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, seed: int = 0,
+                    ensemble: bool = True) -> pd.DataFrame:
+    """The results table from rows of `task`, `model`, `params` (may be None), `records` (optional: checked)
+    and `scores` (a test score file): `records` and auc / auc_lo / auc_hi (point, 5th and 95th percentile of `n_bootstrap` resamples,
+    the same resamples for every model of a task) from each score file, the published value beside it,
+    and with `ensemble` an `ensemble` row per task of two or more models, whose scores (the mean of the
+    models') are written to out/ensemble/<task>_test_scores.csv."""
+    out = Path(out)
+    seen = set()
+    for row in rows:
+        key = (row["task"], row["model"])
+        if key in seen:
+            raise PipelineError(f"task {key[0]}: model {key[1]} appears twice")
+        if ensemble and row["model"] == ENSEMBLE:
+            raise PipelineError(f"task {key[0]}: the model name {ENSEMBLE!r} is the table's own ensemble row")
+        seen.add(key)
+    table = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        members = [r for r in rows if r["task"] == task]
+        paths = [Path(r["scores"]) for r in members]
+        ids, classes, y, probs = _task_scores(paths)
+        for r, path in zip(members, paths):
+            if r.get("records") is not None and r["records"] != len(ids):
+                raise PipelineError(f"{path} holds {len(ids)} records; its row says {r['records']}")
+        check_scorable(y, str(paths[0]), classes)
+        indices = bootstrap_indices(y, n_bootstrap, seed, str(paths[0]))
+        entries = [(r["model"], r.get("params"), p, path) for r, p, path in zip(members, probs, paths)]
+        if ensemble and len(members) > 1:
+            path = ensemble_scores(paths, out / ENSEMBLE / f"{task}_test_scores.csv")
+            params = [r.get("params") for r in members]
+            total = sum(params) if all(v is not None and np.isfinite(v) for v in params) else None
+            entries.append((ENSEMBLE, total, np.mean(probs, axis=0), path))
+        for model, params, p, path in entries:
+            result = score_predictions(y, p, indices)["macro_auc"]
+            pub = published(task, model)
+            table.append({"task": task, "model": model, "params": params, "records": len(ids),
+                          "auc": result["point"], "auc_lo": result["lower"], "auc_hi": result["upper"],
+                          "published_auc": pub[0] if pub else np.nan,
+                          "published_lo": pub[0] - pub[1] if pub else np.nan,
+                          "published_hi": pub[0] + pub[1] if pub else np.nan, "scores": str(path)})
+    frame = pd.DataFrame(table, columns=list(TABLE_COLUMNS))
+    frame["params"] = frame["params"].astype("Int64")
+    return frame
+
+
+def _markdown(table: pd.DataFrame, n_bootstrap: int) -> str:
+    lines = [f"Macro AUC on the test records: point (all records) and, in brackets, the 5th-95th percentiles of "
+             f"{n_bootstrap} bootstrap resamples; `0.925(08)` is the leaderboard's notation (point, largest distance "
+             "to a percentile in thousandths). Published: the PTB-XL benchmark's leaderboard (Strodthoff et al., "
+             "IEEE JBHI 2021).", ""]
+    for task, rows in table.groupby("task", sort=False):
+        lines += [f"### {task}", "", "| model | params | records | AUC | 90 % interval | published |",
+                  "| --- | ---: | ---: | --- | --- | --- |"]
+        for r in rows.itertuples():
+            pub = published(task, r.model)
+            params = f"{int(r.params):,}" if pd.notna(r.params) else "-"
+            lines.append(f"| {r.model} | {params} | {r.records:,} | {format_result(r.auc, r.auc_lo, r.auc_hi)} | "
+                         f"[{r.auc_lo:.3f}, {r.auc_hi:.3f}] | "
+                         f"{f'{pub[0]:.3f}({round(pub[1] * 1000):02d})' if pub else '-'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(table: pd.DataFrame, path: Path) -> Path:
+    """One panel per task: each model's AUC with its interval, the published value and CI beside it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(table["task"]))
+    ncols = min(len(tasks), 3)
+    nrows = math.ceil(len(tasks) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 0.45 * table.groupby("task").size().max() * nrows
+                                                    + 1.2 * nrows), squeeze=False)
+    for ax, task in zip(axes.ravel(), tasks):
+        rows = table[table["task"] == task].reset_index(drop=True)
+        pos = np.arange(len(rows))
+        ax.errorbar(rows["auc"], pos, xerr=[rows["auc"] - rows["auc_lo"], rows["auc_hi"] - rows["auc"]], fmt="o",
+                    color="tab:blue", capsize=3, label="this project")
+        known = rows["published_auc"].notna().to_numpy()
+        if known.any():
+            ax.errorbar(rows["published_auc"][known], pos[known] + 0.25,
+                        xerr=(rows["published_auc"] - rows["published_lo"])[known], fmt="D", mfc="none",
+                        color="tab:orange", capsize=3, label="published")
+        ax.set_yticks(pos, rows["model"])
+        ax.invert_yaxis()
+        ax.set_title(task)
+        ax.set_xlabel("macro AUC")
+        ax.grid(axis="x", lw=0.4)
+    for ax in axes.ravel()[len(tasks):]:
+        ax.axis("off")
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, ["this project (5th-95th percentile)", "published (CI)"][:len(handles)], loc="upper center",
+               ncol=2, fontsize=9, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return save_figure(fig, path)
+
+
+def write_benchmark_outputs(table: pd.DataFrame, out: Path, n_bootstrap: int, figure: bool = True) -> list[Path]:
+    """table.csv, table.md (beside the published values) and, with `figure`, auc.png in `out`."""
+    out = Path(out)
+    written = [write_csv(table, out / "table.csv"), write_text(_markdown(table, n_bootstrap), out / "table.md")]
+    if figure and len(table):
+        written.append(_plot(table, out / "auc.png"))
+    return written
+
