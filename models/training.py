@@ -38,7 +38,7 @@ from models.registry import create_model, list_models
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, check_writable, data_label_set,
-                   data_split_rule, database_name, exclusive_lock, f1_scores, load_labels, nonnegative_int, positive_float, positive_int, seed_int,
+                   data_split_rule, database_name, exclusive_lock, f1_scores, load_labels, MAX_WORKERS, bounded_float, bounded_int, describe_flag, flag_error, flag_given, folder_path, seed_int,
                    preprocess_manifest, split_labels, write_csv)
 
 
@@ -104,19 +104,21 @@ class RunConfig:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         """The command-line flags of one run (main.py, and the studies that train many)."""
-        p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
+        p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"), help="preprocess output folder")
         p.add_argument("--arch", default="resnet34", choices=list_models(),
                        help="a registered architecture (`python -m models` lists them)")
-        p.add_argument("--seed", type=seed_int, default=42)
-        p.add_argument("--epochs", type=positive_int, default=40)
-        p.add_argument("--lr", type=positive_float, default=1e-4)
-        p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
-        p.add_argument("--num-workers", type=nonnegative_int, default=4)
-        p.add_argument("--seconds", type=positive_float, default=INPUT_SECONDS,
-                       help="input length: the last N seconds")
-        p.add_argument("--sample-rate", type=positive_int, default=SAMPLE_RATE,
-                       help="model input rate (resampled from the cache)")
-        p.add_argument("--limit", type=positive_int, default=None, help="use a seeded random subset of N records")
+        p.add_argument("--seed", type=seed_int, default=42, help="%(type)s")
+        p.add_argument("--epochs", type=bounded_int(1, 10_000), default=40, help="%(type)s")
+        p.add_argument("--lr", type=bounded_float(0, 10, above=True), default=1e-4, help="learning rate, %(type)s")
+        p.add_argument("--batch-size", type=bounded_int(1, 65_536), default=32, help="per process, %(type)s")
+        p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=4,
+                       help="data-loading processes, %(type)s")
+        p.add_argument("--seconds", type=bounded_float(0, 3600, above=True), default=INPUT_SECONDS,
+                       help="input length: the last N seconds, %(type)s")
+        p.add_argument("--sample-rate", type=bounded_int(1, 10_000), default=SAMPLE_RATE,
+                       help="model input rate in Hz (resampled from the cache), %(type)s")
+        p.add_argument("--limit", type=bounded_int(1, 10_000_000), default=None,
+                       help="use a seeded random subset of N records, %(type)s")
         p.add_argument("--use-gpu", action="store_true")
         p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
         p.add_argument("--no-compile", action="store_true",
@@ -138,14 +140,21 @@ class RunConfig:
                    **overrides)
 
 
-def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> None:
     """For a parser built with `RunConfig.add_arguments`: an input the network cannot use is an argparse
-    error (exit 2); a rate too low to see a QRS complex is a warning."""
+    error (exit 2) naming the flag given (a preset's --seconds crossed by a --sample-rate, or the
+    reverse); a rate too low to see a QRS complex is a warning."""
+    spec = InputSpec(LEADS, args.seconds, args.sample_rate)
     try:
-        for warning in InputSpec(LEADS, args.seconds, args.sample_rate).check():
-            print(f"warning: {warning}", file=sys.stderr)
-    except ValueError as e:
-        p.error(str(e))
+        warnings = spec.check()
+    except ValueError:
+        blamed = "--sample-rate" if flag_given(p, argv, "--sample-rate") and not flag_given(p, argv, "--seconds") \
+            else "--seconds"
+        flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with "
+                              f"{describe_flag(p, args, argv, '--sample-rate')} gives {spec.n_samples} samples; "
+                              f"the network needs at least {InputSpec.MIN_SAMPLES}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def seed_everything(seed: int) -> None:
