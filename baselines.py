@@ -44,9 +44,10 @@ import scipy.stats
 from tqdm import tqdm
 
 from utils import (LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, data_label_set, data_split_rule, database_name,
-                   evaluate_scores, fingerprint, jsonable, leads_tag, load_labels, nonnegative_int, outputs_current,
-                   parallel_map, parse_leads, positive_int, preprocess_manifest, read_evaluation, scores_table, script_main, split_labels,
+                   evaluate_scores, fingerprint, jsonable, leads_tag, load_labels, outputs_current,
+                   parallel_map, parse_leads, preprocess_manifest, read_evaluation, scores_table, script_main, split_labels,
                    write_csv, write_json, write_manifest, write_text)
+from utils.io import MAX_WORKERS, bounded_int, folder_path, lead_spec, seed_int
 from utils.presets import parse_with_preset
 from utils.results import results_home
 
@@ -71,10 +72,7 @@ def feature_names(heart_rate: bool = False) -> list[str]:
 
 def lead_list(text: str) -> list[str]:
     """--leads: `all`, one lead or a comma list -> lead names (an argparse error otherwise)."""
-    try:
-        return parse_leads(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return parse_leads(lead_spec(text))  # lead_spec: an argparse error for an unknown or repeated lead
 
 
 def classifier_list(text: str) -> list[str]:
@@ -89,25 +87,26 @@ def classifier_list(text: str) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
+    p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"), help="preprocess output folder")
     p.add_argument("--classifier", type=classifier_list, default="all",
                    help="LR, RF, LGB, MLP or all (comma lists work too)")
     p.add_argument("--leads", type=lead_list, default="all", help="restrict the features to these leads")
     p.add_argument("--heart-rate", action="store_true", help="add heart-rate statistics from R-peak detection")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="fold split and classifier seed")
+    p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED, help="fold split and classifier seed, %(type)s")
     p.add_argument("--standardize", action="store_true",
                    help="standardise features for LR and MLP (the original fed them unscaled)")
     split = p.add_mutually_exclusive_group()
     split.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                        help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
     split.add_argument("--cv", action="store_true", help="all ten test folds; writes baselines_<tag>_cv.csv/.md")
-    p.add_argument("--n-bootstrap", type=nonnegative_int, default=1000,
-                   help="bootstrap resamples for the 95 %% CIs (0: none)")
+    p.add_argument("--n-bootstrap", type=bounded_int(0, 100_000), default=1000,
+                   help="bootstrap resamples for the 95 %% CIs (0: none), %(type)s")
     p.add_argument("--calibrate", action="store_true",
                    help="also fit a temperature on validation and report ECE / Brier before and after")
     p.add_argument("--no-figures", action="store_true", help="skip ROC, confusion and reliability figures")
-    p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1)
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--num-workers", type=bounded_int(1, MAX_WORKERS), default=os.cpu_count() or 1,
+                   help="processes computing features, %(type)s")
+    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
     p.add_argument("--force", action="store_true", help="recompute features.csv and refit every classifier")
     return parse_with_preset(p, argv, "baselines_cv")
 

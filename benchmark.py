@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils import (PipelineError, bootstrap_indices, check_scorable, check_writable, positive_int, read_bootstrap_ids,
+from utils import (PipelineError, bootstrap_indices, check_scorable, bounded_int, check_writable, read_bootstrap_ids,
                    read_predictions, read_threshold_array, score_predictions, script_main, seed_int,
                    tune_gbeta_thresholds, write_te_results)
 
@@ -36,12 +36,12 @@ def score_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", type=Path, required=True, help="scores: .npy (records x classes) or a score CSV")
     p.add_argument("--labels", type=Path, help="0/1 labels: .npy or a score CSV (default: the --scores CSV)")
     p.add_argument("--bootstrap-ids", type=Path, help="resamples x records integer indices (.npy) to use as they are")
-    p.add_argument("--n-bootstrap", type=positive_int, help=f"resamples to draw (default {N_BOOTSTRAP})")
-    p.add_argument("--seed", type=seed_int, help="seed of the resamples (default 0)")
+    p.add_argument("--n-bootstrap", type=bounded_int(1, 100_000), help=f"resamples to draw (default {N_BOOTSTRAP}), %(type)s")
+    p.add_argument("--seed", type=seed_int, help="seed of the resamples (default 0), %(type)s")
     p.add_argument("--val-scores", type=Path, help="validation scores to tune G_beta thresholds on (.npy or score CSV)")
     p.add_argument("--val-labels", type=Path, help="validation labels (default: the --val-scores CSV)")
     p.add_argument("--thresholds", type=Path, help="per-class thresholds (.npy vector) for F_beta and G_beta")
-    p.add_argument("--out", type=Path, required=True, help="results file in the te_results.csv layout")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="results file in the te_results.csv layout")
     return p
 
 

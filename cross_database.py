@@ -31,6 +31,7 @@ from models.studies import run_all, study_parser
 from models.training import RunConfig, check_input_size
 from utils import (PipelineError, data_label_set, database_name, parse_leads, read_evaluation, save_figure, script_main,
                    write_csv, write_text)
+from utils.io import flag_error, folder_path, lead_spec
 from utils.pool import pool_databases
 from utils.presets import parse_with_preset
 
@@ -41,25 +42,22 @@ COLUMNS = ("trained_on", "tested_on", "records", "classes", "auc", "auc_lo", "au
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
-    p.add_argument("--data-dirs", type=Path, nargs="+", required=True,
+    p.add_argument("--data-dirs", type=folder_path, nargs="+", required=True,
                    help="two or more preprocessed databases with the same label set")
-    p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
+    p.add_argument("--leads", type=lead_spec, default="all", help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--leave-one-out", action="store_true",
                    help="also train on all but one database pooled and test on the one left out")
-    p.add_argument("--pool-dir", type=Path, default=Path("data/pooled"), help="where pooled databases are written")
+    p.add_argument("--pool-dir", type=folder_path, default=Path("data/pooled"), help="where pooled databases are written")
     p.add_argument("--calibrate", action="store_true", help="temperature scaling fitted on each validation fold")
     p.add_argument("--no-figures", action="store_true", help="no ROC, confusion or reliability figure per cell")
     args = parse_with_preset(p, argv, "train")  # each cell's model is the one main.py would train
-    check_input_size(p, args)
+    check_input_size(p, args, argv)
     if len(args.data_dirs) < 2:
-        p.error("--data-dirs: give two or more databases")
+        flag_error(p, "--data-dirs", "give two or more databases")
     names = [database_name(d) for d in args.data_dirs]
     if len(set(names)) < len(names):
-        p.error(f"--data-dirs: two databases share a folder name ({', '.join(names)}); the matrix names them by it")
-    try:
-        args.lead_names = parse_leads(args.leads)
-    except ValueError as e:
-        p.error(str(e))
+        flag_error(p, "--data-dirs", f"two databases share a folder name ({', '.join(names)}); the matrix names them by it")
+    args.lead_names = parse_leads(args.leads)
     return args
 
 

@@ -22,23 +22,19 @@ import pandas as pd
 from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_input_size
 from utils import N_FOLDS, parse_leads, read_evaluation, save_figure, script_main, write_csv, write_text
+from utils.io import BoundedList, lead_spec
 from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
-    p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
-    p.add_argument("--folds", default=",".join(map(str, range(1, N_FOLDS + 1))),
-                   help="test folds to run, comma-separated (default: all ten)")
+    p.add_argument("--leads", type=lead_spec, default="all", help="all, one lead, or a comma list such as I,aVR,V5")
+    p.add_argument("--folds", type=BoundedList(1, N_FOLDS, "fold"), default=",".join(map(str, range(1, N_FOLDS + 1))),
+                   help="test folds to run, comma-separated, each %(type)s (default: all ten)")
     args = parse_with_preset(p, argv, "study")
-    check_input_size(p, args)
-    try:
-        args.lead_names = parse_leads(args.leads)
-        args.fold_list = sorted({int(k) for k in args.folds.split(",")})
-    except ValueError as e:
-        p.error(str(e))
-    if not all(1 <= k <= N_FOLDS for k in args.fold_list):
-        p.error(f"--folds: test folds are 1..{N_FOLDS}, got {args.folds}")
+    check_input_size(p, args, argv)
+    args.lead_names = parse_leads(args.leads)
+    args.fold_list = args.folds
     return args
 
 

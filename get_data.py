@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.download import CATALOGUE, PHYSIONET, DownloadSummary, catalogue_table, fetch_database, preprocess_command
+from utils.download import (CATALOGUE, PHYSIONET, DownloadSummary, catalogue_table, fetch_database, mirror_problem,
+                            preprocess_command)
 from utils.errors import PipelineError, script_main
-from utils.io import positive_int
+from utils.io import bounded_int, flag_error, folder_path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,11 +29,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("name", nargs="?", choices=list(CATALOGUE), metavar="NAME",
                    help=f"database: {', '.join(CATALOGUE)} (see --list)")
     p.add_argument("--list", action="store_true", help="list the databases and exit")
-    p.add_argument("--out", type=Path, help="output folder (default: data/NAME)")
-    p.add_argument("--mirror", help=f"URL or local folder that replaces {PHYSIONET} (a proxy or a copy)")
-    p.add_argument("--limit", type=positive_int, help="fetch only the first N records (sorted) and the metadata")
-    p.add_argument("--jobs", type=positive_int, default=4, help="files fetched at once")
+    p.add_argument("--out", type=folder_path, help="output folder (default: data/NAME)")
+    p.add_argument("--mirror", help=f"http(s):// URL, file:// URL or local folder that replaces {PHYSIONET} "
+                                    "(a proxy or a copy)")
+    p.add_argument("--limit", type=bounded_int(1, 1_000_000),
+                   help="fetch only the first N records (sorted) and the metadata, %(type)s")
+    p.add_argument("--jobs", type=bounded_int(1, 64), default=4,
+                   help="files fetched at once, %(type)s (PhysioNet is a shared server)")
     args = p.parse_args(argv)
+    if args.mirror is not None and (why := mirror_problem(args.mirror)):
+        flag_error(p, "--mirror", why)
     if not args.list and args.name is None:
         p.error("give a database NAME (or --list)")
     return args

@@ -26,7 +26,7 @@ from utils.presets import parse_with_preset
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
     args = parse_with_preset(p, argv, "study")
-    check_input_size(p, args)
+    check_input_size(p, args, argv)
     return args
 
 

@@ -24,23 +24,25 @@ from models.checkpoint import load_checkpoint
 from models.evaluation import evaluate_external, evaluate_run, evaluation_current, results_folder
 from models.inputs import InputSpec, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
-from utils import (PipelineError, nonnegative_int, parse_leads, positive_int, print_metrics, read_evaluation,
+from utils import (PipelineError, parse_leads, print_metrics, read_evaluation,
                    read_records, script_main, write_csv)
+from utils.io import MAX_WORKERS, bounded_int, folder_path, lead_spec, refuse_together
 from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=run_argument, required=True, help="the run folder written by main.py (or its model.pth)")
-    p.add_argument("--data-dir", type=Path, default=None, help="preprocess output (default: the checkpoint's)")
-    p.add_argument("--external-data-dir", type=Path, default=None,
+    p.add_argument("--data-dir", type=folder_path, default=None, help="preprocess output (default: the checkpoint's)")
+    p.add_argument("--external-data-dir", type=folder_path, default=None,
                    help="another preprocessed database to test on (every labelled record)")
-    p.add_argument("--leads", default=None, help="optional check: the leads the checkpoint must have been trained on")
+    p.add_argument("--leads", type=lead_spec, default=None, help="optional check: the leads the checkpoint must have been trained on")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="diagnose these records instead")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--n-bootstrap", type=nonnegative_int, default=1000, help="bootstrap resamples for the 95 %% CIs")
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--num-workers", type=nonnegative_int, default=2)
+    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
+    p.add_argument("--n-bootstrap", type=bounded_int(0, 100_000), default=1000,
+                   help="bootstrap resamples for the 95 %% CIs, %(type)s")
+    p.add_argument("--batch-size", type=bounded_int(1, 65_536), default=64, help="%(type)s")
+    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=2, help="data-loading processes, %(type)s")
     p.add_argument("--no-figures", action="store_true",
                    help="skip the confusion-matrix and ROC figures (the studies draw their own)")
     p.add_argument("--use-gpu", action="store_true")
@@ -48,11 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also fit temperature scaling on the validation records and report calibration before/after")
     p.add_argument("--force", action="store_true", help="evaluate again even when the evaluation is current")
     args = parse_with_preset(p, argv, "evaluate")
+    refuse_together(p, args, "--record", ["--external-data-dir", "--data-dir"])  # records are diagnosed alone
+    refuse_together(p, args, "--external-data-dir", ["--data-dir"])  # tested on every record of that one
     if args.leads is not None:
-        try:
-            args.leads = parse_leads(args.leads)
-        except ValueError as e:
-            p.error(f"--leads: {e}")  # a bad argument exits 2, like everywhere
+        args.leads = parse_leads(args.leads)
     return args
 
 

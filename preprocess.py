@@ -41,21 +41,23 @@ import pandas as pd
 from utils import (LABEL_SETS, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, PREPROCESS_OUTPUTS, REFERENCE_CSV,
                    SAMPLE_RATE, CacheFile, Entry, LabelSet, Layout, PipelineError, RecordError, check_writable,
                    clipped_per_lead, detect_layout, exclusive_lock, file_fingerprint, fingerprint, get_label_set,
-                   outputs_current, parallel_imap, positive_int, read_entry, remove_stale_temporaries, resample,
+                   outputs_current, parallel_imap, read_entry, remove_stale_temporaries, resample,
                    script_main, seed_int, stratified_folds, stream_signal_cache, to_microvolts, write_csv,
                    write_index, write_manifest, write_span)
+from utils.io import MAX_WORKERS, bounded_int, folder_path
 
 CACHE_VERSION = 2  # bump when the cache format changes, so old caches are rebuilt
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="folder with the records")
-    p.add_argument("--out", "--out-dir", dest="out_dir", type=Path, default=None,
+    p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"), help="folder with the records")
+    p.add_argument("--out", "--out-dir", dest="out_dir", type=folder_path, default=None,
                    help="where outputs go (default: --data-dir)")
     p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS), help="label set")
-    p.add_argument("--seed", type=seed_int, default=42, help="seed of the stratified fold assignment (0 to 2**32-1)")
-    p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1, help="processes decoding records")
+    p.add_argument("--seed", type=seed_int, default=42, help="seed of the stratified fold assignment, %(type)s")
+    p.add_argument("--num-workers", type=bounded_int(1, MAX_WORKERS), default=os.cpu_count() or 1,
+                   help="processes decoding records, %(type)s")
     p.add_argument("--force", action="store_true", help="rebuild even when outputs are current")
     return p.parse_args(argv)
 

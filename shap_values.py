@@ -39,8 +39,9 @@ from models.evaluation import results_folder
 from models.inputs import ECGDataset, InputSpec, checkpoint_splits, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
 from utils import (PipelineError, SignalCache, exclusive_lock, file_sha, fingerprint, get_label_set, output_names, outputs_current,
-                   parallel_map, positive_int, read_records, save_figure, script_main, write_csv, write_manifest,
+                   parallel_map, read_records, save_figure, script_main, write_csv, write_manifest,
                    write_npy)
+from utils.io import MAX_WORKERS, bounded_int, folder_path, seed_int
 from utils.presets import parse_with_preset
 
 # Gradient evaluations per pass. CPU: per-sample cost is flat from 32 up (ResNet10, 12 x 1,000, one core:
@@ -53,20 +54,22 @@ CPU_BATCH, GPU_BATCH = 32, 128
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=run_argument, required=True, help="the run folder written by main.py (or its model.pth)")
-    p.add_argument("--data-dir", type=Path, default=None, help="preprocess output (default: the checkpoint's)")
-    p.add_argument("--background", type=positive_int, default=100, help="background records from the training folds")
-    p.add_argument("--n-explain", type=positive_int, default=200, help="test-fold records to explain")
-    p.add_argument("--n-samples", "--nsamples", dest="nsamples", type=positive_int, default=None,
-                   help="expected-gradient samples per record (default 200 on GPU, 32 on CPU)")
-    p.add_argument("--batch-size", type=positive_int, default=None,
+    p.add_argument("--data-dir", type=folder_path, default=None, help="preprocess output (default: the checkpoint's)")
+    p.add_argument("--background", type=bounded_int(1, 10_000), default=100,
+                   help="background records from the training folds, %(type)s")
+    p.add_argument("--n-explain", type=bounded_int(1, 100_000), default=200, help="test-fold records to explain, %(type)s")
+    p.add_argument("--n-samples", "--nsamples", dest="nsamples", type=bounded_int(1, 10_000), default=None,
+                   help="expected-gradient samples per record (default 200 on GPU, 32 on CPU), %(type)s")
+    p.add_argument("--batch-size", type=bounded_int(1, 65_536), default=None,
                    help="gradient evaluations per forward/backward pass, taken across records "
-                        f"(default {GPU_BATCH} on GPU, {CPU_BATCH} on CPU; see explain() for the memory)")
-    p.add_argument("--top-leads", type=positive_int, default=3, help="leads drawn per patient figure")
-    p.add_argument("--num-workers", type=positive_int, default=min(8, os.cpu_count() or 1),
-                   help="processes drawing the patient figures")
+                        f"(default {GPU_BATCH} on GPU, {CPU_BATCH} on CPU; see explain() for the memory), %(type)s")
+    p.add_argument("--top-leads", type=bounded_int(1, 12), default=3,
+                   help="leads drawn per patient figure, %(type)s")
+    p.add_argument("--num-workers", type=bounded_int(1, MAX_WORKERS), default=min(8, os.cpu_count() or 1),
+                   help="processes drawing the patient figures, %(type)s")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="explain these new records instead")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
+    p.add_argument("--seed", type=seed_int, default=0, help="draws of background records and references, %(type)s")
     p.add_argument("--use-gpu", action="store_true")
     return parse_with_preset(p, argv, "shap")
 

@@ -38,7 +38,8 @@ from scipy.io import savemat
 from tqdm import tqdm
 
 from utils import (CLASS_TO_SNOMED, CLASSES, GAIN_ADU_PER_MV, LEADS, N_FOLDS, SAMPLE_RATE, PipelineError, atomic_write,
-                   positive_float, positive_int, resample, script_main, write_csv, write_json, write_text)
+                   resample, script_main, write_csv, write_json, write_text)
+from utils.io import bounded_float, bounded_int, check_order, flag_error, folder_path, seed_int
 from utils.results import SYNTHETIC_MARKER
 
 OUTPUT_LAYOUTS = ("wfdb", "wfdb-dat", "cpsc2018", "ptbxl")
@@ -131,19 +132,31 @@ ST_PATTERNS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("data/demo"), help="output directory")
-    p.add_argument("--n", type=positive_int, default=400, help="number of records")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-seconds", type=positive_float, default=6.0)
-    p.add_argument("--max-seconds", type=positive_float, default=60.0)
-    p.add_argument("--sample-rate", type=positive_int, default=None,
-                   help="rate to write records at (default: the site's; 500 Hz for site a)")
+    p.add_argument("--out", type=folder_path, default=Path("data/demo"), help="output directory")
+    p.add_argument("--n", type=bounded_int(1, 1_000_000), default=400, help="number of records, %(type)s")
+    p.add_argument("--seed", type=seed_int, default=0, help="%(type)s")
+    # 2 s hold at least one beat at any heart rate drawn (a record needs one); ptbxl records are 10 s
+    p.add_argument("--min-seconds", type=bounded_float(2, 600), default=6.0, help="shortest record, %(type)s")
+    p.add_argument("--max-seconds", type=bounded_float(2, 600), default=60.0, help="longest record, %(type)s")
+    p.add_argument("--sample-rate", type=bounded_int(50, 10_000), default=None,
+                   help="rate to write records at (default: the site's; 500 Hz for site a), %(type)s")
     p.add_argument("--layout", choices=OUTPUT_LAYOUTS, default="wfdb", help="see above")
     p.add_argument("--site", choices=sorted(SITES), default=None,
                    help="write the records as this site records them (and its profile to site.json): "
                         + "; ".join(f"{k}: {s.description}" for k, s in SITES.items()))
     p.add_argument("--force", action="store_true", help="write into a directory that already holds records")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_order(p, args, argv, "--min-seconds", "--max-seconds")
+    site = args.site or DEFAULT_SITE
+    fs = args.sample_rate or SITES[site].sample_rate
+    if args.layout == "cpsc2018" and fs != SAMPLE_RATE:
+        flag_error(p, "--layout", f"cpsc2018 has no sampling-rate field (its readers take {SAMPLE_RATE} Hz), so it "
+                                  f"cannot hold {fs} Hz records (--sample-rate, --site); use --layout wfdb")
+    try:
+        SITES[site].check(site, fs)
+    except PipelineError as e:
+        flag_error(p, "--sample-rate", f"{fs} Hz: {e}")
+    return args
 
 
 def sample_labels(rng: np.random.Generator, prevalence: dict[str, float] = PREVALENCE) -> list[str]:

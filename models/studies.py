@@ -15,7 +15,7 @@ from models.checkpoint import load_checkpoint
 from models.evaluation import evaluate_run, evaluation_current, results_folder
 from models.inputs import pick_device
 from models.training import RunConfig, train
-from utils import nonnegative_int, positive_int
+from utils import MAX_WORKERS, bounded_int, folder_path
 from utils.results import results_home
 
 
@@ -23,14 +23,15 @@ def study_parser(description: str) -> argparse.ArgumentParser:
     """main.py's run flags (same faithful defaults) plus where a study keeps its runs and results."""
     p = RunConfig.add_arguments(argparse.ArgumentParser(description=description,
                                                         formatter_class=argparse.RawDescriptionHelpFormatter))
-    p.add_argument("--n-bootstrap", type=nonnegative_int, default=1000)
-    p.add_argument("--runs-dir", type=Path, default=None,
+    p.add_argument("--n-bootstrap", type=bounded_int(0, 100_000), default=1000,
+                   help="bootstrap resamples for the 95 %% CIs, %(type)s")
+    p.add_argument("--runs-dir", type=folder_path, default=None,
                    help="the folder holding the study's run folders (default data/<db>/runs)")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate every run of the study")
-    p.add_argument("--jobs", type=positive_int, default=1,
+    p.add_argument("--jobs", type=bounded_int(1, MAX_WORKERS), default=1,
                    help="runs trained at once: N processes sharing the GPU (or spread over the visible GPUs); "
-                        "on CPU they split the cores")
+                        "on CPU they split the cores; %(type)s")
     return p
 
 

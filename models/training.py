@@ -38,8 +38,8 @@ from models.registry import list_models
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, check_writable, data_label_set,
-                   data_split_rule, database_name, exclusive_lock, f1_scores, load_labels, nonnegative_float,
-                   nonnegative_int, open_unit_float, positive_float, positive_int, seed_int,
+                   data_split_rule, database_name, exclusive_lock, f1_scores, load_labels, MAX_WORKERS, bounded_float,
+                   bounded_int, describe_flag, flag_error, flag_given, folder_path, seed_int,
                    preprocess_manifest, split_labels, write_csv)
 
 
@@ -119,36 +119,40 @@ class RunConfig:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         """The command-line flags of one run (main.py, and the studies that train many)."""
-        p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
+        p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"), help="preprocess output folder")
         p.add_argument("--arch", default="resnet34", choices=list_models(),
                        help="a registered architecture (`python -m models` lists them)")
-        p.add_argument("--seed", type=seed_int, default=42)
-        p.add_argument("--epochs", type=positive_int, default=40)
-        p.add_argument("--lr", type=positive_float, default=1e-4)
-        p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
-        p.add_argument("--num-workers", type=nonnegative_int, default=4)
-        p.add_argument("--seconds", type=positive_float, default=INPUT_SECONDS,
-                       help="input length: the last N seconds")
-        p.add_argument("--sample-rate", type=positive_int, default=SAMPLE_RATE,
-                       help="model input rate (resampled from the cache)")
-        p.add_argument("--limit", type=positive_int, default=None, help="use a seeded random subset of N records")
+        p.add_argument("--seed", type=seed_int, default=42, help="%(type)s")
+        p.add_argument("--epochs", type=bounded_int(1, 10_000), default=40, help="%(type)s")
+        p.add_argument("--lr", type=bounded_float(0, 10, above=True), default=1e-4, help="learning rate, %(type)s")
+        p.add_argument("--batch-size", type=bounded_int(1, 65_536), default=32, help="per process, %(type)s")
+        p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=4,
+                       help="data-loading processes, %(type)s")
+        p.add_argument("--seconds", type=bounded_float(0, 3600, above=True), default=INPUT_SECONDS,
+                       help="input length: the last N seconds, %(type)s")
+        p.add_argument("--sample-rate", type=bounded_int(1, 10_000), default=SAMPLE_RATE,
+                       help="model input rate in Hz (resampled from the cache), %(type)s")
+        p.add_argument("--limit", type=bounded_int(1, 10_000_000), default=None,
+                       help="use a seeded random subset of N records, %(type)s")
         p.add_argument("--use-gpu", action="store_true")
         p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
         p.add_argument("--no-compile", action="store_true",
                        help="GPU: do not torch.compile the training step (CPU never compiles)")
-        p.add_argument("--crop-seconds", type=positive_float, default=None,
+        p.add_argument("--crop-seconds", type=bounded_float(0, 3600, above=True), default=None,
                        help="train on random crops of N seconds of the input; score the maximum over windows of "
-                            "N seconds every N/2 (the PTB-XL benchmark: 2.5)")
+                            "N seconds every N/2 (the PTB-XL benchmark: 2.5), %(type)s")
         p.add_argument("--standardize", action="store_true",
                        help="divide inputs by one global mean and std fitted on the training records")
         p.add_argument("--no-augment", action="store_true", help="no amplitude scaling or baseline shift")
         p.add_argument("--optimizer", choices=("adam", "adamw"), default="adam",
                        help="adam (the paper) or adamw (decoupled --weight-decay)")
-        p.add_argument("--weight-decay", type=nonnegative_float, default=0.0)
-        p.add_argument("--beta2", type=open_unit_float, default=0.999, help="Adam's second-moment decay")
+        p.add_argument("--weight-decay", type=bounded_float(0, 1), default=0.0, help="%(type)s")
+        p.add_argument("--beta2", type=bounded_float(0, 0.999999, above=True), default=0.999,
+                       help="Adam's second-moment decay, %(type)s")
         p.add_argument("--schedule", choices=("constant", "onecycle"), default="constant",
                        help="constant --lr, or one cycle up to --lr and down (cosine, 30%% warm-up)")
-        p.add_argument("--clip-grad", type=positive_float, default=None, help="clip the gradient norm to N")
+        p.add_argument("--clip-grad", type=bounded_float(0, 1e6, above=True), default=None,
+                       help="clip the gradient norm to N, %(type)s")
         p.add_argument("--keep", choices=("best", "last"), default="best",
                        help="model.pth: the epoch of best validation F1 at 0.5, or the last epoch")
         p.add_argument("--deterministic", action="store_true",
@@ -170,14 +174,26 @@ class RunConfig:
                    clip_grad=args.clip_grad, keep=args.keep, **overrides)
 
 
-def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> None:
     """For a parser built with `RunConfig.add_arguments`: an input the network cannot use is an argparse
-    error (exit 2); a rate too low to see a QRS complex is a warning."""
+    error (exit 2) naming the flag given (a preset's --seconds crossed by a --sample-rate, or the
+    reverse); a rate too low to see a QRS complex is a warning."""
+    spec = InputSpec(LEADS, args.seconds, args.sample_rate)
     try:
-        for warning in InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds).check():
-            print(f"warning: {warning}", file=sys.stderr)
-    except ValueError as e:
-        p.error(str(e))
+        warnings = spec.check()
+    except ValueError:
+        blamed = "--sample-rate" if flag_given(p, argv, "--sample-rate") and not flag_given(p, argv, "--seconds") \
+            else "--seconds"
+        flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with "
+                              f"{describe_flag(p, args, argv, '--sample-rate')} gives {spec.n_samples} samples; "
+                              f"the network needs at least {InputSpec.MIN_SAMPLES}")
+    if args.crop_seconds is not None:
+        try:
+            InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds).check()
+        except ValueError as e:
+            flag_error(p, "--crop-seconds", str(e).replace("--crop-seconds ", "", 1))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def seed_everything(seed: int) -> None:

@@ -209,7 +209,7 @@ def test_bad_inputs(tmp_path, capsys):
     assert str(e.value.code).startswith("error: ") and "run `python preprocess.py" in e.value.code
     for argv, message in [(["--classifier", "SVM"], "argument --classifier: unknown classifier(s) ['SVM']"),
                           (["--leads", "V7"], "argument --leads: unknown lead(s) ['V7']"),
-                          (["--n-bootstrap", "-1"], "argument --n-bootstrap: '-1' is not a non-negative integer")]:
+                          (["--n-bootstrap", "-1"], "argument --n-bootstrap: -1 is outside 0..100000")]:
         with pytest.raises(SystemExit) as e:  # a bad argument: argparse's exit status 2
             baselines.main(["--data-dir", str(tmp_path), *argv])
         assert e.value.code == 2

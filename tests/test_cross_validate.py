@@ -42,7 +42,7 @@ def test_two_folds_then_reuse(prepared, tmp_path, capsys):
 def test_bad_fold_is_a_clear_error(prepared, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cross_validate.parse_args(["--data-dir", str(prepared), "--folds", "0,11"])
-    assert e.value.code == 2 and "--folds: test folds are 1..10, got 0,11" in capsys.readouterr().err
+    assert e.value.code == 2 and "argument --folds: fold 0 is outside 1..10" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main.parse_args(["--data-dir", str(prepared), "--test-fold", "11"])
     assert e.value.code == 2 and "--test-fold" in capsys.readouterr().err

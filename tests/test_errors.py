@@ -157,7 +157,7 @@ def test_a_bad_argument_in_a_real_process_exits_2(tmp_path):
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert [ln for ln in proc.stderr.splitlines() if "error:" in ln] == [
-        "main.py: error: argument --epochs: '0' is not a positive integer"]
+        "main.py: error: argument --epochs: 0 is outside 1..10000"]
     assert not list(tmp_path.iterdir())
 
 

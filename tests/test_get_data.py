@@ -18,7 +18,7 @@ import pytest
 import get_data
 import preprocess
 import synth
-from utils.download import CATALOGUE, SUMS_FILE, parse_sums
+from utils.download import CATALOGUE, SUMS_FILE, fetch_database, parse_sums
 from utils.errors import PipelineError
 
 CPSC = "challenge-2021/1.0.3"
@@ -57,7 +57,7 @@ def source_tree(tmp_path_factory) -> Path:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """GET with Range support; the server's `mirror` dict says what to break."""
+    """GET with Range support and redirects; the server's `mirror` dict says what to break."""
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         m = self.server.mirror
@@ -65,6 +65,12 @@ class _Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         with m["lock"]:
             m["log"].append((rel, rng))
+        if rel in m["redirect"]:
+            self.send_response(302)
+            self.send_header("Location", m["redirect"][rel])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         path = m["root"] / rel
         if not path.is_file():
             self.send_error(404)
@@ -96,7 +102,7 @@ def mirror(source_tree, tmp_path):
     shutil.copytree(source_tree, root)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
-    m = {"root": root, "log": [], "lock": threading.Lock(), "cut": {}, "ignore_range": False,
+    m = {"root": root, "log": [], "lock": threading.Lock(), "cut": {}, "ignore_range": False, "redirect": {},
          "url": f"http://127.0.0.1:{server.server_address[1]}/"}
     server.mirror = m
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -195,6 +201,50 @@ def test_a_corrupted_file_is_named_and_no_copy_stays(mirror, tmp_path, capsys):
     assert (out / SRC / "g1/A0003.mat").exists()  # the other files are kept
 
 
+def test_a_bad_copy_whose_fetch_fails_is_removed_and_both_failures_are_said(mirror, tmp_path, capsys):
+    out = tmp_path / "cpsc2018"
+    _run(mirror, "cpsc2018", out)
+    damaged = out / SRC / "g1/A0002.mat"
+    damaged.write_bytes(b"\0" * 100)
+    (mirror["root"] / CPSC / SRC / "g1/A0002.mat").unlink()
+    msg = _fails(mirror, "cpsc2018", out)
+    assert "1 of 14 files" in msg and not damaged.exists() and not damaged.with_name("A0002.mat.part").exists()
+    err = capsys.readouterr().err
+    assert f"{SRC}/g1/A0002.mat failed its checksum (sha256 " in err and "was removed" in err
+    assert "fetching it again failed: not on the server" in err and "(HTTP 404)" in err
+
+
+def test_a_redirect_to_a_dead_host_names_that_host(mirror, tmp_path):
+    dead = f"127.0.0.1:{_closed_port()}"
+    mirror["redirect"][f"{CPSC}/{SRC}/g1/A0001.hea"] = f"http://{dead}/A0001.hea"
+    msg = _fails(mirror, "cpsc2018", tmp_path / "cpsc2018")
+    assert f"cannot reach {dead} (connection refused)" in msg and f"redirected to http://{dead}/A0001.hea" in msg
+
+
+def test_a_mirror_read_error_is_the_mirror_s_not_the_output_s(source_tree, tmp_path, capsys):
+    copy = tmp_path / "files"
+    shutil.copytree(source_tree, copy)
+    unreadable = copy / CPSC / SRC / "g1/A0003.mat"
+    unreadable.unlink()
+    unreadable.mkdir()  # a folder where a file should be: open() fails with IsADirectoryError
+    with pytest.raises(SystemExit, match="^error: 1 of 14 files"):
+        get_data.main(["cpsc2018", "--out", str(tmp_path / "out"), "--mirror", str(copy)])
+    err = capsys.readouterr().err
+    assert f"cannot read {unreadable} in the mirror (Is a directory)" in err and "cannot write" not in err
+
+
+def test_an_output_folder_that_cannot_be_one_is_one_line(source_tree, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    db = CATALOGUE["cpsc2018"]
+    for out, why in ((a_file, "File exists"), (a_file / "sub", "Not a directory")):
+        with pytest.raises(PipelineError, match=f"cannot create the output folder {out} \\({why}\\)"):
+            fetch_database(db, out, mirror=str(source_tree))
+    (tmp_path / "out" / SUMS_FILE).mkdir(parents=True)
+    with pytest.raises(SystemExit, match=f"^error: {tmp_path / 'out' / SUMS_FILE} is a folder, not the file list"):
+        get_data.main(["cpsc2018", "--out", str(tmp_path / "out"), "--mirror", str(source_tree)])
+
+
 def test_a_file_missing_on_the_server_is_reported_with_its_url(mirror, tmp_path, capsys):
     (mirror["root"] / CPSC / SRC / "g2/A0006.hea").unlink()
     out = tmp_path / "cpsc2018"
@@ -273,11 +323,19 @@ def test_list_prints_every_database(capsys):
     assert text.count("Goldberger") == len(CATALOGUE)
 
 
-def test_bad_arguments_exit_2(capsys):
+def test_bad_arguments_exit_2(capsys, tmp_path):
     for argv in ([], ["cpsc2019"], ["cpsc2018", "--limit", "0"]):
         with pytest.raises(SystemExit) as e:
             get_data.main(argv)
         assert e.value.code == 2
+    (tmp_path / "a_file").write_text("")
+    for flag, value in (("--mirror", "ftp://host/files/"), ("--mirror", "http://host:70000/"),
+                        ("--mirror", f"file://{tmp_path}/none"), ("--out", str(tmp_path / "a_file")),
+                        ("--jobs", "100000"), ("--limit", "nan")):
+        with pytest.raises(SystemExit) as e:
+            get_data.main(["cpsc2018", flag, value])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"error: argument {flag}: " in err, err
 
 
 def test_sums_lines_are_checked():

@@ -70,9 +70,11 @@ def test_unwritable_folders_fail_before_any_work(trained, prepared, tmp_path, ca
         main.main(["--data-dir", str(prepared), *TINY, "--epochs", "1", "--run", str(blocked / "x")])
     assert "epoch" not in capsys.readouterr().out
     run = copy_run(trained, tmp_path / "m")
-    with pytest.raises(SystemExit, match="cannot write to .*a_file"):
-        predict.main(["--run", str(run), "--results-dir", str(blocked), "--n-bootstrap", "0"])
-    assert "score" not in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a results folder under a file is a bad argument
+        predict.main(["--run", str(run), "--results-dir", str(blocked / "r"), "--n-bootstrap", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument --results-dir: {blocked / 'r'} cannot be a folder" in err
+    assert "score" not in err
 
 
 def test_seconds_longer_than_every_record_is_said(prepared, tmp_path, capsys):

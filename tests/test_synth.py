@@ -160,9 +160,12 @@ def test_site_c_filter_removes_wander_and_high_frequencies():
     assert 0.7 < power(out, 5, 20) / power(raw, 5, 20) < 1.05  # the QRS and T band passes
 
 
-def test_sites_refuse_what_they_cannot_write(tmp_path):
-    with pytest.raises(SystemExit, match="original CPSC2018 layout has no sampling-rate field"):
+def test_sites_refuse_what_they_cannot_write(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
         synth.main(["--out", str(tmp_path / "x"), *TINY, "--layout", "cpsc2018", "--site", "b"])
+    assert e.value.code == 2 and "argument --layout: cpsc2018 has no sampling-rate field" in capsys.readouterr().err
+    with pytest.raises(synth.PipelineError, match="original CPSC2018 layout has no sampling-rate field"):
+        synth.generate(tmp_path / "x", 1, 0, layout="cpsc2018", site="b")
     with pytest.raises(SystemExit) as e:
         synth.main(["--out", str(tmp_path / "x"), *TINY, "--site", "z"])
     assert e.value.code == 2

@@ -41,7 +41,7 @@ from utils.io import atomic_write
 
 __all__ = ["PHYSIONET", "SUMS_FILE", "Database", "CATALOGUE", "NetworkError", "DownloadSummary",
            "parse_sums", "select_files", "sha256_file", "fetch_sums", "catalogue_table",
-           "preprocess_command", "fetch_database"]
+           "preprocess_command", "mirror_problem", "fetch_database"]
 
 PHYSIONET = "https://physionet.org/files/"
 SUMS_FILE = "SHA256SUMS.txt"
@@ -253,10 +253,12 @@ class _Http:
                                     allow_redirects=True)
         except requests.RequestException as e:
             reason = _network_reason(e)
-            host = urlsplit(url).netloc
+            failed = getattr(getattr(e, "request", None), "url", None) or url  # a redirect's target, if it was
+            host = urlsplit(failed).netloc                                      # that one which failed
             if reason:
-                raise NetworkError(f"cannot reach {host} ({reason}) while fetching {url}: no network, or the server "
-                                   "or proxy is down; rerun the same command to resume (verified files are kept)")
+                via = f" (redirected to {failed})" if failed != url else ""
+                raise NetworkError(f"cannot reach {host} ({reason}) while fetching {url}{via}: no network, or the "
+                                   "server or proxy is down; rerun the same command to resume (verified files are kept)")
             raise _Broken(f"{type(e).__name__}: {e}") from None
         with r:
             if r.status_code == 416 and offset:  # the .part already holds the whole file
@@ -299,24 +301,59 @@ class _Local:
         path = self.root / rel
         try:
             f = open(path, "rb")
+            size = os.fstat(f.fileno()).st_size
         except FileNotFoundError:
             raise _FileFailed(f"not in the mirror: {path}") from None
+        except OSError as e:  # a folder, no permission: the mirror's problem, not the output folder's
+            raise _FileFailed(f"cannot read {path} in the mirror ({e.strerror or e})") from None
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while block := f.read(CHUNK):
+                    yield block
+            except OSError as e:
+                raise _FileFailed(f"cannot read {path} in the mirror ({e.strerror or e})") from None
+
         with f:
-            size = os.fstat(f.fileno()).st_size
             f.seek(min(offset, size))
-            yield min(offset, size), size - min(offset, size), iter(lambda: f.read(CHUNK), b"")
+            yield min(offset, size), size - min(offset, size), chunks()
+
+
+def mirror_problem(mirror: str) -> str | None:
+    """Why `mirror` cannot stand for PHYSIONET (None when it can): a scheme other than http(s) or file,
+    a port that is not one, no host, or a local folder that is not there. Checked before any request,
+    so that a typo is a bad argument, not a failed download."""
+    hint = f"give an http(s):// URL such as http://proxy:8080/files/, or a local copy of {PHYSIONET}"
+    if "://" not in mirror:
+        return None if Path(mirror).is_dir() else f"no such folder {mirror} ({hint})"
+    parts = urlsplit(mirror)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            return f"{mirror}: a file:// URL names a local folder (file:///path/to/files/)"
+        return None if Path(parts.path).is_dir() else f"no such folder {parts.path} ({hint})"
+    if scheme not in ("http", "https"):
+        return f"{mirror}: {scheme}:// is not supported ({hint})"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return f"{mirror}: the port is not a number from 1 to 65535"
+    if not parts.hostname:
+        return f"{mirror} names no host ({hint})"
+    return None
 
 
 def _source(mirror: str | None, project: str, timeout: float):
+    why = mirror_problem(mirror) if mirror is not None else None
+    if why:
+        raise PipelineError(f"--mirror: {why}")
     base = (mirror or PHYSIONET).rstrip("/") + "/" + project.strip("/") + "/"
-    if base.startswith("file://"):
+    if base.lower().startswith("file://"):
         return _Local(Path(urlsplit(base).path))
     if "://" not in base:
-        root = Path(base)
-        if not root.is_dir():
-            raise PipelineError(f"--mirror {mirror}: no such folder {root} (give a URL like http://host/files/ "
-                                f"or a local copy of {PHYSIONET})")
-        return _Local(root)
+        return _Local(Path(base))
     return _Http(base, timeout)
 
 
@@ -327,6 +364,12 @@ def fetch_sums(src, out: Path) -> Path:
     """`out/SHA256SUMS.txt`, downloaded (whole, checked to parse, then renamed) unless already there;
     a published version's list never changes, so the local copy is reused."""
     path = Path(out) / SUMS_FILE
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way (FileExistsError, NotADirectoryError), no permission
+        raise PipelineError(f"cannot create the output folder {out} ({e.strerror or e}); give another --out") from None
+    if path.is_dir():
+        raise PipelineError(f"{path} is a folder, not the file list; remove it or give another --out")
     if path.exists():
         return path
     url = src.url(SUMS_FILE)
@@ -343,7 +386,10 @@ def fetch_sums(src, out: Path) -> Path:
             raise PipelineError(f"{url}: transfer stopped after {got} of {length} bytes; rerun to try again")
         parse_sums(tmp.read_text(errors="replace"), url)
 
-    return atomic_write(path, write)
+    try:
+        return atomic_write(path, write)
+    except OSError as e:  # reads from the source raise _FileFailed or _Broken above: this is the local write
+        raise PipelineError(f"cannot write {path} ({e.strerror or e}); the folder is read-only or full") from None
 
 
 @dataclass
@@ -379,11 +425,24 @@ class _Fetcher:
         self.retries, self.backoff = retries, backoff
 
     def __call__(self, rel: str, sha: str) -> tuple[str, int]:
-        """('skipped', 0) for a file already present and verified, else ('fetched', bytes received)."""
+        """('skipped', 0) for a file already present and verified, else ('fetched', bytes received).
+
+        A copy under the final name that fails its checksum is removed before it is fetched again, so
+        that a failed re-fetch never leaves it there for preprocess.py to read."""
         final = self.out / rel
-        if final.is_file() and sha256_file(final) == sha:
+        if not final.is_file():
+            return self._fetch(rel, sha, final)
+        bad = sha256_file(final)
+        if bad == sha:
             return "skipped", 0
-        # a bad copy under the final name stays until the new one is verified, then is replaced
+        final.unlink()
+        try:
+            return self._fetch(rel, sha, final)
+        except _FileFailed as e:
+            raise _FileFailed(f"{rel} failed its checksum (sha256 {bad[:16]}…, {SUMS_FILE} says {sha[:16]}…) and "
+                              f"was removed; fetching it again failed: {e}") from None
+
+    def _fetch(self, rel: str, sha: str, final: Path) -> tuple[str, int]:
         part = final.with_name(final.name + ".part")
         part.parent.mkdir(parents=True, exist_ok=True)
         received, fails, restarted = 0, 0, False
@@ -438,7 +497,11 @@ def fetch_database(db: Database, out: Path, mirror: str | None = None, limit: in
     out = Path(out)
     src = _source(mirror, db.project, timeout)
     sums_path = fetch_sums(src, out)
-    sums = parse_sums(sums_path.read_text(errors="replace"), str(sums_path))
+    try:
+        text = sums_path.read_text(errors="replace")
+    except OSError as e:
+        raise PipelineError(f"cannot read {sums_path} ({e.strerror or e})") from None
+    sums = parse_sums(text, str(sums_path))
     files = select_files(sums, db, limit)
     if not files:
         raise PipelineError(f"{sums_path} lists no file under {', '.join(db.include)}: it is another project's "

@@ -10,14 +10,16 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NoReturn, Sequence
 
 import numpy as np
 import pandas as pd
 
 from utils.errors import PipelineError
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "open_unit_float", "SEED_LIMIT", "seed_int", "atomic_write",
+__all__ = ["Bounded", "bounded_int", "bounded_float", "BoundedList", "MAX_WORKERS", "folder_path", "lead_spec",
+           "flag_error", "flag_given", "describe_flag", "check_order", "refuse_together",
+           "positive_int", "nonnegative_int", "positive_float", "SEED_LIMIT", "seed_int", "atomic_write",
            "check_writable", "current_umask", "write_csv", "write_text", "write_json", "write_npy", "save_figure",
            "fingerprint", "file_fingerprint", "exclusive_lock", "parallel_imap", "parallel_map", "output_names",
            "SAMPLE_BLOCKS", "SAMPLE_BLOCK_BYTES", "file_sha", "sampled_sha", "describe_file", "file_mismatch",
@@ -25,8 +27,127 @@ __all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_flo
 
 
 # ---------------------------------------------------------------------------------------------
-# Command-line value types: a bad count or size is an argparse error (exit 2, one line), not a traceback
+# Command-line value types: a bad count or size is an argparse error (exit 2, one line naming the
+# flag), not a traceback, and every number has bounds a user would never need to exceed
 # ---------------------------------------------------------------------------------------------
+class Bounded:
+    """argparse type: a finite int or float within `lo..hi` (`lo` itself excluded when `above`).
+
+    Its `__name__` is the range, so a help text's `%(type)s` prints it; the error names the value and
+    the range ("-1 is outside 0..4294967295"), argparse adds the flag."""
+
+    def __init__(self, kind: type, lo: float, hi: float, above: bool = False):
+        if kind not in (int, float) or not lo < hi:
+            raise ValueError(f"Bounded({kind.__name__}, {lo}, {hi}): need int or float and lo < hi")
+        self.kind, self.lo, self.hi, self.above = kind, lo, hi, above
+        self.__name__ = self.bounds
+
+    @property
+    def bounds(self) -> str:
+        """`1..10000`, or `(0, 10]` when `lo` is excluded."""
+        lo, hi = (f"{v:g}" if isinstance(v, float) else str(v) for v in (self.lo, self.hi))
+        return f"({lo}, {hi}]" if self.above else f"{lo}..{hi}"
+
+    def __contains__(self, value: float) -> bool:
+        return (self.lo < value if self.above else self.lo <= value) and value <= self.hi
+
+    def __call__(self, text: str):
+        import argparse
+
+        try:
+            value = self.kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if self.kind is int else 'a number'}") from None
+        if self.kind is float and not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value not in self:
+            raise argparse.ArgumentTypeError(f"{text} is outside {self.bounds}")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Bounded({self.kind.__name__}, {self.bounds})"
+
+
+def bounded_int(lo: int, hi: int) -> Bounded:
+    """argparse type: an integer from `lo` to `hi`, both included."""
+    return Bounded(int, lo, hi)
+
+
+def bounded_float(lo: float, hi: float, above: bool = False) -> Bounded:
+    """argparse type: a finite number from `lo` (excluded with `above`) to `hi`."""
+    return Bounded(float, float(lo), float(hi), above)
+
+
+class BoundedList:
+    """argparse type: a comma list of distinct integers within `lo..hi`, returned sorted (`--folds 3,7`);
+    an item given twice is an error, not silently one run."""
+
+    def __init__(self, lo: int, hi: int, item: str):
+        self.item_type, self.item = bounded_int(lo, hi), item
+        self.__name__ = f"a comma list of {item}s {self.item_type.bounds}"
+
+    def __call__(self, text: str) -> list[int]:
+        import argparse
+
+        items = [s.strip() for s in str(text).split(",")]
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of {self.item}s")
+        try:
+            values = [self.item_type(s) for s in items]
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{self.item} {e}") from None
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise argparse.ArgumentTypeError(f"{self.item} {twice[0]} is given twice in {text!r}")
+        return sorted(values)
+
+
+# processes or threads a command may start: more than the cores only queue, and 10**12 is a typo
+MAX_WORKERS = max(256, 2 * (os.cpu_count() or 1))
+SEED_LIMIT = 2 ** 32  # numpy's RandomState takes seeds 0 <= seed < 2**32
+seed_int = bounded_int(0, SEED_LIMIT - 1)
+
+
+def folder_path(text: str) -> Path:
+    """argparse type of a folder flag (`--data-dir`, `--out`, `--results-dir`): the folder need not exist
+    yet, but a file there, or a file where one of its parents should be, is an error naming it (rather
+    than a "does not exist" or a FileExistsError later)."""
+    import argparse
+
+    path = Path(text)
+    for at in (path, *path.parents):
+        try:
+            if not at.exists():
+                continue
+            if not at.is_dir():
+                raise argparse.ArgumentTypeError(f"{text} is not a folder" if at == path else
+                                                 f"{text} cannot be a folder: {at} is a file")
+        except OSError as e:  # e.g. a parent without search permission
+            raise argparse.ArgumentTypeError(f"{text}: cannot look at {at} ({e.strerror or e})") from None
+        break
+    return path
+
+
+def lead_spec(text: str) -> str:
+    """argparse type of `--leads`: `all`, one lead or a comma list of distinct known leads (any case),
+    returned as given; `I,I` is an error rather than a run on lead I alone."""
+    import argparse
+
+    from utils.labels import parse_leads
+
+    names = [s.strip() for s in str(text).split(",") if s.strip()]
+    twice = [n for i, n in enumerate(names) if n.lower() in {m.lower() for m in names[:i]}]
+    if twice:
+        raise argparse.ArgumentTypeError(f"lead {twice[0]} is given twice in {text!r}")
+    try:
+        parse_leads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+# The legacy family, kept for the benchmark scripts; commands use the bounded types above.
 def _checked(kind: type, test: Callable, wanted: str) -> Callable[[str], float]:
     def parse(text: str):
         import argparse
@@ -46,11 +167,57 @@ def _checked(kind: type, test: Callable, wanted: str) -> Callable[[str], float]:
 positive_int = _checked(int, lambda v: v > 0, "a positive integer")
 nonnegative_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _checked(float, lambda v: v > 0, "a positive number")
-nonnegative_float = _checked(float, lambda v: v >= 0, "a non-negative number")
-open_unit_float = _checked(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
-SEED_LIMIT = 2 ** 32  # numpy's RandomState takes seeds 0 <= seed < 2**32
-seed_int = _checked(int, lambda v: 0 <= v < SEED_LIMIT, f"a seed from 0 to {SEED_LIMIT - 1}")
 
+
+# ---------------------------------------------------------------------------------------------
+# Flags that contradict each other: one argparse error (exit 2) naming both
+# ---------------------------------------------------------------------------------------------
+def _action(p, flag: str):
+    for action in p._actions:
+        if flag in action.option_strings:
+            return action
+    raise KeyError(f"the parser has no flag {flag}")
+
+
+def flag_error(p, flag: str, message: str) -> NoReturn:
+    """Exit 2 the way argparse does for a bad value: `error: argument --flag: message`."""
+    p.error(f"argument {flag}: {message}")
+
+
+def flag_given(p, argv: Sequence[str] | None, flag: str) -> bool:
+    """Whether `flag` (or an alias of it) is on the command line, rather than a default or a preset's."""
+    names = _action(p, flag).option_strings
+    argv = sys.argv[1:] if argv is None else argv
+    return any(a in names or a.split("=", 1)[0] in names for a in argv)
+
+
+def describe_flag(p, args, argv: Sequence[str] | None, flag: str) -> str:
+    """`--seconds 5`, `--seconds 5 (from --preset demo)` or `--seconds 5 (the default)`."""
+    value = getattr(args, _action(p, flag).dest)
+    if isinstance(value, float):
+        value = f"{value:g}"
+    if flag_given(p, argv, flag):
+        return f"{flag} {value}"
+    preset = getattr(args, "preset", None)
+    return f"{flag} {value} ({f'from --preset {preset}' if preset else 'the default'})"
+
+
+def check_order(p, args, argv: Sequence[str] | None, low: str, high: str) -> None:
+    """Refuse `low` above `high` (`--min-seconds 10 --max-seconds 5`, or one flag crossing the other's
+    default or preset value), naming the flag the user gave."""
+    lo, hi = (getattr(args, _action(p, f).dest) for f in (low, high))
+    if lo is not None and hi is not None and lo > hi:
+        blamed, other = (low, high) if flag_given(p, argv, low) else (high, low)
+        flag_error(p, blamed, f"{describe_flag(p, args, argv, low)} is above {describe_flag(p, args, argv, high)}")
+
+
+def refuse_together(p, args, flag: str, others: Sequence[str]) -> None:
+    """Refuse `flag` with any of `others` (each given: not None, not False), in argparse's wording."""
+    if getattr(args, _action(p, flag).dest) in (None, False):
+        return
+    for other in others:
+        if getattr(args, _action(p, other).dest) not in (None, False):
+            flag_error(p, flag, f"not allowed with argument {other}")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:

@@ -1,0 +1,203 @@
+"""Every command's arguments: each numeric flag is bounded (range in its --help), each folder flag refuses a
+file, and every bad value or contradicting pair of flags exits 2 with one line naming the flag.
+
+The cases are generated from the parsers themselves, so a flag added later with an unbounded type (int,
+float, positive_int) fails here. Everything is parsed in-process: no command runs."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+from pathlib import Path
+
+import pytest
+
+from utils.io import Bounded, BoundedList, folder_path, lead_spec, nonnegative_int, positive_float, positive_int
+from utils.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {  # the least each command needs to parse
+    "synth": [], "preprocess": [], "get_data": ["cpsc2018"], "baselines": [], "main": [], "predict": ["--run", "m"],
+    "shap_values": ["--run", "m"], "cross_validate": [], "lead_study": [], "cross_database": ["--data-dirs", "a", "b"],
+    "report": ["--run", "m"], "statistic": [], "visualize": ["--record", "x.hea"],
+    "benchmark": ["score", "--scores", "s.csv", "--out", "o.csv"],
+}
+STAGES = {"main": "train", "cross_database": "train", "cross_validate": "study", "lead_study": "study",
+          "predict": "evaluate", "shap_values": "shap", "baselines": "baselines_cv"}
+
+
+class _Built(Exception):
+    """Raised in place of parsing, carrying the finished parser."""
+
+
+def parser_of(name: str) -> argparse.ArgumentParser:
+    """The parser `name.parse_args` builds, caught at its first parse (after every flag is added)."""
+    module = importlib.import_module(name)
+    original = argparse.ArgumentParser.parse_known_args
+
+    def catch(self, *args, **kwargs):
+        raise _Built(self)
+
+    argparse.ArgumentParser.parse_known_args = catch
+    try:
+        module.parse_args(BASE[name])
+    except _Built as built:
+        return built.args[0]
+    finally:
+        argparse.ArgumentParser.parse_known_args = original
+    raise AssertionError(f"{name}.parse_args never parsed")
+
+
+def parse(name: str, argv: list[str]) -> tuple[int | None, str]:
+    """(exit code or None, stderr) of `name.parse_args(BASE + argv)`."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            importlib.import_module(name).parse_args([*BASE[name], *argv])
+        except SystemExit as e:
+            return e.code, err.getvalue()
+    return None, err.getvalue()
+
+
+def refused(name: str, argv: list[str], flag: str) -> str:
+    code, err = parse(name, argv)
+    assert code == 2, f"{name} {argv}: exit {code}\n{err}"
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and f"argument {flag}" in errors[0] and "Traceback" not in err, f"{name} {argv}:\n{err}"
+    return errors[0]
+
+
+def options(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in p._actions if a.option_strings and a.nargs != 0 and not isinstance(a, argparse._HelpAction)]
+
+
+def bad_numbers(t: Bounded) -> list[str]:
+    if t.kind is int:
+        return [str(t.lo - 1), str(t.hi + 1), str(10 ** 30), "1.5", "nan", "inf", "x", ""]
+    below = f"{t.lo:g}" if t.above else f"{t.lo - max(abs(t.lo) * 0.01, 1e-3):g}"
+    return [below, f"{t.hi * 1.01 + 1e-3:g}", "nan", "inf", "-inf", "1e400", "x", ""]
+
+
+@pytest.fixture(scope="module")
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    return {name: parser_of(name) for name in BASE}
+
+
+def test_every_command_is_walked():
+    assert set(BASE) == {p.stem for p in ROOT.glob("*.py")}
+
+
+def test_every_numeric_flag_is_bounded_and_every_folder_flag_checked(parsers):
+    unbounded = (int, float, positive_int, nonnegative_int, positive_float)
+    for name, p in parsers.items():
+        for a in options(p):
+            flag = a.option_strings[0]
+            numeric = isinstance(a.default, (int, float)) and not isinstance(a.default, bool)
+            if a.choices is None:
+                assert a.type not in unbounded and (not numeric or isinstance(a.type, Bounded)), \
+                    f"{name} {flag}: a number without bounds (use utils.io.bounded_int / bounded_float)"
+            if a.dest.endswith(("dir", "dirs")) or (a.dest == "out" and a.metavar != "FILE"):
+                assert a.type is folder_path, f"{name} {flag}: a folder flag without the folder_path type"
+            if isinstance(a.type, (Bounded, BoundedList)):
+                shown = p._get_formatter()._expand_help(a)
+                bounds = a.type.bounds if isinstance(a.type, Bounded) else a.type.item_type.bounds
+                assert bounds in shown, f"{name} {flag}: --help does not give its range {bounds}: {shown!r}"
+
+
+def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = 0
+    for name, p in parsers.items():
+        for a in options(p):
+            flag, t = a.option_strings[0], a.type
+            if isinstance(t, Bounded):
+                bad = bad_numbers(t)
+                for good in ([] if t.above else [t.lo]) + [t.hi]:  # the bounds themselves are accepted
+                    code, err = parse(name, [f"{flag}={good}"])
+                    assert "is outside" not in err, f"{name} {flag}={good}: {err}"
+            elif isinstance(t, BoundedList):
+                bad = ["0", str(t.item_type.hi + 1), "1,1", "nan", "", "1,,2", "x"]
+            elif t is folder_path:
+                bad = [str(a_file), str(a_file / "sub")]
+            elif t is lead_spec:
+                bad = ["I,I", "V1,v1", "XYZ", ""]
+            elif a.choices is not None:
+                bad = ["nan", "0", "no-such-choice"]
+            else:
+                continue
+            for value in bad:
+                refused(name, [f"{flag}={value}"], flag)
+                cases += 1
+    assert cases > 300 and not list(tmp_path.glob("*/"))  # nothing was created
+
+
+@pytest.mark.parametrize("name, argv, flag, says", [
+    ("synth", ["--seed", "-1"], "--seed", "-1 is outside 0..4294967295"),
+    ("baselines", ["--seed", "-1"], "--seed", "outside 0..4294967295"),
+    ("baselines", ["--seed", str(2 ** 32)], "--seed", "4294967296 is outside"),
+    ("shap_values", ["--seed", str(2 ** 32)], "--seed", "outside"),
+    ("synth", ["--min-seconds", "10", "--max-seconds", "5"], "--min-seconds",
+     "--min-seconds 10 is above --max-seconds 5"),
+    ("synth", ["--max-seconds", "5"], "--max-seconds", "--min-seconds 6 (the default) is above --max-seconds 5"),
+    ("synth", ["--min-seconds", "0.001", "--max-seconds", "0.002"], "--min-seconds", "0.001 is outside 2..600"),
+    ("synth", ["--layout", "cpsc2018", "--site", "b"], "--layout", "cannot hold 250 Hz records"),
+    ("synth", ["--site", "c", "--sample-rate", "60"], "--sample-rate", "bandpass"),
+    ("cross_validate", ["--folds", "nan"], "--folds", "fold 'nan' is not an integer"),
+    ("cross_validate", ["--folds", "3,3"], "--folds", "fold 3 is given twice"),
+    ("main", ["--resume", "--force"], "--force", "not allowed with argument --resume"),
+    ("main", ["--leads", "I,I"], "--leads", "lead I is given twice"),
+    ("baselines", ["--leads", "V1,v1"], "--leads", "lead v1 is given twice"),
+    ("main", ["--num-workers", str(10 ** 12)], "--num-workers", "outside 0.."),
+    ("main", ["--lr", "nan"], "--lr", "'nan' is not a finite number"),
+    ("main", ["--preset", "demo", "--sample-rate", "3"], "--sample-rate",
+     "--seconds 10 (from --preset demo) with --sample-rate 3 gives 30 samples"),
+    ("lead_study", ["--preset", "demo", "--seconds", "0.2"], "--seconds",
+     "--seconds 0.2 with --sample-rate 100 (from --preset demo) gives 20 samples"),
+    ("predict", ["--record", "a.hea", "--external-data-dir", "x"], "--record",
+     "not allowed with argument --external-data-dir"),
+    ("predict", ["--external-data-dir", "x", "--data-dir", "y"], "--external-data-dir", "not allowed"),
+    ("get_data", ["--mirror", "ftp://host/files/"], "--mirror", "ftp:// is not supported"),
+    ("get_data", ["--mirror", "http://host:99999/files/"], "--mirror", "the port is not a number"),
+    ("get_data", ["--mirror", "http://host:port/files/"], "--mirror", "the port is not a number"),
+    ("get_data", ["--mirror", "no/such/folder"], "--mirror", "no such folder"),
+    ("cross_database", ["--data-dirs", "x/a"], "--data-dirs", "give two or more databases"),
+    ("cross_database", ["--data-dirs", "a", "x/a"], "--data-dirs", "share a folder name"),
+])
+def test_each_reported_case_exits_2_naming_the_flag(name, argv, flag, says, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert says in refused(name, argv, flag)
+
+
+def test_a_file_named_as_a_folder_is_not_a_folder(tmp_path):
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    assert refused("preprocess", ["--data-dir", str(a_file)], "--data-dir").endswith(f"{a_file} is not a folder")
+    assert f"{a_file} is a file" in refused("get_data", ["--out", str(a_file / "sub")], "--out")
+    assert folder_path(str(tmp_path / "new" / "folder")) == tmp_path / "new" / "folder"  # need not exist yet
+
+
+def test_preset_values_pass_their_flags_types(parsers):
+    """A preset sets defaults, which argparse never checks: each must be a value its flag accepts."""
+    for name, stage in STAGES.items():
+        actions = {a.dest: a for a in options(parsers[name])}
+        for preset in PRESETS.values():
+            for key, value in preset.get(stage, {}).items():
+                a = actions.get(key)
+                if a is not None and isinstance(a.type, Bounded):  # a string value argparse converts itself
+                    assert a.type(str(value)) == value, (name, key, value)
+                if a is not None and a.choices is not None:
+                    assert value in a.choices, (name, key, value)
+
+
+def test_bounded_types_say_the_range():
+    t = Bounded(float, 0.0, 10.0, above=True)
+    assert t.bounds == "(0, 10]" and t("10") == 10.0 and t("1e-9") == 1e-9
+    for text, why in (("0", "0 is outside (0, 10]"), ("10.5", "outside"), ("nan", "not a finite number"),
+                      ("x", "'x' is not a number")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why.replace("(", r"\(").replace("]", r"\]")):
+            t(text)
+    assert BoundedList(1, 10, "fold")("7,3") == [3, 7]
+    assert lead_spec("I,aVR") == "I,aVR"
