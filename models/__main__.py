@@ -20,9 +20,11 @@ def main(argv=None) -> list[dict]:
                      "params": count_parameters(create_model(name, args.leads, args.classes)),
                      "description": entry.description})
     width = max(len(r["model"]) for r in rows)
-    print(f"{'model':<{width}}  {'parameters':>12}  family / description ({args.leads} leads, {args.classes} classes)")
+    fam = max(len("family"), *(len(r["family"]) for r in rows))
+    print(f"{'model':<{width}}  {'parameters':>12}  {'family':<{fam}}  description "
+          f"({args.leads} leads, {args.classes} classes)")
     for r in rows:
-        print(f"{r['model']:<{width}}  {r['params']:>12,}  {r['family']}: {r['description']}")
+        print(f"{r['model']:<{width}}  {r['params']:>12,}  {r['family']:<{fam}}  {r['description']}")
     return rows
 
 

@@ -1,0 +1,160 @@
+"""Every registered architecture on real forward and backward passes; the PTB-XL benchmark's seven
+against the reference definitions (parameter counts, initialisation, what their heads read)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import models.__main__ as models_command
+from models.archs.inception1d import kernel_sizes
+from models.archs.rnn import LSTM1d
+from models.archs.xresnet1d import XResNet1d
+from models.registry import count_parameters, create_model, list_models, model_entry
+
+BENCHMARK = ("xresnet1d50", "xresnet1d101", "inception1d", "resnet1d_wang", "fcn_wang", "lstm", "lstm_bidir")
+
+# Trainable parameters of the reference networks for 12 leads and (71, 5) classes, from
+# helme/ecg_ptbxl_benchmarking code/models/*.py as code/models/fastai_model.py builds them: kernel_size 5
+# (inception1d: 8 * 5 = 40), ps_head 0.5, lin_ftrs_head [128]. Their head (create_head1d, or the RNN's own)
+# on F pooled features is BN(F) + linear F->128 + BN(128) + linear 128->C: 2F + 129 * 128 + 256 + 129 C.
+PARAMS = {
+    # xresnet1d.py xresnet1d50 (expansion 4, layers [3, 4, 6, 3], every stage 64 -> 256 channels): stem
+    # 1,984 + 5,184 + 10,368; first block 58,624 (its 1x1 shortcut 64 -> 256 included), 15 blocks of
+    # 54,016 (strided ones shortcut by an average pool); head F = 512: 66,944 + 129 C.
+    "xresnet1d50": (962_503, 953_989),
+    # xresnet1d.py xresnet1d101 (layers [3, 4, 23, 3]): the same with 32 blocks of 54,016.
+    "xresnet1d101": (1_880_775, 1_872_261),
+    # inception1d.py (kernels 39, 19, 9; depth 6; 32 filters, bottleneck 32): first block 69,632, five of
+    # 77,056, shortcuts 1,792 + 16,640; head F = 256: 33,664 + 129 C.
+    "inception1d": (516_167, 507_653),
+    # resnet1d.py resnet1d_wang (inplanes 128, stem k7 stride 1, blocks [1, 1, 1] with kernels 5 and 3):
+    # stem 11,008; blocks 131,584 + 2 x 148,224 (strided 1x1 shortcuts); head F = 256: 33,664 + 129 C.
+    "resnet1d_wang": (481_863, 473_349),
+    # basic_conv1d.py fcn_wang (filters 128, 256, 128; kernels 8, 5, 3): 12,544 + 164,352 + 98,560;
+    # head F = 256: 33,664 + 129 C.
+    "fcn_wang": (318_279, 309_765),
+    # rnn1d.py RNN1d(lstm=True, bidirectional=False, hidden 256, 2 layers): LSTM 276,480 + 526,336;
+    # head F = 3 x 256: 100,224 + 129 C.
+    "lstm": (912_199, 903_685),
+    # rnn1d.py RNN1d(lstm=True, bidirectional=True): LSTM 2 x 276,480 + 2 x 788,480; head F = 6 x 256:
+    # 200,064 + 129 C.
+    "lstm_bidir": (2_339_143, 2_330_629),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Batches of two records gain nothing from a second thread, and lose a lot on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", BENCHMARK)
+def test_parameter_counts_equal_the_reference(name):
+    assert (count_parameters(create_model(name, 12, 71)), count_parameters(create_model(name, 12, 5))) == PARAMS[name]
+
+
+def test_the_models_command_lists_every_architecture(capsys):
+    rows = models_command.main(["--classes", "71"])
+    out = capsys.readouterr().out
+    assert [r["model"] for r in rows] == list_models() and set(BENCHMARK) <= set(list_models())
+    for r in rows:
+        assert r["model"] in out and r["family"] in out
+        if r["model"] in PARAMS:
+            assert r["params"] == PARAMS[r["model"]][0] and f"{r['params']:,}" in out
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One SGD step: finite logits of the right shape, finite gradients reaching every parameter."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    logits = model(x)
+    assert logits.shape == y.shape and torch.isfinite(logits).all()
+    nn.functional.binary_cross_entropy_with_logits(logits, y).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_architecture_trains_and_explains(name):
+    torch.manual_seed(0)
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    model = create_model(name, 12, 3)
+    _train_step(model, torch.randn(2, 12, 250), y)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 12, 1000)).shape == (2, 3)
+        assert model(torch.randn(1, 12, 250)).shape == (1, 3)  # a single record
+    x = torch.randn(2, 12, 250, requires_grad=True)
+    out = model(x)
+    with torch.no_grad():
+        assert out.shape == (2, 3) and torch.allclose(out, model(x), rtol=1e-5, atol=1e-6)  # no dropout
+    out[:, 0].sum().backward()  # expected gradients differentiate the eval-mode output by the input
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    one_lead = create_model(name, 1, 3).eval()
+    with torch.no_grad():
+        assert one_lead(torch.randn(2, 1, 250)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", BENCHMARK)
+def test_min_samples_is_the_shortest_input(name):
+    shortest = model_entry(name).min_samples
+    model = create_model(name, 12, 2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 12, shortest)).shape == (2, 2)
+        if shortest > 1:
+            with pytest.raises(RuntimeError):
+                model(torch.randn(2, 12, shortest - 1))
+
+
+def test_only_the_lstms_train_under_their_own_protocol():
+    for name in BENCHMARK:
+        expected = {"ptbxl": {"lr": 1e-3, "clip_grad": 0.25}} if name.startswith("lstm") else {}
+        assert model_entry(name).protocol == expected, name
+
+
+def test_builders_start_from_the_benchmark_initialisation():
+    """The benchmark re-initialises every network before training: BN scale 1, every bias 0 - also the
+    xresnet's zero-scaled last BN of each block, which its constructor alone leaves at 0."""
+    for name in ("xresnet1d50", "inception1d", "resnet1d_wang", "lstm"):
+        for m in create_model(name, 12, 5).modules():
+            if isinstance(m, nn.BatchNorm1d):
+                assert torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any(), name
+            elif isinstance(m, (nn.Conv1d, nn.Linear)) and m.bias is not None:
+                assert not m.bias.any(), name
+    bare = XResNet1d((1, 1, 1, 1), 12, 5).eval()
+    block = bare.stages[1][0]  # strided: its shortcut is an average pool
+    x = torch.randn(2, 256, 31)
+    with torch.no_grad():
+        assert torch.equal(block(x), torch.relu(nn.functional.avg_pool1d(x, 2, ceil_mode=True)))
+
+
+def test_inception_kernels_are_39_19_9():
+    assert kernel_sizes(40) == (39, 19, 9)
+    model = create_model("inception1d", 12, 5)
+    assert sorted({m.kernel_size[0] for m in model.modules() if isinstance(m, nn.Conv1d)}) == [1, 9, 19, 39]
+
+
+def test_lstm_heads_read_every_channel_at_the_last_step():
+    """The reference head's last-step features are all channels at the final sample, also for a
+    bidirectional LSTM: with one layer, its backward half then depends on that sample alone."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 12, 20)
+    changed = x.clone()
+    changed[..., :-1] += 1.0
+    one_layer = LSTM1d(12, 5, bidirectional=True, layers=1).eval()
+    with torch.no_grad():
+        last, last_changed = one_layer.features(x)[:, 1024:], one_layer.features(changed)[:, 1024:]
+    assert torch.equal(last[:, 256:], last_changed[:, 256:])          # backward direction, last sample
+    assert not torch.allclose(last[:, :256], last_changed[:, :256])   # forward direction, last sample
+    model = create_model("lstm_bidir", 12, 5).eval()
+    with torch.no_grad():
+        out, _ = model.lstm(x.transpose(1, 2))
+        assert torch.equal(model.features(x)[:, 1024:], out[:, -1])
