@@ -18,7 +18,8 @@ REFERENCE.csv) and `ptbxl` (ptbxl_database.csv with scp_codes and strat_fold, sc
 records500/ and records100/ of 10-s WFDB .dat records; each class is written as its PTB-XL statement,
 rhythm and form statements with likelihood 0 as PTB-XL does, every record not in AF with a sinus rhythm
 statement (SR, STACH or SBRAD by its heart rate), ST changes as the diagnostic statements ISC_ (STTC) or
-IMI/AMI/LMI (MI) so every PTB-XL task has data; scp_statements.csv holds real rows of PTB-XL's table).
+IMI/AMI/LMI (MI) and high QRS voltages as LVH (HYP), so every PTB-XL task has data; scp_statements.csv
+holds real rows of PTB-XL's table).
 
 Sites (`--site`, any layout): how a hospital records its ECGs, as data in SITES: sampling rate, ADC
 gain and units, mains frequency, noise and baseline-wander level, the device's filter, a per-lead
@@ -468,12 +469,25 @@ SCP_STATEMENTS = [
 ]
 
 
-def ptbxl_codes(labels: list[str], st_region: str | None, heart_rate: float | None = None) -> dict[str, float]:
-    """A record's scp_codes: its classes' statements, and a sinus rhythm statement (likelihood 0, as PTB-XL
-    writes rhythm statements) for every record not in AF: STACH above 100/min, SBRAD below 60, else SR."""
+LVH_VOLTAGE_MV = 2.7  # S in V1 + R in V5/V6 above it: LVH (about this generator's top tenth; Sokolow-Lyon: 3.5)
+
+
+def sokolow_lyon(mv: np.ndarray) -> float:
+    """S in V1 + the larger R of V5 and V6 (mV), from robust extremes (0.5th / 99.5th percentiles)."""
+    v1, v5, v6 = (mv[LEADS.index(lead)] for lead in ("V1", "V5", "V6"))
+    return float(-np.percentile(v1, 0.5) + max(np.percentile(v5, 99.5), np.percentile(v6, 99.5)))
+
+
+def ptbxl_codes(labels: list[str], st_region: str | None, heart_rate: float | None = None,
+                voltage: float = 0.0) -> dict[str, float]:
+    """A record's scp_codes: its classes' statements, LVH for a high QRS voltage, and a sinus rhythm
+    statement (likelihood 0, as PTB-XL writes rhythm statements) for every record not in AF: STACH
+    above 100/min, SBRAD below 60, else SR."""
     codes = dict(pair for c in labels for pair in PTBXL_STATEMENTS[c])
     if "STE" in labels:
         codes[STE_MI.get(st_region or "", "IMI")] = 80.0
+    if voltage > LVH_VOLTAGE_MV:
+        codes["LVH"] = 50.0
     if "AF" not in labels:
         codes.pop("SR", None)
         rate = heart_rate or 75.0
@@ -536,7 +550,8 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
             write_wfdb_dat(out / "records100" / folder, f"{name}_lr", low, 100, [], upper, profile.units,
                            profile.adc_gain)
             ptbxl.append({"ecg_id": i, "patient_id": float(10000 + i), "age": age, "sex": int(sex == "Female"),
-                          "scp_codes": str(ptbxl_codes(labels, info["st_region"], info["heart_rate"])),
+                          "scp_codes": str(ptbxl_codes(labels, info["st_region"], info["heart_rate"],
+                                                       sokolow_lyon(mv))),
                           "strat_fold": int(rng.integers(1, N_FOLDS + 1)),
                           "filename_lr": f"records100/{folder}/{name}_lr",
                           "filename_hr": high})
