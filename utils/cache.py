@@ -346,9 +346,10 @@ def derive_label_task(src: Path, out: Path, labels: str, data_dir: Path | None =
     files = input_files(layout, entries, Path(data_dir))
     decoded = _decoded_as(manifest)
     if preprocess_key(layout.name, decoded["label_set"], decoded["seed"], rate, files) != decoded["fingerprint"]:
+        origin = manifest.get("signals_from") or src
         raise PipelineError(f"{src} holds signals of other records than those now in {data_dir} at {rate:g} Hz "
                             f"(changed since, or another folder's); rerun `python preprocess.py --data-dir "
-                            f"{data_dir} --out {src}` first")
+                            f"{data_dir} --out {origin}` first")
     seed = decoded["seed"] if seed is None else seed
     key = fingerprint([preprocess_key(layout.name, label_set.as_dict(), seed, rate, files), "signals",
                        decoded["fingerprint"]])
