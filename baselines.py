@@ -9,8 +9,9 @@ median, mean, std, variance and, for each of the 5 coefficient arrays of a 4-lev
 decomposition (cA4, cD4, cD3, cD2, cD1), the Shannon entropy of the coefficients' value counts divided
 by 10, then the same 8 statistics: 53 per lead, 636 for 12 leads (+ 8 heart-rate statistics with
 --heart-rate). Signals are the cache's int16 µV / 1000 in float64, which equals wfdb's physical signal for
-gain-1000 records. Computed once from the signal cache into features.csv, recomputed only when the cache
-changes (or --force).
+gain-1000 records. The features were designed for 500 Hz: a cache stored at another rate
+(preprocess.py --sample-rate) is resampled to 500 Hz per record (polyphase) before they are computed.
+Computed once from the signal cache into features.csv, recomputed only when the cache changes (or --force).
 
 Classifiers as the original configured them (one-vs-rest LogisticRegression(lbfgs, max_iter 1000) on
 unscaled features, RandomForest(300 trees, depth 10), LightGBM(100 trees); a native multi-label
@@ -45,7 +46,8 @@ from tqdm import tqdm
 
 from utils import (LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, data_label_set, data_split_rule, database_name,
                    evaluate_scores, fingerprint, jsonable, leads_tag, load_labels, outputs_current,
-                   parallel_map, parse_leads, preprocess_manifest, read_evaluation, scores_table, script_main, split_labels,
+                   parallel_map, parse_leads, preprocess_manifest, read_evaluation, resample,
+                   scores_table, script_main, split_labels,
                    write_csv, write_json, write_manifest, write_text)
 from utils.io import MAX_WORKERS, bounded_int, folder_path, lead_spec, seed_int
 from utils.presets import parse_with_preset
@@ -208,8 +210,9 @@ def _init_worker(data_dir: Path) -> None:
 def _record_features(task: tuple[str, bool]) -> tuple[str, np.ndarray, list[str]]:
     """Features of one record, with notes on anything that made a value unusable (then set to 0)."""
     pid, heart_rate = task
-    mv = _CACHE.record(pid, dtype=np.float64)
-    notes = [f"lead {LEADS[i]} is flat" for i in np.flatnonzero(~np.any(mv != mv[:, :1], axis=1))]
+    cached = _CACHE.record(pid, dtype=np.float64)
+    notes = [f"lead {LEADS[i]} is flat" for i in np.flatnonzero(~np.any(cached != cached[:, :1], axis=1))]
+    mv = resample(cached, _CACHE.sample_rate, SAMPLE_RATE)  # the rate the features were designed for
     feats = signal_features(mv)
     if heart_rate:
         hr = heart_rate_features(mv)

@@ -3,6 +3,7 @@
     python get_data.py --list                              # every database: records, size, licence, citation
     python get_data.py cpsc2018                            # the paper's data (CPSC2018 as WFDB) -> data/cpsc2018
     python get_data.py ptbxl --out data/PTBXL              # PTB-XL: the two csv files + records500/
+    python get_data.py ptbxl --rate 100                    # PTB-XL at 100 Hz: the csv files + records100/ only
     python get_data.py georgia --limit 20                  # a first look: the first 20 records
     python get_data.py ningbo --mirror http://proxy:8080/files/   # or a local copy of physionet.org/files/
 
@@ -36,11 +37,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="fetch only the first N records (sorted) and the metadata, %(type)s")
     p.add_argument("--jobs", type=bounded_int(1, 64), default=4,
                    help="files fetched at once, %(type)s (PhysioNet is a shared server)")
+    p.add_argument("--rate", type=bounded_int(1, 10_000), default=None,
+                   help="fetch only the records stored at this rate, Hz, %(type)s (ptbxl: 500, the default, "
+                        "records500/; 100, records100/, ~0.5 GB); the printed preprocess command keeps that rate")
     args = p.parse_args(argv)
     if args.mirror is not None and (why := mirror_problem(args.mirror)):
         flag_error(p, "--mirror", why)
     if not args.list and args.name is None:
         p.error("give a database NAME (or --list)")
+    if args.rate is not None and args.name is not None:
+        try:
+            CATALOGUE[args.name].at_rate(args.rate)
+        except ValueError as e:
+            p.error(f"argument --rate: {e}")
     return args
 
 
@@ -50,7 +59,7 @@ def main(argv=None) -> DownloadSummary | None:
     if args.list:
         print(catalogue_table())
         return None
-    db = CATALOGUE[args.name]
+    db = CATALOGUE[args.name] if args.rate is None else CATALOGUE[args.name].at_rate(args.rate)
     out = args.out if args.out is not None else Path("data") / db.name
     summary = fetch_database(db, out, mirror=args.mirror, limit=args.limit, jobs=args.jobs)
     print(summary.line())

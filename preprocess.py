@@ -3,16 +3,26 @@
     python preprocess.py --data-dir data/CPSC                         # outputs beside the records
     python preprocess.py --data-dir ro/records --out data/real
     python preprocess.py --data-dir data/ptbxl --labels superdiagnostic
+    python preprocess.py --data-dir data/ptbxl --out data/ptbxl_all --labels all --sample-rate 100
+    python preprocess.py --data-dir data/ptbxl --out data/ptbxl_rhythm --labels rhythm --signals-from data/ptbxl_all
 
 Reads any layout of the registry in utils/layouts.py: WFDB records of the PhysioNet/CinC 2020-2021
 releases (`A0001.hea` + a .mat or .dat signal in any WFDB format, SNOMED-CT `# Dx:` codes), the original
-CPSC2018 layout (`.mat` struct ECG + `REFERENCE.csv`) and PTB-XL (ptbxl_database.csv, records500/).
---labels picks the label set (cpsc9, the default, or superdiagnostic for PTB-XL); records with none
-of its classes are counted and left out. Folds are seeded and stratified, except where the database
-fixes them (PTB-XL's strat_fold; train 1-8, validation 9, test 10).
+CPSC2018 layout (`.mat` struct ECG + `REFERENCE.csv`) and PTB-XL (ptbxl_database.csv, records500/, or
+records100/ at --sample-rate 100). --labels picks the label set: cpsc9 (the default; any layout) or,
+for PTB-XL, one of the benchmark's six tasks, whose classes are the statements (or their
+diagnostic_subclass / diagnostic_class) of scp_statements.csv that some record carries: all,
+diagnostic, subdiagnostic, superdiagnostic, form, rhythm. Records with none of the set's classes are
+counted and left out. Folds are seeded and stratified, except where the database fixes them (PTB-XL's
+strat_fold; train 1-8, validation 9, test 10).
+
+--sample-rate is the rate the cache is stored at (recorded in preprocess.json; every later stage reads
+it from there). --signals-from DIR writes a label set's folder over the signal cache of DIR, a folder
+preprocessed from the same records at the same rate (hard links, no decoding): prepare PTB-XL once with
+--labels all, then each other task from it.
 
 Records are listed first (labels, folds) without decoding any signal; the labelled ones are then
-decoded one at a time by worker processes, resampled to 500 Hz and streamed as int16 µV into
+decoded one at a time by worker processes, resampled to the cache's rate and streamed as int16 µV into
 `signals.npy` (12 x total samples, memory-mapped by later stages; `signals_index.csv` gives each
 record's span), so memory does not grow with the number of records. Outputs are rebuilt only when the
 inputs or settings changed (or with --force); each is written to a temporary file and renamed, and the
@@ -30,9 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +48,12 @@ import pandas as pd
 
 from utils import (LABEL_SETS, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, PREPROCESS_OUTPUTS, REFERENCE_CSV,
                    SAMPLE_RATE, CacheFile, Entry, LabelSet, Layout, PipelineError, RecordError, check_writable,
-                   clipped_per_lead, detect_layout, exclusive_lock, file_fingerprint, fingerprint, get_label_set,
-                   outputs_current, parallel_imap, read_entry, remove_stale_temporaries, resample,
-                   script_main, seed_int, stratified_folds, stream_signal_cache, to_microvolts, write_csv,
-                   write_index, write_manifest, write_span)
+                   clipped_per_lead, derive_label_task, detect_layout, drop_duplicate_names, exclusive_lock,
+                   get_label_set, input_files, outputs_current, parallel_imap, preprocess_key,
+                   read_entry, remove_stale_temporaries, resample, script_main, seed_int, stratified_folds,
+                   stream_signal_cache, summarise_dataset, to_microvolts, write_csv, write_index, write_manifest,
+                   write_span)
 from utils.io import MAX_WORKERS, bounded_int, folder_path
-
-CACHE_VERSION = 2  # bump when the cache format changes, so old caches are rebuilt
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,21 +61,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"), help="folder with the records")
     p.add_argument("--out", "--out-dir", dest="out_dir", type=folder_path, default=None,
                    help="where outputs go (default: --data-dir)")
-    p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS), help="label set")
+    p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS),
+                   help="label set: cpsc9, or a PTB-XL task (all, diagnostic, subdiagnostic, superdiagnostic, "
+                        "form, rhythm)")
+    p.add_argument("--sample-rate", type=bounded_int(1, 10_000), default=None,
+                   help=f"rate the cache is stored at, Hz, %(type)s (default {SAMPLE_RATE}; with --signals-from, "
+                        f"DIR's). PTB-XL at 100 reads records100/ as is")
+    p.add_argument("--signals-from", type=folder_path, default=None, metavar="DIR",
+                   help="share the signal cache of DIR, preprocessed from the same records and rate (hard links; "
+                        "nothing decoded): this label set gets its own labels.csv and manifest in --out")
     p.add_argument("--seed", type=seed_int, default=42, help="seed of the stratified fold assignment, %(type)s")
     p.add_argument("--num-workers", type=bounded_int(1, MAX_WORKERS), default=os.cpu_count() or 1,
                    help="processes decoding records, %(type)s")
     p.add_argument("--force", action="store_true", help="rebuild even when outputs are current")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.signals_from is not None and args.out_dir is None:
+        p.error("--signals-from needs --out (the shared folder itself is DIR)")
+    return args
 
 
-def decode(task: tuple[str, Entry, tuple[str, int] | None]) -> tuple[str, dict | str]:
+def decode(task: tuple[str, Entry, tuple[str, int] | None, int]) -> tuple[str, dict | str]:
     """One record -> ("ok", {info, length[, signal]}) or ("error", message). With a target (cache file,
-    column) the int16 µV signal at 500 Hz is written there by this process and not returned."""
-    layout, entry, target = task
+    column) the int16 µV signal at the cache's rate is written there by this process and not returned."""
+    layout, entry, target, rate = task
     try:
         hdr, mv = read_entry((layout, entry))
-        mv = resample(mv, hdr.sample_rate, SAMPLE_RATE)
+        mv = resample(mv, hdr.sample_rate, rate)
         clipped = {lead: int(k) for lead, k in zip(LEADS, clipped_per_lead(mv)) if k}
         signal = to_microvolts(mv)
         if target is not None:
@@ -84,35 +102,7 @@ def decode(task: tuple[str, Entry, tuple[str, int] | None]) -> tuple[str, dict |
                   **({} if target else {"signal": signal})}
 
 
-def input_fingerprint(layout: Layout, entries: list[Entry], data_dir: Path, label_set: LabelSet, seed: int) -> str:
-    """Changes when any record file, label file, the settings or the cache format change."""
-    files = [file_fingerprint(p) for p in layout.input_files(data_dir, entries)]
-    return fingerprint([CACHE_VERSION, layout.name, label_set.as_dict(), seed, N_FOLDS, SAMPLE_RATE, files])
-
-
-def drop_duplicate_names(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
-    """One copy per record name (ids must be unique). The rule, deterministic: among copies with the
-    same name, keep the first, in sorted path order, that carries any of the classes (else the first);
-    every other copy is reported with both paths."""
-    copies: dict[str, list[Entry]] = {}
-    for e in entries:
-        copies.setdefault(e.pid, []).append(e)
-    keep, dropped = {}, []
-    for pid, group in copies.items():
-        group = sorted(group, key=lambda e: str(e.path))
-        kept = next((e for e in group if e.labels is not None and e.labels.any()), group[0])
-        keep[pid] = kept
-        dropped += [f"{e.path}: duplicate record name, skipped (kept {kept.path})" for e in group if e is not kept]
-    return [e for e in entries if keep[e.pid] is e], dropped
-
-
-def failure_kind(message: str) -> str:
-    """A skip message without its file, quoted values and numbers, so like failures count together."""
-    reason = message.split(": ", 1)[-1].split(" (")[0]
-    return re.sub(r"\s+", " ", re.sub(r"'[^']*'|\S*\d\S*", "", reason)).strip(" ,;")
-
-
-def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, workers: int
+def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, workers: int, rate: int = SAMPLE_RATE
                       ) -> tuple[list[Entry], dict[str, dict], list[str], dict[str, str]]:
     """Decode the entries in parallel into the cache; returns the entries kept, their decoded header
     facts, the skip messages and, for records stored clipped, a message each (by id). Memory holds a
@@ -144,7 +134,7 @@ def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, worke
 
     try:
         cache = CacheFile(out_dir, int(starts[-1])) if in_place else None
-        tasks = [(layout.name, e, (str(cache.tmp), int(starts[i])) if in_place else None)
+        tasks = [(layout.name, e, (str(cache.tmp), int(starts[i])) if in_place else None, rate)
                  for i, e in enumerate(entries)]
         if in_place:
             slot = {e.pid: i for i, e in enumerate(entries)}
@@ -167,27 +157,6 @@ def clipped_message(entry: Entry, per_lead: dict[str, int], length: int) -> str:
             f"{leads}); kept, counted in signals_index.csv")
 
 
-def summarise_dataset(n_found: int, classes: list[str], reference: pd.DataFrame, labels: pd.DataFrame, errors: list[str],
-           n_unlabelled: int, clipped: dict[str, str]) -> dict:
-    counts = {c: int(labels[c].sum()) for c in classes}
-    per_fold = labels.groupby("fold")[list(classes)].sum().astype(int)
-    per_fold.insert(0, "records", labels.groupby("fold").size())
-    print(f"records found: {n_found}  read: {len(reference)}  kept (>= 1 of the {len(classes)} classes): "
-          f"{len(labels)}  skipped: {len(errors) + n_unlabelled}")
-    if n_unlabelled:
-        print(f"  skipped, none of the {len(classes)} classes: {n_unlabelled}")
-    for reason, k in Counter(failure_kind(e) for e in errors).most_common():
-        print(f"  skipped, {reason}: {k}")
-    if clipped:
-        print(f"  kept but stored clipped at ±32.767 mV: {len(clipped)} (see the `clipped:` lines and "
-              f"signals_index.csv)")
-    print("label counts: " + "  ".join(f"{c} {k}" for c, k in counts.items()))
-    print("per fold:\n" + per_fold.to_string())
-    return {"found": n_found, "read": len(reference), "kept": len(labels), "unlabelled": n_unlabelled,
-            "errors": errors, "clipped": clipped, "label_counts": counts,
-            "per_fold": per_fold.reset_index().to_dict("records")}
-
-
 def reference_row(entry: Entry, facts: dict | None) -> dict:
     return {"patient_id": entry.pid, "sample_rate": np.nan, "signal_len": np.nan, "age": np.nan, "sex": "Unknown",
             "dx": "", **entry.info, **(facts or {})}
@@ -197,10 +166,16 @@ def reference_row(entry: Entry, facts: dict | None) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     out_dir = args.out_dir or args.data_dir
-    label_set = get_label_set(args.labels)
+    if args.signals_from is not None:
+        derive_label_task(args.signals_from, out_dir, args.labels, args.data_dir, args.seed, args.num_workers,
+                          args.force, args.sample_rate)
+        return
+    args.sample_rate = args.sample_rate or SAMPLE_RATE
     layout = detect_layout(args.data_dir)
-    entries = layout.list_records(args.data_dir, label_set, args.num_workers)
-    key = input_fingerprint(layout, entries, args.data_dir, label_set, args.seed)
+    entries = layout.list_records(args.data_dir, get_label_set(args.labels), args.num_workers, args.sample_rate)
+    label_set = layout.label_set_for(args.data_dir, get_label_set(args.labels), entries)
+    key = preprocess_key(layout.name, label_set.as_dict(), args.seed, args.sample_rate,
+                         input_files(layout, entries, args.data_dir))
     if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):
         print(f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)")
         return
@@ -230,12 +205,14 @@ def build(args: argparse.Namespace, layout: Layout, label_set: LabelSet, entries
         raise PipelineError(f"no record in {args.data_dir} carries any of the classes {', '.join(label_set.classes)}"
                             f" (label set {label_set.name}; {len(errors)} record(s) could not be read)")
     print(f"reading {len(labelled)} labelled {layout.name} records from {args.data_dir} "
-          f"({len(entries)} listed, label set {label_set.name})")
+          f"({len(entries)} listed, label set {label_set.name}, {len(label_set.classes)} classes, "
+          f"cache at {args.sample_rate} Hz)")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_JSON).unlink(missing_ok=True)  # outputs are incomplete until it is rewritten
     remove_stale_temporaries(out_dir, [*PREPROCESS_OUTPUTS, MANIFEST_JSON])  # left by a killed run
-    kept, facts, decode_errors, clipped = decode_into_cache(layout, labelled, out_dir, args.num_workers)
+    kept, facts, decode_errors, clipped = decode_into_cache(layout, labelled, out_dir, args.num_workers,
+                                                            args.sample_rate)
     errors += decode_errors
     for e in errors:
         print(f"skipped: {e}", file=sys.stderr)
@@ -254,7 +231,7 @@ def build(args: argparse.Namespace, layout: Layout, label_set: LabelSet, entries
     summary = summarise_dataset(len(entries), list(label_set.classes), reference, labels, errors, len(unlabelled), clipped)
     write_manifest(out_dir / MANIFEST_JSON, key, [out_dir / f for f in PREPROCESS_OUTPUTS],
                    layout=layout.name, label_set=label_set.as_dict(), fixed_split=layout.fixed_split,
-                   seed=args.seed, data_dir=str(args.data_dir), sample_rate=SAMPLE_RATE, **summary)
+                   seed=args.seed, data_dir=str(args.data_dir), sample_rate=args.sample_rate, **summary)
 
 
 if __name__ == "__main__":

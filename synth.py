@@ -16,8 +16,10 @@ Layouts: `wfdb` (the PhysioNet/CinC 2020 re-release of CPSC2018: A0001.hea + .ma
 `wfdb-dat` (the same with a format-16 .dat signal), `cpsc2018` (the original release: .mat struct ECG +
 REFERENCE.csv) and `ptbxl` (ptbxl_database.csv with scp_codes and strat_fold, scp_statements.csv,
 records500/ and records100/ of 10-s WFDB .dat records; each class is written as its PTB-XL statement,
-rhythm and form statements with likelihood 0 as PTB-XL does, ST changes as the diagnostic statements
-ISC_ (STTC) or IMI/AMI/LMI (MI) so the superdiagnostic label set has data too).
+rhythm and form statements with likelihood 0 as PTB-XL does, every record not in AF with a sinus rhythm
+statement (SR, STACH or SBRAD by its heart rate), ST changes as the diagnostic statements ISC_ (STTC) or
+IMI/AMI/LMI (MI) and high QRS voltages as LVH (HYP), so every PTB-XL task has data; scp_statements.csv
+holds real rows of PTB-XL's table).
 
 Sites (`--site`, any layout): how a hospital records its ECGs, as data in SITES: sampling rate, ADC
 gain and units, mains frequency, noise and baseline-wander level, the device's filter, a per-lead
@@ -328,7 +330,8 @@ def synthesize(rng: np.random.Generator, labels: list[str], duration: float, fs:
         vcg += np.outer(fwave, f_dir)
     vcg = vcg @ rotation(rng, 15).T * rng.uniform(0.6, 1.4)
     ind = DOWER @ vcg.T  # (8, n)
-    details = {"st_region": ""}
+    sinus = [t_r for t_r, kind, _ in beats if kind == "sinus"]
+    details = {"st_region": "", "heart_rate": 60 / float(np.median(np.diff(sinus))) if len(sinus) > 2 else None}
     for label in ("STE", "STD"):
         if label in labels:
             region = rng.choice(sorted(ST_PATTERNS[label]))
@@ -420,39 +423,95 @@ PTBXL_STATEMENTS = {"SNR": [("NORM", 100.0), ("SR", 0.0)], "AF": [("AFIB", 0.0)]
                     "LBBB": [("CLBBB", 100.0)], "RBBB": [("CRBBB", 100.0)], "PAC": [("PAC", 0.0)],
                     "PVC": [("PVC", 0.0)], "STD": [("STD_", 0.0), ("ISC_", 50.0)], "STE": [("STE_", 0.0)]}
 STE_MI = {"inferior": "IMI", "anterior": "AMI", "lateral": "LMI"}
-# scp_statements.csv rows: statement -> (description, diagnostic, form, rhythm, diagnostic_class, subclass)
-SCP_STATEMENTS = {
-    "NORM": ("normal ECG", 1, None, None, "NORM", "NORM"),
-    "IMI": ("inferior myocardial infarction", 1, None, None, "MI", "IMI"),
-    "AMI": ("anterior myocardial infarction", 1, None, None, "MI", "AMI"),
-    "LMI": ("lateral myocardial infarction", 1, None, None, "MI", "LMI"),
-    "ISC_": ("non-specific ischemic", 1, None, None, "STTC", "ISC_"),
-    "1AVB": ("first degree AV block", 1, None, None, "CD", "_AVB"),
-    "CLBBB": ("complete left bundle branch block", 1, None, None, "CD", "CLBBB"),
-    "CRBBB": ("complete right bundle branch block", 1, None, None, "CD", "CRBBB"),
-    "LVH": ("left ventricular hypertrophy", 1, None, None, "HYP", "LVH"),
-    "STD_": ("non-specific ST depression", None, 1, None, None, None),
-    "STE_": ("non-specific ST elevation", None, 1, None, None, None),
-    "PVC": ("ventricular premature complex", None, 1, None, None, None),
-    "SR": ("sinus rhythm", None, None, 1, None, None),
-    "AFIB": ("atrial fibrillation", None, None, 1, None, None),
-    "PAC": ("atrial premature complex", None, None, 1, None, None),
-}
+# scp_statements.csv: rows of PTB-XL 1.0.3's own table (CC BY 4.0) for the statements written above and a
+# few no record carries (NDT, NST_, LVOLT, ABQRS: a task keeps only the classes some record has), in its
+# columns; the first column, unnamed, is the statement.
+SCP_COLUMNS = ("description", "diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass",
+               "Statement Category", "SCP-ECG Statement Description", "AHA code", "aECG REFID", "CDISC Code",
+               "DICOM Code")
+SCP_STATEMENTS = [
+    ("NORM", "normal ECG", "1.0", "", "", "NORM", "NORM", "Normal/abnormal", "normal ECG", "1", "", "", "F-000B7"),
+    ("IMI", "inferior myocardial infarction", "1.0", "", "", "MI", "IMI", "Myocardial Infarction",
+     "inferior myocardial infarction", "161", "", "", ""),
+    ("AMI", "anterior myocardial infarction", "1.0", "", "", "MI", "AMI", "Myocardial Infarction",
+     "anterior myocardial infarction", "160", "", "", ""),
+    ("LMI", "lateral myocardial infarction", "1.0", "", "", "MI", "LMI", "Myocardial Infarction",
+     "lateral myocardial infarction", "163", "", "", ""),
+    ("ISC_", "non-specific ischemic", "1.0", "", "", "STTC", "ISC_",
+     "Basic roots for coding ST-T changes and abnormalities", "ischemic ST-T changes", "226", "", "", ""),
+    ("NDT", "non-diagnostic T abnormalities", "1.0", "1.0", "", "STTC", "STTC", "other ST-T descriptive statements",
+     "non-diagnostic T abnormalities", "", "", "", ""),
+    ("NST_", "non-specific ST changes", "1.0", "1.0", "", "STTC", "NST_",
+     "Basic roots for coding ST-T changes and abnormalities", "non-specific ST changes", "145",
+     "MDC_ECG_RHY_STHILOST", "", ""),
+    ("1AVB", "first degree AV block", "1.0", "", "", "CD", "_AVB",
+     "Sinus node dysfunction, atrial and AV-conduction defects", "first degree AV block", "",
+     "MDC_ECG_RHY_AV_HEART_BLK_DEG_1", "C111088", ""),
+    ("CLBBB", "complete left bundle branch block", "1.0", "", "", "CD", "CLBBB",
+     "Intraventricular and intra-atrial Conduction disturbances", "(complete) left bundle branch block", "104",
+     "MDC_ECG_BEAT_LBB_BLK_COMP", "C62269", "D3-33120 or 122752"),
+    ("CRBBB", "complete right bundle branch block", "1.0", "", "", "CD", "CRBBB",
+     "Intraventricular and intra-atrial Conduction disturbances", "(complete) right bundle branch block", "106",
+     "MDC_ECG_BEAT_RBB_BLK_COMP", "C62270", "D3-33110"),
+    ("LVH", "left ventricular hypertrophy", "1.0", "", "", "HYP", "LVH", "Ventricular Hypertrophy",
+     "left ventricular hypertrophy", "142", "", "C71076", ""),
+    ("ABQRS", "abnormal QRS", "", "1.0", "", "", "", "Normal/abnormal", "abnormal QRS", "", "", "", ""),
+    ("LVOLT", "low QRS voltages in the frontal and horizontal leads", "", "1.0", "", "", "",
+     "Other QRS morphology descriptive statements", "low QRS voltages in the frontal and horizontal leads", "", "",
+     "", ""),
+    ("PAC", "atrial premature complex", "", "1.0", "", "", "", "Statements related to ectopic rhythm abnormalities",
+     "atrial premature complex (beat)", "30", "MDC_ECG_BEAT_ATR_P_C", "", ""),
+    ("PVC", "ventricular premature complex", "", "1.0", "", "", "",
+     "Statements related to ectopic rhythm abnormalities", "ventricular premature complex (beat)", "60",
+     "MDC_ECG_BEAT_V_P_C", "", ""),
+    ("STD_", "non-specific ST depression", "", "1.0", "", "", "",
+     "Basic roots for coding ST-T changes and abnormalities", "non-specific ST depression", "502", "", "",
+     "F-38278"),
+    ("STE_", "non-specific ST elevation", "", "1.0", "", "", "",
+     "Basic roots for coding ST-T changes and abnormalities", "non-specific ST elevation", "501",
+     "MDC_ECG_RHY_STELVATION", "", "F-38277"),
+    ("SR", "sinus rhythm", "", "", "1.0", "", "", "Statements related to impulse formation (abnormalities)",
+     "sinus rhythm", "20", "MDC_ECG_RHY_SINUS_RHY", "", ""),
+    ("AFIB", "atrial fibrillation", "", "", "1.0", "", "",
+     "Statements related to impulse formation (abnormalities)", "atrial fibrillation", "50", "MDC_ECG_RHY_ATR_FIB",
+     "", "D3-31520"),
+    ("STACH", "sinus tachycardia", "", "", "1.0", "", "", "Statements related to impulse formation (abnormalities)",
+     "sinus tachycardia", "21", "MDC_ECG_RHY_SINUS_TACHY", "", ""),
+    ("SBRAD", "sinus bradycardia", "", "", "1.0", "", "", "Statements related to impulse formation (abnormalities)",
+     "sinus bradycardia", "22", "MDC_ECG_RHY_SINUS_BRADY", "", ""),
+]
 
 
-def ptbxl_codes(labels: list[str], st_region: str | None) -> dict[str, float]:
+LVH_VOLTAGE_MV = 2.7  # S in V1 + R in V5/V6 above it: LVH (about this generator's top tenth; Sokolow-Lyon: 3.5)
+
+
+def sokolow_lyon(mv: np.ndarray) -> float:
+    """S in V1 + the larger R of V5 and V6 (mV), from robust extremes (0.5th / 99.5th percentiles)."""
+    v1, v5, v6 = (mv[LEADS.index(lead)] for lead in ("V1", "V5", "V6"))
+    return float(-np.percentile(v1, 0.5) + max(np.percentile(v5, 99.5), np.percentile(v6, 99.5)))
+
+
+def ptbxl_codes(labels: list[str], st_region: str | None, heart_rate: float | None = None,
+                voltage: float = 0.0) -> dict[str, float]:
+    """A record's scp_codes: its classes' statements, LVH for a high QRS voltage, and a sinus rhythm
+    statement (likelihood 0, as PTB-XL writes rhythm statements) for every record not in AF: STACH
+    above 100/min, SBRAD below 60, else SR."""
     codes = dict(pair for c in labels for pair in PTBXL_STATEMENTS[c])
     if "STE" in labels:
         codes[STE_MI.get(st_region or "", "IMI")] = 80.0
-    if "AF" not in labels and "SNR" not in labels:
-        codes["SR"] = 0.0
+    if voltage > LVH_VOLTAGE_MV:
+        codes["LVH"] = 50.0
+    if "AF" not in labels:
+        codes.pop("SR", None)
+        rate = heart_rate or 75.0
+        codes["STACH" if rate > 100 else "SBRAD" if rate < 60 else "SR"] = 0.0
     return codes
 
 
 def write_ptbxl_tables(out: Path, rows: list[dict]) -> None:
     write_csv(pd.DataFrame(rows), out / "ptbxl_database.csv")
-    statements = pd.DataFrame.from_dict(SCP_STATEMENTS, orient="index", columns=[
-        "description", "diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"])
+    statements = pd.DataFrame([row[1:] for row in SCP_STATEMENTS], columns=list(SCP_COLUMNS),
+                              index=[row[0] for row in SCP_STATEMENTS])
     atomic_write(out / "scp_statements.csv", lambda tmp: statements.to_csv(tmp))
 
 
@@ -504,7 +563,8 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
             write_wfdb_dat(out / "records100" / folder, f"{name}_lr", low, 100, [], upper, profile.units,
                            profile.adc_gain)
             ptbxl.append({"ecg_id": i, "patient_id": float(10000 + i), "age": age, "sex": int(sex == "Female"),
-                          "scp_codes": str(ptbxl_codes(labels, info["st_region"])),
+                          "scp_codes": str(ptbxl_codes(labels, info["st_region"], info["heart_rate"],
+                                                       sokolow_lyon(mv))),
                           "strat_fold": int(rng.integers(1, N_FOLDS + 1)),
                           "filename_lr": f"records100/{folder}/{name}_lr",
                           "filename_hr": high})

@@ -77,11 +77,12 @@ class InputSpec:
         x = fit_length(mv[lead_indices(self.leads)], int(round(self.seconds * SAMPLE_RATE)))
         return self.to_model_rate(x)
 
-    def to_model_rate(self, x: np.ndarray) -> np.ndarray:
-        """A cached-rate window -> the model's rate (anti-aliased polyphase), exactly n_samples long."""
-        if self.sample_rate == SAMPLE_RATE:
+    def to_model_rate(self, x: np.ndarray, from_rate: float = SAMPLE_RATE) -> np.ndarray:
+        """A window at `from_rate` (the cache's) -> the model's rate (anti-aliased polyphase), exactly
+        n_samples long."""
+        if self.sample_rate == from_rate:
             return x.astype(np.float32, copy=False)
-        return fit_length(resample(x, SAMPLE_RATE, self.sample_rate), self.n_samples).astype(np.float32)
+        return fit_length(resample(x, from_rate, self.sample_rate), self.n_samples).astype(np.float32)
 
 
 def labels_fingerprint(part: pd.DataFrame, classes: Sequence[str]) -> str:
@@ -127,7 +128,8 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
 
 
 class ECGDataset(Dataset):
-    """(input, 0/1 labels) for the given records, read from the signal cache."""
+    """(input, 0/1 labels) for the given records, read from the signal cache at its own rate and
+    resampled to the model's."""
 
     def __init__(self, cache: SignalCache, labels: pd.DataFrame, spec: InputSpec, classes: Sequence[str]):
         missing = set(labels["patient_id"]) - set(cache.row)
@@ -138,14 +140,14 @@ class ECGDataset(Dataset):
         self.ids = labels["patient_id"].tolist()
         self.y = labels[list(classes)].to_numpy(np.float32)
         self.lead_rows = lead_indices(spec.leads)
-        self.n_cached = int(round(spec.seconds * SAMPLE_RATE))
+        self.n_cached = int(round(spec.seconds * cache.sample_rate))
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.cache.window(self.ids[i], self.lead_rows, self.n_cached)
-        return torch.from_numpy(self.spec.to_model_rate(x)), torch.from_numpy(self.y[i])
+        return torch.from_numpy(self.spec.to_model_rate(x, self.cache.sample_rate)), torch.from_numpy(self.y[i])
 
 
 class ECGModel(torch.nn.Module):

@@ -416,7 +416,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
                               data_split_rule(cfg.data_dir))
     if len(splits["train"]) == 0 or len(splits["val"]) == 0:
         raise PipelineError(f"empty training or validation split in {cfg.data_dir} (too few records?)")
-    longest = max(int(cache.length[cache.row[pid]]) for pid in splits["train"]["patient_id"]) / SAMPLE_RATE
+    longest = max(int(cache.length[cache.row[pid]]) for pid in splits["train"]["patient_id"]) / cache.sample_rate
     if is_main and spec.seconds > longest:
         print(f"warning: --seconds {spec.seconds:g} is longer than every training record (longest {longest:.1f} s): "
               f"every input is zero-padded in front", file=sys.stderr)

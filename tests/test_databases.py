@@ -127,7 +127,7 @@ def test_ptbxl_layout_cpsc9(ptbxl, tmp_path):
 def test_ptbxl_superdiagnostic_and_a_set_a_layout_cannot_provide(ptbxl, synth_records, tmp_path, capsys):
     prep(ptbxl, tmp_path / "s", "--labels", "superdiagnostic")
     labels = pd.read_csv(tmp_path / "s" / "labels.csv")
-    assert list(labels.columns) == ["patient_id", "NORM", "MI", "STTC", "CD", "HYP", "fold"]
+    assert list(labels.columns) == ["patient_id", "CD", "HYP", "MI", "NORM", "STTC", "fold"]
     out = capsys.readouterr().out
     n_listed = len(pd.read_csv(ptbxl / "ptbxl_database.csv"))
     assert f"none of the 5 classes: {n_listed - len(labels)}" in out  # records without one are counted
@@ -190,7 +190,7 @@ def test_training_and_evaluation_on_superdiagnostic(ptbxl, tmp_path):
     out = main.main(["--data-dir", str(tmp_path / "S"), *TINY, "--epochs", "1", "--run", str(tmp_path / "s")])
     table = predict.main(["--run", str(out["model_path"]), "--results-dir", str(tmp_path / "r"),
                           "--n-bootstrap", "0", "--num-workers", "0", "--no-figures"])
-    assert list(table.index) == ["NORM", "MI", "STTC", "CD", "HYP", "mean"]
+    assert list(table.index) == ["CD", "HYP", "MI", "NORM", "STTC", "mean"]
     labels = pd.read_csv(tmp_path / "S" / "labels.csv")
     assert table.loc["mean", "support"] == labels.loc[labels["fold"] == 10, ["NORM", "MI", "STTC", "CD", "HYP"]].to_numpy().sum()
 

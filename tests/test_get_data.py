@@ -4,6 +4,7 @@ byte-exact downloads, reruns that fetch nothing, resumed and restarted transfers
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shlex
 import shutil
@@ -345,3 +346,22 @@ def test_sums_lines_are_checked():
                       (f"{sha}  /etc/passwd", "unsafe path"), ("", "lists no files")):
         with pytest.raises(PipelineError, match=why):
             parse_sums(text, "S")
+
+
+def test_ptbxl_rate_100_fetches_records100_only_and_preprocesses_at_100_hz(mirror, tmp_path, capsys):
+    """--rate 100: the csv files and records100/, byte for byte, nothing of records500/; the printed
+    command caches the records at 100 Hz, read from records100/ alone. A database with one rate refuses."""
+    out = tmp_path / "p100"
+    _run(mirror, "ptbxl", out, "--rate", "100")
+    want = {k: v for k, v in _files(mirror["root"] / PTBXL).items()
+            if k.startswith("records100/") or k in ("ptbxl_database.csv", "scp_statements.csv", SUMS_FILE)}
+    assert _files(out) == want and any(k.startswith("records100/") for k in want)
+    assert not any(rel.startswith(f"{PTBXL}/records500/") for rel, _ in mirror["log"])
+    argv = _next_command(capsys.readouterr().out)
+    assert argv == ["--data-dir", str(out), "--labels", "superdiagnostic", "--sample-rate", "100"]
+    preprocess.main([*argv, "--num-workers", "1"])
+    manifest = json.loads((out / "preprocess.json").read_text())
+    assert manifest["sample_rate"] == 100
+    with pytest.raises(SystemExit) as e:
+        get_data.main(["georgia", "--rate", "100"])
+    assert e.value.code == 2 and "--rate" in capsys.readouterr().err

@@ -2,11 +2,12 @@
 whichever module X lives in:
 
 - errors:  PipelineError, MissingInputError, RecordError; `script_main` turns them into `error:` exits
-- labels:  leads and label sets as data (cpsc9, superdiagnostic)
+- labels:  leads and label sets as data (cpsc9, the PTB-XL tasks built from a database's statements)
 - records: WFDB headers and signals (any format), the original CPSC2018 .mat, resampling
 - layouts: the registry of database layouts (WFDB, CPSC2018, PTB-XL) preprocess.py reads
 - folds:   stratified folds and the split rules
-- cache:   the preprocess outputs, their manifest checks and the memory-mapped signal cache
+- cache:   the preprocess outputs, their manifest checks, the memory-mapped signal cache at its
+           stored rate, and label tasks sharing one cache
 - io:      atomic writes, figures, fingerprints, the freshness rule, argparse types, process pool
 - metrics: F1, AUC, ECE, Brier, threshold tuning, temperature scaling, bootstrap CIs
 - evaluator: one evaluator for every model's scores: thresholds, metrics with CIs, calibration, figures,

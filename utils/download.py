@@ -31,7 +31,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 from urllib.parse import quote, urlsplit
@@ -72,6 +72,19 @@ class Database:
     preprocess_args: tuple[str, ...] = ()
     index_lists_all: bool = False  # a metadata index lists every record, so --limit leaves it pointing at absent ones
     preprocess_hint: str = ""  # another way to preprocess it, printed under the command
+    # (Hz, the include prefix holding the records stored at that rate), the default rate first
+    rate_folders: tuple[tuple[int, str], ...] = ()
+
+    def at_rate(self, rate: int) -> "Database":
+        """The database with only the records stored at `rate` Hz (PTB-XL: records100/ instead of
+        records500/), preprocessed at that rate; ValueError naming the rates it has otherwise."""
+        folders = dict(self.rate_folders)
+        if rate not in folders:
+            have = ", ".join(map(str, folders)) or "one rate only"
+            raise ValueError(f"{self.name} has no records stored at {rate} Hz (it has {have})")
+        include = tuple(p for p in self.include if p not in folders.values()) + (folders[rate],)
+        args = self.preprocess_args + (("--sample-rate", str(rate)) if rate != self.rate_folders[0][0] else ())
+        return replace(self, include=include, preprocess_args=args)
 
     def selects(self, path: str) -> bool:
         return any(path.startswith(p) if p.endswith("/") else path == p for p in self.include)
@@ -108,7 +121,8 @@ CATALOGUE: dict[str, Database] = {db.name: db for db in (
              f"Wagner P et al., Sci Data 2020;7:154 (PTB-XL); {PHYSIONET_CITE}",
              metadata=("ptbxl_database.csv", "scp_statements.csv"), preprocess_args=("--labels", "superdiagnostic"),
              index_lists_all=True, preprocess_hint="without --labels: the paper's nine classes (cpsc9), as the "
-             "external validation of a CPSC2018 model needs"),
+             "external validation of a CPSC2018 model needs",
+             rate_folders=((500, "records500/"), (100, "records100/"))),
 )}
 
 

@@ -3,8 +3,11 @@
 A label set is data: a name, its ordered classes, and how each source's codes map onto them --
 SNOMED-CT codes (the `# Dx:` line of the PhysioNet/CinC 2020-2021 WFDB releases), class numbers
 (the original CPSC2018 `REFERENCE.csv`, 1..9 in class order) and PTB-XL's SCP statements. The nine
-CPSC2018 classes (`cpsc9`) are the default; `superdiagnostic` is the PTB-XL benchmark's five-class task.
-A stage takes its classes from the preprocess manifest or the checkpoint, never from a global.
+CPSC2018 classes (`cpsc9`) are the default. The six PTB-XL benchmark tasks (`all`, `diagnostic`,
+`subdiagnostic`, `superdiagnostic`, `form`, `rhythm`) take their classes from the database itself: its
+scp_statements.csv and the statements its records carry (`ptbxl_task`), so they are named here and
+built when a database is read. A stage takes its classes from the preprocess manifest or the
+checkpoint, never from a global.
 """
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "LABEL_SETS", "CLASSES",
-           "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "parse_leads", "leads_tag", "lead_indices"]
+__all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "PTBXL_TASKS", "LABEL_SETS", "CLASSES",
+           "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "ptbxl_statement_classes", "ptbxl_task",
+           "parse_leads", "leads_tag", "lead_indices"]
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -27,7 +32,7 @@ class LabelSet:
     snomed: Mapping[str, str] = field(default_factory=dict)   # SNOMED-CT code -> class
     scp: Mapping[str, str] = field(default_factory=dict)      # PTB-XL SCP statement -> class
     cpsc_numbers: bool = False                                # REFERENCE.csv numbers 1..n are the classes in order
-    scp_diagnostic_class: bool = False                        # class = scp_statements.csv's diagnostic_class
+    ptbxl_task: str = ""                                      # a PTB-XL task: classes come from the database
 
     def as_dict(self) -> dict:
         """What the manifest and the checkpoint store: {"name": …, "classes": […]}."""
@@ -60,12 +65,20 @@ CPSC9 = LabelSet(
          "PVC": "PVC", "STD_": "STD", "STE_": "STE"},
     cpsc_numbers=True,
 )
-SUPERDIAGNOSTIC = LabelSet(
-    name="superdiagnostic",
-    classes=("NORM", "MI", "STTC", "CD", "HYP"),
-    scp_diagnostic_class=True,
-)
-LABEL_SETS = {s.name: s for s in (CPSC9, SUPERDIAGNOSTIC)}
+# The PTB-XL benchmark's tasks (Strodthoff et al. 2021): which statements of scp_statements.csv count
+# and what class each becomes. Their classes are those some record carries, so the LabelSet of a task
+# exists only for a database (`ptbxl_task`); these placeholders name the tasks and hold no classes.
+PTBXL_TASKS = {
+    "all": "every statement",
+    "diagnostic": "statements with diagnostic = 1",
+    "subdiagnostic": "diagnostic statements as their diagnostic_subclass",
+    "superdiagnostic": "diagnostic statements as their diagnostic_class (NORM, MI, STTC, CD, HYP)",
+    "form": "statements with form = 1",
+    "rhythm": "statements with rhythm = 1",
+}
+_TASK_SETS = {task: LabelSet(name=task, classes=(), ptbxl_task=task) for task in PTBXL_TASKS}
+SUPERDIAGNOSTIC = _TASK_SETS["superdiagnostic"]
+LABEL_SETS = {CPSC9.name: CPSC9, **_TASK_SETS}
 
 # The default set's classes, for code that is about CPSC2018 itself (the synthetic generator, the
 # paper's published numbers); stages read the classes of their data instead.
@@ -75,11 +88,41 @@ CLASS_TO_SNOMED = {c: next(k for k, v in SNOMED_TO_CLASS.items() if v == c) for 
 
 
 def get_label_set(name: str) -> LabelSet:
-    """The label set called `name`; ValueError listing the known ones otherwise."""
+    """The label set called `name` (for a PTB-XL task its placeholder, without classes: `ptbxl_task`
+    builds the database's); ValueError listing the known ones otherwise."""
     try:
         return LABEL_SETS[name]
     except KeyError:
         raise ValueError(f"unknown label set {name!r}; known: {', '.join(LABEL_SETS)}") from None
+
+
+def ptbxl_statement_classes(task: str, statements: pd.DataFrame) -> dict[str, str]:
+    """Statement -> class of a PTB-XL task, from scp_statements.csv (index: statement; flag columns hold 1
+    or nothing): `all` keeps every statement, `diagnostic`/`form`/`rhythm` those flagged 1 in that
+    column, `subdiagnostic`/`superdiagnostic` map the diagnostic ones to their diagnostic_subclass /
+    diagnostic_class (an empty one maps to nothing). KeyError naming a column the task needs."""
+    if task not in PTBXL_TASKS:
+        raise ValueError(f"unknown PTB-XL task {task!r}; known: {', '.join(PTBXL_TASKS)}")
+    codes = [str(code).strip() for code in statements.index]
+    if task == "all":
+        return {code: code for code in codes}
+    flag = task if task in ("diagnostic", "form", "rhythm") else "diagnostic"
+    on = pd.to_numeric(statements[flag], errors="coerce").fillna(0).to_numpy() == 1
+    if task in ("diagnostic", "form", "rhythm"):
+        return {code: code for code, keep in zip(codes, on) if keep}
+    column = statements["diagnostic_subclass" if task == "subdiagnostic" else "diagnostic_class"]
+    return {code: str(cls).strip() for code, keep, cls in zip(codes, on, column)
+            if keep and isinstance(cls, str) and cls.strip()}
+
+
+def ptbxl_task(task: str, statements: pd.DataFrame, records: Iterable[Iterable[str]]) -> LabelSet:
+    """The LabelSet of a PTB-XL task on a database: `records` are the statements each record carries (every
+    key of its scp_codes, whatever the likelihood); a class is kept when at least one record has it, and
+    the classes are sorted by name, as the benchmark's MultiLabelBinarizer orders them."""
+    to_class = ptbxl_statement_classes(task, statements)
+    present = {to_class[code] for codes in records for code in codes if code in to_class}
+    return LabelSet(name=task, classes=tuple(sorted(present)),
+                    scp={code: cls for code, cls in to_class.items() if cls in present}, ptbxl_task=task)
 
 
 def parse_leads(spec: str) -> list[str]:

@@ -2,8 +2,10 @@
 function. Adding a layout is one `Layout(...)` plus one line in LAYOUTS.
 
 A layout lists its records first (ids, labels over the chosen label set, folds when the database fixes
-them, what the listing knows of age, sex and rate) without decoding any signal, so unlabelled records
-are never decoded and preprocessing can stream; `read` then decodes one listed record.
+them, what the listing knows of age, sex and rate, each record's length at the cache's rate) without
+decoding any signal, so unlabelled records are never decoded and preprocessing can stream; `read` then
+decodes one listed record. A label set whose classes depend on the data (a PTB-XL task) is built from
+the listing by the layout's `label_set_for`, which also labels the entries.
 """
 from __future__ import annotations
 
@@ -20,12 +22,12 @@ import pandas as pd
 from utils.errors import PipelineError, RecordError
 from utils.folds import N_FOLDS
 from utils.io import parallel_map
-from utils.labels import LabelSet
-from utils.records import Header, parse_header, read_cpsc_record, read_wfdb_record, resampled_length
+from utils.labels import LabelSet, ptbxl_task
+from utils.records import SAMPLE_RATE, Header, parse_header, read_cpsc_record, read_wfdb_record, resampled_length
 
 __all__ = ["Entry", "Layout", "parse_headers", "refuse_foreign_signals", "WFDB", "read_cpsc_reference", "CPSC2018",
-           "PTBXL_DATABASE", "PTBXL_STATEMENTS", "PTBXL_SPLIT", "scp_codes", "PTBXL", "LAYOUTS", "detect_layout",
-           "read_entry"]
+           "PTBXL_DATABASE", "PTBXL_STATEMENTS", "PTBXL_SPLIT", "PTBXL_LOW_RATE", "scp_codes", "read_scp_statements",
+           "PTBXL", "LAYOUTS", "detect_layout", "read_entry", "drop_duplicate_names"]
 
 
 @dataclass
@@ -37,8 +39,13 @@ class Entry:
     info: dict = field(default_factory=dict)     # reference.csv fields known from the listing
     fold: int | None = None                      # the database's own fold, when it has one
     error: str | None = None                     # why the record cannot be used (then it is skipped)
-    length: int | None = None                    # samples at SAMPLE_RATE, when the header tells
+    length: int | None = None                    # samples at the cache's rate, when the header tells
     files: tuple[Path, ...] = ()                 # the signal files its header names (fingerprinted, checked)
+    codes: tuple[str, ...] = ()                  # PTB-XL: the statements of its scp_codes
+
+
+def _same_label_set(data_dir: Path, label_set: LabelSet, entries: list[Entry]) -> LabelSet:
+    return label_set
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,12 @@ class Layout:
     name: str
     description: str
     detect: Callable[[Path], bool]
-    list_records: Callable[[Path, LabelSet, int], list[Entry]]  # (folder, label set, worker processes)
+    list_records: Callable[..., list[Entry]]     # (folder, label set, worker processes, cache rate in Hz)
     read: Callable[[Entry], tuple[Header, np.ndarray]]   # header and mV (12, n) at the record's rate
     input_files: Callable[[Path, list[Entry]], list[Path]]  # what the outputs depend on (fingerprinted)
     fixed_split: dict | None = None              # the database's recommended split, by fold
+    # (folder, label set, listed entries) -> the label set with its classes, entries labelled over them
+    label_set_for: Callable[[Path, LabelSet, list[Entry]], LabelSet] = _same_label_set
 
 
 def _header_info(hdr: Header) -> dict:
@@ -69,14 +78,14 @@ def parse_headers(paths: list[Path], workers: int) -> list[Header | str]:
     return parallel_map(_parse_or_error, paths, workers, "headers", chunksize=64)
 
 
-def _with_header(entry: Entry, hdr: Header | str) -> Entry:
-    """`entry` with its cache length from the parsed header (or the header's error)."""
+def _with_header(entry: Entry, hdr: Header | str, rate: float = SAMPLE_RATE) -> Entry:
+    """`entry` with its length at the cache's `rate` from the parsed header (or the header's error)."""
     if isinstance(hdr, str):
         entry.error = entry.error or hdr
         return entry
     # the parsed Header (3.4 KB) is not kept: the worker that decodes the record parses it again
     # (0.1 ms), which keeps the listing at ~1.3 KB a record (1 GB for MIMIC-IV-ECG's 800,000)
-    entry.length = resampled_length(hdr.sig_len, hdr.sample_rate)
+    entry.length = resampled_length(hdr.sig_len, hdr.sample_rate, rate)
     entry.files = tuple(entry.path.parent / name for name in dict.fromkeys(hdr.files))
     return entry
 
@@ -125,7 +134,7 @@ def _wfdb_detect(data_dir: Path) -> bool:
     return next(data_dir.rglob("*.hea"), None) is not None
 
 
-def _wfdb_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[Entry]:
+def _wfdb_list(data_dir: Path, label_set: LabelSet, workers: int = 1, rate: float = SAMPLE_RATE) -> list[Entry]:
     if not label_set.snomed:
         raise PipelineError(f"label set {label_set.name!r} has no SNOMED-CT map, so WFDB records with `# Dx:` "
                             f"codes cannot be labelled with it")
@@ -135,7 +144,7 @@ def _wfdb_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[En
         entry = Entry(path.stem, path)
         if not isinstance(hdr, str):
             entry.labels, entry.info = label_set.from_snomed(hdr.dx), _header_info(hdr)
-        entries.append(_with_header(entry, hdr))
+        entries.append(_with_header(entry, hdr, rate))
     refuse_foreign_signals(entries)
     return entries
 
@@ -210,7 +219,7 @@ def _cpsc_detect(data_dir: Path) -> bool:
     return (data_dir / "REFERENCE.csv").exists() and next(data_dir.rglob("*.mat"), None) is not None
 
 
-def _cpsc_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[Entry]:
+def _cpsc_list(data_dir: Path, label_set: LabelSet, workers: int = 1, rate: float = SAMPLE_RATE) -> list[Entry]:
     if not label_set.cpsc_numbers:
         raise PipelineError(f"label set {label_set.name!r} cannot be read from the original CPSC2018 layout "
                             f"(its REFERENCE.csv numbers the cpsc9 classes)")
@@ -229,9 +238,10 @@ CPSC2018 = Layout("cpsc2018", "original CPSC2018 release: .mat struct ECG + REFE
                   lambda d, entries: [d / "REFERENCE.csv", *(e.path for e in entries)])
 
 
-# --- PTB-XL in its own layout: ptbxl_database.csv, scp_statements.csv, records500/ -----------------------
+# --- PTB-XL in its own layout: ptbxl_database.csv, scp_statements.csv, records500/ and records100/ ----------
 PTBXL_DATABASE, PTBXL_STATEMENTS = "ptbxl_database.csv", "scp_statements.csv"
 PTBXL_SPLIT = {"train": list(range(1, 9)), "val": [9], "test": [10]}  # the PTB-XL benchmark's split
+PTBXL_LOW_RATE = 100  # records100/ (filename_lr) holds every record at this rate: read as is, never resampled
 
 
 def scp_codes(text: str) -> list[str]:
@@ -251,20 +261,43 @@ def _ptbxl_detect(data_dir: Path) -> bool:
     return (data_dir / PTBXL_DATABASE).exists()
 
 
-def _ptbxl_class_map(data_dir: Path, label_set: LabelSet) -> dict[str, str]:
-    if label_set.scp:
-        return dict(label_set.scp)
-    if not label_set.scp_diagnostic_class:
-        raise PipelineError(f"label set {label_set.name!r} has no map from PTB-XL's SCP statements")
-    path = data_dir / PTBXL_STATEMENTS
-    if not path.exists():
-        raise PipelineError(f"{path} not found: the {label_set.name} label set takes each statement's "
-                            f"diagnostic_class from it")
-    statements = pd.read_csv(path, index_col=0)
-    if "diagnostic_class" not in statements.columns:
-        raise PipelineError(f"{path} has no diagnostic_class column")
-    diagnostic = statements[statements.get("diagnostic", 1).fillna(0).astype(float) == 1]
-    return {str(code): str(cls) for code, cls in diagnostic["diagnostic_class"].dropna().items()}
+_TASK_COLUMNS = {"all": (), "diagnostic": ("diagnostic",), "form": ("form",), "rhythm": ("rhythm",),
+                 "subdiagnostic": ("diagnostic", "diagnostic_subclass"),
+                 "superdiagnostic": ("diagnostic", "diagnostic_class")}
+
+
+def read_scp_statements(path: Path, task: str) -> pd.DataFrame:
+    """scp_statements.csv (first column: the statement), checked for the columns `task` needs: a
+    PipelineError naming the file and what is missing or malformed."""
+    if not Path(path).exists():
+        raise PipelineError(f"{path} not found: the PTB-XL task {task!r} takes its statements from it")
+    try:
+        statements = pd.read_csv(path, index_col=0)
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    missing = [c for c in _TASK_COLUMNS[task] if c not in statements.columns]
+    if missing:
+        raise PipelineError(f"{path} has no {', '.join(missing)} column (the {task} task needs it)")
+    for flag in {"diagnostic", "form", "rhythm"} & set(_TASK_COLUMNS[task]):
+        values = statements[flag]
+        bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
+        if bad.any():
+            raise PipelineError(f"{path}: column {flag} holds {values[bad].iloc[0]!r} for statement "
+                                f"{values[bad].index[0]}; it must be 1 or empty")
+    return statements
+
+
+def _ptbxl_task_labels(data_dir: Path, label_set: LabelSet, entries: list[Entry]) -> LabelSet:
+    """A PTB-XL task's LabelSet from scp_statements.csv and the statements of the usable listed records;
+    each entry labelled over its classes (a record with none of them stays unlabelled: left out)."""
+    if not label_set.ptbxl_task:
+        return label_set
+    statements = read_scp_statements(data_dir / PTBXL_STATEMENTS, label_set.ptbxl_task)
+    usable = [e for e in entries if e.error is None]
+    task = ptbxl_task(label_set.ptbxl_task, statements, (e.codes for e in usable))
+    for e in usable:
+        e.labels = task.vector(task.scp.get(code) for code in e.codes)
+    return task
 
 
 def _integer(value, what: str) -> int:
@@ -288,13 +321,13 @@ def _optional_number(value, what: str) -> float:
         raise ValueError(f"{what} {value!r} is not a number") from None
 
 
-def _ptbxl_row(data_dir: Path, row: pd.Series, to_class: dict[str, str], label_set: LabelSet, pid: str) -> Entry:
+def _ptbxl_row(data_dir: Path, row: pd.Series, label_set: LabelSet, pid: str, column: str) -> Entry:
     """One row of ptbxl_database.csv -> Entry; ValueError naming the field for a row that cannot be used."""
-    name = row["filename_hr"]
+    name = row[column]
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"filename_hr is empty ({name!r})")
+        raise ValueError(f"{column} is empty ({name!r})")
     if _outside(name.strip()):
-        raise ValueError(f"filename_hr {name!r} points outside {data_dir}; refused, not read")
+        raise ValueError(f"{column} {name!r} points outside {data_dir}; refused, not read")
     codes = scp_codes(row["scp_codes"])
     fold = _integer(row["strat_fold"], "strat_fold")
     if not 1 <= fold <= N_FOLDS:
@@ -303,44 +336,48 @@ def _ptbxl_row(data_dir: Path, row: pd.Series, to_class: dict[str, str], label_s
     sex = {0.0: "Male", 1.0: "Female"}.get(sex_code, "Unknown")
     age = _optional_number(row.get("age"), "age")  # PTB-XL writes 300 for patients over 89: unknown here
     info = {"sample_rate": float("nan"), "age": age if 0 <= age < 130 else float("nan"), "sex": sex, "dx": ",".join(codes)}
-    return Entry(pid, data_dir / f"{name.strip()}.hea", label_set.vector(to_class.get(c) for c in codes), info, fold)
+    labels = None if label_set.ptbxl_task else label_set.vector(label_set.scp.get(c) for c in codes)
+    return Entry(pid, data_dir / f"{name.strip()}.hea", labels, info, fold, codes=tuple(codes))
 
 
-def _ptbxl_list(data_dir: Path, label_set: LabelSet, workers: int = 1) -> list[Entry]:
+def _ptbxl_list(data_dir: Path, label_set: LabelSet, workers: int = 1, rate: float = SAMPLE_RATE) -> list[Entry]:
     """One entry per row of ptbxl_database.csv; a row that cannot be used (its ecg_id, filename_hr,
     scp_codes, strat_fold, age or sex malformed, its header missing) is skipped with a message naming
-    the row and the field, and the others are kept."""
+    the row and the field, and the others are kept. At 100 Hz the records are records100/'s
+    (filename_lr), read as they are; at any other rate records500/'s (filename_hr), resampled if need be."""
     path = data_dir / PTBXL_DATABASE
+    column = "filename_lr" if rate == PTBXL_LOW_RATE else "filename_hr"
     try:
         db = pd.read_csv(path)
-        missing = {"ecg_id", "scp_codes", "strat_fold", "filename_hr"} - set(db.columns)
+        missing = {"ecg_id", "scp_codes", "strat_fold", column} - set(db.columns)
     except (OSError, ValueError) as e:
         raise PipelineError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     if missing:
         raise PipelineError(f"{path} lacks column(s) {', '.join(sorted(missing))}")
-    to_class = _ptbxl_class_map(data_dir, label_set)
+    if not label_set.scp and not label_set.ptbxl_task:
+        raise PipelineError(f"label set {label_set.name!r} has no map from PTB-XL's SCP statements")
     entries = []
     for line, (_, row) in enumerate(db.iterrows(), start=2):  # file line: the header is line 1
         pid = str(row["ecg_id"])
         try:
             pid = str(_integer(row["ecg_id"], "ecg_id"))
-            entries.append(_ptbxl_row(data_dir, row, to_class, label_set, pid))
+            entries.append(_ptbxl_row(data_dir, row, label_set, pid, column))
         except ValueError as e:
             entries.append(Entry(pid, path, error=f"{path}: line {line}, ecg_id {pid}: {e}; row skipped"))
     listed = [e for e in entries if e.error is None]
     for entry, hdr in zip(listed, parse_headers([e.path for e in listed], workers)):
-        _with_header(entry, hdr)
+        _with_header(entry, hdr, rate)
         if not isinstance(hdr, str):  # the rate is the header's (records500/ is 500 Hz, but not every copy)
             entry.info["sample_rate"] = hdr.sample_rate
     refuse_foreign_signals(entries)
     return entries
 
 
-PTBXL = Layout("ptbxl", "PTB-XL: ptbxl_database.csv + scp_statements.csv + records500/ WFDB records",
+PTBXL = Layout("ptbxl", "PTB-XL: ptbxl_database.csv + scp_statements.csv + records500/ (records100/ at 100 Hz)",
                _ptbxl_detect, _ptbxl_list, _read_wfdb_entry,
                lambda d, entries: [d / PTBXL_DATABASE, *([d / PTBXL_STATEMENTS] if (d / PTBXL_STATEMENTS).exists()
                                                          else []), *_wfdb_inputs(d, entries)],
-               fixed_split=PTBXL_SPLIT)
+               fixed_split=PTBXL_SPLIT, label_set_for=_ptbxl_task_labels)
 
 LAYOUTS = {layout.name: layout for layout in (PTBXL, WFDB, CPSC2018)}  # detection order: first match wins
 
@@ -362,3 +399,19 @@ def read_entry(task: tuple[str, Entry]) -> tuple[Header, np.ndarray]:
     """Decode one listed record (a picklable task for worker processes)."""
     layout, entry = task
     return LAYOUTS[layout].read(entry)
+
+
+def drop_duplicate_names(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
+    """One copy per record name (ids must be unique). The rule, deterministic: among copies with the
+    same name, keep the first, in sorted path order, that carries any of the classes (else the first);
+    every other copy is reported with both paths."""
+    copies: dict[str, list[Entry]] = {}
+    for e in entries:
+        copies.setdefault(e.pid, []).append(e)
+    keep, dropped = {}, []
+    for pid, group in copies.items():
+        group = sorted(group, key=lambda e: str(e.path))
+        kept = next((e for e in group if e.labels is not None and e.labels.any()), group[0])
+        keep[pid] = kept
+        dropped += [f"{e.path}: duplicate record name, skipped (kept {kept.path})" for e in group if e is not kept]
+    return [e for e in entries if keep[e.pid] is e], dropped

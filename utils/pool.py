@@ -20,6 +20,7 @@ from utils.cache import (LABELS_CSV, MANIFEST_JSON, PREPROCESS_OUTPUTS, REFERENC
 from utils.errors import PipelineError
 from utils.io import atomic_write, exclusive_lock, fingerprint, outputs_current, write_csv, write_manifest
 from utils.labels import LEADS
+from utils.records import SAMPLE_RATE
 
 __all__ = ["pool_databases"]
 
@@ -33,6 +34,10 @@ def pool_databases(data_dirs: Sequence[Path], out: Path, names: Sequence[str]) -
     if any(ls != label_sets[0] for ls in label_sets):
         raise PipelineError("databases of different label sets cannot be pooled: "
                             + ", ".join(f"{d} ({ls['name']})" for d, ls in zip(data_dirs, label_sets)))
+    rates = [preprocess_manifest(d).get("sample_rate") or SAMPLE_RATE for d in data_dirs]
+    if len(set(rates)) > 1:
+        raise PipelineError("databases whose signal caches have different rates cannot be pooled: "
+                            + ", ".join(f"{d} ({r:g} Hz)" for d, r in zip(data_dirs, rates)))
     key = fingerprint(["pool", 1, [preprocess_manifest(d)["fingerprint"] for d in data_dirs], list(names)])
     out = Path(out)
     if outputs_current(out / MANIFEST_JSON, key):
@@ -73,6 +78,6 @@ def pool_databases(data_dirs: Sequence[Path], out: Path, names: Sequence[str]) -
         write_csv(pd.concat(reference, ignore_index=True), out / REFERENCE_CSV)
         write_manifest(out / MANIFEST_JSON, key, [out / f for f in PREPROCESS_OUTPUTS], layout="pooled",
                        label_set=label_sets[0], fixed_split=None, sources=[str(d) for d in data_dirs],
-                       data_dir=str(out))
+                       data_dir=str(out), sample_rate=rates[0])
     print(f"{out}: pooled {len(index)} records of {', '.join(names)}")
     return out
