@@ -21,14 +21,15 @@ import torch
 
 from models.inputs import pick_device
 from models.training import RunConfig, check_input_size, train
-from utils import N_FOLDS, parse_leads, script_main
+from utils import N_FOLDS, leads_argument, script_main
 from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = RunConfig.add_arguments(argparse.ArgumentParser(description=__doc__,
                                                         formatter_class=argparse.RawDescriptionHelpFormatter))
-    p.add_argument("--leads", default="all", help="all, one lead, or a comma list such as I,aVR,V5")
+    p.add_argument("--leads", type=leads_argument, default="all",
+                   help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                    help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
     p.add_argument("--run", "--run-dir", dest="run", type=Path, default=None,
@@ -38,10 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="retrain from scratch, replacing the run's files")
     args = parse_with_preset(p, argv, "train")
     check_input_size(p, args)
-    try:
-        args.lead_names = parse_leads(args.leads)
-    except ValueError as e:
-        p.error(str(e))
+    args.lead_names = args.leads
     return args
 
 

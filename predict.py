@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.evaluation import evaluate_external, evaluate_run, evaluation_current, results_folder
+from models.evaluation import evaluate_external, evaluate_run, evaluation_key, results_folder
 from models.inputs import InputSpec, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
-from utils import (PipelineError, nonnegative_int, parse_leads, positive_int, print_metrics, read_evaluation,
+from utils import (EvaluationFolder, PipelineError, leads_argument, nonnegative_int, positive_int, print_metrics,
                    read_records, script_main, write_csv)
 from utils.presets import parse_with_preset
 
@@ -35,7 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None, help="preprocess output (default: the checkpoint's)")
     p.add_argument("--external-data-dir", type=Path, default=None,
                    help="another preprocessed database to test on (every labelled record)")
-    p.add_argument("--leads", default=None, help="optional check: the leads the checkpoint must have been trained on")
+    p.add_argument("--leads", type=leads_argument, default=None,
+                   help="optional check: the leads the checkpoint must have been trained on")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="diagnose these records instead")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--n-bootstrap", type=nonnegative_int, default=1000, help="bootstrap resamples for the 95 %% CIs")
@@ -47,13 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--calibrate", action="store_true",
                    help="also fit temperature scaling on the validation records and report calibration before/after")
     p.add_argument("--force", action="store_true", help="evaluate again even when the evaluation is current")
-    args = parse_with_preset(p, argv, "evaluate")
-    if args.leads is not None:
-        try:
-            args.leads = parse_leads(args.leads)
-        except ValueError as e:
-            p.error(f"--leads: {e}")  # a bad argument exits 2, like everywhere
-    return args
+    return parse_with_preset(p, argv, "evaluate")
 
 
 def check_leads(wanted: list[str] | None, ckpt: dict, run: Run) -> None:
@@ -76,7 +71,7 @@ def diagnose_records(args: argparse.Namespace, model: torch.nn.Module, ckpt: dic
         rows.append({"record": str(path), "labels": ",".join(labels), **dict(zip(classes, probs.round(4)))})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
-    out = results_folder(args.results_dir, ckpt, args.run) / "records.csv"
+    out = EvaluationFolder(results_folder(args.results_dir, ckpt, args.run)).records
     write_csv(table, out)
     print(f"wrote {out}")
     return table
@@ -93,14 +88,13 @@ def main(argv=None) -> pd.DataFrame:
         return diagnose_records(args, model, ckpt)
     options = dict(n_bootstrap=args.n_bootstrap, batch_size=args.batch_size, num_workers=args.num_workers,
                    figures=not args.no_figures, calibrate=args.calibrate)
+    own = EvaluationFolder(results_folder(args.results_dir, ckpt, args.run))
+    own_key = evaluation_key(args.run, ckpt, args.n_bootstrap, args.calibrate)
     if args.external_data_dir:
         table, out = evaluate_external(model, ckpt, args.run, args.external_data_dir, args.results_dir,
                                        device, force=args.force, **options)
-    elif not args.force and args.data_dir is None and evaluation_current(args.run, ckpt, args.results_dir,
-                                                                         args.n_bootstrap, args.calibrate):
-        out = results_folder(args.results_dir, ckpt, args.run)
-        print(f"{out}: evaluation of this very {args.run.model} is current; nothing to do (--force redoes it)")
-        return read_evaluation(out)["metrics"]
+    elif not args.force and args.data_dir is None and own.current(own_key, f"evaluation of this very {args.run.model}"):
+        return own.read()["metrics"]
     else:
         table, out = evaluate_run(model, ckpt, args.run, args.results_dir, device, args.data_dir, **options)
     print_metrics(table)

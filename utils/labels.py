@@ -14,7 +14,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "LABEL_SETS", "CLASSES",
-           "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "parse_leads", "leads_tag", "lead_indices"]
+           "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "parse_leads", "leads_argument", "leads_tag",
+           "lead_indices"]
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -93,6 +94,17 @@ def parse_leads(spec: str) -> list[str]:
         raise ValueError(f"unknown lead(s) {unknown or [spec]}; valid: all or a comma list of {', '.join(LEADS)}")
     chosen = {by_lower[n.lower()] for n in names}
     return [lead for lead in LEADS if lead in chosen]
+
+
+def leads_argument(spec: str) -> list[str]:
+    """argparse type of every `--leads`: `parse_leads`, a bad value being a usage error (exit 2) that names
+    the flag."""
+    import argparse
+
+    try:
+        return parse_leads(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def leads_tag(leads: Sequence[str]) -> str:
