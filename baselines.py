@@ -3,21 +3,16 @@
     python baselines.py --data-dir data/CPSC --classifier all
     python baselines.py --data-dir data/CPSC --classifier RF --leads I,aVR,V5 --heart-rate
 
-Features per lead, exactly the original's (column order, scale and float64 precision, so its features.csv
-and ours are interchangeable): 8 statistics of the signal in the order 5th, 25th, 75th, 95th percentile,
-median, mean, std, variance and, for each of the 5 coefficient arrays of a 4-level db10 wavelet
-decomposition (cA4, cD4, cD3, cD2, cD1), the Shannon entropy of the coefficients' value counts divided
-by 10, then the same 8 statistics: 53 per lead, 636 for 12 leads (+ 8 heart-rate statistics with
---heart-rate). Signals are the cache's int16 µV / 1000 in float64, which equals wfdb's physical signal for
-gain-1000 records. The features were designed for 500 Hz: a cache stored at another rate
-(preprocess.py --sample-rate) is resampled to 500 Hz per record (polyphase) before they are computed.
-Computed once from the signal cache into features.csv, recomputed only when the cache changes (or --force).
+Features per lead, exactly the original's (utils.features): 53 per lead, 636 for 12 leads (+ 8 heart-rate
+statistics with --heart-rate), computed once from the signal cache (a cache stored at another rate than 500 Hz is resampled to
+500 Hz per record first, the rate the features were designed for) into features.csv, recomputed only when
+the cache changes (or --force).
 
 Classifiers as the original configured them (one-vs-rest LogisticRegression(lbfgs, max_iter 1000) on
 unscaled features, RandomForest(300 trees, depth 10), LightGBM(100 trees); a native multi-label
 MLPClassifier((100, 50), max_iter 500)), seeded with --seed; --standardize scales inputs for LR and MLP.
-Classifiers are trained on the training folds and each one's validation and test scores go through the
-same evaluator as the deep model (utils.evaluate_scores): one threshold per class tuned on validation,
+Each classifier is a Scorer (trained on the training folds, it scores the validation and test records) and
+goes through the same evaluator as the deep model (utils.evaluate_scorer): one threshold per class tuned on validation,
 metrics with bootstrap 95 % CIs, ECE and Brier (and, with --calibrate, temperature scaling) on the test fold
 (the same seeded 8/1/1 split as main.py; --test-fold k or --cv for cross-validation as in cross_validate.py).
 
@@ -38,43 +33,20 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
-import pywt
-import scipy.stats
 from tqdm import tqdm
 
-from utils import (LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, data_label_set, data_split_rule, database_name,
-                   evaluate_scores, fingerprint, jsonable, leads_tag, load_labels, outputs_current,
-                   parallel_map, parse_leads, preprocess_manifest, read_evaluation, resample,
-                   scores_table, script_main, split_labels,
-                   write_csv, write_json, write_manifest, write_text)
-from utils.io import MAX_WORKERS, bounded_int, folder_path, lead_spec, seed_int
+from utils import (N_FOLDS, Column, EvalOptions, Scores, Summary, ci_columns, data_label_set, data_split_rule,
+                   database_name, evaluate_scorer, fingerprint, format_mean_sd, jsonable, leads_argument, leads_tag,
+                   load_labels, markdown_table, preprocess_manifest, scores_table,
+                   script_main, split_labels, table_frame, write_csv, write_json, write_text)
+from utils.features import FEATURE_VERSION, feature_columns, load_or_compute_features
+from utils.io import MAX_WORKERS, bounded_int, folder_path, seed_int
 from utils.presets import parse_with_preset
-from utils.results import results_home
+from utils.results import EvaluationFolder, baselines_folder, results_home
 
-FEATURES_CSV = "features.csv"
-FEATURE_VERSION = 2  # 2: the original's statistic order, entropy / 10, float64 signals
-STATS = ("p5", "p25", "p75", "p95", "median", "mean", "std", "var")  # the original's order: median fifth
-ENTROPY_SCALE = 10  # the original divides each band's entropy by 10 (after the entropy, so it does not cancel)
-BANDS = ("cA4", "cD4", "cD3", "cD2", "cD1")  # pywt.wavedec(level=4) order
-HR_FEATURES = ("hr_mean", "hr_min", "hr_max", "rr_mean", "rr_sdnn", "rr_rmssd", "rr_pnn50", "rr_cv")
 CLASSIFIERS = ("LR", "RF", "LGB", "MLP")
 DEFAULT_SEED = 42
-
-
-def feature_names(heart_rate: bool = False) -> list[str]:
-    names = []
-    for lead in LEADS:
-        names += [f"{lead}_{s}" for s in STATS]
-        for band in BANDS:
-            names += [f"{lead}_{band}_entropy"] + [f"{lead}_{band}_{s}" for s in STATS]
-    return names + (list(HR_FEATURES) if heart_rate else [])
-
-
-def lead_list(text: str) -> list[str]:
-    """--leads: `all`, one lead or a comma list -> lead names (an argparse error otherwise)."""
-    return parse_leads(lead_spec(text))  # lead_spec: an argparse error for an unknown or repeated lead
 
 
 def classifier_list(text: str) -> list[str]:
@@ -92,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"), help="preprocess output folder")
     p.add_argument("--classifier", type=classifier_list, default="all",
                    help="LR, RF, LGB, MLP or all (comma lists work too)")
-    p.add_argument("--leads", type=lead_list, default="all", help="restrict the features to these leads")
+    p.add_argument("--leads", type=leads_argument, default="all", help="restrict the features to these leads")
     p.add_argument("--heart-rate", action="store_true", help="add heart-rate statistics from R-peak detection")
     p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED, help="fold split and classifier seed, %(type)s")
     p.add_argument("--standardize", action="store_true",
@@ -113,173 +85,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parse_with_preset(p, argv, "baselines_cv")
 
 
-# ---------------------------------------------------------------------------------------------
-# Features
-# ---------------------------------------------------------------------------------------------
-def _stats(x: np.ndarray) -> np.ndarray:
-    """The 8 statistics (STATS order) along the last axis -> (..., 8)."""
-    q = np.percentile(x, [5, 25, 75, 95, 50], axis=-1)
-    return np.concatenate([np.moveaxis(q, 0, -1), x.mean(-1, keepdims=True), x.std(-1, keepdims=True),
-                           x.var(-1, keepdims=True)], axis=-1)
-
-
-def _entropy_of_value_counts(x: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) of each row's value counts, from one sort instead of a Counter per row."""
-    s = np.sort(x, axis=-1)
-    n = s.shape[-1]
-    out = np.empty(s.shape[0])
-    for i, row in enumerate(s):
-        edges = np.flatnonzero(np.diff(row)) + 1
-        counts = np.diff(np.concatenate([[0], edges, [n]]))
-        p = counts / n
-        out[i] = -(p * np.log(p)).sum()
-    return out
-
-
-def signal_features(mv: np.ndarray) -> np.ndarray:
-    """(12, n) mV -> 636 features, all leads at once (wavedec and percentiles vectorised over leads)."""
-    per_lead = [_stats(mv)]
-    for coeffs in pywt.wavedec(mv, "db10", level=4, axis=-1):
-        per_lead += [_entropy_of_value_counts(coeffs)[:, None] / ENTROPY_SCALE, _stats(coeffs)]
-    return np.concatenate(per_lead, axis=1).ravel()
-
-
-def reference_features(mv: np.ndarray) -> np.ndarray:
-    """A literal re-statement of the original's per-lead extraction (`cal_statistics` of the lead, then
-    `cal_entropy` and `cal_statistics` of each wavelet band): the definition that `signal_features` is
-    tested and benchmarked against."""
-    def cal_entropy(coeff):
-        coeff = pd.Series(coeff).value_counts()
-        entropy = scipy.stats.entropy(coeff)
-        return entropy / 10
-
-    def cal_statistics(signal):
-        n5 = np.percentile(signal, 5)
-        n25 = np.percentile(signal, 25)
-        n75 = np.percentile(signal, 75)
-        n95 = np.percentile(signal, 95)
-        median = np.percentile(signal, 50)
-        mean = np.mean(signal)
-        std = np.std(signal)
-        var = np.var(signal)
-        return [n5, n25, n75, n95, median, mean, std, var]
-
-    out = []
-    for lead in mv:
-        out += cal_statistics(lead)
-        for coeff in pywt.wavedec(lead, "db10", level=4):
-            out += [cal_entropy(coeff)] + cal_statistics(coeff)
-    return np.array(out)
-
-
-def detect_r_peaks(lead: np.ndarray, fs: int = SAMPLE_RATE) -> np.ndarray:
-    """R-peak sample indices: 5-15 Hz band-pass, derivative, squaring, 150 ms integration (Pan-Tompkins),
-    peaks at least 250 ms apart above 30 % of the 98th percentile, refined to the largest |signal|."""
-    from scipy.signal import butter, find_peaks, sosfiltfilt
-
-    if len(lead) < fs or not np.any(lead):
-        return np.array([], dtype=int)
-    band = sosfiltfilt(butter(2, [5, 15], btype="band", fs=fs, output="sos"), lead)
-    energy = np.convolve(np.gradient(band) ** 2, np.ones(int(0.15 * fs)) / (0.15 * fs), mode="same")
-    peaks, _ = find_peaks(energy, distance=int(0.25 * fs), height=0.3 * np.percentile(energy, 98))
-    half = int(0.075 * fs)
-    return np.array([max(p - half, 0) + int(np.argmax(np.abs(band[max(p - half, 0):p + half]))) for p in peaks],
-                    dtype=int)
-
-
-def heart_rate_features(mv: np.ndarray, fs: int = SAMPLE_RATE) -> np.ndarray:
-    """8 statistics of RR intervals from lead II; NaN when fewer than 3 beats are found."""
-    peaks = detect_r_peaks(mv[LEADS.index("II")], fs)
-    if len(peaks) < 3:
-        return np.full(len(HR_FEATURES), np.nan)
-    rr = np.diff(peaks) / fs
-    hr = 60 / rr
-    d = np.diff(rr)
-    return np.array([hr.mean(), hr.min(), hr.max(), rr.mean(), rr.std(), np.sqrt(np.mean(d ** 2)) if len(d) else 0.0,
-                     np.mean(np.abs(d) > 0.05) if len(d) else 0.0, rr.std() / rr.mean()])
-
-
-_CACHE: SignalCache | None = None
-
-
-def _init_worker(data_dir: Path) -> None:
-    global _CACHE
-    _CACHE = SignalCache(data_dir)
-
-
-def _record_features(task: tuple[str, bool]) -> tuple[str, np.ndarray, list[str]]:
-    """Features of one record, with notes on anything that made a value unusable (then set to 0)."""
-    pid, heart_rate = task
-    cached = _CACHE.record(pid, dtype=np.float64)
-    notes = [f"lead {LEADS[i]} is flat" for i in np.flatnonzero(~np.any(cached != cached[:, :1], axis=1))]
-    mv = resample(cached, _CACHE.sample_rate, SAMPLE_RATE)  # the rate the features were designed for
-    feats = signal_features(mv)
-    if heart_rate:
-        hr = heart_rate_features(mv)
-        if np.isnan(hr).any():
-            notes.append("fewer than 3 R peaks found in lead II, heart-rate features set to 0")
-        feats = np.concatenate([feats, hr])
-    bad = ~np.isfinite(feats)
-    if bad.any():
-        if not heart_rate or bad[:-len(HR_FEATURES)].any():
-            notes.append(f"{int(bad.sum())} non-finite feature(s) set to 0")
-        feats = np.where(bad, 0.0, feats)
-    return pid, feats, notes
-
-
-def compute_features(data_dir: Path, ids: list[str], heart_rate: bool, workers: int) -> tuple[pd.DataFrame, list[str]]:
-    tasks = [(pid, heart_rate) for pid in ids]
-    results = parallel_map(_record_features, tasks, workers, "features", initializer=_init_worker,
-                           initargs=(data_dir,))
-    table = pd.DataFrame(np.stack([f for _, f, _ in results]), columns=feature_names(heart_rate))
-    table.insert(0, "patient_id", [pid for pid, _, _ in results])
-    notes = [f"{pid}: {'; '.join(n)}" for pid, _, n in results if n]
-    return table, notes
-
-
-def load_or_compute_features(data_dir: Path, heart_rate: bool, workers: int, force: bool) -> pd.DataFrame:
-    """features.csv, rebuilt when the preprocess outputs or the feature settings changed (or it was damaged)."""
-    labels = load_labels(data_dir)
-    path, manifest = data_dir / FEATURES_CSV, data_dir / "features.json"
-    key = fingerprint([FEATURE_VERSION, heart_rate, preprocess_manifest(data_dir)["fingerprint"],
-                       labels["patient_id"].tolist()])
-    if not force and manifest.exists() and not outputs_current(manifest, key) and path.exists():
-        print(f"warning: {path} was written for other preprocess outputs or settings, or changed since; "
-              f"recomputing it", file=sys.stderr)
-    if not force and outputs_current(manifest, key):
-        table = read_features(path)
-        damaged = table is None or list(table.columns) != ["patient_id", *feature_names(heart_rate)] \
-            or table["patient_id"].tolist() != labels["patient_id"].tolist()
-        if not damaged:
-            print(f"{path}: current, reusing it (--force to recompute)")
-            return table
-        print(f"warning: {path} does not hold the expected records and columns; recomputing it", file=sys.stderr)
-    table, notes = compute_features(data_dir, labels["patient_id"].tolist(), heart_rate, workers)
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    manifest.unlink(missing_ok=True)
-    write_features(table, path)
-    write_manifest(manifest, key, [path], heart_rate=heart_rate, n_features=table.shape[1] - 1, notes=notes)
-    print(f"wrote {path}: {len(table)} records x {table.shape[1] - 1} features"
-          f"{f'; {len(notes)} record(s) with warnings' if notes else ''}")
-    return table
-
-
-def write_features(table: pd.DataFrame, path: Path) -> None:
-    write_csv(table, path, float_format="%.17g")  # 17 significant digits: every float64 round-trips
-
-
-def read_features(path: Path) -> pd.DataFrame | None:
-    """features.csv (pandas' default parser round-trips float64), or None when it cannot be parsed."""
-    try:
-        return pd.read_csv(path, dtype={"patient_id": str})
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Classifiers
-# ---------------------------------------------------------------------------------------------
 def make_classifier(name: str, seed: int, standardize: bool = False):
     """The original's classifiers and settings, seeded (the original set no seeds): one-vs-rest where the
     estimator is single-label, the MLP natively multi-label. `standardize` puts a StandardScaler in
@@ -303,10 +108,6 @@ def make_classifier(name: str, seed: int, standardize: bool = False):
     else:
         raise ValueError(name)
     return make_pipeline(StandardScaler(), clf) if standardize else clf
-
-
-def feature_columns(leads: list[str], heart_rate: bool) -> list[str]:
-    return [c for c in feature_names(heart_rate) if c.split("_")[0] in leads or c in HR_FEATURES]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,40 +150,53 @@ class BaselineRun:
         """results/<db>/baselines_<tag><suffix> (add .csv / .json / .md)."""
         return self.db_dir / f"baselines_{self.tag}{suffix}"
 
-    def folder(self, classifier: str, test_fold: int | None) -> Path:
+    def folder(self, classifier: str, test_fold: int | None) -> EvaluationFolder:
         """The evaluator's folder of one classifier on one split."""
-        split = [f"fold{test_fold}"] if test_fold else []
-        return self.db_dir.joinpath("baselines", self.tag, *split, classifier)
+        return baselines_folder(self.db_dir, self.tag, classifier, test_fold)
 
 
-def fit_and_score(name: str, X: dict[str, np.ndarray], Y: dict[str, np.ndarray], seed: int,
-                  standardize: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Train one classifier on the training records; its probabilities on the validation and test records."""
-    import warnings
+@dataclasses.dataclass(frozen=True)
+class FeatureClassifier:
+    """One classifier on the expert features of one split, as a Scorer: trained on the training records,
+    it scores the validation and test records."""
+    name: str
+    splits: dict[str, pd.DataFrame]   # train / val / test rows of labels.csv merged with the features
+    columns: list[str]                # the feature columns it sees
+    classes: tuple[str, ...]
+    seed: int
+    standardize: bool = False
 
-    clf = make_classifier(name, seed, standardize)
-    with warnings.catch_warnings():  # a class absent from a small training fold; MLP iteration limits
-        warnings.simplefilter("ignore")
-        clf.fit(X["train"], Y["train"])
-        return clf.predict_proba(X["val"]), clf.predict_proba(X["test"])
+    def score(self) -> Scores:
+        import warnings
+
+        X = {k: v[self.columns].to_numpy() for k, v in self.splits.items()}
+        Y = {k: v[list(self.classes)].to_numpy().astype(int) for k, v in self.splits.items()}
+        clf = make_classifier(self.name, self.seed, self.standardize)
+        with warnings.catch_warnings():  # a class absent from a small training fold; MLP iteration limits
+            warnings.simplefilter("ignore")
+            clf.fit(X["train"], Y["train"])
+            val, test = clf.predict_proba(X["val"]), clf.predict_proba(X["test"])
+        return Scores(test=scores_table(self.splits["test"]["patient_id"], Y["test"], test, self.classes),
+                      val=scores_table(self.splits["val"]["patient_id"], Y["val"], val, self.classes))
 
 
-def summary_row(name: str, table: pd.DataFrame, classes: Sequence[str], folder: Path, db_dir: Path) -> dict:
-    """One classifier's line of the summary: test F1 per class (the paper's table), mean F1 and AUC with
-    their CIs (when bootstrapped), AUC per class, mean ECE and Brier, thresholds, and where its files are."""
-    mean = table.loc["mean"]
+def summary_columns(classes: Sequence[str]) -> list[Column]:
+    """The summary table of the classifiers: test F1 per class (the paper's table), mean F1 and AUC with
+    their CIs, AUC per class, mean ECE and Brier, untunable classes, where its files are."""
+    return [Column("classifier", "classifier", align="left"), *[Column(c, c) for c in classes],
+            *ci_columns("mean_f1", "mean F1"), *ci_columns("mean_auc", "mean AUC"),
+            *[Column(f"auc_{c}") for c in classes], Column("mean_ece"), Column("mean_brier"), Column("untunable"),
+            Column("results")]
 
-    def ci(m: str) -> dict:
-        return {f"mean_{m}_{e}": float(mean[f"{m}_{e}"]) for e in ("lo", "hi") if f"{m}_{e}" in table}
 
-    thresholds = table.loc[list(classes), "threshold"]
-    return {"classifier": name, **{c: float(table.loc[c, "f1"]) for c in classes},
-            "mean_f1": float(mean["f1"]), **ci("f1"), "mean_auc": float(mean["auc"]), **ci("auc"),
-            **{f"auc_{c}": float(table.loc[c, "auc"]) for c in classes},
-            "mean_ece": float(mean["ece"]), "mean_brier": float(mean["brier"]),
-            "untunable": ",".join(c for c in classes if table.loc[c, "untunable"]),
-            "results": os.path.relpath(folder, db_dir),
-            "thresholds": {c: None if np.isnan(t) else float(t) for c, t in thresholds.items()}}
+def summary_row(name: str, s: Summary, db_dir: Path) -> dict:
+    """One classifier's row of the summary (see `summary_columns`), and its thresholds for the JSON."""
+    ci = lambda m: {f"mean_{m}_{e}": s.mean[f"{m}_{e}"] for e in ("lo", "hi") if f"{m}_{e}" in s.mean}  # noqa: E731
+    return {"classifier": name, **{c: float(s.per_class.loc[c, "f1"]) for c in s.classes},
+            "mean_f1": s.mean["f1"], **ci("f1"), "mean_auc": s.mean["auc"], **ci("auc"),
+            **{f"auc_{c}": float(s.per_class.loc[c, "auc"]) for c in s.classes},
+            "mean_ece": s.mean["ece"], "mean_brier": s.mean["brier"], "untunable": ",".join(s.untunable),
+            "results": os.path.relpath(s.folder, db_dir), "thresholds": s.thresholds}
 
 
 def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
@@ -390,33 +204,22 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
     """Every chosen classifier on one train/val/test split (see utils.split_folds), each through the
     evaluator into its own folder; summary rows and test size."""
     splits = split_labels(data, run.seed, test_fold=test_fold, fixed=run.fixed_split)
-    X = {k: v[cols].to_numpy() for k, v in splits.items()}
-    Y = {k: v[list(run.classes)].to_numpy().astype(int) for k, v in splits.items()}
     desc = f"test fold {test_fold}" if test_fold else "classifiers"
     rows = []
     data_key = preprocess_manifest(run.data_dir)["fingerprint"]
     for name in tqdm(run.classifiers, desc=desc, file=sys.stdout):
         folder = run.folder(name, test_fold)
-        key = fingerprint([data_key, FEATURE_VERSION, name, run.tag, run.seed, test_fold, run.n_bootstrap,
-                           run.calibrate, run.figures, len(cols)])
-        if not run.force and (folder / "metrics.json").exists():
-            saved = read_evaluation(folder, key)
-            if saved["current"]:  # the same classifier on the same features, split and settings
-                print(f"{folder}: current; not refitted (--force refits)")
-                rows.append(summary_row(name, saved["metrics"], run.classes, folder, run.db_dir))
-                continue
-        val, test = fit_and_score(name, X, Y, run.seed, run.standardize)
         info = {"classifier": name, "data_dir": str(run.data_dir), "database": database_name(run.data_dir),
                 "test_fold": test_fold, "leads": list(run.leads), "heart_rate": run.heart_rate,
                 "standardize": run.standardize, "features": len(cols)}
-        table = evaluate_scores(folder, run.classes,
-                                scores_table(splits["test"]["patient_id"], Y["test"], test, run.classes),
-                                scores_table(splits["val"]["patient_id"], Y["val"], val, run.classes),
-                                n_bootstrap=run.n_bootstrap, seed=run.seed, figures=run.figures, info=info,
-                                title=f"{name}, {desc if test_fold else 'test fold'}", calibrate=run.calibrate,
-                                key=key)
-        rows.append(summary_row(name, table, run.classes, folder, run.db_dir))
-    return rows, len(X["test"])
+        options = EvalOptions(folder, run.classes, n_bootstrap=run.n_bootstrap, seed=run.seed, figures=run.figures,
+                              calibrate=run.calibrate, info=info, title=f"{name}, {desc if test_fold else 'test fold'}",
+                              key=fingerprint([data_key, FEATURE_VERSION, name, run.tag, run.seed, test_fold,
+                                               run.n_bootstrap, run.calibrate, run.figures, len(cols)]))
+        evaluate_scorer(FeatureClassifier(name, splits, cols, run.classes, run.seed, run.standardize), options,
+                        force=run.force, what=f"{name} on these features and split (not refitted)")
+        rows.append(summary_row(name, folder.summary(), run.db_dir))
+    return rows, len(splits["test"])
 
 
 def cross_validate_classifiers(data: pd.DataFrame, cols: list[str], run: BaselineRun) -> pd.DataFrame:
@@ -424,26 +227,19 @@ def cross_validate_classifiers(data: pd.DataFrame, cols: list[str], run: Baselin
     rows = []
     for k in range(1, N_FOLDS + 1):
         rows += [{"fold": k, **r} for r in evaluate_split(data, cols, run, k)[0]]
-    folds = pd.DataFrame(rows).drop(columns="thresholds")
     out = run.summary_path("_cv")
+    folds = table_frame(rows, [Column("fold"), *summary_columns(run.classes)])
     write_csv(folds, out.with_suffix(".csv"))
     shown = [*run.classes, "mean_f1", "mean_auc"]
     stats = folds.groupby("classifier", sort=False)[shown].agg(["mean", "std"])
-    md = [f"Test-fold F1 per class, mean F1 and mean AUC: mean ± sd over {N_FOLDS} folds.", "",
-          "| classifier | " + " | ".join(shown) + " |", "| --- |" + " ---: |" * len(shown)]
-    md += [f"| {name} | " + " | ".join(f"{r[(c, 'mean')]:.3f} ± {r[(c, 'std')]:.3f}" for c in shown) + " |"
-           for name, r in stats.iterrows()]
-    write_text("\n".join(md) + "\n", out.with_suffix(".md"))
-    print("\n".join(md))
+    columns = [Column("classifier", "classifier", align="left")]
+    columns += [Column(None, c, lambda r, c=c: format_mean_sd(r[(c, "mean")], r[(c, "std")])) for c in shown]
+    md = (f"Test-fold F1 per class, mean F1 and mean AUC: mean ± sd over {N_FOLDS} folds.\n\n"
+          + markdown_table([{"classifier": name, **r} for name, r in stats.iterrows()], columns))
+    write_text(md, out.with_suffix(".md"))
+    print(md.rstrip("\n"))
     print(f"wrote {out}.csv and .md; each fold's evaluation in {run.db_dir / 'baselines' / run.tag}/fold<k>/")
     return stats
-
-
-def with_ci(table: pd.DataFrame, m: str) -> list[str]:
-    """`0.812 [0.790, 0.830]`, or the bare value without a bootstrap."""
-    if f"{m}_lo" not in table:
-        return [f"{v:.3f}" for v in table[m]]
-    return [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(table[m], table[f"{m}_lo"], table[f"{m}_hi"])]
 
 
 @script_main
@@ -461,16 +257,14 @@ def main(argv=None) -> pd.DataFrame:
     rows, n_test = evaluate_split(data, cols, run, args.test_fold)
     out = run.summary_path(f"_fold{args.test_fold}" if args.test_fold else "")
     table = pd.DataFrame(rows)
-    write_csv(table.drop(columns="thresholds"), out.with_suffix(".csv"))
+    write_csv(table_frame(rows, summary_columns(run.classes)), out.with_suffix(".csv"))
     write_json(jsonable({"data_dir": str(run.data_dir), "seed": run.seed, "test_fold": args.test_fold,
                          "leads": list(run.leads), "heart_rate": run.heart_rate, "standardize": run.standardize,
                          "n_test": n_test, "n_bootstrap": run.n_bootstrap, "results": rows}),
                out.with_suffix(".json"))
-    shown = table.set_index("classifier")[list(run.classes)].map(lambda v: f"{v:.3f}" if np.isfinite(v) else "n/a")
-    shown["mean F1"], shown["mean AUC"] = with_ci(table, "mean_f1"), with_ci(table, "mean_auc")
     print(f"test-fold F1 per class ({n_test} records; thresholds tuned on validation), as in the paper's table"
           f"{'; mean F1 and AUC with 95 % bootstrap CIs' if run.n_bootstrap else ''}:")
-    print(shown.to_string())
+    print(markdown_table(rows, summary_columns(run.classes)), end="")
     print(f"wrote {out}.csv and .json; each classifier's evaluation in {run.folder('<classifier>', args.test_fold)}/")
     return table
 

@@ -29,22 +29,30 @@ from models.evaluation import evaluate_external
 from models.inputs import pick_device
 from models.studies import run_all, study_parser
 from models.training import RunConfig, check_input_size
-from utils import (PipelineError, data_label_set, database_name, parse_leads, read_evaluation, save_figure, script_main,
-                   write_csv, write_text)
-from utils.io import flag_error, folder_path, lead_spec
+from utils import (Column, EvaluationFolder, PipelineError, ci_columns, data_label_set, database_name, leads_argument,
+                   markdown_table, save_figure, script_main, table_frame, write_csv, write_text)
+from utils.io import flag_error, folder_path
 from utils.pool import pool_databases
 from utils.presets import parse_with_preset
 
 OUT = "cross_database"
-COLUMNS = ("trained_on", "tested_on", "records", "classes", "auc", "auc_lo", "auc_hi", "f1", "f1_lo", "f1_hi",
-           "ece", "ece_lo", "ece_hi", "brier", "brier_lo", "brier_hi", "scores")
+MATRIX = [Column("trained_on", "trained on", align="left"),
+          Column("tested_on", "tested on", align="left",
+                 show=lambda r: r["tested_on"] + (" (own test fold)" if r["trained_on"] == r["tested_on"] else "")),
+          Column("records", "records"), Column("classes"),
+          *ci_columns("auc", "macro AUC (95 % CI)"), *ci_columns("f1", "macro F1 (95 % CI)"),
+          Column("ece", "ECE"), Column("ece_lo"), Column("ece_hi"), Column("brier", "Brier"), Column("brier_lo"),
+          Column("brier_hi"), Column("scores"),
+          Column("temperature"), Column("ece_calibrated"), Column("brier_calibrated")]  # the last three: --calibrate
+MEANS = ("auc", "auc_lo", "auc_hi", "f1", "f1_lo", "f1_hi", "ece", "ece_lo", "ece_hi", "brier", "brier_lo", "brier_hi")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
     p.add_argument("--data-dirs", type=folder_path, nargs="+", required=True,
                    help="two or more preprocessed databases with the same label set")
-    p.add_argument("--leads", type=lead_spec, default="all", help="all, one lead, or a comma list such as I,aVR,V5")
+    p.add_argument("--leads", type=leads_argument, default="all",
+                   help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--leave-one-out", action="store_true",
                    help="also train on all but one database pooled and test on the one left out")
     p.add_argument("--pool-dir", type=folder_path, default=Path("data/pooled"), help="where pooled databases are written")
@@ -57,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     names = [database_name(d) for d in args.data_dirs]
     if len(set(names)) < len(names):
         flag_error(p, "--data-dirs", f"two databases share a folder name ({', '.join(names)}); the matrix names them by it")
-    args.lead_names = parse_leads(args.leads)
+    args.lead_names = args.leads
     return args
 
 
@@ -93,20 +101,16 @@ def training_configs(args: argparse.Namespace) -> list[tuple[str, RunConfig, lis
 
 
 def cell(trained_on: str, tested_on: str, out: Path) -> tuple[dict, pd.DataFrame]:
-    """One matrix row and its per-class rows, read through the one evaluation reader."""
-    saved = read_evaluation(out)
-    table = saved["metrics"]
-    classes = [c for c in saved["classes"] if np.isfinite(table.loc[c, "auc"])]
-    mean = table.loc["mean"]
-    row = {"trained_on": trained_on, "tested_on": tested_on, "records": int(saved["n_test"]),
-           "classes": ",".join(classes), "scores": str(out / "test_scores.csv")}
-    row.update({k: float(mean[k]) if k in mean and pd.notna(mean[k]) else np.nan for k in COLUMNS
-                if k not in row and k not in ("trained_on", "tested_on")})
-    if saved["calibration"]:  # --calibrate: the same means after temperature scaling
-        after = saved["calibration"]["after"]["mean"]
-        row.update({"temperature": saved["calibration"]["temperature"], "ece_calibrated": after["ece"],
+    """One matrix row and its per-class rows, read through the one summary of an evaluation."""
+    ev = EvaluationFolder(out)
+    s = ev.summary()
+    row = {"trained_on": trained_on, "tested_on": tested_on, "records": s.records, "classes": ",".join(s.assessed),
+           **{k: s.mean.get(k, np.nan) for k in MEANS}, "scores": str(ev.test_scores)}
+    if s.calibration:  # --calibrate: the same means after temperature scaling
+        after = s.calibration["after"]["mean"]
+        row.update({"temperature": s.calibration["temperature"], "ece_calibrated": after["ece"],
                     "brier_calibrated": after["brier"]})
-    per_class = table.drop(index="mean").reset_index(names="class")
+    per_class = s.per_class.reset_index(names="class")
     per_class.insert(0, "tested_on", tested_on)
     per_class.insert(0, "trained_on", trained_on)
     return row, per_class
@@ -135,19 +139,7 @@ def plot_matrix(matrix: pd.DataFrame, metric: str, path: Path) -> None:
 
 
 def to_markdown(matrix: pd.DataFrame) -> str:
-    def ci(r: pd.Series, m: str) -> str:
-        if not np.isfinite(r[m]):
-            return "n/a"
-        return f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" if np.isfinite(r.get(m + "_lo", np.nan)) \
-            else f"{r[m]:.3f}"
-
-    lines = ["| trained on | tested on | records | macro AUC (95 % CI) | macro F1 (95 % CI) | ECE | Brier |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for _, r in matrix.iterrows():
-        own = " (own test fold)" if r["trained_on"] == r["tested_on"] else ""
-        lines.append(f"| {r['trained_on']} | {r['tested_on']}{own} | {r['records']} | {ci(r, 'auc')} | "
-                     f"{ci(r, 'f1')} | {r['ece']:.3f} | {r['brier']:.3f} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(matrix, MATRIX)
 
 
 @script_main
@@ -169,8 +161,7 @@ def main(argv=None) -> pd.DataFrame:
                                        figures=not args.no_figures)
             r, pc = cell(name, database_name(other), out)
             rows.append(r), per_class.append(pc)
-    matrix = pd.DataFrame(rows, columns=list(COLUMNS) + (["temperature", "ece_calibrated", "brier_calibrated"]
-                                                         if args.calibrate else []))
+    matrix = table_frame(rows, MATRIX)
     out = args.results_dir / OUT
     write_csv(matrix, out / "matrix.csv")
     write_csv(pd.concat(per_class, ignore_index=True), out / "per_class.csv")

@@ -21,30 +21,37 @@ import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_input_size
-from utils import N_FOLDS, parse_leads, read_evaluation, save_figure, script_main, write_csv, write_text
-from utils.io import BoundedList, lead_spec
+from utils import (N_FOLDS, Column, EvaluationFolder, format_mean_sd, leads_argument, markdown_table, save_figure,
+                   script_main, table_frame, write_csv, write_text)
+from utils.io import BoundedList
 from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
-    p.add_argument("--leads", type=lead_spec, default="all", help="all, one lead, or a comma list such as I,aVR,V5")
+    p.add_argument("--leads", type=leads_argument, default="all",
+                   help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--folds", type=BoundedList(1, N_FOLDS, "fold"), default=",".join(map(str, range(1, N_FOLDS + 1))),
                    help="test folds to run, comma-separated, each %(type)s (default: all ten)")
     args = parse_with_preset(p, argv, "study")
     check_input_size(p, args, argv)
-    args.lead_names = parse_leads(args.leads)
+    args.lead_names = args.leads
     args.fold_list = args.folds
     return args
 
 
+def fold_columns(classes: list[str]) -> list[Column]:
+    """fold, n_test, then F1 and AUC of each class and of the mean row (f1_<class>, f1_mean, auc_<class>, ...)."""
+    names = [*classes, "mean"]
+    return [Column("fold"), Column("n_test"), *[Column(f"f1_{c}") for c in names], *[Column(f"auc_{c}") for c in names]]
+
+
 def fold_row(fold: int, results: Path) -> dict:
     """Per-class and mean test F1 / AUC of one fold's run."""
-    saved = read_evaluation(results)
-    m = saved["metrics"]
-    names = [*saved["classes"], "mean"]
-    return {"fold": fold, "n_test": saved["n_test"], **{f"f1_{c}": m.loc[c, "f1"] for c in names},
-            **{f"auc_{c}": m.loc[c, "auc"] for c in names}}
+    s = EvaluationFolder(results).summary()
+    value = lambda m, c: s.mean[m] if c == "mean" else float(s.per_class.loc[c, m])  # noqa: E731
+    return {"fold": fold, "n_test": s.records, **{f"f1_{c}": value("f1", c) for c in [*s.classes, "mean"]},
+            **{f"auc_{c}": value("auc", c) for c in [*s.classes, "mean"]}}
 
 
 def class_names(folds: pd.DataFrame) -> list[str]:
@@ -60,11 +67,13 @@ def summarise(folds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
 
 
+SUMMARY_COLUMNS = [Column("class", "class", align="left"),
+                   Column(None, "F1", lambda r: format_mean_sd(r["f1_mean"], r["f1_sd"])),
+                   Column(None, "AUC", lambda r: format_mean_sd(r["auc_mean"], r["auc_sd"]))]
+
+
 def to_markdown(summary: pd.DataFrame, n_folds: int) -> str:
-    lines = [f"Mean ± sd over {n_folds} test fold(s).", "", "| class | F1 | AUC |", "| --- | ---: | ---: |"]
-    lines += [f"| {c} | {r.f1_mean:.3f} ± {r.f1_sd:.3f} | {r.auc_mean:.3f} ± {r.auc_sd:.3f} |"
-              for c, r in summary.iterrows()]
-    return "\n".join(lines) + "\n"
+    return f"Mean ± sd over {n_folds} test fold(s).\n\n" + markdown_table(summary.reset_index(), SUMMARY_COLUMNS)
 
 
 def plot_folds(folds: pd.DataFrame, path: Path) -> None:
@@ -93,7 +102,8 @@ def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     cfgs = [study_config(args, args.lead_names, k) for k in args.fold_list]
     done = run_all(cfgs, args.results_dir, args.n_bootstrap, args.jobs)
-    folds = pd.DataFrame([fold_row(k, results) for k, results in zip(args.fold_list, done)])
+    rows = [fold_row(k, results) for k, results in zip(args.fold_list, done)]
+    folds = table_frame(rows, fold_columns(EvaluationFolder(done[0]).summary().classes))
     out = results_dir_of(args) / f"cv_{study_config(args, args.lead_names).run_name()}"
     summary = summarise(folds)
     write_csv(folds, out.with_suffix(".csv"))

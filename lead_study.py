@@ -19,7 +19,7 @@ import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_input_size
-from utils import LEADS, parse_leads, read_evaluation, save_figure, script_main, write_csv, write_text
+from utils import LEADS, Column, EvaluationFolder, ci_columns, parse_leads, save_figure, script_main, write_table
 from utils.presets import parse_with_preset
 
 
@@ -30,9 +30,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+COLUMNS = [Column("rank", "rank"), Column("leads", "leads", align="left"),
+           *ci_columns("f1", "mean F1 (95 % CI)", align="left"), *ci_columns("auc", "mean AUC (95 % CI)", align="left"),
+           Column("precision"), Column("recall"), Column("accuracy"), Column("model")]
+
+
 def lead_row(leads: str, results: Path) -> dict:
     """One row of the lead table: the test-fold mean metrics of one run."""
-    mean = read_evaluation(results)["metrics"].loc["mean"]
+    mean = EvaluationFolder(results).summary().mean
     return {"leads": "all 12" if leads == "all" else leads, **{k: mean.get(k) for k in
             ("f1", "f1_lo", "f1_hi", "auc", "auc_lo", "auc_hi", "precision", "recall", "accuracy")},
             "model": results.name}
@@ -68,13 +73,9 @@ def main(argv=None) -> pd.DataFrame:
     out = results_dir_of(args)
     table = pd.DataFrame(rows).sort_values("f1", ascending=False).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    write_csv(table, out / "lead_study.csv")
-    md = ["| rank | leads | mean F1 (95 % CI) | mean AUC (95 % CI) |", "| ---: | --- | --- | --- |"]
-    md += [f"| {r['rank']} | {r['leads']} | {r['f1']:.3f} [{r['f1_lo']:.3f}, {r['f1_hi']:.3f}] | "
-           f"{r['auc']:.3f} [{r['auc_lo']:.3f}, {r['auc_hi']:.3f}] |" for r in table.to_dict("records")]
-    write_text("\n".join(md) + "\n", out / "lead_study.md")
+    md = write_table(table, COLUMNS, out / "lead_study")
     plot_leads(table, out / "lead_study.png")
-    print("\n".join(md))
+    print(md, end="")
     print(f"wrote {out}/lead_study.csv, .md and .png")
     return table
 

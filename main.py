@@ -21,15 +21,16 @@ import torch
 
 from models.inputs import pick_device
 from models.training import RunConfig, check_input_size, train
-from utils import N_FOLDS, parse_leads, script_main
-from utils.io import lead_spec, refuse_together
+from utils import N_FOLDS, leads_argument, script_main
+from utils.io import refuse_together
 from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = RunConfig.add_arguments(argparse.ArgumentParser(description=__doc__,
                                                         formatter_class=argparse.RawDescriptionHelpFormatter))
-    p.add_argument("--leads", type=lead_spec, default="all", help="all, one lead, or a comma list such as I,aVR,V5")
+    p.add_argument("--leads", type=leads_argument, default="all",
+                   help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                    help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
     p.add_argument("--run", "--run-dir", dest="run", type=Path, default=None,
@@ -40,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parse_with_preset(p, argv, "train")
     check_input_size(p, args, argv)
     refuse_together(p, args, "--force", ["--resume"])  # --resume keeps the run, --force replaces it
-    args.lead_names = parse_leads(args.leads)
+    args.lead_names = args.leads
     return args
 
 

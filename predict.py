@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.evaluation import evaluate_external, evaluate_run, evaluation_current, results_folder
+from models.evaluation import evaluate_external, evaluate_run, evaluation_key, results_folder
 from models.inputs import InputSpec, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
-from utils import (PipelineError, parse_leads, print_metrics, read_evaluation,
+from utils import (EvaluationFolder, PipelineError, leads_argument, print_metrics,
                    read_records, script_main, write_csv)
-from utils.io import MAX_WORKERS, bounded_int, folder_path, lead_spec, refuse_together
+from utils.io import MAX_WORKERS, bounded_int, folder_path, refuse_together
 from utils.presets import parse_with_preset
 
 
@@ -36,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=folder_path, default=None, help="preprocess output (default: the checkpoint's)")
     p.add_argument("--external-data-dir", type=folder_path, default=None,
                    help="another preprocessed database to test on (every labelled record)")
-    p.add_argument("--leads", type=lead_spec, default=None, help="optional check: the leads the checkpoint must have been trained on")
+    p.add_argument("--leads", type=leads_argument, default=None,
+                   help="optional check: the leads the checkpoint must have been trained on")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="diagnose these records instead")
     p.add_argument("--results-dir", type=folder_path, default=Path("results"))
     p.add_argument("--n-bootstrap", type=bounded_int(0, 100_000), default=1000,
@@ -52,8 +53,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parse_with_preset(p, argv, "evaluate")
     refuse_together(p, args, "--record", ["--external-data-dir", "--data-dir"])  # records are diagnosed alone
     refuse_together(p, args, "--external-data-dir", ["--data-dir"])  # tested on every record of that one
-    if args.leads is not None:
-        args.leads = parse_leads(args.leads)
     return args
 
 
@@ -77,7 +76,7 @@ def diagnose_records(args: argparse.Namespace, model: torch.nn.Module, ckpt: dic
         rows.append({"record": str(path), "labels": ",".join(labels), **dict(zip(classes, probs.round(4)))})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
-    out = results_folder(args.results_dir, ckpt, args.run) / "records.csv"
+    out = EvaluationFolder(results_folder(args.results_dir, ckpt, args.run)).records
     write_csv(table, out)
     print(f"wrote {out}")
     return table
@@ -94,14 +93,13 @@ def main(argv=None) -> pd.DataFrame:
         return diagnose_records(args, model, ckpt)
     options = dict(n_bootstrap=args.n_bootstrap, batch_size=args.batch_size, num_workers=args.num_workers,
                    figures=not args.no_figures, calibrate=args.calibrate)
+    own = EvaluationFolder(results_folder(args.results_dir, ckpt, args.run))
+    own_key = evaluation_key(args.run, ckpt, args.n_bootstrap, args.calibrate)
     if args.external_data_dir:
         table, out = evaluate_external(model, ckpt, args.run, args.external_data_dir, args.results_dir,
                                        device, force=args.force, **options)
-    elif not args.force and args.data_dir is None and evaluation_current(args.run, ckpt, args.results_dir,
-                                                                         args.n_bootstrap, args.calibrate):
-        out = results_folder(args.results_dir, ckpt, args.run)
-        print(f"{out}: evaluation of this very {args.run.model} is current; nothing to do (--force redoes it)")
-        return read_evaluation(out)["metrics"]
+    elif not args.force and args.data_dir is None and own.current(own_key, f"evaluation of this very {args.run.model}"):
+        return own.read()["metrics"]
     else:
         table, out = evaluate_run(model, ckpt, args.run, args.results_dir, device, args.data_dir, **options)
     print_metrics(table)

@@ -4,7 +4,7 @@
 
 Sections: dataset, baselines, deep model per class (with calibration), cross-validation, lead study,
 confusion matrices, ROC curves, SHAP lead importance, external validation, cross-database matrix.
-Evaluations are found through their manifests and read with the one reader (utils.read_evaluation);
+Evaluations are found through their manifests and read with the one reader (utils.EvaluationFolder);
 one that is not of this very model.pth (retrained since, interrupted) is marked out of date instead of
 shown. A section whose stage has not run says which command produces it. Only results filed under this
 database are read, and a model trained on another database is refused.
@@ -24,8 +24,9 @@ import pandas as pd
 from models.checkpoint import read_checkpoint
 from models.evaluation import evaluation_problem, training_data_dir
 from models.run import Run, run_argument
-from utils import (EVALUATED_JSON, MANIFEST_JSON, MissingInputError, PipelineError, data_label_set, file_sha,
-                   read_evaluation, read_manifest, script_main, write_text)
+from utils import (MANIFEST_JSON, Column, EvaluationFolder, MissingInputError, PipelineError, baselines_evaluations,
+                   ci_columns, data_label_set, file_sha, markdown_table, read_manifest, script_main,
+                   write_text)
 from utils.io import folder_path
 from utils.results import SYNTHETIC_MARKER, results_home, same_database
 
@@ -56,30 +57,21 @@ class Report:
     def run_dir(self) -> Path:
         return self.db_dir / self.run.name
 
+    @property
+    def evaluation(self) -> EvaluationFolder:
+        return EvaluationFolder(self.run_dir)
+
     def out_of_date(self, problem: str) -> str:
         return f"_Out of date: {problem}; rerun `python predict.py --run {self.run}`._\n"
 
 
-def markdown_table(table: pd.DataFrame, digits: int) -> str:
-    """A DataFrame as a markdown table (index first), numbers to `digits` places, NaN as n/a."""
-    def cell(v) -> str:
-        if isinstance(v, (float, np.floating)):
-            return f"{v:.{digits}f}" if np.isfinite(v) else "n/a"
-        return str(v)
-
-    lines = ["| " + " | ".join([str(table.index.name or ""), *map(str, table.columns)]) + " |",
-             "| --- |" + " ---: |" * table.shape[1]]
-    lines += ["| " + " | ".join([str(i), *map(cell, row)]) + " |" for i, row in zip(table.index, table.to_numpy())]
-    return "\n".join(lines) + "\n"
+# the columns of a table of several evaluations: one Summary each (utils.results)
+MEANS = [*ci_columns("f1", "mean F1"), *ci_columns("auc", "mean AUC"), Column("ece", "ECE"), Column("brier", "Brier")]
 
 
-def with_ci(row: pd.Series, m: str) -> str:
-    """`0.812 [0.790, 0.830]`, the bare value without a bootstrap, n/a for a class that cannot be assessed."""
-    v = row.get(m, np.nan)
-    if not np.isfinite(v):
-        return "n/a"
-    lo, hi = row.get(f"{m}_lo", np.nan), row.get(f"{m}_hi", np.nan)
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else f"{v:.3f}"
+def summary_cells(s) -> dict:
+    """The mean row of one evaluation, as `MEANS` shows it."""
+    return {k: s.mean.get(k) for k in ("f1", "f1_lo", "f1_hi", "auc", "auc_lo", "auc_hi", "ece", "brier")}
 
 
 def missing(command: str) -> str:
@@ -100,51 +92,45 @@ def dataset_section(r: Report) -> str:
 
 def baselines_section(r: Report) -> str:
     """Every baseline evaluation of the seeded split found through its manifest, one table per variant."""
-    folders = sorted(m.parent for m in (r.db_dir / "baselines").glob(f"*/*/{EVALUATED_JSON}"))
+    folders = baselines_evaluations(r.db_dir)
     if not folders:
         return missing(f"python baselines.py --data-dir {r.data_dir}")
     parts = ["Test fold, thresholds tuned on validation (single seeded split); 95 % bootstrap CIs.\n"]
-    for tag in dict.fromkeys(f.parent.name for f in folders):
+    columns = [Column("classifier", "classifier", align="left"), *MEANS]
+    for tag in dict.fromkeys(f.folder.parent.name for f in folders):
         rows = []
-        for folder in (f for f in folders if f.parent.name == tag):
-            saved = read_evaluation(folder)
-            if saved["problem"]:
-                rows.append(f"| {folder.name} | _out of date: {saved['problem']}_ | | | |")
-                continue
-            mean = saved["metrics"].loc["mean"]
-            rows.append(f"| {folder.name} | {with_ci(mean, 'f1')} | {with_ci(mean, 'auc')} | {mean['ece']:.3f} | "
-                        f"{mean['brier']:.3f} |")
-        parts.append(f"**{tag}**\n\n| classifier | mean F1 | mean AUC | ECE | Brier |\n| --- | ---: | ---: | ---: | ---: |\n"
-                     + "\n".join(rows) + "\n")
+        for folder in (f for f in folders if f.folder.parent.name == tag):
+            saved = folder.read()
+            rows.append([folder.name, f"_out of date: {saved['problem']}_"] if saved["problem"] else
+                        {"classifier": folder.name, **summary_cells(folder.summary())})
+        parts.append(f"**{tag}**\n\n" + markdown_table(rows, columns))
     for cv in sorted(r.db_dir.glob("baselines_*_cv.md")):
         parts.append(f"10-fold cross-validation ({cv.stem[len('baselines_'):-len('_cv')]}):\n\n{cv.read_text()}")
     return "\n".join(parts)
 
 
 def model_section(r: Report) -> str:
-    if not (r.run_dir / "metrics.json").exists():
+    if not r.evaluation.exists():
         return missing(f"python predict.py --run {r.run}")
     if r.problem:
         return r.out_of_date(r.problem)
-    saved = read_evaluation(r.run_dir)
+    saved = r.evaluation.read()
     t = saved["metrics"]
-    rows = ["| class | precision | recall | F1 (95 % CI) | AUC (95 % CI) | ECE | Brier | threshold | n positive |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for cls, row in t.iterrows():
-        thr = row.get("threshold", np.nan)
-        shown_thr = "untunable" if cls in saved["untunable"] else ("" if not np.isfinite(thr) else f"{thr:.2f}")
-        rows.append(f"| {cls} | {row['precision']:.3f} | {row['recall']:.3f} | {with_ci(row, 'f1')} | "
-                    f"{with_ci(row, 'auc')} | {row['ece']:.3f} | {row['brier']:.3f} | {shown_thr} | "
-                    f"{int(row['support'])} |")
+    columns = [Column("class", "class", align="left"), Column("precision", "precision"), Column("recall", "recall"),
+               *ci_columns("f1", "F1 (95 % CI)"), *ci_columns("auc", "AUC (95 % CI)"), Column("ece", "ECE"),
+               Column("brier", "Brier"),
+               Column("threshold", "threshold", lambda row: "untunable" if row["class"] in saved["untunable"]
+                      else "" if not np.isfinite(row["threshold"]) else f"{row['threshold']:.2f}"),
+               Column("support", "n positive", lambda row: str(int(row["support"])))]
     mean = t.loc["mean"]
-    text = "\n".join(rows).replace("| nan |", "| n/a |") + "\n"
+    text = markdown_table(t.reset_index(names="class"), columns)
     if saved["calibration"]:
         c = saved["calibration"]
         text += (f"\nTemperature scaling (T = {c['temperature']:.3f}, fitted on the validation records): mean ECE "
                  f"{c['before']['mean']['ece']:.3f} -> {c['after']['mean']['ece']:.3f}, mean Brier "
                  f"{c['before']['mean']['brier']:.3f} -> {c['after']['mean']['brier']:.3f}.\n")
-    if (r.run_dir / "reliability.png").exists():
-        text += "\n" + image(r.run_dir / "reliability.png", r.db_dir, "reliability") + "\n"
+    if r.evaluation.reliability.exists():
+        text += "\n" + image(r.evaluation.reliability, r.db_dir, "reliability") + "\n"
     if "NORM" in t.index and "CD" in t.index:  # the superdiagnostic label set: compare with the PTB-XL benchmark
         return text + ("\n| | macro AUC (PTB-XL superdiagnostic, test fold 10) |\n| --- | ---: |\n"
                        f"| this run | {mean['auc']:.3f} |\n"
@@ -173,8 +159,7 @@ def lead_section(r: Report) -> str:
             + md.read_text() + "\n" + image(r.db_dir / "lead_study.png", r.db_dir, "lead study") + "\n")
 
 
-def figures_section(r: Report, names: list[str], intro: str) -> str:
-    pngs = [r.run_dir / n for n in names]
+def figures_section(r: Report, pngs: list[Path], intro: str) -> str:
     if not all(p.exists() for p in pngs):
         return missing(f"python predict.py --run {r.run}")
     if r.problem:
@@ -189,35 +174,37 @@ def shap_section(r: Report) -> str:
         return missing(f"python shap_values.py --run {r.run}")
     if manifest.get("model_sha") != file_sha(r.run.model):
         return f"_Out of date: {r.run.model} changed after it was explained; rerun `python shap_values.py --run {r.run}`._\n"
-    table = pd.read_csv(out / "lead_importance.csv").set_index("class")
+    table = pd.read_csv(out / "lead_importance.csv")
+    columns = [Column("class", "class", align="left"), *[Column(lead, lead, digits=2) for lead in table.columns[1:]]]
     return ("Share of net positive SHAP evidence per lead, by predicted class (held-out records; background from "
-            "the training records).\n\n" + markdown_table(table, 2) + "\n"
+            "the training records).\n\n" + markdown_table(table, columns) + "\n"
             + image(out / "lead_importance.png", r.db_dir, "SHAP heatmap") + "\n")
 
 
 def external_section(r: Report) -> str:
     """Every external evaluation of this model, beside its own test fold; stale ones are marked."""
-    found = sorted(m.parent for m in (r.run_dir / "external").glob(f"*/{EVALUATED_JSON}"))
+    found = r.evaluation.externals()
     if not found:
         return missing(f"python predict.py --run {r.run} --external-data-dir data/OTHER")
-    rows = ["| tested on | records | mean F1 (95 % CI) | mean AUC (95 % CI) | ECE | Brier |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for folder in ([r.run_dir] if (r.run_dir / "metrics.json").exists() else []) + found:
-        problem = evaluation_problem(folder, r.run)
+    columns = [Column("tested on", "tested on", align="left"), Column("records", "records"),
+               *ci_columns("f1", "mean F1 (95 % CI)"), *ci_columns("auc", "mean AUC (95 % CI)"), Column("ece", "ECE"),
+               Column("brier", "Brier")]
+    rows = []
+    for folder in ([r.evaluation] if r.evaluation.exists() else []) + found:
+        problem = evaluation_problem(folder.folder, r.run)
         try:
-            saved = read_evaluation(folder)
+            saved = folder.read()
         except (MissingInputError, PipelineError) as e:
-            rows.append(f"| {folder.name} | | _unreadable: {e}_ | | | |")
+            rows.append([folder.name, "", f"_unreadable: {e}_"])
             continue
-        name = saved["info"].get("database", folder.name) + (" (own test fold)" if folder == r.run_dir else "")
+        name = saved["info"].get("database", folder.name) + (" (own test fold)" if folder == r.evaluation else "")
         if problem:
-            rows.append(f"| {name} | {saved['n_test']} | _out of date: {problem}_ | | | |")
+            rows.append([name, str(saved["n_test"]), f"_out of date: {problem}_"])
             continue
-        m = saved["metrics"].loc["mean"]
-        rows.append(f"| {name} | {saved['n_test']} | {with_ci(m, 'f1')} | {with_ci(m, 'auc')} | {m['ece']:.3f} | "
-                    f"{m['brier']:.3f} |")
+        summary = folder.summary()
+        rows.append({"tested on": name, "records": summary.records, **summary_cells(summary)})
     return ("Trained on this database; every labelled record of each other database scored with the thresholds "
-            "tuned on this database's validation records.\n\n" + "\n".join(rows) + "\n")
+            "tuned on this database's validation records.\n\n" + markdown_table(rows, columns))
 
 
 def cross_database_section(r: Report) -> str:
@@ -233,9 +220,9 @@ SECTIONS = (("Dataset", dataset_section), ("Expert-feature baselines", baselines
             ("Deep model (12 leads), test fold", model_section), ("Cross-validation", cv_section),
             ("Lead study", lead_section),
             ("Confusion matrices", lambda r: figures_section(
-                r, [f"confusion_{c}.png" for c in r.classes],
+                r, [r.evaluation.confusion(c) for c in r.classes],
                 "Row-normalised, test fold, at the validation-tuned thresholds.\n\n")),
-            ("ROC curves", lambda r: figures_section(r, ["roc.png"], "")),
+            ("ROC curves", lambda r: figures_section(r, [r.evaluation.roc], "")),
             ("SHAP lead importance", shap_section), ("External validation", external_section),
             ("Cross-database matrix", cross_database_section))
 TITLES = tuple(title for title, _ in SECTIONS)
@@ -261,7 +248,7 @@ def main(argv=None) -> Path:
             raise PipelineError(f"{args.run} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
                                 f"a report covers one database (pass that model's --data-dir)")
         db_dir = results_home(args.results_dir, args.data_dir)
-        if (db_dir / args.run.name / "metrics.json").exists():
+        if EvaluationFolder(db_dir / args.run.name).exists():
             problem = evaluation_problem(db_dir / args.run.name, args.run)
         a = ckpt["config"]
         settings = (f"Model: `{args.run}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "

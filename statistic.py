@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import REFERENCE_CSV, data_label_set, load_labels, require, script_main, write_csv, write_text
+from utils import REFERENCE_CSV, Column, data_label_set, format_mean_sd, load_labels, require, script_main, write_table
 from utils.io import folder_path
 from utils.results import results_home
 
@@ -32,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def mean_sd(x: pd.Series, digits: int = 1) -> str:
     x = x.dropna()
-    return f"{x.mean():.{digits}f} ± {x.std():.{digits}f}" if len(x) else "n/a"
+    return format_mean_sd(x.mean(), x.std(), digits) if len(x) else "n/a"
 
 
 def dataset_table(reference: pd.DataFrame, labels: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
@@ -49,15 +49,11 @@ def dataset_table(reference: pd.DataFrame, labels: pd.DataFrame, classes: list[s
     return pd.DataFrame(rows)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    paper = "cpsc2018_n" in table.columns
-    lines = ["| class | N (%) | male N (%) | age (mean ± sd) | duration s (mean ± sd) |"
-             + (" CPSC2018 N (paper) |" if paper else ""),
-             "| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if paper else "")]
-    for r in table.to_dict("records"):
-        lines.append(f"| {r['class']} | {r['n']} ({r['pct']:.1f} %) | {r['male_n']} ({r['male_pct']:.1f} %) | "
-                     f"{r['age']} | {r['duration_s']} |" + (f" {r['cpsc2018_n']:.0f} |" if paper else ""))
-    return "\n".join(lines) + "\n"
+COLUMNS = [Column("class", "class", align="left"), Column("n", "N (%)", lambda r: f"{r['n']} ({r['pct']:.1f} %)"),
+           Column("pct"), Column("male_n", "male N (%)", lambda r: f"{r['male_n']} ({r['male_pct']:.1f} %)"),
+           Column("male_pct"), Column("age", "age (mean ± sd)"), Column("duration_s", "duration s (mean ± sd)"),
+           Column("age_missing"),
+           Column("cpsc2018_n", "CPSC2018 N (paper)", lambda r: f"{r['cpsc2018_n']:.0f}")]  # a cpsc9 table only
 
 
 @script_main
@@ -71,9 +67,7 @@ def main(argv=None) -> pd.DataFrame:
     if label_set["name"] != "cpsc9":
         table = table.drop(columns="cpsc2018_n")
     out = results_home(args.results_dir, args.data_dir)
-    write_csv(table, out / "dataset_table.csv")
-    md = to_markdown(table)
-    write_text(md, out / "dataset_table.md")
+    md = write_table(table, COLUMNS, out / "dataset_table")
     print(md)
     print(f"wrote {out}/dataset_table.csv and .md")
     return table

@@ -1,4 +1,4 @@
-"""Expert-feature extraction speed: the straightforward per-lead reference versus baselines.py.
+"""Expert-feature extraction speed: the straightforward per-lead reference versus utils.features.
 
     python bench/bench_features.py --data-dir data/demo --seconds 15
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import baselines  # noqa: E402
+import utils.features as features  # noqa: E402
 from utils import SAMPLE_RATE, SignalCache, load_labels  # noqa: E402
 
 
@@ -37,14 +37,14 @@ def main(argv=None) -> None:
     n = int(args.seconds * SAMPLE_RATE)
     signals = [cache.record(pid)[:, -n:].astype(np.float64) for pid in ids]
     t0 = time.perf_counter()
-    ref = [baselines.reference_features(x) for x in signals]
+    ref = [features.reference_features(x) for x in signals]
     t_ref = (time.perf_counter() - t0) / len(ids)
     t0 = time.perf_counter()
-    fast = [baselines.signal_features(x) for x in signals]
+    fast = [features.signal_features(x) for x in signals]
     t_fast = (time.perf_counter() - t0) / len(ids)
     assert all(np.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(fast, ref)), "values differ"
     t0 = time.perf_counter()
-    baselines.compute_features(args.data_dir, ids, False, args.num_workers)
+    features.compute_features(args.data_dir, ids, False, args.num_workers)
     t_all = (time.perf_counter() - t0) / len(ids)
     mean_s = np.mean([x.shape[1] for x in signals]) / SAMPLE_RATE
     print(f"{len(ids)} records, {mean_s:.1f} s each (last {args.seconds:g} s), {os.cpu_count()} cores")

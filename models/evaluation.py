@@ -1,5 +1,6 @@
-"""The network's scores, handed to the one evaluator (utils.evaluator): on the run's own validation and
-test records, or on every record of another database (external validation).
+"""The network's scores, handed to the one evaluator (utils.evaluator) like any model's: a `RunScorer`
+scores the run's own validation and test records, or every record of another database (external
+validation), and `evaluate_scorer` does the rest.
 
 Thresholds are tuned on the run's validation records only (one per class, maximising F1) and saved in
 the run folder, tied to the checkpoint's bytes; the test records, and any external database, are scored
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,13 +22,14 @@ import torch
 
 from models.inputs import ECGDataset, InputSpec, checkpoint_splits, make_loader, score
 from models.run import Run, load_thresholds
-from utils import (MissingInputError, PipelineError, SignalCache, check_writable, data_label_set, data_split_rule,
-                   database_name, evaluate_scores, exclusive_lock, file_sha, fingerprint, load_labels, preprocess_manifest,
-                   read_evaluation, read_scores, scores_table, split_folds)
+from utils import (EvalOptions, EvaluationFolder, MissingInputError, PipelineError, Scores, SignalCache,
+                   check_writable, data_label_set, data_split_rule, database_name, evaluate,
+                   exclusive_lock, file_sha, fingerprint, load_labels, preprocess_manifest, read_scores, scores_table,
+                   split_folds)
 from utils.results import results_home, same_database
 
-__all__ = ["training_data_dir", "results_folder", "score_records", "evaluation_key", "evaluation_current",
-           "evaluation_problem", "evaluate_run", "external_folder", "evaluate_external"]
+__all__ = ["training_data_dir", "results_folder", "score_records", "RunScorer", "evaluation_key",
+           "evaluation_current", "evaluation_problem", "evaluate_run", "external_folder", "evaluate_external"]
 
 
 def training_data_dir(ckpt: dict) -> Path:
@@ -48,6 +51,34 @@ def score_records(model: torch.nn.Module, cache: SignalCache, part: pd.DataFrame
     return scores_table(part["patient_id"].tolist(), y.astype(bool), probs, classes)
 
 
+@dataclass(frozen=True)
+class RunScorer:
+    """The network as a Scorer (utils.evaluator): it scores the `test` rows of labels.csv of `data_dir`
+    and the `val` rows, or reads the validation scores from `val_scores` (a run's own validation scores,
+    written when its own records were evaluated)."""
+    model: torch.nn.Module
+    ckpt: dict
+    device: torch.device
+    data_dir: Path
+    test: pd.DataFrame
+    val: pd.DataFrame | None = None
+    val_scores: Path | None = None
+    batch_size: int = 64
+    num_workers: int = 2
+
+    def score(self) -> Scores:
+        classes = list(self.ckpt["label_set"]["classes"])
+        cache, spec = SignalCache(self.data_dir), InputSpec.from_checkpoint(self.ckpt)
+
+        def scored(part: pd.DataFrame, name: str) -> pd.DataFrame:
+            return score_records(self.model, cache, part, spec, classes, self.device, self.batch_size,
+                                 self.num_workers, f"score {name}")
+
+        val = (scored(self.val, "val") if self.val is not None
+               else read_scores(self.val_scores, classes) if self.val_scores is not None else None)
+        return Scores(test=scored(self.test, "test" if self.val is not None else "external"), val=val)
+
+
 def evaluation_key(run: Run, ckpt: dict, n_bootstrap: int, calibrate: bool = False) -> str:
     """What an evaluation on the run's own records depends on: the checkpoint's bytes, its data, settings."""
     return fingerprint([file_sha(run.model), ckpt["data"]["fingerprint"], n_bootstrap, calibrate])
@@ -57,7 +88,7 @@ def _claim(out: Path, run: Run) -> None:
     """results/<db>/<run name>/ belongs to one run folder: another run folder of the same name is refused
     (its evaluation would replace this one's)."""
     try:
-        owner = read_evaluation(out)["info"].get("run")
+        owner = EvaluationFolder(out).read()["info"].get("run")
     except (MissingInputError, PipelineError):
         return
     if owner and owner != os.path.realpath(run.folder):
@@ -67,19 +98,18 @@ def _claim(out: Path, run: Run) -> None:
 
 def evaluation_current(run: Run, ckpt: dict, results_dir: Path, n_bootstrap: int, calibrate: bool = False) -> bool:
     """True when results/<db>/<run>/ holds a complete evaluation of exactly this checkpoint and settings."""
-    out = results_folder(results_dir, ckpt, run)
-    if not (out / "metrics.json").exists():
-        return False
-    return read_evaluation(out, evaluation_key(run, ckpt, n_bootstrap, calibrate))["current"]
+    return EvaluationFolder(results_folder(results_dir, ckpt, run)).current(evaluation_key(run, ckpt, n_bootstrap,
+                                                                                           calibrate))
 
 
 def evaluation_problem(out: Path, run: Run) -> str | None:
     """Why `out` does not hold a complete evaluation of this very model.pth (None when it does): what
     the report checks before it shows any evaluation of the run, own or external."""
+    ev = EvaluationFolder(out)
     try:
-        saved = read_evaluation(out)
+        saved = ev.read()
     except MissingInputError:
-        return f"{out / 'metrics.json'} is missing (evaluation not run)"
+        return f"{ev.metrics_json} is missing (evaluation not run)"
     if saved["problem"]:
         return saved["problem"]
     if saved["manifest"].get("model_sha") != file_sha(run.model):
@@ -94,39 +124,38 @@ def evaluate_run(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path
     records; returns the metrics table and the results folder."""
     cfg = ckpt["config"]
     classes = list(ckpt["label_set"]["classes"])
-    spec = InputSpec.from_checkpoint(ckpt)
     data_dir = Path(data_dir or cfg["data_dir"])
     out = results_folder(results_dir, ckpt, run)
     _claim(out, run)
     check_writable(out, "pass --results-dir DIR with a writable DIR")
     check_writable(run.folder, "the thresholds are saved in the run folder")
-    cache = SignalCache(data_dir)
     splits = checkpoint_splits(ckpt, data_dir)
     _, val_folds, test_folds = split_folds(int(cfg["seed"]), cfg.get("test_fold"), data_split_rule(data_dir))
-    scored = {}
     for name in ("val", "test"):
         if splits[name].empty:
             raise PipelineError(f"no records in the {name} split of {data_dir}")
-        scored[name] = score_records(model, cache, splits[name], spec, classes, device, batch_size, num_workers,
-                                     f"score {name}")
+    scores = RunScorer(model, ckpt, device, data_dir, splits["test"], splits["val"], batch_size=batch_size,
+                       num_workers=num_workers).score()
     info = {"model": str(run.model), "model_sha": file_sha(run.model), "run": os.path.realpath(run.folder),
             "data_dir": str(data_dir), "database": ckpt["data"]["name"], "test_folds": test_folds,
-            "val_folds": val_folds, "leads": list(spec.leads), "label_set": ckpt["label_set"]["name"]}
+            "val_folds": val_folds, "leads": list(InputSpec.from_checkpoint(ckpt).leads),
+            "label_set": ckpt["label_set"]["name"]}
+    options = EvalOptions(out, classes, n_bootstrap=n_bootstrap, seed=int(cfg["seed"]), figures=figures,
+                          calibrate=calibrate, title="test fold", info=info,
+                          key=evaluation_key(run, ckpt, n_bootstrap, calibrate), thresholds_file=run.thresholds,
+                          tuned_on=f"validation fold(s) {val_folds}: {len(splits['val'])} records")
     with exclusive_lock(run.lock, f"run {run}"):  # the thresholds go into the run folder: one writer
         if info["model_sha"] != file_sha(run.model):
             raise PipelineError(f"{run.model} changed while it was being evaluated (is it still training?)")
-        table = evaluate_scores(out, classes, scored["test"], scored["val"], n_bootstrap=n_bootstrap,
-                                seed=int(cfg["seed"]), figures=figures, info=info, title="test fold",
-                                calibrate=calibrate, key=evaluation_key(run, ckpt, n_bootstrap, calibrate),
-                                thresholds_file=run.thresholds,
-                                tuned_on=f"validation fold(s) {val_folds}: {len(splits['val'])} records")
+        table = evaluate(scores, options)
     print(f"test fold(s) {test_folds}: {len(splits['test'])} records; thresholds tuned on validation fold(s) "
           f"{val_folds} ({len(splits['val'])} records)")
     return table, out
 
 
 def external_folder(results_dir: Path, ckpt: dict, run: Run, external_dir: Path) -> Path:
-    return results_home(results_folder(results_dir, ckpt, run) / "external", external_dir)
+    """results/<db>/<run>/external/<other db>/."""
+    return EvaluationFolder(results_folder(results_dir, ckpt, run)).external(external_dir).folder
 
 
 def _external_key(run: Run, external_dir: Path, n_bootstrap: int, calibrate: bool) -> str:
@@ -152,16 +181,19 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
         raise PipelineError(f"{external_dir} is the database the model was trained on; evaluate it with "
                             f"`python predict.py --run {run}` (its own test records)")
     thresholds = load_thresholds(run, classes)
-    own = results_folder(results_dir, ckpt, run)
-    out = external_folder(results_dir, ckpt, run, external_dir)
-    key = _external_key(run, external_dir, n_bootstrap, calibrate)
-    if not force and (out / "metrics.json").exists():
-        saved = read_evaluation(out, key)
-        if saved["current"]:
-            print(f"{out}: external evaluation of this very model is current; nothing to do (--force redoes it)")
-            return saved["metrics"], out
-    check_writable(out, "pass --results-dir DIR with a writable DIR")
-    val = read_scores(own / "val_scores.csv", classes) if calibrate else None
+    own = EvaluationFolder(results_folder(results_dir, ckpt, run))
+    out = own.external(external_dir)
+    options = EvalOptions(out, classes, n_bootstrap=n_bootstrap, seed=int(ckpt["config"]["seed"]), figures=figures,
+                          calibrate=calibrate, title=f"external: {database_name(external_dir)}",
+                          info={"model": str(run.model), "model_sha": file_sha(run.model),
+                                "run": os.path.realpath(run.folder), "data_dir": str(external_dir),
+                                "database": database_name(external_dir), "trained_on": ckpt["data"]["name"],
+                                "label_set": ckpt["label_set"]["name"]},
+                          key=_external_key(run, external_dir, n_bootstrap, calibrate), thresholds=thresholds,
+                          tuned_on=f"{ckpt['data']['name']}'s validation records")
+    if not force and out.current(options.key, "external evaluation of this very model"):
+        return out.read()["metrics"], out.folder
+    check_writable(out.folder, "pass --results-dir DIR with a writable DIR")
     part = load_labels(external_dir)
     trained_on = set(ckpt["split"]["train"]) | set(ckpt["split"]["val"])
     shared = [pid for pid in part["patient_id"] if pid in trained_on]
@@ -169,15 +201,9 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
         print(f"warning: {len(shared)} of the {len(part)} records of {external_dir} have the ids of records this "
               f"model was trained or validated on (e.g. {shared[0]}); if they are the same ECGs this is not an "
               f"external test", file=sys.stderr)
-    test = score_records(model, SignalCache(external_dir), part, InputSpec.from_checkpoint(ckpt), classes,
-                         device, batch_size, num_workers, "score external")
-    info = {"model": str(run.model), "model_sha": file_sha(run.model), "run": os.path.realpath(run.folder),
-            "data_dir": str(external_dir), "database": database_name(external_dir), "trained_on": ckpt["data"]["name"],
-            "label_set": ckpt["label_set"]["name"]}
-    table = evaluate_scores(out, classes, test, val, thresholds=thresholds, n_bootstrap=n_bootstrap,
-                            seed=int(ckpt["config"]["seed"]), figures=figures, info=info,
-                            title=f"external: {database_name(external_dir)}", calibrate=calibrate, key=key,
-                            tuned_on=f"{ckpt['data']['name']}'s validation records")
+    scorer = RunScorer(model, ckpt, device, external_dir, part, val_scores=own.val_scores if calibrate else None,
+                       batch_size=batch_size, num_workers=num_workers)
+    table = evaluate(scorer.score(), options)
     print(f"external validation on {external_dir}: all {len(part)} labelled records; thresholds tuned on "
           f"{ckpt['data']['name']}'s validation records")
-    return table, out
+    return table, out.folder

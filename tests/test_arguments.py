@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.io import Bounded, BoundedList, folder_path, lead_spec, nonnegative_int, positive_float, positive_int
+from utils.io import Bounded, BoundedList, folder_path, nonnegative_int, positive_float, positive_int
+from utils.labels import leads_argument
 from utils.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
                 bad = ["0", str(t.item_type.hi + 1), "1,1", "nan", "", "1,,2", "x"]
             elif t is folder_path:
                 bad = [str(a_file), str(a_file / "sub")]
-            elif t is lead_spec:
+            elif t is leads_argument:
                 bad = ["I,I", "V1,v1", "XYZ", ""]
             elif a.choices is not None:
                 bad = ["nan", "0", "no-such-choice"]
@@ -200,4 +201,4 @@ def test_bounded_types_say_the_range():
         with pytest.raises(argparse.ArgumentTypeError, match=why.replace("(", r"\(").replace("]", r"\]")):
             t(text)
     assert BoundedList(1, 10, "fold")("7,3") == [3, 7]
-    assert lead_spec("I,aVR") == "I,aVR"
+    assert leads_argument("aVR,i") == ["I", "aVR"]

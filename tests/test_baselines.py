@@ -1,4 +1,5 @@
-"""baselines.py: feature definition, speed-up kept exact, cache round trip, classifiers, bad input."""
+"""baselines.py and utils.features: feature definition, speed-up kept exact, cache round trip, classifiers,
+bad input."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import wfdb.processing
 from conftest import REAL_DIR, needs_real
 
 import baselines
+import utils.features as features
 from utils import (CLASSES, LEADS, PREPROCESS_OUTPUTS, SignalCache, load_labels, read_evaluation, read_manifest,
                    read_scores, split_labels, write_manifest)
 
@@ -23,13 +25,13 @@ def mark_current(data):
 
 
 def test_feature_count_and_names():
-    names = baselines.feature_names()
+    names = features.feature_names()
     assert len(names) == 636 == len(set(names))
     # the original's order: median fifth, then mean, std, var; each band's entropy before its statistics
     assert names[:8] == ["I_p5", "I_p25", "I_p75", "I_p95", "I_median", "I_mean", "I_std", "I_var"]
     assert names[8] == "I_cA4_entropy" and names[9] == "I_cA4_p5" and names[-1] == "V6_cD1_var"
-    assert len(baselines.feature_names(heart_rate=True)) == 644
-    assert len(baselines.feature_columns(["I", "aVR"], False)) == 106
+    assert len(features.feature_names(heart_rate=True)) == 644
+    assert len(features.feature_columns(["I", "aVR"], False)) == 106
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -39,7 +41,7 @@ def test_vectorised_features_equal_the_reference(seed):
     mv = rng.standard_normal((12, n)).cumsum(1) * 0.01
     mv[3] = np.round(mv[3], 2)  # repeated values: entropy of value counts is not just log(n)
     mv[5] = 0.0                 # a flat lead
-    fast, ref = baselines.signal_features(mv), baselines.reference_features(mv)
+    fast, ref = features.signal_features(mv), features.reference_features(mv)
     assert fast.shape == (636,) and np.isfinite(fast).all()
     np.testing.assert_allclose(fast, ref, rtol=1e-10, atol=1e-12)
 
@@ -47,7 +49,7 @@ def test_vectorised_features_equal_the_reference(seed):
 def test_reference_is_the_originals_definition():
     """Hand-computed: median fifth, entropy of value counts divided by 10 (not cancelled)."""
     lead = np.array([0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 3.0, 5.0] * 8)
-    ref = baselines.reference_features(np.tile(lead, (12, 1)))
+    ref = features.reference_features(np.tile(lead, (12, 1)))
     expected_stats = [np.percentile(lead, 5), np.percentile(lead, 25), np.percentile(lead, 75),
                       np.percentile(lead, 95), np.median(lead), lead.mean(), lead.std(), lead.var()]
     np.testing.assert_array_equal(ref[:8], expected_stats)
@@ -63,11 +65,11 @@ def test_features_csv_equals_the_original_extraction_on_real_records(tmp_path):
     signal (float64) of real 500 Hz records; in float32 the finest band's entropy would differ."""
     import preprocess
     preprocess.main(["--data-dir", str(REAL_DIR), "--out-dir", str(tmp_path), "--num-workers", "1"])
-    table = baselines.load_or_compute_features(tmp_path, False, 1, False).set_index("patient_id")
+    table = features.load_or_compute_features(tmp_path, False, 1, False).set_index("patient_id")
     assert len(table) >= 5
     for pid in table.index[:6]:
         physical = wfdb.rdrecord(str(REAL_DIR / pid)).p_signal.T
-        ref = baselines.reference_features(physical)
+        ref = features.reference_features(physical)
         np.testing.assert_allclose(table.loc[pid].to_numpy(), ref, rtol=1e-12, atol=1e-15)
 
 
@@ -75,23 +77,23 @@ def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, ca
     import shutil
     data = tmp_path / "d"
     shutil.copytree(prepared, data)
-    table = baselines.load_or_compute_features(data, False, 1, False)
+    table = features.load_or_compute_features(data, False, 1, False)
     assert table.shape == (200, 637)
-    again = baselines.read_features(data / "features.csv")
+    again = features.read_features(data / "features.csv")
     pd.testing.assert_frame_equal(table, again, check_exact=True)
-    baselines.load_or_compute_features(data, False, 1, False)
+    features.load_or_compute_features(data, False, 1, False)
     assert "current, reusing" in capsys.readouterr().out
     (data / "signals.npy").touch()  # touched, not changed: still current
-    baselines.load_or_compute_features(data, False, 1, False)
+    features.load_or_compute_features(data, False, 1, False)
     assert "current, reusing" in capsys.readouterr().out
     manifest = read_manifest(data / "preprocess.json")  # the preprocess outputs changed: recompute
     write_manifest(data / "preprocess.json", "another", [data / f for f in PREPROCESS_OUTPUTS],
                    **{k: v for k, v in manifest.items() if k not in ("fingerprint", "files")})
-    baselines.load_or_compute_features(data, False, 1, False)
+    features.load_or_compute_features(data, False, 1, False)
     assert "wrote" in capsys.readouterr().out
     cache = SignalCache(data)
     row = table.set_index("patient_id").loc["A0010"].to_numpy()
-    np.testing.assert_array_equal(row, baselines.signal_features(cache.record("A0010", dtype=np.float64)))
+    np.testing.assert_array_equal(row, features.signal_features(cache.record("A0010", dtype=np.float64)))
 
 
 def test_classifiers_beat_chance(tmp_path):
@@ -197,7 +199,7 @@ def test_flat_lead_record_is_reported_not_fatal(prepared, tmp_path, capsys):
     sig.flush()
     del sig
     mark_current(data)  # as if preprocess.py had written this signal
-    table = baselines.load_or_compute_features(data, True, 1, True)
+    table = features.load_or_compute_features(data, True, 1, True)
     err = capsys.readouterr().err
     assert "A0004: lead I is flat" in err and "fewer than 3 R peaks" in err
     assert np.isfinite(table.drop(columns="patient_id").to_numpy()).all()
@@ -221,7 +223,7 @@ def test_r_peaks_on_synthetic_beats():
     t = np.arange(10 * fs) / fs
     beats = np.arange(0.4, 10, 0.8)
     lead = sum(np.exp(-0.5 * ((t - b) / 0.012) ** 2) for b in beats) + 0.05 * np.sin(2 * np.pi * 0.3 * t)
-    found = baselines.detect_r_peaks(lead, fs) / fs
+    found = features.detect_r_peaks(lead, fs) / fs
     assert len(found) == len(beats) and np.abs(found - beats).max() < 0.01
 
 
@@ -231,7 +233,7 @@ def test_heart_rate_agrees_with_wfdb_xqrs_on_real_records():
     diffs = []
     for hea in sorted(REAL_DIR.glob("*.hea"))[:12]:
         _, mv = read_wfdb_record(hea)
-        ours = baselines.heart_rate_features(mv)[0]
+        ours = features.heart_rate_features(mv)[0]
         ref = wfdb.processing.xqrs_detect(mv[LEADS.index("II")], fs=500, verbose=False)
         theirs = 60 / np.mean(np.diff(ref) / 500)
         diffs.append(abs(ours - theirs))

@@ -11,12 +11,19 @@ import pytest
 from sklearn import metrics as skm
 
 import utils.evaluator as evaluator
-from utils import (EVALUATED_JSON, THRESHOLD_GRID, MissingInputError, PipelineError, apply_temperature, brier_scores,
-                   classification_metrics, ece_scores, evaluate_scores, fit_temperature, parse_thresholds,
-                   print_metrics, read_evaluation, read_scores, read_manifest, read_thresholds, scores_arrays,
-                   scores_table, thresholds_json, tune_thresholds)
+from models.run import Run, load_thresholds
+from utils import (EVALUATED_JSON, THRESHOLD_GRID, Column, EvalOptions, EvaluationFolder, MissingInputError,
+                   PipelineError, Scores, apply_temperature, brier_scores, ci_columns, classification_metrics,
+                   ece_scores, evaluate, evaluate_scorer, file_sha, fit_temperature, format_ci, markdown_table,
+                   parse_thresholds, print_metrics, read_evaluation, read_scores, read_manifest, scores_arrays,
+                   scores_table, table_frame, thresholds_json, tune_thresholds)
 
 CLASSES = ["A", "B", "C"]
+
+
+def evaluate_scores(out, classes, test, val=None, **options) -> pd.DataFrame:
+    """The evaluator on scores tables, as every model hands them over."""
+    return evaluate(Scores(test, val), EvalOptions(out, classes, **options))
 
 
 def synthetic(n: int, seed: int, temperature: float = 2.0, classes=CLASSES) -> pd.DataFrame:
@@ -90,7 +97,7 @@ def test_thresholds_file_round_trip(tmp_path):
                    "tuned_on": "validation fold 4: 20 records", "model": "m.pth"}
     path = tmp_path / "t.json"
     path.write_text(json.dumps(obj))
-    got = read_thresholds(path, CLASSES)
+    got = parse_thresholds(json.loads(path.read_text()), CLASSES, path)
     assert got[0] == 0.25 and np.isnan(got[1]) and got[2] == 1.0
     with pytest.raises(ValueError):
         thresholds_json(CLASSES, np.array([0.25, 1.5, 0.5]), "x")
@@ -118,18 +125,20 @@ def test_thresholds_file_refusals_name_the_file(tmp_path, change, message):
     path = tmp_path / "m.thresholds.json"
     path.write_text(json.dumps({**GOOD, **change}))  # NaN and inf as Python's json writes them: NaN, Infinity
     with pytest.raises(PipelineError, match=message) as e:
-        read_thresholds(path, CLASSES)
+        parse_thresholds(json.loads(path.read_text()), CLASSES, path)
     assert str(path) in str(e.value)
     got = parse_thresholds(GOOD, CLASSES, path)
     assert got[0] == 0.2 and np.isnan(got[1])
 
 
 def test_unreadable_thresholds_file(tmp_path):
-    with pytest.raises(MissingInputError, match="not found"):
-        read_thresholds(tmp_path / "none.json", CLASSES)
-    (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(PipelineError, match="bad.json is not readable JSON"):
-        read_thresholds(tmp_path / "bad.json", CLASSES)
+    run = Run(tmp_path)
+    run.model.write_bytes(b"weights")
+    with pytest.raises(MissingInputError, match="thresholds.json not found"):
+        load_thresholds(run, CLASSES)
+    run.thresholds.write_text("{")
+    with pytest.raises(PipelineError, match="thresholds.json is not a thresholds file of this version"):
+        load_thresholds(run, CLASSES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,9 +271,12 @@ def test_evaluate_scores_writes_one_complete_evaluation(tmp_path, capsys):
 
     val, test = synthetic(300, 10), synthetic(400, 11)
     val["B"] = 0  # no validation positive: B is untunable
-    out, thr_file = tmp_path / "run", tmp_path / "model.thresholds.json"
-    table = evaluate_scores(out, CLASSES, test, val, n_bootstrap=200, seed=3, info={"model": "m.pth"},
-                            calibrate=True, thresholds_file=thr_file)
+    out, run = tmp_path / "results", Run(tmp_path / "run")
+    run.folder.mkdir()
+    run.model.write_bytes(b"weights")
+    info = {"model": str(run.model), "model_sha": file_sha(run.model)}
+    table = evaluate_scores(out, CLASSES, test, val, n_bootstrap=200, seed=3, info=info, calibrate=True,
+                            thresholds_file=run.thresholds)
     assert f"warning: {out}: B: no positive record in the validation scores" in capsys.readouterr().err
 
     y, p = scores_arrays(test, CLASSES)
@@ -276,8 +288,8 @@ def test_evaluate_scores_writes_one_complete_evaluation(tmp_path, capsys):
     assert csv.loc["B", "untunable"] and np.isnan(csv.loc["B", "threshold"]) and csv.loc["B", "recall"] == 0
     pd.testing.assert_frame_equal(read_scores(out / "test_scores.csv", CLASSES), test)
     pd.testing.assert_frame_equal(read_scores(out / "val_scores.csv", CLASSES), val)
-    np.testing.assert_array_equal(read_thresholds(thr_file, CLASSES), thr)
-    assert json.loads(thr_file.read_text())["model"] == "m.pth"
+    np.testing.assert_array_equal(load_thresholds(run, CLASSES), thr)  # the run's loader: tied to its model.pth
+    assert json.loads(run.thresholds.read_text())["model"] == str(run.model)
 
     saved = json.loads((out / "metrics.json").read_text())  # strict JSON: NaN written as null
     assert saved["thresholds"]["B"] is None and saved["untunable"] == ["B"] and saved["n_test"] == 400
@@ -294,13 +306,13 @@ def test_evaluate_scores_writes_one_complete_evaluation(tmp_path, capsys):
         assert image.ndim == 3 and image.shape[0] > 200 and image.std() > 0
     manifest = read_manifest(out / EVALUATED_JSON)
     assert set(manifest["files"]) == {"test_scores.csv", "val_scores.csv", "calibration.json", "metrics.csv",
-                                      "metrics.json", "roc.png", "reliability.png", "../model.thresholds.json",
+                                      "metrics.json", "roc.png", "reliability.png", "../run/thresholds.json",
                                       *[f"confusion_{c}.png" for c in CLASSES]}
-    assert manifest["model"] == "m.pth" and manifest["n_bootstrap"] == 200
+    assert manifest["model"] == str(run.model) and manifest["n_bootstrap"] == 200
 
     got = read_evaluation(out)
     assert got["current"] and got["problem"] is None and got["classes"] == CLASSES and got["untunable"] == ["B"]
-    assert got["info"] == {"model": "m.pth"} and got["n_test"] == 400 and got["calibration"] == calibration
+    assert got["info"] == info and got["n_test"] == 400 and got["calibration"] == calibration
     pd.testing.assert_frame_equal(got["metrics"].drop(columns="untunable"), table.drop(columns="untunable"),
                                   check_dtype=False)
     assert read_evaluation(out, key=manifest["fingerprint"])["current"]
@@ -361,3 +373,58 @@ def test_bad_evaluator_inputs_touch_nothing(tmp_path):
     (tmp_path / "metrics.json").write_text('{"classes": ["A"]}')
     with pytest.raises(PipelineError, match="not an evaluation's metrics.json"):
         read_evaluation(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# One path from a Scorer to its evaluation, its summary row, tables
+# ---------------------------------------------------------------------------------------------
+class CountingScorer:
+    """A Scorer that hands over fixed scores and counts how often it was asked."""
+
+    def __init__(self, test: pd.DataFrame, val: pd.DataFrame):
+        self.scores, self.calls = Scores(test, val), 0
+
+    def score(self) -> Scores:
+        self.calls += 1
+        return self.scores
+
+
+def test_a_scorer_is_evaluated_once_while_current_and_summarised_from_its_files(tmp_path, capsys):
+    folder = EvaluationFolder(tmp_path / "LR")
+    scorer = CountingScorer(synthetic(120, 1), synthetic(80, 2))
+    options = EvalOptions(folder, CLASSES, n_bootstrap=20, figures=False, key="k1")
+    table = evaluate_scorer(scorer, options)
+    again = evaluate_scorer(scorer, options, what="LR on these features")
+    said = capsys.readouterr().out
+    assert scorer.calls == 1
+    assert said == f"{folder}: LR on these features is current; nothing to do (--force redoes it)\n"
+    pd.testing.assert_frame_equal(again.drop(columns="untunable"), table.drop(columns="untunable"), check_dtype=False)
+    evaluate_scorer(scorer, options, force=True)
+    evaluate_scorer(scorer, EvalOptions(folder, CLASSES, n_bootstrap=20, figures=False, key="k2"))
+    assert scorer.calls == 3 and folder.current("k2") and not folder.current("k1")
+
+    s = folder.summary()
+    assert s.records == 120 and s.classes == CLASSES and s.folder == folder.folder
+    assert s.mean["f1"] == pytest.approx(table.loc["mean", "f1"]) and s.mean["auc_hi"] == table.loc["mean", "auc_hi"]
+    assert s.per_class.loc["B", "auc"] == pytest.approx(table.loc["B", "auc"])
+    assert [s.thresholds[c] for c in CLASSES] == pytest.approx(table.loc[CLASSES, "threshold"].tolist())
+    evaluate_scorer(scorer, EvalOptions(folder, CLASSES, n_bootstrap=0, figures=False, key="k3"))
+    assert "f1_lo" not in folder.summary().mean  # no bootstrap: no bounds, not NaN bounds
+
+
+def test_one_column_declaration_gives_the_csv_and_the_markdown(tmp_path):
+    assert format_ci(0.8361, 0.7104, 0.9188) == "0.836 [0.710, 0.919]"
+    assert format_ci(0.5, None, None) == format_ci(0.5, np.nan, 0.6) == "0.500"
+    assert format_ci(np.nan, 0.1, 0.2) == "n/a"
+    columns = [Column("model", "model", align="left"), *ci_columns("f1", "mean F1"), Column("ece", "ECE"),
+               Column("scores")]
+    rows = [{"model": "a", "f1": 0.5, "f1_lo": 0.4, "f1_hi": 0.6, "ece": np.nan, "scores": "a.csv"},
+            {"model": "b", "f1": 0.25, "f1_lo": 0.125, "f1_hi": 0.375, "ece": 0.0625, "scores": "b.csv"},
+            ["c", "_out of date_"]]
+    assert table_frame(rows[:2], columns).columns.tolist() == ["model", "f1", "f1_lo", "f1_hi", "ece", "scores"]
+    assert markdown_table(rows, columns) == ("| model | mean F1 | ECE |\n| --- | ---: | ---: |\n"
+                                             "| a | 0.500 [0.400, 0.600] | n/a |\n"
+                                             "| b | 0.250 [0.125, 0.375] | 0.062 |\n| c | _out of date_ | |\n")
+    bare = [{k: v for k, v in r.items() if not k.endswith(("_lo", "_hi"))} for r in rows[:2]]
+    assert table_frame(bare, columns).columns.tolist() == ["model", "f1", "ece", "scores"]
+    assert "| a | 0.500 | n/a |" in markdown_table(bare, columns)

@@ -10,10 +10,13 @@ whichever module X lives in:
            stored rate, and label tasks sharing one cache
 - io:      atomic writes, figures, fingerprints, the freshness rule, argparse types, process pool
 - metrics: F1, AUC, ECE, Brier, threshold tuning, temperature scaling, bootstrap CIs
-- evaluator: one evaluator for every model's scores: thresholds, metrics with CIs, calibration, figures,
-             the manifest; `read_evaluation`, the one reader of its outputs
+- evaluator: one evaluator for every model's scores (a Scorer's): thresholds, metrics with CIs,
+             calibration, figures, the manifest
 - download: the PhysioNet catalogue, SHA256SUMS.txt, downloads that resume and verify (get_data.py)
-- results: where a database's results live (claimed by its identity, not its folder name)
+- results: where a database's results live (claimed by its identity, not its folder name); an
+           evaluation's folder (EvaluationFolder), its one reader `read_evaluation` and `Summary` row
+- tables:  CSV and markdown tables from one declaration of columns; `format_ci`
+- features: the baselines' expert features (imported as utils.features: it needs PyWavelets)
 - benchmark: the PTB-XL benchmark's leaderboard as data, its bootstrap scoring and results table
 - presets: named settings (demo, paper) as data; pool: databases pooled for leave-one-out
 """
@@ -28,3 +31,5 @@ from utils.labels import *  # noqa: F401,F403
 from utils.layouts import *  # noqa: F401,F403
 from utils.metrics import *  # noqa: F401,F403
 from utils.records import *  # noqa: F401,F403
+from utils.results import *  # noqa: F401,F403
+from utils.tables import *  # noqa: F401,F403

@@ -1,43 +1,40 @@
-"""One evaluator for every model (the PTB-XL benchmark's design): a model, the ResNet or a baseline, hands
-over its validation and test scores per record; thresholds are tuned on validation, metrics with bootstrap
-CIs and calibration are computed on test, and every model gets the same files:
+"""One evaluator for every model (the PTB-XL benchmark's design). Whatever produces scores (a `Scorer`: the
+ResNet run, any registered architecture, a feature baseline) hands over its validation and test scores per
+record (`Scores`); thresholds are tuned on validation, metrics with bootstrap CIs and calibration are
+computed on test, and every model gets the same files in its `EvaluationFolder` (utils.results):
 
-    out/val_scores.csv     validation scores (when given)      out/metrics.csv    per class + mean, CIs
-    out/test_scores.csv    test scores                         out/metrics.json   the same, thresholds, info
-    out/roc.png, confusion_<class>.png, reliability.png        out/calibration.json  (calibrate=True)
-    out/evaluated.json     the manifest, removed first and written last: the outputs are complete and current
+    val_scores.csv      validation scores (when given)     metrics.csv      per class + mean, CIs
+    test_scores.csv     test scores                        metrics.json     the same, thresholds, info
+    roc.png, confusion_<class>.png, reliability.png        calibration.json (with calibration)
+    evaluated.json      the manifest, removed first and written last: the outputs are complete and current
 
-It needs scores, not torch, so any model's scores (or a scores file) can be evaluated, and the four
-readers of metrics.json read it through `read_evaluation`.
+`evaluate_scorer` is the one path from a model to its evaluation: reused when current for its key (said in
+one line), else scored and evaluated; `Summary` (utils.results) reads the row a table shows of it. It
+needs scores, not torch, so any model's scores (or a scores file) can be evaluated.
 
 A scores table is a DataFrame with `patient_id`, one 0/1 column per class and `p_<class>`, the probability
 per class (the form of test_scores.csv).
 """
 from __future__ import annotations
 
-import json
-import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
-from utils.io import (file_sha, fingerprint, manifest_mismatch, read_manifest, save_figure, write_csv, write_json,
-                      write_manifest)
+from utils.io import file_sha, fingerprint, save_figure, write_csv, write_json, write_manifest
 from utils.metrics import (ECE_BINS, METRICS, apply_temperature, classification_metrics, ece_scores, fit_temperature,
                            probability_bins, tune_thresholds)
+from utils.results import RESERVED, EvaluationFolder, thresholds_json
+from utils.tables import format_ci, format_number
 
-__all__ = ["EVALUATED_JSON", "scores_table", "check_scores", "read_scores", "scores_arrays", "thresholds_json",
-           "parse_thresholds", "read_thresholds", "evaluate_scores", "read_evaluation", "plot_confusion", "plot_roc",
-           "plot_reliability", "print_metrics", "prob_columns", "jsonable"]
-
-EVALUATED_JSON = "evaluated.json"  # the manifest of an evaluation's outputs, written last
-# metrics.json keys the evaluator writes itself; `info` may not use them (n_test is always the test rows)
-RESERVED = ("classes", "metrics", "thresholds", "untunable", "tuned_on", "n_val", "n_bootstrap", "seed", "calibration",
-            "calibrate", "figures", "fingerprint", "files")
+__all__ = ["scores_table", "check_scores", "read_scores", "scores_arrays", "Scores", "Scorer", "EvalOptions",
+           "evaluate", "evaluate_scorer", "plot_confusion", "plot_roc", "plot_reliability", "print_metrics",
+           "prob_columns", "jsonable"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,7 +45,7 @@ def prob_columns(classes: Sequence[str]) -> list[str]:
 
 
 def scores_table(ids: Sequence[str], y: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    """patient_id, the 0/1 label of each class and p_<class>: what a model hands to `evaluate_scores`."""
+    """patient_id, the 0/1 label of each class and p_<class>: what a model hands to the evaluator."""
     y, probs = np.asarray(y), np.asarray(probs, float)
     if y.shape != probs.shape or y.shape != (len(ids), len(classes)):
         raise ValueError(f"scores_table: {len(ids)} ids, labels {y.shape}, probabilities {probs.shape}, "
@@ -113,166 +110,174 @@ def scores_arrays(table: pd.DataFrame, classes: Sequence[str]) -> tuple[np.ndarr
 
 
 # ---------------------------------------------------------------------------------------------
-# Thresholds
+# What a model hands over, and how an evaluation is set
 # ---------------------------------------------------------------------------------------------
-def thresholds_json(classes: Sequence[str], thresholds: np.ndarray, tuned_on: str, **provenance) -> dict:
-    """The thresholds file's content: a number in [0, 1] per class, or null for an untunable class (no
-    positive record to tune on: never predicted), which is also listed under "untunable"."""
-    thresholds = np.asarray(thresholds, float)
-    if thresholds.shape != (len(classes),) or ((thresholds < 0) | (thresholds > 1)).any():
-        raise ValueError(f"thresholds_json: {thresholds.tolist()} for classes {list(classes)}")
-    clash = set(provenance) & {"classes", "thresholds", "untunable", "tuned_on"}
-    if clash:
-        raise ValueError(f"thresholds_json: provenance may not set {sorted(clash)}")
-    return {"classes": list(classes),
-            "thresholds": {c: None if np.isnan(t) else float(t) for c, t in zip(classes, thresholds)},
-            "untunable": [c for c, t in zip(classes, thresholds) if np.isnan(t)],
-            "tuned_on": tuned_on, **provenance}
+@dataclass(frozen=True)
+class Scores:
+    """One model's scores tables: on the test records, and on the validation records that thresholds are
+    tuned and the temperature fitted on (None when the thresholds are given: external evaluation)."""
+    test: pd.DataFrame
+    val: pd.DataFrame | None = None
 
 
-def parse_thresholds(obj: dict, classes: Sequence[str], path: Path | str) -> np.ndarray:
-    """Thresholds in `classes` order from a thresholds_json object, NaN for an untunable class. Refuses
-    (PipelineError naming `path`) another class list, a missing class, a non-number, NaN, inf, or a
-    number outside [0, 1]; null is accepted only for a class listed under "untunable"."""
-    saved = obj.get("thresholds") if isinstance(obj, dict) else None
-    if not isinstance(saved, dict):
-        raise PipelineError(f"{path} holds no \"thresholds\" object (class -> threshold)")
-    untunable = obj.get("untunable", [])
-    if not isinstance(untunable, list) or not all(isinstance(c, str) for c in untunable):
-        raise PipelineError(f"{path}: \"untunable\" is {untunable!r}, not a list of class names")
-    listed = obj.get("classes", list(saved))
-    others = sorted(set(listed) ^ set(classes)) + sorted(set(saved) - set(classes))
-    missing = [c for c in classes if c not in saved]
-    if others or missing:
-        raise PipelineError(f"{path} holds thresholds for {', '.join(map(str, listed))}; expected one per class "
-                            f"{', '.join(classes)}" + (f" (missing: {', '.join(missing)})" if missing else ""))
-    out = []
-    for c in classes:
-        v = saved[c]
-        if v is None:
-            if c not in untunable:
-                raise PipelineError(f"{path}: the threshold of {c} is null, but {c} is not listed under "
-                                    f"\"untunable\"")
-            out.append(np.nan)
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise PipelineError(f"{path}: the threshold of {c} is {v!r}, not a number")
-        if not (math.isfinite(v) and 0 <= v <= 1):
-            raise PipelineError(f"{path}: the threshold of {c} is {v}, not a number in [0, 1]")
-        if c in untunable:
-            raise PipelineError(f"{path}: {c} is listed under \"untunable\" but has the threshold {v}")
-        out.append(float(v))
-    return np.array(out)
+class Scorer(Protocol):
+    """Whatever produces scores: fitted on the training records (before, or in `score`), it scores the
+    validation and test records. The ResNet runs (models.evaluation) and the feature baselines
+    (baselines.py) are Scorers, so both reach the evaluator the same way."""
+
+    def score(self) -> Scores: ...
 
 
-def read_thresholds(path: Path, classes: Sequence[str]) -> np.ndarray:
-    """`parse_thresholds` of a thresholds file."""
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"thresholds file {path} not found")
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise PipelineError(f"{path} is not readable JSON ({e})") from None
-    return parse_thresholds(obj, classes, path)
+@dataclass(frozen=True)
+class EvalOptions:
+    """Everything one evaluation depends on besides the scores.
 
+    - thresholds: None to tune them on the validation scores, or given (external evaluation: the training
+      database's, NaN = untunable); `tuned_on` says where they come from in the outputs;
+    - thresholds_file: also write them there (thresholds_json form, with `info` as provenance), listed in
+      the manifest;
+    - calibrate: fit a temperature on the validation scores, report ECE and Brier before and after in
+      calibration.json and reliability.png (metrics.csv and the scores files stay the model's own);
+    - info goes into metrics.json and the manifest; key is the manifest's fingerprint (default: a hash of
+      the scores files and settings), what `EvaluationFolder.current(key)` compares."""
+    folder: EvaluationFolder
+    classes: tuple[str, ...]
+    n_bootstrap: int = 1000
+    seed: int = 0
+    figures: bool = True
+    calibrate: bool = False
+    title: str = "test records"
+    info: dict = field(default_factory=dict)
+    key: str | None = None
+    thresholds: np.ndarray | None = None
+    tuned_on: str | None = None
+    thresholds_file: Path | None = None
 
-def _given_thresholds(thresholds: np.ndarray, classes: Sequence[str]) -> np.ndarray:
-    thresholds = np.asarray(thresholds, float)
-    if thresholds.shape != (len(classes),) or ((thresholds < 0) | (thresholds > 1) | np.isinf(thresholds)).any():
-        raise ValueError(f"evaluate_scores: thresholds {thresholds.tolist()} for classes {list(classes)} (one per "
-                         f"class, in [0, 1], NaN for an untunable class)")
-    return thresholds
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", EvaluationFolder(Path(getattr(self.folder, "folder", self.folder))))
+        object.__setattr__(self, "classes", tuple(self.classes))
 
 
 # ---------------------------------------------------------------------------------------------
-# The evaluator
+# The evaluator, step by step
 # ---------------------------------------------------------------------------------------------
-def evaluate_scores(out: Path, classes: Sequence[str], test: pd.DataFrame, val: pd.DataFrame | None = None,
-                    thresholds: np.ndarray | None = None, n_bootstrap: int = 1000, seed: int = 0, figures: bool = True,
-                    info: dict | None = None, title: str = "test records", calibrate: bool = False,
-                    key: str | None = None, extra_outputs: Sequence[Path] = (), tuned_on: str | None = None,
-                    thresholds_file: Path | None = None) -> pd.DataFrame:
-    """Evaluate one model's test scores into `out`; returns the metrics table (per class and mean).
+def evaluate_scorer(scorer: Scorer, options: EvalOptions, force: bool = False,
+                    what: str = "evaluation") -> pd.DataFrame:
+    """The one path from a model to its evaluation: when `options.folder` holds a current evaluation for
+    `options.key` it is reused (said in one line: "<folder>: <what> is current; ...") unless `force`;
+    else the scorer scores and the scores are evaluated. Returns the metrics table."""
+    if not force and options.key is not None and options.folder.current(options.key, what):
+        return options.folder.read()["metrics"]
+    return evaluate(scorer.score(), options)
 
-    - thresholds: tuned on `val` (F1-optimal, `tune_thresholds`), or given (external evaluation: the
-      training database's, NaN = untunable); `tuned_on` says where they come from in the outputs;
-    - `thresholds_file`: also write them there (thresholds_json form, with `info` as provenance), listed
-      in the manifest like `extra_outputs` (files the caller wrote that belong to this evaluation);
-    - `calibrate`: fit a temperature on `val`, report ECE and Brier before and after in calibration.json
-      and reliability.png (metrics.csv and the scores files stay those of the model's own probabilities);
-    - `info` goes into metrics.json and the manifest; `key` is the manifest's fingerprint (default: a hash
-      of the scores files and settings), what `read_evaluation(out, key)` compares.
+
+def evaluate(scores: Scores, options: EvalOptions) -> pd.DataFrame:
+    """Evaluate one model's scores into `options.folder`; returns the metrics table (per class and mean).
     Inputs are checked before anything is touched; then the old manifest is removed, and the new one is
     written last, so an interrupted evaluation never looks complete."""
-    out, info = Path(out), dict(info or {})
-    classes = list(classes)
-    clash = set(info) & set(RESERVED)
-    if clash:
-        raise ValueError(f"evaluate_scores: info may not set {sorted(clash)} (the evaluator writes them)")
-    test = check_scores(test, classes, "test scores")
-    val = None if val is None else check_scores(val, classes, "validation scores")
+    o, classes = options, list(options.classes)
+    test, val, thresholds, tuned_on = _checked_inputs(scores, o)
+    _warn_about_classes(o.folder, test, thresholds, classes)
+    _start(o, val is not None)
+    outputs = _write_scores(o.folder, test, val)
+    key = o.key or fingerprint([[file_sha(f) for f in outputs], thresholds, o.n_bootstrap, o.seed, o.calibrate,
+                                o.figures])
     y, p = scores_arrays(test, classes)
-    if thresholds is None:
+    table = classification_metrics(y, p, thresholds, classes, n_bootstrap=o.n_bootstrap, seed=o.seed)
+    calibration = _calibration(test, val, thresholds, classes, table, o.n_bootstrap, o.seed) if o.calibrate else None
+    outputs += _write_metrics(o, table, thresholds, tuned_on, calibration, len(test), val)
+    if o.figures:
+        outputs += _write_figures(o, y, p, thresholds, table, calibration)
+    write_manifest(o.folder.manifest, key, outputs, **jsonable(o.info), n_bootstrap=o.n_bootstrap, seed=o.seed,
+                   calibrate=o.calibrate, figures=o.figures)
+    return table
+
+
+def _checked_inputs(scores: Scores, o: EvalOptions) -> tuple[pd.DataFrame, pd.DataFrame | None, np.ndarray, str]:
+    """The scores in canonical form, the thresholds and where they come from; a ValueError (a caller's
+    mistake) or PipelineError (bad scores) before any file is touched."""
+    classes = list(o.classes)
+    clash = set(o.info) & set(RESERVED)
+    if clash:
+        raise ValueError(f"evaluate: info may not set {sorted(clash)} (the evaluator writes them)")
+    test = check_scores(scores.test, classes, "test scores")
+    val = None if scores.val is None else check_scores(scores.val, classes, "validation scores")
+    if o.thresholds is None:
         if val is None:
-            raise ValueError("evaluate_scores: give validation scores to tune thresholds on, or the thresholds")
+            raise ValueError("evaluate: give validation scores to tune thresholds on, or the thresholds")
         thresholds = tune_thresholds(*scores_arrays(val, classes))
-        tuned_on = tuned_on or f"validation scores ({len(val)} records)"
+        tuned_on = o.tuned_on or f"validation scores ({len(val)} records)"
     else:
-        thresholds = _given_thresholds(thresholds, classes)
-        tuned_on = tuned_on or "given by the caller"
-    if calibrate and val is None:
-        raise ValueError("evaluate_scores: calibrate=True fits the temperature on validation scores; give `val`")
-    untunable = [c for c, t in zip(classes, thresholds) if np.isnan(t)]
-    for c in untunable:
-        print(f"warning: {out}: {c}: no positive record in the validation scores, so its threshold cannot be tuned; "
-              f"it is never predicted (marked untunable in metrics.csv and metrics.json)", file=sys.stderr)
+        thresholds = np.asarray(o.thresholds, float)
+        if thresholds.shape != (len(classes),) or ((thresholds < 0) | (thresholds > 1) | np.isinf(thresholds)).any():
+            raise ValueError(f"evaluate: thresholds {thresholds.tolist()} for classes {classes} (one per class, "
+                             f"in [0, 1], NaN for an untunable class)")
+        tuned_on = o.tuned_on or "given by the caller"
+    if o.calibrate and val is None:
+        raise ValueError("evaluate: calibrate=True fits the temperature on validation scores; give them")
+    return test, val, thresholds, tuned_on
+
+
+def _warn_about_classes(folder: EvaluationFolder, test: pd.DataFrame, thresholds: np.ndarray,
+                        classes: list[str]) -> None:
+    """An untunable class is never predicted; a class without positives or negatives has no test metrics."""
+    for c, t in zip(classes, thresholds):
+        if np.isnan(t):
+            print(f"warning: {folder}: {c}: no positive record in the validation scores, so its threshold cannot be "
+                  f"tuned; it is never predicted (marked untunable in metrics.csv and metrics.json)", file=sys.stderr)
+    y = test[classes].to_numpy().astype(bool)
     for j, c in enumerate(classes):
         if y[:, j].all() or not y[:, j].any():
-            print(f"warning: {out}: {c}: {'every' if y[:, j].all() else 'no'} test record is positive: no metrics "
+            print(f"warning: {folder}: {c}: {'every' if y[:, j].all() else 'no'} test record is positive: no metrics "
                   f"for it (n/a); the mean row averages the other classes", file=sys.stderr)
 
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / EVALUATED_JSON
-    manifest.unlink(missing_ok=True)
-    figure_names = ["roc.png", "reliability.png", *[f"confusion_{c}.png" for c in classes]]
-    stale = (([] if val is not None else ["val_scores.csv"]) + ([] if calibrate else ["calibration.json"])
-             + ([] if figures else figure_names))
-    for name in stale:  # an earlier evaluation's files that this one does not rewrite would describe that one
-        (out / name).unlink(missing_ok=True)
 
-    outputs = [write_csv(test, out / "test_scores.csv")]
-    if val is not None:
-        outputs.append(write_csv(val, out / "val_scores.csv"))
-    scores_shas = [file_sha(o) for o in outputs]
-    table = classification_metrics(y, p, thresholds, classes, n_bootstrap=n_bootstrap, seed=seed)
-    calibration = None
-    if calibrate:
-        calibration = _calibration(test, val, thresholds, classes, table, n_bootstrap, seed)
-        outputs.append(write_json(jsonable(calibration), out / "calibration.json"))
-    if thresholds_file is not None:
-        outputs.append(write_json(jsonable(thresholds_json(classes, thresholds, tuned_on, **info)), thresholds_file))
-    write_csv(table.reset_index(names="class"), out / "metrics.csv")
-    saved = {**info, "n_test": len(test), "n_val": None if val is None else len(val), "classes": classes,
+def _start(o: EvalOptions, has_val: bool) -> None:
+    """Remove the manifest first, and any earlier file this evaluation will not rewrite (it would describe
+    that earlier one)."""
+    f = o.folder
+    f.folder.mkdir(parents=True, exist_ok=True)
+    f.manifest.unlink(missing_ok=True)
+    stale = (([] if has_val else [f.val_scores]) + ([] if o.calibrate else [f.calibration])
+             + ([] if o.figures else f.figures(o.classes)))
+    for path in stale:
+        path.unlink(missing_ok=True)
+
+
+def _write_scores(f: EvaluationFolder, test: pd.DataFrame, val: pd.DataFrame | None) -> list[Path]:
+    return [write_csv(test, f.test_scores)] + ([] if val is None else [write_csv(val, f.val_scores)])
+
+
+def _write_metrics(o: EvalOptions, table: pd.DataFrame, thresholds: np.ndarray, tuned_on: str,
+                   calibration: dict | None, n_test: int, val: pd.DataFrame | None) -> list[Path]:
+    """calibration.json, the thresholds file, metrics.csv and metrics.json."""
+    f, classes = o.folder, list(o.classes)
+    outputs = []
+    if calibration is not None:
+        outputs.append(write_json(jsonable(calibration), f.calibration))
+    if o.thresholds_file is not None:
+        outputs.append(write_json(jsonable(thresholds_json(classes, thresholds, tuned_on, **o.info)),
+                                  o.thresholds_file))
+    write_csv(table.reset_index(names="class"), f.metrics_csv)
+    saved = {**o.info, "n_test": n_test, "n_val": None if val is None else len(val), "classes": classes,
              **{k: v for k, v in thresholds_json(classes, thresholds, tuned_on).items() if k != "classes"},
-             "n_bootstrap": n_bootstrap, "seed": seed,
+             "n_bootstrap": o.n_bootstrap, "seed": o.seed,
              "calibration": None if calibration is None else {"temperature": calibration["temperature"]},
              "metrics": table.to_dict("index")}
-    write_json(jsonable(saved), out / "metrics.json")
-    outputs += [out / "metrics.csv", out / "metrics.json"]
-    if figures:
-        for j, cls in enumerate(classes):
-            outputs.append(plot_confusion(y[:, j], p[:, j] > thresholds[j], cls, out / f"confusion_{cls}.png"))
-        outputs.append(plot_roc(y, p, table.loc[classes, "auc"].to_numpy(), classes, f"ROC, {title}", out / "roc.png"))
-        after = None if calibration is None else apply_temperature(p, calibration["temperature"])
-        outputs.append(plot_reliability(y, p, classes, f"Reliability, {title}", out / "reliability.png", after,
-                                        None if calibration is None else calibration["temperature"]))
-    outputs += [Path(o) for o in extra_outputs]
-    if key is None:
-        key = fingerprint([scores_shas, thresholds, n_bootstrap, seed, calibrate, figures])
-    write_manifest(manifest, key, outputs, **jsonable(info), n_bootstrap=n_bootstrap, seed=seed, calibrate=calibrate,
-                   figures=figures)
-    return table
+    write_json(jsonable(saved), f.metrics_json)
+    return outputs + [f.metrics_csv, f.metrics_json]
+
+
+def _write_figures(o: EvalOptions, y: np.ndarray, p: np.ndarray, thresholds: np.ndarray, table: pd.DataFrame,
+                   calibration: dict | None) -> list[Path]:
+    """A confusion matrix per class, the ROC curves, the reliability diagram (before and after scaling)."""
+    f, classes = o.folder, list(o.classes)
+    outputs = [plot_confusion(y[:, j], p[:, j] > thresholds[j], c, f.confusion(c)) for j, c in enumerate(classes)]
+    outputs.append(plot_roc(y, p, table.loc[classes, "auc"].to_numpy(), classes, f"ROC, {o.title}", f.roc))
+    temperature = None if calibration is None else calibration["temperature"]
+    after = None if temperature is None else apply_temperature(p, temperature)
+    outputs.append(plot_reliability(y, p, classes, f"Reliability, {o.title}", f.reliability, after, temperature))
+    return outputs
 
 
 def _calibration(test: pd.DataFrame, val: pd.DataFrame, thresholds: np.ndarray, classes: list[str],
@@ -307,53 +312,6 @@ def jsonable(obj: object) -> object:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-def read_evaluation(out: Path, key: str | None = None) -> dict:
-    """The one reader of an evaluation folder. Returns a dict:
-
-    folder, classes, metrics (DataFrame: per class + "mean", NaN for n/a), thresholds (array, NaN =
-    untunable), untunable, tuned_on, n_test, n_val, n_bootstrap, seed, calibration (calibration.json's
-    content or None), info (the caller's fields: model, database, ...), manifest (dict or None), and
-    problem: why the outputs are not a complete, unchanged evaluation (for `key`, when given), None when
-    they are; current = problem is None.
-    Raises MissingInputError when metrics.json is absent, PipelineError when it is not an evaluation."""
-    out = Path(out)
-    path = out / "metrics.json"
-    if not path.exists():
-        raise MissingInputError(f"{path} not found (no evaluation in {out})")
-    try:
-        saved = json.loads(path.read_text())
-        classes = list(saved["classes"])
-        table = pd.DataFrame.from_dict(saved["metrics"], orient="index")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PipelineError(f"{path} is not an evaluation's metrics.json ({type(e).__name__}: {e})") from None
-    if list(table.index) != [*classes, "mean"]:
-        raise PipelineError(f"{path}: metrics rows {list(table.index)}, expected {[*classes, 'mean']}")
-    numeric = [c for c in table.columns if c != "untunable"]
-    table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")  # null -> NaN
-    thresholds = (parse_thresholds(saved, classes, path) if "thresholds" in saved
-                  else table.loc[classes, "threshold"].to_numpy(float))  # an evaluation from before the evaluator
-    calibration = None
-    if (out / "calibration.json").exists():
-        try:
-            calibration = json.loads((out / "calibration.json").read_text())
-        except (OSError, ValueError) as e:
-            raise PipelineError(f"{out / 'calibration.json'} is not readable JSON ({e})") from None
-    manifest_path = out / EVALUATED_JSON
-    manifest = read_manifest(manifest_path)
-    if manifest is None:
-        problem = f"{manifest_path} is missing or unreadable (evaluation not run to the end, or interrupted)"
-    elif key is not None and manifest.get("fingerprint") != key:
-        problem = f"{manifest_path} describes an evaluation of other scores or settings"
-    else:
-        problem = manifest_mismatch(manifest_path)
-    return {"folder": out, "classes": classes, "metrics": table, "thresholds": thresholds,
-            "untunable": [c for c, t in zip(classes, thresholds) if np.isnan(t)], "tuned_on": saved.get("tuned_on"),
-            "n_test": saved.get("n_test"), "n_val": saved.get("n_val"), "n_bootstrap": saved.get("n_bootstrap"),
-            "seed": saved.get("seed"), "calibration": calibration,
-            "info": {k: v for k, v in saved.items() if k not in RESERVED and k != "n_test"},
-            "manifest": manifest, "problem": problem, "current": problem is None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,10 +421,9 @@ def print_metrics(table: pd.DataFrame) -> None:
     shown = pd.DataFrame(index=table.index)
     for m in (m for m in METRICS if m in table):
         if m in ("f1", "auc") and f"{m}_lo" in table:
-            shown[m] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{v:.3f}" if np.isfinite(v)
-                        else "n/a" for v, lo, hi in zip(table[m], table[f"{m}_lo"], table[f"{m}_hi"])]
+            shown[m] = [format_ci(v, lo, hi) for v, lo, hi in zip(table[m], table[f"{m}_lo"], table[f"{m}_hi"])]
         else:
-            shown[m] = [f"{v:.3f}" if np.isfinite(v) else "n/a" for v in table[m]]
+            shown[m] = [format_number(float(v)) for v in table[m]]
     if "threshold" in table:
         untunable = table["untunable"] if "untunable" in table else pd.Series(False, index=table.index)
         shown["threshold"] = ["untunable" if isinstance(u, (bool, np.bool_)) and u else "" if not np.isfinite(t)

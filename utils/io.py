@@ -17,7 +17,7 @@ import pandas as pd
 
 from utils.errors import PipelineError
 
-__all__ = ["Bounded", "bounded_int", "bounded_float", "BoundedList", "MAX_WORKERS", "folder_path", "lead_spec",
+__all__ = ["Bounded", "bounded_int", "bounded_float", "BoundedList", "MAX_WORKERS", "folder_path",
            "flag_error", "flag_given", "describe_flag", "check_order", "refuse_together",
            "positive_int", "nonnegative_int", "positive_float", "SEED_LIMIT", "seed_int", "atomic_write",
            "check_writable", "current_umask", "write_csv", "write_text", "write_json", "write_npy", "save_figure",
@@ -129,25 +129,6 @@ def folder_path(text: str) -> Path:
     return path
 
 
-def lead_spec(text: str) -> str:
-    """argparse type of `--leads`: `all`, one lead or a comma list of distinct known leads (any case),
-    returned as given; `I,I` is an error rather than a run on lead I alone."""
-    import argparse
-
-    from utils.labels import parse_leads
-
-    names = [s.strip() for s in str(text).split(",") if s.strip()]
-    twice = [n for i, n in enumerate(names) if n.lower() in {m.lower() for m in names[:i]}]
-    if twice:
-        raise argparse.ArgumentTypeError(f"lead {twice[0]} is given twice in {text!r}")
-    try:
-        parse_leads(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
-# The legacy family, kept for the benchmark scripts; commands use the bounded types above.
 def _checked(kind: type, test: Callable, wanted: str) -> Callable[[str], float]:
     def parse(text: str):
         import argparse

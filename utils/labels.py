@@ -19,7 +19,7 @@ import pandas as pd
 
 __all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "PTBXL_TASKS", "LABEL_SETS", "CLASSES",
            "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "ptbxl_statement_classes", "ptbxl_task",
-           "parse_leads", "leads_tag", "lead_indices"]
+           "parse_leads", "leads_argument", "leads_tag", "lead_indices"]
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -131,11 +131,25 @@ def parse_leads(spec: str) -> list[str]:
         return list(LEADS)
     by_lower = {lead.lower(): lead for lead in LEADS}
     names = [s.strip() for s in spec.split(",") if s.strip()]
+    twice = [n for i, n in enumerate(names) if n.lower() in {m.lower() for m in names[:i]}]
+    if twice:
+        raise ValueError(f"lead {twice[0]} is given twice in {spec!r}")
     unknown = [n for n in names if n.lower() not in by_lower]
     if unknown or not names:
         raise ValueError(f"unknown lead(s) {unknown or [spec]}; valid: all or a comma list of {', '.join(LEADS)}")
     chosen = {by_lower[n.lower()] for n in names}
     return [lead for lead in LEADS if lead in chosen]
+
+
+def leads_argument(spec: str) -> list[str]:
+    """argparse type of every `--leads`: `parse_leads`, a bad value (an unknown lead, or one given twice:
+    `I,I` is an error rather than a run on lead I alone) being a usage error (exit 2) that names the flag."""
+    import argparse
+
+    try:
+        return parse_leads(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def leads_tag(leads: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["f1_scores", "auc_scores", "ECE_BINS", "probability_bins", "ece_scores", "brier_scores",
-           "apply_temperature", "fit_temperature", "THRESHOLD_GRID", "tune_thresholds", "METRICS", "metric_arrays",
+           "apply_temperature", "fit_temperature", "THRESHOLD_GRID", "tune_thresholds", "METRICS",
            "bootstrap_weights", "classification_metrics", "macro_auc", "challenge_scores", "tune_gbeta_thresholds",
            "predict_at_least_one"]
 
@@ -118,14 +118,6 @@ def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray, grid: np.ndarray = 
 
 
 METRICS = ("precision", "recall", "f1", "auc", "accuracy", "ece", "brier")
-
-
-def metric_arrays(y_true: np.ndarray, y_score: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class metrics at the given thresholds (NaN threshold: never predicted); every metric is NaN
-    for a class without a positive or without a negative record (it cannot be assessed there)."""
-    y_true, y_score = np.asarray(y_true, bool), np.asarray(y_score, float)
-    values, _ = _weighted_metrics(np.ones((1, len(y_true))), y_true, y_score, y_score > np.asarray(thresholds)[None])
-    return {m: v[0] for m, v in values.items()}
 
 
 def _weighted_metrics(w: np.ndarray, y: np.ndarray, p: np.ndarray, pred: np.ndarray,

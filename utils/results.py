@@ -1,21 +1,45 @@
-"""Where a database's results live: results/<name>/, claimed by exactly one database.
+"""Where results live and how they are read.
 
-Two preprocessed databases may share a folder name (`s1/db`, `s2/db`); filing results by name alone
-would mix or overwrite them. The first database to write results/<name>/ claims it (database.json
-records its folder's real path); any other database with that name gets results/<name>-<8 hex of its
-path>/ instead, said once, so no database ever writes into another's results.
+results/<name>/ belongs to exactly one database. Two preprocessed databases may share a folder name
+(`s1/db`, `s2/db`); filing results by name alone would mix or overwrite them. The first database to write
+results/<name>/ claims it (database.json records its folder's real path); any other database with that
+name gets results/<name>-<8 hex of its path>/ instead, said once, so no database ever writes into
+another's results.
+
+Inside it, every evaluation (a run's own test fold, the run on another database, each baseline
+classifier) is one folder whose file names are spelled here and nowhere else (`EvaluationFolder`):
+
+    <evaluation>/    val_scores.csv, test_scores.csv    the scores the model handed to the evaluator
+                     metrics.csv, metrics.json          per class + mean with CIs; thresholds, provenance
+                     calibration.json                   temperature scaling, when asked for
+                     roc.png, reliability.png, confusion_<class>.png
+                     evaluated.json                     the manifest, written last
+                     external/<other db>/               a run's evaluation on another database
+    baselines/<tag>[/fold<k>]/<classifier>/             the same files for each baseline
+
+`read_evaluation` is the one reader of such a folder, `Summary` the one row every table of several
+evaluations is built from (report, cross-validation, lead study, cross-database matrix, baselines).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from utils.errors import PipelineError
-from utils.io import check_writable, write_json
+import numpy as np
+import pandas as pd
 
-__all__ = ["CLAIM_JSON", "SYNTHETIC_MARKER", "database_identity", "results_home", "same_database"]
+from utils.errors import MissingInputError, PipelineError
+from utils.io import check_writable, manifest_mismatch, read_manifest, write_json
+from utils.metrics import METRICS
+
+__all__ = ["CLAIM_JSON", "SYNTHETIC_MARKER", "database_identity", "results_home", "same_database", "EvaluationFolder",
+           "EVALUATED_JSON", "RESERVED", "thresholds_json", "parse_thresholds", "read_evaluation", "Summary",
+           "baselines_folder", "baselines_evaluations"]
 
 CLAIM_JSON = "database.json"
 SYNTHETIC_MARKER = "synth_details.csv"  # synth.py writes it beside its records: the report says "synthetic"
@@ -53,3 +77,253 @@ def results_home(results_root: Path, data_dir: Path, create: bool = True) -> Pat
             write_json({"data_dir": identity}, claim)
         return folder
     raise PipelineError(f"results of two other databases named {name} already fill {results_root}")
+
+
+# ---------------------------------------------------------------------------------------------
+# One evaluation's folder
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvaluationFolder:
+    """The handle of one evaluation: its folder. Every file of it is named here, so writers (the
+    evaluator) and readers (report, studies, predict.py) cannot disagree on a name."""
+    folder: Path
+
+    VAL_SCORES = "val_scores.csv"
+    TEST_SCORES = "test_scores.csv"
+    METRICS_CSV = "metrics.csv"
+    METRICS_JSON = "metrics.json"
+    CALIBRATION = "calibration.json"
+    MANIFEST = "evaluated.json"
+    ROC = "roc.png"
+    RELIABILITY = "reliability.png"
+    EXTERNAL = "external"
+    RECORDS = "records.csv"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def val_scores(self) -> Path:
+        return self.folder / self.VAL_SCORES
+
+    @property
+    def test_scores(self) -> Path:
+        return self.folder / self.TEST_SCORES
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.folder / self.METRICS_CSV
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.folder / self.METRICS_JSON
+
+    @property
+    def calibration(self) -> Path:
+        return self.folder / self.CALIBRATION
+
+    @property
+    def manifest(self) -> Path:
+        return self.folder / self.MANIFEST
+
+    @property
+    def roc(self) -> Path:
+        return self.folder / self.ROC
+
+    @property
+    def reliability(self) -> Path:
+        return self.folder / self.RELIABILITY
+
+    @property
+    def records(self) -> Path:
+        """predict.py --record's diagnoses of new records (not part of the evaluation)."""
+        return self.folder / self.RECORDS
+
+    def confusion(self, cls: str) -> Path:
+        return self.folder / f"confusion_{cls}.png"
+
+    def figures(self, classes: Sequence[str]) -> list[Path]:
+        """Every figure an evaluation with figures draws."""
+        return [self.roc, self.reliability, *[self.confusion(c) for c in classes]]
+
+    def external(self, data_dir: Path, create: bool = True) -> "EvaluationFolder":
+        """external/<other db>/: this model's evaluation on another database, filed by its identity."""
+        return EvaluationFolder(results_home(self.folder / self.EXTERNAL, data_dir, create))
+
+    def externals(self) -> list["EvaluationFolder"]:
+        """Every external evaluation of this model that got as far as its manifest, by folder name."""
+        return [EvaluationFolder(m.parent) for m in sorted((self.folder / self.EXTERNAL).glob(f"*/{self.MANIFEST}"))]
+
+    def exists(self) -> bool:
+        """Whether an evaluation was written here (complete or not: `read` says)."""
+        return self.metrics_json.exists()
+
+    def read(self, key: str | None = None) -> dict:
+        return read_evaluation(self.folder, key)
+
+    def current(self, key: str, what: str | None = None) -> bool:
+        """True when this folder holds a complete, unchanged evaluation written for `key` (the manifest's
+        fingerprint: what the evaluation depends on). With `what`, a current one is said in one line."""
+        if not self.exists() or not self.read(key)["current"]:
+            return False
+        if what:
+            print(f"{self.folder}: {what} is current; nothing to do (--force redoes it)")
+        return True
+
+    def summary(self) -> "Summary":
+        return Summary.of(self.read())
+
+    def __str__(self) -> str:
+        return str(self.folder)
+
+
+EVALUATED_JSON = EvaluationFolder.MANIFEST
+
+
+def baselines_folder(db_dir: Path, tag: str, classifier: str, test_fold: int | None = None) -> EvaluationFolder:
+    """results/<db>/baselines/<tag>[/fold<k>]/<classifier>/: one baseline classifier on one split."""
+    return EvaluationFolder(Path(db_dir).joinpath("baselines", tag, *([f"fold{test_fold}"] if test_fold else []),
+                                                  classifier))
+
+
+def baselines_evaluations(db_dir: Path) -> list[EvaluationFolder]:
+    """Every baseline evaluation of the seeded split (not the folds) that got as far as its manifest."""
+    return [EvaluationFolder(m.parent) for m in sorted((Path(db_dir) / "baselines").glob(f"*/*/{EVALUATED_JSON}"))]
+
+
+# ---------------------------------------------------------------------------------------------
+# What metrics.json and a thresholds file hold
+# ---------------------------------------------------------------------------------------------
+# metrics.json keys the evaluator writes itself; `info` may not use them (n_test is always the test rows)
+RESERVED = ("classes", "metrics", "thresholds", "untunable", "tuned_on", "n_val", "n_bootstrap", "seed", "calibration",
+            "calibrate", "figures", "fingerprint", "files")
+
+
+def thresholds_json(classes: Sequence[str], thresholds: np.ndarray, tuned_on: str, **provenance) -> dict:
+    """The thresholds file's content: a number in [0, 1] per class, or null for an untunable class (no
+    positive record to tune on: never predicted), which is also listed under "untunable"."""
+    thresholds = np.asarray(thresholds, float)
+    if thresholds.shape != (len(classes),) or ((thresholds < 0) | (thresholds > 1)).any():
+        raise ValueError(f"thresholds_json: {thresholds.tolist()} for classes {list(classes)}")
+    clash = set(provenance) & {"classes", "thresholds", "untunable", "tuned_on"}
+    if clash:
+        raise ValueError(f"thresholds_json: provenance may not set {sorted(clash)}")
+    return {"classes": list(classes),
+            "thresholds": {c: None if np.isnan(t) else float(t) for c, t in zip(classes, thresholds)},
+            "untunable": [c for c, t in zip(classes, thresholds) if np.isnan(t)],
+            "tuned_on": tuned_on, **provenance}
+
+
+def parse_thresholds(obj: dict, classes: Sequence[str], path: Path | str) -> np.ndarray:
+    """Thresholds in `classes` order from a thresholds_json object, NaN for an untunable class. Refuses
+    (PipelineError naming `path`) another class list, a missing class, a non-number, NaN, inf, or a
+    number outside [0, 1]; null is accepted only for a class listed under "untunable"."""
+    saved = obj.get("thresholds") if isinstance(obj, dict) else None
+    if not isinstance(saved, dict):
+        raise PipelineError(f"{path} holds no \"thresholds\" object (class -> threshold)")
+    untunable = obj.get("untunable", [])
+    if not isinstance(untunable, list) or not all(isinstance(c, str) for c in untunable):
+        raise PipelineError(f"{path}: \"untunable\" is {untunable!r}, not a list of class names")
+    listed = obj.get("classes", list(saved))
+    others = sorted(set(listed) ^ set(classes)) + sorted(set(saved) - set(classes))
+    missing = [c for c in classes if c not in saved]
+    if others or missing:
+        raise PipelineError(f"{path} holds thresholds for {', '.join(map(str, listed))}; expected one per class "
+                            f"{', '.join(classes)}" + (f" (missing: {', '.join(missing)})" if missing else ""))
+    out = []
+    for c in classes:
+        v = saved[c]
+        if v is None:
+            if c not in untunable:
+                raise PipelineError(f"{path}: the threshold of {c} is null, but {c} is not listed under "
+                                    f"\"untunable\"")
+            out.append(np.nan)
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise PipelineError(f"{path}: the threshold of {c} is {v!r}, not a number")
+        if not (math.isfinite(v) and 0 <= v <= 1):
+            raise PipelineError(f"{path}: the threshold of {c} is {v}, not a number in [0, 1]")
+        if c in untunable:
+            raise PipelineError(f"{path}: {c} is listed under \"untunable\" but has the threshold {v}")
+        out.append(float(v))
+    return np.array(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one reader
+# ---------------------------------------------------------------------------------------------
+def read_evaluation(out: Path, key: str | None = None) -> dict:
+    """The one reader of an evaluation folder. Returns a dict:
+
+    folder, classes, metrics (DataFrame: per class + "mean", NaN for n/a), thresholds (array, NaN =
+    untunable), untunable, tuned_on, n_test, n_val, n_bootstrap, seed, calibration (calibration.json's
+    content or None), info (the caller's fields: model, database, ...), manifest (dict or None), and
+    problem: why the outputs are not a complete, unchanged evaluation (for `key`, when given), None when
+    they are; current = problem is None.
+    Raises MissingInputError when metrics.json is absent, PipelineError when it is not an evaluation."""
+    ev = EvaluationFolder(out)
+    path = ev.metrics_json
+    if not path.exists():
+        raise MissingInputError(f"{path} not found (no evaluation in {ev.folder})")
+    try:
+        saved = json.loads(path.read_text())
+        classes = list(saved["classes"])
+        table = pd.DataFrame.from_dict(saved["metrics"], orient="index")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PipelineError(f"{path} is not an evaluation's metrics.json ({type(e).__name__}: {e})") from None
+    if list(table.index) != [*classes, "mean"]:
+        raise PipelineError(f"{path}: metrics rows {list(table.index)}, expected {[*classes, 'mean']}")
+    numeric = [c for c in table.columns if c != "untunable"]
+    table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")  # null -> NaN
+    thresholds = (parse_thresholds(saved, classes, path) if "thresholds" in saved
+                  else table.loc[classes, "threshold"].to_numpy(float))  # an evaluation from before the evaluator
+    calibration = None
+    if ev.calibration.exists():
+        try:
+            calibration = json.loads(ev.calibration.read_text())
+        except (OSError, ValueError) as e:
+            raise PipelineError(f"{ev.calibration} is not readable JSON ({e})") from None
+    manifest = read_manifest(ev.manifest)
+    if manifest is None:
+        problem = f"{ev.manifest} is missing or unreadable (evaluation not run to the end, or interrupted)"
+    elif key is not None and manifest.get("fingerprint") != key:
+        problem = f"{ev.manifest} describes an evaluation of other scores or settings"
+    else:
+        problem = manifest_mismatch(ev.manifest)
+    return {"folder": ev.folder, "classes": classes, "metrics": table, "thresholds": thresholds,
+            "untunable": [c for c, t in zip(classes, thresholds) if np.isnan(t)], "tuned_on": saved.get("tuned_on"),
+            "n_test": saved.get("n_test"), "n_val": saved.get("n_val"), "n_bootstrap": saved.get("n_bootstrap"),
+            "seed": saved.get("seed"), "calibration": calibration,
+            "info": {k: v for k, v in saved.items() if k not in RESERVED and k != "n_test"},
+            "manifest": manifest, "problem": problem, "current": problem is None}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One evaluation as one row of a table of several: what every such table (report, cross-validation,
+    lead study, cross-database matrix, baselines) takes from an evaluation, read in one place."""
+    folder: Path
+    records: int                 # test records
+    classes: list[str]
+    assessed: list[str]          # classes with a positive and a negative test record: those the means cover
+    mean: dict[str, float]       # each metric of the mean row; its _lo/_hi only where bootstrapped
+    per_class: pd.DataFrame      # the metrics table's class rows
+    thresholds: dict[str, float | None]  # None: untunable
+    untunable: list[str]
+    calibration: dict | None     # calibration.json's content
+
+    @classmethod
+    def of(cls, saved: dict) -> "Summary":
+        """The summary of a `read_evaluation` result."""
+        table, classes = saved["metrics"], saved["classes"]
+        metric_columns = [c for m in METRICS for c in (m, f"{m}_lo", f"{m}_hi") if c in table]
+        mean = table.loc["mean"]
+        return cls(folder=Path(saved["folder"]), records=int(saved["n_test"]), classes=list(classes),
+                   assessed=[c for c in classes if np.isfinite(table.loc[c, "auc"])],
+                   mean={c: float(mean[c]) for c in metric_columns}, per_class=table.loc[classes],
+                   thresholds={c: None if np.isnan(t) else float(t) for c, t in zip(classes, saved["thresholds"])},
+                   untunable=list(saved["untunable"]), calibration=saved["calibration"])
