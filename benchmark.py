@@ -1,4 +1,19 @@
-"""The PTB-XL benchmark (Strodthoff et al., IEEE JBHI 2021), scored the benchmark's way.
+"""The PTB-XL benchmark (Strodthoff et al., IEEE JBHI 2021): its tasks x architectures, its protocol, scored
+the benchmark's way, beside the published leaderboard.
+
+    python benchmark.py --data-dir data/PTBXL --preset ptbxl                  # 6 tasks x 7 architectures, GPU
+    python benchmark.py --data-dir data/PTBXL --tasks superdiagnostic --models xresnet1d101,lstm --jobs 2
+    python benchmark.py --data-dir data/CPSC --tasks cpsc9 --preset ptbxl      # the ICBEB2018 experiment
+
+The default mode takes the database as downloaded (PTB-XL's own layout; for cpsc9 any layout
+preprocess.py reads), prepares each label task into <data-dir>/tasks/<db>_<task>/ (the first task decodes
+the records once, at --sample-rate; the others share its signal cache), trains every architecture on every
+task (runs in <task folder>/runs/<model>_<seed>/, reused when finished with the same settings), evaluates
+each on its test fold with thresholds from its validation fold (results/<db>_<task>/<run>/, as predict.py),
+and writes results/<db>/benchmark/: table.csv (one row per task and model, plus an ensemble row per task:
+the mean of the models' test scores), table.md beside the published values, auc.png. Architectures that
+the benchmark trains otherwise (the LSTMs: lr 0.001, gradient clipping 0.25) get their registry entry's
+settings unless the flag is given.
 
     python benchmark.py score --scores results/PTBXL/paper/test_scores.csv --out te_results.csv
     python benchmark.py score --labels y_test.npy --scores y_test_pred.npy --bootstrap-ids test_ids.npy --out te.csv
@@ -17,16 +32,25 @@ lower, upper; columns macro_auc, F_beta_macro, G_beta_macro).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from utils import (PipelineError, bootstrap_indices, check_scorable, bounded_int, check_writable, read_bootstrap_ids,
-                   read_predictions, read_threshold_array, score_predictions, script_main, seed_int,
-                   tune_gbeta_thresholds, write_te_results)
+from models.registry import count_parameters, create_model, list_models, protocol_settings
+from models.studies import run_all
+from models.training import RunConfig, check_input_size
+from utils import (LABEL_SETS, EvaluationFolder, MissingInputError, PipelineError, benchmark_table, bootstrap_indices, bounded_int,
+                   check_scorable, check_writable, data_label_set, database_name, derive_label_task,
+                   read_bootstrap_ids, read_predictions, read_threshold_array, score_predictions, script_main,
+                   seed_int, tune_gbeta_thresholds, write_benchmark_outputs, write_te_results)
+from utils.io import MAX_WORKERS, flag_given, folder_path
+from utils.presets import BENCHMARK_MODELS, BENCHMARK_TASKS, PTBXL_PROTOCOL, parse_with_preset
+from utils.results import results_home
 
-MODES = ("score",)
+MODES = ("run", "score")  # run: the default, without a mode word
 N_BOOTSTRAP = 100  # the benchmark's number of resamples
 
 
@@ -74,18 +98,139 @@ def check_score_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> ar
     return args
 
 
+def run_parser() -> argparse.ArgumentParser:
+    """The training flags of main.py (as overrides of the protocol), plus what the benchmark spans."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                conflict_handler="resolve")
+    RunConfig.add_arguments(p)
+    p.add_argument("--data-dir", type=folder_path, default=Path("data/PTBXL"),
+                   help="the database as downloaded (PTB-XL's layout, or any layout for --tasks cpsc9)")
+    p.add_argument("--arch", help=argparse.SUPPRESS)  # the architectures are --models
+    p.add_argument("--tasks", type=task_list, default=task_list(BENCHMARK_TASKS),
+                   help=f"comma list of label tasks (default: {BENCHMARK_TASKS}; cpsc9 for CPSC2018)")
+    p.add_argument("--models", type=model_list, default=None,
+                   help=f"comma list of registered architectures (default: {BENCHMARK_MODELS})")
+    p.add_argument("--tasks-dir", type=folder_path, default=None,
+                   help="where the task folders go (default <data-dir>/tasks)")
+    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
+    p.add_argument("--n-bootstrap", type=bounded_int(1, 100_000), default=N_BOOTSTRAP,
+                   help=f"bootstrap resamples of the test records, %(type)s (the benchmark: {N_BOOTSTRAP})")
+    p.add_argument("--jobs", type=bounded_int(1, MAX_WORKERS), default=1,
+                   help="runs trained at once (processes sharing the GPU, or the CPU cores), %(type)s")
+    p.add_argument("--force", action="store_true", help="prepare, retrain and re-evaluate everything")
+    return p
+
+
+def task_list(text: str) -> list[str]:
+    """argparse type of --tasks: known label sets, each once."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    unknown = [t for t in names if t not in LABEL_SETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown task(s) {unknown or [text]}; known: {', '.join(sorted(LABEL_SETS))}")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"a task is given twice in {text!r}")
+    return names
+
+
+def model_list(text: str) -> list[str]:
+    """argparse type of --models: registered architectures, each once."""
+    names = [m.strip() for m in str(text).split(",") if m.strip()]
+    unknown = [m for m in names if m not in list_models()]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown architecture(s) {unknown or [text]}; known: "
+                                         f"{', '.join(list_models())}")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"an architecture is given twice in {text!r}")
+    return names
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    """`score` and its flags; the first word names the mode."""
+    """`score` and its flags, or (no mode word) the benchmark run."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["score"]:
         p = score_parser()
         args = check_score_args(p, p.parse_args(argv[1:]))
         args.mode = "score"
         return args
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=MODES, help="score: score predictions the benchmark's way")
-    p.parse_args(argv[:1])  # no mode, or an unknown one: argparse's exit 2
-    raise AssertionError("unreachable: every mode is handled above")
+    p = run_parser()
+    p.set_defaults(**{k: v for k, v in PTBXL_PROTOCOL.items()})  # the benchmark's protocol, whatever the preset
+    args = parse_with_preset(p, argv, "benchmark")
+    if isinstance(args.tasks, str):  # a preset's value
+        args.tasks = task_list(args.tasks)
+    args.models = model_list(args.models or BENCHMARK_MODELS) if not isinstance(args.models, list) else args.models
+    args.arch = args.models[0]
+    check_input_size(p, args, argv)
+    args.given = {a.dest for a in p._actions if a.option_strings and flag_given(p, argv, a.option_strings[0])}
+    args.mode = "run"
+    return args
+
+
+def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
+    """Each task's preprocess folder: the first decoded from the records (subprocess: preprocess.py is a
+    command), the others sharing its signal cache. PTB-XL's widest task `all` is decoded first, since
+    every other PTB-XL task labels a subset of its records."""
+    db = database_name(args.data_dir)
+    root = args.tasks_dir or Path(args.data_dir) / "tasks"
+    folders = {task: root / f"{db}_{task}" for task in args.tasks}
+    ptbxl = [t for t in args.tasks if t != "cpsc9"]
+    base_task = "all" if ptbxl else "cpsc9"
+    base = root / f"{db}_{base_task}"
+    command = [sys.executable, str(Path(__file__).resolve().parent / "preprocess.py"), "--data-dir",
+               str(args.data_dir), "--out", str(base), "--labels", base_task, "--sample-rate", str(args.sample_rate)]
+    if args.force:
+        command.append("--force")
+    print(f"preparing {base_task} ({' '.join(command[1:])})", flush=True)
+    if subprocess.run(command).returncode != 0:
+        raise PipelineError(f"preprocessing {args.data_dir} into {base} failed (see above)")
+    for task in ptbxl:
+        if task != base_task:
+            derive_label_task(base, folders[task], task, data_dir=args.data_dir, force=args.force,
+                              sample_rate=args.sample_rate)
+    if "cpsc9" in args.tasks and ptbxl:
+        raise PipelineError("--tasks: cpsc9 is the CPSC2018 (ICBEB2018) experiment; run it on a CPSC2018 folder "
+                            "apart from the PTB-XL tasks")
+    return folders
+
+
+def run_configs(args: argparse.Namespace, folders: dict[str, Path]) -> list[tuple[str, str, RunConfig]]:
+    """(task, model, configuration) of every run: the protocol, the architecture's own settings under it
+    (unless the flag is given), the flags given."""
+    base = RunConfig.from_args(args)
+    runs = []
+    for task, folder in folders.items():
+        for model in args.models:
+            own = {k: v for k, v in protocol_settings(model, "ptbxl").items() if k not in args.given}
+            cfg = dataclasses.replace(base, arch=model, data_dir=str(folder), force=args.force, resume=False, **own)
+            runs.append((task, model, dataclasses.replace(cfg, run_dir=str(folder / "runs" / cfg.run_name()))))
+    return runs
+
+
+def benchmark(args: argparse.Namespace) -> pd.DataFrame:
+    """Prepare, train and evaluate every (task, model), then the table beside the published values."""
+    if not Path(args.data_dir).is_dir():
+        raise MissingInputError(f"{args.data_dir} not found; fetch PTB-XL with `python get_data.py ptbxl --out "
+                                f"{args.data_dir}` (add --rate 100 for its 100 Hz records only)")
+    out = results_home(args.results_dir, args.data_dir) / "benchmark"
+    check_writable(out, "pass --results-dir DIR with a writable DIR")
+    folders = prepare_tasks(args)
+    runs = run_configs(args, folders)
+    print(f"benchmark: {len(args.tasks)} task(s) x {len(args.models)} architecture(s) = {len(runs)} runs", flush=True)
+    homes = {task: results_home(args.results_dir, folder) for task, folder in folders.items()}
+    evaluated = run_all([cfg for _, _, cfg in runs], args.results_dir, args.n_bootstrap, jobs=args.jobs)
+    rows = []
+    for (task, model, cfg), folder in zip(runs, evaluated):
+        classes = data_label_set(folders[task])["classes"]
+        results = EvaluationFolder(folder)
+        rows.append({"task": task, "model": model, "scores": results.test_scores,
+                     "val_scores": results.val_scores,
+                     "params": count_parameters(create_model(model, len(cfg.leads), len(classes)))})
+        assert folder.parent == homes[task], (folder, homes[task])
+    table = benchmark_table(rows, out, n_bootstrap=args.n_bootstrap, seed=0)
+    written = write_benchmark_outputs(table, out, args.n_bootstrap)
+    shown = table[["task", "model", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return table
 
 
 def score(args: argparse.Namespace) -> pd.DataFrame:
@@ -120,7 +265,7 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
 @script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
-    return score(args)
+    return score(args) if args.mode == "score" else benchmark(args)
 
 
 if __name__ == "__main__":

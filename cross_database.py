@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.registry import protocol_settings
 from models.checkpoint import load_checkpoint
 from models.evaluation import evaluate_external
 from models.inputs import pick_device
@@ -58,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pool-dir", type=folder_path, default=Path("data/pooled"), help="where pooled databases are written")
     p.add_argument("--calibrate", action="store_true", help="temperature scaling fitted on each validation fold")
     p.add_argument("--no-figures", action="store_true", help="no ROC, confusion or reliability figure per cell")
-    args = parse_with_preset(p, argv, "train")  # each cell's model is the one main.py would train
+    # each cell's model is the one main.py would train
+    args = parse_with_preset(p, argv, "train", refine=lambda known: protocol_settings(known.arch, known.preset))
     check_input_size(p, args, argv)
     if len(args.data_dirs) < 2:
         flag_error(p, "--data-dirs", "give two or more databases")

@@ -218,11 +218,14 @@ def random_crop(x: torch.Tensor, length: int, generator: torch.Generator) -> tor
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0,
                 sampler=None, pin_memory: bool = False) -> DataLoader:
-    """A loader whose shuffling comes from its own seeded generator (reproducible, resumable)."""
+    """A loader whose shuffling comes from its own seeded generator (reproducible, resumable). A training
+    loader drops a last batch of a single record: batch norm over one record is undefined (the benchmark
+    heads normalise (batch, features) and fail on it), and one record more or less changes nothing."""
     g = torch.Generator().manual_seed(seed)
+    n = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=num_workers, generator=g, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0, drop_last=False)
+                      persistent_workers=num_workers > 0, drop_last=shuffle and n % batch_size == 1 and n > 1)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.5, sigma: float = 0.1,

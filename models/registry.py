@@ -20,7 +20,8 @@ from typing import Callable, Mapping
 
 from torch import nn
 
-__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "model_entry", "count_parameters"]
+__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "model_entry", "protocol_settings",
+           "count_parameters"]
 
 Builder = Callable[[int, int], nn.Module]
 
@@ -91,6 +92,14 @@ def create_model(name: str, in_leads: int, num_classes: int) -> nn.Module:
     if in_leads < 1 or num_classes < 1:
         raise ValueError(f"a model needs at least one lead and one class (got {in_leads} and {num_classes})")
     return model_entry(name).builder(in_leads, num_classes)
+
+
+def protocol_settings(name: str, protocol: str | None) -> dict:
+    """The training settings architecture `name` needs under `protocol` (a preset's name), over the
+    preset's own; {} for an unknown architecture (argparse reports it) or no protocol."""
+    if protocol is None or name not in list_models():
+        return {}
+    return dict(_REGISTRY[name].protocol.get(protocol, {}))
 
 
 def count_parameters(model: nn.Module) -> int:

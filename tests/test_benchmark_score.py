@@ -115,7 +115,7 @@ def test_score_exits(tmp_path, capsys):
                         "--seed"),
                        (["score", "--labels", y, "--scores", p, "--n-bootstrap", "0", "--out", "o.csv"],
                         "--n-bootstrap"),
-                       (["--data-dir", "x"], "mode")):
+                       (["--tasks", "superdiagnostic,nosuch"], "--tasks"), (["--models", "lstm,lstm"], "--models")):
         with pytest.raises(SystemExit) as e:
             benchmark.main(argv)
         assert e.value.code == 2 and flag in capsys.readouterr().err

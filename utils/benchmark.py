@@ -16,6 +16,7 @@ thousandths; `format_result` writes this project's results the same way.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 from utils.errors import MissingInputError, PipelineError
 from utils.evaluator import read_scores, scores_arrays, scores_table
 from utils.io import atomic_write, save_figure, write_csv, write_text
-from utils.metrics import challenge_scores, macro_auc, predict_at_least_one
+from utils.metrics import challenge_scores, macro_auc, predict_at_least_one, tune_gbeta_thresholds
 
 __all__ = ["PTBXL_TASKS", "ICBEB_TASK", "BENCHMARK_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
            "format_result", "bootstrap_indices", "score_predictions", "write_te_results", "Predictions",
@@ -328,8 +329,10 @@ def read_threshold_array(path: Path, n_classes: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # The benchmark's results table: one row per (task, model) from its test score file, an ensemble per task
 # ---------------------------------------------------------------------------------------------
-TABLE_COLUMNS = ("task", "model", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc", "published_lo",
-                 "published_hi", "scores")
+TABLE_COLUMNS = ("task", "model", "params", "records", "classes", "auc", "auc_lo", "auc_hi", "published_auc",
+                 "published_lo", "published_hi", "scores")
+CHALLENGE_COLUMNS = ("fbeta", "fbeta_lo", "fbeta_hi", "gbeta", "gbeta_lo", "gbeta_hi")
+CHALLENGE_TASKS = ("cpsc9",)  # the ICBEB2018 experiment: F_beta=2 and G_beta=2 beside the AUC
 ENSEMBLE = "ensemble"
 
 
@@ -363,13 +366,24 @@ def ensemble_scores(paths: Sequence[Path], out: Path) -> Path:
     return out
 
 
+def assessable_classes(y: np.ndarray) -> np.ndarray:
+    """Columns with a positive and a negative record: the only ones whose AUC is defined."""
+    return np.flatnonzero(y.any(0) & ~y.all(0))
+
+
 def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, seed: int = 0,
                     ensemble: bool = True) -> pd.DataFrame:
     """The results table from rows of `task`, `model`, `params` (may be None), `records` (optional: checked)
     and `scores` (a test score file): `records` and auc / auc_lo / auc_hi (point, 5th and 95th percentile of `n_bootstrap` resamples,
     the same resamples for every model of a task) from each score file, the published value beside it,
     and with `ensemble` an `ensemble` row per task of two or more models, whose scores (the mean of the
-    models') are written to out/ensemble/<task>_test_scores.csv."""
+    models') are written to out/ensemble/<task>_test_scores.csv.
+
+    A class without a positive (or a negative) test record has no AUC: it is left out of the task's macro
+    AUC and of its resamples, and `classes` says how many of the task's classes were scored ("4/5"); on
+    PTB-XL's test fold every class of the six tasks is scorable, so the published numbers count them all.
+    For the tasks in CHALLENGE_TASKS, rows with `val_scores` also get F_beta=2 and G_beta=2 with the
+    benchmark's per-class G_beta thresholds, tuned on the validation scores (never on the test records)."""
     out = Path(out)
     seen = set()
     for row in rows:
@@ -387,23 +401,46 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
         for r, path in zip(members, paths):
             if r.get("records") is not None and r["records"] != len(ids):
                 raise PipelineError(f"{path} holds {len(ids)} records; its row says {r['records']}")
-        check_scorable(y, str(paths[0]), classes)
-        indices = bootstrap_indices(y, n_bootstrap, seed, str(paths[0]))
-        entries = [(r["model"], r.get("params"), p, path) for r, p, path in zip(members, probs, paths)]
+        keep = assessable_classes(y)
+        if not len(keep):
+            check_scorable(y, str(paths[0]), classes)
+        if len(keep) < len(classes):
+            left = [classes[j] for j in range(len(classes)) if j not in set(keep)]
+            print(f"warning: task {task}: class(es) {', '.join(left)} lack a positive or a negative test record: "
+                  f"left out of its macro AUC ({len(keep)} of {len(classes)} classes scored)", file=sys.stderr)
+        indices = bootstrap_indices(y[:, keep], n_bootstrap, seed, str(paths[0]))
+        vals = [r.get("val_scores") for r in members] if task in CHALLENGE_TASKS else [None] * len(members)
+        entries = [(r["model"], r.get("params"), p, path, v) for r, p, path, v in zip(members, probs, paths, vals)]
         if ensemble and len(members) > 1:
             path = ensemble_scores(paths, out / ENSEMBLE / f"{task}_test_scores.csv")
             params = [r.get("params") for r in members]
             total = sum(params) if all(v is not None and np.isfinite(v) for v in params) else None
-            entries.append((ENSEMBLE, total, np.mean(probs, axis=0), path))
-        for model, params, p, path in entries:
-            result = score_predictions(y, p, indices)["macro_auc"]
+            val = None
+            if all(v is not None for v in vals):
+                val = ensemble_scores(vals, out / ENSEMBLE / f"{task}_val_scores.csv")
+            entries.append((ENSEMBLE, total, np.mean(probs, axis=0), path, val))
+        for model, params, p, path, val in entries:
+            thresholds = None
+            if val is not None:
+                _, val_classes, y_val, (p_val,) = _task_scores([Path(val)])
+                if val_classes != classes:
+                    raise PipelineError(f"{val} has classes {', '.join(val_classes)}, {path} has {', '.join(classes)}")
+                thresholds = tune_gbeta_thresholds(y_val[:, keep], p_val[:, keep])
+            result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path))
             pub = published(task, model)
-            table.append({"task": task, "model": model, "params": params, "records": len(ids),
-                          "auc": result["point"], "auc_lo": result["lower"], "auc_hi": result["upper"],
-                          "published_auc": pub[0] if pub else np.nan,
-                          "published_lo": pub[0] - pub[1] if pub else np.nan,
-                          "published_hi": pub[0] + pub[1] if pub else np.nan, "scores": str(path)})
-    frame = pd.DataFrame(table, columns=list(TABLE_COLUMNS))
+            row = {"task": task, "model": model, "params": params, "records": len(ids),
+                   "classes": f"{len(keep)}/{len(classes)}", "auc": result.loc["point", "macro_auc"],
+                   "auc_lo": result.loc["lower", "macro_auc"], "auc_hi": result.loc["upper", "macro_auc"],
+                   "published_auc": pub[0] if pub else np.nan,
+                   "published_lo": pub[0] - pub[1] if pub else np.nan,
+                   "published_hi": pub[0] + pub[1] if pub else np.nan, "scores": str(path)}
+            if thresholds is not None:
+                for name, column in (("fbeta", "F_beta_macro"), ("gbeta", "G_beta_macro")):
+                    row.update({name: result.loc["point", column], f"{name}_lo": result.loc["lower", column],
+                                f"{name}_hi": result.loc["upper", column]})
+            table.append(row)
+    challenge = any("fbeta" in r for r in table)
+    frame = pd.DataFrame(table, columns=list(TABLE_COLUMNS) + (list(CHALLENGE_COLUMNS) if challenge else []))
     frame["params"] = frame["params"].astype("Int64")
     return frame
 
@@ -414,14 +451,20 @@ def _markdown(table: pd.DataFrame, n_bootstrap: int) -> str:
              "to a percentile in thousandths). Published: the PTB-XL benchmark's leaderboard (Strodthoff et al., "
              "IEEE JBHI 2021).", ""]
     for task, rows in table.groupby("task", sort=False):
-        lines += [f"### {task}", "", "| model | params | records | AUC | 90 % interval | published |",
-                  "| --- | ---: | ---: | --- | --- | --- |"]
+        fg = "fbeta" in rows and rows["fbeta"].notna().any()
+        extra = " F_beta=2 | G_beta=2 | published F / G |" if fg else ""
+        lines += [f"### {task}", "", "| model | params | records | classes | AUC | 90 % interval | published |" + extra,
+                  "| --- | ---: | ---: | ---: | --- | --- | --- |" + (" --- | --- | --- |" if fg else "")]
         for r in rows.itertuples():
             pub = published(task, r.model)
             params = f"{int(r.params):,}" if pd.notna(r.params) else "-"
-            lines.append(f"| {r.model} | {params} | {r.records:,} | {format_result(r.auc, r.auc_lo, r.auc_hi)} | "
-                         f"[{r.auc_lo:.3f}, {r.auc_hi:.3f}] | "
-                         f"{f'{pub[0]:.3f}({round(pub[1] * 1000):02d})' if pub else '-'} |")
+            line = (f"| {r.model} | {params} | {r.records:,} | {r.classes} | {format_result(r.auc, r.auc_lo, r.auc_hi)} | "
+                    f"[{r.auc_lo:.3f}, {r.auc_hi:.3f}] | {f'{pub[0]:.3f}({round(pub[1] * 1000):02d})' if pub else '-'} |")
+            if fg:
+                pf, pg = published(task, r.model, "fbeta"), published(task, r.model, "gbeta")
+                line += (f" {format_result(r.fbeta, r.fbeta_lo, r.fbeta_hi)} | {format_result(r.gbeta, r.gbeta_lo, r.gbeta_hi)}"
+                         f" | {f'{pf[0]:.3f} / {pg[0]:.3f}' if pf and pg else '-'} |")
+            lines.append(line)
         lines.append("")
     return "\n".join(lines)
 

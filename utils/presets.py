@@ -10,11 +10,23 @@ ten minutes than a ResNet10 on the last 10 s at 100 Hz, and the 23 study runs mu
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from typing import Callable, Sequence
 
-__all__ = ["PRESETS", "STAGES", "preset_defaults", "parse_with_preset", "preset_table"]
+__all__ = ["PRESETS", "STAGES", "PTBXL_PROTOCOL", "BENCHMARK_TASKS", "BENCHMARK_MODELS", "preset_defaults",
+           "parse_with_preset", "preset_table"]
 
-STAGES = ("train", "study", "evaluate", "shap", "baselines_cv")
+STAGES = ("train", "study", "evaluate", "shap", "baselines_cv", "benchmark")
+
+# The PTB-XL benchmark's protocol (Strodthoff et al., IEEE JBHI 2021; its fastai v1 defaults): 10-s records
+# at 100 Hz, random 2.5-s training crops, one global standardisation from the training records, AdamW
+# (beta2 0.99, weight decay 0.01) with a one-cycle schedule to lr 0.01, batch 128, 50 epochs, the last epoch
+# kept, no augmentation. Architectures that train otherwise under it say so in their registry entry
+# (the LSTMs: lr 0.001, gradient clipping 0.25).
+PTBXL_PROTOCOL = {"seconds": 10.0, "sample_rate": 100, "crop_seconds": 2.5, "standardize": True, "no_augment": True,
+                  "optimizer": "adamw", "beta2": 0.99, "weight_decay": 0.01, "schedule": "onecycle", "lr": 0.01,
+                  "batch_size": 128, "epochs": 50, "keep": "last"}
+BENCHMARK_TASKS = "all,diagnostic,subdiagnostic,superdiagnostic,form,rhythm"
+BENCHMARK_MODELS = "inception1d,xresnet1d101,xresnet1d50,resnet1d_wang,fcn_wang,lstm,lstm_bidir"
 
 PRESETS: dict[str, dict[str, dict]] = {
     "demo": {
@@ -24,6 +36,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "evaluate": {"num_workers": 0},
         "shap": {"n_explain": 40},
         "baselines_cv": {"classifier": "LR"},
+        # two tasks x three architectures of the benchmark on synthetic PTB-XL, in about a minute
+        "benchmark": {**PTBXL_PROTOCOL, "epochs": 4, "batch_size": 32, "tasks": "superdiagnostic,rhythm",
+                      "models": "fcn_wang,resnet1d_wang,lstm", "num_workers": 0, "n_bootstrap": 100},
     },
     "paper": {
         "train": {"arch": "resnet34", "seconds": 30.0, "sample_rate": 500, "epochs": 40, "lr": 1e-4, "batch_size": 32,
@@ -33,6 +48,13 @@ PRESETS: dict[str, dict[str, dict]] = {
         "evaluate": {"use_gpu": True},
         "shap": {"n_explain": 200, "background": 100, "use_gpu": True},
         "baselines_cv": {"classifier": "all"},
+    },
+    "ptbxl": {
+        "train": {"arch": "xresnet1d101", **PTBXL_PROTOCOL, "use_gpu": True},
+        "evaluate": {"use_gpu": True, "n_bootstrap": 100},
+        "shap": {"n_explain": 200, "background": 100, "use_gpu": True},
+        "benchmark": {**PTBXL_PROTOCOL, "tasks": BENCHMARK_TASKS, "models": BENCHMARK_MODELS, "n_bootstrap": 100,
+                      "use_gpu": True},
     },
 }
 
@@ -44,16 +66,21 @@ def preset_defaults(name: str, stage: str) -> dict:
     return dict(PRESETS[name].get(stage, {}))
 
 
-def parse_with_preset(p: argparse.ArgumentParser, argv: Sequence[str] | None, stage: str) -> argparse.Namespace:
+def parse_with_preset(p: argparse.ArgumentParser, argv: Sequence[str] | None, stage: str,
+                      refine: Callable[[argparse.Namespace], dict] | None = None) -> argparse.Namespace:
     """Parse `argv` with `--preset NAME` added: the preset's values for `stage` become defaults, explicit
     flags override them. Only keys the parser knows are applied (a stage's preset never sets a flag the
-    command lacks)."""
+    command lacks). `refine(args)` may add defaults that depend on the preset's values (e.g. the settings
+    an architecture needs under the preset's protocol); explicit flags override those too."""
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named settings (see the README's preset table); explicit flags override them")
     known, _ = p.parse_known_args(argv)
     if known.preset:
         dests = {a.dest for a in p._actions}
         p.set_defaults(**{k: v for k, v in preset_defaults(known.preset, stage).items() if k in dests})
+        if refine is not None:
+            known, _ = p.parse_known_args(argv)
+            p.set_defaults(**{k: v for k, v in refine(known).items() if k in dests})
     return p.parse_args(argv)
 
 
