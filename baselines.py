@@ -49,6 +49,7 @@ from utils import (LEADS, N_FOLDS, SAMPLE_RATE, SignalCache, data_label_set, dat
                    write_csv, write_json, write_manifest, write_text)
 from utils.presets import parse_with_preset
 from utils.results import results_home
+from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 FEATURES_CSV = "features.csv"
 FEATURE_VERSION = 2  # 2: the original's statistic order, entropy / 10, float64 signals
@@ -89,7 +90,7 @@ def classifier_list(text: str) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="preprocess output folder")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="preprocess output folder")
     p.add_argument("--classifier", type=classifier_list, default="all",
                    help="LR, RF, LGB, MLP or all (comma lists work too)")
     p.add_argument("--leads", type=lead_list, default="all", help="restrict the features to these leads")
@@ -107,7 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also fit a temperature on validation and report ECE / Brier before and after")
     p.add_argument("--no-figures", action="store_true", help="skip ROC, confusion and reliability figures")
     p.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1)
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="recompute features.csv and refit every classifier")
     return parse_with_preset(p, argv, "baselines_cv")
 

@@ -27,6 +27,7 @@ from models.run import Run, load_thresholds, run_argument
 from utils import (PipelineError, nonnegative_int, parse_leads, positive_int, print_metrics, read_evaluation,
                    read_records, script_main, write_csv)
 from utils.presets import parse_with_preset
+from utils.defaults import DEFAULT_RESULTS_DIR
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="another preprocessed database to test on (every labelled record)")
     p.add_argument("--leads", default=None, help="optional check: the leads the checkpoint must have been trained on")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="diagnose these records instead")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--n-bootstrap", type=nonnegative_int, default=1000, help="bootstrap resamples for the 95 %% CIs")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--num-workers", type=nonnegative_int, default=2)

@@ -44,13 +44,14 @@ from utils import (LABEL_SETS, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, PREPRO
                    outputs_current, parallel_imap, positive_int, read_entry, remove_stale_temporaries, resample,
                    script_main, seed_int, stratified_folds, stream_signal_cache, to_microvolts, write_csv,
                    write_index, write_manifest, write_span)
+from utils.defaults import DEFAULT_DATA_DIR
 
 CACHE_VERSION = 2  # bump when the cache format changes, so old caches are rebuilt
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"), help="folder with the records")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder with the records")
     p.add_argument("--out", "--out-dir", dest="out_dir", type=Path, default=None,
                    help="where outputs go (default: --data-dir)")
     p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS), help="label set")

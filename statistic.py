@@ -16,6 +16,7 @@ import pandas as pd
 
 from utils import REFERENCE_CSV, data_label_set, load_labels, require, script_main, write_csv, write_text
 from utils.results import results_home
+from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 # The published class counts of the CPSC2018 training set (6,877 records), shown beside a cpsc9 table.
 CPSC2018_COUNTS = {"SNR": 918, "AF": 1098, "IAVB": 704, "LBBB": 207, "RBBB": 1695, "PAC": 556, "PVC": 672,
@@ -24,8 +25,8 @@ CPSC2018_COUNTS = {"SNR": 918, "AF": 1098, "IAVB": 704, "LBBB": 207, "RBBB": 169
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path("data/CPSC"))
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     return p.parse_args(argv)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from utils import (LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, output_names, positive_float, read_records, save_figure,
                    script_main)
 from utils.results import results_home
+from utils.defaults import DEFAULT_RESULTS_DIR
 
 GRID_3X4 = [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
 RHYTHM_LEAD = "II"
@@ -28,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--record", type=Path, nargs="+", required=True, help="WFDB .hea (or CPSC2018 .mat) records")
     p.add_argument("--layout", choices=("3x4", "1col", "both"), default="both")
     p.add_argument("--seconds", type=positive_float, default=10.0, help="how much of the record (the first seconds)")
-    p.add_argument("--results-dir", type=Path, default=Path("results"),
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
                    help="figures go to <results-dir>/<the record's folder name>/ecg/")
     return p.parse_args(argv)
 

@@ -17,6 +17,7 @@ from models.inputs import pick_device
 from models.training import RunConfig, train
 from utils import nonnegative_int, positive_int
 from utils.results import results_home
+from utils.defaults import DEFAULT_RESULTS_DIR
 
 
 def study_parser(description: str) -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def study_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--n-bootstrap", type=nonnegative_int, default=1000)
     p.add_argument("--runs-dir", type=Path, default=None,
                    help="the folder holding the study's run folders (default data/<db>/runs)")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate every run of the study")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs trained at once: N processes sharing the GPU (or spread over the visible GPUs); "

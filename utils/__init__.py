@@ -7,6 +7,7 @@ whichever module X lives in:
 - layouts: the registry of database layouts (WFDB, CPSC2018, PTB-XL) preprocess.py reads
 - folds:   stratified folds and the split rules
 - cache:   the preprocess outputs, their manifest checks and the memory-mapped signal cache
+- defaults: the default --data-dir and --results-dir of every command
 - io:      atomic writes, figures, fingerprints, the freshness rule, argparse types, process pool
 - metrics: F1, AUC, ECE, Brier, threshold tuning, temperature scaling, bootstrap CIs
 - evaluator: one evaluator for every model's scores: thresholds, metrics with CIs, calibration, figures,
@@ -16,6 +17,7 @@ whichever module X lives in:
 - presets: named settings (demo, paper) as data; pool: databases pooled for leave-one-out
 """
 from utils.cache import *  # noqa: F401,F403
+from utils.defaults import *  # noqa: F401,F403
 from utils.download import *  # noqa: F401,F403
 from utils.errors import *  # noqa: F401,F403
 from utils.evaluator import *  # noqa: F401,F403
