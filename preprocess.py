@@ -52,7 +52,7 @@ CACHE_VERSION = 2  # bump when the cache format changes, so old caches are rebui
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder with the records")
-    p.add_argument("--out", "--out-dir", dest="out_dir", type=Path, default=None,
+    p.add_argument("--out", dest="out_dir", type=Path, default=None,
                    help="where outputs go (default: --data-dir)")
     p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS), help="label set")
     p.add_argument("--seed", type=seed_int, default=42, help="seed of the stratified fold assignment (0 to 2**32-1)")

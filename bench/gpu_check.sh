@@ -117,7 +117,7 @@ if want data; then
   else
     note "synth: $records already holds the records (synth_details.csv); reused"
   fi
-  run preprocess 200 "$py" preprocess.py --data-dir "$records" --out-dir "$prepared"
+  run preprocess 200 "$py" preprocess.py --data-dir "$records" --out "$prepared"
   cut -d' ' -f2- "$logs/preprocess.out" 2>/dev/null | grep '^reading\|^records found\|current' | sed 's/^/  /' | tee -a "$results"
 fi
 
