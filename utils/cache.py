@@ -14,7 +14,7 @@ import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
 from utils.io import atomic_write, current_umask, manifest_mismatch, read_manifest
-from utils.labels import CPSC9, LEADS
+from utils.labels import LEADS
 from utils.records import GAIN_ADU_PER_MV
 
 __all__ = ["REFERENCE_CSV", "LABELS_CSV", "SIGNALS_NPY", "SIGNALS_INDEX_CSV", "MANIFEST_JSON",
@@ -59,9 +59,13 @@ def preprocess_manifest(data_dir: Path) -> dict:
 
 
 def data_label_set(data_dir: Path) -> dict:
-    """{"name", "classes"} of the label set a folder was preprocessed with (cpsc9 for folders written
-    before label sets were recorded)."""
-    return preprocess_manifest(data_dir).get("label_set") or CPSC9.as_dict()
+    """{"name", "classes"} of the label set a folder was preprocessed with; a manifest without one is
+    refused rather than guessed (its labels.csv columns could be any set)."""
+    label_set = preprocess_manifest(data_dir).get("label_set")
+    if not isinstance(label_set, dict) or "classes" not in label_set:
+        raise PipelineError(f"{Path(data_dir) / MANIFEST_JSON} names no label set; rerun "
+                            f"`python preprocess.py --data-dir {data_dir} --force`")
+    return label_set
 
 
 def data_split_rule(data_dir: Path) -> dict | None:
