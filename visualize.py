@@ -5,7 +5,9 @@
 
 Layouts: `3x4` (four 2.5 s columns I-III, aVR-aVF, V1-V3, V4-V6, plus a 10 s lead II rhythm strip) and
 `1col` (all twelve leads stacked). Grid: 1 mm = 0.04 s and 0.1 mV; 5 mm = 0.2 s and 0.5 mV.
-Writes results/<the records' folder>/ecg/{record}_{layout}.png (under --results-dir).
+Writes <results-dir>/<db>/ecg/{record}_{layout}.png, where <db> is the results folder of the folder
+holding the record, filed by its real path as every result is (utils/results.py): the real folder's name,
+or that name with a hash of the path when another database already holds the name.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layout", choices=("3x4", "1col", "both"), default="both")
     p.add_argument("--seconds", type=positive_float, default=10.0, help="how much of the record (the first seconds)")
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
-                   help="figures go to <results-dir>/<the record's folder name>/ecg/")
+                   help="figures go to <results-dir>/<the results folder of the record's folder>/ecg/")
     return p.parse_args(argv)
 
 
