@@ -44,6 +44,7 @@ from utils.features import FEATURE_VERSION, feature_columns, load_or_compute_fea
 from utils.io import MAX_WORKERS, bounded_int, folder_path, seed_int
 from utils.presets import parse_with_preset
 from utils.results import EvaluationFolder, baselines_folder, results_home
+from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 CLASSIFIERS = ("LR", "RF", "LGB", "MLP")
 DEFAULT_SEED = 42
@@ -61,7 +62,7 @@ def classifier_list(text: str) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"), help="preprocess output folder")
+    p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR, help="preprocess output folder")
     p.add_argument("--classifier", type=classifier_list, default="all",
                    help="LR, RF, LGB, MLP or all (comma lists work too)")
     p.add_argument("--leads", type=leads_argument, default="all", help="restrict the features to these leads")
@@ -80,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-figures", action="store_true", help="skip ROC, confusion and reliability figures")
     p.add_argument("--num-workers", type=bounded_int(1, MAX_WORKERS), default=os.cpu_count() or 1,
                    help="processes computing features, %(type)s")
-    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
+    p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="recompute features.csv and refit every classifier")
     return parse_with_preset(p, argv, "baselines_cv")
 

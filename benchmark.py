@@ -48,6 +48,7 @@ from utils import (LABEL_SETS, EvaluationFolder, MissingInputError, PipelineErro
                    seed_int, tune_gbeta_thresholds, write_benchmark_outputs, write_te_results)
 from utils.io import MAX_WORKERS, flag_given, folder_path
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_TASKS, PTBXL_PROTOCOL, parse_with_preset
+from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
 from utils.results import results_home
 
 MODES = ("run", "score")  # run: the default, without a mode word
@@ -103,7 +104,7 @@ def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 conflict_handler="resolve")
     RunConfig.add_arguments(p)
-    p.add_argument("--data-dir", type=folder_path, default=Path("data/PTBXL"),
+    p.add_argument("--data-dir", type=folder_path, default=DEFAULT_PTBXL_DIR,
                    help="the database as downloaded (PTB-XL's layout, or any layout for --tasks cpsc9)")
     p.add_argument("--arch", help=argparse.SUPPRESS)  # the architectures are --models
     p.add_argument("--tasks", type=task_list, default=task_list(BENCHMARK_TASKS),
@@ -112,7 +113,7 @@ def run_parser() -> argparse.ArgumentParser:
                    help=f"comma list of registered architectures (default: {BENCHMARK_MODELS})")
     p.add_argument("--tasks-dir", type=folder_path, default=None,
                    help="where the task folders go (default <data-dir>/tasks)")
-    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
+    p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--n-bootstrap", type=bounded_int(1, 100_000), default=N_BOOTSTRAP,
                    help=f"bootstrap resamples of the test records, %(type)s (the benchmark: {N_BOOTSTRAP})")
     p.add_argument("--jobs", type=bounded_int(1, MAX_WORKERS), default=1,

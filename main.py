@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                    help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
-    p.add_argument("--run", "--run-dir", dest="run", type=Path, default=None,
+    p.add_argument("--run", type=Path, default=None,
                    help="the run folder (default data/<db>/runs/{arch}_{leads}_{seed}/)")
     p.add_argument("--resume", action="store_true",
                    help="require a run to continue from its last completed epoch (an unfinished run resumes anyway)")

@@ -28,6 +28,7 @@ from utils import (EvaluationFolder, PipelineError, leads_argument, print_metric
                    read_records, script_main, write_csv)
 from utils.io import MAX_WORKERS, bounded_int, folder_path, refuse_together
 from utils.presets import parse_with_preset
+from utils.defaults import DEFAULT_RESULTS_DIR
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--leads", type=leads_argument, default=None,
                    help="optional check: the leads the checkpoint must have been trained on")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="diagnose these records instead")
-    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
+    p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--n-bootstrap", type=bounded_int(0, 100_000), default=1000,
                    help="bootstrap resamples for the 95 %% CIs, %(type)s")
     p.add_argument("--batch-size", type=bounded_int(1, 65_536), default=64, help="%(type)s")

@@ -54,12 +54,13 @@ from utils import (LABEL_SETS, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, PREPRO
                    stream_signal_cache, summarise_dataset, to_microvolts, write_csv, write_index, write_manifest,
                    write_span)
 from utils.io import MAX_WORKERS, bounded_int, folder_path
+from utils.defaults import DEFAULT_DATA_DIR
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"), help="folder with the records")
-    p.add_argument("--out", "--out-dir", dest="out_dir", type=folder_path, default=None,
+    p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR, help="folder with the records")
+    p.add_argument("--out", dest="out_dir", type=folder_path, default=None,
                    help="where outputs go (default: --data-dir)")
     p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS),
                    help="label set: cpsc9, or a PTB-XL task (all, diagnostic, subdiagnostic, superdiagnostic, "

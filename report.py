@@ -29,6 +29,7 @@ from utils import (MANIFEST_JSON, Column, EvaluationFolder, MissingInputError, P
                    write_text)
 from utils.io import folder_path
 from utils.results import SYNTHETIC_MARKER, results_home, same_database
+from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 PAPER = {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
 # PTB-XL benchmark (Strodthoff et al., IEEE JBHI 2021), superdiagnostic task, macro AUC on strat_fold 10
@@ -37,9 +38,9 @@ PTBXL_BENCHMARK = {"resnet1d_wang": 0.930, "xresnet1d101": 0.928, "inception1d":
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"))
+    p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR)
     p.add_argument("--run", type=run_argument, required=True, help="the 12-lead run the report is about")
-    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
+    p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     return p.parse_args(argv)
 
 

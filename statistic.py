@@ -9,7 +9,6 @@ results/<db>/dataset_table.csv and .md. Multi-label records count once in each o
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +16,7 @@ import pandas as pd
 from utils import REFERENCE_CSV, Column, data_label_set, format_mean_sd, load_labels, require, script_main, write_table
 from utils.io import folder_path
 from utils.results import results_home
+from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 # The published class counts of the CPSC2018 training set (6,877 records), shown beside a cpsc9 table.
 CPSC2018_COUNTS = {"SNR": 918, "AF": 1098, "IAVB": 704, "LBBB": 207, "RBBB": 1695, "PAC": 556, "PVC": 672,
@@ -25,8 +25,8 @@ CPSC2018_COUNTS = {"SNR": 918, "AF": 1098, "IAVB": 704, "LBBB": 207, "RBBB": 169
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"))
-    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
+    p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     return p.parse_args(argv)
 
 

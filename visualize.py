@@ -5,7 +5,9 @@
 
 Layouts: `3x4` (four 2.5 s columns I-III, aVR-aVF, V1-V3, V4-V6, plus a 10 s lead II rhythm strip) and
 `1col` (all twelve leads stacked). Grid: 1 mm = 0.04 s and 0.1 mV; 5 mm = 0.2 s and 0.5 mV.
-Writes results/<the records' folder>/ecg/{record}_{layout}.png (under --results-dir).
+Writes <results-dir>/<db>/ecg/{record}_{layout}.png, where <db> is the results folder of the folder
+holding the record, filed by its real path as every result is (utils/results.py): the real folder's name,
+or that name with a hash of the path when another database already holds the name.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from utils import (LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, output_names, read_recor
                    script_main)
 from utils.io import bounded_float, folder_path
 from utils.results import results_home
+from utils.defaults import DEFAULT_RESULTS_DIR
 
 GRID_3X4 = [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
 RHYTHM_LEAD = "II"
@@ -30,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layout", choices=("3x4", "1col", "both"), default="both")
     p.add_argument("--seconds", type=bounded_float(0, 3600, above=True), default=10.0,
                    help="how much of the record (the first seconds), %(type)s")
-    p.add_argument("--results-dir", type=folder_path, default=Path("results"),
+    p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR,
                    help="figures go to <results-dir>/<the record's folder name>/ecg/")
     return p.parse_args(argv)
 

@@ -93,7 +93,7 @@ class PeakSampler(threading.Thread):
 
 def run_once(args: argparse.Namespace) -> dict:
     shutil.rmtree(args.out, ignore_errors=True)
-    cmd = [sys.executable, str(args.repo / "preprocess.py"), "--data-dir", str(args.records), "--out-dir",
+    cmd = [sys.executable, str(args.repo / "preprocess.py"), "--data-dir", str(args.records), "--out",
            str(args.out), "--num-workers", str(args.num_workers), "--force"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=args.repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -59,8 +59,8 @@ TRAIN_FACTOR = 3  # training FLOPs per forward FLOP: forward 1, backward 2 (grad
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' datasheets, whose headline
 # figures "with sparsity" are twice these. Matched as whole words against torch.cuda.get_device_name(), in
 # this order (more specific names first). They are boost-clock figures: a clock sustained under the power
-# limit is lower, which is why the earlier session's reference assumes 790 TFLOP/s for the H200 (about 80 % of the
-# datasheet's 989); `--peak-tflops 790` reports the share against that instead.
+# limit is lower, which is why the H200 measurements in bench/README.md were first read against 790 TFLOP/s
+# (about 80 % of the datasheet's 989); `--peak-tflops 790` reports the share against that instead.
 PEAK_BF16_TFLOPS: tuple[tuple[str, float, str], ...] = (
     ("GH200", 989.4, "NVIDIA GH200 datasheet, 1,979 with sparsity"),
     ("H200 NVL", 835.5, "NVIDIA H200 NVL datasheet, 1,671 with sparsity"),
@@ -283,51 +283,32 @@ def fmt_flops(flops_per_s: float) -> str:
     return f"{flops_per_s / 1e12:8.2f} TFLOP/s" if flops_per_s >= 1e12 else f"{flops_per_s / 1e9:8.1f} GFLOP/s"
 
 
-@script_main
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    device = torch.device("cuda" if args.use_gpu and torch.cuda.is_available() else "cpu")
-    if args.use_gpu and device.type == "cpu":
-        print("--use-gpu given but no CUDA device is available; running on CPU")
-    cuda = device.type == "cuda"
-    compiled = cuda if args.compile is None else args.compile
-    if args.num_workers is None:
-        args.num_workers = 4 if cuda else 0
-    n_classes = len(CPSC9.classes)
-    with torch.device("meta"):
-        fwd = forward_flops(build_model(args.arch, len(LEADS), n_classes), len(LEADS), args.n_samples)
-    step_flops = TRAIN_FACTOR * fwd
-    peak, peak_source = device_peak(device, args.peak_tflops)
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.arch}, input {len(LEADS)} x {args.n_samples} ({args.input_seconds:g} s at {args.sample_rate} Hz), "
-          f"batch {args.batch_size}, {name}, torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}")
-    print(f"FLOPs per record: forward {fwd / 1e9:.2f} GFLOP (Conv1d + Linear, 2 per multiply-accumulate), "
-          f"training step {step_flops / 1e9:.2f} GFLOP ({TRAIN_FACTOR} x forward)")
-    print(f"peak (dense bf16): {f'{peak:g} TFLOP/s' if peak else 'unknown'} ({peak_source})")
+def print_row(label: str, rate: float, flops_per_record: float, peak: float | None, extra: str = "") -> None:
+    """One line of the table: samples/s, achieved FLOP/s and, when the peak is known, the MFU."""
+    achieved = rate * flops_per_record
+    mfu = f"{100 * achieved / (peak * 1e12):5.1f} %" if peak else "    n/a"
+    print(f"{label:38s} {rate:10.1f}  {fmt_flops(achieved)}  {mfu}  {extra}")
 
+
+def bare_step_configs(cuda: bool, compiled: bool, cuda_graphs: bool) -> list[tuple[str, bool, str | None]]:
+    """(label, bf16 autocast, torch.compile mode or None) of each bare-step measurement on this device."""
     configs = [("fp32, eager", False, None)]
     if cuda:
         configs.append(("bf16, eager", True, None))
     if compiled:
         configs.append(("bf16, compiled (main.py)" if cuda else "fp32, compiled", cuda, "default"))
-    if cuda and args.cuda_graphs:
+    if cuda and cuda_graphs:
         configs.append(("bf16, compiled, CUDA graphs", True, "reduce-overhead"))
-    main_loop = not args.no_main_loop
-    share = args.seconds / (len(configs) + 0.5 + (1 if main_loop else 0))
-    if cuda:
-        torch.backends.cudnn.benchmark = True  # as main.py (outside --deterministic)
+    return configs
+
+
+def measure_bare_steps(args: argparse.Namespace, device: torch.device, configs: list, share: float,
+                       step_flops: float, peak: float | None) -> dict:
+    """Each configuration's bare training step on batches already on the device; a configuration that
+    fails (a compiler missing on this machine) is recorded as its error, the others still run."""
+    cuda, n_classes = device.type == "cuda", len(CPSC9.classes)
     batches = device_batches(args.batch_size, args.n_samples, n_classes, device)
-    results = {"arch": args.arch, "n_leads": len(LEADS), "n_samples": args.n_samples, "batch_size": args.batch_size,
-               "device": name, "torch": torch.__version__, "forward_flops": fwd, "train_flops_per_record": step_flops,
-               "peak_tflops": peak, "peak_source": peak_source, "load_average_start": os.getloadavg()[0],
-               "train": {}}
-
-    def row(label: str, rate: float, flops_per_record: float, extra: str = "") -> None:
-        achieved = rate * flops_per_record
-        mfu = f"{100 * achieved / (peak * 1e12):5.1f} %" if peak else "    n/a"
-        print(f"{label:38s} {rate:10.1f}  {fmt_flops(achieved)}  {mfu}  {extra}")
-
-    print(f"\n{'measurement':38s} {'samples/s':>10s}  {'achieved':>15s}  {'MFU':>7s}")
+    out = {}
     for label, amp, mode in configs:
         torch.manual_seed(0)
         model = build_model(args.arch, len(LEADS), n_classes).to(device)
@@ -338,50 +319,93 @@ def main(argv=None) -> dict:
             r = time_bare_steps(train_model, batches, device, amp, share, warmup=5 if mode else 2)
         except Exception as e:  # a compiler missing on this machine must not lose the other numbers
             print(f"{label:38s} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            results["train"][label] = {"error": f"{type(e).__name__}: {e}"}
+            out[label] = {"error": f"{type(e).__name__}: {e}"}
             continue
         r["achieved_flops_per_s"] = r["samples_per_s"] * step_flops
         r["mfu"] = r["achieved_flops_per_s"] / (peak * 1e12) if peak else None
-        results["train"][label] = r
-        row(f"train, {label}", r["samples_per_s"], step_flops,
-            f"{r['step_ms']:.1f} ms/step; {r['steps']} steps in {len(r['chunk_rates'])} parts, "
-            f"{r['chunk_rates'][0]:.1f}-{r['chunk_rates'][-1]:.1f} samples/s; warm-up {r['warmup_s']:.1f} s")
+        out[label] = r
+        print_row(f"train, {label}", r["samples_per_s"], step_flops, peak,
+                  f"{r['step_ms']:.1f} ms/step; {r['steps']} steps in {len(r['chunk_rates'])} parts, "
+                  f"{r['chunk_rates'][0]:.1f}-{r['chunk_rates'][-1]:.1f} samples/s; warm-up {r['warmup_s']:.1f} s")
         del model, train_model
         if cuda:
             torch.cuda.empty_cache()
+    return out
 
+
+def measure_inference(args: argparse.Namespace, device: torch.device, seconds: float, fwd: float,
+                      peak: float | None) -> dict:
+    """Inference as main.py validates: uncompiled, eval mode, at the validation batch."""
+    cuda = device.type == "cuda"
     torch.manual_seed(0)
-    model = build_model(args.arch, len(LEADS), n_classes).to(device)
-    inf = time_inference(model, args.batch_size * (8 if cuda else 2), args.n_samples, device, cuda, share / 2)
+    model = build_model(args.arch, len(LEADS), len(CPSC9.classes)).to(device)
+    inf = time_inference(model, args.batch_size * (8 if cuda else 2), args.n_samples, device, cuda, seconds)
     inf["achieved_flops_per_s"] = inf["samples_per_s"] * fwd
-    results["inference"] = inf
-    row(f"inference, {'bf16' if cuda else 'fp32'}, batch {inf['batch_size']}", inf["samples_per_s"], fwd,
-        "eval mode, uncompiled (main.py's validation)")
-    del model
+    print_row(f"inference, {'bf16' if cuda else 'fp32'}, batch {inf['batch_size']}", inf["samples_per_s"], fwd, peak,
+              "eval mode, uncompiled (main.py's validation)")
+    return inf
 
-    if main_loop:
-        # main.py's settings: bf16 and compiled on CUDA (eager when compiling failed above), fp32 eager on CPU
-        main_compiles = cuda and compiled and "samples_per_s" in results["train"].get("bf16, compiled (main.py)", {})
-        candidates = (["bf16, compiled (main.py)"] if main_compiles else []) + ["bf16, eager", "fp32, eager"]
-        ref = next((c for c in candidates if "samples_per_s" in results["train"].get(c, {})), None)
-        print(f"\nmain.py's loop: train(cfg), 2 epochs on synthetic records ({ref or 'no bare step to compare'}; "
-              f"{args.num_workers} loader workers)", flush=True)
-        try:
-            bare = results["train"][ref]["samples_per_s"] if ref else 1.0
-            m = time_main_loop(args, device, cuda, main_compiles, bare, share)
-        except Exception as e:  # keep the numbers above
-            print(f"main.py loop failed: {type(e).__name__}: {e}")
-            results["main_loop"] = {"error": f"{type(e).__name__}: {e}"}
-        else:
-            results["main_loop"] = {**m, "bare_reference": ref, "bare_samples_per_s": bare}
-            row("main.py loop, epoch 2 (train records)", m["train_records_per_s"], step_flops,
-                f"{100 * m['of_bare_step']:.0f} % of the bare step")
-            print(f"  {m['train_records']} training + {m['val_records']} validation records: epoch 2 "
-                  f"{m['epoch2_s']:.2f} s as logged (training + validation), epoch 1 {m['epoch1_s']:.2f} s (warm-up, "
-                  f"compilation); outside the logged epochs (setup, checkpoint writes) {m['outside_epochs_s']:.2f} s; "
-                  f"bare step for as many records {m['train_records'] / bare:.2f} s")
-            print(f"  at this rate an epoch of 5,504 training records (CPSC2018's 8 folds) takes "
-                  f"{5504 / m['train_records_per_s']:.1f} s; 40 epochs {40 * 5504 / m['train_records_per_s']:.0f} s")
+
+def measure_main_loop(args: argparse.Namespace, device: torch.device, compiled: bool, train_results: dict,
+                      share: float, step_flops: float, peak: float | None) -> dict:
+    """main.py's loop in main.py's settings (bf16 and compiled on CUDA, eager when compiling failed in the
+    bare step; fp32 eager on CPU), compared with the bare step of the same settings."""
+    cuda = device.type == "cuda"
+    main_compiles = cuda and compiled and "samples_per_s" in train_results.get("bf16, compiled (main.py)", {})
+    candidates = (["bf16, compiled (main.py)"] if main_compiles else []) + ["bf16, eager", "fp32, eager"]
+    ref = next((c for c in candidates if "samples_per_s" in train_results.get(c, {})), None)
+    print(f"\nmain.py's loop: train(cfg), 2 epochs on synthetic records ({ref or 'no bare step to compare'}; "
+          f"{args.num_workers} loader workers)", flush=True)
+    try:
+        bare = train_results[ref]["samples_per_s"] if ref else 1.0
+        m = time_main_loop(args, device, cuda, main_compiles, bare, share)
+    except Exception as e:  # keep the numbers measured before
+        print(f"main.py loop failed: {type(e).__name__}: {e}")
+        return {"error": f"{type(e).__name__}: {e}"}
+    print_row("main.py loop, epoch 2 (train records)", m["train_records_per_s"], step_flops, peak,
+              f"{100 * m['of_bare_step']:.0f} % of the bare step")
+    print(f"  {m['train_records']} training + {m['val_records']} validation records: epoch 2 "
+          f"{m['epoch2_s']:.2f} s as logged (training + validation), epoch 1 {m['epoch1_s']:.2f} s (warm-up, "
+          f"compilation); outside the logged epochs (setup, checkpoint writes) {m['outside_epochs_s']:.2f} s; "
+          f"bare step for as many records {m['train_records'] / bare:.2f} s")
+    print(f"  at this rate an epoch of 5,504 training records (CPSC2018's 8 folds) takes "
+          f"{5504 / m['train_records_per_s']:.1f} s; 40 epochs {40 * 5504 / m['train_records_per_s']:.0f} s")
+    return {**m, "bare_reference": ref, "bare_samples_per_s": bare}
+
+
+@script_main
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device("cuda" if args.use_gpu and torch.cuda.is_available() else "cpu")
+    if args.use_gpu and device.type == "cpu":
+        print("--use-gpu given but no CUDA device is available; running on CPU")
+    cuda = device.type == "cuda"
+    compiled = cuda if args.compile is None else args.compile
+    if args.num_workers is None:
+        args.num_workers = 4 if cuda else 0
+    with torch.device("meta"):
+        fwd = forward_flops(build_model(args.arch, len(LEADS), len(CPSC9.classes)), len(LEADS), args.n_samples)
+    step_flops = TRAIN_FACTOR * fwd
+    peak, peak_source = device_peak(device, args.peak_tflops)
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.arch}, input {len(LEADS)} x {args.n_samples} ({args.input_seconds:g} s at {args.sample_rate} Hz), "
+          f"batch {args.batch_size}, {name}, torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}")
+    print(f"FLOPs per record: forward {fwd / 1e9:.2f} GFLOP (Conv1d + Linear, 2 per multiply-accumulate), "
+          f"training step {step_flops / 1e9:.2f} GFLOP ({TRAIN_FACTOR} x forward)")
+    print(f"peak (dense bf16): {f'{peak:g} TFLOP/s' if peak else 'unknown'} ({peak_source})")
+
+    configs = bare_step_configs(cuda, compiled, args.cuda_graphs)
+    share = args.seconds / (len(configs) + 0.5 + (0 if args.no_main_loop else 1))  # of the timed run time
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # as main.py (outside --deterministic)
+    results = {"arch": args.arch, "n_leads": len(LEADS), "n_samples": args.n_samples, "batch_size": args.batch_size,
+               "device": name, "torch": torch.__version__, "forward_flops": fwd, "train_flops_per_record": step_flops,
+               "peak_tflops": peak, "peak_source": peak_source, "load_average_start": os.getloadavg()[0]}
+    print(f"\n{'measurement':38s} {'samples/s':>10s}  {'achieved':>15s}  {'MFU':>7s}")
+    results["train"] = measure_bare_steps(args, device, configs, share, step_flops, peak)
+    results["inference"] = measure_inference(args, device, share / 2, fwd, peak)
+    if not args.no_main_loop:
+        results["main_loop"] = measure_main_loop(args, device, compiled, results["train"], share, step_flops, peak)
     results["load_average_end"] = os.getloadavg()[0]
     print(f"\nload average (1 min) at start {results['load_average_start']:.2f}, "
           f"at end {results['load_average_end']:.2f}")
@@ -389,7 +413,6 @@ def main(argv=None) -> dict:
         write_json(results, args.out)
         print(f"wrote {args.out}")
     return results
-
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 19's GPU checks on one GPU, sized for one H200 (about 8 minutes in all); every number goes to RESULTS.
+# The GPU checks of bench/README.md on one GPU, sized for one H200 (about 8 minutes in all); every number goes to RESULTS.
 #
-#   bash bench/gpu_check.sh [RESULTS]                  # default gpu_check_results.txt; on the device machine: $OUT/gpu_check.txt
+#   bash bench/gpu_check.sh [RESULTS]                  # default gpu_check_results.txt
 #   GPU_CHECK_STEPS="env bench" bash bench/gpu_check.sh $OUT/a.txt      # a subset of: env bench data main cv
 #   GPU_CHECK_SMOKE=1 bash bench/gpu_check.sh /tmp/smoke.txt             # the plumbing on a CPU, tiny sizes, no GPU numbers
 #
@@ -14,14 +14,14 @@
 #   main   main.py --preset paper --epochs 2 on it (fused Adam, no host sync per step, torch.compile, bf16
 #          validation at 8 x the batch), GPU utilisation sampled by nvidia-smi every 200 ms
 #   cv     cross_validate.py --preset paper --epochs 2 --folds 1,2,3 --jobs 3: three runs sharing the GPU
-# The whole script stops starting new work after GPU_CHECK_BUDGET seconds (default 540: the device machine
-# allows 10 minutes a command); each step's own time limit is cut to what is left, so RESULTS always
+# The whole script stops starting new work after GPU_CHECK_BUDGET seconds (default 540, under a 10-minute
+# limit per command); each step's own time limit is cut to what is left, so RESULTS always
 # holds what finished. To stay far from that limit, run it as two calls on a warm machine:
 # GPU_CHECK_STEPS="env bench" then GPU_CHECK_STEPS="data main cv" (work files are kept in between).
 #
 # Needs python with torch (CUDA), numpy, pandas (2 or 3), scipy and tqdm; matplotlib only for
 # cross_validate.py's figure at its very end, after the timings it reports were logged. NOT wfdb, shap,
-# pywavelets or lightgbm (the device machine lacks them): synth.py writes .hea + .mat records with scipy,
+# pywavelets or lightgbm (a bare GPU machine may lack them): synth.py writes .hea + .mat records with scipy,
 # preprocess.py reads .mat without wfdb, and no training step imports the others.
 # Work files: data/gpu_check/ (git-ignored, so a warm machine keeps them between calls); step logs are
 # copied next to RESULTS, into gpu_check_logs/.
@@ -117,7 +117,7 @@ if want data; then
   else
     note "synth: $records already holds the records (synth_details.csv); reused"
   fi
-  run preprocess 200 "$py" preprocess.py --data-dir "$records" --out-dir "$prepared"
+  run preprocess 200 "$py" preprocess.py --data-dir "$records" --out "$prepared"
   cut -d' ' -f2- "$logs/preprocess.out" 2>/dev/null | grep '^reading\|^records found\|current' | sed 's/^/  /' | tee -a "$results"
 fi
 

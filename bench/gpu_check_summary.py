@@ -5,7 +5,7 @@ time-stamped output, and nvidia-smi's utilisation samples.
     python bench/gpu_check_summary.py cv --stdout cv.out --runs-dir cv_runs --util util.csv --wall 170 --single-wall 60
 
 Prints `key: value` lines (gpu_check.sh appends them to its results file), including the verdict on
-issue 19's targets. The standard library only, so it runs wherever the training ran.
+the targets of bench/README.md. The standard library only, so it runs wherever the training ran.
 
 --stdout is the command's output with each line prefixed by the Unix time it was printed at
 ("1750000000.123456 epoch   1/2 ..."); the epoch lines main.py prints after each epoch's checkpoints
@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 
 CPSC_TRAIN_RECORDS = 5504       # CPSC2018's 6,877 records, 8 of 10 folds
-TARGET_RECORDS_PER_S = 2500     # issue 19: main.py end to end on one H200
-TARGET_40_EPOCHS_S = 90         # issue 19: 40 epochs of 5,504 records
+TARGET_RECORDS_PER_S = 2500     # main.py end to end on one H200 (bench/README.md, Targets)
+TARGET_40_EPOCHS_S = 90         # 40 epochs of 5,504 records on one H200
 EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/(\d+)\s")
 SPLIT_LINE = re.compile(r"train (\d+) val (\d+) test (\d+) records(?: \(test fold (\d+)\))?")
 

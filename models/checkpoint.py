@@ -41,8 +41,11 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise PipelineError(f"{path} is not a checkpoint written by main.py")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format", "1 (settings under 'args', no label set)")
-        raise PipelineError(f"{path} is a checkpoint of format {found}; this version reads format {CHECKPOINT_FORMAT} "
+        raise PipelineError(f"{path} is a checkpoint of format {found}; every stage reads format {CHECKPOINT_FORMAT} "
                             f"(config, label_set, split): retrain it with `python main.py`")
+    if not isinstance(ckpt.get("data"), dict) or "identity" not in ckpt["data"]:
+        raise PipelineError(f"{path} records no database identity (data.identity), which files its results; "
+                            f"retrain it with `python main.py`")
     return ckpt
 
 

@@ -33,8 +33,8 @@ __all__ = ["training_data_dir", "results_folder", "score_records", "RunScorer", 
 
 
 def training_data_dir(ckpt: dict) -> Path:
-    """The preprocess folder a checkpoint was trained on (its real path when the checkpoint recorded it)."""
-    return Path(ckpt["data"].get("identity") or ckpt["data"]["dir"])
+    """The preprocess folder a checkpoint was trained on, by its real path (utils.results.database_identity)."""
+    return Path(ckpt["data"]["identity"])
 
 
 def results_folder(results_dir: Path, ckpt: dict, run: Run) -> Path:

@@ -52,7 +52,7 @@ class Run:
         if path.suffix == ".pth":
             if path.name not in (cls.MODEL, cls.LAST):
                 raise PipelineError(f"{path}: a run is a folder holding {cls.MODEL}; pass the folder "
-                                    f"(checkpoints under other names are not runs of this version)")
+                                    f"(a checkpoint under another name is not a run)")
             path = path.parent
         return cls(path)
 
@@ -114,7 +114,7 @@ def load_thresholds(run: Run, classes: list[str], required: bool = True) -> np.n
         saved = json.loads(path.read_text())
         model_sha = saved["model_sha"]
     except (ValueError, KeyError, TypeError) as e:
-        raise PipelineError(f"{path} is not a thresholds file of this version ({type(e).__name__}: {e}); "
+        raise PipelineError(f"{path} is not a thresholds file written by predict.py ({type(e).__name__}: {e}); "
                             f"{retune}") from None
     if model_sha != file_sha(run.model):
         raise PipelineError(f"{path} was tuned for an earlier {run.model} (the checkpoint changed since); {retune}")

@@ -17,6 +17,7 @@ from models.inputs import pick_device
 from models.training import RunConfig, train
 from utils import MAX_WORKERS, bounded_int, folder_path
 from utils.results import results_home
+from utils.defaults import DEFAULT_RESULTS_DIR
 
 
 def study_parser(description: str) -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def study_parser(description: str) -> argparse.ArgumentParser:
                    help="bootstrap resamples for the 95 %% CIs, %(type)s")
     p.add_argument("--runs-dir", type=folder_path, default=None,
                    help="the folder holding the study's run folders (default data/<db>/runs)")
-    p.add_argument("--results-dir", type=folder_path, default=Path("results"))
+    p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate every run of the study")
     p.add_argument("--jobs", type=bounded_int(1, MAX_WORKERS), default=1,
                    help="runs trained at once: N processes sharing the GPU (or spread over the visible GPUs); "

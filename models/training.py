@@ -41,13 +41,14 @@ from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, c
                    data_split_rule, database_name, exclusive_lock, f1_scores, load_labels, MAX_WORKERS, bounded_float,
                    bounded_int, describe_flag, flag_error, flag_given, folder_path, seed_int,
                    preprocess_manifest, split_labels, write_csv)
+from utils.defaults import DEFAULT_DATA_DIR
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one training run (and how to execute it). Built once from the command
     line, stored in the checkpoint as a plain dict and rebuilt from it with `from_dict`."""
-    data_dir: str = "data/CPSC"
+    data_dir: str = str(DEFAULT_DATA_DIR)
     arch: str = "resnet34"
     leads: tuple[str, ...] = LEADS
     seconds: float = INPUT_SECONDS
@@ -119,7 +120,7 @@ class RunConfig:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         """The command-line flags of one run (main.py, and the studies that train many)."""
-        p.add_argument("--data-dir", type=folder_path, default=Path("data/CPSC"), help="preprocess output folder")
+        p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR, help="preprocess output folder")
         p.add_argument("--arch", default="resnet34", choices=list_models(),
                        help="a registered architecture (`python -m models` lists them)")
         p.add_argument("--seed", type=seed_int, default=42, help="%(type)s")

@@ -25,7 +25,7 @@ def synth_records(tmp_path_factory) -> Path:
 def prepared(synth_records, tmp_path_factory) -> Path:
     """The preprocess outputs (labels, cache) of `synth_records`; treat as read-only."""
     out = tmp_path_factory.mktemp("prepared")
-    preprocess.main(["--data-dir", str(synth_records), "--out-dir", str(out), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(synth_records), "--out", str(out), "--num-workers", "1"])
     return out
 
 

@@ -64,7 +64,7 @@ def test_features_csv_equals_the_original_extraction_on_real_records(tmp_path):
     """features.csv from the cache equals the original's per-lead extraction on wfdb's physical
     signal (float64) of real 500 Hz records; in float32 the finest band's entropy would differ."""
     import preprocess
-    preprocess.main(["--data-dir", str(REAL_DIR), "--out-dir", str(tmp_path), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(REAL_DIR), "--out", str(tmp_path), "--num-workers", "1"])
     table = features.load_or_compute_features(tmp_path, False, 1, False).set_index("patient_id")
     assert len(table) >= 5
     for pid in table.index[:6]:

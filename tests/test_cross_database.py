@@ -21,7 +21,7 @@ def sites(tmp_path_factory):
     for name, site, layout, seed in (("A", "a", "wfdb", 11), ("B", "b", "ptbxl", 12), ("C", "c", "wfdb", 13)):
         synth.main(["--out", str(root / "raw" / name), "--n", "70", "--seed", str(seed), "--site", site,
                     "--layout", layout, "--max-seconds", "10"])
-        preprocess.main(["--data-dir", str(root / "raw" / name), "--out-dir", str(root / name), "--num-workers", "1"])
+        preprocess.main(["--data-dir", str(root / "raw" / name), "--out", str(root / name), "--num-workers", "1"])
         dirs.append(root / name)
     return root, dirs
 
@@ -71,7 +71,7 @@ def test_refuses_mixed_label_sets_and_a_single_database(sites, tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         cross_database.parse_args(["--data-dirs", str(dirs[0])])
     assert e.value.code == 2 and "two or more" in capsys.readouterr().err
-    preprocess.main(["--data-dir", str(root / "raw" / "B"), "--out-dir", str(tmp_path / "S"), "--num-workers", "1",
+    preprocess.main(["--data-dir", str(root / "raw" / "B"), "--out", str(tmp_path / "S"), "--num-workers", "1",
                      "--labels", "superdiagnostic"])
     with pytest.raises(SystemExit, match="different label sets"):
         cross_database.main(["--data-dirs", str(dirs[0]), str(tmp_path / "S"), *TINY, "--epochs", "1",

@@ -20,7 +20,7 @@ from utils import (CPSC9, LEADS, CacheFile, SignalCache, read_record, resample, 
 
 
 def prep(records, out, *extra):
-    preprocess.main(["--data-dir", str(records), "--out-dir", str(out), "--num-workers", "1", *extra])
+    preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1", *extra])
 
 
 @pytest.fixture(scope="module")

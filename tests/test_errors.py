@@ -90,7 +90,7 @@ def test_record_options_go_on_past_a_malformed_header(tuned, synth_records, tmp_
 def test_preprocess_reports_the_malformed_field(records_copy, tmp_path, capsys):
     text = (records_copy / "A0003.hea").read_text()
     (records_copy / "A0003.hea").write_text(text.replace("1000/mV", "1000.0.0/mV", 1))
-    preprocess.main(["--data-dir", str(records_copy), "--out-dir", str(tmp_path / "out"), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(records_copy), "--out", str(tmp_path / "out"), "--num-workers", "1"])
     err = capsys.readouterr().err
     assert "A0003.hea: malformed gain '1000.0.0'" in err and "ValueError" not in err
     labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"patient_id": str})
@@ -105,7 +105,7 @@ def test_one_bad_reference_row_skips_only_that_record(tmp_path, capsys):
     for row, value in bad.items():
         ref.loc[row, "First_label"] = value
     ref.to_csv(records / "REFERENCE.csv", index=False)
-    preprocess.main(["--data-dir", str(records), "--out-dir", str(tmp_path / "out"), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(records), "--out", str(tmp_path / "out"), "--num-workers", "1"])
     err = capsys.readouterr().err
     for row, value in bad.items():
         assert f"First_label '{value}' of {ref.loc[row, 'Recording']} is not a class number" in err
@@ -189,7 +189,7 @@ def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path):
     for attempt in range(4):
         out = tmp_path / f"out{attempt}"
         proc = subprocess.Popen([sys.executable, str(ROOT / "preprocess.py"), "--data-dir", str(records),
-                                 "--out-dir", str(out), "--num-workers", "2"], cwd=ROOT, env=env,
+                                 "--out", str(out), "--num-workers", "2"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                 preexec_fn=terminal_sigint)
         for line in proc.stdout:  # wait until decoding has started
@@ -239,7 +239,7 @@ def test_duplicate_names_keep_the_labelled_copy_and_name_both(synth_records, tmp
     for i in (6, 7):
         shutil.copy(synth_records / f"A000{i}.mat", records)
         shutil.copy(synth_records / f"A000{i}.hea", records)
-    preprocess.main(["--data-dir", str(records), "--out-dir", str(tmp_path / "out"), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(records), "--out", str(tmp_path / "out"), "--num-workers", "1"])
     err = capsys.readouterr().err
     assert f"{records / 'a' / 'X1.hea'}: duplicate record name, skipped (kept {records / 'b' / 'X1.hea'})" in err
     labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"patient_id": str})
@@ -290,6 +290,6 @@ def test_damaged_labels_features_and_thresholds(prepared, trained, synth_records
     model.mkdir()
     shutil.copy(trained["model_path"], model / "model.pth")
     (model / "thresholds.json").write_text(json.dumps({"thresholds": {"NORM": 0.5, "MI": 0.5}}))
-    with pytest.raises(SystemExit, match="not a thresholds file of this version"):
+    with pytest.raises(SystemExit, match="not a thresholds file written by predict.py"):
         predict.main(["--run", str(model), "--record", str(synth_records / "A0001.hea"),
                       "--results-dir", str(tmp_path / "r")])

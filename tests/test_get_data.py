@@ -141,7 +141,7 @@ def test_full_download_is_byte_exact_and_a_rerun_fetches_nothing(mirror, tmp_pat
     assert _files(out) == want  # every file of the source, byte for byte; no .part, no other source
     assert (summary.fetched, summary.skipped, summary.failed) == (14, 0, [])  # 12 record files + 2 RECORDS
     assert not any(rel.startswith("training/ptb/") for rel, _ in mirror["log"])
-    assert f"next: python preprocess.py --data-dir {out / SRC}" in capsys.readouterr().out
+    assert f"next: python preprocess.py --data-dir {out}" in capsys.readouterr().out
 
     mirror["log"].clear()
     summary = _run(mirror, "cpsc2018", out)
@@ -299,7 +299,7 @@ def test_the_printed_preprocess_command_runs_on_what_was_fetched(mirror, tmp_pat
     _run(mirror, "cpsc2018", tmp_path / "cpsc2018")
     argv = _next_command(capsys.readouterr().out)
     preprocess.main([*argv, "--num-workers", "1"])
-    labels = (tmp_path / "cpsc2018" / SRC / "labels.csv").read_text().splitlines()
+    labels = (tmp_path / "cpsc2018" / "labels.csv").read_text().splitlines()
     assert len(labels) == 1 + 6
 
     _run(mirror, "ptbxl", tmp_path / "ptbxl")

@@ -1,5 +1,5 @@
-"""Cases a hostile user found (issue 22) that belong to runs, thresholds and the report: each ends in a
-correct result or one clear line, never a silently wrong one."""
+"""Hostile uses of runs, thresholds and the report (stale thresholds, a retrained model, folders that
+cannot be written): each ends in a correct result or one clear line, never a silently wrong one."""
 from __future__ import annotations
 
 import json

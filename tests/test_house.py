@@ -101,3 +101,24 @@ def test_presets_are_defaults_that_flags_override_and_the_readme_shows_them():
     assert main.parse_args(["--data-dir", "d"]).arch == "resnet34"  # no preset: the paper's defaults
     assert preset_table() in (ROOT / "README.md").read_text(), "README's preset table differs from utils/presets.py"
     assert "--preset \"$preset\"" in (ROOT / "reproduce.sh").read_text()
+
+
+def test_outputs_of_an_older_layout_are_refused_not_guessed(tmp_path):
+    """No reader of older output layouts: a preprocess manifest without its label set, an evaluation
+    without its thresholds object and a checkpoint without its database identity each stop with one
+    line naming the file and the command that rewrites it."""
+    import torch
+
+    from models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+    from utils import data_label_set, read_evaluation, write_json, write_manifest
+
+    write_manifest(tmp_path / "preprocess.json", "key", [])
+    with pytest.raises(PipelineError, match=r"preprocess.json names no label set; rerun `python preprocess.py"):
+        data_label_set(tmp_path)
+    metrics = {"AF": {"f1": 0.5, "threshold": 0.3}, "mean": {"f1": 0.5, "threshold": None}}
+    write_json({"classes": ["AF"], "metrics": metrics}, tmp_path / "metrics.json")
+    with pytest.raises(PipelineError, match=r"metrics.json holds no \"thresholds\" object"):
+        read_evaluation(tmp_path)
+    torch.save({"format": CHECKPOINT_FORMAT, "model": {}, "data": {"dir": "data/CPSC"}}, tmp_path / "model.pth")
+    with pytest.raises(PipelineError, match=r"model.pth records no database identity .*python main.py"):
+        read_checkpoint(tmp_path / "model.pth")

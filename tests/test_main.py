@@ -148,8 +148,8 @@ def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(prepared, tmp_p
 
 def test_ddp_two_gloo_processes_agree(prepared, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "main.py", "--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80",
-           "--run-dir", str(tmp_path / "ddp")]  # torchrun claims --run (its --run-path)
+           "main.py", "--", "--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80",
+           "--run", str(tmp_path / "ddp")]  # after `--` torchrun leaves --run (else taken for its --run-path) alone
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
                           cwd=Path(__file__).resolve().parents[1])

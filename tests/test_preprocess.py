@@ -18,7 +18,7 @@ from utils import (CLASSES, CPSC9, LEADS, SNOMED_TO_CLASS, PipelineError, Signal
 
 def run(data_dir: Path, out_dir: Path | None = None, *extra: str) -> None:
     args = ["--data-dir", str(data_dir), "--num-workers", "1", *extra]
-    preprocess.main(args + (["--out-dir", str(out_dir)] if out_dir else []))
+    preprocess.main(args + (["--out", str(out_dir)] if out_dir else []))
 
 
 def answer_key(records: Path) -> pd.DataFrame:

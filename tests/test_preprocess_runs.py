@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def prep(records: Path, out: Path, *extra: str) -> None:
-    preprocess.main(["--data-dir", str(records), "--out-dir", str(out), "--num-workers", "1", *extra])
+    preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_parallel_decoding_writes_the_serial_bytes(tmp_path):
     mat = records / "A0031.mat"
     mat.write_bytes(mat.read_bytes()[:5000])
     prep(records, tmp_path / "serial")
-    preprocess.main(["--data-dir", str(records), "--out-dir", str(tmp_path / "parallel"), "--num-workers", "2"])
+    preprocess.main(["--data-dir", str(records), "--out", str(tmp_path / "parallel"), "--num-workers", "2"])
     for name in PREPROCESS_OUTPUTS:
         assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "parallel" / name).read_bytes(), name
     for run in ("serial", "parallel"):
@@ -58,7 +58,7 @@ HOLD = textwrap.dedent("""
 
 def test_a_second_writer_of_one_folder_is_refused_with_the_first_ones_pid(records, tmp_path):
     """Two real processes: one holds the folder's lock (as a running preprocess.py does); preprocess.py on
-    the same --out-dir stops at once with exit 1 naming its pid, touching nothing; once the holder is gone
+    the same --out stops at once with exit 1 naming its pid, touching nothing; once the holder is gone
     (even killed with SIGKILL) the lock is free again, and a finished run leaves no lock file."""
     out = tmp_path / "out"
     out.mkdir()
@@ -67,7 +67,7 @@ def test_a_second_writer_of_one_folder_is_refused_with_the_first_ones_pid(record
     try:
         assert holder.stdout.readline().strip() == "locked"
         second = subprocess.run([sys.executable, str(ROOT / "preprocess.py"), "--data-dir", str(records),
-                                 "--out-dir", str(out), "--num-workers", "1"], capture_output=True, text=True,
+                                 "--out", str(out), "--num-workers", "1"], capture_output=True, text=True,
                                 cwd=ROOT, timeout=120)
         assert second.returncode == 1, second.stderr[-2000:]
         assert f"is being written by another process (pid {holder.pid})" in second.stderr

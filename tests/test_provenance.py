@@ -18,7 +18,7 @@ from utils import CLASSES
 
 
 def prep(records, out, *extra):
-    preprocess.main(["--data-dir", str(records), "--out-dir", str(out), "--num-workers", "1", *extra])
+    preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1", *extra])
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def write_database(folder: Path, rows: list[dict]) -> None:
 
 
 def prep(records: Path, out: Path, *extra: str) -> None:
-    preprocess.main(["--data-dir", str(records), "--out-dir", str(out), "--num-workers", "1",
+    preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1",
                      "--labels", "superdiagnostic", *extra])
 
 

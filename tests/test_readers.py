@@ -83,7 +83,7 @@ def quiet_prep(records: Path, out: Path, *extra: str) -> str:
     """preprocess.py (one worker) -> what it printed on stderr."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        preprocess.main(["--data-dir", str(records), "--out-dir", str(out), "--num-workers", "1", *extra])
+        preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1", *extra])
     return err.getvalue()
 
 
@@ -230,11 +230,11 @@ def test_a_signal_file_named_unlike_its_header_is_part_of_the_fingerprint(foreig
     folder, out, _ = foreign
     shutil.copytree(folder, tmp_path / "rec", symlinks=True)
     shutil.copytree(folder.parent / "outside", tmp_path / "outside")
-    preprocess.main(["--data-dir", str(tmp_path / "rec"), "--out-dir", str(tmp_path / "out"), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(tmp_path / "rec"), "--out", str(tmp_path / "out"), "--num-workers", "1"])
     capsys.readouterr()
     new = digitise(analogue(500, 99), "mV", 1000, [0] * 12, 16)
     savemat(tmp_path / "rec" / "sig4.mat", {"val": new.astype(np.int16)}, format="4")
-    preprocess.main(["--data-dir", str(tmp_path / "rec"), "--out-dir", str(tmp_path / "out"), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(tmp_path / "rec"), "--out", str(tmp_path / "out"), "--num-workers", "1"])
     assert "inputs or settings changed" in capsys.readouterr().out
     np.testing.assert_array_equal(SignalCache(tmp_path / "out").record("A0004", dtype=np.float64), new / 1000)
 
@@ -243,7 +243,7 @@ def test_a_dangling_header_link_is_skipped_with_one_line(foreign, tmp_path, caps
     folder, _, _ = foreign
     shutil.copytree(folder, tmp_path / "rec", symlinks=True)
     (tmp_path / "rec" / "A0009.hea").symlink_to(tmp_path / "nowhere.hea")
-    preprocess.main(["--data-dir", str(tmp_path / "rec"), "--out-dir", str(tmp_path / "out"), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(tmp_path / "rec"), "--out", str(tmp_path / "out"), "--num-workers", "1"])
     assert f"skipped: {tmp_path / 'rec' / 'A0009.hea'}: cannot read header" in capsys.readouterr().err
     assert load_labels(tmp_path / "out")["patient_id"].tolist() == ["A0001", "A0004"]
 

@@ -73,5 +73,58 @@ def test_the_fast_commands_run(tmp_path):
 
 
 def test_readme_is_for_a_user_not_a_history():
-    assert len(README.splitlines()) <= 250
+    assert len(README.splitlines()) <= 260
     assert "../shared" not in README and "SPEC.md" not in README  # nothing outside the repository
+
+
+# The project speaks of its software (machines, versions, dates, commands), never of how it was written:
+# no work sessions, work items, issue numbers, agents, helpers or reviewers.
+HISTORY_WORDS = re.compile(r"\b(sessions?|agents?|helpers?|reviewers?|issues?|(this|earlier|previous|older|old|new) "
+                           r"versions?|(this|my|our|next|previous|earlier) tasks?|tasks? #?\d+)\b", re.I)
+# Phrases where such a word is about the software itself, each with the reason; removed before the check.
+ALLOWED_PHRASES = {
+    r'scope="session"': "pytest's fixture scope",
+    r"\bper test session\b": "pytest's run of the whole suite (tests/conftest.py)",
+    r"\bstart_new_session\b": "subprocess's option that starts a process group",
+    r"\bkeep-alive session\b|_local\.session\b|_local, \"session\"|requests\.Session\(\)":
+        "HTTP sessions of requests in utils/download.py",
+    r"\bUser-Agent\b": "the HTTP header utils/download.py sends",
+}
+TEXT_SUFFIXES = {".py", ".md", ".sh", ".txt", ".ini", ".cfg", ".toml", ".yml", ".yaml"}
+
+
+def tracked_text_files() -> list[Path]:
+    """Every tracked text file (.ci/run included), this test file excepted: it spells the words it bans."""
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    paths = [ROOT / name for name in listed.stdout.splitlines()]
+    return [p for p in paths if (p.suffix in TEXT_SUFFIXES or p.parent.name == ".ci") and p.is_file()
+            and p != Path(__file__).resolve()]
+
+
+def history_words(text: str) -> list[str]:
+    """Each line of `text` that speaks of how the project was written, as 'line N: text'."""
+    found = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        cleaned = line
+        for phrase in ALLOWED_PHRASES:
+            cleaned = re.sub(phrase, "", cleaned)
+        if HISTORY_WORDS.search(cleaned):
+            found.append(f"line {n}: {line.strip()[:100]}")
+    return found
+
+
+def test_the_word_check_catches_history_and_spares_the_software():
+    assert history_words("Measured by an earlier session (issue 19).\nreviewer: ok\nas in this version")  \
+        == ["line 1: Measured by an earlier session (issue 19).", "line 2: reviewer: ok", "line 3: as in this version"]
+    assert history_words('@pytest.fixture(scope="session")\ns.headers["User-Agent"]\nparallel_map(fn, tasks)') == []
+    assert history_words("a helper function\nthis task\nTask 12") == ["line 1: a helper function", "line 2: this task",
+                                                                      "line 3: Task 12"]
+
+
+def test_no_tracked_file_speaks_of_how_the_project_was_written():
+    files = tracked_text_files()
+    assert ROOT / "README.md" in files and ROOT / "bench" / "README.md" in files and len(files) > 50
+    found = {str(p.relative_to(ROOT)): hits for p in files if (hits := history_words(p.read_text(errors="replace")))}
+    assert not found, "\n".join(f"{name} {hit}" for name, hits in found.items() for hit in hits)

@@ -1,26 +1,46 @@
-"""shap_values.py: shapes, caching, stale-cache detection, figures, and the completeness of expected gradients."""
+"""shap_values.py and models/explain.py: shapes, caching, stale-cache detection, figures, thresholds, every
+architecture, and expected gradients against shap's own GradientExplainer and against completeness."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
+from conftest import copy_run
+from torch import nn
 
+import predict
 import shap_values
+from models.explain import explain, recurrent_gradients
+from models.run import Run
 from utils import CLASSES
 
 FAST = ["--background", "8", "--n-explain", "4", "--n-samples", "8"]
 
 
+def tune(run: Run, tmp) -> Run:
+    """predict.py on `run` (no bootstrap, no figures): the thresholds SHAP's figure titles use."""
+    predict.main(["--run", str(run), "--results-dir", str(tmp / "tuned"), "--n-bootstrap", "0", "--num-workers", "0",
+                  "--no-figures", "--force"])
+    return run
+
+
+@pytest.fixture(scope="module")
+def tuned(trained, tmp_path_factory) -> Run:
+    """A copy of the trained run with its thresholds tuned (the shared run stays untouched)."""
+    tmp = tmp_path_factory.mktemp("shap")
+    return tune(Run(copy_run(trained, tmp / "tiny")), tmp)
+
+
 def run(model_path, tmp, *extra):
-    """SHAP with its value cache in tmp/shap/<model> and its figures in tmp/results/<db>/<model>/shap."""
+    """SHAP with its value cache in the run's shap/ and its figures in tmp/results/<db>/<run>/shap."""
     return shap_values.main(["--run", str(model_path), "--results-dir", str(tmp / "results"), *FAST, *extra])
 
 
-def test_values_figures_and_cache(trained, prepared, tmp_path, capsys):
-    model_path = trained["model_path"]
-    table = run(model_path, tmp_path)
-    cache = trained["run"].shap_dir
-    out = tmp_path / "results" / prepared.name / trained["run"].name / "shap"
+def test_values_figures_and_cache(tuned, prepared, tmp_path, capsys):
+    table = run(tuned, tmp_path)
+    cache = tuned.shap_dir
+    out = tmp_path / "results" / prepared.name / tuned.name / "shap"
     values = np.load(next(cache.glob("values_*.npy")))
     index = pd.read_csv(next(cache.glob("index_*.csv")), dtype={"patient_id": str})
     assert values.shape == (4, 12, 200) and values.dtype == np.float32 and np.isfinite(values).all()
@@ -34,23 +54,34 @@ def test_values_figures_and_cache(trained, prepared, tmp_path, capsys):
     shares = table.drop(index="average").to_numpy()
     np.testing.assert_allclose(np.nansum(shares, axis=1), 1.0, atol=1e-5)
 
-    run(model_path, tmp_path, "--batch-size", "5")  # the pass size is no part of the key: reused
+    run(tuned, tmp_path, "--batch-size", "5")  # the pass size is no part of the key: reused
     assert "reusing cached SHAP values" in capsys.readouterr().out
     first = next(cache.glob("values_*.npy"))
-    run(model_path, tmp_path, "--n-samples", "9")  # other settings: a new cache entry replaces the old one
+    run(tuned, tmp_path, "--n-samples", "9")  # other settings: a new cache entry replaces the old one
     assert "reusing" not in capsys.readouterr().out
     assert [p.name for p in cache.glob("values_*.npy")] != [first.name]
     assert len(list(cache.glob("values_*.npy"))) == len(list(cache.glob("index_*.csv"))) == 1
 
 
+def test_without_tuned_thresholds_it_stops_naming_predict(trained, tmp_path, capsys):
+    """No silent 0.5: like predict.py --record, SHAP needs the run's tuned thresholds, and says how to
+    get them in one line before explaining anything."""
+    folder = copy_run(trained, tmp_path / "untuned")
+    with pytest.raises(SystemExit, match=r"thresholds.json not found; run `python predict.py --run .*untuned`"):
+        run(folder, tmp_path)
+    assert "shap" not in capsys.readouterr().out and not (folder / "shap").exists()
+
+
 def test_a_changed_model_never_reuses_stale_values(trained, tmp_path, capsys):
-    from conftest import copy_run
-    model_path = copy_run(trained, tmp_path / "copy") / "model.pth"
+    model_path = tune(Run(copy_run(trained, tmp_path / "copy")), tmp_path).model
     run(model_path, tmp_path)
     first = np.load(next((tmp_path / "copy" / "shap").glob("values_*.npy")))
     ckpt = torch.load(model_path, weights_only=True)
     ckpt["model"]["net.fc.weight"] += 0.5  # a retrained model under the same name
     torch.save(ckpt, model_path)
+    with pytest.raises(SystemExit, match="tuned for an earlier"):  # its thresholds are the old model's
+        run(model_path, tmp_path)
+    tune(Run(model_path.parent), tmp_path)
     capsys.readouterr()
     run(model_path, tmp_path)
     assert "reusing" not in capsys.readouterr().out
@@ -58,10 +89,10 @@ def test_a_changed_model_never_reuses_stale_values(trained, tmp_path, capsys):
     assert len(files) == 1 and not np.array_equal(first, np.load(files[0]))
 
 
-def test_record_explanation(trained, prepared, synth_records, tmp_path):
-    table = run(trained["model_path"], tmp_path, "--record", str(synth_records / "A0005.hea"))
+def test_record_explanation(tuned, prepared, synth_records, tmp_path):
+    table = run(tuned, tmp_path, "--record", str(synth_records / "A0005.hea"))
     assert len(table) == 1 and table.loc[0, "predicted"] in CLASSES
-    assert (tmp_path / "results" / prepared.name / trained["run"].name / "shap" / "records" / "A0005.png").exists()
+    assert (tmp_path / "results" / prepared.name / tuned.name / "shap" / "records" / "A0005.png").exists()
 
 
 def small_problem(prepared, n_background=8, n_explain=4):
@@ -83,7 +114,7 @@ def test_values_are_shaps_and_do_not_depend_on_the_records_explained_with_them(t
     model, _ = load_checkpoint(trained["model_path"])
     background, x = small_problem(prepared)
     cpu = torch.device("cpu")
-    values, top = shap_values.explain(model, background, x, nsamples=8, batch_size=4, seed=3, device=cpu)
+    values, top = explain(model, background, x, nsamples=8, batch_size=4, seed=3, device=cpu)
     assert values.shape == (4, 12, 200) and np.abs(values).max() > 0
 
     explainer = shap.GradientExplainer(model, background, batch_size=4)
@@ -92,13 +123,13 @@ def test_values_are_shaps_and_do_not_depend_on_the_records_explained_with_them(t
         assert int(idx[0, 0]) == top[i]
         np.testing.assert_allclose(values[i], np.asarray(v)[0, ..., 0], rtol=1e-6, atol=1e-7 * np.abs(v).max())
 
-    alone = [shap_values.explain(model, background, x[i:i + 1], 8, 4, 3 + i, cpu) for i in range(len(x))]
+    alone = [explain(model, background, x[i:i + 1], 8, 4, 3 + i, cpu) for i in range(len(x))]
     np.testing.assert_array_equal(np.concatenate([v for v, _ in alone]), values)  # bit for bit, by construction
     assert [int(c[0]) for _, c in alone] == top.tolist()
-    other, other_top = shap_values.explain(model, background, x, 8, 5, 3, cpu)  # passes of another shape,
+    other, other_top = explain(model, background, x, 8, 5, 3, cpu)  # passes of another shape,
     np.testing.assert_array_equal(other_top, top)                                # across records: rounding at most
     np.testing.assert_allclose(other, values, rtol=1e-5, atol=1e-6 * np.abs(values).max())
-    reseeded, _ = shap_values.explain(model, background, x[:1], 8, 4, 4, cpu)  # the draws follow the seed
+    reseeded, _ = explain(model, background, x[:1], 8, 4, 4, cpu)  # the draws follow the seed
     assert not np.array_equal(reseeded[0], values[0])
 
 
@@ -133,7 +164,7 @@ def test_expected_gradients_sum_to_output_minus_background_mean(trained, prepare
     data = ECGDataset(SignalCache(prepared), load_labels(prepared), InputSpec(seconds=2, sample_rate=100), CLASSES)
     background = shap_values.stack_inputs(data, np.arange(0, 60, 2))
     x = shap_values.stack_inputs(data, np.arange(100, 108))
-    values, top = shap_values.explain(model, background, x, nsamples=300, batch_size=100, seed=0,
+    values, top = explain(model, background, x, nsamples=300, batch_size=100, seed=0,
                                       device=torch.device("cpu"))
     with torch.no_grad():
         fx = model(x).numpy()[np.arange(len(x)), top]
@@ -155,3 +186,61 @@ def test_lead_importance_counts_only_positive_evidence():
     assert list(table.index) == ["AF", "PVC", "average"]
     np.testing.assert_allclose(table.loc["AF"].to_numpy(), [0.0, 1.0])
     np.testing.assert_allclose(table.loc["PVC"].to_numpy(), [0.0, 1.0])
+
+
+class RecurrentNet(nn.Module):
+    """conv -> batch norm -> 2-layer LSTM with inter-layer dropout -> dropout -> linear: every layer whose
+    behaviour differs between training and eval mode, around the layer cuDNN only differentiates in training."""
+
+    def __init__(self, leads: int = 12, classes: int = 9):
+        super().__init__()
+        self.conv, self.bn = nn.Conv1d(leads, 8, 5, stride=4), nn.BatchNorm1d(8)
+        self.lstm = nn.LSTM(8, 6, num_layers=2, dropout=0.5, batch_first=True)
+        self.drop, self.fc = nn.Dropout(0.5), nn.Linear(6, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.lstm(torch.relu(self.bn(self.conv(x))).transpose(1, 2))
+        return self.fc(self.drop(h[:, -1]))
+
+
+def test_recurrent_layers_are_differentiated_as_they_score():
+    """Inside recurrent_gradients the LSTM is in training mode (what cuDNN's backward needs) but the model
+    computes exactly its eval-mode output (no dropout, batch norm on running statistics); afterwards every
+    module is back in its own mode; and explain() on it gives shap's own values."""
+    import shap
+
+    torch.manual_seed(0)
+    model = RecurrentNet()
+    model.bn.running_mean += 0.3  # running statistics that differ from any batch's
+    model.eval()
+    x, background = torch.randn(2, 12, 64), torch.randn(6, 12, 64)
+    with torch.no_grad():
+        scored = model(x)
+    with recurrent_gradients(model):
+        assert model.lstm.training and model.lstm.dropout == 0 and not model.bn.training and not model.drop.training
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), scored, rtol=0, atol=0)
+    assert not any(m.training for m in model.modules()) and model.lstm.dropout == 0.5
+
+    values, top = explain(model, background, x, nsamples=4, batch_size=4, seed=1, device=torch.device("cpu"))
+    assert not any(m.training for m in model.modules())
+    explainer = shap.GradientExplainer(model, background, batch_size=4)
+    for i in range(len(x)):
+        v, idx = explainer.shap_values(x[i:i + 1], nsamples=4, ranked_outputs=1, rseed=1 + i)
+        assert int(idx[0, 0]) == top[i]
+        np.testing.assert_allclose(values[i], np.asarray(v)[0, ..., 0], rtol=1e-6, atol=1e-7 * np.abs(v).max())
+
+
+def test_every_registered_architecture_can_be_explained():
+    """explain() needs nothing of a model but the registry's contract (batch, leads, samples) -> logits;
+    one architecture of each family (a family shares its layers) keeps the test fast."""
+    from models.registry import create_model, list_models, model_entry
+
+    for name in {model_entry(m).family: m for m in reversed(list_models())}.values():
+        torch.manual_seed(0)
+        model = create_model(name, 12, 9).eval()
+        n = max(64, model_entry(name).min_samples)
+        x, background = torch.randn(2, 12, n), torch.randn(3, 12, n)
+        values, top = explain(model, background, x, nsamples=2, batch_size=4, seed=0, device=torch.device("cpu"))
+        assert values.shape == (2, 12, n) and np.isfinite(values).all() and np.abs(values).max() > 0, name
+        assert set(top) <= set(range(9)) and not any(m.training for m in model.modules()), name

@@ -116,7 +116,7 @@ def test_site_records_carry_their_rate_gain_and_units_and_read_back(tmp_path, si
 def test_preprocess_reads_a_site_b_ptbxl_database(tmp_path):
     """250 Hz, 200 ADU/mV records in PTB-XL's layout: cached at 500 Hz in µV, as the reader gives them."""
     synth.main(["--out", str(tmp_path / "b"), "--n", "12", "--seed", "6", "--layout", "ptbxl", "--site", "b"])
-    preprocess.main(["--data-dir", str(tmp_path / "b"), "--out-dir", str(tmp_path / "out"), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(tmp_path / "b"), "--out", str(tmp_path / "out"), "--num-workers", "1"])
     labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"patient_id": str})
     assert len(labels) == 12
     cache = SignalCache(tmp_path / "out")

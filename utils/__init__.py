@@ -8,6 +8,7 @@ whichever module X lives in:
 - folds:   stratified folds and the split rules
 - cache:   the preprocess outputs, their manifest checks, the memory-mapped signal cache at its
            stored rate, and label tasks sharing one cache
+- defaults: the default --data-dir and --results-dir of every command
 - io:      atomic writes, figures, fingerprints, the freshness rule, argparse types, process pool
 - metrics: F1, AUC, ECE, Brier, threshold tuning, temperature scaling, bootstrap CIs
 - evaluator: one evaluator for every model's scores (a Scorer's): thresholds, metrics with CIs,
@@ -22,6 +23,7 @@ whichever module X lives in:
 """
 from utils.benchmark import *  # noqa: F401,F403
 from utils.cache import *  # noqa: F401,F403
+from utils.defaults import *  # noqa: F401,F403
 from utils.download import *  # noqa: F401,F403
 from utils.errors import *  # noqa: F401,F403
 from utils.evaluator import *  # noqa: F401,F403

@@ -25,7 +25,7 @@ from utils.folds import N_FOLDS, stratified_folds
 from utils.io import (atomic_write, check_writable, current_umask, exclusive_lock, file_fingerprint, fingerprint,
                       manifest_mismatch, outputs_current, read_manifest, remove_stale_temporaries, write_csv,
                       write_manifest)
-from utils.labels import CPSC9, LEADS, LabelSet, get_label_set
+from utils.labels import LEADS, LabelSet, get_label_set
 from utils.layouts import LAYOUTS, Entry, Layout, drop_duplicate_names
 from utils.records import GAIN_ADU_PER_MV, SAMPLE_RATE
 
@@ -73,9 +73,13 @@ def preprocess_manifest(data_dir: Path) -> dict:
 
 
 def data_label_set(data_dir: Path) -> dict:
-    """{"name", "classes"} of the label set a folder was preprocessed with (cpsc9 for folders written
-    before label sets were recorded)."""
-    return preprocess_manifest(data_dir).get("label_set") or CPSC9.as_dict()
+    """{"name", "classes"} of the label set a folder was preprocessed with; a manifest without one is
+    refused rather than guessed (its labels.csv columns could be any set)."""
+    label_set = preprocess_manifest(data_dir).get("label_set")
+    if not isinstance(label_set, dict) or "classes" not in label_set:
+        raise PipelineError(f"{Path(data_dir) / MANIFEST_JSON} names no label set; rerun "
+                            f"`python preprocess.py --data-dir {data_dir} --force`")
+    return label_set
 
 
 def data_split_rule(data_dir: Path) -> dict | None:

@@ -67,7 +67,6 @@ class Database:
     size: str
     licence: str
     citation: str
-    data_dir: str = ""
     metadata: tuple[str, ...] = ()
     preprocess_args: tuple[str, ...] = ()
     index_lists_all: bool = False  # a metadata index lists every record, so --limit leaves it pointing at absent ones
@@ -98,7 +97,7 @@ CC_BY = "CC BY 4.0"
 
 def _cinc(name: str, source: str, title: str, records: int, size: str, paper: str) -> Database:
     return Database(name, title, CINC2021, (f"training/{source}/",), records, size, CC_BY,
-                    "; ".join(p for p in (paper, CHALLENGE_CITE, PHYSIONET_CITE) if p), data_dir=f"training/{source}")
+                    "; ".join(p for p in (paper, CHALLENGE_CITE, PHYSIONET_CITE) if p))
 
 
 CPSC_PAPER = "Liu F et al., J Med Imaging Health Inform 2018;8:1368-73 (CPSC2018)"
@@ -140,11 +139,11 @@ def catalogue_table() -> str:
 
 
 def preprocess_command(db: Database, out: Path) -> str:
-    """The command that preprocesses what was fetched (preprocess.py finds .hea files recursively)."""
+    """The command that preprocesses what was fetched: the --out folder itself (preprocess.py finds .hea files
+    recursively), so `get_data.py cpsc2018 --out data/CPSC` leads to the README's `--data-dir data/CPSC`."""
     import shlex
 
-    data_dir = Path(out) / db.data_dir if db.data_dir else Path(out)
-    return " ".join(["python", "preprocess.py", "--data-dir", shlex.quote(str(data_dir)),
+    return " ".join(["python", "preprocess.py", "--data-dir", shlex.quote(str(out)),
                      *map(shlex.quote, db.preprocess_args)])
 
 

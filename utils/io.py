@@ -486,7 +486,7 @@ def file_mismatch(path: Path, described: dict, name: str | None = None, manifest
         return (f"{name} was changed after {manifest} was written (size {st.st_size}, recorded "
                 f"{described.get('size')})")
     if "sha256" not in described or (st.st_size > _HASHED_UP_TO and "sampled_sha256" not in described):
-        return f"{name} is described by an older version of this program (size only)"
+        return f"{name} has no sha256 in {manifest} (size only)"
     if st.st_size <= _HASHED_UP_TO:
         same = file_sha(path) == described["sha256"]
     else:

@@ -279,8 +279,7 @@ def read_evaluation(out: Path, key: str | None = None) -> dict:
         raise PipelineError(f"{path}: metrics rows {list(table.index)}, expected {[*classes, 'mean']}")
     numeric = [c for c in table.columns if c != "untunable"]
     table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")  # null -> NaN
-    thresholds = (parse_thresholds(saved, classes, path) if "thresholds" in saved
-                  else table.loc[classes, "threshold"].to_numpy(float))  # an evaluation from before the evaluator
+    thresholds = parse_thresholds(saved, classes, path)
     calibration = None
     if ev.calibration.exists():
         try:
