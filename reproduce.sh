@@ -3,6 +3,7 @@
 # says so in one line); this script only calls them in order with one preset (utils/presets.py).
 #   ./reproduce.sh --demo            built-in synthetic data, CPU, about 10 minutes (the README's main command)
 #   ./reproduce.sh --paper [DIR]     real CPSC2018 (default data/CPSC; see the README's "Get the data"), GPU
+#   ./reproduce.sh --ptbxl [DIR]     the PTB-XL benchmark on real PTB-XL (default data/PTBXL), GPU
 set -euo pipefail
 cd "$(dirname "$0")"
 mode="${1:---demo}"
@@ -28,6 +29,15 @@ case "$mode" in
       python synth.py --out data/demo_b --layout ptbxl --site b --n 300 --seed 1
     [ -f data/demo_c/synth_details.csv ] || timed "synthetic site C" \
       python synth.py --out data/demo_c --site c --n 300 --seed 2
+    [ -f data/demo_ptbxl/synth_details.csv ] || timed "synthetic PTB-XL" \
+      python synth.py --out data/demo_ptbxl --layout ptbxl --n 400 --seed 3
+    ;;
+  --ptbxl)
+    data="${2:-data/PTBXL}"
+    [ -f "$data/ptbxl_database.csv" ] || { echo "error: no PTB-XL in $data: fetch it with \`python get_data.py ptbxl --out data/PTBXL --rate 100\` (README, The PTB-XL benchmark)" >&2; exit 1; }
+    timed "PTB-XL benchmark" python benchmark.py --data-dir "$data" --preset ptbxl
+    echo; printf '%s\n' "${timings[@]}"; echo "total: $((SECONDS - t_start)) s"
+    exit 0
     ;;
   --paper)
     preset=paper
@@ -36,7 +46,7 @@ case "$mode" in
     externals=()  # the other databases present (README, "Other databases")
     for d in data/PTBXL data/Georgia data/Chapman; do [ -d "$d" ] && externals+=("$d"); done
     ;;
-  *) echo "usage: $0 --demo | --paper [DIR]" >&2; exit 2 ;;
+  *) echo "usage: $0 --demo | --paper [DIR] | --ptbxl [DIR]" >&2; exit 2 ;;
 esac
 
 run="$data/runs/$preset"  # the 12-lead run every later stage is about
@@ -58,6 +68,9 @@ for ext in "${externals[@]}"; do
 done
 if [ "${#externals[@]}" -gt 0 ]; then
   timed "cross-database matrix" python cross_database.py --data-dirs "$data" "${externals[@]}" --preset "$preset"
+fi
+if [ "$preset" = demo ]; then
+  timed "PTB-XL benchmark (synthetic, 2 tasks x 3 architectures)" python benchmark.py --data-dir data/demo_ptbxl --preset demo
 fi
 timed report python report.py --data-dir "$data" --run "$run"
 

@@ -84,16 +84,24 @@ def parse_with_preset(p: argparse.ArgumentParser, argv: Sequence[str] | None, st
     return p.parse_args(argv)
 
 
+def _flags(settings: dict) -> str:
+    return " ".join(f"`--{k.replace('_', '-')}`" if v is True else f"`--{k.replace('_', '-')} {v:g}`"
+                    if isinstance(v, float) else f"`--{k.replace('_', '-')} {v}`" for k, v in settings.items()) or "-"
+
+
 def preset_table() -> str:
-    """The presets as a markdown table, one row per stage, the flags each preset sets (the README shows it)."""
-    def flags(settings: dict) -> str:
-        return " ".join(f"`--{k.replace('_', '-')}`" if v is True else f"`--{k.replace('_', '-')} {v:g}`"
-                        if isinstance(v, float) else f"`--{k.replace('_', '-')} {v}`" for k, v in settings.items()) or "-"
+    """The presets as a markdown table, one row per stage, the flags each preset sets (the README shows it);
+    a stage following the PTB-XL protocol shows it as "protocol" and only its other flags."""
+    def cell(settings: dict) -> str:
+        core = {k: v for k, v in PTBXL_PROTOCOL.items() if k not in ("epochs", "batch_size")}
+        if not all(settings.get(k) == v for k, v in core.items()):
+            return _flags(settings)
+        return "protocol " + _flags({k: v for k, v in settings.items() if PTBXL_PROTOCOL.get(k) != v})
 
     rows = ["| stage | " + " | ".join(PRESETS) + " |", "| --- |" + " --- |" * len(PRESETS)]
-    rows += [f"| {stage} | " + " | ".join(flags(PRESETS[name].get(stage, {})) for name in PRESETS) + " |"
-             for stage in STAGES]
-    return "\n".join(rows) + "\n"
+    rows += [f"| {stage} | " + " | ".join(cell(PRESETS[name].get(stage, {})) if PRESETS[name].get(stage) else "-"
+                                          for name in PRESETS) + " |" for stage in STAGES]
+    return "\n".join(rows) + "\n\nprotocol = the PTB-XL benchmark's: " + _flags(PTBXL_PROTOCOL) + "\n"
 
 
 if __name__ == "__main__":

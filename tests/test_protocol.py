@@ -1,0 +1,150 @@
+"""The model contract and the PTB-XL protocol: an architecture registered in one place goes through every
+stage; windows and their maximum; the standardisation fitted on training records only; random crops;
+the one-cycle schedule; a diverging run stops without a checkpoint."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import main
+import predict
+import report
+import shap_values
+from models.checkpoint import load_checkpoint
+from models.inputs import ECGDataset, ECGModel, InputSpec, random_crop, window_starts
+from models.registry import create_model, list_models, model_entry, protocol_settings, register_model
+from models.training import make_step
+from utils import SignalCache, load_labels, split_labels
+
+PROTOCOL = ["--seconds", "4", "--sample-rate", "100", "--crop-seconds", "1", "--standardize", "--no-augment",
+            "--optimizer", "adamw", "--beta2", "0.99", "--weight-decay", "0.01", "--schedule", "onecycle",
+            "--keep", "last", "--batch-size", "32", "--num-workers", "0", "--lr", "0.01"]
+
+
+@register_model("toy_cnn", family="test")
+def toy_cnn(in_leads: int, num_classes: int) -> nn.Module:
+    """One convolution, global average pooling, a linear layer: registered here and nowhere else."""
+    return nn.Sequential(nn.Conv1d(in_leads, 8, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                         nn.Linear(8, num_classes))
+
+
+class _NaN(nn.Module):
+    def __init__(self, in_leads: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(in_leads, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.mean(-1)) * float("nan")
+
+
+register_model("nan_net", family="test")(_NaN)
+
+
+def test_a_toy_architecture_goes_through_every_stage(prepared, tmp_path):
+    """Registered in this file only: trained with the protocol, evaluated, explained and reported."""
+    assert "toy_cnn" in list_models()
+    run = tmp_path / "toy"
+    out = main.main(["--data-dir", str(prepared), "--arch", "toy_cnn", "--epochs", "2", "--run", str(run),
+                     *PROTOCOL])
+    model, ckpt = load_checkpoint(out["model_path"])
+    assert ckpt["config"]["arch"] == "toy_cnn" and isinstance(model.net, nn.Sequential)
+    results = tmp_path / "results"
+    table = predict.main(["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "20",
+                          "--num-workers", "0", "--no-figures"])
+    assert len(table) and np.isfinite(table.loc["mean", "auc"])
+    shap = shap_values.main(["--run", str(run), "--results-dir", str(results), "--background", "4",
+                             "--n-explain", "3", "--n-samples", "4"])
+    assert len(shap) > 0
+    text = report.main(["--data-dir", str(prepared), "--run", str(run), "--results-dir", str(results)]).read_text()
+    assert "toy_cnn" in text or run.name in text
+
+
+def test_seven_windows_and_their_maximum():
+    assert window_starts(1000, 250, 125) == [0, 125, 250, 375, 500, 625, 750]
+    assert window_starts(1001, 250, 125)[-1] == 751  # the end is always covered
+    spec = InputSpec(("I", "II"), 10.0, 100, 2.5)
+    assert (spec.window_samples, spec.stride_samples) == (250, 125)
+    torch.manual_seed(0)
+    net = create_model("toy_cnn", 2, 3).eval()
+    model = ECGModel(net, spec, mean=0.1, std=2.0).eval()
+    x = torch.randn(4, 2, 1000)
+    with torch.no_grad():
+        per_window = torch.stack([net((x[..., s:s + 250] - 0.1) / 2.0) for s in range(0, 751, 125)], dim=1)
+        assert per_window.shape[1] == 7
+        expected = per_window.max(dim=1).values
+        assert torch.allclose(model(x), expected, atol=1e-6)
+        assert torch.allclose(torch.sigmoid(model(x)), torch.sigmoid(per_window).max(dim=1).values, atol=1e-6)
+        assert torch.allclose(model(x[..., :250]), net((x[..., :250] - 0.1) / 2.0), atol=1e-6)  # one window
+
+
+def test_random_crops_are_windows_of_each_record():
+    x = torch.arange(3 * 2 * 20, dtype=torch.float32).view(3, 2, 20)
+    g = torch.Generator().manual_seed(0)
+    crops = random_crop(x, 5, g)
+    assert crops.shape == (3, 2, 5)
+    for b in range(3):
+        start = int(crops[b, 0, 0] - x[b, 0, 0])
+        assert torch.equal(crops[b], x[b, :, start:start + 5])
+    starts = {int(random_crop(x, 5, g)[0, 0, 0]) for _ in range(50)}
+    assert len(starts) > 5  # a new window each time
+
+
+def test_standardisation_is_fitted_on_training_records_only(prepared, tmp_path):
+    out = main.main(["--data-dir", str(prepared), "--arch", "toy_cnn", "--epochs", "1", "--run",
+                     str(tmp_path / "std"), *PROTOCOL])
+    model, ckpt = load_checkpoint(out["model_path"])
+    spec = InputSpec.from_checkpoint(ckpt)
+    cache, labels = SignalCache(prepared), load_labels(prepared)
+    classes = ckpt["label_set"]["classes"]
+
+    def stats(part: pd.DataFrame) -> tuple[float, float]:
+        x = np.concatenate([xi.numpy().ravel() for xi, _ in ECGDataset(cache, part, spec, classes)]).astype(np.float64)
+        return x.mean(), x.std()
+
+    train_ids = ckpt["split"]["train"]
+    mean, std = stats(labels.set_index("patient_id").loc[train_ids].reset_index())
+    assert float(model.mean) == pytest.approx(mean, rel=1e-6) and float(model.std) == pytest.approx(std, rel=1e-6)
+    every = stats(labels)  # fitted on every record instead: a leak of validation and test records
+    assert abs(every[0] - mean) > 1e-7 * abs(mean) and float(model.mean) != pytest.approx(every[0], rel=1e-9)
+    splits = split_labels(labels, 42, None, None, None)
+    assert sorted(splits["train"]["patient_id"]) == sorted(train_ids)
+
+
+def test_one_cycle_schedule_and_decoupled_weight_decay():
+    from models.training import RunConfig
+
+    cfg = RunConfig(lr=0.01, epochs=10, optimizer="adamw", weight_decay=0.01, beta2=0.99, schedule="onecycle")
+    model = create_model("toy_cnn", 12, 5)
+    step = make_step(cfg, model, steps_per_epoch=10, cuda=False)
+    assert isinstance(step.optimizer, torch.optim.AdamW) and step.optimizer.param_groups[0]["weight_decay"] == 0.01
+    lrs, betas = [], []
+    for _ in range(100):
+        lrs.append(step.optimizer.param_groups[0]["lr"])
+        betas.append(step.optimizer.param_groups[0]["betas"])
+        step.optimizer.step()
+        step.scheduler.step()
+    assert lrs[0] == pytest.approx(0.01 / 25) and max(lrs) == pytest.approx(0.01, rel=1e-3)
+    assert int(np.argmax(lrs)) in (29, 30) and lrs[-1] < 0.01 / 25 / 100  # 30 % warm-up, down to lr/25e4
+    assert betas[0] == (0.95, 0.99) and min(b[0] for b in betas) == pytest.approx(0.85)
+
+
+def test_registry_protocol_settings_reach_main(prepared):
+    assert protocol_settings("lstm", "ptbxl") == {"lr": 1e-3, "clip_grad": 0.25}
+    assert model_entry("xresnet1d101").protocol == {}
+    args = main.parse_args(["--data-dir", str(prepared), "--preset", "ptbxl", "--arch", "lstm"])
+    assert (args.lr, args.clip_grad, args.schedule, args.crop_seconds) == (1e-3, 0.25, "onecycle", 2.5)
+    args = main.parse_args(["--data-dir", str(prepared), "--preset", "ptbxl", "--arch", "lstm", "--lr", "0.005"])
+    assert args.lr == 0.005  # a flag given wins over the architecture's setting
+    assert main.parse_args(["--data-dir", str(prepared), "--preset", "ptbxl"]).lr == 0.01
+
+
+def test_a_diverging_run_stops_with_one_line_and_no_checkpoint(prepared, tmp_path, capsys):
+    run = tmp_path / "nan"
+    with pytest.raises(SystemExit) as e:
+        main.main(["--data-dir", str(prepared), "--arch", "nan_net", "--epochs", "2", "--run", str(run), *PROTOCOL])
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and "diverged" in str(e.value.code) + err
+    assert not (run / "model.pth").exists() and not (run / "last.pth").exists()
