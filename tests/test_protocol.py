@@ -148,3 +148,70 @@ def test_a_diverging_run_stops_with_one_line_and_no_checkpoint(prepared, tmp_pat
     err = capsys.readouterr().err
     assert e.value.code != 0 and "diverged" in str(e.value.code) + err
     assert not (run / "model.pth").exists() and not (run / "last.pth").exists()
+
+
+def test_a_killed_one_cycle_run_resumes_where_it_would_have_been(prepared, tmp_path, monkeypatch):
+    """The optimizer's and the schedule's state are in last.pth: a run killed after epoch 1 and rerun ends
+    with the weights of an uninterrupted run."""
+    import models.training as training
+
+    argv = ["--data-dir", str(prepared), "--arch", "toy_cnn", "--epochs", "2", *PROTOCOL]
+    whole = main.main([*argv, "--run", str(tmp_path / "whole")])
+    real, calls = training.train_one_epoch, []
+
+    def dies_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        main.main([*argv, "--run", str(tmp_path / "killed")])
+    monkeypatch.setattr(training, "train_one_epoch", real)
+    resumed = main.main([*argv, "--run", str(tmp_path / "killed")])
+    a, b = load_checkpoint(whole["model_path"])[0], load_checkpoint(resumed["model_path"])[0]
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.fixture(scope="module")
+def synthetic_ptbxl(tmp_path_factory):
+    import synth
+
+    out = tmp_path_factory.mktemp("ptbxl")
+    synth.main(["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"])
+    return out
+
+
+def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_path, capsys):
+    import benchmark
+    from utils import read_scores, scores_arrays
+    from utils.metrics import macro_auc
+
+    argv = ["--data-dir", str(synthetic_ptbxl), "--preset", "demo", "--tasks", "superdiagnostic,rhythm",
+            "--models", "fcn_wang,toy_cnn", "--epochs", "1", "--results-dir", str(tmp_path / "results"),
+            "--tasks-dir", str(tmp_path / "tasks")]
+    table = benchmark.main(argv)
+    assert list(table["task"]) == ["superdiagnostic"] * 3 + ["rhythm"] * 3
+    assert list(table["model"])[:3] == ["fcn_wang", "toy_cnn", "ensemble"]
+    signals = [tmp_path / "tasks" / f"{synthetic_ptbxl.name}_{t}" / "signals.npy" for t in ("all", "superdiagnostic")]
+    assert signals[0].stat().st_ino == signals[1].stat().st_ino  # one cache, shared
+    for task, rows in table.groupby("task"):
+        probs = []
+        for r in rows.itertuples():
+            classes = [c[2:] for c in pd.read_csv(r.scores, nrows=0).columns if c.startswith("p_")]
+            y, p = scores_arrays(read_scores(r.scores, classes), classes)
+            keep = y.any(0) & ~y.all(0)
+            assert r.auc == pytest.approx(macro_auc(y[:, keep], p[:, keep]), abs=1e-12)
+            assert r.records == len(y) and r.classes == f"{keep.sum()}/{len(classes)}"
+            assert r.auc_lo <= r.auc_hi
+            if r.model != "ensemble":
+                probs.append(p)
+                assert r.params == sum(x.numel() for x in create_model(r.model, 12, len(classes)).parameters())
+            else:
+                assert np.allclose(p, np.mean(probs, axis=0), atol=1e-6)
+    assert (tmp_path / "results" / synthetic_ptbxl.name / "benchmark" / "table.md").exists()
+    capsys.readouterr()
+    again = benchmark.main(argv)  # every run current: nothing trained, the same table
+    assert capsys.readouterr().out.count("current, nothing to train") == 4
+    pd.testing.assert_frame_equal(again, table)
