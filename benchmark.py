@@ -46,7 +46,7 @@ from utils import (LABEL_SETS, EvaluationFolder, MissingInputError, PipelineErro
                    check_scorable, check_writable, data_label_set, database_name, derive_label_task,
                    read_bootstrap_ids, read_predictions, read_threshold_array, score_predictions, script_main,
                    seed_int, tune_gbeta_thresholds, write_benchmark_outputs, write_te_results)
-from utils.io import MAX_WORKERS, flag_given, folder_path
+from utils.io import MAX_WORKERS, flag_error, flag_given, folder_path
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_TASKS, PTBXL_PROTOCOL, parse_with_preset
 from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
 from utils.results import results_home
@@ -154,11 +154,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.mode = "score"
         return args
     p = run_parser()
-    p.set_defaults(**{k: v for k, v in PTBXL_PROTOCOL.items()})  # the benchmark's protocol, whatever the preset
+    p.set_defaults(**PTBXL_PROTOCOL)  # the benchmark's protocol without a preset too; a preset or a flag overrides it
     args = parse_with_preset(p, argv, "benchmark")
-    if isinstance(args.tasks, str):  # a preset's value
-        args.tasks = task_list(args.tasks)
-    args.models = model_list(args.models or BENCHMARK_MODELS) if not isinstance(args.models, list) else args.models
+    if "cpsc9" in args.tasks and len(args.tasks) > 1:
+        flag_error(p, "--tasks", "cpsc9 is the CPSC2018 (ICBEB2018) experiment: run it on a CPSC2018 folder, "
+                                 "apart from the PTB-XL tasks")
+    args.models = args.models or model_list(BENCHMARK_MODELS)
     args.arch = args.models[0]
     check_input_size(p, args, argv)
     args.given = {a.dest for a in p._actions if a.option_strings and flag_given(p, argv, a.option_strings[0])}
@@ -187,9 +188,6 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
         if task != base_task:
             derive_label_task(base, folders[task], task, data_dir=args.data_dir, force=args.force,
                               sample_rate=args.sample_rate)
-    if "cpsc9" in args.tasks and ptbxl:
-        raise PipelineError("--tasks: cpsc9 is the CPSC2018 (ICBEB2018) experiment; run it on a CPSC2018 folder "
-                            "apart from the PTB-XL tasks")
     return folders
 
 
@@ -216,7 +214,6 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
     folders = prepare_tasks(args)
     runs = run_configs(args, folders)
     print(f"benchmark: {len(args.tasks)} task(s) x {len(args.models)} architecture(s) = {len(runs)} runs", flush=True)
-    homes = {task: results_home(args.results_dir, folder) for task, folder in folders.items()}
     evaluated = run_all([cfg for _, _, cfg in runs], args.results_dir, args.n_bootstrap, jobs=args.jobs)
     rows = []
     for (task, model, cfg), folder in zip(runs, evaluated):
@@ -225,7 +222,6 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
         rows.append({"task": task, "model": model, "scores": results.test_scores,
                      "val_scores": results.val_scores,
                      "params": count_parameters(create_model(model, len(cfg.leads), len(classes)))})
-        assert folder.parent == homes[task], (folder, homes[task])
     table = benchmark_table(rows, out, n_bootstrap=args.n_bootstrap, seed=0)
     written = write_benchmark_outputs(table, out, args.n_bootstrap)
     shown = table[["task", "model", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc"]]
