@@ -137,7 +137,7 @@ def test_unreadable_thresholds_file(tmp_path):
     with pytest.raises(MissingInputError, match="thresholds.json not found"):
         load_thresholds(run, CLASSES)
     run.thresholds.write_text("{")
-    with pytest.raises(PipelineError, match="thresholds.json is not a thresholds file of this version"):
+    with pytest.raises(PipelineError, match="thresholds.json is not a thresholds file written by predict.py"):
         load_thresholds(run, CLASSES)
 
 
