@@ -1,4 +1,5 @@
-"""The classifier head and the initialisation that every PTB-XL benchmark architecture shares.
+"""The classifier head, the convolution block and the initialisation the PTB-XL benchmark's
+architectures share.
 
 The benchmark (Strodthoff et al., IEEE JBHI 2021) ends each network with the same head: concat pooling
 (global max, then global average), then two batch-norm / dropout / linear groups with a ReLU between
@@ -17,7 +18,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ConcatPool1d", "classifier", "pooled_head", "benchmark_init"]
+__all__ = ["conv_bn", "ConcatPool1d", "classifier", "pooled_head", "benchmark_init"]
+
+
+def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
+    """Bias-free convolution with padding (k - 1) // 2 ('same' for odd kernels), BN, then an optional ReLU."""
+    layers: list[nn.Module] = [nn.Conv1d(c_in, c_out, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
+                                         bias=False), nn.BatchNorm1d(c_out)]
+    if relu:
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
 
 
 class ConcatPool1d(nn.Module):

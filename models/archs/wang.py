@@ -14,19 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.archs.heads import benchmark_init, pooled_head
+from models.archs.heads import benchmark_init, conv_bn, pooled_head
 from models.registry import register_model
 
 WIDTH = 128
 
-
-def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
-    """Bias-free convolution with padding (k - 1) // 2, BN, then an optional ReLU."""
-    layers: list[nn.Module] = [nn.Conv1d(c_in, c_out, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
-                                         bias=False), nn.BatchNorm1d(c_out)]
-    if relu:
-        layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 class BasicBlock(nn.Module):

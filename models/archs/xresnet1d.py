@@ -16,20 +16,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.archs.heads import benchmark_init, pooled_head
+from models.archs.heads import benchmark_init, conv_bn, pooled_head
 from models.registry import register_model
 
 STEM = (32, 32, 64)
 INNER, EXPANSION = 64, 4
 
-
-def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
-    """Bias-free convolution ('same' padding for odd kernels), BN, then an optional ReLU."""
-    layers: list[nn.Module] = [nn.Conv1d(c_in, c_out, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
-                                         bias=False), nn.BatchNorm1d(c_out)]
-    if relu:
-        layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 class Bottleneck(nn.Module):
