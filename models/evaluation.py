@@ -48,9 +48,13 @@ def score_records(model: torch.nn.Module, cache: SignalCache, part: pd.DataFrame
     return scores_table(part["patient_id"].tolist(), y.astype(bool), probs, classes)
 
 
-def evaluation_key(run: Run, ckpt: dict, n_bootstrap: int, calibrate: bool = False) -> str:
-    """What an evaluation on the run's own records depends on: the checkpoint's bytes, its data, settings."""
-    return fingerprint([file_sha(run.model), ckpt["data"]["fingerprint"], n_bootstrap, calibrate])
+def evaluation_key(run: Run, ckpt: dict, n_bootstrap: int, calibrate: bool = False,
+                   data_dir: Path | None = None) -> str:
+    """What an evaluation on the run's own records depends on: the checkpoint's bytes, the data it reads
+    as they are now (the preprocess fingerprint of `data_dir`, default the checkpoint's folder: a folder
+    preprocessed again since the checkpoint was written is other data), the settings."""
+    data = preprocess_manifest(data_dir or ckpt["config"]["data_dir"])["fingerprint"]
+    return fingerprint([file_sha(run.model), data, n_bootstrap, calibrate])
 
 
 def _claim(out: Path, run: Run) -> None:
@@ -117,7 +121,7 @@ def evaluate_run(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path
             raise PipelineError(f"{run.model} changed while it was being evaluated (is it still training?)")
         table = evaluate_scores(out, classes, scored["test"], scored["val"], n_bootstrap=n_bootstrap,
                                 seed=int(cfg["seed"]), figures=figures, info=info, title="test fold",
-                                calibrate=calibrate, key=evaluation_key(run, ckpt, n_bootstrap, calibrate),
+                                calibrate=calibrate, key=evaluation_key(run, ckpt, n_bootstrap, calibrate, data_dir),
                                 thresholds_file=run.thresholds,
                                 tuned_on=f"validation fold(s) {val_folds}: {len(splits['val'])} records")
     print(f"test fold(s) {test_folds}: {len(splits['test'])} records; thresholds tuned on validation fold(s) "
