@@ -19,7 +19,8 @@ from utils.errors import PipelineError
 
 __all__ = ["positive_int", "nonnegative_int", "positive_float", "SEED_LIMIT", "seed_int", "atomic_write",
            "check_writable", "current_umask", "write_csv", "write_text", "write_json", "write_npy", "save_figure",
-           "fingerprint", "file_fingerprint", "exclusive_lock", "parallel_imap", "parallel_map", "output_names",
+           "fingerprint", "file_fingerprint", "exclusive_lock", "parallel_imap", "parallel_map", "TaskOutcome",
+           "process_map", "output_names",
            "SAMPLE_BLOCKS", "SAMPLE_BLOCK_BYTES", "file_sha", "sampled_sha", "describe_file", "file_mismatch",
            "write_manifest", "read_manifest", "manifest_mismatch", "outputs_current", "remove_stale_temporaries"]
 
@@ -250,6 +251,142 @@ def parallel_map(fn: Callable, tasks: Sequence, workers: int, desc: str, chunksi
                  initializer: Callable | None = None, initargs: tuple = (), serial_up_to: int = 50) -> list:
     """`[fn(t) for t in tasks]` through `parallel_imap`."""
     return list(parallel_imap(fn, tasks, workers, desc, chunksize, initializer, initargs, serial_up_to))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: a daemon thread that ends the process once its parent is gone (killed with -9 or by
+    SIGTERM, which run no clean-up), so a killed study leaves no worker training on for hours."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _process_worker(conn, parent: int, slot: int, initializer: Callable | None, initargs: tuple) -> None:
+    """One worker of `process_map`: tasks in, (ok, result or error) out, one at a time, until told to stop."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
+    _exit_with_parent(parent)
+    if initializer is not None:
+        initializer(slot, *initargs)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        index, fn, task = message
+        try:
+            outcome = (index, True, fn(task))
+        except BaseException as e:  # noqa: BLE001 -- reported to the parent, which decides
+            outcome = (index, False, str(e) if isinstance(e, PipelineError) else f"{type(e).__name__}: {e}")
+        conn.send(outcome)
+
+
+class TaskOutcome(tuple):
+    """(ok, value): the result of a task of `process_map`, or why it failed (a message)."""
+
+    def __new__(cls, ok: bool, value):
+        return super().__new__(cls, (ok, value))
+
+    @property
+    def ok(self) -> bool:
+        return self[0]
+
+    @property
+    def value(self):
+        return self[1]
+
+
+def process_map(fn: Callable, tasks: Sequence, workers: int, initializer: Callable | None = None,
+                initargs: tuple = (), start_method: str = "spawn") -> list[TaskOutcome]:
+    """`fn(task)` for each task in `workers` processes, one task per process at a time; outcomes in task
+    order, each a TaskOutcome: (True, result) or (False, why it failed).
+
+    Unlike multiprocessing.Pool, whose map() waits forever for a task whose worker died, each worker
+    holds one known task: a worker that dies (kill -9, out of memory) fails that task alone, said as
+    such, a new worker takes its place and the other tasks go on. An exception in a task fails that
+    task only. The workers end with the parent, however it ends: Ctrl-C (they ignore SIGINT; the
+    parent terminates them) or a kill (each watches its parent). `initializer(slot, *initargs)` runs in
+    each worker once, `slot` numbering the workers (e.g. one GPU each)."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context(start_method)
+    outcomes: list[TaskOutcome | None] = [None] * len(tasks)
+    pending = list(range(len(tasks)))
+    slots = min(workers, len(tasks))
+    busy: dict = {}  # process -> (its connection, the index of the task it holds)
+    idle: list = []  # (process, connection) waiting for a task
+    everyone: list = []
+
+    def start() -> tuple:
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_process_worker, args=(theirs, os.getpid(), len(everyone), initializer, initargs),
+                           name=f"worker-{len(everyone)}")
+        proc.start()
+        theirs.close()
+        everyone.append((proc, mine))
+        return proc, mine
+
+    try:
+        while True:
+            while pending and len(busy) < slots:
+                proc, conn = idle.pop() if idle else start()
+                index = pending.pop(0)
+                try:
+                    conn.send((index, fn, tasks[index]))
+                    busy[proc] = (conn, index)
+                except (BrokenPipeError, OSError) as e:  # it died before taking the task: the task fails
+                    outcomes[index] = TaskOutcome(False, f"its worker process could not take it ({e})")
+            if not busy:
+                break
+            ready = set(wait([conn for conn, _ in busy.values()] + [proc.sentinel for proc in busy]))
+            for proc, (conn, index) in list(busy.items()):
+                if conn not in ready and proc.sentinel not in ready:
+                    continue
+                result = None
+                try:
+                    if conn.poll():
+                        _, ok, value = conn.recv()
+                        result = TaskOutcome(ok, value)
+                except (EOFError, OSError):
+                    pass
+                if result is None and proc.sentinel not in ready:
+                    continue
+                del busy[proc]
+                if result is not None:
+                    outcomes[index] = result
+                    idle.append((proc, conn))
+                    continue
+                proc.join()  # the worker died holding this task: that task fails, a new worker goes on
+                code = proc.exitcode
+                how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                outcomes[index] = TaskOutcome(False, f"its worker process died ({how})")
+    finally:
+        for proc, conn in everyone:
+            if proc.is_alive() and not busy:
+                try:
+                    conn.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+        for proc, conn in everyone:
+            proc.join(timeout=0 if busy else 5)
+            if proc.is_alive():  # interrupted (Ctrl-C, an error in the parent): stop it now
+                proc.terminate()
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+            conn.close()
+    return list(outcomes)
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:
