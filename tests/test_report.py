@@ -16,8 +16,8 @@ import statistic
 from utils import CLASSES
 
 
-def test_empty_report_names_each_missing_stage(prepared, tmp_path):
-    path = report.main(["--data-dir", str(prepared), "--run", str(tmp_path / "m"),
+def test_empty_report_names_each_missing_stage(prepared, trained, tmp_path):
+    path = report.main(["--data-dir", str(prepared), "--run", str(copy_run(trained, tmp_path / "m")),
                         "--results-dir", str(tmp_path / "r")])
     text = path.read_text()
     for title in report.TITLES:
