@@ -42,6 +42,10 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise PipelineError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    return _checked(path, ckpt)
+
+
+def _checked(path: Path, ckpt) -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise PipelineError(f"{path} is not a checkpoint written by main.py")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -59,9 +63,7 @@ def peek_checkpoint(path: Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
         raise PipelineError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise PipelineError(f"{path} is not a checkpoint of format {CHECKPOINT_FORMAT}")
-    return ckpt
+    return _checked(path, ckpt)
 
 
 def run_id_mismatch(run: Run) -> str | None:
