@@ -24,7 +24,7 @@ import report
 import shap_values
 import synth
 from models.studies import run_all, study_config
-from utils import LEADS, process_map
+from utils import LEADS, PipelineError, parallel_map, process_map
 from utils.pool import pool_databases
 
 ONE = [*TINY, "--epochs", "1", "--limit", "60"]
@@ -203,3 +203,12 @@ def test_a_pool_keeps_clipping_counts_and_drops_runs_of_other_sources(tmp_path, 
     pool_databases([dbs[0], dbs[2]], out, ["X", "Z"])
     assert not (out / "runs").exists() and "removing its runs of the old data" in capsys.readouterr().out
     assert json.loads((out / "pool.json").read_text())["sources"] == [os.path.realpath(d) for d in (dbs[0], dbs[2])]
+
+
+def test_a_killed_worker_of_a_parallel_stage_is_an_error_not_a_hang():
+    """What preprocess.py, baselines.py and shap_values.py run their records through."""
+    tasks = [["true"]] * 3 + [["sh", "-c", "kill -9 $PPID"]] + [["true"]] * 3
+    with pytest.raises(PipelineError, match="decode: a worker process died"):
+        parallel_map(subprocess.check_output, tasks, 2, "decode", chunksize=1, serial_up_to=0)
+    assert parallel_map(subprocess.check_output, [["echo", str(i)] for i in range(5)], 2, "echo", chunksize=2,
+                        serial_up_to=0) == [f"{i}\n".encode() for i in range(5)]

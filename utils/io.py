@@ -199,13 +199,14 @@ def exclusive_lock(path: Path, what: str) -> Iterator[Path]:
             os.close(fd)
 
 
-def _ignore_sigint(initializer: Callable | None, initargs: tuple) -> None:
-    """Pool workers leave Ctrl-C to the parent: a worker killed by it mid-task hangs Pool.imap. They are
-    forked with SIGINT blocked (see `parallel_imap`), so none can be hit before this line."""
+def _ignore_sigint(initializer: Callable | None, initargs: tuple, parent: int) -> None:
+    """Pool workers leave Ctrl-C to the parent, which stops them. They are forked with SIGINT blocked
+    (see `parallel_imap`), so none can be hit before this line; and they end with their parent."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _exit_with_parent(parent)
     if initializer is not None:
         initializer(*initargs)
 
@@ -213,11 +214,15 @@ def _ignore_sigint(initializer: Callable | None, initargs: tuple) -> None:
 def parallel_imap(fn: Callable, tasks: Sequence, workers: int, desc: str, chunksize: int = 8,
                   initializer: Callable | None = None, initargs: tuple = (), serial_up_to: int = 50) -> Iterator:
     """`fn(t)` for each task, yielded in order as they finish, with a progress bar, over `workers`
-    processes when it pays (more than `serial_up_to` tasks: starting a pool costs about a second). Results are consumed as they come, so memory holds a few chunks, not all.
+    processes when it pays (more than `serial_up_to` tasks: starting a pool costs about a second).
 
-    Ctrl-C stops promptly: the workers ignore SIGINT, the parent terminates the pool and re-raises
-    KeyboardInterrupt (temporary files are removed by the writers on the way out)."""
-    from multiprocessing import Pool
+    A worker that dies (kill -9, out of memory) is an error naming the stage, not a wait forever (what
+    multiprocessing.Pool.imap does for the lost task). Ctrl-C stops promptly: the workers ignore SIGINT,
+    the parent stops them and re-raises KeyboardInterrupt (temporary files are removed by the writers
+    on the way out); a killed parent's workers end too."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     from tqdm import tqdm
 
@@ -229,22 +234,29 @@ def parallel_imap(fn: Callable, tasks: Sequence, workers: int, desc: str, chunks
         return
     import signal
 
-    pool = None
+    pool, finished = None, False
     try:
-        # SIGINT is blocked while the pool starts: a Ctrl-C in that window once killed a worker before it
-        # could ignore the signal (its task lost, imap waiting forever) while the parent missed it. Blocked,
-        # the signal waits and is raised here, in the parent, as soon as the pool exists.
+        # SIGINT is blocked while the workers are forked (at the first task): a Ctrl-C in that window once
+        # killed a worker before it could ignore the signal while the parent missed it. Blocked, the
+        # signal waits and is raised here, in the parent, as soon as the workers exist.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            pool = Pool(workers, initializer=_ignore_sigint, initargs=(initializer, initargs))
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_ignore_sigint,
+                                       initargs=(initializer, initargs, os.getpid()))
+            results = pool.map(fn, tasks, chunksize=chunksize)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        yield from tqdm(pool.imap(fn, tasks, chunksize=chunksize), **bar)
-        pool.close()
+        yield from tqdm(results, **bar)
+        finished = True
+    except BrokenProcessPool:
+        raise PipelineError(f"{desc}: a worker process died (killed, or out of memory?); nothing of this stage "
+                            f"was kept: run the command again (fewer --num-workers use less memory)") from None
     finally:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            if not finished:  # interrupted: stop the workers now rather than after their queued tasks
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def parallel_map(fn: Callable, tasks: Sequence, workers: int, desc: str, chunksize: int = 8,
