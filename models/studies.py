@@ -115,9 +115,15 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, cali
 
 
 def _job_init(slot: int, threads: int, gpus: int) -> None:
-    """A study worker: its share of the CPU cores, and a GPU of its own when several are visible."""
-    import torch
+    """A study worker: its share of the CPU cores, and a GPU of its own when several are visible. Its
+    progress bars lock with a thread lock: tqdm's default, a multiprocessing semaphore, would be reported
+    as leaked at exit whenever a worker is killed."""
+    import threading
 
+    import torch
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     if gpus > 1:
         torch.cuda.set_device(slot % gpus)
