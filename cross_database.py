@@ -7,8 +7,11 @@ Each database (preprocessed with the same label set) gets one run, data/<db>/run
 trained on its own split (finished runs are reused, killed ones resume, --jobs trains several at once).
 Every model is tested on its own test fold and on every record of every other database, always with the
 thresholds tuned on its own validation fold. --leave-one-out also trains on all but one database pooled
-(data/pooled/all_but_<db>/) and tests on the one left out. --calibrate fits temperature scaling on each
-model's validation fold and shows calibration before and after.
+(data/pooled/all_but_<db>/) and tests on the one left out (with two databases, "all but A" is the other
+one: its cells repeat the plain ones, nothing is pooled or trained). --calibrate fits temperature scaling
+on each model's validation fold and shows calibration before and after. Every database's split is
+checked before any training; a cell's model equal to a finished run of its database (main.py's, say) is
+that run, reused.
 
 Writes results/cross_database/: matrix.csv (one row per (trained on, tested on) cell: records, the
 classes the means cover, macro AUC and F1 with 95 % bootstrap CIs, ECE, Brier, and the path of the
@@ -30,8 +33,9 @@ from models.evaluation import evaluate_external
 from models.inputs import pick_device
 from models.studies import run_all, study_parser
 from models.training import RunConfig, check_input_size
-from utils import (Column, EvaluationFolder, PipelineError, ci_columns, data_label_set, database_name, leads_argument,
-                   markdown_table, save_figure, script_main, table_frame, write_csv, write_text)
+from utils import (Column, EvaluationFolder, PipelineError, ci_columns, data_label_set, data_split_rule, database_name,
+                   leads_argument, load_labels, markdown_table, save_figure, script_main, split_labels, table_frame,
+                   write_csv, write_text)
 from utils.io import flag_error, folder_path
 from utils.pool import pool_databases
 from utils.presets import parse_with_preset
@@ -82,8 +86,22 @@ def check_label_sets(data_dirs: list[Path]) -> list[str]:
     return list(first["classes"])
 
 
+def check_splits(cfgs: list[RunConfig]) -> None:
+    """Every model's training, validation and test splits hold records: checked for all of them before
+    the first is trained, not found out after hours of training the others."""
+    for cfg in cfgs:
+        splits = split_labels(load_labels(cfg.data_dir), cfg.seed, cfg.limit, cfg.test_fold,
+                              data_split_rule(cfg.data_dir))
+        empty = [name for name in ("train", "val", "test") if splits[name].empty]
+        if empty:
+            raise PipelineError(f"{cfg.data_dir}: no records in its {' and '.join(empty)} split "
+                                f"({', '.join(f'{k} {len(v)}' for k, v in splits.items())} records); "
+                                f"too few records for a model of the matrix: leave it out of --data-dirs")
+
+
 def training_configs(args: argparse.Namespace) -> list[tuple[str, RunConfig, list[Path]]]:
-    """(trained-on name, configuration, databases it is tested on) for every model of the matrix."""
+    """(trained-on name, configuration, databases it is tested on) for every model of the matrix, every
+    split checked first (then the pooled databases are written and checked)."""
     base = dataclasses.replace(RunConfig.from_args(args, leads=args.lead_names), test_fold=None)
     names = [database_name(d) for d in args.data_dirs]
     plan = []
@@ -92,14 +110,32 @@ def training_configs(args: argparse.Namespace) -> list[tuple[str, RunConfig, lis
         runs = args.runs_dir / name if args.runs_dir else Path(d) / "runs"
         plan.append((name, dataclasses.replace(cfg, run_dir=str(runs / cfg.run_name("xdb_"))),
                      [o for o in args.data_dirs if o != d]))
-    if args.leave_one_out:
+    check_splits([cfg for _, cfg, _ in plan])
+    if args.leave_one_out and len(args.data_dirs) == 2:
+        print(f"--leave-one-out with two databases: all but {names[0]} is {names[1]} and all but {names[1]} is "
+              f"{names[0]}; their cells repeat {names[1]} -> {names[0]} and {names[0]} -> {names[1]} "
+              f"(nothing pooled or trained for them)")
+    elif args.leave_one_out:
+        pooled_plan = []
         for d, name in zip(args.data_dirs, names):
             others = [o for o in args.data_dirs if o != d]
             pooled = pool_databases(others, args.pool_dir / f"all_but_{name}", [database_name(o) for o in others])
             cfg = dataclasses.replace(base, data_dir=str(pooled))
             runs = args.runs_dir / pooled.name if args.runs_dir else pooled / "runs"
-            plan.append((f"all but {name}", dataclasses.replace(cfg, run_dir=str(runs / cfg.run_name("xdb_"))), [d]))
+            pooled_plan.append((f"all but {name}", dataclasses.replace(cfg, run_dir=str(runs / cfg.run_name("xdb_"))),
+                                [d]))
+        check_splits([cfg for _, cfg, _ in pooled_plan])
+        plan += pooled_plan
     return plan
+
+
+def left_out_cells(rows: list[dict], per_class: list[pd.DataFrame], names: list[str]) -> None:
+    """--leave-one-out with two databases: "all but A" is B, so its cell is the cell B -> A, repeated
+    under its leave-one-out name (the same scores file, so the same numbers)."""
+    for left_out, kept in ((names[0], names[1]), (names[1], names[0])):
+        i = next(i for i, r in enumerate(rows) if r["trained_on"] == kept and r["tested_on"] == left_out)
+        rows.append({**rows[i], "trained_on": f"all but {left_out}"})
+        per_class.append(per_class[i].assign(trained_on=f"all but {left_out}"))
 
 
 def cell(trained_on: str, tested_on: str, out: Path) -> tuple[dict, pd.DataFrame]:
@@ -160,9 +196,11 @@ def main(argv=None) -> pd.DataFrame:
         for other in tests:
             _, out = evaluate_external(model.to(device), ckpt, cfg.run, other, args.results_dir, device,
                                        n_bootstrap=args.n_bootstrap, num_workers=0, calibrate=args.calibrate,
-                                       figures=not args.no_figures)
+                                       figures=not args.no_figures, force=args.force)
             r, pc = cell(name, database_name(other), out)
             rows.append(r), per_class.append(pc)
+    if args.leave_one_out and len(args.data_dirs) == 2:
+        left_out_cells(rows, per_class, [database_name(d) for d in args.data_dirs])
     matrix = table_frame(rows, MATRIX)
     out = args.results_dir / OUT
     write_csv(matrix, out / "matrix.csv")

@@ -242,19 +242,21 @@ def data_source(data_dir: Path) -> str:
 @script_main
 def main(argv=None) -> Path:
     args = parse_args(argv)
-    settings, problem = "", None
-    if args.run.model.exists():
-        ckpt = read_checkpoint(args.run.model)
-        if not same_database(training_data_dir(ckpt), args.data_dir):
-            raise PipelineError(f"{args.run} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
-                                f"a report covers one database (pass that model's --data-dir)")
-        db_dir = results_home(args.results_dir, args.data_dir)
-        if EvaluationFolder(db_dir / args.run.name).exists():
-            problem = evaluation_problem(db_dir / args.run.name, args.run)
-        a = ckpt["config"]
-        settings = (f"Model: `{args.run}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
-                    f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "
-                    f"{ckpt['label_set']['name']}).\n\n")
+    problem = None
+    if not args.run.model.exists():  # a mistyped --run would otherwise replace the report with empty sections
+        raise MissingInputError(f"{args.run.model} not found: --run {args.run} is not a trained run; train it with "
+                                f"`python main.py --run {args.run}` or pass the run folder the report is about")
+    ckpt = read_checkpoint(args.run.model)
+    if not same_database(training_data_dir(ckpt), args.data_dir):
+        raise PipelineError(f"{args.run} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
+                            f"a report covers one database (pass that model's --data-dir)")
+    db_dir = results_home(args.results_dir, args.data_dir)
+    if EvaluationFolder(db_dir / args.run.name).exists():
+        problem = evaluation_problem(db_dir / args.run.name, args.run)
+    a = ckpt["config"]
+    settings = (f"Model: `{args.run}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
+                f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "
+                f"{ckpt['label_set']['name']}).\n\n")
     r = Report(args.data_dir, args.run, args.results_dir, results_home(args.results_dir, args.data_dir),
                tuple(data_label_set(args.data_dir)["classes"]), problem)
     parts = [f"# Reproduction report\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "

@@ -3,8 +3,12 @@
 Keys: `format` (CHECKPOINT_FORMAT), `config` (the run's RunConfig as a dict), `label_set`
 ({"name", "classes"}), `split` (record ids of train/val/test) and `split_labels` (a fingerprint of their
 labels), `data` (the preprocess folder, its name and manifest fingerprint), `model` (weights), `epoch`,
-`best_f1`, `history`; the resume checkpoint (last.pth) adds `optimizer`. Everything a later stage needs
-to rebuild the run is in it, so no stage guesses settings from file names.
+`best_f1`, `history`, `run_id`; the resume checkpoint (last.pth) adds `optimizer`. Everything a later stage
+needs to rebuild the run is in it, so no stage guesses settings from file names.
+
+`run_id` is drawn when a run starts and kept when it resumes, so a run folder's model.pth and last.pth
+carry the same one: a model.pth copied in from another run is refused when it is loaded beside a
+last.pth of another id (`check_same_run`), not evaluated, explained or resumed as if it were this run's.
 """
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ from torch import nn
 
 from models.inputs import ECGModel, InputSpec
 from models.registry import create_model
+from models.run import Run
 from utils import MissingInputError, PipelineError, atomic_write
 
 CHECKPOINT_FORMAT = 3  # 2: the bare network's weights (no input rules); 1: settings under "args"
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "build_network", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "peek_checkpoint", "run_id_mismatch",
+           "check_same_run", "build_network", "load_checkpoint"]
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:
@@ -37,6 +43,10 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise PipelineError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    return _checked(path, ckpt)
+
+
+def _checked(path: Path, ckpt) -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise PipelineError(f"{path} is not a checkpoint written by main.py")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -55,8 +65,43 @@ def build_network(cfg: dict, num_classes: int) -> ECGModel:
     return ECGModel(net, InputSpec.from_checkpoint({"config": cfg}))
 
 
+def peek_checkpoint(path: Path) -> dict:
+    """The checkpoint's plain entries (config, epoch, run id...) with its tensors memory-mapped, not read:
+    cheap enough to look at every run of a database."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise PipelineError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    return _checked(path, ckpt)
+
+
+def run_id_mismatch(run: Run) -> str | None:
+    """Why the run folder's model.pth and last.pth are not of one run (None when they are, or when one
+    of them is missing): a checkpoint copied in from another run carries that run's id."""
+    if not (run.model.exists() and run.last.exists()):
+        return None
+    best, last = peek_checkpoint(run.model).get("run_id"), peek_checkpoint(run.last).get("run_id")
+    if best == last:
+        return None
+    return (f"{run.model} (run id {best}) and {run.last} (run id {last}) belong to different runs "
+            f"(a checkpoint copied in from another run?)")
+
+
+def check_same_run(path: Path) -> None:
+    """Refuse a run folder's model.pth whose last.pth is of another run (see `run_id_mismatch`)."""
+    path = Path(path)
+    if path.name == Run.MODEL:
+        why = run_id_mismatch(Run(path.parent))
+        if why:
+            raise PipelineError(f"{why}; retrain the run with `python main.py --run {path.parent} --force`, "
+                                f"or remove the file that does not belong")
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Model (eval mode) and the checkpoint dict."""
+    """Model (eval mode) and the checkpoint dict; a run folder's model.pth only if its last.pth is of the
+    same run."""
+    check_same_run(path)
     ckpt = read_checkpoint(path, map_location)
     model = build_network(ckpt["config"], len(ckpt["label_set"]["classes"]))
     model.load_state_dict(ckpt["model"])

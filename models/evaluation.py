@@ -79,9 +79,13 @@ class RunScorer:
         return Scores(test=scored(self.test, "test" if self.val is not None else "external"), val=val)
 
 
-def evaluation_key(run: Run, ckpt: dict, n_bootstrap: int, calibrate: bool = False) -> str:
-    """What an evaluation on the run's own records depends on: the checkpoint's bytes, its data, settings."""
-    return fingerprint([file_sha(run.model), ckpt["data"]["fingerprint"], n_bootstrap, calibrate])
+def evaluation_key(run: Run, ckpt: dict, n_bootstrap: int, calibrate: bool = False,
+                   data_dir: Path | None = None) -> str:
+    """What an evaluation on the run's own records depends on: the checkpoint's bytes, the data it reads
+    as they are now (the preprocess fingerprint of `data_dir`, default the checkpoint's folder: a folder
+    preprocessed again since the checkpoint was written is other data), the settings."""
+    data = preprocess_manifest(data_dir or ckpt["config"]["data_dir"])["fingerprint"]
+    return fingerprint([file_sha(run.model), data, n_bootstrap, calibrate])
 
 
 def _claim(out: Path, run: Run) -> None:
@@ -142,7 +146,7 @@ def evaluate_run(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path
             "label_set": ckpt["label_set"]["name"]}
     options = EvalOptions(out, classes, n_bootstrap=n_bootstrap, seed=int(cfg["seed"]), figures=figures,
                           calibrate=calibrate, title="test fold", info=info,
-                          key=evaluation_key(run, ckpt, n_bootstrap, calibrate), thresholds_file=run.thresholds,
+                          key=evaluation_key(run, ckpt, n_bootstrap, calibrate, data_dir), thresholds_file=run.thresholds,
                           tuned_on=f"validation fold(s) {val_folds}: {len(splits['val'])} records")
     with exclusive_lock(run.lock, f"run {run}"):  # the thresholds go into the run folder: one writer
         if info["model_sha"] != file_sha(run.model):

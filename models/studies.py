@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shutil
+import sys
 from pathlib import Path
 
 from models.checkpoint import load_checkpoint
 from models.evaluation import evaluate_run, evaluation_current, results_folder
 from models.inputs import pick_device
-from models.training import RunConfig, train
-from utils import MAX_WORKERS, bounded_int, folder_path
+from models.run import Run
+from models.training import RunConfig, equal_finished_run, resolve_identity, run_state, train
+from utils import MAX_WORKERS, PipelineError, atomic_write, bounded_int, check_writable, exclusive_lock, folder_path, process_map
 from utils.results import results_home
 from utils.defaults import DEFAULT_RESULTS_DIR
 
@@ -49,9 +53,56 @@ def results_dir_of(args: argparse.Namespace) -> Path:
     return results_home(args.results_dir, args.data_dir)
 
 
+def adopt_equal_run(cfg: RunConfig) -> bool:
+    """When cfg's own run folder is empty and another run folder of its database (data/<db>/runs/*) holds
+    a finished run that training cfg would repeat (same data by content, same settings and epochs: see
+    `equal_finished_run`), link that run's checkpoints and log into cfg's folder instead of training it
+    again, and say so in one line. Hard links (copies across file systems) keep each folder a run of its
+    own: its thresholds and results are its own, and retraining either folder leaves the other intact.
+    Returns whether a run was adopted."""
+    cfg = resolve_identity(cfg)
+    if cfg.force or run_state(cfg)[0] != "new":
+        return False
+    mine = cfg.run
+    root = Path(cfg.data_dir) / "runs"
+    if not root.is_dir():
+        return False
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if os.path.realpath(folder) == os.path.realpath(mine.folder) or not equal_finished_run(cfg, folder):
+            continue
+        source = Run(folder)
+        check_writable(mine.folder, "pass --runs-dir DIR with a writable DIR")
+        with exclusive_lock(mine.lock, f"run {mine}"):
+            for name in (Run.LOG, Run.MODEL, Run.LAST):  # last.pth last: run_state reads it first
+                if (source.folder / name).exists():
+                    _link(source.folder / name, mine.folder / name)
+            if not equal_finished_run(cfg, mine.folder):  # the source was retrained meanwhile: train anew
+                for name in (Run.LAST, Run.MODEL, Run.LOG):
+                    (mine.folder / name).unlink(missing_ok=True)
+                return False
+        print(f"{mine}: the same data and settings as the finished run {source} ({cfg.epochs} epoch(s)): "
+              f"reusing it, nothing to train")
+        return True
+    return False
+
+
+def _link(source: Path, target: Path) -> None:
+    """`target` becomes the same file as `source`: a hard link, or an atomic copy across file systems."""
+    def link(tmp: Path) -> None:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+    atomic_write(target, link)
+
+
 def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool = False) -> Path:
-    """Train one run (train() keeps a finished run, resumes a killed one) and evaluate it unless its
-    evaluation is current for exactly this checkpoint and bootstrap size; returns its results folder."""
+    """Train one run (train() keeps a finished run, resumes a killed one; an equal finished run of the
+    database is reused, see `adopt_equal_run`) and evaluate it unless its evaluation is current for
+    exactly this checkpoint, data and bootstrap size; returns its results folder."""
+    adopt_equal_run(cfg)
     train(cfg)
     run = cfg.run
     device = pick_device(cfg.use_gpu)
@@ -64,20 +115,24 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, cali
     return results_folder(results_dir, ckpt, run)
 
 
-def _job_init(threads: int, gpus: int, counter) -> None:
-    """A study worker: its share of the CPU cores, and a GPU of its own when several are visible."""
-    import torch
+def _job_init(slot: int, threads: int, gpus: int) -> None:
+    """A study worker: its share of the CPU cores, and a GPU of its own when several are visible. Its
+    progress bars lock with a thread lock: tqdm's default, a multiprocessing semaphore, would be reported
+    as leaked at exit whenever a worker is killed."""
+    import threading
 
+    import torch
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     if gpus > 1:
-        with counter.get_lock():
-            slot = counter.value
-            counter.value += 1
         torch.cuda.set_device(slot % gpus)
 
 
-def _job(task: tuple[RunConfig, Path, int, bool]) -> Path:
-    return train_and_evaluate(*task)
+def _job(task: tuple[RunConfig, Path, int, bool]) -> tuple[str, Path]:
+    """A worker's task: the run folder it trained (which pins the result to its run) and its results."""
+    return str(task[0].run), train_and_evaluate(*task)
 
 
 def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: int = 1,
@@ -86,18 +141,26 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: in
 
     Several small trainings leave one GPU half idle; running them side by side fills it. Each run is
     the same computation whether it runs alone or beside others (its own process, its own seeds), so
-    under --deterministic a run's weights do not depend on --jobs."""
+    under --deterministic a run's weights do not depend on --jobs. A run that fails (an error, or its
+    worker killed) is said in one line while the others go on; then the study stops with one error
+    naming every failed run (the finished runs' files and results are kept: a rerun reuses them)."""
     tasks = [(cfg, Path(results_dir), n_bootstrap, calibrate) for cfg in cfgs]
     if jobs <= 1 or len(tasks) <= 1:
-        return [_job(t) for t in tasks]
-    import multiprocessing as mp
-    import os
-
+        return [_job(t)[1] for t in tasks]
     import torch
 
     gpus = torch.cuda.device_count() if any(c.use_gpu for c in cfgs) else 0
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
-    counter = ctx.Value("i", 0)
-    with ctx.Pool(min(jobs, len(tasks)), initializer=_job_init, initargs=(threads, gpus, counter)) as pool:
-        return pool.map(_job, tasks, chunksize=1)
+    outcomes = process_map(_job, tasks, jobs, initializer=_job_init, initargs=(threads, gpus))
+    done, failed = [], []
+    for cfg, outcome in zip(cfgs, outcomes):
+        if outcome.ok and outcome.value[0] != str(cfg.run):
+            raise PipelineError(f"a worker handed back the results of {outcome.value[0]} for {cfg.run}")
+        if not outcome.ok:
+            print(f"failed: {cfg.run}: {outcome.value}", file=sys.stderr)
+            failed.append(f"{cfg.run.name} ({outcome.value})")
+        done.append(outcome.value[1] if outcome.ok else None)
+    if failed:
+        raise PipelineError(f"{len(failed)} of {len(cfgs)} runs failed: {'; '.join(failed)}; the other runs are "
+                            f"kept, and rerunning the command trains only what is missing")
+    return done

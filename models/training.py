@@ -23,6 +23,7 @@ import os
 import random
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from models.checkpoint import CHECKPOINT_FORMAT, build_network, load_checkpoint, read_checkpoint, save_checkpoint
+from models.checkpoint import (CHECKPOINT_FORMAT, build_network, load_checkpoint, peek_checkpoint, read_checkpoint,
+                               run_id_mismatch, save_checkpoint)
 from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, fit_standardization,
                            make_loader, pick_device, random_crop, score, split_provenance)
 from models.registry import list_models
@@ -61,6 +63,7 @@ class RunConfig:
     test_fold: int | None = None
     deterministic: bool = False
     label_set: str | None = None          # filled from the preprocess manifest when the run starts
+    data_fingerprint: str | None = None   # the preprocess manifest's fingerprint, filled when the run starts
     # the training protocol: the paper's (defaults) or the PTB-XL benchmark's (preset ptbxl)
     crop_seconds: float | None = None     # train on random crops of this length; score the max over windows
     standardize: bool = False             # one global mean and std, fitted on the training records
@@ -80,10 +83,12 @@ class RunConfig:
     resume: bool = False
     force: bool = False
 
-    # What makes two runs different runs: a checkpoint is resumed or reused only when these agree.
-    IDENTITY = ("data_dir", "arch", "leads", "seconds", "sample_rate", "seed", "lr", "batch_size", "limit",
-                "test_fold", "deterministic", "label_set", "crop_seconds", "standardize", "augment", "optimizer",
-                "weight_decay", "beta2", "schedule", "clip_grad", "keep")
+    # What makes two runs different runs: a checkpoint is resumed or reused only when these agree. The data
+    # are known by their content (the preprocess manifest's fingerprint), not by their folder's name: a
+    # folder preprocessed again from other records holds other data, a copied one the same.
+    IDENTITY = ("data_fingerprint", "arch", "leads", "seconds", "sample_rate", "seed", "lr", "batch_size", "limit",
+                "test_fold", "deterministic", "label_set", "crop_seconds", "standardize", "augment",
+                "optimizer", "weight_decay", "beta2", "schedule", "clip_grad", "keep")
 
     @property
     def spec(self) -> InputSpec:
@@ -105,6 +110,15 @@ class RunConfig:
         return d
 
     @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "RunConfig":
+        """The configuration a checkpoint was trained with (its data fingerprint from `data` for
+        checkpoints written before the configuration held it)."""
+        cfg = cls.from_dict(ckpt["config"])
+        if cfg.data_fingerprint is None:
+            cfg = dataclasses.replace(cfg, data_fingerprint=(ckpt.get("data") or {}).get("fingerprint"))
+        return cfg
+
+    @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
@@ -113,9 +127,11 @@ class RunConfig:
     def changed(self, other: "RunConfig") -> list[str]:
         """The identity settings in which `other` differs from this run, as 'key: mine -> other'."""
         mine, theirs = self.to_dict(), other.to_dict()
+        names = {"data_fingerprint": "data"}  # 'data: 3f2a… -> 9c1b…': the folder holds other records now
         # a one-cycle schedule spans the planned epochs: more epochs are another schedule, not an extension
         keys = self.IDENTITY + (("epochs",) if "onecycle" in (self.schedule, other.schedule) else ())
-        return [f"{k}: {mine.get(k)} -> {theirs.get(k)}" for k in keys if str(mine.get(k)) != str(theirs.get(k))]
+        return [f"{names.get(k, k)}: {mine.get(k)} -> {theirs.get(k)}" for k in keys
+                if str(mine.get(k)) != str(theirs.get(k))]
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -331,22 +347,48 @@ def param_checksum(model: torch.nn.Module) -> float:
 
 
 def run_state(cfg: RunConfig) -> tuple[str, str]:
-    """What the run folder holds for `cfg` (label set resolved): ("new", ""), ("current", why) when it
-    finished all epochs with exactly these settings, ("unfinished", why) when it stopped early with them,
-    or ("other", why) when it holds a run of other settings (or an unreadable one)."""
+    """What the run folder holds for `cfg` (label set and data fingerprint resolved): ("new", ""),
+    ("current", why) when it finished all epochs with exactly these settings on exactly these data,
+    ("unfinished", why) when it stopped early with them, or ("other", why) when it holds a run of other
+    settings or other data, model.pth and last.pth of two different runs, or an unreadable one."""
     run = cfg.run
     if not run.last.exists():
         return ("other", f"{run.model} exists without {run.last}") if run.model.exists() else ("new", "")
     try:
-        saved = read_checkpoint(run.last)
+        saved = peek_checkpoint(run.last)
+        mixed = run_id_mismatch(run)
     except PipelineError as e:
         return "other", str(e)
-    changed = RunConfig.from_dict(saved["config"]).changed(cfg)
+    if mixed:
+        return "other", mixed
+    changed = RunConfig.from_checkpoint(saved).changed(cfg)
     if changed:
         return "other", f"{run} holds a run with other settings ({'; '.join(changed)})"
     if saved["epoch"] >= cfg.epochs:
         return "current", f"{run} finished {saved['epoch']} epoch(s) with these settings"
     return "unfinished", f"{run} stopped after epoch {saved['epoch']} of {cfg.epochs}"
+
+
+def equal_finished_run(cfg: RunConfig, folder: Path) -> bool:
+    """Whether `folder` holds a finished run that training `cfg` (resolved) would repeat: the same
+    identity, exactly cfg.epochs epochs trained and asked for, and model.pth and last.pth of one run."""
+    other = Run(Path(folder))
+    if not (other.model.exists() and other.last.exists()):
+        return False
+    try:
+        saved = peek_checkpoint(other.last)
+        if run_id_mismatch(other) or saved.get("run_id") is None:
+            return False
+    except PipelineError:
+        return False
+    theirs = RunConfig.from_checkpoint(saved)
+    return not theirs.changed(cfg) and theirs.epochs == cfg.epochs == saved["epoch"]
+
+
+def resolve_identity(cfg: RunConfig) -> RunConfig:
+    """`cfg` with what identifies its data filled in: the label set and the preprocess fingerprint."""
+    cfg = resolve_label_set(cfg)
+    return dataclasses.replace(cfg, data_fingerprint=preprocess_manifest(cfg.data_dir)["fingerprint"])
 
 
 def resolve_label_set(cfg: RunConfig) -> RunConfig:
@@ -363,7 +405,7 @@ def train(cfg: RunConfig, rank: int = 0, world: int = 1, device: torch.device | 
     The run folder decides what happens, so rerunning a command is always safe: a run that finished
     with these settings is kept (said in one line; `force` retrains it), one that stopped early with
     them resumes after its last epoch, one of other settings is refused unless `force`."""
-    cfg = resolve_label_set(cfg)
+    cfg = resolve_identity(cfg)
     state, why = run_state(cfg)
     if not cfg.force:
         if cfg.resume and state == "new":
@@ -408,7 +450,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     resume_ckpt = None
     if cfg.resume:  # a resumed run keeps the records it started with, whatever labels.csv holds now
         _, resume_ckpt = load_checkpoint(resume_path)
-        changed = RunConfig.from_dict(resume_ckpt["config"]).changed(cfg)
+        changed = RunConfig.from_checkpoint(resume_ckpt).changed(cfg)
         if changed:
             raise PipelineError(f"cannot resume {resume_path} with different settings ({'; '.join(changed)})")
         splits = checkpoint_splits(resume_ckpt, cfg.data_dir)
@@ -444,8 +486,9 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     step.amp = amp
     if cuda and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True
-    start, best, history = 1, -1.0, []
+    start, best, history, run_id = 1, -1.0, [], uuid.uuid4().hex
     if resume_ckpt is not None:
+        run_id = resume_ckpt.get("run_id")  # a run keeps its id (None for one begun before runs had ids)
         ckpt = resume_ckpt
         model.load_state_dict(ckpt["model"])
         step.optimizer.load_state_dict(ckpt["optimizer"])
@@ -485,7 +528,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
             best = max(best, row["val_f1"])
             state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch, "best_f1": best,
                      "history": history, "config": cfg.to_dict(), "label_set": label_set, "data": data,
-                     **split_provenance(splits, classes)}
+                     "run_id": run_id, **split_provenance(splits, classes)}
             if not all(bool(torch.isfinite(t).all()) for t in state["model"].values() if t.is_floating_point()):
                 raise DivergedError(f"training diverged at epoch {epoch}: the weights are not finite (lower --lr); "
                                     f"no checkpoint of this epoch was saved")

@@ -16,8 +16,8 @@ import statistic
 from utils import CLASSES
 
 
-def test_empty_report_names_each_missing_stage(prepared, tmp_path):
-    path = report.main(["--data-dir", str(prepared), "--run", str(tmp_path / "m"),
+def test_empty_report_names_each_missing_stage(prepared, trained, tmp_path):
+    path = report.main(["--data-dir", str(prepared), "--run", str(copy_run(trained, tmp_path / "m")),
                         "--results-dir", str(tmp_path / "r")])
     text = path.read_text()
     for title in report.TITLES:
@@ -75,7 +75,7 @@ def test_report_never_mixes_databases(prepared, trained, tmp_path):
     shutil.copytree(prepared, other)
     results = tmp_path / "results"
     baselines.main(["--data-dir", str(other), "--classifier", "LR", "--results-dir", str(results), "--num-workers", "1"])
-    text = report.main(["--data-dir", str(prepared), "--run", str(tmp_path / "none"),
+    text = report.main(["--data-dir", str(prepared), "--run", str(copy_run(trained, tmp_path / "m")),
                         "--results-dir", str(results)]).read_text()
     assert "| LR |" not in sections_text(text, "Expert-feature baselines")
     assert (results / "B" / "baselines_all.csv").exists() and not (results / prepared.name / "baselines_all.csv").exists()
