@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from utils import (N_FOLDS, Column, EvalOptions, Scores, Summary, ci_columns, data_label_set, data_split_rule,
                    database_name, evaluate_scorer, fingerprint, format_mean_sd, jsonable, leads_argument, leads_tag,
-                   load_labels, markdown_table, preprocess_manifest, scores_table,
+                   check_writable, load_labels, markdown_table, preprocess_manifest, scores_table,
                    script_main, split_labels, table_frame, write_csv, write_json, write_text)
 from utils.features import FEATURE_VERSION, feature_columns, load_or_compute_features
 from utils.io import MAX_WORKERS, bounded_int, folder_path, seed_int
@@ -247,6 +247,9 @@ def cross_validate_classifiers(data: pd.DataFrame, cols: list[str], run: Baselin
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     run = BaselineRun.from_args(args)
+    # both folders are written to; checked before minutes of feature extraction, not after
+    check_writable(run.data_dir, "features.csv is cached beside the preprocess outputs")
+    check_writable(run.db_dir, "pass --results-dir DIR with a writable DIR")
     features = load_or_compute_features(run.data_dir, run.heart_rate, args.num_workers, args.force)
     labels = load_labels(run.data_dir)
     cols = feature_columns(list(run.leads), run.heart_rate)
