@@ -48,7 +48,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.inputs import INPUT_SECONDS  # noqa: E402
 from models.registry import create_model as build_model, list_models  # noqa: E402
-from models.training import RunConfig, train, train_one_epoch  # noqa: E402
+from models.training import RunConfig, Step, train, train_one_epoch  # noqa: E402
 from utils import (CPSC9, LABELS_CSV, LEADS, MANIFEST_JSON, SAMPLE_RATE, SIGNALS_INDEX_CSV, SIGNALS_NPY,  # noqa: E402
                    atomic_write, nonnegative_int, positive_float, positive_int, script_main, write_csv,
                    write_index, write_json, write_manifest)
@@ -155,7 +155,8 @@ def time_bare_steps(model: nn.Module, batches: list, device: torch.device, amp: 
         sync(device)
         t0 = time.perf_counter()
         with contextlib.redirect_stderr(io.StringIO()):  # train_one_epoch's progress bar, once per part
-            train_one_epoch(model, [batches[i % len(batches)] for i in range(n)], optimizer, device, amp, gen, "")
+            train_one_epoch(model, [batches[i % len(batches)] for i in range(n)], Step(optimizer, amp=amp), device,
+                            gen, "")
         sync(device)  # train_one_epoch reads its loss back at the end; this makes the end explicit
         return time.perf_counter() - t0
 
