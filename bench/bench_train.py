@@ -54,6 +54,9 @@ from utils import (CPSC9, LABELS_CSV, LEADS, MANIFEST_JSON, SAMPLE_RATE, SIGNALS
                    write_index, write_json, write_manifest)
 from utils.presets import PRESETS  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flop_count import forward_flops  # noqa: E402,F401  (Conv1d, Linear and LSTM FLOPs; tests use it from here)
+
 TRAIN_FACTOR = 3  # training FLOPs per forward FLOP: forward 1, backward 2 (gradients of inputs and of weights)
 
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' datasheets, whose headline
@@ -111,32 +114,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--input-seconds {args.input_seconds:g} at {args.sample_rate} Hz is {args.n_samples} samples; "
                 f"the network needs at least 32")
     return args
-
-
-def forward_flops(model: nn.Module, n_leads: int, n_samples: int) -> int:
-    """FLOPs of one record's forward pass through every Conv1d and Linear (2 per multiply-accumulate),
-    from forward hooks on a pass at this input size. Build the model on the meta device to count
-    without computing anything."""
-    macs = 0
-
-    def count(module: nn.Module, inputs, output: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(module, nn.Conv1d):
-            macs += output.numel() * (module.in_channels // module.groups) * module.kernel_size[0]
-        else:
-            macs += output.numel() * module.in_features
-
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Linear))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, n_leads, n_samples, device=next(model.parameters()).device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return 2 * macs
 
 
 def device_peak(device: torch.device, override: float | None) -> tuple[float | None, str]:

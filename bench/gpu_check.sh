@@ -14,6 +14,8 @@
 #   main   main.py --preset paper --epochs 2 on it (fused Adam, no host sync per step, torch.compile, bf16
 #          validation at 8 x the batch), GPU utilisation sampled by nvidia-smi every 200 ms
 #   cv     cross_validate.py --preset paper --epochs 2 --folds 1,2,3 --jobs 3: three runs sharing the GPU
+#   ptbxl  (only when named in GPU_CHECK_STEPS; needs wfdb) synth.py --layout ptbxl --n 2000, then benchmark.py
+#          --preset ptbxl --tasks superdiagnostic --models xresnet1d101 --epochs 3: each epoch's time from log.csv
 # The whole script stops starting new work after GPU_CHECK_BUDGET seconds (default 540, under a 10-minute
 # limit per command); each step's own time limit is cut to what is left, so RESULTS always
 # holds what finished. To stay far from that limit, run it as two calls on a warm machine:
@@ -142,6 +144,40 @@ if want cv; then
   cp "$work/util_cv.csv" "$keep/" 2>/dev/null
   "$py" bench/gpu_check_summary.py cv --stdout "$logs/cv.out" --runs-dir "$work/cv_runs" --util "$work/util_cv.csv" \
     --wall "$wall" ${main_wall:+--single-wall "$main_wall"} 2>&1 | sed 's/^/  /' | tee -a "$results"
+fi
+
+if want ptbxl; then  # the PTB-XL protocol's epoch time for one architecture (bench/bench_archs.py estimates it)
+  if [ -n "${GPU_CHECK_SMOKE:-}" ]; then pn=${GPU_CHECK_PTBXL_N:-100}; ptbxl_args=(--epochs 2 --batch-size 16 --num-workers 0)
+  else pn=${GPU_CHECK_PTBXL_N:-2000}; ptbxl_args=(--epochs 3); fi
+  ptbxl="$work/ptbxl_records"
+  if ! "$py" -c "import wfdb" 2>/dev/null; then
+    note "ptbxl: skipped, wfdb is missing (PTB-XL's .dat records need it)"
+  else
+    [ -f "$ptbxl/ptbxl_database.csv" ] && [ "$(($(wc -l <"$ptbxl/ptbxl_database.csv") - 1))" = "$pn" ] \
+      || run ptbxl_synth 200 "$py" synth.py --layout ptbxl --out "$ptbxl" --n "$pn" --seed 0 --force
+    sampler_start "$work/util_ptbxl.csv"
+    run ptbxl 330 "$py" benchmark.py --data-dir "$ptbxl" --preset ptbxl --tasks superdiagnostic --models xresnet1d101 \
+      --results-dir "$work/ptbxl_results" --force "${ptbxl_args[@]}"
+    sampler_stop
+    cp "$work/util_ptbxl.csv" "$keep/" 2>/dev/null
+    "$py" - "$ptbxl" <<'EOF' 2>&1 | sed 's/^/  /' | tee -a "$results"
+import sys
+from pathlib import Path
+import pandas as pd
+logs = sorted(Path(sys.argv[1], "tasks").glob("*_superdiagnostic/runs/xresnet1d101*/log.csv"))
+if not logs:
+    sys.exit("ptbxl: no log.csv of an xresnet1d101 run")
+log = pd.read_csv(logs[-1])
+labels = pd.read_csv(logs[-1].parents[2] / "labels.csv")
+n_train = int((labels["fold"] <= 8).sum())
+last = float(log["seconds"].iloc[-1])
+print("ptbxl.epoch_seconds: " + " ".join(f"{s:.2f}" for s in log["seconds"]) + f"  ({logs[-1]})")
+print(f"ptbxl.train_records: {n_train}")
+print(f"ptbxl.last_epoch_s: {last:.2f}")
+print(f"ptbxl.records_per_s: {n_train / last:.1f}  (the epoch's training and validation, per training record)")
+print(f"ptbxl.projected_50_epochs_of_17441_s: {50 * last * 17441 / n_train:.0f}  (the last epoch scaled to `all`)")
+EOF
+  fi
 fi
 
 note "== done in $(since "$t_start") s; results in $results, step logs in $keep"

@@ -128,3 +128,20 @@ def test_gpu_check_smoke_runs_main_py_and_summarises_its_files(tmp_path):
     assert float(numbers["records_per_s_wall"]) == pytest.approx(n_train / wall, rel=max(0.01, 0.006 / wall))
     assert (tmp_path / "out" / "gpu_check_logs" / "main.out").exists()
     assert np.isfinite(float(numbers["projected_40_epochs_of_5504_s"]))
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+def test_flops_of_a_conv_network_and_of_the_lstm_equal_torch_flop_counter():
+    """bench_archs.py's FLOP column on a 250-sample crop: fcn_wang counted by the hooks equals torch's
+    flop counter on a real pass, and so does the lstm, whose LSTM torch counts only off oneDNN (there
+    it runs as matrix products: 4 gates x (input + hidden) x hidden per step); the hand count of one
+    bidirectional layer pair checks the per-layer input width."""
+    import flop_count
+
+    for arch in ("fcn_wang", "lstm"):
+        model = build_model(arch, 12, 5).eval()
+        with torch.backends.mkldnn.flags(enabled=False), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 12, 250))
+        assert flop_count.forward_flops(model, 12, 250) == counter.get_total_flops(), arch
+    bidir = torch.nn.LSTM(12, 256, num_layers=2, bidirectional=True, batch_first=True)
+    assert flop_count.lstm_macs(bidir, 250) == 2 * 250 * 4 * 256 * ((12 + 256) + (512 + 256))
