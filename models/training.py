@@ -430,6 +430,68 @@ def train(cfg: RunConfig, rank: int = 0, world: int = 1, device: torch.device | 
         return _train(cfg, rank, world, device)
 
 
+def run_splits(cfg: RunConfig, resume_ckpt: dict | None, cache: SignalCache, warn: bool = True
+               ) -> dict[str, pd.DataFrame]:
+    """The run's train/validation/test records: the resumed checkpoint's own, or the split rule's; an
+    empty training or validation part is an error, inputs longer than every record a warning."""
+    if resume_ckpt is not None:
+        splits = checkpoint_splits(resume_ckpt, cfg.data_dir)
+    else:
+        splits = split_labels(load_labels(cfg.data_dir), cfg.seed, cfg.limit, cfg.test_fold,
+                              data_split_rule(cfg.data_dir))
+    if len(splits["train"]) == 0 or len(splits["val"]) == 0:
+        raise PipelineError(f"empty training or validation split in {cfg.data_dir} (too few records?)")
+    longest = max(int(cache.length[cache.row[pid]]) for pid in splits["train"]["patient_id"]) / cache.sample_rate
+    if warn and cfg.spec.seconds > longest:
+        print(f"warning: --seconds {cfg.spec.seconds:g} is longer than every training record (longest {longest:.1f} "
+              f"s): every input is zero-padded in front", file=sys.stderr)
+    return splits
+
+
+def new_network(cfg: RunConfig, train_ds: ECGDataset, num_classes: int, fit: bool = True,
+                verbose: bool = True) -> torch.nn.Module:
+    """The registered architecture in its input rules, with the standardisation fitted on the training
+    records when the run asks for it (`fit`: a resumed run keeps the statistics in its weights)."""
+    model = build_network(cfg.to_dict(), num_classes)
+    if cfg.standardize and fit:
+        mean, std = fit_standardization(train_ds, num_workers=cfg.num_workers)
+        model.mean.fill_(mean)
+        model.std.fill_(std)
+        if verbose:
+            print(f"standardisation fitted on the {len(train_ds)} training records: mean {mean:.5f} mV, "
+                  f"std {std:.5f} mV")
+    return model
+
+
+def save_epoch(run: Run, state: dict, step: Step, keep: bool) -> None:
+    """last.pth (with the optimizer and schedule, for --resume) and, when `keep`, model.pth; refused when
+    a weight is not finite, so a diverged epoch never becomes the run's model."""
+    if not all(bool(torch.isfinite(t).all()) for t in state["model"].values() if t.is_floating_point()):
+        raise DivergedError(f"training diverged at epoch {state['epoch']}: the weights are not finite (lower --lr); "
+                            f"no checkpoint of this epoch was saved")
+    if keep:
+        save_checkpoint(run.model, state)
+    save_checkpoint(run.last, {**state, "optimizer": step.optimizer.state_dict(),
+                               **({"scheduler": step.scheduler.state_dict()} if step.scheduler else {})})
+    write_csv(pd.DataFrame(state["history"]), run.log)
+
+
+def finish_ddp(model: torch.nn.Module, world: int, is_main: bool) -> None:
+    """Check that the ranks ended with the same weights, then close the process group. The caller frees
+    the DDP wrapper first: left to interpreter exit, its Gloo threads aborted rank 0 with
+    std::terminate in about 1 run in 30."""
+    import torch.distributed as dist
+
+    sums = [None] * world
+    dist.all_gather_object(sums, param_checksum(model))
+    if is_main:
+        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+            raise PipelineError(f"DDP ranks disagree on the weights: {sums}")
+        print(f"DDP: {world} ranks agree (parameter checksum {sums[0]:.6f})")
+    gc.collect()
+    dist.destroy_process_group()
+
+
 def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     import torch.distributed as dist
 
@@ -453,16 +515,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
         changed = RunConfig.from_checkpoint(resume_ckpt).changed(cfg)
         if changed:
             raise PipelineError(f"cannot resume {resume_path} with different settings ({'; '.join(changed)})")
-        splits = checkpoint_splits(resume_ckpt, cfg.data_dir)
-    else:
-        splits = split_labels(load_labels(cfg.data_dir), cfg.seed, cfg.limit, cfg.test_fold,
-                              data_split_rule(cfg.data_dir))
-    if len(splits["train"]) == 0 or len(splits["val"]) == 0:
-        raise PipelineError(f"empty training or validation split in {cfg.data_dir} (too few records?)")
-    longest = max(int(cache.length[cache.row[pid]]) for pid in splits["train"]["patient_id"]) / cache.sample_rate
-    if is_main and spec.seconds > longest:
-        print(f"warning: --seconds {spec.seconds:g} is longer than every training record (longest {longest:.1f} s): "
-              f"every input is zero-padded in front", file=sys.stderr)
+    splits = run_splits(cfg, resume_ckpt, cache, warn=is_main)
     train_ds = ECGDataset(cache, splits["train"], spec, classes)
     val_ds = ECGDataset(cache, splits["val"], spec, classes)
     sampler = shard_sampler(train_ds, world, rank, cfg.seed)
@@ -470,15 +523,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler, pin)
     val_loader = make_loader(val_ds, cfg.batch_size * (8 if pin else 2), False, cfg.num_workers, pin_memory=pin)
 
-    model = build_network(cfg.to_dict(), len(classes))
-    if cfg.standardize and resume_ckpt is None:  # a resumed run keeps the statistics in its weights
-        mean, std = fit_standardization(train_ds, num_workers=cfg.num_workers)
-        model.mean.fill_(mean)
-        model.std.fill_(std)
-        if is_main:
-            print(f"standardisation fitted on the {len(train_ds)} training records: mean {mean:.5f} mV, "
-                  f"std {std:.5f} mV")
-    model = model.to(device)
+    model = new_network(cfg, train_ds, len(classes), fit=resume_ckpt is None, verbose=is_main).to(device)
     cuda = device.type == "cuda"
     # The same algorithm at the GPU's speed: fused Adam (one kernel for all parameters) and cuDNN's
     # autotuner, except under --deterministic, where the autotuner's choice could differ between runs.
@@ -529,14 +574,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
             state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch, "best_f1": best,
                      "history": history, "config": cfg.to_dict(), "label_set": label_set, "data": data,
                      "run_id": run_id, **split_provenance(splits, classes)}
-            if not all(bool(torch.isfinite(t).all()) for t in state["model"].values() if t.is_floating_point()):
-                raise DivergedError(f"training diverged at epoch {epoch}: the weights are not finite (lower --lr); "
-                                    f"no checkpoint of this epoch was saved")
-            if improved or cfg.keep == "last":
-                save_checkpoint(model_path, state)
-            save_checkpoint(resume_path, {**state, "optimizer": step.optimizer.state_dict(),
-                                          **({"scheduler": step.scheduler.state_dict()} if step.scheduler else {})})
-            write_csv(pd.DataFrame(history), log)
+            save_epoch(run, state, step, keep=improved or cfg.keep == "last")
             print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f}  val loss {row['val_loss']:.4f}  "
                   f"val F1 {row['val_f1']:.4f}  val AUC {row['val_auc']:.4f}  {row['seconds']:.1f}s"
                   f"{'  * best' if improved and cfg.keep == 'best' else ''}", flush=True)
@@ -544,17 +582,8 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
             dist.barrier()
 
     if world > 1:
-        sums = [None] * world
-        dist.all_gather_object(sums, param_checksum(model))
-        if is_main:
-            if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
-                raise PipelineError(f"DDP ranks disagree on the weights: {sums}")
-            print(f"DDP: {world} ranks agree (parameter checksum {sums[0]:.6f})")
-        # Free the DDP wrapper (its reducer holds the process group) before destroying the group: left to
-        # interpreter exit, its Gloo threads aborted rank 0 with std::terminate in about 1 run in 30.
-        del train_model
-        gc.collect()
-        dist.destroy_process_group()
+        del train_model  # its reducer holds the process group (see finish_ddp)
+        finish_ddp(model, world, is_main)
     if is_main:
         kept = f"best val F1 {best:.4f}" if cfg.keep == "best" else f"last epoch kept (best val F1 {best:.4f})"
         print(f"{kept}; checkpoint {model_path}; log {log}")

@@ -38,7 +38,7 @@ def small(tmp_path_factory) -> dict:
     for name, site, seed in (("D", "a", 20), ("E", "b", 21)):
         synth.main(["--out", str(root / f"raw{name}"), "--n", "60", "--seed", str(seed), "--site", site,
                     "--max-seconds", "8"])
-        preprocess.main(["--data-dir", str(root / f"raw{name}"), "--out-dir", str(root / name), "--num-workers", "1"])
+        preprocess.main(["--data-dir", str(root / f"raw{name}"), "--out", str(root / name), "--num-workers", "1"])
     return {"raw": root / "rawE", "data": root / "E", "D": root / "D"}
 
 
@@ -50,7 +50,7 @@ def test_a_run_on_other_data_of_the_same_folder_is_neither_current_nor_reused(sm
     weights = (run / "model.pth").read_bytes()
     evaluate = ["--run", str(run), "--results-dir", str(tmp_path / "r"), *QUIET]
     predict.main(evaluate)
-    preprocess.main(["--data-dir", str(small["raw"]), "--out-dir", str(data), "--num-workers", "1", "--seed", "5"])
+    preprocess.main(["--data-dir", str(small["raw"]), "--out", str(data), "--num-workers", "1", "--seed", "5"])
     with pytest.raises(SystemExit, match=r"other settings \(data: \w+ -> \w+\).*--force"):
         main.main(["--data-dir", str(data), *ONE, "--run", str(run)])
     assert (run / "model.pth").read_bytes() == weights
@@ -118,7 +118,7 @@ def test_equal_runs_are_trained_once_and_two_database_leave_one_out_reuses_the_p
 def test_every_split_is_checked_before_any_training(small, tmp_path, capsys):
     few = tmp_path / "raw"
     synth.main(["--out", str(few), "--n", "4", "--seed", "3", "--max-seconds", "7"])
-    preprocess.main(["--data-dir", str(few), "--out-dir", str(tmp_path / "F"), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(few), "--out", str(tmp_path / "F"), "--num-workers", "1"])
     data = tmp_path / "D"
     shutil.copytree(small["D"], data)
     capsys.readouterr()
@@ -129,8 +129,8 @@ def test_every_split_is_checked_before_any_training(small, tmp_path, capsys):
 
 
 def test_outcomes_stay_with_their_tasks_and_a_killed_worker_fails_its_task_alone():
-    """Task 0 finishes last, task 1's worker is killed with -9: the others' outcomes are kept, each at its
-    own task's place, and the call returns."""
+    """The first job finishes last, the second one's worker is killed with -9: the others' outcomes are
+    kept, each at its own job's place, and the call returns."""
     tasks = [["sh", "-c", "sleep 0.8; echo slow"], ["sh", "-c", "kill -9 $PPID"], ["sh", "-c", "echo fast"],
              ["sh", "-c", "exit 3"]]
     outcomes = process_map(subprocess.check_output, tasks, 2)

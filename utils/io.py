@@ -528,7 +528,7 @@ def process_map(fn: Callable, tasks: Sequence, workers: int, initializer: Callab
                     outcomes[index] = result
                     idle.append((proc, conn))
                     continue
-                proc.join()  # the worker died holding this task: that task fails, a new worker goes on
+                proc.join()  # the worker died holding the job it had: that job fails, a new worker goes on
                 code = proc.exitcode
                 how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
                 outcomes[index] = TaskOutcome(False, f"its worker process died ({how})")
