@@ -24,7 +24,6 @@ PROTOCOL = ["--seconds", "4", "--sample-rate", "100", "--crop-seconds", "1", "--
             "--keep", "last", "--batch-size", "32", "--num-workers", "0", "--lr", "0.01"]
 
 
-@register_model("toy_cnn", family="test")
 def toy_cnn(in_leads: int, num_classes: int) -> nn.Module:
     """One convolution, global average pooling, a linear layer: registered here and nowhere else."""
     return nn.Sequential(nn.Conv1d(in_leads, 8, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
@@ -40,7 +39,17 @@ class _NaN(nn.Module):
         return self.fc(x.mean(-1)) * float("nan")
 
 
-register_model("nan_net", family="test")(_NaN)
+@pytest.fixture(autouse=True, scope="module")
+def test_architectures():
+    """toy_cnn and nan_net registered for this file's tests only (the registry is one per process: other
+    test files must not see them)."""
+    import models.registry as registry
+
+    register_model("toy_cnn", family="test")(toy_cnn)
+    register_model("nan_net", family="test")(_NaN)
+    yield
+    for name in ("toy_cnn", "nan_net"):
+        registry._REGISTRY.pop(name, None)
 
 
 def test_a_toy_architecture_goes_through_every_stage(prepared, tmp_path):

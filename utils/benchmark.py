@@ -28,6 +28,7 @@ import pandas as pd
 from utils.errors import MissingInputError, PipelineError
 from utils.evaluator import read_scores, scores_arrays, scores_table
 from utils.io import atomic_write, save_figure, write_csv, write_text
+from utils.tables import Column, markdown_table
 from utils.metrics import challenge_scores, macro_auc, predict_at_least_one, tune_gbeta_thresholds
 
 __all__ = ["PTBXL_TASKS", "ICBEB_TASK", "BENCHMARK_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
@@ -445,27 +446,41 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
     return frame
 
 
+def _published_cell(task: str, model: str) -> str:
+    pub = published(task, model)
+    return f"{pub[0]:.3f}({round(pub[1] * 1000):02d})" if pub else "-"
+
+
+def table_columns(challenge: bool = False) -> list[Column]:
+    """The markdown view of one task's rows (the CSV keeps every column of TABLE_COLUMNS)."""
+    columns = [Column("model", "model", align="left"),
+               Column("params", "params", lambda r: f"{int(r['params']):,}" if pd.notna(r["params"]) else "-"),
+               Column("records", "records", lambda r: f"{int(r['records']):,}"),
+               Column("classes", "classes"),
+               Column("auc", "AUC", lambda r: format_result(r["auc"], r["auc_lo"], r["auc_hi"]), align="left"),
+               Column(None, "90 % interval", lambda r: f"[{r['auc_lo']:.3f}, {r['auc_hi']:.3f}]", align="left"),
+               Column(None, "published", lambda r: _published_cell(r["task"], r["model"]), align="left")]
+    if challenge:
+        def published_fg(r: Mapping) -> str:
+            f, g = published(r["task"], r["model"], "fbeta"), published(r["task"], r["model"], "gbeta")
+            return f"{f[0]:.3f} / {g[0]:.3f}" if f and g else "-"
+
+        columns += [Column("fbeta", "F_beta=2", lambda r: format_result(r["fbeta"], r["fbeta_lo"], r["fbeta_hi"]),
+                           align="left"),
+                    Column("gbeta", "G_beta=2", lambda r: format_result(r["gbeta"], r["gbeta_lo"], r["gbeta_hi"]),
+                           align="left"),
+                    Column(None, "published F / G", published_fg, align="left")]
+    return columns
+
+
 def _markdown(table: pd.DataFrame, n_bootstrap: int) -> str:
     lines = [f"Macro AUC on the test records: point (all records) and, in brackets, the 5th-95th percentiles of "
              f"{n_bootstrap} bootstrap resamples; `0.925(08)` is the leaderboard's notation (point, largest distance "
              "to a percentile in thousandths). Published: the PTB-XL benchmark's leaderboard (Strodthoff et al., "
              "IEEE JBHI 2021).", ""]
     for task, rows in table.groupby("task", sort=False):
-        fg = "fbeta" in rows and rows["fbeta"].notna().any()
-        extra = " F_beta=2 | G_beta=2 | published F / G |" if fg else ""
-        lines += [f"### {task}", "", "| model | params | records | classes | AUC | 90 % interval | published |" + extra,
-                  "| --- | ---: | ---: | ---: | --- | --- | --- |" + (" --- | --- | --- |" if fg else "")]
-        for r in rows.itertuples():
-            pub = published(task, r.model)
-            params = f"{int(r.params):,}" if pd.notna(r.params) else "-"
-            line = (f"| {r.model} | {params} | {r.records:,} | {r.classes} | {format_result(r.auc, r.auc_lo, r.auc_hi)} | "
-                    f"[{r.auc_lo:.3f}, {r.auc_hi:.3f}] | {f'{pub[0]:.3f}({round(pub[1] * 1000):02d})' if pub else '-'} |")
-            if fg:
-                pf, pg = published(task, r.model, "fbeta"), published(task, r.model, "gbeta")
-                line += (f" {format_result(r.fbeta, r.fbeta_lo, r.fbeta_hi)} | {format_result(r.gbeta, r.gbeta_lo, r.gbeta_hi)}"
-                         f" | {f'{pf[0]:.3f} / {pg[0]:.3f}' if pf and pg else '-'} |")
-            lines.append(line)
-        lines.append("")
+        challenge = "fbeta" in rows and rows["fbeta"].notna().any()
+        lines += [f"### {task}", "", markdown_table(rows, table_columns(challenge))]
     return "\n".join(lines)
 
 
