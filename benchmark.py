@@ -161,7 +161,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  "apart from the PTB-XL tasks")
     args.models = args.models or model_list(BENCHMARK_MODELS)
     args.arch = args.models[0]
-    check_input_size(p, args, argv)
+    check_input_size(p, args, argv)  # every architecture of --models
     args.given = {a.dest for a in p._actions if a.option_strings and flag_given(p, argv, a.option_strings[0])}
     args.mode = "run"
     return args

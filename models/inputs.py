@@ -165,16 +165,18 @@ class ECGModel(torch.nn.Module):
         self.register_buffer("std", torch.tensor(float(std)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, leads, samples) mV -> (batch, classes) logits."""
-        x = (x - self.mean) / self.std
+        """(batch, leads, samples) mV -> (batch, classes) logits. A window that is all zero-padding (a
+        record shorter than the input is padded in front) never takes part in the maximum."""
         n = x.shape[-1]
         if self.window is None or n <= self.window:
-            return self.net(x)
+            return self.net((x - self.mean) / self.std)
         starts = window_starts(n, self.window, self.stride)
         windows = torch.stack([x[..., s:s + self.window] for s in starts], dim=1)   # (batch, windows, leads, w)
         b, w = windows.shape[:2]
-        logits = self.net(windows.reshape(b * w, *windows.shape[2:]))
-        return logits.view(b, w, -1).amax(dim=1)
+        logits = self.net(((windows - self.mean) / self.std).reshape(b * w, *windows.shape[2:])).view(b, w, -1)
+        padding = (windows == 0).flatten(2).all(dim=2)                                # (batch, windows)
+        padding &= ~padding.all(dim=1, keepdim=True)  # a record of zeros keeps its windows
+        return logits.masked_fill(padding.unsqueeze(-1), float("-inf")).amax(dim=1)
 
 
 def window_starts(n: int, window: int, stride: int) -> list[int]:
@@ -207,11 +209,16 @@ def fit_standardization(dataset: Dataset, batch_size: int = 256, num_workers: in
 
 def random_crop(x: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
     """One random window of `length` samples per record (a new one every epoch): the PTB-XL benchmark's
-    training input."""
+    training input. Windows start within the recorded signal: a record shorter than the input (zero-
+    padded in front) is cropped from its first sample on, never from padding alone."""
     b, _, n = x.shape
     if n <= length:
         return x
-    start = torch.randint(0, n - length + 1, (b, 1, 1), generator=generator, device="cpu").to(x.device)
+    recorded = (x != 0).any(dim=1)                                                   # (batch, samples)
+    first = (recorded.float().argmax(dim=1) * recorded.any(dim=1)).clamp(max=n - length)  # on the device: no sync
+    u = torch.rand(b, generator=generator, device="cpu").to(x.device)
+    span = n - length - first                                                        # start in first .. first + span
+    start = (first + torch.minimum((u * (span + 1)).long(), span)).view(b, 1, 1)
     index = start + torch.arange(length, device=x.device).view(1, 1, -1)
     return x.gather(-1, index.expand(b, x.shape[1], length))
 

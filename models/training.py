@@ -36,7 +36,7 @@ from models.checkpoint import (CHECKPOINT_FORMAT, build_network, load_checkpoint
                                run_id_mismatch, save_checkpoint)
 from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, fit_standardization,
                            make_loader, pick_device, random_crop, score, split_provenance)
-from models.registry import list_models
+from models.registry import list_models, model_entry
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, check_writable, data_label_set,
@@ -64,6 +64,7 @@ class RunConfig:
     deterministic: bool = False
     label_set: str | None = None          # filled from the preprocess manifest when the run starts
     data_fingerprint: str | None = None   # the preprocess manifest's fingerprint, filled when the run starts
+    processes: int = 1                    # DDP processes: the batch per step is processes x batch_size
     # the training protocol: the paper's (defaults) or the PTB-XL benchmark's (preset ptbxl)
     crop_seconds: float | None = None     # train on random crops of this length; score the max over windows
     standardize: bool = False             # one global mean and std, fitted on the training records
@@ -84,11 +85,12 @@ class RunConfig:
     force: bool = False
 
     # What makes two runs different runs: a checkpoint is resumed or reused only when these agree. The data
-    # are known by their content (the preprocess manifest's fingerprint), not by their folder's name: a
-    # folder preprocessed again from other records holds other data, a copied one the same.
-    IDENTITY = ("data_fingerprint", "arch", "leads", "seconds", "sample_rate", "seed", "lr", "batch_size", "limit",
-                "test_fold", "deterministic", "label_set", "crop_seconds", "standardize", "augment",
-                "optimizer", "weight_decay", "beta2", "schedule", "clip_grad", "keep")
+    # are known by the preprocess manifest's fingerprint (the record files' paths, sizes and modification
+    # times and the preprocessing settings), not by their folder's name: a folder preprocessed again from
+    # other records holds other data, a copy of a preprocessed folder the same.
+    IDENTITY = ("data_fingerprint", "processes", "arch", "leads", "seconds", "sample_rate", "seed", "lr",
+                "batch_size", "limit", "test_fold", "deterministic", "label_set", "crop_seconds", "standardize",
+                "augment", "optimizer", "weight_decay", "beta2", "schedule", "clip_grad", "keep")
 
     @property
     def spec(self) -> InputSpec:
@@ -209,6 +211,12 @@ def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace, argv:
             InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds).check()
         except ValueError as e:
             flag_error(p, "--crop-seconds", str(e).replace("--crop-seconds ", "", 1))
+    for arch in getattr(args, "models", None) or [args.arch]:
+        spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds)
+        shortest = model_entry(arch).min_samples if arch in list_models() else 0
+        if (spec.window_samples or spec.n_samples) < shortest:
+            flag_error(p, "--crop-seconds" if args.crop_seconds is not None else "--seconds",
+                       f"{arch} needs inputs of at least {shortest} samples (its registry entry's min_samples)")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -405,7 +413,7 @@ def train(cfg: RunConfig, rank: int = 0, world: int = 1, device: torch.device | 
     The run folder decides what happens, so rerunning a command is always safe: a run that finished
     with these settings is kept (said in one line; `force` retrains it), one that stopped early with
     them resumes after its last epoch, one of other settings is refused unless `force`."""
-    cfg = resolve_identity(cfg)
+    cfg = dataclasses.replace(resolve_identity(cfg), processes=world)  # torchrun's N processes: N x the batch
     state, why = run_state(cfg)
     if not cfg.force:
         if cfg.resume and state == "new":

@@ -67,3 +67,20 @@ def lead_study_run(prepared, tmp_path_factory) -> dict:
     argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80", "--n-bootstrap", "50",
             "--runs-dir", str(work / "models"), "--results-dir", str(work / "results")]
     return {"argv": argv, "table": lead_study.main(argv), "work": work}
+
+
+CHECKOUT_OUTPUTS = [Path(__file__).resolve().parents[1] / name for name in ("results", "data")]
+
+
+def _listing() -> set[str]:
+    return {str(p) for folder in CHECKOUT_OUTPUTS if folder.is_dir() for p in folder.rglob("*")}
+
+
+@pytest.fixture(autouse=True)
+def nothing_written_into_the_checkout():
+    """Tests write into their own temporary folders only: a command run with its default --results-dir
+    or --data-dir would leave files in the checkout's results/ or data/."""
+    before = _listing()
+    yield
+    added = sorted(_listing() - before)
+    assert not added, f"the test wrote into the checkout: {added[:3]}"

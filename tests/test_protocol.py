@@ -47,8 +47,9 @@ def test_architectures():
 
     register_model("toy_cnn", family="test")(toy_cnn)
     register_model("nan_net", family="test")(_NaN)
+    register_model("long_input", family="test", min_samples=500)(toy_cnn)
     yield
-    for name in ("toy_cnn", "nan_net"):
+    for name in ("toy_cnn", "nan_net", "long_input"):
         registry._REGISTRY.pop(name, None)
 
 
@@ -224,3 +225,32 @@ def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_pa
     again = benchmark.main(argv)  # every run current: nothing trained, the same table
     assert capsys.readouterr().out.count("current, nothing to train") == 4
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_padding_never_makes_a_window_or_a_crop():
+    """A record shorter than the input is zero-padded in front: its padding-only windows take no part in
+    the maximum, and no training crop is padding alone."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 1000)
+    x[1, :, :400] = 0   # a 6-s record in a 10-s input
+    x[2, :, :900] = 0   # shorter than one window
+    net = create_model("toy_cnn", 2, 3).eval()
+    model = ECGModel(net, InputSpec(("I", "II"), 10.0, 100, 2.5)).eval()
+    with torch.no_grad():
+        out = model(x)
+        for i in range(3):
+            starts = [s for s in window_starts(1000, 250, 125) if (x[i, :, s:s + 250] != 0).any()]
+            expected = torch.stack([net(x[i:i + 1, :, s:s + 250]) for s in starts]).amax(dim=0)
+            assert torch.allclose(out[i:i + 1], expected, atol=1e-6), i
+    g = torch.Generator().manual_seed(1)
+    crops = torch.stack([random_crop(x, 250, g) for _ in range(100)])
+    assert (crops[:, 1] != 0).flatten(1).any(1).all() and (crops[:, 2] != 0).flatten(1).any(1).all()
+    assert torch.equal(crops[:, 2], x[2, :, 750:].expand(100, 2, 250))  # the last window: all the signal there is
+
+
+def test_an_architecture_s_shortest_input_is_an_argument_error(prepared, capsys):
+    with pytest.raises(SystemExit) as e:
+        main.parse_args(["--data-dir", str(prepared), "--arch", "long_input", "--seconds", "4", "--sample-rate", "100"])
+    assert e.value.code == 2 and "long_input needs inputs of at least 500 samples" in capsys.readouterr().err
+    assert main.parse_args(["--data-dir", str(prepared), "--arch", "long_input", "--seconds", "5",
+                            "--sample-rate", "100"]).arch == "long_input"
