@@ -24,7 +24,7 @@ from models.checkpoint import load_checkpoint
 from models.evaluation import evaluate_external, evaluate_run, evaluation_key, results_folder
 from models.inputs import InputSpec, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
-from utils import (EvaluationFolder, PipelineError, leads_argument, print_metrics,
+from utils import (EvaluationFolder, PipelineError, leads_argument, preprocess_manifest, print_metrics,
                    read_records, script_main, write_csv)
 from utils.io import MAX_WORKERS, bounded_int, folder_path, refuse_together
 from utils.presets import parse_with_preset
@@ -94,14 +94,15 @@ def main(argv=None) -> pd.DataFrame:
         return diagnose_records(args, model, ckpt)
     options = dict(n_bootstrap=args.n_bootstrap, batch_size=args.batch_size, num_workers=args.num_workers,
                    figures=not args.no_figures, calibrate=args.calibrate)
-    own = EvaluationFolder(results_folder(args.results_dir, ckpt, args.run))
-    own_key = evaluation_key(args.run, ckpt, args.n_bootstrap, args.calibrate)
     if args.external_data_dir:
         table, out = evaluate_external(model, ckpt, args.run, args.external_data_dir, args.results_dir,
                                        device, force=args.force, **options)
-    elif not args.force and args.data_dir is None and own.current(own_key, f"evaluation of this very {args.run.model}"):
-        return own.read()["metrics"]
     else:
+        preprocess_manifest(args.data_dir or ckpt["config"]["data_dir"])  # the data, before any results folder
+        own = EvaluationFolder(results_folder(args.results_dir, ckpt, args.run))
+        own_key = evaluation_key(args.run, ckpt, args.n_bootstrap, args.calibrate)
+        if not args.force and args.data_dir is None and own.current(own_key, f"evaluation of this very {args.run.model}"):
+            return own.read()["metrics"]
         table, out = evaluate_run(model, ckpt, args.run, args.results_dir, device, args.data_dir, **options)
     print_metrics(table)
     figures = "" if args.no_figures else ", roc.png, confusion_*.png"
