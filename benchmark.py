@@ -36,6 +36,7 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -122,27 +123,23 @@ def run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def task_list(text: str) -> list[str]:
-    """argparse type of --tasks: known label sets, each once."""
-    names = [t.strip() for t in str(text).split(",") if t.strip()]
-    unknown = [t for t in names if t not in LABEL_SETS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown task(s) {unknown or [text]}; known: {', '.join(sorted(LABEL_SETS))}")
-    if len(set(names)) < len(names):
-        raise argparse.ArgumentTypeError(f"a task is given twice in {text!r}")
-    return names
+def distinct_names(what: str, known: Callable[[], Iterable[str]]) -> Callable[[str], list[str]]:
+    """argparse type: a comma list of known names (`known()`, read when parsing), each once."""
+    def parse(text: str) -> list[str]:
+        names, valid = [t.strip() for t in str(text).split(",") if t.strip()], sorted(known())
+        unknown = [t for t in names if t not in valid]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {unknown or [text]}; known: {', '.join(valid)}")
+        twice = [t for i, t in enumerate(names) if t in names[:i]]
+        if twice:
+            raise argparse.ArgumentTypeError(f"{what} {twice[0]} is given twice in {text!r}")
+        return names
+    parse.__name__ = f"a comma list of {what}s"
+    return parse
 
 
-def model_list(text: str) -> list[str]:
-    """argparse type of --models: registered architectures, each once."""
-    names = [m.strip() for m in str(text).split(",") if m.strip()]
-    unknown = [m for m in names if m not in list_models()]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown architecture(s) {unknown or [text]}; known: "
-                                         f"{', '.join(list_models())}")
-    if len(set(names)) < len(names):
-        raise argparse.ArgumentTypeError(f"an architecture is given twice in {text!r}")
-    return names
+task_list = distinct_names("task", lambda: LABEL_SETS)              # --tasks
+model_list = distinct_names("architecture", list_models)             # --models
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -215,13 +212,13 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
     runs = run_configs(args, folders)
     print(f"benchmark: {len(args.tasks)} task(s) x {len(args.models)} architecture(s) = {len(runs)} runs", flush=True)
     evaluated = run_all([cfg for _, _, cfg in runs], args.results_dir, args.n_bootstrap, jobs=args.jobs)
+    n_classes = {task: len(data_label_set(folder)["classes"]) for task, folder in folders.items()}
     rows = []
     for (task, model, cfg), folder in zip(runs, evaluated):
-        classes = data_label_set(folders[task])["classes"]
         results = EvaluationFolder(folder)
         rows.append({"task": task, "model": model, "scores": results.test_scores,
                      "val_scores": results.val_scores,
-                     "params": count_parameters(create_model(model, len(cfg.leads), len(classes)))})
+                     "params": count_parameters(create_model(model, len(cfg.leads), n_classes[task]))})
     table = benchmark_table(rows, out, n_bootstrap=args.n_bootstrap, seed=0)
     written = write_benchmark_outputs(table, out, args.n_bootstrap)
     shown = table[["task", "model", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc"]]

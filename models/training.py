@@ -206,13 +206,13 @@ def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace, argv:
         flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with "
                               f"{describe_flag(p, args, argv, '--sample-rate')} gives {spec.n_samples} samples; "
                               f"the network needs at least {InputSpec.MIN_SAMPLES}")
+    spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds)
     if args.crop_seconds is not None:
         try:
-            InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds).check()
+            spec.check()
         except ValueError as e:
             flag_error(p, "--crop-seconds", str(e).replace("--crop-seconds ", "", 1))
     for arch in getattr(args, "models", None) or [args.arch]:
-        spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds)
         shortest = model_entry(arch).min_samples if arch in list_models() else 0
         if (spec.window_samples or spec.n_samples) < shortest:
             flag_error(p, "--crop-seconds" if args.crop_seconds is not None else "--seconds",
@@ -272,14 +272,9 @@ def make_step(cfg: "RunConfig", model: torch.nn.Module, steps_per_epoch: int, cu
     """The optimiser and schedule of `cfg`: Adam at a constant rate (the paper), or AdamW with decoupled
     weight decay and a one-cycle schedule (the PTB-XL benchmark's fastai defaults: 30 % warm-up from
     lr/25 to lr, cosine down to lr/25e4, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95)."""
-    betas = (0.9, cfg.beta2)
-    fused = cuda or None  # one kernel for all parameters on a GPU
-    if cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay,
-                                      fused=fused)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay,
-                                     fused=fused)
+    adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = adam(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
+                     fused=cuda or None)  # fused: one kernel for all parameters on a GPU
     scheduler = None
     if cfg.schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -195,7 +195,7 @@ def synthetic_ptbxl(tmp_path_factory):
 
 def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_path, capsys):
     import benchmark
-    from utils import read_scores, scores_arrays
+    from utils import read_scores, score_file_classes, scores_arrays
     from utils.metrics import macro_auc
 
     argv = ["--data-dir", str(synthetic_ptbxl), "--preset", "demo", "--tasks", "superdiagnostic,rhythm",
@@ -209,7 +209,7 @@ def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_pa
     for task, rows in table.groupby("task"):
         probs = []
         for r in rows.itertuples():
-            classes = [c[2:] for c in pd.read_csv(r.scores, nrows=0).columns if c.startswith("p_")]
+            classes = score_file_classes(r.scores)
             y, p = scores_arrays(read_scores(r.scores, classes), classes)
             keep = y.any(0) & ~y.all(0)
             assert r.auc == pytest.approx(macro_auc(y[:, keep], p[:, keep]), abs=1e-12)
