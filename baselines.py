@@ -36,12 +36,16 @@ from typing import Sequence
 import pandas as pd
 from tqdm import tqdm
 
-from utils import (N_FOLDS, Column, EvalOptions, Scores, Summary, ci_columns, data_label_set, data_split_rule,
-                   database_name, evaluate_scorer, fingerprint, format_mean_sd, jsonable, leads_argument, leads_tag,
-                   check_writable, load_labels, markdown_table, preprocess_manifest, scores_table,
-                   script_main, split_labels, table_frame, write_csv, write_json, write_text)
+from utils.cache import data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
+from utils.errors import script_main
+from utils.evaluator import EvalOptions, Scores, evaluate_scorer, jsonable, scores_table
+from utils.folds import N_FOLDS, split_labels
+from utils.files import fingerprint, check_writable, write_csv, write_json, write_text
+from utils.labels import leads_argument, leads_tag
+from utils.results import Summary
+from utils.tables import Column, ci_columns, format_mean_sd, markdown_table, table_frame
 from utils.features import FEATURE_VERSION, feature_columns, load_or_compute_features
-from utils.io import MAX_WORKERS, bounded_int, folder_path, seed_int
+from utils.cli import MAX_WORKERS, bounded_int, folder_path, seed_int
 from utils.presets import parse_with_preset
 from utils.results import EvaluationFolder, baselines_folder, results_home
 from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR

@@ -43,11 +43,16 @@ import pandas as pd
 from models.registry import count_parameters, create_model, list_models, protocol_settings
 from models.studies import run_all
 from models.training import RunConfig, check_input_size
-from utils import (LABEL_SETS, EvaluationFolder, MissingInputError, PipelineError, benchmark_table, bootstrap_indices, bounded_int,
-                   check_scorable, check_writable, data_label_set, database_name, derive_label_task,
-                   read_bootstrap_ids, read_predictions, read_threshold_array, score_predictions, script_main,
-                   seed_int, tune_gbeta_thresholds, write_benchmark_outputs, write_te_results)
-from utils.io import MAX_WORKERS, flag_error, flag_given, folder_path
+from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, read_bootstrap_ids, read_predictions,
+                             read_threshold_array, score_predictions, write_benchmark_outputs, write_te_results)
+from utils.cache import data_label_set, database_name, derive_label_task
+from utils.errors import MissingInputError, PipelineError, script_main
+from utils.cli import bounded_int, seed_int
+from utils.files import check_writable
+from utils.labels import LABEL_SETS
+from utils.metrics import tune_gbeta_thresholds
+from utils.results import EvaluationFolder
+from utils.cli import MAX_WORKERS, flag_error, flag_given, folder_path
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_TASKS, PTBXL_PROTOCOL, parse_with_preset
 from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
 from utils.results import results_home

@@ -29,15 +29,19 @@ import pandas as pd
 
 from models.registry import protocol_settings
 from models.checkpoint import load_checkpoint
-from models.evaluation import evaluate_external
+from models.scoring import evaluate_external
 from models.inputs import pick_device
 from models.studies import run_all, study_parser
 from models.training import RunConfig, check_input_size
-from utils import (Column, EvaluationFolder, PipelineError, ci_columns, data_label_set, data_split_rule, database_name,
-                   leads_argument, load_labels, markdown_table, save_figure, script_main, split_labels, table_frame,
-                   write_csv, write_text)
-from utils.io import flag_error, folder_path
-from utils.pool import pool_databases
+from utils.cache import data_label_set, data_split_rule, database_name, load_labels
+from utils.errors import PipelineError, script_main
+from utils.folds import split_labels
+from utils.files import save_figure, write_csv, write_text
+from utils.labels import leads_argument
+from utils.results import EvaluationFolder
+from utils.tables import Column, ci_columns, markdown_table, table_frame
+from utils.cli import flag_error, folder_path
+from utils.database_pool import pool_databases
 from utils.presets import parse_with_preset
 
 OUT = "cross_database"

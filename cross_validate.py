@@ -21,9 +21,13 @@ import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_input_size
-from utils import (N_FOLDS, Column, EvaluationFolder, format_mean_sd, leads_argument, markdown_table, save_figure,
-                   script_main, table_frame, write_csv, write_text)
-from utils.io import BoundedList
+from utils.errors import script_main
+from utils.folds import N_FOLDS
+from utils.files import save_figure, write_csv, write_text
+from utils.labels import leads_argument
+from utils.results import EvaluationFolder
+from utils.tables import Column, format_mean_sd, markdown_table, table_frame
+from utils.cli import BoundedList
 from utils.presets import parse_with_preset
 
 

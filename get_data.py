@@ -22,7 +22,7 @@ from pathlib import Path
 from utils.download import (CATALOGUE, PHYSIONET, DownloadSummary, catalogue_table, fetch_database, mirror_problem,
                             preprocess_command)
 from utils.errors import PipelineError, script_main
-from utils.io import bounded_int, flag_error, folder_path
+from utils.cli import bounded_int, flag_error, folder_path
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -19,7 +19,11 @@ import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_input_size
-from utils import LEADS, Column, EvaluationFolder, ci_columns, parse_leads, save_figure, script_main, write_table
+from utils.errors import script_main
+from utils.files import save_figure
+from utils.labels import LEADS, parse_leads
+from utils.results import EvaluationFolder
+from utils.tables import Column, ci_columns, write_table
 from utils.presets import parse_with_preset
 
 

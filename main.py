@@ -1,4 +1,5 @@
-"""Train the paper's 1D ResNet34 on the preprocess cache.
+"""Train one model (any registered architecture; the paper's 1D ResNet34 by default) on a preprocessed
+database into its run folder.
 
     python main.py --data-dir data/CPSC --leads all --use-gpu           # the paper's settings
     python main.py --data-dir data/demo --arch resnet10 --seconds 10 --sample-rate 100 --epochs 10 --lr 1e-3
@@ -22,8 +23,10 @@ import torch
 from models.inputs import pick_device
 from models.registry import protocol_settings
 from models.training import RunConfig, check_input_size, train
-from utils import N_FOLDS, leads_argument, script_main
-from utils.io import refuse_together
+from utils.errors import script_main
+from utils.folds import N_FOLDS
+from utils.labels import leads_argument
+from utils.cli import refuse_together
 from utils.presets import parse_with_preset
 
 

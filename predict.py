@@ -21,12 +21,17 @@ import pandas as pd
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.evaluation import evaluate_external, evaluate_run, evaluation_key, results_folder
+from models.scoring import evaluate_external, evaluate_run, evaluation_key, results_folder
 from models.inputs import InputSpec, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
-from utils import (EvaluationFolder, PipelineError, leads_argument, preprocess_manifest, print_metrics,
-                   read_records, script_main, write_csv)
-from utils.io import MAX_WORKERS, bounded_int, folder_path, refuse_together
+from utils.cache import preprocess_manifest
+from utils.errors import PipelineError, script_main
+from utils.evaluator import print_metrics
+from utils.files import write_csv
+from utils.labels import leads_argument
+from utils.records import read_records
+from utils.results import EvaluationFolder
+from utils.cli import MAX_WORKERS, bounded_int, folder_path, refuse_together
 from utils.presets import parse_with_preset
 from utils.defaults import DEFAULT_RESULTS_DIR
 

@@ -46,14 +46,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import (LABEL_SETS, LABELS_CSV, LEADS, MANIFEST_JSON, N_FOLDS, PREPROCESS_OUTPUTS, REFERENCE_CSV,
-                   SAMPLE_RATE, CacheFile, Entry, LabelSet, Layout, PipelineError, RecordError, check_writable,
-                   clipped_per_lead, derive_label_task, detect_layout, drop_duplicate_names, exclusive_lock,
-                   get_label_set, input_files, outputs_current, parallel_imap, preprocess_key,
-                   read_entry, remove_stale_temporaries, resample, script_main, seed_int, stratified_folds,
-                   stream_signal_cache, summarise_dataset, to_microvolts, write_csv, write_index, write_manifest,
-                   write_span)
-from utils.io import MAX_WORKERS, bounded_int, folder_path
+from utils.cache import (LABELS_CSV, MANIFEST_JSON, PREPROCESS_OUTPUTS, REFERENCE_CSV, CacheFile, derive_label_task,
+                         input_files, preprocess_key, stream_signal_cache, summarise_dataset, write_index, write_span)
+from utils.errors import PipelineError, RecordError, script_main
+from utils.folds import N_FOLDS, stratified_folds
+from utils.cli import seed_int
+from utils.files import check_writable, write_csv
+from utils.locks import exclusive_lock
+from utils.manifest import outputs_current, remove_stale_temporaries, write_manifest
+from utils.parallel import parallel_imap
+from utils.labels import LABEL_SETS, LEADS, LabelSet, get_label_set
+from utils.layouts import Entry, Layout, detect_layout, drop_duplicate_names, read_entry
+from utils.records import SAMPLE_RATE, clipped_per_lead, resample, to_microvolts
+from utils.cli import MAX_WORKERS, bounded_int, folder_path
 from utils.defaults import DEFAULT_DATA_DIR
 
 

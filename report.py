@@ -22,12 +22,15 @@ import numpy as np
 import pandas as pd
 
 from models.checkpoint import read_checkpoint
-from models.evaluation import evaluation_problem, training_data_dir
+from models.scoring import evaluation_problem, training_data_dir
 from models.run import Run, run_argument
-from utils import (MANIFEST_JSON, Column, EvaluationFolder, MissingInputError, PipelineError, baselines_evaluations,
-                   ci_columns, data_label_set, file_sha, markdown_table, read_manifest, script_main,
-                   write_text)
-from utils.io import folder_path
+from utils.cache import MANIFEST_JSON, data_label_set
+from utils.errors import MissingInputError, PipelineError, script_main
+from utils.files import write_text
+from utils.manifest import file_sha, read_manifest
+from utils.results import EvaluationFolder, baselines_evaluations
+from utils.tables import Column, ci_columns, markdown_table
+from utils.cli import folder_path
 from utils.results import SYNTHETIC_MARKER, results_home, same_database
 from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 

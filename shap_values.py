@@ -35,14 +35,19 @@ import pandas as pd
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.evaluation import results_folder
+from models.scoring import results_folder
 from models.explain import CPU_BATCH, GPU_BATCH, explain
 from models.inputs import ECGDataset, InputSpec, checkpoint_splits, diagnose, pick_device
 from models.run import load_thresholds, run_argument
-from utils import (PipelineError, SignalCache, exclusive_lock, file_sha, fingerprint, get_label_set, output_names, outputs_current,
-                   parallel_map, read_records, save_figure, script_main, write_csv, write_manifest,
-                   write_npy)
-from utils.io import MAX_WORKERS, bounded_int, folder_path, seed_int
+from utils.cache import SignalCache
+from utils.errors import PipelineError, script_main
+from utils.files import fingerprint, output_names, save_figure, write_csv, write_npy
+from utils.locks import exclusive_lock
+from utils.manifest import file_sha, outputs_current, write_manifest
+from utils.parallel import parallel_map
+from utils.labels import get_label_set
+from utils.records import read_records
+from utils.cli import MAX_WORKERS, bounded_int, folder_path, seed_int
 from utils.presets import parse_with_preset
 from utils.defaults import DEFAULT_RESULTS_DIR
 

@@ -13,8 +13,10 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from utils import REFERENCE_CSV, Column, data_label_set, format_mean_sd, load_labels, require, script_main, write_table
-from utils.io import folder_path
+from utils.cache import REFERENCE_CSV, data_label_set, load_labels, require
+from utils.errors import script_main
+from utils.tables import Column, format_mean_sd, write_table
+from utils.cli import folder_path
 from utils.results import results_home
 from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 

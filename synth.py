@@ -39,9 +39,12 @@ import pandas as pd
 from scipy.io import savemat
 from tqdm import tqdm
 
-from utils import (CLASS_TO_SNOMED, CLASSES, GAIN_ADU_PER_MV, LEADS, N_FOLDS, SAMPLE_RATE, PipelineError, atomic_write,
-                   resample, script_main, write_csv, write_json, write_text)
-from utils.io import bounded_float, bounded_int, check_order, flag_error, folder_path, seed_int
+from utils.errors import PipelineError, script_main
+from utils.folds import N_FOLDS
+from utils.files import atomic_write, write_csv, write_json, write_text
+from utils.labels import CLASS_TO_SNOMED, CLASSES, LEADS
+from utils.records import GAIN_ADU_PER_MV, SAMPLE_RATE, resample
+from utils.cli import bounded_float, bounded_int, check_order, flag_error, folder_path, seed_int
 from utils.results import SYNTHETIC_MARKER
 
 OUTPUT_LAYOUTS = ("wfdb", "wfdb-dat", "cpsc2018", "ptbxl")

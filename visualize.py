@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import (LEADS, SAMPLE_RATE, SNOMED_TO_CLASS, output_names, read_records, save_figure,
-                   script_main)
-from utils.io import bounded_float, folder_path
+from utils.errors import script_main
+from utils.files import output_names, save_figure
+from utils.labels import LEADS, SNOMED_TO_CLASS
+from utils.records import SAMPLE_RATE, read_records
+from utils.cli import bounded_float, folder_path
 from utils.results import results_home
 from utils.defaults import DEFAULT_RESULTS_DIR
 

@@ -52,7 +52,10 @@ from flop_count import forward_flops  # noqa: E402
 from models.inputs import ECGModel  # noqa: E402
 from models.registry import count_parameters, create_model, list_models, model_entry, protocol_settings  # noqa: E402
 from models.training import RunConfig, make_step, train_one_epoch  # noqa: E402
-from utils import LEADS, bounded_float, bounded_int, positive_int, script_main, write_csv  # noqa: E402
+from utils.errors import script_main
+from utils.cli import bounded_float, bounded_int, positive_int
+from utils.files import write_csv
+from utils.labels import LEADS
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_TASKS, PTBXL_PROTOCOL  # noqa: E402
 
 TRAIN_FACTOR = 3        # training FLOPs per forward FLOP (forward 1, backward 2)

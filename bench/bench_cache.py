@@ -17,7 +17,9 @@ import wfdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.inputs import INPUT_SECONDS  # noqa: E402
-from utils import LEADS, SAMPLE_RATE, SignalCache, fit_length, load_labels, read_wfdb_record  # noqa: E402
+from utils.cache import SignalCache, fit_length, load_labels
+from utils.labels import LEADS
+from utils.records import SAMPLE_RATE, read_wfdb_record
 
 
 def parse_args(argv=None) -> argparse.Namespace:

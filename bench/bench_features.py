@@ -18,7 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils.features as features  # noqa: E402
-from utils import SAMPLE_RATE, SignalCache, load_labels  # noqa: E402
+from utils.cache import SignalCache, load_labels
+from utils.records import SAMPLE_RATE
 
 
 def parse_args(argv=None) -> argparse.Namespace:

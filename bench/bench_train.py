@@ -49,9 +49,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.inputs import INPUT_SECONDS  # noqa: E402
 from models.registry import create_model as build_model, list_models  # noqa: E402
 from models.training import RunConfig, Step, train, train_one_epoch  # noqa: E402
-from utils import (CPSC9, LABELS_CSV, LEADS, MANIFEST_JSON, SAMPLE_RATE, SIGNALS_INDEX_CSV, SIGNALS_NPY,  # noqa: E402
-                   atomic_write, nonnegative_int, positive_float, positive_int, script_main, write_csv,
-                   write_index, write_json, write_manifest)
+from utils.cache import LABELS_CSV, MANIFEST_JSON, SIGNALS_INDEX_CSV, SIGNALS_NPY, write_index
+from utils.errors import script_main
+from utils.cli import nonnegative_int, positive_float, positive_int
+from utils.files import atomic_write, write_csv, write_json
+from utils.manifest import write_manifest
+from utils.labels import CPSC9, LEADS
+from utils.records import SAMPLE_RATE
 from utils.presets import PRESETS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

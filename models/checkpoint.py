@@ -21,7 +21,8 @@ from torch import nn
 from models.inputs import ECGModel, InputSpec
 from models.registry import create_model
 from models.run import Run
-from utils import MissingInputError, PipelineError, atomic_write
+from utils.errors import MissingInputError, PipelineError
+from utils.files import atomic_write
 
 CHECKPOINT_FORMAT = 3  # 2: the bare network's weights (no input rules); 1: settings under "args"
 

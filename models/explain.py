@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from utils import PipelineError
+from utils.errors import PipelineError
 
 __all__ = ["CPU_BATCH", "GPU_BATCH", "reference_draws", "top_classes", "recurrent_gradients", "explain"]
 

@@ -16,8 +16,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, fingerprint, fit_length, lead_indices, load_labels,
-                   resample)
+from utils.cache import SignalCache, fit_length, load_labels
+from utils.errors import PipelineError
+from utils.files import fingerprint
+from utils.labels import LEADS, lead_indices
+from utils.records import SAMPLE_RATE, resample
 
 INPUT_SECONDS = 30.0  # the paper's input: the last 30 s (15,000 samples at 500 Hz), zero-padded in front
 

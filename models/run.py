@@ -21,7 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
-from utils import LEADS, MissingInputError, PipelineError, file_sha, leads_tag, parse_thresholds
+from utils.errors import MissingInputError, PipelineError
+from utils.manifest import file_sha
+from utils.labels import LEADS, leads_tag
+from utils.results import parse_thresholds
 
 __all__ = ["Run", "run_name", "run_argument", "load_thresholds"]
 

@@ -15,11 +15,15 @@ import sys
 from pathlib import Path
 
 from models.checkpoint import load_checkpoint
-from models.evaluation import evaluate_run, evaluation_current, results_folder
+from models.scoring import evaluate_run, evaluation_current, results_folder
 from models.inputs import pick_device
 from models.run import Run
 from models.training import RunConfig, equal_finished_run, resolve_identity, run_state, train
-from utils import MAX_WORKERS, PipelineError, atomic_write, bounded_int, check_writable, exclusive_lock, folder_path, process_map
+from utils.errors import PipelineError
+from utils.cli import MAX_WORKERS, bounded_int, folder_path
+from utils.files import atomic_write, check_writable
+from utils.locks import exclusive_lock
+from utils.parallel import process_map
 from utils.results import results_home
 from utils.defaults import DEFAULT_RESULTS_DIR
 

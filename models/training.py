@@ -39,10 +39,16 @@ from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkp
 from models.registry import list_models, model_entry
 from models.run import Run, run_name
 from utils.results import database_identity
-from utils import (LEADS, SAMPLE_RATE, PipelineError, SignalCache, auc_scores, check_writable, data_label_set,
-                   data_split_rule, database_name, exclusive_lock, f1_scores, load_labels, MAX_WORKERS, bounded_float,
-                   bounded_int, describe_flag, flag_error, flag_given, folder_path, seed_int,
-                   preprocess_manifest, split_labels, write_csv)
+from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
+from utils.errors import PipelineError
+from utils.folds import split_labels
+from utils.cli import (MAX_WORKERS, bounded_float, bounded_int, describe_flag, flag_error, flag_given, folder_path,
+                       seed_int)
+from utils.files import check_writable, write_csv
+from utils.locks import exclusive_lock
+from utils.labels import LEADS
+from utils.metrics import auc_scores, f1_scores
+from utils.records import SAMPLE_RATE
 from utils.defaults import DEFAULT_DATA_DIR
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.io import Bounded, BoundedList, folder_path, nonnegative_int, positive_float, positive_int
+from utils.cli import Bounded, BoundedList, folder_path, nonnegative_int, positive_float, positive_int
 from utils.labels import leads_argument
 from utils.presets import PRESETS
 
@@ -97,7 +97,7 @@ def test_every_numeric_flag_is_bounded_and_every_folder_flag_checked(parsers):
             numeric = isinstance(a.default, (int, float)) and not isinstance(a.default, bool)
             if a.choices is None:
                 assert a.type not in unbounded and (not numeric or isinstance(a.type, Bounded)), \
-                    f"{name} {flag}: a number without bounds (use utils.io.bounded_int / bounded_float)"
+                    f"{name} {flag}: a number without bounds (use utils.cli.bounded_int / bounded_float)"
             if a.dest.endswith(("dir", "dirs")) or (a.dest == "out" and a.metavar != "FILE"):
                 assert a.type is folder_path, f"{name} {flag}: a folder flag without the folder_path type"
             if isinstance(a.type, (Bounded, BoundedList)):

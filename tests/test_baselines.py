@@ -13,8 +13,12 @@ from conftest import REAL_DIR, needs_real
 
 import baselines
 import utils.features as features
-from utils import (CLASSES, LEADS, PREPROCESS_OUTPUTS, SignalCache, load_labels, read_evaluation, read_manifest,
-                   read_scores, split_labels, write_manifest)
+from utils.cache import PREPROCESS_OUTPUTS, SignalCache, load_labels
+from utils.evaluator import read_scores
+from utils.folds import split_labels
+from utils.manifest import read_manifest, write_manifest
+from utils.labels import CLASSES, LEADS
+from utils.results import read_evaluation
 
 
 def mark_current(data):
@@ -229,7 +233,7 @@ def test_r_peaks_on_synthetic_beats():
 
 @needs_real
 def test_heart_rate_agrees_with_wfdb_xqrs_on_real_records():
-    from utils import read_wfdb_record
+    from utils.records import read_wfdb_record
     diffs = []
     for hea in sorted(REAL_DIR.glob("*.hea"))[:12]:
         _, mv = read_wfdb_record(hea)

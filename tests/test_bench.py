@@ -16,7 +16,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.registry import create_model as build_model
-from utils import SignalCache, load_labels, split_labels
+from utils.cache import SignalCache, load_labels
+from utils.folds import split_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 
 import benchmark
-from utils import (PipelineError, auc_scores, benchmark_table, bootstrap_indices, challenge_scores, format_result,
-                   published, read_scores, score_predictions, scores_arrays, scores_table, tune_gbeta_thresholds,
-                   write_benchmark_outputs)
+from utils.ptbxl import (benchmark_table, bootstrap_indices, format_result, published, score_predictions,
+                             write_benchmark_outputs)
+from utils.errors import PipelineError
+from utils.evaluator import read_scores, scores_arrays, scores_table
+from utils.metrics import auc_scores, challenge_scores, tune_gbeta_thresholds
 
 # 6 records, 2 classes. Class 0: positives 0, 1, 4 (scores .9 .4 .7) against negatives 2, 3, 5 (.5 .2 .4):
 # .9 and .7 beat all three, .4 beats .2 and ties .4 -> (3 + 1.5 + 3) / 9 = 5/6. Class 1: positives 1, 2, 3, 5

@@ -10,7 +10,9 @@ from conftest import TINY
 import cross_database
 import preprocess
 import synth
-from utils import SignalCache, auc_scores, load_labels, read_scores
+from utils.cache import SignalCache, load_labels
+from utils.evaluator import read_scores
+from utils.metrics import auc_scores
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from conftest import TINY
 
 import cross_validate
 import main
-from utils import CLASSES, load_labels
+from utils.cache import load_labels
+from utils.labels import CLASSES
 
 
 def test_two_folds_then_reuse(prepared, tmp_path, capsys):

@@ -15,8 +15,10 @@ import preprocess
 import report
 import synth
 import utils.cache as cache_module
-from utils import (CPSC9, LEADS, CacheFile, SignalCache, read_record, resample, scp_codes, stream_signal_cache,
-                   to_microvolts, write_span)
+from utils.cache import CacheFile, SignalCache, stream_signal_cache, write_span
+from utils.labels import CPSC9, LEADS
+from utils.layouts import scp_codes
+from utils.records import read_record, resample, to_microvolts
 
 
 def prep(records, out, *extra):

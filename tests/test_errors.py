@@ -20,7 +20,9 @@ import predict
 import preprocess
 import synth
 import visualize
-from utils import MissingInputError, PipelineError, RecordError, load_labels, parse_header, read_record, read_records
+from utils.cache import load_labels
+from utils.errors import MissingInputError, PipelineError, RecordError
+from utils.records import parse_header, read_record, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 MALFORMED = [  # (what to replace in A0001.hea, the field the message must name)

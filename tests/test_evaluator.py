@@ -12,11 +12,14 @@ from sklearn import metrics as skm
 
 import utils.evaluator as evaluator
 from models.run import Run, load_thresholds
-from utils import (EVALUATED_JSON, THRESHOLD_GRID, Column, EvalOptions, EvaluationFolder, MissingInputError,
-                   PipelineError, Scores, apply_temperature, brier_scores, ci_columns, classification_metrics,
-                   ece_scores, evaluate, evaluate_scorer, file_sha, fit_temperature, format_ci, markdown_table,
-                   parse_thresholds, print_metrics, read_evaluation, read_scores, read_manifest, scores_arrays,
-                   scores_table, table_frame, thresholds_json, tune_thresholds)
+from utils.errors import MissingInputError, PipelineError
+from utils.evaluator import (EvalOptions, Scores, evaluate, evaluate_scorer, print_metrics, read_scores,
+                             scores_arrays, scores_table)
+from utils.manifest import file_sha, read_manifest
+from utils.metrics import (THRESHOLD_GRID, apply_temperature, brier_scores, classification_metrics, ece_scores,
+                           fit_temperature, tune_thresholds)
+from utils.results import EVALUATED_JSON, EvaluationFolder, parse_thresholds, read_evaluation, thresholds_json
+from utils.tables import Column, ci_columns, format_ci, markdown_table, table_frame
 
 CLASSES = ["A", "B", "C"]
 

@@ -14,7 +14,7 @@ import predict
 import report
 import shap_values
 from models.run import Run
-from utils import exclusive_lock
+from utils.locks import exclusive_lock
 
 
 def evaluated_copy(trained, prepared, tmp_path, name="m") -> tuple[Run, list[str]]:

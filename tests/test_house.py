@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from models.run import Run, run_name
-from utils import PipelineError
+from utils.errors import PipelineError
 from utils.presets import PRESETS, preset_table
 from utils.results import results_home
 
@@ -110,7 +110,10 @@ def test_outputs_of_an_older_layout_are_refused_not_guessed(tmp_path):
     import torch
 
     from models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
-    from utils import data_label_set, read_evaluation, write_json, write_manifest
+    from utils.cache import data_label_set
+    from utils.files import write_json
+    from utils.manifest import write_manifest
+    from utils.results import read_evaluation
 
     write_manifest(tmp_path / "preprocess.json", "key", [])
     with pytest.raises(PipelineError, match=r"preprocess.json names no label set; rerun `python preprocess.py"):

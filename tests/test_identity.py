@@ -24,8 +24,10 @@ import report
 import shap_values
 import synth
 from models.studies import run_all, study_config
-from utils import LEADS, PipelineError, parallel_map, process_map
-from utils.pool import pool_databases
+from utils.errors import PipelineError
+from utils.parallel import parallel_map, process_map
+from utils.labels import LEADS
+from utils.database_pool import pool_databases
 
 ONE = [*TINY, "--epochs", "1", "--limit", "60"]
 QUIET = ["--n-bootstrap", "0", "--num-workers", "0", "--no-figures"]
@@ -140,7 +142,7 @@ def test_outcomes_stay_with_their_tasks_and_a_killed_worker_fails_its_task_alone
 
 
 def test_killing_the_parent_stops_its_workers(tmp_path):
-    code = ("import time; from utils import process_map; "
+    code = ("import time; from utils.parallel import process_map; "
             "process_map(time.sleep, [60, 60], 2)")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
     try:

@@ -19,7 +19,9 @@ import wfdb
 
 import preprocess
 import synth
-from utils import LEADS, PTBXL_TASKS, SignalCache, load_labels, ptbxl_statement_classes, ptbxl_task, resample
+from utils.cache import SignalCache, load_labels
+from utils.labels import LEADS, PTBXL_TASKS, ptbxl_statement_classes, ptbxl_task
+from utils.records import resample
 
 REAL_STATEMENTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptbxl" / "scp_statements.csv"
 UPPER = tuple(lead.upper() if lead.startswith("aV") else lead for lead in LEADS)

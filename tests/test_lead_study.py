@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 import lead_study
-from utils import LEADS, read_evaluation
+from utils.labels import LEADS
+from utils.results import read_evaluation
 
 
 def test_lead_table_is_complete_and_ranked(lead_study_run, prepared):

@@ -20,7 +20,8 @@ from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from models.registry import create_model as build_model
 from models.training import RunConfig, deterministic_mode
 from models.training import train as train_run
-from utils import CLASSES, LEADS, PipelineError
+from utils.errors import PipelineError
+from utils.labels import CLASSES, LEADS
 
 
 def train(prepared: Path, tmp: Path, name: str, *extra: str) -> dict:
@@ -194,7 +195,8 @@ def test_ddp_shards_are_disjoint_and_cover_the_training_split(prepared, world):
     the training split (padding repeats at most world - 1 records), reshuffled from epoch to epoch."""
     from models.inputs import ECGDataset, InputSpec
     from models.training import shard_sampler
-    from utils import SignalCache, load_labels, split_labels
+    from utils.cache import SignalCache, load_labels
+    from utils.folds import split_labels
 
     train_part = split_labels(load_labels(prepared), 42)["train"]
     ds = ECGDataset(SignalCache(prepared), train_part, InputSpec(seconds=2, sample_rate=100), list(CLASSES))

@@ -20,8 +20,12 @@ import preprocess
 import synth
 from models.checkpoint import read_checkpoint, save_checkpoint
 from models.inputs import ECGDataset, InputSpec
-from utils import (CLASSES, LEADS, SignalCache, classification_metrics, ece_scores, file_sha, fit_length,
-                   load_labels, read_scores, scores_arrays, split_labels)
+from utils.cache import SignalCache, fit_length, load_labels
+from utils.evaluator import read_scores, scores_arrays
+from utils.folds import split_labels
+from utils.manifest import file_sha
+from utils.labels import CLASSES, LEADS
+from utils.metrics import classification_metrics, ece_scores
 from utils.features import feature_columns, load_or_compute_features
 from utils.metrics import fit_temperature, probability_bins
 from utils.results import thresholds_json

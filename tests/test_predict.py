@@ -10,7 +10,8 @@ from conftest import REAL_DIR, needs_real
 from sklearn import metrics as skm
 
 import predict
-from utils import CLASSES, classification_metrics, tune_thresholds
+from utils.labels import CLASSES
+from utils.metrics import classification_metrics, tune_thresholds
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,13 @@ from conftest import REAL_DIR, needs_real
 
 import preprocess
 import synth
-from utils import (CLASSES, CPSC9, LEADS, SNOMED_TO_CLASS, PipelineError, SignalCache, atomic_write, parse_header,
-                   read_cpsc_reference, split_folds, stratified_folds)
+from utils.cache import SignalCache
+from utils.errors import PipelineError
+from utils.folds import split_folds, stratified_folds
+from utils.files import atomic_write
+from utils.labels import CLASSES, CPSC9, LEADS, SNOMED_TO_CLASS
+from utils.layouts import read_cpsc_reference
+from utils.records import parse_header
 
 
 def run(data_dir: Path, out_dir: Path | None = None, *extra: str) -> None:

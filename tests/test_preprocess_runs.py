@@ -14,8 +14,11 @@ import pytest
 
 import preprocess
 import synth
-import utils.io as io_module
-from utils import PREPROCESS_OUTPUTS, PipelineError, exclusive_lock, read_manifest, require_preprocessed
+import utils.manifest as manifest_module
+from utils.cache import PREPROCESS_OUTPUTS, require_preprocessed
+from utils.errors import PipelineError
+from utils.locks import exclusive_lock
+from utils.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,7 +118,7 @@ def test_a_large_cache_changed_in_place_is_caught(records, tmp_path, monkeypatch
     """signals.npy is treated as a large output (over the fully-hashed size): a change that keeps its size
     is caught by the sampled hash even with its mtime restored, and anywhere in the file once its mtime
     changed; copies, with or without their times, are still accepted; preprocess.py rebuilds."""
-    monkeypatch.setattr(io_module, "_HASHED_UP_TO", 4096)
+    monkeypatch.setattr(manifest_module, "_HASHED_UP_TO", 4096)
     out = tmp_path / "out"
     prep(records, out)
     signals = out / "signals.npy"
@@ -134,7 +137,7 @@ def test_a_large_cache_changed_in_place_is_caught(records, tmp_path, monkeypatch
         flip(damaged / "signals.npy", middle, keep_mtime)
         with pytest.raises(PipelineError, match="signals.npy was changed after preprocess.json was written"):
             require_preprocessed(damaged)
-    monkeypatch.setattr(io_module, "SAMPLE_BLOCK_BYTES", 16)  # a change between the sampled blocks...
+    monkeypatch.setattr(manifest_module, "SAMPLE_BLOCK_BYTES", 16)  # a change between the sampled blocks...
     unsampled = tmp_path / "unsampled"
     shutil.copytree(out, unsampled)
     flip(unsampled / "signals.npy", middle + 4000, keep_mtime=False)  # ...is caught by its new mtime

@@ -17,7 +17,8 @@ from models.checkpoint import load_checkpoint
 from models.inputs import ECGDataset, ECGModel, InputSpec, random_crop, window_starts
 from models.registry import create_model, list_models, model_entry, protocol_settings, register_model
 from models.training import make_step
-from utils import SignalCache, load_labels, split_labels
+from utils.cache import SignalCache, load_labels
+from utils.folds import split_labels
 
 PROTOCOL = ["--seconds", "4", "--sample-rate", "100", "--crop-seconds", "1", "--standardize", "--no-augment",
             "--optimizer", "adamw", "--beta2", "0.99", "--weight-decay", "0.01", "--schedule", "onecycle",
@@ -195,7 +196,8 @@ def synthetic_ptbxl(tmp_path_factory):
 
 def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_path, capsys):
     import benchmark
-    from utils import read_scores, score_file_classes, scores_arrays
+    from utils.ptbxl import score_file_classes
+    from utils.evaluator import read_scores, scores_arrays
     from utils.metrics import macro_auc
 
     argv = ["--data-dir", str(synthetic_ptbxl), "--preset", "demo", "--tasks", "superdiagnostic,rhythm",

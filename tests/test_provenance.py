@@ -14,7 +14,7 @@ import main
 import predict
 import preprocess
 import shap_values
-from utils import CLASSES
+from utils.labels import CLASSES
 
 
 def prep(records, out, *extra):

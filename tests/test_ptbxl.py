@@ -15,7 +15,9 @@ import pytest
 
 import preprocess
 import synth
-from utils import LEADS, data_split_rule, load_labels, split_labels
+from utils.cache import data_split_rule, load_labels
+from utils.folds import split_labels
+from utils.labels import LEADS
 
 UPPER = tuple(lead.upper() if lead.startswith("aV") else lead for lead in LEADS)  # PTB-XL: AVR, AVL, AVF
 CLASSES = ["NORM", "MI", "STTC", "CD", "HYP"]

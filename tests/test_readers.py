@@ -24,7 +24,10 @@ from scipy.signal import resample_poly
 
 import preprocess
 import synth
-from utils import CPSC9, LEADS, SignalCache, load_labels, read_cpsc_reference, read_wfdb_record
+from utils.cache import SignalCache, load_labels
+from utils.labels import CPSC9, LEADS
+from utils.layouts import read_cpsc_reference
+from utils.records import read_wfdb_record
 
 SNR = "426783006"  # a cpsc9 class, so every record here is labelled and decoded
 TO_MV = {"mV": 1.0, "uV": 1e-3, "V": 1e3}

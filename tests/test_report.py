@@ -13,7 +13,7 @@ import predict
 import report
 import shap_values
 import statistic
-from utils import CLASSES
+from utils.labels import CLASSES
 
 
 def test_empty_report_names_each_missing_stage(prepared, trained, tmp_path):

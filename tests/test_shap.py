@@ -13,7 +13,7 @@ import predict
 import shap_values
 from models.explain import explain, recurrent_gradients
 from models.run import Run
-from utils import CLASSES
+from utils.labels import CLASSES
 
 FAST = ["--background", "8", "--n-explain", "4", "--n-samples", "8"]
 
@@ -98,7 +98,7 @@ def test_record_explanation(tuned, prepared, synth_records, tmp_path):
 def small_problem(prepared, n_background=8, n_explain=4):
     """Background and explained inputs (2 s at 100 Hz, the `trained` model's) from the prepared records."""
     from models.inputs import ECGDataset, InputSpec
-    from utils import SignalCache, load_labels
+    from utils.cache import SignalCache, load_labels
 
     data = ECGDataset(SignalCache(prepared), load_labels(prepared), InputSpec(seconds=2, sample_rate=100), CLASSES)
     return (shap_values.stack_inputs(data, np.arange(0, 2 * n_background, 2)),
@@ -158,7 +158,7 @@ def test_expected_gradients_sum_to_output_minus_background_mean(trained, prepare
     explained output (expected gradients is unbiased for it; nsamples controls the Monte Carlo error)."""
     from models.inputs import ECGDataset, InputSpec
     from models.checkpoint import load_checkpoint
-    from utils import SignalCache, load_labels
+    from utils.cache import SignalCache, load_labels
 
     model, _ = load_checkpoint(trained["model_path"])
     data = ECGDataset(SignalCache(prepared), load_labels(prepared), InputSpec(seconds=2, sample_rate=100), CLASSES)

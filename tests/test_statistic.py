@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import statistic
-from utils import CLASSES
+from utils.labels import CLASSES
 
 
 def test_dataset_table_counts(prepared, synth_records, tmp_path):

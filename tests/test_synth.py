@@ -14,7 +14,9 @@ import wfdb
 
 import preprocess
 import synth
-from utils import CLASSES, LEADS, SignalCache, read_record, resample, to_microvolts
+from utils.cache import SignalCache
+from utils.labels import CLASSES, LEADS
+from utils.records import read_record, resample, to_microvolts
 
 # sha256 over (relative path, bytes) of every file a tiny default run writes, computed with synth.py as it was
 # before sites and the direct .dat writer (commit 4f8465a, wfdb.wrsamp): the demo's data must not change.

@@ -22,9 +22,9 @@ import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
 from utils.folds import N_FOLDS, stratified_folds
-from utils.io import (atomic_write, check_writable, current_umask, exclusive_lock, file_fingerprint, fingerprint,
-                      manifest_mismatch, outputs_current, read_manifest, remove_stale_temporaries, write_csv,
-                      write_manifest)
+from utils.files import atomic_write, check_writable, current_umask, file_fingerprint, fingerprint, write_csv
+from utils.locks import exclusive_lock
+from utils.manifest import manifest_mismatch, outputs_current, read_manifest, remove_stale_temporaries, write_manifest
 from utils.labels import LEADS, LabelSet, get_label_set
 from utils.layouts import LAYOUTS, Entry, Layout, drop_duplicate_names
 from utils.records import GAIN_ADU_PER_MV, SAMPLE_RATE
@@ -204,7 +204,7 @@ def write_index(out_dir: Path, ids: Sequence[str], starts: Sequence[int], length
                 clipped: Sequence[int] | None = None) -> pd.DataFrame:
     """signals_index.csv: each record's span in the cache, and `clipped`, how many of its samples (all
     leads) lay beyond the int16 µV range (±32.767 mV) and were stored clipped (0 for a faithful copy)."""
-    from utils.io import write_csv
+    from utils.files import write_csv
 
     clipped = np.zeros(len(ids), np.int64) if clipped is None else np.asarray(clipped, np.int64)
     index = pd.DataFrame({"patient_id": list(ids), "start": np.asarray(starts, dtype=np.int64),

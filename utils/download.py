@@ -37,7 +37,7 @@ from typing import Iterator
 from urllib.parse import quote, urlsplit
 
 from utils.errors import PipelineError
-from utils.io import atomic_write
+from utils.files import atomic_write
 
 __all__ = ["PHYSIONET", "SUMS_FILE", "Database", "CATALOGUE", "NetworkError", "DownloadSummary",
            "parse_sums", "select_files", "sha256_file", "fetch_sums", "catalogue_table",

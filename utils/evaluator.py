@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
-from utils.io import file_sha, fingerprint, save_figure, write_csv, write_json, write_manifest
+from utils.files import fingerprint, save_figure, write_csv, write_json
+from utils.manifest import file_sha, write_manifest
 from utils.metrics import (ECE_BINS, METRICS, apply_temperature, classification_metrics, ece_scores, fit_temperature,
                            probability_bins, tune_thresholds)
 from utils.results import RESERVED, EvaluationFolder, thresholds_json
@@ -122,7 +123,7 @@ class Scores:
 
 class Scorer(Protocol):
     """Whatever produces scores: fitted on the training records (before, or in `score`), it scores the
-    validation and test records. The ResNet runs (models.evaluation) and the feature baselines
+    validation and test records. The ResNet runs (models.scoring) and the feature baselines
     (baselines.py) are Scorers, so both reach the evaluator the same way."""
 
     def score(self) -> Scores: ...

@@ -20,7 +20,9 @@ import pywt
 import scipy.stats
 
 from utils.cache import SignalCache, load_labels, preprocess_manifest
-from utils.io import fingerprint, outputs_current, parallel_map, write_csv, write_manifest
+from utils.files import fingerprint, write_csv
+from utils.manifest import outputs_current, write_manifest
+from utils.parallel import parallel_map
 from utils.labels import LEADS
 from utils.records import SAMPLE_RATE, resample
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from utils.errors import PipelineError, RecordError
 from utils.folds import N_FOLDS
-from utils.io import parallel_map
+from utils.parallel import parallel_map
 from utils.labels import LabelSet, ptbxl_task
 from utils.records import SAMPLE_RATE, Header, parse_header, read_cpsc_record, read_wfdb_record, resampled_length
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Sequence
 
+from utils.labels import PTBXL_TASKS
+
 __all__ = ["PRESETS", "STAGES", "PTBXL_PROTOCOL", "BENCHMARK_TASKS", "BENCHMARK_MODELS", "preset_defaults",
            "parse_with_preset", "preset_table"]
 
@@ -25,7 +27,7 @@ STAGES = ("train", "study", "evaluate", "shap", "baselines_cv", "benchmark")
 PTBXL_PROTOCOL = {"seconds": 10.0, "sample_rate": 100, "crop_seconds": 2.5, "standardize": True, "no_augment": True,
                   "optimizer": "adamw", "beta2": 0.99, "weight_decay": 0.01, "schedule": "onecycle", "lr": 0.01,
                   "batch_size": 128, "epochs": 50, "keep": "last"}
-BENCHMARK_TASKS = "all,diagnostic,subdiagnostic,superdiagnostic,form,rhythm"
+BENCHMARK_TASKS = ",".join(PTBXL_TASKS)
 BENCHMARK_MODELS = "inception1d,xresnet1d101,xresnet1d50,resnet1d_wang,fcn_wang,lstm,lstm_bidir"
 
 PRESETS: dict[str, dict[str, dict]] = {

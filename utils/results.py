@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
-from utils.io import check_writable, manifest_mismatch, read_manifest, write_json
+from utils.files import check_writable, write_json
+from utils.manifest import manifest_mismatch, read_manifest
 from utils.metrics import METRICS
 
 __all__ = ["CLAIM_JSON", "SYNTHETIC_MARKER", "database_identity", "results_home", "same_database", "EvaluationFolder",

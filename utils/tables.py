@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from utils.io import write_csv, write_text
+from utils.files import write_csv, write_text
 
 __all__ = ["Column", "ci_columns", "format_number", "format_ci", "format_mean_sd", "table_frame", "markdown_table",
            "write_table"]

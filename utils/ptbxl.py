@@ -27,18 +27,18 @@ import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
 from utils.evaluator import read_scores, scores_arrays, scores_table
-from utils.io import atomic_write, save_figure, write_csv, write_text
+from utils.files import atomic_write, save_figure, write_csv, write_text
+from utils.labels import PTBXL_TASKS
 from utils.tables import Column, markdown_table
 from utils.metrics import challenge_scores, macro_auc, predict_at_least_one, tune_gbeta_thresholds
 
-__all__ = ["PTBXL_TASKS", "ICBEB_TASK", "BENCHMARK_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
+__all__ = ["ICBEB_TASK", "LEADERBOARD_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
            "format_result", "bootstrap_indices", "score_predictions", "write_te_results", "Predictions",
            "check_scorable", "read_predictions", "read_bootstrap_ids", "read_threshold_array", "score_file_classes",
            "TABLE_COLUMNS", "ENSEMBLE", "ensemble_scores", "benchmark_table", "write_benchmark_outputs"]
 
-PTBXL_TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 ICBEB_TASK = "cpsc9"  # ICBEB2018 = CPSC2018, its nine classes
-BENCHMARK_TASKS = PTBXL_TASKS + (ICBEB_TASK,)
+LEADERBOARD_TASKS = (*PTBXL_TASKS, ICBEB_TASK)  # the leaderboard's columns, in order
 LEADERBOARD_MODELS = ("inception1d", "xresnet1d101", "resnet1d_wang", "fcn_wang", "lstm_bidir", "lstm", "Wavelet+NN")
 
 # From README.md of helme/ecg_ptbxl_benchmarking, section "Leaderboard", in the version citing the JBHI
@@ -81,13 +81,13 @@ def published(task: str, model: str, metric: str = "auc") -> tuple[float, float]
             _parse_published(entry.split()[list(METRIC_COLUMNS).index(metric)])
     if metric != "auc" or task not in PTBXL_TASKS or model not in _PTBXL_LEADERBOARD:
         return None
-    return _parse_published(_PTBXL_LEADERBOARD[model].split()[PTBXL_TASKS.index(task)])
+    return _parse_published(_PTBXL_LEADERBOARD[model].split()[list(PTBXL_TASKS).index(task)])
 
 
 def published_table() -> pd.DataFrame:
     """Every published value: task, model, metric, point, half_width."""
     rows = [(task, model, metric, *published(task, model, metric))
-            for task in BENCHMARK_TASKS for model in LEADERBOARD_MODELS
+            for task in LEADERBOARD_TASKS for model in LEADERBOARD_MODELS
             for metric in (METRIC_COLUMNS if task == ICBEB_TASK else ("auc",))]
     return pd.DataFrame(rows, columns=["task", "model", "metric", "point", "half_width"])
 

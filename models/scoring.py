@@ -22,10 +22,14 @@ import torch
 
 from models.inputs import ECGDataset, InputSpec, checkpoint_splits, make_loader, score
 from models.run import Run, load_thresholds
-from utils import (EvalOptions, EvaluationFolder, MissingInputError, PipelineError, Scores, SignalCache,
-                   check_writable, data_label_set, data_split_rule, database_name, evaluate,
-                   exclusive_lock, file_sha, fingerprint, load_labels, preprocess_manifest, read_scores, scores_table,
-                   split_folds)
+from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
+from utils.errors import MissingInputError, PipelineError
+from utils.evaluator import EvalOptions, Scores, evaluate, read_scores, scores_table
+from utils.folds import split_folds
+from utils.files import check_writable, fingerprint
+from utils.locks import exclusive_lock
+from utils.manifest import file_sha
+from utils.results import EvaluationFolder
 from utils.results import results_home, same_database
 
 __all__ = ["training_data_dir", "results_folder", "score_records", "RunScorer", "evaluation_key",

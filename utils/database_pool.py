@@ -27,7 +27,9 @@ import pandas as pd
 from utils.cache import (LABELS_CSV, MANIFEST_JSON, PREPROCESS_OUTPUTS, REFERENCE_CSV, SIGNALS_NPY, data_label_set,
                          preprocess_manifest, write_index)
 from utils.errors import PipelineError
-from utils.io import atomic_write, exclusive_lock, fingerprint, outputs_current, write_csv, write_json, write_manifest
+from utils.files import atomic_write, fingerprint, write_csv, write_json
+from utils.locks import exclusive_lock
+from utils.manifest import outputs_current, write_manifest
 from utils.labels import LEADS
 from utils.records import SAMPLE_RATE
 
