@@ -52,8 +52,7 @@ from utils.errors import PipelineError, RecordError, script_main
 from utils.folds import N_FOLDS, stratified_folds
 from utils.cli import seed_int
 from utils.files import check_writable, write_csv
-from utils.locks import exclusive_lock
-from utils.manifest import outputs_current, remove_stale_temporaries, write_manifest
+from utils.manifest import outputs_current, rebuild_unless_current, remove_stale_temporaries, write_manifest
 from utils.parallel import parallel_imap
 from utils.labels import LABEL_SETS, LEADS, LabelSet, get_label_set
 from utils.layouts import Entry, Layout, detect_layout, drop_duplicate_names, read_entry
@@ -182,17 +181,19 @@ def main(argv=None) -> None:
     label_set = layout.label_set_for(args.data_dir, get_label_set(args.labels), entries)
     key = preprocess_key(layout.name, label_set.as_dict(), args.seed, args.sample_rate,
                          input_files(layout, entries, args.data_dir))
+    current = f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)"
     if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):
-        print(f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)")
+        print(current)
         return
     check_writable(out_dir, "use --out DIR to write the outputs elsewhere" if args.out_dir is None else "")
-    with exclusive_lock(out_dir / ".lock", f"{out_dir} (preprocess outputs)"):
-        if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):  # another run just wrote them
-            print(f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)")
-            return
+
+    def rebuild() -> None:
         if (out_dir / MANIFEST_JSON).exists():
             print(f"{out_dir}: inputs or settings changed since the last run (or --force); rebuilding outputs")
         build(args, layout, label_set, entries, out_dir, key)
+
+    rebuild_unless_current(out_dir / MANIFEST_JSON, key, rebuild, what=f"{out_dir} (preprocess outputs)",
+                           current=current, force=args.force)
 
 
 def build(args: argparse.Namespace, layout: Layout, label_set: LabelSet, entries: list[Entry], out_dir: Path,

@@ -43,7 +43,7 @@ case "$mode" in
     preset=paper
     data="${2:-data/CPSC}"
     [ -d "$data" ] || { echo "error: no CPSC2018 records in $data: fetch them with \`python get_data.py cpsc2018 --out data/CPSC\` (README, Get the data)" >&2; exit 1; }
-    externals=()  # the other databases present (README, "Other databases")
+    externals=()  # the other databases present (docs/databases.md)
     for d in data/PTBXL data/Georgia data/Chapman; do [ -d "$d" ] && externals+=("$d"); done
     ;;
   *) echo "usage: $0 --demo | --paper [DIR] | --ptbxl [DIR]" >&2; exit 2 ;;

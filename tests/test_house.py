@@ -99,7 +99,8 @@ def test_presets_are_defaults_that_flags_override_and_the_readme_shows_them():
                                                                    demo["sample_rate"], demo["lr"])
     assert args.epochs == 2  # the explicit flag wins
     assert main.parse_args(["--data-dir", "d"]).arch == "resnet34"  # no preset: the paper's defaults
-    assert preset_table() in (ROOT / "README.md").read_text(), "README's preset table differs from utils/presets.py"
+    assert preset_table() in (ROOT / "docs" / "presets.md").read_text(), \
+        "docs/presets.md's table differs from utils/presets.py"
     assert "--preset \"$preset\"" in (ROOT / "reproduce.sh").read_text()
 
 

@@ -23,8 +23,8 @@ import pandas as pd
 from utils.errors import MissingInputError, PipelineError
 from utils.folds import N_FOLDS, stratified_folds
 from utils.files import atomic_write, check_writable, current_umask, file_fingerprint, fingerprint, write_csv
-from utils.locks import exclusive_lock
-from utils.manifest import manifest_mismatch, outputs_current, read_manifest, remove_stale_temporaries, write_manifest
+from utils.manifest import (manifest_mismatch, outputs_current, read_manifest, rebuild_unless_current,
+                            remove_stale_temporaries, write_manifest)
 from utils.labels import LEADS, LabelSet, get_label_set
 from utils.layouts import LAYOUTS, Entry, Layout, drop_duplicate_names
 from utils.records import GAIN_ADU_PER_MV, SAMPLE_RATE
@@ -363,11 +363,9 @@ def derive_label_task(src: Path, out: Path, labels: str, data_dir: Path | None =
         return out
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out)
-    with exclusive_lock(out / ".lock", f"{out} (preprocess outputs)"):
-        if not force and outputs_current(out / MANIFEST_JSON, key):  # another run just wrote them
-            print(current)
-            return out
-        _write_task(src, out, manifest, layout, label_set, entries, seed, rate, key, Path(data_dir))
+    rebuild_unless_current(out / MANIFEST_JSON, key, lambda: _write_task(src, out, manifest, layout, label_set,
+                                                                           entries, seed, rate, key, Path(data_dir)),
+                           what=f"{out} (preprocess outputs)", current=current, force=force)
     return out
 
 

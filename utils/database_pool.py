@@ -28,8 +28,7 @@ from utils.cache import (LABELS_CSV, MANIFEST_JSON, PREPROCESS_OUTPUTS, REFERENC
                          preprocess_manifest, write_index)
 from utils.errors import PipelineError
 from utils.files import atomic_write, fingerprint, write_csv, write_json
-from utils.locks import exclusive_lock
-from utils.manifest import outputs_current, write_manifest
+from utils.manifest import rebuild_unless_current, write_manifest
 from utils.labels import LEADS
 from utils.records import SAMPLE_RATE
 
@@ -65,12 +64,9 @@ def pool_databases(data_dirs: Sequence[Path], out: Path, names: Sequence[str]) -
                             + ", ".join(f"{d} ({r:g} Hz)" for d, r in zip(data_dirs, rates)))
     key = fingerprint(["pool", 1, [preprocess_manifest(d)["fingerprint"] for d in data_dirs], list(names)])
     out = Path(out)
-    if outputs_current(out / MANIFEST_JSON, key):
-        print(f"{out}: pooled data of {', '.join(names)} is current")
-        return out
-    out.mkdir(parents=True, exist_ok=True)
     sources = [os.path.realpath(d) for d in data_dirs]
-    with exclusive_lock(out / ".lock", f"pooled database {out}"):
+
+    def build() -> None:
         (out / MANIFEST_JSON).unlink(missing_ok=True)
         _drop_runs_of_other_sources(out, sources)
         write_json({"sources": sources, "names": list(names)}, out / POOL_JSON)
@@ -112,5 +108,8 @@ def pool_databases(data_dirs: Sequence[Path], out: Path, names: Sequence[str]) -
         write_manifest(out / MANIFEST_JSON, key, [out / f for f in PREPROCESS_OUTPUTS], layout="pooled",
                        label_set=label_sets[0], fixed_split=None, sources=[str(d) for d in data_dirs],
                        data_dir=str(out), sample_rate=rates[0], clipped=clipped)
-    print(f"{out}: pooled {len(index)} records of {', '.join(names)}")
+        print(f"{out}: pooled {len(index)} records of {', '.join(names)}")
+
+    rebuild_unless_current(out / MANIFEST_JSON, key, build, what=f"pooled database {out}",
+                           current=f"{out}: pooled data of {', '.join(names)} is current")
     return out

@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from utils.files import write_json
+from utils.locks import exclusive_lock
 
 
 
@@ -118,6 +119,25 @@ def outputs_current(path: Path, key: str) -> bool:
     """True when the manifest at `path` was written for `key` and its outputs are unchanged."""
     manifest = read_manifest(path)
     return manifest is not None and manifest.get("fingerprint") == key and manifest_mismatch(path) is None
+
+
+def rebuild_unless_current(manifest: Path, key: str, build: Callable[[], None], *, what: str, current: str,
+                           force: bool = False) -> bool:
+    """The freshness rule's one sequence for a folder one process writes: outputs current? say `current`
+    and return False. Otherwise take the folder's lock (`<folder>/.lock`, naming `what` to a second
+    writer), check again (another process may have just written them), and call `build()`, which writes
+    the manifest last; True when it built."""
+    manifest = Path(manifest)
+    if not force and outputs_current(manifest, key):
+        print(current)
+        return False
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(manifest.parent / ".lock", what):
+        if not force and outputs_current(manifest, key):  # another process just wrote them
+            print(current)
+            return False
+        build()
+    return True
 
 
 def remove_stale_temporaries(folder: Path, names: Iterable[str]) -> None:

@@ -2,7 +2,7 @@
 
 Every command that trains, evaluates or explains takes `--preset NAME`: the preset's values become the
 command's defaults, and a flag given on the command line still wins. `reproduce.sh` only passes
-`--preset`; the README's preset table is printed by `python -m utils.presets` (a test checks they agree).
+`--preset`; docs/presets.md's table is printed by `python -m utils.presets` (a test checks they agree).
 
 Why the demo differs from the paper: on 2 CPU cores a ResNet34 on 30 s at 500 Hz learns far less in
 ten minutes than a ResNet10 on the last 10 s at 100 Hz, and the 23 study runs must each take seconds.
@@ -75,7 +75,7 @@ def parse_with_preset(p: argparse.ArgumentParser, argv: Sequence[str] | None, st
     command lacks). `refine(args)` may add defaults that depend on the preset's values (e.g. the settings
     an architecture needs under the preset's protocol); explicit flags override those too."""
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="named settings (see the README's preset table); explicit flags override them")
+                   help="named settings (see docs/presets.md); explicit flags override them")
     known, _ = p.parse_known_args(argv)
     if known.preset:
         dests = {a.dest for a in p._actions}
@@ -92,7 +92,7 @@ def _flags(settings: dict) -> str:
 
 
 def preset_table() -> str:
-    """The presets as a markdown table, one row per stage, the flags each preset sets (the README shows it);
+    """The presets as a markdown table, one row per stage, the flags each preset sets (docs/presets.md shows it);
     a stage following the PTB-XL protocol shows it as "protocol" and only its other flags."""
     def cell(settings: dict) -> str:
         core = {k: v for k, v in PTBXL_PROTOCOL.items() if k not in ("epochs", "batch_size")}
