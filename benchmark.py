@@ -40,17 +40,17 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from models.registry import count_parameters, create_model, list_models, protocol_settings
+from models.registry import count_parameters, create_model, list_models
 from models.studies import run_all
-from models.training import RunConfig, check_input_size
-from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, read_bootstrap_ids, read_predictions,
-                             read_threshold_array, score_predictions, write_benchmark_outputs, write_te_results)
+from models.training import RunConfig, architecture_settings, check_input_size
 from utils.cache import data_label_set, database_name, derive_label_task
-from utils.errors import MissingInputError, PipelineError, script_main
 from utils.cli import bounded_int, seed_int
+from utils.errors import MissingInputError, PipelineError, script_main
 from utils.files import check_writable
 from utils.labels import LABEL_SETS
 from utils.metrics import tune_gbeta_thresholds
+from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, read_bootstrap_ids, read_predictions,
+                         read_threshold_array, score_predictions, write_benchmark_outputs, write_te_results)
 from utils.results import EvaluationFolder
 from utils.cli import MAX_WORKERS, flag_error, flag_given, folder_path
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_TASKS, PTBXL_PROTOCOL, parse_with_preset
@@ -165,6 +165,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.arch = args.models[0]
     check_input_size(p, args, argv)  # every architecture of --models
     args.given = {a.dest for a in p._actions if a.option_strings and flag_given(p, argv, a.option_strings[0])}
+    # each architecture's own settings under the protocol (checked now, before any work), unless the flag is given
+    args.own = {m: {k: v for k, v in architecture_settings(m, "ptbxl").items() if k not in args.given}
+                for m in args.models}
     args.mode = "run"
     return args
 
@@ -196,12 +199,11 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
 def run_configs(args: argparse.Namespace, folders: dict[str, Path]) -> list[tuple[str, str, RunConfig]]:
     """(task, model, configuration) of every run: the protocol, the architecture's own settings under it
     (unless the flag is given), the flags given."""
-    base = RunConfig.from_args(args)
     runs = []
     for task, folder in folders.items():
         for model in args.models:
-            own = {k: v for k, v in protocol_settings(model, "ptbxl").items() if k not in args.given}
-            cfg = dataclasses.replace(base, arch=model, data_dir=str(folder), force=args.force, resume=False, **own)
+            flags = argparse.Namespace(**{**vars(args), **args.own[model]})
+            cfg = RunConfig.from_args(flags, arch=model, data_dir=folder, force=args.force, resume=False)
             runs.append((task, model, dataclasses.replace(cfg, run_dir=str(folder / "runs" / cfg.run_name()))))
     return runs
 

@@ -36,7 +36,7 @@ from models.checkpoint import (CHECKPOINT_FORMAT, build_network, load_checkpoint
                                run_id_mismatch, save_checkpoint)
 from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, fit_standardization,
                            make_loader, pick_device, random_crop, score, split_provenance)
-from models.registry import list_models, model_entry
+from models.registry import list_models, model_entry, protocol_settings
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
@@ -50,53 +50,65 @@ from utils.labels import LEADS
 from utils.metrics import auc_scores, f1_scores
 from utils.records import SAMPLE_RATE
 from utils.defaults import DEFAULT_DATA_DIR
+from utils.settings import Settings, setting
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines one training run (and how to execute it). Built once from the command
-    line, stored in the checkpoint as a plain dict and rebuilt from it with `from_dict`."""
-    data_dir: str = str(DEFAULT_DATA_DIR)
-    arch: str = "resnet34"
-    leads: tuple[str, ...] = LEADS
-    seconds: float = INPUT_SECONDS
-    sample_rate: int = SAMPLE_RATE
-    seed: int = 42
-    epochs: int = 40
-    lr: float = 1e-4
-    batch_size: int = 32
-    limit: int | None = None
-    test_fold: int | None = None
-    deterministic: bool = False
-    label_set: str | None = None          # filled from the preprocess manifest when the run starts
-    data_fingerprint: str | None = None   # the preprocess manifest's fingerprint, filled when the run starts
-    processes: int = 1                    # DDP processes: the batch per step is processes x batch_size
-    # the training protocol: the paper's (defaults) or the PTB-XL benchmark's (preset ptbxl)
-    crop_seconds: float | None = None     # train on random crops of this length; score the max over windows
-    standardize: bool = False             # one global mean and std, fitted on the training records
-    augment: bool = True                  # the paper's amplitude scaling and baseline shift
-    optimizer: str = "adam"               # adam (the paper) | adamw (decoupled weight decay)
-    weight_decay: float = 0.0
-    beta2: float = 0.999
-    schedule: str = "constant"            # constant | onecycle (cosine one-cycle to --lr, as fastai's fit_one_cycle)
-    clip_grad: float | None = None        # gradient-norm clipping
-    keep: str = "best"                    # model.pth = the best validation F1 at 0.5, or the last epoch
-    # how to execute it (not part of what makes two runs different)
-    run_dir: str | None = None            # the run folder; default data/<db>/runs/<run name>/
-    num_workers: int = 4
-    use_gpu: bool = False
-    amp: bool = True
-    compile: bool = True                  # torch.compile the training step on CUDA (never on CPU)
-    resume: bool = False
-    force: bool = False
+class RunConfig(Settings):
+    """Everything that defines one training run (and how to execute it), each setting declared once: its
+    flag, bounds, help and whether it is part of the run's identity (utils.settings). Built once from
+    the command line, stored in the checkpoint as a plain dict and rebuilt from it with `from_dict`.
 
-    # What makes two runs different runs: a checkpoint is resumed or reused only when these agree. The data
-    # are known by the preprocess manifest's fingerprint (the record files' paths, sizes and modification
-    # times and the preprocessing settings), not by their folder's name: a folder preprocessed again from
-    # other records holds other data, a copy of a preprocessed folder the same.
-    IDENTITY = ("data_fingerprint", "processes", "arch", "leads", "seconds", "sample_rate", "seed", "lr",
-                "batch_size", "limit", "test_fold", "deterministic", "label_set", "crop_seconds", "standardize",
-                "augment", "optimizer", "weight_decay", "beta2", "schedule", "clip_grad", "keep")
+    The identity is what makes two runs different runs: a checkpoint is resumed or reused only when
+    it agrees. The data are known by the preprocess manifest's fingerprint (the record files' paths,
+    sizes and modification times and the preprocessing settings), not by their folder's name: a folder
+    preprocessed again from other records holds other data, a copy of a preprocessed folder the same."""
+    data_dir: str = setting(str(DEFAULT_DATA_DIR), "preprocess output folder", type=folder_path, read=str,
+                            identity=False)
+    arch: str = setting("resnet34", "a registered architecture (`python -m models` lists them)",
+                        choices=list_models)  # read when the flags are built
+    leads: tuple[str, ...] = setting(LEADS, flag=None, dest="lead_names", read=tuple)  # each command's --leads
+    seconds: float = setting(INPUT_SECONDS, "input length: the last N seconds",
+                             type=bounded_float(0, 3600, above=True), read=float)
+    sample_rate: int = setting(SAMPLE_RATE, "model input rate in Hz (resampled from the cache)",
+                               type=bounded_int(1, 10_000), read=int)
+    seed: int = setting(42, type=seed_int)
+    # more epochs extend a run (resumed), except under a one-cycle schedule (see `changed`)
+    epochs: int = setting(40, type=bounded_int(1, 10_000), identity=False)
+    lr: float = setting(1e-4, "learning rate", type=bounded_float(0, 10, above=True))
+    batch_size: int = setting(32, "per process", type=bounded_int(1, 65_536))
+    limit: int | None = setting(None, "use a seeded random subset of N records", type=bounded_int(1, 10_000_000))
+    test_fold: int | None = setting(None, flag=None)       # main.py's --test-fold; the studies set it per run
+    deterministic: bool = setting(False, "bit-identical results across processes: one CPU thread and "
+                                         "deterministic kernels (cuDNN deterministic on GPU); 1.4-1.8x the time "
+                                         "per step on a 2-core CPU")
+    label_set: str | None = setting(None, flag=None)       # filled from the preprocess manifest when the run starts
+    data_fingerprint: str | None = setting(None, flag=None)  # the preprocess manifest's, filled when the run starts
+    processes: int = setting(1, flag=None)                 # DDP processes: the batch per step is processes x batch_size
+    # the training protocol: the paper's (defaults) or the PTB-XL benchmark's (preset ptbxl)
+    crop_seconds: float | None = setting(None, "train on random crops of N seconds of the input; score the maximum "
+                                               "over windows of N seconds every N/2 (the PTB-XL benchmark: 2.5)",
+                                         type=bounded_float(0, 3600, above=True))
+    standardize: bool = setting(False, "divide inputs by one global mean and std fitted on the training records")
+    augment: bool = setting(True, "no amplitude scaling or baseline shift", flag="--no-augment")
+    optimizer: str = setting("adam", "adam (the paper) or adamw (decoupled --weight-decay)", choices=("adam", "adamw"))
+    weight_decay: float = setting(0.0, type=bounded_float(0, 1))
+    beta2: float = setting(0.999, "Adam's second-moment decay", type=bounded_float(0, 0.999999, above=True))
+    schedule: str = setting("constant", "constant --lr, or one cycle up to --lr and down (cosine, 30%% warm-up)",
+                            choices=("constant", "onecycle"))
+    clip_grad: float | None = setting(None, "clip the gradient norm to N", type=bounded_float(0, 1e6, above=True))
+    keep: str = setting("best", "model.pth: the epoch of best validation F1 at 0.5, or the last epoch",
+                        choices=("best", "last"))
+    # how to execute it (not part of what makes two runs different)
+    run_dir: str | None = setting(None, flag=None, dest="run", read=str, identity=False)  # main.py's --run;
+    # default data/<db>/runs/<run name>/
+    num_workers: int = setting(4, "data-loading processes", type=bounded_int(0, MAX_WORKERS), identity=False)
+    use_gpu: bool = setting(False, identity=False)
+    amp: bool = setting(True, "GPU: train in fp32 instead of bf16 autocast", flag="--no-amp", identity=False)
+    compile: bool = setting(True, "GPU: do not torch.compile the training step (CPU never compiles)",
+                            flag="--no-compile", identity=False)
+    resume: bool = setting(False, flag=None, identity=False)  # the command's --resume
+    force: bool = setting(False, flag=None, identity=False)   # the command's --force
 
     @property
     def spec(self) -> InputSpec:
@@ -137,66 +149,17 @@ class RunConfig:
         mine, theirs = self.to_dict(), other.to_dict()
         names = {"data_fingerprint": "data"}  # 'data: 3f2a… -> 9c1b…': the folder holds other records now
         # a one-cycle schedule spans the planned epochs: more epochs are another schedule, not an extension
-        keys = self.IDENTITY + (("epochs",) if "onecycle" in (self.schedule, other.schedule) else ())
+        keys = self.identity() + (("epochs",) if "onecycle" in (self.schedule, other.schedule) else ())
         return [f"{names.get(k, k)}: {mine.get(k)} -> {theirs.get(k)}" for k in keys
                 if str(mine.get(k)) != str(theirs.get(k))]
 
-    @staticmethod
-    def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        """The command-line flags of one run (main.py, and the studies that train many)."""
-        p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR, help="preprocess output folder")
-        p.add_argument("--arch", default="resnet34", choices=list_models(),
-                       help="a registered architecture (`python -m models` lists them)")
-        p.add_argument("--seed", type=seed_int, default=42, help="%(type)s")
-        p.add_argument("--epochs", type=bounded_int(1, 10_000), default=40, help="%(type)s")
-        p.add_argument("--lr", type=bounded_float(0, 10, above=True), default=1e-4, help="learning rate, %(type)s")
-        p.add_argument("--batch-size", type=bounded_int(1, 65_536), default=32, help="per process, %(type)s")
-        p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=4,
-                       help="data-loading processes, %(type)s")
-        p.add_argument("--seconds", type=bounded_float(0, 3600, above=True), default=INPUT_SECONDS,
-                       help="input length: the last N seconds, %(type)s")
-        p.add_argument("--sample-rate", type=bounded_int(1, 10_000), default=SAMPLE_RATE,
-                       help="model input rate in Hz (resampled from the cache), %(type)s")
-        p.add_argument("--limit", type=bounded_int(1, 10_000_000), default=None,
-                       help="use a seeded random subset of N records, %(type)s")
-        p.add_argument("--use-gpu", action="store_true")
-        p.add_argument("--no-amp", action="store_true", help="GPU: train in fp32 instead of bf16 autocast")
-        p.add_argument("--no-compile", action="store_true",
-                       help="GPU: do not torch.compile the training step (CPU never compiles)")
-        p.add_argument("--crop-seconds", type=bounded_float(0, 3600, above=True), default=None,
-                       help="train on random crops of N seconds of the input; score the maximum over windows of "
-                            "N seconds every N/2 (the PTB-XL benchmark: 2.5), %(type)s")
-        p.add_argument("--standardize", action="store_true",
-                       help="divide inputs by one global mean and std fitted on the training records")
-        p.add_argument("--no-augment", action="store_true", help="no amplitude scaling or baseline shift")
-        p.add_argument("--optimizer", choices=("adam", "adamw"), default="adam",
-                       help="adam (the paper) or adamw (decoupled --weight-decay)")
-        p.add_argument("--weight-decay", type=bounded_float(0, 1), default=0.0, help="%(type)s")
-        p.add_argument("--beta2", type=bounded_float(0, 0.999999, above=True), default=0.999,
-                       help="Adam's second-moment decay, %(type)s")
-        p.add_argument("--schedule", choices=("constant", "onecycle"), default="constant",
-                       help="constant --lr, or one cycle up to --lr and down (cosine, 30%% warm-up)")
-        p.add_argument("--clip-grad", type=bounded_float(0, 1e6, above=True), default=None,
-                       help="clip the gradient norm to N, %(type)s")
-        p.add_argument("--keep", choices=("best", "last"), default="best",
-                       help="model.pth: the epoch of best validation F1 at 0.5, or the last epoch")
-        p.add_argument("--deterministic", action="store_true",
-                       help="bit-identical results across processes: one CPU thread and deterministic kernels "
-                            "(cuDNN deterministic on GPU); 1.4-1.8x the time per step on a 2-core CPU")
-        return p
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, **overrides) -> "RunConfig":
-        leads = overrides.pop("leads", getattr(args, "lead_names", LEADS))
-        opt = lambda v: None if v is None else str(v)  # noqa: E731
-        return cls(data_dir=str(args.data_dir), arch=args.arch, leads=tuple(leads), seconds=float(args.seconds),
-                   sample_rate=int(args.sample_rate), seed=args.seed, epochs=args.epochs, lr=args.lr,
-                   batch_size=args.batch_size, limit=args.limit, test_fold=getattr(args, "test_fold", None),
-                   deterministic=args.deterministic, run_dir=opt(getattr(args, "run", None)), num_workers=args.num_workers, use_gpu=args.use_gpu,
-                   amp=not args.no_amp, compile=not getattr(args, "no_compile", False), resume=getattr(args, "resume", False), force=getattr(args, "force", False),
-                   crop_seconds=args.crop_seconds, standardize=args.standardize, augment=not args.no_augment,
-                   optimizer=args.optimizer, weight_decay=args.weight_decay, beta2=args.beta2, schedule=args.schedule,
-                   clip_grad=args.clip_grad, keep=args.keep, **overrides)
+def architecture_settings(arch: str, protocol: str | None) -> dict:
+    """The training settings `arch`'s registry entry asks for under `protocol`, checked like the flags
+    they stand for (a PipelineError naming the architecture and the setting otherwise)."""
+    values = protocol_settings(arch, protocol)
+    RunConfig.check_values(values, f"architecture {arch} (its registry entry, protocol {protocol})")
+    return values
 
 
 def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> None:

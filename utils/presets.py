@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Sequence
 
+from utils.errors import PipelineError
 from utils.labels import PTBXL_TASKS
+from utils.cli import flag_error
+from utils.settings import check_defaults
 
 __all__ = ["PRESETS", "STAGES", "PTBXL_PROTOCOL", "BENCHMARK_TASKS", "BENCHMARK_MODELS", "preset_defaults",
            "parse_with_preset", "preset_table"]
@@ -73,16 +76,24 @@ def parse_with_preset(p: argparse.ArgumentParser, argv: Sequence[str] | None, st
     """Parse `argv` with `--preset NAME` added: the preset's values for `stage` become defaults, explicit
     flags override them. Only keys the parser knows are applied (a stage's preset never sets a flag the
     command lacks). `refine(args)` may add defaults that depend on the preset's values (e.g. the settings
-    an architecture needs under the preset's protocol); explicit flags override those too."""
+    an architecture needs under the preset's protocol); explicit flags override those too. A preset's
+    value its flag would refuse is an argparse error naming the preset and the flag."""
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named settings (see docs/presets.md); explicit flags override them")
     known, _ = p.parse_known_args(argv)
     if known.preset:
         dests = {a.dest for a in p._actions}
-        p.set_defaults(**{k: v for k, v in preset_defaults(known.preset, stage).items() if k in dests})
+        values = {k: v for k, v in preset_defaults(known.preset, stage).items() if k in dests}
+        try:  # argparse never checks a default: each value must be one its flag accepts
+            check_defaults(p, values, f"preset {known.preset} ({stage})")
+        except PipelineError as e:
+            flag_error(p, "--preset", str(e))
+        p.set_defaults(**values)
         if refine is not None:
             known, _ = p.parse_known_args(argv)
-            p.set_defaults(**{k: v for k, v in refine(known).items() if k in dests})
+            values = {k: v for k, v in refine(known).items() if k in dests}
+            check_defaults(p, values, f"the settings of --preset {known.preset}")
+            p.set_defaults(**values)
     return p.parse_args(argv)
 
 

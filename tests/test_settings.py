@@ -1,0 +1,139 @@
+"""Each training setting is declared once (utils/settings.py, models/training.py's RunConfig): its flag,
+its place in the run's identity, and the check of preset and registry values all come from the field."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+from dataclasses import dataclass
+
+import pytest
+from torch import nn
+
+import benchmark
+import main
+from models.registry import register_model
+from models.training import RunConfig, architecture_settings
+from utils.errors import PipelineError
+from utils.cli import bounded_int
+from utils.presets import PRESETS, parse_with_preset
+from utils.settings import setting
+
+# The flags and the identity as they were before the settings were declared as fields: every command
+# line that worked then works now, and a run trained then keeps its identity.
+FLAGS_BEFORE = {"--data-dir", "--arch", "--seed", "--epochs", "--lr", "--batch-size", "--num-workers", "--seconds",
+                "--sample-rate", "--limit", "--use-gpu", "--no-amp", "--no-compile", "--crop-seconds", "--standardize",
+                "--no-augment", "--optimizer", "--weight-decay", "--beta2", "--schedule", "--clip-grad", "--keep",
+                "--deterministic"}
+IDENTITY_BEFORE = {"data_fingerprint", "processes", "arch", "leads", "seconds", "sample_rate", "seed", "lr",
+                   "batch_size", "limit", "test_fold", "deterministic", "label_set", "crop_seconds", "standardize",
+                   "augment", "optimizer", "weight_decay", "beta2", "schedule", "clip_grad", "keep"}
+# a checkpoint's `config` as written before (main.py --arch resnet18 --seconds 2 --sample-rate 100 --epochs 1
+# --lr 1e-3 --batch-size 16 --num-workers 0 --limit 60 --run m --no-augment)
+CONFIG_BEFORE = {
+    "data_dir": "data/CPSC", "arch": "resnet18", "leads": ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3",
+                                                            "V4", "V5", "V6"],
+    "seconds": 2.0, "sample_rate": 100, "seed": 42, "epochs": 1, "lr": 0.001, "batch_size": 16, "limit": 60,
+    "test_fold": None, "deterministic": False, "label_set": "cpsc9", "data_fingerprint": "3f2a", "processes": 1,
+    "crop_seconds": None, "standardize": False, "augment": False, "optimizer": "adam", "weight_decay": 0.0,
+    "beta2": 0.999, "schedule": "constant", "clip_grad": None, "keep": "best", "run_dir": "m", "num_workers": 0,
+    "use_gpu": False, "amp": True, "compile": True, "resume": False, "force": False}
+
+
+@dataclass(frozen=True)
+class WithWarmup(RunConfig):
+    """RunConfig with one more setting, declared the way every setting is."""
+    warmup: int = setting(0, "warm-up epochs", type=bounded_int(0, 100))
+    log_every: int = setting(10, "print every N steps", type=bounded_int(1, 1000), identity=False)
+
+
+def parser(cls=RunConfig) -> argparse.ArgumentParser:
+    return cls.add_arguments(argparse.ArgumentParser(prog="x"))
+
+
+def exit_of(parse) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+        parse()
+    return e.value.code, err.getvalue()
+
+
+def test_a_declared_field_brings_its_flag_identity_and_preset_check(monkeypatch):
+    p = parser(WithWarmup)
+    assert "--warmup" in p.format_help() and "0..100" in p.format_help()
+    cfg = WithWarmup.from_args(p.parse_args(["--warmup", "5", "--log-every", "3"]))
+    assert (cfg.warmup, cfg.log_every) == (5, 3)
+    assert exit_of(lambda: parser(WithWarmup).parse_args(["--warmup", "500"]))[0] == 2
+    assert "warmup" in WithWarmup.identity() and "warmup" not in RunConfig.identity()
+    assert "log_every" not in WithWarmup.identity()  # opted out: how the run executes
+    assert WithWarmup(warmup=1).changed(WithWarmup(warmup=2)) == ["warmup: 1 -> 2"]
+    assert WithWarmup(log_every=1).changed(WithWarmup(log_every=2)) == []
+
+    monkeypatch.setitem(PRESETS, "warm", {"train": {"warmup": 7}})
+    assert parse_with_preset(parser(WithWarmup), ["--preset", "warm"], "train").warmup == 7
+    monkeypatch.setitem(PRESETS, "hot", {"train": {"warmup": 500}})
+    code, err = exit_of(lambda: parse_with_preset(parser(WithWarmup), ["--preset", "hot"], "train"))
+    assert code == 2 and "argument --preset: preset hot (train): --warmup 500: 500 is outside 0..100" in err
+    with pytest.raises(PipelineError, match="somewhere: --warmup 500: 500 is outside 0..100"):
+        WithWarmup.check_values({"warmup": 500}, "somewhere")
+    RunConfig.check_values({"lr": 0.5, "no_augment": True, "limit": None}, "fine")
+    with pytest.raises(PipelineError, match="unknown setting 'warmup'"):
+        RunConfig.check_values({"warmup": 5}, "RunConfig")
+
+
+def test_every_flag_of_before_parses_with_its_meaning():
+    p = parser()
+    flags = {a.option_strings[0] for a in p._actions if a.option_strings and a.dest != "help"}
+    assert flags == FLAGS_BEFORE
+    default = RunConfig.from_args(p.parse_args([]))
+    assert (default.augment, default.amp, default.compile) == (True, True, True)
+    off = RunConfig.from_args(parser().parse_args(["--no-augment", "--no-amp", "--no-compile", "--standardize"]))
+    assert (off.augment, off.amp, off.compile, off.standardize) == (False, False, False, True)
+    assert set(RunConfig.identity()) == IDENTITY_BEFORE
+
+
+def test_a_config_written_before_loads_with_the_same_identity():
+    old = RunConfig.from_dict(CONFIG_BEFORE)
+    assert old.to_dict() == CONFIG_BEFORE
+    argv = ["--arch", "resnet18", "--seconds", "2", "--sample-rate", "100", "--epochs", "1", "--lr", "1e-3",
+            "--batch-size", "16", "--num-workers", "0", "--limit", "60", "--run", "m", "--no-augment"]
+    now = RunConfig.from_args(main.parse_args(argv))
+    assert now.run_dir == "m" and now.leads == old.leads
+    now = RunConfig.from_dict({**now.to_dict(), "label_set": "cpsc9", "data_fingerprint": "3f2a"})
+    assert old.changed(now) == [] and now.changed(old) == []
+    assert old.changed(RunConfig.from_dict({**CONFIG_BEFORE, "augment": True})) == ["augment: False -> True"]
+
+
+@pytest.fixture(scope="module")
+def bad_entries():
+    """Architectures whose registry entry asks, under the ptbxl protocol, for what no flag would accept."""
+    import models.registry as registry
+
+    def net(in_leads: int, num_classes: int) -> nn.Module:
+        return nn.Sequential(nn.Conv1d(in_leads, 4, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+    entries = {"huge_lr": {"lr": 500}, "negative_lr": {"lr": -5}, "typo_key": {"lrr": 0.1},
+               "text_lr": {"lr": "fast"}}
+    for name, values in entries.items():
+        register_model(name, family="test", protocol={"ptbxl": values})(net)
+    yield entries
+    for name in entries:
+        registry._REGISTRY.pop(name, None)
+
+
+@pytest.mark.parametrize("name, says", [("huge_lr", "--lr 500: 500 is outside (0, 10]"),
+                                        ("negative_lr", "--lr -5: -5 is outside (0, 10]"),
+                                        ("typo_key", "unknown setting 'lrr'"),
+                                        ("text_lr", "--lr 'fast': 'fast' is not a number")])
+def test_registry_protocol_values_are_checked_like_the_flags(bad_entries, name, says, tmp_path):
+    where = f"architecture {name} (its registry entry, protocol ptbxl)"
+    with pytest.raises(PipelineError) as e:
+        architecture_settings(name, "ptbxl")
+    assert str(e.value).startswith(f"{where}: {says}") and "\n" not in str(e.value)
+    assert architecture_settings(name, None) == {}  # no protocol: nothing asked
+    for command, argv in ((main, ["--data-dir", str(tmp_path), "--preset", "ptbxl", "--arch", name]),
+                          (benchmark, ["--data-dir", str(tmp_path), "--models", f"fcn_wang,{name}"])):
+        with pytest.raises(SystemExit) as e:
+            command.main(argv)
+        assert str(e.value.code).startswith(f"error: {where}: {says}")
+    assert list(tmp_path.iterdir()) == []  # refused before any work

@@ -1,0 +1,162 @@
+"""Settings declared once: a dataclass field per setting, its metadata written with `setting(...)`.
+
+A field says its default, its command-line flag, the flag's argparse type (the bounds: `bounded_int`,
+`bounded_float`, `seed_int`) or choices, its help, and whether it is part of the run's identity (it is
+unless it opts out with `identity=False`, as settings of how a run executes do: workers, device,
+folders). From the fields come, for any dataclass built this way (a subclass of `Settings`):
+
+- `add_arguments(p)`: the flags;
+- `from_args(args)`: the configuration read back from the parsed flags;
+- `identity()`: the names of the settings that make two runs different runs;
+- `check_values(values, where)`: values set outside the command line (a preset's, an architecture's
+  under a protocol) checked with the flags' own types, since argparse never checks a default.
+
+A setting on by default whose flag turns it off is declared with its positive name and a `--no-` flag
+(`augment = setting(True, flag="--no-augment")`). A setting without a flag of its own (`flag=None`)
+is read from `dest` on the parsed namespace when the command has such a flag, else it keeps its default.
+Values outside a namespace (presets, protocols) are keyed by the flag's argparse dest (`no_augment`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping
+
+from utils.errors import PipelineError
+from utils.cli import Bounded
+
+__all__ = ["Setting", "Settings", "setting", "refusal", "check_defaults"]
+
+DERIVED = "<--the-field-name>"  # the flag named after the field: batch_size -> --batch-size
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What a field declares besides its default (see `setting`)."""
+    flag: str | None
+    help: str = ""
+    type: Callable[[str], Any] | None = None
+    choices: tuple | Callable[[], list] | None = None  # a callable is read when the flags are built
+    identity: bool = True
+    dest: str | None = None          # the namespace attribute read by from_args (default: the flag's dest)
+    read: Callable[[Any], Any] | None = None  # the field's type from the parsed value (str for a path)
+    metavar: str | None = None
+
+    def dest_for(self, name: str) -> str:
+        if self.dest is not None:
+            return self.dest
+        return self.flag.lstrip("-").replace("-", "_") if self.flag else name
+
+    @property
+    def negated(self) -> bool:
+        """A setting on by default that its flag turns off (`--no-augment`)."""
+        return bool(self.flag) and self.flag.startswith("--no-")
+
+
+def setting(default: Any, help: str = "", *, flag: str | None = DERIVED, type: Callable | None = None,
+            choices: tuple | Callable | None = None, identity: bool = True, dest: str | None = None,
+            read: Callable | None = None, metavar: str | None = None) -> Any:
+    """A dataclass field declaring one setting: its default, flag (`--name` by default; None for none),
+    type or choices, help, and whether it is part of the run's identity."""
+    meta = Setting(None if flag is None else flag, help, type, choices if choices is None or callable(choices) else tuple(choices), identity,
+                   dest, read, metavar)
+    return dataclasses.field(default=default, metadata={"setting": meta})
+
+
+@functools.cache
+def _declared(cls: type) -> tuple[tuple[dataclasses.Field, Setting], ...]:
+    out = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata.get("setting")
+        if meta is None:
+            raise TypeError(f"{cls.__name__}.{f.name} is not declared with setting(...)")
+        out.append((f, meta if meta.flag != DERIVED else dataclasses.replace(meta, flag="--" + f.name.replace("_", "-"))))
+    return tuple(out)
+
+
+def _add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, s: Setting) -> None:
+    help_text = s.help
+    if isinstance(s.type, Bounded) and "%(type)s" not in help_text:
+        help_text = f"{help_text}, %(type)s" if help_text else "%(type)s"
+    if isinstance(f.default, bool):
+        p.add_argument(s.flag, action="store_true", help=help_text or None)
+        return
+    extra = {"metavar": s.metavar} if s.metavar else {}
+    choices = s.choices() if callable(s.choices) else s.choices
+    p.add_argument(s.flag, type=s.type, default=f.default, choices=choices, help=help_text or None, **extra)
+
+
+class Settings:
+    """Base of a dataclass whose every field is a `setting`: flags, reading, identity and checks."""
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        """One flag per setting that has one, in the order of the fields."""
+        for f, s in _declared(cls):
+            if s.flag is not None:
+                _add_flag(p, f, s)
+        return p
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides):
+        """The settings from parsed flags (a setting the namespace lacks keeps its default); `overrides`
+        win over the flags."""
+        values = {}
+        for f, s in _declared(cls):
+            dest = s.dest_for(f.name)
+            if f.name in overrides:
+                value = overrides.pop(f.name)
+            elif hasattr(args, dest):
+                value = getattr(args, dest)
+                value = (not value) if s.negated else value
+            else:
+                continue
+            values[f.name] = s.read(value) if s.read is not None and value is not None else value
+        if overrides:
+            raise TypeError(f"{cls.__name__} has no setting(s) {sorted(overrides)}")
+        return cls(**values)
+
+    @classmethod
+    def identity(cls) -> tuple[str, ...]:
+        """The settings in which two runs must agree to be one run."""
+        return tuple(f.name for f, s in _declared(cls) if s.identity)
+
+    @classmethod
+    def check_values(cls, values: Mapping[str, Any], where: str) -> None:
+        """PipelineError, naming `where` and the key, for a value (keyed by flag dest) the flag would refuse
+        or a key that is no flag of these settings."""
+        check_defaults(cls.add_arguments(argparse.ArgumentParser(add_help=False)), values, where, strict=True)
+
+
+def refusal(action: argparse.Action, value: Any) -> str | None:
+    """Why `action` (a parsed flag) would not accept `value` as its value; None when it would."""
+    if isinstance(action, argparse._StoreTrueAction):
+        return None if isinstance(value, bool) else f"{value!r} is not true or false"
+    if value is None:
+        return None if action.default is None else "None is not a value of this flag"
+    if isinstance(action.type, Bounded) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"{value!r} is not {'an integer' if action.type.kind is int else 'a number'}"
+    if action.type is not None:
+        try:
+            action.type(str(value))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+            return str(e)
+    if action.choices is not None and value not in action.choices:
+        return f"{value!r} is not one of {', '.join(map(str, action.choices))}"
+    return None
+
+
+def check_defaults(p: argparse.ArgumentParser, values: Mapping[str, Any], where: str, strict: bool = False) -> None:
+    """PipelineError for the first of `values` (keyed by argparse dest) that its flag in `p` refuses;
+    with `strict`, a key that is no flag of `p` too."""
+    actions = {a.dest: a for a in p._actions if a.option_strings}
+    for key, value in values.items():
+        action = actions.get(key)
+        if action is None:
+            if strict:
+                raise PipelineError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(actions))})")
+            continue
+        why = refusal(action, value)
+        if why is not None:
+            raise PipelineError(f"{where}: {action.option_strings[0]} {value!r}: {why}")
