@@ -42,6 +42,7 @@ class Setting:
     dest: str | None = None          # the namespace attribute read by from_args (default: the flag's dest)
     read: Callable[[Any], Any] | None = None  # the field's type from the parsed value (str for a path)
     metavar: str | None = None
+    append: bool = False             # a repeatable flag: each use adds one item
 
     def dest_for(self, name: str) -> str:
         if self.dest is not None:
@@ -56,11 +57,12 @@ class Setting:
 
 def setting(default: Any, help: str = "", *, flag: str | None = DERIVED, type: Callable | None = None,
             choices: tuple | Callable | None = None, identity: bool = True, dest: str | None = None,
-            read: Callable | None = None, metavar: str | None = None) -> Any:
+            read: Callable | None = None, metavar: str | None = None, append: bool = False) -> Any:
     """A dataclass field declaring one setting: its default, flag (`--name` by default; None for none),
-    type or choices, help, and whether it is part of the run's identity."""
-    meta = Setting(None if flag is None else flag, help, type, choices if choices is None or callable(choices) else tuple(choices), identity,
-                   dest, read, metavar)
+    type or choices, help, and whether it is part of the run's identity; `append`: a repeatable flag
+    whose items `read` turns into the field's value."""
+    choices = choices if choices is None or callable(choices) else tuple(choices)
+    meta = Setting(flag, help, type, choices, identity, dest, read, metavar, append)
     return dataclasses.field(default=default, metadata={"setting": meta})
 
 
@@ -83,6 +85,9 @@ def _add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, s: Setting) -> N
         p.add_argument(s.flag, action="store_true", help=help_text or None)
         return
     extra = {"metavar": s.metavar} if s.metavar else {}
+    if s.append:
+        p.add_argument(s.flag, action="append", type=s.type, default=list(f.default), help=help_text or None, **extra)
+        return
     choices = s.choices() if callable(s.choices) else s.choices
     p.add_argument(s.flag, type=s.type, default=f.default, choices=choices, help=help_text or None, **extra)
 
@@ -133,17 +138,28 @@ def refusal(action: argparse.Action, value: Any) -> str | None:
     """Why `action` (a parsed flag) would not accept `value` as its value; None when it would."""
     if isinstance(action, argparse._StoreTrueAction):
         return None if isinstance(value, bool) else f"{value!r} is not true or false"
+    if isinstance(action, argparse._AppendAction):  # a list of what the flag is given, each as text
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return f"{value!r} is not a list of {action.metavar or 'values'} texts"
+        return next(filter(None, (_type_refusal(action.type, v) for v in value)), None)
     if value is None:
         return None if action.default is None else "None is not a value of this flag"
     if isinstance(action.type, Bounded) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         return f"{value!r} is not {'an integer' if action.type.kind is int else 'a number'}"
-    if action.type is not None:
-        try:
-            action.type(str(value))
-        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
-            return str(e)
+    why = _type_refusal(action.type, str(value))
+    if why is not None:
+        return why
     if action.choices is not None and value not in action.choices:
         return f"{value!r} is not one of {', '.join(map(str, action.choices))}"
+    return None
+
+
+def _type_refusal(kind: Callable | None, text: str) -> str | None:
+    try:
+        if kind is not None:
+            kind(text)
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+        return str(e)
     return None
 
 
