@@ -15,7 +15,7 @@ import pytest
 
 from utils.cli import Bounded, BoundedList, folder_path, nonnegative_int, positive_float, positive_int
 from utils.labels import leads_argument
-from utils.presets import PRESETS
+from utils.presets import PRESETS, preset_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {  # the least each command needs to parse
@@ -195,8 +195,8 @@ def test_preset_values_pass_their_flags_types(parsers):
     """A preset sets defaults, which argparse never checks: each must be a value its flag accepts."""
     for name, stage in STAGES.items():
         actions = {a.dest: a for a in options(parsers[name])}
-        for preset in PRESETS.values():
-            for key, value in preset.get(stage, {}).items():
+        for preset in PRESETS:
+            for key, value in preset_defaults(preset, stage).items():  # the protocol's values included
                 a = actions.get(key)
                 if a is not None and isinstance(a.type, Bounded):  # a string value argparse converts itself
                     assert a.type(str(value)) == value, (name, key, value)

@@ -33,16 +33,16 @@ DERIVED = "<--the-field-name>"  # the flag named after the field: batch_size -> 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """What a field declares besides its default (see `setting`)."""
-    flag: str | None
+    """What a field declares besides its default (the keywords of `setting`)."""
+    flag: str | None = DERIVED       # its option; None: no flag of its own (read from `dest` when there)
     help: str = ""
-    type: Callable[[str], Any] | None = None
+    type: Callable[[str], Any] | None = None  # the argparse type: its bounds (bounded_int, bounded_float, ...)
     choices: tuple | Callable[[], list] | None = None  # a callable is read when the flags are built
-    identity: bool = True
+    identity: bool = True            # part of the run's identity (False: how the run executes)
     dest: str | None = None          # the namespace attribute read by from_args (default: the flag's dest)
     read: Callable[[Any], Any] | None = None  # the field's type from the parsed value (str for a path)
     metavar: str | None = None
-    append: bool = False             # a repeatable flag: each use adds one item
+    append: bool = False             # a repeatable flag whose items `read` turns into the field's value
 
     def dest_for(self, name: str) -> str:
         if self.dest is not None:
@@ -55,15 +55,13 @@ class Setting:
         return bool(self.flag) and self.flag.startswith("--no-")
 
 
-def setting(default: Any, help: str = "", *, flag: str | None = DERIVED, type: Callable | None = None,
-            choices: tuple | Callable | None = None, identity: bool = True, dest: str | None = None,
-            read: Callable | None = None, metavar: str | None = None, append: bool = False) -> Any:
-    """A dataclass field declaring one setting: its default, flag (`--name` by default; None for none),
-    type or choices, help, and whether it is part of the run's identity; `append`: a repeatable flag
-    whose items `read` turns into the field's value."""
-    choices = choices if choices is None or callable(choices) else tuple(choices)
-    meta = Setting(flag, help, type, choices, identity, dest, read, metavar, append)
-    return dataclasses.field(default=default, metadata={"setting": meta})
+def setting(default: Any, help: str = "", **declared) -> Any:
+    """A dataclass field declaring one setting: its default, help, and the `Setting` keywords (flag,
+    type or choices, identity, ...)."""
+    choices = declared.get("choices")
+    if choices is not None and not callable(choices):
+        declared["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata={"setting": Setting(help=help, **declared)})
 
 
 @functools.cache
@@ -73,11 +71,15 @@ def _declared(cls: type) -> tuple[tuple[dataclasses.Field, Setting], ...]:
         meta = f.metadata.get("setting")
         if meta is None:
             raise TypeError(f"{cls.__name__}.{f.name} is not declared with setting(...)")
-        out.append((f, meta if meta.flag != DERIVED else dataclasses.replace(meta, flag="--" + f.name.replace("_", "-"))))
+        if meta.flag == DERIVED:
+            meta = dataclasses.replace(meta, flag="--" + f.name.replace("_", "-"))
+        out.append((f, meta))
     return tuple(out)
 
 
 def _add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, s: Setting) -> None:
+    """The field's flag: a switch for a bool (store_true, also for a `--no-` flag), a repeatable flag,
+    or a value flag; a bounded type's range in its help."""
     help_text = s.help
     if isinstance(s.type, Bounded) and "%(type)s" not in help_text:
         help_text = f"{help_text}, %(type)s" if help_text else "%(type)s"
