@@ -42,7 +42,7 @@ import pandas as pd
 
 from models.registry import count_parameters, create_model, list_models
 from models.studies import run_all
-from models.training import RunConfig, architecture_settings, check_input_size
+from models.training import RunConfig, architecture_settings, check_run_args
 from utils.cache import data_label_set, database_name, derive_label_task
 from utils.cli import bounded_int, seed_int
 from utils.errors import MissingInputError, PipelineError, script_main
@@ -53,7 +53,7 @@ from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, rea
                          read_threshold_array, score_predictions, write_benchmark_outputs, write_te_results)
 from utils.results import EvaluationFolder
 from utils.cli import MAX_WORKERS, flag_error, flag_given, folder_path
-from utils.presets import BENCHMARK_MODELS, BENCHMARK_TASKS, PTBXL_PROTOCOL, parse_with_preset
+from utils.presets import BENCHMARK_MODELS, BENCHMARK_PROTOCOL, BENCHMARK_TASKS, PROTOCOLS, parse_with_preset
 from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
 from utils.results import results_home
 
@@ -156,17 +156,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.mode = "score"
         return args
     p = run_parser()
-    p.set_defaults(**PTBXL_PROTOCOL)  # the benchmark's protocol without a preset too; a preset or a flag overrides it
+    # the benchmark's protocol without a preset too; a preset or a flag overrides it
+    p.set_defaults(protocol=BENCHMARK_PROTOCOL, **PROTOCOLS[BENCHMARK_PROTOCOL])
     args = parse_with_preset(p, argv, "benchmark")
     if "cpsc9" in args.tasks and len(args.tasks) > 1:
         flag_error(p, "--tasks", "cpsc9 is the CPSC2018 (ICBEB2018) experiment: run it on a CPSC2018 folder, "
                                  "apart from the PTB-XL tasks")
     args.models = args.models or model_list(BENCHMARK_MODELS)
     args.arch = args.models[0]
-    check_input_size(p, args, argv)  # every architecture of --models
+    check_run_args(p, args, argv)  # every architecture of --models
     args.given = {a.dest for a in p._actions if a.option_strings and flag_given(p, argv, a.option_strings[0])}
     # each architecture's own settings under the protocol (checked now, before any work), unless the flag is given
-    args.own = {m: {k: v for k, v in architecture_settings(m, "ptbxl").items() if k not in args.given}
+    args.own = {m: {k: v for k, v in architecture_settings(m, args.protocol).items() if k not in args.given}
                 for m in args.models}
     args.mode = "run"
     return args
@@ -183,7 +184,7 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
     base_task = "all" if ptbxl else "cpsc9"
     base = root / f"{db}_{base_task}"
     command = [sys.executable, str(Path(__file__).resolve().parent / "preprocess.py"), "--data-dir",
-               str(args.data_dir), "--out", str(base), "--labels", base_task, "--sample-rate", str(args.sample_rate)]
+               str(args.data_dir), "--out", str(base), "--labels", base_task, "--cache-rate", str(args.sample_rate)]
     if args.force:
         command.append("--force")
     print(f"preparing {base_task} ({' '.join(command[1:])})", flush=True)
@@ -223,9 +224,9 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
     rows = []
     for (task, model, cfg), folder in zip(runs, evaluated):
         results = EvaluationFolder(folder)
+        network = create_model(model, len(cfg.leads), n_classes[task], **dict(cfg.arch_args))
         rows.append({"task": task, "model": model, "scores": results.test_scores,
-                     "val_scores": results.val_scores,
-                     "params": count_parameters(create_model(model, len(cfg.leads), n_classes[task]))})
+                     "val_scores": results.val_scores, "params": count_parameters(network)})
     table = benchmark_table(rows, out, n_bootstrap=args.n_bootstrap, seed=0)
     written = write_benchmark_outputs(table, out, args.n_bootstrap)
     shown = table[["task", "model", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc"]]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_config, study_parser
-from models.training import check_input_size
+from models.training import check_run_args
 from utils.errors import script_main
 from utils.files import save_figure
 from utils.labels import LEADS, parse_leads
@@ -30,7 +30,7 @@ from utils.presets import parse_with_preset
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
     args = parse_with_preset(p, argv, "study")
-    check_input_size(p, args, argv)
+    check_run_args(p, args, argv)
     return args
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from models.inputs import pick_device
-from models.training import RunConfig, architecture_settings, check_input_size, train
+from models.training import RunConfig, architecture_settings, check_run_args, train
 from utils.errors import script_main
 from utils.folds import N_FOLDS
 from utils.labels import leads_argument
@@ -41,8 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="require a run to continue from its last completed epoch (an unfinished run resumes anyway)")
     p.add_argument("--force", action="store_true", help="retrain from scratch, replacing the run's files")
-    args = parse_with_preset(p, argv, "train", refine=lambda known: architecture_settings(known.arch, known.preset))
-    check_input_size(p, args, argv)
+    args = parse_with_preset(p, argv, "train", refine=lambda known: architecture_settings(known.arch, known.protocol))
+    check_run_args(p, args, argv)
     refuse_together(p, args, "--force", ["--resume"])  # --resume keeps the run, --force replaces it
     args.lead_names = args.leads
     return args

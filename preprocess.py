@@ -3,21 +3,21 @@
     python preprocess.py --data-dir data/CPSC                         # outputs beside the records
     python preprocess.py --data-dir ro/records --out data/real
     python preprocess.py --data-dir data/ptbxl --labels superdiagnostic
-    python preprocess.py --data-dir data/ptbxl --out data/ptbxl_all --labels all --sample-rate 100
+    python preprocess.py --data-dir data/ptbxl --out data/ptbxl_all --labels all --cache-rate 100
     python preprocess.py --data-dir data/ptbxl --out data/ptbxl_rhythm --labels rhythm --signals-from data/ptbxl_all
 
 Reads any layout of the registry in utils/layouts.py: WFDB records of the PhysioNet/CinC 2020-2021
 releases (`A0001.hea` + a .mat or .dat signal in any WFDB format, SNOMED-CT `# Dx:` codes), the original
 CPSC2018 layout (`.mat` struct ECG + `REFERENCE.csv`) and PTB-XL (ptbxl_database.csv, records500/, or
-records100/ at --sample-rate 100). --labels picks the label set: cpsc9 (the default; any layout) or,
+records100/ at --cache-rate 100). --labels picks the label set: cpsc9 (the default; any layout) or,
 for PTB-XL, one of the benchmark's six tasks, whose classes are the statements (or their
 diagnostic_subclass / diagnostic_class) of scp_statements.csv that some record carries: all,
 diagnostic, subdiagnostic, superdiagnostic, form, rhythm. Records with none of the set's classes are
 counted and left out. Folds are seeded and stratified, except where the database fixes them (PTB-XL's
 strat_fold; train 1-8, validation 9, test 10).
 
---sample-rate is the rate the cache is stored at (recorded in preprocess.json; every later stage reads
-it from there). --signals-from DIR writes a label set's folder over the signal cache of DIR, a folder
+--cache-rate is the rate the cache is stored at (recorded in preprocess.json; every later stage reads
+it from there; main.py's --sample-rate is the rate the model sees, resampled from the cache's). --signals-from DIR writes a label set's folder over the signal cache of DIR, a folder
 preprocessed from the same records at the same rate (hard links, no decoding): prepare PTB-XL once with
 --labels all, then each other task from it.
 
@@ -57,7 +57,7 @@ from utils.parallel import parallel_imap
 from utils.labels import LABEL_SETS, LEADS, LabelSet, get_label_set
 from utils.layouts import Entry, Layout, detect_layout, drop_duplicate_names, read_entry
 from utils.records import SAMPLE_RATE, clipped_per_lead, resample, to_microvolts
-from utils.cli import MAX_WORKERS, bounded_int, folder_path
+from utils.cli import MAX_WORKERS, bounded_int, flag_error, folder_path
 from utils.defaults import DEFAULT_DATA_DIR
 
 
@@ -69,9 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--labels", default="cpsc9", choices=sorted(LABEL_SETS),
                    help="label set: cpsc9, or a PTB-XL task (all, diagnostic, subdiagnostic, superdiagnostic, "
                         "form, rhythm)")
-    p.add_argument("--sample-rate", type=bounded_int(1, 10_000), default=None,
+    p.add_argument("--cache-rate", type=bounded_int(1, 10_000), default=None,
                    help=f"rate the cache is stored at, Hz, %(type)s (default {SAMPLE_RATE}; with --signals-from, "
                         f"DIR's). PTB-XL at 100 reads records100/ as is")
+    p.add_argument("--sample-rate", dest="model_rate", default=None, help=argparse.SUPPRESS)  # main.py's, not ours
     p.add_argument("--signals-from", type=folder_path, default=None, metavar="DIR",
                    help="share the signal cache of DIR, preprocessed from the same records and rate (hard links; "
                         "nothing decoded): this label set gets its own labels.csv and manifest in --out")
@@ -80,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="processes decoding records, %(type)s")
     p.add_argument("--force", action="store_true", help="rebuild even when outputs are current")
     args = p.parse_args(argv)
+    if args.model_rate is not None:
+        flag_error(p, "--sample-rate", f"the cache's rate is --cache-rate {args.model_rate} (--sample-rate is the "
+                                       f"model's input rate, main.py's)")
     if args.signals_from is not None and args.out_dir is None:
         p.error("--signals-from needs --out (the shared folder itself is DIR)")
     return args
@@ -173,13 +177,13 @@ def main(argv=None) -> None:
     out_dir = args.out_dir or args.data_dir
     if args.signals_from is not None:
         derive_label_task(args.signals_from, out_dir, args.labels, args.data_dir, args.seed, args.num_workers,
-                          args.force, args.sample_rate)
+                          args.force, args.cache_rate)
         return
-    args.sample_rate = args.sample_rate or SAMPLE_RATE
+    args.cache_rate = args.cache_rate or SAMPLE_RATE
     layout = detect_layout(args.data_dir)
-    entries = layout.list_records(args.data_dir, get_label_set(args.labels), args.num_workers, args.sample_rate)
+    entries = layout.list_records(args.data_dir, get_label_set(args.labels), args.num_workers, args.cache_rate)
     label_set = layout.label_set_for(args.data_dir, get_label_set(args.labels), entries)
-    key = preprocess_key(layout.name, label_set.as_dict(), args.seed, args.sample_rate,
+    key = preprocess_key(layout.name, label_set.as_dict(), args.seed, args.cache_rate,
                          input_files(layout, entries, args.data_dir))
     current = f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)"
     if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):
@@ -213,13 +217,13 @@ def build(args: argparse.Namespace, layout: Layout, label_set: LabelSet, entries
                             f" (label set {label_set.name}; {len(errors)} record(s) could not be read)")
     print(f"reading {len(labelled)} labelled {layout.name} records from {args.data_dir} "
           f"({len(entries)} listed, label set {label_set.name}, {len(label_set.classes)} classes, "
-          f"cache at {args.sample_rate} Hz)")
+          f"cache at {args.cache_rate} Hz)")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_JSON).unlink(missing_ok=True)  # outputs are incomplete until it is rewritten
     remove_stale_temporaries(out_dir, [*PREPROCESS_OUTPUTS, MANIFEST_JSON])  # left by a killed run
     kept, facts, decode_errors, clipped = decode_into_cache(layout, labelled, out_dir, args.num_workers,
-                                                            args.sample_rate)
+                                                            args.cache_rate)
     errors += decode_errors
     for e in errors:
         print(f"skipped: {e}", file=sys.stderr)
@@ -238,7 +242,7 @@ def build(args: argparse.Namespace, layout: Layout, label_set: LabelSet, entries
     summary = summarise_dataset(len(entries), list(label_set.classes), reference, labels, errors, len(unlabelled), clipped)
     write_manifest(out_dir / MANIFEST_JSON, key, [out_dir / f for f in PREPROCESS_OUTPUTS],
                    layout=layout.name, label_set=label_set.as_dict(), fixed_split=layout.fixed_split,
-                   seed=args.seed, data_dir=str(args.data_dir), sample_rate=args.sample_rate, **summary)
+                   seed=args.seed, data_dir=str(args.data_dir), sample_rate=args.cache_rate, **summary)
 
 
 if __name__ == "__main__":

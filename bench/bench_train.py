@@ -56,7 +56,7 @@ from utils.files import atomic_write, write_csv, write_json
 from utils.manifest import write_manifest
 from utils.labels import CPSC9, LEADS
 from utils.records import SAMPLE_RATE
-from utils.presets import PRESETS  # noqa: E402
+from utils.presets import PRESETS, preset_defaults  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flop_count import forward_flops  # noqa: E402,F401  (Conv1d, Linear and LSTM FLOPs; tests use it from here)
@@ -108,7 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-main-loop", action="store_true", help="skip the main.py-loop measurement")
     p.add_argument("--out", type=Path, default=None, help="also write every number to this JSON file")
     args = p.parse_args(argv)
-    preset = PRESETS[args.preset]["train"] if args.preset else {}
+    preset = preset_defaults(args.preset, "train") if args.preset else {}
     for dest, key, default in (("arch", "arch", "resnet34"), ("input_seconds", "seconds", INPUT_SECONDS),
                                ("sample_rate", "sample_rate", SAMPLE_RATE), ("batch_size", "batch_size", 32)):
         if getattr(args, dest) is None:

@@ -1,4 +1,5 @@
-"""`python -m models --classes N`: every registered architecture with its parameter count."""
+"""`python -m models --classes N`: every registered architecture with its parameter count and its
+builder's arguments (`--arch-arg KEY=VALUE`, default shown)."""
 from __future__ import annotations
 
 import argparse
@@ -18,13 +19,15 @@ def main(argv=None) -> list[dict]:
         entry = model_entry(name)
         rows.append({"model": name, "family": entry.family,
                      "params": count_parameters(create_model(name, args.leads, args.classes)),
-                     "description": entry.description})
+                     "description": entry.description,
+                     "arguments": ", ".join(f"{k}={v}" for k, v in entry.arguments.items())})
     width = max(len(r["model"]) for r in rows)
     fam = max(len("family"), *(len(r["family"]) for r in rows))
     print(f"{'model':<{width}}  {'parameters':>12}  {'family':<{fam}}  description "
           f"({args.leads} leads, {args.classes} classes)")
     for r in rows:
-        print(f"{r['model']:<{width}}  {r['params']:>12,}  {r['family']:<{fam}}  {r['description']}")
+        print(f"{r['model']:<{width}}  {r['params']:>12,}  {r['family']:<{fam}}  {r['description']}"
+              + (f" [--arch-arg {r['arguments']}]" if r["arguments"] else ""))
     return rows
 
 

@@ -1,6 +1,7 @@
 """Checkpoints: one plain dict, loadable with `torch.load(weights_only=True)`.
 
-Keys: `format` (CHECKPOINT_FORMAT), `config` (the run's RunConfig as a dict), `label_set`
+Keys: `format` (CHECKPOINT_FORMAT), `config` (the run's RunConfig as a dict: the architecture's name and
+its builder's arguments `arch_args`, the input, the training settings), `label_set`
 ({"name", "classes"}), `split` (record ids of train/val/test) and `split_labels` (a fingerprint of their
 labels), `data` (the preprocess folder, its name and manifest fingerprint), `model` (weights), `epoch`,
 `best_f1`, `history`, `run_id`; the resume checkpoint (last.pth) adds `optimizer`. Everything a later stage
@@ -62,7 +63,7 @@ def _checked(path: Path, ckpt) -> dict:
 
 def build_network(cfg: dict, num_classes: int) -> ECGModel:
     """The run's registered architecture inside its input rules (standardisation, windows), untrained."""
-    net = create_model(cfg["arch"], len(cfg["leads"]), num_classes)
+    net = create_model(cfg["arch"], len(cfg["leads"]), num_classes, **cfg.get("arch_args", {}))
     return ECGModel(net, InputSpec.from_checkpoint({"config": cfg}))
 
 

@@ -33,7 +33,6 @@ class InputSpec:
     sample_rate: int = SAMPLE_RATE
     window_seconds: float | None = None   # trained on random crops of this length, scored over sliding windows
 
-    MIN_SAMPLES = 32    # the ResNet halves its input five times; shorter inputs leave it nothing to learn from
     LOW_RATE_HZ = 50    # below this a QRS complex (80-120 ms) spans fewer than 5 samples
 
     @property
@@ -51,14 +50,14 @@ class InputSpec:
         return None if self.window_samples is None else max(1, self.window_samples // 2)
 
     def check(self) -> list[str]:
-        """ValueError for an input the network cannot use; warnings (returned) for a doubtful one."""
-        if self.n_samples < self.MIN_SAMPLES:
-            raise ValueError(f"--seconds {self.seconds:g} at --sample-rate {self.sample_rate} Hz is {self.n_samples} "
-                             f"samples; the network needs at least {self.MIN_SAMPLES}")
+        """ValueError for an input no network can use; warnings (returned) for a doubtful one. The
+        shortest input a network can reduce is its own (its registry entry's `min_samples`)."""
+        if self.n_samples < 1:
+            raise ValueError(f"--seconds {self.seconds:g} at --sample-rate {self.sample_rate} Hz is no sample")
         if self.window_samples is not None:
-            if self.window_samples < self.MIN_SAMPLES:
+            if self.window_samples < 1:
                 raise ValueError(f"--crop-seconds {self.window_seconds:g} at --sample-rate {self.sample_rate} Hz is "
-                                 f"{self.window_samples} samples; the network needs at least {self.MIN_SAMPLES}")
+                                 f"no sample")
             if self.window_samples > self.n_samples:
                 raise ValueError(f"--crop-seconds {self.window_seconds:g} is longer than the input "
                                  f"(--seconds {self.seconds:g})")

@@ -1,29 +1,35 @@
 """The model contract: every architecture is a builder registered under a name.
 
     @register_model("resnet34", family="resnet")
-    def resnet34(in_leads: int, num_classes: int) -> nn.Module: ...
+    def resnet34(in_leads: int, num_classes: int, kernel_size: int = 7) -> nn.Module: ...
 
-A builder takes the number of input leads and of classes and returns a module mapping a float tensor
-(batch, leads, samples) to logits (batch, classes), for any input length the network can reduce (every
-registered network pools globally at the end). Nothing else in the project knows which architecture it
-holds: training, evaluation, SHAP, the studies and the benchmark build models with `create_model(name, …)`,
-and a checkpoint stores only the name. Adding an architecture is one file in `models/archs/` (every
-module there is imported when the registry is first read), or a `register_model` call anywhere before
-the model is built.
+A builder takes the number of input leads and of classes, and any keyword arguments with defaults (a
+variant without a new name: `--arch xresnet1d101 --arch-arg kernel_size=7`), and returns a module
+mapping a float tensor (batch, leads, samples) to logits (batch, classes), for any input length of at
+least its entry's `min_samples` (every registered network pools globally at the end). The entry also
+holds the training settings the architecture needs under a named protocol (the PTB-XL benchmark's
+LSTMs: `protocol={"ptbxl": {"lr": 1e-3, "clip_grad": 0.25}}`, keyed by the protocol's name in
+utils/presets.py). Nothing else in the project knows which architecture it holds: training,
+evaluation, SHAP, the studies and the benchmark build models with `create_model(name, …, **arch_args)`,
+and a checkpoint stores the name and the builder's arguments. Adding an architecture is one file in
+`models/archs/` (every module there is imported when the registry is first read), or a
+`register_model` call anywhere before the model is built.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
+import inspect
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from torch import nn
 
 __all__ = ["ModelEntry", "register_model", "create_model", "list_models", "model_entry", "protocol_settings",
-           "count_parameters"]
+           "count_parameters", "builder_argument", "builder_arguments"]
 
-Builder = Callable[[int, int], nn.Module]
+Builder = Callable[..., nn.Module]  # builder(in_leads, num_classes, **keyword arguments with defaults)
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,16 @@ class ModelEntry:
     builder: Builder
     family: str
     description: str = ""
-    # Training settings this architecture needs under a named protocol (preset), over the preset's own:
-    # e.g. the PTB-XL benchmark trains its LSTMs at lr 1e-3 with gradient clipping at 0.25.
+    # Training settings this architecture needs under a named protocol, over the protocol's own (keyed
+    # by the flags' dests): e.g. the PTB-XL benchmark trains its LSTMs at lr 1e-3 with clipping at 0.25.
     protocol: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     min_samples: int = 32   # the shortest input the network can reduce to a prediction
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The builder's keyword arguments and their defaults (what `--arch-arg KEY=VALUE` may set)."""
+        params = list(inspect.signature(self.builder).parameters.values())[2:]
+        return {q.name: q.default for q in params if q.default is not inspect.Parameter.empty}
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -46,7 +58,7 @@ _DISCOVERED = False
 def register_model(name: str, *, family: str, description: str = "",
                    protocol: Mapping[str, Mapping[str, object]] | None = None,
                    min_samples: int = 32) -> Callable[[Builder], Builder]:
-    """Decorator: register `builder(in_leads, num_classes) -> nn.Module` under `name` (unique)."""
+    """Decorator: register `builder(in_leads, num_classes, **arch_args) -> nn.Module` under `name` (unique)."""
     def register(builder: Builder) -> Builder:
         known = _REGISTRY.get(name)
         if known is not None and known.builder is not builder:
@@ -87,16 +99,59 @@ def model_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def create_model(name: str, in_leads: int, num_classes: int) -> nn.Module:
-    """A freshly initialised `name` for `in_leads` leads and `num_classes` classes."""
+def create_model(name: str, in_leads: int, num_classes: int, **arch_args) -> nn.Module:
+    """A freshly initialised `name` for `in_leads` leads and `num_classes` classes, its builder called
+    with `arch_args` (checked by `builder_arguments`)."""
     if in_leads < 1 or num_classes < 1:
         raise ValueError(f"a model needs at least one lead and one class (got {in_leads} and {num_classes})")
-    return model_entry(name).builder(in_leads, num_classes)
+    return model_entry(name).builder(in_leads, num_classes, **builder_arguments(name, arch_args))
+
+
+def builder_argument(text: str) -> tuple[str, Any]:
+    """argparse type of `--arch-arg KEY=VALUE`: the value as an integer, a number, true/false or text
+    (its builder's default says which it must be: see `builder_arguments`)."""
+    key, sep, value = str(text).partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. kernel_size=7)")
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(value)
+        except ValueError:
+            pass
+    return key.strip(), {"true": True, "false": False}.get(value.lower(), value)
+
+
+builder_argument.__name__ = "KEY=VALUE"
+
+
+def builder_arguments(name: str, given: Mapping[str, Any] | Iterable[tuple[str, Any]], build: bool = False) -> dict:
+    """`given` as keyword arguments of `name`'s builder, each of its default's type (an integer where a
+    number is due becomes one); ValueError, one line naming the architecture and the key, for a key the
+    builder does not take or a value of another type. With `build`, the network is built once with
+    them, so that a value the builder itself refuses (a kernel of 0) is named before any work."""
+    known = model_entry(name).arguments
+    takes = ", ".join(f"{k}={v}" for k, v in known.items()) or "none"
+    out = {}
+    for key, value in dict(given).items():
+        if key not in known:
+            raise ValueError(f"{name} takes no argument {key!r} (its arguments: {takes})")
+        kind = type(known[key])
+        if kind is float and type(value) is int:
+            value = float(value)
+        if kind in (bool, int, float, str) and type(value) is not kind:
+            raise ValueError(f"{name} argument {key}={value!r}: not {kind.__name__} (default {known[key]!r})")
+        out[key] = value
+    if build and out:
+        try:
+            model_entry(name).builder(1, 2, **out)
+        except Exception as e:  # noqa: BLE001 - any refusal of the builder is the argument's
+            raise ValueError(f"{name} cannot be built with {out}: {type(e).__name__}: {e}") from None
+    return out
 
 
 def protocol_settings(name: str, protocol: str | None) -> dict:
-    """The training settings architecture `name` needs under `protocol` (a preset's name), over the
-    preset's own; {} for an unknown architecture (argparse reports it) or no protocol."""
+    """The training settings architecture `name` needs under `protocol` (a protocol's name, e.g. "ptbxl"),
+    over the protocol's own; {} for an unknown architecture (argparse reports it) or no protocol."""
     if protocol is None or name not in list_models():
         return {}
     return dict(_REGISTRY[name].protocol.get(protocol, {}))

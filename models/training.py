@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ from models.checkpoint import (CHECKPOINT_FORMAT, build_network, load_checkpoint
                                run_id_mismatch, save_checkpoint)
 from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, fit_standardization,
                            make_loader, pick_device, random_crop, score, split_provenance)
-from models.registry import list_models, model_entry, protocol_settings
+from models.registry import builder_argument, builder_arguments, list_models, model_entry, protocol_settings
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
@@ -53,6 +54,13 @@ from utils.defaults import DEFAULT_DATA_DIR
 from utils.settings import Settings, setting
 
 
+def arch_arg_pairs(given: Mapping | Iterable) -> tuple[tuple[str, object], ...]:
+    """A builder's arguments as sorted (key, value) pairs (hashable, one order), from a checkpoint's dict,
+    the parsed `--arch-arg` pairs or a preset's "KEY=VALUE" texts."""
+    items = given.items() if isinstance(given, Mapping) else given
+    return tuple(sorted(dict(builder_argument(i) if isinstance(i, str) else i for i in items).items()))
+
+
 @dataclass(frozen=True)
 class RunConfig(Settings):
     """Everything that defines one training run (and how to execute it), each setting declared once: its
@@ -67,6 +75,11 @@ class RunConfig(Settings):
                             identity=False)
     arch: str = setting("resnet34", "a registered architecture (`python -m models` lists them)",
                         choices=list_models)  # read when the flags are built
+    # the builder's keyword arguments: a variant of the architecture (in the checkpoint as a dict)
+    arch_args: tuple[tuple[str, object], ...] = setting(
+        (), "a keyword argument of the architecture's builder, e.g. kernel_size=7 (repeatable; `python -m models` "
+            "lists them)", flag="--arch-arg", type=builder_argument, append=True, metavar="KEY=VALUE",
+        read=arch_arg_pairs)
     leads: tuple[str, ...] = setting(LEADS, flag=None, dest="lead_names", read=tuple)  # each command's --leads
     seconds: float = setting(INPUT_SECONDS, "input length: the last N seconds",
                              type=bounded_float(0, 3600, above=True), read=float)
@@ -126,7 +139,7 @@ class RunConfig(Settings):
     def to_dict(self) -> dict:
         """Plain types only: loadable with torch.load(weights_only=True)."""
         d = dataclasses.asdict(self)
-        d["leads"] = list(self.leads)
+        d["leads"], d["arch_args"] = list(self.leads), dict(self.arch_args)
         return d
 
     @classmethod
@@ -142,7 +155,7 @@ class RunConfig(Settings):
     def from_dict(cls, d: dict) -> "RunConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
-        return cls(**{**d, "leads": tuple(d.get("leads", LEADS))})
+        return cls(**{**d, "leads": tuple(d.get("leads", LEADS)), "arch_args": arch_arg_pairs(d.get("arch_args", {}))})
 
     def changed(self, other: "RunConfig") -> list[str]:
         """The identity settings in which `other` differs from this run, as 'key: mine -> other'."""
@@ -162,30 +175,38 @@ def architecture_settings(arch: str, protocol: str | None) -> dict:
     return values
 
 
-def check_input_size(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> None:
-    """For a parser built with `RunConfig.add_arguments`: an input the network cannot use is an argparse
-    error (exit 2) naming the flag given (a preset's --seconds crossed by a --sample-rate, or the
-    reverse); a rate too low to see a QRS complex is a warning."""
-    spec = InputSpec(LEADS, args.seconds, args.sample_rate)
-    try:
-        warnings = spec.check()
-    except ValueError:
+def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> None:
+    """For a parser built with `RunConfig.add_arguments`, what argparse cannot see alone (exit 2, naming
+    the flag given): an architecture's builder arguments (`--arch-arg`), and an input shorter than an
+    architecture needs (its registry entry's min_samples: a preset's --seconds crossed by a
+    --sample-rate, or the reverse) or crops longer than the input. A rate too low to see a QRS complex
+    is a warning. With --models (the benchmark), every architecture is checked."""
+    archs = [a for a in getattr(args, "models", None) or [args.arch] if a in list_models()]
+    keys = [key for key, _ in args.arch_arg or []]
+    twice = next((key for i, key in enumerate(keys) if key in keys[:i]), None)
+    if twice is not None:
+        flag_error(p, "--arch-arg", f"{twice} is given twice")
+    for arch in archs:
+        try:
+            builder_arguments(arch, args.arch_arg or [], build=True)
+        except ValueError as e:
+            flag_error(p, "--arch-arg", str(e))
+    need, arch = max([(model_entry(a).min_samples, a) for a in archs] or [(1, args.arch)])
+    spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds)
+    rate = describe_flag(p, args, argv, "--sample-rate")
+    needs = f"{arch} needs inputs of at least {need} samples (its registry entry's min_samples)"
+    if spec.n_samples < max(need, 1):
         blamed = "--sample-rate" if flag_given(p, argv, "--sample-rate") and not flag_given(p, argv, "--seconds") \
             else "--seconds"
-        flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with "
-                              f"{describe_flag(p, args, argv, '--sample-rate')} gives {spec.n_samples} samples; "
-                              f"the network needs at least {InputSpec.MIN_SAMPLES}")
-    spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds)
-    if args.crop_seconds is not None:
-        try:
-            spec.check()
-        except ValueError as e:
-            flag_error(p, "--crop-seconds", str(e).replace("--crop-seconds ", "", 1))
-    for arch in getattr(args, "models", None) or [args.arch]:
-        shortest = model_entry(arch).min_samples if arch in list_models() else 0
-        if (spec.window_samples or spec.n_samples) < shortest:
-            flag_error(p, "--crop-seconds" if args.crop_seconds is not None else "--seconds",
-                       f"{arch} needs inputs of at least {shortest} samples (its registry entry's min_samples)")
+        flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with {rate} gives {spec.n_samples} "
+                              f"samples; {needs}")
+    if spec.window_samples is not None and spec.window_samples < max(need, 1):
+        flag_error(p, "--crop-seconds", f"{describe_flag(p, args, argv, '--crop-seconds')} at {rate} gives "
+                                        f"{spec.window_samples} samples; {needs}")
+    try:
+        warnings = spec.check()
+    except ValueError as e:
+        flag_error(p, "--crop-seconds", str(e).replace("--crop-seconds ", "", 1))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 

@@ -10,7 +10,7 @@ import models.__main__ as models_command
 from models.archs.inception1d import kernel_sizes
 from models.archs.rnn import LSTM1d
 from models.archs.xresnet1d import XResNet1d
-from models.registry import count_parameters, create_model, list_models, model_entry
+from models.registry import builder_arguments, count_parameters, create_model, list_models, model_entry
 
 BENCHMARK = ("xresnet1d50", "xresnet1d101", "inception1d", "resnet1d_wang", "fcn_wang", "lstm", "lstm_bidir")
 
@@ -158,3 +158,29 @@ def test_lstm_heads_read_every_channel_at_the_last_step():
     with torch.no_grad():
         out, _ = model.lstm(x.transpose(1, 2))
         assert torch.equal(model.features(x)[:, 1024:], out[:, -1])
+
+
+def test_builder_arguments_make_a_variant_under_the_same_name():
+    assert model_entry("xresnet1d101").arguments == {"kernel_size": 5, "kernel_size_stem": 5}
+    assert model_entry("resnet34").arguments == {"kernel_size": 7, "dropout": 0.2}
+    base, k7 = create_model("xresnet1d101", 12, 5), create_model("xresnet1d101", 12, 5, kernel_size=7)
+    # each of the 33 bottleneck blocks has one 64 -> 64 convolution of width k: 2 more taps each
+    assert count_parameters(k7) - count_parameters(base) == 33 * 64 * 64 * 2
+    assert {m.kernel_size for m in k7.stages.modules() if isinstance(m, nn.Conv1d)} == {(1,), (7,)}
+    k3 = create_model("resnet10", 12, 5, kernel_size=3, dropout=0)
+    assert {m.kernel_size for m in k3.stages.modules() if isinstance(m, nn.Conv1d)} == {(1,), (3,)}
+    assert {m.p for m in k3.modules() if isinstance(m, nn.Dropout)} == {0.0}
+    assert k3(torch.randn(2, 12, 64)).shape == (2, 5)
+
+
+def test_a_builder_argument_it_does_not_take_is_one_line_naming_the_architecture():
+    with pytest.raises(ValueError, match=r"^xresnet1d101 takes no argument 'kernel' \(its arguments: kernel_size=5, "
+                                         r"kernel_size_stem=5\)$"):
+        create_model("xresnet1d101", 12, 5, kernel=7)
+    with pytest.raises(ValueError, match=r"^lstm takes no argument 'kernel_size' \(its arguments: none\)$"):
+        create_model("lstm", 12, 5, kernel_size=7)
+    with pytest.raises(ValueError, match=r"xresnet1d101 argument kernel_size=7.5: not int"):
+        builder_arguments("xresnet1d101", {"kernel_size": 7.5})
+    with pytest.raises(ValueError, match="xresnet1d101 cannot be built with {'kernel_size': 4}.*odd"):
+        builder_arguments("xresnet1d101", {"kernel_size": 4}, build=True)
+    assert builder_arguments("resnet10", [("dropout", 0)]) == {"dropout": 0.0}

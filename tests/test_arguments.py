@@ -15,7 +15,7 @@ import pytest
 
 from utils.cli import Bounded, BoundedList, folder_path, nonnegative_int, positive_float, positive_int
 from utils.labels import leads_argument
-from utils.presets import PRESETS
+from utils.presets import PRESETS, preset_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {  # the least each command needs to parse
@@ -153,6 +153,17 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
     ("baselines", ["--leads", "V1,v1"], "--leads", "lead v1 is given twice"),
     ("main", ["--num-workers", str(10 ** 12)], "--num-workers", "outside 0.."),
     ("main", ["--lr", "nan"], "--lr", "'nan' is not a finite number"),
+    ("main", ["--arch", "xresnet1d101", "--arch-arg", "kernel=7"], "--arch-arg",
+     "xresnet1d101 takes no argument 'kernel' (its arguments: kernel_size=5, kernel_size_stem=5)"),
+    ("main", ["--arch-arg", "kernel_size"], "--arch-arg", "'kernel_size' is not KEY=VALUE"),
+    ("main", ["--arch-arg", "kernel_size=3", "--arch-arg", "kernel_size=5"], "--arch-arg", "kernel_size is given twice"),
+    ("main", ["--arch", "xresnet1d50", "--arch-arg", "kernel_size=4"], "--arch-arg", "cannot be built"),
+    ("main", ["--arch", "resnet34", "--arch-arg", "dropout=high"], "--arch-arg", "dropout='high': not float"),
+    ("main", ["--seconds", "0.1", "--sample-rate", "100"], "--seconds",
+     "--seconds 0.1 with --sample-rate 100 gives 10 samples; resnet34 needs inputs of at least 32 samples"),
+    ("main", ["--arch", "fcn_wang", "--seconds", "10", "--sample-rate", "100", "--crop-seconds", "0.01"],
+     "--crop-seconds", "--crop-seconds 0.01 at --sample-rate 100 gives 1 samples; fcn_wang needs inputs of at least 2"),
+    ("preprocess", ["--sample-rate", "100"], "--sample-rate", "the cache's rate is --cache-rate 100"),
     ("main", ["--preset", "demo", "--sample-rate", "3"], "--sample-rate",
      "--seconds 10 (from --preset demo) with --sample-rate 3 gives 30 samples"),
     ("lead_study", ["--preset", "demo", "--seconds", "0.2"], "--seconds",
@@ -184,8 +195,8 @@ def test_preset_values_pass_their_flags_types(parsers):
     """A preset sets defaults, which argparse never checks: each must be a value its flag accepts."""
     for name, stage in STAGES.items():
         actions = {a.dest: a for a in options(parsers[name])}
-        for preset in PRESETS.values():
-            for key, value in preset.get(stage, {}).items():
+        for preset in PRESETS:
+            for key, value in preset_defaults(preset, stage).items():  # the protocol's values included
                 a = actions.get(key)
                 if a is not None and isinstance(a.type, Bounded):  # a string value argparse converts itself
                     assert a.type(str(value)) == value, (name, key, value)

@@ -358,7 +358,7 @@ def test_ptbxl_rate_100_fetches_records100_only_and_preprocesses_at_100_hz(mirro
     assert _files(out) == want and any(k.startswith("records100/") for k in want)
     assert not any(rel.startswith(f"{PTBXL}/records500/") for rel, _ in mirror["log"])
     argv = _next_command(capsys.readouterr().out)
-    assert argv == ["--data-dir", str(out), "--labels", "superdiagnostic", "--sample-rate", "100"]
+    assert argv == ["--data-dir", str(out), "--labels", "superdiagnostic", "--cache-rate", "100"]
     preprocess.main([*argv, "--num-workers", "1"])
     manifest = json.loads((out / "preprocess.json").read_text())
     assert manifest["sample_rate"] == 100

@@ -190,7 +190,7 @@ def test_ptbxl_at_100_hz_reads_records100_alone_without_resampling(synthetic, tm
     db = tmp_path / "lr"
     shutil.copytree(synthetic, db, ignore=shutil.ignore_patterns("records500"))
     out = tmp_path / "out100"
-    run_quietly(["--data-dir", str(db), "--out", str(out), "--labels", "all", "--sample-rate", "100",
+    run_quietly(["--data-dir", str(db), "--out", str(out), "--labels", "all", "--cache-rate", "100",
                  "--num-workers", "1"])
     cache = SignalCache(out)
     assert cache.sample_rate == 100 and json.loads((out / "preprocess.json").read_text())["sample_rate"] == 100
@@ -215,7 +215,7 @@ def test_a_model_input_is_read_at_the_caches_rate(synthetic, tmp_path):
     from models.inputs import ECGDataset, InputSpec
 
     out = tmp_path / "c100"
-    run_quietly(["--data-dir", str(synthetic), "--out", str(out), "--labels", "rhythm", "--sample-rate", "100",
+    run_quietly(["--data-dir", str(synthetic), "--out", str(out), "--labels", "rhythm", "--cache-rate", "100",
                  "--num-workers", "1"])
     cache, labels = SignalCache(out), load_labels(out)
     classes = list(labels.columns[1:-1])

@@ -8,24 +8,29 @@ import io
 from dataclasses import dataclass
 
 import pytest
+import torch
+from conftest import TINY
 from torch import nn
 
 import benchmark
 import main
+import predict
+from models.checkpoint import load_checkpoint
 from models.registry import register_model
 from models.training import RunConfig, architecture_settings
 from utils.errors import PipelineError
 from utils.cli import bounded_int
-from utils.presets import PRESETS, parse_with_preset
+from utils.presets import PRESETS, PROTOCOLS, parse_with_preset
 from utils.settings import setting
 
-# The flags and the identity as they were before the settings were declared as fields: every command
-# line that worked then works now, and a run trained then keeps its identity.
-FLAGS_BEFORE = {"--data-dir", "--arch", "--seed", "--epochs", "--lr", "--batch-size", "--num-workers", "--seconds",
+# The flags and the identity as they were before the settings were declared as fields (and the builder's
+# arguments added, absent from older checkpoints): every command line that worked then works now, and a
+# run trained then keeps its identity.
+FLAGS_BEFORE = {"--data-dir", "--arch", "--arch-arg", "--seed", "--epochs", "--lr", "--batch-size", "--num-workers", "--seconds",
                 "--sample-rate", "--limit", "--use-gpu", "--no-amp", "--no-compile", "--crop-seconds", "--standardize",
                 "--no-augment", "--optimizer", "--weight-decay", "--beta2", "--schedule", "--clip-grad", "--keep",
                 "--deterministic"}
-IDENTITY_BEFORE = {"data_fingerprint", "processes", "arch", "leads", "seconds", "sample_rate", "seed", "lr",
+IDENTITY_BEFORE = {"data_fingerprint", "processes", "arch", "arch_args", "leads", "seconds", "sample_rate", "seed", "lr",
                    "batch_size", "limit", "test_fold", "deterministic", "label_set", "crop_seconds", "standardize",
                    "augment", "optimizer", "weight_decay", "beta2", "schedule", "clip_grad", "keep"}
 # a checkpoint's `config` as written before (main.py --arch resnet18 --seconds 2 --sample-rate 100 --epochs 1
@@ -94,7 +99,7 @@ def test_every_flag_of_before_parses_with_its_meaning():
 
 def test_a_config_written_before_loads_with_the_same_identity():
     old = RunConfig.from_dict(CONFIG_BEFORE)
-    assert old.to_dict() == CONFIG_BEFORE
+    assert old.to_dict() == {**CONFIG_BEFORE, "arch_args": {}}  # no builder arguments: the builder's defaults
     argv = ["--arch", "resnet18", "--seconds", "2", "--sample-rate", "100", "--epochs", "1", "--lr", "1e-3",
             "--batch-size", "16", "--num-workers", "0", "--limit", "60", "--run", "m", "--no-augment"]
     now = RunConfig.from_args(main.parse_args(argv))
@@ -137,3 +142,62 @@ def test_registry_protocol_values_are_checked_like_the_flags(bad_entries, name, 
             command.main(argv)
         assert str(e.value.code).startswith(f"error: {where}: {says}")
     assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+def test_builder_arguments_are_in_the_checkpoint_the_identity_and_every_later_stage(prepared, tmp_path):
+    run = tmp_path / "k3"
+    argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "60", "--run", str(run)]
+    main.main([*argv, "--arch-arg", "kernel_size=3"])
+    model, ckpt = load_checkpoint(run / "model.pth")
+    assert ckpt["config"]["arch_args"] == {"kernel_size": 3}
+    assert {m.kernel_size for m in model.net.stages.modules() if isinstance(m, nn.Conv1d)} == {(1,), (3,)}
+    table = predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
+                          "--num-workers", "0", "--no-figures"])
+    assert len(table)
+    with pytest.raises(SystemExit, match=r"other settings \(arch_args: \{'kernel_size': 3\} -> \{'kernel_size': 5\}\)"):
+        main.main([*argv, "--arch-arg", "kernel_size=5"])
+    with pytest.raises(SystemExit, match=r"other settings \(arch_args: \{'kernel_size': 3\} -> \{\}\)"):
+        main.main(argv)
+
+
+def test_an_architecture_s_own_minimum_input_applies(capsys):
+    """The LSTM reads any length (min_samples 1): 10 samples are refused for the ResNet only."""
+    args = main.parse_args(["--arch", "lstm", "--seconds", "0.1", "--sample-rate", "100"])
+    assert (args.arch, args.seconds) == ("lstm", 0.1)
+    args = main.parse_args(["--arch", "xresnet1d101", "--seconds", "1", "--sample-rate", "100", "--crop-seconds", "0.05"])
+    assert args.crop_seconds == 0.05
+    with pytest.raises(SystemExit):
+        main.parse_args(["--arch", "resnet10", "--seconds", "0.1", "--sample-rate", "100"])
+    assert "resnet10 needs inputs of at least 32 samples" in capsys.readouterr().err
+
+
+@pytest.fixture
+def other_protocol(monkeypatch):
+    """A second protocol, a preset that follows it, and an architecture with settings under each name."""
+    import models.registry as registry
+
+    monkeypatch.setitem(PROTOCOLS, "slow", {"lr": 0.002, "epochs": 7})
+    monkeypatch.setitem(PRESETS, "mine", {"train": {"protocol": "slow", "seconds": 5.0},
+                                          "benchmark": {"protocol": "slow"}})
+
+    def net(in_leads: int, num_classes: int) -> nn.Module:
+        return nn.Sequential(nn.Conv1d(in_leads, 4, 1), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+    register_model("picky", family="test", min_samples=1,
+                   protocol={"slow": {"lr": 0.0005}, "mine": {"lr": 0.009}, "ptbxl": {"clip_grad": 1.0}})(net)
+    yield
+    registry._REGISTRY.pop("picky", None)
+
+
+def test_architecture_settings_are_keyed_by_the_protocol_a_preset_follows(other_protocol, tmp_path):
+    args = main.parse_args(["--preset", "mine", "--arch", "picky"])
+    assert (args.protocol, args.lr, args.epochs, args.seconds, args.clip_grad) == ("slow", 0.0005, 7, 5.0, None)
+    assert main.parse_args(["--preset", "mine"]).lr == 0.002  # the protocol's own, for an architecture without
+    assert main.parse_args(["--arch", "picky"]).lr == 1e-4    # no preset, no protocol: the defaults
+    data = ["--data-dir", str(tmp_path)]
+    args = benchmark.parse_args([*data, "--models", "picky,lstm"])  # the benchmark's own protocol
+    assert args.protocol == "ptbxl" and args.own == {"picky": {"clip_grad": 1.0}, "lstm": {"lr": 1e-3, "clip_grad": 0.25}}
+    args = benchmark.parse_args([*data, "--models", "picky,lstm", "--preset", "mine"])
+    assert args.protocol == "slow" and args.own == {"picky": {"lr": 0.0005}, "lstm": {}}
+    args = benchmark.parse_args([*data, "--models", "picky,lstm", "--preset", "demo", "--lr", "0.02"])
+    assert args.protocol == "ptbxl" and args.own == {"picky": {"clip_grad": 1.0}, "lstm": {"clip_grad": 0.25}}

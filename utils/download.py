@@ -82,7 +82,7 @@ class Database:
             have = ", ".join(map(str, folders)) or "one rate only"
             raise ValueError(f"{self.name} has no records stored at {rate} Hz (it has {have})")
         include = tuple(p for p in self.include if p not in folders.values()) + (folders[rate],)
-        args = self.preprocess_args + (("--sample-rate", str(rate)) if rate != self.rate_folders[0][0] else ())
+        args = self.preprocess_args + (("--cache-rate", str(rate)) if rate != self.rate_folders[0][0] else ())
         return replace(self, include=include, preprocess_args=args)
 
     def selects(self, path: str) -> bool:

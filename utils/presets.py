@@ -17,19 +17,23 @@ from utils.labels import PTBXL_TASKS
 from utils.cli import flag_error
 from utils.settings import check_defaults
 
-__all__ = ["PRESETS", "STAGES", "PTBXL_PROTOCOL", "BENCHMARK_TASKS", "BENCHMARK_MODELS", "preset_defaults",
-           "parse_with_preset", "preset_table"]
+__all__ = ["PRESETS", "STAGES", "PROTOCOLS", "PTBXL_PROTOCOL", "BENCHMARK_PROTOCOL", "BENCHMARK_TASKS",
+           "BENCHMARK_MODELS", "preset_defaults", "parse_with_preset", "preset_table"]
 
 STAGES = ("train", "study", "evaluate", "shap", "baselines_cv", "benchmark")
 
 # The PTB-XL benchmark's protocol (Strodthoff et al., IEEE JBHI 2021; its fastai v1 defaults): 10-s records
 # at 100 Hz, random 2.5-s training crops, one global standardisation from the training records, AdamW
 # (beta2 0.99, weight decay 0.01) with a one-cycle schedule to lr 0.01, batch 128, 50 epochs, the last epoch
-# kept, no augmentation. Architectures that train otherwise under it say so in their registry entry
-# (the LSTMs: lr 0.001, gradient clipping 0.25).
+# kept, no augmentation. Architectures that train otherwise under it say so in their registry entry, under
+# the protocol's name (the LSTMs: `protocol={"ptbxl": {"lr": 0.001, "clip_grad": 0.25}}`).
 PTBXL_PROTOCOL = {"seconds": 10.0, "sample_rate": 100, "crop_seconds": 2.5, "standardize": True, "no_augment": True,
                   "optimizer": "adamw", "beta2": 0.99, "weight_decay": 0.01, "schedule": "onecycle", "lr": 0.01,
                   "batch_size": 128, "epochs": 50, "keep": "last"}
+# Training protocols by name: a preset's stage follows one with `"protocol": name` (its settings, then the
+# stage's own, then each architecture's under that name, then the flags given).
+PROTOCOLS = {"ptbxl": PTBXL_PROTOCOL}
+BENCHMARK_PROTOCOL = "ptbxl"  # benchmark.py's, unless its preset stage names another
 BENCHMARK_TASKS = ",".join(PTBXL_TASKS)
 BENCHMARK_MODELS = "inception1d,xresnet1d101,xresnet1d50,resnet1d_wang,fcn_wang,lstm,lstm_bidir"
 
@@ -42,7 +46,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "shap": {"n_explain": 40},
         "baselines_cv": {"classifier": "LR"},
         # two tasks x three architectures of the benchmark on synthetic PTB-XL, in about a minute
-        "benchmark": {**PTBXL_PROTOCOL, "epochs": 4, "batch_size": 32, "tasks": "superdiagnostic,rhythm",
+        "benchmark": {"protocol": "ptbxl", "batch_size": 32, "epochs": 4, "tasks": "superdiagnostic,rhythm",
                       "models": "fcn_wang,resnet1d_wang,lstm", "num_workers": 0, "n_bootstrap": 100},
     },
     "paper": {
@@ -55,45 +59,50 @@ PRESETS: dict[str, dict[str, dict]] = {
         "baselines_cv": {"classifier": "all"},
     },
     "ptbxl": {
-        "train": {"arch": "xresnet1d101", **PTBXL_PROTOCOL, "use_gpu": True},
+        "train": {"protocol": "ptbxl", "arch": "xresnet1d101", "use_gpu": True},
         "evaluate": {"use_gpu": True, "n_bootstrap": 100},
         "shap": {"n_explain": 200, "background": 100, "use_gpu": True},
-        "benchmark": {**PTBXL_PROTOCOL, "tasks": BENCHMARK_TASKS, "models": BENCHMARK_MODELS, "n_bootstrap": 100,
+        "benchmark": {"protocol": "ptbxl", "tasks": BENCHMARK_TASKS, "models": BENCHMARK_MODELS, "n_bootstrap": 100,
                       "use_gpu": True},
     },
 }
 
 
 def preset_defaults(name: str, stage: str) -> dict:
-    """The defaults a preset gives one stage ({} for a stage it leaves alone)."""
+    """The defaults a preset gives one stage ({} for a stage it leaves alone): its protocol's settings,
+    then its own; the protocol's name under "protocol"."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return dict(PRESETS[name].get(stage, {}))
+    values = dict(PRESETS[name].get(stage, {}))
+    return {**PROTOCOLS.get(values.get("protocol"), {}), **values}
 
 
 def parse_with_preset(p: argparse.ArgumentParser, argv: Sequence[str] | None, stage: str,
                       refine: Callable[[argparse.Namespace], dict] | None = None) -> argparse.Namespace:
     """Parse `argv` with `--preset NAME` added: the preset's values for `stage` become defaults, explicit
     flags override them. Only keys the parser knows are applied (a stage's preset never sets a flag the
-    command lacks). `refine(args)` may add defaults that depend on the preset's values (e.g. the settings
-    an architecture needs under the preset's protocol); explicit flags override those too. A preset's
-    value its flag would refuse is an argparse error naming the preset and the flag."""
+    command lacks); `args.protocol` is the name of the protocol followed (the preset stage's, else the
+    parser's default, else None). `refine(args)` may add defaults that depend on those values (the
+    settings an architecture needs under the protocol); explicit flags override those too. A value its
+    flag would refuse is an argparse error naming the preset (or the refinement) and the flag."""
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named settings (see docs/presets.md); explicit flags override them")
+    if p.get_default("protocol") is None:
+        p.set_defaults(protocol=None)
     known, _ = p.parse_known_args(argv)
     if known.preset:
-        dests = {a.dest for a in p._actions}
+        dests = {a.dest for a in p._actions} | {"protocol"}
         values = {k: v for k, v in preset_defaults(known.preset, stage).items() if k in dests}
         try:  # argparse never checks a default: each value must be one its flag accepts
             check_defaults(p, values, f"preset {known.preset} ({stage})")
         except PipelineError as e:
             flag_error(p, "--preset", str(e))
         p.set_defaults(**values)
-        if refine is not None:
-            known, _ = p.parse_known_args(argv)
-            values = {k: v for k, v in refine(known).items() if k in dests}
-            check_defaults(p, values, f"the settings of --preset {known.preset}")
-            p.set_defaults(**values)
+    if refine is not None:
+        known, _ = p.parse_known_args(argv)
+        values = refine(known)
+        check_defaults(p, values, f"the settings of --arch {known.arch} under protocol {known.protocol}", strict=True)
+        p.set_defaults(**values)
     return p.parse_args(argv)
 
 
@@ -106,10 +115,10 @@ def preset_table() -> str:
     """The presets as a markdown table, one row per stage, the flags each preset sets (docs/presets.md shows it);
     a stage following the PTB-XL protocol shows it as "protocol" and only its other flags."""
     def cell(settings: dict) -> str:
-        core = {k: v for k, v in PTBXL_PROTOCOL.items() if k not in ("epochs", "batch_size")}
-        if not all(settings.get(k) == v for k, v in core.items()):
+        if settings.get("protocol") != "ptbxl":
             return _flags(settings)
-        return "protocol " + _flags({k: v for k, v in settings.items() if PTBXL_PROTOCOL.get(k) != v})
+        own = {k: v for k, v in settings.items() if k != "protocol" and PTBXL_PROTOCOL.get(k) != v}
+        return "protocol " + _flags(own)
 
     rows = ["| stage | " + " | ".join(PRESETS) + " |", "| --- |" + " --- |" * len(PRESETS)]
     rows += [f"| {stage} | " + " | ".join(cell(PRESETS[name].get(stage, {})) if PRESETS[name].get(stage) else "-"

@@ -33,15 +33,16 @@ DERIVED = "<--the-field-name>"  # the flag named after the field: batch_size -> 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """What a field declares besides its default (see `setting`)."""
-    flag: str | None
+    """What a field declares besides its default (the keywords of `setting`)."""
+    flag: str | None = DERIVED       # its option; None: no flag of its own (read from `dest` when there)
     help: str = ""
-    type: Callable[[str], Any] | None = None
+    type: Callable[[str], Any] | None = None  # the argparse type: its bounds (bounded_int, bounded_float, ...)
     choices: tuple | Callable[[], list] | None = None  # a callable is read when the flags are built
-    identity: bool = True
+    identity: bool = True            # part of the run's identity (False: how the run executes)
     dest: str | None = None          # the namespace attribute read by from_args (default: the flag's dest)
     read: Callable[[Any], Any] | None = None  # the field's type from the parsed value (str for a path)
     metavar: str | None = None
+    append: bool = False             # a repeatable flag whose items `read` turns into the field's value
 
     def dest_for(self, name: str) -> str:
         if self.dest is not None:
@@ -54,14 +55,13 @@ class Setting:
         return bool(self.flag) and self.flag.startswith("--no-")
 
 
-def setting(default: Any, help: str = "", *, flag: str | None = DERIVED, type: Callable | None = None,
-            choices: tuple | Callable | None = None, identity: bool = True, dest: str | None = None,
-            read: Callable | None = None, metavar: str | None = None) -> Any:
-    """A dataclass field declaring one setting: its default, flag (`--name` by default; None for none),
-    type or choices, help, and whether it is part of the run's identity."""
-    meta = Setting(None if flag is None else flag, help, type, choices if choices is None or callable(choices) else tuple(choices), identity,
-                   dest, read, metavar)
-    return dataclasses.field(default=default, metadata={"setting": meta})
+def setting(default: Any, help: str = "", **declared) -> Any:
+    """A dataclass field declaring one setting: its default, help, and the `Setting` keywords (flag,
+    type or choices, identity, ...)."""
+    choices = declared.get("choices")
+    if choices is not None and not callable(choices):
+        declared["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata={"setting": Setting(help=help, **declared)})
 
 
 @functools.cache
@@ -71,11 +71,15 @@ def _declared(cls: type) -> tuple[tuple[dataclasses.Field, Setting], ...]:
         meta = f.metadata.get("setting")
         if meta is None:
             raise TypeError(f"{cls.__name__}.{f.name} is not declared with setting(...)")
-        out.append((f, meta if meta.flag != DERIVED else dataclasses.replace(meta, flag="--" + f.name.replace("_", "-"))))
+        if meta.flag == DERIVED:
+            meta = dataclasses.replace(meta, flag="--" + f.name.replace("_", "-"))
+        out.append((f, meta))
     return tuple(out)
 
 
 def _add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, s: Setting) -> None:
+    """The field's flag: a switch for a bool (store_true, also for a `--no-` flag), a repeatable flag,
+    or a value flag; a bounded type's range in its help."""
     help_text = s.help
     if isinstance(s.type, Bounded) and "%(type)s" not in help_text:
         help_text = f"{help_text}, %(type)s" if help_text else "%(type)s"
@@ -83,6 +87,9 @@ def _add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, s: Setting) -> N
         p.add_argument(s.flag, action="store_true", help=help_text or None)
         return
     extra = {"metavar": s.metavar} if s.metavar else {}
+    if s.append:
+        p.add_argument(s.flag, action="append", type=s.type, default=list(f.default), help=help_text or None, **extra)
+        return
     choices = s.choices() if callable(s.choices) else s.choices
     p.add_argument(s.flag, type=s.type, default=f.default, choices=choices, help=help_text or None, **extra)
 
@@ -133,17 +140,28 @@ def refusal(action: argparse.Action, value: Any) -> str | None:
     """Why `action` (a parsed flag) would not accept `value` as its value; None when it would."""
     if isinstance(action, argparse._StoreTrueAction):
         return None if isinstance(value, bool) else f"{value!r} is not true or false"
+    if isinstance(action, argparse._AppendAction):  # a list of what the flag is given, each as text
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return f"{value!r} is not a list of {action.metavar or 'values'} texts"
+        return next(filter(None, (_type_refusal(action.type, v) for v in value)), None)
     if value is None:
         return None if action.default is None else "None is not a value of this flag"
     if isinstance(action.type, Bounded) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         return f"{value!r} is not {'an integer' if action.type.kind is int else 'a number'}"
-    if action.type is not None:
-        try:
-            action.type(str(value))
-        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
-            return str(e)
+    why = _type_refusal(action.type, str(value))
+    if why is not None:
+        return why
     if action.choices is not None and value not in action.choices:
         return f"{value!r} is not one of {', '.join(map(str, action.choices))}"
+    return None
+
+
+def _type_refusal(kind: Callable | None, text: str) -> str | None:
+    try:
+        if kind is not None:
+            kind(text)
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+        return str(e)
     return None
 
 

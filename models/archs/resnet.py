@@ -8,16 +8,19 @@ from models.registry import register_model
 
 
 class BasicBlock(nn.Module):
-    """conv k7 -> BN -> ReLU -> Dropout 0.2 -> conv k7 -> BN, plus identity or 1x1 conv shortcut, ReLU."""
+    """conv k7 -> BN -> ReLU -> Dropout 0.2 -> conv k7 -> BN, plus identity or 1x1 conv shortcut, ReLU (the
+    paper's kernel and dropout; a builder's `kernel_size` and `dropout` make a variant)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dropout: float = 0.2):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dropout: float = 0.2,
+                 kernel_size: int = 7):
         super().__init__()
+        pad = (kernel_size - 1) // 2
         self.body = nn.Sequential(
-            nn.Conv1d(in_channels, out_channels, 7, stride=stride, padding=3, bias=False),
+            nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=False),
             nn.BatchNorm1d(out_channels),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Conv1d(out_channels, out_channels, 7, stride=1, padding=3, bias=False),
+            nn.Conv1d(out_channels, out_channels, kernel_size, stride=1, padding=pad, bias=False),
             nn.BatchNorm1d(out_channels),
         )
         self.shortcut = nn.Identity()
@@ -34,8 +37,11 @@ class ResNet1d(nn.Module):
     """Stem conv k15/2 + max-pool, four stages of BasicBlocks, global average ++ max pooling, linear."""
 
     def __init__(self, blocks: tuple[int, ...], in_leads: int = 12, num_classes: int = 9,
-                 widths: tuple[int, ...] = (64, 128, 256, 512)):
+                 widths: tuple[int, ...] = (64, 128, 256, 512), kernel_size: int = 7, dropout: float = 0.2):
         super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0 or not 0 <= dropout < 1:
+            raise ValueError(f"kernel_size must be odd and positive and dropout in [0, 1) (got {kernel_size}, "
+                             f"{dropout}): an even kernel changes the length the shortcut adds to")
         self.stem = nn.Sequential(
             nn.Conv1d(in_leads, widths[0], 15, stride=2, padding=7, bias=False),
             nn.BatchNorm1d(widths[0]),
@@ -44,8 +50,8 @@ class ResNet1d(nn.Module):
         )
         stages, channels = [], widths[0]
         for i, (n, width) in enumerate(zip(blocks, widths)):
-            layers = [BasicBlock(channels, width, stride=1 if i == 0 else 2)]
-            layers += [BasicBlock(width, width) for _ in range(n - 1)]
+            layers = [BasicBlock(channels, width, 1 if i == 0 else 2, dropout, kernel_size)]
+            layers += [BasicBlock(width, width, 1, dropout, kernel_size) for _ in range(n - 1)]
             stages.append(nn.Sequential(*layers))
             channels = width
         self.stages = nn.Sequential(*stages)
@@ -61,18 +67,18 @@ DEPTHS = {"resnet34": (3, 4, 6, 3), "resnet18": (2, 2, 2, 2), "resnet10": (1, 1,
 
 
 @register_model("resnet34", family="resnet")
-def resnet34(in_leads: int, num_classes: int) -> ResNet1d:
+def resnet34(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2) -> ResNet1d:
     """The paper's network: 16 basic blocks (3, 4, 6, 3), kernel 7, 64-512 channels."""
-    return ResNet1d(DEPTHS["resnet34"], in_leads, num_classes)
+    return ResNet1d(DEPTHS["resnet34"], in_leads, num_classes, kernel_size=kernel_size, dropout=dropout)
 
 
 @register_model("resnet18", family="resnet")
-def resnet18(in_leads: int, num_classes: int) -> ResNet1d:
+def resnet18(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2) -> ResNet1d:
     """The paper's blocks, two per stage."""
-    return ResNet1d(DEPTHS["resnet18"], in_leads, num_classes)
+    return ResNet1d(DEPTHS["resnet18"], in_leads, num_classes, kernel_size=kernel_size, dropout=dropout)
 
 
 @register_model("resnet10", family="resnet")
-def resnet10(in_leads: int, num_classes: int) -> ResNet1d:
+def resnet10(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2) -> ResNet1d:
     """The paper's blocks, one per stage (the demo's network)."""
-    return ResNet1d(DEPTHS["resnet10"], in_leads, num_classes)
+    return ResNet1d(DEPTHS["resnet10"], in_leads, num_classes, kernel_size=kernel_size, dropout=dropout)

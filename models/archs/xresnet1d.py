@@ -49,6 +49,9 @@ class XResNet1d(nn.Module):
     def __init__(self, depths: tuple[int, ...], in_leads: int = 12, num_classes: int = 71, kernel_size: int = 5,
                  kernel_size_stem: int = 5):
         super().__init__()
+        if min(kernel_size, kernel_size_stem) < 1 or kernel_size % 2 == 0 or kernel_size_stem % 2 == 0:
+            raise ValueError(f"kernel_size and kernel_size_stem must be odd and positive (got {kernel_size}, "
+                             f"{kernel_size_stem}): an even kernel changes the lengths ('same' padding is odd)")
         widths = (in_leads, *STEM)
         self.stem = nn.Sequential(
             *[conv_bn(widths[i], widths[i + 1], kernel_size_stem, stride=2 if i == 0 else 1) for i in range(3)],
@@ -80,12 +83,12 @@ class XResNet1d(nn.Module):
 
 
 @register_model("xresnet1d50", family="xresnet", min_samples=1)
-def xresnet1d50(in_leads: int, num_classes: int) -> XResNet1d:
+def xresnet1d50(in_leads: int, num_classes: int, kernel_size: int = 5, kernel_size_stem: int = 5) -> XResNet1d:
     """PTB-XL benchmark xresnet1d50: bottleneck blocks (3, 4, 6, 3), kernel 5, 256 channels."""
-    return benchmark_init(XResNet1d((3, 4, 6, 3), in_leads, num_classes))
+    return benchmark_init(XResNet1d((3, 4, 6, 3), in_leads, num_classes, kernel_size, kernel_size_stem))
 
 
 @register_model("xresnet1d101", family="xresnet", min_samples=1)
-def xresnet1d101(in_leads: int, num_classes: int) -> XResNet1d:
+def xresnet1d101(in_leads: int, num_classes: int, kernel_size: int = 5, kernel_size_stem: int = 5) -> XResNet1d:
     """PTB-XL benchmark xresnet1d101: bottleneck blocks (3, 4, 23, 3), kernel 5, 256 channels."""
-    return benchmark_init(XResNet1d((3, 4, 23, 3), in_leads, num_classes))
+    return benchmark_init(XResNet1d((3, 4, 23, 3), in_leads, num_classes, kernel_size, kernel_size_stem))
