@@ -342,3 +342,26 @@ def test_icbeb_f_and_g_beta_use_thresholds_tuned_on_validation_for_g_beta_2(tmp_
                         "--n-bootstrap", "5", "--out", str(out)])
     assert r.loc["point", ["F_beta_macro", "G_beta_macro"]].tolist() == pytest.approx(
         reference_challenge(y, reference_apply(p, reference_thresholds(y_val, p_val))), rel=1e-12)
+
+
+def test_the_ensemble_is_the_mean_of_its_models_scores(tmp_path):
+    """Three models (with two, a median would be the mean too): the ensemble row scores the records' mean
+    score, and its AUC is scikit-learn's macro AUC of that mean."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 1], [1, 0], [0, 1], [1, 0], [0, 0], [1, 0], [0, 1]])
+    probs = [np.clip(0.3 * y + rng.random(y.shape) ** k, 0, 1) for k in (1, 2, 4)]
+    rows = []
+    for model, p in zip(("fcn_wang", "lstm", "inception1d"), probs):
+        path = tmp_path / f"{model}.csv"
+        scores_table(_ids("r", 10), y, p, ["A", "B"]).to_csv(path, index=False)
+        rows.append({"task": "rhythm", "model": model, "params": 1, "scores": path})
+    table = benchmark_table(rows, tmp_path / "out", n_bootstrap=10).set_index("model")
+    mean = np.mean(probs, axis=0)
+    assert not np.allclose(np.median(probs, axis=0), mean)  # the case tells the two apart
+    written = read_scores(table.loc["ensemble", "scores"], ["A", "B"])
+    np.testing.assert_allclose(scores_arrays(written, ["A", "B"])[1], mean, rtol=0, atol=1e-9)
+    assert table.loc["ensemble", "auc"] == pytest.approx(roc_auc_score(y, mean, average="macro"), abs=1e-12)
+    for model, p in zip(rows, probs):
+        assert table.loc[model["model"], "auc"] == pytest.approx(roc_auc_score(y, p, average="macro"), abs=1e-12)
