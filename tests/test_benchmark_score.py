@@ -299,12 +299,13 @@ def reference_apply(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def icbeb_case(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n records of 3 classes, each with one or two labels, and noisy scores."""
+    """n records of 3 classes, each with one or two labels, and noisy scores on the thresholds' grid (so
+    that `score > threshold` and `score >= threshold` differ)."""
     rng = np.random.default_rng(seed)
     y = np.zeros((n, 3), int)
     y[np.arange(n), rng.integers(0, 3, n)] = 1
     y[rng.random((n, 3)) < 0.15] = 1
-    return y, np.clip(0.35 * y + rng.random((n, 3)) * 0.7, 0, 1).round(3)
+    return y, np.linspace(0, 1, 100)[np.clip(np.round((0.35 * y + rng.random((n, 3)) * 0.7) * 99), 0, 99).astype(int)]
 
 
 def test_icbeb_f_and_g_beta_use_thresholds_tuned_on_validation_for_g_beta_2(tmp_path):
@@ -314,8 +315,8 @@ def test_icbeb_f_and_g_beta_use_thresholds_tuned_on_validation_for_g_beta_2(tmp_
     y_val, p_val = icbeb_case(3, 40)
     y, p = icbeb_case(4, 30)
     noise = np.random.default_rng(5)
-    p2 = np.clip(p + noise.normal(0, 0.1, p.shape), 0, 1).round(3)
-    p_val2 = np.clip(p_val + noise.normal(0, 0.1, p_val.shape), 0, 1).round(3)
+    p2 = np.clip(p + noise.normal(0, 0.1, p.shape), 0, 1)
+    p_val2 = np.clip(p_val + noise.normal(0, 0.1, p_val.shape), 0, 1)
     classes = ["NORM", "AFIB", "PAC"]
     rows = []
     for model, (scores, val) in {"xresnet1d101": (p, p_val), "fcn_wang": (p2, p_val2)}.items():
