@@ -9,7 +9,7 @@ import pytest
 
 import benchmark
 from utils.ptbxl import (benchmark_table, bootstrap_indices, format_result, published, score_predictions,
-                             write_benchmark_outputs)
+                         write_benchmark_outputs)
 from utils.errors import PipelineError
 from utils.evaluator import read_scores, scores_arrays, scores_table
 from utils.metrics import auc_scores, challenge_scores, tune_gbeta_thresholds
