@@ -184,3 +184,76 @@ def test_a_builder_argument_it_does_not_take_is_one_line_naming_the_architecture
     with pytest.raises(ValueError, match="xresnet1d101 cannot be built with {'kernel_size': 4}.*odd"):
         builder_arguments("xresnet1d101", {"kernel_size": 4}, build=True)
     assert builder_arguments("resnet10", [("dropout", 0)]) == {"dropout": 0.0}
+
+
+# The reference (code/models/basic_conv1d.py create_head1d with ps_head 0.5, lin_ftrs_head [128]): ps
+# [0.5 / 2, 0.5] before the hidden and the output linear layer; rnn1d.py's head spreads ps_head the same way.
+HEAD_DROPOUT = [0.25, 0.5]
+
+
+@pytest.mark.parametrize("name", BENCHMARK)
+def test_head_dropout_is_the_reference_s(name):
+    """The only dropout in the benchmark's networks is the head's: 0.25 before the hidden layer, 0.5 before
+    the output (a rate of 0.3 would leave the parameter counts as they are)."""
+    model = create_model(name, 12, 5)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == HEAD_DROPOUT
+    model.train()  # and it acts: in training mode, about half of the output layer's inputs are dropped
+    drop = [m for m in model.modules() if isinstance(m, nn.Dropout)][-1]
+    kept = drop(torch.ones(200, 128)) != 0
+    assert 0.4 < 1 - kept.float().mean() < 0.6
+
+
+def _pooling_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input, output) of every module call that turns (batch, channels, samples) into (batch, features)."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((i[0], o))
+                                     if isinstance(i[0], torch.Tensor) and i[0].dim() == 3 and o.dim() == 2 else None)
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return calls
+
+
+@pytest.mark.parametrize("name", [n for n in BENCHMARK if not n.startswith("lstm")])
+def test_concat_pooling_reads_the_maximum_then_the_mean(name):
+    """The reference's AdaptiveConcatPool1d: [max over time, average over time] of the last feature maps
+    (reading the mean twice keeps every shape and parameter count)."""
+    torch.manual_seed(0)
+    model = create_model(name, 12, 5).eval()
+    calls = _pooling_calls(model, torch.randn(2, 12, 250))
+    assert len(calls) == 1, name
+    maps, pooled = calls[0]
+    assert pooled.shape == (2, 2 * maps.shape[1])
+    assert not torch.allclose(maps.amax(-1), maps.mean(-1))  # the case tells the two apart
+    assert torch.equal(pooled, torch.cat([maps.amax(-1), maps.mean(-1)], dim=1))
+
+
+@pytest.mark.parametrize("name", ["lstm", "lstm_bidir"])
+def test_lstm_heads_read_the_mean_the_maximum_and_the_last_step(name):
+    torch.manual_seed(0)
+    model = create_model(name, 12, 5).eval()
+    x = torch.randn(2, 12, 30)
+    with torch.no_grad():
+        out, _ = model.lstm(x.transpose(1, 2))
+        expected = torch.cat([out.mean(1), out.amax(1), out[:, -1]], dim=1)
+        assert torch.equal(model.features(x), expected)
+
+
+@pytest.mark.parametrize("name", BENCHMARK)
+def test_every_benchmark_network_starts_from_the_reference_initialisation(name):
+    """The reference's weight_init (basic_conv1d.py), applied to every network trained from scratch: every
+    convolution and linear layer kaiming-normal (std sqrt(2 / fan_in)) with zero bias, every batch norm at
+    scale 1 and shift 0; PyTorch's own defaults give std sqrt(1 / (3 fan_in)) and non-zero linear biases."""
+    torch.manual_seed(0)
+    ratios = []
+    for m in create_model(name, 12, 5).modules():
+        if isinstance(m, nn.BatchNorm1d):
+            assert torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any(), name
+        elif isinstance(m, (nn.Conv1d, nn.Linear)):
+            assert m.bias is None or not m.bias.any(), name
+            fan_in = m.weight[0].numel()
+            if m.weight.numel() >= 1000:
+                ratios.append(float(m.weight.std()) / (2 / fan_in) ** 0.5)
+    assert ratios and all(0.85 < r < 1.15 for r in ratios), (name, min(ratios), max(ratios))

@@ -9,7 +9,7 @@ import pytest
 
 import benchmark
 from utils.ptbxl import (benchmark_table, bootstrap_indices, format_result, published, score_predictions,
-                             write_benchmark_outputs)
+                         write_benchmark_outputs)
 from utils.errors import PipelineError
 from utils.evaluator import read_scores, scores_arrays, scores_table
 from utils.metrics import auc_scores, challenge_scores, tune_gbeta_thresholds
@@ -171,3 +171,198 @@ def test_table_ensemble_and_published_values(tmp_path):
     with pytest.raises(PipelineError, match="same order"):
         benchmark_table([*rows, {"task": "superdiagnostic", "model": "b", "params": 1,
                                  "scores": tmp_path / "order.csv"}], tmp_path / "out", n_bootstrap=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The published values, the leaderboard's notation and the ICBEB thresholds, against the reference
+# ---------------------------------------------------------------------------------------------
+# The leaderboard of helme/ecg_ptbxl_benchmarking's README as printed there: one line per model, the six
+# PTB-XL tables (all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm), then ICBEB's AUC, F_beta=2
+# and G_beta=2 points.
+LEADERBOARD = """
+inception1d   0.925(08) 0.931(09) 0.930(10) 0.921(06) 0.899(22) 0.953(13) 0.963 0.807 0.594
+xresnet1d101  0.925(07) 0.937(08) 0.929(14) 0.928(05) 0.896(12) 0.957(19) 0.974 0.819 0.602
+resnet1d_wang 0.919(08) 0.936(08) 0.928(10) 0.930(05) 0.880(15) 0.946(10) 0.969 0.803 0.586
+fcn_wang      0.918(08) 0.926(10) 0.927(11) 0.925(06) 0.869(12) 0.931(08) 0.957 0.787 0.563
+lstm_bidir    0.914(08) 0.932(07) 0.923(12) 0.921(06) 0.876(15) 0.949(11) 0.959 0.796 0.573
+lstm          0.907(08) 0.927(08) 0.928(10) 0.927(05) 0.851(15) 0.953(09) 0.964 0.790 0.561
+Wavelet+NN    0.849(13) 0.855(15) 0.859(16) 0.874(07) 0.757(29) 0.890(24) 0.905 0.665 0.405
+"""
+PTBXL_COLUMNS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
+
+
+def leaderboard() -> dict[tuple[str, str, str], tuple[float, float | None]]:
+    """(task, model, metric) -> (point, half width in units, None where the line prints none)."""
+    cells = {}
+    for line in LEADERBOARD.strip().splitlines():
+        model, *values = line.split()
+        for task, text in zip(PTBXL_COLUMNS, values[:6]):
+            point, half = text[:-1].split("(")
+            cells[task, model, "auc"] = (float(point), int(half) / 1000)
+        for metric, text in zip(("auc", "fbeta", "gbeta"), values[6:]):
+            cells["cpsc9", model, metric] = (float(text), None)
+    return cells
+
+
+def test_every_published_value_is_the_leaderboard_s():
+    """A value looked up one task column or one model row over is another printed number."""
+    cells = leaderboard()
+    assert len(cells) == 7 * 6 + 7 * 3
+    for (task, model, metric), (point, half) in cells.items():
+        got = published(task, model, metric)
+        assert got is not None and got[0] == pytest.approx(point, abs=1e-12), (task, model, metric)
+        if half is not None:
+            assert got[1] == pytest.approx(half, abs=1e-12), (task, model)
+    for task in PTBXL_COLUMNS:
+        assert published(task, "xresnet1d50") is None and published(task, "ensemble") is None
+        assert published(task, "lstm", "gbeta") is None
+
+
+def reference_notation(point: float, lower: float, upper: float) -> str:
+    """The reference's generate_ptbxl_summary_table: "%.3f(%.2d)" % (np.round(point, 3), int(half * 1000))."""
+    return "%.3f(%.2d)" % (np.round(point, 3), int(max(upper - point, point - lower) * 1000))
+
+
+def test_the_interval_digits_are_truncated_as_the_reference_prints_them():
+    assert format_result(0.9, 0.8921, 0.905) == "0.900(07)"   # 7.9 thousandths: 07, not 08
+    assert format_result(0.9, 0.899, 0.9159) == "0.900(15)"
+    rng = np.random.default_rng(0)
+    for point, below, above in zip(rng.uniform(0.6, 0.99, 300), rng.uniform(0, 0.05, 300), rng.uniform(0, 0.05, 300)):
+        assert format_result(point, point - below, point + above) == reference_notation(point, point - below,
+                                                                                        point + above)
+
+
+def _ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def test_the_table_shows_each_task_and_model_s_published_value(tmp_path):
+    """benchmark_table's published columns and table.md's cells for two tasks and two models, each a
+    different printed number; a row's AUC cell in the leaderboard's notation."""
+    rng = np.random.default_rng(1)
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 1], [1, 0], [0, 1], [1, 0], [0, 0]])
+    rows = []
+    for task in ("form", "rhythm"):
+        for model in ("fcn_wang", "lstm"):
+            path = tmp_path / f"{task}_{model}.csv"
+            scores_table(_ids("r", 8), y, rng.random(y.shape), ["A", "B"]).to_csv(path, index=False)
+            rows.append({"task": task, "model": model, "params": 1, "scores": path})
+    table = benchmark_table(rows, tmp_path / "out", n_bootstrap=20, ensemble=False)
+    cells = leaderboard()
+    for row in table.itertuples():
+        point, half = cells[row.task, row.model, "auc"]
+        assert (row.published_auc, row.published_lo, row.published_hi) == pytest.approx(
+            (point, point - half, point + half), abs=1e-12), (row.task, row.model)
+    table.loc[0, ["auc", "auc_lo", "auc_hi"]] = [0.9, 0.8921, 0.905]
+    write_benchmark_outputs(table, tmp_path / "out", 20, figure=False)
+    text = (tmp_path / "out" / "table.md").read_text()
+    assert "| fcn_wang | 1 | 8 | 2/2 | 0.900(07) | [0.892, 0.905] | 0.869(12) |" in text
+    for task, model in (("form", "lstm"), ("rhythm", "fcn_wang"), ("rhythm", "lstm")):
+        point, half = cells[task, model, "auc"]
+        assert f"| {reference_notation(point, point - half, point + half)} |" in text
+
+
+def reference_challenge(y: np.ndarray, pred: np.ndarray, beta: float = 2.0, single: bool = False
+                        ) -> tuple[float, float]:
+    """The reference's challenge_metrics (utils.py), loop for loop: macro F_beta and G_beta, each record
+    weighing 1 / its number of labels (1 when tuning one class)."""
+    weights = np.ones(len(y)) if single else y.sum(1)
+    f = g = 0.0
+    for k in range(y.shape[1]):
+        tp = fp = fn = 0.0
+        for i in range(len(y)):
+            if y[i, k] == pred[i, k] == 1:
+                tp += 1 / weights[i]
+            if pred[i, k] == 1 and y[i, k] != pred[i, k]:
+                fp += 1 / weights[i]
+            if pred[i, k] == 0 and y[i, k] != pred[i, k]:
+                fn += 1 / weights[i]
+        f += (1 + beta ** 2) * tp / ((1 + beta ** 2) * tp + fp + beta ** 2 * fn)
+        g += tp / (tp + fp + beta * fn)
+    return f / y.shape[1], g / y.shape[1]
+
+
+def reference_thresholds(y: np.ndarray, p: np.ndarray, beta: float = 2.0) -> np.ndarray:
+    """find_optimal_cutoff_thresholds_for_Gbeta: per class, the first of linspace(0, 1, 100) maximising
+    that class's unweighted G_beta."""
+    grid = np.linspace(0, 1, 100)
+    return np.array([grid[np.argmax([reference_challenge(y[:, [k]], (p[:, [k]] > t).astype(int), beta, True)[1]
+                                     for t in grid])] for k in range(y.shape[1])])
+
+
+def reference_apply(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """apply_thresholds: score > threshold, a record above none getting its top class."""
+    pred = (p > thresholds).astype(int)
+    for i in np.flatnonzero(pred.sum(1) == 0):
+        pred[i, np.argmax(p[i])] = 1
+    return pred
+
+
+def icbeb_case(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n records of 3 classes, each with one or two labels, and noisy scores on the thresholds' grid (so
+    that `score > threshold` and `score >= threshold` differ)."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros((n, 3), int)
+    y[np.arange(n), rng.integers(0, 3, n)] = 1
+    y[rng.random((n, 3)) < 0.15] = 1
+    return y, np.linspace(0, 1, 100)[np.clip(np.round((0.35 * y + rng.random((n, 3)) * 0.7) * 99), 0, 99).astype(int)]
+
+
+def test_icbeb_f_and_g_beta_use_thresholds_tuned_on_validation_for_g_beta_2(tmp_path):
+    """F_beta=2 and G_beta=2 of the table's cpsc9 rows (and of `score --val-scores`) equal the reference's
+    computation with thresholds tuned on the validation records for G_beta=2; thresholds tuned on the
+    test records, or for beta 1, give other values."""
+    y_val, p_val = icbeb_case(3, 40)
+    y, p = icbeb_case(4, 30)
+    noise = np.random.default_rng(5)
+    p2 = np.clip(p + noise.normal(0, 0.1, p.shape), 0, 1)
+    p_val2 = np.clip(p_val + noise.normal(0, 0.1, p_val.shape), 0, 1)
+    classes = ["NORM", "AFIB", "PAC"]
+    rows = []
+    for model, (scores, val) in {"xresnet1d101": (p, p_val), "fcn_wang": (p2, p_val2)}.items():
+        test_csv, val_csv = tmp_path / f"{model}_test.csv", tmp_path / f"{model}_val.csv"
+        scores_table(_ids("t", 30), y, scores, classes).to_csv(test_csv, index=False)
+        scores_table(_ids("v", 40), y_val, val, classes).to_csv(val_csv, index=False)
+        rows.append({"task": "cpsc9", "model": model, "params": 1, "scores": test_csv, "val_scores": val_csv})
+    table = benchmark_table(rows, tmp_path / "out", n_bootstrap=10).set_index("model")
+    for model, scores, val in (("xresnet1d101", p, p_val), ("fcn_wang", p2, p_val2),
+                               ("ensemble", (p + p2) / 2, (p_val + p_val2) / 2)):
+        expected = reference_challenge(y, reference_apply(scores, reference_thresholds(y_val, val)))
+        on_test = reference_challenge(y, reference_apply(scores, reference_thresholds(y, scores)))
+        beta_1 = reference_challenge(y, reference_apply(scores, reference_thresholds(y_val, val, beta=1)))
+        assert on_test[1] != pytest.approx(expected[1], abs=1e-3) and beta_1[1] != pytest.approx(expected[1], abs=1e-3)
+        assert table.loc[model, ["fbeta", "gbeta"]].tolist() == pytest.approx(expected, rel=1e-12), model
+    write_benchmark_outputs(table.reset_index(), tmp_path / "out", 10, figure=False)
+    text = (tmp_path / "out" / "table.md").read_text()
+    cells = leaderboard()
+    for model in ("xresnet1d101", "fcn_wang"):
+        auc, f, g = (cells["cpsc9", model, metric][0] for metric in ("auc", "fbeta", "gbeta"))
+        assert f"| {f:.3f} / {g:.3f} |" in text and f"| {auc:.3f}(" in text
+    out = tmp_path / "te.csv"
+    r = benchmark.main(["score", "--scores", str(rows[0]["scores"]), "--val-scores", str(rows[0]["val_scores"]),
+                        "--n-bootstrap", "5", "--out", str(out)])
+    assert r.loc["point", ["F_beta_macro", "G_beta_macro"]].tolist() == pytest.approx(
+        reference_challenge(y, reference_apply(p, reference_thresholds(y_val, p_val))), rel=1e-12)
+
+
+def test_the_ensemble_is_the_mean_of_its_models_scores(tmp_path):
+    """Three models (with two, a median would be the mean too): the ensemble row scores the records' mean
+    score, and its AUC is scikit-learn's macro AUC of that mean."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 1], [1, 0], [0, 1], [1, 0], [0, 0], [1, 0], [0, 1]])
+    probs = [np.clip(0.3 * y + rng.random(y.shape) ** k, 0, 1) for k in (1, 2, 4)]
+    rows = []
+    for model, p in zip(("fcn_wang", "lstm", "inception1d"), probs):
+        path = tmp_path / f"{model}.csv"
+        scores_table(_ids("r", 10), y, p, ["A", "B"]).to_csv(path, index=False)
+        rows.append({"task": "rhythm", "model": model, "params": 1, "scores": path})
+    table = benchmark_table(rows, tmp_path / "out", n_bootstrap=10).set_index("model")
+    mean = np.mean(probs, axis=0)
+    assert not np.allclose(np.median(probs, axis=0), mean)  # the case tells the two apart
+    written = read_scores(table.loc["ensemble", "scores"], ["A", "B"])
+    np.testing.assert_allclose(scores_arrays(written, ["A", "B"])[1], mean, rtol=0, atol=1e-9)
+    assert table.loc["ensemble", "auc"] == pytest.approx(roc_auc_score(y, mean, average="macro"), abs=1e-12)
+    for model, p in zip(rows, probs):
+        assert table.loc[model["model"], "auc"] == pytest.approx(roc_auc_score(y, p, average="macro"), abs=1e-12)

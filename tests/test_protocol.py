@@ -40,17 +40,60 @@ class _NaN(nn.Module):
         return self.fc(x.mean(-1)) * float("nan")
 
 
+class _Recording(nn.Module):
+    """toy_cnn keeping a copy of every input it is given in training mode (in `seen`)."""
+    seen: list[torch.Tensor] = []
+
+    def __init__(self, in_leads: int, num_classes: int):
+        super().__init__()
+        self.net = toy_cnn(in_leads, num_classes)
+
+    def forward(self, x):
+        if self.training:
+            _Recording.seen.append(x.detach().clone())
+        return self.net(x)
+
+
+class _Flat(nn.Module):
+    """Every score below 0.5 whatever it learns (validation F1 at 0.5 stays 0, so the first epoch is the
+    best one), with a weight that training moves (each epoch's weights differ)."""
+
+    def __init__(self, in_leads: int, num_classes: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, x):
+        return torch.tanh(self.w * x.mean(dim=(1, 2))[:, None]) - 5
+
+
+class _Prior(nn.Module):
+    """One logit per class whatever the input (`in_training`: whether the last call was in training mode)."""
+
+    def __init__(self, in_leads: int, num_classes: int):
+        super().__init__()
+        self.logit = nn.Parameter(torch.zeros(num_classes))
+
+    in_training = False
+
+    def forward(self, x):
+        _Prior.in_training = self.training
+        return self.logit.expand(len(x), -1)
+
+
+TEST_ARCHITECTURES = {"toy_cnn": (toy_cnn, 32), "nan_net": (_NaN, 32), "long_input": (toy_cnn, 500),
+                      "spy_cnn": (_Recording, 32), "flat_net": (_Flat, 1), "prior_net": (_Prior, 1)}
+
+
 @pytest.fixture(autouse=True, scope="module")
 def test_architectures():
-    """toy_cnn and nan_net registered for this file's tests only (the registry is one per process: other
-    test files must not see them)."""
+    """The architectures above, registered for this file's tests only (the registry is one per process:
+    other test files must not see them)."""
     import models.registry as registry
 
-    register_model("toy_cnn", family="test")(toy_cnn)
-    register_model("nan_net", family="test")(_NaN)
-    register_model("long_input", family="test", min_samples=500)(toy_cnn)
+    for name, (builder, shortest) in TEST_ARCHITECTURES.items():
+        register_model(name, family="test", min_samples=shortest)(builder)
     yield
-    for name in ("toy_cnn", "nan_net", "long_input"):
+    for name in TEST_ARCHITECTURES:
         registry._REGISTRY.pop(name, None)
 
 
@@ -208,11 +251,16 @@ def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_pa
     assert list(table["model"])[:3] == ["fcn_wang", "toy_cnn", "ensemble"]
     signals = [tmp_path / "tasks" / f"{synthetic_ptbxl.name}_{t}" / "signals.npy" for t in ("all", "superdiagnostic")]
     assert signals[0].stat().st_ino == signals[1].stat().st_ino  # one cache, shared
+    database = pd.read_csv(synthetic_ptbxl / "ptbxl_database.csv")
+    fold_10 = set(database.loc[database["strat_fold"] == 10, "ecg_id"].astype(str))
     for task, rows in table.groupby("task"):
         probs = []
+        task_ids = set(load_labels(tmp_path / "tasks" / f"{synthetic_ptbxl.name}_{task}")["patient_id"])
         for r in rows.itertuples():
             classes = score_file_classes(r.scores)
-            y, p = scores_arrays(read_scores(r.scores, classes), classes)
+            scored = read_scores(r.scores, classes)
+            assert set(scored["patient_id"]) == fold_10 & task_ids  # the test fold, PTB-XL's fold 10
+            y, p = scores_arrays(scored, classes)
             keep = y.any(0) & ~y.all(0)
             assert r.auc == pytest.approx(macro_auc(y[:, keep], p[:, keep]), abs=1e-12)
             assert r.records == len(y) and r.classes == f"{keep.sum()}/{len(classes)}"
@@ -256,3 +304,162 @@ def test_an_architecture_s_shortest_input_is_an_argument_error(prepared, capsys)
     assert e.value.code == 2 and "long_input needs inputs of at least 500 samples" in capsys.readouterr().err
     assert main.parse_args(["--data-dir", str(prepared), "--arch", "long_input", "--seconds", "5",
                             "--sample-rate", "100"]).arch == "long_input"
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference's protocol, pinned: what the benchmark command configures and what training then does
+# ---------------------------------------------------------------------------------------------
+# helme/ecg_ptbxl_benchmarking, code/models/fastai_model.py and its fastai v1 defaults: 10 s at 100 Hz,
+# random 2.5-s crops, one StandardScaler fitted on the training signals, no augmentation, fit_one_cycle to
+# lr 1e-2 with AdamW (betas (0.9, 0.99), weight decay 1e-2), batch 128, 50 epochs, the last epoch's weights;
+# the LSTMs (configs/fastai_configs.py) at lr 1e-3 with gradient clipping 0.25.
+REFERENCE_PROTOCOL = {"seconds": 10.0, "sample_rate": 100, "crop_seconds": 2.5, "standardize": True,
+                      "augment": False, "optimizer": "adamw", "beta2": 0.99, "weight_decay": 0.01,
+                      "schedule": "onecycle", "lr": 0.01, "batch_size": 128, "epochs": 50, "keep": "last",
+                      "clip_grad": None}
+REFERENCE_LSTM = {"lr": 1e-3, "clip_grad": 0.25}
+
+
+@pytest.mark.parametrize("preset", [None, "ptbxl", "demo"])
+def test_the_benchmark_trains_every_model_under_the_reference_protocol(preset, tmp_path):
+    """With no preset, `--preset ptbxl` and `--preset demo` (shorter: 4 epochs of batch 32) alike; the
+    LSTMs with their own lr and clipping under each, unless the flag is given."""
+    import benchmark
+
+    argv = ["--data-dir", str(tmp_path), "--tasks", "rhythm", "--models", "fcn_wang,lstm,lstm_bidir,xresnet1d101"]
+    argv += ["--preset", preset] if preset else []
+    expected = dict(REFERENCE_PROTOCOL, **({"epochs": 4, "batch_size": 32} if preset == "demo" else {}))
+    runs = benchmark.run_configs(benchmark.parse_args(argv), {"rhythm": tmp_path / "rhythm"})
+    assert sorted(run[-1].arch for run in runs) == ["fcn_wang", "lstm", "lstm_bidir", "xresnet1d101"]
+    for *_, cfg in runs:
+        own = REFERENCE_LSTM if cfg.arch.startswith("lstm") else {}
+        assert {k: getattr(cfg, k) for k in expected} == {**expected, **own}, cfg.arch
+    runs = benchmark.run_configs(benchmark.parse_args([*argv, "--lr", "0.005"]), {"rhythm": tmp_path / "rhythm"})
+    assert {(cfg.arch, cfg.lr, cfg.clip_grad) for *_, cfg in runs} == {
+        ("fcn_wang", 0.005, None), ("lstm", 0.005, 0.25), ("lstm_bidir", 0.005, 0.25), ("xresnet1d101", 0.005, None)}
+
+
+PTBXL_SMALL = ["--preset", "ptbxl", "--batch-size", "32", "--num-workers", "0", "--limit", "60"]
+
+
+def test_protocol_training_inputs_are_standardised_crops_without_augmentation(prepared, tmp_path):
+    """Under the protocol (main.py --preset ptbxl) every input the network is trained on is a 2.5-s window
+    (250 samples at 100 Hz) of one training record's 10-s input, standardised with the training records'
+    mean and std, and nothing else: no amplitude scaling, no baseline shift, each record once an epoch."""
+    _Recording.seen.clear()
+    out = main.main(["--data-dir", str(prepared), "--arch", "spy_cnn", "--epochs", "1", *PTBXL_SMALL,
+                     "--run", str(tmp_path / "spy")])
+    train_ids = load_checkpoint(out["model_path"])[1]["split"]["train"]
+    cache = SignalCache(prepared)
+    part = load_labels(prepared).set_index("patient_id").loc[train_ids].reset_index()
+    whole = np.stack([x.numpy() for x, _ in ECGDataset(cache, part, InputSpec(seconds=10.0, sample_rate=100),
+                                                       ["AF"])]).astype(np.float64)
+    assert whole.shape == (len(train_ids), 12, 1000)
+    whole = (whole - whole.mean()) / whole.std()
+    seen = torch.cat(_Recording.seen).double().numpy()
+    assert seen.shape[1:] == (12, 250) and len(seen) >= 32
+    matched = []
+    for crop in seen:
+        first = np.abs(whole - crop[None, :, :1]).max(axis=1)[:, :751]          # (records, starts)
+        hits = [(r, s) for r, s in zip(*np.nonzero(first < 1e-4))
+                if np.allclose(whole[r, :, s:s + 250], crop, rtol=0, atol=1e-4)]
+        assert hits, "a training input that is no standardised 2.5-s window of a training record"
+        matched.append(hits[0][0])
+    assert len(set(matched)) == len(matched)  # each record once in the epoch
+
+
+def test_the_protocol_keeps_the_last_epoch(prepared, tmp_path):
+    """model.pth under the protocol is the last epoch's, also when an earlier epoch validated best."""
+    argv = ["--data-dir", str(prepared), "--arch", "flat_net", "--epochs", "2", *PTBXL_SMALL]
+    main.main([*argv, "--run", str(tmp_path / "last")])
+    main.main([*argv, "--keep", "best", "--run", str(tmp_path / "best")])
+    kept, last = (load_checkpoint(tmp_path / "last" / name)[1] for name in ("model.pth", "last.pth"))
+    assert [row["val_f1"] for row in last["history"]] == [0.0, 0.0]
+    assert kept["epoch"] == 2 and torch.equal(kept["model"]["net.w"], last["model"]["net.w"])
+    best = load_checkpoint(tmp_path / "best" / "model.pth")[1]  # the case tells the two apart
+    assert best["epoch"] == 1 and not torch.equal(best["model"]["net.w"], last["model"]["net.w"])
+
+
+def test_gradient_clipping_reaches_the_optimizer_step(prepared, tmp_path):
+    """With --clip-grad C, the gradient every optimizer step is given has norm at most C."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    norms: list[float] = []
+
+    def record(optimizer, *_):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    argv = ["--data-dir", str(prepared), "--arch", "toy_cnn", "--epochs", "1", "--limit", "60", *PROTOCOL]
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        main.main([*argv, "--run", str(tmp_path / "free")])
+        free, norms[:] = list(norms), []
+        main.main([*argv, "--clip-grad", "0.001", "--run", str(tmp_path / "clipped")])
+    finally:
+        handle.remove()
+    assert len(norms) == len(free) > 0 and min(free) > 0.001   # the case tells the two apart
+    assert max(norms) <= 0.001 * (1 + 1e-5)
+
+
+def test_one_cycle_anneals_with_fastai_s_cosine():
+    """fastai v1's fit_one_cycle (the reference's): over n steps, the first 30 % anneal lr from lr/25 up
+    to lr and beta1 from 0.95 to 0.85, the rest lr down to lr/25e4 and beta1 back, each along
+    annealing_cos(start, end, pct) = end + (start - end) / 2 * (1 + cos(pi * pct))."""
+    from models.training import RunConfig
+
+    def annealing_cos(start: float, end: float, pct: float) -> float:
+        return end + (start - end) / 2 * (1 + np.cos(np.pi * pct))
+
+    n, lr = 1000, 0.01
+    up = int(0.3 * n)
+    expected_lr = [annealing_cos(lr / 25, lr, i / up) if i <= up else annealing_cos(lr, lr / 25e4, (i - up) / (n - up))
+                   for i in range(n)]
+    expected_beta1 = [annealing_cos(0.95, 0.85, i / up) if i <= up else annealing_cos(0.85, 0.95, (i - up) / (n - up))
+                      for i in range(n)]
+    cfg = RunConfig(lr=lr, epochs=10, optimizer="adamw", weight_decay=0.01, beta2=0.99, schedule="onecycle")
+    step = make_step(cfg, nn.Linear(2, 1), steps_per_epoch=n // 10, cuda=False)
+    lrs, beta1 = [], []
+    for _ in range(n):
+        lrs.append(step.optimizer.param_groups[0]["lr"])
+        beta1.append(step.optimizer.param_groups[0]["betas"][0])
+        step.optimizer.step()
+        step.scheduler.step()
+    linear = [lr / 25 + (lr - lr / 25) * i / up if i <= up else lr + (lr / 25e4 - lr) * (i - up) / (n - up)
+              for i in range(n)]
+    assert np.abs(np.subtract(linear, expected_lr)).max() > 0.1 * lr  # the case tells the two apart
+    np.testing.assert_allclose(lrs, expected_lr, rtol=0, atol=0.005 * lr)   # within one step of fastai's
+    np.testing.assert_allclose(beta1, expected_beta1, rtol=0, atol=0.001)
+
+
+def test_training_targets_and_scores_share_one_class_order(prepared, tmp_path, monkeypatch):
+    """The targets the loss is given in training are the records' labels in the checkpoint's class order
+    (their sums over an epoch are the training records' class counts), and predict.py's p_<class> column
+    is the model's output for that class (a model of one logit per class: p_C = sigmoid(logit of C)). The
+    classes are not in sorted order, so targets or scores ordered by name would show."""
+    targets = []
+    real = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def loss(logits, y, *args, **kwargs):
+        if _Prior.in_training:
+            targets.append(y.detach().clone())
+        return real(logits, y, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", loss)
+    run = tmp_path / "prior"
+    main.main(["--data-dir", str(prepared), "--arch", "prior_net", "--seconds", "2", "--sample-rate", "100",
+               "--epochs", "1", "--lr", "0.1", "--batch-size", "16", "--num-workers", "0", "--run", str(run)])
+    ckpt = load_checkpoint(run / "model.pth")[1]
+    classes = ckpt["label_set"]["classes"]
+    train = load_labels(prepared).set_index("patient_id").loc[ckpt["split"]["train"], classes].to_numpy()
+    assert list(classes) != sorted(classes) and len(train) % 16 == 0
+    counts = train.sum(0)
+    assert not np.array_equal(counts[np.argsort(classes)], counts)  # the case tells the two apart
+    np.testing.assert_array_equal(torch.cat(targets).sum(0).numpy(), counts)
+    predict.main(["--run", str(run), "--results-dir", str(tmp_path / "results"), "--n-bootstrap", "0",
+                  "--num-workers", "0", "--no-figures"])
+    logit = ckpt["model"]["net.logit"].numpy()
+    assert len(np.unique(logit.round(4))) == len(classes)
+    [scores] = (tmp_path / "results").rglob("test_scores.csv")
+    p = pd.read_csv(scores)[[f"p_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(p, np.broadcast_to(1 / (1 + np.exp(-logit)), p.shape), rtol=0, atol=1e-6)
