@@ -4,16 +4,20 @@ the benchmark's way, beside the published leaderboard.
     python benchmark.py --data-dir data/PTBXL --preset ptbxl                  # 6 tasks x 7 architectures, GPU
     python benchmark.py --data-dir data/PTBXL --tasks superdiagnostic --models xresnet1d101,lstm --jobs 2
     python benchmark.py --data-dir data/CPSC --tasks cpsc9 --preset ptbxl      # the ICBEB2018 experiment
+    python benchmark.py --data-dir data/PTBXL --preset ptbxl --seeds 0,1,2     # each run once per seed
 
 The default mode takes the database as downloaded (PTB-XL's own layout; for cpsc9 any layout
 preprocess.py reads), prepares each label task into <data-dir>/tasks/<db>_<task>/ (the first task decodes
 the records once, at --sample-rate; the others share its signal cache), trains every architecture on every
-task (runs in <task folder>/runs/<model>_<seed>/, reused when finished with the same settings), evaluates
-each on its test fold with thresholds from its validation fold (results/<db>_<task>/<run>/, as predict.py),
-and writes results/<db>/benchmark/: table.csv (one row per task and model, plus an ensemble row per task:
-the mean of the models' test scores), table.md beside the published values, auc.png. Architectures that
-the benchmark trains otherwise (the LSTMs: lr 0.001, gradient clipping 0.25) get their registry entry's
-settings unless the flag is given.
+task, once per training seed (--seeds, default --seed; runs in <task folder>/runs/<model>_<leads>_<seed>/,
+reused when finished with the same settings), evaluates each on its test fold with thresholds from its
+validation fold (results/<db>_<task>/<run>/, as predict.py), and writes results/<db>/benchmark/: table.csv
+(one row per task, model and seed, plus an ensemble row per task and seed: the mean of that seed's models'
+test scores), summary.csv (per task and model: the mean and sd of its seeds' AUCs, the interval of the
+mean), compare.csv (every pair of models of a task: the difference of their seed-mean AUCs on the same
+resamples of the same test records, its 90 % interval, called when it excludes 0), table.md beside the
+published values, auc.png (docs/benchmark_seeds.md). Architectures that the benchmark trains otherwise
+(the LSTMs: lr 0.001, gradient clipping 0.25) get their registry entry's settings unless the flag is given.
 
     python benchmark.py score --scores results/PTBXL/paper/test_scores.csv --out te_results.csv
     python benchmark.py score --labels y_test.npy --scores y_test_pred.npy --bootstrap-ids test_ids.npy --out te.csv
@@ -28,6 +32,10 @@ published interval is reproduced exactly. With --val-scores (thresholds tuned pe
 those records, never on the scored ones) or --thresholds, also F_beta=2 and G_beta=2 as the benchmark
 reports them for ICBEB2018. --out is written in the benchmark's te_results.csv layout (rows point, mean,
 lower, upper; columns macro_auc, F_beta_macro, G_beta_macro).
+
+    python benchmark.py compare --table results/PTBXL/benchmark/table.csv --out compare.csv --n-bootstrap 1000
+
+`compare` recomputes compare.csv (and its markdown, .md beside it) from the score files a table.csv names.
 """
 from __future__ import annotations
 
@@ -36,28 +44,28 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import pandas as pd
 
 from models.registry import count_parameters, create_model, list_models
 from models.studies import run_all
 from models.training import RunConfig, architecture_settings, check_run_args
+from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, read_bootstrap_ids, read_predictions,
+                         read_threshold_array, score_predictions, write_te_results)
 from utils.cache import data_label_set, database_name, derive_label_task
-from utils.cli import bounded_int, seed_int
+from utils.cli import (MAX_WORKERS, SEED_LIMIT, BoundedList, bounded_int, flag_error, flag_given, folder_path,
+                       seed_int)
+from utils.comparison import seed_comparison, write_benchmark_outputs, write_comparison
 from utils.errors import MissingInputError, PipelineError, script_main
 from utils.files import check_writable
 from utils.labels import LABEL_SETS
 from utils.metrics import tune_gbeta_thresholds
-from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, read_bootstrap_ids, read_predictions,
-                         read_threshold_array, score_predictions, write_benchmark_outputs, write_te_results)
-from utils.results import EvaluationFolder
-from utils.cli import MAX_WORKERS, flag_error, flag_given, folder_path
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_PROTOCOL, BENCHMARK_TASKS, PROTOCOLS, parse_with_preset
 from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
-from utils.results import results_home
+from utils.results import EvaluationFolder, results_home
 
-MODES = ("run", "score")  # run: the default, without a mode word
+MODES = ("run", "score", "compare")  # run: the default, without a mode word
 N_BOOTSTRAP = 100  # the benchmark's number of resamples
 
 
@@ -105,6 +113,29 @@ def check_score_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> ar
     return args
 
 
+def compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmark.py compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", type=Path, required=True, metavar="FILE",
+                   help="a benchmark's table.csv (task, model, seed and the score file of each run)")
+    p.add_argument("--n-bootstrap", type=bounded_int(1, 100_000), default=N_BOOTSTRAP,
+                   help="resamples of the test records (and of the seeds), %(type)s")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the resamples, %(type)s")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE",
+                   help="the comparison as CSV (compare.csv's layout), its markdown beside it as .md")
+    return p
+
+
+def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Argument errors (exit 2, naming the flag) before any file is read."""
+    for flag in ("table", "out"):
+        if getattr(args, flag).suffix != ".csv":
+            p.error(f"--{flag}: {getattr(args, flag)} is not a .csv file")
+    if args.out.resolve() == args.table.resolve():
+        p.error(f"--out: {args.out} is the --table itself")
+    return args
+
+
 def run_parser() -> argparse.ArgumentParser:
     """The training flags of main.py (as overrides of the protocol), plus what the benchmark spans."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -122,6 +153,9 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--n-bootstrap", type=bounded_int(1, 100_000), default=N_BOOTSTRAP,
                    help=f"bootstrap resamples of the test records, %(type)s (the benchmark: {N_BOOTSTRAP})")
+    p.add_argument("--seeds", type=BoundedList(0, SEED_LIMIT - 1, "seed"), default=None,
+                   help="training seeds: each task and model is trained once per seed, and table.md says which "
+                        "differences hold over seeds and test records (default: --seed, one run), %(type)s")
     p.add_argument("--jobs", type=bounded_int(1, MAX_WORKERS), default=1,
                    help="runs trained at once (processes sharing the GPU, or the CPU cores), %(type)s")
     p.add_argument("--force", action="store_true", help="prepare, retrain and re-evaluate everything")
@@ -148,12 +182,17 @@ model_list = distinct_names("architecture", list_models)             # --models
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """`score` and its flags, or (no mode word) the benchmark run."""
+    """`score` or `compare` and its flags, or (no mode word) the benchmark run."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["score"]:
         p = score_parser()
         args = check_score_args(p, p.parse_args(argv[1:]))
         args.mode = "score"
+        return args
+    if argv[:1] == ["compare"]:
+        p = compare_parser()
+        args = check_compare_args(p, p.parse_args(argv[1:]))
+        args.mode = "compare"
         return args
     p = run_parser()
     # the benchmark's protocol without a preset too; a preset or a flag overrides it
@@ -163,6 +202,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         flag_error(p, "--tasks", "cpsc9 is the CPSC2018 (ICBEB2018) experiment: run it on a CPSC2018 folder, "
                                  "apart from the PTB-XL tasks")
     args.models = args.models or model_list(BENCHMARK_MODELS)
+    if args.seeds is not None and flag_given(p, argv, "--seed"):
+        flag_error(p, "--seeds", "give --seed N (one run per task and model) or --seeds LIST, not both")
+    args.seeds = args.seeds or [args.seed]
     args.arch = args.models[0]
     check_run_args(p, args, argv)  # every architecture of --models
     args.given = {a.dest for a in p._actions if a.option_strings and flag_given(p, argv, a.option_strings[0])}
@@ -197,16 +239,26 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
     return folders
 
 
-def run_configs(args: argparse.Namespace, folders: dict[str, Path]) -> list[tuple[str, str, RunConfig]]:
-    """(task, model, configuration) of every run: the protocol, the architecture's own settings under it
-    (unless the flag is given), the flags given."""
-    runs = []
+class BenchmarkRun(NamedTuple):
+    """One run of the benchmark: a task, an architecture, a training seed and its configuration."""
+    task: str
+    model: str
+    seed: int
+    cfg: RunConfig
+
+
+def run_configs(args: argparse.Namespace, folders: dict[str, Path]) -> Iterator[BenchmarkRun]:
+    """Every run of the benchmark, by task, model and seed: the protocol, the architecture's own settings
+    under it (unless the flag is given), the flags given. Each is an ordinary run folder,
+    <task folder>/runs/<model>_<leads>_<seed>: the seed is part of its name and of its identity."""
     for task, folder in folders.items():
         for model in args.models:
             flags = argparse.Namespace(**{**vars(args), **args.own[model]})
-            cfg = RunConfig.from_args(flags, arch=model, data_dir=folder, force=args.force, resume=False)
-            runs.append((task, model, dataclasses.replace(cfg, run_dir=str(folder / "runs" / cfg.run_name()))))
-    return runs
+            for seed in args.seeds:
+                cfg = RunConfig.from_args(flags, arch=model, seed=seed, data_dir=folder, force=args.force,
+                                          resume=False)
+                yield BenchmarkRun(task, model, seed, dataclasses.replace(cfg, run_dir=str(folder / "runs" /
+                                                                                          cfg.run_name())))
 
 
 def benchmark(args: argparse.Namespace) -> pd.DataFrame:
@@ -217,19 +269,20 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
     out = results_home(args.results_dir, args.data_dir) / "benchmark"
     check_writable(out, "pass --results-dir DIR with a writable DIR")
     folders = prepare_tasks(args)
-    runs = run_configs(args, folders)
-    print(f"benchmark: {len(args.tasks)} task(s) x {len(args.models)} architecture(s) = {len(runs)} runs", flush=True)
-    evaluated = run_all([cfg for _, _, cfg in runs], args.results_dir, args.n_bootstrap, jobs=args.jobs)
+    runs = list(run_configs(args, folders))
+    print(f"benchmark: {len(args.tasks)} task(s) x {len(args.models)} architecture(s) x {len(args.seeds)} seed(s) "
+          f"= {len(runs)} runs", flush=True)
+    evaluated = run_all([run.cfg for run in runs], args.results_dir, args.n_bootstrap, jobs=args.jobs)
     n_classes = {task: len(data_label_set(folder)["classes"]) for task, folder in folders.items()}
     rows = []
-    for (task, model, cfg), folder in zip(runs, evaluated):
+    for run, folder in zip(runs, evaluated):
         results = EvaluationFolder(folder)
-        network = create_model(model, len(cfg.leads), n_classes[task], **dict(cfg.arch_args))
-        rows.append({"task": task, "model": model, "scores": results.test_scores,
+        network = create_model(run.model, len(run.cfg.leads), n_classes[run.task], **dict(run.cfg.arch_args))
+        rows.append({"task": run.task, "model": run.model, "seed": run.seed, "scores": results.test_scores,
                      "val_scores": results.val_scores, "params": count_parameters(network)})
     table = benchmark_table(rows, out, n_bootstrap=args.n_bootstrap, seed=0)
-    written = write_benchmark_outputs(table, out, args.n_bootstrap)
-    shown = table[["task", "model", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc"]]
+    written = write_benchmark_outputs(table, out, args.n_bootstrap, seed=0)
+    shown = table[["task", "model", "seed", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {', '.join(str(p) for p in written)}")
     return table
@@ -264,10 +317,31 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
     return results
 
 
+def compare(args: argparse.Namespace) -> pd.DataFrame:
+    """compare.csv and its markdown from a benchmark table's score files."""
+    check_writable(args.out.parent)
+    if not args.table.exists():
+        raise MissingInputError(f"{args.table} not found (benchmark.py writes results/<db>/benchmark/table.csv)")
+    try:
+        table = pd.read_csv(args.table, dtype={"seed": "Int64"})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise PipelineError(f"{args.table} is not a readable benchmark table ({type(e).__name__})") from None
+    missing = [c for c in ("task", "model", "scores") if c not in table]
+    if missing or not len(table):
+        raise PipelineError(f"{args.table} is no benchmark table: " +
+                            (f"it lacks the column(s) {', '.join(missing)}" if missing else "it has no row"))
+    comparison = seed_comparison(table, args.n_bootstrap, args.seed)
+    written = write_comparison(comparison, args.out)
+    shown = comparison.pairs[["task", "model_a", "model_b", "diff", "diff_lo", "diff_hi", "a_better", "better"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+    print(f"{len(comparison.pairs)} pairs, {args.n_bootstrap} resamples; wrote {', '.join(str(p) for p in written)}")
+    return comparison.pairs
+
+
 @script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
-    return score(args) if args.mode == "score" else benchmark(args)
+    return {"score": score, "compare": compare, "run": benchmark}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 import benchmark
-from utils.ptbxl import (benchmark_table, bootstrap_indices, format_result, published, score_predictions,
-                         write_benchmark_outputs)
+from utils.comparison import write_benchmark_outputs
 from utils.errors import PipelineError
 from utils.evaluator import read_scores, scores_arrays, scores_table
 from utils.metrics import auc_scores, challenge_scores, tune_gbeta_thresholds
+from utils.ptbxl import benchmark_table, bootstrap_indices, format_result, published, score_predictions
 
 # 6 records, 2 classes. Class 0: positives 0, 1, 4 (scores .9 .4 .7) against negatives 2, 3, 5 (.5 .2 .4):
 # .9 and .7 beat all three, .4 beats .2 and ties .4 -> (3 + 1.5 + 3) / 9 = 5/6. Class 1: positives 1, 2, 3, 5
@@ -146,7 +146,7 @@ def test_table_ensemble_and_published_values(tmp_path):
     assert ensemble["patient_id"].tolist() == ids
     assert np.allclose(scores_arrays(ensemble, ["NORM", "MI"])[1], (P + other) / 2)
     written = write_benchmark_outputs(table, tmp_path / "out", 30)
-    assert [w.name for w in written] == ["table.csv", "table.md", "auc.png"]
+    assert [w.name for w in written] == ["table.csv", "summary.csv", "compare.csv", "table.md", "auc.png"]
     # every number recomputes from the score file the row names
     saved = pd.read_csv(tmp_path / "out" / "table.csv")
     for row in saved.itertuples():

@@ -21,5 +21,6 @@
 - features:  the baselines' expert features (needs PyWavelets)
 - download:  the PhysioNet catalogue, SHA256SUMS.txt, downloads that resume and verify
 - benchmark: the PTB-XL benchmark's leaderboard as data, its bootstrap scoring and results table
+- comparison: the benchmark over training seeds: mean and sd per model, paired comparisons, its outputs
 - presets:   named settings (demo, paper, ptbxl) as data
 """

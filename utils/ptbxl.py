@@ -15,7 +15,6 @@ thousandths; `format_result` writes this project's results the same way.
 """
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
 from utils.evaluator import read_scores, scores_arrays, scores_table
-from utils.files import atomic_write, save_figure, write_csv, write_text
+from utils.files import atomic_write, write_csv
 from utils.labels import PTBXL_TASKS
 from utils.tables import Column, markdown_table
 from utils.metrics import challenge_scores, macro_auc, predict_at_least_one, tune_gbeta_thresholds
@@ -35,7 +34,7 @@ from utils.metrics import challenge_scores, macro_auc, predict_at_least_one, tun
 __all__ = ["ICBEB_TASK", "LEADERBOARD_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
            "format_result", "bootstrap_indices", "score_predictions", "write_te_results", "Predictions",
            "check_scorable", "read_predictions", "read_bootstrap_ids", "read_threshold_array", "score_file_classes",
-           "TABLE_COLUMNS", "ENSEMBLE", "ensemble_scores", "benchmark_table", "write_benchmark_outputs"]
+           "resample_aucs", "TABLE_COLUMNS", "ENSEMBLE", "ensemble_scores", "benchmark_table", "benchmark_markdown"]
 
 ICBEB_TASK = "cpsc9"  # ICBEB2018 = CPSC2018, its nine classes
 LEADERBOARD_TASKS = (*PTBXL_TASKS, ICBEB_TASK)  # the leaderboard's columns, in order
@@ -142,6 +141,14 @@ def check_scorable(y: np.ndarray, source: str, classes: Sequence[str] | None = N
                                 "every class are undefined")
 
 
+def resample_aucs(y: np.ndarray, p: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The macro AUC of each resample `indices` (resamples x records) of the records, one value per
+    resample: each resample as record counts, so one sort per class serves all of them."""
+    n, k = len(y), len(indices)
+    counts = np.bincount((np.asarray(indices) + n * np.arange(k)[:, None]).ravel(), minlength=k * n).reshape(k, n)
+    return macro_auc(y, p, counts)
+
+
 def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
                       thresholds: np.ndarray | None = None, beta: float = 2.0, source: str = "the labels"
                       ) -> pd.DataFrame:
@@ -170,9 +177,7 @@ def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
 
     columns = ["macro_auc"] + (["F_beta_macro", "G_beta_macro"] if pred is not None else [])
     point = [macro_auc(y, p)]
-    counts = np.bincount((indices + len(y) * np.arange(len(indices))[:, None]).ravel(),
-                         minlength=len(indices) * len(y)).reshape(len(indices), len(y))
-    draws = [macro_auc(y, p, counts)]  # each resample as record counts: one sort per class for all of them
+    draws = [resample_aucs(y, p, indices)]
     if pred is not None:
         point += [np.mean(v) for v in challenge_scores(y, pred, beta)]
         fg = np.array([[np.mean(v) for v in challenge_scores(y[rows], pred[rows], beta)] for rows in indices])
@@ -330,8 +335,8 @@ def read_threshold_array(path: Path, n_classes: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # The benchmark's results table: one row per (task, model) from its test score file, an ensemble per task
 # ---------------------------------------------------------------------------------------------
-TABLE_COLUMNS = ("task", "model", "params", "records", "classes", "auc", "auc_lo", "auc_hi", "published_auc",
-                 "published_lo", "published_hi", "scores")
+TABLE_COLUMNS = ("task", "model", "seed", "params", "records", "classes", "auc", "auc_lo", "auc_hi",
+                 "published_auc", "published_lo", "published_hi", "scores")
 CHALLENGE_COLUMNS = ("fbeta", "fbeta_lo", "fbeta_hi", "gbeta", "gbeta_lo", "gbeta_hi")
 CHALLENGE_TASKS = ("cpsc9",)  # the ICBEB2018 experiment: F_beta=2 and G_beta=2 beside the AUC
 ENSEMBLE = "ensemble"
@@ -374,11 +379,14 @@ def assessable_classes(y: np.ndarray) -> np.ndarray:
 
 def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, seed: int = 0,
                     ensemble: bool = True) -> pd.DataFrame:
-    """The results table from rows of `task`, `model`, `params` (may be None), `records` (optional: checked)
-    and `scores` (a test score file): `records` and auc / auc_lo / auc_hi (point, 5th and 95th percentile of `n_bootstrap` resamples,
-    the same resamples for every model of a task) from each score file, the published value beside it,
-    and with `ensemble` an `ensemble` row per task of two or more models, whose scores (the mean of the
-    models') are written to out/ensemble/<task>_test_scores.csv.
+    """The results table from rows of `task`, `model`, `seed` (optional: the training seed, one row per
+    seed), `params` (may be None), `records` (optional: checked) and `scores` (a test score file): `records`
+    and auc / auc_lo / auc_hi (point, 5th and 95th percentile of `n_bootstrap` resamples drawn with `seed`
+    from the labels, so every model and training seed of a task tested on the same records is scored on the
+    same resamples) from each score file, the published value beside it, and with `ensemble` an `ensemble`
+    row per task and training seed of two or more models, whose scores (the mean of that seed's models')
+    are written to out/ensemble/<task>[_seed<seed>]_test_scores.csv. Rows are ordered by task, model (as
+    given, the ensemble last) and seed.
 
     A class without a positive (or a negative) test record has no AUC: it is left out of the task's macro
     AUC and of its resamples, and `classes` says how many of the task's classes were scored ("4/5"); on
@@ -388,15 +396,16 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
     out = Path(out)
     seen = set()
     for row in rows:
-        key = (row["task"], row["model"])
+        key = (row["task"], row["model"], row.get("seed"))
         if key in seen:
-            raise PipelineError(f"task {key[0]}: model {key[1]} appears twice")
+            raise PipelineError(f"task {key[0]}: model {key[1]}{_seed_text(key[2])} appears twice")
         if ensemble and row["model"] == ENSEMBLE:
             raise PipelineError(f"task {key[0]}: the model name {ENSEMBLE!r} is the table's own ensemble row")
         seen.add(key)
-    table = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        members = [r for r in rows if r["task"] == task]
+    table, warned = [], set()
+    groups = dict.fromkeys((r["task"], r.get("seed")) for r in rows)
+    for task, run_seed in groups:
+        members = [r for r in rows if r["task"] == task and r.get("seed") == run_seed]
         paths = [Path(r["scores"]) for r in members]
         ids, classes, y, probs = _task_scores(paths)
         for r, path in zip(members, paths):
@@ -405,20 +414,22 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
         keep = assessable_classes(y)
         if not len(keep):
             check_scorable(y, str(paths[0]), classes)
-        if len(keep) < len(classes):
-            left = [classes[j] for j in range(len(classes)) if j not in set(keep)]
+        left = [classes[j] for j in range(len(classes)) if j not in set(keep)]
+        if left and (task, tuple(left)) not in warned:
+            warned.add((task, tuple(left)))
             print(f"warning: task {task}: class(es) {', '.join(left)} lack a positive or a negative test record: "
                   f"left out of its macro AUC ({len(keep)} of {len(classes)} classes scored)", file=sys.stderr)
         indices = bootstrap_indices(y[:, keep], n_bootstrap, seed, str(paths[0]))
         vals = [r.get("val_scores") for r in members] if task in CHALLENGE_TASKS else [None] * len(members)
         entries = [(r["model"], r.get("params"), p, path, v) for r, p, path, v in zip(members, probs, paths, vals)]
         if ensemble and len(members) > 1:
-            path = ensemble_scores(paths, out / ENSEMBLE / f"{task}_test_scores.csv")
+            name = task if run_seed is None else f"{task}_seed{run_seed}"
+            path = ensemble_scores(paths, out / ENSEMBLE / f"{name}_test_scores.csv")
             params = [r.get("params") for r in members]
             total = sum(params) if all(v is not None and np.isfinite(v) for v in params) else None
             val = None
             if all(v is not None for v in vals):
-                val = ensemble_scores(vals, out / ENSEMBLE / f"{task}_val_scores.csv")
+                val = ensemble_scores(vals, out / ENSEMBLE / f"{name}_val_scores.csv")
             entries.append((ENSEMBLE, total, np.mean(probs, axis=0), path, val))
         for model, params, p, path, val in entries:
             thresholds = None
@@ -429,7 +440,7 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
                 thresholds = tune_gbeta_thresholds(y_val[:, keep], p_val[:, keep])
             result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path))
             pub = published(task, model)
-            row = {"task": task, "model": model, "params": params, "records": len(ids),
+            row = {"task": task, "model": model, "seed": run_seed, "params": params, "records": len(ids),
                    "classes": f"{len(keep)}/{len(classes)}", "auc": result.loc["point", "macro_auc"],
                    "auc_lo": result.loc["lower", "macro_auc"], "auc_hi": result.loc["upper", "macro_auc"],
                    "published_auc": pub[0] if pub else np.nan,
@@ -440,10 +451,20 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
                     row.update({name: result.loc["point", column], f"{name}_lo": result.loc["lower", column],
                                 f"{name}_hi": result.loc["upper", column]})
             table.append(row)
+    tasks = list(dict.fromkeys(task for task, _ in groups))
+    models = list(dict.fromkeys((r["task"], r["model"]) for r in table))  # the ensemble after its task's models
+    seeds = list(groups)
+    table.sort(key=lambda r: (tasks.index(r["task"]), models.index((r["task"], r["model"])),
+                              seeds.index((r["task"], r["seed"]))))
     challenge = any("fbeta" in r for r in table)
     frame = pd.DataFrame(table, columns=list(TABLE_COLUMNS) + (list(CHALLENGE_COLUMNS) if challenge else []))
     frame["params"] = frame["params"].astype("Int64")
+    frame["seed"] = frame["seed"].astype("Int64")
     return frame
+
+
+def _seed_text(seed: int | None) -> str:
+    return "" if seed is None or pd.isna(seed) else f" (seed {seed})"
 
 
 def _published_cell(task: str, model: str) -> str:
@@ -451,15 +472,16 @@ def _published_cell(task: str, model: str) -> str:
     return f"{pub[0]:.3f}({round(pub[1] * 1000):02d})" if pub else "-"
 
 
-def table_columns(challenge: bool = False) -> list[Column]:
-    """The markdown view of one task's rows (the CSV keeps every column of TABLE_COLUMNS)."""
-    columns = [Column("model", "model", align="left"),
-               Column("params", "params", lambda r: f"{int(r['params']):,}" if pd.notna(r["params"]) else "-"),
-               Column("records", "records", lambda r: f"{int(r['records']):,}"),
-               Column("classes", "classes"),
-               Column("auc", "AUC", lambda r: format_result(r["auc"], r["auc_lo"], r["auc_hi"]), align="left"),
-               Column(None, "90 % interval", lambda r: f"[{r['auc_lo']:.3f}, {r['auc_hi']:.3f}]", align="left"),
-               Column(None, "published", lambda r: _published_cell(r["task"], r["model"]), align="left")]
+def table_columns(challenge: bool = False, seeds: bool = False) -> list[Column]:
+    """The markdown view of one task's rows (the CSV keeps every column of TABLE_COLUMNS); the training
+    seed shown when the task has several."""
+    columns = [Column("model", "model", align="left")] + ([Column("seed", "seed")] if seeds else [])
+    columns += [Column("params", "params", lambda r: f"{int(r['params']):,}" if pd.notna(r["params"]) else "-"),
+                Column("records", "records", lambda r: f"{int(r['records']):,}"),
+                Column("classes", "classes"),
+                Column("auc", "AUC", lambda r: format_result(r["auc"], r["auc_lo"], r["auc_hi"]), align="left"),
+                Column(None, "90 % interval", lambda r: f"[{r['auc_lo']:.3f}, {r['auc_hi']:.3f}]", align="left"),
+                Column(None, "published", lambda r: _published_cell(r["task"], r["model"]), align="left")]
     if challenge:
         def published_fg(r: Mapping) -> str:
             f, g = published(r["task"], r["model"], "fbeta"), published(r["task"], r["model"], "gbeta")
@@ -473,57 +495,15 @@ def table_columns(challenge: bool = False) -> list[Column]:
     return columns
 
 
-def _markdown(table: pd.DataFrame, n_bootstrap: int) -> str:
+def benchmark_markdown(table: pd.DataFrame, n_bootstrap: int, sections: Mapping[str, str] | None = None) -> str:
+    """table.md: per task its rows beside the published values, then `sections[task]` (markdown) if given."""
     lines = [f"Macro AUC on the test records: point (all records) and, in brackets, the 5th-95th percentiles of "
              f"{n_bootstrap} bootstrap resamples; `0.925(08)` is the leaderboard's notation (point, largest distance "
              "to a percentile in thousandths). Published: the PTB-XL benchmark's leaderboard (Strodthoff et al., "
              "IEEE JBHI 2021).", ""]
     for task, rows in table.groupby("task", sort=False):
         challenge = "fbeta" in rows and rows["fbeta"].notna().any()
-        lines += [f"### {task}", "", markdown_table(rows, table_columns(challenge))]
+        lines += [f"### {task}", "", markdown_table(rows, table_columns(challenge, rows["seed"].nunique() > 1))]
+        if sections and sections.get(task):
+            lines += [sections[task]]
     return "\n".join(lines)
-
-
-def _plot(table: pd.DataFrame, path: Path) -> Path:
-    """One panel per task: each model's AUC with its interval, the published value and CI beside it."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(table["task"]))
-    ncols = min(len(tasks), 3)
-    nrows = math.ceil(len(tasks) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 0.45 * table.groupby("task").size().max() * nrows
-                                                    + 1.2 * nrows), squeeze=False)
-    for ax, task in zip(axes.ravel(), tasks):
-        rows = table[table["task"] == task].reset_index(drop=True)
-        pos = np.arange(len(rows))
-        ax.errorbar(rows["auc"], pos, xerr=[rows["auc"] - rows["auc_lo"], rows["auc_hi"] - rows["auc"]], fmt="o",
-                    color="tab:blue", capsize=3, label="this project")
-        known = rows["published_auc"].notna().to_numpy()
-        if known.any():
-            ax.errorbar(rows["published_auc"][known], pos[known] + 0.25,
-                        xerr=(rows["published_auc"] - rows["published_lo"])[known], fmt="D", mfc="none",
-                        color="tab:orange", capsize=3, label="published")
-        ax.set_yticks(pos, rows["model"])
-        ax.invert_yaxis()
-        ax.set_title(task)
-        ax.set_xlabel("macro AUC")
-        ax.grid(axis="x", lw=0.4)
-    for ax in axes.ravel()[len(tasks):]:
-        ax.axis("off")
-    handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.legend(handles, ["this project (5th-95th percentile)", "published (CI)"][:len(handles)], loc="upper center",
-               ncol=2, fontsize=9, bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return save_figure(fig, path)
-
-
-def write_benchmark_outputs(table: pd.DataFrame, out: Path, n_bootstrap: int, figure: bool = True) -> list[Path]:
-    """table.csv, table.md (beside the published values) and, with `figure`, auc.png in `out`."""
-    out = Path(out)
-    written = [write_csv(table, out / "table.csv"), write_text(_markdown(table, n_bootstrap), out / "table.md")]
-    if figure and len(table):
-        written.append(_plot(table, out / "auc.png"))
-    return written
-

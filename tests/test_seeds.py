@@ -1,0 +1,283 @@
+"""Training seeds in the PTB-XL benchmark: one run folder per seed, a table row per seed, the mean and sd over
+seeds, and the paired comparison recomputed here from the score files with numpy alone."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from torch import nn
+
+import benchmark
+from models.registry import register_model
+from utils.evaluator import scores_table
+
+N_BOOTSTRAP = 40
+
+
+def _cnn(width: int):
+    def build(in_leads: int, num_classes: int) -> nn.Module:
+        return nn.Sequential(nn.Conv1d(in_leads, width, 7, padding=3), nn.ReLU(), nn.AdaptiveMaxPool1d(1),
+                             nn.Flatten(), nn.Linear(width, num_classes))
+    return build
+
+
+@pytest.fixture(autouse=True, scope="module")
+def seed_architectures():
+    """Two small networks registered for this file's tests only."""
+    import models.registry as registry
+
+    register_model("seed_narrow", family="test")(_cnn(4))
+    register_model("seed_wide", family="test")(_cnn(16))
+    yield
+    for name in ("seed_narrow", "seed_wide"):
+        registry._REGISTRY.pop(name, None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The comparison as its definition reads, with numpy only
+# ---------------------------------------------------------------------------------------------------------
+def read_score_file(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = pd.read_csv(path, dtype={"patient_id": str})
+    classes = [c[2:] for c in table.columns if c.startswith("p_")]
+    return table["patient_id"].to_numpy(), table[classes].to_numpy().astype(bool), table[
+        ["p_" + c for c in classes]].to_numpy(float)
+
+
+def pairwise_macro_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """The mean over classes of P(positive scored above negative) + P(tie) / 2, over every pair."""
+    aucs = []
+    for j in range(y.shape[1]):
+        pos, neg = p[y[:, j], j], p[~y[:, j], j]
+        wins = (pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()
+        aucs.append(wins / (len(pos) * len(neg)))
+    return float(np.mean(aucs))
+
+
+def record_resamples(y: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < n:
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].any(0).all():
+            out.append(idx)
+    return out
+
+
+def recompute(table: pd.DataFrame, task: str, n: int, seed: int = 0) -> tuple[dict, dict, pd.DataFrame]:
+    """(seed means of each model on all records, its 5th/95th percentile, the pairs) of one task."""
+    rows = table[table["task"] == task]
+    models = list(dict.fromkeys(rows["model"]))
+    ids0, y0, _ = read_score_file(rows["scores"].iloc[0])
+    keep = y0.any(0) & ~y0.all(0)
+    resamples = record_resamples(y0[:, keep], n, seed)
+    seed_rng = np.random.default_rng(seed + 1)
+    mean, draws = {}, {}
+    for model in models:
+        runs = rows[rows["model"] == model].sort_values("seed")
+        point, per_resample = [], []
+        for path in runs["scores"]:
+            ids, y, p = read_score_file(path)
+            assert (ids == ids0).all() and (y == y0).all()
+            y, p = y[:, keep], p[:, keep]
+            point.append(pairwise_macro_auc(y, p))
+            per_resample.append([pairwise_macro_auc(y[idx], p[idx]) for idx in resamples])
+        per_resample = np.array(per_resample)  # seeds x resamples
+        s = len(runs)
+        picks = seed_rng.integers(0, s, (n, s))
+        draws[model] = np.array([per_resample[picks[b], b].mean() for b in range(n)])
+        mean[model] = np.mean(point)
+    pairs = []
+    for i, one in enumerate(models):
+        for other in models[i + 1:]:
+            a, b = (other, one) if mean[other] > mean[one] else (one, other)
+            d = draws[a] - draws[b]
+            lo, hi = np.percentile(d, 5), np.percentile(d, 95)
+            pairs.append({"model_a": a, "model_b": b, "diff": mean[a] - mean[b], "diff_lo": lo, "diff_hi": hi,
+                          "a_better": (d > 0).mean(), "called": lo > 0 or hi < 0})
+    intervals = {m: (np.percentile(draws[m], 5), np.percentile(draws[m], 95)) for m in models}
+    return mean, intervals, pd.DataFrame(pairs)
+
+
+@pytest.fixture(scope="module")
+def synthetic_ptbxl(tmp_path_factory):
+    import synth
+
+    out = tmp_path_factory.mktemp("ptbxl")
+    synth.main(["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"])
+    return out
+
+
+@pytest.mark.slow
+def test_three_seeds_give_a_row_each_their_mean_and_a_paired_comparison(synthetic_ptbxl, tmp_path, capsys):
+    results = tmp_path / "results"
+    argv = ["--data-dir", str(synthetic_ptbxl), "--preset", "demo", "--tasks", "superdiagnostic",
+            "--models", "seed_narrow,seed_wide", "--epochs", "1", "--n-bootstrap", str(N_BOOTSTRAP),
+            "--results-dir", str(results), "--tasks-dir", str(tmp_path / "tasks")]
+    table = benchmark.main([*argv, "--seeds", "2,0,1"])
+    out = results / synthetic_ptbxl.name / "benchmark"
+
+    # one run folder per (model, seed); one table row per (model, seed), the ensemble per seed
+    runs = tmp_path / "tasks" / f"{synthetic_ptbxl.name}_superdiagnostic" / "runs"
+    assert sorted(p.name.rsplit("_", 1)[1] for p in runs.iterdir() if (p / "model.pth").exists()) == \
+        ["0", "0", "1", "1", "2", "2"]
+    assert list(zip(table["model"], table["seed"])) == [(m, s) for m in ("seed_narrow", "seed_wide", "ensemble")
+                                                        for s in (0, 1, 2)]
+    assert table["scores"].nunique() == 9
+    for s in (0, 1, 2):
+        members = [read_score_file(p)[2] for p in table.loc[(table["seed"] == s) & (table["model"] != "ensemble"),
+                                                             "scores"]]
+        ensemble = read_score_file(table.loc[(table["seed"] == s) & (table["model"] == "ensemble"), "scores"].item())
+        assert np.allclose(ensemble[2], np.mean(members, axis=0), atol=1e-6)
+    saved = pd.read_csv(out / "table.csv")
+    assert saved["seed"].tolist() == [0, 1, 2] * 3
+    for row in saved.itertuples():  # each row's AUC recomputes from its own score file
+        _, y, p = read_score_file(row.scores)
+        keep = y.any(0) & ~y.all(0)
+        assert row.auc == pytest.approx(pairwise_macro_auc(y[:, keep], p[:, keep]), abs=1e-12)
+
+    # mean and sd over seeds, the interval of the mean, and every pair, recomputed from the score files
+    summary = pd.read_csv(out / "summary.csv")
+    compare = pd.read_csv(out / "compare.csv")
+    mean, intervals, pairs = recompute(saved, "superdiagnostic", N_BOOTSTRAP)
+    assert summary["model"].tolist() == ["seed_narrow", "seed_wide", "ensemble"]
+    assert summary["seeds"].tolist() == ["0,1,2"] * 3 and (summary["n_seeds"] == 3).all()
+    for row in summary.itertuples():
+        aucs = saved.loc[saved["model"] == row.model, "auc"].to_numpy()
+        assert row.auc_mean == pytest.approx(mean[row.model], abs=1e-12) == pytest.approx(aucs.mean(), abs=1e-12)
+        assert row.auc_sd == pytest.approx(np.std(aucs, ddof=1), abs=1e-12)
+        assert (row.auc_lo, row.auc_hi) == pytest.approx(intervals[row.model], abs=1e-12)
+    assert len(compare) == 3  # three models (the ensemble one of them): three pairs
+    assert compare[["model_a", "model_b"]].values.tolist() == pairs[["model_a", "model_b"]].values.tolist()
+    for column in ("diff", "diff_lo", "diff_hi", "a_better"):
+        assert compare[column].to_numpy() == pytest.approx(pairs[column].to_numpy(), abs=1e-12), column
+    assert compare["called"].tolist() == pairs["called"].tolist()
+    assert (compare["diff"] >= 0).all() and (compare["resamples"] == N_BOOTSTRAP).all()
+    md = (out / "table.md").read_text()
+    assert "| seed_narrow | 0 |" in md and "**Over training seeds**" in md and "**Paired comparison**" in md
+    assert (out / "auc.png").stat().st_size > 0
+
+    # `compare` recomputes the same file from table.csv alone; more resamples, another file
+    capsys.readouterr()
+    again = tmp_path / "again.csv"
+    benchmark.main(["compare", "--table", str(out / "table.csv"), "--out", str(again), "--n-bootstrap",
+                    str(N_BOOTSTRAP)])
+    pd.testing.assert_frame_equal(pd.read_csv(again), compare)
+    assert "| A | B | A - B | 90 % interval | A beats B in | called |" in again.with_suffix(".md").read_text()
+    more = benchmark.main(["compare", "--table", str(out / "table.csv"), "--out", str(tmp_path / "more.csv"),
+                           "--n-bootstrap", "60"])
+    _, _, pairs60 = recompute(saved, "superdiagnostic", 60)
+    assert more["diff_lo"].to_numpy() == pytest.approx(pairs60["diff_lo"].to_numpy(), abs=1e-12)
+
+    # fewer seeds reuse their runs: nothing is trained; the seeds given are the table's
+    capsys.readouterr()
+    two = benchmark.main([*argv, "--seeds", "0,1"])
+    assert capsys.readouterr().out.count("current, nothing to train") == 4
+    assert sorted(set(two["seed"])) == [0, 1] and len(two) == 6
+
+
+def test_one_seed_is_the_default_and_keeps_its_run_names(tmp_path):
+    args = benchmark.parse_args(["--data-dir", str(tmp_path), "--tasks", "rhythm", "--models", "seed_narrow"])
+    assert args.seeds == [42]
+    runs = list(benchmark.run_configs(args, {"rhythm": tmp_path / "rhythm"}))
+    assert [(r.task, r.model, r.seed, Path(r.cfg.run_dir).name) for r in runs] == \
+        [("rhythm", "seed_narrow", 42, "seed_narrow_all_42")]
+    args = benchmark.parse_args(["--data-dir", str(tmp_path), "--tasks", "rhythm,form",
+                                 "--models", "seed_narrow,seed_wide", "--seeds", "3,1"])
+    runs = list(benchmark.run_configs(args, {"rhythm": tmp_path / "rhythm", "form": tmp_path / "form"}))
+    assert [(r.task, r.model, r.seed) for r in runs][:4] == [("rhythm", "seed_narrow", 1), ("rhythm", "seed_narrow", 3),
+                                                             ("rhythm", "seed_wide", 1), ("rhythm", "seed_wide", 3)]
+    assert len({r.cfg.run_dir for r in runs}) == 8 and all(r.cfg.seed == r.seed for r in runs)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0,0"], "argument --seeds: seed 0 is given twice"),
+    (["--seeds=-1"], "argument --seeds: seed -1 is outside"),
+    (["--seeds", "x"], "argument --seeds: seed 'x' is not an integer"),
+    (["--seeds", ""], "argument --seeds"),
+    (["--seeds", "1", "--seed", "2"], "--seeds: give --seed N"),
+    (["compare", "--table", "t.txt", "--out", "c.csv"], "--table: t.txt is not a .csv"),
+    (["compare", "--table", "t.csv", "--out", "c.md"], "--out: c.md is not a .csv"),
+    (["compare", "--table", "t.csv", "--out", "c.csv", "--n-bootstrap", "0"], "argument --n-bootstrap"),
+])
+def test_bad_seed_and_compare_flags_exit_2_naming_them(tmp_path, argv, message, capsys):
+    if argv[0] != "compare":
+        argv = ["--data-dir", str(tmp_path), *argv]
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_compare_refuses_runs_tested_on_other_records(tmp_path):
+    """Seeds that drew their own test records (no fixed split) have no common resample to pair on."""
+    rng = np.random.default_rng(0)
+    y = rng.random((30, 2)) < 0.4
+    rows = []
+    for model in ("a", "b"):
+        for s, ids in ((0, [f"r{i}" for i in range(30)]), (1, [f"q{i}" for i in range(30)])):
+            path = tmp_path / f"{model}_{s}.csv"
+            scores_table(ids, y, rng.random((30, 2)), ["NORM", "MI"]).to_csv(path, index=False)
+            rows.append({"task": "superdiagnostic", "model": model, "seed": s, "scores": str(path)})
+    pd.DataFrame(rows).to_csv(tmp_path / "table.csv", index=False)
+    with pytest.raises(SystemExit, match=r"^error: task superdiagnostic: .*a_1.csv does not hold the test records"):
+        benchmark.main(["compare", "--table", str(tmp_path / "table.csv"), "--out", str(tmp_path / "c.csv")])
+    assert not (tmp_path / "c.csv").exists()
+
+
+def _score_files(tmp_path: Path, runs: dict[tuple[str, int | None], np.ndarray], ids: dict | None = None,
+                 n: int = 40) -> list[dict]:
+    """Hand-made test score files of the same labelled records: one per (model, seed)."""
+    y = np.random.default_rng(1).random((n, 3)) < 0.35
+    y[:3] = np.eye(3, dtype=bool)
+    rows = []
+    for (model, s), noise in runs.items():
+        path = tmp_path / f"{model}_{s}.csv"
+        record_ids = (ids or {}).get(s, [f"r{i}" for i in range(n)])
+        scores_table(record_ids, y, np.clip(y * 0.3 + noise, 0, 1), ["NORM", "MI", "CD"]).to_csv(path, index=False)
+        rows.append({"task": "superdiagnostic", "model": model, "params": 5, "scores": path,
+                     **({"seed": s} if s is not None else {})})
+    return rows
+
+
+def test_one_seed_summary_repeats_the_table_and_compare_is_the_paired_bootstrap(tmp_path):
+    from utils.ptbxl import benchmark_table
+    from utils.comparison import write_benchmark_outputs
+
+    rng = np.random.default_rng(3)
+    rows = _score_files(tmp_path, {(m, 42): rng.random((40, 3)) * w for m, w in (("a", 0.6), ("b", 1.2), ("c", 2.0))})
+    out = tmp_path / "out"
+    table = benchmark_table(rows, out, n_bootstrap=50)
+    write_benchmark_outputs(table, out, 50)
+    saved, summary, compare = (pd.read_csv(out / f"{name}.csv") for name in ("table", "summary", "compare"))
+    assert summary["model"].tolist() == ["a", "b", "c", "ensemble"] and (summary["n_seeds"] == 1).all()
+    assert summary["auc_sd"].isna().all()
+    for mine, own in (("auc_mean", "auc"), ("auc_lo", "auc_lo"), ("auc_hi", "auc_hi")):  # one seed: the run's own
+        assert summary[mine].to_numpy() == pytest.approx(saved[own].to_numpy(), abs=1e-12)
+    mean, intervals, pairs = recompute(saved, "superdiagnostic", 50)
+    assert len(compare) == 6 and compare["model_a"].tolist() == pairs["model_a"].tolist()
+    for column in ("diff", "diff_lo", "diff_hi", "a_better"):
+        assert compare[column].to_numpy() == pytest.approx(pairs[column].to_numpy(), abs=1e-12), column
+    assert compare["called"].tolist() == pairs["called"].tolist() and compare["called"].any()
+    called = compare[compare["called"]].iloc[0]
+    assert called["better"] == (called["model_a"] if called["diff_lo"] > 0 else called["model_b"])
+    assert "| seed |" not in (out / "table.md").read_text()  # one seed: the table as it always was
+
+
+def test_seeds_tested_on_other_records_get_mean_and_sd_but_no_pairs(tmp_path, capsys):
+    from utils.ptbxl import benchmark_table
+    from utils.comparison import write_benchmark_outputs
+
+    rng = np.random.default_rng(4)
+    runs = {(m, s): rng.random((40, 3)) for m in ("a", "b") for s in (0, 1)}
+    rows = _score_files(tmp_path, runs, ids={1: [f"q{i}" for i in range(40)]})
+    out = tmp_path / "out"
+    table = benchmark_table(rows, out, n_bootstrap=20)
+    assert list(zip(table["model"], table["seed"])) == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("ensemble", 0),
+                                                        ("ensemble", 1)]
+    write_benchmark_outputs(table, out, 20)
+    assert "no interval over seeds and no paired comparison" in capsys.readouterr().err
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["auc_sd"].to_numpy() == pytest.approx([np.std(table.loc[table["model"] == m, "auc"], ddof=1)
+                                                          for m in ("a", "b", "ensemble")])
+    assert summary["auc_lo"].isna().all() and len(pd.read_csv(out / "compare.csv")) == 0
+    assert "No paired comparison: task superdiagnostic" in (out / "table.md").read_text()
