@@ -10,7 +10,20 @@ import preprocess
 import synth
 
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-needs_real = pytest.mark.skipif(not REAL_DIR.is_dir(), reason=f"real records not present at {REAL_DIR}")
+
+
+def pytest_runtest_setup(item):
+    """Tests marked `real_data` need the 30 real PhysioNet records beside the checkout; skipped without them."""
+    if item.get_closest_marker("real_data") and not REAL_DIR.is_dir():
+        pytest.skip(f"real records not present at {REAL_DIR}")
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """The folder of real PhysioNet records (the test is skipped when it is absent)."""
+    if not REAL_DIR.is_dir():
+        pytest.skip(f"real records not present at {REAL_DIR}")
+    return REAL_DIR
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +50,53 @@ def records_copy(synth_records, tmp_path) -> Path:
     return dst
 
 
-def copy_run(trained: dict, folder: Path) -> Path:
-    """A private run folder holding a copy of the trained model (to change or evaluate apart)."""
+def _copy_run(trained: dict, folder: Path) -> Path:
     folder.mkdir(parents=True)
     shutil.copy(trained["model_path"], folder / "model.pth")
     return folder
 
 
-TINY = ["--arch", "resnet18", "--seconds", "2", "--sample-rate", "100", "--batch-size", "16",
+@pytest.fixture
+def copy_run():
+    """copy_run(trained, folder): a private run folder holding a copy of the trained model (to change or
+    evaluate apart)."""
+    return _copy_run
+
+
+def _prep(records: Path, out: Path, *extra: str) -> None:
+    preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1", *extra])
+
+
+@pytest.fixture(scope="session")
+def prep():
+    """prep(records, out, *flags): preprocess.py on `records` into `out`, one worker."""
+    return _prep
+
+
+@pytest.fixture
+def mark_current():
+    """mark_current(folder): rewrite a preprocess folder's manifest for its files as they are now (a test's
+    deliberate edit of a cached signal)."""
+    from utils.manifest import read_manifest, write_manifest
+    from utils.cache import PREPROCESS_OUTPUTS
+
+    def mark(data: Path) -> None:
+        manifest = read_manifest(data / "preprocess.json")
+        info = {k: v for k, v in manifest.items() if k not in ("fingerprint", "files")}
+        write_manifest(data / "preprocess.json", manifest["fingerprint"], [data / f for f in PREPROCESS_OUTPUTS],
+                       **info)
+    return mark
+
+
+# the smallest training the tests run: a ResNet10 on 2 s at 100 Hz
+TINY = ["--arch", "resnet10", "--seconds", "2", "--sample-rate", "100", "--batch-size", "16",
         "--num-workers", "0", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="session")
+def tiny() -> list[str]:
+    """main.py's flags for the tiny model every training test uses (append --epochs etc.)."""
+    return list(TINY)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import pywt
 import wfdb.processing
-from conftest import REAL_DIR, needs_real
 
 import baselines
 import utils.features as features
@@ -19,13 +18,6 @@ from utils.folds import split_labels
 from utils.manifest import read_manifest, write_manifest
 from utils.labels import CLASSES, LEADS
 from utils.results import read_evaluation
-
-
-def mark_current(data):
-    """Rewrite a preprocess folder's manifest for its files as they are now (a test's deliberate edit)."""
-    manifest = read_manifest(data / "preprocess.json")
-    info = {k: v for k, v in manifest.items() if k not in ("fingerprint", "files")}
-    write_manifest(data / "preprocess.json", manifest["fingerprint"], [data / f for f in PREPROCESS_OUTPUTS], **info)
 
 
 def test_feature_count_and_names():
@@ -63,16 +55,16 @@ def test_reference_is_the_originals_definition():
     assert ref[8] == pytest.approx(-(p * np.log(p)).sum() / 10, rel=1e-12)
 
 
-@needs_real
-def test_features_csv_equals_the_original_extraction_on_real_records(tmp_path):
+@pytest.mark.real_data
+def test_features_csv_equals_the_original_extraction_on_real_records(real_dir, tmp_path):
     """features.csv from the cache equals the original's per-lead extraction on wfdb's physical
     signal (float64) of real 500 Hz records; in float32 the finest band's entropy would differ."""
     import preprocess
-    preprocess.main(["--data-dir", str(REAL_DIR), "--out", str(tmp_path), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(real_dir), "--out", str(tmp_path), "--num-workers", "1"])
     table = features.load_or_compute_features(tmp_path, False, 1, False).set_index("patient_id")
     assert len(table) >= 5
     for pid in table.index[:6]:
-        physical = wfdb.rdrecord(str(REAL_DIR / pid)).p_signal.T
+        physical = wfdb.rdrecord(str(real_dir / pid)).p_signal.T
         ref = features.reference_features(physical)
         np.testing.assert_allclose(table.loc[pid].to_numpy(), ref, rtol=1e-12, atol=1e-15)
 
@@ -192,7 +184,7 @@ def test_cross_validation_covers_every_fold(prepared, tmp_path, capsys):
     assert "argument --test-fold: not allowed with argument --cv" in capsys.readouterr().err
 
 
-def test_flat_lead_record_is_reported_not_fatal(prepared, tmp_path, capsys):
+def test_flat_lead_record_is_reported_not_fatal(mark_current, prepared, tmp_path, capsys):
     import shutil
     data = tmp_path / "d"
     shutil.copytree(prepared, data)
@@ -231,11 +223,11 @@ def test_r_peaks_on_synthetic_beats():
     assert len(found) == len(beats) and np.abs(found - beats).max() < 0.01
 
 
-@needs_real
-def test_heart_rate_agrees_with_wfdb_xqrs_on_real_records():
+@pytest.mark.real_data
+def test_heart_rate_agrees_with_wfdb_xqrs_on_real_records(real_dir):
     from utils.records import read_wfdb_record
     diffs = []
-    for hea in sorted(REAL_DIR.glob("*.hea"))[:12]:
+    for hea in sorted(real_dir.glob("*.hea"))[:12]:
         _, mv = read_wfdb_record(hea)
         ours = features.heart_rate_features(mv)[0]
         ref = wfdb.processing.xqrs_detect(mv[LEADS.index("II")], fs=500, verbose=False)

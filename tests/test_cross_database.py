@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
 
 import cross_database
 import preprocess
@@ -28,9 +27,9 @@ def sites(tmp_path_factory):
     return root, dirs
 
 
-def test_matrix_cells_scores_and_reuse(sites, capsys):
+def test_matrix_cells_scores_and_reuse(tiny, sites, capsys):
     root, dirs = sites
-    argv = ["--data-dirs", *map(str, dirs), *TINY, "--epochs", "1", "--n-bootstrap", "20", "--leave-one-out",
+    argv = ["--data-dirs", *map(str, dirs), *tiny, "--epochs", "1", "--n-bootstrap", "20", "--leave-one-out",
             "--no-figures", "--pool-dir", str(root / "pooled"), "--results-dir", str(root / "results")]
     matrix = cross_database.main(argv)
     names = ["A", "B", "C"]
@@ -68,7 +67,7 @@ def test_matrix_cells_scores_and_reuse(sites, capsys):
     pd.testing.assert_frame_equal(again, matrix)
 
 
-def test_refuses_mixed_label_sets_and_a_single_database(sites, tmp_path, capsys):
+def test_refuses_mixed_label_sets_and_a_single_database(tiny, sites, tmp_path, capsys):
     root, dirs = sites
     with pytest.raises(SystemExit) as e:
         cross_database.parse_args(["--data-dirs", str(dirs[0])])
@@ -76,5 +75,5 @@ def test_refuses_mixed_label_sets_and_a_single_database(sites, tmp_path, capsys)
     preprocess.main(["--data-dir", str(root / "raw" / "B"), "--out", str(tmp_path / "S"), "--num-workers", "1",
                      "--labels", "superdiagnostic"])
     with pytest.raises(SystemExit, match="different label sets"):
-        cross_database.main(["--data-dirs", str(dirs[0]), str(tmp_path / "S"), *TINY, "--epochs", "1",
+        cross_database.main(["--data-dirs", str(dirs[0]), str(tmp_path / "S"), *tiny, "--epochs", "1",
                              "--results-dir", str(tmp_path / "r")])

@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-from conftest import TINY, copy_run
 
 import main
 import predict
@@ -17,11 +16,16 @@ from models.run import Run
 from utils.locks import exclusive_lock
 
 
-def evaluated_copy(trained, prepared, tmp_path, name="m") -> tuple[Run, list[str]]:
-    run = Run(copy_run(trained, tmp_path / name))
-    predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0", "--num-workers", "0",
-                  "--no-figures"])
-    return run, ["--run", str(run), "--results-dir", str(tmp_path / "r")]
+@pytest.fixture
+def evaluated_copy(copy_run):
+    """evaluated_copy(trained, prepared, tmp_path): a copy of the trained run, evaluated; with the flags
+    naming it and its results folder."""
+    def evaluate(trained, prepared, tmp_path, name="m") -> tuple[Run, list[str]]:
+        run = Run(copy_run(trained, tmp_path / name))
+        predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
+                      "--num-workers", "0", "--no-figures"])
+        return run, ["--run", str(run), "--results-dir", str(tmp_path / "r")]
+    return evaluate
 
 
 def change_weights(run: Run) -> None:
@@ -30,7 +34,7 @@ def change_weights(run: Run) -> None:
     torch.save(ckpt, run.model)
 
 
-def test_thresholds_never_outlive_their_model(trained, prepared, synth_records, tmp_path):
+def test_thresholds_never_outlive_their_model(evaluated_copy, trained, prepared, synth_records, tmp_path):
     run, _ = evaluated_copy(trained, prepared, tmp_path)
     record = ["--record", str(synth_records / "A0020.hea"), "--results-dir", str(tmp_path / "r")]
     predict.main(["--run", str(run), *record])  # the thresholds of this very model: accepted
@@ -40,7 +44,7 @@ def test_thresholds_never_outlive_their_model(trained, prepared, synth_records, 
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "1.5", '"0.3"', "null"])
-def test_a_damaged_threshold_is_refused(trained, prepared, synth_records, tmp_path, value):
+def test_a_damaged_threshold_is_refused(evaluated_copy, trained, prepared, synth_records, tmp_path, value):
     run, _ = evaluated_copy(trained, prepared, tmp_path)
     text = run.thresholds.read_text()
     saved = json.loads(text)
@@ -52,22 +56,22 @@ def test_a_damaged_threshold_is_refused(trained, prepared, synth_records, tmp_pa
                       "--results-dir", str(tmp_path / "r")])
 
 
-def test_one_writer_per_run_folder(prepared, tmp_path):
+def test_one_writer_per_run_folder(tiny, prepared, tmp_path):
     """A second main.py on a run that is being trained is refused at once, naming the holder."""
     run = Run(tmp_path / "busy")
     with exclusive_lock(run.lock, f"run {run}"):
         with pytest.raises(SystemExit, match=f"is being written by another process .pid {os.getpid()}"):
-            main.main(["--data-dir", str(prepared), *TINY, "--epochs", "1", "--run", str(run)])
+            main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--run", str(run)])
     assert not run.model.exists() and not run.last.exists()
 
 
-def test_unwritable_folders_fail_before_any_work(trained, prepared, tmp_path, capsys):
+def test_unwritable_folders_fail_before_any_work(tiny, copy_run, trained, prepared, tmp_path, capsys):
     """A run or results folder that cannot be written (here: under a file, which stops root too) fails at
     once with one line, not after the first epoch or the scoring."""
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")
     with pytest.raises(SystemExit, match="cannot write to .*a_file"):
-        main.main(["--data-dir", str(prepared), *TINY, "--epochs", "1", "--run", str(blocked / "x")])
+        main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--run", str(blocked / "x")])
     assert "epoch" not in capsys.readouterr().out
     run = copy_run(trained, tmp_path / "m")
     with pytest.raises(SystemExit) as e:  # a results folder under a file is a bad argument
@@ -77,15 +81,14 @@ def test_unwritable_folders_fail_before_any_work(trained, prepared, tmp_path, ca
     assert "score" not in err
 
 
-def test_seconds_longer_than_every_record_is_said(prepared, tmp_path, capsys):
-    main.main(["--data-dir", str(prepared), *TINY, "--seconds", "20", "--epochs", "1", "--limit", "60",
+def test_seconds_longer_than_every_record_is_said(tiny, prepared, tmp_path, capsys):
+    main.main(["--data-dir", str(prepared), *tiny, "--seconds", "20", "--epochs", "1", "--limit", "60",
                "--run", str(tmp_path / "long")])
     assert "longer than every training record (longest 12.0 s)" in capsys.readouterr().err
 
 
-def test_the_report_never_shows_another_models_shap_or_external_numbers(trained, prepared, tmp_path):
+def test_the_report_never_shows_another_models_shap_or_external_numbers(evaluated_copy, prep, trained, prepared, tmp_path):
     """After retraining, every section of the report that came from the old model says so."""
-    from test_databases import prep
     import synth
     run, common = evaluated_copy(trained, prepared, tmp_path)
     synth.main(["--out", str(tmp_path / "raw"), "--n", "40", "--seed", "3", "--max-seconds", "8"])

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY
 
 import cross_database
 import lead_study
@@ -29,8 +28,13 @@ from utils.parallel import parallel_map, process_map
 from utils.labels import LEADS
 from utils.database_pool import pool_databases
 
-ONE = [*TINY, "--epochs", "1", "--limit", "60"]
 QUIET = ["--n-bootstrap", "0", "--num-workers", "0", "--no-figures"]
+
+
+@pytest.fixture(scope="session")
+def one(tiny):
+    """One epoch of the tiny model on at most 60 records."""
+    return [*tiny, "--epochs", "1", "--limit", "60"]
 
 
 @pytest.fixture(scope="module")
@@ -44,30 +48,30 @@ def small(tmp_path_factory) -> dict:
     return {"raw": root / "rawE", "data": root / "E", "D": root / "D"}
 
 
-def test_a_run_on_other_data_of_the_same_folder_is_neither_current_nor_reused(small, tmp_path, capsys):
+def test_a_run_on_other_data_of_the_same_folder_is_neither_current_nor_reused(one, small, tmp_path, capsys):
     data = tmp_path / "E"
     shutil.copytree(small["data"], data)
     run = tmp_path / "m"
-    main.main(["--data-dir", str(data), *ONE, "--run", str(run)])
+    main.main(["--data-dir", str(data), *one, "--run", str(run)])
     weights = (run / "model.pth").read_bytes()
     evaluate = ["--run", str(run), "--results-dir", str(tmp_path / "r"), *QUIET]
     predict.main(evaluate)
     preprocess.main(["--data-dir", str(small["raw"]), "--out", str(data), "--num-workers", "1", "--seed", "5"])
     with pytest.raises(SystemExit, match=r"other settings \(data: \w+ -> \w+\).*--force"):
-        main.main(["--data-dir", str(data), *ONE, "--run", str(run)])
+        main.main(["--data-dir", str(data), *one, "--run", str(run)])
     assert (run / "model.pth").read_bytes() == weights
     capsys.readouterr()
     predict.main(evaluate)  # same model, but the records it reads changed: evaluated again
     assert "is current" not in capsys.readouterr().out
 
 
-def test_a_model_copied_in_from_another_run_is_refused(trained, prepared, tmp_path):
+def test_a_model_copied_in_from_another_run_is_refused(one, trained, prepared, tmp_path):
     run = tmp_path / "m"
-    main.main(["--data-dir", str(prepared), *ONE, "--run", str(run)])
+    main.main(["--data-dir", str(prepared), *one, "--run", str(run)])
     shutil.copy(trained["model_path"], run / "model.pth")
     both = rf"{run / 'model.pth'} \(run id \w+\) and {run / 'last.pth'} \(run id \w+\) belong to different runs"
     with pytest.raises(SystemExit, match=both):
-        main.main(["--data-dir", str(prepared), *ONE, "--run", str(run), "--epochs", "2"])
+        main.main(["--data-dir", str(prepared), *one, "--run", str(run), "--epochs", "2"])
     with pytest.raises(SystemExit, match=both):
         predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), *QUIET])
     with pytest.raises(SystemExit, match=both):
@@ -88,23 +92,23 @@ def test_commands_that_read_a_run_refuse_a_missing_one(trained, prepared, tmp_pa
     assert not typo.exists()
 
 
-def test_equal_runs_are_trained_once_and_two_database_leave_one_out_reuses_the_plain_cells(small, tmp_path, capsys):
+def test_equal_runs_are_trained_once_and_two_database_leave_one_out_reuses_the_plain_cells(one, small, tmp_path, capsys):
     data = tmp_path / "D"
     shutil.copytree(small["D"], data)
-    main.main(["--data-dir", str(data), *ONE])
-    trained = data / "runs" / "resnet18_all_42"
+    main.main(["--data-dir", str(data), *one])
+    trained = data / "runs" / "resnet10_all_42"
     results = tmp_path / "results"
     capsys.readouterr()
-    args = lead_study.parse_args(["--data-dir", str(data), *ONE, "--n-bootstrap", "0",
+    args = lead_study.parse_args(["--data-dir", str(data), *one, "--n-bootstrap", "0",
                                   "--results-dir", str(results)])
     run_all([study_config(args, list(LEADS))], results, 0)  # the lead study's all-leads run
     printed = capsys.readouterr().out
-    study = data / "runs" / "study_resnet18_all_42"
+    study = data / "runs" / "study_resnet10_all_42"
     assert f"finished run {trained} (1 epoch(s)): reusing it" in printed and "epoch   1/1" not in printed
     assert (study / "model.pth").read_bytes() == (trained / "model.pth").read_bytes()
-    assert (results / "D" / "study_resnet18_all_42" / "metrics.json").exists()
+    assert (results / "D" / "study_resnet10_all_42" / "metrics.json").exists()
 
-    matrix = cross_database.main(["--data-dirs", str(data), str(small["data"]), *ONE, "--n-bootstrap", "0",
+    matrix = cross_database.main(["--data-dirs", str(data), str(small["data"]), *one, "--n-bootstrap", "0",
                                   "--leave-one-out", "--no-figures", "--pool-dir", str(tmp_path / "pooled"),
                                   "--results-dir", str(results)])
     printed = capsys.readouterr().out
@@ -117,7 +121,7 @@ def test_equal_runs_are_trained_once_and_two_database_leave_one_out_reuses_the_p
     pd.testing.assert_series_equal(cells.loc[("all but E", "E")], cells.loc[("D", "E")], check_names=False)
 
 
-def test_every_split_is_checked_before_any_training(small, tmp_path, capsys):
+def test_every_split_is_checked_before_any_training(one, small, tmp_path, capsys):
     few = tmp_path / "raw"
     synth.main(["--out", str(few), "--n", "4", "--seed", "3", "--max-seconds", "7"])
     preprocess.main(["--data-dir", str(few), "--out", str(tmp_path / "F"), "--num-workers", "1"])
@@ -125,7 +129,7 @@ def test_every_split_is_checked_before_any_training(small, tmp_path, capsys):
     shutil.copytree(small["D"], data)
     capsys.readouterr()
     with pytest.raises(SystemExit, match=f"{tmp_path / 'F'}: no records in its .*split"):
-        cross_database.main(["--data-dirs", str(data), str(tmp_path / "F"), *ONE, "--n-bootstrap", "0",
+        cross_database.main(["--data-dirs", str(data), str(tmp_path / "F"), *one, "--n-bootstrap", "0",
                              "--results-dir", str(tmp_path / "r")])
     assert "epoch" not in capsys.readouterr().out and not (data / "runs").exists()
 

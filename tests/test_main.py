@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY
 
 import main
 import predict
@@ -24,8 +23,12 @@ from utils.errors import PipelineError
 from utils.labels import CLASSES, LEADS
 
 
-def train(prepared: Path, tmp: Path, name: str, *extra: str) -> dict:
-    return main.main(["--data-dir", str(prepared), *TINY, "--run", str(tmp / f"{name}"), *extra])
+@pytest.fixture
+def train(tiny):
+    """train(prepared, tmp, name, *flags): main.py's tiny model in the run folder tmp/name."""
+    def run(prepared: Path, tmp: Path, name: str, *extra: str) -> dict:
+        return main.main(["--data-dir", str(prepared), *tiny, "--run", str(tmp / f"{name}"), *extra])
+    return run
 
 
 def test_resnet34_matches_the_paper():
@@ -56,7 +59,7 @@ def test_checkpoint_holds_config_label_set_and_split_as_plain_data(trained):
     assert ckpt["label_set"] == {"name": "cpsc9", "classes": list(CLASSES)}
     assert set(ckpt["split"]) == {"train", "val", "test"}
     cfg = RunConfig.from_dict(ckpt["config"])  # rebuilt from the plain dict, equal field by field
-    assert cfg.to_dict() == ckpt["config"] and cfg.arch == "resnet18" and cfg.sample_rate == 100
+    assert cfg.to_dict() == ckpt["config"] and cfg.arch == "resnet10" and cfg.sample_rate == 100
     assert cfg.label_set == "cpsc9" and cfg.leads == LEADS
 
 
@@ -77,17 +80,17 @@ def test_train_takes_a_config_and_runs_default_to_the_data_folder(prepared, tmp_
     data/<db>/runs/<run>/ with its resume checkpoint and log."""
     data = tmp_path / "data"
     shutil.copytree(prepared, data)
-    cfg = RunConfig(data_dir=str(data), arch="resnet18", seconds=2, sample_rate=100, epochs=1, lr=1e-3,
+    cfg = RunConfig(data_dir=str(data), arch="resnet10", seconds=2, sample_rate=100, epochs=1, lr=1e-3,
                     batch_size=16, num_workers=0, limit=60)
     out = train_run(dataclasses.replace(cfg, leads=("I", "V5")))
-    run = data / "runs" / "resnet18_I-V5_42"
+    run = data / "runs" / "resnet10_I-V5_42"
     assert out["model_path"] == run / "model.pth"
     assert {p.name for p in run.iterdir()} >= {"model.pth", "last.pth", "log.csv"}
     _, ckpt = load_checkpoint(run / "model.pth")
     assert ckpt["config"]["leads"] == ["I", "V5"] and ckpt["data"]["name"] == "data"
 
 
-def test_resume_ends_where_an_uninterrupted_run_would(prepared, tmp_path):
+def test_resume_ends_where_an_uninterrupted_run_would(train, prepared, tmp_path):
     full = train(prepared, tmp_path, "full", "--epochs", "3")
     train(prepared, tmp_path, "part", "--epochs", "2")
     resumed = train(prepared, tmp_path, "part", "--epochs", "3", "--resume")
@@ -97,7 +100,7 @@ def test_resume_ends_where_an_uninterrupted_run_would(prepared, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_same_seed_same_metrics_other_seed_differs(prepared, tmp_path):
+def test_same_seed_same_metrics_other_seed_differs(train, prepared, tmp_path):
     a = train(prepared, tmp_path, "a", "--epochs", "1")
     b = train(prepared, tmp_path, "b", "--epochs", "1")
     c = train(prepared, tmp_path, "c", "--epochs", "1", "--seed", "3")
@@ -106,7 +109,7 @@ def test_same_seed_same_metrics_other_seed_differs(prepared, tmp_path):
     assert strip(a["history"]) != strip(c["history"])
 
 
-def test_lead_selection(prepared, tmp_path, capsys):
+def test_lead_selection(train, prepared, tmp_path, capsys):
     out = train(prepared, tmp_path, "three", "--epochs", "1", "--leads", "v5,I,aVR")
     model, ckpt = load_checkpoint(out["model_path"])
     assert ckpt["config"]["leads"] == ["I", "aVR", "V5"] and model.net.stem[0].in_channels == 3
@@ -125,7 +128,7 @@ def test_augmentation_is_a_fair_coin():
     assert shift.abs().max() < 1e-5 and (y - 1).abs().max() < 0.6
 
 
-def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(prepared, tmp_path, capsys):
+def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(train, tiny, prepared, tmp_path, capsys):
     """The run folder decides: same settings and finished -> kept, said in one line; other settings ->
     refused unless --force; --resume with nothing to resume -> refused."""
     first = train(prepared, tmp_path, "x", "--epochs", "1")
@@ -135,7 +138,7 @@ def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(prepared, tmp_p
     assert first["model_path"].read_bytes() == weights
     for extra in ([], ["--resume"]):
         with pytest.raises(SystemExit, match=r"other settings \(seconds: 2.0 -> 3.0\).*--force"):
-            main.main(["--data-dir", str(prepared), *TINY, "--seconds", "3", "--epochs", "1",
+            main.main(["--data-dir", str(prepared), *tiny, "--seconds", "3", "--epochs", "1",
                        "--run", str(tmp_path / "x"), *extra])
     forced = train(prepared, tmp_path, "x", "--epochs", "1", "--seconds", "3", "--force")
     assert not forced.get("skipped") and forced["model_path"].read_bytes() != weights
@@ -147,9 +150,9 @@ def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(prepared, tmp_p
         train(empty, tmp_path, "nocache")
 
 
-def test_ddp_two_gloo_processes_agree(prepared, tmp_path):
+def test_ddp_two_gloo_processes_agree(tiny, prepared, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "main.py", "--", "--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80",
+           "main.py", "--", "--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "80",
            "--run", str(tmp_path / "ddp")]  # after `--` torchrun leaves --run (else taken for its --run-path) alone
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, copy_run
 
 import baselines
 import cross_database
@@ -81,7 +80,7 @@ def check_fitted_on_validation(saved: float, val_csv: Path, test_csv: Path) -> N
     assert saved == pytest.approx(from_val, rel=1e-7), (val_csv, test_csv)
 
 
-def test_predict_temperature_is_fitted_on_own_validation_scores(trained, prepared, hospitals, tmp_path):
+def test_predict_temperature_is_fitted_on_own_validation_scores(copy_run, trained, prepared, hospitals, tmp_path):
     run = copy_run(trained, tmp_path / "run")
     results = tmp_path / "results"
     common = ["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "0", "--num-workers", "0",
@@ -94,8 +93,8 @@ def test_predict_temperature_is_fitted_on_own_validation_scores(trained, prepare
     check_fitted_on_validation(temperature(external), own / "val_scores.csv", external / "test_scores.csv")
 
 
-def test_cross_database_and_baselines_temperatures(hospitals, tmp_path):
-    matrix = cross_database.main(["--data-dirs", *map(str, hospitals), *TINY, "--epochs", "1", "--limit", "32",
+def test_cross_database_and_baselines_temperatures(tiny, hospitals, tmp_path):
+    matrix = cross_database.main(["--data-dirs", *map(str, hospitals), *tiny, "--epochs", "1", "--limit", "32",
                                   "--n-bootstrap", "0", "--no-figures", "--calibrate",
                                   "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")])
     assert len(matrix) == 4
@@ -132,10 +131,10 @@ def test_dataset_reads_the_cache_rows_of_its_leads(prepared, leads):
 
 
 @pytest.fixture(scope="module")
-def v5_run(prepared, tmp_path_factory) -> Path:
+def v5_run(tiny, prepared, tmp_path_factory) -> Path:
     """A one-epoch single-lead (V5) model on 40 records."""
     work = tmp_path_factory.mktemp("v5")
-    main.main(["--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "40", "--leads", "V5",
+    main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "40", "--leads", "V5",
                "--run", str(work / "v5")])
     return work / "v5"
 

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REAL_DIR, needs_real
 from sklearn import metrics as skm
 
 import predict
@@ -78,10 +77,10 @@ def test_record_diagnosis(evaluated, prepared, synth_records, tmp_path, capsys):
     assert (tmp_path / prepared.name / model_path.name / "records.csv").exists()
 
 
-@needs_real
-def test_record_diagnosis_on_a_real_record(evaluated, tmp_path):
+@pytest.mark.real_data
+def test_record_diagnosis_on_a_real_record(real_dir, evaluated, tmp_path):
     _, _, model_path = evaluated
-    table = predict.main(["--run", str(model_path), "--record", str(REAL_DIR / "JS20000.hea"),
+    table = predict.main(["--run", str(model_path), "--record", str(real_dir / "JS20000.hea"),
                           "--results-dir", str(tmp_path)])
     assert len(table) == 1 and np.isfinite(table[list(CLASSES)].to_numpy(float)).all()
 
