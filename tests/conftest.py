@@ -1,4 +1,5 @@
-"""Shared fixtures: one small synthetic dataset, generated and preprocessed once per test session."""
+"""Shared fixtures: the synthetic databases, the tiny trained run and the helpers several test files use.
+Each database and run is built once per test session; treat them as read-only (copy what a test changes)."""
 from __future__ import annotations
 
 import shutil
@@ -118,6 +119,82 @@ def lead_study_run(prepared, tmp_path_factory) -> dict:
     argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80", "--n-bootstrap", "50",
             "--runs-dir", str(work / "models"), "--results-dir", str(work / "results")]
     return {"argv": argv, "table": lead_study.main(argv), "work": work}
+
+
+@pytest.fixture(scope="session")
+def one(tiny):
+    """One epoch of the tiny model on at most 60 records."""
+    return [*tiny, "--epochs", "1", "--limit", "60"]
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory) -> dict:
+    """Two databases of 60 synthetic records from two sites, preprocessed: D and E."""
+    root = tmp_path_factory.mktemp("identity")
+    for name, site, seed in (("D", "a", 20), ("E", "b", 21)):
+        synth.main(["--out", str(root / f"raw{name}"), "--n", "60", "--seed", str(seed), "--site", site,
+                    "--max-seconds", "8"])
+        preprocess.main(["--data-dir", str(root / f"raw{name}"), "--out", str(root / name), "--num-workers", "1"])
+    return {"raw": root / "rawE", "data": root / "E", "D": root / "D"}
+
+
+@pytest.fixture(scope="session")
+def hospitals(tmp_path_factory) -> tuple[Path, Path]:
+    """Two small preprocessed databases from two other synthetic sites (40 records each)."""
+    root = tmp_path_factory.mktemp("hospitals")
+    out = []
+    for name, site, seed in (("X", "b", 21), ("Y", "c", 22)):
+        synth.main(["--out", str(root / "raw" / name), "--n", "40", "--seed", str(seed), "--site", site,
+                    "--max-seconds", "8"])
+        preprocess.main(["--data-dir", str(root / "raw" / name), "--out", str(root / name), "--num-workers", "1"])
+        out.append(root / name)
+    return out[0], out[1]
+
+
+@pytest.fixture
+def check_fitted_on_validation():
+    """check(saved, val_csv, test_csv): `saved` is the temperature fitted on the validation scores, and the
+    fit on the test scores is another value (so fitting on the wrong records would show)."""
+    from utils.evaluator import read_scores, scores_arrays
+    from utils.labels import CLASSES
+    from utils.metrics import fit_temperature
+
+    def fitted(scores_csv: Path) -> float:
+        y, p = scores_arrays(read_scores(scores_csv, CLASSES), CLASSES)
+        return fit_temperature(p, y)
+
+    def check(saved: float, val_csv: Path, test_csv: Path) -> None:
+        from_val, from_test = fitted(val_csv), fitted(test_csv)
+        assert from_val != pytest.approx(from_test, rel=1e-3), (val_csv, test_csv)
+        assert saved == pytest.approx(from_val, rel=1e-7), (val_csv, test_csv)
+    return check
+
+
+@pytest.fixture
+def evaluated_copy(copy_run):
+    """evaluated_copy(trained, prepared, tmp_path): a copy of the trained run, evaluated; with the flags
+    naming it and its results folder."""
+    import predict
+    from models.run import Run
+
+    def evaluate(trained, prepared, tmp_path, name="m") -> tuple[Run, list[str]]:
+        run = Run(copy_run(trained, tmp_path / name))
+        predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
+                      "--num-workers", "0", "--no-figures"])
+        return run, ["--run", str(run), "--results-dir", str(tmp_path / "r")]
+    return evaluate
+
+
+@pytest.fixture
+def change_weights():
+    """change_weights(run): a retrained (or resumed, or still training) model under the same name."""
+    import torch
+
+    def change(run) -> None:
+        ckpt = torch.load(run.model, weights_only=True)
+        ckpt["model"]["net.fc.weight"] += 0.1
+        torch.save(ckpt, run.model)
+    return change
 
 
 CHECKOUT_OUTPUTS = [Path(__file__).resolve().parents[1] / name for name in ("results", "data")]

@@ -14,9 +14,10 @@ import baselines
 import utils.features as features
 from utils.cache import PREPROCESS_OUTPUTS, SignalCache, load_labels
 from utils.evaluator import read_scores
+from utils.features import feature_columns, load_or_compute_features
 from utils.folds import split_labels
-from utils.manifest import read_manifest, write_manifest
 from utils.labels import CLASSES, LEADS
+from utils.manifest import read_manifest, write_manifest
 from utils.results import read_evaluation
 
 
@@ -92,6 +93,7 @@ def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, ca
     np.testing.assert_array_equal(row, features.signal_features(cache.record("A0010", dtype=np.float64)))
 
 
+@pytest.mark.slow
 def test_classifiers_beat_chance(tmp_path):
     """600 short records, so the 60-record test fold says something about each classifier; each one is
     evaluated by the shared evaluator into its own folder, and the summary repeats those evaluations."""
@@ -234,3 +236,30 @@ def test_heart_rate_agrees_with_wfdb_xqrs_on_real_records(real_dir):
         theirs = 60 / np.mean(np.diff(ref) / 500)
         diffs.append(abs(ours - theirs))
     assert np.median(diffs) < 3 and np.mean(np.array(diffs) < 8) >= 0.75, diffs
+
+
+# ---------------------------------------------------------------------------------------------
+# The baselines' --standardize scaler sees the training records only
+# ---------------------------------------------------------------------------------------------
+def test_standardize_scaler_is_fitted_on_training_records(hospitals, monkeypatch):
+    data_dir = hospitals[0]
+    features = load_or_compute_features(data_dir, False, 1, False)
+    data = load_labels(data_dir).merge(features, on="patient_id", how="left", validate="one_to_one")
+    splits = split_labels(data, 42)
+    cols = feature_columns(list(LEADS), False)
+    made = []
+    real = baselines.make_classifier
+    monkeypatch.setattr(baselines, "make_classifier", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    scores = baselines.FeatureClassifier("LR", splits, cols, tuple(CLASSES), 42, standardize=True).score()
+    [pipeline] = made
+    scaler = pipeline.steps[0][1]
+    train_mean = splits["train"][cols].to_numpy().mean(0)
+    all_mean = pd.concat(list(splits.values()))[cols].to_numpy().mean(0)
+    assert not np.allclose(train_mean, all_mean)  # the case tells the two apart
+    np.testing.assert_allclose(scaler.mean_, train_mean, rtol=1e-10)
+    np.testing.assert_allclose(scaler.scale_[scaler.scale_ != 1], splits["train"][cols].to_numpy().std(0)[
+        scaler.scale_ != 1], rtol=1e-8)
+    # and it is the scaler that scored: the same pipeline refitted here gives the same probabilities
+    refit = real("LR", 42, True).fit(splits["train"][cols].to_numpy(), splits["train"][list(CLASSES)].to_numpy(int))
+    np.testing.assert_allclose(scores.test[[f"p_{c}" for c in CLASSES]].to_numpy(),
+                               refit.predict_proba(splits["test"][cols].to_numpy()), rtol=1e-6, atol=1e-9)

@@ -13,6 +13,7 @@ from utils.cache import load_labels
 from utils.labels import CLASSES
 
 
+@pytest.mark.slow
 def test_two_folds_then_reuse(tiny, prepared, tmp_path, capsys):
     argv = ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--n-bootstrap", "20", "--folds", "2,1",
             "--runs-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]
@@ -48,6 +49,7 @@ def test_bad_fold_is_a_clear_error(prepared, tmp_path, capsys):
     assert e.value.code == 2 and "--test-fold" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_jobs_run_side_by_side_with_the_same_weights_as_alone(tiny, prepared, tmp_path):
     """--jobs 2 trains two folds in two processes at once; under --deterministic each run's weights are
     bit-identical to the same run trained alone."""

@@ -175,6 +175,7 @@ def terminal_sigint() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during the parallel decode of
     4,500 records: every try exits within seconds, leaves no temporary file and no output."""
@@ -261,6 +262,7 @@ def test_figures_with_the_same_record_name_do_not_overwrite(synth_records, tmp_p
     assert all(p.exists() for p in written)
 
 
+@pytest.mark.slow
 def test_damaged_labels_features_and_thresholds(tiny, mark_current, prepared, trained, synth_records, tmp_path, capsys):
     import baselines
     import main

@@ -14,13 +14,17 @@ import torch
 
 import main
 import predict
-from models.inputs import augment
+import preprocess
+import shap_values
 from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from models.inputs import augment
 from models.registry import create_model as build_model
+from models.run import Run
 from models.training import RunConfig, deterministic_mode
 from models.training import train as train_run
 from utils.errors import PipelineError
 from utils.labels import CLASSES, LEADS
+from utils.locks import exclusive_lock
 
 
 @pytest.fixture
@@ -150,6 +154,7 @@ def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(train, tiny, pr
         train(empty, tmp_path, "nocache")
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_agree(tiny, prepared, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "main.py", "--", "--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "80",
@@ -162,6 +167,7 @@ def test_ddp_two_gloo_processes_agree(tiny, prepared, tmp_path):
     assert (tmp_path / "ddp" / "model.pth").exists()
 
 
+@pytest.mark.slow
 def test_deterministic_runs_repeat_exactly_across_processes(prepared, tmp_path):
     """Three separate processes, started together, at a realistic size (ResNet34, 12 leads, 10 s at
     100 Hz, 2 epochs): with --deterministic their logs and weights are bit-identical."""
@@ -217,3 +223,68 @@ def test_ddp_shards_are_disjoint_and_cover_the_training_split(prepared, world):
         assert len({len(s) for s in shards}) == 1
         orders.append(seen)
     assert orders[0] != orders[1]
+
+
+def test_one_writer_per_run_folder(tiny, prepared, tmp_path):
+    """A second main.py on a run that is being trained is refused at once, naming the holder."""
+    run = Run(tmp_path / "busy")
+    with exclusive_lock(run.lock, f"run {run}"):
+        with pytest.raises(SystemExit, match=f"is being written by another process .pid {os.getpid()}"):
+            main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--run", str(run)])
+    assert not run.model.exists() and not run.last.exists()
+
+
+def test_unwritable_folders_fail_before_any_work(tiny, copy_run, trained, prepared, tmp_path, capsys):
+    """A run or results folder that cannot be written (here: under a file, which stops root too) fails at
+    once with one line, not after the first epoch or the scoring."""
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    with pytest.raises(SystemExit, match="cannot write to .*a_file"):
+        main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--run", str(blocked / "x")])
+    assert "epoch" not in capsys.readouterr().out
+    run = copy_run(trained, tmp_path / "m")
+    with pytest.raises(SystemExit) as e:  # a results folder under a file is a bad argument
+        predict.main(["--run", str(run), "--results-dir", str(blocked / "r"), "--n-bootstrap", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument --results-dir: {blocked / 'r'} cannot be a folder" in err
+    assert "score" not in err
+
+
+@pytest.mark.slow
+def test_seconds_longer_than_every_record_is_said(tiny, prepared, tmp_path, capsys):
+    main.main(["--data-dir", str(prepared), *tiny, "--seconds", "20", "--epochs", "1", "--limit", "60",
+               "--run", str(tmp_path / "long")])
+    assert "longer than every training record (longest 12.0 s)" in capsys.readouterr().err
+
+
+QUIET = ["--n-bootstrap", "0", "--num-workers", "0", "--no-figures"]
+
+
+def test_a_run_on_other_data_of_the_same_folder_is_neither_current_nor_reused(one, small, tmp_path, capsys):
+    data = tmp_path / "E"
+    shutil.copytree(small["data"], data)
+    run = tmp_path / "m"
+    main.main(["--data-dir", str(data), *one, "--run", str(run)])
+    weights = (run / "model.pth").read_bytes()
+    evaluate = ["--run", str(run), "--results-dir", str(tmp_path / "r"), *QUIET]
+    predict.main(evaluate)
+    preprocess.main(["--data-dir", str(small["raw"]), "--out", str(data), "--num-workers", "1", "--seed", "5"])
+    with pytest.raises(SystemExit, match=r"other settings \(data: \w+ -> \w+\).*--force"):
+        main.main(["--data-dir", str(data), *one, "--run", str(run)])
+    assert (run / "model.pth").read_bytes() == weights
+    capsys.readouterr()
+    predict.main(evaluate)  # same model, but the records it reads changed: evaluated again
+    assert "is current" not in capsys.readouterr().out
+
+
+def test_a_model_copied_in_from_another_run_is_refused(one, trained, prepared, tmp_path):
+    run = tmp_path / "m"
+    main.main(["--data-dir", str(prepared), *one, "--run", str(run)])
+    shutil.copy(trained["model_path"], run / "model.pth")
+    both = rf"{run / 'model.pth'} \(run id \w+\) and {run / 'last.pth'} \(run id \w+\) belong to different runs"
+    with pytest.raises(SystemExit, match=both):
+        main.main(["--data-dir", str(prepared), *one, "--run", str(run), "--epochs", "2"])
+    with pytest.raises(SystemExit, match=both):
+        predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), *QUIET])
+    with pytest.raises(SystemExit, match=both):
+        shap_values.main(["--run", str(run), "--results-dir", str(tmp_path / "r")])

@@ -26,6 +26,7 @@ def test_empty_report_names_each_missing_stage(copy_run, prepared, trained, tmp_
         assert f"run `python {script}" in text, script
 
 
+@pytest.mark.slow
 def test_full_report(prepared, trained, lead_study_run, tmp_path):
     # the model's own database (a copy would be another database: results are filed by identity);
     # baselines.py adds its feature cache there, which no other output depends on
@@ -96,3 +97,23 @@ def test_report_never_shows_metrics_of_another_checkpoint(copy_run, prepared, tr
     text = report.main(argv).read_text()
     deep = sections_text(text, "Deep model (12 leads), test fold")
     assert "Out of date" in deep and "changed after it was evaluated" in deep and "| mean AUC |" not in deep
+
+
+@pytest.mark.slow
+def test_the_report_never_shows_another_models_shap_or_external_numbers(change_weights, evaluated_copy, prep, trained, prepared, tmp_path):
+    """After retraining, every section of the report that came from the old model says so."""
+    import synth
+    run, common = evaluated_copy(trained, prepared, tmp_path)
+    synth.main(["--out", str(tmp_path / "raw"), "--n", "40", "--seed", "3", "--max-seconds", "8"])
+    prep(tmp_path / "raw", tmp_path / "OTHER")
+    predict.main([*common, "--external-data-dir", str(tmp_path / "OTHER"), "--n-bootstrap", "0", "--no-figures"])
+    shap_values.main([*common, "--background", "4", "--n-explain", "2", "--n-samples", "2"])
+    argv = ["--data-dir", str(prepared), *common]
+    text = report.main(argv).read_text()
+    assert "Out of date" not in text and "out of date" not in text and "| OTHER |" in text
+    change_weights(run)
+    text = report.main(argv).read_text()
+    shap = text.split("## SHAP lead importance")[1].split("##")[0]
+    external = text.split("## External validation")[1].split("##")[0]
+    assert "Out of date" in shap and "| average |" not in shap
+    assert external.count("out of date") == 2 and "changed after it was evaluated" in external
