@@ -57,7 +57,7 @@ def _copy_run(trained: dict, folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def copy_run():
     """copy_run(trained, folder): a private run folder holding a copy of the trained model (to change or
     evaluate apart)."""
@@ -74,7 +74,7 @@ def prep():
     return _prep
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mark_current():
     """mark_current(folder): rewrite a preprocess folder's manifest for its files as they are now (a test's
     deliberate edit of a cached signal)."""
@@ -151,7 +151,7 @@ def hospitals(tmp_path_factory) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def check_fitted_on_validation():
     """check(saved, val_csv, test_csv): `saved` is the temperature fitted on the validation scores, and the
     fit on the test scores is another value (so fitting on the wrong records would show)."""
@@ -170,7 +170,7 @@ def check_fitted_on_validation():
     return check
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def evaluated_copy(copy_run):
     """evaluated_copy(trained, prepared, tmp_path): a copy of the trained run, evaluated; with the flags
     naming it and its results folder."""
@@ -185,7 +185,7 @@ def evaluated_copy(copy_run):
     return evaluate
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def change_weights():
     """change_weights(run): a retrained (or resumed, or still training) model under the same name."""
     import torch
