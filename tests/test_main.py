@@ -94,6 +94,7 @@ def test_train_takes_a_config_and_runs_default_to_the_data_folder(prepared, tmp_
     assert ckpt["config"]["leads"] == ["I", "V5"] and ckpt["data"]["name"] == "data"
 
 
+@pytest.mark.slow
 def test_resume_ends_where_an_uninterrupted_run_would(train, prepared, tmp_path):
     full = train(prepared, tmp_path, "full", "--epochs", "3")
     train(prepared, tmp_path, "part", "--epochs", "2")
@@ -104,6 +105,7 @@ def test_resume_ends_where_an_uninterrupted_run_would(train, prepared, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_differs(train, prepared, tmp_path):
     a = train(prepared, tmp_path, "a", "--epochs", "1")
     b = train(prepared, tmp_path, "b", "--epochs", "1")
