@@ -1,4 +1,5 @@
-"""Shared fixtures: one small synthetic dataset, generated and preprocessed once per test session."""
+"""Shared fixtures: the synthetic databases, the tiny trained run and the helpers several test files use.
+Each database and run is built once per test session; treat them as read-only (copy what a test changes)."""
 from __future__ import annotations
 
 import shutil
@@ -10,7 +11,20 @@ import preprocess
 import synth
 
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-needs_real = pytest.mark.skipif(not REAL_DIR.is_dir(), reason=f"real records not present at {REAL_DIR}")
+
+
+def pytest_runtest_setup(item):
+    """Tests marked `real_data` need the 30 real PhysioNet records beside the checkout; skipped without them."""
+    if item.get_closest_marker("real_data") and not REAL_DIR.is_dir():
+        pytest.skip(f"real records not present at {REAL_DIR}")
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """The folder of real PhysioNet records (the test is skipped when it is absent)."""
+    if not REAL_DIR.is_dir():
+        pytest.skip(f"real records not present at {REAL_DIR}")
+    return REAL_DIR
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +51,53 @@ def records_copy(synth_records, tmp_path) -> Path:
     return dst
 
 
-def copy_run(trained: dict, folder: Path) -> Path:
-    """A private run folder holding a copy of the trained model (to change or evaluate apart)."""
+def _copy_run(trained: dict, folder: Path) -> Path:
     folder.mkdir(parents=True)
     shutil.copy(trained["model_path"], folder / "model.pth")
     return folder
 
 
-TINY = ["--arch", "resnet18", "--seconds", "2", "--sample-rate", "100", "--batch-size", "16",
+@pytest.fixture(scope="session")
+def copy_run():
+    """copy_run(trained, folder): a private run folder holding a copy of the trained model (to change or
+    evaluate apart)."""
+    return _copy_run
+
+
+def _prep(records: Path, out: Path, *extra: str) -> None:
+    preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1", *extra])
+
+
+@pytest.fixture(scope="session")
+def prep():
+    """prep(records, out, *flags): preprocess.py on `records` into `out`, one worker."""
+    return _prep
+
+
+@pytest.fixture(scope="session")
+def mark_current():
+    """mark_current(folder): rewrite a preprocess folder's manifest for its files as they are now (a test's
+    deliberate edit of a cached signal)."""
+    from utils.manifest import read_manifest, write_manifest
+    from utils.cache import PREPROCESS_OUTPUTS
+
+    def mark(data: Path) -> None:
+        manifest = read_manifest(data / "preprocess.json")
+        info = {k: v for k, v in manifest.items() if k not in ("fingerprint", "files")}
+        write_manifest(data / "preprocess.json", manifest["fingerprint"], [data / f for f in PREPROCESS_OUTPUTS],
+                       **info)
+    return mark
+
+
+# the smallest training the tests run: a ResNet10 on 2 s at 100 Hz
+TINY = ["--arch", "resnet10", "--seconds", "2", "--sample-rate", "100", "--batch-size", "16",
         "--num-workers", "0", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="session")
+def tiny() -> list[str]:
+    """main.py's flags for the tiny model every training test uses (append --epochs etc.)."""
+    return list(TINY)
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +119,82 @@ def lead_study_run(prepared, tmp_path_factory) -> dict:
     argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80", "--n-bootstrap", "50",
             "--runs-dir", str(work / "models"), "--results-dir", str(work / "results")]
     return {"argv": argv, "table": lead_study.main(argv), "work": work}
+
+
+@pytest.fixture(scope="session")
+def one(tiny):
+    """One epoch of the tiny model on at most 60 records."""
+    return [*tiny, "--epochs", "1", "--limit", "60"]
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory) -> dict:
+    """Two databases of 60 synthetic records from two sites, preprocessed: D and E."""
+    root = tmp_path_factory.mktemp("identity")
+    for name, site, seed in (("D", "a", 20), ("E", "b", 21)):
+        synth.main(["--out", str(root / f"raw{name}"), "--n", "60", "--seed", str(seed), "--site", site,
+                    "--max-seconds", "8"])
+        preprocess.main(["--data-dir", str(root / f"raw{name}"), "--out", str(root / name), "--num-workers", "1"])
+    return {"raw": root / "rawE", "data": root / "E", "D": root / "D"}
+
+
+@pytest.fixture(scope="session")
+def hospitals(tmp_path_factory) -> tuple[Path, Path]:
+    """Two small preprocessed databases from two other synthetic sites (40 records each)."""
+    root = tmp_path_factory.mktemp("hospitals")
+    out = []
+    for name, site, seed in (("X", "b", 21), ("Y", "c", 22)):
+        synth.main(["--out", str(root / "raw" / name), "--n", "40", "--seed", str(seed), "--site", site,
+                    "--max-seconds", "8"])
+        preprocess.main(["--data-dir", str(root / "raw" / name), "--out", str(root / name), "--num-workers", "1"])
+        out.append(root / name)
+    return out[0], out[1]
+
+
+@pytest.fixture(scope="session")
+def check_fitted_on_validation():
+    """check(saved, val_csv, test_csv): `saved` is the temperature fitted on the validation scores, and the
+    fit on the test scores is another value (so fitting on the wrong records would show)."""
+    from utils.evaluator import read_scores, scores_arrays
+    from utils.labels import CLASSES
+    from utils.metrics import fit_temperature
+
+    def fitted(scores_csv: Path) -> float:
+        y, p = scores_arrays(read_scores(scores_csv, CLASSES), CLASSES)
+        return fit_temperature(p, y)
+
+    def check(saved: float, val_csv: Path, test_csv: Path) -> None:
+        from_val, from_test = fitted(val_csv), fitted(test_csv)
+        assert from_val != pytest.approx(from_test, rel=1e-3), (val_csv, test_csv)
+        assert saved == pytest.approx(from_val, rel=1e-7), (val_csv, test_csv)
+    return check
+
+
+@pytest.fixture(scope="session")
+def evaluated_copy(copy_run):
+    """evaluated_copy(trained, prepared, tmp_path): a copy of the trained run, evaluated; with the flags
+    naming it and its results folder."""
+    import predict
+    from models.run import Run
+
+    def evaluate(trained, prepared, tmp_path, name="m") -> tuple[Run, list[str]]:
+        run = Run(copy_run(trained, tmp_path / name))
+        predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
+                      "--num-workers", "0", "--no-figures"])
+        return run, ["--run", str(run), "--results-dir", str(tmp_path / "r")]
+    return evaluate
+
+
+@pytest.fixture(scope="session")
+def change_weights():
+    """change_weights(run): a retrained (or resumed, or still training) model under the same name."""
+    import torch
+
+    def change(run) -> None:
+        ckpt = torch.load(run.model, weights_only=True)
+        ckpt["model"]["net.fc.weight"] += 0.1
+        torch.save(ckpt, run.model)
+    return change
 
 
 CHECKOUT_OUTPUTS = [Path(__file__).resolve().parents[1] / name for name in ("results", "data")]

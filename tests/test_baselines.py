@@ -9,23 +9,16 @@ import pandas as pd
 import pytest
 import pywt
 import wfdb.processing
-from conftest import REAL_DIR, needs_real
 
 import baselines
 import utils.features as features
 from utils.cache import PREPROCESS_OUTPUTS, SignalCache, load_labels
 from utils.evaluator import read_scores
+from utils.features import feature_columns, load_or_compute_features
 from utils.folds import split_labels
-from utils.manifest import read_manifest, write_manifest
 from utils.labels import CLASSES, LEADS
+from utils.manifest import read_manifest, write_manifest
 from utils.results import read_evaluation
-
-
-def mark_current(data):
-    """Rewrite a preprocess folder's manifest for its files as they are now (a test's deliberate edit)."""
-    manifest = read_manifest(data / "preprocess.json")
-    info = {k: v for k, v in manifest.items() if k not in ("fingerprint", "files")}
-    write_manifest(data / "preprocess.json", manifest["fingerprint"], [data / f for f in PREPROCESS_OUTPUTS], **info)
 
 
 def test_feature_count_and_names():
@@ -63,16 +56,16 @@ def test_reference_is_the_originals_definition():
     assert ref[8] == pytest.approx(-(p * np.log(p)).sum() / 10, rel=1e-12)
 
 
-@needs_real
-def test_features_csv_equals_the_original_extraction_on_real_records(tmp_path):
+@pytest.mark.real_data
+def test_features_csv_equals_the_original_extraction_on_real_records(real_dir, tmp_path):
     """features.csv from the cache equals the original's per-lead extraction on wfdb's physical
     signal (float64) of real 500 Hz records; in float32 the finest band's entropy would differ."""
     import preprocess
-    preprocess.main(["--data-dir", str(REAL_DIR), "--out", str(tmp_path), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(real_dir), "--out", str(tmp_path), "--num-workers", "1"])
     table = features.load_or_compute_features(tmp_path, False, 1, False).set_index("patient_id")
     assert len(table) >= 5
     for pid in table.index[:6]:
-        physical = wfdb.rdrecord(str(REAL_DIR / pid)).p_signal.T
+        physical = wfdb.rdrecord(str(real_dir / pid)).p_signal.T
         ref = features.reference_features(physical)
         np.testing.assert_allclose(table.loc[pid].to_numpy(), ref, rtol=1e-12, atol=1e-15)
 
@@ -100,6 +93,7 @@ def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, ca
     np.testing.assert_array_equal(row, features.signal_features(cache.record("A0010", dtype=np.float64)))
 
 
+@pytest.mark.slow
 def test_classifiers_beat_chance(tmp_path):
     """600 short records, so the 60-record test fold says something about each classifier; each one is
     evaluated by the shared evaluator into its own folder, and the summary repeats those evaluations."""
@@ -192,7 +186,7 @@ def test_cross_validation_covers_every_fold(prepared, tmp_path, capsys):
     assert "argument --test-fold: not allowed with argument --cv" in capsys.readouterr().err
 
 
-def test_flat_lead_record_is_reported_not_fatal(prepared, tmp_path, capsys):
+def test_flat_lead_record_is_reported_not_fatal(mark_current, prepared, tmp_path, capsys):
     import shutil
     data = tmp_path / "d"
     shutil.copytree(prepared, data)
@@ -231,14 +225,41 @@ def test_r_peaks_on_synthetic_beats():
     assert len(found) == len(beats) and np.abs(found - beats).max() < 0.01
 
 
-@needs_real
-def test_heart_rate_agrees_with_wfdb_xqrs_on_real_records():
+@pytest.mark.real_data
+def test_heart_rate_agrees_with_wfdb_xqrs_on_real_records(real_dir):
     from utils.records import read_wfdb_record
     diffs = []
-    for hea in sorted(REAL_DIR.glob("*.hea"))[:12]:
+    for hea in sorted(real_dir.glob("*.hea"))[:12]:
         _, mv = read_wfdb_record(hea)
         ours = features.heart_rate_features(mv)[0]
         ref = wfdb.processing.xqrs_detect(mv[LEADS.index("II")], fs=500, verbose=False)
         theirs = 60 / np.mean(np.diff(ref) / 500)
         diffs.append(abs(ours - theirs))
     assert np.median(diffs) < 3 and np.mean(np.array(diffs) < 8) >= 0.75, diffs
+
+
+# ---------------------------------------------------------------------------------------------
+# The baselines' --standardize scaler sees the training records only
+# ---------------------------------------------------------------------------------------------
+def test_standardize_scaler_is_fitted_on_training_records(hospitals, monkeypatch):
+    data_dir = hospitals[0]
+    features = load_or_compute_features(data_dir, False, 1, False)
+    data = load_labels(data_dir).merge(features, on="patient_id", how="left", validate="one_to_one")
+    splits = split_labels(data, 42)
+    cols = feature_columns(list(LEADS), False)
+    made = []
+    real = baselines.make_classifier
+    monkeypatch.setattr(baselines, "make_classifier", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    scores = baselines.FeatureClassifier("LR", splits, cols, tuple(CLASSES), 42, standardize=True).score()
+    [pipeline] = made
+    scaler = pipeline.steps[0][1]
+    train_mean = splits["train"][cols].to_numpy().mean(0)
+    all_mean = pd.concat(list(splits.values()))[cols].to_numpy().mean(0)
+    assert not np.allclose(train_mean, all_mean)  # the case tells the two apart
+    np.testing.assert_allclose(scaler.mean_, train_mean, rtol=1e-10)
+    np.testing.assert_allclose(scaler.scale_[scaler.scale_ != 1], splits["train"][cols].to_numpy().std(0)[
+        scaler.scale_ != 1], rtol=1e-8)
+    # and it is the scaler that scored: the same pipeline refitted here gives the same probabilities
+    refit = real("LR", 42, True).fit(splits["train"][cols].to_numpy(), splits["train"][list(CLASSES)].to_numpy(int))
+    np.testing.assert_allclose(scores.test[[f"p_{c}" for c in CLASSES]].to_numpy(),
+                               refit.predict_proba(splits["test"][cols].to_numpy()), rtol=1e-6, atol=1e-9)

@@ -78,6 +78,7 @@ def test_synthetic_folder_is_a_preprocess_folder_with_an_exact_8_1_1_split(tmp_p
     assert [len(parts[k]) for k in ("train", "val", "test")] == [32, 4, 4]
 
 
+@pytest.mark.slow
 def test_bench_train_times_the_bare_step_and_main_py_loop_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     results = bench_train.main(["--preset", "demo", "--input-seconds", "1", "--batch-size", "8", "--seconds", "2",
@@ -108,6 +109,7 @@ def test_utilisation_median_is_taken_inside_the_window(tmp_path):
     assert gpu_check_summary.median_between(samples, 2000.0, 2001.0) is None
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_main_py_and_summarises_its_files(tmp_path):
     """gpu_check.sh's data and main steps at toy sizes on the CPU: its results file holds main.py's
     split, and an epoch's wall time (checkpoint writes included) is at least its logged time."""

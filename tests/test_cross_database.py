@@ -2,16 +2,24 @@
 recomputable score files, calibration columns, leave-one-out pooling, reuse on a second call."""
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
 
+import baselines
 import cross_database
+import lead_study
+import main
 import preprocess
 import synth
+from models.studies import run_all, study_config
 from utils.cache import SignalCache, load_labels
 from utils.evaluator import read_scores
+from utils.labels import LEADS
 from utils.metrics import auc_scores
 
 
@@ -28,9 +36,10 @@ def sites(tmp_path_factory):
     return root, dirs
 
 
-def test_matrix_cells_scores_and_reuse(sites, capsys):
+@pytest.mark.slow
+def test_matrix_cells_scores_and_reuse(tiny, sites, capsys):
     root, dirs = sites
-    argv = ["--data-dirs", *map(str, dirs), *TINY, "--epochs", "1", "--n-bootstrap", "20", "--leave-one-out",
+    argv = ["--data-dirs", *map(str, dirs), *tiny, "--epochs", "1", "--n-bootstrap", "20", "--leave-one-out",
             "--no-figures", "--pool-dir", str(root / "pooled"), "--results-dir", str(root / "results")]
     matrix = cross_database.main(argv)
     names = ["A", "B", "C"]
@@ -68,7 +77,7 @@ def test_matrix_cells_scores_and_reuse(sites, capsys):
     pd.testing.assert_frame_equal(again, matrix)
 
 
-def test_refuses_mixed_label_sets_and_a_single_database(sites, tmp_path, capsys):
+def test_refuses_mixed_label_sets_and_a_single_database(tiny, sites, tmp_path, capsys):
     root, dirs = sites
     with pytest.raises(SystemExit) as e:
         cross_database.parse_args(["--data-dirs", str(dirs[0])])
@@ -76,5 +85,70 @@ def test_refuses_mixed_label_sets_and_a_single_database(sites, tmp_path, capsys)
     preprocess.main(["--data-dir", str(root / "raw" / "B"), "--out", str(tmp_path / "S"), "--num-workers", "1",
                      "--labels", "superdiagnostic"])
     with pytest.raises(SystemExit, match="different label sets"):
-        cross_database.main(["--data-dirs", str(dirs[0]), str(tmp_path / "S"), *TINY, "--epochs", "1",
+        cross_database.main(["--data-dirs", str(dirs[0]), str(tmp_path / "S"), *tiny, "--epochs", "1",
                              "--results-dir", str(tmp_path / "r")])
+
+
+def temperature(folder: Path) -> float:
+    return json.loads((folder / "calibration.json").read_text())["temperature"]
+
+
+@pytest.mark.slow
+def test_cross_database_and_baselines_temperatures(check_fitted_on_validation, tiny, hospitals, tmp_path):
+    matrix = cross_database.main(["--data-dirs", *map(str, hospitals), *tiny, "--epochs", "1", "--limit", "32",
+                                  "--n-bootstrap", "0", "--no-figures", "--calibrate",
+                                  "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")])
+    assert len(matrix) == 4
+    for _, row in matrix.iterrows():
+        cell = Path(row["scores"]).parent
+        source = cell if row["trained_on"] == row["tested_on"] else cell.parent.parent  # external/<db>/ sits in it
+        check_fitted_on_validation(row["temperature"], source / "val_scores.csv", cell / "test_scores.csv")
+        assert temperature(cell) == row["temperature"]
+
+    baselines.main(["--data-dir", str(hospitals[0]), "--classifier", "LR", "--calibrate", "--n-bootstrap", "0",
+                    "--no-figures", "--num-workers", "1", "--results-dir", str(tmp_path / "b")])
+    [folder] = [p.parent for p in (tmp_path / "b").rglob("LR/calibration.json")]
+    check_fitted_on_validation(temperature(folder), folder / "val_scores.csv", folder / "test_scores.csv")
+
+
+@pytest.mark.slow
+def test_equal_runs_are_trained_once_and_two_database_leave_one_out_reuses_the_plain_cells(one, small, tmp_path, capsys):
+    data = tmp_path / "D"
+    shutil.copytree(small["D"], data)
+    main.main(["--data-dir", str(data), *one])
+    trained = data / "runs" / "resnet10_all_42"
+    results = tmp_path / "results"
+    capsys.readouterr()
+    args = lead_study.parse_args(["--data-dir", str(data), *one, "--n-bootstrap", "0",
+                                  "--results-dir", str(results)])
+    run_all([study_config(args, list(LEADS))], results, 0)  # the lead study's all-leads run
+    printed = capsys.readouterr().out
+    study = data / "runs" / "study_resnet10_all_42"
+    assert f"finished run {trained} (1 epoch(s)): reusing it" in printed and "epoch   1/1" not in printed
+    assert (study / "model.pth").read_bytes() == (trained / "model.pth").read_bytes()
+    assert (results / "D" / "study_resnet10_all_42" / "metrics.json").exists()
+
+    matrix = cross_database.main(["--data-dirs", str(data), str(small["data"]), *one, "--n-bootstrap", "0",
+                                  "--leave-one-out", "--no-figures", "--pool-dir", str(tmp_path / "pooled"),
+                                  "--results-dir", str(results)])
+    printed = capsys.readouterr().out
+    assert printed.count("epoch   1/1") == 1  # E's model only: D's is main.py's run
+    assert f"finished run {trained} (1 epoch(s)): reusing it" in printed
+    assert "--leave-one-out with two databases: all but D is E" in printed and not (tmp_path / "pooled").exists()
+    cells = matrix.set_index(["trained_on", "tested_on"])
+    assert len(matrix) == 6
+    pd.testing.assert_series_equal(cells.loc[("all but D", "D")], cells.loc[("E", "D")], check_names=False)
+    pd.testing.assert_series_equal(cells.loc[("all but E", "E")], cells.loc[("D", "E")], check_names=False)
+
+
+def test_every_split_is_checked_before_any_training(one, small, tmp_path, capsys):
+    few = tmp_path / "raw"
+    synth.main(["--out", str(few), "--n", "4", "--seed", "3", "--max-seconds", "7"])
+    preprocess.main(["--data-dir", str(few), "--out", str(tmp_path / "F"), "--num-workers", "1"])
+    data = tmp_path / "D"
+    shutil.copytree(small["D"], data)
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'F'}: no records in its .*split"):
+        cross_database.main(["--data-dirs", str(data), str(tmp_path / "F"), *one, "--n-bootstrap", "0",
+                             "--results-dir", str(tmp_path / "r")])
+    assert "epoch" not in capsys.readouterr().out and not (data / "runs").exists()

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
 
 import cross_validate
 import main
@@ -14,23 +13,24 @@ from utils.cache import load_labels
 from utils.labels import CLASSES
 
 
-def test_two_folds_then_reuse(prepared, tmp_path, capsys):
-    argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--n-bootstrap", "20", "--folds", "2,1",
+@pytest.mark.slow
+def test_two_folds_then_reuse(tiny, prepared, tmp_path, capsys):
+    argv = ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--n-bootstrap", "20", "--folds", "2,1",
             "--runs-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]
     summary = cross_validate.main(argv)
     labels = load_labels(prepared)
     for k in (1, 2):
-        run = tmp_path / "results" / prepared.name / f"study_resnet18_all_42_fold{k}"
+        run = tmp_path / "results" / prepared.name / f"study_resnet10_all_42_fold{k}"
         saved = json.loads((run / "metrics.json").read_text())
         assert saved["test_folds"] == [k] and saved["n_test"] == int((labels["fold"] == k).sum())
         tested = pd.read_csv(run / "test_scores.csv", dtype={"patient_id": str})["patient_id"]
         assert set(tested) == set(labels.loc[labels["fold"] == k, "patient_id"])
-    folds = pd.read_csv(tmp_path / "results" / prepared.name / "cv_resnet18_all_42.csv")
+    folds = pd.read_csv(tmp_path / "results" / prepared.name / "cv_resnet10_all_42.csv")
     assert folds["fold"].tolist() == [1, 2]
     assert summary.loc["mean", "f1_mean"] == pytest.approx(folds["f1_mean"].mean())
     assert summary.loc["AF", "auc_sd"] == pytest.approx(np.std(folds["auc_AF"], ddof=1))
     assert list(summary.index) == [*CLASSES, "mean"]
-    md = (tmp_path / "results" / prepared.name / "cv_resnet18_all_42.md").read_text()
+    md = (tmp_path / "results" / prepared.name / "cv_resnet10_all_42.md").read_text()
     assert "over 2 test fold(s)" in md and md.count(" ± ") == 1 + 2 * (len(CLASSES) + 1)
 
     capsys.readouterr()
@@ -49,17 +49,18 @@ def test_bad_fold_is_a_clear_error(prepared, tmp_path, capsys):
     assert e.value.code == 2 and "--test-fold" in capsys.readouterr().err
 
 
-def test_jobs_run_side_by_side_with_the_same_weights_as_alone(prepared, tmp_path):
+@pytest.mark.slow
+def test_jobs_run_side_by_side_with_the_same_weights_as_alone(tiny, prepared, tmp_path):
     """--jobs 2 trains two folds in two processes at once; under --deterministic each run's weights are
     bit-identical to the same run trained alone."""
     import torch
-    common = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--n-bootstrap", "0", "--folds", "1,2",
+    common = ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--n-bootstrap", "0", "--folds", "1,2",
               "--limit", "80", "--deterministic"]
     for jobs in ("1", "2"):
         cross_validate.main([*common, "--jobs", jobs, "--runs-dir", str(tmp_path / f"runs{jobs}"),
                              "--results-dir", str(tmp_path / f"results{jobs}")])
     for k in (1, 2):
-        name = f"study_resnet18_all_42_fold{k}"
+        name = f"study_resnet10_all_42_fold{k}"
         alone, together = (torch.load(tmp_path / f"runs{j}" / name / "model.pth", weights_only=True)["model"]
                            for j in ("1", "2"))
         assert all(torch.equal(alone[w], together[w]) for w in alone)

@@ -8,10 +8,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REAL_DIR, TINY
 
 import predict
-import preprocess
 import report
 import synth
 import utils.cache as cache_module
@@ -19,10 +17,6 @@ from utils.cache import CacheFile, SignalCache, stream_signal_cache, write_span
 from utils.labels import CPSC9, LEADS
 from utils.layouts import scp_codes
 from utils.records import read_record, resample, to_microvolts
-
-
-def prep(records, out, *extra):
-    preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,7 @@ def test_units_and_a_257_hz_record(tmp_path, units, gain, scale):
     np.testing.assert_allclose(got, expected, atol=1e-9)
 
 
-def test_dat_layout_caches_exactly_what_the_mat_layout_does(tmp_path):
+def test_dat_layout_caches_exactly_what_the_mat_layout_does(prep, tmp_path):
     """The same synthetic records as .mat and as format-16 .dat: identical labels and cache."""
     synth.main(["--out", str(tmp_path / "mat"), "--n", "30", "--seed", "4", "--max-seconds", "8"])
     synth.main(["--out", str(tmp_path / "dat"), "--n", "30", "--seed", "4", "--max-seconds", "8", "--layout", "wfdb-dat"])
@@ -107,7 +101,7 @@ def test_scp_codes_count_every_statement_whatever_its_likelihood():
     assert scp_codes("{'1.0AVB': 100.0}") == ["1AVB"]  # a spreadsheet-mangled copy
 
 
-def test_ptbxl_layout_cpsc9(ptbxl, tmp_path):
+def test_ptbxl_layout_cpsc9(prep, ptbxl, tmp_path):
     prep(ptbxl, tmp_path / "p")
     db = pd.read_csv(ptbxl / "ptbxl_database.csv", index_col="ecg_id")
     labels = pd.read_csv(tmp_path / "p" / "labels.csv", dtype={"patient_id": str}).set_index("patient_id")
@@ -126,7 +120,7 @@ def test_ptbxl_layout_cpsc9(ptbxl, tmp_path):
     assert (cache.length == 5000).all()  # records500: 10 s at 500 Hz
 
 
-def test_ptbxl_superdiagnostic_and_a_set_a_layout_cannot_provide(ptbxl, synth_records, tmp_path, capsys):
+def test_ptbxl_superdiagnostic_and_a_set_a_layout_cannot_provide(prep, ptbxl, synth_records, tmp_path, capsys):
     prep(ptbxl, tmp_path / "s", "--labels", "superdiagnostic")
     labels = pd.read_csv(tmp_path / "s" / "labels.csv")
     assert list(labels.columns) == ["patient_id", "CD", "HYP", "MI", "NORM", "STTC", "fold"]
@@ -137,7 +131,7 @@ def test_ptbxl_superdiagnostic_and_a_set_a_layout_cannot_provide(ptbxl, synth_re
         prep(synth_records, tmp_path / "x", "--labels", "superdiagnostic")
 
 
-def test_cross_database_evaluation(trained, prepared, synth_records, ptbxl, tmp_path, capsys):
+def test_cross_database_evaluation(prep, trained, prepared, synth_records, ptbxl, tmp_path, capsys):
     """A model trained on one database tested on every labelled record of another, with its own
     validation thresholds; a database with another label set is refused; the report lists it."""
     prep(ptbxl, tmp_path / "PTBXL")
@@ -185,11 +179,11 @@ def test_cross_database_evaluation(trained, prepared, synth_records, ptbxl, tmp_
     assert "| PTBXL |" in external and "(own test fold)" in external
 
 
-def test_training_and_evaluation_on_superdiagnostic(ptbxl, tmp_path):
+def test_training_and_evaluation_on_superdiagnostic(tiny, prep, ptbxl, tmp_path):
     """Five classes from the data: training, the fixed PTB-XL split, evaluation."""
     import main
     prep(ptbxl, tmp_path / "S", "--labels", "superdiagnostic")
-    out = main.main(["--data-dir", str(tmp_path / "S"), *TINY, "--epochs", "1", "--run", str(tmp_path / "s")])
+    out = main.main(["--data-dir", str(tmp_path / "S"), *tiny, "--epochs", "1", "--run", str(tmp_path / "s")])
     table = predict.main(["--run", str(out["model_path"]), "--results-dir", str(tmp_path / "r"),
                           "--n-bootstrap", "0", "--num-workers", "0", "--no-figures"])
     assert list(table.index) == ["CD", "HYP", "MI", "NORM", "STTC", "mean"]
@@ -198,12 +192,10 @@ def test_training_and_evaluation_on_superdiagnostic(ptbxl, tmp_path):
 
 
 @pytest.mark.parametrize("real", [False, True])
-def test_mat_fast_path_equals_the_wfdb_package(synth_records, real):
+def test_mat_fast_path_equals_the_wfdb_package(request, synth_records, real):
     """The direct .mat reader kept for speed gives what wfdb.rdrecord gives (real records when present)."""
     from utils import records as rec
-    folder = REAL_DIR if real else synth_records
-    if real and not REAL_DIR.is_dir():
-        pytest.skip(f"real records not present at {REAL_DIR}")
+    folder = request.getfixturevalue("real_dir") if real else synth_records
     headers = sorted(folder.glob("*.hea"))[:12]
     assert headers
     for hea in headers:

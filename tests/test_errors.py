@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY
-from test_baselines import mark_current
 
 import predict
 import preprocess
@@ -177,6 +175,7 @@ def terminal_sigint() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during the parallel decode of
     4,500 records: every try exits within seconds, leaves no temporary file and no output."""
@@ -263,7 +262,8 @@ def test_figures_with_the_same_record_name_do_not_overwrite(synth_records, tmp_p
     assert all(p.exists() for p in written)
 
 
-def test_damaged_labels_features_and_thresholds(prepared, trained, synth_records, tmp_path, capsys):
+@pytest.mark.slow
+def test_damaged_labels_features_and_thresholds(tiny, mark_current, prepared, trained, synth_records, tmp_path, capsys):
     import baselines
     import main
 
@@ -271,10 +271,10 @@ def test_damaged_labels_features_and_thresholds(prepared, trained, synth_records
     shutil.copytree(prepared, data)
     (data / "labels.csv").write_text("")
     with pytest.raises(SystemExit, match="labels.csv was changed after preprocess.json"):
-        main.main(["--data-dir", str(data), *TINY, "--run", str(tmp_path / "m")])
+        main.main(["--data-dir", str(data), *tiny, "--run", str(tmp_path / "m")])
     mark_current(data)  # damaged by preprocess.py itself (as far as the manifest knows)
     with pytest.raises(SystemExit, match="labels.csv is empty or unreadable"):
-        main.main(["--data-dir", str(data), *TINY, "--run", str(tmp_path / "m")])
+        main.main(["--data-dir", str(data), *tiny, "--run", str(tmp_path / "m")])
     (data / "labels.csv").write_text("patient_id,fold\n")
     mark_current(data)
     with pytest.raises(SystemExit, match="lacks column"):

@@ -17,7 +17,7 @@ from utils.evaluator import (EvalOptions, Scores, evaluate, evaluate_scorer, pri
                              scores_arrays, scores_table)
 from utils.manifest import file_sha, read_manifest
 from utils.metrics import (THRESHOLD_GRID, apply_temperature, brier_scores, classification_metrics, ece_scores,
-                           fit_temperature, tune_thresholds)
+                           fit_temperature, probability_bins, tune_thresholds)
 from utils.results import EVALUATED_JSON, EvaluationFolder, parse_thresholds, read_evaluation, thresholds_json
 from utils.tables import Column, ci_columns, format_ci, markdown_table, table_frame
 
@@ -431,3 +431,19 @@ def test_one_column_declaration_gives_the_csv_and_the_markdown(tmp_path):
     bare = [{k: v for k, v in r.items() if not k.endswith(("_lo", "_hi"))} for r in rows[:2]]
     assert table_frame(bare, columns).columns.tolist() == ["model", "f1", "ece", "scores"]
     assert "| a | 0.500 | n/a |" in markdown_table(bare, columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# ECE: a saturated score with label 0 belongs to the top bin, a zero score with label 1 to the bottom one
+# ---------------------------------------------------------------------------------------------
+def test_ece_top_and_bottom_bins_by_hand():
+    assert probability_bins(np.array([0.0, 0.05, 0.07, 0.5, 0.95, 0.999, 1.0])).tolist() == [0, 0, 1, 7, 14, 14, 14]
+    y = np.array([0, 1, 0, 1, 0, 1])
+    p = np.array([1.0, 1.0, 0.97, 0.0, 0.0, 0.5])
+    # bin 14: labels 0, 1, 0 against 1.0, 1.0, 0.97; bin 0: labels 1, 0 against 0.0, 0.0; bin 7: 1 against 0.5
+    expected = 3 / 6 * abs(1 / 3 - 2.97 / 3) + 2 / 6 * abs(1 / 2 - 0.0) + 1 / 6 * abs(1 - 0.5)
+    assert expected == pytest.approx(0.578333, abs=1e-6)
+    assert ece_scores(y, p) == pytest.approx([expected], rel=1e-12)
+    assert ece_scores(y, p.astype(np.float32)) == pytest.approx([expected], rel=1e-6)  # float32 sigmoids saturate
+    table = classification_metrics(y[:, None], p[:, None], np.array([0.5]), ["X"])  # the evaluator's own path
+    assert table.loc["X", "ece"] == pytest.approx(expected, rel=1e-12)

@@ -9,6 +9,7 @@ from utils.labels import LEADS
 from utils.results import read_evaluation
 
 
+@pytest.mark.slow
 def test_lead_table_is_complete_and_ranked(lead_study_run, prepared):
     table, out = lead_study_run["table"], lead_study_run["work"] / "results" / prepared.name
     assert sorted(table["leads"]) == sorted(["all 12", *LEADS])
@@ -27,6 +28,7 @@ def test_lead_table_is_complete_and_ranked(lead_study_run, prepared):
     assert (out / "lead_study.md").read_text().count("\n") == 13 + 2
 
 
+@pytest.mark.slow
 def test_second_call_trains_nothing(lead_study_run, capsys):
     models = lead_study_run["work"] / "models"
     checkpoints = {p: p.stat().st_mtime_ns for p in models.rglob("*.pth")}
@@ -39,6 +41,7 @@ def test_second_call_trains_nothing(lead_study_run, capsys):
     pd.testing.assert_frame_equal(again, lead_study_run["table"])
 
 
+@pytest.mark.slow
 def test_a_finished_run_with_other_settings_is_never_reused(lead_study_run):
     """Same file names, another --lr: the old models' metrics must not be reported as the new ones."""
     argv = [a if a != "1e-3" else "5e-3" for a in lead_study_run["argv"]]

@@ -11,21 +11,28 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY
 
 import main
 import predict
-from models.inputs import augment
+import preprocess
+import shap_values
 from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from models.inputs import augment
 from models.registry import create_model as build_model
+from models.run import Run
 from models.training import RunConfig, deterministic_mode
 from models.training import train as train_run
 from utils.errors import PipelineError
 from utils.labels import CLASSES, LEADS
+from utils.locks import exclusive_lock
 
 
-def train(prepared: Path, tmp: Path, name: str, *extra: str) -> dict:
-    return main.main(["--data-dir", str(prepared), *TINY, "--run", str(tmp / f"{name}"), *extra])
+@pytest.fixture
+def train(tiny):
+    """train(prepared, tmp, name, *flags): main.py's tiny model in the run folder tmp/name."""
+    def run(prepared: Path, tmp: Path, name: str, *extra: str) -> dict:
+        return main.main(["--data-dir", str(prepared), *tiny, "--run", str(tmp / f"{name}"), *extra])
+    return run
 
 
 def test_resnet34_matches_the_paper():
@@ -56,7 +63,7 @@ def test_checkpoint_holds_config_label_set_and_split_as_plain_data(trained):
     assert ckpt["label_set"] == {"name": "cpsc9", "classes": list(CLASSES)}
     assert set(ckpt["split"]) == {"train", "val", "test"}
     cfg = RunConfig.from_dict(ckpt["config"])  # rebuilt from the plain dict, equal field by field
-    assert cfg.to_dict() == ckpt["config"] and cfg.arch == "resnet18" and cfg.sample_rate == 100
+    assert cfg.to_dict() == ckpt["config"] and cfg.arch == "resnet10" and cfg.sample_rate == 100
     assert cfg.label_set == "cpsc9" and cfg.leads == LEADS
 
 
@@ -77,17 +84,18 @@ def test_train_takes_a_config_and_runs_default_to_the_data_folder(prepared, tmp_
     data/<db>/runs/<run>/ with its resume checkpoint and log."""
     data = tmp_path / "data"
     shutil.copytree(prepared, data)
-    cfg = RunConfig(data_dir=str(data), arch="resnet18", seconds=2, sample_rate=100, epochs=1, lr=1e-3,
+    cfg = RunConfig(data_dir=str(data), arch="resnet10", seconds=2, sample_rate=100, epochs=1, lr=1e-3,
                     batch_size=16, num_workers=0, limit=60)
     out = train_run(dataclasses.replace(cfg, leads=("I", "V5")))
-    run = data / "runs" / "resnet18_I-V5_42"
+    run = data / "runs" / "resnet10_I-V5_42"
     assert out["model_path"] == run / "model.pth"
     assert {p.name for p in run.iterdir()} >= {"model.pth", "last.pth", "log.csv"}
     _, ckpt = load_checkpoint(run / "model.pth")
     assert ckpt["config"]["leads"] == ["I", "V5"] and ckpt["data"]["name"] == "data"
 
 
-def test_resume_ends_where_an_uninterrupted_run_would(prepared, tmp_path):
+@pytest.mark.slow
+def test_resume_ends_where_an_uninterrupted_run_would(train, prepared, tmp_path):
     full = train(prepared, tmp_path, "full", "--epochs", "3")
     train(prepared, tmp_path, "part", "--epochs", "2")
     resumed = train(prepared, tmp_path, "part", "--epochs", "3", "--resume")
@@ -97,7 +105,8 @@ def test_resume_ends_where_an_uninterrupted_run_would(prepared, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_same_seed_same_metrics_other_seed_differs(prepared, tmp_path):
+@pytest.mark.slow
+def test_same_seed_same_metrics_other_seed_differs(train, prepared, tmp_path):
     a = train(prepared, tmp_path, "a", "--epochs", "1")
     b = train(prepared, tmp_path, "b", "--epochs", "1")
     c = train(prepared, tmp_path, "c", "--epochs", "1", "--seed", "3")
@@ -106,7 +115,7 @@ def test_same_seed_same_metrics_other_seed_differs(prepared, tmp_path):
     assert strip(a["history"]) != strip(c["history"])
 
 
-def test_lead_selection(prepared, tmp_path, capsys):
+def test_lead_selection(train, prepared, tmp_path, capsys):
     out = train(prepared, tmp_path, "three", "--epochs", "1", "--leads", "v5,I,aVR")
     model, ckpt = load_checkpoint(out["model_path"])
     assert ckpt["config"]["leads"] == ["I", "aVR", "V5"] and model.net.stem[0].in_channels == 3
@@ -125,7 +134,7 @@ def test_augmentation_is_a_fair_coin():
     assert shift.abs().max() < 1e-5 and (y - 1).abs().max() < 0.6
 
 
-def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(prepared, tmp_path, capsys):
+def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(train, tiny, prepared, tmp_path, capsys):
     """The run folder decides: same settings and finished -> kept, said in one line; other settings ->
     refused unless --force; --resume with nothing to resume -> refused."""
     first = train(prepared, tmp_path, "x", "--epochs", "1")
@@ -135,7 +144,7 @@ def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(prepared, tmp_p
     assert first["model_path"].read_bytes() == weights
     for extra in ([], ["--resume"]):
         with pytest.raises(SystemExit, match=r"other settings \(seconds: 2.0 -> 3.0\).*--force"):
-            main.main(["--data-dir", str(prepared), *TINY, "--seconds", "3", "--epochs", "1",
+            main.main(["--data-dir", str(prepared), *tiny, "--seconds", "3", "--epochs", "1",
                        "--run", str(tmp_path / "x"), *extra])
     forced = train(prepared, tmp_path, "x", "--epochs", "1", "--seconds", "3", "--force")
     assert not forced.get("skipped") and forced["model_path"].read_bytes() != weights
@@ -147,9 +156,10 @@ def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(prepared, tmp_p
         train(empty, tmp_path, "nocache")
 
 
-def test_ddp_two_gloo_processes_agree(prepared, tmp_path):
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_agree(tiny, prepared, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "main.py", "--", "--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "80",
+           "main.py", "--", "--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "80",
            "--run", str(tmp_path / "ddp")]  # after `--` torchrun leaves --run (else taken for its --run-path) alone
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
@@ -159,6 +169,7 @@ def test_ddp_two_gloo_processes_agree(prepared, tmp_path):
     assert (tmp_path / "ddp" / "model.pth").exists()
 
 
+@pytest.mark.slow
 def test_deterministic_runs_repeat_exactly_across_processes(prepared, tmp_path):
     """Three separate processes, started together, at a realistic size (ResNet34, 12 leads, 10 s at
     100 Hz, 2 epochs): with --deterministic their logs and weights are bit-identical."""
@@ -214,3 +225,68 @@ def test_ddp_shards_are_disjoint_and_cover_the_training_split(prepared, world):
         assert len({len(s) for s in shards}) == 1
         orders.append(seen)
     assert orders[0] != orders[1]
+
+
+def test_one_writer_per_run_folder(tiny, prepared, tmp_path):
+    """A second main.py on a run that is being trained is refused at once, naming the holder."""
+    run = Run(tmp_path / "busy")
+    with exclusive_lock(run.lock, f"run {run}"):
+        with pytest.raises(SystemExit, match=f"is being written by another process .pid {os.getpid()}"):
+            main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--run", str(run)])
+    assert not run.model.exists() and not run.last.exists()
+
+
+def test_unwritable_folders_fail_before_any_work(tiny, copy_run, trained, prepared, tmp_path, capsys):
+    """A run or results folder that cannot be written (here: under a file, which stops root too) fails at
+    once with one line, not after the first epoch or the scoring."""
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    with pytest.raises(SystemExit, match="cannot write to .*a_file"):
+        main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--run", str(blocked / "x")])
+    assert "epoch" not in capsys.readouterr().out
+    run = copy_run(trained, tmp_path / "m")
+    with pytest.raises(SystemExit) as e:  # a results folder under a file is a bad argument
+        predict.main(["--run", str(run), "--results-dir", str(blocked / "r"), "--n-bootstrap", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument --results-dir: {blocked / 'r'} cannot be a folder" in err
+    assert "score" not in err
+
+
+@pytest.mark.slow
+def test_seconds_longer_than_every_record_is_said(tiny, prepared, tmp_path, capsys):
+    main.main(["--data-dir", str(prepared), *tiny, "--seconds", "20", "--epochs", "1", "--limit", "60",
+               "--run", str(tmp_path / "long")])
+    assert "longer than every training record (longest 12.0 s)" in capsys.readouterr().err
+
+
+QUIET = ["--n-bootstrap", "0", "--num-workers", "0", "--no-figures"]
+
+
+def test_a_run_on_other_data_of_the_same_folder_is_neither_current_nor_reused(one, small, tmp_path, capsys):
+    data = tmp_path / "E"
+    shutil.copytree(small["data"], data)
+    run = tmp_path / "m"
+    main.main(["--data-dir", str(data), *one, "--run", str(run)])
+    weights = (run / "model.pth").read_bytes()
+    evaluate = ["--run", str(run), "--results-dir", str(tmp_path / "r"), *QUIET]
+    predict.main(evaluate)
+    preprocess.main(["--data-dir", str(small["raw"]), "--out", str(data), "--num-workers", "1", "--seed", "5"])
+    with pytest.raises(SystemExit, match=r"other settings \(data: \w+ -> \w+\).*--force"):
+        main.main(["--data-dir", str(data), *one, "--run", str(run)])
+    assert (run / "model.pth").read_bytes() == weights
+    capsys.readouterr()
+    predict.main(evaluate)  # same model, but the records it reads changed: evaluated again
+    assert "is current" not in capsys.readouterr().out
+
+
+def test_a_model_copied_in_from_another_run_is_refused(one, trained, prepared, tmp_path):
+    run = tmp_path / "m"
+    main.main(["--data-dir", str(prepared), *one, "--run", str(run)])
+    shutil.copy(trained["model_path"], run / "model.pth")
+    both = rf"{run / 'model.pth'} \(run id \w+\) and {run / 'last.pth'} \(run id \w+\) belong to different runs"
+    with pytest.raises(SystemExit, match=both):
+        main.main(["--data-dir", str(prepared), *one, "--run", str(run), "--epochs", "2"])
+    with pytest.raises(SystemExit, match=both):
+        predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), *QUIET])
+    with pytest.raises(SystemExit, match=both):
+        shap_values.main(["--run", str(run), "--results-dir", str(tmp_path / "r")])

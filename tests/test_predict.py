@@ -2,16 +2,25 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REAL_DIR, needs_real
+import torch
 from sklearn import metrics as skm
 
+import main
 import predict
+import report
+import shap_values
+from models.checkpoint import read_checkpoint, save_checkpoint
+from models.inputs import InputSpec
 from utils.labels import CLASSES
+from utils.manifest import file_sha
 from utils.metrics import classification_metrics, tune_thresholds
+from utils.results import thresholds_json
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +87,10 @@ def test_record_diagnosis(evaluated, prepared, synth_records, tmp_path, capsys):
     assert (tmp_path / prepared.name / model_path.name / "records.csv").exists()
 
 
-@needs_real
-def test_record_diagnosis_on_a_real_record(evaluated, tmp_path):
+@pytest.mark.real_data
+def test_record_diagnosis_on_a_real_record(real_dir, evaluated, tmp_path):
     _, _, model_path = evaluated
-    table = predict.main(["--run", str(model_path), "--record", str(REAL_DIR / "JS20000.hea"),
+    table = predict.main(["--run", str(model_path), "--record", str(real_dir / "JS20000.hea"),
                           "--results-dir", str(tmp_path)])
     assert len(table) == 1 and np.isfinite(table[list(CLASSES)].to_numpy(float)).all()
 
@@ -133,3 +142,102 @@ def test_thresholds_come_from_exactly_the_validation_records(evaluated, trained)
     assert [saved["thresholds"][c] for c in CLASSES] == pytest.approx(from_val, nan_ok=True)
     assert from_val != from_test  # the case can tell validation from test tuning
     assert saved["untunable"] == [c for c, t in zip(CLASSES, from_val) if t is None]
+
+
+def test_thresholds_never_outlive_their_model(change_weights, evaluated_copy, trained, prepared, synth_records, tmp_path):
+    run, _ = evaluated_copy(trained, prepared, tmp_path)
+    record = ["--record", str(synth_records / "A0020.hea"), "--results-dir", str(tmp_path / "r")]
+    predict.main(["--run", str(run), *record])  # the thresholds of this very model: accepted
+    change_weights(run)
+    with pytest.raises(SystemExit, match="tuned for an earlier .*model.pth.*predict.py --run"):
+        predict.main(["--run", str(run), *record])
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1.5", '"0.3"', "null"])
+def test_a_damaged_threshold_is_refused(evaluated_copy, trained, prepared, synth_records, tmp_path, value):
+    run, _ = evaluated_copy(trained, prepared, tmp_path)
+    text = run.thresholds.read_text()
+    saved = json.loads(text)
+    saved["thresholds"]["AF"] = "__X__"
+    saved["untunable"] = [c for c in saved.get("untunable", []) if c != "AF"]
+    run.thresholds.write_text(json.dumps(saved).replace('"__X__"', value))
+    with pytest.raises(SystemExit, match="AF"):
+        predict.main(["--run", str(run), "--record", str(synth_records / "A0020.hea"),
+                      "--results-dir", str(tmp_path / "r")])
+
+
+def temperature(folder: Path) -> float:
+    return json.loads((folder / "calibration.json").read_text())["temperature"]
+
+
+def test_predict_temperature_is_fitted_on_own_validation_scores(check_fitted_on_validation, copy_run, trained, prepared, hospitals, tmp_path):
+    run = copy_run(trained, tmp_path / "run")
+    results = tmp_path / "results"
+    common = ["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "0", "--num-workers", "0",
+              "--no-figures", "--calibrate"]
+    predict.main(common)
+    own = results / prepared.name / "run"
+    check_fitted_on_validation(temperature(own), own / "val_scores.csv", own / "test_scores.csv")
+    predict.main([*common, "--external-data-dir", str(hospitals[0])])
+    external = own / "external" / hospitals[0].name
+    check_fitted_on_validation(temperature(external), own / "val_scores.csv", external / "test_scores.csv")
+
+
+@pytest.fixture(scope="module")
+def v5_run(tiny, prepared, tmp_path_factory) -> Path:
+    """A one-epoch single-lead (V5) model on 40 records."""
+    work = tmp_path_factory.mktemp("v5")
+    main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "40", "--leads", "V5",
+               "--run", str(work / "v5")])
+    return work / "v5"
+
+
+def test_single_lead_checkpoint_reads_v5_of_a_12_lead_record(v5_run):
+    ckpt = read_checkpoint(v5_run / "model.pth")
+    spec = InputSpec.from_checkpoint(ckpt)
+    assert spec.leads == ("V5",)
+    mv = np.random.default_rng(3).normal(size=(12, 1500)).astype(np.float32)
+    x = spec.from_signal(mv)
+    assert x.shape == (1, spec.n_samples) and np.abs(x).max() > 0.1
+    only_v5, without_v5 = np.zeros_like(mv), mv.copy()
+    only_v5[10], without_v5[10] = mv[10], 0.0
+    np.testing.assert_array_equal(spec.from_signal(only_v5), x)  # V5 alone gives the same input
+    assert not spec.from_signal(without_v5).any()                # every other lead contributes nothing
+
+
+# ---------------------------------------------------------------------------------------------
+# predict.py --record names the class that is above its own threshold
+# ---------------------------------------------------------------------------------------------
+def test_record_labels_name_the_class_above_its_threshold(trained, synth_records, tmp_path):
+    """A checkpoint whose last layer ignores its input (weights 0, bias = chosen logits), and thresholds
+    under which only AF passes: a name or threshold taken one class over names another class."""
+    ckpt = read_checkpoint(trained["model_path"])
+    logits = np.linspace(-1.0, 1.0, len(CLASSES))
+    weight, bias = ckpt["model"]["net.fc.weight"], ckpt["model"]["net.fc.bias"]
+    ckpt["model"]["net.fc.weight"] = torch.zeros_like(weight)
+    ckpt["model"]["net.fc.bias"] = torch.tensor(logits, dtype=bias.dtype)
+    run = tmp_path / "fixed"
+    save_checkpoint(run / "model.pth", ckpt)
+    probs = 1 / (1 + np.exp(-logits))
+    k = CLASSES.index("AF")
+    thresholds = np.where(np.arange(len(CLASSES)) == k, probs[k] - 0.05, np.minimum(probs + 0.05, 1.0))
+    (run / "thresholds.json").write_text(json.dumps(thresholds_json(CLASSES, thresholds, "chosen",
+                                                                    model_sha=file_sha(run / "model.pth"))))
+    table = predict.main(["--run", str(run), "--record", str(synth_records / "A0001.hea"), "--results-dir",
+                          str(tmp_path / "results")])
+    assert table.loc[0, "labels"] == "AF"
+    np.testing.assert_allclose(table.loc[0, list(CLASSES)].to_numpy(float), probs.round(4), atol=1e-4)
+
+
+def test_commands_that_read_a_run_refuse_a_missing_one(trained, prepared, tmp_path):
+    results = tmp_path / "r"
+    common = ["--data-dir", str(prepared), "--results-dir", str(results)]
+    shutil.copytree(trained["model_path"].parent, tmp_path / "m")
+    first = report.main([*common, "--run", str(tmp_path / "m")]).read_bytes()
+    typo = tmp_path / "typo"
+    for command, argv in ((report, common), (predict, ["--results-dir", str(results)]),
+                          (shap_values, ["--results-dir", str(results)])):
+        with pytest.raises(SystemExit, match=f"{typo / 'model.pth'}.* not found"):
+            command.main([*argv, "--run", str(typo)])
+    assert (results / prepared.name / "report.md").read_bytes() == first
+    assert not typo.exists()

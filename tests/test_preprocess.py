@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import wfdb
-from conftest import REAL_DIR, needs_real
 
 import preprocess
 import synth
@@ -242,11 +241,11 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's private 0600
 
 
-@needs_real
-def test_real_records_labels_match_headers(tmp_path):
-    run(REAL_DIR, tmp_path / "out")  # outputs elsewhere: the shared folder stays read-only
+@pytest.mark.real_data
+def test_real_records_labels_match_headers(real_dir, tmp_path):
+    run(real_dir, tmp_path / "out")  # outputs elsewhere: the shared folder stays read-only
     labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"patient_id": str}).set_index("patient_id")
-    headers = sorted(REAL_DIR.glob("*.hea"))
+    headers = sorted(real_dir.glob("*.hea"))
     expected_kept = 0
     for hea in headers:
         codes = [ln.split(":", 1)[1] for ln in hea.read_text().splitlines() if ln.lstrip("# ").startswith("Dx")][0]
@@ -257,7 +256,7 @@ def test_real_records_labels_match_headers(tmp_path):
             assert got == expected, hea.stem
     assert len(labels) == expected_kept > 0
     cache = SignalCache(tmp_path / "out")
-    rec = wfdb.rdrecord(str(REAL_DIR / "JS20000"))
+    rec = wfdb.rdrecord(str(real_dir / "JS20000"))
     np.testing.assert_allclose(cache.record("JS20000"), rec.p_signal.T, atol=1e-6)
 
 

@@ -8,26 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY
 
 import main
 import predict
-import preprocess
 import shap_values
 from utils.labels import CLASSES
 
 
-def prep(records, out, *extra):
-    preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1", *extra])
-
-
 @pytest.fixture(scope="module")
-def trained_once(synth_records, tmp_path_factory):
+def trained_once(tiny, prep, synth_records, tmp_path_factory):
     """A tiny model trained once on a private preprocess of a private copy of the records."""
     base = tmp_path_factory.mktemp("provenance")
     shutil.copytree(synth_records, base / "records")
     prep(base / "records", base / "data")
-    main.main(["--data-dir", str(base / "data"), *TINY, "--epochs", "1", "--run", str(base / "m")])
+    main.main(["--data-dir", str(base / "data"), *tiny, "--epochs", "1", "--run", str(base / "m")])
     return base
 
 
@@ -57,7 +51,7 @@ def test_checkpoint_holds_its_split_and_loads_weights_only(run):
     assert sorted(split["test"]) == sorted(labels.loc[labels["fold"] == 7, "patient_id"])  # seed 42: test fold 7
 
 
-def test_re_preprocessing_with_another_seed_never_moves_training_records_into_the_test(run, capsys):
+def test_re_preprocessing_with_another_seed_never_moves_training_records_into_the_test(prep, run, capsys):
     prep(run["records"], run["data"], "--seed", "5")  # new folds: the old fold-7 records are scattered
     labels = pd.read_csv(run["data"] / "labels.csv", dtype={"patient_id": str})
     assert sorted(labels.loc[labels["fold"] == 7, "patient_id"]) != sorted(run["ckpt"]["split"]["test"])
@@ -66,7 +60,7 @@ def test_re_preprocessing_with_another_seed_never_moves_training_records_into_th
     assert not set(scores["patient_id"]) & set(run["ckpt"]["split"]["train"])
 
 
-def test_added_records_are_said_and_left_out(run, capsys):
+def test_added_records_are_said_and_left_out(prep, run, capsys):
     for i, src in enumerate(("A0001", "A0002", "A0003")):
         for ext in (".hea", ".mat"):
             text_or_bytes = (run["records"] / f"{src}{ext}").read_bytes()
@@ -80,7 +74,7 @@ def test_added_records_are_said_and_left_out(run, capsys):
     assert sorted(scores["patient_id"]) == sorted(run["ckpt"]["split"]["test"])
 
 
-def test_a_missing_or_relabelled_test_record_is_an_error(run):
+def test_a_missing_or_relabelled_test_record_is_an_error(prep, run):
     """A test record whose diagnosis changed in its header, re-preprocessed: an error, not a silent
     change; a test record removed from the database: an error naming the record."""
     victim = run["ckpt"]["split"]["test"][0]

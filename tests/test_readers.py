@@ -25,6 +25,7 @@ from scipy.signal import resample_poly
 import preprocess
 import synth
 from utils.cache import SignalCache, load_labels
+from utils.database_pool import pool_databases
 from utils.labels import CPSC9, LEADS
 from utils.layouts import read_cpsc_reference
 from utils.records import read_wfdb_record
@@ -267,3 +268,29 @@ def test_conflicting_reference_rows_skip_the_record_identical_ones_are_one(tmp_p
     err = quiet_prep(records, tmp_path / "out")
     assert "A0003 has rows with different labels: line 4" in err and "line 8" in err
     assert "A0003" not in set(load_labels(tmp_path / "out")["patient_id"]) and len(load_labels(tmp_path / "out")) == 5
+
+
+def test_a_pool_keeps_clipping_counts_and_drops_runs_of_other_sources(tmp_path, capsys):
+    from utils.labels import LEADS as ALL
+
+    dbs = []
+    for name, offset in (("X", 40.0), ("Y", 0.0), ("Z", 0.0)):
+        mv = analogue(500, len(dbs))
+        clipped = mv.copy()
+        clipped[ALL.index("II")] += offset
+        write_dat(tmp_path / "rec" / name, "C1", "16", "mV", 200, [0] * 12, 500, clipped, 16)
+        write_dat(tmp_path / "rec" / name, "C2", "16", "mV", 1000, [0] * 12, 500, mv, 16)
+        quiet_prep(tmp_path / "rec" / name, tmp_path / name)
+        dbs.append(tmp_path / name)
+    out = tmp_path / "pool"
+    pool_databases(dbs[:2], out, ["X", "Y"])
+    index = pd.read_csv(out / "signals_index.csv", dtype={"patient_id": str}).set_index("patient_id")
+    assert index["clipped"].to_dict() == {"X_C1": 1000, "X_C2": 0, "Y_C1": 0, "Y_C2": 0}
+    manifest = json.loads((out / "preprocess.json").read_text())
+    assert list(manifest["clipped"]) == ["X_C1"] and "II 1000" in manifest["clipped"]["X_C1"]
+    (out / "runs" / "xdb").mkdir(parents=True)
+    pool_databases(dbs[:2], out, ["X", "Y"])  # current: kept as it is
+    assert (out / "runs" / "xdb").is_dir()
+    pool_databases([dbs[0], dbs[2]], out, ["X", "Z"])
+    assert not (out / "runs").exists() and "removing its runs of the old data" in capsys.readouterr().out
+    assert json.loads((out / "pool.json").read_text())["sources"] == [os.path.realpath(d) for d in (dbs[0], dbs[2])]

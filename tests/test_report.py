@@ -5,7 +5,6 @@ import re
 import shutil
 
 import pytest
-from conftest import copy_run
 
 import baselines
 import cross_validate
@@ -16,7 +15,7 @@ import statistic
 from utils.labels import CLASSES
 
 
-def test_empty_report_names_each_missing_stage(prepared, trained, tmp_path):
+def test_empty_report_names_each_missing_stage(copy_run, prepared, trained, tmp_path):
     path = report.main(["--data-dir", str(prepared), "--run", str(copy_run(trained, tmp_path / "m")),
                         "--results-dir", str(tmp_path / "r")])
     text = path.read_text()
@@ -27,6 +26,7 @@ def test_empty_report_names_each_missing_stage(prepared, trained, tmp_path):
         assert f"run `python {script}" in text, script
 
 
+@pytest.mark.slow
 def test_full_report(prepared, trained, lead_study_run, tmp_path):
     # the model's own database (a copy would be another database: results are filed by identity);
     # baselines.py adds its feature cache there, which no other output depends on
@@ -39,7 +39,7 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     predict.main(["--run", str(model), "--results-dir", str(results), "--n-bootstrap", "50", "--num-workers", "0"])
     shap_values.main(["--run", str(model), "--results-dir", str(results),
                       "--background", "8", "--n-explain", "4", "--n-samples", "8"])
-    cross_validate.main(["--data-dir", str(data), "--arch", "resnet18", "--seconds", "2", "--sample-rate", "100",
+    cross_validate.main(["--data-dir", str(data), "--arch", "resnet10", "--seconds", "2", "--sample-rate", "100",
                          "--num-workers", "0", "--epochs", "1", "--folds", "3", "--n-bootstrap", "20",
                          "--runs-dir", str(tmp_path / "models"), "--results-dir", str(results)])
     for name in ("lead_study.md", "lead_study.png"):
@@ -58,7 +58,7 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     assert "over 1 test fold(s)" in sections["Cross-validation"] and "| STE |" in sections["Cross-validation"]
     for title, png in (("Confusion matrices", "confusion_AF.png"), ("ROC curves", "roc.png"),
                        ("Lead study", "lead_study.png"), ("SHAP lead importance", "lead_importance.png"),
-                       ("Cross-validation", "cv_resnet18_all_42.png")):
+                       ("Cross-validation", "cv_resnet10_all_42.png")):
         target = re.search(rf"\]\(([^)]*{png})\)", sections[title]).group(1)
         assert (results / prepared.name / target).resolve().exists(), (title, target)
     assert "synthetic demo data" in text
@@ -68,7 +68,7 @@ def sections_text(text: str, title: str) -> str:
     return dict(zip(report.TITLES, re.split(r"^## .*\n", text, flags=re.M)[1:]))[title]
 
 
-def test_report_never_mixes_databases(prepared, trained, tmp_path):
+def test_report_never_mixes_databases(copy_run, prepared, trained, tmp_path):
     """Results are filed by database: a report on folder B shows only B's tables, and refuses a model
     trained on another database."""
     other = tmp_path / "B"
@@ -83,7 +83,7 @@ def test_report_never_mixes_databases(prepared, trained, tmp_path):
         report.main(["--data-dir", str(other), "--run", str(trained["model_path"]), "--results-dir", str(results)])
 
 
-def test_report_never_shows_metrics_of_another_checkpoint(prepared, trained, tmp_path):
+def test_report_never_shows_metrics_of_another_checkpoint(copy_run, prepared, trained, tmp_path):
     """A model retrained (or replaced) after its evaluation: the report says the metrics are out of
     date instead of showing them as this model's."""
     import torch
@@ -97,3 +97,23 @@ def test_report_never_shows_metrics_of_another_checkpoint(prepared, trained, tmp
     text = report.main(argv).read_text()
     deep = sections_text(text, "Deep model (12 leads), test fold")
     assert "Out of date" in deep and "changed after it was evaluated" in deep and "| mean AUC |" not in deep
+
+
+@pytest.mark.slow
+def test_the_report_never_shows_another_models_shap_or_external_numbers(change_weights, evaluated_copy, prep, trained, prepared, tmp_path):
+    """After retraining, every section of the report that came from the old model says so."""
+    import synth
+    run, common = evaluated_copy(trained, prepared, tmp_path)
+    synth.main(["--out", str(tmp_path / "raw"), "--n", "40", "--seed", "3", "--max-seconds", "8"])
+    prep(tmp_path / "raw", tmp_path / "OTHER")
+    predict.main([*common, "--external-data-dir", str(tmp_path / "OTHER"), "--n-bootstrap", "0", "--no-figures"])
+    shap_values.main([*common, "--background", "4", "--n-explain", "2", "--n-samples", "2"])
+    argv = ["--data-dir", str(prepared), *common]
+    text = report.main(argv).read_text()
+    assert "Out of date" not in text and "out of date" not in text and "| OTHER |" in text
+    change_weights(run)
+    text = report.main(argv).read_text()
+    shap = text.split("## SHAP lead importance")[1].split("##")[0]
+    external = text.split("## External validation")[1].split("##")[0]
+    assert "Out of date" in shap and "| average |" not in shap
+    assert external.count("out of date") == 2 and "changed after it was evaluated" in external

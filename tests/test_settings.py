@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import TINY
 from torch import nn
 
 import benchmark
@@ -144,9 +143,9 @@ def test_registry_protocol_values_are_checked_like_the_flags(bad_entries, name, 
     assert list(tmp_path.iterdir()) == []  # refused before any work
 
 
-def test_builder_arguments_are_in_the_checkpoint_the_identity_and_every_later_stage(prepared, tmp_path):
+def test_builder_arguments_are_in_the_checkpoint_the_identity_and_every_later_stage(tiny, prepared, tmp_path):
     run = tmp_path / "k3"
-    argv = ["--data-dir", str(prepared), *TINY, "--epochs", "1", "--limit", "60", "--run", str(run)]
+    argv = ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "60", "--run", str(run)]
     main.main([*argv, "--arch-arg", "kernel_size=3"])
     model, ckpt = load_checkpoint(run / "model.pth")
     assert ckpt["config"]["arch_args"] == {"kernel_size": 3}

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import copy_run
 from torch import nn
 
 import predict
@@ -26,7 +25,7 @@ def tune(run: Run, tmp) -> Run:
 
 
 @pytest.fixture(scope="module")
-def tuned(trained, tmp_path_factory) -> Run:
+def tuned(copy_run, trained, tmp_path_factory) -> Run:
     """A copy of the trained run with its thresholds tuned (the shared run stays untouched)."""
     tmp = tmp_path_factory.mktemp("shap")
     return tune(Run(copy_run(trained, tmp / "tiny")), tmp)
@@ -63,7 +62,7 @@ def test_values_figures_and_cache(tuned, prepared, tmp_path, capsys):
     assert len(list(cache.glob("values_*.npy"))) == len(list(cache.glob("index_*.csv"))) == 1
 
 
-def test_without_tuned_thresholds_it_stops_naming_predict(trained, tmp_path, capsys):
+def test_without_tuned_thresholds_it_stops_naming_predict(copy_run, trained, tmp_path, capsys):
     """No silent 0.5: like predict.py --record, SHAP needs the run's tuned thresholds, and says how to
     get them in one line before explaining anything."""
     folder = copy_run(trained, tmp_path / "untuned")
@@ -72,7 +71,7 @@ def test_without_tuned_thresholds_it_stops_naming_predict(trained, tmp_path, cap
     assert "shap" not in capsys.readouterr().out and not (folder / "shap").exists()
 
 
-def test_a_changed_model_never_reuses_stale_values(trained, tmp_path, capsys):
+def test_a_changed_model_never_reuses_stale_values(copy_run, trained, tmp_path, capsys):
     model_path = tune(Run(copy_run(trained, tmp_path / "copy")), tmp_path).model
     run(model_path, tmp_path)
     first = np.load(next((tmp_path / "copy" / "shap").glob("values_*.npy")))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import matplotlib.image as mpimg
 import pytest
-from conftest import REAL_DIR, needs_real
 
 import visualize
 
@@ -33,8 +32,8 @@ def test_bad_record_is_skipped(records_copy, tmp_path, capsys):
         visualize.main(["--record", str(records_copy / "A0002.hea"), "--results-dir", str(tmp_path)])
 
 
-@needs_real
-def test_real_record(tmp_path):
-    record = sorted(REAL_DIR.glob("*.hea"))[0]
+@pytest.mark.real_data
+def test_real_record(real_dir, tmp_path):
+    record = sorted(real_dir.glob("*.hea"))[0]
     written = visualize.main(["--record", str(record), "--layout", "1col", "--results-dir", str(tmp_path)])
     assert written[0].stat().st_size > 10_000

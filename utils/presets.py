@@ -39,14 +39,14 @@ BENCHMARK_MODELS = "inception1d,xresnet1d101,xresnet1d50,resnet1d_wang,fcn_wang,
 
 PRESETS: dict[str, dict[str, dict]] = {
     "demo": {
-        "train": {"arch": "resnet10", "seconds": 10.0, "sample_rate": 100, "epochs": 10, "lr": 1e-3, "num_workers": 0},
-        "study": {"arch": "resnet10", "seconds": 5.0, "sample_rate": 100, "epochs": 3, "lr": 1e-3, "limit": 300,
+        "train": {"arch": "resnet10", "seconds": 10.0, "sample_rate": 100, "epochs": 6, "lr": 1e-3, "num_workers": 0},
+        "study": {"arch": "resnet10", "seconds": 5.0, "sample_rate": 100, "epochs": 2, "lr": 1e-3, "limit": 300,
                   "num_workers": 0, "n_bootstrap": 200},
         "evaluate": {"num_workers": 0},
         "shap": {"n_explain": 40},
         "baselines_cv": {"classifier": "LR"},
         # two tasks x three architectures of the benchmark on synthetic PTB-XL, in about a minute
-        "benchmark": {"protocol": "ptbxl", "batch_size": 32, "epochs": 4, "tasks": "superdiagnostic,rhythm",
+        "benchmark": {"protocol": "ptbxl", "batch_size": 32, "epochs": 3, "tasks": "superdiagnostic,rhythm",
                       "models": "fcn_wang,resnet1d_wang,lstm", "num_workers": 0, "n_bootstrap": 100},
     },
     "paper": {

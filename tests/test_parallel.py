@@ -1,0 +1,73 @@
+"""utils/parallel.py: outcomes stay with their tasks, a killed worker fails its own task (never a hang),
+and killing the parent stops its workers."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from utils.errors import PipelineError
+from utils.parallel import parallel_map, process_map
+
+
+def test_outcomes_stay_with_their_tasks_and_a_killed_worker_fails_its_task_alone():
+    """The first job finishes last, the second one's worker is killed with -9: the others' outcomes are
+    kept, each at its own job's place, and the call returns."""
+    tasks = [["sh", "-c", "sleep 0.8; echo slow"], ["sh", "-c", "kill -9 $PPID"], ["sh", "-c", "echo fast"],
+             ["sh", "-c", "exit 3"]]
+    outcomes = process_map(subprocess.check_output, tasks, 2)
+    assert outcomes[0] == (True, b"slow\n") and outcomes[2] == (True, b"fast\n")
+    assert outcomes[1] == (False, "its worker process died (killed by signal 9)")
+    assert not outcomes[3].ok and "exit status 3" in outcomes[3].value
+
+
+def test_killing_the_parent_stops_its_workers(tmp_path):
+    code = ("import time; from utils.parallel import process_map; "
+            "process_map(time.sleep, [60, 60], 2)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    try:
+        workers: list[int] = []
+        deadline = time.time() + 30
+        while len(workers) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+            children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+            workers = [int(pid) for pid in (children.read_text().split() if children.exists() else [])
+                       if "spawn_main" in cmdline(int(pid))]  # not the resource tracker
+        assert len(workers) == 2
+        time.sleep(1.0)  # past the workers' start-up
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(alive(pid) for pid in workers):
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in workers)
+    finally:
+        parent.kill()
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped by init has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_worker_of_a_parallel_stage_is_an_error_not_a_hang():
+    """What preprocess.py, baselines.py and shap_values.py run their records through."""
+    tasks = [["true"]] * 3 + [["sh", "-c", "kill -9 $PPID"]] + [["true"]] * 3
+    with pytest.raises(PipelineError, match="decode: a worker process died"):
+        parallel_map(subprocess.check_output, tasks, 2, "decode", chunksize=1, serial_up_to=0)
+    assert parallel_map(subprocess.check_output, [["echo", str(i)] for i in range(5)], 2, "echo", chunksize=2,
+                        serial_up_to=0) == [f"{i}\n".encode() for i in range(5)]
