@@ -116,7 +116,8 @@ def test_min_samples_is_the_shortest_input(name):
 
 def test_only_the_lstms_train_under_their_own_protocol():
     for name in BENCHMARK:
-        expected = {"ptbxl": {"lr": 1e-3, "clip_grad": 0.25}} if name.startswith("lstm") else {}
+        rnn = {"lr": 1e-3, "clip_grad": 0.25}
+        expected = {"ptbxl": rnn, "finetune": rnn} if name.startswith("lstm") else {}
         assert model_entry(name).protocol == expected, name
 
 
