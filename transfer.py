@@ -29,7 +29,7 @@ import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_parser
 from models.training import RunConfig, check_finetune, check_run_args
-from models.transfer import source_argument
+from models.transfer import source_argument, source_info
 from utils.errors import PipelineError, script_main
 from utils.files import save_figure, write_csv, write_text
 from utils.presets import parse_with_preset
@@ -160,6 +160,7 @@ def plot(table: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -> 
 @script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
+    source_info(args.source)  # a missing or mismatched source: one line before any training
     plan = arm_configs(args)
     print(f"transfer: {len(args.seeds)} seed(s) x {len(args.fractions)} fraction(s) x 2 arms = {len(plan)} runs "
           f"({plan[0][3].arch} from {args.source})", flush=True)

@@ -245,6 +245,11 @@ def check_finetune(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
                            f"{flag if flag_given(p, argv, flag) else args.preset} finetunes a trained run: "
                            f"give --init-from RUN")
         return
+    if args.freeze_epochs > args.epochs:
+        flag_error(p, "--freeze-epochs", f"{describe_flag(p, args, argv, '--freeze-epochs')} is above "
+                                         f"{describe_flag(p, args, argv, '--epochs')}")
+    if not Path(args.init_from).exists():
+        return  # refused when the run starts
     cfg = source_info(args.init_from)["config"]
     if flag_given(p, argv, "--arch") and args.arch != cfg["arch"]:
         flag_error(p, "--arch", f"{args.arch} differs from the source's {cfg['arch']} ({args.init_from})")
@@ -261,14 +266,12 @@ def check_finetune(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     args.leads, args.sample_rate, args.crop_seconds = given["leads"], int(given["sample_rate"]), given["crop_seconds"]
     args.seconds = float(given["seconds"])
     args.standardize = bool(cfg.get("standardize")) or args.restandardize
-    if args.freeze_epochs > args.epochs:
-        flag_error(p, "--freeze-epochs", f"{describe_flag(p, args, argv, '--freeze-epochs')} is above "
-                                         f"{describe_flag(p, args, argv, '--epochs')}")
 
 
 def source_arch(init_from: str | None) -> str | None:
-    """The architecture of a --init-from source (None without one): its preset protocol applies."""
-    return None if init_from is None else source_info(init_from)["config"]["arch"]
+    """The architecture of a --init-from source (None without one, or a missing one): its preset protocol
+    applies."""
+    return None if init_from is None or not Path(init_from).exists() else source_info(init_from)["config"]["arch"]
 
 
 def _dest(flag: str) -> str:

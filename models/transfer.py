@@ -51,12 +51,15 @@ def source_path(path: Path | str) -> Path:
 
 
 def source_argument(text: str) -> str:
-    """argparse type of `--init-from`: a run folder or checkpoint that reads as one (else exit 2)."""
+    """argparse type of `--init-from`: a run folder or checkpoint; one that exists must read as a
+    checkpoint of this project (else exit 2). A missing one is refused when the run starts (exit 1), as
+    every command refuses a missing input, so that a command can be written before its source exists."""
     path = source_path(text)
-    try:
-        read_checkpoint(path)
-    except PipelineError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    if path.exists():
+        try:
+            read_checkpoint(path)
+        except PipelineError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return str(path)
 
 

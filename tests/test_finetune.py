@@ -121,7 +121,7 @@ def test_the_library_refuses_other_inputs_too(trained, prepared, tmp_path):
 
 
 @pytest.mark.parametrize("flags, named", [
-    (["--init-from", "/nonexistent/run"], "--init-from"),
+    (["--init-from", __file__], "--init-from"),
     (["--freeze-epochs", "-1"], "--freeze-epochs"),
     (["--freeze-epochs", "x"], "--freeze-epochs"),
     (["--restandardize"], "--restandardize"),
@@ -133,6 +133,12 @@ def test_bad_finetuning_flags_exit_2_naming_the_flag(prepared, tmp_path, capsys,
     with pytest.raises(SystemExit) as e:
         main.main(["--data-dir", str(prepared), "--run", str(tmp_path / "r"), *flags])
     assert e.value.code == 2 and f"argument {named}:" in capsys.readouterr().err
+
+
+def test_a_missing_source_is_refused_in_one_line(prepared, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main.main(["--data-dir", str(prepared), "--init-from", str(tmp_path / "nothing"), "--run", str(tmp_path / "r")])
+    assert str(e.value.code).startswith("error: ") and "not found" in str(e.value.code)
 
 
 def test_freeze_epochs_above_epochs_is_refused(trained, prepared, tmp_path, capsys):

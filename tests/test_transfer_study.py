@@ -90,7 +90,7 @@ def test_nested_subsets_are_stratified_prefixes(prepared):
     (["--fractions", "0.5,0.5"], "--fractions"),
     (["--seeds", "-1"], "--seeds"),
     (["--seeds", "a"], "--seeds"),
-    (["--source", "/nonexistent"], "--source"),
+    (["--source", __file__], "--source"),
     (["--train-fraction", "0"], "--train-fraction"),
 ])
 def test_bad_study_flags_exit_2_naming_the_flag(source, prepared, tmp_path, capsys, flags, named):
