@@ -25,12 +25,7 @@ from utils.errors import PipelineError
 from utils.labels import PTBXL_ALL_STATEMENTS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_fastai(model: torch.nn.Module, path, with_opt: bool) -> None:

@@ -17,6 +17,7 @@ from models.registry import create_model, list_models, model_entry
 from models.training import RunConfig, resolve_identity, train
 from models.transfer import group_lrs, layer_groups, output_layer
 from utils.errors import PipelineError
+from utils.labels import LEADS
 from utils.manifest import file_sha
 
 FINETUNE = ["--epochs", "2", "--freeze-epochs", "1", "--discriminative-lrs", "--optimizer", "adamw",
@@ -157,3 +158,20 @@ def test_every_architecture_declares_disjoint_groups_with_the_output_layer_last(
     _, out = output_layer(net)
     assert out.out_features == 5 and any(out is m for top in groups[-1] for m in top.modules())
     assert model_entry(name).layer_groups is not None
+
+
+def test_the_studies_finetune_with_the_sources_inputs_or_refuse(trained, prepared, capsys):
+    import benchmark
+    import cross_database
+    import cross_validate
+    import lead_study
+
+    src = str(trained["run"].folder)
+    args = cross_validate.parse_args(["--data-dir", str(prepared), "--init-from", src])
+    assert (args.arch, args.sample_rate, args.seconds, args.init_from) == ("resnet18", 100, 2.0, str(trained["model_path"]))
+    args = cross_database.parse_args(["--data-dirs", str(prepared), "other", "--init-from", src])
+    assert args.arch == "resnet18" and args.lead_names == list(LEADS)
+    for module, argv in ((lead_study, ["--data-dir", str(prepared)]), (benchmark, ["--data-dir", str(prepared)])):
+        with pytest.raises(SystemExit) as e:
+            module.parse_args([*argv, "--init-from", src])
+        assert e.value.code == 2 and "argument --init-from:" in capsys.readouterr().err
