@@ -338,6 +338,7 @@ def make_step(cfg: "RunConfig", model: torch.nn.Module, steps_per_epoch: int, cu
         which = phase(cfg.freeze_epochs, epoch)
         groups = phase_param_groups(model.net, cfg.arch, cfg.lr, which, cfg.discriminative_lrs)
         epochs = cfg.freeze_epochs if which == HEAD else cfg.epochs - cfg.freeze_epochs
+    epochs = max(epochs, 1)  # a phase with no epoch left (a finished run resumed) still builds its schedule
     optimizer = adam(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
                      fused=cuda or None)  # fused: one kernel for all parameters on a GPU
     scheduler = None
