@@ -39,7 +39,7 @@ from models.run import Run
 from models.training import RunConfig
 from utils.errors import PipelineError
 from utils.manifest import file_sha
-from utils.labels import LEADS, PTBXL_ALL_STATEMENTS
+from utils.labels import LEADS
 from utils.presets import PTBXL_PROTOCOL
 
 __all__ = ["BENCHMARK_INPUT", "read_fastai_state", "map_fastai_state", "read_standard_scaler", "import_fastai"]

@@ -106,8 +106,8 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
     changed since training, is an error; records added since (or left out by `limit`) are ignored and
     said so."""
     if not any(ckpt["split"].values()):
-        raise PipelineError(f"this run has no records of its own (a model imported without --data-dir); import it "
-                            f"again with `python -m models import ... --data-dir DATA` to evaluate it on DATA")
+        raise PipelineError("this run has no records of its own (a model imported without --data-dir); import it "
+                            "again with `python -m models import ... --data-dir DATA` to evaluate it on DATA")
     labels = load_labels(data_dir)
     classes = ckpt["label_set"]["classes"]
     if [c for c in classes if c not in labels.columns]:

@@ -43,7 +43,7 @@ from models.run import Run, run_name
 from utils.results import database_identity
 from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
 from utils.errors import PipelineError
-from utils.folds import split_labels
+from utils.folds import nested_subset, split_labels
 from utils.cli import (MAX_WORKERS, bounded_float, bounded_int, describe_flag, flag_error, flag_given, folder_path,
                        seed_int)
 from utils.files import check_writable, write_csv

@@ -22,7 +22,6 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from torch import nn
 
 from models.checkpoint import check_same_run, read_checkpoint

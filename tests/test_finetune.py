@@ -4,7 +4,6 @@ and a finetuned run is an ordinary run folder."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
