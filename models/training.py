@@ -465,7 +465,11 @@ def resolve_identity(cfg: RunConfig) -> RunConfig:
             raise PipelineError(f"{mismatch[1]} ({source['path']}): finetuning keeps the source's inputs")
         if cfg.arch != source["config"]["arch"]:
             raise PipelineError(f"{cfg.arch} differs from the source's {source['config']['arch']} ({source['path']})")
-        cfg = dataclasses.replace(cfg, source=f"{source['run_id']}:{source['sha']}")
+        theirs = dict(source["config"].get("arch_args") or {})
+        if cfg.arch_args and dict(cfg.arch_args) != theirs:
+            raise PipelineError(f"builder arguments {dict(cfg.arch_args)} differ from the source's {theirs} "
+                                f"({source['path']})")
+        cfg = dataclasses.replace(cfg, source=f"{source['run_id']}:{source['sha']}", arch_args=theirs)
     return dataclasses.replace(cfg, data_fingerprint=preprocess_manifest(cfg.data_dir)["fingerprint"])
 
 
