@@ -201,6 +201,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if "cpsc9" in args.tasks and len(args.tasks) > 1:
         flag_error(p, "--tasks", "cpsc9 is the CPSC2018 (ICBEB2018) experiment: run it on a CPSC2018 folder, "
                                  "apart from the PTB-XL tasks")
+    if args.init_from is not None:
+        flag_error(p, "--init-from", "the benchmark trains every architecture from scratch; finetune one run with "
+                                     "main.py --init-from, or compare both with transfer.py")
     args.models = args.models or model_list(BENCHMARK_MODELS)
     if args.seeds is not None and flag_given(p, argv, "--seed"):
         flag_error(p, "--seeds", "give --seed N (one run per task and model) or --seeds LIST, not both")

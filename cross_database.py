@@ -31,7 +31,7 @@ from models.checkpoint import load_checkpoint
 from models.scoring import evaluate_external
 from models.inputs import pick_device
 from models.studies import run_all, study_parser
-from models.training import RunConfig, architecture_settings, check_run_args
+from models.training import RunConfig, architecture_settings, check_finetune, check_run_args, source_arch
 from utils.cache import data_label_set, data_split_rule, database_name, load_labels
 from utils.errors import PipelineError, script_main
 from utils.files import save_figure, write_csv, write_text
@@ -67,7 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--calibrate", action="store_true", help="temperature scaling fitted on each validation fold")
     p.add_argument("--no-figures", action="store_true", help="no ROC, confusion or reliability figure per cell")
     # each cell's model is the one main.py would train
-    args = parse_with_preset(p, argv, "train", refine=lambda known: architecture_settings(known.arch, known.protocol))
+    args = parse_with_preset(p, argv, "train", refine=lambda known: architecture_settings(
+        source_arch(known.init_from) or known.arch, known.protocol))
+    check_finetune(p, args, argv)  # --init-from: every database's run finetunes the source
     check_run_args(p, args, argv)
     if len(args.data_dirs) < 2:
         flag_error(p, "--data-dirs", "give two or more databases")

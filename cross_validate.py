@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_config, study_parser
-from models.training import check_run_args
+from models.training import check_finetune, check_run_args
 from utils.errors import script_main
 from utils.folds import N_FOLDS
 from utils.files import save_figure, write_csv, write_text
@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--folds", type=BoundedList(1, N_FOLDS, "fold"), default=",".join(map(str, range(1, N_FOLDS + 1))),
                    help="test folds to run, comma-separated, each %(type)s (default: all ten)")
     args = parse_with_preset(p, argv, "study")
+    check_finetune(p, args, argv)  # --init-from: every fold's run finetunes the source
     check_run_args(p, args, argv)
     args.lead_names = args.leads
     args.fold_list = args.folds

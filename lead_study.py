@@ -24,12 +24,15 @@ from utils.files import save_figure
 from utils.labels import LEADS, parse_leads
 from utils.results import EvaluationFolder
 from utils.tables import Column, ci_columns, write_table
+from utils.cli import flag_error
 from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
     args = parse_with_preset(p, argv, "study")
+    if args.init_from is not None:
+        flag_error(p, "--init-from", "the lead study trains single leads; a finetuned run keeps its source's leads")
     check_run_args(p, args, argv)
     return args
 

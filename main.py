@@ -3,6 +3,7 @@ database into its run folder.
 
     python main.py --data-dir data/CPSC --leads all --use-gpu           # the paper's settings
     python main.py --data-dir data/demo --arch resnet10 --seconds 10 --sample-rate 100 --epochs 10 --lr 1e-3
+    python main.py --data-dir data/CPSC --init-from data/PTBXL/runs/xresnet1d101_all_42 --preset finetune
     torchrun --nproc_per_node=4 main.py --data-dir data/CPSC --use-gpu   # DistributedDataParallel
 
 The run goes to its folder, data/<db>/runs/<arch>_<leads>_<seed>/ or --run (model.pth: the best
@@ -10,7 +11,9 @@ validation epoch; last.pth: for --resume; log.csv; see models/run.py). Rerunning
 finished with the same settings is kept, one that stopped early resumes, one of other settings is
 refused unless --force. Folds from labels.csv are split 8/1/1 into train/validation/test by a
 permutation seeded with --seed (or the database's own split, such as PTB-XL's; with --test-fold k,
-test fold k and validation fold k % 10 + 1). The training itself is `training.train(cfg)`.
+test fold k and validation fold k % 10 + 1). The training itself is `training.train(cfg)`. --init-from
+finetunes a trained (or imported) run: its weights, a new output layer, its inputs (models/transfer.py);
+--preset finetune is the PTB-XL benchmark's schedule (30 epochs on the head, 30 with rates lr/1000 ... lr/10).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 
 from models.inputs import pick_device
-from models.training import RunConfig, architecture_settings, check_run_args, train
+from models.training import RunConfig, architecture_settings, check_finetune, check_run_args, source_arch, train
 from utils.errors import script_main
 from utils.folds import N_FOLDS
 from utils.labels import leads_argument
@@ -41,7 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="require a run to continue from its last completed epoch (an unfinished run resumes anyway)")
     p.add_argument("--force", action="store_true", help="retrain from scratch, replacing the run's files")
-    args = parse_with_preset(p, argv, "train", refine=lambda known: architecture_settings(known.arch, known.protocol))
+    args = parse_with_preset(p, argv, "train", refine=lambda known: architecture_settings(
+        source_arch(known.init_from) or known.arch, known.protocol))
+    check_finetune(p, args, argv)
     check_run_args(p, args, argv)
     refuse_together(p, args, "--force", ["--resume"])  # --resume keeps the run, --force replaces it
     args.lead_names = args.leads

@@ -71,6 +71,15 @@ if [ "${#externals[@]}" -gt 0 ]; then
 fi
 if [ "$preset" = demo ]; then
   timed "PTB-XL benchmark (synthetic, 2 tasks x 3 architectures)" python benchmark.py --data-dir data/demo_ptbxl --preset demo
+  # the benchmark's fcn_wang (synthetic PTB-XL, superdiagnostic) finetuned on this site versus trained from scratch
+  timed "transfer study (synthetic PTB-XL -> this site, 2 fractions, 1 seed)" python transfer.py --data-dir "$data" \
+    --source data/demo_ptbxl/tasks/demo_ptbxl_superdiagnostic/runs/fcn_wang_all_42 --preset demo
+fi
+if [ "$preset" = paper ] && [ -f data/PTBXL/ptbxl_database.csv ]; then  # PTB-XL `all` (xresnet1d101) -> CPSC2018
+  timed "PTB-XL benchmark: all, xresnet1d101 (the transfer source)" python benchmark.py --data-dir data/PTBXL \
+    --preset ptbxl --tasks all --models xresnet1d101
+  timed "transfer study (PTB-XL all -> CPSC2018)" python transfer.py --data-dir "$data" \
+    --source data/PTBXL/tasks/PTBXL_all/runs/xresnet1d101_all_42 --preset finetune
 fi
 timed report python report.py --data-dir "$data" --run "$run"
 

@@ -105,6 +105,9 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
     Never a silently different split: a stored id missing from labels.csv, or a record whose labels
     changed since training, is an error; records added since (or left out by `limit`) are ignored and
     said so."""
+    if not any(ckpt["split"].values()):
+        raise PipelineError("this run has no records of its own (a model imported without --data-dir); import it "
+                            "again with `python -m models import ... --data-dir DATA` to evaluate it on DATA")
     labels = load_labels(data_dir)
     classes = ckpt["label_set"]["classes"]
     if [c for c in classes if c not in labels.columns]:
@@ -123,7 +126,7 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
                                 f"training (preprocessed with other records or label settings?)")
         splits[name] = part
     extra = len(labels) - sum(len(part) for part in splits.values())
-    if extra > 0 and not ckpt["config"].get("limit"):
+    if extra > 0 and not ckpt["config"].get("limit") and ckpt["config"].get("train_fraction", 1.0) >= 1:
         print(f"note: {data_dir}/labels.csv has {extra} record(s) this run never used (added since training); "
               f"only the run's own validation and test records are evaluated", file=sys.stderr)
     return splits

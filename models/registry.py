@@ -22,14 +22,25 @@ import importlib
 import inspect
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from torch import nn
 
 __all__ = ["ModelEntry", "register_model", "create_model", "list_models", "model_entry", "protocol_settings",
-           "count_parameters", "builder_argument", "builder_arguments"]
+           "count_parameters", "builder_argument", "builder_arguments", "LayerGroups", "default_layer_groups"]
 
 Builder = Callable[..., nn.Module]  # builder(in_leads, num_classes, **keyword arguments with defaults)
+# A network -> its layer groups for finetuning (earliest first, the head last), each a list of modules. As
+# the PTB-XL benchmark's `get_layer_groups` and fastai's split: the body is frozen while the head trains,
+# then each group trains at its own rate (lr/1000 ... lr/10). A group may be empty (it still takes a rate);
+# a module in no group is never updated by discriminative finetuning (the reference's inception1d).
+LayerGroups = Callable[[nn.Module], Sequence[Sequence[nn.Module]]]
+
+
+def default_layer_groups(model: nn.Module) -> list[list[nn.Module]]:
+    """Every top-level part but the last, then the last (which holds the output layer)."""
+    children = list(model.children())
+    return [children[:-1], children[-1:]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class ModelEntry:
     # by the flags' dests): e.g. the PTB-XL benchmark trains its LSTMs at lr 1e-3 with clipping at 0.25.
     protocol: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     min_samples: int = 32   # the shortest input the network can reduce to a prediction
+    layer_groups: LayerGroups = default_layer_groups
 
     @property
     def arguments(self) -> dict[str, Any]:
@@ -57,7 +69,7 @@ _DISCOVERED = False
 
 def register_model(name: str, *, family: str, description: str = "",
                    protocol: Mapping[str, Mapping[str, object]] | None = None,
-                   min_samples: int = 32) -> Callable[[Builder], Builder]:
+                   min_samples: int = 32, layer_groups: LayerGroups | None = None) -> Callable[[Builder], Builder]:
     """Decorator: register `builder(in_leads, num_classes, **arch_args) -> nn.Module` under `name` (unique)."""
     def register(builder: Builder) -> Builder:
         known = _REGISTRY.get(name)
@@ -68,7 +80,7 @@ def register_model(name: str, *, family: str, description: str = "",
                 raise ValueError(f"architecture {name!r} is registered twice ({known.builder.__module__} and "
                                  f"{builder.__module__})")
         _REGISTRY[name] = ModelEntry(name, builder, family, description or (builder.__doc__ or "").strip().split("\n")[0],
-                                     dict(protocol or {}), min_samples)
+                                     dict(protocol or {}), min_samples, layer_groups or default_layer_groups)
         return builder
     return register
 

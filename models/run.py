@@ -3,6 +3,7 @@
     data/<db>/runs/<arch>_<leads>_<seed>[_fold<k>]/   (studies prefix the name with `study_`)
         model.pth        the best validation epoch (what every later stage uses)
         last.pth         the last completed epoch, with the optimizer (for --resume)
+        frozen.pth       a finetuned run's last epoch with the body frozen (models.transfer)
         log.csv          one row per epoch
         thresholds.json  per-class thresholds tuned on the run's validation records, tied to model.pth's bytes
         shap/            the SHAP value cache
@@ -43,6 +44,7 @@ class Run:
 
     MODEL = "model.pth"
     LAST = "last.pth"
+    FROZEN = "frozen.pth"
     LOG = "log.csv"
     THRESHOLDS = "thresholds.json"
     SHAP = "shap"
@@ -70,6 +72,10 @@ class Run:
     @property
     def last(self) -> Path:
         return self.folder / self.LAST
+
+    @property
+    def frozen(self) -> Path:
+        return self.folder / self.FROZEN
 
     @property
     def log(self) -> Path:

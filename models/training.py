@@ -38,11 +38,12 @@ from models.checkpoint import (CHECKPOINT_FORMAT, build_network, load_checkpoint
 from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, fit_standardization,
                            make_loader, pick_device, random_crop, score, split_provenance)
 from models.registry import builder_argument, builder_arguments, list_models, model_entry, protocol_settings
+from models.transfer import HEAD, finetune_network, input_mismatch, phase, phase_param_groups, source_argument, source_info
 from models.run import Run, run_name
 from utils.results import database_identity
 from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
 from utils.errors import PipelineError
-from utils.folds import split_labels
+from utils.folds import nested_subset, split_labels
 from utils.cli import (MAX_WORKERS, bounded_float, bounded_int, describe_flag, flag_error, flag_given, folder_path,
                        seed_int)
 from utils.files import check_writable, write_csv
@@ -112,6 +113,22 @@ class RunConfig(Settings):
     clip_grad: float | None = setting(None, "clip the gradient norm to N", type=bounded_float(0, 1e6, above=True))
     keep: str = setting("best", "model.pth: the epoch of best validation F1 at 0.5, or the last epoch",
                         choices=("best", "last"))
+    # finetuning (models.transfer): the source's weights, a new output layer, a frozen-body phase first
+    source: str | None = setting(None, flag=None, dest="source_identity")  # the source model's run id and file hash,
+    # filled when the run starts
+    restandardize: bool = setting(False, "with --init-from: refit the standardisation on this run's training records "
+                                         "(default: keep the source's)")
+    freeze_epochs: int = setting(0, "with --init-from: the first N epochs train the head alone, the body frozen but "
+                                    "its batch norms training (--preset finetune: 30)", type=bounded_int(0, 10_000))
+    discriminative_lrs: bool = setting(False, "with --init-from: after the frozen epochs, layer group g of n peaks at "
+                                              "a rate from lr/1000 to lr/10 (the architecture's layer groups)")
+    train_fraction: float = setting(1.0, "train on this fraction of the training records: a stratified subset, seeded "
+                                         "by --seed, each smaller one inside every larger one (validation and test "
+                                         "stay whole)", type=bounded_float(0, 1, above=True))
+    init_from: str | None = setting(None, "finetune: start from this run's weights (its folder or model.pth; an "
+                                          "imported one too) with a new output layer; its inputs (leads, rate, "
+                                          "window) are this run's", type=source_argument, metavar="RUN",
+                                    identity=False)  # the source is known by `source`: its id and hash
     # how to execute it (not part of what makes two runs different)
     run_dir: str | None = setting(None, flag=None, dest="run", read=str, identity=False)  # main.py's --run;
     # default data/<db>/runs/<run name>/
@@ -211,6 +228,56 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         print(f"warning: {warning}", file=sys.stderr)
 
 
+FINETUNE_FLAGS = ("--restandardize", "--freeze-epochs", "--discriminative-lrs")
+INPUT_FLAGS = {"leads": "--leads", "sample_rate": "--sample-rate", "crop_seconds": "--crop-seconds",
+               "seconds": "--seconds"}
+
+
+def check_finetune(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> None:
+    """For a parser built with `RunConfig.add_arguments`: with --init-from, the architecture and the input
+    settings are the source's (a flag given with another value exits 2 naming it) and so is the
+    standardisation unless --restandardize; without it, the finetuning flags exit 2. Call it before
+    `check_input_size`."""
+    if args.init_from is None:
+        for flag in FINETUNE_FLAGS:
+            if getattr(args, _dest(flag)):
+                flag_error(p, flag if flag_given(p, argv, flag) else "--preset",
+                           f"{flag if flag_given(p, argv, flag) else args.preset} finetunes a trained run: "
+                           f"give --init-from RUN")
+        return
+    if args.freeze_epochs > args.epochs:
+        flag_error(p, "--freeze-epochs", f"{describe_flag(p, args, argv, '--freeze-epochs')} is above "
+                                         f"{describe_flag(p, args, argv, '--epochs')}")
+    if not Path(args.init_from).exists():
+        return  # refused when the run starts
+    cfg = source_info(args.init_from)["config"]
+    if flag_given(p, argv, "--arch") and args.arch != cfg["arch"]:
+        flag_error(p, "--arch", f"{args.arch} differs from the source's {cfg['arch']} ({args.init_from})")
+    args.arch = cfg["arch"]
+    given = {k: getattr(args, "leads" if k == "leads" else k) for k in INPUT_FLAGS}
+    for key, flag in INPUT_FLAGS.items():
+        if not flag_given(p, argv, flag):
+            given[key] = list(cfg["leads"]) if key == "leads" else cfg.get(key)
+    if not flag_given(p, argv, "--seconds") and cfg.get("crop_seconds") is not None:
+        given["seconds"] = args.seconds  # with a window, the input may be longer or shorter than the source's
+    mismatch = input_mismatch(cfg, given["leads"], given["sample_rate"], given["crop_seconds"], given["seconds"])
+    if mismatch:
+        flag_error(p, INPUT_FLAGS[mismatch[0]], f"{mismatch[1]} ({args.init_from})")
+    args.leads, args.sample_rate, args.crop_seconds = given["leads"], int(given["sample_rate"]), given["crop_seconds"]
+    args.seconds = float(given["seconds"])
+    args.standardize = bool(cfg.get("standardize")) or args.restandardize
+
+
+def source_arch(init_from: str | None) -> str | None:
+    """The architecture of a --init-from source (None without one, or a missing one): its preset protocol
+    applies."""
+    return None if init_from is None or not Path(init_from).exists() else source_info(init_from)["config"]["arch"]
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -258,17 +325,26 @@ class Step:
     amp: bool = False
 
 
-def make_step(cfg: "RunConfig", model: torch.nn.Module, steps_per_epoch: int, cuda: bool) -> Step:
-    """The optimiser and schedule of `cfg`: Adam at a constant rate (the paper), or AdamW with decoupled
-    weight decay and a one-cycle schedule (the PTB-XL benchmark's fastai defaults: 30 % warm-up from
-    lr/25 to lr, cosine down to lr/25e4, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95)."""
+def make_step(cfg: "RunConfig", model: torch.nn.Module, steps_per_epoch: int, cuda: bool, epoch: int = 1) -> Step:
+    """The optimiser and schedule of `cfg` for the phase of `epoch`: Adam at a constant rate (the paper),
+    or AdamW with decoupled weight decay and a one-cycle schedule (the PTB-XL benchmark's fastai defaults:
+    30 % warm-up from lr/25 to lr, cosine down to lr/25e4, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95).
+    A finetuned run has one optimiser and one cycle per phase (models.transfer), over that phase's
+    epochs, each parameter group peaking at its own rate."""
     adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = adam(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
+    groups: list = [{"params": list(model.parameters()), "lr": cfg.lr}]
+    epochs = cfg.epochs
+    if cfg.init_from is not None or cfg.source is not None:
+        which = phase(cfg.freeze_epochs, epoch)
+        groups = phase_param_groups(model.net, cfg.arch, cfg.lr, which, cfg.discriminative_lrs)
+        epochs = cfg.freeze_epochs if which == HEAD else cfg.epochs - cfg.freeze_epochs
+    epochs = max(epochs, 1)  # a phase with no epoch left (a finished run resumed) still builds its schedule
+    optimizer = adam(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
                      fused=cuda or None)  # fused: one kernel for all parameters on a GPU
     scheduler = None
     if cfg.schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * max(steps_per_epoch, 1), pct_start=0.3,
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=epochs * max(steps_per_epoch, 1), pct_start=0.3,
             anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95)
     return Step(optimizer, scheduler, cfg.spec.window_samples, cfg.augment, cfg.clip_grad)
 
@@ -379,8 +455,21 @@ def equal_finished_run(cfg: RunConfig, folder: Path) -> bool:
 
 
 def resolve_identity(cfg: RunConfig) -> RunConfig:
-    """`cfg` with what identifies its data filled in: the label set and the preprocess fingerprint."""
+    """`cfg` with what identifies its data filled in: the label set and the preprocess fingerprint; for
+    a finetuned run, the source model's run id and file hash (its inputs checked to be the source's)."""
     cfg = resolve_label_set(cfg)
+    if cfg.init_from is not None:
+        source = source_info(cfg.init_from)
+        mismatch = input_mismatch(source["config"], cfg.leads, cfg.sample_rate, cfg.crop_seconds, cfg.seconds)
+        if mismatch:
+            raise PipelineError(f"{mismatch[1]} ({source['path']}): finetuning keeps the source's inputs")
+        if cfg.arch != source["config"]["arch"]:
+            raise PipelineError(f"{cfg.arch} differs from the source's {source['config']['arch']} ({source['path']})")
+        theirs = dict(source["config"].get("arch_args") or {})
+        if cfg.arch_args and dict(cfg.arch_args) != theirs:
+            raise PipelineError(f"builder arguments {dict(cfg.arch_args)} differ from the source's {theirs} "
+                                f"({source['path']})")
+        cfg = dataclasses.replace(cfg, source=f"{source['run_id']}:{source['sha']}", arch_args=theirs)
     return dataclasses.replace(cfg, data_fingerprint=preprocess_manifest(cfg.data_dir)["fingerprint"])
 
 
@@ -425,13 +514,17 @@ def train(cfg: RunConfig, rank: int = 0, world: int = 1, device: torch.device | 
 
 def run_splits(cfg: RunConfig, resume_ckpt: dict | None, cache: SignalCache, warn: bool = True
                ) -> dict[str, pd.DataFrame]:
-    """The run's train/validation/test records: the resumed checkpoint's own, or the split rule's; an
-    empty training or validation part is an error, inputs longer than every record a warning."""
+    """The run's train/validation/test records: the resumed checkpoint's own, or the split rule's (with
+    `train_fraction`, a nested stratified subset of its training records); an empty training or
+    validation part is an error, inputs longer than every record a warning."""
     if resume_ckpt is not None:
         splits = checkpoint_splits(resume_ckpt, cfg.data_dir)
     else:
         splits = split_labels(load_labels(cfg.data_dir), cfg.seed, cfg.limit, cfg.test_fold,
                               data_split_rule(cfg.data_dir))
+        if cfg.train_fraction < 1:
+            splits["train"] = nested_subset(splits["train"], data_label_set(cfg.data_dir)["classes"],
+                                            cfg.train_fraction, cfg.seed)
     if len(splits["train"]) == 0 or len(splits["val"]) == 0:
         raise PipelineError(f"empty training or validation split in {cfg.data_dir} (too few records?)")
     longest = max(int(cache.length[cache.row[pid]]) for pid in splits["train"]["patient_id"]) / cache.sample_rate
@@ -445,8 +538,19 @@ def new_network(cfg: RunConfig, train_ds: ECGDataset, num_classes: int, fit: boo
                 verbose: bool = True) -> torch.nn.Module:
     """The registered architecture in its input rules, with the standardisation fitted on the training
     records when the run asks for it (`fit`: a resumed run keeps the statistics in its weights)."""
-    model = build_network(cfg.to_dict(), num_classes)
-    if cfg.standardize and fit:
+    if cfg.init_from is not None and fit:
+        source = source_info(cfg.init_from)
+        model = finetune_network(build_network(source["config"], len(source["label_set"]["classes"])), source,
+                                 num_classes)
+        if verbose:
+            print(f"finetuning {source['path']} ({source['config']['arch']}, {source['label_set']['name']}): a new "
+                  f"output layer for {num_classes} classes"
+                  f"{'; the standardisation refitted' if cfg.restandardize else ''}")
+        if not cfg.restandardize:
+            return model
+    else:
+        model = build_network(cfg.to_dict(), num_classes)
+    if (cfg.standardize or cfg.restandardize) and fit:
         mean, std = fit_standardization(train_ds, num_workers=cfg.num_workers)
         model.mean.fill_(mean)
         model.std.fill_(std)
@@ -467,6 +571,14 @@ def save_epoch(run: Run, state: dict, step: Step, keep: bool) -> None:
     save_checkpoint(run.last, {**state, "optimizer": step.optimizer.state_dict(),
                                **({"scheduler": step.scheduler.state_dict()} if step.scheduler else {})})
     write_csv(pd.DataFrame(state["history"]), run.log)
+
+
+def wrap_for_training(model: torch.nn.Module, cfg: RunConfig, world: int, device: torch.device) -> torch.nn.Module:
+    """The module the training step calls: DDP over the parameters that train now, compiled on CUDA."""
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if compile_enabled(cfg, device):  # the weights stay in `model`: checkpoints never hold compiled names
+        train_model = torch.compile(train_model)
+    return train_model
 
 
 def finish_ddp(model: torch.nn.Module, world: int, is_main: bool) -> None:
@@ -493,7 +605,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     run = cfg.run
     model_path, resume_path = run.model, run.last
     if cfg.force and is_main:  # a retrained run keeps nothing of the old one
-        for old in (model_path, resume_path, run.log, run.thresholds):
+        for old in (model_path, resume_path, run.log, run.thresholds, run.frozen):
             old.unlink(missing_ok=True)
 
     seed_everything(cfg.seed)
@@ -520,26 +632,27 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     cuda = device.type == "cuda"
     # The same algorithm at the GPU's speed: fused Adam (one kernel for all parameters) and cuDNN's
     # autotuner, except under --deterministic, where the autotuner's choice could differ between runs.
-    step = make_step(cfg, model, len(train_loader), cuda)
-    step.amp = amp
     if cuda and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True
     start, best, history, run_id = 1, -1.0, [], uuid.uuid4().hex
     if resume_ckpt is not None:
+        start = resume_ckpt["epoch"] + 1
+    step = make_step(cfg, model, len(train_loader), cuda, start)
+    step.amp = amp
+    if resume_ckpt is not None:
         run_id = resume_ckpt.get("run_id")  # a run keeps its id (None for one begun before runs had ids)
         ckpt = resume_ckpt
         model.load_state_dict(ckpt["model"])
-        step.optimizer.load_state_dict(ckpt["optimizer"])
-        if step.scheduler is not None:
-            step.scheduler.load_state_dict(ckpt["scheduler"])
-        start, best, history = ckpt["epoch"] + 1, ckpt["best_f1"], list(ckpt["history"])
+        if phase(cfg.freeze_epochs, ckpt["epoch"]) == phase(cfg.freeze_epochs, start):  # a new phase: a new optimiser
+            step.optimizer.load_state_dict(ckpt["optimizer"])
+            if step.scheduler is not None:
+                step.scheduler.load_state_dict(ckpt["scheduler"])
+        best, history = ckpt["best_f1"], list(ckpt["history"])
         if is_main:
             left = (f"{cfg.epochs - ckpt['epoch']} epoch(s) left" if start <= cfg.epochs
                     else "all epochs done, nothing to train")
             print(f"resuming {resume_path} after epoch {ckpt['epoch']} (best val F1 {best:.4f}): {left}")
-    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    if compile_enabled(cfg, device):  # the weights stay in `model`: checkpoints never hold compiled names
-        train_model = torch.compile(train_model)
+    train_model = wrap_for_training(model, cfg, world, device)
     if is_main:
         split = f" (test fold {cfg.test_fold})" if cfg.test_fold else ""
         print(f"{cfg.arch} on {len(spec.leads)} lead(s) {','.join(spec.leads)}, {spec.n_samples} samples "
@@ -557,6 +670,15 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
         if sampler is not None:
             sampler.set_epoch(epoch)
         aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 7919 * rank)
+        if epoch > start and phase(cfg.freeze_epochs, epoch) != phase(cfg.freeze_epochs, epoch - 1):
+            step = make_step(cfg, model, len(train_loader), cuda, epoch)  # the body thaws: other parameters train
+            step.amp = amp
+            del train_model  # DDP syncs only the parameters that trained when it was built
+            train_model = wrap_for_training(model, cfg, world, device)
+        if is_main and epoch in (start, cfg.freeze_epochs + 1) and (cfg.init_from or cfg.source):
+            print(f"phase {phase(cfg.freeze_epochs, epoch)}: " + "; ".join(
+                f"{g['name']} {sum(p.numel() for p in g['params']):,} parameters at lr {g.get('max_lr', g['lr']):.3g}"
+                for g in step.optimizer.param_groups))
         train_loss = train_one_epoch(train_model, train_loader, step, device, aug_gen, f"epoch {epoch}/{cfg.epochs}")
         if is_main:
             row = {"epoch": epoch, "train_loss": train_loss, **validate(model, val_loader, device, amp),
@@ -568,6 +690,8 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
                      "history": history, "config": cfg.to_dict(), "label_set": label_set, "data": data,
                      "run_id": run_id, **split_provenance(splits, classes)}
             save_epoch(run, state, step, keep=improved or cfg.keep == "last")
+            if cfg.freeze_epochs and epoch == cfg.freeze_epochs and (cfg.init_from or cfg.source):
+                save_checkpoint(run.frozen, state)  # the end of the frozen phase, to compare with the source
             print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f}  val loss {row['val_loss']:.4f}  "
                   f"val F1 {row['val_f1']:.4f}  val AUC {row['val_auc']:.4f}  {row['seconds']:.1f}s"
                   f"{'  * best' if improved and cfg.keep == 'best' else ''}", flush=True)

@@ -27,6 +27,18 @@ def real_dir() -> Path:
     return REAL_DIR
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Forward passes on a few records gain nothing from a second thread, and lose a lot on a busy machine
+    (`pytestmark = pytest.mark.usefixtures("one_thread")` in a test file)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def synth_records(tmp_path_factory) -> Path:
     """200 short WFDB records (6-12 s), enough for every class to appear in every fold."""

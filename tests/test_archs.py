@@ -43,13 +43,7 @@ PARAMS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batches of two records gain nothing from a second thread, and lose a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", BENCHMARK)
@@ -116,7 +110,8 @@ def test_min_samples_is_the_shortest_input(name):
 
 def test_only_the_lstms_train_under_their_own_protocol():
     for name in BENCHMARK:
-        expected = {"ptbxl": {"lr": 1e-3, "clip_grad": 0.25}} if name.startswith("lstm") else {}
+        rnn = {"lr": 1e-3, "clip_grad": 0.25}
+        expected = {"ptbxl": rnn, "finetune": rnn} if name.startswith("lstm") else {}
         assert model_entry(name).protocol == expected, name
 
 

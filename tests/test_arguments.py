@@ -22,10 +22,10 @@ BASE = {  # the least each command needs to parse
     "synth": [], "preprocess": [], "get_data": ["cpsc2018"], "baselines": [], "main": [], "predict": ["--run", "m"],
     "shap_values": ["--run", "m"], "cross_validate": [], "lead_study": [], "cross_database": ["--data-dirs", "a", "b"],
     "report": ["--run", "m"], "statistic": [], "visualize": ["--record", "x.hea"],
-    "benchmark": ["score", "--scores", "s.csv", "--out", "o.csv"],
+    "benchmark": ["score", "--scores", "s.csv", "--out", "o.csv"], "transfer": ["--source", "m"],
 }
 STAGES = {"main": "train", "cross_database": "train", "cross_validate": "study", "lead_study": "study",
-          "predict": "evaluate", "shap_values": "shap", "baselines": "baselines_cv"}
+          "predict": "evaluate", "shap_values": "shap", "baselines": "baselines_cv", "transfer": "transfer"}
 
 
 class _Built(Exception):

@@ -32,6 +32,11 @@ FLAGS_BEFORE = {"--data-dir", "--arch", "--arch-arg", "--seed", "--epochs", "--l
 IDENTITY_BEFORE = {"data_fingerprint", "processes", "arch", "arch_args", "leads", "seconds", "sample_rate", "seed", "lr",
                    "batch_size", "limit", "test_fold", "deterministic", "label_set", "crop_seconds", "standardize",
                    "augment", "optimizer", "weight_decay", "beta2", "schedule", "clip_grad", "keep"}
+# added since: finetuning (models/transfer.py) and training subsets, with defaults that leave a run as it was
+FLAGS_ADDED = {"--init-from", "--restandardize", "--freeze-epochs", "--discriminative-lrs", "--train-fraction"}
+IDENTITY_ADDED = {"source", "restandardize", "freeze_epochs", "discriminative_lrs", "train_fraction"}
+DEFAULTS_ADDED = {"source": None, "restandardize": False, "freeze_epochs": 0, "discriminative_lrs": False,
+                  "train_fraction": 1.0, "init_from": None}
 # a checkpoint's `config` as written before (main.py --arch resnet18 --seconds 2 --sample-rate 100 --epochs 1
 # --lr 1e-3 --batch-size 16 --num-workers 0 --limit 60 --run m --no-augment)
 CONFIG_BEFORE = {
@@ -88,17 +93,17 @@ def test_a_declared_field_brings_its_flag_identity_and_preset_check(monkeypatch)
 def test_every_flag_of_before_parses_with_its_meaning():
     p = parser()
     flags = {a.option_strings[0] for a in p._actions if a.option_strings and a.dest != "help"}
-    assert flags == FLAGS_BEFORE
+    assert flags == FLAGS_BEFORE | FLAGS_ADDED
     default = RunConfig.from_args(p.parse_args([]))
     assert (default.augment, default.amp, default.compile) == (True, True, True)
     off = RunConfig.from_args(parser().parse_args(["--no-augment", "--no-amp", "--no-compile", "--standardize"]))
     assert (off.augment, off.amp, off.compile, off.standardize) == (False, False, False, True)
-    assert set(RunConfig.identity()) == IDENTITY_BEFORE
+    assert set(RunConfig.identity()) == IDENTITY_BEFORE | IDENTITY_ADDED
 
 
 def test_a_config_written_before_loads_with_the_same_identity():
     old = RunConfig.from_dict(CONFIG_BEFORE)
-    assert old.to_dict() == {**CONFIG_BEFORE, "arch_args": {}}  # no builder arguments: the builder's defaults
+    assert old.to_dict() == {**CONFIG_BEFORE, "arch_args": {}, **DEFAULTS_ADDED}  # no builder arguments: the defaults
     argv = ["--arch", "resnet18", "--seconds", "2", "--sample-rate", "100", "--epochs", "1", "--lr", "1e-3",
             "--batch-size", "16", "--num-workers", "0", "--limit", "60", "--run", "m", "--no-augment"]
     now = RunConfig.from_args(main.parse_args(argv))

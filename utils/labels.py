@@ -17,8 +17,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "PTBXL_TASKS", "LABEL_SETS", "CLASSES",
-           "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "ptbxl_statement_classes", "ptbxl_task",
+__all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "PTBXL_TASKS", "PTBXL_ALL_STATEMENTS", "LABEL_SETS",
+           "CLASSES", "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "ptbxl_statement_classes", "ptbxl_task",
            "parse_leads", "leads_argument", "leads_tag", "lead_indices"]
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -76,6 +76,15 @@ PTBXL_TASKS = {
     "form": "statements with form = 1",
     "rhythm": "statements with rhythm = 1",
 }
+# PTB-XL's 71 SCP statements (scp_statements.csv), sorted as the benchmark's MultiLabelBinarizer sorts
+# them: the classes of its `all` task, on which its published models were trained.
+PTBXL_ALL_STATEMENTS = (
+    "1AVB", "2AVB", "3AVB", "ABQRS", "AFIB", "AFLT", "ALMI", "AMI", "ANEUR", "ASMI", "BIGU", "CLBBB", "CRBBB", "DIG",
+    "EL", "HVOLT", "ILBBB", "ILMI", "IMI", "INJAL", "INJAS", "INJIL", "INJIN", "INJLA", "INVT", "IPLMI", "IPMI",
+    "IRBBB", "ISCAL", "ISCAN", "ISCAS", "ISCIL", "ISCIN", "ISCLA", "ISC_", "IVCD", "LAFB", "LAO/LAE", "LMI", "LNGQT",
+    "LOWT", "LPFB", "LPR", "LVH", "LVOLT", "NDT", "NORM", "NST_", "NT_", "PAC", "PACE", "PMI", "PRC(S)", "PSVT", "PVC",
+    "QWAVE", "RAO/RAE", "RVH", "SARRH", "SBRAD", "SEHYP", "SR", "STACH", "STD_", "STE_", "SVARR", "SVTAC", "TAB_",
+    "TRIGU", "VCLVH", "WPW")
 _TASK_SETS = {task: LabelSet(name=task, classes=(), ptbxl_task=task) for task in PTBXL_TASKS}
 SUPERDIAGNOSTIC = _TASK_SETS["superdiagnostic"]
 LABEL_SETS = {CPSC9.name: CPSC9, **_TASK_SETS}

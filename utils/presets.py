@@ -20,7 +20,7 @@ from utils.settings import check_defaults
 __all__ = ["PRESETS", "STAGES", "PROTOCOLS", "PTBXL_PROTOCOL", "BENCHMARK_PROTOCOL", "BENCHMARK_TASKS",
            "BENCHMARK_MODELS", "preset_defaults", "parse_with_preset", "preset_table"]
 
-STAGES = ("train", "study", "evaluate", "shap", "baselines_cv", "benchmark")
+STAGES = ("train", "study", "evaluate", "shap", "baselines_cv", "benchmark", "transfer")
 
 # The PTB-XL benchmark's protocol (Strodthoff et al., IEEE JBHI 2021; its fastai v1 defaults): 10-s records
 # at 100 Hz, random 2.5-s training crops, one global standardisation from the training records, AdamW
@@ -48,6 +48,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         # two tasks x three architectures of the benchmark on synthetic PTB-XL, in about a minute
         "benchmark": {"protocol": "ptbxl", "batch_size": 32, "epochs": 3, "tasks": "superdiagnostic,rhythm",
                       "models": "fcn_wang,resnet1d_wang,lstm", "num_workers": 0, "n_bootstrap": 100},
+        # synthetic PTB-XL's fcn_wang -> the synthetic CPSC-like site: two fractions, one seed, the last 5 s
+        # (3 windows to score, not 7): about 20 s of CPU
+        "transfer": {**PTBXL_PROTOCOL, "seconds": 5.0, "epochs": 2, "freeze_epochs": 1, "discriminative_lrs": True,
+                     "batch_size": 32, "fractions": "0.125,0.03125", "seeds": "0", "num_workers": 0, "n_bootstrap": 100},
     },
     "paper": {
         "train": {"arch": "resnet34", "seconds": 30.0, "sample_rate": 500, "epochs": 40, "lr": 1e-4, "batch_size": 32,
@@ -57,6 +61,14 @@ PRESETS: dict[str, dict[str, dict]] = {
         "evaluate": {"use_gpu": True},
         "shap": {"n_explain": 200, "background": 100, "use_gpu": True},
         "baselines_cv": {"classifier": "all"},
+    },
+    # Finetuning a trained run (main.py --init-from), the PTB-XL benchmark's schedule: one cycle of 30 epochs on
+    # the head (body frozen, batch norms training), then 30 with layer-group rates lr/1000 ... lr/10. The inputs
+    # (leads, rate, window) are always the source's.
+    "finetune": {
+        "train": {**PTBXL_PROTOCOL, "epochs": 60, "freeze_epochs": 30, "discriminative_lrs": True, "use_gpu": True},
+        "transfer": {**PTBXL_PROTOCOL, "epochs": 60, "freeze_epochs": 30, "discriminative_lrs": True, "n_bootstrap": 100,
+                     "use_gpu": True},
     },
     "ptbxl": {
         "train": {"protocol": "ptbxl", "arch": "xresnet1d101", "use_gpu": True},

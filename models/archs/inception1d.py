@@ -80,7 +80,13 @@ class Inception1d(nn.Module):
         return self.head(x)
 
 
-@register_model("inception1d", family="inception", min_samples=1)
+def layer_groups(model: Inception1d) -> list[list[nn.Module]]:
+    """As the reference: blocks 4-6 with the second shortcut, then the head. Blocks 1-3 and the first
+    shortcut are in no group: the reference's finetuning never updates them."""
+    return [[model.blocks[3:], model.shortcuts[1:]], [model.head]]
+
+
+@register_model("inception1d", family="inception", min_samples=1, layer_groups=layer_groups)
 def inception1d(in_leads: int, num_classes: int) -> Inception1d:
     """PTB-XL benchmark inception1d: 6 blocks of 128 channels, kernels 39/19/9, shortcut every 3."""
     return benchmark_init(Inception1d(in_leads, num_classes))

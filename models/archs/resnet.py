@@ -63,22 +63,27 @@ class ResNet1d(nn.Module):
         return self.fc(torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1))
 
 
+def layer_groups(model: ResNet1d) -> list[list[nn.Module]]:
+    """For finetuning, as the benchmark's xresnets: the stem, the four stages, the output layer."""
+    return [[model.stem], [model.stages], [model.fc]]
+
+
 DEPTHS = {"resnet34": (3, 4, 6, 3), "resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 
 
-@register_model("resnet34", family="resnet")
+@register_model("resnet34", family="resnet", layer_groups=layer_groups)
 def resnet34(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2) -> ResNet1d:
     """The paper's network: 16 basic blocks (3, 4, 6, 3), kernel 7, 64-512 channels."""
     return ResNet1d(DEPTHS["resnet34"], in_leads, num_classes, kernel_size=kernel_size, dropout=dropout)
 
 
-@register_model("resnet18", family="resnet")
+@register_model("resnet18", family="resnet", layer_groups=layer_groups)
 def resnet18(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2) -> ResNet1d:
     """The paper's blocks, two per stage."""
     return ResNet1d(DEPTHS["resnet18"], in_leads, num_classes, kernel_size=kernel_size, dropout=dropout)
 
 
-@register_model("resnet10", family="resnet")
+@register_model("resnet10", family="resnet", layer_groups=layer_groups)
 def resnet10(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2) -> ResNet1d:
     """The paper's blocks, one per stage (the demo's network)."""
     return ResNet1d(DEPTHS["resnet10"], in_leads, num_classes, kernel_size=kernel_size, dropout=dropout)

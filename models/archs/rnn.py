@@ -9,9 +9,9 @@ take the backward half at the first time step, but slices by the full channel co
 empty and every channel comes from the last step. This module computes what the benchmark does. Then BN ->
 dropout 0.25 -> linear 3 H -> 128 -> ReLU -> BN -> dropout 0.5 -> linear 128 -> classes.
 
-The benchmark trains these two at lr 1e-3 with gradient-norm clipping at 0.25 (the registry's "ptbxl"
-protocol). The forward is differentiable with respect to the input in eval mode on the CPU; on CUDA,
-cuDNN's RNN backward runs only in training mode, so a gradient explainer must put the LSTM in training
+The benchmark trains (and finetunes) these two at lr 1e-3 with gradient-norm clipping at 0.25 (the
+registry's "ptbxl" and "finetune" protocols). The forward is differentiable with respect to the input
+in eval mode on the CPU; on CUDA, cuDNN's RNN backward runs only in training mode, so a gradient explainer must put the LSTM in training
 mode there (it has no dropout, so its output does not change) while the batch norms stay in eval mode.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from models.archs.heads import benchmark_init, classifier
 from models.registry import register_model
 
 HIDDEN, LAYERS = 256, 2
-PROTOCOL = {"ptbxl": {"lr": 1e-3, "clip_grad": 0.25}}
+PROTOCOL = {"ptbxl": {"lr": 1e-3, "clip_grad": 0.25}, "finetune": {"lr": 1e-3, "clip_grad": 0.25}}
 
 
 class LSTM1d(nn.Module):
@@ -45,13 +45,18 @@ class LSTM1d(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model("lstm", family="rnn", protocol=PROTOCOL, min_samples=1)
+def layer_groups(model: LSTM1d) -> list[list[nn.Module]]:
+    """As the reference (split at its head): the LSTM, then the head."""
+    return [[model.lstm], [model.head]]
+
+
+@register_model("lstm", family="rnn", protocol=PROTOCOL, min_samples=1, layer_groups=layer_groups)
 def lstm(in_leads: int, num_classes: int) -> LSTM1d:
     """PTB-XL benchmark lstm: 2 layers of 256 units; head on mean, max and last step."""
     return benchmark_init(LSTM1d(in_leads, num_classes, bidirectional=False))
 
 
-@register_model("lstm_bidir", family="rnn", protocol=PROTOCOL, min_samples=1)
+@register_model("lstm_bidir", family="rnn", protocol=PROTOCOL, min_samples=1, layer_groups=layer_groups)
 def lstm_bidir(in_leads: int, num_classes: int) -> LSTM1d:
     """PTB-XL benchmark lstm_bidir: 2 bidirectional layers of 256 units; same head on 512 channels."""
     return benchmark_init(LSTM1d(in_leads, num_classes, bidirectional=True))

@@ -62,13 +62,24 @@ class FCNWang(nn.Module):
         return self.head(self.body(x))
 
 
-@register_model("resnet1d_wang", family="wang", min_samples=1)
+def resnet1d_wang_groups(model: ResNet1dWang) -> list[list[nn.Module]]:
+    """The reference's split points are its module 6 and its last module, both the head here (it has no
+    stem pooling): the body, an empty group, the head; the body trains at lr/1000, the head at lr/10."""
+    return [[model.stem, model.blocks], [], [model.head]]
+
+
+def fcn_wang_groups(model: FCNWang) -> list[list[nn.Module]]:
+    """The reference splits at its third convolution and its head."""
+    return [[model.body[0], model.body[1]], [model.body[2]], [model.head]]
+
+
+@register_model("resnet1d_wang", family="wang", min_samples=1, layer_groups=resnet1d_wang_groups)
 def resnet1d_wang(in_leads: int, num_classes: int) -> ResNet1dWang:
     """PTB-XL benchmark resnet1d_wang: stem k7, 3 basic blocks (k5, k3) of 128 channels."""
     return benchmark_init(ResNet1dWang(in_leads, num_classes))
 
 
-@register_model("fcn_wang", family="wang", min_samples=2)
+@register_model("fcn_wang", family="wang", min_samples=2, layer_groups=fcn_wang_groups)
 def fcn_wang(in_leads: int, num_classes: int) -> FCNWang:
     """PTB-XL benchmark fcn_wang: 3 conv layers (128, 256, 128 channels; kernels 8, 5, 3)."""
     return benchmark_init(FCNWang(in_leads, num_classes))

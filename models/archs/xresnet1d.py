@@ -82,13 +82,19 @@ class XResNet1d(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-@register_model("xresnet1d50", family="xresnet", min_samples=1)
+def layer_groups(model: XResNet1d) -> list[list[nn.Module]]:
+    """The reference splits at its max-pool and its head: the stem's convolutions; the pool and the four
+    stages; the head."""
+    return [[model.stem], [model.stages], [model.head]]
+
+
+@register_model("xresnet1d50", family="xresnet", min_samples=1, layer_groups=layer_groups)
 def xresnet1d50(in_leads: int, num_classes: int, kernel_size: int = 5, kernel_size_stem: int = 5) -> XResNet1d:
     """PTB-XL benchmark xresnet1d50: bottleneck blocks (3, 4, 6, 3), kernel 5, 256 channels."""
     return benchmark_init(XResNet1d((3, 4, 6, 3), in_leads, num_classes, kernel_size, kernel_size_stem))
 
 
-@register_model("xresnet1d101", family="xresnet", min_samples=1)
+@register_model("xresnet1d101", family="xresnet", min_samples=1, layer_groups=layer_groups)
 def xresnet1d101(in_leads: int, num_classes: int, kernel_size: int = 5, kernel_size_stem: int = 5) -> XResNet1d:
     """PTB-XL benchmark xresnet1d101: bottleneck blocks (3, 4, 23, 3), kernel 5, 256 channels."""
     return benchmark_init(XResNet1d((3, 4, 23, 3), in_leads, num_classes, kernel_size, kernel_size_stem))

@@ -1,0 +1,159 @@
+"""python -m models import --from fastai: a checkpoint of the benchmark's own modules, saved as its fastai
+code saves it, gives this project's run with the reference's outputs; its scaler is read without running
+code; the imported run is evaluated and finetuned like any run."""
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.preprocessing import MultiLabelBinarizer, StandardScaler
+
+import main
+import models.__main__ as models_command
+import predict
+from fastai_reference import BUILDERS, randomise, reference_layer_groups
+from models.checkpoint import load_checkpoint
+from models.fastai_import import read_standard_scaler
+from models.registry import create_model
+from models.transfer import layer_groups
+from utils.labels import CLASSES
+from utils.errors import PipelineError
+from utils.labels import PTBXL_ALL_STATEMENTS
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def save_fastai(model: torch.nn.Module, path, with_opt: bool) -> None:
+    """As fastai v1's `learn.save` (with the optimiser: its settings beside the weights), or a bare state dict."""
+    state = model.state_dict()
+    if with_opt:
+        state = {"model": state, "opt": {"opt_state": {"state": {}, "param_groups": []}, "lr": [1e-2], "wd": [1e-2],
+                                         "opt_func": functools.partial(torch.optim.Adam, betas=(0.9, 0.99)),
+                                         "true_wd": True, "bn_wd": True}}
+    torch.save(state, path)
+
+
+def save_scaler(path, seed: int = 0) -> StandardScaler:
+    """The benchmark's scaler: one feature, every sample of every lead of the training records."""
+    x = np.random.default_rng(seed).normal(0.05, 0.3, size=(5, 1000, 12))
+    scaler = StandardScaler().fit(x.reshape(-1)[:, None])
+    path.write_bytes(pickle.dumps(scaler, protocol=3))
+    return scaler
+
+
+def reference_scores(model: torch.nn.Module, scaler: StandardScaler, x: np.ndarray) -> np.ndarray:
+    """The benchmark's prediction: standardise, 2.5-s windows every 1.25 s, sigmoid, maximum over windows."""
+    z = scaler.transform(x.reshape(-1, 1)).reshape(x.shape).astype(np.float32)
+    with torch.no_grad():
+        windows = [torch.sigmoid(model(torch.from_numpy(z[..., s:s + 250]))) for s in range(0, 751, 125)]
+    return torch.stack(windows).amax(0).numpy()
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_an_imported_checkpoint_gives_the_reference_modules_outputs(name, tmp_path):
+    reference = randomise(BUILDERS[name](5), seed=len(name)).eval()
+    save_fastai(reference, tmp_path / "model.pth", with_opt=name != "fcn_wang")
+    scaler = save_scaler(tmp_path / "standard_scaler.pkl")
+    run = models_command.main(["import", "--from", "fastai", str(tmp_path / "model.pth"), "--arch", name,
+                               "--classes", "A,B,C,D,E", "--scaler", str(tmp_path / "standard_scaler.pkl"),
+                               "--out", str(tmp_path / "run")])
+    model, ckpt = load_checkpoint(run.model)
+    x = np.random.default_rng(1).normal(0, 0.5, size=(2, 12, 1000)).astype(np.float32)
+    with torch.no_grad():
+        ours = torch.sigmoid(model(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(ours, reference_scores(reference, scaler, x), rtol=1e-4, atol=1e-5)
+    assert ckpt["config"]["sample_rate"] == 100 and ckpt["config"]["crop_seconds"] == 2.5
+    assert ckpt["label_set"]["classes"] == list("ABCDE")
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_layer_groups_are_the_references_split(name):
+    reference = BUILDERS[name](5)
+    ours = layer_groups(create_model(name, 12, 5), name)
+
+    def sizes(groups):
+        return [sum(p.numel() for m in g for p in m.parameters(recurse=True)) for g in groups]
+
+    assert sizes(ours) == sizes(reference_layer_groups(name, reference))
+
+
+def test_the_scaler_is_the_references_and_no_other_pickle_is_run(tmp_path):
+    scaler = save_scaler(tmp_path / "ss.pkl")
+    assert read_standard_scaler(tmp_path / "ss.pkl") == (pytest.approx(float(scaler.mean_[0])),
+                                                         pytest.approx(float(scaler.scale_[0])))
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(PipelineError, match="posix.system|os.system"):
+        read_standard_scaler(tmp_path / "evil.pkl")
+    assert not marker.exists()
+    per_lead = StandardScaler().fit(np.random.default_rng(0).normal(size=(50, 12)))
+    (tmp_path / "lead.pkl").write_bytes(pickle.dumps(per_lead))
+    with pytest.raises(PipelineError, match="12 features"):
+        read_standard_scaler(tmp_path / "lead.pkl")
+
+
+def test_71_classes_are_the_benchmarks_all_task_in_binarizer_order():
+    assert models_command.class_list("71") == list(PTBXL_ALL_STATEMENTS)
+    binarizer = MultiLabelBinarizer().fit([list(reversed(PTBXL_ALL_STATEMENTS))])
+    assert list(binarizer.classes_) == list(PTBXL_ALL_STATEMENTS) and len(PTBXL_ALL_STATEMENTS) == 71
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--classes", "70"], "--classes"),
+    (["--classes", "A,,B"], "--classes"),
+    (["--arch", "resnet9000"], "--arch"),
+    (["--scaler", "/nonexistent.pkl"], "--scaler"),
+    (["--from", "keras"], "--from"),
+])
+def test_bad_import_flags_exit_2_naming_the_flag(tmp_path, capsys, flags, named):
+    torch.save(BUILDERS["fcn_wang"](5).state_dict(), tmp_path / "m.pth")
+    base = {"--from": "fastai", "--arch": "fcn_wang", "--classes": "A,B,C,D,E", "--out": str(tmp_path / "run")}
+    base.update(dict(zip(flags[::2], flags[1::2])))
+    with pytest.raises(SystemExit) as e:
+        models_command.main(["import", str(tmp_path / "m.pth"), *[a for kv in base.items() for a in kv]])
+    assert e.value.code == 2 and f"argument {named}:" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_in_one_line(tmp_path):
+    torch.save({"model": BUILDERS["fcn_wang"](5).state_dict()}, tmp_path / "m.pth")
+    with pytest.raises(SystemExit) as e:
+        models_command.main(["import", "--from", "fastai", str(tmp_path / "m.pth"), "--arch", "resnet1d_wang",
+                             "--classes", "A,B,C,D,E", "--out", str(tmp_path / "run")])
+    assert str(e.value.code).startswith("error: ") and "\n" not in str(e.value.code)
+
+
+def test_an_imported_run_is_evaluated_and_finetuned(prepared, tmp_path):
+    reference = randomise(BUILDERS["fcn_wang"](len(CLASSES)), seed=3)
+    save_fastai(reference, tmp_path / "model.pth", with_opt=True)
+    save_scaler(tmp_path / "ss.pkl")
+    run = models_command.main(["import", "--from", "fastai", str(tmp_path / "model.pth"), "--arch", "fcn_wang",
+                               "--classes", ",".join(CLASSES), "--scaler", str(tmp_path / "ss.pkl"),
+                               "--data-dir", str(prepared), "--out", str(tmp_path / "imported")])
+    table = predict.main(["--run", str(run.folder), "--n-bootstrap", "10", "--no-figures", "--num-workers", "0",
+                          "--results-dir", str(tmp_path / "results")])
+    assert len(table) > 0 and run.thresholds.exists()
+    out = main.main(["--data-dir", str(prepared), "--init-from", str(run.folder), "--epochs", "1",
+                     "--freeze-epochs", "1", "--limit", "40", "--batch-size", "16", "--num-workers", "0",
+                     "--run", str(tmp_path / "ft")])
+    _, ckpt = load_checkpoint(out["model_path"])
+    assert ckpt["config"]["arch"] == "fcn_wang" and ckpt["config"]["crop_seconds"] == 2.5
+    assert ckpt["config"]["sample_rate"] == 100
+
+
+def test_an_imported_run_without_data_says_how_to_evaluate_it(tmp_path):
+    torch.save(BUILDERS["fcn_wang"](5).state_dict(), tmp_path / "m.pth")
+    run = models_command.main(["import", "--from", "fastai", str(tmp_path / "m.pth"), "--arch", "fcn_wang",
+                               "--classes", "A,B,C,D,E", "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--run", str(run.folder), "--results-dir", str(tmp_path / "results")])
+    assert "--data-dir" in str(e.value.code)

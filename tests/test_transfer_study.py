@@ -1,0 +1,107 @@
+"""transfer.py: both arms on the same nested subsets, evaluated on the whole test fold; every number of
+the table recomputes from its score file; nested subsets as a property of the split; bad flags exit 2."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import main
+import models.__main__ as models_command
+import transfer
+from fastai_reference import BUILDERS, randomise
+from utils.cache import load_labels
+from utils.evaluator import read_scores
+from utils.folds import nested_subset
+from utils.labels import CLASSES
+from utils.metrics import auc_scores
+from utils.results import read_evaluation
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, prepared):
+    """A benchmark-style fcn_wang (100 Hz, 2.5-s windows), imported: a source in no time."""
+    work = tmp_path_factory.mktemp("source")
+    torch.save(randomise(BUILDERS["fcn_wang"](len(CLASSES)), seed=5).state_dict(), work / "m.pth")
+    return models_command.main(["import", "--from", "fastai", str(work / "m.pth"), "--arch", "fcn_wang",
+                                "--classes", ",".join(CLASSES), "--out", str(work / "run")]).folder
+
+
+@pytest.mark.slow
+def test_the_study_table_recomputes_and_its_subsets_are_nested_and_shared(source, prepared, tmp_path):
+    table = transfer.main(["--source", str(source), "--data-dir", str(prepared), "--fractions", "0.5,0.25",
+                           "--seeds", "3", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "16",
+                           "--num-workers", "0", "--n-bootstrap", "20", "--runs-dir", str(tmp_path / "runs"),
+                           "--results-dir", str(tmp_path / "results")])
+    out = tmp_path / "results" / prepared.name / "transfer"
+    assert (out / "auc.png").stat().st_size > 0 and "training records" in (out / "table.md").read_text()
+    saved = pd.read_csv(out / "table.csv")
+    assert list(saved.columns) == ["fraction", "records", "seed", "arm", "auc", "auc_lo", "auc_hi", "f1", "scores"]
+    assert sorted(zip(saved["fraction"], saved["arm"])) == sorted(
+        (f, a) for f in (0.5, 0.25) for a in ("scratch", "finetuned"))
+    labels = load_labels(prepared)
+    test_ids = None
+    train = {}
+    for row in saved.itertuples():
+        scores = read_scores(row.scores, list(CLASSES))
+        y = scores[list(CLASSES)].to_numpy(bool)
+        p = scores[[f"p_{c}" for c in CLASSES]].to_numpy(float)
+        assert np.nanmean(auc_scores(y, p)) == pytest.approx(row.auc)
+        folder = tmp_path / "results" / prepared.name / f"{row.arm}_fcn_wang_f{row.fraction:g}_s3"
+        thresholds = read_evaluation(folder)["thresholds"]
+        pred = p > np.where(np.isnan(thresholds), np.inf, thresholds)
+        valid = y.any(0) & ~y.all(0)
+        f1 = 2 * (y & pred).sum(0) / np.maximum(y.sum(0) + pred.sum(0), 1)
+        assert np.mean(f1[valid]) == pytest.approx(row.f1)
+        test_ids = test_ids or set(scores["patient_id"])
+        assert set(scores["patient_id"]) == test_ids  # every row on the whole test fold
+        ckpt = torch.load(tmp_path / "runs" / f"{row.arm}_fcn_wang_f{row.fraction:g}_s3" / "model.pth",
+                          weights_only=True)
+        train[(row.fraction, row.arm)] = set(ckpt["split"]["train"])
+        assert row.records == len(ckpt["split"]["train"])
+    assert train[(0.5, "scratch")] == train[(0.5, "finetuned")] and train[(0.25, "scratch")] == train[(0.25, "finetuned")]
+    assert train[(0.25, "scratch")] < train[(0.5, "scratch")]
+    assert not (test_ids & train[(0.5, "scratch")]) and len(test_ids) < len(labels)
+    assert len(table) == 4
+
+
+def test_nested_subsets_are_stratified_prefixes(prepared):
+    labels = load_labels(prepared)
+    classes = list(CLASSES)
+    sizes, previous = [], None
+    for fraction in (0.125, 0.25, 0.5, 1.0):
+        subset = nested_subset(labels, classes, fraction, seed=4)
+        ids = set(subset["patient_id"])
+        if previous is not None:
+            assert previous < ids
+        previous = ids
+        sizes.append(len(subset))
+        share = subset[classes].mean().to_numpy()
+        assert np.all(np.abs(share - labels[classes].mean().to_numpy()) <= 0.04), fraction
+    assert sizes == [25, 50, 100, 200]
+    assert set(nested_subset(labels, classes, 0.25, seed=5)["patient_id"]) != set(
+        nested_subset(labels, classes, 0.25, seed=4)["patient_id"])
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--fractions", "0"], "--fractions"),
+    (["--fractions", "1.5"], "--fractions"),
+    (["--fractions", "0.5,0.5"], "--fractions"),
+    (["--seeds", "-1"], "--seeds"),
+    (["--seeds", "a"], "--seeds"),
+    (["--source", __file__], "--source"),
+    (["--train-fraction", "0"], "--train-fraction"),
+])
+def test_bad_study_flags_exit_2_naming_the_flag(source, prepared, tmp_path, capsys, flags, named):
+    base = {"--source": str(source), "--data-dir": str(prepared), "--results-dir": str(tmp_path / "r")}
+    base.update(dict(zip(flags[::2], flags[1::2])))
+    with pytest.raises(SystemExit) as e:
+        transfer.main([a for kv in base.items() for a in kv])
+    assert e.value.code == 2 and f"argument {named}:" in capsys.readouterr().err
+
+
+def test_train_fraction_on_main_exits_2_for_a_bad_value(prepared, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main.main(["--data-dir", str(prepared), "--train-fraction", "1.5", "--run", str(tmp_path / "r")])
+    assert e.value.code == 2 and "argument --train-fraction:" in capsys.readouterr().err
