@@ -7,7 +7,6 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import TINY
 
 import main
 import predict
@@ -36,9 +35,9 @@ def body_keys(state: dict, arch: str) -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def finetuned(trained, prepared, tmp_path_factory) -> dict:
+def finetuned(trained, prepared, tmp_path_factory, tiny) -> dict:
     run = tmp_path_factory.mktemp("finetune") / "ft"
-    out = main.main(["--data-dir", str(prepared), *TINY, "--init-from", str(trained["run"].folder), *FINETUNE,
+    out = main.main(["--data-dir", str(prepared), *tiny, "--init-from", str(trained["run"].folder), *FINETUNE,
                      "--run", str(run)])
     return {**out, "source": trained["model_path"]}
 
@@ -48,8 +47,8 @@ def test_frozen_phase_keeps_every_body_weight_but_batch_norms(finetuned):
     frozen = torch.load(finetuned["run"].frozen, weights_only=True)
     final = torch.load(finetuned["run"].model, weights_only=True)["model"]
     assert frozen["epoch"] == 1
-    weights, batchnorm = body_keys(source, "resnet18")
-    assert len(weights) == 20  # the stem, two per block, three projections
+    weights, batchnorm = body_keys(source, "resnet10")
+    assert len(weights) == 12  # the stem, two per block (one block per stage), three projections
     for key in weights:  # convolutions of the stem and the stages: bit for bit the source's
         assert torch.equal(frozen["model"][key], source[key]), key
     # batch norms keep training while the body is frozen (fastai's train_bn): scale, shift and statistics move
@@ -67,8 +66,8 @@ def test_second_phase_uses_the_declared_rates_per_layer_group(finetuned):
     assert [g["name"] for g in groups] == ["group 1 of 3", "group 2 of 3", "group 3 of 3"]
     assert [g["max_lr"] for g in groups] == pytest.approx([lr / 1000, lr / 100, lr / 10])
     assert group_lrs(lr, 3) == pytest.approx([lr / 1000, lr / 100, lr / 10])
-    net = create_model("resnet18", 12, 9)
-    sizes = [[p.numel() for m in g for p in m.parameters()] for g in layer_groups(net, "resnet18")]
+    net = create_model("resnet10", 12, 9)
+    sizes = [[p.numel() for m in g for p in m.parameters()] for g in layer_groups(net, "resnet10")]
     assert [len(g["params"]) for g in groups] == [len(s) for s in sizes]
 
 
@@ -82,7 +81,7 @@ def test_a_finetuned_run_is_an_ordinary_run(finetuned, tmp_path):
 
 
 def test_the_source_is_part_of_the_identity(trained, prepared, tmp_path):
-    cfg = RunConfig(data_dir=str(prepared), arch="resnet18", seconds=2.0, sample_rate=100,
+    cfg = RunConfig(data_dir=str(prepared), arch="resnet10", seconds=2.0, sample_rate=100,
                     init_from=str(trained["model_path"]))
     before = resolve_identity(cfg)
     assert before.source.endswith(file_sha(trained["model_path"]))
@@ -100,7 +99,7 @@ def test_the_source_is_part_of_the_identity(trained, prepared, tmp_path):
     (["--sample-rate", "200"], "--sample-rate"),
     (["--leads", "I,II"], "--leads"),
     (["--crop-seconds", "1"], "--crop-seconds"),
-    (["--arch", "resnet10"], "--arch"),
+    (["--arch", "resnet18"], "--arch"),
 ])
 def test_other_inputs_than_the_source_are_refused_in_one_line(trained, prepared, tmp_path, capsys, flags, named):
     base = ["--data-dir", str(prepared), "--init-from", str(trained["run"].folder), "--run", str(tmp_path / "r"),
@@ -113,7 +112,7 @@ def test_other_inputs_than_the_source_are_refused_in_one_line(trained, prepared,
 
 
 def test_the_library_refuses_other_inputs_too(trained, prepared, tmp_path):
-    cfg = RunConfig(data_dir=str(prepared), arch="resnet18", seconds=2.0, sample_rate=250,
+    cfg = RunConfig(data_dir=str(prepared), arch="resnet10", seconds=2.0, sample_rate=250,
                     init_from=str(trained["model_path"]), run_dir=str(tmp_path / "r"), epochs=1, num_workers=0)
     with pytest.raises(PipelineError, match="250 Hz differs from the source's 100 Hz") as e:
         train(cfg)
@@ -167,9 +166,9 @@ def test_the_studies_finetune_with_the_sources_inputs_or_refuse(trained, prepare
 
     src = str(trained["run"].folder)
     args = cross_validate.parse_args(["--data-dir", str(prepared), "--init-from", src])
-    assert (args.arch, args.sample_rate, args.seconds, args.init_from) == ("resnet18", 100, 2.0, str(trained["model_path"]))
+    assert (args.arch, args.sample_rate, args.seconds, args.init_from) == ("resnet10", 100, 2.0, str(trained["model_path"]))
     args = cross_database.parse_args(["--data-dirs", str(prepared), "other", "--init-from", src])
-    assert args.arch == "resnet18" and args.lead_names == list(LEADS)
+    assert args.arch == "resnet10" and args.lead_names == list(LEADS)
     for module, argv in ((lead_study, ["--data-dir", str(prepared)]), (benchmark, ["--data-dir", str(prepared)])):
         with pytest.raises(SystemExit) as e:
             module.parse_args([*argv, "--init-from", src])

@@ -32,7 +32,10 @@ PTBXL_PROTOCOL = {"seconds": 10.0, "sample_rate": 100, "crop_seconds": 2.5, "sta
                   "batch_size": 128, "epochs": 50, "keep": "last"}
 # Training protocols by name: a preset's stage follows one with `"protocol": name` (its settings, then the
 # stage's own, then each architecture's under that name, then the flags given).
-PROTOCOLS = {"ptbxl": PTBXL_PROTOCOL}
+# finetune: the benchmark's finetuning schedule over its protocol (main.py --init-from): one cycle of 30 epochs
+# on the head (body frozen, batch norms training), then 30 with layer-group rates lr/1000 ... lr/10.
+FINETUNE_PROTOCOL = {**PTBXL_PROTOCOL, "epochs": 60, "freeze_epochs": 30, "discriminative_lrs": True}
+PROTOCOLS = {"ptbxl": PTBXL_PROTOCOL, "finetune": FINETUNE_PROTOCOL}
 BENCHMARK_PROTOCOL = "ptbxl"  # benchmark.py's, unless its preset stage names another
 BENCHMARK_TASKS = ",".join(PTBXL_TASKS)
 BENCHMARK_MODELS = "inception1d,xresnet1d101,xresnet1d50,resnet1d_wang,fcn_wang,lstm,lstm_bidir"
@@ -50,7 +53,7 @@ PRESETS: dict[str, dict[str, dict]] = {
                       "models": "fcn_wang,resnet1d_wang,lstm", "num_workers": 0, "n_bootstrap": 100},
         # synthetic PTB-XL's fcn_wang -> the synthetic CPSC-like site: two fractions, one seed, the last 5 s
         # (3 windows to score, not 7): about 20 s of CPU
-        "transfer": {**PTBXL_PROTOCOL, "seconds": 5.0, "epochs": 2, "freeze_epochs": 1, "discriminative_lrs": True,
+        "transfer": {"protocol": "finetune", "seconds": 5.0, "epochs": 2, "freeze_epochs": 1,
                      "batch_size": 32, "fractions": "0.125,0.03125", "seeds": "0", "num_workers": 0, "n_bootstrap": 100},
     },
     "paper": {
@@ -62,13 +65,11 @@ PRESETS: dict[str, dict[str, dict]] = {
         "shap": {"n_explain": 200, "background": 100, "use_gpu": True},
         "baselines_cv": {"classifier": "all"},
     },
-    # Finetuning a trained run (main.py --init-from), the PTB-XL benchmark's schedule: one cycle of 30 epochs on
-    # the head (body frozen, batch norms training), then 30 with layer-group rates lr/1000 ... lr/10. The inputs
-    # (leads, rate, window) are always the source's.
+    # Finetuning a trained run (main.py --init-from) with the benchmark's schedule; the inputs (leads, rate,
+    # window) are always the source's.
     "finetune": {
-        "train": {**PTBXL_PROTOCOL, "epochs": 60, "freeze_epochs": 30, "discriminative_lrs": True, "use_gpu": True},
-        "transfer": {**PTBXL_PROTOCOL, "epochs": 60, "freeze_epochs": 30, "discriminative_lrs": True, "n_bootstrap": 100,
-                     "use_gpu": True},
+        "train": {"protocol": "finetune", "use_gpu": True},
+        "transfer": {"protocol": "finetune", "n_bootstrap": 100, "use_gpu": True},
     },
     "ptbxl": {
         "train": {"protocol": "ptbxl", "arch": "xresnet1d101", "use_gpu": True},
@@ -125,17 +126,19 @@ def _flags(settings: dict) -> str:
 
 def preset_table() -> str:
     """The presets as a markdown table, one row per stage, the flags each preset sets (docs/presets.md shows it);
-    a stage following the PTB-XL protocol shows it as "protocol" and only its other flags."""
+    a stage following a protocol shows its name and only its other flags."""
     def cell(settings: dict) -> str:
-        if settings.get("protocol") != "ptbxl":
+        name = settings.get("protocol")
+        if name is None:
             return _flags(settings)
-        own = {k: v for k, v in settings.items() if k != "protocol" and PTBXL_PROTOCOL.get(k) != v}
-        return "protocol " + _flags(own)
+        own = {k: v for k, v in settings.items() if k != "protocol" and PROTOCOLS[name].get(k) != v}
+        return f"protocol {name} " + _flags(own)
 
     rows = ["| stage | " + " | ".join(PRESETS) + " |", "| --- |" + " --- |" * len(PRESETS)]
     rows += [f"| {stage} | " + " | ".join(cell(PRESETS[name].get(stage, {})) if PRESETS[name].get(stage) else "-"
                                           for name in PRESETS) + " |" for stage in STAGES]
-    return "\n".join(rows) + "\n\nprotocol = the PTB-XL benchmark's: " + _flags(PTBXL_PROTOCOL) + "\n"
+    return "\n".join(rows) + "\n\n" + "\n\n".join(f"protocol {name}: " + _flags(settings)
+                                                 for name, settings in PROTOCOLS.items()) + "\n"
 
 
 if __name__ == "__main__":
