@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -92,7 +93,7 @@ def test_slurm_benchmark_is_the_local_one_a_cancelled_run_alone_is_resubmitted(s
     subprocess.run(["scancel", job], check=True)
     rc, out, err = finish(proc)
     assert rc == 1, err[-2000:]
-    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    failed = [line for line in re.split(r"[\r\n]", err) if line.startswith("failed:")]
     assert len(failed) == 1 and str(victim) in failed[0] and f"{job}.err" in failed[0], err[-2000:]
     assert (victim / "slurm" / f"{job}.err").is_symlink()
     assert err.strip().splitlines()[-1].startswith("error: 1 of 4 runs failed") and str(victim) in err.splitlines()[-1]

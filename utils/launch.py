@@ -216,7 +216,10 @@ def _call(task: tuple[Callable, tuple]) -> Any:
 
 
 def _failed(task: Task, why: str) -> str:
-    print(f"failed: {task.name}: {why}", file=sys.stderr, flush=True)
+    """Say a failed run in one line of its own (above a progress bar, if one is drawn)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"failed: {task.name}: {why}", file=sys.stderr)
     return f"{task.name} ({why})"
 
 
@@ -239,10 +242,10 @@ class _Job:
         return self.fn(*args)
 
     def checkpoint(self, *args):
-        import submitit
+        from submitit.core.utils import DelayedSubmission
 
         print(f"{self.name}: pre-empted or out of time; requeued, it resumes from its last.pth", flush=True)
-        return submitit.helpers.DelayedSubmission(self, *args)
+        return DelayedSubmission(self, *args)
 
 
 def _job_dir(task: Task) -> Path:
@@ -390,7 +393,7 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
                 if done is None:  # gone from the queue without a result: cancelled, killed, node failure
                     time.sleep(1)  # a result written as the job left the queue
                     done = _result(tasks[i], jid, folder) or (
-                        "error", f"SLURM job {jid} ended without a result ({states.get(jid, 'no longer queued')}); "
+                        "error", f"SLURM job {jid} ended without a result ({states.get(jid, 'cancelled or killed').lower()}); "
                                  f"log {_log(tasks[i], jid)}")
                 del waiting[i]
                 bar.update()
