@@ -141,7 +141,7 @@ def main(argv=None) -> None:
         listing = [{"task": t, "model": m, "scores": str(f)} for (t, m), f in files.items()]
         pd.DataFrame(listing).to_csv(args.work / "rows.csv", index=False)
         rows.append(measure("table: 6 tasks x 7 models + ensembles, 100 resamples", python(
-            "import pandas as pd; from utils.benchmark import benchmark_table, write_benchmark_outputs; "
+            "import pandas as pd; from utils.ptbxl import benchmark_table, write_benchmark_outputs; "
             "rows = pd.read_csv(%r).to_dict('records'); "
             "t = benchmark_table(rows, %r, n_bootstrap=100); write_benchmark_outputs(t, %r, 100); print(len(t))"
             % (str(args.work / "rows.csv"), str(args.work / "table"), str(args.work / "table"))), logs / "table.log"))
