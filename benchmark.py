@@ -54,7 +54,7 @@ from models.training import RunConfig, architecture_settings, check_run_args
 from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, read_bootstrap_ids, read_predictions,
                          read_threshold_array, score_predictions, write_te_results)
 from utils.cache import data_label_set, database_name, derive_label_task
-from utils.cli import (MAX_WORKERS, SEED_LIMIT, BoundedList, bounded_int, flag_error, flag_given, folder_path,
+from utils.cli import (SEED_LIMIT, BoundedList, bounded_int, flag_error, flag_given, folder_path,
                        seed_int)
 from utils.comparison import seed_comparison, write_benchmark_outputs, write_comparison
 from utils.errors import MissingInputError, PipelineError, script_main
@@ -62,6 +62,7 @@ from utils.files import check_writable
 from utils.labels import LABEL_SETS
 from utils.metrics import tune_gbeta_thresholds
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_PROTOCOL, BENCHMARK_TASKS, PROTOCOLS, parse_with_preset
+from utils.launch import add_launcher_arguments, launcher_from_args
 from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
 from utils.results import EvaluationFolder, results_home
 
@@ -156,10 +157,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=BoundedList(0, SEED_LIMIT - 1, "seed"), default=None,
                    help="training seeds: each task and model is trained once per seed, and table.md says which "
                         "differences hold over seeds and test records (default: --seed, one run), %(type)s")
-    p.add_argument("--jobs", type=bounded_int(1, MAX_WORKERS), default=1,
-                   help="runs trained at once (processes sharing the GPU, or the CPU cores), %(type)s")
     p.add_argument("--force", action="store_true", help="prepare, retrain and re-evaluate everything")
-    return p
+    return add_launcher_arguments(p)
 
 
 def distinct_names(what: str, known: Callable[[], Iterable[str]]) -> Callable[[str], list[str]]:
@@ -210,6 +209,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.seeds = args.seeds or [args.seed]
     args.arch = args.models[0]
     check_run_args(p, args, argv)  # every architecture of --models
+    args.launch = launcher_from_args(p, args, argv)
     args.given = {a.dest for a in p._actions if a.option_strings and flag_given(p, argv, a.option_strings[0])}
     # each architecture's own settings under the protocol (checked now, before any work), unless the flag is given
     args.own = {m: {k: v for k, v in architecture_settings(m, args.protocol).items() if k not in args.given}
@@ -275,7 +275,7 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
     runs = list(run_configs(args, folders))
     print(f"benchmark: {len(args.tasks)} task(s) x {len(args.models)} architecture(s) x {len(args.seeds)} seed(s) "
           f"= {len(runs)} runs", flush=True)
-    evaluated = run_all([run.cfg for run in runs], args.results_dir, args.n_bootstrap, jobs=args.jobs)
+    evaluated = run_all([run.cfg for run in runs], args.results_dir, args.n_bootstrap, args.launch)
     n_classes = {task: len(data_label_set(folder)["classes"]) for task, folder in folders.items()}
     rows = []
     for run, folder in zip(runs, evaluated):

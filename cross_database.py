@@ -41,6 +41,7 @@ from utils.results import EvaluationFolder
 from utils.tables import Column, ci_columns, markdown_table, table_frame
 from utils.cli import flag_error, folder_path
 from utils.database_pool import pool_databases
+from utils.launch import launcher_from_args
 from utils.presets import parse_with_preset
 
 OUT = "cross_database"
@@ -71,6 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         source_arch(known.init_from) or known.arch, known.protocol))
     check_finetune(p, args, argv)  # --init-from: every database's run finetunes the source
     check_run_args(p, args, argv)
+    args.launch = launcher_from_args(p, args, argv)
     if len(args.data_dirs) < 2:
         flag_error(p, "--data-dirs", "give two or more databases")
     names = [database_name(d) for d in args.data_dirs]
@@ -190,7 +192,8 @@ def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     classes = check_label_sets(args.data_dirs)
     plan = training_configs(args)
-    own = run_all([cfg for _, cfg, _ in plan], args.results_dir, args.n_bootstrap, args.jobs, calibrate=args.calibrate)
+    own = run_all([cfg for _, cfg, _ in plan], args.results_dir, args.n_bootstrap, args.launch,
+                  calibrate=args.calibrate)
     rows, per_class = [], []
     device = pick_device(args.use_gpu)
     for (name, cfg, tests), own_out in zip(plan, own):

@@ -28,6 +28,7 @@ from utils.labels import leads_argument
 from utils.results import EvaluationFolder
 from utils.tables import Column, format_mean_sd, markdown_table, table_frame
 from utils.cli import BoundedList
+from utils.launch import launcher_from_args
 from utils.presets import parse_with_preset
 
 
@@ -40,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parse_with_preset(p, argv, "study")
     check_finetune(p, args, argv)  # --init-from: every fold's run finetunes the source
     check_run_args(p, args, argv)
+    args.launch = launcher_from_args(p, args, argv)
     args.lead_names = args.leads
     args.fold_list = args.folds
     return args
@@ -106,7 +108,7 @@ def plot_folds(folds: pd.DataFrame, path: Path) -> None:
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     cfgs = [study_config(args, args.lead_names, k) for k in args.fold_list]
-    done = run_all(cfgs, args.results_dir, args.n_bootstrap, args.jobs)
+    done = run_all(cfgs, args.results_dir, args.n_bootstrap, args.launch)
     rows = [fold_row(k, results) for k, results in zip(args.fold_list, done)]
     folds = table_frame(rows, fold_columns(EvaluationFolder(done[0]).summary().classes))
     out = results_dir_of(args) / f"cv_{study_config(args, args.lead_names).run_name()}"

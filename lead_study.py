@@ -25,6 +25,7 @@ from utils.labels import LEADS, parse_leads
 from utils.results import EvaluationFolder
 from utils.tables import Column, ci_columns, write_table
 from utils.cli import flag_error
+from utils.launch import launcher_from_args
 from utils.presets import parse_with_preset
 
 
@@ -34,6 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.init_from is not None:
         flag_error(p, "--init-from", "the lead study trains single leads; a finetuned run keeps its source's leads")
     check_run_args(p, args, argv)
+    args.launch = launcher_from_args(p, args, argv)
     return args
 
 
@@ -75,7 +77,7 @@ def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     names = ["all", *LEADS]
     done = run_all([study_config(args, parse_leads(leads)) for leads in names], args.results_dir, args.n_bootstrap,
-                   args.jobs)
+                   args.launch)
     rows = [lead_row(leads, results) for leads, results in zip(names, done)]
     out = results_dir_of(args)
     table = pd.DataFrame(rows).sort_values("f1", ascending=False).reset_index(drop=True)

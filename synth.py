@@ -19,7 +19,12 @@ records500/ and records100/ of 10-s WFDB .dat records; each class is written as 
 rhythm and form statements with likelihood 0 as PTB-XL does, every record not in AF with a sinus rhythm
 statement (SR, STACH or SBRAD by its heart rate), ST changes as the diagnostic statements ISC_ (STTC) or
 IMI/AMI/LMI (MI) and high QRS voltages as LVH (HYP), so every PTB-XL task has data; scp_statements.csv
-holds real rows of PTB-XL's table).
+holds real rows of PTB-XL's table). `--statements FILE` writes that statement table instead (PTB-XL's
+full scp_statements.csv: 71 statements) and gives each record one more statement of it, drawn at random,
+so that every statement has records: PTB-XL's size and class count for measuring the pipeline (those
+extra labels are not drawn in the signals).
+
+    python synth.py --out data/ptbxl_full --layout ptbxl --n 21799 --statements scp_statements.csv
 
 Sites (`--site`, any layout): how a hospital records its ECGs, as data in SITES: sampling rate, ADC
 gain and units, mains frequency, noise and baseline-wander level, the device's filter, a per-lead
@@ -149,8 +154,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--site", choices=sorted(SITES), default=None,
                    help="write the records as this site records them (and its profile to site.json): "
                         + "; ".join(f"{k}: {s.description}" for k, s in SITES.items()))
+    p.add_argument("--statements", type=Path, default=None, metavar="FILE",
+                   help="ptbxl: write this scp_statements.csv (PTB-XL's own) and give each record one more "
+                        "statement of it at random, so every statement has records")
     p.add_argument("--force", action="store_true", help="write into a directory that already holds records")
     args = p.parse_args(argv)
+    if args.statements is not None:
+        if args.layout != "ptbxl":
+            flag_error(p, "--statements", "only with --layout ptbxl")
+        try:
+            args.statements = read_statements(args.statements)
+        except PipelineError as e:
+            flag_error(p, "--statements", str(e))
     check_order(p, args, argv, "--min-seconds", "--max-seconds")
     site = args.site or DEFAULT_SITE
     fs = args.sample_rate or SITES[site].sample_rate
@@ -511,10 +526,32 @@ def ptbxl_codes(labels: list[str], st_region: str | None, heart_rate: float | No
     return codes
 
 
-def write_ptbxl_tables(out: Path, rows: list[dict]) -> None:
+def read_statements(path: Path) -> pd.DataFrame:
+    """A PTB-XL scp_statements.csv: statements as the index, at least its diagnostic/form/rhythm flags."""
+    try:
+        table = pd.read_csv(path, index_col=0)
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{path} is not a readable CSV ({type(e).__name__})") from None
+    missing = [c for c in ("diagnostic", "form", "rhythm") if c not in table.columns]
+    if missing or table.empty:
+        raise PipelineError(f"{path} is not a PTB-XL statement table (no rows, or no {', '.join(missing)} column)")
+    return table
+
+
+def extra_statement(rng: np.random.Generator, statements: pd.DataFrame, codes: dict[str, float]) -> dict[str, float]:
+    """`codes` and one more statement of the table, drawn at random (likelihood 100 for a diagnostic
+    statement, 0 for form and rhythm ones, as PTB-XL writes them)."""
+    name = str(statements.index[int(rng.integers(len(statements)))])
+    if name not in codes:
+        codes = {**codes, name: 100.0 if statements.loc[name, "diagnostic"] == 1 else 0.0}
+    return codes
+
+
+def write_ptbxl_tables(out: Path, rows: list[dict], statements: pd.DataFrame | None = None) -> None:
     write_csv(pd.DataFrame(rows), out / "ptbxl_database.csv")
-    statements = pd.DataFrame([row[1:] for row in SCP_STATEMENTS], columns=list(SCP_COLUMNS),
-                              index=[row[0] for row in SCP_STATEMENTS])
+    if statements is None:
+        statements = pd.DataFrame([row[1:] for row in SCP_STATEMENTS], columns=list(SCP_COLUMNS),
+                                  index=[row[0] for row in SCP_STATEMENTS])
     atomic_write(out / "scp_statements.csv", lambda tmp: statements.to_csv(tmp))
 
 
@@ -528,9 +565,11 @@ def write_cpsc(out: Path, name: str, mv: np.ndarray, age: float, sex: str) -> No
 
 
 def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds: float = 60.0,
-             fs: int | None = None, layout: str = "wfdb", site: str | None = None) -> pd.DataFrame:
+             fs: int | None = None, layout: str = "wfdb", site: str | None = None,
+             statements: pd.DataFrame | None = None) -> pd.DataFrame:
     """Write `n` records into `out` as `site` records them (None: the default, site a, with no site.json)
-    at `fs` (None: the site's rate); returns the answer key (also written as REFERENCE.csv)."""
+    at `fs` (None: the site's rate); returns the answer key (also written as REFERENCE.csv). `statements`
+    (ptbxl): the statement table written, each record given one more of its statements."""
     if site is not None and site not in SITES:
         raise PipelineError(f"unknown site {site!r}; the sites are {', '.join(SITES)}")
     profile = SITES[site or DEFAULT_SITE]
@@ -565,9 +604,11 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
             low = np.clip(np.rint(resample(mv, fs, 100) * adu_per_mv), -32768, 32767).astype(np.int16)
             write_wfdb_dat(out / "records100" / folder, f"{name}_lr", low, 100, [], upper, profile.units,
                            profile.adc_gain)
+            codes = ptbxl_codes(labels, info["st_region"], info["heart_rate"], sokolow_lyon(mv))
+            if statements is not None:  # its own generator: the records are those written without it
+                codes = extra_statement(np.random.default_rng([seed, i, 1]), statements, codes)
             ptbxl.append({"ecg_id": i, "patient_id": float(10000 + i), "age": age, "sex": int(sex == "Female"),
-                          "scp_codes": str(ptbxl_codes(labels, info["st_region"], info["heart_rate"],
-                                                       sokolow_lyon(mv))),
+                          "scp_codes": str(codes),
                           "strat_fold": int(rng.integers(1, N_FOLDS + 1)),
                           "filename_lr": f"records100/{folder}/{name}_lr",
                           "filename_hr": high})
@@ -579,7 +620,7 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
                         "seconds": mv.shape[1] / fs})
     key = pd.DataFrame(rows).astype({"Second_label": "Int64", "Third_label": "Int64"})
     if layout == "ptbxl":
-        write_ptbxl_tables(out, ptbxl)
+        write_ptbxl_tables(out, ptbxl, statements)
         key["Recording"] = [str(r["ecg_id"]) for r in ptbxl]
         write_csv(key, out / "answer_key.csv")  # not REFERENCE.csv: PTB-XL has none
     else:
@@ -603,7 +644,7 @@ def main(argv=None) -> None:
     if not 0 < args.min_seconds <= args.max_seconds:
         raise PipelineError("need 0 < --min-seconds <= --max-seconds")
     key = generate(args.out, args.n, args.seed, args.min_seconds, args.max_seconds, args.sample_rate, args.layout,
-                   args.site)
+                   args.site, args.statements)
     print(f"wrote {len(key)} {args.layout} records to {args.out}" + (f" as site {args.site}" if args.site else ""))
 
 

@@ -11,19 +11,18 @@ import argparse
 import dataclasses
 import os
 import shutil
-import sys
 from pathlib import Path
 
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint, peek_checkpoint
 from models.scoring import evaluate_run, evaluation_current, results_folder
 from models.inputs import pick_device
 from models.run import Run
 from models.training import RunConfig, equal_finished_run, resolve_identity, run_state, train
 from utils.errors import PipelineError
-from utils.cli import MAX_WORKERS, bounded_int, folder_path
+from utils.cli import bounded_int, folder_path
 from utils.files import atomic_write, check_writable
 from utils.locks import exclusive_lock
-from utils.parallel import process_map
+from utils.launch import Launcher, Task, add_launcher_arguments, launch
 from utils.results import results_home
 from utils.defaults import DEFAULT_RESULTS_DIR
 
@@ -38,10 +37,7 @@ def study_parser(description: str) -> argparse.ArgumentParser:
                    help="the folder holding the study's run folders (default data/<db>/runs)")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate every run of the study")
-    p.add_argument("--jobs", type=bounded_int(1, MAX_WORKERS), default=1,
-                   help="runs trained at once: N processes sharing the GPU (or spread over the visible GPUs); "
-                        "on CPU they split the cores; %(type)s")
-    return p
+    return add_launcher_arguments(p)
 
 
 def study_config(args: argparse.Namespace, leads: list[str], test_fold: int | None = None) -> RunConfig:
@@ -119,6 +115,23 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, cali
     return results_folder(results_dir, ckpt, run)
 
 
+def finished_results(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool = False) -> Path | None:
+    """The results folder of a run that finished training and whose evaluation is current (what
+    train_and_evaluate would only reuse), else None; read from the files alone, nothing computed."""
+    if cfg.force:
+        return None
+    try:
+        cfg = resolve_identity(cfg)
+        if run_state(cfg)[0] != "current" or not cfg.run.model.exists():
+            return None
+        ckpt = peek_checkpoint(cfg.run.model)
+        if evaluation_current(cfg.run, ckpt, results_dir, n_bootstrap, calibrate):
+            return results_folder(results_dir, ckpt, cfg.run)
+    except PipelineError:
+        return None
+    return None
+
+
 def _job_init(slot: int, threads: int, gpus: int) -> None:
     """A study worker: its share of the CPU cores, and a GPU of its own when several are visible. Its
     progress bars lock with a thread lock: tqdm's default, a multiprocessing semaphore, would be reported
@@ -134,37 +147,42 @@ def _job_init(slot: int, threads: int, gpus: int) -> None:
         torch.cuda.set_device(slot % gpus)
 
 
-def _job(task: tuple[RunConfig, Path, int, bool]) -> tuple[str, Path]:
-    """A worker's task: the run folder it trained (which pins the result to its run) and its results."""
-    return str(task[0].run), train_and_evaluate(*task)
+def _job(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool) -> tuple[str, Path]:
+    """A worker's (or a SLURM job's) task: the run folder it trained (which pins the result to its run)
+    and its results."""
+    return str(cfg.run), train_and_evaluate(cfg, results_dir, n_bootstrap, calibrate)
 
 
-def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: int = 1,
+def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher: Launcher | None = None,
             calibrate: bool = False) -> list[Path]:
-    """train_and_evaluate every configuration, `jobs` at a time; results folders in `cfgs` order.
+    """train_and_evaluate every configuration through the launcher (local: `jobs` at a time; slurm: a
+    job each, utils.launch); results folders in `cfgs` order.
 
     Several small trainings leave one GPU half idle; running them side by side fills it. Each run is
-    the same computation whether it runs alone or beside others (its own process, its own seeds), so
-    under --deterministic a run's weights do not depend on --jobs. A run that fails (an error, or its
-    worker killed) is said in one line while the others go on; then the study stops with one error
-    naming every failed run (the finished runs' files and results are kept: a rerun reuses them)."""
-    tasks = [(cfg, Path(results_dir), n_bootstrap, calibrate) for cfg in cfgs]
-    if jobs <= 1 or len(tasks) <= 1:
-        return [_job(t)[1] for t in tasks]
-    import torch
+    the same computation wherever it runs (its own process, its own seeds), so under --deterministic a
+    run's weights depend neither on --jobs nor on the launcher. A run that fails (an error, or its
+    worker or job killed) is said in one line while the others go on; then the command stops with one
+    error naming every failed run (the finished runs' files and results are kept: a rerun reuses them)."""
+    launcher = launcher or Launcher()
+    results_dir = Path(results_dir)
+    tasks = [Task(str(cfg.run), cfg.run.folder, _job, (cfg, results_dir, n_bootstrap, calibrate),
+                  current=_current(cfg, results_dir, n_bootstrap, calibrate)) for cfg in cfgs]
+    init = None, ()
+    if launcher.kind == "local" and launcher.jobs > 1 and len(tasks) > 1:
+        import torch
 
-    gpus = torch.cuda.device_count() if any(c.use_gpu for c in cfgs) else 0
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    outcomes = process_map(_job, tasks, jobs, initializer=_job_init, initargs=(threads, gpus))
-    done, failed = [], []
-    for cfg, outcome in zip(cfgs, outcomes):
-        if outcome.ok and outcome.value[0] != str(cfg.run):
-            raise PipelineError(f"a worker handed back the results of {outcome.value[0]} for {cfg.run}")
-        if not outcome.ok:
-            print(f"failed: {cfg.run}: {outcome.value}", file=sys.stderr)
-            failed.append(f"{cfg.run.name} ({outcome.value})")
-        done.append(outcome.value[1] if outcome.ok else None)
-    if failed:
-        raise PipelineError(f"{len(failed)} of {len(cfgs)} runs failed: {'; '.join(failed)}; the other runs are "
-                            f"kept, and rerunning the command trains only what is missing")
-    return done
+        gpus = torch.cuda.device_count() if any(c.use_gpu for c in cfgs) else 0
+        init = _job_init, (max(1, (os.cpu_count() or 1) // launcher.jobs), gpus)
+    outcomes = launch(tasks, launcher, *init)
+    for cfg, (run, _) in zip(cfgs, outcomes):
+        if run != str(cfg.run):
+            raise PipelineError(f"a worker handed back the results of {run} for {cfg.run}")
+    return [results for _, results in outcomes]
+
+
+def _current(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool):
+    """Task.current of a run: what `_job` would hand back, when that is only reading files."""
+    def current() -> tuple[str, Path] | None:
+        results = finished_results(cfg, results_dir, n_bootstrap, calibrate)
+        return None if results is None else (str(cfg.run), results)
+    return current

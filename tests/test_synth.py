@@ -178,3 +178,32 @@ def test_sites_refuse_what_they_cannot_write(tmp_path, capsys):
     bad = dataclasses.replace(synth.SITES["a"], lead_gain={"aVR": 2.0}, units="mmHg")
     with pytest.raises(synth.PipelineError, match="units 'mmHg'.*lead_gain for 'aVR'"):
         bad.check("x", 500)
+
+
+REAL_STATEMENTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptbxl" / "scp_statements.csv"
+
+
+@pytest.mark.skipif(not REAL_STATEMENTS.is_file(), reason=f"PTB-XL's statement table not present at {REAL_STATEMENTS}")
+def test_statements_writes_ptbxl_s_table_and_one_more_of_its_statements_per_record(tmp_path, capsys):
+    import ast
+
+    plain, full = tmp_path / "plain", tmp_path / "full"
+    synth.main(["--out", str(plain), "--layout", "ptbxl", "--n", "40", "--seed", "3"])
+    synth.main(["--out", str(full), "--layout", "ptbxl", "--n", "40", "--seed", "3", "--statements", str(REAL_STATEMENTS)])
+    table = pd.read_csv(full / "scp_statements.csv", index_col=0)
+    pd.testing.assert_frame_equal(table, pd.read_csv(REAL_STATEMENTS, index_col=0))
+    a, b = (pd.read_csv(d / "ptbxl_database.csv") for d in (plain, full))
+    assert tree_hash(plain, skip=("ptbxl_database.csv", "scp_statements.csv")) == \
+        tree_hash(full, skip=("ptbxl_database.csv", "scp_statements.csv"))  # the same records
+    added = 0
+    for mine, more in zip(a["scp_codes"].map(ast.literal_eval), b["scp_codes"].map(ast.literal_eval)):
+        assert set(more) >= set(mine) and len(more) - len(mine) <= 1 and set(more) <= set(table.index)
+        for name in set(more) - set(mine):
+            added += 1
+            assert more[name] == (100.0 if table.loc[name, "diagnostic"] == 1 else 0.0)
+    assert added >= 30  # one per record unless it drew a statement the record already has
+    for argv in (["--layout", "wfdb", "--statements", str(REAL_STATEMENTS)],
+                 ["--layout", "ptbxl", "--statements", str(tmp_path / "none.csv")]):
+        with pytest.raises(SystemExit) as e:
+            synth.main(["--out", str(tmp_path / "x"), *argv])
+        assert e.value.code == 2 and "argument --statements" in capsys.readouterr().err

@@ -1,0 +1,167 @@
+"""--launcher slurm on a real one-node SLURM (tests/slurm/start.sh): the same table as --launcher local, a
+cancelled job said in one line and resubmitted alone, --no-wait then a rerun that gathers, a requeued
+job resuming mid-training; and every launcher flag's bad value refused, naming the flag."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import benchmark
+import cross_database
+import cross_validate
+import lead_study
+from models.checkpoint import peek_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+START = ROOT / "tests" / "slurm" / "start.sh"
+BENCH = ["--preset", "demo", "--tasks", "superdiagnostic,rhythm", "--models", "fcn_wang,resnet1d_wang",
+         "--epochs", "1", "--deterministic"]
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A running one-node cluster (started by the project's script), SLURM_CONF set for the clients."""
+    if os.environ.get("ECG_NO_SLURM"):
+        pytest.skip("ECG_NO_SLURM is set")
+    out = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        pytest.skip((out.stderr or out.stdout).strip().splitlines()[-1] if (out.stderr or out.stdout).strip()
+                    else f"{START} failed")
+    conf = out.stdout.strip().rsplit("SLURM_CONF=", 1)[-1]
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    yield conf
+    if before is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = before
+
+
+@pytest.fixture(scope="module")
+def ptbxl(tmp_path_factory):
+    import synth
+
+    out = tmp_path_factory.mktemp("ptbxl") / "ptbxl"
+    synth.main(["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"])
+    return out
+
+
+def command(script: str, *argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / script), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def job_of(run: Path, timeout: float = 300) -> str:
+    """The job id the run folder records (waiting for the submission to write it)."""
+    record = run / "slurm" / "job.json"
+    end = time.time() + timeout
+    while not record.exists():
+        assert time.time() < end, f"{record} never written"
+        time.sleep(0.5)
+    return json.loads(record.read_text())["job_id"]
+
+
+def table(results: Path) -> pd.DataFrame:
+    """The benchmark table without its score files' paths (each results folder has its own)."""
+    t = pd.read_csv(results / "ptbxl" / "benchmark" / "table.csv")
+    return t.drop(columns=["scores"])
+
+
+@pytest.mark.slow
+def test_slurm_benchmark_is_the_local_one_a_cancelled_run_alone_is_resubmitted(slurm, ptbxl, tmp_path):
+    local = ["--data-dir", str(ptbxl), *BENCH, "--results-dir", str(tmp_path / "rl"), "--tasks-dir", str(tmp_path / "tl")]
+    benchmark.main(local)
+    argv = ["--data-dir", str(ptbxl), *BENCH, "--results-dir", str(tmp_path / "rs"), "--tasks-dir", str(tmp_path / "ts"),
+            "--launcher", "slurm"]
+    victim = tmp_path / "ts" / "ptbxl_rhythm" / "runs" / "resnet1d_wang_all_42"
+
+    proc = command("benchmark.py", *argv)
+    job = job_of(victim)
+    subprocess.run(["scancel", job], check=True)
+    rc, out, err = finish(proc)
+    assert rc == 1, err[-2000:]
+    failed = [line for line in re.split(r"[\r\n]", err) if line.startswith("failed:")]
+    assert len(failed) == 1 and str(victim) in failed[0] and f"{job}.err" in failed[0], err[-2000:]
+    assert (victim / "slurm" / f"{job}.err").is_symlink()
+    assert err.strip().splitlines()[-1].startswith("error: 1 of 4 runs failed") and str(victim) in err.splitlines()[-1]
+    others = [tmp_path / "ts" / f"ptbxl_{t}" / "runs" / f"{m}_all_42" for t, m in
+              (("superdiagnostic", "fcn_wang"), ("superdiagnostic", "resnet1d_wang"), ("rhythm", "fcn_wang"))]
+    assert all((run / "model.pth").exists() for run in others)  # the others went on
+
+    rc, out, err = finish(command("benchmark.py", *argv, "--no-wait"))
+    assert rc == 0, err[-2000:]
+    submitted = [line for line in out.splitlines() if line.startswith("submitted")]
+    assert submitted == [f"submitted 1 run(s) as SLURM job {job_of(victim).split('_')[0]}: {victim}"], out[-2000:]
+    assert "3 of 4 runs current" in out and "rerun the same command to gather them" in out.splitlines()[-1]
+    assert not (tmp_path / "rs" / "ptbxl" / "benchmark" / "table.csv").exists()
+
+    rc, out, err = finish(command("benchmark.py", *argv))  # gathers: waits for the queued one, submits nothing
+    assert rc == 0, err[-2000:]
+    assert not [line for line in out.splitlines() if line.startswith("submitted")]
+    assert "not submitted again" in out or "4 of 4 runs current" in out
+    pd.testing.assert_frame_equal(table(tmp_path / "rs"), table(tmp_path / "rl"))
+
+
+@pytest.mark.slow
+def test_a_job_requeued_mid_training_resumes_from_its_last_epoch(slurm, ptbxl, tmp_path):
+    argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang", "--epochs", "8",
+            "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"), "--launcher", "slurm"]
+    run = tmp_path / "t" / "ptbxl_superdiagnostic" / "runs" / "fcn_wang_all_42"
+    proc = command("benchmark.py", *argv)
+    job = job_of(run)
+    end = time.time() + 600
+    while not (run / "last.pth").exists():
+        assert time.time() < end and proc.poll() is None, "no epoch finished"
+        time.sleep(0.5)
+    time.sleep(0.5)  # last.pth is written atomically; one epoch done, seven to go
+    epoch = peek_checkpoint(run / "last.pth")["epoch"]
+    assert epoch < 8
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    rc, out, err = finish(proc)
+    assert rc == 0, err[-2000:]
+    log = (run / "slurm" / f"{job}.out").read_text()
+    assert "resuming" in log and "after epoch" in log, log[-2000:]
+    assert peek_checkpoint(run / "last.pth")["epoch"] == 8
+    assert len(pd.read_csv(run / "log.csv")) == 8  # each epoch once
+
+
+@pytest.mark.parametrize("flag,value", [("--launcher", "pbs"), ("--slurm-array-parallelism", "0"),
+                                        ("--slurm-partition", "a b"), ("--slurm-gpus-per-job", "-1"),
+                                        ("--slurm-cpus-per-job", "0"), ("--slurm-mem", "lots"),
+                                        ("--slurm-time", "soon"), ("--slurm-account", "x;y"),
+                                        ("--slurm-extra", "qos"), ("--slurm-extra", "time=5")])
+def test_every_launcher_flag_s_bad_value_exits_2_naming_it(flag, value, capsys, tmp_path):
+    for main, base in ((benchmark.main, ["--data-dir", str(tmp_path)]),
+                       (cross_validate.main, ["--data-dir", str(tmp_path)]),
+                       (lead_study.main, ["--data-dir", str(tmp_path)]),
+                       (cross_database.main, ["--data-dirs", str(tmp_path / "a"), str(tmp_path / "b")])):
+        extra = [] if flag == "--launcher" else ["--launcher", "slurm"]
+        with pytest.raises(SystemExit) as e:
+            main([*base, *extra, flag, value])
+        assert e.value.code == 2
+        assert f"argument {flag}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--no-wait"], ["--slurm-mem", "4G"], ["--launcher", "slurm", "--jobs", "2"],
+                                  ["--launcher", "slurm", "--slurm-extra", "qos=a", "--slurm-extra", "qos=b"]])
+def test_a_flag_of_the_other_launcher_exits_2_naming_it(argv, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--data-dir", str(tmp_path), *argv])
+    assert e.value.code == 2
+    named = {"--no-wait": "--no-wait", "--slurm-mem": "--slurm-mem", "--launcher": "--jobs"}[argv[0]]
+    if "--slurm-extra" in argv:
+        named = "--slurm-extra"
+    assert f"argument {named}" in capsys.readouterr().err

@@ -1,0 +1,407 @@
+"""Where a command's runs execute: side by side on this machine (`--launcher local`, `--jobs N`), or as
+SLURM jobs (`--launcher slurm`), one job array through submitit. Every multi-run command (benchmark.py,
+cross_validate.py, lead_study.py, cross_database.py) hands its runs here as `Task`s and gets their
+results back in order; what a run is stays the command's business.
+
+Under SLURM each run's folder records its job (`slurm/job.json`) and holds its job logs (`slurm/`), so
+a rerun of the same command knows what it launched: a run whose result is current is gathered, one
+whose job is still queued or running is waited for (or, with `--no-wait`, left to run), and only the
+others are submitted. A job pre-empted or timed out is requeued by submitit and calls its task again,
+which resumes the run from its `last.pth`. A failed run is one line naming it and its log; the others
+go on, and the command then stops with one error naming every failed run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from utils.errors import Pending, PipelineError
+from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given
+from utils.files import write_json
+from utils.parallel import process_map
+
+__all__ = ["Task", "Launcher", "add_launcher_arguments", "launcher_from_args", "launch", "JOB_DIR", "JOB_JSON"]
+
+LAUNCHERS = ("local", "slurm")
+JOB_DIR = "slurm"          # a run folder's job logs and submitit's files
+JOB_JSON = "job.json"      # in JOB_DIR: the job id of the run's latest submission
+ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+          "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "PREEMPTED"}  # still the queue's
+POLL_S = 3.0
+PROJECT = Path(__file__).resolve().parents[1]  # on the jobs' PYTHONPATH, so that they import the library
+# the dedicated flags' keys: --slurm-extra must not set them a second time
+DEDICATED = {"partition", "gpus_per_node", "gpus-per-node", "cpus_per_task", "cpus-per-task", "mem", "time",
+             "account", "array", "array_parallelism", "output", "error", "job_name", "job-name"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run to launch: `fn(*args)` (module-level, picklable) computes it; `folder` is its run folder
+    (its job record and logs go there); `current()`, when given, returns its result without computing
+    anything if the result is already current (None otherwise), so that SLURM is not asked for it."""
+    name: str
+    folder: Path
+    fn: Callable
+    args: tuple = ()
+    current: Callable[[], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """The launch flags of a command."""
+    kind: str = "local"
+    jobs: int = 1
+    wait: bool = True
+    partition: str | None = None
+    gpus_per_job: int = 0
+    cpus_per_job: int = 1
+    mem: str | None = None
+    time_min: int | None = None
+    account: str | None = None
+    array_parallelism: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def executor_parameters(self) -> dict:
+        """submitit's SlurmExecutor parameters of these flags."""
+        params = {"cpus_per_task": self.cpus_per_job, "ntasks_per_node": 1, "nodes": 1,
+                  "setup": [f"export PYTHONPATH={PROJECT}${{PYTHONPATH:+:$PYTHONPATH}}",
+                            "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]}
+        if self.time_min is not None:
+            params["time"] = self.time_min
+        for key, value in (("partition", self.partition), ("mem", self.mem), ("account", self.account),
+                           ("array_parallelism", self.array_parallelism)):
+            if value is not None:
+                params[key] = value
+        if self.gpus_per_job:
+            params["gpus_per_node"] = self.gpus_per_job
+        if self.extra:
+            params["additional_parameters"] = dict(self.extra)
+        return params
+
+
+def _name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SLURM name (letters, digits, _ . -; commas between)")
+    return text
+
+
+_name.__name__ = "a SLURM name"
+
+
+def _memory(text: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]*[KMGT]?", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size such as 16G, 4000M or 4000 (MB)")
+    return text.strip()
+
+
+_memory.__name__ = "a memory size (16G, 4000M)"
+
+
+def _minutes(text: str) -> int:
+    """SLURM's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) as whole minutes, at least 1."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SLURM time (minutes, HH:MM:SS or D-HH:MM:SS)")
+    days, a, b, c = (int(g) if g is not None else None for g in m.groups())
+    if days is not None:
+        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+    elif c is not None:
+        seconds = a * 3600 + b * 60 + c
+    elif b is not None:
+        seconds = a * 60 + b
+    else:
+        seconds = a * 60
+    if seconds < 60:
+        raise argparse.ArgumentTypeError(f"{text!r} is under a minute")
+    return -(-seconds // 60)
+
+
+_minutes.__name__ = "a SLURM time (minutes, HH:MM:SS, D-HH:MM:SS)"
+
+
+def _extra(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    key = key.strip().lstrip("-")
+    if not sep or not re.fullmatch(r"[a-z][a-z0-9_\-]*", key) or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with an sbatch option as KEY (qos=high)")
+    if key in DEDICATED:
+        raise argparse.ArgumentTypeError(f"{key} has a flag of its own (or is the launcher's): use it")
+    return key.replace("-", "_"), value.strip()
+
+
+_extra.__name__ = "KEY=VALUE (an sbatch option)"
+
+
+def add_launcher_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--launcher and --jobs, --no-wait and the --slurm-* flags."""
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="local: the runs on this machine (--jobs at once); slurm: each run not current as "
+                        "a SLURM job (one job array, docs/cluster.md)")
+    p.add_argument("--jobs", type=bounded_int(1, MAX_WORKERS), default=1,
+                   help="local: runs trained at once, N processes sharing the GPU (or spread over the visible "
+                        "GPUs); on CPU they split the cores; %(type)s")
+    p.add_argument("--no-wait", action="store_true",
+                   help="slurm: submit and return; rerunning the command gathers what finished")
+    p.add_argument("--slurm-partition", type=_name, help="slurm: the partition, %(type)s")
+    p.add_argument("--slurm-account", type=_name, help="slurm: the account charged, %(type)s")
+    p.add_argument("--slurm-gpus-per-job", type=bounded_int(0, 64), default=0, help="slurm: GPUs per run, %(type)s")
+    p.add_argument("--slurm-cpus-per-job", type=bounded_int(1, 1024), default=1, help="slurm: CPU cores per run, %(type)s")
+    p.add_argument("--slurm-mem", type=_memory, help="slurm: memory per run, %(type)s")
+    p.add_argument("--slurm-time", type=_minutes, help="slurm: time limit per run, %(type)s; a run killed at "
+                                                       "its limit is requeued and resumes from its last epoch")
+    p.add_argument("--slurm-array-parallelism", type=bounded_int(1, 100_000),
+                   help="slurm: at most N of the runs' jobs at once, %(type)s")
+    p.add_argument("--slurm-extra", type=_extra, action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: any other sbatch option (--slurm-extra qos=high --slurm-extra constraint=a100), "
+                        "repeatable")
+    return p
+
+
+SLURM_FLAGS = ("--no-wait", "--slurm-partition", "--slurm-account", "--slurm-gpus-per-job", "--slurm-cpus-per-job",
+               "--slurm-mem", "--slurm-time", "--slurm-array-parallelism", "--slurm-extra")
+
+
+def launcher_from_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None) -> Launcher:
+    """The Launcher of the parsed flags; a flag of the other launcher is an argument error (exit 2)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if args.launcher == "local":
+        for flag in SLURM_FLAGS:
+            if flag_given(p, argv, flag):
+                flag_error(p, flag, "only with --launcher slurm")
+    elif flag_given(p, argv, "--jobs"):
+        flag_error(p, "--jobs", "runs at once on this machine; under --launcher slurm each run is a job "
+                                "(--slurm-array-parallelism limits how many run at once)")
+    keys = [k for k, _ in args.slurm_extra]
+    twice = [k for i, k in enumerate(keys) if k in keys[:i]]
+    if twice:
+        flag_error(p, "--slurm-extra", f"{twice[0]} is given twice")
+    return Launcher(kind=args.launcher, jobs=args.jobs, wait=not args.no_wait, partition=args.slurm_partition,
+                    gpus_per_job=args.slurm_gpus_per_job, cpus_per_job=args.slurm_cpus_per_job, mem=args.slurm_mem,
+                    time_min=args.slurm_time, account=args.slurm_account,
+                    array_parallelism=args.slurm_array_parallelism, extra=dict(args.slurm_extra))
+
+
+def launch(tasks: Sequence[Task], launcher: Launcher, initializer: Callable | None = None,
+           initargs: tuple = ()) -> list:
+    """Every task's result, in order. local: `launcher.jobs` processes at a time (`initializer(slot,
+    *initargs)` in each); slurm: a job per task not current. A failed task is said in one line while the
+    others go on; then one PipelineError names every failed task (finished ones are kept). With
+    `wait=False`, unfinished jobs raise `Pending` once submitted."""
+    if launcher.kind == "slurm":
+        return _slurm(list(tasks), launcher)
+    if launcher.jobs <= 1 or len(tasks) <= 1:
+        return [t.fn(*t.args) for t in tasks]
+    outcomes = process_map(_call, [(t.fn, t.args) for t in tasks], launcher.jobs, initializer=initializer,
+                           initargs=initargs)
+    failed = []
+    for t, outcome in zip(tasks, outcomes):
+        if not outcome.ok:
+            failed.append(_failed(t, str(outcome.value)))
+    _raise_failed(failed, len(tasks))
+    return [o.value for o in outcomes]
+
+
+def _call(task: tuple[Callable, tuple]) -> Any:
+    return task[0](*task[1])
+
+
+def _failed(task: Task, why: str) -> str:
+    """Say a failed run in one line of its own (above a progress bar, if one is drawn)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"failed: {task.name}: {why}", file=sys.stderr)
+    return f"{task.name} ({why})"
+
+
+def _raise_failed(failed: list[str], total: int) -> None:
+    if failed:
+        raise PipelineError(f"{len(failed)} of {total} runs failed: {'; '.join(failed)}; the other runs are "
+                            f"kept, and rerunning the command runs only what is missing")
+
+
+# --- SLURM -----------------------------------------------------------------------------------------------
+
+class _Job:
+    """What a SLURM job runs: the task's function, and, when the job is pre-empted or reaches its time
+    limit, the same call again once requeued (the run resumes from its last checkpoint)."""
+
+    def __init__(self, name: str, fn: Callable):
+        self.name, self.fn = name, fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def checkpoint(self, *args):
+        from submitit.core.utils import DelayedSubmission
+
+        print(f"{self.name}: pre-empted or out of time; requeued, it resumes from its last.pth", flush=True)
+        return DelayedSubmission(self, *args)
+
+
+def _job_dir(task: Task) -> Path:
+    return Path(task.folder) / JOB_DIR
+
+
+def _recorded_job(task: Task) -> tuple[str, Path] | None:
+    """(job id, submitit folder) of the run's latest submission, if any."""
+    try:
+        saved = json.loads((_job_dir(task) / JOB_JSON).read_text())
+        return str(saved["job_id"]), Path(saved["folder"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _queue(job_ids: Sequence[str]) -> dict[str, str]:
+    """State of each of `job_ids` the queue still holds (array elements one by one)."""
+    if not job_ids:
+        return {}
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T"], capture_output=True,
+                             text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise PipelineError(f"squeue failed ({e}); is SLURM reachable from here?") from None
+    if out.returncode != 0:
+        raise PipelineError(f"squeue failed: {' '.join((out.stderr or out.stdout).strip().splitlines()[-1:])}")
+    wanted, states = set(job_ids), {}
+    for line in out.stdout.splitlines():
+        jid, _, state = line.strip().partition("|")
+        if jid in wanted:
+            states[jid] = state.split()[0] if state else ""
+    return states
+
+
+def _submitit_job(job_id: str, folder: Path):
+    import submitit
+
+    return submitit.SlurmJob(folder=folder, job_id=job_id)
+
+
+def _log(task: Task, job_id: str) -> Path:
+    """The job's error log as the run folder shows it."""
+    return _job_dir(task) / f"{job_id}.err"
+
+
+def _result(task: Task, job_id: str, folder: Path) -> tuple[str, Any] | None:
+    """("success", value) or ("error", why) when the job wrote its result, else None."""
+    from submitit.core.utils import pickle_load
+
+    path = _submitit_job(job_id, folder).paths.result_pickle
+    if not path.exists():
+        return None
+    try:
+        outcome, value = pickle_load(path)
+    except Exception as e:  # noqa: BLE001 - a result written in part is a failed job, said as such
+        return "error", f"its result {path} is unreadable ({type(e).__name__}); log {_log(task, job_id)}"
+    if outcome != "success":
+        lines = [line for line in str(value).strip().splitlines() if line.strip()]
+        return "error", (lines[-1] if lines else "an error") + f"; log {_log(task, job_id)}"
+    return "success", value
+
+
+def _record(task: Task, job_id: str, folder: Path) -> None:
+    """The run folder's record of its job: job.json and links to the job's logs (slurm/<id>.out, .err)."""
+    paths = _submitit_job(job_id, folder).paths
+    for link, target in ((_job_dir(task) / f"{job_id}.out", paths.stdout), (_log(task, job_id), paths.stderr)):
+        link.unlink(missing_ok=True)
+        link.symlink_to(target.absolute())
+    write_json({"job_id": job_id, "folder": str(folder.absolute()), "run": task.name,
+                "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}, _job_dir(task) / JOB_JSON)
+
+
+def _submit(tasks: list[Task], launcher: Launcher) -> list[tuple[str, Path]]:
+    """One job array of `tasks` (a single job for one); returns each one's (job id, submitit folder).
+    submitit keeps one array's files in one folder, `<the runs' common folder>/.slurm/<submission>/`;
+    each run folder links to its job's logs."""
+    import submitit
+
+    if shutil.which("sbatch") is None:
+        raise PipelineError("--launcher slurm: sbatch is not on PATH (run on a SLURM login node, or "
+                            "tests/slurm/start.sh for a one-node cluster here)")
+    common = Path(os.path.commonpath([str(Path(t.folder).absolute()) for t in tasks]))
+    folder = (common if len(tasks) > 1 else common.parent) / ".slurm" / time.strftime("%Y%m%d-%H%M%S-") 
+    folder = folder.with_name(folder.name + uuid.uuid4().hex[:6])
+    for t in tasks:
+        _job_dir(t).mkdir(parents=True, exist_ok=True)
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
+    executor.update_parameters(job_name="ecg", **launcher.executor_parameters())
+    try:
+        with executor.batch():
+            jobs = [executor.submit(_Job(t.name, t.fn), *t.args) for t in tasks]
+    except Exception as e:  # noqa: BLE001 - sbatch's refusal, said in one line
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        raise PipelineError(f"sbatch refused the jobs: {lines[-1] if lines else type(e).__name__}") from None
+    for t, j in zip(tasks, jobs):
+        _record(t, j.job_id, folder)
+    return [(j.job_id, folder) for j in jobs]
+
+
+def _slurm(tasks: list[Task], launcher: Launcher) -> list:
+    results: list = [None] * len(tasks)
+    waiting: dict[int, tuple[str, Path]] = {}   # task index -> (job id, submitit folder)
+    recorded = [_recorded_job(t) for t in tasks]
+    queued = _queue([r[0] for r in recorded if r])
+    submit = []
+    for i, (t, rec) in enumerate(zip(tasks, recorded)):
+        if rec and queued.get(rec[0]) in ACTIVE:
+            print(f"{t.name}: job {rec[0]} is {queued[rec[0]].lower()}, not submitted again", flush=True)
+            waiting[i] = rec
+            continue
+        value = t.current() if t.current is not None else None
+        if value is not None:
+            results[i] = value
+            continue
+        done = _result(t, *rec) if rec and t.current is None else None
+        if done is not None and done[0] == "success":
+            results[i] = done[1]
+            continue
+        submit.append(i)
+    gathered = sum(r is not None for r in results)
+    if gathered:
+        print(f"{gathered} of {len(tasks)} runs current: gathered, nothing submitted for them", flush=True)
+    if submit:
+        jobs = _submit([tasks[i] for i in submit], launcher)
+        waiting.update(zip(submit, jobs))
+        first = jobs[0][0].split("_")[0]
+        print(f"submitted {len(submit)} run(s) as SLURM job {first}"
+              f"{' (array)' if len(submit) > 1 else ''}: {', '.join(tasks[i].name for i in submit)}", flush=True)
+    if not waiting:
+        return results
+    if not launcher.wait:
+        raise Pending(f"{len(waiting)} of {len(tasks)} runs queued or running as SLURM jobs "
+                      f"({', '.join(sorted(set(j.split('_')[0] for j, _ in waiting.values())))}); rerun the same "
+                      f"command to gather them")
+    failed = []
+    from tqdm import tqdm
+
+    with tqdm(total=len(waiting), desc="SLURM jobs", unit="run", dynamic_ncols=True) as bar:
+        while waiting:
+            states = _queue([j for j, _ in waiting.values()])
+            for i, (jid, folder) in list(waiting.items()):
+                done = _result(tasks[i], jid, folder)
+                if done is None and states.get(jid) in ACTIVE:
+                    continue
+                if done is None:  # gone from the queue without a result: cancelled, killed, node failure
+                    time.sleep(1)  # a result written as the job left the queue
+                    done = _result(tasks[i], jid, folder) or (
+                        "error", f"SLURM job {jid} ended without a result ({states.get(jid, 'cancelled or killed').lower()}); "
+                                 f"log {_log(tasks[i], jid)}")
+                del waiting[i]
+                bar.update()
+                if done[0] == "success":
+                    results[i] = done[1]
+                else:
+                    failed.append(_failed(tasks[i], done[1]))
+            if waiting:
+                time.sleep(POLL_S)
+    _raise_failed(failed, len(tasks))
+    return results
