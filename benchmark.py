@@ -46,11 +46,12 @@ from models.training import RunConfig, architecture_settings, check_run_args
 from utils.cache import data_label_set, database_name, derive_label_task
 from utils.cli import bounded_int, seed_int
 from utils.errors import MissingInputError, PipelineError, script_main
-from utils.files import check_writable
+from utils.files import check_writable, same_file
 from utils.labels import LABEL_SETS
-from utils.metrics import tune_gbeta_thresholds
-from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, read_bootstrap_ids, read_predictions,
-                         read_threshold_array, score_predictions, write_benchmark_outputs, write_te_results)
+from utils.metrics import THRESHOLD_GRID, tune_gbeta_thresholds
+from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, probability_logits, read_bootstrap_ids,
+                         read_predictions, read_threshold_array, score_predictions, write_benchmark_outputs,
+                         write_te_results)
 from utils.results import EvaluationFolder
 from utils.cli import MAX_WORKERS, flag_error, flag_given, folder_path
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_PROTOCOL, BENCHMARK_TASKS, PROTOCOLS, parse_with_preset
@@ -72,8 +73,14 @@ def score_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-scores", type=Path, help="validation scores to tune G_beta thresholds on (.npy or score CSV)")
     p.add_argument("--val-labels", type=Path, help="validation labels (default: the --val-scores CSV)")
     p.add_argument("--thresholds", type=Path, help="per-class thresholds (.npy vector) for F_beta and G_beta")
+    p.add_argument("--logits", action="store_true",
+                   help="the .npy scores are logits: thresholds are compared with them on the logit scale, as "
+                        "with their sigmoid (by default .npy scores must be probabilities in [0, 1])")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="results file in the te_results.csv layout")
     return p
+
+
+SCORE_INPUTS = ("scores", "labels", "bootstrap_ids", "val_scores", "val_labels", "thresholds")
 
 
 def check_score_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
@@ -100,6 +107,18 @@ def check_score_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> ar
     if args.val_scores is not None and args.val_scores.resolve() == args.scores.resolve():
         p.error("--val-scores: thresholds tuned on the scored records would flatter F_beta and G_beta; "
                 "give other records' scores (validation)")
+    if args.logits:
+        csv = [f for f in ("scores", "val_scores") if getattr(args, f) is not None and getattr(args, f).suffix == ".csv"]
+        if csv:
+            p.error(f"--logits: --{csv[0].replace('_', '-')} is a score CSV, whose scores are probabilities; "
+                    "--logits is for .npy logits")
+    if args.out.is_dir():
+        p.error(f"--out: {args.out} is a folder; name the results file, e.g. {args.out / 'te_results.csv'}")
+    for flag in SCORE_INPUTS:
+        path = getattr(args, flag)
+        if path is not None and same_file(path, args.out):
+            p.error(f"--out: {args.out} is the --{flag.replace('_', '-')} file, which it would overwrite; "
+                    "name another results file")
     args.n_bootstrap = N_BOOTSTRAP if args.n_bootstrap is None else args.n_bootstrap
     args.seed = 0 if args.seed is None else args.seed
     return args
@@ -238,17 +257,19 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
 def score(args: argparse.Namespace) -> pd.DataFrame:
     """te_results.csv for one model's predictions."""
     check_writable(args.out.parent)
-    test = read_predictions(args.scores, args.labels)
+    test = read_predictions(args.scores, args.labels, args.logits)
     check_scorable(test.y, str(args.labels or args.scores), test.classes)
     if args.bootstrap_ids is not None:
         indices = read_bootstrap_ids(args.bootstrap_ids, test.y)
     else:
-        indices = bootstrap_indices(test.y, args.n_bootstrap, args.seed)
+        indices = bootstrap_indices(test.y, args.n_bootstrap, args.seed, str(args.labels or args.scores))
     thresholds = None
     if args.thresholds is not None:
         thresholds = read_threshold_array(args.thresholds, test.y.shape[1])
+        if args.logits:  # probabilities; compared with the logits as logit(threshold)
+            thresholds = probability_logits(thresholds)
     elif args.val_scores is not None:
-        val = read_predictions(args.val_scores, args.val_labels)
+        val = read_predictions(args.val_scores, args.val_labels, args.logits)
         if val.y.shape[1] != test.y.shape[1] or (val.classes and test.classes and val.classes != test.classes):
             raise PipelineError(f"{args.val_scores} has classes {val.classes or val.y.shape[1]}, {args.scores} has "
                                 f"{test.classes or test.y.shape[1]}")
@@ -256,7 +277,8 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
         if shared:
             raise PipelineError(f"{args.val_scores} shares {len(shared)} record(s) with {args.scores} (e.g. "
                                 f"{sorted(shared)[0]}); thresholds must be tuned on other records")
-        thresholds = tune_gbeta_thresholds(val.y, val.p)
+        grid = probability_logits(THRESHOLD_GRID) if args.logits else THRESHOLD_GRID  # the same thresholds
+        thresholds = tune_gbeta_thresholds(val.y, val.p, grid=grid)
     results = score_predictions(test.y, test.p, indices, thresholds, source=str(args.labels or args.scores))
     write_te_results(results, args.out)
     print(results.to_string(float_format=lambda v: f"{v:.4f}"))
