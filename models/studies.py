@@ -23,7 +23,7 @@ from utils.errors import PipelineError
 from utils.cli import MAX_WORKERS, bounded_int, folder_path
 from utils.files import atomic_write, check_writable
 from utils.locks import exclusive_lock
-from utils.parallel import process_map
+from utils.parallel import TaskOutcome, describe_failure, process_map
 from utils.results import results_home
 from utils.defaults import DEFAULT_RESULTS_DIR
 
@@ -139,6 +139,14 @@ def _job(task: tuple[RunConfig, Path, int, bool]) -> tuple[str, Path]:
     return str(task[0].run), train_and_evaluate(*task)
 
 
+def _in_process(task: tuple[RunConfig, Path, int, bool]) -> TaskOutcome:
+    """A task run in this process, its failure an outcome as a worker of process_map would hand it back."""
+    try:
+        return TaskOutcome(True, _job(task))
+    except Exception as e:  # noqa: BLE001 -- said in the run's failed: line, like a worker's
+        return TaskOutcome(False, describe_failure(e))
+
+
 def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: int = 1,
             calibrate: bool = False) -> list[Path]:
     """train_and_evaluate every configuration, `jobs` at a time; results folders in `cfgs` order.
@@ -150,12 +158,15 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: in
     naming every failed run (the finished runs' files and results are kept: a rerun reuses them)."""
     tasks = [(cfg, Path(results_dir), n_bootstrap, calibrate) for cfg in cfgs]
     if jobs <= 1 or len(tasks) <= 1:
-        return [_job(t)[1] for t in tasks]
-    import torch
+        outcomes = [_in_process(t) for t in tasks]
+        if len(tasks) == 1 and not outcomes[0].ok:
+            raise PipelineError(outcomes[0].value)
+    else:
+        import torch
 
-    gpus = torch.cuda.device_count() if any(c.use_gpu for c in cfgs) else 0
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    outcomes = process_map(_job, tasks, jobs, initializer=_job_init, initargs=(threads, gpus))
+        gpus = torch.cuda.device_count() if any(c.use_gpu for c in cfgs) else 0
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        outcomes = process_map(_job, tasks, jobs, initializer=_job_init, initargs=(threads, gpus))
     done, failed = [], []
     for cfg, outcome in zip(cfgs, outcomes):
         if outcome.ok and outcome.value[0] != str(cfg.run):

@@ -214,3 +214,24 @@ def test_ddp_shards_are_disjoint_and_cover_the_training_split(prepared, world):
         assert len({len(s) for s in shards}) == 1
         orders.append(seen)
     assert orders[0] != orders[1]
+
+
+def test_batches_of_one_record_train_where_the_network_allows_it(prepared, tmp_path):
+    out = main.main(["--data-dir", str(prepared), *TINY, "--batch-size", "1", "--limit", "30", "--epochs", "1",
+                     "--run", str(tmp_path / "one")])
+    assert len(out["history"]) == 1 and out["model_path"].exists()
+
+
+def test_a_one_record_validation_fold_has_no_auc_and_no_warning():
+    import math
+    import warnings
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from models.training import validate
+
+    loader = DataLoader(TensorDataset(torch.randn(1, 12, 200), torch.tensor([[1.0, 0.0, 0.0]])), batch_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be one
+        row = validate(build_model("resnet18", 12, 3), loader, torch.device("cpu"), False)
+    assert math.isnan(row["val_auc"]) and row["val_f1"] in (0.0, 1 / 3, 2 / 3, 1.0)

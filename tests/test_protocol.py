@@ -463,3 +463,48 @@ def test_training_targets_and_scores_share_one_class_order(prepared, tmp_path, m
     [scores] = (tmp_path / "results").rglob("test_scores.csv")
     p = pd.read_csv(scores)[[f"p_{c}" for c in classes]].to_numpy()
     np.testing.assert_allclose(p, np.broadcast_to(1 / (1 + np.exp(-logit)), p.shape), rtol=0, atol=1e-6)
+
+
+class _FixedLength(nn.Module):
+    """Flattens exactly 200 samples (2 s at 100 Hz) into a linear layer: no 1-s crop fits it."""
+
+    def __init__(self, in_leads: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(in_leads * 200, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def _wrong_shape(in_leads: int, num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Conv1d(in_leads, num_classes + 1, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+
+
+def test_broken_networks_fail_their_own_runs_in_one_line_and_the_others_go_on(prepared, tmp_path, capsys):
+    import dataclasses
+
+    import models.registry as registry
+    from models.studies import run_all
+    from models.training import RunConfig
+    from utils.errors import PipelineError
+
+    register_model("fixed_length", family="test")(_FixedLength)
+    register_model("wrong_shape", family="test")(_wrong_shape)
+    try:
+        base = RunConfig(data_dir=str(prepared), seconds=2.0, sample_rate=100, crop_seconds=1.0, epochs=1,
+                         batch_size=16, limit=60, num_workers=0)
+        cfgs = [dataclasses.replace(base, arch=a, run_dir=str(tmp_path / a))
+                for a in ("fixed_length", "wrong_shape", "toy_cnn")]
+        with pytest.raises(PipelineError, match=r"^2 of 3 runs failed: fixed_length \(architecture fixed_length fails "
+                                                r"on inputs of 12 lead\(s\) x 100 samples.*wrong_shape \(architecture "
+                                                r"wrong_shape returns \(2, \d+\) for a batch of 2 records"):
+            run_all(cfgs, tmp_path / "results", 5, jobs=1)
+        err = capsys.readouterr().err
+        assert [line.split(":")[0] for line in err.splitlines() if line.startswith("failed:")] == ["failed"] * 2
+        assert "Traceback" not in err and (tmp_path / "toy_cnn" / "model.pth").exists()  # the third run went on
+        with pytest.raises(SystemExit, match="^error: architecture fixed_length fails on inputs of 12 lead"):
+            main.main(["--data-dir", str(prepared), "--arch", "fixed_length", "--run", str(tmp_path / "one"),
+                       *PROTOCOL[:4], "--epochs", "1", "--num-workers", "0", "--limit", "40"])
+    finally:
+        for name in ("fixed_length", "wrong_shape"):
+            registry._REGISTRY.pop(name, None)
