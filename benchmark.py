@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -181,6 +182,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if "cpsc9" in args.tasks and len(args.tasks) > 1:
         flag_error(p, "--tasks", "cpsc9 is the CPSC2018 (ICBEB2018) experiment: run it on a CPSC2018 folder, "
                                  "apart from the PTB-XL tasks")
+    if args.arch is not None:  # main.py's flag, hidden here: given, it would be silently replaced
+        flag_error(p, "--arch", f"the benchmark trains the architectures of --models (e.g. --models {args.arch})")
     args.models = args.models or model_list(BENCHMARK_MODELS)
     args.arch = args.models[0]
     check_run_args(p, args, argv)  # every architecture of --models
@@ -207,13 +210,39 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
     if args.force:
         command.append("--force")
     print(f"preparing {base_task} ({' '.join(command[1:])})", flush=True)
-    if subprocess.run(command).returncode != 0:
-        raise PipelineError(f"preprocessing {args.data_dir} into {base} failed (see above)")
+    code, errors = run_command(command)
+    if code != 0:
+        why = "; ".join(errors) or f"exit code {code}, see above"
+        raise PipelineError(f"preprocessing {args.data_dir} into {base} failed: {why}")
     for task in ptbxl:
         if task != base_task:
             derive_label_task(base, folders[task], task, data_dir=args.data_dir, force=args.force,
                               sample_rate=args.sample_rate)
     return folders
+
+
+def run_command(command: list[str]) -> tuple[int, list[str]]:
+    """Run a command with its output passed through as it comes (progress bars included), except its
+    `error: ` lines, returned with its exit code so the caller says them once, in its own error line."""
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+    errors, pending = [], b""
+    try:
+        while chunk := proc.stderr.read1(1 << 16):
+            *lines, pending = re.split(rb"(?<=[\r\n])", pending + chunk)  # whole lines, and the part after
+            for line in lines:
+                if line.startswith(b"error: "):
+                    errors.append(line[len(b"error: "):].decode(errors="replace").strip())
+                else:
+                    sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+        if pending.startswith(b"error: "):
+            errors.append(pending[len(b"error: "):].decode(errors="replace").strip())
+        elif pending:
+            sys.stderr.buffer.write(pending)
+            sys.stderr.flush()
+    finally:
+        code = proc.wait()
+    return code, errors
 
 
 def run_configs(args: argparse.Namespace, folders: dict[str, Path]) -> list[tuple[str, str, RunConfig]]:

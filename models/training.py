@@ -201,13 +201,21 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
             else "--seconds"
         flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with {rate} gives {spec.n_samples} "
                               f"samples; {needs}")
+
+    def blame(*flags: str) -> str:  # the first of `flags` given on the command line (a default is no one's)
+        return next((f for f in flags if flag_given(p, argv, f)), flags[0])
+
     if spec.window_samples is not None and spec.window_samples < max(need, 1):
-        flag_error(p, "--crop-seconds", f"{describe_flag(p, args, argv, '--crop-seconds')} at {rate} gives "
-                                        f"{spec.window_samples} samples; {needs}")
+        flag_error(p, blame("--crop-seconds", "--sample-rate"), f"{describe_flag(p, args, argv, '--crop-seconds')} "
+                                                                f"at {rate} gives {spec.window_samples} samples; {needs}")
     try:
         warnings = spec.check()
     except ValueError as e:
-        flag_error(p, "--crop-seconds", str(e).replace("--crop-seconds ", "", 1))
+        if spec.window_samples is not None and spec.window_samples > spec.n_samples:
+            flag_error(p, blame("--crop-seconds", "--seconds"), f"{describe_flag(p, args, argv, '--crop-seconds')} "
+                                                                f"is longer than the input "
+                                                                f"({describe_flag(p, args, argv, '--seconds')})")
+        flag_error(p, blame("--crop-seconds", "--sample-rate"), str(e))
     if args.batch_size == 1:
         for arch in archs:
             if single_record_batches_fail(arch, spec):

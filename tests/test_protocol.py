@@ -277,6 +277,21 @@ def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_pa
     pd.testing.assert_frame_equal(again, table)
 
 
+def test_a_preparation_that_hits_a_lock_is_one_error_line(synthetic_ptbxl, tmp_path, capfd):
+    import benchmark
+    from utils.io import exclusive_lock
+
+    tasks = tmp_path / "tasks"
+    with exclusive_lock(tasks / f"{synthetic_ptbxl.name}_all" / ".lock", "a preprocess folder"):
+        with pytest.raises(SystemExit, match=r"^error: preprocessing .* failed: .* is being written by another "
+                                             r"process") as e:
+            benchmark.main(["--data-dir", str(synthetic_ptbxl), "--tasks", "rhythm", "--models", "fcn_wang",
+                            "--tasks-dir", str(tasks), "--results-dir", str(tmp_path / "results")])
+    assert "\n" not in str(e.value.code)
+    err = capfd.readouterr().err
+    assert not [line for line in err.splitlines() if "error:" in line], err  # said once, by the SystemExit
+
+
 def test_padding_never_makes_a_window_or_a_crop():
     """A record shorter than the input is zero-padded in front: its padding-only windows take no part in
     the maximum, and no training crop is padding alone."""
