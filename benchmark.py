@@ -20,7 +20,9 @@ settings unless the flag is given.
     python benchmark.py score --scores test_scores.csv --val-scores val_scores.csv --out te_results.csv
 
 `score` scores anyone's predictions: labels and scores as .npy arrays (records x classes) or one of this
-project's score CSVs (patient_id, a 0/1 column per class, p_<class>; it holds both). Macro AUC over every
+project's score CSVs (patient_id, a 0/1 column per class, p_<class>; it holds both). Scores are
+probabilities in [0, 1]; .npy logits take --logits (thresholds are then compared as logit(threshold),
+which gives the F_beta/G_beta of their sigmoid). Macro AUC over every
 class on all records (point) and over 100 bootstrap resamples (a resample lacking a positive of any class is
 drawn again): their mean and 5th / 95th percentiles. --bootstrap-ids takes the resamples themselves (an
 integer array, resamples x records, such as the benchmark's test_bootstrap_ids saved as .npy), so that a

@@ -279,7 +279,7 @@ def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_pa
 
 def test_a_preparation_that_hits_a_lock_is_one_error_line(synthetic_ptbxl, tmp_path, capfd):
     import benchmark
-    from utils.io import exclusive_lock
+    from utils.locks import exclusive_lock
 
     tasks = tmp_path / "tasks"
     with exclusive_lock(tasks / f"{synthetic_ptbxl.name}_all" / ".lock", "a preprocess folder"):
