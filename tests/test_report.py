@@ -108,7 +108,7 @@ def test_report_refuses_a_run_of_a_task_the_data_no_longer_have(tmp_path):
 
     db, data = tmp_path / "PTBXL", tmp_path / "prepared"
     synth.main(["--out", str(db), "--layout", "ptbxl", "--n", "40", "--seed", "9"])
-    prep = ["--data-dir", str(db), "--out", str(data), "--num-workers", "0", "--sample-rate", "100"]
+    prep = ["--data-dir", str(db), "--out", str(data), "--num-workers", "0", "--cache-rate", "100"]
     preprocess.main([*prep, "--labels", "superdiagnostic"])
     run = tmp_path / "run"
     main.main(["--data-dir", str(data), "--arch", "resnet10", "--seconds", "2", "--sample-rate", "100", "--epochs", "1",
