@@ -83,8 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--calibrate", action="store_true",
                    help="also fit a temperature on validation and report ECE / Brier before and after")
     p.add_argument("--no-figures", action="store_true", help="skip ROC, confusion and reliability figures")
-    p.add_argument("--num-workers", type=bounded_int(1, MAX_WORKERS), default=os.cpu_count() or 1,
-                   help="processes computing features, %(type)s")
+    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=os.cpu_count() or 1,
+                   help="processes computing features (0 or 1: this process), %(type)s")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="recompute features.csv and refit every classifier")
     return parse_with_preset(p, argv, "baselines_cv")

@@ -24,7 +24,9 @@ published values, auc.png (docs/benchmark_seeds.md). Architectures that the benc
     python benchmark.py score --scores test_scores.csv --val-scores val_scores.csv --out te_results.csv
 
 `score` scores anyone's predictions: labels and scores as .npy arrays (records x classes) or one of this
-project's score CSVs (patient_id, a 0/1 column per class, p_<class>; it holds both). Macro AUC over every
+project's score CSVs (patient_id, a 0/1 column per class, p_<class>; it holds both). Scores are
+probabilities in [0, 1]; .npy logits take --logits (thresholds are then compared as logit(threshold),
+which gives the F_beta/G_beta of their sigmoid). Macro AUC over every
 class on all records (point) and over 100 bootstrap resamples (a resample lacking a positive of any class is
 drawn again): their mean and 5th / 95th percentiles. --bootstrap-ids takes the resamples themselves (an
 integer array, resamples x records, such as the benchmark's test_bootstrap_ids saved as .npy), so that a
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,16 +54,16 @@ import pandas as pd
 from models.registry import count_parameters, create_model, list_models
 from models.studies import run_all
 from models.training import RunConfig, architecture_settings, check_run_args
-from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, read_bootstrap_ids, read_predictions,
-                         read_threshold_array, score_predictions, write_te_results)
+from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, probability_logits, read_bootstrap_ids,
+                         read_predictions, read_threshold_array, score_predictions, write_te_results)
 from utils.cache import data_label_set, database_name, derive_label_task
 from utils.cli import (SEED_LIMIT, BoundedList, bounded_int, flag_error, flag_given, folder_path,
                        seed_int)
 from utils.comparison import seed_comparison, write_benchmark_outputs, write_comparison
 from utils.errors import MissingInputError, PipelineError, script_main
-from utils.files import check_writable
+from utils.files import check_writable, same_file
 from utils.labels import LABEL_SETS
-from utils.metrics import tune_gbeta_thresholds
+from utils.metrics import THRESHOLD_GRID, tune_gbeta_thresholds
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_PROTOCOL, BENCHMARK_TASKS, PROTOCOLS, parse_with_preset
 from utils.launch import add_launcher_arguments, launcher_from_args
 from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
@@ -81,8 +84,14 @@ def score_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-scores", type=Path, help="validation scores to tune G_beta thresholds on (.npy or score CSV)")
     p.add_argument("--val-labels", type=Path, help="validation labels (default: the --val-scores CSV)")
     p.add_argument("--thresholds", type=Path, help="per-class thresholds (.npy vector) for F_beta and G_beta")
+    p.add_argument("--logits", action="store_true",
+                   help="the .npy scores are logits: thresholds are compared with them on the logit scale, as "
+                        "with their sigmoid (by default .npy scores must be probabilities in [0, 1])")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="results file in the te_results.csv layout")
     return p
+
+
+SCORE_INPUTS = ("scores", "labels", "bootstrap_ids", "val_scores", "val_labels", "thresholds")
 
 
 def check_score_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
@@ -109,6 +118,18 @@ def check_score_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> ar
     if args.val_scores is not None and args.val_scores.resolve() == args.scores.resolve():
         p.error("--val-scores: thresholds tuned on the scored records would flatter F_beta and G_beta; "
                 "give other records' scores (validation)")
+    if args.logits:
+        csv = [f for f in ("scores", "val_scores") if getattr(args, f) is not None and getattr(args, f).suffix == ".csv"]
+        if csv:
+            p.error(f"--logits: --{csv[0].replace('_', '-')} is a score CSV, whose scores are probabilities; "
+                    "--logits is for .npy logits")
+    if args.out.is_dir():
+        p.error(f"--out: {args.out} is a folder; name the results file, e.g. {args.out / 'te_results.csv'}")
+    for flag in SCORE_INPUTS:
+        path = getattr(args, flag)
+        if path is not None and same_file(path, args.out):
+            p.error(f"--out: {args.out} is the --{flag.replace('_', '-')} file, which it would overwrite; "
+                    "name another results file")
     args.n_bootstrap = N_BOOTSTRAP if args.n_bootstrap is None else args.n_bootstrap
     args.seed = 0 if args.seed is None else args.seed
     return args
@@ -203,6 +224,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.init_from is not None:
         flag_error(p, "--init-from", "the benchmark trains every architecture from scratch; finetune one run with "
                                      "main.py --init-from, or compare both with transfer.py")
+    if args.arch is not None:  # main.py's flag, hidden here: given, it would be silently replaced
+        flag_error(p, "--arch", f"the benchmark trains the architectures of --models (e.g. --models {args.arch})")
     args.models = args.models or model_list(BENCHMARK_MODELS)
     if args.seeds is not None and flag_given(p, argv, "--seed"):
         flag_error(p, "--seeds", "give --seed N (one run per task and model) or --seeds LIST, not both")
@@ -233,13 +256,39 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
     if args.force:
         command.append("--force")
     print(f"preparing {base_task} ({' '.join(command[1:])})", flush=True)
-    if subprocess.run(command).returncode != 0:
-        raise PipelineError(f"preprocessing {args.data_dir} into {base} failed (see above)")
+    code, errors = run_command(command)
+    if code != 0:
+        why = "; ".join(errors) or f"exit code {code}, see above"
+        raise PipelineError(f"preprocessing {args.data_dir} into {base} failed: {why}")
     for task in ptbxl:
         if task != base_task:
             derive_label_task(base, folders[task], task, data_dir=args.data_dir, force=args.force,
                               sample_rate=args.sample_rate)
     return folders
+
+
+def run_command(command: list[str]) -> tuple[int, list[str]]:
+    """Run a command with its output passed through as it comes (progress bars included), except its
+    `error: ` lines, returned with its exit code so the caller says them once, in its own error line."""
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+    errors, pending = [], b""
+    try:
+        while chunk := proc.stderr.read1(1 << 16):
+            *lines, pending = re.split(rb"(?<=[\r\n])", pending + chunk)  # whole lines, and the part after
+            for line in lines:
+                if line.startswith(b"error: "):
+                    errors.append(line[len(b"error: "):].decode(errors="replace").strip())
+                else:
+                    sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+        if pending.startswith(b"error: "):
+            errors.append(pending[len(b"error: "):].decode(errors="replace").strip())
+        elif pending:
+            sys.stderr.buffer.write(pending)
+            sys.stderr.flush()
+    finally:
+        code = proc.wait()
+    return code, errors
 
 
 class BenchmarkRun(NamedTuple):
@@ -294,17 +343,19 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
 def score(args: argparse.Namespace) -> pd.DataFrame:
     """te_results.csv for one model's predictions."""
     check_writable(args.out.parent)
-    test = read_predictions(args.scores, args.labels)
+    test = read_predictions(args.scores, args.labels, args.logits)
     check_scorable(test.y, str(args.labels or args.scores), test.classes)
     if args.bootstrap_ids is not None:
         indices = read_bootstrap_ids(args.bootstrap_ids, test.y)
     else:
-        indices = bootstrap_indices(test.y, args.n_bootstrap, args.seed)
+        indices = bootstrap_indices(test.y, args.n_bootstrap, args.seed, str(args.labels or args.scores))
     thresholds = None
     if args.thresholds is not None:
         thresholds = read_threshold_array(args.thresholds, test.y.shape[1])
+        if args.logits:  # probabilities; compared with the logits as logit(threshold)
+            thresholds = probability_logits(thresholds)
     elif args.val_scores is not None:
-        val = read_predictions(args.val_scores, args.val_labels)
+        val = read_predictions(args.val_scores, args.val_labels, args.logits)
         if val.y.shape[1] != test.y.shape[1] or (val.classes and test.classes and val.classes != test.classes):
             raise PipelineError(f"{args.val_scores} has classes {val.classes or val.y.shape[1]}, {args.scores} has "
                                 f"{test.classes or test.y.shape[1]}")
@@ -312,7 +363,8 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
         if shared:
             raise PipelineError(f"{args.val_scores} shares {len(shared)} record(s) with {args.scores} (e.g. "
                                 f"{sorted(shared)[0]}); thresholds must be tuned on other records")
-        thresholds = tune_gbeta_thresholds(val.y, val.p)
+        grid = probability_logits(THRESHOLD_GRID) if args.logits else THRESHOLD_GRID  # the same thresholds
+        thresholds = tune_gbeta_thresholds(val.y, val.p, grid=grid)
     results = score_predictions(test.y, test.p, indices, thresholds, source=str(args.labels or args.scores))
     write_te_results(results, args.out)
     print(results.to_string(float_format=lambda v: f"{v:.4f}"))

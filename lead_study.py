@@ -20,7 +20,7 @@ import pandas as pd
 from models.studies import results_dir_of, run_all, study_config, study_parser
 from models.training import check_run_args
 from utils.errors import script_main
-from utils.files import save_figure
+from utils.files import interval_errors, save_figure
 from utils.labels import LEADS, parse_leads
 from utils.results import EvaluationFolder
 from utils.tables import Column, ci_columns, write_table
@@ -60,9 +60,9 @@ def plot_leads(table: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     y = np.arange(len(table))
     for ax, metric in zip(axes, ("f1", "auc")):
-        err = np.vstack([table[metric] - table[f"{metric}_lo"], table[f"{metric}_hi"] - table[metric]])
+        err = interval_errors(table[metric], table[f"{metric}_lo"], table[f"{metric}_hi"])
         colours = ["#c0392b" if lead == "all 12" else "#5d6d7e" for lead in table["leads"]]
-        ax.barh(y, table[metric], xerr=np.clip(err, 0, None), color=colours, capsize=2)
+        ax.barh(y, table[metric], xerr=err, color=colours, capsize=2)
         ax.set_xlabel(f"test-fold mean {metric.upper()} (95 % CI)")
         ax.set_xlim(max(0.0, float(table[f"{metric}_lo"].min()) - 0.05), 1.0)
         ax.grid(axis="x", alpha=0.3)
@@ -82,8 +82,8 @@ def main(argv=None) -> pd.DataFrame:
     out = results_dir_of(args)
     table = pd.DataFrame(rows).sort_values("f1", ascending=False).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
+    plot_leads(table, out / "lead_study.png")  # first: a figure that fails leaves the old tables beside it
     md = write_table(table, COLUMNS, out / "lead_study")
-    plot_leads(table, out / "lead_study.png")
     print(md, end="")
     print(f"wrote {out}/lead_study.csv, .md and .png")
     return table

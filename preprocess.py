@@ -77,8 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="share the signal cache of DIR, preprocessed from the same records and rate (hard links; "
                         "nothing decoded): this label set gets its own labels.csv and manifest in --out")
     p.add_argument("--seed", type=seed_int, default=42, help="seed of the stratified fold assignment, %(type)s")
-    p.add_argument("--num-workers", type=bounded_int(1, MAX_WORKERS), default=os.cpu_count() or 1,
-                   help="processes decoding records, %(type)s")
+    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=os.cpu_count() or 1,
+                   help="processes decoding records (0 or 1: this process), %(type)s")
     p.add_argument("--force", action="store_true", help="rebuild even when outputs are current")
     args = p.parse_args(argv)
     if args.model_rate is not None:

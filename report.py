@@ -253,6 +253,12 @@ def main(argv=None) -> Path:
     if not same_database(training_data_dir(ckpt), args.data_dir):
         raise PipelineError(f"{args.run} was trained on {ckpt['data']['name']}, not on {args.data_dir}; "
                             f"a report covers one database (pass that model's --data-dir)")
+    trained_on, now = ckpt["label_set"], data_label_set(args.data_dir)
+    if (trained_on["name"], list(trained_on["classes"])) != (now["name"], list(now["classes"])):
+        raise PipelineError(f"{args.run} was trained on label set {trained_on['name']}, but {args.data_dir} now holds "
+                            f"label set {now['name']} (preprocessed again since): its evaluations are of a task the "
+                            f"data no longer have; retrain the run on these data, or preprocess them again with "
+                            f"--labels {trained_on['name']}")
     db_dir = results_home(args.results_dir, args.data_dir)
     if EvaluationFolder(db_dir / args.run.name).exists():
         problem = evaluation_problem(db_dir / args.run.name, args.run)
@@ -261,7 +267,7 @@ def main(argv=None) -> Path:
                 f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "
                 f"{ckpt['label_set']['name']}).\n\n")
     r = Report(args.data_dir, args.run, args.results_dir, results_home(args.results_dir, args.data_dir),
-               tuple(data_label_set(args.data_dir)["classes"]), problem)
+               tuple(now["classes"]), problem)
     parts = [f"# Reproduction report\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "
              f"Data: {data_source(args.data_dir)}.\n\n{settings}"]
     parts += [f"## {title}\n\n{build(r)}" for title, build in SECTIONS]

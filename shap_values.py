@@ -66,8 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"(default {GPU_BATCH} on GPU, {CPU_BATCH} on CPU; see models/explain.py for the memory), %(type)s")
     p.add_argument("--top-leads", type=bounded_int(1, 12), default=3,
                    help="leads drawn per patient figure, %(type)s")
-    p.add_argument("--num-workers", type=bounded_int(1, MAX_WORKERS), default=min(8, os.cpu_count() or 1),
-                   help="processes drawing the patient figures, %(type)s")
+    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=min(8, os.cpu_count() or 1),
+                   help="processes drawing the patient figures (0 or 1: this process), %(type)s")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="explain these new records instead")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--seed", type=seed_int, default=0, help="draws of background records and references, %(type)s")

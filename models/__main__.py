@@ -16,24 +16,29 @@ import sys
 from pathlib import Path
 
 from models.registry import count_parameters, create_model, list_models, model_entry
+from utils.cli import bounded_int
 from utils.errors import script_main
 
 
 def list_main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--classes", type=int, default=9, help="number of output classes (default 9)")
-    p.add_argument("--leads", type=int, default=12, help="number of input leads (default 12)")
+    p.add_argument("--classes", type=bounded_int(1, 10_000), default=9, help="number of output classes, %(type)s")
+    p.add_argument("--leads", type=bounded_int(1, 1_000), default=12, help="number of input leads, %(type)s")
     args = p.parse_args(argv)
-    if args.classes < 1 or args.leads < 1:
-        p.error("--classes and --leads must be positive")
     rows = []
     for name in list_models():
         entry = model_entry(name)
-        rows.append({"model": name, "family": entry.family,
-                     "params": count_parameters(create_model(name, args.leads, args.classes)),
-                     "description": entry.description,
+        try:
+            params = count_parameters(create_model(name, args.leads, args.classes))
+        except Exception as e:  # noqa: BLE001 -- a user's builder: said, the others still listed
+            print(f"warning: architecture {name} cannot be built for {args.leads} leads and {args.classes} classes "
+                  f"({type(e).__name__}: {e})", file=sys.stderr)
+            continue
+        rows.append({"model": name, "family": entry.family, "params": params, "description": entry.description,
                      "arguments": ", ".join(f"{k}={v}" for k, v in entry.arguments.items())})
+    if not rows:
+        raise SystemExit("error: no architecture could be built")
     width = max(len(r["model"]) for r in rows)
     fam = max(len("family"), *(len(r["family"]) for r in rows))
     print(f"{'model':<{width}}  {'parameters':>12}  {'family':<{fam}}  description "

@@ -21,13 +21,19 @@ import argparse
 import importlib
 import inspect
 import pkgutil
+import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import torch
 from torch import nn
 
+from utils.errors import PipelineError
+
 __all__ = ["ModelEntry", "register_model", "create_model", "list_models", "model_entry", "protocol_settings",
-           "count_parameters", "builder_argument", "builder_arguments", "LayerGroups", "default_layer_groups"]
+           "count_parameters", "builder_argument", "builder_arguments", "LayerGroups", "default_layer_groups",
+           "broken_files", "check_network", "normalises_single_values"]
 
 Builder = Callable[..., nn.Module]  # builder(in_leads, num_classes, **keyword arguments with defaults)
 # A network -> its layer groups for finetuning (earliest first, the head last), each a list of modules. As
@@ -65,12 +71,19 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _DISCOVERED = False
+_BROKEN: dict[str, str] = {}  # a file of models/archs that could not be imported -> why
+# A name is a folder name too (runs/<arch>_<leads>_<seed>): letters, digits and _ . + - only, no path.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 def register_model(name: str, *, family: str, description: str = "",
                    protocol: Mapping[str, Mapping[str, object]] | None = None,
                    min_samples: int = 32, layer_groups: LayerGroups | None = None) -> Callable[[Builder], Builder]:
     """Decorator: register `builder(in_leads, num_classes, **arch_args) -> nn.Module` under `name` (unique)."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"architecture name {name!r} is not a plain name (letters, digits, _ . + -): it names "
+                         "run folders")
+
     def register(builder: Builder) -> Builder:
         known = _REGISTRY.get(name)
         if known is not None and known.builder is not builder:
@@ -86,14 +99,31 @@ def register_model(name: str, *, family: str, description: str = "",
 
 
 def _discover() -> None:
-    """Import every module of models/archs once, so each registers its architectures."""
+    """Import every module of models/archs once, so each registers its architectures. A file that fails
+    to import (an error in it, a name another file registered) is said in one warning line naming it, and
+    none of its architectures is registered: the others stay usable, and every command still runs."""
     global _DISCOVERED
     if _DISCOVERED:
         return
+    _DISCOVERED = True
     import models.archs as archs
     for info in sorted(pkgutil.iter_modules(archs.__path__), key=lambda m: m.name):
-        importlib.import_module(f"models.archs.{info.name}")
-    _DISCOVERED = True
+        before = set(_REGISTRY)
+        try:
+            importlib.import_module(f"models.archs.{info.name}")
+        except Exception as e:  # noqa: BLE001 -- any error of a user's file; reported, the rest go on
+            for name in set(_REGISTRY) - before:
+                del _REGISTRY[name]
+            where = f"models/archs/{info.name}.py"
+            _BROKEN[where] = f"{type(e).__name__}: {e}"
+            print(f"warning: {where} cannot be imported ({_BROKEN[where]}); its architectures are not available",
+                  file=sys.stderr)
+
+
+def broken_files() -> dict[str, str]:
+    """The files of models/archs that could not be imported, and why."""
+    _discover()
+    return dict(_BROKEN)
 
 
 def list_models() -> list[str]:
@@ -108,7 +138,8 @@ def model_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        broken = "".join(f"; {where} cannot be imported ({why})" for where, why in _BROKEN.items())
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}{broken}") from None
 
 
 def create_model(name: str, in_leads: int, num_classes: int, **arch_args) -> nn.Module:
@@ -172,3 +203,46 @@ def protocol_settings(name: str, protocol: str | None) -> dict:
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters (what the published tables count)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_network(name: str, net: nn.Module, in_leads: int, num_classes: int, n_samples: int) -> None:
+    """The builder's side of the contract, checked before training: trainable parameters, and logits of
+    shape (batch, classes) for inputs of `n_samples` (the training crop, or the whole input). A
+    PipelineError naming the architecture and what is wrong, rather than a traceback an epoch later."""
+    if count_parameters(net) == 0:
+        raise PipelineError(f"architecture {name}: the network has no trainable parameters")
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(2, in_leads, n_samples))
+    except Exception as e:  # noqa: BLE001 -- whatever a user's network raises
+        raise PipelineError(f"architecture {name} fails on inputs of {in_leads} lead(s) x {n_samples} samples "
+                            f"({type(e).__name__}: {e}); its network must reduce any input length of at least its "
+                            "min_samples") from None
+    finally:
+        net.train(was_training)
+    shape = tuple(getattr(out, "shape", ()))
+    if not isinstance(out, torch.Tensor) or shape != (2, num_classes) or not out.is_floating_point():
+        raise PipelineError(f"architecture {name} returns {shape if isinstance(out, torch.Tensor) else type(out).__name__} "
+                            f"for a batch of 2 records and {num_classes} classes; a network must return float logits "
+                            "of shape (batch, classes)")
+
+
+def normalises_single_values(net: nn.Module, in_leads: int, n_samples: int) -> bool:
+    """Whether training on a batch of one record would batch-normalise a single value per channel (the
+    benchmark heads normalise pooled (batch, features)), which torch refuses. Seen on a forward pass in
+    eval mode, which changes no statistic."""
+    single = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: single.append(args[0].numel() == args[0].shape[1]))
+             for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, in_leads, n_samples))
+    finally:
+        net.train(was_training)
+        for h in hooks:
+            h.remove()
+    return any(single)

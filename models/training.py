@@ -37,7 +37,8 @@ from models.checkpoint import (CHECKPOINT_FORMAT, build_network, load_checkpoint
                                run_id_mismatch, save_checkpoint)
 from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, fit_standardization,
                            make_loader, pick_device, random_crop, score, split_provenance)
-from models.registry import builder_argument, builder_arguments, list_models, model_entry, protocol_settings
+from models.registry import (builder_argument, builder_arguments, check_network, create_model, list_models,
+                             model_entry, normalises_single_values, protocol_settings)
 from models.transfer import HEAD, finetune_network, input_mismatch, phase, phase_param_groups, source_argument, source_info
 from models.run import Run, run_name
 from utils.results import database_identity
@@ -217,13 +218,26 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
             else "--seconds"
         flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with {rate} gives {spec.n_samples} "
                               f"samples; {needs}")
+
+    def blame(*flags: str) -> str:  # the first of `flags` given on the command line (a default is no one's)
+        return next((f for f in flags if flag_given(p, argv, f)), flags[0])
+
     if spec.window_samples is not None and spec.window_samples < max(need, 1):
-        flag_error(p, "--crop-seconds", f"{describe_flag(p, args, argv, '--crop-seconds')} at {rate} gives "
-                                        f"{spec.window_samples} samples; {needs}")
+        flag_error(p, blame("--crop-seconds", "--sample-rate"), f"{describe_flag(p, args, argv, '--crop-seconds')} "
+                                                                f"at {rate} gives {spec.window_samples} samples; {needs}")
     try:
         warnings = spec.check()
     except ValueError as e:
-        flag_error(p, "--crop-seconds", str(e).replace("--crop-seconds ", "", 1))
+        if spec.window_samples is not None and spec.window_samples > spec.n_samples:
+            flag_error(p, blame("--crop-seconds", "--seconds"), f"{describe_flag(p, args, argv, '--crop-seconds')} "
+                                                                f"is longer than the input "
+                                                                f"({describe_flag(p, args, argv, '--seconds')})")
+        flag_error(p, blame("--crop-seconds", "--sample-rate"), str(e))
+    if args.batch_size == 1:
+        for arch in archs:
+            if single_record_batches_fail(arch, spec):
+                flag_error(p, "--batch-size", f"1: {arch} batch-normalises pooled features while training, which is "
+                                              "undefined for one record; give 2 or more")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -276,6 +290,16 @@ def source_arch(init_from: str | None) -> str | None:
 
 def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
+
+
+def single_record_batches_fail(arch: str, spec: InputSpec) -> bool:
+    """Whether `arch` cannot train on batches of one record (see `normalises_single_values`); a network
+    that fails otherwise is left to the run's own check."""
+    try:
+        return normalises_single_values(create_model(arch, len(LEADS), 2), len(LEADS),
+                                        spec.window_samples or spec.n_samples)
+    except Exception:  # noqa: BLE001 -- reported by check_network when the run starts
+        return False
 
 
 def seed_everything(seed: int) -> None:
@@ -393,7 +417,15 @@ def train_one_epoch(model, loader, step: Step, device, aug_gen: torch.Generator,
 def validate(model, loader, device, amp: bool) -> dict:
     probs, y, loss = score(model, loader, device, amp)
     return {"val_loss": loss, "val_f1": float(f1_scores(y, probs > 0.5).mean()),
-            "val_auc": float(np.nanmean(auc_scores(y, probs))) if len(y) else float("nan")}
+            "val_auc": mean_defined(auc_scores(y, probs)) if len(y) else float("nan")}
+
+
+def mean_defined(values: np.ndarray) -> float:
+    """The mean of the values that are defined (a class whose AUC is), NaN without any (a validation fold
+    of one record), without numpy's warning about an empty mean."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def shard_sampler(train_ds, world: int, rank: int, seed: int):
@@ -550,6 +582,8 @@ def new_network(cfg: RunConfig, train_ds: ECGDataset, num_classes: int, fit: boo
             return model
     else:
         model = build_network(cfg.to_dict(), num_classes)
+        check_network(cfg.arch, model.net, len(cfg.leads), num_classes,
+                      cfg.spec.window_samples or cfg.spec.n_samples)
     if (cfg.standardize or cfg.restandardize) and fit:
         mean, std = fit_standardization(train_ds, num_workers=cfg.num_workers)
         model.mean.fill_(mean)

@@ -252,3 +252,109 @@ def test_every_benchmark_network_starts_from_the_reference_initialisation(name):
             if m.weight.numel() >= 1000:
                 ratios.append(float(m.weight.std()) / (2 / fan_in) ** 0.5)
     assert ratios and all(0.85 < r < 1.15 for r in ratios), (name, min(ratios), max(ratios))
+
+
+BROKEN_FILES = {
+    "zz_half_written.py": 'raise RuntimeError("half-written file")\n',
+    "zz_twice.py": ("from torch import nn\nfrom models.registry import register_model\n\n"
+                    "@register_model('zz_first', family='t')\ndef first(in_leads, num_classes):\n"
+                    "    return nn.Linear(in_leads, num_classes)\n\n"
+                    "@register_model('resnet34', family='t')\ndef clash(in_leads, num_classes):\n"
+                    "    return nn.Linear(in_leads, num_classes)\n"),
+    "zz_path.py": ("from torch import nn\nfrom models.registry import register_model\n\n"
+                   "@register_model('../../x', family='t')\ndef escape(in_leads, num_classes):\n"
+                   "    return nn.Linear(in_leads, num_classes)\n"),
+}
+
+
+def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monkeypatch, capsys):
+    """A file of models/archs that raises, registers a taken name or a path: one warning line each, none of
+    its architectures registered (not even those before the clash), every command's --help still works."""
+    import benchmark
+    import main
+    import models.archs as archs
+    import models.registry as registry
+
+    for name, text in BROKEN_FILES.items():
+        (tmp_path / name).write_text(text)
+    known = list_models()
+    monkeypatch.setattr(archs, "__path__", [*archs.__path__, str(tmp_path)])
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_BROKEN", {})
+    monkeypatch.setattr(registry, "_DISCOVERED", False)
+    assert list_models() == known and model_entry("resnet34").family == "resnet"
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "warning: models/archs/zz_half_written.py cannot be imported (RuntimeError: half-written file); its "
+        "architectures are not available",
+        "warning: models/archs/zz_path.py cannot be imported (ValueError: architecture name '../../x' is not a plain "
+        "name (letters, digits, _ . + -): it names run folders); its architectures are not available",
+        "warning: models/archs/zz_twice.py cannot be imported (ValueError: architecture 'resnet34' is registered twice "
+        "(models.archs.resnet and models.archs.zz_twice)); its architectures are not available"]
+    for command in (main, benchmark):
+        with pytest.raises(SystemExit) as e:
+            command.parse_args(["--help"])
+        assert e.value.code == 0 and "--data-dir" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown architecture 'zz_first'.*zz_twice.py cannot be imported"):
+        model_entry("zz_first")
+    with pytest.raises(ValueError, match="not a plain name"):
+        registry.register_model("a/b", family="t")
+
+
+def test_the_models_command_bounds_its_numbers(capsys):
+    for argv in (["--classes", "1000000000"], ["--leads", "0"]):
+        with pytest.raises(SystemExit) as e:
+            models_command.main(argv)
+        assert e.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+class _Flat(nn.Module):
+    """A fixed input length: flattens 1,000 samples into a linear layer."""
+
+    def __init__(self, in_leads: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(in_leads * 1000, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class _NoParameters(nn.Module):
+    def forward(self, x):
+        return x[:, :2, 0]
+
+
+def test_the_network_contract_is_checked_naming_the_architecture():
+    from models.registry import check_network, normalises_single_values
+    from utils.errors import PipelineError
+
+    check_network("resnet18", create_model("resnet18", 12, 3), 12, 3, 250)
+    cases = ((nn.Sequential(nn.Conv1d(12, 4, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten()), "wrong",
+              r"architecture wrong returns \(2, 4\) for a batch of 2 records and 3 classes"),
+             (_NoParameters(), "empty", "architecture empty: the network has no trainable parameters"),
+             (_Flat(12, 3), "flat", r"architecture flat fails on inputs of 12 lead\(s\) x 250 samples \(RuntimeError"))
+    for net, name, message in cases:
+        with pytest.raises(PipelineError, match=message):
+            check_network(name, net, 12, 3, 250)
+    check_network("flat", _Flat(12, 3), 12, 3, 1000)
+    # batch norm over pooled features: the benchmark heads (conv and LSTM), not the paper's ResNets
+    for name in ("fcn_wang", "inception1d", "lstm"):
+        model = create_model(name, 2, 3)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        assert normalises_single_values(model, 2, 64), name
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # no statistic moved
+        with pytest.raises((ValueError, RuntimeError), match="more than 1 value per channel"):
+            model.train()(torch.randn(1, 2, 64))
+    assert not normalises_single_values(create_model("resnet18", 2, 3), 2, 64)
+
+
+def test_a_batch_of_one_is_refused_for_heads_that_normalise_it(capsys):
+    import benchmark
+    import main
+
+    for command, argv in ((main, ["--arch", "fcn_wang"]), (benchmark, ["--models", "resnet18,lstm"])):
+        with pytest.raises(SystemExit) as e:
+            command.parse_args([*argv, "--batch-size", "1"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "--batch-size: 1: " in err and "undefined for one record" in err
+    assert main.parse_args(["--arch", "resnet18", "--batch-size", "1"]).batch_size == 1

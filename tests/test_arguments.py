@@ -177,10 +177,38 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
     ("get_data", ["--mirror", "no/such/folder"], "--mirror", "no such folder"),
     ("cross_database", ["--data-dirs", "x/a"], "--data-dirs", "give two or more databases"),
     ("cross_database", ["--data-dirs", "a", "x/a"], "--data-dirs", "share a folder name"),
+    ("lead_study", ["--preset", "ptbxl"], "--preset", "invalid choice: 'ptbxl'"),  # it has no study settings
+    ("main", ["--arch", "inception1d", "--batch-size", "1"], "--batch-size",
+     "inception1d batch-normalises pooled features"),
 ])
 def test_each_reported_case_exits_2_naming_the_flag(name, argv, flag, says, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert says in refused(name, argv, flag)
+
+
+@pytest.mark.parametrize("argv, flag, says", [
+    (["--arch", "lstm"], "--arch", "the benchmark trains the architectures of --models (e.g. --models lstm)"),
+    (["--preset", "paper"], "--preset", "invalid choice: 'paper' (choose from 'demo', 'ptbxl')"),
+    (["--models", "resnet18", "--sample-rate", "10"], "--sample-rate",
+     "--crop-seconds 2.5 (the default) at --sample-rate 10 gives 25 samples; resnet18 needs inputs of at least 32"),
+    (["--seconds", "2"], "--seconds", "--crop-seconds 2.5 (the default) is longer than the input (--seconds 2)"),
+    (["--models", "resnet18", "--crop-seconds", "0.2"], "--crop-seconds",
+     "at --sample-rate 100 (the default) gives 20 samples; resnet18 needs"),
+])
+def test_each_reported_benchmark_case_exits_2_naming_the_flag(argv, flag, says, capsys):
+    import benchmark
+
+    with pytest.raises(SystemExit) as e:
+        benchmark.parse_args(argv)
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert e.value.code == 2 and len(errors) == 1 and f"argument {flag}: " in errors[0] and says in errors[0]
+
+
+def test_every_command_takes_num_workers_0():
+    for name in BASE:
+        if any("--num-workers" in a.option_strings for a in options(parser_of(name))):
+            code, err = parse(name, ["--num-workers", "0"])
+            assert code is None, f"{name} --num-workers 0: {err}"
 
 
 def test_a_file_named_as_a_folder_is_not_a_folder(tmp_path):

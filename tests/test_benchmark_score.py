@@ -366,3 +366,110 @@ def test_the_ensemble_is_the_mean_of_its_models_scores(tmp_path):
     assert table.loc["ensemble", "auc"] == pytest.approx(roc_auc_score(y, mean, average="macro"), abs=1e-12)
     for model, p in zip(rows, probs):
         assert table.loc[model["model"], "auc"] == pytest.approx(roc_auc_score(y, p, average="macro"), abs=1e-12)
+
+
+def _logit_case(seed: int = 0, n: int = 120, c: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (every record with one) and logits that rank them better than chance."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, c)) < 0.3).astype(int)
+    y[np.arange(n), rng.integers(0, c, n)] = 1
+    return y, rng.normal(0, 1.5, (n, c)) + 2 * y
+
+
+def test_logits_give_the_fbeta_gbeta_of_their_sigmoid_or_a_refusal(tmp_path):
+    (y, z), (yv, zv) = _logit_case(0), _logit_case(1)
+    z[0, 0], z[1, 0] = 40.0, 50.0  # sigmoid(40) == sigmoid(50) == 1.0 in float64: only the logits rank them
+    arrays = {"y": y, "z": z, "yv": yv, "zv": zv, "z10": 10 / (1 + np.exp(-z))}
+    for name, a in arrays.items():
+        np.save(tmp_path / f"{name}.npy", a)
+    f = {name: str(tmp_path / f"{name}.npy") for name in arrays}
+    out = str(tmp_path / "o.csv")
+    for scores in ("z", "z10"):  # logits, or probabilities x 10: thresholds on 0..1 would not span them
+        with pytest.raises(SystemExit, match=rf"^error: .*{scores}.npy: score .* is outside \[0, 1\].*--logits"):
+            benchmark.main(["score", "--labels", f["y"], "--scores", f[scores], "--val-scores", f["zv"],
+                            "--val-labels", f["yv"], "--out", out])
+    r = benchmark.main(["score", "--labels", f["y"], "--scores", f["z"], "--val-scores", f["zv"], "--val-labels",
+                        f["yv"], "--logits", "--n-bootstrap", "20", "--out", out])
+    # independently: the sigmoid's probabilities, thresholds tuned on the validation probabilities
+    p, pv = 1 / (1 + np.exp(-z)), 1 / (1 + np.exp(-zv))
+    expected = score_predictions(y, p, bootstrap_indices(y, 20, 0), tune_gbeta_thresholds(yv, pv))
+    assert r[["F_beta_macro", "G_beta_macro"]].to_numpy() == pytest.approx(
+        expected[["F_beta_macro", "G_beta_macro"]].to_numpy())
+    assert r.loc["point", "macro_auc"] == pytest.approx(auc_scores(y, z).mean())  # the logits' own ranking
+    assert r.loc["point", "macro_auc"] != pytest.approx(auc_scores(y, p).mean())
+    np.save(tmp_path / "t.npy", np.array([0.5, 0.0, 1.0]))
+    r = benchmark.main(["score", "--labels", f["y"], "--scores", f["z"], "--thresholds", str(tmp_path / "t.npy"),
+                        "--logits", "--n-bootstrap", "5", "--out", out])
+    expected = score_predictions(y, p, bootstrap_indices(y, 5, 0), np.array([0.5, 0.0, 1.0]))
+    assert r.loc["point", "F_beta_macro"] == pytest.approx(expected.loc["point", "F_beta_macro"])
+
+
+def test_a_score_column_without_its_label_column_is_refused(tmp_path):
+    table = scores_table([f"r{i}" for i in range(6)], np.c_[Y, 1 - Y[:, :1]], np.c_[P, P[:, :1]], ["A", "B", "C"])
+    table.rename(columns={"C": "c"}).to_csv(tmp_path / "s.csv", index=False)
+    with pytest.raises(SystemExit, match=r"^error: .*s.csv: score column\(s\) p_C have no 0/1 label column C"):
+        benchmark.main(["score", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o.csv")])
+
+
+def test_out_never_overwrites_an_input_and_is_a_file(tmp_path, capsys):
+    np.save(tmp_path / "y.npy", Y)
+    np.save(tmp_path / "p.npy", P)
+    before = {n: (tmp_path / n).read_bytes() for n in ("y.npy", "p.npy")}
+    (tmp_path / "link.npy").symlink_to(tmp_path / "y.npy")
+    for out, flag in ((tmp_path / "p.npy", "--scores"), (tmp_path / "sub" / ".." / "y.npy", "--labels"),
+                      (tmp_path / "link.npy", "--labels")):
+        with pytest.raises(SystemExit) as e:
+            benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
+                            "--out", str(out)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"is the {flag} file, which it would overwrite" in err
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
+                        "--out", str(tmp_path)])
+    assert e.value.code == 2 and "--out" in (err := capsys.readouterr().err) and "is a folder" in err
+
+
+def test_acceptance_probability_is_exact_and_hopeless_redraws_are_refused(tmp_path):
+    import itertools
+
+    from utils.ptbxl import acceptance_probability
+
+    rng = np.random.default_rng(3)
+    for _ in range(3):  # every resample of 5 records enumerated
+        y = rng.random((5, 3)) < 0.3
+        y[rng.integers(0, 5, 3), np.arange(3)] = True
+        every = [y[list(rows)].any(0).all() for rows in itertools.product(range(5), repeat=5)]
+        assert acceptance_probability(y) == pytest.approx(np.mean(every), abs=1e-12)
+    assert acceptance_probability(np.eye(1000, 1, dtype=bool) | np.eye(1000, 1, -500, dtype=bool)) == \
+        pytest.approx(1 - (1 - 2 / 1000) ** 1000)
+    # twelve classes of one positive record each in 30: 1 resample in about 550 holds all twelve
+    y = np.zeros((30, 12), int)
+    y[np.arange(12), np.arange(12)] = 1
+    y[12:, 0] = 0
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "p.npy", np.random.default_rng(0).random((30, 12)))
+    import time
+    start = time.process_time()
+    with pytest.raises(SystemExit, match=r"^error: .*y.npy: a resample holds a positive record of every class with "
+                                         r"probability 0.00\d+ \(class \d+ has 1 positive"):
+        benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
+                        "--n-bootstrap", "100000", "--out", str(tmp_path / "o.csv")])
+    assert time.process_time() - start < 5  # refused up front, not after hours of draws
+    r = benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
+                        "--n-bootstrap", "20", "--out", str(tmp_path / "o.csv")])
+    assert np.isfinite(r.loc["lower", "macro_auc"])
+
+
+def test_figure_and_tables_stay_in_step_when_a_point_lies_outside_its_interval(tmp_path):
+    ids = [f"r{i}" for i in range(6)]
+    scores_table(ids, Y, P, ["NORM", "MI"]).to_csv(tmp_path / "a.csv", index=False)
+    rows = [{"task": "superdiagnostic", "model": "a", "params": 1, "scores": tmp_path / "a.csv"}]
+    out = tmp_path / "out"
+    write_benchmark_outputs(benchmark_table(rows, out, n_bootstrap=30), out, 30)
+    old = {n: (out / n).read_bytes() for n in ("table.csv", "table.md", "auc.png")}
+    table = benchmark_table(rows, out, n_bootstrap=1, seed=0)  # one resample: its AUC is the whole interval
+    assert not table.loc[0, "auc_lo"] <= table.loc[0, "auc"] <= table.loc[0, "auc_hi"]
+    written = write_benchmark_outputs(table, out, 1)
+    assert sorted(w.name for w in written) == ["auc.png", "table.csv", "table.md"]
+    assert all((out / n).read_bytes() != b for n, b in old.items())

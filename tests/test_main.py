@@ -290,3 +290,24 @@ def test_a_model_copied_in_from_another_run_is_refused(one, trained, prepared, t
         predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), *QUIET])
     with pytest.raises(SystemExit, match=both):
         shap_values.main(["--run", str(run), "--results-dir", str(tmp_path / "r")])
+
+
+def test_batches_of_one_record_train_where_the_network_allows_it(tiny, prepared, tmp_path):
+    out = main.main(["--data-dir", str(prepared), *tiny, "--batch-size", "1", "--limit", "30", "--epochs", "1",
+                     "--run", str(tmp_path / "one")])
+    assert len(out["history"]) == 1 and out["model_path"].exists()
+
+
+def test_a_one_record_validation_fold_has_no_auc_and_no_warning():
+    import math
+    import warnings
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from models.training import validate
+
+    loader = DataLoader(TensorDataset(torch.randn(1, 12, 200), torch.tensor([[1.0, 0.0, 0.0]])), batch_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be one
+        row = validate(build_model("resnet18", 12, 3), loader, torch.device("cpu"), False)
+    assert math.isnan(row["val_auc"]) and row["val_f1"] in (0.0, 1 / 3, 2 / 3, 1.0)

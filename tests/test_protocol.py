@@ -280,6 +280,21 @@ def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_pa
     pd.testing.assert_frame_equal(again, table)
 
 
+def test_a_preparation_that_hits_a_lock_is_one_error_line(synthetic_ptbxl, tmp_path, capfd):
+    import benchmark
+    from utils.locks import exclusive_lock
+
+    tasks = tmp_path / "tasks"
+    with exclusive_lock(tasks / f"{synthetic_ptbxl.name}_all" / ".lock", "a preprocess folder"):
+        with pytest.raises(SystemExit, match=r"^error: preprocessing .* failed: .* is being written by another "
+                                             r"process") as e:
+            benchmark.main(["--data-dir", str(synthetic_ptbxl), "--tasks", "rhythm", "--models", "fcn_wang",
+                            "--tasks-dir", str(tasks), "--results-dir", str(tmp_path / "results")])
+    assert "\n" not in str(e.value.code)
+    err = capfd.readouterr().err
+    assert not [line for line in err.splitlines() if "error:" in line], err  # said once, by the SystemExit
+
+
 def test_padding_never_makes_a_window_or_a_crop():
     """A record shorter than the input is zero-padded in front: its padding-only windows take no part in
     the maximum, and no training crop is padding alone."""
@@ -485,3 +500,46 @@ def test_dataset_reads_the_cache_rows_of_its_leads(prepared, leads):
         expected = fit_length(cache.record(pid, rows), spec.n_samples)
         np.testing.assert_allclose(x.numpy(), expected, rtol=1e-6, atol=1e-7)
         assert y.numpy().tolist() == labels.loc[i, list(CLASSES)].astype(float).tolist()
+class _FixedLength(nn.Module):
+    """Flattens exactly 200 samples (2 s at 100 Hz) into a linear layer: no 1-s crop fits it."""
+
+    def __init__(self, in_leads: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(in_leads * 200, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def _wrong_shape(in_leads: int, num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Conv1d(in_leads, num_classes + 1, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+
+
+def test_broken_networks_fail_their_own_runs_in_one_line_and_the_others_go_on(prepared, tmp_path, capsys):
+    import dataclasses
+
+    import models.registry as registry
+    from models.studies import run_all
+    from models.training import RunConfig
+    from utils.errors import PipelineError
+
+    register_model("fixed_length", family="test")(_FixedLength)
+    register_model("wrong_shape", family="test")(_wrong_shape)
+    try:
+        base = RunConfig(data_dir=str(prepared), seconds=2.0, sample_rate=100, crop_seconds=1.0, epochs=1,
+                         batch_size=16, limit=60, num_workers=0)
+        cfgs = [dataclasses.replace(base, arch=a, run_dir=str(tmp_path / a))
+                for a in ("fixed_length", "wrong_shape", "toy_cnn")]
+        with pytest.raises(PipelineError, match=r"^2 of 3 runs failed: fixed_length \(architecture fixed_length fails "
+                                                r"on inputs of 12 lead\(s\) x 100 samples.*wrong_shape \(architecture "
+                                                r"wrong_shape returns \(2, \d+\) for a batch of 2 records"):
+            run_all(cfgs, tmp_path / "results", 5)
+        err = capsys.readouterr().err
+        assert [line.split(":")[0] for line in err.splitlines() if line.startswith("failed:")] == ["failed"] * 2
+        assert "Traceback" not in err and (tmp_path / "toy_cnn" / "model.pth").exists()  # the third run went on
+        with pytest.raises(SystemExit, match="^error: architecture fixed_length fails on inputs of 12 lead"):
+            main.main(["--data-dir", str(prepared), "--arch", "fixed_length", "--run", str(tmp_path / "one"),
+                       *PROTOCOL[:4], "--epochs", "1", "--num-workers", "0", "--limit", "40"])
+    finally:
+        for name in ("fixed_length", "wrong_shape"):
+            registry._REGISTRY.pop(name, None)

@@ -117,3 +117,25 @@ def test_the_report_never_shows_another_models_shap_or_external_numbers(change_w
     external = text.split("## External validation")[1].split("##")[0]
     assert "Out of date" in shap and "| average |" not in shap
     assert external.count("out of date") == 2 and "changed after it was evaluated" in external
+def test_report_refuses_a_run_of_a_task_the_data_no_longer_have(tmp_path):
+    """Preprocessed again with other --labels, the folder holds another task: the run's evaluation is of
+    the old one, and main.py and predict.py refuse the run; so does the report."""
+    import main
+    import preprocess
+    import synth
+
+    db, data = tmp_path / "PTBXL", tmp_path / "prepared"
+    synth.main(["--out", str(db), "--layout", "ptbxl", "--n", "40", "--seed", "9"])
+    prep = ["--data-dir", str(db), "--out", str(data), "--num-workers", "0", "--cache-rate", "100"]
+    preprocess.main([*prep, "--labels", "superdiagnostic"])
+    run = tmp_path / "run"
+    main.main(["--data-dir", str(data), "--arch", "resnet10", "--seconds", "2", "--sample-rate", "100", "--epochs", "1",
+               "--num-workers", "0", "--run", str(run)])
+    results = tmp_path / "results"
+    predict.main(["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "10", "--num-workers", "0",
+                  "--no-figures"])
+    report.main(["--data-dir", str(data), "--run", str(run), "--results-dir", str(results)])  # its own task: fine
+    preprocess.main([*prep, "--labels", "rhythm", "--force"])
+    with pytest.raises(SystemExit, match=rf"^error: {run} was trained on label set superdiagnostic, but {data} now "
+                                         r"holds label set rhythm \(preprocessed again since\)"):
+        report.main(["--data-dir", str(data), "--run", str(run), "--results-dir", str(results)])

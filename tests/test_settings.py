@@ -8,7 +8,6 @@ import io
 from dataclasses import dataclass
 
 import pytest
-import torch
 from torch import nn
 
 import benchmark

@@ -24,7 +24,7 @@ import pandas as pd
 from utils.ptbxl import (assessable_classes, benchmark_markdown, bootstrap_indices, published, read_predictions,
                          resample_aucs)
 from utils.errors import PipelineError
-from utils.files import save_figure, write_csv, write_text
+from utils.files import interval_errors, save_figure, write_csv, write_text
 from utils.metrics import macro_auc
 from utils.tables import Column, format_ci, format_mean_sd, markdown_table
 
@@ -231,7 +231,7 @@ def _plot(summary: pd.DataFrame, table: pd.DataFrame, path: Path) -> Path:
         rows = summary[summary["task"] == task].reset_index(drop=True)
         pos = np.arange(len(rows))
         ax.errorbar(rows["auc_mean"], pos, fmt="o", color="tab:blue", capsize=3,
-                    xerr=[(rows["auc_mean"] - rows["auc_lo"]).fillna(0), (rows["auc_hi"] - rows["auc_mean"]).fillna(0)],
+                    xerr=interval_errors(rows["auc_mean"], rows["auc_lo"], rows["auc_hi"]),
                     label="this project: seed mean (5th-95th percentile)" if seeds else
                     "this project (5th-95th percentile)")
         runs = table[table["task"] == task]
@@ -268,9 +268,8 @@ def write_benchmark_outputs(table: pd.DataFrame, out: Path, n_bootstrap: int, se
     out = Path(out)
     comparison = seed_comparison(table, n_bootstrap, seed, strict=False)
     sections = {task: comparison_markdown(comparison, task) for task in dict.fromkeys(table["task"])}
-    written = [write_csv(table, out / "table.csv"), write_csv(comparison.summary, out / "summary.csv"),
-               write_csv(comparison.pairs, out / "compare.csv"),
-               write_text(benchmark_markdown(table, n_bootstrap, sections), out / "table.md")]
-    if figure and len(table):
-        written.append(_plot(comparison.summary, table, out / "auc.png"))
-    return written
+    # the figure first: should it fail, the tables and the figure of the last run stay together
+    figures = [_plot(comparison.summary, table, out / "auc.png")] if figure and len(table) else []
+    return [write_csv(table, out / "table.csv"), write_csv(comparison.summary, out / "summary.csv"),
+            write_csv(comparison.pairs, out / "compare.csv"),
+            write_text(benchmark_markdown(table, n_bootstrap, sections), out / "table.md"), *figures]

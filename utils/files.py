@@ -34,6 +34,19 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def same_file(a: Path | None, b: Path | None) -> bool:
+    """Whether two paths name one file: the same path once resolved, or links to one file."""
+    if a is None or b is None:
+        return False
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:  # either does not exist (yet)
+        return False
+
+
 def check_writable(folder: Path, hint: str = "") -> None:
     """Fail before any work when outputs could not be written to `folder` (read-only mount, no
     permission): creating and removing a probe file is the only test that also holds for root."""
@@ -92,6 +105,15 @@ def save_figure(fig, path: Path) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
     plt.close(fig)
     return path
+
+
+def interval_errors(point, lo, hi) -> np.ndarray:
+    """Error-bar lengths (2 x n: below, above) of the intervals [lo, hi] around `point`, for matplotlib's
+    xerr/yerr: a percentile interval of bootstrap resamples may lie wholly above or below its point estimate
+    (always with one resample), which would be a negative length, refused by matplotlib; that side is drawn
+    as no bar, as is an interval not known (NaN)."""
+    point, lo, hi = (np.asarray(v, float) for v in (point, lo, hi))
+    return np.nan_to_num(np.clip(np.vstack([point - lo, hi - point]), 0, None), nan=0.0)
 
 
 def fingerprint(parts: Iterable) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from utils.errors import Pending, PipelineError
 from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given
 from utils.files import write_json
-from utils.parallel import process_map
+from utils.parallel import TaskOutcome, describe_failure, process_map
 
 __all__ = ["Task", "Launcher", "add_launcher_arguments", "launcher_from_args", "launch", "JOB_DIR", "JOB_JSON"]
 
@@ -200,15 +200,27 @@ def launch(tasks: Sequence[Task], launcher: Launcher, initializer: Callable | No
     if launcher.kind == "slurm":
         return _slurm(list(tasks), launcher)
     if launcher.jobs <= 1 or len(tasks) <= 1:
-        return [t.fn(*t.args) for t in tasks]
-    outcomes = process_map(_call, [(t.fn, t.args) for t in tasks], launcher.jobs, initializer=initializer,
-                           initargs=initargs)
+        outcomes = [_in_process(t) for t in tasks]
+        if len(tasks) == 1 and not outcomes[0].ok:
+            raise PipelineError(outcomes[0].value)
+    else:
+        outcomes = process_map(_call, [(t.fn, t.args) for t in tasks], launcher.jobs, initializer=initializer,
+                               initargs=initargs)
     failed = []
     for t, outcome in zip(tasks, outcomes):
         if not outcome.ok:
             failed.append(_failed(t, str(outcome.value)))
     _raise_failed(failed, len(tasks))
     return [o.value for o in outcomes]
+
+
+def _in_process(task: Task) -> TaskOutcome:
+    """A task run in this process, its failure an outcome as a worker of process_map would hand it back (so
+    --jobs 1 goes on past a failed run as --jobs 2 does)."""
+    try:
+        return TaskOutcome(True, task.fn(*task.args))
+    except Exception as e:  # noqa: BLE001 -- said in the run's failed: line, like a worker's
+        return TaskOutcome(False, describe_failure(e))
 
 
 def _call(task: tuple[Callable, tuple]) -> Any:

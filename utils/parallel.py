@@ -89,6 +89,11 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
+def describe_failure(e: BaseException) -> str:
+    """A failed task in one line: a PipelineError's message, any other error with its type."""
+    return str(e) if isinstance(e, PipelineError) else f"{type(e).__name__}: {e}"
+
+
 def _process_worker(conn, parent: int, slot: int, initializer: Callable | None, initargs: tuple) -> None:
     """One worker of `process_map`: tasks in, (ok, result or error) out, one at a time, until told to stop."""
     import signal
@@ -108,7 +113,7 @@ def _process_worker(conn, parent: int, slot: int, initializer: Callable | None, 
         try:
             outcome = (index, True, fn(task))
         except BaseException as e:  # noqa: BLE001 -- reported to the parent, which decides
-            outcome = (index, False, str(e) if isinstance(e, PipelineError) else f"{type(e).__name__}: {e}")
+            outcome = (index, False, describe_failure(e))
         conn.send(outcome)
 
 

@@ -94,11 +94,13 @@ def parse_with_preset(p: argparse.ArgumentParser, argv: Sequence[str] | None, st
                       refine: Callable[[argparse.Namespace], dict] | None = None) -> argparse.Namespace:
     """Parse `argv` with `--preset NAME` added: the preset's values for `stage` become defaults, explicit
     flags override them. Only keys the parser knows are applied (a stage's preset never sets a flag the
-    command lacks); `args.protocol` is the name of the protocol followed (the preset stage's, else the
-    parser's default, else None). `refine(args)` may add defaults that depend on those values (the
-    settings an architecture needs under the protocol); explicit flags override those too. A value its
-    flag would refuse is an argparse error naming the preset (or the refinement) and the flag."""
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+    command lacks), and only the presets that set something for `stage` are offered (one that would
+    change nothing is an error, not a silent no-op); `args.protocol` is the name of the protocol followed
+    (the preset stage's, else the parser's default, else None). `refine(args)` may add defaults that
+    depend on those values (the settings an architecture needs under the protocol); explicit flags
+    override those too. A value its flag would refuse is an argparse error naming the preset (or the
+    refinement) and the flag."""
+    p.add_argument("--preset", choices=sorted(n for n in PRESETS if PRESETS[n].get(stage)), default=None,
                    help="named settings (see docs/presets.md); explicit flags override them")
     if p.get_default("protocol") is None:
         p.set_defaults(protocol=None)

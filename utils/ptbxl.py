@@ -15,6 +15,7 @@ thousandths; `format_result` writes this project's results the same way.
 """
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
 from utils.evaluator import read_scores, scores_arrays, scores_table
-from utils.files import atomic_write, write_csv
+from utils.files import atomic_write, same_file, write_csv
 from utils.labels import PTBXL_TASKS
 from utils.tables import Column, markdown_table
 from utils.metrics import challenge_scores, macro_auc, predict_at_least_one, tune_gbeta_thresholds
@@ -34,7 +35,8 @@ from utils.metrics import challenge_scores, macro_auc, predict_at_least_one, tun
 __all__ = ["ICBEB_TASK", "LEADERBOARD_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
            "format_result", "bootstrap_indices", "score_predictions", "write_te_results", "Predictions",
            "check_scorable", "read_predictions", "read_bootstrap_ids", "read_threshold_array", "score_file_classes",
-           "resample_aucs", "TABLE_COLUMNS", "ENSEMBLE", "ensemble_scores", "benchmark_table", "benchmark_markdown"]
+           "resample_aucs", "probability_logits", "acceptance_probability", "TABLE_COLUMNS", "ENSEMBLE",
+           "ensemble_scores", "benchmark_table", "benchmark_markdown"]
 
 ICBEB_TASK = "cpsc9"  # ICBEB2018 = CPSC2018, its nine classes
 LEADERBOARD_TASKS = (*PTBXL_TASKS, ICBEB_TASK)  # the leaderboard's columns, in order
@@ -116,6 +118,7 @@ def bootstrap_indices(y: np.ndarray, n: int = 100, seed: int = 0, source: str = 
     check_scorable(y, source)
     rng = np.random.default_rng(seed)
     max_draws = max_draws or 1000 * n
+    check_redraws(y, n, max_draws, source)
     out, draws = [], 0
     while len(out) < n:
         if draws == max_draws:
@@ -128,6 +131,50 @@ def bootstrap_indices(y: np.ndarray, n: int = 100, seed: int = 0, source: str = 
         if y[idx].any(0).all():
             out.append(idx)
     return np.stack(out) if out else np.zeros((0, len(y)), np.int64)
+
+
+# What the redraws may cost, in record x class look-ups (about 0.6 ns each on a 2-core machine), a draw
+# costing its records x classes plus DRAW_OVERHEAD (about 10 us of drawing): about a minute in all.
+DRAW_WORK = 1e11
+DRAW_OVERHEAD = 16_000
+
+
+def acceptance_probability(y: np.ndarray, exact_classes: int = 12) -> float:
+    """The chance that a resample (len(y) records drawn with replacement) holds a positive record of every
+    class, by inclusion-exclusion: sum over sets S of classes of (-1)^|S| (1 - u(S) / n)^n, u(S) being the
+    records positive in some class of S. Only the `exact_classes` classes likeliest to be missed enter the
+    sum; leaving a class out can only raise the chance, so the value is an upper bound, and exact where the
+    others' chance to be missed is negligible (a class with 20 positives in 1,000 records: 2e-9)."""
+    y = np.asarray(y, bool)
+    n = len(y)
+    miss = (1 - y.sum(0) / n) ** n
+    cols = [j for j in np.argsort(-miss, kind="stable")[:exact_classes] if miss[j] > 0]
+    k = len(cols)
+    codes = (y[:, cols] * (1 << np.arange(k))).sum(1) if k else np.zeros(n, np.int64)
+    within = np.bincount(codes, minlength=1 << k).astype(float)  # records positive in exactly the set `code`
+    subsets = np.arange(1 << k)
+    for b in range(k):  # within[T] := records whose positive classes (of cols) all lie in T
+        has = (subsets >> b) & 1 == 1
+        within[has] += within[subsets[has] ^ (1 << b)]
+    missed = within[~subsets & ((1 << k) - 1)]  # records positive in no class of S
+    sign = np.array([-1.0 if bin(s).count("1") % 2 else 1.0 for s in subsets])
+    return float(np.clip((sign * (missed / n) ** n).sum(), 0.0, 1.0))
+
+
+def check_redraws(y: np.ndarray, n: int, max_draws: int, source: str = "the labels") -> None:
+    """Refuse up front resamples whose redraws would not end in reasonable time: when a resample holds a
+    positive of every class so rarely that `n` of them would take more than `max_draws` draws, or more
+    than about a minute of drawing (a class with one positive record is missed by a third of the
+    resamples; several such classes multiply)."""
+    p = acceptance_probability(y)
+    expected = n / p if p > 0 else math.inf
+    if expected <= max_draws and expected * (y.size + DRAW_OVERHEAD) <= DRAW_WORK:
+        return
+    rare = int(y.sum(0).argmin())
+    raise PipelineError(f"{source}: a resample holds a positive record of every class with probability {p:.2g} "
+                        f"(class {rare} has {int(y[:, rare].sum())} positive record(s) of {len(y)}), so {n} "
+                        f"resamples would take about {expected:,.0f} draws; ask for fewer resamples, score more "
+                        "records, or leave the rarest classes out")
 
 
 def check_scorable(y: np.ndarray, source: str, classes: Sequence[str] | None = None) -> None:
@@ -219,6 +266,11 @@ def score_file_classes(path: Path) -> list[str]:
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path} is not a readable CSV ({type(e).__name__})") from None
     classes = [c[2:] for c in columns if c.startswith("p_") and c[2:] in columns]
+    orphans = [c for c in columns if c.startswith("p_") and c[2:] not in columns]
+    if orphans:  # a misspelt or missing label column would drop that class from the macro AUC unseen
+        raise PipelineError(f"{path}: score column(s) {', '.join(orphans)} have no 0/1 label column "
+                            f"{', '.join(c[2:] for c in orphans)} beside them (label columns found: "
+                            f"{', '.join(classes) or 'none'}); every p_<class> needs its <class> column")
     if not classes:
         raise PipelineError(f"{path} has no class (a score CSV has patient_id, a 0/1 column per class and "
                             "p_<class> beside it)")
@@ -258,23 +310,39 @@ def _read_labels_npy(path: Path) -> np.ndarray:
     return y.astype(bool)
 
 
-def _read_scores_npy(path: Path) -> np.ndarray:
+def _read_scores_npy(path: Path, logits: bool = False) -> np.ndarray:
+    """Probabilities in [0, 1], or with `logits` any finite numbers (the thresholds then move to the logit
+    scale, see `probability_logits`). Scores outside [0, 1] taken as they are would be thresholded on a
+    0..1 grid that does not span them: F_beta and G_beta would be wrong while the AUC looked right."""
     p = _matrix(_read_npy(path), path, "scores").astype(float)
     bad = ~np.isfinite(p)
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise PipelineError(f"{path}: score {p[i, j]} of record {i}, class {j} is not a finite number")
+    outside = (p < 0) | (p > 1)
+    if not logits and outside.any():
+        i, j = np.argwhere(outside)[0]
+        raise PipelineError(f"{path}: score {p[i, j]:g} of record {i}, class {j} is outside [0, 1] (the scores "
+                            f"range from {p.min():g} to {p.max():g}); scores are probabilities, whose thresholds "
+                            "are tuned on a 0..1 grid: pass --logits if these are logits (the sigmoid is applied), "
+                            "or save sigmoid(scores)")
     return p
 
 
-def _same_file(a: Path | None, b: Path | None) -> bool:
-    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+def probability_logits(t: np.ndarray) -> np.ndarray:
+    """logit(t) of probability thresholds, exactly: sigmoid(z) > t holds when z > logit(t), with logit(0) =
+    -inf and logit(1) = +inf (NaN stays NaN: never predicted). Comparing logits with these gives the
+    predictions of their sigmoid without rounding the logits (sigmoid(40) == 1.0 in float64)."""
+    t = np.asarray(t, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(t) - np.log1p(-t)
 
 
-def read_predictions(scores: Path, labels: Path | None = None) -> Predictions:
+def read_predictions(scores: Path, labels: Path | None = None, logits: bool = False) -> Predictions:
     """Labels and scores from `scores` (.npy or score CSV) and `labels` (.npy or score CSV; may be left out
     when `scores` is a score CSV, which holds both). A score CSV given for labels must hold the same
-    records in the same order and the same classes; arrays must have the same shape."""
+    records in the same order and the same classes; arrays must have the same shape. .npy scores are
+    probabilities in [0, 1], or logits with `logits`."""
     scores, labels = Path(scores), (Path(labels) if labels is not None else None)
     ids = classes = y = None
     if scores.suffix == ".csv":
@@ -283,8 +351,8 @@ def read_predictions(scores: Path, labels: Path | None = None) -> Predictions:
         y, p = scores_arrays(table, classes)
         ids = list(table["patient_id"])
     else:
-        p = _read_scores_npy(scores)
-    if labels is not None and not (scores.suffix == ".csv" and _same_file(labels, scores)):
+        p = _read_scores_npy(scores, logits)
+    if labels is not None and not (scores.suffix == ".csv" and same_file(labels, scores)):
         if labels.suffix == ".csv":
             label_classes = score_file_classes(labels)
             table = read_scores(labels, label_classes)
@@ -325,11 +393,16 @@ def read_bootstrap_ids(path: Path, y: np.ndarray) -> np.ndarray:
 
 
 def read_threshold_array(path: Path, n_classes: int) -> np.ndarray:
-    """Per-class thresholds (.npy vector; NaN: never predicted above a threshold)."""
+    """Per-class thresholds: probabilities (.npy vector; NaN: never predicted above a threshold)."""
     t = _read_npy(path)
     if t.shape != (n_classes,) or t.dtype.kind not in "iuf":
         raise PipelineError(f"{path}: thresholds of shape {t.shape} and type {t.dtype}, not {n_classes} numbers")
-    return t.astype(float)
+    t = t.astype(float)
+    outside = (t < 0) | (t > 1) | np.isinf(t)
+    if outside.any():
+        j = int(np.flatnonzero(outside)[0])
+        raise PipelineError(f"{path}: threshold {t[j]:g} of class {j} is not a probability in [0, 1]")
+    return t
 
 
 # ---------------------------------------------------------------------------------------------
