@@ -471,5 +471,5 @@ def test_figure_and_tables_stay_in_step_when_a_point_lies_outside_its_interval(t
     table = benchmark_table(rows, out, n_bootstrap=1, seed=0)  # one resample: its AUC is the whole interval
     assert not table.loc[0, "auc_lo"] <= table.loc[0, "auc"] <= table.loc[0, "auc_hi"]
     written = write_benchmark_outputs(table, out, 1)
-    assert sorted(w.name for w in written) == ["auc.png", "table.csv", "table.md"]
+    assert sorted(w.name for w in written) == ["auc.png", "compare.csv", "summary.csv", "table.csv", "table.md"]
     assert all((out / n).read_bytes() != b for n, b in old.items())

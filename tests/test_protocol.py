@@ -530,7 +530,7 @@ def test_broken_networks_fail_their_own_runs_in_one_line_and_the_others_go_on(pr
                          batch_size=16, limit=60, num_workers=0)
         cfgs = [dataclasses.replace(base, arch=a, run_dir=str(tmp_path / a))
                 for a in ("fixed_length", "wrong_shape", "toy_cnn")]
-        with pytest.raises(PipelineError, match=r"^2 of 3 runs failed: fixed_length \(architecture fixed_length fails "
+        with pytest.raises(PipelineError, match=r"^2 of 3 runs failed: \S*fixed_length \(architecture fixed_length fails "
                                                 r"on inputs of 12 lead\(s\) x 100 samples.*wrong_shape \(architecture "
                                                 r"wrong_shape returns \(2, \d+\) for a batch of 2 records"):
             run_all(cfgs, tmp_path / "results", 5)
