@@ -22,6 +22,7 @@ import torch
 
 from models.inputs import ECGDataset, InputSpec, checkpoint_splits, make_loader, score
 from models.run import Run, load_thresholds
+from models.training import RunConfig
 from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
 from utils.errors import MissingInputError, PipelineError
 from utils.evaluator import EvalOptions, Scores, evaluate, read_scores, scores_table
@@ -46,12 +47,18 @@ def results_folder(results_dir: Path, ckpt: dict, run: Run) -> Path:
     return results_home(results_dir, training_data_dir(ckpt)) / run.name
 
 
+def scoring_amp(ckpt: dict) -> bool:
+    """Whether a run's records are scored under bf16 autocast: exactly when it was trained so (--no-amp,
+    and the ptbxl preset, train and score in fp32), on whatever device scores them."""
+    return RunConfig.from_checkpoint(ckpt).precision == "bf16"
+
+
 def score_records(model: torch.nn.Module, cache: SignalCache, part: pd.DataFrame, spec: InputSpec,
                   classes: Sequence[str], device: torch.device, batch_size: int, num_workers: int,
-                  desc: str) -> pd.DataFrame:
+                  desc: str, amp: bool = False) -> pd.DataFrame:
     """The scores table (patient_id, 0/1 labels, p_<class>) of the given labels.csv rows."""
     loader = make_loader(ECGDataset(cache, part, spec, classes), batch_size, False, num_workers)
-    probs, y, _ = score(model, loader, device, amp=device.type == "cuda", progress=desc)
+    probs, y, _ = score(model, loader, device, amp=amp, progress=desc)
     return scores_table(part["patient_id"].tolist(), y.astype(bool), probs, classes)
 
 
@@ -76,7 +83,7 @@ class RunScorer:
 
         def scored(part: pd.DataFrame, name: str) -> pd.DataFrame:
             return score_records(self.model, cache, part, spec, classes, self.device, self.batch_size,
-                                 self.num_workers, f"score {name}")
+                                 self.num_workers, f"score {name}", scoring_amp(self.ckpt))
 
         val = (scored(self.val, "val") if self.val is not None
                else read_scores(self.val_scores, classes) if self.val_scores is not None else None)
