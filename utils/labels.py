@@ -118,8 +118,13 @@ def ptbxl_statement_classes(task: str, statements: pd.DataFrame) -> dict[str, st
 def ptbxl_task(task: str, statements: pd.DataFrame, records: Iterable[Iterable[str]]) -> LabelSet:
     """The LabelSet of a PTB-XL task on a database: `records` are the statements each record carries (every
     key of its scp_codes, whatever the likelihood); a class is kept when at least one record has it, and
-    the classes are sorted by name, as the benchmark's MultiLabelBinarizer orders them."""
+    the classes are sorted by name, as the benchmark's MultiLabelBinarizer orders them. A statement
+    missing from `statements` is a class of `all` (the benchmark's `all` takes every key) and of no
+    other task (theirs select by the table's columns)."""
     to_class = ptbxl_statement_classes(task, statements)
+    records = [list(codes) for codes in records]
+    if task == "all":  # the benchmark's `all` is every scp_codes key, in scp_statements.csv or not
+        to_class.update({code: code for codes in records for code in codes if code not in to_class})
     present = {to_class[code] for codes in records for code in codes if code in to_class}
     return LabelSet(name=task, classes=tuple(sorted(present)),
                     scp={code: cls for code, cls in to_class.items() if cls in present}, ptbxl_task=task)
