@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "PTBXL_TASKS", "LABEL_SETS", "CLASSES",
+__all__ = ["LEADS", "LabelSet", "CPSC9", "ICBEB_STATEMENTS", "SUPERDIAGNOSTIC", "PTBXL_TASKS", "LABEL_SETS", "CLASSES",
            "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "ptbxl_statement_classes", "ptbxl_task",
            "parse_leads", "leads_argument", "leads_tag", "lead_indices"]
 
@@ -65,6 +65,10 @@ CPSC9 = LabelSet(
          "PVC": "PVC", "STD_": "STD", "STE_": "STE"},
     cpsc_numbers=True,
 )
+# The statements the PTB-XL benchmark's ICBEB2018 conversion writes for the nine classes (its label_dict;
+# PVC as VPC): what its fold procedure stratifies on.
+ICBEB_STATEMENTS = {"SNR": "NORM", "AF": "AFIB", "IAVB": "1AVB", "LBBB": "CLBBB", "RBBB": "CRBBB", "PAC": "PAC",
+                    "PVC": "VPC", "STD": "STD_", "STE": "STE_"}
 # The PTB-XL benchmark's tasks (Strodthoff et al. 2021): which statements of scp_statements.csv count
 # and what class each becomes. Their classes are those some record carries, so the LabelSet of a task
 # exists only for a database (`ptbxl_task`); these placeholders name the tasks and hold no classes.
