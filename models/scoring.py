@@ -31,9 +31,12 @@ from utils.files import check_writable, fingerprint
 from utils.locks import exclusive_lock
 from utils.manifest import file_sha
 from utils.results import EvaluationFolder
+from utils.files import write_csv
+from utils.manifest import outputs_current, write_manifest
 from utils.results import results_home, same_database
 
-__all__ = ["training_data_dir", "results_folder", "score_records", "RunScorer", "evaluation_key",
+__all__ = ["training_data_dir", "results_folder", "scoring_amp", "score_records", "score_training_records",
+           "RunScorer", "evaluation_key",
            "evaluation_current", "evaluation_problem", "evaluate_run", "external_folder", "evaluate_external"]
 
 
@@ -60,6 +63,28 @@ def score_records(model: torch.nn.Module, cache: SignalCache, part: pd.DataFrame
     loader = make_loader(ECGDataset(cache, part, spec, classes), batch_size, False, num_workers)
     probs, y, _ = score(model, loader, device, amp=amp, progress=desc)
     return scores_table(part["patient_id"].tolist(), y.astype(bool), probs, classes)
+
+
+def score_training_records(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path, device: torch.device,
+                           batch_size: int = 64, num_workers: int = 0) -> Path:
+    """results/<db>/<run>/train_scores.csv: the run's training records scored as its test records are
+    (eval mode, every window, its precision) -- what the PTB-XL benchmark tunes its ICBEB2018 F_beta /
+    G_beta thresholds on. Redone only when the checkpoint or the data changed."""
+    out = EvaluationFolder(results_folder(results_dir, ckpt, run))
+    data_dir = Path(ckpt["config"]["data_dir"])
+    key = fingerprint([file_sha(run.model), preprocess_manifest(data_dir)["fingerprint"], "train scores"])
+    if outputs_current(out.train_manifest, key):
+        return out.train_scores
+    check_writable(out.folder, "pass --results-dir DIR with a writable DIR")
+    part = checkpoint_splits(ckpt, data_dir)["train"]
+    table = score_records(model, SignalCache(data_dir), part, InputSpec.from_checkpoint(ckpt),
+                          list(ckpt["label_set"]["classes"]), device, batch_size, num_workers, "score train",
+                          scoring_amp(ckpt))
+    with exclusive_lock(run.lock, f"run {run}"):  # the run's results folder: one writer
+        out.train_manifest.unlink(missing_ok=True)
+        write_csv(table, out.train_scores)
+        write_manifest(out.train_manifest, key, [out.train_scores], model_sha=file_sha(run.model))
+    return out.train_scores
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from models.checkpoint import load_checkpoint
-from models.scoring import evaluate_run, evaluation_current, results_folder
+from models.scoring import evaluate_run, evaluation_current, results_folder, score_training_records
 from models.inputs import pick_device
 from models.run import Run
 from models.training import RunConfig, equal_finished_run, resolve_identity, run_state, train
@@ -102,10 +102,12 @@ def _link(source: Path, target: Path) -> None:
     atomic_write(target, link)
 
 
-def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool = False) -> Path:
+def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool = False,
+                       train_scores: bool = False) -> Path:
     """Train one run (train() keeps a finished run, resumes a killed one; an equal finished run of the
     database is reused, see `adopt_equal_run`) and evaluate it unless its evaluation is current for
-    exactly this checkpoint, data and bootstrap size; returns its results folder."""
+    exactly this checkpoint, data and bootstrap size; with `train_scores`, score its training records too
+    (`score_training_records`); returns its results folder."""
     adopt_equal_run(cfg)
     train(cfg)
     run = cfg.run
@@ -116,6 +118,8 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, cali
                      num_workers=0, figures=False, calibrate=calibrate)
     else:
         print(f"{run.name}: evaluation current, reusing {results_folder(results_dir, ckpt, run)}")
+    if train_scores:
+        score_training_records(model.to(device), ckpt, run, results_dir, device)
     return results_folder(results_dir, ckpt, run)
 
 
@@ -134,13 +138,13 @@ def _job_init(slot: int, threads: int, gpus: int) -> None:
         torch.cuda.set_device(slot % gpus)
 
 
-def _job(task: tuple[RunConfig, Path, int, bool]) -> tuple[str, Path]:
+def _job(task: tuple[RunConfig, Path, int, bool, bool]) -> tuple[str, Path]:
     """A worker's task: the run folder it trained (which pins the result to its run) and its results."""
     return str(task[0].run), train_and_evaluate(*task)
 
 
 def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: int = 1,
-            calibrate: bool = False) -> list[Path]:
+            calibrate: bool = False, train_scores: bool = False) -> list[Path]:
     """train_and_evaluate every configuration, `jobs` at a time; results folders in `cfgs` order.
 
     Several small trainings leave one GPU half idle; running them side by side fills it. Each run is
@@ -148,7 +152,7 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, jobs: in
     under --deterministic a run's weights do not depend on --jobs. A run that fails (an error, or its
     worker killed) is said in one line while the others go on; then the study stops with one error
     naming every failed run (the finished runs' files and results are kept: a rerun reuses them)."""
-    tasks = [(cfg, Path(results_dir), n_bootstrap, calibrate) for cfg in cfgs]
+    tasks = [(cfg, Path(results_dir), n_bootstrap, calibrate, train_scores) for cfg in cfgs]
     if jobs <= 1 or len(tasks) <= 1:
         return [_job(t)[1] for t in tasks]
     import torch

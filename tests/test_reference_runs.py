@@ -136,3 +136,121 @@ def test_ptbxl_preset_trains_in_fp32_and_drops_the_last_batch_unless_told(prepar
     assert RunConfig.from_args(main.parse_args(["--data-dir", str(prepared), "--preset", "ptbxl", "--amp"])).amp
     paper = RunConfig.from_args(main.parse_args(["--data-dir", str(prepared)]))
     assert paper.amp is True and paper.drop_last is False and paper.whole_records is False
+
+
+@pytest.fixture(scope="module")
+def tiny_architectures():
+    """tiny_a and tiny_b, registered for this file's tests only (one registry per process)."""
+    import models.registry as registry
+    from models.registry import register_model
+
+    def tiny(in_leads: int, num_classes: int) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv1d(in_leads, 4, 5), torch.nn.ReLU(), torch.nn.AdaptiveMaxPool1d(1),
+                                   torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+
+    register_model("tiny_a", family="test")(tiny)
+    register_model("tiny_b", family="test")(tiny)
+    yield
+    for name in ("tiny_a", "tiny_b"):
+        registry._REGISTRY.pop(name, None)
+
+
+ICBEB_ARGS = ["--tasks", "cpsc9", "--models", "tiny_a,tiny_b", "--epochs", "1", "--batch-size", "16",
+              "--num-workers", "0", "--n-bootstrap", "10"]
+
+
+@pytest.fixture(scope="module")
+def cpsc_benchmark(tiny_architectures, tmp_path_factory):
+    import benchmark
+    import synth
+
+    root = tmp_path_factory.mktemp("icbeb")
+    synth.main(["--out", str(root / "CPSC"), "--n", "70", "--seed", "4", "--max-seconds", "16"])
+    table = benchmark.main(["--data-dir", str(root / "CPSC"), "--results-dir", str(root / "results"),
+                            "--tasks-dir", str(root / "tasks"), *ICBEB_ARGS])
+    return root, table
+
+
+@pytest.mark.slow
+def test_the_icbeb_row_is_run_as_the_reference_runs_it(cpsc_benchmark):
+    """cpsc9 under the protocol: 100 Hz, whole records (crops and windows over each), the benchmark's
+    folds (train 1-8, validation 9, test 10), thresholds tuned on the training records' scores; the
+    table says what differs from the published run and sets no published value beside it then."""
+    from models.checkpoint import load_checkpoint
+    from utils.benchmark import score_predictions
+    from utils.cache import load_labels
+    from utils.evaluator import read_scores, scores_arrays
+    from utils.metrics import tune_gbeta_thresholds
+
+    root, table = cpsc_benchmark
+    folder = root / "tasks" / "CPSC_cpsc9"
+    labels = load_labels(folder)
+    row = table[table["model"] == "tiny_a"].iloc[0]
+    assert row["thresholds"] == "train" and np.isnan(row["published_auc"])
+    assert row["setup"].startswith("batch_size 16 (published: 128); epochs 1 (published: 50)")
+    assert "folds" not in row["setup"] and "data:" not in row["setup"] and "thresholds" not in row["setup"]
+    run = folder / "runs"
+    model, ckpt = load_checkpoint(next(run.glob("tiny_a*")) / "model.pth")
+    assert ckpt["config"]["whole_records"] and ckpt["config"]["sample_rate"] == 100
+    assert ckpt["config"]["precision"] == "fp32" and ckpt["config"]["drop_last"]
+    assert sorted(ckpt["split"]["test"]) == sorted(labels.loc[labels["fold"] == 10, "patient_id"])
+    assert sorted(ckpt["split"]["train"]) == sorted(labels.loc[labels["fold"] <= 8, "patient_id"])
+    # test scores: the maximum over 2.5-s windows every 1.25 s of each whole record
+    cache = SignalCache(folder)
+    classes = ckpt["label_set"]["classes"]
+    test = read_scores(row["scores"], classes).set_index("patient_id")
+    for pid in ckpt["split"]["test"][:4]:
+        x = torch.from_numpy(cache.record(pid))
+        windows = torch.stack([x[:, s:s + 250] for s in range(0, x.shape[1] - 250 + 1, 125)])
+        with torch.no_grad():
+            p = torch.sigmoid(model.net((windows - model.mean) / model.std)).amax(0).numpy()
+        assert np.allclose(test.loc[pid, [f"p_{c}" for c in classes]].to_numpy(float), p, atol=1e-5)
+    # F_beta / G_beta at thresholds tuned on the training records' scores
+    train = root / "results" / "CPSC_cpsc9" / next(run.glob("tiny_a*")).name / "train_scores.csv"
+    y_tr, p_tr = scores_arrays(read_scores(train, classes), classes)
+    assert sorted(read_scores(train, classes)["patient_id"]) == sorted(ckpt["split"]["train"])
+    y, p = scores_arrays(read_scores(row["scores"], classes), classes)
+    keep = y.any(0) & ~y.all(0)
+    expected = score_predictions(y[:, keep], p[:, keep], np.arange(len(y))[None],
+                                 tune_gbeta_thresholds(y_tr[:, keep], p_tr[:, keep]))
+    assert row["fbeta"] == pytest.approx(expected.loc["point", "F_beta_macro"], abs=1e-12)
+    assert row["gbeta"] == pytest.approx(expected.loc["point", "G_beta_macro"], abs=1e-12)
+    md = (root / "results" / "CPSC" / "benchmark" / "table.md").read_text()
+    assert "tuned on the training records' scores" in md and "Run otherwise than published" in md
+
+
+def test_cpsc9_on_ptbxl_data_is_refused(tmp_path, capsys):
+    import benchmark
+    import synth
+
+    synth.main(["--out", str(tmp_path / "PTBXL"), "--layout", "ptbxl", "--n", "12", "--seed", "1"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--data-dir", str(tmp_path / "PTBXL"), "--results-dir", str(tmp_path / "r"),
+                        "--tasks-dir", str(tmp_path / "t"), "--tasks", "cpsc9", "--epochs", "1"])
+    message = str(e.value.code)  # script_main exits with the one `error:` line (exit status 1)
+    assert message.startswith("error: --tasks cpsc9 is the ICBEB2018") and "holds PTB-XL" in message
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").rglob("table.csv"))
+
+
+@pytest.mark.slow
+def test_cpsc9_on_other_records_is_not_set_beside_icbeb(tiny_architectures, tmp_path):
+    """Records that are not CPSC2018's (another database's names), thresholds from validation: run, but
+    the table names both differences and sets no published value beside any row."""
+    import benchmark
+    import synth
+
+    synth.main(["--out", str(tmp_path / "src"), "--n", "40", "--seed", "6", "--max-seconds", "12"])
+    other = tmp_path / "GEORGIA"
+    other.mkdir()
+    for hea in sorted((tmp_path / "src").glob("*.hea")):
+        new = "E" + hea.stem[1:]
+        (other / f"{new}.hea").write_text(hea.read_text().replace(hea.stem, new))
+        (other / f"{new}.mat").write_bytes(hea.with_suffix(".mat").read_bytes())
+    table = benchmark.main(["--data-dir", str(other), "--results-dir", str(tmp_path / "results"),
+                            "--tasks-dir", str(tmp_path / "tasks"), "--thresholds-from", "val", *ICBEB_ARGS])
+    assert table["published_auc"].isna().all() and (table["thresholds"] == "val").all()
+    for setup in table["setup"]:
+        assert "data: not CPSC2018 (layout wfdb, records such as E0" in setup
+        assert "thresholds tuned on the validation records (published: the training records)" in setup
+    assert not list((tmp_path / "results").rglob("train_scores.csv"))

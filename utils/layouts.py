@@ -299,7 +299,7 @@ def warn_unknown_statements(path: Path, statements: pd.DataFrame, records: list[
             carried[code] = carried.get(code, 0) + 1
     if carried:
         names = ", ".join(f"{code} ({k} record{'s' * (k > 1)})" for code, k in sorted(carried.items()))
-        fate = "each is a class of this task, as in the benchmark" if task == "all" else \
+        fate = "each is a class of `all`, as in the benchmark" if task == "all" else \
             f"left out of the {task} task (a class of `all` only, as in the benchmark)"
         print(f"warning: {path} lacks statement(s) carried in scp_codes: {names}; {fate}", file=sys.stderr)
 
