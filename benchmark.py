@@ -13,7 +13,10 @@ each on its test fold with thresholds from its validation fold (results/<db>_<ta
 and writes results/<db>/benchmark/: table.csv (one row per task and model, plus an ensemble row per task:
 the mean of the models' test scores), table.md beside the published values, auc.png. Architectures that
 the benchmark trains otherwise (the LSTMs: lr 0.001, gradient clipping 0.25) get their registry entry's
-settings unless the flag is given.
+settings unless the flag is given. cpsc9 (ICBEB2018) runs as the reference runs it: whole records, the
+benchmark's folds (preprocess.py --folds benchmark), F_beta/G_beta thresholds tuned on the training
+records' scores (--thresholds-from); table.csv's `setup` says "as published" or what differs, and a cpsc9
+row is set beside the published values only when run as published (docs/benchmark-reference.md).
 
     python benchmark.py score --scores results/PTBXL/paper/test_scores.csv --out te_results.csv
     python benchmark.py score --labels y_test.npy --scores y_test_pred.npy --bootstrap-ids test_ids.npy --out te.csv

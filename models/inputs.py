@@ -208,18 +208,29 @@ class ECGModel(torch.nn.Module):
         padding &= ~padding.all(dim=1, keepdim=True)  # a record of zeros keeps its windows
         return logits.masked_fill(padding.unsqueeze(-1), float("-inf")).amax(dim=1)
 
+    MAX_WINDOWS = 8192  # windows through the network at once when scoring whole records (bounds memory)
+
     def _whole_records(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Only the windows inside each record go through the network (a batch of 60-s and 6-s records
+        costs the windows of its records, not 47 for each), at most MAX_WINDOWS at a time in eval mode."""
         if x.shape[-1] < self.window:
             x = torch.nn.functional.pad(x, (0, self.window - x.shape[-1]))
         n = x.shape[-1]
         lengths = torch.full((len(x),), n, device=x.device) if lengths is None else lengths.to(x.device)
         starts = torch.arange(0, n - self.window + 1, self.stride, device=x.device)
         windows = x.unfold(-1, self.window, self.stride).transpose(1, 2)            # (batch, windows, leads, w)
-        b, w = windows.shape[:2]
-        logits = self.net(((windows - self.mean) / self.std).reshape(b * w, *windows.shape[2:])).view(b, w, -1)
-        outside = starts.view(1, -1) + self.window > lengths.view(-1, 1)            # (batch, windows)
-        outside[:, 0] = False
-        return logits.masked_fill(outside.unsqueeze(-1), float("-inf")).amax(dim=1)
+        inside = starts.view(1, -1) + self.window <= lengths.view(-1, 1)            # (batch, windows)
+        inside[:, 0] = True
+        if bool(inside.all()):
+            b, w = inside.shape
+            return self.net(((windows - self.mean) / self.std).reshape(b * w, *windows.shape[2:])).view(b, w, -1) \
+                .amax(dim=1)
+        chosen = (windows[inside] - self.mean) / self.std                            # (windows inside, leads, w)
+        step = len(chosen) if self.training else self.MAX_WINDOWS
+        logits = torch.cat([self.net(chosen[i:i + step]) for i in range(0, len(chosen), step)])
+        out = logits.new_full((*inside.shape, logits.shape[-1]), float("-inf"))
+        out[inside] = logits
+        return out.amax(dim=1)
 
 
 def window_starts(n: int, window: int, stride: int) -> list[int]:

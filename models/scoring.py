@@ -72,7 +72,7 @@ def score_training_records(model: torch.nn.Module, ckpt: dict, run: Run, results
     G_beta thresholds on. Redone only when the checkpoint or the data changed."""
     out = EvaluationFolder(results_folder(results_dir, ckpt, run))
     data_dir = Path(ckpt["config"]["data_dir"])
-    key = fingerprint([file_sha(run.model), preprocess_manifest(data_dir)["fingerprint"], "train scores"])
+    key = fingerprint([file_sha(run.model), preprocess_manifest(data_dir)["fingerprint"], "train", _scored_in(ckpt)])
     if outputs_current(out.train_manifest, key):
         return out.train_scores
     check_writable(out.folder, "pass --results-dir DIR with a writable DIR")
@@ -119,9 +119,14 @@ def evaluation_key(run: Run, ckpt: dict, n_bootstrap: int, calibrate: bool = Fal
                    data_dir: Path | None = None) -> str:
     """What an evaluation on the run's own records depends on: the checkpoint's bytes, the data it reads
     as they are now (the preprocess fingerprint of `data_dir`, default the checkpoint's folder: a folder
-    preprocessed again since the checkpoint was written is other data), the settings."""
+    preprocessed again since the checkpoint was written is other data), the settings, the precision the
+    records are scored in."""
     data = preprocess_manifest(data_dir or ckpt["config"]["data_dir"])["fingerprint"]
-    return fingerprint([file_sha(run.model), data, n_bootstrap, calibrate])
+    return fingerprint([file_sha(run.model), data, n_bootstrap, calibrate, _scored_in(ckpt)])
+
+
+def _scored_in(ckpt: dict) -> str:
+    return "bf16 scores" if scoring_amp(ckpt) else "fp32 scores"
 
 
 def _claim(out: Path, run: Run) -> None:
@@ -198,9 +203,9 @@ def external_folder(results_dir: Path, ckpt: dict, run: Run, external_dir: Path)
     return EvaluationFolder(results_folder(results_dir, ckpt, run)).external(external_dir).folder
 
 
-def _external_key(run: Run, external_dir: Path, n_bootstrap: int, calibrate: bool) -> str:
+def _external_key(run: Run, ckpt: dict, external_dir: Path, n_bootstrap: int, calibrate: bool) -> str:
     return fingerprint([file_sha(run.model), file_sha(run.thresholds), preprocess_manifest(external_dir)["fingerprint"],
-                        n_bootstrap, calibrate])
+                        n_bootstrap, calibrate, _scored_in(ckpt)])
 
 
 def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir: Path, results_dir: Path,
@@ -229,7 +234,7 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
                                 "run": os.path.realpath(run.folder), "data_dir": str(external_dir),
                                 "database": database_name(external_dir), "trained_on": ckpt["data"]["name"],
                                 "label_set": ckpt["label_set"]["name"]},
-                          key=_external_key(run, external_dir, n_bootstrap, calibrate), thresholds=thresholds,
+                          key=_external_key(run, ckpt, external_dir, n_bootstrap, calibrate), thresholds=thresholds,
                           tuned_on=f"{ckpt['data']['name']}'s validation records")
     if not force and out.current(options.key, "external evaluation of this very model"):
         return out.read()["metrics"], out.folder
