@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.evaluation import score_records, scoring_amp
+from models.scoring import score_records, scoring_amp
 from models.inputs import ECGDataset, ECGModel, InputSpec, fit_standardization, make_loader, pad_batch, random_crop
-from models.registry import create_model
 from models.training import RunConfig, training_precision
 from utils.cache import MANIFEST_JSON, SIGNALS_INDEX_CSV, SIGNALS_NPY, SignalCache, stream_signal_cache
-from utils.io import write_manifest
+from utils.manifest import write_manifest
 
 
 def write_cache_folder(folder, lengths, sample_rate=100, seed=0):
@@ -177,7 +176,7 @@ def test_the_icbeb_row_is_run_as_the_reference_runs_it(cpsc_benchmark):
     folds (train 1-8, validation 9, test 10), thresholds tuned on the training records' scores; the
     table says what differs from the published run and sets no published value beside it then."""
     from models.checkpoint import load_checkpoint
-    from utils.benchmark import score_predictions
+    from utils.ptbxl import score_predictions
     from utils.cache import load_labels
     from utils.evaluator import read_scores, scores_arrays
     from utils.metrics import tune_gbeta_thresholds
