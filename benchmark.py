@@ -18,6 +18,10 @@ mean), compare.csv (every pair of models of a task: the difference of their seed
 resamples of the same test records, its 90 % interval, called when it excludes 0), table.md beside the
 published values, auc.png (docs/benchmark_seeds.md). Architectures that the benchmark trains otherwise
 (the LSTMs: lr 0.001, gradient clipping 0.25) get their registry entry's settings unless the flag is given.
+cpsc9 (ICBEB2018) runs as the reference runs it: whole records, the
+benchmark's folds (preprocess.py --folds benchmark), F_beta/G_beta thresholds tuned on the training
+records' scores (--thresholds-from); table.csv's `setup` says "as published" or what differs, and a cpsc9
+row is set beside the published values only when run as published (docs/benchmark-reference.md).
 
     python benchmark.py score --scores results/PTBXL/paper/test_scores.csv --out te_results.csv
     python benchmark.py score --labels y_test.npy --scores y_test_pred.npy --bootstrap-ids test_ids.npy --out te.csv
@@ -51,6 +55,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 
 import pandas as pd
 
+from models.checkpoint import peek_checkpoint
 from models.registry import count_parameters, create_model, list_models
 from models.studies import run_all
 from models.training import RunConfig, architecture_settings, check_run_args
@@ -67,6 +72,10 @@ from utils.metrics import THRESHOLD_GRID, tune_gbeta_thresholds
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_PROTOCOL, BENCHMARK_TASKS, PROTOCOLS, parse_with_preset
 from utils.launch import add_launcher_arguments, launcher_from_args
 from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
+from utils.ptbxl import AS_PUBLISHED, ICBEB_TASK
+from utils.cache import load_labels, preprocess_manifest
+from utils.labels import LEADS
+from utils.layouts import detect_layout
 from utils.results import EvaluationFolder, results_home
 
 MODES = ("run", "score", "compare")  # run: the default, without a mode word
@@ -178,6 +187,9 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=BoundedList(0, SEED_LIMIT - 1, "seed"), default=None,
                    help="training seeds: each task and model is trained once per seed, and table.md says which "
                         "differences hold over seeds and test records (default: --seed, one run), %(type)s")
+    p.add_argument("--thresholds-from", choices=("train", "val"), default="train",
+                   help="cpsc9: tune the F_beta / G_beta thresholds on the training records' scores (the "
+                        "reference's way, the default) or on the validation records'")
     p.add_argument("--force", action="store_true", help="prepare, retrain and re-evaluate everything")
     return add_launcher_arguments(p)
 
@@ -248,11 +260,17 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
     db = database_name(args.data_dir)
     root = args.tasks_dir or Path(args.data_dir) / "tasks"
     folders = {task: root / f"{db}_{task}" for task in args.tasks}
-    ptbxl = [t for t in args.tasks if t != "cpsc9"]
-    base_task = "all" if ptbxl else "cpsc9"
+    ptbxl = [t for t in args.tasks if t != ICBEB_TASK]
+    base_task = "all" if ptbxl else ICBEB_TASK
     base = root / f"{db}_{base_task}"
     command = [sys.executable, str(Path(__file__).resolve().parent / "preprocess.py"), "--data-dir",
                str(args.data_dir), "--out", str(base), "--labels", base_task, "--cache-rate", str(args.sample_rate)]
+    if base_task == ICBEB_TASK:
+        if detect_layout(Path(args.data_dir)).name == "ptbxl":
+            raise PipelineError(f"--tasks cpsc9 is the ICBEB2018 (CPSC2018) experiment; {args.data_dir} holds "
+                                f"PTB-XL, whose fold-10 numbers are not comparable with ICBEB2018's: give a "
+                                f"CPSC2018 folder")
+        command += ["--folds", "benchmark"]  # the reference's folds: labels + sex + age bands, train 1-8 / 9 / 10
     if args.force:
         command.append("--force")
     print(f"preparing {base_task} ({' '.join(command[1:])})", flush=True)
@@ -304,11 +322,13 @@ def run_configs(args: argparse.Namespace, folders: dict[str, Path]) -> Iterator[
     under it (unless the flag is given), the flags given. Each is an ordinary run folder,
     <task folder>/runs/<model>_<leads>_<seed>: the seed is part of its name and of its identity."""
     for task, folder in folders.items():
+        # the reference crops and scores ICBEB2018's records of 6-60 s whole; PTB-XL's are all 10 s
+        whole = args.whole_records or task == ICBEB_TASK
         for model in args.models:
             flags = argparse.Namespace(**{**vars(args), **args.own[model]})
             for seed in args.seeds:
                 cfg = RunConfig.from_args(flags, arch=model, seed=seed, data_dir=folder, force=args.force,
-                                          resume=False)
+                                          resume=False, whole_records=whole)
                 yield BenchmarkRun(task, model, seed, dataclasses.replace(cfg, run_dir=str(folder / "runs" /
                                                                                           cfg.run_name())))
 
@@ -324,20 +344,60 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
     runs = list(run_configs(args, folders))
     print(f"benchmark: {len(args.tasks)} task(s) x {len(args.models)} architecture(s) x {len(args.seeds)} seed(s) "
           f"= {len(runs)} runs", flush=True)
-    evaluated = run_all([run.cfg for run in runs], args.results_dir, args.n_bootstrap, args.launch)
+    from_train = ICBEB_TASK in args.tasks and args.thresholds_from == "train"
+    evaluated = run_all([run.cfg for run in runs], args.results_dir, args.n_bootstrap, args.launch,
+                        train_scores=from_train)
     n_classes = {task: len(data_label_set(folder)["classes"]) for task, folder in folders.items()}
     rows = []
     for run, folder in zip(runs, evaluated):
         results = EvaluationFolder(folder)
+        tuned = args.thresholds_from if run.task == ICBEB_TASK else "val"
         network = create_model(run.model, len(run.cfg.leads), n_classes[run.task], **dict(run.cfg.arch_args))
         rows.append({"task": run.task, "model": run.model, "seed": run.seed, "scores": results.test_scores,
-                     "val_scores": results.val_scores, "params": count_parameters(network)})
+                     "val_scores": results.train_scores if tuned == "train" else results.val_scores,
+                     "thresholds_from": tuned, "setup": reference_setup(run.task, run.model, run.cfg, folders[run.task],
+                                                                        tuned),
+                     "params": count_parameters(network)})
     table = benchmark_table(rows, out, n_bootstrap=args.n_bootstrap, seed=0)
     written = write_benchmark_outputs(table, out, args.n_bootstrap, seed=0)
     shown = table[["task", "model", "seed", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {', '.join(str(p) for p in written)}")
     return table
+
+
+def reference_setup(task: str, model: str, cfg: RunConfig, folder: Path, thresholds_from: str) -> str:
+    """How the run of `cfg` differs from the reference's run of `model` on `task` (its settings as the
+    checkpoint records them, the data, folds and thresholds), or AS_PUBLISHED."""
+    saved = RunConfig.from_checkpoint(peek_checkpoint(cfg.run.last)).to_dict()
+    want = {**PROTOCOLS[BENCHMARK_PROTOCOL], **architecture_settings(model, BENCHMARK_PROTOCOL)}
+    expected = {"sample_rate": want["sample_rate"], "crop_seconds": want["crop_seconds"],
+                "standardize": want["standardize"], "augment": not want["no_augment"], "optimizer": want["optimizer"],
+                "beta2": want["beta2"], "weight_decay": want["weight_decay"], "schedule": want["schedule"],
+                "lr": want["lr"], "clip_grad": want.get("clip_grad"), "batch_size": want["batch_size"],
+                "processes": 1, "epochs": want["epochs"], "keep": want["keep"], "drop_last": want["drop_last"],
+                "precision": "fp32", "leads": list(LEADS), "limit": None}
+    expected.update({"whole_records": True} if task == ICBEB_TASK else {"seconds": want["seconds"]})
+    differs = [f"{k} {saved.get(k)} (published: {v})" for k, v in expected.items() if not _same(saved.get(k), v)]
+    if task == ICBEB_TASK:
+        manifest = preprocess_manifest(folder)
+        if manifest.get("folds") != "benchmark":
+            differs.append("folds: not the benchmark's procedure")
+        ids = load_labels(folder)["patient_id"].astype(str)
+        if manifest.get("layout") not in ("cpsc2018", "wfdb") or not ids.str.fullmatch(r"A\d{4}").all():
+            differs.append(f"data: not CPSC2018 (layout {manifest.get('layout')}, records such as "
+                           f"{ids.iloc[0]}; CPSC2018's are A0001-A6877)")
+        if thresholds_from != "train":
+            differs.append("thresholds tuned on the validation records (published: the training records)")
+    return "; ".join(differs) or AS_PUBLISHED
+
+
+def _same(mine, published) -> bool:
+    if isinstance(published, (list, tuple)) or isinstance(mine, (list, tuple)):
+        return list(mine or []) == list(published or [])
+    if isinstance(published, float) or isinstance(mine, float):
+        return mine is not None and published is not None and float(mine) == float(published)
+    return mine == published
 
 
 def score(args: argparse.Namespace) -> pd.DataFrame:

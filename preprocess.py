@@ -49,13 +49,13 @@ import pandas as pd
 from utils.cache import (LABELS_CSV, MANIFEST_JSON, PREPROCESS_OUTPUTS, REFERENCE_CSV, CacheFile, derive_label_task,
                          input_files, preprocess_key, stream_signal_cache, summarise_dataset, write_index, write_span)
 from utils.errors import PipelineError, RecordError, script_main
-from utils.folds import N_FOLDS, stratified_folds
+from utils.folds import FOLD_RULES, N_FOLDS, benchmark_fold_tokens, benchmark_folds, stratified_folds
 from utils.cli import seed_int
 from utils.files import check_writable, write_csv
 from utils.manifest import outputs_current, rebuild_unless_current, remove_stale_temporaries, write_manifest
 from utils.parallel import parallel_imap
-from utils.labels import LABEL_SETS, LEADS, LabelSet, get_label_set
-from utils.layouts import Entry, Layout, detect_layout, drop_duplicate_names, read_entry
+from utils.labels import ICBEB_STATEMENTS, LABEL_SETS, LEADS, LabelSet, get_label_set
+from utils.layouts import PTBXL_SPLIT, Entry, Layout, detect_layout, drop_duplicate_names, read_entry
 from utils.records import SAMPLE_RATE, clipped_per_lead, resample, to_microvolts
 from utils.cli import MAX_WORKERS, bounded_int, flag_error, folder_path
 from utils.defaults import DEFAULT_DATA_DIR
@@ -77,6 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="share the signal cache of DIR, preprocessed from the same records and rate (hard links; "
                         "nothing decoded): this label set gets its own labels.csv and manifest in --out")
     p.add_argument("--seed", type=seed_int, default=42, help="seed of the stratified fold assignment, %(type)s")
+    p.add_argument("--folds", choices=FOLD_RULES, default="stratified",
+                   help="stratified: seeded, on the labels (the default); benchmark: the PTB-XL benchmark's procedure "
+                        "for ICBEB2018 (labels + sex + age bands, one patient a record, no seed) with its split: "
+                        "train 1-8, validation 9, test 10. A database with its own folds (PTB-XL) keeps them")
     p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=os.cpu_count() or 1,
                    help="processes decoding records (0 or 1: this process), %(type)s")
     p.add_argument("--force", action="store_true", help="rebuild even when outputs are current")
@@ -183,8 +187,10 @@ def main(argv=None) -> None:
     layout = detect_layout(args.data_dir)
     entries = layout.list_records(args.data_dir, get_label_set(args.labels), args.num_workers, args.cache_rate)
     label_set = layout.label_set_for(args.data_dir, get_label_set(args.labels), entries)
+    if layout.fixed_split:
+        args.folds = "stratified"  # the database's own folds (PTB-XL's strat_fold are the benchmark's)
     key = preprocess_key(layout.name, label_set.as_dict(), args.seed, args.cache_rate,
-                         input_files(layout, entries, args.data_dir))
+                         input_files(layout, entries, args.data_dir), args.folds)
     current = f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)"
     if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):
         print(current)
@@ -236,13 +242,34 @@ def build(args: argparse.Namespace, layout: Layout, label_set: LabelSet, entries
     y = np.stack([e.labels for e in kept])
     labels = pd.DataFrame(y, columns=list(label_set.classes))
     labels.insert(0, "patient_id", [e.pid for e in kept])
-    labels["fold"] = ([e.fold for e in kept] if layout.fixed_split else stratified_folds(y, N_FOLDS, args.seed))
+    if layout.fixed_split:
+        labels["fold"] = [e.fold for e in kept]
+    elif args.folds == "benchmark":
+        labels["fold"] = reference_folds(kept, facts, label_set)
+    else:
+        labels["fold"] = stratified_folds(y, N_FOLDS, args.seed)
+    split = layout.fixed_split or (PTBXL_SPLIT if args.folds == "benchmark" else None)
     write_csv(reference, out_dir / REFERENCE_CSV)
     write_csv(labels, out_dir / LABELS_CSV)
     summary = summarise_dataset(len(entries), list(label_set.classes), reference, labels, errors, len(unlabelled), clipped)
     write_manifest(out_dir / MANIFEST_JSON, key, [out_dir / f for f in PREPROCESS_OUTPUTS],
-                   layout=layout.name, label_set=label_set.as_dict(), fixed_split=layout.fixed_split,
+                   layout=layout.name, label_set=label_set.as_dict(), fixed_split=split, folds=args.folds,
                    seed=args.seed, data_dir=str(args.data_dir), sample_rate=args.cache_rate, **summary)
+
+
+def reference_folds(kept: list[Entry], facts: dict[str, dict], label_set: LabelSet) -> list[int]:
+    """The PTB-XL benchmark's folds of the kept records (utils.folds.benchmark_folds), the records numbered
+    in sorted name order (the reference numbers them in its directory listing's order, unpublished), each
+    record's classes as the reference's ICBEB2018 statements, with its sex and age."""
+    order = sorted(range(len(kept)), key=lambda i: kept[i].pid)
+    names = [ICBEB_STATEMENTS.get(c, c) for c in label_set.classes]
+    info = [facts.get(kept[i].pid, {}) for i in order]
+    tokens = benchmark_fold_tokens([[names[k] for k in np.flatnonzero(kept[i].labels)] for i in order],
+                                   [f.get("sex", "Unknown") for f in info],
+                                   [float(f.get("age")) if f.get("age") is not None else float("nan") for f in info])
+    folds = np.zeros(len(kept), dtype=np.int64)
+    folds[order] = benchmark_folds(tokens, N_FOLDS)
+    return folds.tolist()
 
 
 if __name__ == "__main__":

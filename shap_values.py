@@ -264,6 +264,9 @@ def main(argv=None) -> pd.DataFrame:
     model, ckpt = load_checkpoint(args.run.model, map_location=device)
     model.to(device).eval()
     spec = InputSpec.from_checkpoint(ckpt)
+    if spec.whole:
+        raise PipelineError(f"{args.run} was trained on whole records of any length (--whole-records); SHAP "
+                            f"explains inputs of one fixed length: explain a run trained on the last --seconds")
     thresholds = load_thresholds(args.run, ckpt["label_set"]["classes"])  # as predict.py: tuned first, never 0.5
     nsamples = args.nsamples or (200 if device.type == "cuda" else 32)
     args.batch_size = args.batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)

@@ -32,6 +32,7 @@ class InputSpec:
     seconds: float = INPUT_SECONDS
     sample_rate: int = SAMPLE_RATE
     window_seconds: float | None = None   # trained on random crops of this length, scored over sliding windows
+    whole: bool = False                   # each whole record (any length) rather than its last `seconds`
 
     LOW_RATE_HZ = 50    # below this a QRS complex (80-120 ms) spans fewer than 5 samples
 
@@ -58,7 +59,7 @@ class InputSpec:
             if self.window_samples < 1:
                 raise ValueError(f"--crop-seconds {self.window_seconds:g} at --sample-rate {self.sample_rate} Hz is "
                                  f"no sample")
-            if self.window_samples > self.n_samples:
+            if self.window_samples > self.n_samples and not self.whole:
                 raise ValueError(f"--crop-seconds {self.window_seconds:g} is longer than the input "
                                  f"(--seconds {self.seconds:g})")
         if self.sample_rate < self.LOW_RATE_HZ:
@@ -72,19 +73,21 @@ class InputSpec:
         cfg = ckpt["config"]
         window = cfg.get("crop_seconds")
         return cls(tuple(cfg["leads"]), float(cfg["seconds"]), int(cfg["sample_rate"]),
-                   None if window is None else float(window))
+                   None if window is None else float(window), bool(cfg.get("whole_records")))
 
     def from_signal(self, mv: np.ndarray) -> np.ndarray:
-        """A (12, n) mV record at SAMPLE_RATE -> model input (leads, n_samples), float32."""
-        x = fit_length(mv[lead_indices(self.leads)], int(round(self.seconds * SAMPLE_RATE)))
-        return self.to_model_rate(x)
+        """A (12, n) mV record at SAMPLE_RATE -> model input (leads, n_samples; the whole record at the
+        model's rate for a whole-record run), float32."""
+        x = mv[lead_indices(self.leads)]
+        return self.to_model_rate(x if self.whole else fit_length(x, int(round(self.seconds * SAMPLE_RATE))))
 
     def to_model_rate(self, x: np.ndarray, from_rate: float = SAMPLE_RATE) -> np.ndarray:
         """A window at `from_rate` (the cache's) -> the model's rate (anti-aliased polyphase), exactly
-        n_samples long."""
+        n_samples long (a whole record: as long as it lasts)."""
         if self.sample_rate == from_rate:
             return x.astype(np.float32, copy=False)
-        return fit_length(resample(x, from_rate, self.sample_rate), self.n_samples).astype(np.float32)
+        x = resample(x, from_rate, self.sample_rate)
+        return (x if self.whole else fit_length(x, self.n_samples)).astype(np.float32)
 
 
 def labels_fingerprint(part: pd.DataFrame, classes: Sequence[str]) -> str:
@@ -134,7 +137,8 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
 
 class ECGDataset(Dataset):
     """(input, 0/1 labels) for the given records, read from the signal cache at its own rate and
-    resampled to the model's."""
+    resampled to the model's: the last `seconds` (zero-padded in front), or for a whole-record spec the
+    whole record, as long as it is (batched by `pad_batch`)."""
 
     def __init__(self, cache: SignalCache, labels: pd.DataFrame, spec: InputSpec, classes: Sequence[str]):
         missing = set(labels["patient_id"]) - set(cache.row)
@@ -143,7 +147,7 @@ class ECGDataset(Dataset):
                              f"(e.g. {sorted(missing)[0]}); rerun preprocess.py with --force")
         self.cache, self.spec = cache, spec
         self.ids = labels["patient_id"].tolist()
-        self.y = labels[list(classes)].to_numpy(np.float32)
+        self.y = labels[list(classes)].to_numpy(np.float32, copy=True)  # writable: torch.from_numpy shares it
         self.lead_rows = lead_indices(spec.leads)
         self.n_cached = int(round(spec.seconds * cache.sample_rate))
 
@@ -151,8 +155,26 @@ class ECGDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.cache.window(self.ids[i], self.lead_rows, self.n_cached)
+        if self.spec.whole:
+            x = self.cache.record(self.ids[i], self.lead_rows)
+        else:
+            x = self.cache.window(self.ids[i], self.lead_rows, self.n_cached)
         return torch.from_numpy(self.spec.to_model_rate(x, self.cache.sample_rate)), torch.from_numpy(self.y[i])
+
+
+def pad_batch(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whole records of different lengths as one batch: zero-padded at the end to the longest, with each
+    record's length (crops and scoring windows stay inside it). Memory: one batch of the longest record."""
+    lengths = torch.tensor([x.shape[-1] for x, _ in items], dtype=torch.int64)
+    x = torch.zeros(len(items), items[0][0].shape[0], int(lengths.max()), dtype=items[0][0].dtype)
+    for i, (xi, _) in enumerate(items):
+        x[i, :, :xi.shape[-1]] = xi
+    return x, torch.stack([y for _, y in items]), lengths
+
+
+def batch_parts(batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(inputs, labels, lengths or None) of a loader's batch: `pad_batch`'s, or the default (inputs, labels)."""
+    return batch[0], batch[1], batch[2] if len(batch) > 2 else None
 
 
 class ECGModel(torch.nn.Module):
@@ -165,13 +187,18 @@ class ECGModel(torch.nn.Module):
     def __init__(self, net: torch.nn.Module, spec: InputSpec, mean: float = 0.0, std: float = 1.0):
         super().__init__()
         self.net = net
-        self.window, self.stride = spec.window_samples, spec.stride_samples
+        self.window, self.stride, self.whole = spec.window_samples, spec.stride_samples, spec.whole
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, leads, samples) mV -> (batch, classes) logits. A window that is all zero-padding (a
-        record shorter than the input is padded in front) never takes part in the maximum."""
+        record shorter than the input is padded in front) never takes part in the maximum. Whole records
+        (`lengths`: each record's samples, zero-padded at the end to the batch's longest) are scored as the
+        PTB-XL benchmark scores them: windows every `stride` from the record's first sample, each inside
+        the record (a record shorter than one window: its first window)."""
+        if self.whole and self.window is not None:
+            return self._whole_records(x, lengths)
         n = x.shape[-1]
         if self.window is None or n <= self.window:
             return self.net((x - self.mean) / self.std)
@@ -182,6 +209,30 @@ class ECGModel(torch.nn.Module):
         padding = (windows == 0).flatten(2).all(dim=2)                                # (batch, windows)
         padding &= ~padding.all(dim=1, keepdim=True)  # a record of zeros keeps its windows
         return logits.masked_fill(padding.unsqueeze(-1), float("-inf")).amax(dim=1)
+
+    MAX_WINDOWS = 8192  # windows through the network at once when scoring whole records (bounds memory)
+
+    def _whole_records(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Only the windows inside each record go through the network (a batch of 60-s and 6-s records
+        costs the windows of its records, not 47 for each), at most MAX_WINDOWS at a time in eval mode."""
+        if x.shape[-1] < self.window:
+            x = torch.nn.functional.pad(x, (0, self.window - x.shape[-1]))
+        n = x.shape[-1]
+        lengths = torch.full((len(x),), n, device=x.device) if lengths is None else lengths.to(x.device)
+        starts = torch.arange(0, n - self.window + 1, self.stride, device=x.device)
+        windows = x.unfold(-1, self.window, self.stride).transpose(1, 2)            # (batch, windows, leads, w)
+        inside = starts.view(1, -1) + self.window <= lengths.view(-1, 1)            # (batch, windows)
+        inside[:, 0] = True
+        if bool(inside.all()):
+            b, w = inside.shape
+            return self.net(((windows - self.mean) / self.std).reshape(b * w, *windows.shape[2:])).view(b, w, -1) \
+                .amax(dim=1)
+        chosen = (windows[inside] - self.mean) / self.std                            # (windows inside, leads, w)
+        step = len(chosen) if self.training else self.MAX_WINDOWS
+        logits = torch.cat([self.net(chosen[i:i + step]) for i in range(0, len(chosen), step)])
+        out = logits.new_full((*inside.shape, logits.shape[-1]), float("-inf"))
+        out[inside] = logits
+        return out.amax(dim=1)
 
 
 def window_starts(n: int, window: int, stride: int) -> list[int]:
@@ -198,11 +249,13 @@ def fit_standardization(dataset: Dataset, batch_size: int = 256, num_workers: in
     training records only: fitting on validation or test records would leak them into the model).
     Streaming float64 sums: memory does not grow with the number of records."""
     total = total_sq = count = 0.0
-    for x, _ in make_loader(dataset, batch_size, False, num_workers):
+    for batch in make_loader(dataset, batch_size, False, num_workers):
+        x, _, lengths = batch_parts(batch)
         x = x.double()
-        total += float(x.sum())
-        total_sq += float((x * x).sum())
-        count += x.numel()
+        inside = 1.0 if lengths is None else (torch.arange(x.shape[-1]) < lengths.view(-1, 1, 1)).double()
+        total += float((x * inside).sum())
+        total_sq += float((x * x * inside).sum())
+        count += x.numel() if lengths is None else int(lengths.sum()) * x.shape[1]
     if count == 0:
         raise PipelineError("no training samples to fit the standardisation on")
     mean = total / count
@@ -212,32 +265,44 @@ def fit_standardization(dataset: Dataset, batch_size: int = 256, num_workers: in
     return mean, std
 
 
-def random_crop(x: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+def random_crop(x: torch.Tensor, length: int, generator: torch.Generator,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
     """One random window of `length` samples per record (a new one every epoch): the PTB-XL benchmark's
-    training input. Windows start within the recorded signal: a record shorter than the input (zero-
-    padded in front) is cropped from its first sample on, never from padding alone."""
+    training input, starting as its crops do at offset 0 ... L - length - 1 of a record of L samples
+    (`random.randint(0, L - length - 1)`; offset 0 when L == length). Windows start within the recorded
+    signal: a record shorter than the input (zero-padded in front) is cropped from its first sample on,
+    never from padding alone; whole records (`lengths`, padded at the end) within their own length."""
     b, _, n = x.shape
     if n <= length:
         return x
-    recorded = (x != 0).any(dim=1)                                                   # (batch, samples)
-    first = (recorded.float().argmax(dim=1) * recorded.any(dim=1)).clamp(max=n - length)  # on the device: no sync
+    if lengths is not None:
+        first = torch.zeros(b, dtype=torch.int64, device=x.device)
+        end = lengths.to(x.device).clamp(min=length, max=n)
+    else:
+        recorded = (x != 0).any(dim=1)                                               # (batch, samples)
+        first = (recorded.float().argmax(dim=1) * recorded.any(dim=1)).clamp(max=n - length)  # on the device: no sync
+        end = torch.full_like(first, n)
     u = torch.rand(b, generator=generator, device="cpu").to(x.device)
-    span = n - length - first                                                        # start in first .. first + span
-    start = (first + torch.minimum((u * (span + 1)).long(), span)).view(b, 1, 1)
+    span = end - length - first                                    # offsets 0 .. span - 1 (0 when span == 0)
+    start = (first + torch.minimum((u * span).long(), (span - 1).clamp(min=0))).view(b, 1, 1)
     index = start + torch.arange(length, device=x.device).view(1, 1, -1)
     return x.gather(-1, index.expand(b, x.shape[1], length))
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0,
-                sampler=None, pin_memory: bool = False) -> DataLoader:
+                sampler=None, pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
     """A loader whose shuffling comes from its own seeded generator (reproducible, resumable). A training
     loader drops a last batch of a single record: batch norm over one record is undefined (the benchmark
-    heads normalise (batch, features) and fail on it), and one record more or less changes nothing."""
+    heads normalise (batch, features) and fail on it), and one record more or less changes nothing; with
+    `drop_last` it drops any incomplete last batch (fastai's training loader: floor(N / batch) steps),
+    unless there is no complete batch at all. Whole records are batched by `pad_batch`."""
     g = torch.Generator().manual_seed(seed)
     n = len(sampler) if sampler is not None else len(dataset)
+    drop = shuffle and ((drop_last and n >= batch_size) or (n % batch_size == 1 and n > 1))
+    whole = getattr(getattr(dataset, "spec", None), "whole", False)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=num_workers, generator=g, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0, drop_last=shuffle and n % batch_size == 1 and n > 1)
+                      persistent_workers=num_workers > 0, drop_last=drop, collate_fn=pad_batch if whole else None)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.5, sigma: float = 0.1,
@@ -258,16 +323,18 @@ def augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.5, sigma: 
 @torch.no_grad()
 def score(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool = False,
           progress: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Sigmoid probabilities, labels and mean BCE loss over a loader, in eval mode without gradients."""
+    """Sigmoid probabilities, labels and mean BCE loss over a loader, in eval mode without gradients; in
+    fp32, or under bf16 autocast with `amp` (on any device: the precision a run was trained in)."""
     from tqdm import tqdm
 
     model.eval()
     probs, ys = [], []
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)  # on the device: no host sync per batch
-    for x, y in tqdm(loader, desc=progress, leave=False, disable=progress is None):
+    for batch in tqdm(loader, desc=progress, leave=False, disable=progress is None):
+        x, y, lengths = batch_parts(batch)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
+            logits = model(x) if lengths is None else model(x, lengths)
         logits = logits.float()
         loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum").double()
         probs.append(torch.sigmoid(logits))

@@ -22,6 +22,7 @@ import torch
 
 from models.inputs import ECGDataset, InputSpec, checkpoint_splits, make_loader, score
 from models.run import Run, load_thresholds
+from models.training import RunConfig
 from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
 from utils.errors import MissingInputError, PipelineError
 from utils.evaluator import EvalOptions, Scores, evaluate, read_scores, scores_table
@@ -30,9 +31,12 @@ from utils.files import check_writable, fingerprint
 from utils.locks import exclusive_lock
 from utils.manifest import file_sha
 from utils.results import EvaluationFolder
+from utils.files import write_csv
+from utils.manifest import outputs_current, write_manifest
 from utils.results import results_home, same_database
 
-__all__ = ["training_data_dir", "results_folder", "score_records", "RunScorer", "evaluation_key",
+__all__ = ["training_data_dir", "results_folder", "scoring_amp", "score_records", "score_training_records",
+           "RunScorer", "evaluation_key",
            "evaluation_current", "evaluation_problem", "evaluate_run", "external_folder", "evaluate_external"]
 
 
@@ -46,13 +50,41 @@ def results_folder(results_dir: Path, ckpt: dict, run: Run) -> Path:
     return results_home(results_dir, training_data_dir(ckpt)) / run.name
 
 
+def scoring_amp(ckpt: dict) -> bool:
+    """Whether a run's records are scored under bf16 autocast: exactly when it was trained so (--no-amp,
+    and the ptbxl preset, train and score in fp32), on whatever device scores them."""
+    return RunConfig.from_checkpoint(ckpt).precision == "bf16"
+
+
 def score_records(model: torch.nn.Module, cache: SignalCache, part: pd.DataFrame, spec: InputSpec,
                   classes: Sequence[str], device: torch.device, batch_size: int, num_workers: int,
-                  desc: str) -> pd.DataFrame:
+                  desc: str, amp: bool = False) -> pd.DataFrame:
     """The scores table (patient_id, 0/1 labels, p_<class>) of the given labels.csv rows."""
     loader = make_loader(ECGDataset(cache, part, spec, classes), batch_size, False, num_workers)
-    probs, y, _ = score(model, loader, device, amp=device.type == "cuda", progress=desc)
+    probs, y, _ = score(model, loader, device, amp=amp, progress=desc)
     return scores_table(part["patient_id"].tolist(), y.astype(bool), probs, classes)
+
+
+def score_training_records(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path, device: torch.device,
+                           batch_size: int = 64, num_workers: int = 0) -> Path:
+    """results/<db>/<run>/train_scores.csv: the run's training records scored as its test records are
+    (eval mode, every window, its precision) -- what the PTB-XL benchmark tunes its ICBEB2018 F_beta /
+    G_beta thresholds on. Redone only when the checkpoint or the data changed."""
+    out = EvaluationFolder(results_folder(results_dir, ckpt, run))
+    data_dir = Path(ckpt["config"]["data_dir"])
+    key = fingerprint([file_sha(run.model), preprocess_manifest(data_dir)["fingerprint"], "train", _scored_in(ckpt)])
+    if outputs_current(out.train_manifest, key):
+        return out.train_scores
+    check_writable(out.folder, "pass --results-dir DIR with a writable DIR")
+    part = checkpoint_splits(ckpt, data_dir)["train"]
+    table = score_records(model, SignalCache(data_dir), part, InputSpec.from_checkpoint(ckpt),
+                          list(ckpt["label_set"]["classes"]), device, batch_size, num_workers, "score train",
+                          scoring_amp(ckpt))
+    with exclusive_lock(run.lock, f"run {run}"):  # the run's results folder: one writer
+        out.train_manifest.unlink(missing_ok=True)
+        write_csv(table, out.train_scores)
+        write_manifest(out.train_manifest, key, [out.train_scores], model_sha=file_sha(run.model))
+    return out.train_scores
 
 
 @dataclass(frozen=True)
@@ -76,7 +108,7 @@ class RunScorer:
 
         def scored(part: pd.DataFrame, name: str) -> pd.DataFrame:
             return score_records(self.model, cache, part, spec, classes, self.device, self.batch_size,
-                                 self.num_workers, f"score {name}")
+                                 self.num_workers, f"score {name}", scoring_amp(self.ckpt))
 
         val = (scored(self.val, "val") if self.val is not None
                else read_scores(self.val_scores, classes) if self.val_scores is not None else None)
@@ -87,9 +119,14 @@ def evaluation_key(run: Run, ckpt: dict, n_bootstrap: int, calibrate: bool = Fal
                    data_dir: Path | None = None) -> str:
     """What an evaluation on the run's own records depends on: the checkpoint's bytes, the data it reads
     as they are now (the preprocess fingerprint of `data_dir`, default the checkpoint's folder: a folder
-    preprocessed again since the checkpoint was written is other data), the settings."""
+    preprocessed again since the checkpoint was written is other data), the settings, the precision the
+    records are scored in."""
     data = preprocess_manifest(data_dir or ckpt["config"]["data_dir"])["fingerprint"]
-    return fingerprint([file_sha(run.model), data, n_bootstrap, calibrate])
+    return fingerprint([file_sha(run.model), data, n_bootstrap, calibrate, _scored_in(ckpt)])
+
+
+def _scored_in(ckpt: dict) -> str:
+    return "bf16 scores" if scoring_amp(ckpt) else "fp32 scores"
 
 
 def _claim(out: Path, run: Run) -> None:
@@ -166,9 +203,9 @@ def external_folder(results_dir: Path, ckpt: dict, run: Run, external_dir: Path)
     return EvaluationFolder(results_folder(results_dir, ckpt, run)).external(external_dir).folder
 
 
-def _external_key(run: Run, external_dir: Path, n_bootstrap: int, calibrate: bool) -> str:
+def _external_key(run: Run, ckpt: dict, external_dir: Path, n_bootstrap: int, calibrate: bool) -> str:
     return fingerprint([file_sha(run.model), file_sha(run.thresholds), preprocess_manifest(external_dir)["fingerprint"],
-                        n_bootstrap, calibrate])
+                        n_bootstrap, calibrate, _scored_in(ckpt)])
 
 
 def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir: Path, results_dir: Path,
@@ -197,7 +234,7 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
                                 "run": os.path.realpath(run.folder), "data_dir": str(external_dir),
                                 "database": database_name(external_dir), "trained_on": ckpt["data"]["name"],
                                 "label_set": ckpt["label_set"]["name"]},
-                          key=_external_key(run, external_dir, n_bootstrap, calibrate), thresholds=thresholds,
+                          key=_external_key(run, ckpt, external_dir, n_bootstrap, calibrate), thresholds=thresholds,
                           tuned_on=f"{ckpt['data']['name']}'s validation records")
     if not force and out.current(options.key, "external evaluation of this very model"):
         return out.read()["metrics"], out.folder

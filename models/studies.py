@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from models.checkpoint import load_checkpoint, peek_checkpoint
-from models.scoring import evaluate_run, evaluation_current, results_folder
+from models.scoring import evaluate_run, evaluation_current, results_folder, score_training_records
 from models.inputs import pick_device
 from models.run import Run
 from models.training import RunConfig, equal_finished_run, resolve_identity, run_state, train
@@ -98,10 +98,12 @@ def _link(source: Path, target: Path) -> None:
     atomic_write(target, link)
 
 
-def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool = False) -> Path:
+def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool = False,
+                       train_scores: bool = False) -> Path:
     """Train one run (train() keeps a finished run, resumes a killed one; an equal finished run of the
     database is reused, see `adopt_equal_run`) and evaluate it unless its evaluation is current for
-    exactly this checkpoint, data and bootstrap size; returns its results folder."""
+    exactly this checkpoint, data and bootstrap size; with `train_scores`, score its training records too
+    (`score_training_records`); returns its results folder."""
     adopt_equal_run(cfg)
     train(cfg)
     run = cfg.run
@@ -112,6 +114,8 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, cali
                      num_workers=0, figures=False, calibrate=calibrate)
     else:
         print(f"{run.name}: evaluation current, reusing {results_folder(results_dir, ckpt, run)}")
+    if train_scores:
+        score_training_records(model.to(device), ckpt, run, results_dir, device)
     return results_folder(results_dir, ckpt, run)
 
 
@@ -147,14 +151,15 @@ def _job_init(slot: int, threads: int, gpus: int) -> None:
         torch.cuda.set_device(slot % gpus)
 
 
-def _job(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool) -> tuple[str, Path]:
+def _job(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool,
+         train_scores: bool = False) -> tuple[str, Path]:
     """A worker's (or a SLURM job's) task: the run folder it trained (which pins the result to its run)
     and its results."""
-    return str(cfg.run), train_and_evaluate(cfg, results_dir, n_bootstrap, calibrate)
+    return str(cfg.run), train_and_evaluate(cfg, results_dir, n_bootstrap, calibrate, train_scores)
 
 
 def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher: Launcher | None = None,
-            calibrate: bool = False) -> list[Path]:
+            calibrate: bool = False, train_scores: bool = False) -> list[Path]:
     """train_and_evaluate every configuration through the launcher (local: `jobs` at a time; slurm: a
     job each, utils.launch); results folders in `cfgs` order.
 
@@ -165,8 +170,8 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
     error naming every failed run (the finished runs' files and results are kept: a rerun reuses them)."""
     launcher = launcher or Launcher()
     results_dir = Path(results_dir)
-    tasks = [Task(str(cfg.run), cfg.run.folder, _job, (cfg, results_dir, n_bootstrap, calibrate),
-                  current=_current(cfg, results_dir, n_bootstrap, calibrate)) for cfg in cfgs]
+    tasks = [Task(str(cfg.run), cfg.run.folder, _job, (cfg, results_dir, n_bootstrap, calibrate, train_scores),
+                  current=_current(cfg, results_dir, n_bootstrap, calibrate, train_scores)) for cfg in cfgs]
     init = None, ()
     if launcher.kind == "local" and launcher.jobs > 1 and len(tasks) > 1:
         import torch
@@ -180,9 +185,12 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
     return [results for _, results in outcomes]
 
 
-def _current(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool):
-    """Task.current of a run: what `_job` would hand back, when that is only reading files."""
+def _current(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool, train_scores: bool = False):
+    """Task.current of a run: what `_job` would hand back, when that is only reading files (never with
+    `train_scores`: whether those are current is the job's to find)."""
     def current() -> tuple[str, Path] | None:
+        if train_scores:
+            return None
         results = finished_results(cfg, results_dir, n_bootstrap, calibrate)
         return None if results is None else (str(cfg.run), results)
     return current

@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from models.checkpoint import (CHECKPOINT_FORMAT, build_network, load_checkpoint, peek_checkpoint, read_checkpoint,
                                run_id_mismatch, save_checkpoint)
-from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, checkpoint_splits, fit_standardization,
-                           make_loader, pick_device, random_crop, score, split_provenance)
+from models.inputs import (INPUT_SECONDS, ECGDataset, InputSpec, augment, batch_parts, checkpoint_splits,
+                           fit_standardization, make_loader, pick_device, random_crop, score, split_provenance)
 from models.registry import (builder_argument, builder_arguments, check_network, create_model, list_models,
                              model_entry, normalises_single_values, protocol_settings)
 from models.transfer import HEAD, finetune_network, input_mismatch, phase, phase_param_groups, source_argument, source_info
@@ -130,21 +130,41 @@ class RunConfig(Settings):
                                           "imported one too) with a new output layer; its inputs (leads, rate, "
                                           "window) are this run's", type=source_argument, metavar="RUN",
                                     identity=False)  # the source is known by `source`: its id and hash
+    drop_last: bool = setting(False, "drop the last incomplete training batch: an epoch of N records is "
+                                     "floor(N / batch) steps (the PTB-XL benchmark's fastai loader)")
+    whole_records: bool = setting(False, "with --crop-seconds: crop and score windows over each whole record (any "
+                                         "length) instead of its last --seconds (the PTB-XL benchmark's ICBEB2018 "
+                                         "experiment; benchmark.py's default for cpsc9)")
+    precision: str | None = setting(None, flag=None)  # "fp32" | "bf16" (autocast): resolved when the run starts
     # how to execute it (not part of what makes two runs different)
     run_dir: str | None = setting(None, flag=None, dest="run", read=str, identity=False)  # main.py's --run;
     # default data/<db>/runs/<run name>/
     num_workers: int = setting(4, "data-loading processes", type=bounded_int(0, MAX_WORKERS), identity=False)
     use_gpu: bool = setting(False, identity=False)
-    amp: bool = setting(True, "GPU: train in fp32 instead of bf16 autocast", flag="--no-amp", identity=False)
+    amp: bool = setting(True, "GPU: train and score in fp32 instead of bf16 autocast (the ptbxl preset's default)",
+                        flag="--no-amp", identity=False)  # --amp (below) turns it on over a preset's --no-amp
     compile: bool = setting(True, "GPU: do not torch.compile the training step (CPU never compiles)",
                             flag="--no-compile", identity=False)
     resume: bool = setting(False, flag=None, identity=False)  # the command's --resume
     force: bool = setting(False, flag=None, identity=False)   # the command's --force
 
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        """The declared settings' flags, and --amp: bf16 autocast where a preset says --no-amp."""
+        super().add_arguments(p)
+        p.add_argument("--amp", dest="force_amp", action="store_true",
+                       help="GPU: train and score under bf16 autocast, even where the preset says --no-amp")
+        return p
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides) -> "RunConfig":
+        cfg = super().from_args(args, **overrides)
+        return dataclasses.replace(cfg, amp=True) if getattr(args, "force_amp", False) else cfg
+
     @property
     def spec(self) -> InputSpec:
         return InputSpec(tuple(self.leads), float(self.seconds), int(self.sample_rate),
-                         None if self.crop_seconds is None else float(self.crop_seconds))
+                         None if self.crop_seconds is None else float(self.crop_seconds), bool(self.whole_records))
 
     def run_name(self, prefix: str = "") -> str:
         return run_name(self.arch, self.leads, self.seed, self.test_fold, prefix)
@@ -167,6 +187,8 @@ class RunConfig(Settings):
         cfg = cls.from_dict(ckpt["config"])
         if cfg.data_fingerprint is None:
             cfg = dataclasses.replace(cfg, data_fingerprint=(ckpt.get("data") or {}).get("fingerprint"))
+        if cfg.precision is None:  # written before the precision was recorded: what amp and the device gave
+            cfg = dataclasses.replace(cfg, precision="bf16" if cfg.amp and cfg.use_gpu else "fp32")
         return cfg
 
     @classmethod
@@ -218,6 +240,11 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
             else "--seconds"
         flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with {rate} gives {spec.n_samples} "
                               f"samples; {needs}")
+    whole = bool(getattr(args, "whole_records", None))
+    if whole and args.crop_seconds is None:
+        flag_error(p, "--whole-records", "needs --crop-seconds (the network sees crops and windows of a record of "
+                                         "any length)")
+    spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds, whole)
 
     def blame(*flags: str) -> str:  # the first of `flags` given on the command line (a default is no one's)
         return next((f for f in flags if flag_given(p, argv, f)), flags[0])
@@ -386,10 +413,11 @@ def train_one_epoch(model, loader, step: Step, device, aug_gen: torch.Generator,
     finite = torch.ones((), device=device, dtype=torch.bool)
     count = 0
     bar = tqdm(loader, desc=desc, leave=False)
-    for i, (x, y) in enumerate(bar, 1):
+    for i, batch in enumerate(bar, 1):
+        x, y, lengths = batch_parts(batch)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if step.crop is not None:
-            x = random_crop(x, step.crop, aug_gen)
+            x = random_crop(x, step.crop, aug_gen, lengths)
         if step.augment:
             x = augment(x, aug_gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=step.amp):
@@ -487,8 +515,9 @@ def equal_finished_run(cfg: RunConfig, folder: Path) -> bool:
 
 
 def resolve_identity(cfg: RunConfig) -> RunConfig:
-    """`cfg` with what identifies its data filled in: the label set and the preprocess fingerprint; for
-    a finetuned run, the source model's run id and file hash (its inputs checked to be the source's)."""
+    """`cfg` with what identifies its data and arithmetic filled in: the label set, the preprocess
+    fingerprint and the precision it trains in; for a finetuned run, the source model's run id and file
+    hash (its inputs checked to be the source's)."""
     cfg = resolve_label_set(cfg)
     if cfg.init_from is not None:
         source = source_info(cfg.init_from)
@@ -502,7 +531,14 @@ def resolve_identity(cfg: RunConfig) -> RunConfig:
             raise PipelineError(f"builder arguments {dict(cfg.arch_args)} differ from the source's {theirs} "
                                 f"({source['path']})")
         cfg = dataclasses.replace(cfg, source=f"{source['run_id']}:{source['sha']}", arch_args=theirs)
-    return dataclasses.replace(cfg, data_fingerprint=preprocess_manifest(cfg.data_dir)["fingerprint"])
+    return dataclasses.replace(cfg, data_fingerprint=preprocess_manifest(cfg.data_dir)["fingerprint"],
+                               precision=training_precision(cfg))
+
+
+def training_precision(cfg: RunConfig) -> str:
+    """"bf16" (autocast) on a GPU unless --no-amp, else "fp32": a run trained in bf16 is another run than
+    one trained in fp32, and it is scored in the precision it was trained in."""
+    return "bf16" if cfg.amp and cfg.use_gpu and torch.cuda.is_available() else "fp32"
 
 
 def resolve_label_set(cfg: RunConfig) -> RunConfig:
@@ -560,7 +596,7 @@ def run_splits(cfg: RunConfig, resume_ckpt: dict | None, cache: SignalCache, war
     if len(splits["train"]) == 0 or len(splits["val"]) == 0:
         raise PipelineError(f"empty training or validation split in {cfg.data_dir} (too few records?)")
     longest = max(int(cache.length[cache.row[pid]]) for pid in splits["train"]["patient_id"]) / cache.sample_rate
-    if warn and cfg.spec.seconds > longest:
+    if warn and cfg.spec.seconds > longest and not cfg.whole_records:
         print(f"warning: --seconds {cfg.spec.seconds:g} is longer than every training record (longest {longest:.1f} "
               f"s): every input is zero-padded in front", file=sys.stderr)
     return splits
@@ -635,7 +671,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     import torch.distributed as dist
 
     is_main = rank == 0
-    amp = device.type == "cuda" and cfg.amp
+    amp = cfg.precision == "bf16"
     run = cfg.run
     model_path, resume_path = run.model, run.last
     if cfg.force and is_main:  # a retrained run keeps nothing of the old one
@@ -659,7 +695,11 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     val_ds = ECGDataset(cache, splits["val"], spec, classes)
     sampler = shard_sampler(train_ds, world, rank, cfg.seed)
     pin = device.type == "cuda"
-    train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler, pin)
+    train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler, pin,
+                               drop_last=cfg.drop_last)
+    if cfg.drop_last and len(train_ds) < cfg.batch_size and is_main:
+        print(f"warning: --drop-last with {len(train_ds)} training records, fewer than one batch of "
+              f"{cfg.batch_size}: each epoch is that one incomplete batch", file=sys.stderr)
     val_loader = make_loader(val_ds, cfg.batch_size * (8 if pin else 2), False, cfg.num_workers, pin_memory=pin)
 
     model = new_network(cfg, train_ds, len(classes), fit=resume_ckpt is None, verbose=is_main).to(device)
@@ -689,10 +729,13 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     train_model = wrap_for_training(model, cfg, world, device)
     if is_main:
         split = f" (test fold {cfg.test_fold})" if cfg.test_fold else ""
-        print(f"{cfg.arch} on {len(spec.leads)} lead(s) {','.join(spec.leads)}, {spec.n_samples} samples "
-              f"({spec.seconds:g} s at {spec.sample_rate} Hz), {len(classes)} classes ({label_set['name']}); "
+        length = (f"whole records at {spec.sample_rate} Hz" if spec.whole else
+                  f"{spec.n_samples} samples ({spec.seconds:g} s at {spec.sample_rate} Hz)")
+        print(f"{cfg.arch} on {len(spec.leads)} lead(s) {','.join(spec.leads)}, {length}, "
+              f"{len(classes)} classes ({label_set['name']}); "
               f"train {len(train_ds)} val {len(val_ds)} test {len(splits['test'])} records{split}; device {device}"
-              f"{' (bf16 autocast)' if amp else ''}{f', {world} processes' if world > 1 else ''}")
+              f"{' (bf16 autocast)' if amp else ''}{f', {world} processes' if world > 1 else ''}"
+              f"{f'; {len(train_loader)} steps per epoch' if cfg.drop_last else ''}")
     log = run.log
     data = {"dir": str(cfg.data_dir), "name": database_name(cfg.data_dir), "fingerprint": manifest.get("fingerprint"),
             "identity": database_identity(cfg.data_dir)}

@@ -123,6 +123,8 @@ def independent_labels(db: Path, task: str) -> dict[str, set[str]]:
         found = set()
         for code in ast.literal_eval(text):
             if code not in statements.index:
+                if task == "all":  # every key is a class of `all`, in the table or not
+                    found.add(code)
                 continue
             row = statements.loc[code]
             if task == "all" or (task in ("diagnostic", "form", "rhythm") and row[task] == 1):
@@ -228,3 +230,27 @@ def test_a_model_input_is_read_at_the_caches_rate(synthetic, tmp_path):
     assert tuple(x.shape) == (1, 2000)
     want = resample(cache.record(pid)[LEADS.index("II"):LEADS.index("II") + 1, -400:], 100, 500)
     np.testing.assert_allclose(x.numpy(), want, atol=1e-5)
+
+
+def test_a_statement_missing_from_the_table_is_a_class_of_all_and_said(hand_db, tmp_path):
+    """The benchmark's `all` is every scp_codes key: a statement scp_statements.csv lacks becomes a class of
+    `all` (a record carrying only it is labelled, not left out), of no other task, and a warning names it."""
+    db = tmp_path / "PTBXL"
+    shutil.copytree(hand_db, db)
+    table = pd.read_csv(db / "ptbxl_database.csv")
+    val = np.random.default_rng(7).integers(-900, 900, (12, 500)).astype(np.int16)
+    synth.write_wfdb_dat(db / "records500" / "00000", "00007_hr", val, 500, [], UPPER)
+    table.loc[0, "scp_codes"] = str({"NORM": 100.0, "SR": 0.0, "QQQ": 0.0})
+    table.loc[len(table)] = {"ecg_id": 7, "scp_codes": str({"ZZZ": 100.0}), "strat_fold": 7,
+                             "filename_hr": "records500/00000/00007_hr"}
+    table.to_csv(db / "ptbxl_database.csv", index=False)
+    _, err = run_quietly(["--data-dir", str(db), "--out", str(tmp_path / "all"), "--labels", "all",
+                          "--num-workers", "1"])
+    assert "lacks statement(s) carried in scp_codes: QQQ (1 record), ZZZ (1 record)" in err
+    labels = load_labels(tmp_path / "all").set_index("patient_id")
+    assert {"QQQ", "ZZZ"} <= set(labels.columns)
+    assert labels.loc["7", "ZZZ"] == 1 and labels.loc["1", "QQQ"] == 1 and labels.loc["1", "NORM"] == 1
+    _, err = run_quietly(["--data-dir", str(db), "--out", str(tmp_path / "diag"), "--labels", "diagnostic",
+                          "--num-workers", "1"])
+    assert "QQQ (1 record), ZZZ (1 record); left out of the diagnostic task" in err
+    assert not {"QQQ", "ZZZ"} & set(load_labels(tmp_path / "diag").columns)

@@ -260,10 +260,13 @@ def input_files(layout: Layout, entries: list[Entry], data_dir: Path) -> list[st
     return [file_fingerprint(p) for p in layout.input_files(Path(data_dir), entries)]
 
 
-def preprocess_key(layout: str, label_set: dict, seed: int, rate: float, files: list[str]) -> str:
+def preprocess_key(layout: str, label_set: dict, seed: int, rate: float, files: list[str],
+                   folds: str = "stratified") -> str:
     """A preprocess folder's fingerprint: changes when any input file, the label set, the seed, the
-    cache's rate or the cache format change."""
-    return fingerprint([CACHE_VERSION, layout, label_set, seed, N_FOLDS, rate, files])
+    cache's rate, the fold rule or the cache format change (the default rule adds nothing, so folders
+    written before there was a choice stay current)."""
+    return fingerprint([CACHE_VERSION, layout, label_set, seed, N_FOLDS, rate, files]
+                       + ([folds] if folds != "stratified" else []))
 
 
 def failure_kind(message: str) -> str:

@@ -1,6 +1,6 @@
-"""Folds and splits: seeded multi-label stratified folds, and the rules that turn folds into
-train/validation/test -- the original's seeded permutation, a database's fixed split (PTB-XL: folds 1-8,
-9, 10), or cross-validation fold k."""
+"""Folds and splits: seeded multi-label stratified folds, the PTB-XL benchmark's own fold procedure (what
+it used for ICBEB2018), and the rules that turn folds into train/validation/test -- the original's seeded
+permutation, a database's fixed split (PTB-XL: folds 1-8, 9, 10), or cross-validation fold k."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -8,8 +8,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["N_FOLDS", "TRAIN_FOLDS", "VAL_FOLDS", "stratified_folds", "split_folds", "split_labels", "nested_order",
-           "nested_subset"]
+__all__ = ["N_FOLDS", "TRAIN_FOLDS", "VAL_FOLDS", "FOLD_RULES", "stratified_folds", "benchmark_fold_tokens",
+           "benchmark_folds", "split_folds", "split_labels", "nested_order", "nested_subset"]
+
+FOLD_RULES = ("stratified", "benchmark")  # preprocess.py --folds
 
 N_FOLDS = 10
 TRAIN_FOLDS, VAL_FOLDS = 8, 1  # the original split: 8 training folds, 1 validation, the rest (1) test
@@ -58,6 +60,63 @@ def stratified_folds(y: np.ndarray, n_folds: int = N_FOLDS, seed: int = 42) -> n
     return fold
 
 
+
+def benchmark_fold_tokens(statements: Sequence[Sequence[str]], sex: Sequence[str],
+                          age: Sequence[float]) -> list[list[str]]:
+    """What the PTB-XL benchmark stratifies each record on (its utils/stratisfy.py, as its ICBEB2018
+    conversion calls it): the record's statements, a sex token and an age band (<20, 20-40, 40-60, 60-80,
+    >=80; none for an unknown age). The sex tokens are the reference's own: its conversion stores 1 for
+    "Male" and 0 otherwise, its stratifier names 0 "male" and anything else "female", so a male record
+    carries "female" -- kept, since the tokens' sorted order breaks the procedure's ties."""
+    tokens = []
+    for codes, s, a in zip(statements, sex, age):
+        band = [] if not np.isfinite(a) else ["<20" if a < 20 else "20-40" if a < 40 else "40-60" if a < 60
+                                              else "60-80" if a < 80 else ">=80"]
+        tokens.append([*codes, "female" if str(s) == "Male" else "male", *band])
+    return tokens
+
+
+def benchmark_folds(tokens: Sequence[Sequence[str]], n_folds: int = N_FOLDS) -> np.ndarray:
+    """Folds 1..n_folds of records, one patient each, by the PTB-XL benchmark's procedure (Sechidis et al.'s
+    iterative stratification as its stratisfy.py does it; re-implemented here, with the same ties and
+    random draws): repeatedly take the token carried by the fewest unplaced records (the first such in
+    sorted order), and place each of its records -- in the order of the reference's stable argsort
+    reversed, i.e. the last record first -- into the fold that wants that token most; a tie goes to the
+    fold that wants records most, a remaining tie to `RandomState(0).choice` (its `np.random.seed(0)`).
+    Records are numbered in the given order (the reference numbers them as its directory listing gives
+    them). A record with no token is left in fold 0, as there."""
+    n = len(tokens)
+    classes = sorted({t for ts in tokens for t in ts})
+    index = {c: k for k, c in enumerate(classes)}
+    carriers = [[] for _ in classes]                     # record indices per token, with multiplicity
+    for i, ts in enumerate(tokens):
+        for t in ts:
+            carriers[index[t]].append(i)
+    carriers = [np.asarray(c, dtype=np.int64) for c in carriers]
+    left = np.array([len(c) for c in carriers], dtype=np.int64)  # unplaced carriers per token
+    share = 1 / n_folds  # the reference's ratio times a count: the same floating-point values, the same ties
+    want_total = np.full(n_folds, share * n)
+    want = np.array([[share * len(c)] * n_folds for c in carriers]).reshape(len(classes), n_folds)
+    fold = np.zeros(n, dtype=np.int64)
+    placed = np.zeros(n, dtype=bool)
+    rng = np.random.RandomState(0)
+    while (~placed).any() and (left > 0).any():
+        label = int(np.flatnonzero(left == left[left > 0].min())[0])
+        members = carriers[label][~placed[carriers[label]]]
+        ids, counts = np.unique(members, return_counts=True)
+        for i in ids[np.argsort(counts, kind="stable")[::-1]]:
+            best = np.flatnonzero(want[label] == want[label].max())
+            if len(best) > 1:
+                sizes = want_total[best]
+                f = best[rng.choice(np.flatnonzero(sizes == sizes.max()))]
+            else:
+                f = best[0]
+            fold[i], placed[i] = f + 1, True
+            want_total[f] -= 1
+            for t in tokens[i]:
+                want[index[t], f] -= 1
+                left[index[t]] -= 1
+    return fold
 
 
 def split_folds(seed: int, test_fold: int | None = None,

@@ -17,8 +17,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["LEADS", "LabelSet", "CPSC9", "SUPERDIAGNOSTIC", "PTBXL_TASKS", "PTBXL_ALL_STATEMENTS", "LABEL_SETS",
-           "CLASSES", "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "ptbxl_statement_classes", "ptbxl_task",
+__all__ = ["LEADS", "LabelSet", "CPSC9", "ICBEB_STATEMENTS", "SUPERDIAGNOSTIC", "PTBXL_TASKS", "PTBXL_ALL_STATEMENTS",
+           "LABEL_SETS", "CLASSES", "SNOMED_TO_CLASS", "CLASS_TO_SNOMED", "get_label_set", "ptbxl_statement_classes", "ptbxl_task",
            "parse_leads", "leads_argument", "leads_tag", "lead_indices"]
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -65,6 +65,10 @@ CPSC9 = LabelSet(
          "PVC": "PVC", "STD_": "STD", "STE_": "STE"},
     cpsc_numbers=True,
 )
+# The statements the PTB-XL benchmark's ICBEB2018 conversion writes for the nine classes (its label_dict;
+# PVC as VPC): what its fold procedure stratifies on.
+ICBEB_STATEMENTS = {"SNR": "NORM", "AF": "AFIB", "IAVB": "1AVB", "LBBB": "CLBBB", "RBBB": "CRBBB", "PAC": "PAC",
+                    "PVC": "VPC", "STD": "STD_", "STE": "STE_"}
 # The PTB-XL benchmark's tasks (Strodthoff et al. 2021): which statements of scp_statements.csv count
 # and what class each becomes. Their classes are those some record carries, so the LabelSet of a task
 # exists only for a database (`ptbxl_task`); these placeholders name the tasks and hold no classes.
@@ -127,8 +131,13 @@ def ptbxl_statement_classes(task: str, statements: pd.DataFrame) -> dict[str, st
 def ptbxl_task(task: str, statements: pd.DataFrame, records: Iterable[Iterable[str]]) -> LabelSet:
     """The LabelSet of a PTB-XL task on a database: `records` are the statements each record carries (every
     key of its scp_codes, whatever the likelihood); a class is kept when at least one record has it, and
-    the classes are sorted by name, as the benchmark's MultiLabelBinarizer orders them."""
+    the classes are sorted by name, as the benchmark's MultiLabelBinarizer orders them. A statement
+    missing from `statements` is a class of `all` (the benchmark's `all` takes every key) and of no
+    other task (theirs select by the table's columns)."""
     to_class = ptbxl_statement_classes(task, statements)
+    records = [list(codes) for codes in records]
+    if task == "all":  # the benchmark's `all` is every scp_codes key, in scp_statements.csv or not
+        to_class.update({code: code for codes in records for code in codes if code not in to_class})
     present = {to_class[code] for codes in records for code in codes if code in to_class}
     return LabelSet(name=task, classes=tuple(sorted(present)),
                     scp={code: cls for code, cls in to_class.items() if cls in present}, ptbxl_task=task)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ from utils.records import SAMPLE_RATE, Header, parse_header, read_cpsc_record, r
 
 __all__ = ["Entry", "Layout", "parse_headers", "refuse_foreign_signals", "WFDB", "read_cpsc_reference", "CPSC2018",
            "PTBXL_DATABASE", "PTBXL_STATEMENTS", "PTBXL_SPLIT", "PTBXL_LOW_RATE", "scp_codes", "read_scp_statements",
+           "warn_unknown_statements",
            "PTBXL", "LAYOUTS", "detect_layout", "read_entry", "drop_duplicate_names"]
 
 
@@ -287,6 +289,21 @@ def read_scp_statements(path: Path, task: str) -> pd.DataFrame:
     return statements
 
 
+def warn_unknown_statements(path: Path, statements: pd.DataFrame, records: list[tuple[str, ...]], task: str) -> None:
+    """A warning naming the scp_codes statements that `path` lacks (and how many records carry each): a
+    class of `all`, as in the benchmark, and left out of the other tasks, never silently."""
+    known = {str(code).strip() for code in statements.index}
+    carried: dict[str, int] = {}
+    for codes in records:
+        for code in set(codes) - known:
+            carried[code] = carried.get(code, 0) + 1
+    if carried:
+        names = ", ".join(f"{code} ({k} record{'s' * (k > 1)})" for code, k in sorted(carried.items()))
+        fate = "each is a class of `all`, as in the benchmark" if task == "all" else \
+            f"left out of the {task} task (a class of `all` only, as in the benchmark)"
+        print(f"warning: {path} lacks statement(s) carried in scp_codes: {names}; {fate}", file=sys.stderr)
+
+
 def _ptbxl_task_labels(data_dir: Path, label_set: LabelSet, entries: list[Entry]) -> LabelSet:
     """A PTB-XL task's LabelSet from scp_statements.csv and the statements of the usable listed records;
     each entry labelled over its classes (a record with none of them stays unlabelled: left out)."""
@@ -294,6 +311,7 @@ def _ptbxl_task_labels(data_dir: Path, label_set: LabelSet, entries: list[Entry]
         return label_set
     statements = read_scp_statements(data_dir / PTBXL_STATEMENTS, label_set.ptbxl_task)
     usable = [e for e in entries if e.error is None]
+    warn_unknown_statements(data_dir / PTBXL_STATEMENTS, statements, [e.codes for e in usable], label_set.ptbxl_task)
     task = ptbxl_task(label_set.ptbxl_task, statements, (e.codes for e in usable))
     for e in usable:
         e.labels = task.vector(task.scp.get(code) for code in e.codes)

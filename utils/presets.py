@@ -24,12 +24,13 @@ STAGES = ("train", "study", "evaluate", "shap", "baselines_cv", "benchmark", "tr
 
 # The PTB-XL benchmark's protocol (Strodthoff et al., IEEE JBHI 2021; its fastai v1 defaults): 10-s records
 # at 100 Hz, random 2.5-s training crops, one global standardisation from the training records, AdamW
-# (beta2 0.99, weight decay 0.01) with a one-cycle schedule to lr 0.01, batch 128, 50 epochs, the last epoch
-# kept, no augmentation. Architectures that train otherwise under it say so in their registry entry, under
+# (beta2 0.99, weight decay 0.01) with a one-cycle schedule to lr 0.01, batch 128 (the last incomplete batch
+# dropped, as fastai's training loader does), 50 epochs, the last epoch kept, no augmentation, fp32 (bf16
+# autocast only with --amp). Architectures that train otherwise under it say so in their registry entry, under
 # the protocol's name (the LSTMs: `protocol={"ptbxl": {"lr": 0.001, "clip_grad": 0.25}}`).
 PTBXL_PROTOCOL = {"seconds": 10.0, "sample_rate": 100, "crop_seconds": 2.5, "standardize": True, "no_augment": True,
                   "optimizer": "adamw", "beta2": 0.99, "weight_decay": 0.01, "schedule": "onecycle", "lr": 0.01,
-                  "batch_size": 128, "epochs": 50, "keep": "last"}
+                  "batch_size": 128, "epochs": 50, "keep": "last", "drop_last": True, "no_amp": True}
 # Training protocols by name: a preset's stage follows one with `"protocol": name` (its settings, then the
 # stage's own, then each architecture's under that name, then the flags given).
 # finetune: the benchmark's finetuning schedule over its protocol (main.py --init-from): one cycle of 30 epochs

@@ -409,8 +409,9 @@ def read_threshold_array(path: Path, n_classes: int) -> np.ndarray:
 # The benchmark's results table: one row per (task, model) from its test score file, an ensemble per task
 # ---------------------------------------------------------------------------------------------
 TABLE_COLUMNS = ("task", "model", "seed", "params", "records", "classes", "auc", "auc_lo", "auc_hi",
-                 "published_auc", "published_lo", "published_hi", "scores")
-CHALLENGE_COLUMNS = ("fbeta", "fbeta_lo", "fbeta_hi", "gbeta", "gbeta_lo", "gbeta_hi")
+                 "published_auc", "published_lo", "published_hi", "scores", "setup")
+CHALLENGE_COLUMNS = ("fbeta", "fbeta_lo", "fbeta_hi", "gbeta", "gbeta_lo", "gbeta_hi", "thresholds")
+AS_PUBLISHED = "as published"  # the `setup` of a row run as the reference ran it
 CHALLENGE_TASKS = ("cpsc9",)  # the ICBEB2018 experiment: F_beta=2 and G_beta=2 beside the AUC
 ENSEMBLE = "ensemble"
 
@@ -465,7 +466,12 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
     AUC and of its resamples, and `classes` says how many of the task's classes were scored ("4/5"); on
     PTB-XL's test fold every class of the six tasks is scorable, so the published numbers count them all.
     For the tasks in CHALLENGE_TASKS, rows with `val_scores` also get F_beta=2 and G_beta=2 with the
-    benchmark's per-class G_beta thresholds, tuned on the validation scores (never on the test records)."""
+    benchmark's per-class G_beta thresholds, tuned on those scores (never on the test records): the
+    validation records', or with `thresholds_from` "train" the training records' (the reference's).
+
+    `setup` (optional) says how a row was run: AS_PUBLISHED, or what differs from the reference's run;
+    a challenge task's row (ICBEB2018) is set beside its published values only when run as published
+    (an ensemble when all its members were)."""
     out = Path(out)
     seen = set()
     for row in rows:
@@ -494,7 +500,8 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
                   f"left out of its macro AUC ({len(keep)} of {len(classes)} classes scored)", file=sys.stderr)
         indices = bootstrap_indices(y[:, keep], n_bootstrap, seed, str(paths[0]))
         vals = [r.get("val_scores") for r in members] if task in CHALLENGE_TASKS else [None] * len(members)
-        entries = [(r["model"], r.get("params"), p, path, v) for r, p, path, v in zip(members, probs, paths, vals)]
+        entries = [(r["model"], r.get("params"), p, path, v, r.get("setup"))
+                   for r, p, path, v in zip(members, probs, paths, vals)]
         if ensemble and len(members) > 1:
             name = task if run_seed is None else f"{task}_seed{run_seed}"
             path = ensemble_scores(paths, out / ENSEMBLE / f"{name}_test_scores.csv")
@@ -503,8 +510,12 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
             val = None
             if all(v is not None for v in vals):
                 val = ensemble_scores(vals, out / ENSEMBLE / f"{name}_val_scores.csv")
-            entries.append((ENSEMBLE, total, np.mean(probs, axis=0), path, val))
-        for model, params, p, path, val in entries:
+            setups = [r.get("setup") for r in members]
+            differs = list(dict.fromkeys(d for s in setups if s and s != AS_PUBLISHED for d in s.split("; ")))
+            entries.append((ENSEMBLE, total, np.mean(probs, axis=0), path, val,
+                            None if None in setups else "; ".join(differs) or AS_PUBLISHED))
+        tuned_on = next((r.get("thresholds_from") for r in members if r.get("thresholds_from")), "val")
+        for model, params, p, path, val, setup in entries:
             thresholds = None
             if val is not None:
                 _, val_classes, y_val, (p_val,) = _task_scores([Path(val)])
@@ -512,14 +523,16 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
                     raise PipelineError(f"{val} has classes {', '.join(val_classes)}, {path} has {', '.join(classes)}")
                 thresholds = tune_gbeta_thresholds(y_val[:, keep], p_val[:, keep])
             result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path))
-            pub = published(task, model)
+            comparable = task not in CHALLENGE_TASKS or setup in (None, AS_PUBLISHED)
+            pub = published(task, model) if comparable else None
             row = {"task": task, "model": model, "seed": run_seed, "params": params, "records": len(ids),
                    "classes": f"{len(keep)}/{len(classes)}", "auc": result.loc["point", "macro_auc"],
                    "auc_lo": result.loc["lower", "macro_auc"], "auc_hi": result.loc["upper", "macro_auc"],
                    "published_auc": pub[0] if pub else np.nan,
                    "published_lo": pub[0] - pub[1] if pub else np.nan,
-                   "published_hi": pub[0] + pub[1] if pub else np.nan, "scores": str(path)}
+                   "published_hi": pub[0] + pub[1] if pub else np.nan, "scores": str(path), "setup": setup}
             if thresholds is not None:
+                row["thresholds"] = tuned_on
                 for name, column in (("fbeta", "F_beta_macro"), ("gbeta", "G_beta_macro")):
                     row.update({name: result.loc["point", column], f"{name}_lo": result.loc["lower", column],
                                 f"{name}_hi": result.loc["upper", column]})
@@ -540,8 +553,8 @@ def _seed_text(seed: int | None) -> str:
     return "" if seed is None or pd.isna(seed) else f" (seed {seed})"
 
 
-def _published_cell(task: str, model: str) -> str:
-    pub = published(task, model)
+def _published_cell(row: Mapping) -> str:
+    pub = published(row["task"], row["model"]) if pd.notna(row["published_auc"]) else None
     return f"{pub[0]:.3f}({round(pub[1] * 1000):02d})" if pub else "-"
 
 
@@ -554,11 +567,11 @@ def table_columns(challenge: bool = False, seeds: bool = False) -> list[Column]:
                 Column("classes", "classes"),
                 Column("auc", "AUC", lambda r: format_result(r["auc"], r["auc_lo"], r["auc_hi"]), align="left"),
                 Column(None, "90 % interval", lambda r: f"[{r['auc_lo']:.3f}, {r['auc_hi']:.3f}]", align="left"),
-                Column(None, "published", lambda r: _published_cell(r["task"], r["model"]), align="left")]
+                Column(None, "published", _published_cell, align="left")]
     if challenge:
         def published_fg(r: Mapping) -> str:
             f, g = published(r["task"], r["model"], "fbeta"), published(r["task"], r["model"], "gbeta")
-            return f"{f[0]:.3f} / {g[0]:.3f}" if f and g else "-"
+            return f"{f[0]:.3f} / {g[0]:.3f}" if f and g and pd.notna(r["published_auc"]) else "-"
 
         columns += [Column("fbeta", "F_beta=2", lambda r: format_result(r["fbeta"], r["fbeta_lo"], r["fbeta_hi"]),
                            align="left"),
@@ -577,6 +590,15 @@ def benchmark_markdown(table: pd.DataFrame, n_bootstrap: int, sections: Mapping[
     for task, rows in table.groupby("task", sort=False):
         challenge = "fbeta" in rows and rows["fbeta"].notna().any()
         lines += [f"### {task}", "", markdown_table(rows, table_columns(challenge, rows["seed"].nunique() > 1))]
+        if challenge:
+            lines += ["", f"F_beta / G_beta thresholds tuned on the {'training' if rows['thresholds'].iloc[0] == 'train' else 'validation'} "
+                          "records' scores (the reference: the training records')."]
+        differ = [(r["model"], r["setup"]) for _, r in rows.iterrows()
+                  if isinstance(r.get("setup"), str) and r["setup"] != AS_PUBLISHED]
+        if differ:
+            lines += ["", "Run otherwise than published" + (" (so not set beside the published values)"
+                                                            if task in CHALLENGE_TASKS else "") + ":", ""]
+            lines += [f"- {model}: {setup}" for model, setup in differ]
         if sections and sections.get(task):
             lines += [sections[task]]
     return "\n".join(lines)

@@ -91,6 +91,8 @@ class EvaluationFolder:
 
     VAL_SCORES = "val_scores.csv"
     TEST_SCORES = "test_scores.csv"
+    TRAIN_SCORES = "train_scores.csv"      # the training records' scores (the ICBEB2018 thresholds' records)
+    TRAIN_MANIFEST = "train_scored.json"
     METRICS_CSV = "metrics.csv"
     METRICS_JSON = "metrics.json"
     CALIBRATION = "calibration.json"
@@ -114,6 +116,14 @@ class EvaluationFolder:
     @property
     def test_scores(self) -> Path:
         return self.folder / self.TEST_SCORES
+
+    @property
+    def train_scores(self) -> Path:
+        return self.folder / self.TRAIN_SCORES
+
+    @property
+    def train_manifest(self) -> Path:
+        return self.folder / self.TRAIN_MANIFEST
 
     @property
     def metrics_csv(self) -> Path:
