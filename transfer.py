@@ -32,6 +32,7 @@ from models.training import RunConfig, check_finetune, check_run_args
 from models.transfer import source_argument, source_info
 from utils.errors import PipelineError, script_main
 from utils.files import save_figure, write_csv, write_text
+from utils.launch import launcher_from_args
 from utils.presets import parse_with_preset
 from utils.results import EvaluationFolder, Summary, read_evaluation
 from utils.tables import Column, markdown_table
@@ -81,6 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     check_finetune(p, args, argv)
     check_run_args(p, args, argv)
     args.lead_names = args.leads
+    args.launch = launcher_from_args(p, args, argv)
     return args
 
 
@@ -164,7 +166,7 @@ def main(argv=None) -> pd.DataFrame:
     plan = arm_configs(args)
     print(f"transfer: {len(args.seeds)} seed(s) x {len(args.fractions)} fraction(s) x 2 arms = {len(plan)} runs "
           f"({plan[0][3].arch} from {args.source})", flush=True)
-    done = run_all([cfg for *_, cfg in plan], args.results_dir, args.n_bootstrap, args.jobs)
+    done = run_all([cfg for *_, cfg in plan], args.results_dir, args.n_bootstrap, args.launch)
     table = pd.DataFrame([table_row(f, s, arm, folder) for (f, s, arm, _), folder in zip(plan, done)])
     for seed in args.seeds:  # the same subsets for both arms, each inside the next larger
         ids = {(f, arm): set(_train_ids(folder)) for (f, s, arm, _), folder in zip(plan, done) if s == seed}

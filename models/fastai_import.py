@@ -21,6 +21,7 @@ refused, not loaded.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import io
 import os
@@ -166,10 +167,9 @@ def import_fastai(path: Path, arch: str, classes: Sequence[str], out: Path, scal
     net.load_state_dict(map_fastai_state(read_fastai_state(path), net, arch))
     mean, std = read_standard_scaler(scaler) if scaler is not None else (0.0, 1.0)
     model = ECGModel(net, BENCHMARK_INPUT, mean, std)
-    settings = {**{k: v for k, v in PTBXL_PROTOCOL.items() if k != "no_augment"}, "standardize": scaler is not None}
-    cfg = RunConfig(arch=arch, leads=LEADS, label_set=label_set, augment=False, **settings,
-                    data_dir=(data or {}).get("dir") or str(out),
-                    data_fingerprint=(data or {}).get("fingerprint"), run_dir=str(out))
+    cfg = RunConfig.from_args(argparse.Namespace(**PTBXL_PROTOCOL), arch=arch, leads=LEADS, label_set=label_set,
+                              standardize=scaler is not None, data_dir=(data or {}).get("dir") or str(out),
+                              data_fingerprint=(data or {}).get("fingerprint"), run_dir=str(out), precision="fp32")
     run = Run(Path(out))
     empty = {name: [] for name in ("train", "val", "test")}
     provenance = (split_provenance(split, classes) if split is not None

@@ -130,8 +130,8 @@ BAD_ARGUMENTS = [
     ("cross_validate.py", ["--epochs", "-1"]),
     ("predict.py", ["--run", "m", "--batch-size", "0"]),
     ("predict.py", ["--run", "m", "--leads", "I,XYZ"]),
-    ("preprocess.py", ["--num-workers", "0"]),
-    ("baselines.py", ["--num-workers", "0"]),
+    ("preprocess.py", ["--num-workers", "-1"]),
+    ("baselines.py", ["--num-workers", "-1"]),
     ("synth.py", ["--n", "0"]),
     ("visualize.py", ["--record", "x.hea", "--seconds", "0"]),
 ]

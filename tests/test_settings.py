@@ -31,11 +31,15 @@ FLAGS_BEFORE = {"--data-dir", "--arch", "--arch-arg", "--seed", "--epochs", "--l
 IDENTITY_BEFORE = {"data_fingerprint", "processes", "arch", "arch_args", "leads", "seconds", "sample_rate", "seed", "lr",
                    "batch_size", "limit", "test_fold", "deterministic", "label_set", "crop_seconds", "standardize",
                    "augment", "optimizer", "weight_decay", "beta2", "schedule", "clip_grad", "keep"}
-# added since: finetuning (models/transfer.py) and training subsets, with defaults that leave a run as it was
-FLAGS_ADDED = {"--init-from", "--restandardize", "--freeze-epochs", "--discriminative-lrs", "--train-fraction"}
-IDENTITY_ADDED = {"source", "restandardize", "freeze_epochs", "discriminative_lrs", "train_fraction"}
+# added since: finetuning (models/transfer.py), training subsets and the benchmark's steps, whole records and
+# precision, with defaults that leave a run as it was
+FLAGS_ADDED = {"--init-from", "--restandardize", "--freeze-epochs", "--discriminative-lrs", "--train-fraction",
+               "--drop-last", "--whole-records", "--amp"}
+IDENTITY_ADDED = {"source", "restandardize", "freeze_epochs", "discriminative_lrs", "train_fraction", "drop_last",
+                  "whole_records", "precision"}
 DEFAULTS_ADDED = {"source": None, "restandardize": False, "freeze_epochs": 0, "discriminative_lrs": False,
-                  "train_fraction": 1.0, "init_from": None}
+                  "train_fraction": 1.0, "init_from": None, "drop_last": False, "whole_records": False,
+                  "precision": None}
 # a checkpoint's `config` as written before (main.py --arch resnet18 --seconds 2 --sample-rate 100 --epochs 1
 # --lr 1e-3 --batch-size 16 --num-workers 0 --limit 60 --run m --no-augment)
 CONFIG_BEFORE = {

@@ -115,10 +115,15 @@ def test_slurm_benchmark_is_the_local_one_a_cancelled_run_alone_is_resubmitted(s
     pd.testing.assert_frame_equal(table(tmp_path / "rs"), table(tmp_path / "rl"))
 
 
+# enough epochs (about 0.7 s each on an idle 2-core machine) that training outlasts the requeue's SIGTERM and
+# the KillWait (5 s, tests/slurm/start.sh) before the SIGKILL: the job must be killed mid-training
+EPOCHS = 30
+
+
 @pytest.mark.slow
 def test_a_job_requeued_mid_training_resumes_from_its_last_epoch(slurm, ptbxl, tmp_path):
-    argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang", "--epochs", "8",
-            "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"), "--launcher", "slurm"]
+    argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang",
+            "--epochs", str(EPOCHS), "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"), "--launcher", "slurm"]
     run = tmp_path / "t" / "ptbxl_superdiagnostic" / "runs" / "fcn_wang_all_42"
     proc = command("benchmark.py", *argv)
     job = job_of(run)
@@ -126,16 +131,16 @@ def test_a_job_requeued_mid_training_resumes_from_its_last_epoch(slurm, ptbxl, t
     while not (run / "last.pth").exists():
         assert time.time() < end and proc.poll() is None, "no epoch finished"
         time.sleep(0.5)
-    time.sleep(0.5)  # last.pth is written atomically; one epoch done, seven to go
+    time.sleep(0.5)  # last.pth is written atomically; one epoch done, the rest to go
     epoch = peek_checkpoint(run / "last.pth")["epoch"]
-    assert epoch < 8
+    assert epoch < EPOCHS
     subprocess.run(["scontrol", "requeue", job], check=True)
     rc, out, err = finish(proc)
     assert rc == 0, err[-2000:]
     log = (run / "slurm" / f"{job}.out").read_text()
     assert "resuming" in log and "after epoch" in log, log[-2000:]
-    assert peek_checkpoint(run / "last.pth")["epoch"] == 8
-    assert len(pd.read_csv(run / "log.csv")) == 8  # each epoch once
+    assert peek_checkpoint(run / "last.pth")["epoch"] == EPOCHS
+    assert len(pd.read_csv(run / "log.csv")) == EPOCHS  # each epoch once
 
 
 @pytest.mark.parametrize("flag,value", [("--launcher", "pbs"), ("--slurm-array-parallelism", "0"),
