@@ -37,7 +37,7 @@ from utils.files import atomic_write, check_writable, fingerprint, write_csv, wr
 from utils.folds import N_FOLDS, benchmark_fold_tokens, benchmark_folds, stratified_folds
 from utils.labels import ICBEB_STATEMENTS, LEADS, LabelSet, get_label_set
 from utils.layouts import LAYOUTS, PTBXL_SPLIT, Entry, Layout, detect_layout, drop_duplicate_names, read_entry
-from utils.manifest import outputs_current, rebuild_unless_current, remove_stale_temporaries, write_manifest
+from utils.manifest import rebuild_unless_current, remove_stale_temporaries, write_manifest
 from utils.parallel import parallel_imap
 from utils.records import SAMPLE_RATE, clipped_per_lead, resample, to_microvolts
 
@@ -74,20 +74,21 @@ def preprocess(request: PreprocessRequest) -> Path:
         request = replace(request, folds="stratified")  # the database's own folds (PTB-XL's are the benchmark's)
     key = preprocess_key(layout.name, label_set.as_dict(), request.seed, request.cache_rate,
                          input_files(layout, entries, request.data_dir), request.folds)
-    current = f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)"
-    if not request.force and outputs_current(out_dir / MANIFEST_JSON, key):
-        print(current)
-        return out_dir
-    check_writable(out_dir, "use --out DIR to write the outputs elsewhere" if request.out_dir is None else "")
 
     def rebuild() -> None:
         if (out_dir / MANIFEST_JSON).exists():
             print(f"{out_dir}: inputs or settings changed since the last run (or --force); rebuilding outputs")
         _build(request, layout, label_set, entries, out_dir, key)
 
+    hint = "use --out DIR to write the outputs elsewhere" if request.out_dir is None else ""
     rebuild_unless_current(out_dir / MANIFEST_JSON, key, rebuild, what=f"{out_dir} (preprocess outputs)",
-                           current=current, force=request.force)
+                           current=_current(out_dir, entries), force=request.force,
+                           prepare=lambda: check_writable(out_dir, hint))
     return out_dir
+
+
+def _current(out: Path, entries: list[Entry]) -> str:
+    return f"{out}: outputs are current for these {len(entries)} records (use --force to rebuild)"
 
 
 def decode(task: tuple[str, Entry, tuple[str, int] | None, int]) -> tuple[str, dict | str]:
@@ -301,15 +302,15 @@ def derive_label_task(src: Path, out: Path, labels: str, data_dir: Path | None =
     seed = decoded["seed"] if seed is None else seed
     key = fingerprint([preprocess_key(layout.name, label_set.as_dict(), seed, rate, files), "signals",
                        decoded["fingerprint"]])
-    current = f"{out}: outputs are current for these {len(entries)} records (use --force to rebuild)"
-    if not force and outputs_current(out / MANIFEST_JSON, key):
-        print(current)
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    check_writable(out)
+
+    def writable() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out)
+
     shared = _SharedSignals(src, manifest, layout, rate, Path(data_dir))
     rebuild_unless_current(out / MANIFEST_JSON, key, lambda: _write_task(shared, out, label_set, entries, seed, key),
-                           what=f"{out} (preprocess outputs)", current=current, force=force)
+                           what=f"{out} (preprocess outputs)", current=_current(out, entries), force=force,
+                           prepare=writable)
     return out
 
 
