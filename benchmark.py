@@ -47,8 +47,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
-import subprocess
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -61,7 +60,7 @@ from models.studies import run_all
 from models.training import RunConfig, architecture_settings, check_run_args
 from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, probability_logits, read_bootstrap_ids,
                          read_predictions, read_threshold_array, score_predictions, write_te_results)
-from utils.cache import data_label_set, database_name, derive_label_task
+from utils.cache import data_label_set, database_name
 from utils.cli import (SEED_LIMIT, BoundedList, bounded_int, flag_error, flag_given, folder_path,
                        seed_int)
 from utils.comparison import seed_comparison, write_benchmark_outputs, write_comparison
@@ -76,6 +75,7 @@ from utils.ptbxl import AS_PUBLISHED, ICBEB_TASK
 from utils.cache import load_labels, preprocess_manifest
 from utils.labels import LEADS
 from utils.layouts import detect_layout
+from utils.preprocessed import PreprocessRequest, derive_label_task, preprocess
 from utils.results import EvaluationFolder, results_home
 
 MODES = ("run", "score", "compare")  # run: the default, without a mode word
@@ -254,59 +254,38 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
-    """Each task's preprocess folder: the first decoded from the records (subprocess: preprocess.py is a
-    command), the others sharing its signal cache. PTB-XL's widest task `all` is decoded first, since
-    every other PTB-XL task labels a subset of its records."""
+    """Each task's preprocess folder: the first decoded from the records (what preprocess.py does, said as
+    its command line), the others sharing its signal cache. PTB-XL's widest task `all` is decoded first,
+    since every other PTB-XL task labels a subset of its records."""
     db = database_name(args.data_dir)
     root = args.tasks_dir or Path(args.data_dir) / "tasks"
     folders = {task: root / f"{db}_{task}" for task in args.tasks}
     ptbxl = [t for t in args.tasks if t != ICBEB_TASK]
     base_task = "all" if ptbxl else ICBEB_TASK
     base = root / f"{db}_{base_task}"
-    command = [sys.executable, str(Path(__file__).resolve().parent / "preprocess.py"), "--data-dir",
-               str(args.data_dir), "--out", str(base), "--labels", base_task, "--cache-rate", str(args.sample_rate)]
+    request = PreprocessRequest(Path(args.data_dir), base, base_task, args.sample_rate,
+                                num_workers=os.cpu_count() or 1, force=args.force)
+    command = [str(Path(__file__).resolve().parent / "preprocess.py"), "--data-dir", str(args.data_dir), "--out",
+               str(base), "--labels", base_task, "--cache-rate", str(args.sample_rate)]
     if base_task == ICBEB_TASK:
         if detect_layout(Path(args.data_dir)).name == "ptbxl":
             raise PipelineError(f"--tasks cpsc9 is the ICBEB2018 (CPSC2018) experiment; {args.data_dir} holds "
                                 f"PTB-XL, whose fold-10 numbers are not comparable with ICBEB2018's: give a "
                                 f"CPSC2018 folder")
-        command += ["--folds", "benchmark"]  # the reference's folds: labels + sex + age bands, train 1-8 / 9 / 10
+        request = dataclasses.replace(request, folds="benchmark")  # the reference's folds: labels + sex + age
+        command += ["--folds", "benchmark"]                          # bands, train 1-8 / 9 / 10
     if args.force:
         command.append("--force")
-    print(f"preparing {base_task} ({' '.join(command[1:])})", flush=True)
-    code, errors = run_command(command)
-    if code != 0:
-        why = "; ".join(errors) or f"exit code {code}, see above"
-        raise PipelineError(f"preprocessing {args.data_dir} into {base} failed: {why}")
+    print(f"preparing {base_task} ({' '.join(command)})", flush=True)
+    try:
+        preprocess(request)
+    except PipelineError as e:
+        raise PipelineError(f"preprocessing {args.data_dir} into {base} failed: {e}") from None
     for task in ptbxl:
         if task != base_task:
             derive_label_task(base, folders[task], task, data_dir=args.data_dir, force=args.force,
                               sample_rate=args.sample_rate)
     return folders
-
-
-def run_command(command: list[str]) -> tuple[int, list[str]]:
-    """Run a command with its output passed through as it comes (progress bars included), except its
-    `error: ` lines, returned with its exit code so the caller says them once, in its own error line."""
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
-    errors, pending = [], b""
-    try:
-        while chunk := proc.stderr.read1(1 << 16):
-            *lines, pending = re.split(rb"(?<=[\r\n])", pending + chunk)  # whole lines, and the part after
-            for line in lines:
-                if line.startswith(b"error: "):
-                    errors.append(line[len(b"error: "):].decode(errors="replace").strip())
-                else:
-                    sys.stderr.buffer.write(line)
-            sys.stderr.flush()
-        if pending.startswith(b"error: "):
-            errors.append(pending[len(b"error: "):].decode(errors="replace").strip())
-        elif pending:
-            sys.stderr.buffer.write(pending)
-            sys.stderr.flush()
-    finally:
-        code = proc.wait()
-    return code, errors
 
 
 class BenchmarkRun(NamedTuple):

@@ -40,7 +40,7 @@ from utils.labels import leads_argument
 from utils.results import EvaluationFolder
 from utils.tables import Column, ci_columns, markdown_table, table_frame
 from utils.cli import flag_error, folder_path
-from utils.database_pool import pool_databases
+from utils.preprocessed import pool_databases
 from utils.launch import launcher_from_args
 from utils.presets import parse_with_preset
 

@@ -40,25 +40,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from utils.cache import (LABELS_CSV, MANIFEST_JSON, PREPROCESS_OUTPUTS, REFERENCE_CSV, CacheFile, derive_label_task,
-                         input_files, preprocess_key, stream_signal_cache, summarise_dataset, write_index, write_span)
-from utils.errors import PipelineError, RecordError, script_main
-from utils.folds import FOLD_RULES, N_FOLDS, benchmark_fold_tokens, benchmark_folds, stratified_folds
-from utils.cli import seed_int
-from utils.files import check_writable, write_csv
-from utils.manifest import outputs_current, rebuild_unless_current, remove_stale_temporaries, write_manifest
-from utils.parallel import parallel_imap
-from utils.labels import ICBEB_STATEMENTS, LABEL_SETS, LEADS, LabelSet, get_label_set
-from utils.layouts import PTBXL_SPLIT, Entry, Layout, detect_layout, drop_duplicate_names, read_entry
-from utils.records import SAMPLE_RATE, clipped_per_lead, resample, to_microvolts
-from utils.cli import MAX_WORKERS, bounded_int, flag_error, folder_path
+from utils.cli import MAX_WORKERS, bounded_int, flag_error, folder_path, seed_int
 from utils.defaults import DEFAULT_DATA_DIR
+from utils.errors import script_main
+from utils.folds import FOLD_RULES
+from utils.labels import LABEL_SETS
+from utils.preprocessed import PreprocessRequest, preprocess
+from utils.records import SAMPLE_RATE
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -93,183 +82,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def decode(task: tuple[str, Entry, tuple[str, int] | None, int]) -> tuple[str, dict | str]:
-    """One record -> ("ok", {info, length[, signal]}) or ("error", message). With a target (cache file,
-    column) the int16 µV signal at the cache's rate is written there by this process and not returned."""
-    layout, entry, target, rate = task
-    try:
-        hdr, mv = read_entry((layout, entry))
-        mv = resample(mv, hdr.sample_rate, rate)
-        clipped = {lead: int(k) for lead, k in zip(LEADS, clipped_per_lead(mv)) if k}
-        signal = to_microvolts(mv)
-        if target is not None:
-            if signal.shape[1] != entry.length:
-                raise RecordError(f"{entry.path}: {signal.shape[1]} samples decoded, header announced {entry.length}")
-            write_span(target[0], target[1], signal)
-    except RecordError as e:
-        return "error", str(e)
-    except Exception as e:  # an unexpected failure in one record must not stop the other 6,876
-        return "error", f"{entry.path}: {type(e).__name__}: {e}"
-    info = {"sample_rate": hdr.sample_rate, "signal_len": hdr.sig_len, "age": hdr.age, "sex": hdr.sex}
-    return "ok", {"info": info, "length": signal.shape[1], "clipped": clipped,
-                  **({} if target else {"signal": signal})}
-
-
-def decode_into_cache(layout: Layout, entries: list[Entry], out_dir: Path, workers: int, rate: int = SAMPLE_RATE
-                      ) -> tuple[list[Entry], dict[str, dict], list[str], dict[str, str]]:
-    """Decode the entries in parallel into the cache; returns the entries kept, their decoded header
-    facts, the skip messages and, for records stored clipped, a message each (by id). Memory holds a
-    few records, never all of them: when the headers gave
-    every length, each worker writes its records in place into the memory-mapped cache file (a record
-    that fails leaves its span unused and out of the index); otherwise (the original CPSC2018 layout has
-    no headers) the signals are streamed back in order and appended."""
-    kept, facts, errors, clipped = [], {}, [], {}
-    lengths = [e.length for e in entries]
-    in_place = None not in lengths
-    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64) if in_place else None
-    cache, n_clipped = None, {}
-
-    def decoded():
-        # strict: zip then also runs the results to their end, so the pool is closed here, in order, and a
-        # Ctrl-C during that close is raised, not lost in a generator finalised by the garbage collector
-        results = parallel_imap(decode, tasks, workers, "decode", chunksize=16)
-        for entry, (status, value) in zip(entries, results, strict=True):
-            if status == "error":
-                errors.append(value)
-                yield entry.pid, None
-                continue
-            kept.append(entry)
-            facts[entry.pid] = value["info"]
-            if value["clipped"]:
-                clipped[entry.pid] = clipped_message(entry, value["clipped"], value["length"])
-                n_clipped[entry.pid] = sum(value["clipped"].values())
-            yield entry.pid, value.get("signal")
-
-    try:
-        cache = CacheFile(out_dir, int(starts[-1])) if in_place else None
-        tasks = [(layout.name, e, (str(cache.tmp), int(starts[i])) if in_place else None, rate)
-                 for i, e in enumerate(entries)]
-        if in_place:
-            slot = {e.pid: i for i, e in enumerate(entries)}
-            for _ in decoded():  # the workers write; here only the bookkeeping
-                pass
-            write_index(out_dir, [e.pid for e in kept], [int(starts[slot[e.pid]]) for e in kept],
-                        [e.length for e in kept], [n_clipped.get(e.pid, 0) for e in kept])
-            cache.commit()
-        else:
-            stream_signal_cache(out_dir, decoded(), n_clipped)
-    finally:
-        if cache is not None and cache.tmp.exists():
-            cache.discard()
-    return kept, facts, errors, clipped
-
-
-def clipped_message(entry: Entry, per_lead: dict[str, int], length: int) -> str:
-    leads = ", ".join(f"{lead} {k}" for lead, k in per_lead.items())
-    return (f"{entry.path}: samples beyond the cache's range ±32.767 mV stored clipped (of {length} per lead: "
-            f"{leads}); kept, counted in signals_index.csv")
-
-
-def reference_row(entry: Entry, facts: dict | None) -> dict:
-    return {"patient_id": entry.pid, "sample_rate": np.nan, "signal_len": np.nan, "age": np.nan, "sex": "Unknown",
-            "dx": "", **entry.info, **(facts or {})}
-
-
 @script_main
 def main(argv=None) -> None:
     args = parse_args(argv)
-    out_dir = args.out_dir or args.data_dir
-    if args.signals_from is not None:
-        derive_label_task(args.signals_from, out_dir, args.labels, args.data_dir, args.seed, args.num_workers,
-                          args.force, args.cache_rate)
-        return
-    args.cache_rate = args.cache_rate or SAMPLE_RATE
-    layout = detect_layout(args.data_dir)
-    entries = layout.list_records(args.data_dir, get_label_set(args.labels), args.num_workers, args.cache_rate)
-    label_set = layout.label_set_for(args.data_dir, get_label_set(args.labels), entries)
-    if layout.fixed_split:
-        args.folds = "stratified"  # the database's own folds (PTB-XL's strat_fold are the benchmark's)
-    key = preprocess_key(layout.name, label_set.as_dict(), args.seed, args.cache_rate,
-                         input_files(layout, entries, args.data_dir), args.folds)
-    current = f"{out_dir}: outputs are current for these {len(entries)} records (use --force to rebuild)"
-    if not args.force and outputs_current(out_dir / MANIFEST_JSON, key):
-        print(current)
-        return
-    check_writable(out_dir, "use --out DIR to write the outputs elsewhere" if args.out_dir is None else "")
-
-    def rebuild() -> None:
-        if (out_dir / MANIFEST_JSON).exists():
-            print(f"{out_dir}: inputs or settings changed since the last run (or --force); rebuilding outputs")
-        build(args, layout, label_set, entries, out_dir, key)
-
-    rebuild_unless_current(out_dir / MANIFEST_JSON, key, rebuild, what=f"{out_dir} (preprocess outputs)",
-                           current=current, force=args.force)
-
-
-def build(args: argparse.Namespace, layout: Layout, label_set: LabelSet, entries: list[Entry], out_dir: Path,
-          key: str) -> None:
-    """Decode, fold and write every output, the manifest last (the caller holds the folder's lock)."""
-    listed, errors = [e for e in entries if e.error is None], [e.error for e in entries if e.error is not None]
-    if not listed:
-        for e in errors:
-            print(f"skipped: {e}", file=sys.stderr)
-        raise PipelineError(f"none of the {len(entries)} records in {args.data_dir} could be used")
-    unique, dropped = drop_duplicate_names(listed)
-    errors += dropped
-    labelled = [e for e in unique if e.labels is not None and e.labels.any()]
-    unlabelled = [e for e in unique if e.labels is None or not e.labels.any()]
-    if not labelled:
-        raise PipelineError(f"no record in {args.data_dir} carries any of the classes {', '.join(label_set.classes)}"
-                            f" (label set {label_set.name}; {len(errors)} record(s) could not be read)")
-    print(f"reading {len(labelled)} labelled {layout.name} records from {args.data_dir} "
-          f"({len(entries)} listed, label set {label_set.name}, {len(label_set.classes)} classes, "
-          f"cache at {args.cache_rate} Hz)")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST_JSON).unlink(missing_ok=True)  # outputs are incomplete until it is rewritten
-    remove_stale_temporaries(out_dir, [*PREPROCESS_OUTPUTS, MANIFEST_JSON])  # left by a killed run
-    kept, facts, decode_errors, clipped = decode_into_cache(layout, labelled, out_dir, args.num_workers,
-                                                            args.cache_rate)
-    errors += decode_errors
-    for e in errors:
-        print(f"skipped: {e}", file=sys.stderr)
-    for message in clipped.values():
-        print(f"clipped: {message}", file=sys.stderr)
-    if not kept:
-        raise PipelineError(f"none of the {len(labelled)} labelled records in {args.data_dir} could be decoded")
-    reference = pd.DataFrame([reference_row(e, facts.get(e.pid)) for e in sorted(kept + unlabelled,
-                                                                                   key=lambda e: str(e.path))])
-    y = np.stack([e.labels for e in kept])
-    labels = pd.DataFrame(y, columns=list(label_set.classes))
-    labels.insert(0, "patient_id", [e.pid for e in kept])
-    if layout.fixed_split:
-        labels["fold"] = [e.fold for e in kept]
-    elif args.folds == "benchmark":
-        labels["fold"] = reference_folds(kept, facts, label_set)
-    else:
-        labels["fold"] = stratified_folds(y, N_FOLDS, args.seed)
-    split = layout.fixed_split or (PTBXL_SPLIT if args.folds == "benchmark" else None)
-    write_csv(reference, out_dir / REFERENCE_CSV)
-    write_csv(labels, out_dir / LABELS_CSV)
-    summary = summarise_dataset(len(entries), list(label_set.classes), reference, labels, errors, len(unlabelled), clipped)
-    write_manifest(out_dir / MANIFEST_JSON, key, [out_dir / f for f in PREPROCESS_OUTPUTS],
-                   layout=layout.name, label_set=label_set.as_dict(), fixed_split=split, folds=args.folds,
-                   seed=args.seed, data_dir=str(args.data_dir), sample_rate=args.cache_rate, **summary)
-
-
-def reference_folds(kept: list[Entry], facts: dict[str, dict], label_set: LabelSet) -> list[int]:
-    """The PTB-XL benchmark's folds of the kept records (utils.folds.benchmark_folds), the records numbered
-    in sorted name order (the reference numbers them in its directory listing's order, unpublished), each
-    record's classes as the reference's ICBEB2018 statements, with its sex and age."""
-    order = sorted(range(len(kept)), key=lambda i: kept[i].pid)
-    names = [ICBEB_STATEMENTS.get(c, c) for c in label_set.classes]
-    info = [facts.get(kept[i].pid, {}) for i in order]
-    tokens = benchmark_fold_tokens([[names[k] for k in np.flatnonzero(kept[i].labels)] for i in order],
-                                   [f.get("sex", "Unknown") for f in info],
-                                   [float(f.get("age")) if f.get("age") is not None else float("nan") for f in info])
-    folds = np.zeros(len(kept), dtype=np.int64)
-    folds[order] = benchmark_folds(tokens, N_FOLDS)
-    return folds.tolist()
+    preprocess(PreprocessRequest(args.data_dir, args.out_dir, args.labels, args.cache_rate, args.seed, args.folds,
+                                 args.num_workers, args.force, args.signals_from))
 
 
 if __name__ == "__main__":

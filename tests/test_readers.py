@@ -25,7 +25,7 @@ from scipy.signal import resample_poly
 import preprocess
 import synth
 from utils.cache import SignalCache, load_labels
-from utils.database_pool import pool_databases
+from utils.preprocessed import pool_databases
 from utils.labels import CPSC9, LEADS
 from utils.layouts import read_cpsc_reference
 from utils.records import read_wfdb_record

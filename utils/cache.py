@@ -1,17 +1,12 @@
-"""What preprocess.py writes and every later stage reads: labels.csv, reference.csv, the memory-mapped
-signal cache and the manifest (preprocess.json: label set, layout, split rule, the cache's sample rate,
-fingerprint, and a description of each output). A folder is trusted only when its manifest is there and
-matches its files.
-
-Several label tasks of one database can share one signal cache (`derive_label_task`): the task's
-folder gets its own labels.csv and manifest and hard links to the decoded signals of another folder of
-the same records and rate, so PTB-XL's 21,799 records are decoded once for its six tasks.
+"""What every stage after preprocessing reads of a preprocess folder: labels.csv, reference.csv, the
+memory-mapped signal cache and the manifest (preprocess.json: label set, layout, split rule, the cache's
+sample rate, fingerprint, and a description of each output). A folder is trusted only when its manifest
+is there and matches its files. The cache's file format (signals.npy, signals_index.csv) is defined here
+beside its reader; utils.preprocessed, the one writer of these folders, builds them with it.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -21,19 +16,18 @@ import numpy as np
 import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
-from utils.folds import N_FOLDS, stratified_folds
-from utils.files import atomic_write, check_writable, current_umask, file_fingerprint, fingerprint, write_csv
-from utils.manifest import (manifest_mismatch, outputs_current, read_manifest, rebuild_unless_current,
-                            remove_stale_temporaries, write_manifest)
-from utils.labels import LEADS, LabelSet, get_label_set
-from utils.layouts import LAYOUTS, Entry, Layout, drop_duplicate_names
+from utils.folds import N_FOLDS
+from utils.files import atomic_write, current_umask, file_fingerprint, fingerprint, write_csv
+from utils.manifest import manifest_mismatch, read_manifest
+from utils.labels import LEADS
+from utils.layouts import Entry, Layout
 from utils.records import GAIN_ADU_PER_MV, SAMPLE_RATE
 
 __all__ = ["REFERENCE_CSV", "LABELS_CSV", "SIGNALS_NPY", "SIGNALS_INDEX_CSV", "MANIFEST_JSON",
            "PREPROCESS_OUTPUTS", "require", "require_preprocessed", "preprocess_manifest", "data_label_set",
            "data_split_rule", "database_name", "load_labels", "SignalCache", "fit_length", "TRANSPOSE_CHUNK",
            "CacheFile", "write_span", "write_index", "stream_signal_cache", "CACHE_VERSION", "input_files",
-           "preprocess_key", "failure_kind", "summarise_dataset", "link_or_copy", "derive_label_task"]
+           "preprocess_key", "failure_kind", "summarise_dataset"]
 
 REFERENCE_CSV = "reference.csv"
 LABELS_CSV = "labels.csv"
@@ -204,8 +198,6 @@ def write_index(out_dir: Path, ids: Sequence[str], starts: Sequence[int], length
                 clipped: Sequence[int] | None = None) -> pd.DataFrame:
     """signals_index.csv: each record's span in the cache, and `clipped`, how many of its samples (all
     leads) lay beyond the int16 µV range (±32.767 mV) and were stored clipped (0 for a faithful copy)."""
-    from utils.files import write_csv
-
     clipped = np.zeros(len(ids), np.int64) if clipped is None else np.asarray(clipped, np.int64)
     index = pd.DataFrame({"patient_id": list(ids), "start": np.asarray(starts, dtype=np.int64),
                           "length": np.asarray(lengths, dtype=np.int64), "clipped": clipped})
@@ -253,7 +245,7 @@ def stream_signal_cache(out_dir: Path, records: Iterable[tuple[str, np.ndarray |
 
 
 # ---------------------------------------------------------------------------------------------
-# The preprocess fingerprint, the summary, and label tasks sharing one signal cache
+# The preprocess fingerprint and the summary
 # ---------------------------------------------------------------------------------------------
 def input_files(layout: Layout, entries: list[Entry], data_dir: Path) -> list[str]:
     """The fingerprints of every file the listed records' outputs depend on (records, label files)."""
@@ -297,113 +289,3 @@ def summarise_dataset(n_found: int, classes: list[str], reference: pd.DataFrame,
     return {"found": n_found, "read": len(reference), "kept": len(labels), "unlabelled": n_unlabelled,
             "errors": errors, "clipped": clipped, "label_counts": counts,
             "per_fold": per_fold.reset_index().to_dict("records")}
-
-
-def link_or_copy(src: Path, dst: Path) -> str:
-    """`dst` becomes a hard link to `src` (a copy where the file system cannot link), put in place by a
-    rename so a reader never sees half a file; returns "linked" or "copied". Outputs are only ever
-    replaced by renames, never written in place, so a link never changes under the folder holding it."""
-    tmp = Path(dst).parent / f".{Path(dst).name}.{os.getpid()}.link.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        atomic_write(dst, lambda t: shutil.copyfile(src, t))
-        return "copied"
-    try:
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return "linked"
-
-
-def _decoded_as(manifest: dict) -> dict:
-    """What a folder's signals were decoded for (label set, seed, fingerprint): its own manifest's, or,
-    for a folder that shares another's signals, the one it took them from."""
-    return manifest.get("decoded_as") or {k: manifest.get(k) for k in ("label_set", "seed", "fingerprint")}
-
-
-def derive_label_task(src: Path, out: Path, labels: str, data_dir: Path | None = None, seed: int | None = None,
-                      workers: int = 1, force: bool = False, sample_rate: float | None = None) -> Path:
-    """A preprocess folder for label set `labels` at `out` that shares the signal cache of `src`, a
-    preprocessed folder of the same records and rate: signals.npy, signals_index.csv and reference.csv
-    are hard links to src's (copies where linking fails), labels.csv and preprocess.json its own. The
-    records are listed again (no signal decoded) and checked to be exactly the ones src decoded, at
-    src's rate; a record the task labels that src never decoded (src's label set left it out) is an
-    error: give `src` the widest task (`all` for PTB-XL). Records the task leaves out stay in the shared
-    signals but never enter labels.csv. Current outputs are kept (the fingerprint holds the task, the
-    records and src's), unless `force`. `sample_rate`, when given, must be src's."""
-    src, out = Path(src), Path(out)
-    manifest = preprocess_manifest(src)
-    if manifest.get("layout") not in LAYOUTS:
-        raise PipelineError(f"{src} holds {manifest.get('layout')!r} data, not records preprocessed from one "
-                            f"database; share the signals of a folder written by preprocess.py")
-    if out.exists() and src.resolve() == out.resolve():
-        raise PipelineError(f"--signals-from {src} is the output folder itself; give another --out")
-    layout, rate = LAYOUTS[manifest["layout"]], manifest.get("sample_rate") or SAMPLE_RATE
-    if sample_rate is not None and sample_rate != rate:
-        raise PipelineError(f"{src}'s signal cache is at {rate:g} Hz, not {sample_rate:g} Hz; share a folder "
-                            f"preprocessed at that rate")
-    recorded = Path(manifest["data_dir"])
-    if data_dir is None or (recorded.exists() and Path(data_dir).exists() and os.path.samefile(recorded, data_dir)):
-        data_dir = recorded  # the folder as src spelled it: the same paths, the same file fingerprints
-    label_set = get_label_set(labels)
-    entries = layout.list_records(Path(data_dir), label_set, workers, rate)
-    label_set = layout.label_set_for(Path(data_dir), label_set, entries)
-    files = input_files(layout, entries, Path(data_dir))
-    decoded = _decoded_as(manifest)
-    if preprocess_key(layout.name, decoded["label_set"], decoded["seed"], rate, files) != decoded["fingerprint"]:
-        origin = manifest.get("signals_from") or src
-        raise PipelineError(f"{src} holds signals of other records than those now in {data_dir} at {rate:g} Hz "
-                            f"(changed since, or another folder's); rerun `python preprocess.py --data-dir "
-                            f"{data_dir} --out {origin}` first")
-    seed = decoded["seed"] if seed is None else seed
-    key = fingerprint([preprocess_key(layout.name, label_set.as_dict(), seed, rate, files), "signals",
-                       decoded["fingerprint"]])
-    current = f"{out}: outputs are current for these {len(entries)} records (use --force to rebuild)"
-    if not force and outputs_current(out / MANIFEST_JSON, key):
-        print(current)
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    check_writable(out)
-    rebuild_unless_current(out / MANIFEST_JSON, key, lambda: _write_task(src, out, manifest, layout, label_set,
-                                                                           entries, seed, rate, key, Path(data_dir)),
-                           what=f"{out} (preprocess outputs)", current=current, force=force)
-    return out
-
-
-def _write_task(src: Path, out: Path, manifest: dict, layout: Layout, label_set: LabelSet, entries: list[Entry],
-                seed: int, rate: float, key: str, data_dir: Path) -> None:
-    listed = [e for e in entries if e.error is None]
-    unique, _ = drop_duplicate_names(listed)
-    labelled = [e for e in unique if e.labels is not None and e.labels.any()]
-    n_unlabelled = len(unique) - len(labelled)
-    cached = set(pd.read_csv(src / SIGNALS_INDEX_CSV, dtype={"patient_id": str}, usecols=["patient_id"])["patient_id"])
-    reference = pd.read_csv(src / REFERENCE_CSV, dtype={"patient_id": str}, keep_default_na=False)
-    never = [e.pid for e in labelled if e.pid not in cached and e.pid in set(reference["patient_id"])]
-    if never:
-        raise PipelineError(f"{len(never)} record(s) labelled by {label_set.name} (e.g. {never[0]}) were never "
-                            f"decoded into {src}: its label set {manifest['label_set']['name']} left them out; "
-                            f"share the signals of a folder preprocessed with a label set covering them")
-    kept = [e for e in labelled if e.pid in cached]  # the others failed to decode there (src's errors say why)
-    if not kept:
-        raise PipelineError(f"no record of {src}'s signal cache carries any of the classes of {label_set.name}")
-    print(f"{out}: label set {label_set.name} ({len(label_set.classes)} classes) over the signals of {src} "
-          f"({rate:g} Hz)")
-    (out / MANIFEST_JSON).unlink(missing_ok=True)  # outputs are incomplete until it is rewritten
-    remove_stale_temporaries(out, [*PREPROCESS_OUTPUTS, MANIFEST_JSON])
-    how = {name: link_or_copy(src / name, out / name) for name in (SIGNALS_NPY, SIGNALS_INDEX_CSV, REFERENCE_CSV)}
-    y = np.stack([e.labels for e in kept])
-    table = pd.DataFrame(y, columns=list(label_set.classes))
-    table.insert(0, "patient_id", [e.pid for e in kept])
-    table["fold"] = [e.fold for e in kept] if layout.fixed_split else stratified_folds(y, N_FOLDS, seed)
-    write_csv(table, out / LABELS_CSV)
-    errors = list(manifest.get("errors", []))
-    for e in errors:
-        print(f"skipped: {e}", file=sys.stderr)
-    clipped = {pid: m for pid, m in (manifest.get("clipped") or {}).items() if pid in set(table["patient_id"])}
-    summary = summarise_dataset(len(entries), list(label_set.classes), reference, table, errors, n_unlabelled, clipped)
-    write_manifest(out / MANIFEST_JSON, key, [out / f for f in PREPROCESS_OUTPUTS], layout=layout.name,
-                   label_set=label_set.as_dict(), fixed_split=layout.fixed_split, seed=seed, data_dir=str(data_dir),
-                   sample_rate=rate, signals_from=str(src), signals_shared=how[SIGNALS_NPY],
-                   decoded_as=_decoded_as(manifest), **summary)

@@ -122,15 +122,18 @@ def outputs_current(path: Path, key: str) -> bool:
 
 
 def rebuild_unless_current(manifest: Path, key: str, build: Callable[[], None], *, what: str, current: str,
-                           force: bool = False) -> bool:
+                           force: bool = False, prepare: Callable[[], None] | None = None) -> bool:
     """The freshness rule's one sequence for a folder one process writes: outputs current? say `current`
-    and return False. Otherwise take the folder's lock (`<folder>/.lock`, naming `what` to a second
-    writer), check again (another process may have just written them), and call `build()`, which writes
-    the manifest last; True when it built."""
+    and return False. Otherwise call `prepare()` if given (a check that the folder can be written: a
+    current read-only folder is still read), take the folder's lock (`<folder>/.lock`, naming `what` to
+    a second writer), check again (another process may have just written them), and call `build()`,
+    which writes the manifest last; True when it built."""
     manifest = Path(manifest)
     if not force and outputs_current(manifest, key):
         print(current)
         return False
+    if prepare is not None:
+        prepare()
     manifest.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(manifest.parent / ".lock", what):
         if not force and outputs_current(manifest, key):  # another process just wrote them
