@@ -35,8 +35,8 @@ from utils.files import write_csv
 from utils.manifest import outputs_current, write_manifest
 from utils.results import results_home, same_database
 
-__all__ = ["training_data_dir", "results_folder", "scoring_amp", "score_records", "EvalSettings", "score_training_records",
-           "RunScorer", "evaluation_key",
+__all__ = ["training_data_dir", "results_folder", "scoring_amp", "score_records", "EvalSettings",
+           "score_training_records", "RunScorer", "evaluation_key",
            "evaluation_current", "evaluation_problem", "evaluate_run", "external_folder", "evaluate_external"]
 
 
