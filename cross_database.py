@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from models.checkpoint import load_checkpoint
-from models.scoring import evaluate_external
+from models.scoring import EvalSettings, evaluate_external
 from models.inputs import pick_device
 from models.studies import run_all, study_parser
 from models.training import RunConfig, architecture_settings, check_finetune, check_run_args, source_arch
@@ -202,9 +202,10 @@ def main(argv=None) -> pd.DataFrame:
             rows.append(r), per_class.append(pc)
         model, ckpt = load_checkpoint(cfg.run.model, map_location=device)
         for other in tests:
-            _, out = evaluate_external(model.to(device), ckpt, cfg.run, other, args.results_dir, device,
-                                       n_bootstrap=args.n_bootstrap, num_workers=0, calibrate=args.calibrate,
-                                       figures=not args.no_figures, force=args.force)
+            settings = EvalSettings(n_bootstrap=args.n_bootstrap, num_workers=0, calibrate=args.calibrate,
+                                    figures=not args.no_figures)
+            _, out = evaluate_external(model.to(device), ckpt, cfg.run, other, args.results_dir, device, settings,
+                                       force=args.force)
             r, pc = cell(name, database_name(other), out)
             rows.append(r), per_class.append(pc)
     if args.leave_one_out and len(args.data_dirs) == 2:

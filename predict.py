@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.scoring import evaluate_external, evaluate_run, evaluation_key, results_folder
+from models.scoring import EvalSettings, evaluate_external, evaluate_run, evaluation_key, results_folder
 from models.inputs import InputSpec, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
 from utils.cache import preprocess_manifest
@@ -97,18 +97,18 @@ def main(argv=None) -> pd.DataFrame:
     model.to(device)
     if args.record:
         return diagnose_records(args, model, ckpt)
-    options = dict(n_bootstrap=args.n_bootstrap, batch_size=args.batch_size, num_workers=args.num_workers,
-                   figures=not args.no_figures, calibrate=args.calibrate)
+    settings = EvalSettings(n_bootstrap=args.n_bootstrap, batch_size=args.batch_size, num_workers=args.num_workers,
+                            figures=not args.no_figures, calibrate=args.calibrate)
     if args.external_data_dir:
         table, out = evaluate_external(model, ckpt, args.run, args.external_data_dir, args.results_dir,
-                                       device, force=args.force, **options)
+                                       device, settings, force=args.force)
     else:
         preprocess_manifest(args.data_dir or ckpt["config"]["data_dir"])  # the data, before any results folder
         own = EvaluationFolder(results_folder(args.results_dir, ckpt, args.run))
         own_key = evaluation_key(args.run, ckpt, args.n_bootstrap, args.calibrate)
         if not args.force and args.data_dir is None and own.current(own_key, f"evaluation of this very {args.run.model}"):
             return own.read()["metrics"]
-        table, out = evaluate_run(model, ckpt, args.run, args.results_dir, device, args.data_dir, **options)
+        table, out = evaluate_run(model, ckpt, args.run, args.results_dir, device, args.data_dir, settings)
     print_metrics(table)
     figures = "" if args.no_figures else ", roc.png, confusion_*.png"
     print(f"wrote {out}/metrics.csv, metrics.json, val_scores.csv, test_scores.csv{figures}; "

@@ -390,9 +390,10 @@ def wfdb_number(x: float) -> str:
     return str(int(x)) if x.is_integer() else repr(x)
 
 
-def write_wfdb(out: Path, name: str, val: np.ndarray, fs: int, age: float, sex: str, labels: list[str],
+def write_wfdb(out: Path, name: str, val: np.ndarray, fs: int, comments: list[str],
                gain: float = GAIN_ADU_PER_MV, units: str = "mV") -> None:
-    """A0001.hea + A0001.mat exactly as the PhysioNet/CinC 2020 re-release of CPSC2018."""
+    """A0001.hea + A0001.mat exactly as the PhysioNet/CinC 2020 re-release of CPSC2018 (`comments`:
+    wfdb_comments, followed by its unknown Rx, Hx and Sx)."""
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             savemat(f, {"val": val}, format="4")
@@ -402,9 +403,7 @@ def write_wfdb(out: Path, name: str, val: np.ndarray, fs: int, age: float, sex: 
     for lead, row in zip(LEADS, val):
         checksum = int(np.int16(np.int64(row.astype(np.int64).sum()) & 0xFFFF).astype(np.int16))
         lines.append(f"{name}.mat 16+24 {wfdb_number(gain)}/{units} 16 0 {int(row[0])} {checksum} 0 {lead}")
-    age_text = "NaN" if np.isnan(age) else str(int(age))
-    dx = ",".join(CLASS_TO_SNOMED[c] for c in labels)
-    lines += [f"#Age: {age_text}", f"#Sex: {sex}", f"#Dx: {dx}", "#Rx: Unknown", "#Hx: Unknown", "#Sx: Unknown"]
+    lines += [f"#{c}" for c in comments] + ["#Rx: Unknown", "#Hx: Unknown", "#Sx: Unknown"]
     write_text("\n".join(lines) + "\n", out / f"{name}.hea")
 
 
@@ -564,12 +563,9 @@ def write_cpsc(out: Path, name: str, mv: np.ndarray, age: float, sex: str) -> No
     atomic_write(out / f"{name}.mat", save)
 
 
-def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds: float = 60.0,
-             fs: int | None = None, layout: str = "wfdb", site: str | None = None,
-             statements: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Write `n` records into `out` as `site` records them (None: the default, site a, with no site.json)
-    at `fs` (None: the site's rate); returns the answer key (also written as REFERENCE.csv). `statements`
-    (ptbxl): the statement table written, each record given one more of its statements."""
+def _site_profile(site: str | None, fs: int | None, layout: str) -> tuple[Site, int]:
+    """The site's profile and the rate its records are written at (`fs`, or the site's own), refused when
+    the site, or the layout, cannot hold that rate."""
     if site is not None and site not in SITES:
         raise PipelineError(f"unknown site {site!r}; the sites are {', '.join(SITES)}")
     profile = SITES[site or DEFAULT_SITE]
@@ -578,6 +574,40 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
     if layout == "cpsc2018" and fs != SAMPLE_RATE:
         raise PipelineError(f"the original CPSC2018 layout has no sampling-rate field (its readers take "
                             f"{SAMPLE_RATE} Hz), so it cannot hold {fs} Hz records; use --layout wfdb")
+    return profile, fs
+
+
+def _write_key(out: Path, rows: list[dict], ptbxl: list[dict], layout: str,
+               statements: pd.DataFrame | None) -> pd.DataFrame:
+    """The answer key: REFERENCE.csv, or for ptbxl the PTB-XL tables and answer_key.csv (PTB-XL has no
+    REFERENCE.csv), its records named by ecg_id."""
+    key = pd.DataFrame(rows).astype({"Second_label": "Int64", "Third_label": "Int64"})
+    if layout == "ptbxl":
+        write_ptbxl_tables(out, ptbxl, statements)
+        key["Recording"] = [str(r["ecg_id"]) for r in ptbxl]
+        write_csv(key, out / "answer_key.csv")
+    else:
+        write_csv(key, out / "REFERENCE.csv")
+    return key
+
+
+def _write_site(out: Path, site: str | None, profile: Site, fs: int, layout: str) -> None:
+    """site.json: how a --site database was recorded (none for the default site)."""
+    if site is None:
+        (out / "site.json").unlink(missing_ok=True)  # from an earlier --site run into this folder (--force)
+    else:
+        write_json({"site": site, **asdict(profile), "sample_rate": fs, "layout": layout,
+                    "default": asdict(SITES[DEFAULT_SITE])}, out / "site.json")
+
+
+def generate(out: Path, n: int, seed: int, seconds_range: tuple[float, float] = (6.0, 60.0),
+             fs: int | None = None, layout: str = "wfdb", site: str | None = None,
+             statements: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Write `n` records into `out` as `site` records them (None: the default, site a, with no site.json)
+    at `fs` (None: the site's rate), each `seconds_range` (shortest, longest) long (ptbxl: 10 s); returns
+    the answer key (also written as REFERENCE.csv). `statements` (ptbxl): the statement table written,
+    each record given one more of its statements."""
+    profile, fs = _site_profile(site, fs, layout)
     adu_per_mv = profile.adc_gain * ADU_UNITS[profile.units]
     out.mkdir(parents=True, exist_ok=True)
     rows, details, ptbxl = [], [], []
@@ -586,11 +616,11 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
         name = f"A{i:04d}"
         labels = sample_labels(rng, profile.prevalence)
         age, sex = sample_demographics(rng)
-        seconds = 10.0 if layout == "ptbxl" else sample_duration(rng, min_seconds, max_seconds)
+        seconds = 10.0 if layout == "ptbxl" else sample_duration(rng, *seconds_range)
         mv, info = synthesize(rng, labels, seconds, fs, profile)
         val = np.clip(np.rint(mv * adu_per_mv), -32768, 32767).astype(np.int16)
         if layout == "wfdb":
-            write_wfdb(out, name, val, fs, age, sex, labels, profile.adc_gain, profile.units)
+            write_wfdb(out, name, val, fs, wfdb_comments(age, sex, labels), profile.adc_gain, profile.units)
         elif layout == "wfdb-dat":
             write_wfdb_dat(out, name, val, fs, wfdb_comments(age, sex, labels), units=profile.units,
                            gain=profile.adc_gain)
@@ -618,19 +648,9 @@ def generate(out: Path, n: int, seed: int, min_seconds: float = 6.0, max_seconds
         rows.append({"Recording": name, "First_label": codes[0], "Second_label": codes[1], "Third_label": codes[2]})
         details.append({"Recording": name, "labels": ",".join(labels), "st_region": info["st_region"],
                         "seconds": mv.shape[1] / fs})
-    key = pd.DataFrame(rows).astype({"Second_label": "Int64", "Third_label": "Int64"})
-    if layout == "ptbxl":
-        write_ptbxl_tables(out, ptbxl, statements)
-        key["Recording"] = [str(r["ecg_id"]) for r in ptbxl]
-        write_csv(key, out / "answer_key.csv")  # not REFERENCE.csv: PTB-XL has none
-    else:
-        write_csv(key, out / "REFERENCE.csv")
+    key = _write_key(out, rows, ptbxl, layout, statements)
     write_csv(pd.DataFrame(details), out / SYNTHETIC_MARKER)
-    if site is None:
-        (out / "site.json").unlink(missing_ok=True)  # from an earlier --site run into this folder (--force)
-    else:
-        write_json({"site": site, **asdict(profile), "sample_rate": fs, "layout": layout,
-                    "default": asdict(SITES[DEFAULT_SITE])}, out / "site.json")
+    _write_site(out, site, profile, fs, layout)
     return key
 
 
@@ -643,7 +663,7 @@ def main(argv=None) -> None:
         raise PipelineError(f"{args.out} already holds records; pass --force to overwrite them")
     if not 0 < args.min_seconds <= args.max_seconds:
         raise PipelineError("need 0 < --min-seconds <= --max-seconds")
-    key = generate(args.out, args.n, args.seed, args.min_seconds, args.max_seconds, args.sample_rate, args.layout,
+    key = generate(args.out, args.n, args.seed, (args.min_seconds, args.max_seconds), args.sample_rate, args.layout,
                    args.site, args.statements)
     print(f"wrote {len(key)} {args.layout} records to {args.out}" + (f" as site {args.site}" if args.site else ""))
 

@@ -71,6 +71,21 @@ def recurrent_gradients(model: nn.Module) -> Iterator[nn.Module]:
             m.train(training)
 
 
+def _pass_gradients(model: nn.Module, points: torch.Tensor, target: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Gradients of each point's target score, in one pass padded to `batch_size` rows so that every
+    pass has the same shape (and so the same conv algorithm and rounding)."""
+    size, shape = len(points), tuple(points.shape[1:])
+    inputs = torch.zeros((batch_size, *shape), device=points.device)
+    inputs[:size] = points
+    inputs.requires_grad_()
+    try:
+        selected = model(inputs)[torch.arange(size, device=points.device), target]
+        return torch.autograd.grad(selected.sum(), inputs)[0][:size]
+    except torch.cuda.OutOfMemoryError:
+        raise PipelineError(f"out of GPU memory in a pass of --batch-size {batch_size} gradient evaluations "
+                            f"of {shape[0]} x {shape[1]} inputs; give a smaller --batch-size") from None
+
+
 def explain(model: nn.Module, background: torch.Tensor, x: torch.Tensor, nsamples: int, batch_size: int,
             seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """SHAP values (n, leads, samples) of each record's top-scoring class, and that class index.
@@ -111,19 +126,10 @@ def explain(model: nn.Module, background: torch.Tensor, x: torch.Tensor, nsample
     with tqdm(total=n, desc="shap", unit="rec", file=sys.stdout) as bar, recurrent_gradients(model):
         for start in range(0, n * nsamples, batch_size):
             part = slice(start, min(start + batch_size, n * nsamples))
-            size = part.stop - part.start
             rec = torch.as_tensor(record[part], device=device)
             own, ref = x_dev[rec], bg_dev[torch.as_tensor(rows[part], device=device)]
             weights = [torch.as_tensor(w[part], device=device)[:, None, None] for w in (w_own, w_ref)]
-            inputs = torch.zeros((batch_size, *shape), device=device)  # padded: every pass has the same shape
-            inputs[:size] = weights[0] * own + weights[1] * ref
-            inputs.requires_grad_()
-            try:
-                selected = model(inputs)[torch.arange(size, device=device), target[rec]]
-                grad = torch.autograd.grad(selected.sum(), inputs)[0][:size]
-            except torch.cuda.OutOfMemoryError:
-                raise PipelineError(f"out of GPU memory in a pass of --batch-size {batch_size} gradient evaluations "
-                                    f"of {shape[0]} x {shape[1]} inputs; give a smaller --batch-size") from None
+            grad = _pass_gradients(model, weights[0] * own + weights[1] * ref, target[rec], batch_size)
             products = grad.double() * (own - ref).double()  # exact: float32 x float32 fits a float64
             for j, k in enumerate(range(part.start, part.stop)):
                 total_sum += products[j]  # in sample order, whatever the pass boundaries

@@ -35,8 +35,8 @@ from utils.files import write_csv
 from utils.manifest import outputs_current, write_manifest
 from utils.results import results_home, same_database
 
-__all__ = ["training_data_dir", "results_folder", "scoring_amp", "score_records", "score_training_records",
-           "RunScorer", "evaluation_key",
+__all__ = ["training_data_dir", "results_folder", "scoring_amp", "score_records", "EvalSettings",
+           "score_training_records", "RunScorer", "evaluation_key",
            "evaluation_current", "evaluation_problem", "evaluate_run", "external_folder", "evaluate_external"]
 
 
@@ -56,13 +56,23 @@ def scoring_amp(ckpt: dict) -> bool:
     return RunConfig.from_checkpoint(ckpt).precision == "bf16"
 
 
-def score_records(model: torch.nn.Module, cache: SignalCache, part: pd.DataFrame, spec: InputSpec,
-                  classes: Sequence[str], device: torch.device, batch_size: int, num_workers: int,
-                  desc: str, amp: bool = False) -> pd.DataFrame:
-    """The scores table (patient_id, 0/1 labels, p_<class>) of the given labels.csv rows."""
-    loader = make_loader(ECGDataset(cache, part, spec, classes), batch_size, False, num_workers)
+def score_records(model: torch.nn.Module, records: ECGDataset, classes: Sequence[str], device: torch.device,
+                  batch_size: int, num_workers: int, desc: str | None, amp: bool = False) -> pd.DataFrame:
+    """The scores table (patient_id, 0/1 labels, p_<class>) of the dataset's records, in their order."""
+    loader = make_loader(records, batch_size, False, num_workers)
     probs, y, _ = score(model, loader, device, amp=amp, progress=desc)
-    return scores_table(part["patient_id"].tolist(), y.astype(bool), probs, classes)
+    return scores_table(list(records.ids), y.astype(bool), probs, classes)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What a caller chooses about an evaluation (the run and its data fix the rest of the EvalOptions):
+    the bootstrap size, figures and calibration go into EvalOptions, the loader settings into RunScorer."""
+    n_bootstrap: int = 1000
+    batch_size: int = 64
+    num_workers: int = 2
+    figures: bool = True
+    calibrate: bool = False
 
 
 def score_training_records(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path, device: torch.device,
@@ -77,9 +87,9 @@ def score_training_records(model: torch.nn.Module, ckpt: dict, run: Run, results
         return out.train_scores
     check_writable(out.folder, "pass --results-dir DIR with a writable DIR")
     part = checkpoint_splits(ckpt, data_dir)["train"]
-    table = score_records(model, SignalCache(data_dir), part, InputSpec.from_checkpoint(ckpt),
-                          list(ckpt["label_set"]["classes"]), device, batch_size, num_workers, "score train",
-                          scoring_amp(ckpt))
+    classes = list(ckpt["label_set"]["classes"])
+    records = ECGDataset(SignalCache(data_dir), part, InputSpec.from_checkpoint(ckpt), classes)
+    table = score_records(model, records, classes, device, batch_size, num_workers, "score train", scoring_amp(ckpt))
     with exclusive_lock(run.lock, f"run {run}"):  # the run's results folder: one writer
         out.train_manifest.unlink(missing_ok=True)
         write_csv(table, out.train_scores)
@@ -107,8 +117,8 @@ class RunScorer:
         cache, spec = SignalCache(self.data_dir), InputSpec.from_checkpoint(self.ckpt)
 
         def scored(part: pd.DataFrame, name: str) -> pd.DataFrame:
-            return score_records(self.model, cache, part, spec, classes, self.device, self.batch_size,
-                                 self.num_workers, f"score {name}", scoring_amp(self.ckpt))
+            return score_records(self.model, ECGDataset(cache, part, spec, classes), classes, self.device,
+                                 self.batch_size, self.num_workers, f"score {name}", scoring_amp(self.ckpt))
 
         val = (scored(self.val, "val") if self.val is not None
                else read_scores(self.val_scores, classes) if self.val_scores is not None else None)
@@ -163,8 +173,7 @@ def evaluation_problem(out: Path, run: Run) -> str | None:
 
 
 def evaluate_run(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path, device: torch.device,
-                 data_dir: Path | None = None, n_bootstrap: int = 1000, batch_size: int = 64, num_workers: int = 2,
-                 figures: bool = True, calibrate: bool = False) -> tuple[pd.DataFrame, Path]:
+                 data_dir: Path | None = None, settings: EvalSettings = EvalSettings()) -> tuple[pd.DataFrame, Path]:
     """Score the run's validation and test records, tune the thresholds on validation, evaluate the test
     records; returns the metrics table and the results folder."""
     cfg = ckpt["config"]
@@ -179,13 +188,14 @@ def evaluate_run(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path
     for name in ("val", "test"):
         if splits[name].empty:
             raise PipelineError(f"no records in the {name} split of {data_dir}")
-    scores = RunScorer(model, ckpt, device, data_dir, splits["test"], splits["val"], batch_size=batch_size,
-                       num_workers=num_workers).score()
+    scores = RunScorer(model, ckpt, device, data_dir, splits["test"], splits["val"], batch_size=settings.batch_size,
+                       num_workers=settings.num_workers).score()
     info = {"model": str(run.model), "model_sha": file_sha(run.model), "run": os.path.realpath(run.folder),
             "data_dir": str(data_dir), "database": ckpt["data"]["name"], "test_folds": test_folds,
             "val_folds": val_folds, "leads": list(InputSpec.from_checkpoint(ckpt).leads),
             "label_set": ckpt["label_set"]["name"]}
-    options = EvalOptions(out, classes, n_bootstrap=n_bootstrap, seed=int(cfg["seed"]), figures=figures,
+    n_bootstrap, calibrate = settings.n_bootstrap, settings.calibrate
+    options = EvalOptions(out, classes, n_bootstrap=n_bootstrap, seed=int(cfg["seed"]), figures=settings.figures,
                           calibrate=calibrate, title="test fold", info=info,
                           key=evaluation_key(run, ckpt, n_bootstrap, calibrate, data_dir), thresholds_file=run.thresholds,
                           tuned_on=f"validation fold(s) {val_folds}: {len(splits['val'])} records")
@@ -209,8 +219,8 @@ def _external_key(run: Run, ckpt: dict, external_dir: Path, n_bootstrap: int, ca
 
 
 def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir: Path, results_dir: Path,
-                      device: torch.device, n_bootstrap: int = 1000, batch_size: int = 64, num_workers: int = 2,
-                      figures: bool = True, calibrate: bool = False, force: bool = False) -> tuple[pd.DataFrame, Path]:
+                      device: torch.device, settings: EvalSettings = EvalSettings(),
+                      force: bool = False) -> tuple[pd.DataFrame, Path]:
     """Score every labelled record of another preprocessed database with the thresholds tuned on the
     run's own validation records (redone only when the model, its thresholds, the other database or the
     settings changed)."""
@@ -228,7 +238,9 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
     thresholds = load_thresholds(run, classes)
     own = EvaluationFolder(results_folder(results_dir, ckpt, run))
     out = own.external(external_dir)
-    options = EvalOptions(out, classes, n_bootstrap=n_bootstrap, seed=int(ckpt["config"]["seed"]), figures=figures,
+    n_bootstrap, calibrate = settings.n_bootstrap, settings.calibrate
+    options = EvalOptions(out, classes, n_bootstrap=n_bootstrap, seed=int(ckpt["config"]["seed"]),
+                          figures=settings.figures,
                           calibrate=calibrate, title=f"external: {database_name(external_dir)}",
                           info={"model": str(run.model), "model_sha": file_sha(run.model),
                                 "run": os.path.realpath(run.folder), "data_dir": str(external_dir),
@@ -247,7 +259,7 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
               f"model was trained or validated on (e.g. {shared[0]}); if they are the same ECGs this is not an "
               f"external test", file=sys.stderr)
     scorer = RunScorer(model, ckpt, device, external_dir, part, val_scores=own.val_scores if calibrate else None,
-                       batch_size=batch_size, num_workers=num_workers)
+                       batch_size=settings.batch_size, num_workers=settings.num_workers)
     table = evaluate(scorer.score(), options)
     print(f"external validation on {external_dir}: all {len(part)} labelled records; thresholds tuned on "
           f"{ckpt['data']['name']}'s validation records")

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from models.checkpoint import load_checkpoint, peek_checkpoint
-from models.scoring import evaluate_run, evaluation_current, results_folder, score_training_records
+from models.scoring import EvalSettings, evaluate_run, evaluation_current, results_folder, score_training_records
 from models.inputs import pick_device
 from models.run import Run
 from models.training import RunConfig, equal_finished_run, resolve_identity, run_state, train
@@ -110,8 +110,8 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, cali
     device = pick_device(cfg.use_gpu)
     model, ckpt = load_checkpoint(run.model, map_location=device)
     if cfg.force or not evaluation_current(run, ckpt, results_dir, n_bootstrap, calibrate):
-        evaluate_run(model.to(device), ckpt, run, results_dir, device, n_bootstrap=n_bootstrap,
-                     num_workers=0, figures=False, calibrate=calibrate)
+        settings = EvalSettings(n_bootstrap=n_bootstrap, num_workers=0, figures=False, calibrate=calibrate)
+        evaluate_run(model.to(device), ckpt, run, results_dir, device, settings=settings)
     else:
         print(f"{run.name}: evaluation current, reusing {results_folder(results_dir, ckpt, run)}")
     if train_scores:

@@ -667,32 +667,27 @@ def finish_ddp(model: torch.nn.Module, world: int, is_main: bool) -> None:
     dist.destroy_process_group()
 
 
-def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
-    import torch.distributed as dist
+def _clear_run(run: Run) -> None:
+    """A retrained run (--force) keeps nothing of the old one."""
+    for old in (run.model, run.last, run.log, run.thresholds, run.frozen):
+        old.unlink(missing_ok=True)
 
-    is_main = rank == 0
-    amp = cfg.precision == "bf16"
-    run = cfg.run
-    model_path, resume_path = run.model, run.last
-    if cfg.force and is_main:  # a retrained run keeps nothing of the old one
-        for old in (model_path, resume_path, run.log, run.thresholds, run.frozen):
-            old.unlink(missing_ok=True)
 
-    seed_everything(cfg.seed)
-    spec = cfg.spec
-    cache = SignalCache(cfg.data_dir)
-    manifest = preprocess_manifest(cfg.data_dir)
-    label_set = data_label_set(cfg.data_dir)
-    classes = label_set["classes"]
-    resume_ckpt = None
-    if cfg.resume:  # a resumed run keeps the records it started with, whatever labels.csv holds now
-        _, resume_ckpt = load_checkpoint(resume_path)
-        changed = RunConfig.from_checkpoint(resume_ckpt).changed(cfg)
-        if changed:
-            raise PipelineError(f"cannot resume {resume_path} with different settings ({'; '.join(changed)})")
-    splits = run_splits(cfg, resume_ckpt, cache, warn=is_main)
-    train_ds = ECGDataset(cache, splits["train"], spec, classes)
-    val_ds = ECGDataset(cache, splits["val"], spec, classes)
+def _resume_checkpoint(cfg: RunConfig) -> dict | None:
+    """The last.pth a --resume run continues (None without --resume), refused when its settings differ."""
+    if not cfg.resume:
+        return None
+    _, ckpt = load_checkpoint(cfg.run.last)
+    changed = RunConfig.from_checkpoint(ckpt).changed(cfg)
+    if changed:
+        raise PipelineError(f"cannot resume {cfg.run.last} with different settings ({'; '.join(changed)})")
+    return ckpt
+
+
+def _loaders(cfg: RunConfig, train_ds: ECGDataset, val_ds: ECGDataset, world: int, rank: int,
+             device: torch.device, is_main: bool):
+    """(sampler, training loader, validation loader): this rank's shard of the training records, and the
+    validation records in larger batches (no gradients to hold)."""
     sampler = shard_sampler(train_ds, world, rank, cfg.seed)
     pin = device.type == "cuda"
     train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed, sampler, pin,
@@ -701,77 +696,139 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
         print(f"warning: --drop-last with {len(train_ds)} training records, fewer than one batch of "
               f"{cfg.batch_size}: each epoch is that one incomplete batch", file=sys.stderr)
     val_loader = make_loader(val_ds, cfg.batch_size * (8 if pin else 2), False, cfg.num_workers, pin_memory=pin)
+    return sampler, train_loader, val_loader
+
+
+def _restore(ckpt: dict, cfg: RunConfig, model: torch.nn.Module, step: Step, start: int,
+             is_main: bool) -> tuple[float, list, str | None]:
+    """Put a resumed run back where it stopped (weights, and the optimiser and schedule unless a new phase
+    begins, which gets a new optimiser); returns its best val F1, history and run id (None for a run
+    begun before runs had ids)."""
+    model.load_state_dict(ckpt["model"])
+    if phase(cfg.freeze_epochs, ckpt["epoch"]) == phase(cfg.freeze_epochs, start):
+        step.optimizer.load_state_dict(ckpt["optimizer"])
+        if step.scheduler is not None:
+            step.scheduler.load_state_dict(ckpt["scheduler"])
+    best, history = ckpt["best_f1"], list(ckpt["history"])
+    if is_main:
+        left = (f"{cfg.epochs - ckpt['epoch']} epoch(s) left" if start <= cfg.epochs
+                else "all epochs done, nothing to train")
+        print(f"resuming {cfg.run.last} after epoch {ckpt['epoch']} (best val F1 {best:.4f}): {left}")
+    return best, history, ckpt.get("run_id")
+
+
+def _autotune(cfg: RunConfig, device: torch.device) -> None:
+    """The same algorithm at the GPU's speed: fused Adam (one kernel for all parameters) and cuDNN's
+    autotuner, except under --deterministic, where the autotuner's choice could differ between runs."""
+    if device.type == "cuda" and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True
+
+
+def _print_setup(cfg: RunConfig, label_set: dict, train_ds: ECGDataset, val_ds: ECGDataset, n_test: int,
+                 steps: int, world: int, device: torch.device) -> None:
+    """One line saying what trains on what."""
+    spec = cfg.spec
+    split = f" (test fold {cfg.test_fold})" if cfg.test_fold else ""
+    length = (f"whole records at {spec.sample_rate} Hz" if spec.whole else
+              f"{spec.n_samples} samples ({spec.seconds:g} s at {spec.sample_rate} Hz)")
+    print(f"{cfg.arch} on {len(spec.leads)} lead(s) {','.join(spec.leads)}, {length}, "
+          f"{len(label_set['classes'])} classes ({label_set['name']}); "
+          f"train {len(train_ds)} val {len(val_ds)} test {n_test} records{split}; device {device}"
+          f"{' (bf16 autocast)' if cfg.precision == 'bf16' else ''}{f', {world} processes' if world > 1 else ''}"
+          f"{f'; {steps} steps per epoch' if cfg.drop_last else ''}")
+
+
+def _seed_epoch(cfg: RunConfig, epoch: int, rank: int, train_loader, sampler) -> torch.Generator:
+    """Seed dropout and shuffling from the run's seed and the epoch alone (a resumed run draws what an
+    uninterrupted one would); returns this rank's augmentation generator."""
+    torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout
+    train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # shuffling
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    return torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 7919 * rank)
+
+
+def _print_phase(cfg: RunConfig, step: Step, epoch: int) -> None:
+    """A fine-tuned run's parameter groups at the start of each phase."""
+    print(f"phase {phase(cfg.freeze_epochs, epoch)}: " + "; ".join(
+        f"{g['name']} {sum(p.numel() for p in g['params']):,} parameters at lr {g.get('max_lr', g['lr']):.3g}"
+        for g in step.optimizer.param_groups))
+
+
+def _run_provenance(cfg: RunConfig, manifest: dict, label_set: dict, run_id: str | None, splits: dict) -> dict:
+    """What every checkpoint of the run holds alike: its settings, labels, data and split."""
+    data = {"dir": str(cfg.data_dir), "name": database_name(cfg.data_dir), "fingerprint": manifest.get("fingerprint"),
+            "identity": database_identity(cfg.data_dir)}
+    return {"config": cfg.to_dict(), "label_set": label_set, "data": data, "run_id": run_id,
+            **split_provenance(splits, label_set["classes"])}
+
+
+def _keep_epoch(cfg: RunConfig, model: torch.nn.Module, step: Step, history: list, best: float, improved: bool,
+                fixed: dict) -> None:
+    """Save the epoch that ends `history` (last.pth, model.pth when kept, the log; frozen.pth at the end
+    of a frozen phase) and print its line; `fixed` is what every checkpoint of the run holds alike."""
+    row, run = history[-1], cfg.run
+    epoch = row["epoch"]
+    state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch, "best_f1": best,
+             "history": history, **fixed}
+    save_epoch(run, state, step, keep=improved or cfg.keep == "last")
+    if cfg.freeze_epochs and epoch == cfg.freeze_epochs and (cfg.init_from or cfg.source):
+        save_checkpoint(run.frozen, state)  # the end of the frozen phase, to compare with the source
+    print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+          f"val F1 {row['val_f1']:.4f}  val AUC {row['val_auc']:.4f}  {row['seconds']:.1f}s"
+          f"{'  * best' if improved and cfg.keep == 'best' else ''}", flush=True)
+
+
+def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
+    import torch.distributed as dist
+
+    is_main = rank == 0
+    amp = cfg.precision == "bf16"
+    run = cfg.run
+    if cfg.force and is_main:
+        _clear_run(run)
+
+    seed_everything(cfg.seed)
+    cache = SignalCache(cfg.data_dir)
+    manifest = preprocess_manifest(cfg.data_dir)
+    label_set = data_label_set(cfg.data_dir)
+    classes = label_set["classes"]
+    resume_ckpt = _resume_checkpoint(cfg)  # a resumed run keeps the records it started with
+    splits = run_splits(cfg, resume_ckpt, cache, warn=is_main)
+    train_ds, val_ds = (ECGDataset(cache, splits[part], cfg.spec, classes) for part in ("train", "val"))
+    sampler, train_loader, val_loader = _loaders(cfg, train_ds, val_ds, world, rank, device, is_main)
 
     model = new_network(cfg, train_ds, len(classes), fit=resume_ckpt is None, verbose=is_main).to(device)
     cuda = device.type == "cuda"
-    # The same algorithm at the GPU's speed: fused Adam (one kernel for all parameters) and cuDNN's
-    # autotuner, except under --deterministic, where the autotuner's choice could differ between runs.
-    if cuda and not cfg.deterministic:
-        torch.backends.cudnn.benchmark = True
-    start, best, history, run_id = 1, -1.0, [], uuid.uuid4().hex
-    if resume_ckpt is not None:
-        start = resume_ckpt["epoch"] + 1
+    _autotune(cfg, device)
+    start = 1 if resume_ckpt is None else resume_ckpt["epoch"] + 1
     step = make_step(cfg, model, len(train_loader), cuda, start)
     step.amp = amp
+    best, history, run_id = -1.0, [], uuid.uuid4().hex
     if resume_ckpt is not None:
-        run_id = resume_ckpt.get("run_id")  # a run keeps its id (None for one begun before runs had ids)
-        ckpt = resume_ckpt
-        model.load_state_dict(ckpt["model"])
-        if phase(cfg.freeze_epochs, ckpt["epoch"]) == phase(cfg.freeze_epochs, start):  # a new phase: a new optimiser
-            step.optimizer.load_state_dict(ckpt["optimizer"])
-            if step.scheduler is not None:
-                step.scheduler.load_state_dict(ckpt["scheduler"])
-        best, history = ckpt["best_f1"], list(ckpt["history"])
-        if is_main:
-            left = (f"{cfg.epochs - ckpt['epoch']} epoch(s) left" if start <= cfg.epochs
-                    else "all epochs done, nothing to train")
-            print(f"resuming {resume_path} after epoch {ckpt['epoch']} (best val F1 {best:.4f}): {left}")
+        best, history, run_id = _restore(resume_ckpt, cfg, model, step, start, is_main)
     train_model = wrap_for_training(model, cfg, world, device)
     if is_main:
-        split = f" (test fold {cfg.test_fold})" if cfg.test_fold else ""
-        length = (f"whole records at {spec.sample_rate} Hz" if spec.whole else
-                  f"{spec.n_samples} samples ({spec.seconds:g} s at {spec.sample_rate} Hz)")
-        print(f"{cfg.arch} on {len(spec.leads)} lead(s) {','.join(spec.leads)}, {length}, "
-              f"{len(classes)} classes ({label_set['name']}); "
-              f"train {len(train_ds)} val {len(val_ds)} test {len(splits['test'])} records{split}; device {device}"
-              f"{' (bf16 autocast)' if amp else ''}{f', {world} processes' if world > 1 else ''}"
-              f"{f'; {len(train_loader)} steps per epoch' if cfg.drop_last else ''}")
-    log = run.log
-    data = {"dir": str(cfg.data_dir), "name": database_name(cfg.data_dir), "fingerprint": manifest.get("fingerprint"),
-            "identity": database_identity(cfg.data_dir)}
+        _print_setup(cfg, label_set, train_ds, val_ds, len(splits["test"]), len(train_loader), world, device)
+    fixed = _run_provenance(cfg, manifest, label_set, run_id, splits)
 
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.time()
-        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout
-        train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # shuffling
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 7919 * rank)
+        aug_gen = _seed_epoch(cfg, epoch, rank, train_loader, sampler)
         if epoch > start and phase(cfg.freeze_epochs, epoch) != phase(cfg.freeze_epochs, epoch - 1):
             step = make_step(cfg, model, len(train_loader), cuda, epoch)  # the body thaws: other parameters train
             step.amp = amp
             del train_model  # DDP syncs only the parameters that trained when it was built
             train_model = wrap_for_training(model, cfg, world, device)
         if is_main and epoch in (start, cfg.freeze_epochs + 1) and (cfg.init_from or cfg.source):
-            print(f"phase {phase(cfg.freeze_epochs, epoch)}: " + "; ".join(
-                f"{g['name']} {sum(p.numel() for p in g['params']):,} parameters at lr {g.get('max_lr', g['lr']):.3g}"
-                for g in step.optimizer.param_groups))
+            _print_phase(cfg, step, epoch)
         train_loss = train_one_epoch(train_model, train_loader, step, device, aug_gen, f"epoch {epoch}/{cfg.epochs}")
         if is_main:
-            row = {"epoch": epoch, "train_loss": train_loss, **validate(model, val_loader, device, amp),
-                   "seconds": time.time() - t0}
-            history.append(row)
-            improved = row["val_f1"] > best
-            best = max(best, row["val_f1"])
-            state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch, "best_f1": best,
-                     "history": history, "config": cfg.to_dict(), "label_set": label_set, "data": data,
-                     "run_id": run_id, **split_provenance(splits, classes)}
-            save_epoch(run, state, step, keep=improved or cfg.keep == "last")
-            if cfg.freeze_epochs and epoch == cfg.freeze_epochs and (cfg.init_from or cfg.source):
-                save_checkpoint(run.frozen, state)  # the end of the frozen phase, to compare with the source
-            print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f}  val loss {row['val_loss']:.4f}  "
-                  f"val F1 {row['val_f1']:.4f}  val AUC {row['val_auc']:.4f}  {row['seconds']:.1f}s"
-                  f"{'  * best' if improved and cfg.keep == 'best' else ''}", flush=True)
+            history.append({"epoch": epoch, "train_loss": train_loss, **validate(model, val_loader, device, amp),
+                            "seconds": time.time() - t0})
+            improved = history[-1]["val_f1"] > best
+            best = max(best, history[-1]["val_f1"])
+            _keep_epoch(cfg, model, step, history, best, improved, fixed)
         if world > 1:
             dist.barrier()
 
@@ -780,5 +837,5 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
         finish_ddp(model, world, is_main)
     if is_main:
         kept = f"best val F1 {best:.4f}" if cfg.keep == "best" else f"last epoch kept (best val F1 {best:.4f})"
-        print(f"{kept}; checkpoint {model_path}; log {log}")
-    return {"run": run, "model_path": model_path, "best_f1": best, "history": history}
+        print(f"{kept}; checkpoint {run.model}; log {run.log}")
+    return {"run": run, "model_path": run.model, "best_f1": best, "history": history}

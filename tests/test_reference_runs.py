@@ -108,11 +108,11 @@ def test_scoring_runs_in_the_precision_the_run_was_trained_in(tmp_path):
     spec = InputSpec(("I", "II"), 10.0, 100, 2.5)
     model = ECGModel(small_net(2, 1), spec).eval()
     cpu = torch.device("cpu")
-    fp32 = score_records(model, SignalCache(folder), labels, spec, ["A"], cpu, 4, 0, None, amp=False)
+    fp32 = score_records(model, ECGDataset(SignalCache(folder), labels, spec, ["A"]), ["A"], cpu, 4, 0, None, amp=False)
     with torch.no_grad():
         x = torch.stack([ECGDataset(SignalCache(folder), labels, spec, ["A"])[i][0] for i in range(6)])
         exact = torch.sigmoid(model(x)).numpy()
-    bf16 = score_records(model, SignalCache(folder), labels, spec, ["A"], cpu, 4, 0, None, amp=True)
+    bf16 = score_records(model, ECGDataset(SignalCache(folder), labels, spec, ["A"]), ["A"], cpu, 4, 0, None, amp=True)
     assert np.array_equal(fp32["p_A"].to_numpy(np.float32), exact[:, 0])
     assert not np.array_equal(bf16["p_A"].to_numpy(np.float32), exact[:, 0])
     assert np.allclose(bf16["p_A"], exact[:, 0], atol=0.05)

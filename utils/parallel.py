@@ -177,40 +177,58 @@ def process_map(fn: Callable, tasks: Sequence, workers: int, initializer: Callab
                 break
             ready = set(wait([conn for conn, _ in busy.values()] + [proc.sentinel for proc in busy]))
             for proc, (conn, index) in list(busy.items()):
-                if conn not in ready and proc.sentinel not in ready:
-                    continue
-                result = None
-                try:
-                    if conn.poll():
-                        _, ok, value = conn.recv()
-                        result = TaskOutcome(ok, value)
-                except (EOFError, OSError):
-                    pass
-                if result is None and proc.sentinel not in ready:
+                done, result = _reply(proc, conn, ready)
+                if not done:
                     continue
                 del busy[proc]
                 if result is not None:
                     outcomes[index] = result
                     idle.append((proc, conn))
-                    continue
-                proc.join()  # the worker died holding the job it had: that job fails, a new worker goes on
-                code = proc.exitcode
-                how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                outcomes[index] = TaskOutcome(False, f"its worker process died ({how})")
+                else:  # the worker died holding the job it had: that job fails, a new worker goes on
+                    outcomes[index] = _death(proc)
     finally:
-        for proc, conn in everyone:
-            if proc.is_alive() and not busy:
-                try:
-                    conn.send(None)
-                except (BrokenPipeError, OSError):
-                    pass
-        for proc, conn in everyone:
-            proc.join(timeout=0 if busy else 5)
-            if proc.is_alive():  # interrupted (Ctrl-C, an error in the parent): stop it now
-                proc.terminate()
-                proc.join(timeout=5)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-            conn.close()
+        _stop_workers(everyone, interrupted=bool(busy))
     return list(outcomes)
+
+
+def _reply(proc, conn, ready: set) -> tuple[bool, TaskOutcome | None]:
+    """(whether a busy worker is done with its task, the task's outcome: None when the worker died
+    holding it)."""
+    if conn not in ready and proc.sentinel not in ready:
+        return False, None
+    result = None
+    try:
+        if conn.poll():
+            _, ok, value = conn.recv()
+            result = TaskOutcome(ok, value)
+    except (EOFError, OSError):
+        pass
+    return result is not None or proc.sentinel in ready, result
+
+
+def _death(proc) -> TaskOutcome:
+    """The outcome of a task whose worker died holding it, saying how it died."""
+    proc.join()
+    code = proc.exitcode
+    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    return TaskOutcome(False, f"its worker process died ({how})")
+
+
+def _stop_workers(everyone: list, interrupted: bool) -> None:
+    """Tell idle workers to end and wait for them; when `interrupted` (Ctrl-C, an error in the parent,
+    tasks still running) stop every worker now."""
+    for proc, conn in everyone:
+        if proc.is_alive() and not interrupted:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+    for proc, conn in everyone:
+        proc.join(timeout=0 if interrupted else 5)
+        if proc.is_alive():  # interrupted, or a worker that did not end: stop it now
+            proc.terminate()
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        conn.close()

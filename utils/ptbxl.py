@@ -473,14 +473,7 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
     a challenge task's row (ICBEB2018) is set beside its published values only when run as published
     (an ensemble when all its members were)."""
     out = Path(out)
-    seen = set()
-    for row in rows:
-        key = (row["task"], row["model"], row.get("seed"))
-        if key in seen:
-            raise PipelineError(f"task {key[0]}: model {key[1]}{_seed_text(key[2])} appears twice")
-        if ensemble and row["model"] == ENSEMBLE:
-            raise PipelineError(f"task {key[0]}: the model name {ENSEMBLE!r} is the table's own ensemble row")
-        seen.add(key)
+    _check_rows(rows, ensemble)
     table, warned = [], set()
     groups = dict.fromkeys((r["task"], r.get("seed")) for r in rows)
     for task, run_seed in groups:
@@ -490,53 +483,16 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
         for r, path in zip(members, paths):
             if r.get("records") is not None and r["records"] != len(ids):
                 raise PipelineError(f"{path} holds {len(ids)} records; its row says {r['records']}")
-        keep = assessable_classes(y)
-        if not len(keep):
-            check_scorable(y, str(paths[0]), classes)
-        left = [classes[j] for j in range(len(classes)) if j not in set(keep)]
-        if left and (task, tuple(left)) not in warned:
-            warned.add((task, tuple(left)))
-            print(f"warning: task {task}: class(es) {', '.join(left)} lack a positive or a negative test record: "
-                  f"left out of its macro AUC ({len(keep)} of {len(classes)} classes scored)", file=sys.stderr)
+        keep = _scored_classes(task, y, classes, str(paths[0]), warned)
         indices = bootstrap_indices(y[:, keep], n_bootstrap, seed, str(paths[0]))
         vals = [r.get("val_scores") for r in members] if task in CHALLENGE_TASKS else [None] * len(members)
         entries = [(r["model"], r.get("params"), p, path, v, r.get("setup"))
                    for r, p, path, v in zip(members, probs, paths, vals)]
         if ensemble and len(members) > 1:
             name = task if run_seed is None else f"{task}_seed{run_seed}"
-            path = ensemble_scores(paths, out / ENSEMBLE / f"{name}_test_scores.csv")
-            params = [r.get("params") for r in members]
-            total = sum(params) if all(v is not None and np.isfinite(v) for v in params) else None
-            val = None
-            if all(v is not None for v in vals):
-                val = ensemble_scores(vals, out / ENSEMBLE / f"{name}_val_scores.csv")
-            setups = [r.get("setup") for r in members]
-            differs = list(dict.fromkeys(d for s in setups if s and s != AS_PUBLISHED for d in s.split("; ")))
-            entries.append((ENSEMBLE, total, np.mean(probs, axis=0), path, val,
-                            None if None in setups else "; ".join(differs) or AS_PUBLISHED))
+            entries.append(_ensemble_entry(members, paths, probs, vals, out / ENSEMBLE, name))
         tuned_on = next((r.get("thresholds_from") for r in members if r.get("thresholds_from")), "val")
-        for model, params, p, path, val, setup in entries:
-            thresholds = None
-            if val is not None:
-                _, val_classes, y_val, (p_val,) = _task_scores([Path(val)])
-                if val_classes != classes:
-                    raise PipelineError(f"{val} has classes {', '.join(val_classes)}, {path} has {', '.join(classes)}")
-                thresholds = tune_gbeta_thresholds(y_val[:, keep], p_val[:, keep])
-            result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path))
-            comparable = task not in CHALLENGE_TASKS or setup in (None, AS_PUBLISHED)
-            pub = published(task, model) if comparable else None
-            row = {"task": task, "model": model, "seed": run_seed, "params": params, "records": len(ids),
-                   "classes": f"{len(keep)}/{len(classes)}", "auc": result.loc["point", "macro_auc"],
-                   "auc_lo": result.loc["lower", "macro_auc"], "auc_hi": result.loc["upper", "macro_auc"],
-                   "published_auc": pub[0] if pub else np.nan,
-                   "published_lo": pub[0] - pub[1] if pub else np.nan,
-                   "published_hi": pub[0] + pub[1] if pub else np.nan, "scores": str(path), "setup": setup}
-            if thresholds is not None:
-                row["thresholds"] = tuned_on
-                for name, column in (("fbeta", "F_beta_macro"), ("gbeta", "G_beta_macro")):
-                    row.update({name: result.loc["point", column], f"{name}_lo": result.loc["lower", column],
-                                f"{name}_hi": result.loc["upper", column]})
-            table.append(row)
+        table += [_table_row(task, run_seed, entry, y, classes, keep, indices, tuned_on) for entry in entries]
     tasks = list(dict.fromkeys(task for task, _ in groups))
     models = list(dict.fromkeys((r["task"], r["model"]) for r in table))  # the ensemble after its task's models
     seeds = list(groups)
@@ -547,6 +503,77 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
     frame["params"] = frame["params"].astype("Int64")
     frame["seed"] = frame["seed"].astype("Int64")
     return frame
+
+
+def _check_rows(rows: Sequence[Mapping], ensemble: bool) -> None:
+    """One row per (task, model, seed), and no model named like the table's own ensemble row."""
+    seen = set()
+    for row in rows:
+        key = (row["task"], row["model"], row.get("seed"))
+        if key in seen:
+            raise PipelineError(f"task {key[0]}: model {key[1]}{_seed_text(key[2])} appears twice")
+        if ensemble and row["model"] == ENSEMBLE:
+            raise PipelineError(f"task {key[0]}: the model name {ENSEMBLE!r} is the table's own ensemble row")
+        seen.add(key)
+
+
+def _scored_classes(task: str, y: np.ndarray, classes: Sequence[str], source: str, warned: set) -> np.ndarray:
+    """The task's classes with an AUC (`assessable_classes`), warning once per task and left-out set."""
+    keep = assessable_classes(y)
+    if not len(keep):
+        check_scorable(y, source, classes)
+    left = [classes[j] for j in range(len(classes)) if j not in set(keep)]
+    if left and (task, tuple(left)) not in warned:
+        warned.add((task, tuple(left)))
+        print(f"warning: task {task}: class(es) {', '.join(left)} lack a positive or a negative test record: "
+              f"left out of its macro AUC ({len(keep)} of {len(classes)} classes scored)", file=sys.stderr)
+    return keep
+
+
+def _ensemble_entry(members: Sequence[Mapping], paths: Sequence[Path], probs: Sequence[np.ndarray], vals: Sequence,
+                    folder: Path, name: str) -> tuple:
+    """The ensemble's (model, params, probabilities, scores file, validation scores file, setup): its
+    scores written to folder/<name>_test_scores.csv (and _val_scores.csv when every member has them),
+    its parameters the members' total, its setup what any member's differs in."""
+    path = ensemble_scores(paths, folder / f"{name}_test_scores.csv")
+    params = [r.get("params") for r in members]
+    total = sum(params) if all(v is not None and np.isfinite(v) for v in params) else None
+    val = None
+    if all(v is not None for v in vals):
+        val = ensemble_scores(vals, folder / f"{name}_val_scores.csv")
+    setups = [r.get("setup") for r in members]
+    differs = list(dict.fromkeys(d for s in setups if s and s != AS_PUBLISHED for d in s.split("; ")))
+    return (ENSEMBLE, total, np.mean(probs, axis=0), path, val,
+            None if None in setups else "; ".join(differs) or AS_PUBLISHED)
+
+
+def _table_row(task: str, run_seed: int | None, entry: tuple, y: np.ndarray, classes: Sequence[str],
+               keep: np.ndarray, indices: np.ndarray, tuned_on: str) -> dict:
+    """One model's row: macro AUC on the scored classes with its resampled interval, the published value
+    when comparable, and for a challenge task with validation scores F_beta / G_beta at thresholds tuned
+    on them."""
+    model, params, p, path, val, setup = entry
+    thresholds = None
+    if val is not None:
+        _, val_classes, y_val, (p_val,) = _task_scores([Path(val)])
+        if val_classes != classes:
+            raise PipelineError(f"{val} has classes {', '.join(val_classes)}, {path} has {', '.join(classes)}")
+        thresholds = tune_gbeta_thresholds(y_val[:, keep], p_val[:, keep])
+    result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path))
+    comparable = task not in CHALLENGE_TASKS or setup in (None, AS_PUBLISHED)
+    pub = published(task, model) if comparable else None
+    row = {"task": task, "model": model, "seed": run_seed, "params": params, "records": len(y),
+           "classes": f"{len(keep)}/{len(classes)}", "auc": result.loc["point", "macro_auc"],
+           "auc_lo": result.loc["lower", "macro_auc"], "auc_hi": result.loc["upper", "macro_auc"],
+           "published_auc": pub[0] if pub else np.nan,
+           "published_lo": pub[0] - pub[1] if pub else np.nan,
+           "published_hi": pub[0] + pub[1] if pub else np.nan, "scores": str(path), "setup": setup}
+    if thresholds is not None:
+        row["thresholds"] = tuned_on
+        for name, column in (("fbeta", "F_beta_macro"), ("gbeta", "G_beta_macro")):
+            row.update({name: result.loc["point", column], f"{name}_lo": result.loc["lower", column],
+                        f"{name}_hi": result.loc["upper", column]})
+    return row
 
 
 def _seed_text(seed: int | None) -> str:
