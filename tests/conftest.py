@@ -224,3 +224,12 @@ def nothing_written_into_the_checkout():
     yield
     added = sorted(_listing() - before)
     assert not added, f"the test wrote into the checkout: {added[:3]}"
+
+
+@pytest.fixture(scope="session")
+def synthetic_ptbxl(tmp_path_factory) -> Path:
+    """A synthetic PTB-XL of 160 records, built once and only read: the benchmark tests write their task
+    folders and results under their own --tasks-dir and --results-dir."""
+    out = tmp_path_factory.mktemp("ptbxl")
+    synth.main(["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"])
+    return out

@@ -230,15 +230,6 @@ def test_a_killed_one_cycle_run_resumes_where_it_would_have_been(prepared, tmp_p
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-@pytest.fixture(scope="module")
-def synthetic_ptbxl(tmp_path_factory):
-    import synth
-
-    out = tmp_path_factory.mktemp("ptbxl")
-    synth.main(["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"])
-    return out
-
-
 @pytest.mark.slow
 def test_benchmark_table_recomputes_from_its_score_files(synthetic_ptbxl, tmp_path, capsys):
     import benchmark

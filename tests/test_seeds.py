@@ -99,15 +99,6 @@ def recompute(table: pd.DataFrame, task: str, n: int, seed: int = 0) -> tuple[di
     return mean, intervals, pd.DataFrame(pairs)
 
 
-@pytest.fixture(scope="module")
-def synthetic_ptbxl(tmp_path_factory):
-    import synth
-
-    out = tmp_path_factory.mktemp("ptbxl")
-    synth.main(["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"])
-    return out
-
-
 @pytest.mark.slow
 def test_three_seeds_give_a_row_each_their_mean_and_a_paired_comparison(synthetic_ptbxl, tmp_path, capsys):
     results = tmp_path / "results"
