@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="bootstrap resamples for the 95 %% CIs (0: none), %(type)s")
     p.add_argument("--calibrate", action="store_true",
                    help="also fit a temperature on validation and report ECE / Brier before and after")
-    p.add_argument("--no-figures", action="store_true", help="skip ROC, confusion and reliability figures")
+    p.add_argument("--no-figures", action="store_true", help="skip ROC, confusion and reliability figures (the folds of --cv never draw them)")
     p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=os.cpu_count() or 1,
                    help="processes computing features (0 or 1: this process), %(type)s")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
@@ -212,15 +212,16 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
     desc = f"test fold {test_fold}" if test_fold else "classifiers"
     rows = []
     data_key = preprocess_manifest(run.data_dir)["fingerprint"]
+    figures = run.figures and test_fold is None  # ten folds' figures would cost more than their fits
     for name in tqdm(run.classifiers, desc=desc, file=sys.stdout):
         folder = run.folder(name, test_fold)
         info = {"classifier": name, "data_dir": str(run.data_dir), "database": database_name(run.data_dir),
                 "test_fold": test_fold, "leads": list(run.leads), "heart_rate": run.heart_rate,
                 "standardize": run.standardize, "features": len(cols)}
-        options = EvalOptions(folder, run.classes, n_bootstrap=run.n_bootstrap, seed=run.seed, figures=run.figures,
+        options = EvalOptions(folder, run.classes, n_bootstrap=run.n_bootstrap, seed=run.seed, figures=figures,
                               calibrate=run.calibrate, info=info, title=f"{name}, {desc if test_fold else 'test fold'}",
                               key=fingerprint([data_key, FEATURE_VERSION, name, run.tag, run.seed, test_fold,
-                                               run.n_bootstrap, run.calibrate, run.figures, len(cols)]))
+                                               run.n_bootstrap, run.calibrate, figures, len(cols)]))
         evaluate_scorer(FeatureClassifier(name, splits, cols, run.classes, run.seed, run.standardize), options,
                         force=run.force, what=f"{name} on these features and split (not refitted)")
         rows.append(summary_row(name, folder.summary(), run.db_dir))

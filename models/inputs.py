@@ -138,7 +138,14 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
 class ECGDataset(Dataset):
     """(input, 0/1 labels) for the given records, read from the signal cache at its own rate and
     resampled to the model's: the last `seconds` (zero-padded in front), or for a whole-record spec the
-    whole record, as long as it is (batched by `pad_batch`)."""
+    whole record, as long as it is (batched by `pad_batch`).
+
+    Resampling a record costs about as much as a small network's step on it, every epoch: the inputs
+    are kept once made, up to `MEMO_BYTES` in all (then read and resampled again), so memory stays
+    bounded however many records there are. A kept input is the same array as a fresh one (the loader
+    copies it into its batch; nothing writes to it)."""
+
+    MEMO_BYTES = 256 * 2 ** 20
 
     def __init__(self, cache: SignalCache, labels: pd.DataFrame, spec: InputSpec, classes: Sequence[str]):
         missing = set(labels["patient_id"]) - set(cache.row)
@@ -150,16 +157,29 @@ class ECGDataset(Dataset):
         self.y = labels[list(classes)].to_numpy(np.float32, copy=True)  # writable: torch.from_numpy shares it
         self.lead_rows = lead_indices(spec.leads)
         self.n_cached = int(round(spec.seconds * cache.sample_rate))
+        self._memo: dict[int, np.ndarray] = {}
+        self._memo_bytes = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._memo.get(i)
+        if x is None:
+            x = self.model_input(i)
+            if self._memo_bytes + x.nbytes <= self.MEMO_BYTES:
+                x.setflags(write=False)
+                self._memo[i] = x
+                self._memo_bytes += x.nbytes
+        return torch.from_numpy(x.copy() if not x.flags.writeable else x), torch.from_numpy(self.y[i])
+
+    def model_input(self, i: int) -> np.ndarray:
+        """Record i as the model takes it (float32, the model's rate)."""
         if self.spec.whole:
             x = self.cache.record(self.ids[i], self.lead_rows)
         else:
             x = self.cache.window(self.ids[i], self.lead_rows, self.n_cached)
-        return torch.from_numpy(self.spec.to_model_rate(x, self.cache.sample_rate)), torch.from_numpy(self.y[i])
+        return self.spec.to_model_rate(x, self.cache.sample_rate)
 
 
 def pad_batch(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

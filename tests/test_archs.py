@@ -157,7 +157,7 @@ def test_lstm_heads_read_every_channel_at_the_last_step():
 
 def test_builder_arguments_make_a_variant_under_the_same_name():
     assert model_entry("xresnet1d101").arguments == {"kernel_size": 5, "kernel_size_stem": 5}
-    assert model_entry("resnet34").arguments == {"kernel_size": 7, "dropout": 0.2}
+    assert model_entry("resnet34").arguments == {"kernel_size": 7, "dropout": 0.2, "width": 64}
     base, k7 = create_model("xresnet1d101", 12, 5), create_model("xresnet1d101", 12, 5, kernel_size=7)
     # each of the 33 bottleneck blocks has one 64 -> 64 convolution of width k: 2 more taps each
     assert count_parameters(k7) - count_parameters(base) == 33 * 64 * 64 * 2
@@ -166,6 +166,19 @@ def test_builder_arguments_make_a_variant_under_the_same_name():
     assert {m.kernel_size for m in k3.stages.modules() if isinstance(m, nn.Conv1d)} == {(1,), (3,)}
     assert {m.p for m in k3.modules() if isinstance(m, nn.Dropout)} == {0.0}
     assert k3(torch.randn(2, 12, 64)).shape == (2, 5)
+
+
+def test_a_narrower_resnet_has_the_paper_s_blocks_at_a_fraction_of_its_channels():
+    """width=32 halves every stage's channels (32, 64, 128, 256): about a quarter of the weights, the same
+    blocks, kernels and output; a width of 0 is refused before any work."""
+    full, half = create_model("resnet10", 12, 9), create_model("resnet10", 12, 9, width=32)
+    channels = [m.out_channels for m in half.modules() if isinstance(m, nn.Conv1d)]
+    assert channels == [c // 2 for c in (m.out_channels for m in full.modules() if isinstance(m, nn.Conv1d))]
+    assert sorted(set(channels)) == [32, 64, 128, 256] and half.fc.in_features == 2 * 256
+    assert 0.2 < count_parameters(half) / count_parameters(full) < 0.3
+    assert half(torch.randn(2, 12, 500)).shape == (2, 9)
+    with pytest.raises(ValueError, match="resnet34 cannot be built with {'width': 0}.*every width positive"):
+        builder_arguments("resnet34", {"width": 0}, build=True)
 
 
 def test_a_builder_argument_it_does_not_take_is_one_line_naming_the_architecture():

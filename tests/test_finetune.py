@@ -45,7 +45,7 @@ def finetuned(trained, prepared, tmp_path_factory, tiny) -> dict:
 def test_frozen_phase_keeps_every_body_weight_but_batch_norms(finetuned):
     source = torch.load(finetuned["source"], weights_only=True)["model"]
     frozen = torch.load(finetuned["run"].frozen, weights_only=True)
-    final = torch.load(finetuned["run"].model, weights_only=True)["model"]
+    final = torch.load(finetuned["run"].last, weights_only=True)["model"]  # the last epoch, kept or not
     assert frozen["epoch"] == 1
     weights, batchnorm = body_keys(source, "resnet10")
     assert len(weights) == 12  # the stem, two per block (one block per stage), three projections

@@ -27,7 +27,7 @@ def test_empty_report_names_each_missing_stage(copy_run, prepared, trained, tmp_
 
 
 @pytest.mark.slow
-def test_full_report(prepared, trained, lead_study_run, tmp_path):
+def test_full_report(prepared, trained, lead_study_run, tiny, tmp_path):
     # the model's own database (a copy would be another database: results are filed by identity);
     # baselines.py adds its feature cache there, which no other output depends on
     data, results = prepared, tmp_path / "results"
@@ -39,8 +39,7 @@ def test_full_report(prepared, trained, lead_study_run, tmp_path):
     predict.main(["--run", str(model), "--results-dir", str(results), "--n-bootstrap", "50", "--num-workers", "0"])
     shap_values.main(["--run", str(model), "--results-dir", str(results),
                       "--background", "8", "--n-explain", "4", "--n-samples", "8"])
-    cross_validate.main(["--data-dir", str(data), "--arch", "resnet10", "--seconds", "2", "--sample-rate", "100",
-                         "--num-workers", "0", "--epochs", "1", "--folds", "3", "--n-bootstrap", "20",
+    cross_validate.main(["--data-dir", str(data), *tiny, "--epochs", "1", "--folds", "3", "--n-bootstrap", "20",
                          "--runs-dir", str(tmp_path / "models"), "--results-dir", str(results)])
     for name in ("lead_study.md", "lead_study.png"):
         shutil.copy(lead_study_run["work"] / "results" / prepared.name / name, results / prepared.name / name)
@@ -117,7 +116,7 @@ def test_the_report_never_shows_another_models_shap_or_external_numbers(change_w
     external = text.split("## External validation")[1].split("##")[0]
     assert "Out of date" in shap and "| average |" not in shap
     assert external.count("out of date") == 2 and "changed after it was evaluated" in external
-def test_report_refuses_a_run_of_a_task_the_data_no_longer_have(tmp_path):
+def test_report_refuses_a_run_of_a_task_the_data_no_longer_have(tiny, tmp_path):
     """Preprocessed again with other --labels, the folder holds another task: the run's evaluation is of
     the old one, and main.py and predict.py refuse the run; so does the report."""
     import main
@@ -129,8 +128,7 @@ def test_report_refuses_a_run_of_a_task_the_data_no_longer_have(tmp_path):
     prep = ["--data-dir", str(db), "--out", str(data), "--num-workers", "0", "--cache-rate", "100"]
     preprocess.main([*prep, "--labels", "superdiagnostic"])
     run = tmp_path / "run"
-    main.main(["--data-dir", str(data), "--arch", "resnet10", "--seconds", "2", "--sample-rate", "100", "--epochs", "1",
-               "--num-workers", "0", "--run", str(run)])
+    main.main(["--data-dir", str(data), *tiny, "--epochs", "1", "--run", str(run)])
     results = tmp_path / "results"
     predict.main(["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "10", "--num-workers", "0",
                   "--no-figures"])

@@ -156,14 +156,15 @@ def test_builder_arguments_are_in_the_checkpoint_the_identity_and_every_later_st
     argv = ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "60", "--run", str(run)]
     main.main([*argv, "--arch-arg", "kernel_size=3"])
     model, ckpt = load_checkpoint(run / "model.pth")
-    assert ckpt["config"]["arch_args"] == {"kernel_size": 3}
+    assert ckpt["config"]["arch_args"] == {"kernel_size": 3, "width": 8}  # tiny's width, and the kernel
     assert {m.kernel_size for m in model.net.stages.modules() if isinstance(m, nn.Conv1d)} == {(1,), (3,)}
     table = predict.main(["--run", str(run), "--results-dir", str(tmp_path / "r"), "--n-bootstrap", "0",
                           "--num-workers", "0", "--no-figures"])
     assert len(table)
-    with pytest.raises(SystemExit, match=r"other settings \(arch_args: \{'kernel_size': 3\} -> \{'kernel_size': 5\}\)"):
+    with pytest.raises(SystemExit, match=r"other settings \(arch_args: \{'kernel_size': 3, 'width': 8\} -> "
+                                                r"\{'kernel_size': 5, 'width': 8\}\)"):
         main.main([*argv, "--arch-arg", "kernel_size=5"])
-    with pytest.raises(SystemExit, match=r"other settings \(arch_args: \{'kernel_size': 3\} -> \{\}\)"):
+    with pytest.raises(SystemExit, match=r"other settings \(arch_args: \{'kernel_size': 3, 'width': 8\} -> \{'width': 8\}\)"):
         main.main(argv)
 
 

@@ -22,8 +22,8 @@ from models.checkpoint import peek_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 START = ROOT / "tests" / "slurm" / "start.sh"
-BENCH = ["--preset", "demo", "--tasks", "superdiagnostic,rhythm", "--models", "fcn_wang,resnet1d_wang",
-         "--epochs", "1", "--deterministic"]
+BENCH = ["--preset", "demo", "--tasks", "superdiagnostic", "--models", "fcn_wang,resnet1d_wang", "--epochs", "1",
+         "--deterministic"]
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +45,6 @@ def slurm():
         os.environ["SLURM_CONF"] = before
 
 
-@pytest.fixture(scope="module")
-def ptbxl(tmp_path_factory):
-    import synth
-
-    out = tmp_path_factory.mktemp("ptbxl") / "ptbxl"
-    synth.main(["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"])
-    return out
-
-
 def command(script: str, *argv: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / script), *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -64,74 +55,77 @@ def finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str, str]
     return proc.returncode, out, err
 
 
-def job_of(run: Path, timeout: float = 300) -> str:
-    """The job id the run folder records (waiting for the submission to write it)."""
+def job_of(run: Path, proc: subprocess.Popen | None = None, timeout: float = 300) -> str:
+    """The job id the run folder records (waiting for the submission, `proc`, to write it)."""
     record = run / "slurm" / "job.json"
     end = time.time() + timeout
     while not record.exists():
         assert time.time() < end, f"{record} never written"
-        time.sleep(0.5)
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{record} never written: the command ended ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
     return json.loads(record.read_text())["job_id"]
 
 
-def table(results: Path) -> pd.DataFrame:
+def table(results: Path, database: str) -> pd.DataFrame:
     """The benchmark table without its score files' paths (each results folder has its own)."""
-    t = pd.read_csv(results / "ptbxl" / "benchmark" / "table.csv")
+    t = pd.read_csv(results / database / "benchmark" / "table.csv")
     return t.drop(columns=["scores"])
 
 
 @pytest.mark.slow
-def test_slurm_benchmark_is_the_local_one_a_cancelled_run_alone_is_resubmitted(slurm, ptbxl, tmp_path):
+def test_slurm_benchmark_is_the_local_one_a_cancelled_run_alone_is_resubmitted(slurm, synthetic_ptbxl, tmp_path):
+    ptbxl = synthetic_ptbxl
     local = ["--data-dir", str(ptbxl), *BENCH, "--results-dir", str(tmp_path / "rl"), "--tasks-dir", str(tmp_path / "tl")]
     benchmark.main(local)
     argv = ["--data-dir", str(ptbxl), *BENCH, "--results-dir", str(tmp_path / "rs"), "--tasks-dir", str(tmp_path / "ts"),
             "--launcher", "slurm"]
-    victim = tmp_path / "ts" / "ptbxl_rhythm" / "runs" / "resnet1d_wang_all_42"
+    runs = tmp_path / "ts" / f"{ptbxl.name}_superdiagnostic" / "runs"
+    victim = runs / "resnet1d_wang_all_42"
 
     proc = command("benchmark.py", *argv)
-    job = job_of(victim)
+    job = job_of(victim, proc)
     subprocess.run(["scancel", job], check=True)
     rc, out, err = finish(proc)
     assert rc == 1, err[-2000:]
     failed = [line for line in re.split(r"[\r\n]", err) if line.startswith("failed:")]
     assert len(failed) == 1 and str(victim) in failed[0] and f"{job}.err" in failed[0], err[-2000:]
     assert (victim / "slurm" / f"{job}.err").is_symlink()
-    assert err.strip().splitlines()[-1].startswith("error: 1 of 4 runs failed") and str(victim) in err.splitlines()[-1]
-    others = [tmp_path / "ts" / f"ptbxl_{t}" / "runs" / f"{m}_all_42" for t, m in
-              (("superdiagnostic", "fcn_wang"), ("superdiagnostic", "resnet1d_wang"), ("rhythm", "fcn_wang"))]
-    assert all((run / "model.pth").exists() for run in others)  # the others went on
+    assert err.strip().splitlines()[-1].startswith("error: 1 of 2 runs failed") and str(victim) in err.splitlines()[-1]
+    assert (runs / "fcn_wang_all_42" / "model.pth").exists()  # the other went on
 
     rc, out, err = finish(command("benchmark.py", *argv, "--no-wait"))
     assert rc == 0, err[-2000:]
     submitted = [line for line in out.splitlines() if line.startswith("submitted")]
     assert submitted == [f"submitted 1 run(s) as SLURM job {job_of(victim).split('_')[0]}: {victim}"], out[-2000:]
-    assert "3 of 4 runs current" in out and "rerun the same command to gather them" in out.splitlines()[-1]
-    assert not (tmp_path / "rs" / "ptbxl" / "benchmark" / "table.csv").exists()
+    assert "1 of 2 runs current" in out and "rerun the same command to gather them" in out.splitlines()[-1]
+    assert not (tmp_path / "rs" / ptbxl.name / "benchmark" / "table.csv").exists()
 
     rc, out, err = finish(command("benchmark.py", *argv))  # gathers: waits for the queued one, submits nothing
     assert rc == 0, err[-2000:]
     assert not [line for line in out.splitlines() if line.startswith("submitted")]
-    assert "not submitted again" in out or "4 of 4 runs current" in out
-    pd.testing.assert_frame_equal(table(tmp_path / "rs"), table(tmp_path / "rl"))
+    assert "not submitted again" in out or "2 of 2 runs current" in out
+    pd.testing.assert_frame_equal(table(tmp_path / "rs", ptbxl.name), table(tmp_path / "rl", ptbxl.name))
 
 
-# enough epochs (about 0.7 s each on an idle 2-core machine) that training outlasts the requeue's SIGTERM and
-# the KillWait (5 s, tests/slurm/start.sh) before the SIGKILL: the job must be killed mid-training
-EPOCHS = 30
+# enough epochs of the tiny model (tens of milliseconds each) that training outlasts the requeue's SIGTERM and
+# the KillWait (2 s, tests/slurm/start.sh) before the SIGKILL: the job must be killed mid-training
+EPOCHS = 150
 
 
 @pytest.mark.slow
-def test_a_job_requeued_mid_training_resumes_from_its_last_epoch(slurm, ptbxl, tmp_path):
-    argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang",
-            "--epochs", str(EPOCHS), "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"), "--launcher", "slurm"]
-    run = tmp_path / "t" / "ptbxl_superdiagnostic" / "runs" / "fcn_wang_all_42"
-    proc = command("benchmark.py", *argv)
-    job = job_of(run)
-    end = time.time() + 600
-    while not (run / "last.pth").exists():
+def test_a_job_requeued_mid_training_resumes_from_its_last_epoch(slurm, prepared, tiny, tmp_path):
+    argv = ["--data-dir", str(prepared), *tiny, "--epochs", str(EPOCHS), "--limit", "60", "--folds", "1",
+            "--n-bootstrap", "0", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "r"),
+            "--launcher", "slurm"]
+    proc = command("cross_validate.py", *argv)
+    end = time.time() + 300
+    while not list((tmp_path / "runs").glob("*/last.pth")):
         assert time.time() < end and proc.poll() is None, "no epoch finished"
-        time.sleep(0.5)
-    time.sleep(0.5)  # last.pth is written atomically; one epoch done, the rest to go
+        time.sleep(0.2)
+    run = next((tmp_path / "runs").glob("*/last.pth")).parent
+    job = job_of(run, proc)
+    time.sleep(0.2)  # last.pth is written atomically; one epoch done, the rest to go
     epoch = peek_checkpoint(run / "last.pth")["epoch"]
     assert epoch < EPOCHS
     subprocess.run(["scontrol", "requeue", job], check=True)

@@ -412,8 +412,9 @@ def plot_reliability(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[
     for ax in axes[:, 0]:
         ax.set_ylabel("fraction positive", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(wspace=0.3, hspace=0.45)  # fixed spacing: tight_layout would draw the figure twice
-    return save_figure(fig, path)
+    # fixed margins and spacing: tight_layout or a tight crop would draw the ten panels twice
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.88, wspace=0.3, hspace=0.45)
+    return save_figure(fig, path, tight=False)
 
 
 def print_metrics(table: pd.DataFrame) -> None:

@@ -99,10 +99,12 @@ def write_npy(arr: np.ndarray, path: Path) -> Path:
     return atomic_write(path, write)
 
 
-def save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, tight: bool = True) -> Path:
+    """The figure as a PNG, written atomically, then closed. `tight` crops it to what is drawn, at the
+    cost of drawing it twice: a figure whose margins are set by hand passes False."""
     import matplotlib.pyplot as plt
 
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight" if tight else None, format="png"))
     plt.close(fig)
     return path
 

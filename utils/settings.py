@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from utils.errors import PipelineError
-from utils.cli import Bounded
+from utils.cli import Bounded, flag_given
 
-__all__ = ["Setting", "Settings", "setting", "refusal", "check_defaults"]
+__all__ = ["Setting", "Settings", "setting", "refusal", "check_defaults", "parsed_defaults"]
 
 DERIVED = "<--the-field-name>"  # the flag named after the field: batch_size -> --batch-size
 
@@ -134,6 +134,22 @@ class Settings:
         """PipelineError, naming `where` and the key, for a value (keyed by flag dest) the flag would refuse
         or a key that is no flag of these settings."""
         check_defaults(cls.add_arguments(argparse.ArgumentParser(add_help=False)), values, where, strict=True)
+
+
+def parsed_defaults(p: argparse.ArgumentParser, values: Mapping[str, Any], argv: Sequence[str] | None) -> dict:
+    """`values` (keyed by dest, already checked) as defaults that parsing `argv` would give: argparse converts
+    a text default through its flag's type, but not the texts of a repeatable flag's list; and it appends a
+    repeatable flag's values to its default, where values given on the command line should replace them."""
+    actions = {a.dest: a for a in p._actions if a.option_strings}
+    out = dict(values)
+    for key, value in values.items():
+        action = actions.get(key)
+        if isinstance(action, argparse._AppendAction) and isinstance(value, (list, tuple)):
+            if flag_given(p, argv, action.option_strings[0]):
+                del out[key]
+            elif action.type is not None:
+                out[key] = [action.type(v) if isinstance(v, str) else v for v in value]
+    return out
 
 
 def refusal(action: argparse.Action, value: Any) -> str | None:

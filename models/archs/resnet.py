@@ -39,9 +39,10 @@ class ResNet1d(nn.Module):
     def __init__(self, blocks: tuple[int, ...], in_leads: int = 12, num_classes: int = 9,
                  widths: tuple[int, ...] = (64, 128, 256, 512), kernel_size: int = 7, dropout: float = 0.2):
         super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0 or not 0 <= dropout < 1:
-            raise ValueError(f"kernel_size must be odd and positive and dropout in [0, 1) (got {kernel_size}, "
-                             f"{dropout}): an even kernel changes the length the shortcut adds to")
+        if kernel_size < 1 or kernel_size % 2 == 0 or not 0 <= dropout < 1 or min(widths) < 1:
+            raise ValueError(f"kernel_size must be odd and positive, dropout in [0, 1) and every width positive (got "
+                             f"{kernel_size}, {dropout}, {widths}): an even kernel changes the length the shortcut "
+                             f"adds to")
         self.stem = nn.Sequential(
             nn.Conv1d(in_leads, widths[0], 15, stride=2, padding=7, bias=False),
             nn.BatchNorm1d(widths[0]),
@@ -68,22 +69,31 @@ def layer_groups(model: ResNet1d) -> list[list[nn.Module]]:
     return [[model.stem], [model.stages], [model.fc]]
 
 
+def stage_widths(width: int) -> tuple[int, ...]:
+    """The four stages' channels: `width` (the paper's 64), doubling at each stage. A narrower network
+    (`--arch-arg width=32`: about a third of the compute) is the demo's way to train in seconds on a CPU."""
+    return tuple(width * 2 ** i for i in range(4))
+
+
 DEPTHS = {"resnet34": (3, 4, 6, 3), "resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 
 
 @register_model("resnet34", family="resnet", layer_groups=layer_groups)
-def resnet34(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2) -> ResNet1d:
+def resnet34(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2,
+             width: int = 64) -> ResNet1d:
     """The paper's network: 16 basic blocks (3, 4, 6, 3), kernel 7, 64-512 channels."""
-    return ResNet1d(DEPTHS["resnet34"], in_leads, num_classes, kernel_size=kernel_size, dropout=dropout)
+    return ResNet1d(DEPTHS["resnet34"], in_leads, num_classes, stage_widths(width), kernel_size, dropout)
 
 
 @register_model("resnet18", family="resnet", layer_groups=layer_groups)
-def resnet18(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2) -> ResNet1d:
+def resnet18(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2,
+             width: int = 64) -> ResNet1d:
     """The paper's blocks, two per stage."""
-    return ResNet1d(DEPTHS["resnet18"], in_leads, num_classes, kernel_size=kernel_size, dropout=dropout)
+    return ResNet1d(DEPTHS["resnet18"], in_leads, num_classes, stage_widths(width), kernel_size, dropout)
 
 
 @register_model("resnet10", family="resnet", layer_groups=layer_groups)
-def resnet10(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2) -> ResNet1d:
+def resnet10(in_leads: int, num_classes: int, kernel_size: int = 7, dropout: float = 0.2,
+             width: int = 64) -> ResNet1d:
     """The paper's blocks, one per stage (the demo's network)."""
-    return ResNet1d(DEPTHS["resnet10"], in_leads, num_classes, kernel_size=kernel_size, dropout=dropout)
+    return ResNet1d(DEPTHS["resnet10"], in_leads, num_classes, stage_widths(width), kernel_size, dropout)

@@ -14,6 +14,10 @@ fail() { echo "slurm: cannot start a one-node cluster: $*" >&2; exit 1; }
 
 export SLURM_CONF=$CONF
 
+mkdir -p "$(dirname "$DIR")"
+exec 9>"$DIR.lock"   # one start at a time (test processes side by side may each call it)
+flock 9 || fail "cannot lock $DIR.lock"
+
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
    || ! command -v sbatch >/dev/null; then
     [ "$(id -u)" = 0 ] || fail "slurm-wlm and munge are not installed and installing them needs root"
@@ -58,7 +62,7 @@ JobRequeue=1
 ReturnToService=2
 MinJobAge=600
 SlurmdTimeout=60
-KillWait=5
+KillWait=2
 $NODE State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONFIG
