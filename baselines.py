@@ -82,7 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="bootstrap resamples for the 95 %% CIs (0: none), %(type)s")
     p.add_argument("--calibrate", action="store_true",
                    help="also fit a temperature on validation and report ECE / Brier before and after")
-    p.add_argument("--no-figures", action="store_true", help="skip ROC, confusion and reliability figures (the folds of --cv never draw them)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="skip ROC, confusion and reliability figures (the folds of --cv never draw them)")
     p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=os.cpu_count() or 1,
                    help="processes computing features (0 or 1: this process), %(type)s")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)

@@ -28,6 +28,12 @@ import synth  # noqa: E402
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests marked slow first (each group in its own order): spread over processes, the long ones
+    start at once and the short ones fill in around them, rather than one long test ending the session."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_runtest_setup(item):
     """Tests marked `real_data` need the 30 real PhysioNet records beside the checkout; skipped without them."""
     if item.get_closest_marker("real_data") and not REAL_DIR.is_dir():

@@ -95,12 +95,12 @@ def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, ca
 
 @pytest.mark.slow
 def test_classifiers_beat_chance(tmp_path):
-    """600 short records, so the 60-record test fold says something about each classifier; each one is
+    """300 short records, so the 30-record test fold says something about each classifier; each one is
     evaluated by the shared evaluator into its own folder, and the summary repeats those evaluations."""
     import preprocess
     import synth
     data, results = tmp_path / "d", tmp_path / "r"
-    synth.main(["--out", str(data), "--n", "600", "--seed", "11", "--max-seconds", "8"])
+    synth.main(["--out", str(data), "--n", "300", "--seed", "11", "--max-seconds", "8"])
     preprocess.main(["--data-dir", str(data)])
     table = baselines.main(["--data-dir", str(data), "--classifier", "all", "--results-dir", str(results),
                             "--n-bootstrap", "200", "--no-figures"])

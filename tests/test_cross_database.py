@@ -95,8 +95,8 @@ def temperature(folder: Path) -> float:
 
 @pytest.mark.slow
 def test_cross_database_and_baselines_temperatures(check_fitted_on_validation, tiny, hospitals, tmp_path):
-    matrix = cross_database.main(["--data-dirs", *map(str, hospitals), *tiny, "--epochs", "3", "--lr", "1e-2", "--limit", "48",
-                                  "--n-bootstrap", "0", "--no-figures", "--calibrate",
+    matrix = cross_database.main(["--data-dirs", *map(str, hospitals), *tiny, "--epochs", "3", "--lr", "1e-2",
+                                  "--limit", "48", "--n-bootstrap", "0", "--no-figures", "--calibrate",
                                   "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")])
     assert len(matrix) == 4
     for _, row in matrix.iterrows():

@@ -164,7 +164,8 @@ def test_builder_arguments_are_in_the_checkpoint_the_identity_and_every_later_st
     with pytest.raises(SystemExit, match=r"other settings \(arch_args: \{'kernel_size': 3, 'width': 8\} -> "
                                                 r"\{'kernel_size': 5, 'width': 8\}\)"):
         main.main([*argv, "--arch-arg", "kernel_size=5"])
-    with pytest.raises(SystemExit, match=r"other settings \(arch_args: \{'kernel_size': 3, 'width': 8\} -> \{'width': 8\}\)"):
+    with pytest.raises(SystemExit,
+                       match=r"other settings \(arch_args: \{'kernel_size': 3, 'width': 8\} -> \{'width': 8\}\)"):
         main.main(argv)
 
 

@@ -31,7 +31,7 @@ def source(tmp_path_factory, prepared):
 @pytest.mark.slow
 def test_the_study_table_recomputes_and_its_subsets_are_nested_and_shared(source, prepared, tmp_path):
     table = transfer.main(["--source", str(source), "--data-dir", str(prepared), "--fractions", "0.5,0.25",
-                           "--seeds", "3", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "16",
+                           "--seeds", "3", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "16", "--seconds", "5",
                            "--num-workers", "0", "--n-bootstrap", "20", "--runs-dir", str(tmp_path / "runs"),
                            "--results-dir", str(tmp_path / "results")])
     out = tmp_path / "results" / prepared.name / "transfer"
