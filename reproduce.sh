@@ -18,19 +18,34 @@ timed() {  # timed NAME COMMAND...: run one stage, print and remember how long i
   echo "stage $name: $((SECONDS - t0)) s"
 }
 
+synth_side_by_side() {  # synth_side_by_side "OUT FLAGS..." ...: each database not yet written, one process each
+  local pids=() logs=() status=0 i
+  for args in "$@"; do
+    set -- $args
+    [ -f "$1/synth_details.csv" ] && continue
+    logs+=("$(mktemp)")
+    python synth.py --out "$@" >"${logs[-1]}" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || status=1
+    tr '\r' '\n' <"${logs[$i]}" | grep -v 'rec/s' || true  # its lines, without the progress bar
+    rm -f "${logs[$i]}"
+  done
+  return $status
+}
+
 case "$mode" in
   --demo)
     preset=demo
     data=data/demo
     # two other "hospitals" (synth.py --site): B in PTB-XL's own layout at 250 Hz, C at 1000 Hz in uV
     externals=(data/demo_b data/demo_c)
-    [ -f "$data/synth_details.csv" ] || timed "synthetic data" python synth.py --out "$data" --n 600 --seed 0 --max-seconds 30
-    [ -f data/demo_b/synth_details.csv ] || timed "synthetic site B" \
-      python synth.py --out data/demo_b --layout ptbxl --site b --n 300 --seed 1
-    [ -f data/demo_c/synth_details.csv ] || timed "synthetic site C" \
-      python synth.py --out data/demo_c --site c --n 300 --seed 2
-    [ -f data/demo_ptbxl/synth_details.csv ] || timed "synthetic PTB-XL" \
-      python synth.py --out data/demo_ptbxl --layout ptbxl --n 400 --seed 3
+    timed "synthetic data (4 databases side by side)" synth_side_by_side \
+      "$data --n 600 --seed 0 --max-seconds 30" \
+      "data/demo_b --layout ptbxl --site b --n 300 --seed 1" \
+      "data/demo_c --site c --n 300 --seed 2" \
+      "data/demo_ptbxl --layout ptbxl --n 400 --seed 3"
     ;;
   --ptbxl)
     data="${2:-data/PTBXL}"
@@ -70,7 +85,7 @@ if [ "${#externals[@]}" -gt 0 ]; then
   timed "cross-database matrix" python cross_database.py --data-dirs "$data" "${externals[@]}" --preset "$preset"
 fi
 if [ "$preset" = demo ]; then
-  timed "PTB-XL benchmark (synthetic, 2 tasks x 3 architectures)" python benchmark.py --data-dir data/demo_ptbxl --preset demo
+  timed "PTB-XL benchmark (synthetic, 2 tasks x 2 architectures)" python benchmark.py --data-dir data/demo_ptbxl --preset demo
   # the benchmark's fcn_wang (synthetic PTB-XL, superdiagnostic) finetuned on this site versus trained from scratch
   timed "transfer study (synthetic PTB-XL -> this site, 2 fractions, 1 seed)" python transfer.py --data-dir "$data" \
     --source data/demo_ptbxl/tasks/demo_ptbxl_superdiagnostic/runs/fcn_wang_all_42 --preset demo

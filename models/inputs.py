@@ -135,17 +135,36 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
     return splits
 
 
+class InputMemo:
+    """Model inputs of all 12 leads, kept by (signal cache file, record, input length and rate) for every
+    dataset of this process, up to `max_bytes` in all (then made afresh each time), so memory stays bounded
+    however many records there are. Resampling a record costs about as much as a small network's step on
+    it: kept, a run resamples each record once rather than every epoch, and the runs of one study (its
+    folds, its single leads, scored by every model of a matrix) share them. A lead's row of a kept input
+    is bit for bit what resampling that lead alone gives (polyphase filtering is row by row)."""
+
+    def __init__(self, max_bytes: int = 256 * 2 ** 20):
+        self.max_bytes, self.used, self.kept = max_bytes, 0, {}
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        return self.kept.get(key)
+
+    def room_for(self, nbytes: int) -> bool:
+        return self.used + nbytes <= self.max_bytes
+
+    def keep(self, key: tuple, x: np.ndarray) -> None:
+        x.setflags(write=False)
+        self.kept[key] = x
+        self.used += x.nbytes
+
+
+INPUTS = InputMemo()
+
+
 class ECGDataset(Dataset):
     """(input, 0/1 labels) for the given records, read from the signal cache at its own rate and
     resampled to the model's: the last `seconds` (zero-padded in front), or for a whole-record spec the
-    whole record, as long as it is (batched by `pad_batch`).
-
-    Resampling a record costs about as much as a small network's step on it, every epoch: the inputs
-    are kept once made, up to `MEMO_BYTES` in all (then read and resampled again), so memory stays
-    bounded however many records there are. A kept input is the same array as a fresh one (the loader
-    copies it into its batch; nothing writes to it)."""
-
-    MEMO_BYTES = 256 * 2 ** 20
+    whole record, as long as it is (batched by `pad_batch`). Inputs made are kept in `INPUTS`."""
 
     def __init__(self, cache: SignalCache, labels: pd.DataFrame, spec: InputSpec, classes: Sequence[str]):
         missing = set(labels["patient_id"]) - set(cache.row)
@@ -157,28 +176,30 @@ class ECGDataset(Dataset):
         self.y = labels[list(classes)].to_numpy(np.float32, copy=True)  # writable: torch.from_numpy shares it
         self.lead_rows = lead_indices(spec.leads)
         self.n_cached = int(round(spec.seconds * cache.sample_rate))
-        self._memo: dict[int, np.ndarray] = {}
-        self._memo_bytes = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self._memo.get(i)
-        if x is None:
-            x = self.model_input(i)
-            if self._memo_bytes + x.nbytes <= self.MEMO_BYTES:
-                x.setflags(write=False)
-                self._memo[i] = x
-                self._memo_bytes += x.nbytes
-        return torch.from_numpy(x.copy() if not x.flags.writeable else x), torch.from_numpy(self.y[i])
+        return torch.from_numpy(self.model_input(i)), torch.from_numpy(self.y[i])
 
     def model_input(self, i: int) -> np.ndarray:
-        """Record i as the model takes it (float32, the model's rate)."""
+        """Record i as the model takes it (float32, the model's rate, this dataset's leads): a new array."""
+        key = (self.cache.key, self.ids[i], self.spec.whole, self.n_cached, self.spec.sample_rate)
+        kept = INPUTS.get(key)
+        if kept is None:
+            whole_length = self.cache.length[self.cache.row[self.ids[i]]] if self.spec.whole else self.n_cached
+            if not INPUTS.room_for(len(LEADS) * whole_length * 4 * self.spec.sample_rate // self.cache.sample_rate):
+                return self._made(self.lead_rows, i)
+            kept = self._made(list(range(len(LEADS))), i)
+            INPUTS.keep(key, kept)
+        return kept[self.lead_rows]
+
+    def _made(self, rows: list[int], i: int) -> np.ndarray:
         if self.spec.whole:
-            x = self.cache.record(self.ids[i], self.lead_rows)
+            x = self.cache.record(self.ids[i], rows)
         else:
-            x = self.cache.window(self.ids[i], self.lead_rows, self.n_cached)
+            x = self.cache.window(self.ids[i], rows, self.n_cached)
         return self.spec.to_model_rate(x, self.cache.sample_rate)
 
 

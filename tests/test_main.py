@@ -313,27 +313,39 @@ def test_a_one_record_validation_fold_has_no_auc_and_no_warning():
     assert math.isnan(row["val_auc"]) and row["val_f1"] in (0.0, 1 / 3, 2 / 3, 1.0)
 
 
-def test_inputs_are_resampled_once_and_kept_within_a_memory_bound(prepared, monkeypatch):
-    """A record read again (the next epoch) is the kept input, equal to a fresh one; what a caller does to
-    the tensor it got never reaches the kept one; past MEMO_BYTES nothing more is kept."""
-    from models.inputs import ECGDataset, InputSpec
+def test_inputs_are_made_once_per_process_and_kept_within_a_memory_bound(prepared, monkeypatch):
+    """A record read again (the next epoch, another run of a study, another lead of it) is the kept input,
+    bit for bit what resampling its leads alone gives; what a caller does to the tensor it got never
+    reaches the kept one; past the memo's bound the rest are made afresh, for their own leads only."""
+    import models.inputs as inputs
+    from models.inputs import ECGDataset, InputMemo, InputSpec
     from utils.cache import SignalCache, load_labels
 
     labels = load_labels(prepared).head(6)
-    ds = ECGDataset(SignalCache(prepared), labels, InputSpec(seconds=2, sample_rate=100), list(CLASSES))
-    made = []
-    fresh = ds.model_input
-    monkeypatch.setattr(ds, "model_input", lambda i: made.append(i) or fresh(i))
-    first = [ds[i][0] for i in range(6)]
-    assert made == list(range(6)) and all(torch.equal(x, torch.from_numpy(fresh(i))) for i, x in enumerate(first))
-    first[0].fill_(7.0)
-    again = [ds[i][0] for i in range(6)]
-    assert made == list(range(6))  # nothing resampled again
-    assert all(torch.equal(x, torch.from_numpy(fresh(i))) for i, x in enumerate(again))
+    cache = SignalCache(prepared)
 
-    monkeypatch.setattr(ECGDataset, "MEMO_BYTES", 2 * fresh(0).nbytes)
-    bounded = ECGDataset(SignalCache(prepared), labels, InputSpec(seconds=2, sample_rate=100), list(CLASSES))
+    def alone(leads: tuple, pid: str) -> torch.Tensor:  # the input made directly, nothing kept
+        spec = InputSpec(leads, 2.0, 100)
+        rows = [LEADS.index(lead) for lead in leads]
+        return torch.from_numpy(spec.to_model_rate(cache.window(pid, rows, 2 * int(cache.sample_rate)),
+                                                   cache.sample_rate))
+
+    made = []
+    real = ECGDataset._made
+    monkeypatch.setattr(ECGDataset, "_made", lambda self, rows, i: made.append((len(rows), i)) or real(self, rows, i))
+    monkeypatch.setattr(inputs, "INPUTS", InputMemo())
+    every = ECGDataset(cache, labels, InputSpec(seconds=2, sample_rate=100), list(CLASSES))
+    first = [every[i][0] for i in range(6)]
+    assert made == [(12, i) for i in range(6)]
+    assert all(torch.equal(x, alone(LEADS, pid)) for x, pid in zip(first, labels["patient_id"]))
+    first[0].fill_(7.0)
+    v5 = ECGDataset(SignalCache(prepared), labels, InputSpec(("V5",), 2, 100), list(CLASSES))  # the same file
+    assert all(torch.equal(v5[i][0], alone(("V5",), pid)) for i, pid in enumerate(labels["patient_id"]))
+    assert torch.equal(every[0][0], alone(LEADS, labels["patient_id"][0]))
+    assert len(made) == 6  # nothing made again
+
+    made.clear()
+    monkeypatch.setattr(inputs, "INPUTS", InputMemo(max_bytes=2 * first[1].numel() * 4))
     for _ in range(2):
-        for i in range(6):
-            bounded[i]
-    assert len(bounded._memo) == 2 and bounded._memo_bytes == 2 * fresh(0).nbytes
+        assert all(torch.equal(v5[i][0], alone(("V5",), pid)) for i, pid in enumerate(labels["patient_id"]))
+    assert made == [(12, 0), (12, 1), *[(1, i) for i in range(2, 6)] * 2]

@@ -113,6 +113,8 @@ class SignalCache:
         stage = f"python preprocess.py --data-dir {require_preprocessed(data_dir)}"
         self.sample_rate = float(read_manifest(data_dir / MANIFEST_JSON).get("sample_rate") or SAMPLE_RATE)
         self.signals = np.load(require(data_dir / SIGNALS_NPY, stage), mmap_mode="r")
+        st = os.stat(data_dir / SIGNALS_NPY)  # which file this is: another after a preprocess writes it again
+        self.key = (os.path.realpath(data_dir / SIGNALS_NPY), st.st_ino, st.st_size, st.st_mtime_ns)
         index = pd.read_csv(require(data_dir / SIGNALS_INDEX_CSV, stage), dtype={"patient_id": str})
         self.ids = index["patient_id"].tolist()
         self.row = {pid: i for i, pid in enumerate(self.ids)}
