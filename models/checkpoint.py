@@ -13,6 +13,7 @@ last.pth of another id (`check_same_run`), not evaluated, explained or resumed a
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -68,14 +69,22 @@ def build_network(cfg: dict, num_classes: int) -> ECGModel:
 
 
 def peek_checkpoint(path: Path) -> dict:
-    """The checkpoint's plain entries (config, epoch, run id...) with its tensors memory-mapped, not read:
-    cheap enough to look at every run of a database."""
+    """The checkpoint's plain entries (config, epoch, run id...) with its tensors memory-mapped, not read.
+    A study looks at every run folder of its database for each of its runs (`adopt_equal_run`): a file
+    already peeked at, unchanged since (the same inode, size and modification time; checkpoints are only
+    ever replaced whole), is not unpickled again. A new dict each call; its tensors are shared."""
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        st = path.stat()
+        ckpt = _peeked(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
     except Exception as e:
         raise PipelineError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
-    return _checked(path, ckpt)
+    return _checked(path, dict(ckpt))
+
+
+@functools.lru_cache(maxsize=256)
+def _peeked(path: str, inode: int, size: int, mtime_ns: int) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def run_id_mismatch(run: Run) -> str | None:
