@@ -349,3 +349,22 @@ def test_inputs_are_made_once_per_process_and_kept_within_a_memory_bound(prepare
     for _ in range(2):
         assert all(torch.equal(v5[i][0], alone(("V5",), pid)) for i, pid in enumerate(labels["patient_id"]))
     assert made == [(12, 0), (12, 1), *[(1, i) for i in range(2, 6)] * 2]
+
+
+def test_a_checkpoint_is_unpickled_once_until_it_is_replaced(trained, tmp_path, monkeypatch):
+    """peek_checkpoint reads an unchanged file once (a study peeks at every run folder for each of its runs),
+    hands out a new dict each time, and reads the file again once it was replaced."""
+    from models.checkpoint import peek_checkpoint, read_checkpoint, save_checkpoint
+
+    path = tmp_path / "model.pth"
+    shutil.copy(trained["model_path"], path)
+    loads = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    first = peek_checkpoint(path)
+    first["epoch"] = -1
+    second = peek_checkpoint(path)
+    assert len(loads) == 1 and second["epoch"] == 3 and second["run_id"] == first["run_id"]
+    ckpt = read_checkpoint(path)
+    save_checkpoint(path, {**ckpt, "epoch": 99})
+    assert peek_checkpoint(path)["epoch"] == 99 and len(loads) == 3
