@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from utils.cache import SignalCache, fit_length, load_labels
 from utils.errors import PipelineError
@@ -184,7 +184,11 @@ class ECGDataset(Dataset):
         return torch.from_numpy(self.model_input(i)), torch.from_numpy(self.y[i])
 
     def model_input(self, i: int) -> np.ndarray:
-        """Record i as the model takes it (float32, the model's rate, this dataset's leads): a new array."""
+        """Record i as the model takes it (float32, the model's rate, this dataset's leads): a new array.
+        Kept only where it saves work: when the model's rate is not the cache's (reading alone is cheap)
+        and in the main process (a loader's workers start each epoch afresh)."""
+        if self.spec.sample_rate == self.cache.sample_rate or get_worker_info() is not None:
+            return self._made(self.lead_rows, i)
         key = (self.cache.key, self.ids[i], self.spec.whole, self.n_cached, self.spec.sample_rate)
         kept = INPUTS.get(key)
         if kept is None:

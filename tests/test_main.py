@@ -350,6 +350,10 @@ def test_inputs_are_made_once_per_process_and_kept_within_a_memory_bound(prepare
         assert all(torch.equal(v5[i][0], alone(("V5",), pid)) for i, pid in enumerate(labels["patient_id"]))
     assert made == [(12, 0), (12, 1), *[(1, i) for i in range(2, 6)] * 2]
 
+    monkeypatch.setattr(inputs, "INPUTS", InputMemo())  # at the cache's own rate nothing is resampled: nothing kept
+    native = ECGDataset(cache, labels, InputSpec(("V5",), 2, int(cache.sample_rate)), list(CLASSES))
+    assert native[0][0].shape == (1, 2 * int(cache.sample_rate)) and inputs.INPUTS.kept == {}
+
 
 def test_a_checkpoint_is_unpickled_once_until_it_is_replaced(trained, tmp_path, monkeypatch):
     """peek_checkpoint reads an unchanged file once (a study peeks at every run folder for each of its runs),
