@@ -19,7 +19,7 @@ timed() {  # timed NAME COMMAND...: run one stage, print and remember how long i
 }
 
 synth_side_by_side() {  # synth_side_by_side "OUT FLAGS..." ...: each database not yet written, one process each
-  local pids=() logs=() status=0 i
+  local pids=() logs=() status=0 i args
   for args in "$@"; do
     set -- $args
     [ -f "$1/synth_details.csv" ] && continue

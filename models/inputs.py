@@ -164,7 +164,7 @@ INPUTS = InputMemo()
 class ECGDataset(Dataset):
     """(input, 0/1 labels) for the given records, read from the signal cache at its own rate and
     resampled to the model's: the last `seconds` (zero-padded in front), or for a whole-record spec the
-    whole record, as long as it is (batched by `pad_batch`). Inputs made are kept in `INPUTS`."""
+    whole record, as long as it is (batched by `pad_batch`). Resampled inputs are kept in `INPUTS`."""
 
     def __init__(self, cache: SignalCache, labels: pd.DataFrame, spec: InputSpec, classes: Sequence[str]):
         missing = set(labels["patient_id"]) - set(cache.row)
@@ -192,8 +192,9 @@ class ECGDataset(Dataset):
         key = (self.cache.key, self.ids[i], self.spec.whole, self.n_cached, self.spec.sample_rate)
         kept = INPUTS.get(key)
         if kept is None:
-            whole_length = self.cache.length[self.cache.row[self.ids[i]]] if self.spec.whole else self.n_cached
-            if not INPUTS.room_for(len(LEADS) * whole_length * 4 * self.spec.sample_rate // self.cache.sample_rate):
+            cached = self.cache.length[self.cache.row[self.ids[i]]] if self.spec.whole else self.n_cached
+            float32_bytes = len(LEADS) * 4 * cached * self.spec.sample_rate / self.cache.sample_rate
+            if not INPUTS.room_for(int(np.ceil(float32_bytes))):
                 return self._made(self.lead_rows, i)
             kept = self._made(list(range(len(LEADS))), i)
             INPUTS.keep(key, kept)
