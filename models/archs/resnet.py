@@ -40,9 +40,9 @@ class ResNet1d(nn.Module):
                  widths: tuple[int, ...] = (64, 128, 256, 512), kernel_size: int = 7, dropout: float = 0.2):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0 or not 0 <= dropout < 1 or min(widths) < 1:
-            raise ValueError(f"kernel_size must be odd and positive, dropout in [0, 1) and every width positive (got "
-                             f"{kernel_size}, {dropout}, {widths}): an even kernel changes the length the shortcut "
-                             f"adds to")
+            raise ValueError(f"kernel_size must be odd and positive (an even kernel changes the length the shortcut "
+                             f"adds to), dropout in [0, 1) and every width positive (got kernel_size {kernel_size}, "
+                             f"dropout {dropout}, widths {widths})")
         self.stem = nn.Sequential(
             nn.Conv1d(in_leads, widths[0], 15, stride=2, padding=7, bias=False),
             nn.BatchNorm1d(widths[0]),
