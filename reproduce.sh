@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole pipeline, stage by stage. Each stage decides itself whether its outputs are current (and
 # says so in one line); this script only calls them in order with one preset (utils/presets.py).
-#   ./reproduce.sh --demo            built-in synthetic data, CPU, about 4 minutes on 2 cores (the README's main command)
+#   ./reproduce.sh --demo            built-in synthetic data, CPU, about 3 minutes on 2 cores (the README's main command)
 #   ./reproduce.sh --paper [DIR]     real CPSC2018 (default data/CPSC; see the README's "Get the data"), GPU
 #   ./reproduce.sh --ptbxl [DIR]     the PTB-XL benchmark on real PTB-XL (default data/PTBXL), GPU
 set -euo pipefail
