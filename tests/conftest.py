@@ -30,7 +30,7 @@ REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rea
 
 def pytest_collection_modifyitems(config, items):
     """The tests marked slow first (each group in its own order): spread over processes, the long ones
-    start at once and the short ones fill in around them, rather than one long test ending the session."""
+    start early and the short ones fill in around them, rather than one long test ending the session."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
