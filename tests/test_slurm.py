@@ -108,24 +108,25 @@ def test_slurm_benchmark_is_the_local_one_a_cancelled_run_alone_is_resubmitted(s
     pd.testing.assert_frame_equal(table(tmp_path / "rs", ptbxl.name), table(tmp_path / "rl", ptbxl.name))
 
 
-# enough epochs of the tiny model (tens of milliseconds each) that training outlasts the requeue's SIGTERM and
-# the KillWait (2 s, tests/slurm/start.sh) before the SIGKILL: the job must be killed mid-training
-EPOCHS = 150
+# enough epochs (about 0.7 s each on an idle 2-core machine) that training outlasts the requeue's SIGTERM and
+# the KillWait (5 s, tests/slurm/start.sh) before the SIGKILL: the job must be killed mid-training
+EPOCHS = 30
 
 
 @pytest.mark.slow
-def test_a_job_requeued_mid_training_resumes_from_its_last_epoch(slurm, prepared, tiny, tmp_path):
-    argv = ["--data-dir", str(prepared), *tiny, "--epochs", str(EPOCHS), "--limit", "60", "--folds", "1",
-            "--n-bootstrap", "0", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "r"),
+def test_a_job_requeued_mid_training_resumes_from_its_last_epoch(slurm, synthetic_ptbxl, tmp_path):
+    ptbxl = synthetic_ptbxl
+    argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang",
+            "--epochs", str(EPOCHS), "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"),
             "--launcher", "slurm"]
-    proc = command("cross_validate.py", *argv)
-    end = time.time() + 300
-    while not list((tmp_path / "runs").glob("*/last.pth")):
-        assert time.time() < end and proc.poll() is None, "no epoch finished"
-        time.sleep(0.2)
-    run = next((tmp_path / "runs").glob("*/last.pth")).parent
+    run = tmp_path / "t" / f"{ptbxl.name}_superdiagnostic" / "runs" / "fcn_wang_all_42"
+    proc = command("benchmark.py", *argv)
     job = job_of(run, proc)
-    time.sleep(0.2)  # last.pth is written atomically; one epoch done, the rest to go
+    end = time.time() + 600
+    while not (run / "last.pth").exists():
+        assert time.time() < end and proc.poll() is None, "no epoch finished"
+        time.sleep(0.5)
+    time.sleep(0.5)  # last.pth is written atomically; one epoch done, the rest to go
     epoch = peek_checkpoint(run / "last.pth")["epoch"]
     assert epoch < EPOCHS
     subprocess.run(["scontrol", "requeue", job], check=True)

@@ -15,7 +15,7 @@ fail() { echo "slurm: cannot start a one-node cluster: $*" >&2; exit 1; }
 export SLURM_CONF=$CONF
 
 mkdir -p "$(dirname "$DIR")"
-exec 9>"$DIR.lock"   # one start at a time (test processes side by side may each call it)
+exec 9>"$DIR.lock"   # one start at a time (test processes side by side may each call it); daemons close it
 flock 9 || fail "cannot lock $DIR.lock"
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
@@ -62,7 +62,7 @@ JobRequeue=1
 ReturnToService=2
 MinJobAge=600
 SlurmdTimeout=60
-KillWait=2
+KillWait=5
 $NODE State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONFIG
@@ -89,9 +89,9 @@ chown -R "$MUNGE_USER" /etc/munge /run/munge /var/log/munge /var/lib/munge
 chmod 700 /etc/munge /var/lib/munge; chmod 400 /etc/munge/munge.key; chmod 755 /run/munge
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     if [ "$MUNGE_USER" = munge ]; then
-        runuser -u munge -- munged 2>"$DIR/munged.err" || fail "munged did not start: $(tail -1 "$DIR/munged.err")"
+        runuser -u munge -- munged 9>&- 2>"$DIR/munged.err" || fail "munged did not start: $(tail -1 "$DIR/munged.err")"
     else
-        munged --force 2>"$DIR/munged.err" || fail "munged did not start: $(tail -1 "$DIR/munged.err")"
+        munged --force 9>&- 2>"$DIR/munged.err" || fail "munged did not start: $(tail -1 "$DIR/munged.err")"
     fi
     for _ in $(seq 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
     munge -n | unmunge >/dev/null 2>&1 || fail "munge does not answer"
@@ -110,10 +110,10 @@ if [ $CHANGED = 1 ]; then  # a new configuration: restart whatever runs with the
     done
 fi
 if ! pgrep -F "$DIR/slurmctld.pid" >/dev/null 2>&1; then
-    slurmctld -f "$CONF" 2>"$DIR/slurmctld.err" || fail "slurmctld did not start: $(tail -1 "$DIR/slurmctld.err") (log $DIR/slurmctld.log)"
+    slurmctld -f "$CONF" 9>&- 2>"$DIR/slurmctld.err" || fail "slurmctld did not start: $(tail -1 "$DIR/slurmctld.err") (log $DIR/slurmctld.log)"
 fi
 if ! pgrep -F "$DIR/slurmd.pid" >/dev/null 2>&1; then
-    slurmd -f "$CONF" 2>"$DIR/slurmd.err" || fail "slurmd did not start: $(tail -1 "$DIR/slurmd.err") (log $DIR/slurmd.log)"
+    slurmd -f "$CONF" 9>&- 2>"$DIR/slurmd.err" || fail "slurmd did not start: $(tail -1 "$DIR/slurmd.err") (log $DIR/slurmd.log)"
 fi
 for _ in $(seq 60); do
     STATE=$(sinfo -h -o %t 2>/dev/null | head -1)
