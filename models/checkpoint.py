@@ -24,7 +24,7 @@ from models.inputs import ECGModel, InputSpec
 from models.registry import create_model
 from models.run import Run
 from utils.errors import MissingInputError, PipelineError
-from utils.files import atomic_write
+from utils.files import atomic_write, file_version
 
 CHECKPOINT_FORMAT = 3  # 2: the bare network's weights (no input rules); 1: settings under "args"
 
@@ -75,16 +75,15 @@ def peek_checkpoint(path: Path) -> dict:
     ever replaced whole), is not unpickled again. A new dict each call; its tensors are shared."""
     path = Path(path)
     try:
-        st = path.stat()
-        ckpt = _peeked(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+        ckpt = _peeked(file_version(path))
     except Exception as e:
         raise PipelineError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
     return _checked(path, dict(ckpt))
 
 
 @functools.lru_cache(maxsize=256)
-def _peeked(path: str, inode: int, size: int, mtime_ns: int) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+def _peeked(version: tuple) -> dict:
+    return torch.load(version[0], map_location="cpu", weights_only=True, mmap=True)
 
 
 def run_id_mismatch(run: Run) -> str | None:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
 from utils.folds import N_FOLDS
-from utils.files import atomic_write, current_umask, file_fingerprint, fingerprint, write_csv
+from utils.files import atomic_write, current_umask, file_fingerprint, file_version, fingerprint, write_csv
 from utils.manifest import manifest_mismatch, read_manifest
 from utils.labels import LEADS
 from utils.layouts import Entry, Layout
@@ -113,8 +113,7 @@ class SignalCache:
         stage = f"python preprocess.py --data-dir {require_preprocessed(data_dir)}"
         self.sample_rate = float(read_manifest(data_dir / MANIFEST_JSON).get("sample_rate") or SAMPLE_RATE)
         self.signals = np.load(require(data_dir / SIGNALS_NPY, stage), mmap_mode="r")
-        st = os.stat(data_dir / SIGNALS_NPY)  # which file this is: another after a preprocess writes it again
-        self.key = (os.path.realpath(data_dir / SIGNALS_NPY), st.st_ino, st.st_size, st.st_mtime_ns)
+        self.key = file_version(data_dir / SIGNALS_NPY)  # another after a preprocess writes it again
         index = pd.read_csv(require(data_dir / SIGNALS_INDEX_CSV, stage), dtype={"patient_id": str})
         self.ids = index["patient_id"].tolist()
         self.row = {pid: i for i, pid in enumerate(self.ids)}

@@ -126,6 +126,13 @@ def fingerprint(parts: Iterable) -> str:
     return h.hexdigest()[:16]
 
 
+def file_version(path: Path, st: os.stat_result | None = None) -> tuple:
+    """Which version of a file this is, for what a process keeps of it: its real path, inode, size and
+    modification time (outputs are only ever replaced whole, as a new inode). Raises OSError if missing."""
+    st = st or os.stat(path)
+    return os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def file_fingerprint(path: Path) -> str:
     """Path, size and mtime_ns of an input file; a missing one (a dangling link, a header's signal file
     not there yet) has its own value, so its appearing later changes the fingerprint too."""

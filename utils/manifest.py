@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from utils.files import write_json
+from utils.files import file_version, write_json
 from utils.locks import exclusive_lock
 
 
@@ -40,7 +40,7 @@ def sampled_sha(path: Path, size: int) -> str:
 
 
 def _full_sha(path: Path, st: os.stat_result) -> str:
-    key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    key = file_version(path, st)
     if key not in _FULL_SHA:
         _FULL_SHA[key] = file_sha(path)
     return _FULL_SHA[key]
