@@ -38,7 +38,7 @@ if [ -n "${GPU_CHECK_SMOKE:-}" ]; then  # CPU plumbing test: the same steps at t
   work=${GPU_CHECK_WORK:-data/gpu_check_smoke}
   n=${GPU_CHECK_N:-60}
   bench_args=(--preset demo --input-seconds 1 --batch-size 8 --seconds 3)
-  train_args=(--arch resnet10 --seconds 2 --sample-rate 100 --batch-size 8 --num-workers 0)
+  train_args=(--arch resnet10 --arch-arg width=8 --seconds 2 --sample-rate 100 --batch-size 8 --num-workers 0)
   synth_args=(--max-seconds 12)
 else
   work=${GPU_CHECK_WORK:-data/gpu_check}

@@ -29,9 +29,11 @@ REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rea
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests marked slow first (each group in its own order): spread over processes, the long ones
+    """The tests on the one-node SLURM first (they wait on the cluster's jobs most of their time), then the
+    others marked slow, then the rest (each group in its own order): spread over processes, the long ones
     start early and the short ones fill in around them, rather than one long test ending the session."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=lambda item: ("slurm" not in getattr(item, "fixturenames", ()),
+                                 item.get_closest_marker("slow") is None))
 
 
 def pytest_runtest_setup(item):

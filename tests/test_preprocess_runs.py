@@ -1,6 +1,6 @@
 """preprocess.py as a whole: parallel decoding gives the serial bytes, one writer per folder (a real
 second process is refused with the first's pid), seeds outside numpy's range are argparse errors, and a
-signal cache changed after its manifest was written is caught whatever its size."""
+signal cache changed after its manifest was written is caught whatever its size and whenever it was checked."""
 from __future__ import annotations
 
 import os
@@ -148,3 +148,17 @@ def test_a_large_cache_changed_in_place_is_caught(records, tmp_path, monkeypatch
     prep(records, out)
     assert "rebuilding outputs" in capsys.readouterr().out
     require_preprocessed(out)
+
+
+def test_a_small_output_changed_in_place_after_a_check_is_caught(records, tmp_path):
+    """A small output's full hash is kept per process and file version: a change in place that keeps its
+    size and sets its mtime back is caught at the next check all the same (its ctime moved on)."""
+    out = tmp_path / "out"
+    prep(records, out)
+    signals = out / "signals.npy"
+    assert signals.stat().st_size <= manifest_module._HASHED_UP_TO
+    require_preprocessed(out)  # hashed and kept
+    require_preprocessed(out)
+    flip(signals, signals.stat().st_size // 2, keep_mtime=True)
+    with pytest.raises(PipelineError, match="signals.npy was changed after preprocess.json was written"):
+        require_preprocessed(out)

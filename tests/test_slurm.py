@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -73,9 +74,9 @@ def table(results: Path, database: str) -> pd.DataFrame:
     return t.drop(columns=["scores"])
 
 
-@pytest.mark.slow
-def test_slurm_benchmark_is_the_local_one_a_cancelled_run_alone_is_resubmitted(slurm, synthetic_ptbxl, tmp_path):
-    ptbxl = synthetic_ptbxl
+def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path) -> None:
+    """--launcher slurm gives --launcher local's table; a cancelled job fails its run alone, in one line;
+    --no-wait resubmits that run alone; a rerun gathers without submitting."""
     local = ["--data-dir", str(ptbxl), *BENCH, "--results-dir", str(tmp_path / "rl"), "--tasks-dir", str(tmp_path / "tl")]
     benchmark.main(local)
     argv = ["--data-dir", str(ptbxl), *BENCH, "--results-dir", str(tmp_path / "rs"), "--tasks-dir", str(tmp_path / "ts"),
@@ -108,14 +109,14 @@ def test_slurm_benchmark_is_the_local_one_a_cancelled_run_alone_is_resubmitted(s
     pd.testing.assert_frame_equal(table(tmp_path / "rs", ptbxl.name), table(tmp_path / "rl", ptbxl.name))
 
 
-# enough epochs (about 0.7 s each on an idle 2-core machine) that training outlasts the requeue's SIGTERM and
-# the KillWait (5 s, tests/slurm/start.sh) before the SIGKILL: the job must be killed mid-training
-EPOCHS = 30
+# enough epochs (about 0.5 s each on an idle 2-core machine) that training outlasts the requeue's SIGTERM and
+# the KillWait (5 s, tests/slurm/start.sh; 5-7 s in all) before the SIGKILL: the job must be killed mid-training
+EPOCHS = 20
 
 
-@pytest.mark.slow
-def test_a_job_requeued_mid_training_resumes_from_its_last_epoch(slurm, synthetic_ptbxl, tmp_path):
-    ptbxl = synthetic_ptbxl
+def requeue_mid_training(ptbxl: Path, tmp_path: Path) -> None:
+    """A job requeued (scontrol requeue: SIGTERM, then SIGKILL) after its first epoch runs again and
+    resumes from its last epoch: each epoch trained once, the run finished."""
     argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang",
             "--epochs", str(EPOCHS), "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"),
             "--launcher", "slurm"]
@@ -136,6 +137,18 @@ def test_a_job_requeued_mid_training_resumes_from_its_last_epoch(slurm, syntheti
     assert "resuming" in log and "after epoch" in log, log[-2000:]
     assert peek_checkpoint(run / "last.pth")["epoch"] == EPOCHS
     assert len(pd.read_csv(run / "log.csv")) == EPOCHS  # each epoch once
+
+
+@pytest.mark.slow
+def test_a_cancelled_run_alone_is_resubmitted_and_a_requeued_job_resumes(slurm, synthetic_ptbxl, tmp_path):
+    """The two scenarios side by side on the node's two CPUs (each waits on SLURM most of its time): the
+    requeue in a thread, the cancellation here; the thread's failure is re-raised."""
+    with ThreadPoolExecutor(1) as pool:
+        requeue = pool.submit(requeue_mid_training, synthetic_ptbxl, tmp_path / "requeue")
+        try:
+            cancel_resubmit_and_gather(synthetic_ptbxl, tmp_path / "cancel")
+        finally:
+            requeue.result()
 
 
 @pytest.mark.parametrize("flag,value", [("--launcher", "pbs"), ("--slurm-array-parallelism", "0"),

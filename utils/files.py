@@ -127,10 +127,12 @@ def fingerprint(parts: Iterable) -> str:
 
 
 def file_version(path: Path, st: os.stat_result | None = None) -> tuple:
-    """Which version of a file this is, for what a process keeps of it: its real path, inode, size and
-    modification time (outputs are only ever replaced whole, as a new inode). Raises OSError if missing."""
+    """Which version of a file this is, for what a process keeps of it: its real path, inode, size,
+    modification time and status-change time (outputs are only ever replaced whole, as a new inode; a
+    write in place changes the ctime even where the mtime is set back, and no call sets the ctime).
+    Raises OSError if missing."""
     st = st or os.stat(path)
-    return os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns
+    return os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def file_fingerprint(path: Path) -> str:

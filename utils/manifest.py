@@ -14,9 +14,9 @@ from utils.locks import exclusive_lock
 
 
 
-_HASHED_UP_TO = 64 << 20  # outputs up to this size are hashed in full at every check (< 40 ms)
+_HASHED_UP_TO = 64 << 20  # outputs up to this size are hashed in full, once per version (< 40 ms)
 SAMPLE_BLOCKS, SAMPLE_BLOCK_BYTES = 64, 64 << 10  # larger ones: 4 MiB read at every check (see describe_file)
-_FULL_SHA: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> sha256: a process hashes a big file once
+_FULL_SHA: dict[tuple, str] = {}  # file_version (path, inode, size, mtime, ctime) -> sha256, per process
 
 
 def file_sha(path: Path) -> str:
@@ -40,6 +40,8 @@ def sampled_sha(path: Path, size: int) -> str:
 
 
 def _full_sha(path: Path, st: os.stat_result) -> str:
+    """The full hash of this version of the file, computed once per process: a stage checks its inputs
+    many times (each fold, each lead, each model of a study)."""
     key = file_version(path, st)
     if key not in _FULL_SHA:
         _FULL_SHA[key] = file_sha(path)
@@ -52,7 +54,7 @@ def describe_file(path: Path) -> dict:
     checking it (`file_mismatch`, at every stage's start) does not read the whole file again."""
     st = Path(path).stat()
     if st.st_size <= _HASHED_UP_TO:
-        return {"size": st.st_size, "sha256": file_sha(path)}
+        return {"size": st.st_size, "sha256": _full_sha(path, st)}
     return {"size": st.st_size, "sha256": _full_sha(path, st), "mtime_ns": st.st_mtime_ns,
             "sampled_sha256": sampled_sha(path, st.st_size)}
 
@@ -61,10 +63,11 @@ def file_mismatch(path: Path, described: dict, name: str | None = None, manifest
                   ) -> str | None:
     """Why the file at `path` is not the one `describe_file` described (None when it is).
 
-    Small files are hashed in full. A large one must have the same size and sampled hash; when its
-    mtime_ns is not the recorded one (written to since, or copied without keeping times) it is also
-    hashed in full, once per process (memoised by inode, size and mtime). So any change made through a
-    write is caught, and an untouched cache costs a 4 MiB read per check. Measured on a 1 GiB file (2-core
+    Small files are hashed in full, once per process and version (`utils.files.file_version`: a write in
+    place changes the ctime, whatever the mtime is set back to). A large one must have the same size and
+    sampled hash; when its mtime_ns is not the recorded one (written to since, or copied without keeping
+    times) it is also hashed in full, once per process and version. So any change made through a write
+    is caught, and an untouched cache costs a 4 MiB read per check. Measured on a 1 GiB file (2-core
     Xeon, SHA-NI): 3 ms per check (19 ms with the file out of the page cache); the full hash 0.9 s (1.1 s
     cold), paid at write time and, after a touch or a copy without times, once per process."""
     name = name or Path(path).name
@@ -78,7 +81,7 @@ def file_mismatch(path: Path, described: dict, name: str | None = None, manifest
     if "sha256" not in described or (st.st_size > _HASHED_UP_TO and "sampled_sha256" not in described):
         return f"{name} has no sha256 in {manifest} (size only)"
     if st.st_size <= _HASHED_UP_TO:
-        same = file_sha(path) == described["sha256"]
+        same = _full_sha(path, st) == described["sha256"]
     else:
         same = sampled_sha(path, st.st_size) == described["sampled_sha256"] and (
             st.st_mtime_ns == described.get("mtime_ns") or _full_sha(path, st) == described["sha256"])

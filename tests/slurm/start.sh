@@ -39,7 +39,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=cred_expire=10
+# a requeued job may start again cred_expire + 1 s later: 5 is SLURM's least
+AuthInfo=cred_expire=5
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid
@@ -55,13 +56,15 @@ AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2
+# a test cluster: jobs start within a second of their submission, not of the next pass
+SchedulerParameters=sched_interval=1,batch_sched_delay=0
 MpiDefault=none
 SwitchType=switch/none
 JobRequeue=1
 ReturnToService=2
 MinJobAge=600
 SlurmdTimeout=60
+# seconds from SIGTERM to SIGKILL when a job is cancelled or requeued (30 by default)
 KillWait=5
 $NODE State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
