@@ -119,7 +119,8 @@ def sklearn_thresholds(y: np.ndarray, p: np.ndarray) -> list[float | None]:
         if not y[:, j].any():
             out.append(None)
             continue
-        f1 = [skm.f1_score(y[:, j], p[:, j] > t, zero_division=0) for t in grid]
+        truth = np.repeat(y[:, j:j + 1], len(grid), axis=1)  # one multilabel call: column k is threshold k
+        f1 = skm.f1_score(truth, p[:, j:j + 1] > grid, average=None, zero_division=0)
         out.append(float(grid[int(np.argmax(f1))]))
     return out
 

@@ -332,7 +332,7 @@ def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, cls: str, path: Path)
     cm = np.array([[np.sum(~y_true & ~y_pred), np.sum(~y_true & y_pred)],
                    [np.sum(y_true & ~y_pred), np.sum(y_true & y_pred)]], float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(3.2, 3))
+    fig, ax = plt.subplots(figsize=(3.6, 3))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(2):
         for j in range(2):
@@ -343,7 +343,8 @@ def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, cls: str, path: Path)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(cls)
-    return save_figure(fig, path)
+    fig.subplots_adjust(left=0.3, right=0.95, bottom=0.17, top=0.9)  # fixed: a tight crop draws it twice
+    return save_figure(fig, path, tight=False)
 
 
 def plot_roc(y_true: np.ndarray, y_score: np.ndarray, aucs: np.ndarray, classes: Sequence[str], title: str,
@@ -362,7 +363,8 @@ def plot_roc(y_true: np.ndarray, y_score: np.ndarray, aucs: np.ndarray, classes:
     ax.set_ylabel("true positive rate")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
-    return save_figure(fig, path)
+    fig.subplots_adjust(left=0.13, right=0.96, bottom=0.11, top=0.93)  # fixed: a tight crop draws it twice
+    return save_figure(fig, path, tight=False)
 
 
 def _reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
