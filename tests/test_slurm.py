@@ -109,9 +109,10 @@ def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(table(tmp_path / "rs", ptbxl.name), table(tmp_path / "rl", ptbxl.name))
 
 
-# enough epochs (about 0.5 s each on an idle 2-core machine) that training outlasts the requeue's SIGTERM and
-# the KillWait (5 s, tests/slurm/start.sh; 5-7 s in all) before the SIGKILL: the job must be killed mid-training
-EPOCHS = 20
+# enough epochs that training outlasts the requeue's SIGTERM and the KillWait (5 s, tests/slurm/start.sh;
+# 5-7 s in all) before the SIGKILL: the job must be killed mid-training. At about 0.5 s an epoch (a 2-core
+# AVX-512 machine) the kill lands near epoch 13 of 26, and would on a machine twice as fast
+EPOCHS = 26
 
 
 def requeue_mid_training(ptbxl: Path, tmp_path: Path) -> None:
