@@ -29,7 +29,7 @@ from utils.cache import SignalCache, load_labels
 from utils.preprocessed import pool_databases
 from utils.labels import CPSC9, LEADS
 from utils.layouts import read_cpsc_reference
-from utils.records import read_wfdb_record
+from utils.records import RecordError, read_wfdb_record
 
 SNR = "426783006"  # a cpsc9 class, so every record here is labelled and decoded
 TO_MV = {"mV": 1.0, "uV": 1e-3, "V": 1e3}
@@ -166,6 +166,22 @@ def test_wfdb_invalid_value_skips_the_record_in_a_mat_as_in_a_dat(tmp_path):
     assert set(reasons) == {str(tmp_path / "rec" / "M1.mat"), str(tmp_path / "rec" / "D1.dat")}
     assert len(set(reasons.values())) == 1 and "V3 1000" in reasons.popitem()[1]  # same words for both
     assert load_labels(tmp_path / "out")["patient_id"].tolist() == ["OK"]
+
+
+def test_an_unreadable_format_16_file_is_a_record_error_naming_it(tmp_path, monkeypatch):
+    """The numpy fast path's read failing (an I/O error, no permission) is the record's error, as wfdb's
+    failures are: one `skipped:` line, never a traceback."""
+    mv = analogue(500, 4)
+    wfdb.wrsamp("D2", fs=500, units=["mV"] * 12, sig_name=list(LEADS), d_signal=np.ascontiguousarray(
+                digitise(mv, "mV", 1000, [0] * 12, 16).T), fmt=["16"] * 12, adc_gain=[1000] * 12,
+                baseline=[0] * 12, comments=[f"Dx: {SNR}"], write_dir=str(tmp_path))
+
+    def failing(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(np, "fromfile", failing)
+    with pytest.raises(RecordError, match=r"D2\.dat: unreadable signal \(OSError: \[Errno 5\] Input/output error"):
+        read_wfdb_record(tmp_path / "D2.hea")
 
 
 def test_samples_beyond_the_int16_range_are_reported_per_record(tmp_path):

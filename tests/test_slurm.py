@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pandas as pd
@@ -111,24 +111,25 @@ def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path) -> None:
 
 # enough epochs that training outlasts the requeue's SIGTERM and the KillWait (5 s, tests/slurm/start.sh;
 # 5-7 s in all) before the SIGKILL: the job must be killed mid-training. At about 0.5 s an epoch (a 2-core
-# AVX-512 machine) the kill lands near epoch 13 of 26, and would on a machine twice as fast
-EPOCHS = 26
+# AVX-512 machine, under the suite) the kill lands near epoch 13; at twice that speed, by epoch 30
+EPOCHS = 32
 
 
-def requeue_mid_training(ptbxl: Path, tmp_path: Path) -> None:
+def requeue_mid_training(ptbxl: Path, tmp_path: Path, started: list) -> None:
     """A job requeued (scontrol requeue: SIGTERM, then SIGKILL) after its first epoch runs again and
-    resumes from its last epoch: each epoch trained once, the run finished."""
+    resumes from its last epoch: each epoch trained once, the run finished. Its command is appended to
+    `started` (for the caller to stop)."""
     argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang",
             "--epochs", str(EPOCHS), "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"),
             "--launcher", "slurm"]
     run = tmp_path / "t" / f"{ptbxl.name}_superdiagnostic" / "runs" / "fcn_wang_all_42"
     proc = command("benchmark.py", *argv)
+    started.append(proc)
     job = job_of(run, proc)
     end = time.time() + 600
-    while not (run / "last.pth").exists():
+    while not (run / "last.pth").exists():  # written atomically: once there, one epoch is done
         assert time.time() < end and proc.poll() is None, "no epoch finished"
-        time.sleep(0.5)
-    time.sleep(0.5)  # last.pth is written atomically; one epoch done, the rest to go
+        time.sleep(0.1)
     epoch = peek_checkpoint(run / "last.pth")["epoch"]
     assert epoch < EPOCHS
     subprocess.run(["scontrol", "requeue", job], check=True)
@@ -143,13 +144,19 @@ def requeue_mid_training(ptbxl: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_cancelled_run_alone_is_resubmitted_and_a_requeued_job_resumes(slurm, synthetic_ptbxl, tmp_path):
     """The two scenarios side by side on the node's two CPUs (each waits on SLURM most of its time): the
-    requeue in a thread, the cancellation here; the thread's failure is re-raised."""
+    requeue in a thread, the cancellation here. The thread's failure is raised; when this one fails, the
+    requeue's command is killed and this failure is the one reported."""
+    started = []
     with ThreadPoolExecutor(1) as pool:
-        requeue = pool.submit(requeue_mid_training, synthetic_ptbxl, tmp_path / "requeue")
+        requeue = pool.submit(requeue_mid_training, synthetic_ptbxl, tmp_path / "requeue", started)
         try:
             cancel_resubmit_and_gather(synthetic_ptbxl, tmp_path / "cancel")
-        finally:
-            requeue.result()
+        except BaseException:
+            for proc in started:
+                proc.kill()
+            wait([requeue], timeout=60)
+            raise
+        requeue.result(timeout=900)
 
 
 @pytest.mark.parametrize("flag,value", [("--launcher", "pbs"), ("--slurm-array-parallelism", "0"),

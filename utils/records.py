@@ -211,8 +211,11 @@ def _read_mat_signal(header_path: Path, hdr: Header) -> np.ndarray:
 def _read_dat16_signal(header_path: Path, hdr: Header) -> np.ndarray | None:
     """The fast path for PTB-XL and most .dat releases: one file of plain format 16 (no samples per frame,
     skew or byte offset) holding exactly the header's frames, read with numpy and scaled with the same
-    operations as wfdb.rdrecord (baseline subtracted, divided by the gain, in float64; -32768 is NaN), so
-    the values are its own bit for bit, at a fraction of its header parsing. None for anything else."""
+    operations as wfdb.rdrecord (baseline subtracted, divided by the gain, in float64; -32768 is NaN), at a
+    fraction of its header parsing. Gains, baselines and units are this module's reading of the header
+    (as for the .mat files): where wfdb reads the header alike (its own headers, PTB-XL's), the values are
+    its own bit for bit; where it does not (a gain written `1E3`, a baseline `(+5)`), they follow the WFDB
+    format. None for anything else (wfdb reads those)."""
     dat = header_path.parent / hdr.files[0]
     try:
         size = dat.stat().st_size
@@ -220,7 +223,10 @@ def _read_dat16_signal(header_path: Path, hdr: Header) -> np.ndarray | None:
         return None
     if size != 2 * hdr.n_sig * hdr.sig_len:
         return None
-    digital = np.fromfile(dat, dtype="<i2").reshape(hdr.sig_len, hdr.n_sig)
+    try:
+        digital = np.fromfile(dat, dtype="<i2").reshape(hdr.sig_len, hdr.n_sig)
+    except (OSError, ValueError) as e:  # unreadable: a directory, no permission, an I/O error
+        raise RecordError(f"{dat}: unreadable signal ({type(e).__name__}: {e})") from None
     physical = digital.astype(np.float64)
     np.subtract(physical, np.asarray(hdr.baselines, dtype=np.float64), physical)
     np.divide(physical, np.asarray(hdr.gains, dtype=np.float64), physical)
