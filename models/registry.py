@@ -111,7 +111,7 @@ def _discover() -> None:
         before = set(_REGISTRY)
         try:
             importlib.import_module(f"models.archs.{info.name}")
-        except Exception as e:  # noqa: BLE001 -- any error of a user's file; reported, the rest go on
+        except (Exception, SystemExit) as e:  # noqa: BLE001 -- a user's file raising, exit() too: reported
             for name in set(_REGISTRY) - before:
                 del _REGISTRY[name]
             where = f"models/archs/{info.name}.py"
@@ -147,7 +147,11 @@ def create_model(name: str, in_leads: int, num_classes: int, **arch_args) -> nn.
     with `arch_args` (checked by `builder_arguments`)."""
     if in_leads < 1 or num_classes < 1:
         raise ValueError(f"a model needs at least one lead and one class (got {in_leads} and {num_classes})")
-    return model_entry(name).builder(in_leads, num_classes, **builder_arguments(name, arch_args))
+    net = model_entry(name).builder(in_leads, num_classes, **builder_arguments(name, arch_args))
+    if not isinstance(net, nn.Module):
+        raise PipelineError(f"architecture {name}: its builder returned a {type(net).__name__}, not a torch "
+                            "nn.Module")
+    return net
 
 
 def builder_argument(text: str) -> tuple[str, Any]:

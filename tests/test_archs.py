@@ -11,6 +11,7 @@ from models.archs.inception1d import kernel_sizes
 from models.archs.rnn import LSTM1d
 from models.archs.xresnet1d import XResNet1d
 from models.registry import builder_arguments, count_parameters, create_model, list_models, model_entry
+from utils.errors import PipelineError
 
 BENCHMARK = ("xresnet1d50", "xresnet1d101", "inception1d", "resnet1d_wang", "fcn_wang", "lstm", "lstm_bidir")
 
@@ -268,6 +269,7 @@ def test_every_benchmark_network_starts_from_the_reference_initialisation(name):
 
 
 BROKEN_FILES = {
+    "zz_exit.py": "import sys\nsys.exit(3)\n",
     "zz_half_written.py": 'raise RuntimeError("half-written file")\n',
     "zz_twice.py": ("from torch import nn\nfrom models.registry import register_model\n\n"
                     "@register_model('zz_first', family='t')\ndef first(in_leads, num_classes):\n"
@@ -281,8 +283,9 @@ BROKEN_FILES = {
 
 
 def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monkeypatch, capsys):
-    """A file of models/archs that raises, registers a taken name or a path: one warning line each, none of
-    its architectures registered (not even those before the clash), every command's --help still works."""
+    """A file of models/archs that raises (or exits), registers a taken name or a path: one warning line
+    each, none of its architectures registered (not even those before the clash), every command's --help
+    still works; a builder that returns no network is named in one line."""
     import benchmark
     import main
     import models.archs as archs
@@ -298,6 +301,7 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
     assert list_models() == known and model_entry("resnet34").family == "resnet"
     err = capsys.readouterr().err.splitlines()
     assert err == [
+        "warning: models/archs/zz_exit.py cannot be imported (SystemExit: 3); its architectures are not available",
         "warning: models/archs/zz_half_written.py cannot be imported (RuntimeError: half-written file); its "
         "architectures are not available",
         "warning: models/archs/zz_path.py cannot be imported (ValueError: architecture name '../../x' is not a plain "
@@ -312,6 +316,10 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
         model_entry("zz_first")
     with pytest.raises(ValueError, match="not a plain name"):
         registry.register_model("a/b", family="t")
+    registry.register_model("zz_not_a_network", family="t")(lambda in_leads, num_classes: (lambda x: x))
+    with pytest.raises(PipelineError, match="architecture zz_not_a_network: its builder returned a function, not a "
+                                            "torch nn.Module"):
+        registry.create_model("zz_not_a_network", 12, 5)
 
 
 def test_the_models_command_bounds_its_numbers(capsys):
@@ -339,7 +347,6 @@ class _NoParameters(nn.Module):
 
 def test_the_network_contract_is_checked_naming_the_architecture():
     from models.registry import check_network, normalises_single_values
-    from utils.errors import PipelineError
 
     check_network("resnet18", create_model("resnet18", 12, 3), 12, 3, 250)
     cases = ((nn.Sequential(nn.Conv1d(12, 4, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten()), "wrong",

@@ -411,6 +411,17 @@ def test_a_score_column_without_its_label_column_is_refused(tmp_path):
         benchmark.main(["score", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o.csv")])
 
 
+def test_a_repeated_label_column_is_refused(tmp_path):
+    """pandas would read a second `A` as `A.1` and score with the first: which one counts is refused."""
+    table = scores_table([f"r{i}" for i in range(6)], Y, P, ["A", "B"])
+    text = table.to_csv(index=False).splitlines()
+    header = text[0].split(",")
+    rows = [line + "," + str(1 - int(line.split(",")[header.index("A")])) for line in text[1:]]
+    (tmp_path / "s.csv").write_text("\n".join([text[0] + ",A", *rows]) + "\n")
+    with pytest.raises(SystemExit, match=r"^error: .*s.csv: column\(s\) A appear more than once in its header"):
+        benchmark.main(["score", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o.csv")])
+
+
 def test_out_never_overwrites_an_input_and_is_a_file(tmp_path, capsys):
     np.save(tmp_path / "y.npy", Y)
     np.save(tmp_path / "p.npy", P)

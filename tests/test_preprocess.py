@@ -241,6 +241,26 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's private 0600
 
 
+def test_atomic_write_goes_through_a_link_and_never_replaces_a_device_pipe_or_folder(tmp_path):
+    """A rename over /dev/null would make it a regular file: such a path is refused and left as it was;
+    a symbolic link stays a link, its target gets the output."""
+    import os
+
+    from utils.errors import PipelineError
+    (tmp_path / "target.csv").write_text("old")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "target.csv")
+    atomic_write(tmp_path / "link.csv", lambda tmp: tmp.write_text("new"))
+    assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "target.csv").read_text() == "new"
+    os.mkfifo(tmp_path / "pipe.csv")
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "to_pipe.csv").symlink_to(tmp_path / "pipe.csv")
+    for name in ("pipe.csv", "folder.csv", "to_pipe.csv"):
+        with pytest.raises(PipelineError, match=f"{name} is there and is not a regular file"):
+            atomic_write(tmp_path / name, lambda tmp: tmp.write_text("new"))
+    assert (tmp_path / "pipe.csv").is_fifo() and (tmp_path / "folder.csv").is_dir()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
 @pytest.mark.real_data
 def test_real_records_labels_match_headers(real_dir, tmp_path):
     run(real_dir, tmp_path / "out")  # outputs elsewhere: the shared folder stays read-only

@@ -18,16 +18,22 @@ from utils.errors import PipelineError
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
 
-    A crash leaves either the old file or the new one, never half of either.
+    A crash leaves either the old file or the new one, never half of either. A symbolic link is written
+    through (the link stays, its target is replaced); a path that is there but not a regular file (a
+    folder, a device such as /dev/null, a pipe) is refused: a rename would replace it with a file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.exists() and not target.is_file():
+        raise PipelineError(f"{path} is there and is not a regular file (a folder, device or pipe): not replaced "
+                            f"by an output; name a file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; give outputs the usual permissions
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

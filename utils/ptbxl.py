@@ -15,6 +15,7 @@ thousandths; `format_result` writes this project's results the same way.
 """
 from __future__ import annotations
 
+import csv
 import math
 import sys
 import warnings
@@ -262,9 +263,14 @@ def score_file_classes(path: Path) -> list[str]:
     if not path.exists():
         raise MissingInputError(f"scores file {path} not found")
     try:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])  # as written: pandas renames a repeated column (A, A.1)
         columns = list(pd.read_csv(path, nrows=0).columns)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, csv.Error) as e:
         raise PipelineError(f"{path} is not a readable CSV ({type(e).__name__})") from None
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:  # which of two label columns would count is the reader's accident
+        raise PipelineError(f"{path}: column(s) {', '.join(repeated)} appear more than once in its header")
     classes = [c[2:] for c in columns if c.startswith("p_") and c[2:] in columns]
     orphans = [c for c in columns if c.startswith("p_") and c[2:] not in columns]
     if orphans:  # a misspelt or missing label column would drop that class from the macro AUC unseen

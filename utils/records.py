@@ -259,6 +259,8 @@ def read_wfdb_record(header_path: Path, hdr: Header | None = None) -> tuple[Head
     for name in dict.fromkeys(hdr.files):
         if not (header_path.parent / name).exists():
             raise RecordError(f"{header_path}: signal file {name} is missing")
+        if not (header_path.parent / name).is_file():  # a pipe would never end, a device never be a record
+            raise RecordError(f"{header_path}: signal file {name} is not a regular file (a folder, device or pipe)")
     one_file = len(set(hdr.files)) == 1
     mv = None
     if one_file and hdr.files[0].lower().endswith(".mat") and set(hdr.formats) == {"16"}:
