@@ -245,8 +245,6 @@ def test_atomic_write_goes_through_a_link_and_never_replaces_a_device_pipe_or_fo
     """A rename over /dev/null would make it a regular file: such a path is refused and left as it was;
     a symbolic link stays a link, its target gets the output."""
     import os
-
-    from utils.errors import PipelineError
     (tmp_path / "target.csv").write_text("old")
     (tmp_path / "link.csv").symlink_to(tmp_path / "target.csv")
     atomic_write(tmp_path / "link.csv", lambda tmp: tmp.write_text("new"))
