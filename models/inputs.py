@@ -397,7 +397,8 @@ def pick_device(use_gpu: bool) -> torch.device:
         print(f"using GPU: {torch.cuda.get_device_name()}")
         return torch.device("cuda")
     if use_gpu:
-        print("--use-gpu given but no CUDA device is available; running on CPU")
+        print("a GPU was asked for (--use-gpu, or the preset's use_gpu) but no CUDA device is available; "
+              "running on CPU")
     return torch.device("cpu")
 
 

@@ -170,8 +170,8 @@ def test_wfdb_invalid_value_skips_the_record_in_a_mat_as_in_a_dat(tmp_path):
 
 def test_an_unreadable_format_16_file_is_a_record_error_naming_it(tmp_path, monkeypatch):
     """The numpy fast path's read failing (an I/O error, no permission) is the record's error, as wfdb's
-    failures are: one `skipped:` line, never a traceback; a signal file that is a pipe is refused before
-    anything reads it."""
+    failures are: one `skipped:` line, never a traceback; so is a file longer than its header says (as a
+    .mat is), and a signal file that is a pipe is refused before anything reads it."""
     mv = analogue(500, 4)
     wfdb.wrsamp("D2", fs=500, units=["mV"] * 12, sig_name=list(LEADS), d_signal=np.ascontiguousarray(
                 digitise(mv, "mV", 1000, [0] * 12, 16).T), fmt=["16"] * 12, adc_gain=[1000] * 12,
@@ -184,6 +184,10 @@ def test_an_unreadable_format_16_file_is_a_record_error_naming_it(tmp_path, monk
     with pytest.raises(RecordError, match=r"D2\.dat: unreadable signal \(OSError: \[Errno 5\] Input/output error"):
         read_wfdb_record(tmp_path / "D2.hea")
     monkeypatch.undo()
+    with open(tmp_path / "D2.dat", "ab") as f:  # one frame more than the header says: wfdb would drop it unsaid
+        f.write(bytes(24))
+    with pytest.raises(RecordError, match=r"D2\.dat: 24024 bytes, more than the 1000 frames of 12 format-16 signals"):
+        read_wfdb_record(tmp_path / "D2.hea")
     (tmp_path / "D2.dat").unlink()
     os.mkfifo(tmp_path / "D2.dat")  # wfdb would wait on it for ever
     with pytest.raises(RecordError, match=r"D2\.hea: signal file D2\.dat is not a regular file"):

@@ -215,13 +215,17 @@ def _read_dat16_signal(header_path: Path, hdr: Header) -> np.ndarray | None:
     fraction of its header parsing. Gains, baselines and units are this module's reading of the header
     (as for the .mat files): where wfdb reads the header alike (its own headers, PTB-XL's), the values are
     its own bit for bit; where it does not (a gain written `1E3`, a baseline `(+5)`), they follow the WFDB
-    format. None for anything else (wfdb reads those)."""
+    format. A file longer than its header says is refused, as a .mat is; None for anything else (wfdb
+    reads those, and says what is wrong with a short file)."""
     dat = header_path.parent / hdr.files[0]
     try:
         size = dat.stat().st_size
     except OSError:
         return None
-    if size != 2 * hdr.n_sig * hdr.sig_len:
+    if size > 2 * hdr.n_sig * hdr.sig_len:  # wfdb would read the first frames and say nothing (a .mat: refused)
+        raise RecordError(f"{dat}: {size} bytes, more than the {hdr.sig_len} frames of {hdr.n_sig} format-16 "
+                          f"signals its header describes ({2 * hdr.n_sig * hdr.sig_len} bytes)")
+    if size < 2 * hdr.n_sig * hdr.sig_len:
         return None
     try:
         digital = np.fromfile(dat, dtype="<i2").reshape(hdr.sig_len, hdr.n_sig)
