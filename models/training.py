@@ -207,11 +207,22 @@ class RunConfig(Settings):
                 if str(mine.get(k)) != str(theirs.get(k))]
 
 
+# what names the experiment rather than how an architecture trains: never an architecture's to set
+EXPERIMENT_SETTINGS = ("arch", "arch_arg", "data_dir", "seed", "limit", "train_fraction", "init_from", "use_gpu",
+                       "num_workers", "deterministic")
+
+
 def architecture_settings(arch: str, protocol: str | None) -> dict:
     """The training settings `arch`'s registry entry asks for under `protocol`, checked like the flags
-    they stand for (a PipelineError naming the architecture and the setting otherwise)."""
+    they stand for (a PipelineError naming the architecture and the setting otherwise); a setting that
+    names the experiment (data, run, seed, leads...) is refused."""
     values = protocol_settings(arch, protocol)
-    RunConfig.check_values(values, f"architecture {arch} (its registry entry, protocol {protocol})")
+    where = f"architecture {arch} (its registry entry, protocol {protocol})"
+    RunConfig.check_values(values, where)
+    named = [key for key in values if key in EXPERIMENT_SETTINGS]
+    if named:
+        raise PipelineError(f"{where}: {', '.join(map(repr, named))} names the experiment, not how the "
+                            f"architecture trains (a protocol entry sets e.g. lr, clip_grad, batch_size)")
     return values
 
 

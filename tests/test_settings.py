@@ -125,7 +125,7 @@ def bad_entries():
         return nn.Sequential(nn.Conv1d(in_leads, 4, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(4, num_classes))
 
     entries = {"huge_lr": {"lr": 500}, "negative_lr": {"lr": -5}, "typo_key": {"lrr": 0.1},
-               "text_lr": {"lr": "fast"}}
+               "text_lr": {"lr": "fast"}, "sets_seed": {"lr": 1e-3, "seed": 7}}
     for name, values in entries.items():
         register_model(name, family="test", protocol={"ptbxl": values})(net)
     yield entries
@@ -136,7 +136,8 @@ def bad_entries():
 @pytest.mark.parametrize("name, says", [("huge_lr", "--lr 500: 500 is outside (0, 10]"),
                                         ("negative_lr", "--lr -5: -5 is outside (0, 10]"),
                                         ("typo_key", "unknown setting 'lrr'"),
-                                        ("text_lr", "--lr 'fast': 'fast' is not a number")])
+                                        ("text_lr", "--lr 'fast': 'fast' is not a number"),
+                                        ("sets_seed", "'seed' names the experiment, not how the architecture")])
 def test_registry_protocol_values_are_checked_like_the_flags(bad_entries, name, says, tmp_path):
     where = f"architecture {name} (its registry entry, protocol ptbxl)"
     with pytest.raises(PipelineError) as e:
