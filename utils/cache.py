@@ -266,8 +266,9 @@ def failure_kind(message: str) -> str:
     """A skip message without its file, quoted values and numbers, so like failures count together."""
     import re
 
-    reason = message.split(": ", 1)[-1].split(" (")[0]
-    return re.sub(r"\s+", " ", re.sub(r"'[^']*'|\S*\d\S*", "", reason)).strip(" ,;")
+    reason = re.sub(r"'[^']*'|\"[^\"]*\"", "", message.split(": ", 1)[-1]).split(" (")[0]
+    reason = reason.split(": ")[-1]  # after a location within the file (line 4, ecg_id 3: ...)
+    return re.sub(r"\s+", " ", re.sub(r"\S*\d\S*", "", reason)).strip(" ,;")
 
 
 def summarise_dataset(n_found: int, classes: list[str], reference: pd.DataFrame, labels: pd.DataFrame,
