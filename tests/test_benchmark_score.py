@@ -157,6 +157,10 @@ def test_table_ensemble_and_published_values(tmp_path):
     assert (saved.loc[0, "published_auc"], saved.loc[0, "published_hi"]) == pytest.approx((0.930, 0.935))
     assert saved["published_auc"].isna().tolist() == [False, True, True]
     assert "| resnet1d_wang | 10 | 6 | 2/2 | 0.667(" in (tmp_path / "out" / "table.md").read_text()
+    # a table of one model into the same folder: no ensemble row, and the earlier ensemble's scores go
+    assert (tmp_path / "out" / "ensemble" / "superdiagnostic_test_scores.csv").exists()
+    alone = benchmark_table(rows[:1], tmp_path / "out", n_bootstrap=30, seed=1)
+    assert alone["model"].tolist() == ["resnet1d_wang"] and not list((tmp_path / "out" / "ensemble").iterdir())
     # the leaderboard's notation, on the reference's own te_results.csv (xresnet1d101, all statements)
     assert format_result(0.9254358590055028, 0.9173334466601515, 0.931885977264585) == "0.925(08)"
     # the leaderboard as printed: inception1d all 0.925(08); ICBEB xresnet1d101 G_beta 0.602(37)

@@ -465,8 +465,8 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
     from the labels, so every model and training seed of a task tested on the same records is scored on the
     same resamples) from each score file, the published value beside it, and with `ensemble` an `ensemble`
     row per task and training seed of two or more models, whose scores (the mean of that seed's models')
-    are written to out/ensemble/<task>[_seed<seed>]_test_scores.csv. Rows are ordered by task, model (as
-    given, the ensemble last) and seed.
+    are written to out/ensemble/<task>[_seed<seed>]_test_scores.csv (those of an earlier table removed). Rows
+    are ordered by task, model (as given, the ensemble last) and seed.
 
     A class without a positive (or a negative) test record has no AUC: it is left out of the task's macro
     AUC and of its resamples, and `classes` says how many of the task's classes were scored ("4/5"); on
@@ -480,7 +480,7 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
     (an ensemble when all its members were)."""
     out = Path(out)
     _check_rows(rows, ensemble)
-    table, warned = [], set()
+    table, warned, written = [], set(), []
     groups = dict.fromkeys((r["task"], r.get("seed")) for r in rows)
     for task, run_seed in groups:
         members = [r for r in rows if r["task"] == task and r.get("seed") == run_seed]
@@ -497,8 +497,11 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
         if ensemble and len(members) > 1:
             name = task if run_seed is None else f"{task}_seed{run_seed}"
             entries.append(_ensemble_entry(members, paths, probs, vals, out / ENSEMBLE, name))
+            written += [p for p in entries[-1][3:5] if p is not None]
         tuned_on = next((r.get("thresholds_from") for r in members if r.get("thresholds_from")), "val")
         table += [_table_row(task, run_seed, entry, y, classes, keep, indices, tuned_on) for entry in entries]
+    for stale in sorted(set((out / ENSEMBLE).glob("*_scores.csv")) - {Path(p) for p in written}):
+        stale.unlink()  # an ensemble of an earlier table (other models or tasks): not this table's
     tasks = list(dict.fromkeys(task for task, _ in groups))
     models = list(dict.fromkeys((r["task"], r["model"]) for r in table))  # the ensemble after its task's models
     seeds = list(groups)
