@@ -122,6 +122,8 @@ def test_three_seeds_give_a_row_each_their_mean_and_a_paired_comparison(syntheti
         assert np.allclose(ensemble[2], np.mean(members, axis=0), atol=1e-6)
     saved = pd.read_csv(out / "table.csv")
     assert saved["seed"].tolist() == [0, 1, 2] * 3
+    said = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("- seed_narrow: ")]
+    assert len(said) == 1  # how a model was run otherwise than published: once, not once per seed
     for row in saved.itertuples():  # each row's AUC recomputes from its own score file
         _, y, p = read_score_file(row.scores)
         keep = y.any(0) & ~y.all(0)

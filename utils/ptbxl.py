@@ -629,8 +629,8 @@ def benchmark_markdown(table: pd.DataFrame, n_bootstrap: int, sections: Mapping[
         if challenge:
             lines += ["", f"F_beta / G_beta thresholds tuned on the {'training' if rows['thresholds'].iloc[0] == 'train' else 'validation'} "
                           "records' scores (the reference: the training records')."]
-        differ = [(r["model"], r["setup"]) for _, r in rows.iterrows()
-                  if isinstance(r.get("setup"), str) and r["setup"] != AS_PUBLISHED]
+        differ = list(dict.fromkeys((r["model"], r["setup"]) for _, r in rows.iterrows()  # once, whatever the seeds
+                                    if isinstance(r.get("setup"), str) and r["setup"] != AS_PUBLISHED))
         if differ:
             lines += ["", "Run otherwise than published" + (" (so not set beside the published values)"
                                                             if task in CHALLENGE_TASKS else "") + ":", ""]
