@@ -402,6 +402,13 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
         if shared:
             raise PipelineError(f"{args.val_scores} shares {len(shared)} record(s) with {args.scores} (e.g. "
                                 f"{sorted(shared)[0]}); thresholds must be tuned on other records")
+        if args.logits:
+            scales = {name: bool(((p < 0) | (p > 1)).any())
+                      for name, p in (("--scores", test.p), ("--val-scores", val.p))}
+            if len(set(scales.values())) > 1:  # one of them looks like probabilities: tuned on another scale
+                probs = next(name for name, outside in scales.items() if not outside)
+                raise PipelineError(f"--logits applies to --scores and --val-scores, but the {probs} are all in "
+                                    f"[0, 1] (probabilities?) while the others are not: give both as logits")
         grid = probability_logits(THRESHOLD_GRID) if args.logits else THRESHOLD_GRID  # the same thresholds
         thresholds = tune_gbeta_thresholds(val.y, val.p, grid=grid)
     results = score_predictions(test.y, test.p, indices, thresholds, source=str(args.labels or args.scores))

@@ -406,6 +406,11 @@ def test_logits_give_the_fbeta_gbeta_of_their_sigmoid_or_a_refusal(tmp_path):
                         "--logits", "--n-bootstrap", "5", "--out", out])
     expected = score_predictions(y, p, bootstrap_indices(y, 5, 0), np.array([0.5, 0.0, 1.0]))
     assert r.loc["point", "F_beta_macro"] == pytest.approx(expected.loc["point", "F_beta_macro"])
+    np.save(tmp_path / "pv.npy", pv)  # validation probabilities beside test logits: tuned on another scale
+    with pytest.raises(SystemExit, match=r"^error: --logits applies to --scores and --val-scores, but the "
+                                         r"--val-scores are all in \[0, 1\]"):
+        benchmark.main(["score", "--labels", f["y"], "--scores", f["z"], "--val-scores", str(tmp_path / "pv.npy"),
+                        "--val-labels", f["yv"], "--logits", "--out", out])
 
 
 def test_a_score_column_without_its_label_column_is_refused(tmp_path):
