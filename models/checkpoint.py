@@ -72,7 +72,8 @@ def peek_checkpoint(path: Path) -> dict:
     """The checkpoint's plain entries (config, epoch, run id...) with its tensors memory-mapped, not read.
     A study looks at every run folder of its database for each of its runs (`adopt_equal_run`): a file
     already peeked at, unchanged since (the same `file_version`: inode, size, modification and
-    status-change times; checkpoints are only ever replaced whole), is not unpickled again. A new dict each call; its tensors are shared."""
+    status-change times; checkpoints are only ever replaced whole), is not unpickled again. A new dict
+    each call; its tensors are shared."""
     path = Path(path)
     try:
         ckpt = _peeked(file_version(path))

@@ -218,14 +218,15 @@ def _read_dat16_signal(header_path: Path, hdr: Header) -> np.ndarray | None:
     format. A file longer than its header says is refused, as a .mat is; None for anything else (wfdb
     reads those, and says what is wrong with a short file)."""
     dat = header_path.parent / hdr.files[0]
+    expected = 2 * hdr.n_sig * hdr.sig_len  # bytes: two per sample, the signals interleaved frame by frame
     try:
         size = dat.stat().st_size
     except OSError:
         return None
-    if size > 2 * hdr.n_sig * hdr.sig_len:  # wfdb would read the first frames and say nothing (a .mat: refused)
+    if size > expected:  # wfdb would read the first frames and say nothing (a .mat: refused)
         raise RecordError(f"{dat}: {size} bytes, more than the {hdr.sig_len} frames of {hdr.n_sig} format-16 "
-                          f"signals its header describes ({2 * hdr.n_sig * hdr.sig_len} bytes)")
-    if size < 2 * hdr.n_sig * hdr.sig_len:
+                          f"signals its header describes ({expected} bytes)")
+    if size < expected:
         return None
     try:
         digital = np.fromfile(dat, dtype="<i2").reshape(hdr.sig_len, hdr.n_sig)
