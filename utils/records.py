@@ -176,16 +176,17 @@ def _check_signal(mv: np.ndarray, where: Path, wfdb: bool = True) -> np.ndarray:
     return mv
 
 
-def _scale_to_mv(hdr: Header, where: Path) -> np.ndarray:
+def _units_to_mv(hdr: Header, where: Path) -> np.ndarray:
+    """Per signal (a column), the factor from the header's units to mV, for a physical signal."""
     try:
-        return np.array([_unit_scale_to_mv(u) / g for u, g in zip(hdr.units, hdr.gains)])[:, None]
+        return np.array([_unit_scale_to_mv(u) for u in hdr.units])[:, None]
     except RecordError as e:
         raise RecordError(f"{where}: {e}") from None
 
 
-def _units_to_mv(hdr: Header, where: Path) -> np.ndarray:
-    """Per signal, the factor from the header's units to mV (a physical signal's gain is already applied)."""
-    return _scale_to_mv(Header("", hdr.n_sig, 1, 1, gains=[1.0] * hdr.n_sig, units=hdr.units), where)
+def _scale_to_mv(hdr: Header, where: Path) -> np.ndarray:
+    """Per signal (a column), the factor from the header's digital units to mV: unit factor / gain."""
+    return _units_to_mv(hdr, where) / np.asarray(hdr.gains, dtype=np.float64)[:, None]
 
 
 INVALID_FORMAT_16 = -32768  # WFDB's invalid-sample value in format 16: wfdb.rdrecord reads it as NaN

@@ -136,11 +136,16 @@ class Settings:
         check_defaults(cls.add_arguments(argparse.ArgumentParser(add_help=False)), values, where, strict=True)
 
 
+def flag_actions(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The parser's flags (not its positionals), by dest."""
+    return {a.dest: a for a in p._actions if a.option_strings}
+
+
 def parsed_defaults(p: argparse.ArgumentParser, values: Mapping[str, Any], argv: Sequence[str] | None) -> dict:
     """`values` (keyed by dest, already checked) as defaults that parsing `argv` would give: argparse converts
     a text default through its flag's type, but not the texts of a repeatable flag's list; and it appends a
     repeatable flag's values to its default, where values given on the command line should replace them."""
-    actions = {a.dest: a for a in p._actions if a.option_strings}
+    actions = flag_actions(p)
     out = dict(values)
     for key, value in values.items():
         action = actions.get(key)
@@ -184,7 +189,7 @@ def _type_refusal(kind: Callable | None, text: str) -> str | None:
 def check_defaults(p: argparse.ArgumentParser, values: Mapping[str, Any], where: str, strict: bool = False) -> None:
     """PipelineError for the first of `values` (keyed by argparse dest) that its flag in `p` refuses;
     with `strict`, a key that is no flag of `p` too."""
-    actions = {a.dest: a for a in p._actions if a.option_strings}
+    actions = flag_actions(p)
     for key, value in values.items():
         action = actions.get(key)
         if action is None:
