@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -68,6 +69,12 @@ def job_of(run: Path, proc: subprocess.Popen | None = None, timeout: float = 300
     return json.loads(record.read_text())["job_id"]
 
 
+def job_pids(job: str) -> list[int]:
+    """The processes of a running job (its batch script and steps) on this node."""
+    out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+
+
 def table(results: Path, database: str) -> pd.DataFrame:
     """The benchmark table without its score files' paths (each results folder has its own)."""
     t = pd.read_csv(results / database / "benchmark" / "table.csv")
@@ -78,7 +85,6 @@ def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path) -> None:
     """--launcher slurm gives --launcher local's table; a cancelled job fails its run alone, in one line;
     --no-wait resubmits that run alone; a rerun gathers without submitting."""
     local = ["--data-dir", str(ptbxl), *BENCH, "--results-dir", str(tmp_path / "rl"), "--tasks-dir", str(tmp_path / "tl")]
-    benchmark.main(local)
     argv = ["--data-dir", str(ptbxl), *BENCH, "--results-dir", str(tmp_path / "rs"), "--tasks-dir", str(tmp_path / "ts"),
             "--launcher", "slurm"]
     runs = tmp_path / "ts" / f"{ptbxl.name}_superdiagnostic" / "runs"
@@ -87,6 +93,7 @@ def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path) -> None:
     proc = command("benchmark.py", *argv)
     job = job_of(victim, proc)
     subprocess.run(["scancel", job], check=True)
+    benchmark.main(local)  # the reference table, while SLURM trains the other run
     rc, out, err = finish(proc)
     assert rc == 1, err[-2000:]
     failed = [line for line in re.split(r"[\r\n]", err) if line.startswith("failed:")]
@@ -109,16 +116,15 @@ def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(table(tmp_path / "rs", ptbxl.name), table(tmp_path / "rl", ptbxl.name))
 
 
-# enough epochs that training outlasts the requeue's SIGTERM and the KillWait (5 s, tests/slurm/start.sh;
-# 5-7 s in all) before the SIGKILL: the job must be killed mid-training. At about 0.5 s an epoch (a 2-core
-# AVX-512 machine, under the suite) the kill lands near epoch 13; at twice that speed, by epoch 30
-EPOCHS = 32
+# enough epochs that training outlasts the requeue and the kill that follows it (well under a second);
+# an epoch takes about 0.5 s on a 2-core AVX-512 machine under the suite
+EPOCHS = 6
 
 
 def requeue_mid_training(ptbxl: Path, tmp_path: Path, started: list) -> None:
-    """A job requeued (scontrol requeue: SIGTERM, then SIGKILL) after its first epoch runs again and
-    resumes from its last epoch: each epoch trained once, the run finished. Its command is appended to
-    `started` (for the caller to stop)."""
+    """A job requeued after its first epoch and killed at once (as a preemption that does not wait
+    SLURM's KillWait) runs again and resumes from its last epoch: each epoch trained once, the run
+    finished. Its command is appended to `started` (for the caller to stop)."""
     argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang",
             "--epochs", str(EPOCHS), "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"),
             "--launcher", "slurm"]
@@ -132,7 +138,13 @@ def requeue_mid_training(ptbxl: Path, tmp_path: Path, started: list) -> None:
         time.sleep(0.1)
     epoch = peek_checkpoint(run / "last.pth")["epoch"]
     assert epoch < EPOCHS
+    pids = job_pids(job)
     subprocess.run(["scontrol", "requeue", job], check=True)
+    for pid in pids:  # SIGKILL now: the job would otherwise train on through KillWait (5 s) after SIGTERM
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     rc, out, err = finish(proc)
     assert rc == 0, err[-2000:]
     log = (run / "slurm" / f"{job}.out").read_text()
