@@ -124,7 +124,7 @@ def check_score_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> ar
         p.error("--val-labels: give --val-scores too")
     if args.val_scores is not None and args.val_scores.suffix == ".npy" and args.val_labels is None:
         p.error("--val-labels: required when --val-scores is a .npy array")
-    if args.val_scores is not None and args.val_scores.resolve() == args.scores.resolve():
+    if same_file(args.val_scores, args.scores):
         p.error("--val-scores: thresholds tuned on the scored records would flatter F_beta and G_beta; "
                 "give other records' scores (validation)")
     if args.logits:
@@ -162,8 +162,10 @@ def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
     for flag in ("table", "out"):
         if getattr(args, flag).suffix != ".csv":
             p.error(f"--{flag}: {getattr(args, flag)} is not a .csv file")
-    if args.out.resolve() == args.table.resolve():
+    if same_file(args.out, args.table):
         p.error(f"--out: {args.out} is the --table itself")
+    if same_file(args.out.with_suffix(".md"), args.table.with_suffix(".md")):
+        p.error(f"--out: {args.out.with_suffix('.md')} would replace the table's markdown")
     return args
 
 
@@ -424,13 +426,23 @@ def compare(args: argparse.Namespace) -> pd.DataFrame:
     if not args.table.exists():
         raise MissingInputError(f"{args.table} not found (benchmark.py writes results/<db>/benchmark/table.csv)")
     try:
-        table = pd.read_csv(args.table, dtype={"seed": "Int64"})
+        table = pd.read_csv(args.table)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise PipelineError(f"{args.table} is not a readable benchmark table ({type(e).__name__})") from None
+    if "seed" in table:
+        seeds = pd.to_numeric(table["seed"], errors="coerce")
+        bad = table["seed"][(seeds.isna() & table["seed"].notna()) | (seeds.notna() & (seeds % 1 != 0))]
+        if len(bad):
+            raise PipelineError(f"{args.table}: seed {str(bad.iloc[0])!r} is not a whole number (a training seed)")
+        table["seed"] = seeds.astype("Int64")
     missing = [c for c in ("task", "model", "scores") if c not in table]
     if missing or not len(table):
         raise PipelineError(f"{args.table} is no benchmark table: " +
                             (f"it lacks the column(s) {', '.join(missing)}" if missing else "it has no row"))
+    for path in table["scores"]:
+        if same_file(args.out, path):
+            raise PipelineError(f"--out {args.out} would replace {path}, a score file the table names; "
+                                "name another file")
     comparison = seed_comparison(table, args.n_bootstrap, args.seed)
     written = write_comparison(comparison, args.out)
     shown = comparison.pairs[["task", "model_a", "model_b", "diff", "diff_lo", "diff_hi", "a_better", "better"]]

@@ -3,6 +3,8 @@ out by hand, the redraw rule, given resamples reproduced exactly, the ensemble a
 recomputed from its score files, and `benchmark.py score`'s exits."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -493,3 +495,70 @@ def test_figure_and_tables_stay_in_step_when_a_point_lies_outside_its_interval(t
     written = write_benchmark_outputs(table, out, 1)
     assert sorted(w.name for w in written) == ["auc.png", "compare.csv", "summary.csv", "table.csv", "table.md"]
     assert all((out / n).read_bytes() != b for n, b in old.items())
+
+
+def test_labels_beside_a_score_csv_must_agree_with_its_own(tmp_path):
+    """A score CSV holds its records' labels: --labels (an array or another CSV) that says otherwise is
+    refused, not silently scored instead of them; the same labels are accepted."""
+    ids = [f"r{i}" for i in range(6)]
+    scores_table(ids, Y, P, ["A", "B"]).to_csv(tmp_path / "s.csv", index=False)
+    np.save(tmp_path / "same.npy", Y)
+    np.save(tmp_path / "other.npy", Y[::-1])
+    scores_table(ids, Y[::-1], P, ["A", "B"]).to_csv(tmp_path / "other.csv", index=False)
+    common = ["score", "--scores", str(tmp_path / "s.csv"), "--n-bootstrap", "3", "--out", str(tmp_path / "o.csv")]
+    assert benchmark.main([*common, "--labels", str(tmp_path / "same.npy")]).loc["point", "macro_auc"] == pytest.approx(AUC)
+    for other in ("other.npy", "other.csv"):  # a pipeline error: "error: ..." (exit 1 from the command line)
+        with pytest.raises(SystemExit, match=rf"^error: .*{other}.* disagrees? with the 0/1 columns"):
+            benchmark.main([*common, "--labels", str(tmp_path / other)])
+
+
+def test_validation_scores_hard_linked_to_the_test_scores_are_refused(tmp_path, capsys):
+    import os
+    np.save(tmp_path / "y.npy", Y)
+    np.save(tmp_path / "p.npy", P)
+    os.link(tmp_path / "p.npy", tmp_path / "val.npy")
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
+                        "--val-scores", str(tmp_path / "val.npy"), "--val-labels", str(tmp_path / "y.npy"),
+                        "--out", str(tmp_path / "o.csv")])
+    assert e.value.code == 2 and "--val-scores: thresholds tuned on the scored records" in capsys.readouterr().err
+
+
+def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_folder(tmp_path, capsys, monkeypatch):
+    """--out hard-linked to the table, or naming (with its .md) a run's score file, is refused and leaves
+    both files as they were; table.csv names its score files so that compare runs from another working
+    folder; a seed that is no whole number is one line."""
+    import os
+    from utils.ptbxl import benchmark_table
+    from utils.comparison import write_benchmark_outputs
+
+    rng = np.random.default_rng(0)
+    y = rng.random((30, 2)) < 0.4
+    y[:2] = np.eye(2, dtype=bool)
+    monkeypatch.chdir(tmp_path)
+    rows = []
+    for model in ("a", "b"):
+        (tmp_path / "runs" / model).mkdir(parents=True)
+        scores_table([f"r{i}" for i in range(30)], y, rng.random((30, 2)), ["NORM", "MI"]).to_csv(
+            f"runs/{model}/test_scores.csv", index=False)
+        rows.append({"task": "superdiagnostic", "model": model, "seed": 0, "scores": Path("runs") / model / "test_scores.csv"})
+    write_benchmark_outputs(benchmark_table(rows, Path("out"), n_bootstrap=20), Path("out"), 20, figure=False)
+    table = tmp_path / "out" / "table.csv"
+    os.link(table, tmp_path / "hard.csv")
+    before = {p: p.read_bytes() for p in (table, tmp_path / "runs" / "a" / "test_scores.csv")}
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["compare", "--table", str(tmp_path / "hard.csv"), "--out", str(table)])
+    assert e.value.code == 2 and "is the --table itself" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"^error: --out .* would replace .*test_scores.csv, a score file"):
+        benchmark.main(["compare", "--table", str(table), "--out", "runs/a/test_scores.csv"])
+    assert {p: p.read_bytes() for p in before} == before
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    pairs = benchmark.main(["compare", "--table", str(table), "--out", "c.csv", "--n-bootstrap", "20"])
+    assert set(pairs["model_a"]) | set(pairs["model_b"]) == {"a", "b", "ensemble"} and (elsewhere / "c.csv").exists()
+    bad = pd.read_csv(table).astype({"seed": float})
+    bad.loc[0, "seed"] = 0.5
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(SystemExit, match=r"^error: .*bad.csv: seed '0.5' is not a whole number"):
+        benchmark.main(["compare", "--table", str(tmp_path / "bad.csv"), "--out", "c2.csv"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -367,9 +368,18 @@ def read_predictions(scores: Path, labels: Path | None = None, logits: bool = Fa
                                     f"{', '.join(classes)}")
             if ids is not None and list(table["patient_id"]) != ids:
                 raise PipelineError(f"{labels} and {scores} do not hold the same records in the same order")
+            if y is not None and not np.array_equal(table[label_classes].to_numpy().astype(bool), y):
+                raise PipelineError(f"{labels} disagrees with the 0/1 columns of {scores}: one of them holds other "
+                                    "labels")
             y, classes, ids = table[label_classes].to_numpy().astype(bool), label_classes, list(table["patient_id"])
         else:
-            y = _read_labels_npy(labels)
+            label_y = _read_labels_npy(labels)
+            if y is not None and label_y.shape == y.shape and not np.array_equal(label_y, y):
+                row = int(np.flatnonzero((label_y != y).any(axis=1))[0])
+                raise PipelineError(f"{labels} disagrees with the 0/1 columns of {scores} (first at record {row}, "
+                                    f"{ids[row]}): give the labels of those records, or leave --labels out to "
+                                    "use the CSV's own")
+            y = label_y
     if y is None:
         raise PipelineError(f"{scores} holds scores only; give the labels of its records")
     if y.shape != p.shape:
@@ -576,7 +586,7 @@ def _table_row(task: str, run_seed: int | None, entry: tuple, y: np.ndarray, cla
            "auc_lo": result.loc["lower", "macro_auc"], "auc_hi": result.loc["upper", "macro_auc"],
            "published_auc": pub[0] if pub else np.nan,
            "published_lo": pub[0] - pub[1] if pub else np.nan,
-           "published_hi": pub[0] + pub[1] if pub else np.nan, "scores": str(path), "setup": setup}
+           "published_hi": pub[0] + pub[1] if pub else np.nan, "scores": os.path.abspath(path), "setup": setup}
     if thresholds is not None:
         row["thresholds"] = tuned_on
         for name, column in (("fbeta", "F_beta_macro"), ("gbeta", "G_beta_macro")):
