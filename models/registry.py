@@ -84,6 +84,17 @@ def register_model(name: str, *, family: str, description: str = "",
         raise ValueError(f"architecture name {name!r} is not a plain name (letters, digits, _ . + -): it names "
                          "run folders")
 
+    from utils.presets import PROTOCOLS
+
+    if not isinstance(protocol or {}, Mapping):
+        raise ValueError(f"architecture {name}: protocol={protocol!r} is not a mapping of protocol names to settings")
+    for key, settings in (protocol or {}).items():
+        if key not in PROTOCOLS:  # a misspelt name would never apply, silently
+            raise ValueError(f"architecture {name}: protocol {key!r} is unknown (known: {', '.join(PROTOCOLS)})")
+        if not isinstance(settings, Mapping):
+            raise ValueError(f"architecture {name}: protocol {key!r} maps to {settings!r}, not to settings "
+                             "(e.g. {'lr': 0.001})")
+
     def register(builder: Builder) -> Builder:
         known = _REGISTRY.get(name)
         if known is not None and known.builder is not builder:

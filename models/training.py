@@ -454,7 +454,13 @@ def train_one_epoch(model, loader, step: Step, device, aug_gen: torch.Generator,
 
 
 def validate(model, loader, device, amp: bool) -> dict:
+    """Loss, F1 at 0.5 and mean AUC on the validation records; outputs that are not finite are a
+    DivergedError (the epoch is not kept), not an F1 of 0 computed from NaN."""
     probs, y, loss = score(model, loader, device, amp)
+    if not np.isfinite(probs).all():
+        raise DivergedError(f"the model's outputs on {int((~np.isfinite(probs)).any(axis=1).sum())} of {len(probs)} "
+                            "validation records are not finite (NaN or inf) after this epoch; no checkpoint of it was "
+                            "saved (lower --lr, or check the architecture's forward)")
     return {"val_loss": loss, "val_f1": float(f1_scores(y, probs > 0.5).mean()),
             "val_auc": mean_defined(auc_scores(y, probs)) if len(y) else float("nan")}
 

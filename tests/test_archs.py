@@ -316,6 +316,12 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
         model_entry("zz_first")
     with pytest.raises(ValueError, match="not a plain name"):
         registry.register_model("a/b", family="t")
+    # a protocol entry that could never apply (a misspelt protocol) or is no mapping of settings
+    with pytest.raises(ValueError, match=r"protocol 'PTBXL' is unknown \(known: ptbxl, finetune\)"):
+        registry.register_model("zz_misspelt", family="t", protocol={"PTBXL": {"lr": 1e-3}})
+    for protocol in ({"ptbxl": None}, ["ptbxl"]):
+        with pytest.raises(ValueError, match="architecture zz_none: protocol"):
+            registry.register_model("zz_none", family="t", protocol=protocol)
     registry.register_model("zz_not_a_network", family="t")(lambda in_leads, num_classes: (lambda x: x))
     with pytest.raises(PipelineError, match="architecture zz_not_a_network: its builder returned a function, not a "
                                             "torch nn.Module"):

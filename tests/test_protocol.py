@@ -81,7 +81,20 @@ class _Prior(nn.Module):
         return self.logit.expand(len(x), -1)
 
 
-TEST_ARCHITECTURES = {"toy_cnn": (toy_cnn, 32), "nan_net": (_NaN, 32), "long_input": (toy_cnn, 500),
+class _NaNWhenEvaluated(nn.Module):
+    """Trains normally (a finite loss) and returns NaN in eval mode: the validation scores are not numbers."""
+
+    def __init__(self, in_leads: int, num_classes: int):
+        super().__init__()
+        self.net = toy_cnn(in_leads, num_classes)
+
+    def forward(self, x):
+        out = self.net(x)
+        return out if self.training else out * float("nan")
+
+
+TEST_ARCHITECTURES = {"toy_cnn": (toy_cnn, 32), "nan_net": (_NaN, 32), "nan_in_eval": (_NaNWhenEvaluated, 32),
+                      "long_input": (toy_cnn, 500),
                       "spy_cnn": (_Recording, 32), "flat_net": (_Flat, 1), "prior_net": (_Prior, 1)}
 
 
@@ -203,6 +216,17 @@ def test_a_diverging_run_stops_with_one_line_and_no_checkpoint(prepared, tmp_pat
         main.main(["--data-dir", str(prepared), "--arch", "nan_net", "--epochs", "2", "--run", str(run), *PROTOCOL])
     err = capsys.readouterr().err
     assert e.value.code != 0 and "diverged" in str(e.value.code) + err
+    assert not (run / "model.pth").exists() and not (run / "last.pth").exists()
+
+
+def test_non_finite_validation_outputs_stop_the_run_before_any_checkpoint(prepared, tmp_path):
+    """A network whose training loss is finite but whose evaluated outputs are NaN: one line, no model.pth
+    (validation F1 and AUC of NaN scores would otherwise be 0 and a checkpoint kept)."""
+    run = tmp_path / "nan_eval"
+    with pytest.raises(SystemExit, match=r"^error: the model's outputs on \d+ of \d+ validation records are not "
+                                         r"finite \(NaN or inf\) after this epoch; no checkpoint of it was saved"):
+        main.main(["--data-dir", str(prepared), "--arch", "nan_in_eval", "--epochs", "2", "--run", str(run),
+                   *PROTOCOL])
     assert not (run / "model.pth").exists() and not (run / "last.pth").exists()
 
 
