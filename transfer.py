@@ -52,6 +52,11 @@ def fraction_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of numbers") from None
     if not values or not all(0 < v <= 1 for v in values) or len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"{text!r}: give distinct fractions in (0, 1], such as 1,0.5,0.25")
+    names = [f"{v:g}" for v in values]  # a run folder is named by the fraction's 6 significant digits
+    twice = next((v for i, v in enumerate(values) if names[i] in names[:i]), None)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {twice!r} names the same run folder as another fraction "
+                                         f"(f{twice:g}); give fractions that differ in their first 6 digits")
     return sorted(values, reverse=True)
 
 
@@ -121,7 +126,11 @@ def _train_ids(folder: Path) -> list[str]:
 
 def crossing(summary: pd.DataFrame) -> str:
     """Where the finetuned arm's mean AUC stops being above the scratch arm's (or that it never does)."""
-    wide = summary.pivot(index="records", columns="arm", values="auc").sort_index()
+    # by training-set size; two fractions that draw as many records (tiny fractions of a small database)
+    # are one point of the curve
+    wide = summary.groupby(["records", "arm"])["auc"].mean().unstack("arm").sort_index()
+    if not set(ARMS) <= set(wide.columns):
+        return "no fraction has both arms"
     gain = (wide["finetuned"] - wide["scratch"]).dropna()
     if gain.empty:
         return "no fraction has both arms"
@@ -177,12 +186,12 @@ def main(argv=None) -> pd.DataFrame:
                .agg(auc=("auc", "mean"), auc_min=("auc", "min"), auc_max=("auc", "max"), f1=("f1", "mean"),
                     seeds=("seed", "count")))
     out = results_dir_of(args) / OUT
+    md = markdown_table(table, COLUMNS) + f"\n{crossing(summary)}\n"
+    # the figure first: should it fail, the tables and the figure of the last study stay together
+    plot(table, summary, out / "auc.png", f"{Path(args.source).parent.name} -> {Path(args.data_dir).name}")
     write_csv(table, out / "table.csv")
     write_csv(summary, out / "summary.csv")
-    verdict = crossing(summary)
-    md = markdown_table(table, COLUMNS) + f"\n{verdict}\n"
     write_text(md, out / "table.md")
-    plot(table, summary, out / "auc.png", f"{Path(args.source).parent.name} -> {Path(args.data_dir).name}")
     print(md, end="")
     print(f"wrote {out}/table.csv, summary.csv, table.md and auc.png")
     return table

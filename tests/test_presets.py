@@ -33,3 +33,8 @@ def test_a_preset_s_builder_arguments_are_parsed_and_an_explicit_one_replaces_th
     mine = main.parse_args(["--data-dir", "d", "--preset", "demo", "--arch-arg", "width=16", "--arch-arg", "dropout=0"])
     assert RunConfig.from_args(mine).arch_args == (("dropout", 0.0), ("width", 16))
     assert RunConfig.from_args(main.parse_args(["--data-dir", "d"])).arch_args == ()
+    # another --arch than the preset's: the preset's builder arguments are its architecture's, not this one's
+    other = main.parse_args(["--data-dir", "d", "--preset", "demo", "--arch", "fcn_wang"])
+    assert (other.arch, RunConfig.from_args(other).arch_args) == ("fcn_wang", ())
+    same = main.parse_args(["--data-dir", "d", "--preset", "demo", "--arch", "resnet10"])
+    assert RunConfig.from_args(same).arch_args == (("width", 32),)

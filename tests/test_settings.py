@@ -194,7 +194,7 @@ def other_protocol(monkeypatch):
         return nn.Sequential(nn.Conv1d(in_leads, 4, 1), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(4, num_classes))
 
     register_model("picky", family="test", min_samples=1,
-                   protocol={"slow": {"lr": 0.0005}, "mine": {"lr": 0.009}, "ptbxl": {"clip_grad": 1.0}})(net)
+                   protocol={"slow": {"lr": 0.0005}, "ptbxl": {"clip_grad": 1.0}})(net)
     yield
     registry._REGISTRY.pop("picky", None)
 

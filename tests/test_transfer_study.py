@@ -88,6 +88,7 @@ def test_nested_subsets_are_stratified_prefixes(prepared):
     (["--fractions", "0"], "--fractions"),
     (["--fractions", "1.5"], "--fractions"),
     (["--fractions", "0.5,0.5"], "--fractions"),
+    (["--fractions", "0.5,0.5000000001"], "--fractions"),  # one run folder, f0.5, for both
     (["--seeds", "-1"], "--seeds"),
     (["--seeds", "a"], "--seeds"),
     (["--source", __file__], "--source"),
@@ -99,6 +100,16 @@ def test_bad_study_flags_exit_2_naming_the_flag(source, prepared, tmp_path, caps
     with pytest.raises(SystemExit) as e:
         transfer.main([a for kv in base.items() for a in kv])
     assert e.value.code == 2 and f"argument {named}:" in capsys.readouterr().err
+
+
+def test_fractions_that_draw_as_many_records_are_one_point_of_the_curve():
+    """Tiny fractions of a small database may each draw the least subset: the verdict reads them as one
+    training-set size (the mean of their AUCs) instead of failing after the tables were written."""
+    summary = pd.DataFrame({"fraction": [0.5, 0.5, 0.001, 0.001, 0.0001, 0.0001], "records": [48, 48, 2, 2, 2, 2],
+                            "arm": ["scratch", "finetuned"] * 3, "auc": [0.8, 0.7, 0.5, 0.6, 0.5, 0.7]})
+    assert transfer.crossing(summary) == ("the curves cross between 2 and 48 training records: below, finetuning "
+                                          "has the higher mean AUC")
+    assert transfer.crossing(summary[summary["arm"] == "scratch"]) == "no fraction has both arms"
 
 
 def test_train_fraction_on_main_exits_2_for_a_bad_value(prepared, tmp_path, capsys):

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 from utils.errors import PipelineError
 from utils.labels import PTBXL_TASKS
-from utils.cli import flag_error
+from utils.cli import flag_error, flag_given
 from utils.settings import check_defaults, parsed_defaults
 
 __all__ = ["PRESETS", "STAGES", "PROTOCOLS", "PTBXL_PROTOCOL", "BENCHMARK_PROTOCOL", "BENCHMARK_TASKS",
@@ -115,6 +115,9 @@ def parse_with_preset(p: argparse.ArgumentParser, argv: Sequence[str] | None, st
     if known.preset:
         dests = {a.dest for a in p._actions} | {"protocol"}
         values = {k: v for k, v in preset_defaults(known.preset, stage).items() if k in dests}
+        if "arch_arg" in values and flag_given(p, argv, "--arch") and known.arch != values.get("arch") \
+                and not flag_given(p, argv, "--arch-arg"):
+            del values["arch_arg"]  # the preset's builder arguments are its own architecture's, not --arch's
         try:  # argparse never checks a default: each value must be one its flag accepts
             check_defaults(p, values, f"preset {known.preset} ({stage})")
         except PipelineError as e:
