@@ -56,6 +56,7 @@ class Report:
     db_dir: Path        # results/<db>/
     classes: tuple[str, ...]
     problem: str | None  # why the run's own evaluation is not of this model.pth (None: it is)
+    test_ids: frozenset[str] = frozenset()  # the run's own test records (its checkpoint's split)
 
     @property
     def run_dir(self) -> Path:
@@ -101,16 +102,32 @@ def baselines_section(r: Report) -> str:
         return missing(f"python baselines.py --data-dir {r.data_dir}")
     parts = ["Test fold, thresholds tuned on validation (single seeded split); 95 % bootstrap CIs.\n"]
     columns = [Column("classifier", "classifier", align="left"), *MEANS]
+    other_records = []
     for tag in dict.fromkeys(f.folder.parent.name for f in folders):
         rows = []
         for folder in (f for f in folders if f.folder.parent.name == tag):
             saved = folder.read()
+            tested = _tested_records(folder)
+            if r.test_ids and tested is not None and tested != r.test_ids:
+                other_records.append(f"{tag}/{folder.name}: {len(tested)} records, {len(tested & r.test_ids)} of "
+                                     f"them in the deep model's {len(r.test_ids)}")
             rows.append([folder.name, f"_out of date: {saved['problem']}_"] if saved["problem"] else
                         {"classifier": folder.name, **summary_cells(folder.summary())})
         parts.append(f"**{tag}**\n\n" + markdown_table(rows, columns))
+    if other_records:  # e.g. the folder preprocessed again with another --seed after the model was trained
+        parts.insert(1, "_Not on the deep model's test records: " + "; ".join(other_records) +
+                     ". These rows and the deep model's are not a comparison on the same records._\n")
     for cv in sorted(r.db_dir.glob("baselines_*_cv.md")):
         parts.append(f"10-fold cross-validation ({cv.stem[len('baselines_'):-len('_cv')]}):\n\n{cv.read_text()}")
     return "\n".join(parts)
+
+
+def _tested_records(folder: EvaluationFolder) -> frozenset[str] | None:
+    """The records an evaluation scored on its test fold (None when its score file is not there)."""
+    try:
+        return frozenset(pd.read_csv(folder.test_scores, usecols=["patient_id"], dtype=str)["patient_id"])
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
 
 
 def model_section(r: Report) -> str:
@@ -267,7 +284,7 @@ def main(argv=None) -> Path:
                 f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "
                 f"{ckpt['label_set']['name']}).\n\n")
     r = Report(args.data_dir, args.run, args.results_dir, results_home(args.results_dir, args.data_dir),
-               tuple(now["classes"]), problem)
+               tuple(now["classes"]), problem, frozenset(map(str, ckpt["split"].get("test", []))))
     parts = [f"# Reproduction report\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "
              f"Data: {data_source(args.data_dir)}.\n\n{settings}"]
     parts += [f"## {title}\n\n{build(r)}" for title, build in SECTIONS]

@@ -113,6 +113,12 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
                             "again with `python -m models import ... --data-dir DATA` to evaluate it on DATA")
     labels = load_labels(data_dir)
     classes = ckpt["label_set"]["classes"]
+    trained_from, now = ckpt.get("data", {}).get("cache_rate"), SignalCache(data_dir).sample_rate
+    if trained_from is not None and float(trained_from) != now:
+        raise PipelineError(f"{data_dir} is now cached at {now:g} Hz; this run was trained from its cache at "
+                            f"{float(trained_from):g} Hz (preprocessed again since with another --cache-rate): its "
+                            f"inputs would not be the signals it learnt from; preprocess at --cache-rate "
+                            f"{float(trained_from):g} to evaluate it, or retrain it")
     if [c for c in classes if c not in labels.columns]:
         raise PipelineError(f"{data_dir} holds other classes than this run's label set "
                             f"{ckpt['label_set']['name']} ({', '.join(classes)})")

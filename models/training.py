@@ -775,7 +775,7 @@ def _print_phase(cfg: RunConfig, step: Step, epoch: int) -> None:
 def _run_provenance(cfg: RunConfig, manifest: dict, label_set: dict, run_id: str | None, splits: dict) -> dict:
     """What every checkpoint of the run holds alike: its settings, labels, data and split."""
     data = {"dir": str(cfg.data_dir), "name": database_name(cfg.data_dir), "fingerprint": manifest.get("fingerprint"),
-            "identity": database_identity(cfg.data_dir)}
+            "identity": database_identity(cfg.data_dir), "cache_rate": SignalCache(cfg.data_dir).sample_rate}
     return {"config": cfg.to_dict(), "label_set": label_set, "data": data, "run_id": run_id,
             **split_provenance(splits, label_set["classes"])}
 

@@ -137,3 +137,37 @@ def test_report_refuses_a_run_of_a_task_the_data_no_longer_have(tiny, tmp_path):
     with pytest.raises(SystemExit, match=rf"^error: {run} was trained on label set superdiagnostic, but {data} now "
                                          r"holds label set rhythm \(preprocessed again since\)"):
         report.main(["--data-dir", str(data), "--run", str(run), "--results-dir", str(results)])
+
+
+def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(tiny, tmp_path):
+    """Preprocessed again with another --seed, the baselines are tested on other records than the deep
+    model's test fold: the report says so instead of setting the two tables side by side as one test
+    fold. Cached again at another --cache-rate, the run is not evaluated on signals it never learnt from."""
+    import baselines
+    import main
+    import preprocess
+    import synth
+
+    records, data = tmp_path / "records", tmp_path / "prepared"
+    synth.main(["--out", str(records), "--n", "80", "--seed", "4", "--max-seconds", "10"])
+    prep = ["--data-dir", str(records), "--out", str(data), "--num-workers", "0", "--cache-rate", "100"]
+    preprocess.main(prep)
+    run, results = tmp_path / "run", tmp_path / "results"
+    main.main(["--data-dir", str(data), *tiny, "--epochs", "1", "--run", str(run)])
+    evaluate = ["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "10", "--num-workers", "0",
+                "--no-figures"]
+    predict.main(evaluate)
+    lr = ["--data-dir", str(data), "--classifier", "LR", "--results-dir", str(results), "--num-workers", "1",
+          "--n-bootstrap", "10", "--no-figures"]
+    baselines.main(lr)
+    argv = ["--data-dir", str(data), "--run", str(run), "--results-dir", str(results)]
+    assert "Not on the deep model's test records" not in report.main(argv).read_text()
+    preprocess.main([*prep, "--seed", "3", "--force"])
+    baselines.main(lr)
+    text = sections_text(report.main(argv).read_text(), "Expert-feature baselines")
+    assert re.search(r"_Not on the deep model's test records: all/LR: \d+ records, \d+ of them in the deep model's "
+                     r"\d+\. These rows and the deep model's are not a comparison on the same records\._", text), text
+    preprocess.main([*prep, "--cache-rate", "50", "--force"])
+    with pytest.raises(SystemExit, match=rf"^error: {data} is now cached at 50 Hz; this run was trained from its "
+                                         r"cache at 100 Hz \(preprocessed again since with another --cache-rate\)"):
+        predict.main([*evaluate, "--force"])
