@@ -139,6 +139,8 @@ def check_score_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> ar
         if path is not None and same_file(path, args.out):
             p.error(f"--out: {args.out} is the --{flag.replace('_', '-')} file, which it would overwrite; "
                     "name another results file")
+    if args.out.suffix != ".csv":  # the results are a CSV table: any other name could be an array it replaces
+        p.error(f"--out: {args.out} is not a .csv file; name the results table, e.g. te_results.csv")
     args.n_bootstrap = N_BOOTSTRAP if args.n_bootstrap is None else args.n_bootstrap
     args.seed = 0 if args.seed is None else args.seed
     return args

@@ -25,6 +25,7 @@ from models.checkpoint import read_checkpoint
 from models.scoring import evaluation_problem, training_data_dir
 from models.run import Run, run_argument
 from utils.cache import MANIFEST_JSON, data_label_set
+from utils.labels import LEADS
 from utils.errors import MissingInputError, PipelineError, script_main
 from utils.files import write_text
 from utils.manifest import file_sha, read_manifest
@@ -57,6 +58,7 @@ class Report:
     classes: tuple[str, ...]
     problem: str | None  # why the run's own evaluation is not of this model.pth (None: it is)
     test_ids: frozenset[str] = frozenset()  # the run's own test records (its checkpoint's split)
+    leads: tuple[str, ...] = tuple(LEADS)   # the leads the run reads
 
     @property
     def run_dir(self) -> Path:
@@ -152,6 +154,9 @@ def model_section(r: Report) -> str:
                  f"{c['before']['mean']['brier']:.3f} -> {c['after']['mean']['brier']:.3f}.\n")
     if r.evaluation.reliability.exists():
         text += "\n" + image(r.evaluation.reliability, r.db_dir, "reliability") + "\n"
+    if set(r.leads) != set(LEADS):  # a lead-subset run: its numbers are not the 12-lead model's
+        return (f"_This run reads lead(s) {', '.join(r.leads)}, not the 12 leads: its test fold below is not "
+                f"set beside the 12-lead published values._\n\n" + text)
     if "NORM" in t.index and "CD" in t.index:  # the superdiagnostic label set: compare with the PTB-XL benchmark
         return text + ("\n| | macro AUC (PTB-XL superdiagnostic, test fold 10) |\n| --- | ---: |\n"
                        f"| this run | {mean['auc']:.3f} |\n"
@@ -280,11 +285,13 @@ def main(argv=None) -> Path:
     if EvaluationFolder(db_dir / args.run.name).exists():
         problem = evaluation_problem(db_dir / args.run.name, args.run)
     a = ckpt["config"]
-    settings = (f"Model: `{args.run}` ({a['arch']}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
+    leads = "12 leads" if set(a.get("leads", LEADS)) == set(LEADS) else f"lead(s) {', '.join(a['leads'])}"
+    settings = (f"Model: `{args.run}` ({a['arch']}, {leads}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
                 f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "
                 f"{ckpt['label_set']['name']}).\n\n")
     r = Report(args.data_dir, args.run, args.results_dir, results_home(args.results_dir, args.data_dir),
-               tuple(now["classes"]), problem, frozenset(map(str, ckpt["split"].get("test", []))))
+               tuple(now["classes"]), problem, frozenset(map(str, ckpt["split"].get("test", []))),
+               tuple(a.get("leads", LEADS)))
     parts = [f"# Reproduction report\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "
              f"Data: {data_source(args.data_dir)}.\n\n{settings}"]
     parts += [f"## {title}\n\n{build(r)}" for title, build in SECTIONS]

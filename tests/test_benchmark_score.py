@@ -115,7 +115,7 @@ def test_score_exits(tmp_path, capsys):
         np.save(tmp_path / name, a)
     for argv, flag in ((["score", "--scores", p, "--out", "o.csv"], "--labels"),
                        (["score", "--labels", y, "--scores", "p.txt", "--out", "o.csv"], "--scores"),
-                       (["score", "--labels", y, "--scores", p, "--bootstrap-ids", p, "--seed", "1", "--out", "o"],
+                       (["score", "--labels", y, "--scores", p, "--bootstrap-ids", p, "--seed", "1", "--out", "o.csv"],
                         "--seed"),
                        (["score", "--labels", y, "--scores", p, "--n-bootstrap", "0", "--out", "o.csv"],
                         "--n-bootstrap"),
@@ -445,6 +445,12 @@ def test_out_never_overwrites_an_input_and_is_a_file(tmp_path, capsys):
                             "--out", str(out)])
         err = capsys.readouterr().err
         assert e.value.code == 2 and f"is the {flag} file, which it would overwrite" in err
+    np.save(tmp_path / "other.npy", P)  # an array that is no input of this call: not replaced by a table either
+    before["other.npy"] = (tmp_path / "other.npy").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
+                        "--out", str(tmp_path / "other.npy")])
+    assert e.value.code == 2 and "--out" in (err := capsys.readouterr().err) and "is not a .csv file" in err
     assert {n: (tmp_path / n).read_bytes() for n in before} == before
     with pytest.raises(SystemExit) as e:
         benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),

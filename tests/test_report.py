@@ -171,3 +171,15 @@ def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(
     with pytest.raises(SystemExit, match=rf"^error: {data} is now cached at 50 Hz; this run was trained from its "
                                          r"cache at 100 Hz \(preprocessed again since with another --cache-rate\)"):
         predict.main([*evaluate, "--force"])
+
+
+def test_a_lead_subset_run_is_not_set_beside_the_12_lead_published_values(prepared, tiny, tmp_path):
+    import main
+    run, results = tmp_path / "lead_I", tmp_path / "results"
+    main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--leads", "I", "--limit", "60", "--run", str(run)])
+    predict.main(["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "0", "--num-workers", "0",
+                  "--no-figures"])
+    text = report.main(["--data-dir", str(prepared), "--run", str(run), "--results-dir", str(results)]).read_text()
+    deep = sections_text(text, "Deep model (12 leads), test fold")
+    assert deep.strip().startswith("_This run reads lead(s) I, not the 12 leads") and "paper (Zhang" not in deep
+    assert f"Model: `{run}` (resnet10, lead(s) I," in text
