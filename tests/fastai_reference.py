@@ -181,12 +181,21 @@ def reference_layer_groups(name: str, model: nn.Module) -> list[list[nn.Module]]
 
 
 def randomise(model: nn.Module, seed: int) -> nn.Module:
-    """Every parameter and batch-norm statistic drawn at random: an import that swapped two tensors of one
-    shape would give other outputs."""
+    """Every parameter and batch-norm statistic drawn at random, at scales that carry the input through
+    every layer (weights at sqrt(2 / fan-in), batch-norm scales near 1): an import that swapped two tensors
+    of one shape, flipped a kernel or left out a layer gives other outputs (tested: the outputs of an
+    input and of the same input reversed in time differ)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * 0.1)
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif t.dim() >= 2:
+                t.copy_(torch.randn(t.shape, generator=g) * (1 / t[0].numel()) ** 0.5)
+            elif name.endswith("weight"):  # a batch norm's scale
+                t.copy_(1 + 0.1 * torch.randn(t.shape, generator=g))
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
     return model

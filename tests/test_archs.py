@@ -256,7 +256,7 @@ def test_every_benchmark_network_starts_from_the_reference_initialisation(name):
     convolution and linear layer kaiming-normal (std sqrt(2 / fan_in)) with zero bias, every batch norm at
     scale 1 and shift 0; PyTorch's own defaults give std sqrt(1 / (3 fan_in)) and non-zero linear biases."""
     torch.manual_seed(0)
-    ratios = []
+    ratios, standardised = [], []
     for m in create_model(name, 12, 5).modules():
         if isinstance(m, nn.BatchNorm1d):
             assert torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any(), name
@@ -264,8 +264,13 @@ def test_every_benchmark_network_starts_from_the_reference_initialisation(name):
             assert m.bias is None or not m.bias.any(), name
             fan_in = m.weight[0].numel()
             if m.weight.numel() >= 1000:
-                ratios.append(float(m.weight.std()) / (2 / fan_in) ** 0.5)
+                w = m.weight.detach().double().flatten()
+                ratios.append(float(w.std()) / (2 / fan_in) ** 0.5)
+                standardised.append((w - w.mean()) / w.std())
     assert ratios and all(0.85 < r < 1.15 for r in ratios), (name, min(ratios), max(ratios))
+    # normal, not uniform at the same std: the excess kurtosis of all the weights is 0 (a uniform's is -1.2)
+    kurtosis = float((torch.cat(standardised) ** 4).mean()) - 3
+    assert abs(kurtosis) < 0.3, (name, kurtosis)
 
 
 BROKEN_FILES = {

@@ -66,7 +66,18 @@ def test_an_imported_checkpoint_gives_the_reference_modules_outputs(name, tmp_pa
     x = np.random.default_rng(1).normal(0, 0.5, size=(2, 12, 1000)).astype(np.float32)
     with torch.no_grad():
         ours = torch.sigmoid(model(torch.from_numpy(x))).numpy()
-    np.testing.assert_allclose(ours, reference_scores(reference, scaler, x), rtol=1e-4, atol=1e-5)
+    expected = reference_scores(reference, scaler, x)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)
+    # the check can see the network's structure: the reference's scores follow the input's time order
+    assert np.abs(reference_scores(reference, scaler, x[..., ::-1].copy()) - expected).max() > 1e-3
+    # in training mode too (batch statistics, dropout where the reference drops: the same masks from one seed)
+    window = torch.from_numpy(x[..., :250].copy())
+    outputs = []
+    for net in (model.net, reference):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outputs.append(net.train()(window))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
     assert ckpt["config"]["sample_rate"] == 100 and ckpt["config"]["crop_seconds"] == 2.5
     assert ckpt["label_set"]["classes"] == list("ABCDE")
 
