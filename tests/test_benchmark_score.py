@@ -568,3 +568,11 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     bad.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(SystemExit, match=r"^error: .*bad.csv: seed '0.5' is not a whole number"):
         benchmark.main(["compare", "--table", str(tmp_path / "bad.csv"), "--out", "c2.csv"])
+
+
+def test_the_default_resamples_are_the_benchmark_s_100(tmp_path):
+    """The reference's intervals come from 100 bootstrap resamples of the test fold, for its table and for
+    `score` alike (more would narrow nothing but change the published interval's digits)."""
+    assert benchmark.parse_args(["--data-dir", str(tmp_path)]).n_bootstrap == 100
+    args = benchmark.parse_args(["score", "--labels", "y.npy", "--scores", "p.npy", "--out", str(tmp_path / "o.csv")])
+    assert args.n_bootstrap == 100

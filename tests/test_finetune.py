@@ -71,6 +71,31 @@ def test_second_phase_uses_the_declared_rates_per_layer_group(finetuned):
     assert [len(g["params"]) for g in groups] == [len(s) for s in sizes]
 
 
+def test_each_phase_is_one_cycle_over_its_own_epochs_the_frozen_one_at_lr(finetuned):
+    """The reference finetunes with two fit_one_cycle calls: the frozen phase over its epochs with every
+    group at lr, then the rest over the remaining epochs, each cycle ending exactly as its phase ends."""
+    from models.transfer import HEAD, phase_param_groups
+
+    last = torch.load(finetuned["run"].last, weights_only=True)
+    schedule = last["scheduler"]
+    assert schedule["last_epoch"] == schedule["total_steps"]  # the second cycle ended with the training
+    lr = last["config"]["lr"]
+    frozen = phase_param_groups(create_model("resnet10", 12, 9), "resnet10", lr, HEAD, discriminative=True)
+    assert [g["lr"] for g in frozen] == [lr] * len(frozen)
+
+
+def test_the_new_output_layer_is_kaiming_normal_with_zero_bias():
+    from models.transfer import replace_output_layer
+
+    torch.manual_seed(0)
+    net = create_model("fcn_wang", 12, 71)
+    new = replace_output_layer(net, 5)
+    w = new.weight.detach().double().flatten()
+    assert new.out_features == 5 and not new.bias.any()
+    assert abs(float(w.std()) / (2 / new.in_features) ** 0.5 - 1) < 0.1
+    assert abs(float((((w - w.mean()) / w.std()) ** 4).mean()) - 3) < 0.5  # normal (a uniform's is 1.8)
+
+
 def test_a_finetuned_run_is_an_ordinary_run(finetuned, tmp_path):
     model, ckpt = load_checkpoint(finetuned["run"].model)
     assert ckpt["config"]["source"] == f"{torch.load(finetuned['source'], weights_only=True)['run_id']}:" \

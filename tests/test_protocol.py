@@ -462,6 +462,9 @@ def test_one_cycle_anneals_with_fastai_s_cosine():
               for i in range(n)]
     assert np.abs(np.subtract(linear, expected_lr)).max() > 0.1 * lr  # the case tells the two apart
     np.testing.assert_allclose(lrs, expected_lr, rtol=0, atol=0.005 * lr)   # within one step of fastai's
+    # the ends, which the tolerance above cannot see: from lr/25 (div_factor 25) down to lr/25e4 (fastai's
+    # final_div 1e4 of the starting rate)
+    assert lrs[0] == pytest.approx(lr / 25, rel=1e-9) and min(lrs) == pytest.approx(lr / 25e4, rel=1e-6)
     np.testing.assert_allclose(beta1, expected_beta1, rtol=0, atol=0.001)
 
 

@@ -91,6 +91,24 @@ def test_whole_records_are_scored_on_the_reference_s_windows():
     assert [len(range(0, n - 250 + 1, 125)) for n in (1000, 1234)] == [7, 8]
 
 
+class _WindowMean(torch.nn.Module):
+    """A probe network: each window's score is the mean of its samples (one class)."""
+
+    def forward(self, x):
+        return x.mean(dim=(1, 2))[:, None]
+
+
+def test_the_window_ending_at_a_record_s_last_sample_is_scored():
+    """Ramps, so that each record's last window has the highest score: a record of 1000 samples scores its
+    window 750..999 (the reference's start + 250 <= L), beside a longer record in the same batch."""
+    model = ECGModel(_WindowMean(), InputSpec(("I",), 10.0, 100, 2.5, whole=True), 0.0, 1.0).eval()
+    records = [torch.arange(n, dtype=torch.float32)[None] for n in (1000, 1375)]
+    x, _, lengths = pad_batch([(r, torch.zeros(1)) for r in records])
+    with torch.no_grad():
+        out = model(x, lengths)[:, 0]
+    assert out.tolist() == [(750 + 999) / 2, (1125 + 1374) / 2]
+
+
 def test_standardisation_over_whole_records_ignores_the_padding(tmp_path):
     lengths = [600, 1500, 700, 2000]
     folder, labels, signals = write_cache_folder(tmp_path / "db", lengths, sample_rate=100)
