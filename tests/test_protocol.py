@@ -561,3 +561,45 @@ def test_broken_networks_fail_their_own_runs_in_one_line_and_the_others_go_on(pr
     finally:
         for name in ("fixed_length", "wrong_shape"):
             registry._REGISTRY.pop(name, None)
+
+
+def test_a_benchmark_run_is_as_published_only_at_the_reference_s_settings(tmp_path, monkeypatch):
+    """reference_setup reads the run's checkpointed settings: the LSTM at its own lr 1e-3 and clipping 0.25
+    is as published; at the protocol's lr, or unclipped, it is set apart naming the setting."""
+    import benchmark
+    from models.training import RunConfig
+
+    argv = ["--data-dir", str(tmp_path), "--tasks", "rhythm", "--models", "lstm"]
+    (*_, cfg), = benchmark.run_configs(benchmark.parse_args(argv), {"rhythm": tmp_path / "rhythm"})
+    saved = {}
+    monkeypatch.setattr(benchmark, "peek_checkpoint", lambda path: {"config": saved["config"]})
+    for change, expected in (({}, benchmark.AS_PUBLISHED), ({"lr": 0.01}, "lr 0.01 (published: 0.001)"),
+                             ({"clip_grad": None}, "clip_grad None (published: 0.25)")):
+        saved["config"] = dict(RunConfig.to_dict(cfg), precision="fp32", processes=1, **change)
+        assert benchmark.reference_setup("rhythm", "lstm", cfg, tmp_path, "train") == expected
+
+
+def test_every_step_moves_the_one_cycle_and_every_parameter_decays(prepared, tmp_path):
+    """fastai's fit_one_cycle steps its schedule after every batch, to the cycle's end at the last one, and
+    (bn_wd=True, true_wd) decays every parameter, biases and batch norms included; the training records
+    come shuffled (fastai's training DataLoader)."""
+    import torch.utils.data as tud
+    from models.inputs import ECGDataset
+    from models.training import RunConfig, _loaders
+    from utils.cache import SignalCache, load_labels
+
+    run = tmp_path / "cycle"
+    main.main(["--data-dir", str(prepared), "--arch", "toy_cnn", "--epochs", "2", "--run", str(run), *PROTOCOL])
+    last = torch.load(run / "last.pth", weights_only=True)
+    schedule = last["scheduler"]
+    assert schedule["last_epoch"] == schedule["total_steps"] > 2  # more than one step an epoch, all taken
+    cfg = RunConfig(lr=0.01, epochs=2, optimizer="adamw", weight_decay=0.01, beta2=0.99, schedule="onecycle",
+                    num_workers=0)
+    net = create_model("toy_cnn", 12, 9)
+    groups = make_step(cfg, net, steps_per_epoch=4, cuda=False).optimizer.param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] == 0.01 for p in g["params"]}
+    assert decayed == {id(p) for p in net.parameters()}
+    data = ECGDataset(SignalCache(prepared), load_labels(prepared).head(40), cfg.spec, list(CLASSES))
+    _, train_loader, val_loader = _loaders(cfg, data, data, 1, 0, torch.device("cpu"), False)
+    assert isinstance(train_loader.sampler, tud.RandomSampler)
+    assert isinstance(val_loader.sampler, tud.SequentialSampler)
