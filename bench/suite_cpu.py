@@ -31,9 +31,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _part(report: Path) -> Path:
+def _worker(config) -> str | None:
+    """The xdist worker's id in a worker process, None in the controller or without xdist (read from the
+    config, not the environment: a pytest started by a test inherits its worker's variables)."""
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def _part(config, report: Path) -> Path:
     """This process's rows: the report itself without xdist, one file per worker with it."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    worker = _worker(config)
     return report if worker is None else report.with_name(f"{report.name}.{worker}")
 
 
@@ -46,7 +52,7 @@ def pytest_runtest_protocol(item, nextitem):
     cpu, children, wall = time.process_time(), _children_cpu(), time.perf_counter()
     yield
     row = [item.nodeid, time.process_time() - cpu, _children_cpu() - children, time.perf_counter() - wall]
-    part = _part(report)
+    part = _part(item.config, report)
     new = not getattr(item.config, "_cpu_report_started", False)
     item.config._cpu_report_started = True
     with open(part, "w" if new else "a", newline="") as f:
@@ -58,7 +64,7 @@ def pytest_runtest_protocol(item, nextitem):
 
 def pytest_sessionstart(session):
     report = session.config.getoption("--cpu-report")
-    if report is not None and os.environ.get("PYTEST_XDIST_WORKER") is None:
+    if report is not None and _worker(session.config) is None:
         for stale in [report, *report.parent.glob(f"{report.name}.gw*")]:
             stale.unlink(missing_ok=True)  # rows of an earlier run never mix with this one's
 
@@ -76,7 +82,7 @@ def merge(report: Path) -> list[dict]:
 
 def pytest_terminal_summary(terminalreporter, config):
     report = config.getoption("--cpu-report")
-    if report is None or os.environ.get("PYTEST_XDIST_WORKER") is not None:
+    if report is None or _worker(config) is not None:
         return
     rows = merge(report)
     parts = list(report.parent.glob(f"{report.name}.gw*"))
