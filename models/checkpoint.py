@@ -3,7 +3,8 @@
 Keys: `format` (CHECKPOINT_FORMAT), `config` (the run's RunConfig as a dict: the architecture's name and
 its builder's arguments `arch_args`, the input, the training settings), `label_set`
 ({"name", "classes"}), `split` (record ids of train/val/test) and `split_labels` (a fingerprint of their
-labels), `data` (the preprocess folder, its name and manifest fingerprint), `model` (weights), `epoch`,
+labels), `data` (the preprocess folder, its name, manifest fingerprint and the cache's rate: a folder cached
+again at another rate is not evaluated with the run), `model` (weights), `epoch`,
 `best_f1`, `history`, `run_id`; the resume checkpoint (last.pth) adds `optimizer`. Everything a later stage
 needs to rebuild the run is in it, so no stage guesses settings from file names.
 
