@@ -115,6 +115,21 @@ def test_same_seed_same_metrics_other_seed_differs(train, prepared, tmp_path):
     assert strip(a["history"]) != strip(c["history"])
 
 
+def test_each_seed_shuffles_and_drops_out_its_own_way_every_epoch():
+    """An epoch's shuffle and dropout draws follow the run's seed and the epoch (other seeds: other draws;
+    the same seed and epoch, as when a run resumes: the same draws)."""
+    from torch.utils.data import DataLoader
+    from models.training import RunConfig, _seed_epoch
+
+    def draws(seed: int, epoch: int) -> tuple[list, list]:
+        loader = DataLoader(list(range(50)), batch_size=50, shuffle=True, generator=torch.Generator())
+        _seed_epoch(RunConfig(seed=seed), epoch, 0, loader, None)
+        return next(iter(loader)).tolist(), torch.nn.functional.dropout(torch.ones(64), 0.5).tolist()
+
+    assert draws(0, 1) == draws(0, 1)
+    assert all(a != b for a, b in zip(draws(0, 1), draws(1, 1))) and all(a != b for a, b in zip(draws(0, 1), draws(0, 2)))
+
+
 def test_lead_selection(train, prepared, tmp_path, capsys):
     out = train(prepared, tmp_path, "three", "--epochs", "1", "--leads", "v5,I,aVR")
     model, ckpt = load_checkpoint(out["model_path"])
