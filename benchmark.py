@@ -342,11 +342,31 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
                                                                         tuned),
                      "params": count_parameters(network)})
     table = benchmark_table(rows, out, n_bootstrap=args.n_bootstrap, seed=0)
+    dropped = runs_left_out(out / "table.csv", table)
     written = write_benchmark_outputs(table, out, args.n_bootstrap, seed=0)
+    if dropped:
+        print(f"note: {out / 'table.csv'} held {len(dropped)} run(s) this command does not cover (e.g. "
+              f"{dropped[0]}); the tables now hold this command's runs only (rerun with every task, model and "
+              "seed to table them together)")
     shown = table[["task", "model", "seed", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {', '.join(str(p) for p in written)}")
     return table
+
+
+def runs_left_out(previous: Path, table: pd.DataFrame) -> list[str]:
+    """The runs (task, model, seed) of an earlier table.csv that `table` has no row for: each benchmark
+    command tables its own runs, so a narrower rerun (fewer models, other seeds) replaces a wider table."""
+    try:
+        old = pd.read_csv(previous, usecols=["task", "model", "seed"])
+    except (OSError, ValueError, pd.errors.ParserError):
+        return []
+    def keys(rows: pd.DataFrame) -> list[tuple[str, str, str]]:
+        seeds = pd.to_numeric(rows["seed"], errors="coerce")
+        return [(str(t), str(m), "-" if pd.isna(s) else str(int(s))) for t, m, s in zip(rows["task"], rows["model"], seeds)]
+
+    now = set(keys(table))
+    return [f"{t}/{m}/seed {s}" for t, m, s in keys(old) if (t, m, s) not in now]
 
 
 def reference_setup(task: str, model: str, cfg: RunConfig, folder: Path, thresholds_from: str) -> str:

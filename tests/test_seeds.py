@@ -274,3 +274,13 @@ def test_seeds_tested_on_other_records_get_mean_and_sd_but_no_pairs(tmp_path, ca
                                                           for m in ("a", "b", "ensemble")])
     assert summary["auc_lo"].isna().all() and len(pd.read_csv(out / "compare.csv")) == 0
     assert "No paired comparison: task superdiagnostic" in (out / "table.md").read_text()
+
+
+def test_a_narrower_rerun_says_which_runs_its_table_no_longer_holds(tmp_path):
+    """Each benchmark command tables its own runs: the runs of an earlier, wider table that the new one
+    lacks are named (seeds read back from the CSV as floats or integers alike)."""
+    pd.DataFrame({"task": ["rhythm"] * 4, "model": ["a", "b", "a", "ensemble"], "seed": [0.0, 0.0, 1.0, 0.0],
+                  "scores": ["s"] * 4}).to_csv(tmp_path / "table.csv", index=False)
+    now = pd.DataFrame({"task": ["rhythm"] * 2, "model": ["a", "ensemble"], "seed": [0, 0]})
+    assert benchmark.runs_left_out(tmp_path / "table.csv", now) == ["rhythm/b/seed 0", "rhythm/a/seed 1"]
+    assert benchmark.runs_left_out(tmp_path / "none.csv", now) == []
