@@ -66,6 +66,7 @@ def class_list(text: str) -> list[str]:
 
 
 def import_args(argv=None) -> argparse.Namespace:
+    from utils.cache import MANIFEST_JSON
     from utils.cli import flag_error, folder_path
 
     p = argparse.ArgumentParser(prog="python -m models import", description=__doc__,
@@ -90,6 +91,9 @@ def import_args(argv=None) -> argparse.Namespace:
         flag_error(p, "--scaler", f"{args.scaler} not found")
     if (args.out / "model.pth").exists() and not args.force:
         flag_error(p, "--out", f"{args.out} holds a model.pth already (--force replaces it)")
+    if (args.out / MANIFEST_JSON).exists():  # a run's files would mix with a database's
+        flag_error(p, "--out", f"{args.out} is a preprocessed data folder; name a run folder, e.g. "
+                               f"{args.out / 'runs' / 'imported'}")
     if args.label_set is None:
         from utils.labels import PTBXL_ALL_STATEMENTS
         args.label_set = "all" if args.classes == list(PTBXL_ALL_STATEMENTS) else "imported"

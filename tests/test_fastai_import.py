@@ -125,11 +125,14 @@ def test_71_classes_are_the_benchmarks_all_task_in_binarizer_order():
     (["--arch", "resnet9000"], "--arch"),
     (["--scaler", "/nonexistent.pkl"], "--scaler"),
     (["--from", "keras"], "--from"),
+    (["--out", "DATA"], "--out"),
 ])
 def test_bad_import_flags_exit_2_naming_the_flag(tmp_path, capsys, flags, named):
     torch.save(BUILDERS["fcn_wang"](5).state_dict(), tmp_path / "m.pth")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "preprocess.json").write_text("{}")  # a preprocessed folder: no place for a run
     base = {"--from": "fastai", "--arch": "fcn_wang", "--classes": "A,B,C,D,E", "--out": str(tmp_path / "run")}
-    base.update(dict(zip(flags[::2], flags[1::2])))
+    base.update({k: v.replace("DATA", str(tmp_path / "data")) for k, v in zip(flags[::2], flags[1::2])})
     with pytest.raises(SystemExit) as e:
         models_command.main(["import", str(tmp_path / "m.pth"), *[a for kv in base.items() for a in kv]])
     assert e.value.code == 2 and f"argument {named}:" in capsys.readouterr().err
