@@ -166,8 +166,6 @@ def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
             p.error(f"--{flag}: {getattr(args, flag)} is not a .csv file")
     if same_file(args.out, args.table):
         p.error(f"--out: {args.out} is the --table itself")
-    if same_file(args.out.with_suffix(".md"), args.table.with_suffix(".md")):
-        p.error(f"--out: {args.out.with_suffix('.md')} would replace the table's markdown")
     return args
 
 
@@ -361,9 +359,11 @@ def runs_left_out(previous: Path, table: pd.DataFrame) -> list[str]:
         old = pd.read_csv(previous, usecols=["task", "model", "seed"])
     except (OSError, ValueError, pd.errors.ParserError):
         return []
+
     def keys(rows: pd.DataFrame) -> list[tuple[str, str, str]]:
         seeds = pd.to_numeric(rows["seed"], errors="coerce")
-        return [(str(t), str(m), "-" if pd.isna(s) else str(int(s))) for t, m, s in zip(rows["task"], rows["model"], seeds)]
+        return [(str(t), str(m), "-" if pd.isna(s) else str(int(s)))
+                for t, m, s in zip(rows["task"], rows["model"], seeds)]
 
     now = set(keys(table))
     return [f"{t}/{m}/seed {s}" for t, m, s in keys(old) if (t, m, s) not in now]

@@ -285,13 +285,13 @@ def main(argv=None) -> Path:
     if EvaluationFolder(db_dir / args.run.name).exists():
         problem = evaluation_problem(db_dir / args.run.name, args.run)
     a = ckpt["config"]
-    leads = "12 leads" if set(a.get("leads", LEADS)) == set(LEADS) else f"lead(s) {', '.join(a['leads'])}"
+    run_leads = tuple(a.get("leads", LEADS))
+    leads = "12 leads" if set(run_leads) == set(LEADS) else f"lead(s) {', '.join(run_leads)}"
     settings = (f"Model: `{args.run}` ({a['arch']}, {leads}, {a['seconds']:g} s at {a['sample_rate']} Hz, "
                 f"{a['epochs']} epochs, lr {a['lr']:g}, batch {a['batch_size']}, seed {a['seed']}; label set "
                 f"{ckpt['label_set']['name']}).\n\n")
     r = Report(args.data_dir, args.run, args.results_dir, results_home(args.results_dir, args.data_dir),
-               tuple(now["classes"]), problem, frozenset(map(str, ckpt["split"].get("test", []))),
-               tuple(a.get("leads", LEADS)))
+               tuple(now["classes"]), problem, frozenset(map(str, ckpt["split"].get("test", []))), run_leads)
     parts = [f"# Reproduction report\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "
              f"Data: {data_source(args.data_dir)}.\n\n{settings}"]
     parts += [f"## {title}\n\n{build(r)}" for title, build in SECTIONS]

@@ -128,9 +128,7 @@ def crossing(summary: pd.DataFrame) -> str:
     """Where the finetuned arm's mean AUC stops being above the scratch arm's (or that it never does)."""
     # by training-set size; two fractions that draw as many records (tiny fractions of a small database)
     # are one point of the curve
-    wide = summary.groupby(["records", "arm"])["auc"].mean().unstack("arm").sort_index()
-    if not set(ARMS) <= set(wide.columns):
-        return "no fraction has both arms"
+    wide = summary.groupby(["records", "arm"])["auc"].mean().unstack("arm").reindex(columns=list(ARMS)).sort_index()
     gain = (wide["finetuned"] - wide["scratch"]).dropna()
     if gain.empty:
         return "no fraction has both arms"

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from utils.cache import SignalCache, fit_length, load_labels
+from utils.cache import SignalCache, cache_rate, fit_length, load_labels
 from utils.errors import PipelineError
 from utils.files import fingerprint
 from utils.labels import LEADS, lead_indices
@@ -113,7 +113,7 @@ def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
                             "again with `python -m models import ... --data-dir DATA` to evaluate it on DATA")
     labels = load_labels(data_dir)
     classes = ckpt["label_set"]["classes"]
-    trained_from, now = ckpt.get("data", {}).get("cache_rate"), SignalCache(data_dir).sample_rate
+    trained_from, now = ckpt.get("data", {}).get("cache_rate"), cache_rate(data_dir)
     if trained_from is not None and float(trained_from) != now:
         raise PipelineError(f"{data_dir} is now cached at {now:g} Hz; this run was trained from its cache at "
                             f"{float(trained_from):g} Hz (preprocessed again since with another --cache-rate): its "

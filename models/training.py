@@ -42,7 +42,8 @@ from models.registry import (builder_argument, builder_arguments, check_network,
 from models.transfer import HEAD, finetune_network, input_mismatch, phase, phase_param_groups, source_argument, source_info
 from models.run import Run, run_name
 from utils.results import database_identity
-from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
+from utils.cache import (SignalCache, cache_rate, data_label_set, data_split_rule, database_name, load_labels,
+                         preprocess_manifest)
 from utils.errors import PipelineError
 from utils.folds import nested_subset, split_labels
 from utils.cli import (MAX_WORKERS, bounded_float, bounded_int, describe_flag, flag_error, flag_given, folder_path,
@@ -775,7 +776,7 @@ def _print_phase(cfg: RunConfig, step: Step, epoch: int) -> None:
 def _run_provenance(cfg: RunConfig, manifest: dict, label_set: dict, run_id: str | None, splits: dict) -> dict:
     """What every checkpoint of the run holds alike: its settings, labels, data and split."""
     data = {"dir": str(cfg.data_dir), "name": database_name(cfg.data_dir), "fingerprint": manifest.get("fingerprint"),
-            "identity": database_identity(cfg.data_dir), "cache_rate": SignalCache(cfg.data_dir).sample_rate}
+            "identity": database_identity(cfg.data_dir), "cache_rate": cache_rate(cfg.data_dir)}
     return {"config": cfg.to_dict(), "label_set": label_set, "data": data, "run_id": run_id,
             **split_provenance(splits, label_set["classes"])}
 

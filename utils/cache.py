@@ -25,9 +25,9 @@ from utils.records import GAIN_ADU_PER_MV, SAMPLE_RATE
 
 __all__ = ["REFERENCE_CSV", "LABELS_CSV", "SIGNALS_NPY", "SIGNALS_INDEX_CSV", "MANIFEST_JSON",
            "PREPROCESS_OUTPUTS", "require", "require_preprocessed", "preprocess_manifest", "data_label_set",
-           "data_split_rule", "database_name", "load_labels", "SignalCache", "fit_length", "TRANSPOSE_CHUNK",
-           "CacheFile", "write_span", "write_index", "stream_signal_cache", "CACHE_VERSION", "input_files",
-           "preprocess_key", "failure_kind", "summarise_dataset"]
+           "data_split_rule", "database_name", "load_labels", "cache_rate", "SignalCache", "fit_length",
+           "TRANSPOSE_CHUNK", "CacheFile", "write_span", "write_index", "stream_signal_cache", "CACHE_VERSION",
+           "input_files", "preprocess_key", "failure_kind", "summarise_dataset"]
 
 REFERENCE_CSV = "reference.csv"
 LABELS_CSV = "labels.csv"
@@ -104,6 +104,12 @@ def load_labels(data_dir: Path) -> pd.DataFrame:
     return labels
 
 
+def cache_rate(data_dir: Path) -> float:
+    """The rate a preprocess folder's signal cache is stored at (the manifest's; 500 for folders written
+    before the rate was recorded)."""
+    return float(read_manifest(Path(data_dir) / MANIFEST_JSON).get("sample_rate") or SAMPLE_RATE)
+
+
 class SignalCache:
     """The preprocess cache: int16 µV, shape (12, total samples), memory-mapped, one span a record, at
     `sample_rate` Hz (the manifest's; 500 for folders written before the rate was recorded)."""
@@ -111,7 +117,7 @@ class SignalCache:
     def __init__(self, data_dir: Path):
         data_dir = Path(data_dir)
         stage = f"python preprocess.py --data-dir {require_preprocessed(data_dir)}"
-        self.sample_rate = float(read_manifest(data_dir / MANIFEST_JSON).get("sample_rate") or SAMPLE_RATE)
+        self.sample_rate = cache_rate(data_dir)
         self.signals = np.load(require(data_dir / SIGNALS_NPY, stage), mmap_mode="r")
         self.key = file_version(data_dir / SIGNALS_NPY)  # another after a preprocess writes it again
         index = pd.read_csv(require(data_dir / SIGNALS_INDEX_CSV, stage), dtype={"patient_id": str})

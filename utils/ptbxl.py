@@ -368,18 +368,16 @@ def read_predictions(scores: Path, labels: Path | None = None, logits: bool = Fa
                                     f"{', '.join(classes)}")
             if ids is not None and list(table["patient_id"]) != ids:
                 raise PipelineError(f"{labels} and {scores} do not hold the same records in the same order")
-            if y is not None and not np.array_equal(table[label_classes].to_numpy().astype(bool), y):
-                raise PipelineError(f"{labels} disagrees with the 0/1 columns of {scores}: one of them holds other "
-                                    "labels")
-            y, classes, ids = table[label_classes].to_numpy().astype(bool), label_classes, list(table["patient_id"])
+            label_y, classes = table[label_classes].to_numpy().astype(bool), label_classes
+            ids = list(table["patient_id"])
         else:
             label_y = _read_labels_npy(labels)
-            if y is not None and label_y.shape == y.shape and not np.array_equal(label_y, y):
-                row = int(np.flatnonzero((label_y != y).any(axis=1))[0])
-                raise PipelineError(f"{labels} disagrees with the 0/1 columns of {scores} (first at record {row}, "
-                                    f"{ids[row]}): give the labels of those records, or leave --labels out to "
-                                    "use the CSV's own")
-            y = label_y
+        if y is not None and label_y.shape == y.shape and not np.array_equal(label_y, y):  # a score CSV's own
+            row = int(np.flatnonzero((label_y != y).any(axis=1))[0])
+            raise PipelineError(f"{labels} disagrees with the 0/1 columns of {scores} (first at record {row}, "
+                                f"{ids[row]}): give the labels of those records, or leave --labels out to use the "
+                                "CSV's own")
+        y = label_y
     if y is None:
         raise PipelineError(f"{scores} holds scores only; give the labels of its records")
     if y.shape != p.shape:
