@@ -68,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="leads drawn per patient figure, %(type)s")
     p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=min(8, os.cpu_count() or 1),
                    help="processes drawing the patient figures (0 or 1: this process), %(type)s")
+    p.add_argument("--no-figures", action="store_true",
+                   help="values and tables only: no figure per record (the lead-importance heatmap, which the "
+                        "report shows, is always drawn)")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="explain these new records instead")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--seed", type=seed_int, default=0, help="draws of background records and references, %(type)s")
@@ -145,7 +148,8 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
     positive = values[values > 0]
     cut = np.percentile(positive, 98) if positive.size else np.inf
     t = np.arange(n) / fs
-    fig, axes = plt.subplots(len(order), 1, figsize=(12, 1.8 * len(order)), sharex=True, squeeze=False)
+    height = 1.8 * len(order)
+    fig, axes = plt.subplots(len(order), 1, figsize=(12, height), sharex=True, squeeze=False)
     for ax, lead in zip(axes[:, 0], order):
         ax.plot(t, x[lead], color="k", lw=0.8)
         hot = values[lead] >= cut
@@ -154,7 +158,9 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time (s), last 10 s of the model input")
     axes[0, 0].set_title(title, fontsize=10)
-    save_figure(fig, path)
+    # margins fixed in inches, whatever the number of leads: a tight crop would draw the figure twice
+    fig.subplots_adjust(left=0.8 / 12, right=1 - 0.15 / 12, bottom=0.55 / height, top=1 - 0.35 / height)
+    save_figure(fig, path, tight=False)
 
 
 def _draw_patient(task: tuple) -> None:
@@ -221,12 +227,14 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int, th
     labels = predicted_labels(probs, thresholds, classes)
     titles = [patient_title(row["patient_id"], row["predicted"], row["score"], labels[i], row["true"])
               for i, row in index.iterrows()]
-    draw_patients(x.numpy(), values, titles, [out / "patients" / f"{pid}.png" for pid in index["patient_id"]],
-                  list(spec.leads), spec.sample_rate, args.top_leads, args.num_workers)
+    if not args.no_figures:
+        draw_patients(x.numpy(), values, titles, [out / "patients" / f"{pid}.png" for pid in index["patient_id"]],
+                      list(spec.leads), spec.sample_rate, args.top_leads, args.num_workers)
     write_manifest(out / "shap.json", key, [out / "lead_importance.csv", out / "lead_importance.png"],
                    model_sha=file_sha(args.run.model), cache=str(settings_path))  # what the report checks
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
-    print(f"wrote {values_path}, {index_path}, {out}/lead_importance.csv/.png, {len(index)} patient figures")
+    figures = "" if args.no_figures else f", {len(index)} patient figures"
+    print(f"wrote {values_path}, {index_path}, {out}/lead_importance.csv/.png{figures}")
     return table
 
 
@@ -250,10 +258,12 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int, thres
                           "labels": [",".join(labels) or "-" for _, labels in diagnosed], "true": true})
     titles = [patient_title(path.stem, r["predicted"], r["score"], r["labels"], r["true"])
               for (path, _, _), (_, r) in zip(records, table.iterrows())]
-    draw_patients(x.numpy(), values, titles, [out / f"{name}.png" for name in output_names([p for p, _, _ in records])],
-                  list(spec.leads), spec.sample_rate, args.top_leads, args.num_workers)
+    if not args.no_figures:
+        draw_patients(x.numpy(), values, titles, [out / f"{name}.png" for name in output_names([p for p, _, _ in records])],
+                      list(spec.leads), spec.sample_rate, args.top_leads, args.num_workers)
     print(table.to_string(index=False))
-    print(f"wrote {len(records)} figure(s) to {out}")
+    if not args.no_figures:
+        print(f"wrote {len(records)} figure(s) to {out}")
     return table
 
 

@@ -73,7 +73,8 @@ def test_report_never_mixes_databases(copy_run, prepared, trained, tmp_path):
     other = tmp_path / "B"
     shutil.copytree(prepared, other)
     results = tmp_path / "results"
-    baselines.main(["--data-dir", str(other), "--classifier", "LR", "--results-dir", str(results), "--num-workers", "1"])
+    baselines.main(["--data-dir", str(other), "--classifier", "LR", "--results-dir", str(results), "--num-workers", "1",
+                    "--no-figures"])
     text = report.main(["--data-dir", str(prepared), "--run", str(copy_run(trained, tmp_path / "m")),
                         "--results-dir", str(results)]).read_text()
     assert "| LR |" not in sections_text(text, "Expert-feature baselines")
@@ -87,7 +88,8 @@ def test_report_never_shows_metrics_of_another_checkpoint(copy_run, prepared, tr
     date instead of showing them as this model's."""
     import torch
     model, results = copy_run(trained, tmp_path / "m") / "model.pth", tmp_path / "results"
-    predict.main(["--run", str(model), "--results-dir", str(results), "--n-bootstrap", "0", "--num-workers", "0"])
+    predict.main(["--run", str(model), "--results-dir", str(results), "--n-bootstrap", "0", "--num-workers", "0",
+                  "--no-figures"])
     argv = ["--data-dir", str(prepared), "--run", str(model), "--results-dir", str(results)]
     assert "Out of date" not in report.main(argv).read_text()
     ckpt = torch.load(model, weights_only=True)

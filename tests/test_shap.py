@@ -53,10 +53,16 @@ def test_values_figures_and_cache(tuned, prepared, tmp_path, capsys):
     shares = table.drop(index="average").to_numpy()
     np.testing.assert_allclose(np.nansum(shares, axis=1), 1.0, atol=1e-5)
 
-    run(tuned, tmp_path, "--batch-size", "5")  # the pass size is no part of the key: reused
-    assert "reusing cached SHAP values" in capsys.readouterr().out
+    for png in (out / "patients").iterdir():
+        png.unlink()
+    capsys.readouterr()
+    run(tuned, tmp_path, "--batch-size", "5", "--no-figures")  # the pass size is no part of the key: reused
+    printed = capsys.readouterr().out
+    assert "reusing cached SHAP values" in printed and "patient figures" not in printed
+    assert not list((out / "patients").iterdir())  # --no-figures: no figure per record,
+    assert pd.read_csv(out / "lead_importance.csv", index_col="class").equals(saved)  # the same population view
     first = next(cache.glob("values_*.npy"))
-    run(tuned, tmp_path, "--n-samples", "9")  # other settings: a new cache entry replaces the old one
+    run(tuned, tmp_path, "--n-samples", "9", "--no-figures")  # other settings: a new entry replaces the old one
     assert "reusing" not in capsys.readouterr().out
     assert [p.name for p in cache.glob("values_*.npy")] != [first.name]
     assert len(list(cache.glob("values_*.npy"))) == len(list(cache.glob("index_*.csv"))) == 1
@@ -73,16 +79,16 @@ def test_without_tuned_thresholds_it_stops_naming_predict(copy_run, trained, tmp
 
 def test_a_changed_model_never_reuses_stale_values(copy_run, trained, tmp_path, capsys):
     model_path = tune(Run(copy_run(trained, tmp_path / "copy")), tmp_path).model
-    run(model_path, tmp_path)
+    run(model_path, tmp_path, "--no-figures")
     first = np.load(next((tmp_path / "copy" / "shap").glob("values_*.npy")))
     ckpt = torch.load(model_path, weights_only=True)
     ckpt["model"]["net.fc.weight"] += 0.5  # a retrained model under the same name
     torch.save(ckpt, model_path)
     with pytest.raises(SystemExit, match="tuned for an earlier"):  # its thresholds are the old model's
-        run(model_path, tmp_path)
+        run(model_path, tmp_path, "--no-figures")
     tune(Run(model_path.parent), tmp_path)
     capsys.readouterr()
-    run(model_path, tmp_path)
+    run(model_path, tmp_path, "--no-figures")
     assert "reusing" not in capsys.readouterr().out
     files = sorted((tmp_path / "copy" / "shap").glob("values_*.npy"))
     assert len(files) == 1 and not np.array_equal(first, np.load(files[0]))
@@ -91,7 +97,11 @@ def test_a_changed_model_never_reuses_stale_values(copy_run, trained, tmp_path, 
 def test_record_explanation(tuned, prepared, synth_records, tmp_path):
     table = run(tuned, tmp_path, "--record", str(synth_records / "A0005.hea"))
     assert len(table) == 1 and table.loc[0, "predicted"] in CLASSES
-    assert (tmp_path / "results" / prepared.name / tuned.name / "shap" / "records" / "A0005.png").exists()
+    figures = tmp_path / "results" / prepared.name / tuned.name / "shap" / "records"
+    assert (figures / "A0005.png").exists()
+    again = run(tuned, tmp_path / "again", "--record", str(synth_records / "A0005.hea"), "--no-figures")
+    pd.testing.assert_frame_equal(again, table)
+    assert not list((tmp_path / "again").rglob("*.png"))
 
 
 def small_problem(prepared, n_background=8, n_explain=4):
