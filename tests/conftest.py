@@ -2,9 +2,11 @@
 Each database and run is built once per test session; treat them as read-only (copy what a test changes)."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -62,12 +64,30 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, written by `build(folder)` once per test run and then only read: the processes of
+    pytest-xdist share one copy (the run's temporary folder above theirs; the first to need it builds it
+    under a lock while the others wait), so the synthetic databases are generated once, not once per
+    process. A build that did not finish (its marker file missing) is started again."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N: one per run, holding each worker's popen-gwK
+    folder, done = root / "built_once" / name, root / "built_once" / f"{name}.done"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(root / "built_once" / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def synth_records(tmp_path_factory) -> Path:
-    """200 short WFDB records (6-12 s), enough for every class to appear in every fold."""
-    out = tmp_path_factory.mktemp("synth")
-    synth.main(["--out", str(out), "--n", "200", "--seed", "7", "--max-seconds", "12"])
-    return out
+    """200 short WFDB records (6-12 s), enough for every class to appear in every fold; only read."""
+    return built_once(tmp_path_factory, "synth", lambda out: synth.main(
+        ["--out", str(out), "--n", "200", "--seed", "7", "--max-seconds", "12"]))
 
 
 @pytest.fixture(scope="session")
@@ -167,11 +187,12 @@ def one(tiny):
 def small(tmp_path_factory) -> dict:
     """Two databases of 60 synthetic records from two sites, preprocessed: D and E."""
     root = tmp_path_factory.mktemp("identity")
+    raw = {}
     for name, site, seed in (("D", "a", 20), ("E", "b", 21)):
-        synth.main(["--out", str(root / f"raw{name}"), "--n", "60", "--seed", str(seed), "--site", site,
-                    "--max-seconds", "8"])
-        preprocess.main(["--data-dir", str(root / f"raw{name}"), "--out", str(root / name), "--num-workers", "1"])
-    return {"raw": root / "rawE", "data": root / "E", "D": root / "D"}
+        raw[name] = built_once(tmp_path_factory, f"raw{name}", lambda out, site=site, seed=seed: synth.main(
+            ["--out", str(out), "--n", "60", "--seed", str(seed), "--site", site, "--max-seconds", "8"]))
+        preprocess.main(["--data-dir", str(raw[name]), "--out", str(root / name), "--num-workers", "1"])
+    return {"raw": raw["E"], "data": root / "E", "D": root / "D"}
 
 
 @pytest.fixture(scope="session")
@@ -180,9 +201,9 @@ def hospitals(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("hospitals")
     out = []
     for name, site, seed in (("X", "b", 21), ("Y", "c", 22)):
-        synth.main(["--out", str(root / "raw" / name), "--n", "40", "--seed", str(seed), "--site", site,
-                    "--max-seconds", "8"])
-        preprocess.main(["--data-dir", str(root / "raw" / name), "--out", str(root / name), "--num-workers", "1"])
+        raw = built_once(tmp_path_factory, f"hospital{name}", lambda raw, site=site, seed=seed: synth.main(
+            ["--out", str(raw), "--n", "40", "--seed", str(seed), "--site", site, "--max-seconds", "8"]))
+        preprocess.main(["--data-dir", str(raw), "--out", str(root / name), "--num-workers", "1"])
         out.append(root / name)
     return out[0], out[1]
 
@@ -254,6 +275,5 @@ def nothing_written_into_the_checkout():
 def synthetic_ptbxl(tmp_path_factory) -> Path:
     """A synthetic PTB-XL of 160 records, built once and only read: the benchmark tests write their task
     folders and results under their own --tasks-dir and --results-dir."""
-    out = tmp_path_factory.mktemp("ptbxl")
-    synth.main(["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"])
-    return out
+    return built_once(tmp_path_factory, "ptbxl", lambda out: synth.main(
+        ["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"]))

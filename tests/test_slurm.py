@@ -75,6 +75,14 @@ def job_pids(job: str) -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
 
 
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def table(results: Path, database: str) -> pd.DataFrame:
     """The benchmark table without its score files' paths (each results folder has its own)."""
     t = pd.read_csv(results / database / "benchmark" / "table.csv")
@@ -116,14 +124,14 @@ def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(table(tmp_path / "rs", ptbxl.name), table(tmp_path / "rl", ptbxl.name))
 
 
-# enough epochs that training outlasts the requeue and the kill that follows it (well under a second);
-# an epoch takes about 0.5 s on a 2-core AVX-512 machine under the suite
-EPOCHS = 6
+# the job is stopped (SIGSTOP) as soon as its first epoch is saved, so it cannot finish before the requeue;
+# epochs take about 0.5 s each on a 2-core AVX-512 machine under the suite: 3 leave a margin of two
+EPOCHS = 3
 
 
 def requeue_mid_training(ptbxl: Path, tmp_path: Path, started: list) -> None:
-    """A job requeued after its first epoch and killed at once (as a preemption that does not wait
-    SLURM's KillWait) runs again and resumes from its last epoch: each epoch trained once, the run
+    """A job stopped after its first epoch, requeued and killed at once (as a preemption that does not
+    wait SLURM's KillWait) runs again and resumes from its last epoch: each epoch trained once, the run
     finished. Its command is appended to `started` (for the caller to stop)."""
     argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang",
             "--epochs", str(EPOCHS), "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"),
@@ -135,16 +143,13 @@ def requeue_mid_training(ptbxl: Path, tmp_path: Path, started: list) -> None:
     end = time.time() + 600
     while not (run / "last.pth").exists():  # written atomically: once there, one epoch is done
         assert time.time() < end and proc.poll() is None, "no epoch finished"
-        time.sleep(0.1)
+        time.sleep(0.05)
+    pids = job_pids(job)
+    signal_all(pids, signal.SIGSTOP)  # no further epoch from here on
     epoch = peek_checkpoint(run / "last.pth")["epoch"]
     assert epoch < EPOCHS
-    pids = job_pids(job)
     subprocess.run(["scontrol", "requeue", job], check=True)
-    for pid in pids:  # SIGKILL now: the job would otherwise train on through KillWait (5 s) after SIGTERM
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    signal_all(pids, signal.SIGKILL)  # now: the job would otherwise train on through KillWait (5 s) after SIGTERM
     rc, out, err = finish(proc)
     assert rc == 0, err[-2000:]
     log = (run / "slurm" / f"{job}.out").read_text()
