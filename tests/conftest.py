@@ -64,7 +64,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+def _built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """The folder `name`, written by `build(folder)` once per test run and then only read: the processes of
     pytest-xdist share one copy (the run's temporary folder above theirs; the first to need it builds it
     under a lock while the others wait), so the synthetic databases are generated once, not once per
@@ -72,9 +72,10 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # pytest-N: one per run, holding each worker's popen-gwK
-    folder, done = root / "built_once" / name, root / "built_once" / f"{name}.done"
+    root /= "built_once"
+    folder, done = root / name, root / f"{name}.done"
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(root / "built_once" / f"{name}.lock", "w") as lock:
+    with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
             shutil.rmtree(folder, ignore_errors=True)
@@ -84,9 +85,16 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
 
 
 @pytest.fixture(scope="session")
-def synth_records(tmp_path_factory) -> Path:
+def built_once(tmp_path_factory):
+    """built_once(name, build): the folder `name` (may hold a /), written by `build(folder)` once per test
+    run, shared by the test processes, only read (see `_built_once`)."""
+    return lambda name, build: _built_once(tmp_path_factory, name, build)
+
+
+@pytest.fixture(scope="session")
+def synth_records(built_once) -> Path:
     """200 short WFDB records (6-12 s), enough for every class to appear in every fold; only read."""
-    return built_once(tmp_path_factory, "synth", lambda out: synth.main(
+    return built_once("synth", lambda out: synth.main(
         ["--out", str(out), "--n", "200", "--seed", "7", "--max-seconds", "12"]))
 
 
@@ -184,24 +192,24 @@ def one(tiny):
 
 
 @pytest.fixture(scope="session")
-def small(tmp_path_factory) -> dict:
+def small(tmp_path_factory, built_once) -> dict:
     """Two databases of 60 synthetic records from two sites, preprocessed: D and E."""
     root = tmp_path_factory.mktemp("identity")
     raw = {}
     for name, site, seed in (("D", "a", 20), ("E", "b", 21)):
-        raw[name] = built_once(tmp_path_factory, f"raw{name}", lambda out, site=site, seed=seed: synth.main(
+        raw[name] = built_once(f"raw{name}", lambda out, site=site, seed=seed: synth.main(
             ["--out", str(out), "--n", "60", "--seed", str(seed), "--site", site, "--max-seconds", "8"]))
         preprocess.main(["--data-dir", str(raw[name]), "--out", str(root / name), "--num-workers", "1"])
     return {"raw": raw["E"], "data": root / "E", "D": root / "D"}
 
 
 @pytest.fixture(scope="session")
-def hospitals(tmp_path_factory) -> tuple[Path, Path]:
+def hospitals(tmp_path_factory, built_once) -> tuple[Path, Path]:
     """Two small preprocessed databases from two other synthetic sites (40 records each)."""
     root = tmp_path_factory.mktemp("hospitals")
     out = []
     for name, site, seed in (("X", "b", 21), ("Y", "c", 22)):
-        raw = built_once(tmp_path_factory, f"hospital{name}", lambda raw, site=site, seed=seed: synth.main(
+        raw = built_once(f"hospital{name}", lambda raw, site=site, seed=seed: synth.main(
             ["--out", str(raw), "--n", "40", "--seed", str(seed), "--site", site, "--max-seconds", "8"]))
         preprocess.main(["--data-dir", str(raw), "--out", str(root / name), "--num-workers", "1"])
         out.append(root / name)
@@ -272,8 +280,8 @@ def nothing_written_into_the_checkout():
 
 
 @pytest.fixture(scope="session")
-def synthetic_ptbxl(tmp_path_factory) -> Path:
+def synthetic_ptbxl(built_once) -> Path:
     """A synthetic PTB-XL of 160 records, built once and only read: the benchmark tests write their task
     folders and results under their own --tasks-dir and --results-dir."""
-    return built_once(tmp_path_factory, "ptbxl", lambda out: synth.main(
+    return built_once("ptbxl", lambda out: synth.main(
         ["--out", str(out), "--layout", "ptbxl", "--n", "160", "--seed", "5"]))

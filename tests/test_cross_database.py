@@ -24,21 +24,24 @@ from utils.metrics import auc_scores
 
 
 @pytest.fixture(scope="module")
-def sites(tmp_path_factory):
-    """Three small databases from three synthetic sites, preprocessed (cpsc9)."""
+def sites(tmp_path_factory, built_once):
+    """Three small databases from three synthetic sites, preprocessed (cpsc9): the folder of their outputs,
+    the preprocessed folders and the records (only read)."""
     root = tmp_path_factory.mktemp("xdb")
-    dirs = []
+    dirs, raws = [], []
     for name, site, layout, seed in (("A", "a", "wfdb", 11), ("B", "b", "ptbxl", 12), ("C", "c", "wfdb", 13)):
-        synth.main(["--out", str(root / "raw" / name), "--n", "70", "--seed", str(seed), "--site", site,
-                    "--layout", layout, "--max-seconds", "10"])
-        preprocess.main(["--data-dir", str(root / "raw" / name), "--out", str(root / name), "--num-workers", "1"])
+        raw = built_once(f"sites/{name}", lambda out, site=site, layout=layout, seed=seed: synth.main(
+            ["--out", str(out), "--n", "70", "--seed", str(seed), "--site", site, "--layout", layout,
+             "--max-seconds", "10"]))
+        preprocess.main(["--data-dir", str(raw), "--out", str(root / name), "--num-workers", "1"])
         dirs.append(root / name)
-    return root, dirs
+        raws.append(raw)
+    return root, dirs, raws
 
 
 @pytest.mark.slow
 def test_matrix_cells_scores_and_reuse(tiny, sites, capsys):
-    root, dirs = sites
+    root, dirs, _ = sites
     argv = ["--data-dirs", *map(str, dirs), *tiny, "--epochs", "1", "--n-bootstrap", "20", "--leave-one-out",
             "--no-figures", "--pool-dir", str(root / "pooled"), "--results-dir", str(root / "results")]
     matrix = cross_database.main(argv)
@@ -78,11 +81,11 @@ def test_matrix_cells_scores_and_reuse(tiny, sites, capsys):
 
 
 def test_refuses_mixed_label_sets_and_a_single_database(tiny, sites, tmp_path, capsys):
-    root, dirs = sites
+    _, dirs, raws = sites
     with pytest.raises(SystemExit) as e:
         cross_database.parse_args(["--data-dirs", str(dirs[0])])
     assert e.value.code == 2 and "two or more" in capsys.readouterr().err
-    preprocess.main(["--data-dir", str(root / "raw" / "B"), "--out", str(tmp_path / "S"), "--num-workers", "1",
+    preprocess.main(["--data-dir", str(raws[1]), "--out", str(tmp_path / "S"), "--num-workers", "1",
                      "--labels", "superdiagnostic"])
     with pytest.raises(SystemExit, match="different label sets"):
         cross_database.main(["--data-dirs", str(dirs[0]), str(tmp_path / "S"), *tiny, "--epochs", "1",

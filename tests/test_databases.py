@@ -20,11 +20,10 @@ from utils.records import read_record, resample, to_microvolts
 
 
 @pytest.fixture(scope="module")
-def ptbxl(tmp_path_factory):
-    """120 synthetic records in PTB-XL's own layout."""
-    out = tmp_path_factory.mktemp("ptbxl") / "PTBXL"
-    synth.main(["--out", str(out), "--layout", "ptbxl", "--n", "120", "--seed", "5"])
-    return out
+def ptbxl(built_once):
+    """120 synthetic records in PTB-XL's own layout; only read."""
+    return built_once("databases/PTBXL", lambda out: synth.main(
+        ["--out", str(out), "--layout", "ptbxl", "--n", "120", "--seed", "5"]))
 
 
 def synthetic_mv(seconds=4.0, fs=500, seed=1):
