@@ -20,9 +20,9 @@ deleted); the cache belongs to its run alone. The index names the background rec
 the run's training split). Figures and tables go to results/<db>/<run>/shap/.
 
 Figures: one PNG per explained record (the last 10 s of the leads with the highest mean SHAP, samples
-with high SHAP highlighted), and the population view: per predicted class, each lead's share of the
-net positive SHAP mass, as a class x lead heatmap with an average row (PNG + CSV), the paper's
-lead-importance figure.
+with high SHAP highlighted; none with --no-figures), and the population view: per predicted class, each
+lead's share of the net positive SHAP mass, as a class x lead heatmap with an average row (PNG + CSV),
+the paper's lead-importance figure.
 """
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=min(8, os.cpu_count() or 1),
                    help="processes drawing the patient figures (0 or 1: this process), %(type)s")
     p.add_argument("--no-figures", action="store_true",
-                   help="values and tables only: no figure per record (the lead-importance heatmap, which the "
-                        "report shows, is always drawn)")
+                   help="no figure per explained record (earlier ones of these records are removed); the "
+                        "population's lead-importance heatmap, which the report shows, is still drawn")
     p.add_argument("--record", type=Path, nargs="+", default=None, help="explain these new records instead")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--seed", type=seed_int, default=0, help="draws of background records and references, %(type)s")
@@ -148,8 +148,7 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
     positive = values[values > 0]
     cut = np.percentile(positive, 98) if positive.size else np.inf
     t = np.arange(n) / fs
-    height = 1.8 * len(order)
-    fig, axes = plt.subplots(len(order), 1, figsize=(12, height), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(order), 1, figsize=(12, 1.8 * len(order)), sharex=True, squeeze=False)
     for ax, lead in zip(axes[:, 0], order):
         ax.plot(t, x[lead], color="k", lw=0.8)
         hot = values[lead] >= cut
@@ -158,9 +157,7 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time (s), last 10 s of the model input")
     axes[0, 0].set_title(title, fontsize=10)
-    # margins fixed in inches, whatever the number of leads: a tight crop would draw the figure twice
-    fig.subplots_adjust(left=0.8 / 12, right=1 - 0.15 / 12, bottom=0.55 / height, top=1 - 0.35 / height)
-    save_figure(fig, path, tight=False)
+    save_figure(fig, path)  # cropped to what is drawn: tick labels, lead names and titles of any width fit
 
 
 def _draw_patient(task: tuple) -> None:
@@ -227,14 +224,19 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int, th
     labels = predicted_labels(probs, thresholds, classes)
     titles = [patient_title(row["patient_id"], row["predicted"], row["score"], labels[i], row["true"])
               for i, row in index.iterrows()]
+    figures = [out / "patients" / f"{pid}.png" for pid in index["patient_id"]]
+    keep = set() if args.no_figures else set(figures)
+    for stale in (out / "patients").glob("*.png"):  # earlier runs' figures would describe other values
+        if stale not in keep:
+            stale.unlink()
     if not args.no_figures:
-        draw_patients(x.numpy(), values, titles, [out / "patients" / f"{pid}.png" for pid in index["patient_id"]],
-                      list(spec.leads), spec.sample_rate, args.top_leads, args.num_workers)
+        draw_patients(x.numpy(), values, titles, figures, list(spec.leads), spec.sample_rate, args.top_leads,
+                      args.num_workers)
     write_manifest(out / "shap.json", key, [out / "lead_importance.csv", out / "lead_importance.png"],
                    model_sha=file_sha(args.run.model), cache=str(settings_path))  # what the report checks
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
-    figures = "" if args.no_figures else f", {len(index)} patient figures"
-    print(f"wrote {values_path}, {index_path}, {out}/lead_importance.csv/.png{figures}")
+    drawn = "" if args.no_figures else f", {len(index)} patient figures"
+    print(f"wrote {values_path}, {index_path}, {out}/lead_importance.csv/.png{drawn}")
     return table
 
 
@@ -258,9 +260,13 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int, thres
                           "labels": [",".join(labels) or "-" for _, labels in diagnosed], "true": true})
     titles = [patient_title(path.stem, r["predicted"], r["score"], r["labels"], r["true"])
               for (path, _, _), (_, r) in zip(records, table.iterrows())]
-    if not args.no_figures:
-        draw_patients(x.numpy(), values, titles, [out / f"{name}.png" for name in output_names([p for p, _, _ in records])],
-                      list(spec.leads), spec.sample_rate, args.top_leads, args.num_workers)
+    figures = [out / f"{name}.png" for name in output_names([p for p, _, _ in records])]
+    if args.no_figures:
+        for stale in figures:  # an earlier figure of the same record would describe another explanation
+            stale.unlink(missing_ok=True)
+    else:
+        draw_patients(x.numpy(), values, titles, figures, list(spec.leads), spec.sample_rate, args.top_leads,
+                      args.num_workers)
     print(table.to_string(index=False))
     if not args.no_figures:
         print(f"wrote {len(records)} figure(s) to {out}")

@@ -64,14 +64,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+def _built_once(config, tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """The folder `name`, written by `build(folder)` once per test run and then only read: the processes of
     pytest-xdist share one copy (the run's temporary folder above theirs; the first to need it builds it
     under a lock while the others wait), so the synthetic databases are generated once, not once per
     process. A build that did not finish (its marker file missing) is started again."""
     root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # pytest-N: one per run, holding each worker's popen-gwK
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker (read from the config: a pytest that a test
+        root = root.parent              # starts inherits its worker's variables); pytest-N holds its popen-gwK
     root /= "built_once"
     folder, done = root / name, root / f"{name}.done"
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -85,10 +85,10 @@ def _built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> P
 
 
 @pytest.fixture(scope="session")
-def built_once(tmp_path_factory):
+def built_once(pytestconfig, tmp_path_factory):
     """built_once(name, build): the folder `name` (may hold a /), written by `build(folder)` once per test
     run, shared by the test processes, only read (see `_built_once`)."""
-    return lambda name, build: _built_once(tmp_path_factory, name, build)
+    return lambda name, build: _built_once(pytestconfig, tmp_path_factory, name, build)
 
 
 @pytest.fixture(scope="session")

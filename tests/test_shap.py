@@ -53,19 +53,21 @@ def test_values_figures_and_cache(tuned, prepared, tmp_path, capsys):
     shares = table.drop(index="average").to_numpy()
     np.testing.assert_allclose(np.nansum(shares, axis=1), 1.0, atol=1e-5)
 
-    for png in (out / "patients").iterdir():
-        png.unlink()
-    capsys.readouterr()
-    run(tuned, tmp_path, "--batch-size", "5", "--no-figures")  # the pass size is no part of the key: reused
-    printed = capsys.readouterr().out
-    assert "reusing cached SHAP values" in printed and "patient figures" not in printed
-    assert not list((out / "patients").iterdir())  # --no-figures: no figure per record,
-    assert pd.read_csv(out / "lead_importance.csv", index_col="class").equals(saved)  # the same population view
     first = next(cache.glob("values_*.npy"))
-    run(tuned, tmp_path, "--n-samples", "9", "--no-figures")  # other settings: a new entry replaces the old one
+    capsys.readouterr()
+    run(tuned, tmp_path, "--n-samples", "9", "--n-explain", "2")  # other settings: a new entry replaces the old
     assert "reusing" not in capsys.readouterr().out
     assert [p.name for p in cache.glob("values_*.npy")] != [first.name]
     assert len(list(cache.glob("values_*.npy"))) == len(list(cache.glob("index_*.csv"))) == 1
+    index = pd.read_csv(next(cache.glob("index_*.csv")), dtype={"patient_id": str})
+    figures = sorted(p.name for p in (out / "patients").iterdir())
+    assert figures == sorted(f"{pid}.png" for pid in index["patient_id"]) and len(figures) == 2  # none left over
+    saved = pd.read_csv(out / "lead_importance.csv", index_col="class")
+    run(tuned, tmp_path, "--n-samples", "9", "--n-explain", "2", "--batch-size", "5", "--no-figures")
+    printed = capsys.readouterr().out  # the pass size is no part of the key: reused
+    assert "reusing cached SHAP values" in printed and "patient figures" not in printed
+    assert not list((out / "patients").iterdir())  # --no-figures: no figure per record, not even an earlier one,
+    assert pd.read_csv(out / "lead_importance.csv", index_col="class").equals(saved)  # the same population view
 
 
 def test_without_tuned_thresholds_it_stops_naming_predict(copy_run, trained, tmp_path, capsys):
@@ -99,9 +101,9 @@ def test_record_explanation(tuned, prepared, synth_records, tmp_path):
     assert len(table) == 1 and table.loc[0, "predicted"] in CLASSES
     figures = tmp_path / "results" / prepared.name / tuned.name / "shap" / "records"
     assert (figures / "A0005.png").exists()
-    again = run(tuned, tmp_path / "again", "--record", str(synth_records / "A0005.hea"), "--no-figures")
+    again = run(tuned, tmp_path, "--record", str(synth_records / "A0005.hea"), "--no-figures")
     pd.testing.assert_frame_equal(again, table)
-    assert not list((tmp_path / "again").rglob("*.png"))
+    assert not (figures / "A0005.png").exists()  # the earlier figure is not left beside the new explanation
 
 
 def small_problem(prepared, n_background=8, n_explain=4):

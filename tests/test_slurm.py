@@ -146,10 +146,12 @@ def requeue_mid_training(ptbxl: Path, tmp_path: Path, started: list) -> None:
         time.sleep(0.05)
     pids = job_pids(job)
     signal_all(pids, signal.SIGSTOP)  # no further epoch from here on
-    epoch = peek_checkpoint(run / "last.pth")["epoch"]
-    assert epoch < EPOCHS
-    subprocess.run(["scontrol", "requeue", job], check=True)
-    signal_all(pids, signal.SIGKILL)  # now: the job would otherwise train on through KillWait (5 s) after SIGTERM
+    try:
+        epoch = peek_checkpoint(run / "last.pth")["epoch"]
+        assert epoch < EPOCHS
+        subprocess.run(["scontrol", "requeue", job], check=True)
+    finally:  # now (the job would otherwise train on through KillWait, 5 s after SIGTERM), and never left stopped
+        signal_all(pids, signal.SIGKILL)
     rc, out, err = finish(proc)
     assert rc == 0, err[-2000:]
     log = (run / "slurm" / f"{job}.out").read_text()
