@@ -1,5 +1,6 @@
 """Shared fixtures: the synthetic databases, the tiny trained run and the helpers several test files use.
-Each database and run is built once per test session; treat them as read-only (copy what a test changes)."""
+Each database and run is built once per test process (the synthetic records once per run, shared by the
+processes: `built_once`); treat them as read-only (copy what a test changes)."""
 from __future__ import annotations
 
 import fcntl
