@@ -198,7 +198,8 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int, th
     x = stack_inputs(test_ds, ex_rows)
     probs = probabilities(model, x, device)
     settings_path = store / f"settings_{key}.json"
-    if outputs_current(settings_path, key):
+    reused = outputs_current(settings_path, key)
+    if reused:
         print(f"reusing cached SHAP values {values_path}")
         values = np.load(values_path)
         index = pd.read_csv(index_path, dtype={"patient_id": str}, keep_default_na=False)
@@ -235,8 +236,9 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int, th
     write_manifest(out / "shap.json", key, [out / "lead_importance.csv", out / "lead_importance.png"],
                    model_sha=file_sha(args.run.model), cache=str(settings_path))  # what the report checks
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
+    computed = "" if reused else f"{values_path}, {index_path}, "
     drawn = "" if args.no_figures else f", {len(index)} patient figures"
-    print(f"wrote {values_path}, {index_path}, {out}/lead_importance.csv/.png{drawn}")
+    print(f"wrote {computed}{out}/lead_importance.csv/.png{drawn}")
     return table
 
 

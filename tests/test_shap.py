@@ -66,6 +66,7 @@ def test_values_figures_and_cache(tuned, prepared, tmp_path, capsys):
     run(tuned, tmp_path, "--n-samples", "9", "--n-explain", "2", "--batch-size", "5", "--no-figures")
     printed = capsys.readouterr().out  # the pass size is no part of the key: reused
     assert "reusing cached SHAP values" in printed and "patient figures" not in printed
+    assert "wrote " + str(out) in printed  # the cached values and index are not said to be written again
     assert not list((out / "patients").iterdir())  # --no-figures: no figure per record, not even an earlier one,
     assert pd.read_csv(out / "lead_importance.csv", index_col="class").equals(saved)  # the same population view
 
