@@ -10,14 +10,15 @@ the cache changes (or --force).
 
 Classifiers as the original configured them (one-vs-rest LogisticRegression(lbfgs, max_iter 1000) on
 unscaled features, RandomForest(300 trees, depth 10), LightGBM(100 trees); a native multi-label
-MLPClassifier((100, 50), max_iter 500)), seeded with --seed; --standardize scales inputs for LR and MLP.
+MLPClassifier((100, 50), max_iter 500)), seeded with --seed; --standardize scales inputs for LR and MLP;
+--trees N grows N trees in the forest and N boosting rounds (a quick look; the demo's preset uses 50).
 Each classifier is a Scorer (trained on the training folds, it scores the validation and test records) and
 goes through the same evaluator as the deep model (utils.evaluate_scorer): one threshold per class tuned on validation,
 metrics with bootstrap 95 % CIs, ECE and Brier (and, with --calibrate, temperature scaling) on the test fold
 (the same seeded 8/1/1 split as main.py; --test-fold k or --cv for cross-validation as in cross_validate.py).
 
 Outputs, under results/<db>/ (<tag>: leads, then _hr with --heart-rate, _std with --standardize, _seed<N> for
-a seed other than 42, so no two variants overwrite each other):
+a seed other than 42, _trees<N> with --trees and RF or LGB, so no two variants overwrite each other):
     baselines/<tag>/<classifier>/            the evaluator's files: val/test scores, metrics, figures, manifest
     baselines/<tag>/fold<k>/<classifier>/    the same for test fold k (--test-fold k, or fold k of --cv)
     baselines_<tag>.csv/.json                one row per classifier: F1 per class, mean F1 and AUC with CIs
@@ -74,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED, help="fold split and classifier seed, %(type)s")
     p.add_argument("--standardize", action="store_true",
                    help="standardise features for LR and MLP (the original fed them unscaled)")
+    p.add_argument("--trees", type=bounded_int(1, 10_000), default=None,
+                   help="RF's trees and LightGBM's boosting rounds (default: the original's, 300 and 100), %(type)s")
     split = p.add_mutually_exclusive_group()
     split.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                        help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
@@ -88,13 +91,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="processes computing features (0 or 1: this process), %(type)s")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="recompute features.csv and refit every classifier")
-    return parse_with_preset(p, argv, "baselines_cv")
+    return parse_with_preset(p, argv, "baselines")
 
 
-def make_classifier(name: str, seed: int, standardize: bool = False):
+def make_classifier(name: str, seed: int, standardize: bool = False, trees: int | None = None):
     """The original's classifiers and settings, seeded (the original set no seeds): one-vs-rest where the
     estimator is single-label, the MLP natively multi-label. `standardize` puts a StandardScaler in
-    front of LR and MLP (the original fed them unscaled features)."""
+    front of LR and MLP (the original fed them unscaled features); `trees` replaces the ensembles' sizes."""
     from lightgbm import LGBMClassifier
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -106,9 +109,10 @@ def make_classifier(name: str, seed: int, standardize: bool = False):
     if name == "LR":
         clf = OneVsRestClassifier(LogisticRegression(solver="lbfgs", max_iter=1000, random_state=seed))
     elif name == "RF":
-        return OneVsRestClassifier(RandomForestClassifier(n_estimators=300, max_depth=10, random_state=seed, n_jobs=-1))
+        return OneVsRestClassifier(RandomForestClassifier(n_estimators=trees or 300, max_depth=10, random_state=seed,
+                                                          n_jobs=-1))
     elif name == "LGB":
-        return OneVsRestClassifier(LGBMClassifier(n_estimators=100, random_state=seed, verbose=-1, n_jobs=2))
+        return OneVsRestClassifier(LGBMClassifier(n_estimators=trees or 100, random_state=seed, verbose=-1, n_jobs=2))
     elif name == "MLP":
         clf = MLPClassifier(hidden_layer_sizes=(100, 50), max_iter=500, random_state=seed)
     else:
@@ -128,6 +132,7 @@ class BaselineRun:
     heart_rate: bool = False
     standardize: bool = False
     seed: int = DEFAULT_SEED
+    trees: int | None = None  # RF's and LightGBM's size when not the original's (None where neither runs)
     fixed_split: dict | None = None  # the database's own split (utils.data_split_rule), else the seeded one
     n_bootstrap: int = 1000
     calibrate: bool = False
@@ -139,14 +144,15 @@ class BaselineRun:
         return cls(data_dir=args.data_dir, results_dir=args.results_dir,
                    classes=tuple(data_label_set(args.data_dir)["classes"]), classifiers=tuple(args.classifier),
                    leads=tuple(args.leads), heart_rate=args.heart_rate, standardize=args.standardize, seed=args.seed,
+                   trees=args.trees if {"RF", "LGB"} & set(args.classifier) else None,
                    fixed_split=data_split_rule(args.data_dir), n_bootstrap=args.n_bootstrap, calibrate=args.calibrate,
                    figures=not args.no_figures, force=args.force)
 
     @property
     def tag(self) -> str:
-        """leads, _hr, _std, _seed<N>: one name per variant, so variants never overwrite each other."""
+        """leads, _hr, _std, _seed<N>, _trees<N>: one name per variant, so variants never overwrite each other."""
         return (f"{leads_tag(self.leads)}{'_hr' if self.heart_rate else ''}{'_std' if self.standardize else ''}"
-                f"{f'_seed{self.seed}' if self.seed != DEFAULT_SEED else ''}")
+                f"{f'_seed{self.seed}' if self.seed != DEFAULT_SEED else ''}{f'_trees{self.trees}' if self.trees else ''}")
 
     @property
     def db_dir(self) -> Path:
@@ -171,13 +177,14 @@ class FeatureClassifier:
     classes: tuple[str, ...]
     seed: int
     standardize: bool = False
+    trees: int | None = None
 
     def score(self) -> Scores:
         import warnings
 
         X = {k: v[self.columns].to_numpy() for k, v in self.splits.items()}
         Y = {k: v[list(self.classes)].to_numpy().astype(int) for k, v in self.splits.items()}
-        clf = make_classifier(self.name, self.seed, self.standardize)
+        clf = make_classifier(self.name, self.seed, self.standardize, self.trees)
         with warnings.catch_warnings():  # a class absent from a small training fold; MLP iteration limits
             warnings.simplefilter("ignore")
             clf.fit(X["train"], Y["train"])
@@ -218,13 +225,13 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
         folder = run.folder(name, test_fold)
         info = {"classifier": name, "data_dir": str(run.data_dir), "database": database_name(run.data_dir),
                 "test_fold": test_fold, "leads": list(run.leads), "heart_rate": run.heart_rate,
-                "standardize": run.standardize, "features": len(cols)}
+                "standardize": run.standardize, "trees": run.trees, "features": len(cols)}
         options = EvalOptions(folder, run.classes, n_bootstrap=run.n_bootstrap, seed=run.seed, figures=figures,
                               calibrate=run.calibrate, info=info, title=f"{name}, {desc if test_fold else 'test fold'}",
                               key=fingerprint([data_key, FEATURE_VERSION, name, run.tag, run.seed, test_fold,
                                                run.n_bootstrap, run.calibrate, figures, len(cols)]))
-        evaluate_scorer(FeatureClassifier(name, splits, cols, run.classes, run.seed, run.standardize), options,
-                        force=run.force, what=f"{name} on these features and split (not refitted)")
+        scorer = FeatureClassifier(name, splits, cols, run.classes, run.seed, run.standardize, run.trees)
+        evaluate_scorer(scorer, options, force=run.force, what=f"{name} on these features and split (not refitted)")
         rows.append(summary_row(name, folder.summary(), run.db_dir))
     return rows, len(splits["test"])
 

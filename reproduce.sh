@@ -69,7 +69,7 @@ run="$data/runs/$preset"  # the 12-lead run every later stage is about
 timed preprocess python preprocess.py --data-dir "$data"
 timed "dataset table" python statistic.py --data-dir "$data"
 timed "ECG figures" python visualize.py --record "$(find "$data" -not -path '*/runs/*' \( -name '*.hea' -o -name '*.mat' \) | sort | head -n 1)"
-timed "expert-feature baselines" python baselines.py --data-dir "$data" --classifier all
+timed "expert-feature baselines" python baselines.py --data-dir "$data" --preset "$preset" --classifier all
 timed "baselines, 10-fold cross-validation" python baselines.py --data-dir "$data" --preset "$preset" --cv
 timed "train the 12-lead model" python main.py --data-dir "$data" --preset "$preset" --run "$run"
 timed evaluate python predict.py --run "$run" --preset "$preset"

@@ -25,7 +25,7 @@ BASE = {  # the least each command needs to parse
     "benchmark": ["score", "--scores", "s.csv", "--out", "o.csv"], "transfer": ["--source", "m"],
 }
 STAGES = {"main": "train", "cross_database": "train", "cross_validate": "study", "lead_study": "study",
-          "predict": "evaluate", "shap_values": "shap", "baselines": "baselines_cv", "transfer": "transfer"}
+          "predict": "evaluate", "shap_values": "shap", "baselines": "baselines", "transfer": "transfer"}
 
 
 class _Built(Exception):

@@ -94,42 +94,35 @@ def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, ca
 
 
 @pytest.mark.slow
-def test_classifiers_beat_chance(tmp_path, monkeypatch):
+def test_classifiers_beat_chance(tmp_path):
     """300 short records, so the 30-record test fold says something about each classifier; each one is
     evaluated by the shared evaluator into its own folder, and the summary repeats those evaluations.
-    The ensembles grow 30 trees instead of the original's 300 and 100 (the configuration is pinned by
-    test_classifiers_are_configured_as_the_original): on 240 training records they beat chance as well,
-    in a third of the time."""
+    The ensembles grow 30 trees (--trees) instead of the original's 300 and 100 (the configuration is
+    pinned by test_classifiers_are_configured_as_the_original): on 240 training records they beat chance
+    as well, in a third of the time."""
     import preprocess
     import synth
-    original = baselines.make_classifier
 
-    def fewer_trees(name, seed, *args, **kwargs):
-        clf = original(name, seed, *args, **kwargs)
-        if name in ("RF", "LGB"):
-            clf.estimator.set_params(n_estimators=30)
-        return clf
-
-    monkeypatch.setattr(baselines, "make_classifier", fewer_trees)
     data, results = tmp_path / "d", tmp_path / "r"
     synth.main(["--out", str(data), "--n", "300", "--seed", "11", "--max-seconds", "8"])
     preprocess.main(["--data-dir", str(data)])
     table = baselines.main(["--data-dir", str(data), "--classifier", "all", "--results-dir", str(results),
-                            "--n-bootstrap", "200", "--no-figures"])
+                            "--n-bootstrap", "200", "--no-figures", "--trees", "30"])
     table = table.set_index("classifier")
     assert list(table.index) == ["LR", "RF", "LGB", "MLP"]
     assert (table["mean_auc"] > 0.7).all(), table["mean_auc"]
     assert (table["mean_f1"] > 0.3).all(), table["mean_f1"]
     assert ((table["mean_f1_lo"] < table["mean_f1"]) & (table["mean_f1"] < table["mean_f1_hi"])).all()
-    saved = pd.read_csv(results / data.name / "baselines_all.csv").set_index("classifier")
+    saved = pd.read_csv(results / data.name / "baselines_all_trees30.csv").set_index("classifier")
     pd.testing.assert_frame_equal(saved.drop(columns="untunable"), table.drop(columns=["thresholds", "untunable"]),
                                   check_dtype=False)
     splits = split_labels(load_labels(data), 42)  # the seeded 8/1/1 split: validation fold 4, test fold 7
     for name, row in table.iterrows():
-        folder = results / data.name / "baselines" / "all" / name
-        assert row["results"] == f"baselines/all/{name}"
+        folder = results / data.name / "baselines" / "all_trees30" / name
+        assert row["results"] == f"baselines/all_trees30/{name}"
         got = read_evaluation(folder)
         assert got["current"] and got["info"]["classifier"] == name and got["n_bootstrap"] == 200
+        assert got["info"]["trees"] == 30
         assert got["metrics"].loc["mean", "f1"] == pytest.approx(row["mean_f1"])
         assert got["metrics"].loc["AF", "auc"] == pytest.approx(row["auc_AF"])
         assert got["thresholds"].tolist() == pytest.approx(list(row["thresholds"].values()), nan_ok=True)
@@ -146,8 +139,22 @@ def test_classifiers_beat_chance(tmp_path, monkeypatch):
     assert summary["results"][0]["mean_f1"] == pytest.approx(lead["mean_f1"].item())
     variant = read_evaluation(results / data.name / "baselines" / "V1_std" / "LR")
     assert variant["current"] and variant["info"]["leads"] == ["V1"] and variant["info"]["features"] == 53
-    assert read_evaluation(results / data.name / "baselines" / "all" / "LR")["current"]  # not overwritten
+    assert read_evaluation(results / data.name / "baselines" / "all_trees30" / "LR")["current"]  # not overwritten
     assert lead["mean_f1"].item() != pytest.approx(table.loc["LR", "mean_f1"])
+
+
+def test_trees_sizes_the_ensembles_alone_and_names_its_own_variant(prepared):
+    rf, lgb, lr = (baselines.make_classifier(name, 0, trees=7) for name in ("RF", "LGB", "LR"))
+    assert rf.estimator.n_estimators == 7 and rf.estimator.max_depth == 10 and lgb.estimator.n_estimators == 7
+    assert lr.estimator.get_params() == baselines.make_classifier("LR", 0).estimator.get_params()
+
+    def tag(*argv):
+        return baselines.BaselineRun.from_args(baselines.parse_args(["--data-dir", str(prepared), *argv])).tag
+
+    assert tag() == "all" and tag("--trees", "50") == "all_trees50" and tag("--trees", "50", "--classifier", "RF") \
+        == "all_trees50"
+    assert tag("--trees", "50", "--classifier", "LR,MLP") == "all"  # no ensemble: the same variant as without
+    assert tag("--preset", "demo", "--classifier", "all") == "all_trees50" and tag("--preset", "demo") == "all"
 
 
 def test_classifiers_are_configured_as_the_original():

@@ -213,6 +213,7 @@ def test_deterministic_mode_restores_the_callers_settings():
     before = torch.get_num_threads()
     with deterministic_mode(True, torch.device("cpu")):
         assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
     assert torch.get_num_threads() == before and not torch.are_deterministic_algorithms_enabled()
 
 
