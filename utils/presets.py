@@ -49,8 +49,11 @@ PRESETS: dict[str, dict[str, dict]] = {
                   "lr": 3e-3, "num_workers": 0},
         # 23 runs of seconds each: a quarter of the channels (16-128), 6 epochs (at 2 epochs of the full width
         # the 12-lead model barely learnt: mean AUC 0.59 against 0.81)
+        # Two runs side by side, a thread each: these small convolutions use a second thread poorly (lead
+        # study 19 s against 21-23 s, cross-validation 18 s against 22 s on 2 cores; the benchmark's four
+        # runs and the transfer study's gain less than two workers' start-up)
         "study": {"arch": "resnet10", "arch_arg": ["width=16"], "seconds": 5.0, "sample_rate": 100, "epochs": 6,
-                  "lr": 3e-3, "limit": 300, "num_workers": 0, "n_bootstrap": 200},
+                  "lr": 3e-3, "limit": 300, "num_workers": 0, "n_bootstrap": 200, "jobs": 2},
         "evaluate": {"num_workers": 0},
         "shap": {"n_explain": 40},
         # the cross-validation fits LR alone (ten folds); the single split's ensembles grow 50 trees, not the
