@@ -136,8 +136,8 @@ def plot_heatmap(table: pd.DataFrame, path: Path) -> None:
 
 def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, title: str, top: int,
                  path: Path) -> None:
-    """The last 10 s of the `top` leads with the highest mean SHAP; samples in the top 2 % of the
-    record's positive SHAP values are marked in red."""
+    """The last 10 s (all of a shorter input) of the `top` leads with the highest mean SHAP; samples in
+    the top 2 % of the record's positive SHAP values are marked in red."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -155,7 +155,7 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
         ax.scatter(t[hot], x[lead][hot], color="red", s=6, zorder=3)
         ax.set_ylabel(f"{leads[lead]} (mV)")
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("time (s), last 10 s of the model input")
+    axes[-1, 0].set_xlabel(f"time (s), last {n / fs:g} s of the model input")
     axes[0, 0].set_title(title, fontsize=10)
     save_figure(fig, path)  # cropped to what is drawn: tick labels, lead names and titles of any width fit
 

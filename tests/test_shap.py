@@ -12,7 +12,7 @@ import predict
 import shap_values
 from models.explain import explain, recurrent_gradients
 from models.run import Run
-from utils.labels import CLASSES
+from utils.labels import CLASSES, LEADS
 
 FAST = ["--background", "8", "--n-explain", "4", "--n-samples", "8"]
 
@@ -256,3 +256,19 @@ def test_every_registered_architecture_can_be_explained():
         values, top = explain(model, background, x, nsamples=2, batch_size=4, seed=0, device=torch.device("cpu"))
         assert values.shape == (2, 12, n) and np.isfinite(values).all() and np.abs(values).max() > 0, name
         assert set(top) <= set(range(9)) and not any(m.training for m in model.modules()), name
+
+
+@pytest.mark.parametrize("seconds,shown", [(5, "5"), (2.5, "2.5"), (30, "10")])
+def test_patient_figure_says_how_many_seconds_it_shows(seconds, shown, monkeypatch, tmp_path):
+    """The figure draws the last 10 s of the model input, or all of a shorter one, and its axis says which."""
+    drawn = []
+    monkeypatch.setattr(shap_values, "save_figure", lambda fig, path: drawn.append(fig))
+    fs = 100
+    n = int(seconds * fs)
+    x = np.random.default_rng(0).normal(size=(12, n))
+    shap_values.plot_patient(x, x * 0.01, list(LEADS), fs, "t", 2, tmp_path / "p.png")
+    axis = drawn[0].axes[-1]
+    assert axis.get_xlabel() == f"time (s), last {shown} s of the model input"
+    assert axis.lines[0].get_xdata()[-1] == pytest.approx(min(seconds, 10) - 1 / fs)
+    import matplotlib.pyplot as plt
+    plt.close(drawn[0])
