@@ -47,7 +47,7 @@ from utils.manifest import file_sha, outputs_current, write_manifest
 from utils.parallel import parallel_map
 from utils.labels import get_label_set
 from utils.records import read_records
-from utils.cli import MAX_WORKERS, bounded_int, folder_path, seed_int
+from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given, folder_path, seed_int
 from utils.presets import parse_with_preset
 from utils.defaults import DEFAULT_RESULTS_DIR
 
@@ -75,7 +75,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--seed", type=seed_int, default=0, help="draws of background records and references, %(type)s")
     p.add_argument("--use-gpu", action="store_true")
-    return parse_with_preset(p, argv, "shap")
+    args = parse_with_preset(p, argv, "shap")
+    for flag in ("--top-leads", "--num-workers"):  # both only shape the figures that --no-figures leaves out
+        if args.no_figures and flag_given(p, argv, flag):
+            flag_error(p, flag, "sets how the patient figures are drawn, and --no-figures draws none")
+    return args
 
 
 def background_rows(train_ds: ECGDataset, n: int, seed: int) -> np.ndarray:

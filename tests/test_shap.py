@@ -272,3 +272,13 @@ def test_patient_figure_says_how_many_seconds_it_shows(seconds, shown, monkeypat
     assert axis.lines[0].get_xdata()[-1] == pytest.approx(min(seconds, 10) - 1 / fs)
     import matplotlib.pyplot as plt
     plt.close(drawn[0])
+
+
+@pytest.mark.parametrize("flag,value", [("--top-leads", "2"), ("--num-workers", "0")])
+def test_a_figure_setting_with_no_figures_exits_2_naming_it(flag, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        shap_values.parse_args(["--run", "m", "--no-figures", flag, value])
+    assert e.value.code == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and f"argument {flag}" in errors[0] and "--no-figures draws none" in errors[0]
+    assert shap_values.parse_args(["--run", "m", flag, value]).no_figures is False  # alone, accepted
