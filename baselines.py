@@ -46,12 +46,13 @@ from utils.labels import leads_argument, leads_tag
 from utils.results import Summary
 from utils.tables import Column, ci_columns, format_mean_sd, markdown_table, table_frame
 from utils.features import FEATURE_VERSION, feature_columns, load_or_compute_features
-from utils.cli import MAX_WORKERS, bounded_int, folder_path, seed_int
+from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given, folder_path, seed_int
 from utils.presets import parse_with_preset
 from utils.results import EvaluationFolder, baselines_folder, results_home
 from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 CLASSIFIERS = ("LR", "RF", "LGB", "MLP")
+ORIGINAL_TREES = {"RF": 300, "LGB": 100}  # the original's ensemble sizes: RF's trees, LightGBM's boosting rounds
 DEFAULT_SEED = 42
 
 
@@ -76,7 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--standardize", action="store_true",
                    help="standardise features for LR and MLP (the original fed them unscaled)")
     p.add_argument("--trees", type=bounded_int(1, 10_000), default=None,
-                   help="RF's trees and LightGBM's boosting rounds (default: the original's, 300 and 100), %(type)s")
+                   help="RF's trees and LightGBM's boosting rounds (default: the original's, "
+                        f"{ORIGINAL_TREES['RF']} and {ORIGINAL_TREES['LGB']}), %(type)s")
     split = p.add_mutually_exclusive_group()
     split.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                        help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
@@ -91,7 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="processes computing features (0 or 1: this process), %(type)s")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="recompute features.csv and refit every classifier")
-    return parse_with_preset(p, argv, "baselines")
+    args = parse_with_preset(p, argv, "baselines")
+    if flag_given(p, argv, "--trees") and not set(ORIGINAL_TREES) & set(args.classifier):
+        flag_error(p, "--trees", f"sizes RF and LGB, and --classifier {','.join(args.classifier)} runs neither")
+    return args
 
 
 def make_classifier(name: str, seed: int, standardize: bool = False, trees: int | None = None):
@@ -109,10 +114,11 @@ def make_classifier(name: str, seed: int, standardize: bool = False, trees: int 
     if name == "LR":
         clf = OneVsRestClassifier(LogisticRegression(solver="lbfgs", max_iter=1000, random_state=seed))
     elif name == "RF":
-        return OneVsRestClassifier(RandomForestClassifier(n_estimators=trees or 300, max_depth=10, random_state=seed,
-                                                          n_jobs=-1))
+        return OneVsRestClassifier(RandomForestClassifier(n_estimators=trees or ORIGINAL_TREES["RF"], max_depth=10,
+                                                          random_state=seed, n_jobs=-1))
     elif name == "LGB":
-        return OneVsRestClassifier(LGBMClassifier(n_estimators=trees or 100, random_state=seed, verbose=-1, n_jobs=2))
+        return OneVsRestClassifier(LGBMClassifier(n_estimators=trees or ORIGINAL_TREES["LGB"], random_state=seed,
+                                                  verbose=-1, n_jobs=2))
     elif name == "MLP":
         clf = MLPClassifier(hidden_layer_sizes=(100, 50), max_iter=500, random_state=seed)
     else:
@@ -132,7 +138,7 @@ class BaselineRun:
     heart_rate: bool = False
     standardize: bool = False
     seed: int = DEFAULT_SEED
-    trees: int | None = None  # RF's and LightGBM's size when not the original's (None where neither runs)
+    trees: int | None = None  # RF's and LightGBM's size when not the original's (None also where neither runs)
     fixed_split: dict | None = None  # the database's own split (utils.data_split_rule), else the seeded one
     n_bootstrap: int = 1000
     calibrate: bool = False
@@ -144,15 +150,16 @@ class BaselineRun:
         return cls(data_dir=args.data_dir, results_dir=args.results_dir,
                    classes=tuple(data_label_set(args.data_dir)["classes"]), classifiers=tuple(args.classifier),
                    leads=tuple(args.leads), heart_rate=args.heart_rate, standardize=args.standardize, seed=args.seed,
-                   trees=args.trees if {"RF", "LGB"} & set(args.classifier) else None,
+                   trees=args.trees if set(ORIGINAL_TREES) & set(args.classifier) else None,
                    fixed_split=data_split_rule(args.data_dir), n_bootstrap=args.n_bootstrap, calibrate=args.calibrate,
                    figures=not args.no_figures, force=args.force)
 
     @property
     def tag(self) -> str:
         """leads, _hr, _std, _seed<N>, _trees<N>: one name per variant, so variants never overwrite each other."""
-        return (f"{leads_tag(self.leads)}{'_hr' if self.heart_rate else ''}{'_std' if self.standardize else ''}"
-                f"{f'_seed{self.seed}' if self.seed != DEFAULT_SEED else ''}{f'_trees{self.trees}' if self.trees else ''}")
+        parts = [leads_tag(self.leads), "_hr" if self.heart_rate else "", "_std" if self.standardize else "",
+                 f"_seed{self.seed}" if self.seed != DEFAULT_SEED else "", f"_trees{self.trees}" if self.trees else ""]
+        return "".join(parts)
 
     @property
     def db_dir(self) -> Path:
@@ -225,7 +232,8 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
         folder = run.folder(name, test_fold)
         info = {"classifier": name, "data_dir": str(run.data_dir), "database": database_name(run.data_dir),
                 "test_fold": test_fold, "leads": list(run.leads), "heart_rate": run.heart_rate,
-                "standardize": run.standardize, "trees": run.trees, "features": len(cols)}
+                "standardize": run.standardize, "features": len(cols),
+                **({"trees": run.trees or ORIGINAL_TREES[name]} if name in ORIGINAL_TREES else {})}
         options = EvalOptions(folder, run.classes, n_bootstrap=run.n_bootstrap, seed=run.seed, figures=figures,
                               calibrate=run.calibrate, info=info, title=f"{name}, {desc if test_fold else 'test fold'}",
                               key=fingerprint([data_key, FEATURE_VERSION, name, run.tag, run.seed, test_fold,
@@ -277,7 +285,7 @@ def main(argv=None) -> pd.DataFrame:
     write_csv(table_frame(rows, summary_columns(run.classes)), out.with_suffix(".csv"))
     write_json(jsonable({"data_dir": str(run.data_dir), "seed": run.seed, "test_fold": args.test_fold,
                          "leads": list(run.leads), "heart_rate": run.heart_rate, "standardize": run.standardize,
-                         "n_test": n_test, "n_bootstrap": run.n_bootstrap, "results": rows}),
+                         "trees": run.trees, "n_test": n_test, "n_bootstrap": run.n_bootstrap, "results": rows}),
                out.with_suffix(".json"))
     print(f"test-fold F1 per class ({n_test} records; thresholds tuned on validation), as in the paper's table"
           f"{'; mean F1 and AUC with 95 % bootstrap CIs' if run.n_bootstrap else ''}:")

@@ -1,7 +1,7 @@
 """10-fold cross-validation of the deep model, the way the paper's supplement reports it.
 
     python cross_validate.py --data-dir data/CPSC --use-gpu                    # the paper's settings
-    python cross_validate.py --data-dir data/demo --preset demo --jobs 2                  # the demo\'s small runs
+    python cross_validate.py --data-dir data/demo --preset demo                  # the demo\'s small runs
 
 Run k (k = 1..10) tests on fold k, validates (best epoch, thresholds) on fold k % 10 + 1 and trains on
 the other eight, so every record is tested exactly once. Each run is a training + evaluation with

@@ -1,7 +1,7 @@
 """The paper's lead comparison: train and evaluate each single lead and all 12 with identical settings.
 
     python lead_study.py --data-dir data/CPSC --use-gpu                       # the paper's settings
-    python lead_study.py --data-dir data/demo --preset demo --jobs 2                  # the demo\'s small runs
+    python lead_study.py --data-dir data/demo --preset demo                  # the demo\'s small runs
 
 Trains and evaluates `all` and each of the 12 leads (runs data/<db>/runs/study_<arch>_<lead>_<seed>/),
 then writes results/<db>/lead_study.csv and .md (per lead: test-fold mean F1 and AUC with bootstrap

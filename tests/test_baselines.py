@@ -113,6 +113,7 @@ def test_classifiers_beat_chance(tmp_path):
     assert (table["mean_auc"] > 0.7).all(), table["mean_auc"]
     assert (table["mean_f1"] > 0.3).all(), table["mean_f1"]
     assert ((table["mean_f1_lo"] < table["mean_f1"]) & (table["mean_f1"] < table["mean_f1_hi"])).all()
+    assert json.loads((results / data.name / "baselines_all_trees30.json").read_text())["trees"] == 30
     saved = pd.read_csv(results / data.name / "baselines_all_trees30.csv").set_index("classifier")
     pd.testing.assert_frame_equal(saved.drop(columns="untunable"), table.drop(columns=["thresholds", "untunable"]),
                                   check_dtype=False)
@@ -122,7 +123,7 @@ def test_classifiers_beat_chance(tmp_path):
         assert row["results"] == f"baselines/all_trees30/{name}"
         got = read_evaluation(folder)
         assert got["current"] and got["info"]["classifier"] == name and got["n_bootstrap"] == 200
-        assert got["info"]["trees"] == 30
+        assert got["info"].get("trees") == {"RF": 30, "LGB": 30}.get(name)  # the size each one grew; LR, MLP: none
         assert got["metrics"].loc["mean", "f1"] == pytest.approx(row["mean_f1"])
         assert got["metrics"].loc["AF", "auc"] == pytest.approx(row["auc_AF"])
         assert got["thresholds"].tolist() == pytest.approx(list(row["thresholds"].values()), nan_ok=True)
@@ -143,7 +144,9 @@ def test_classifiers_beat_chance(tmp_path):
     assert lead["mean_f1"].item() != pytest.approx(table.loc["LR", "mean_f1"])
 
 
-def test_trees_sizes_the_ensembles_alone_and_names_its_own_variant(prepared):
+def test_trees_sizes_the_ensembles_alone_and_names_its_own_variant(prepared, capsys):
+    """--trees changes RF's and LightGBM's sizes and nothing else, files its results apart from the
+    original configuration's, and is refused where no ensemble runs (a preset's value is not)."""
     rf, lgb, lr = (baselines.make_classifier(name, 0, trees=7) for name in ("RF", "LGB", "LR"))
     assert rf.estimator.n_estimators == 7 and rf.estimator.max_depth == 10 and lgb.estimator.n_estimators == 7
     assert lr.estimator.get_params() == baselines.make_classifier("LR", 0).estimator.get_params()
@@ -153,8 +156,11 @@ def test_trees_sizes_the_ensembles_alone_and_names_its_own_variant(prepared):
 
     assert tag() == "all" and tag("--trees", "50") == "all_trees50" and tag("--trees", "50", "--classifier", "RF") \
         == "all_trees50"
-    assert tag("--trees", "50", "--classifier", "LR,MLP") == "all"  # no ensemble: the same variant as without
     assert tag("--preset", "demo", "--classifier", "all") == "all_trees50" and tag("--preset", "demo") == "all"
+    with pytest.raises(SystemExit) as e:
+        tag("--trees", "50", "--classifier", "LR,MLP")
+    assert e.value.code == 2
+    assert "argument --trees: sizes RF and LGB, and --classifier LR,MLP runs neither" in capsys.readouterr().err
 
 
 def test_classifiers_are_configured_as_the_original():

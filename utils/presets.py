@@ -56,9 +56,10 @@ PRESETS: dict[str, dict[str, dict]] = {
                   "lr": 3e-3, "limit": 300, "num_workers": 0, "n_bootstrap": 200, "jobs": 2},
         "evaluate": {"num_workers": 0},
         "shap": {"n_explain": 40},
-        # the cross-validation fits LR alone (ten folds); the single split's ensembles grow 50 trees, not the
-        # original's 300 and 100 rounds: on the demo's data 15 s instead of 29 s for the stage, the classifiers
-        # ranked alike by test AUC (RF 0.772 against 0.800, LGB 0.813 against 0.820)
+        # baselines.py --preset demo fits LR alone (its ten-fold --cv); with --classifier all (reproduce.sh's
+        # single split) RF and LightGBM grow 50 trees, not the original's 300 and 100 rounds: on the demo's
+        # data 16-18 s instead of 26-33 s for the stage, ranked alike by test AUC (RF 0.772 against 0.800,
+        # LGB 0.813 against 0.820)
         "baselines": {"classifier": "LR", "trees": 50},
         # two tasks x two convolutional architectures of the benchmark on synthetic PTB-XL, in about 20 s (an
         # LSTM, whose step on a CPU is several times theirs, would double it)
