@@ -2,6 +2,7 @@
 and killing the parent stops its workers."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -71,3 +72,18 @@ def test_a_killed_worker_of_a_parallel_stage_is_an_error_not_a_hang():
         parallel_map(subprocess.check_output, tasks, 2, "decode", chunksize=1, serial_up_to=0)
     assert parallel_map(subprocess.check_output, [["echo", str(i)] for i in range(5)], 2, "echo", chunksize=2,
                         serial_up_to=0) == [f"{i}\n".encode() for i in range(5)]
+
+
+def test_two_workers_printing_at_once_never_run_their_lines_together(tmp_path):
+    """Unbuffered, as reproduce.sh runs the commands, print writes a line's text and its newline apart:
+    two workers printing at once into one file glued lines together (thousands in 0.4 s)."""
+    spam = ("import time\ntime.sleep(max(0, {start} - time.time()))\n"
+            "while time.time() < {start} + 0.4: print('worker {k} ' + 'x' * 40)")
+    code = ("import time; from utils.parallel import process_map; start = time.time() + 1.5; "
+            f"process_map(exec, [{spam!r}.format(start=start, k=k) for k in (0, 1)], 2)")
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:
+        subprocess.run([sys.executable, "-c", code], stdout=f, cwd=Path(__file__).resolve().parents[1], timeout=60,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=True)
+    lines = out.read_text().splitlines()
+    assert set(lines) == {"worker 0 " + "x" * 40, "worker 1 " + "x" * 40}, [ln for ln in lines if len(ln) != 49][:3]

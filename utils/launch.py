@@ -204,14 +204,35 @@ def launch(tasks: Sequence[Task], launcher: Launcher, initializer: Callable | No
         if len(tasks) == 1 and not outcomes[0].ok:
             raise PipelineError(outcomes[0].value)
     else:
-        outcomes = process_map(_call, [(t.fn, t.args) for t in tasks], launcher.jobs, initializer=initializer,
-                               initargs=initargs)
+        outcomes = _side_by_side(list(tasks), launcher.jobs, initializer, initargs)
     failed = []
     for t, outcome in zip(tasks, outcomes):
         if not outcome.ok:
             failed.append(_failed(t, str(outcome.value)))
     _raise_failed(failed, len(tasks))
     return [o.value for o in outcomes]
+
+
+def _side_by_side(tasks: list[Task], jobs: int, initializer: Callable | None, initargs: tuple) -> list[TaskOutcome]:
+    """--jobs N: the tasks whose result is current are gathered here and no worker is started for them
+    (a worker's imports alone take seconds: a rerun of a finished study would start them for nothing);
+    the others run in up to N processes, or in this one when one is left."""
+    outcomes: list[TaskOutcome | None] = [None] * len(tasks)
+    for i, t in enumerate(tasks):
+        value = t.current() if t.current is not None else None
+        if value is not None:
+            outcomes[i] = TaskOutcome(True, value)
+    todo = [i for i, o in enumerate(outcomes) if o is None]
+    if len(todo) < len(tasks):
+        print(f"{len(tasks) - len(todo)} of {len(tasks)} runs current: reused, nothing computed for them", flush=True)
+    if len(todo) == 1:
+        outcomes[todo[0]] = _in_process(tasks[todo[0]])
+    elif todo:
+        ran = process_map(_call, [(tasks[i].fn, tasks[i].args) for i in todo], jobs, initializer=initializer,
+                          initargs=initargs)
+        for i, outcome in zip(todo, ran):
+            outcomes[i] = outcome
+    return outcomes
 
 
 def _in_process(task: Task) -> TaskOutcome:

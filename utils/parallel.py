@@ -100,6 +100,9 @@ def _process_worker(conn, parent: int, slot: int, initializer: Callable | None, 
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     _exit_with_parent(parent)
+    for stream in (sys.stdout, sys.stderr):  # a line in one write, so that two workers' lines never run together
+        if hasattr(stream, "reconfigure"):  # (unbuffered, print writes a line's text and its newline apart)
+            stream.reconfigure(line_buffering=True, write_through=False)
     if initializer is not None:
         initializer(slot, *initargs)
     while True:

@@ -1,0 +1,40 @@
+"""utils/launch.py, the local launcher: with --jobs N, runs whose results are current are gathered in
+this process and no worker is started for them (the SLURM launcher: tests/test_slurm.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import utils.launch as launch_module
+from utils.errors import PipelineError
+from utils.launch import Launcher, Task, launch
+
+
+def no_worker(*args, **kwargs):
+    raise AssertionError("a worker process was started")
+
+
+def test_current_runs_start_no_worker(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(launch_module, "process_map", no_worker)
+    tasks = [Task(f"run{i}", tmp_path / f"run{i}", int, ("not a number",), current=lambda i=i: f"result {i}")
+             for i in range(3)]  # computing any of them would fail
+    assert launch(tasks, Launcher(jobs=2)) == ["result 0", "result 1", "result 2"]
+    assert "3 of 3 runs current: reused, nothing computed for them" in capsys.readouterr().out
+
+
+def test_one_run_left_is_computed_here_and_a_failure_still_names_it(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(launch_module, "process_map", no_worker)
+    tasks = [Task("done", tmp_path / "done", int, ("x",), current=lambda: "kept"),
+             Task("todo", tmp_path / "todo", str.upper, ("computed",), current=lambda: None)]
+    assert launch(tasks, Launcher(jobs=2)) == ["kept", "COMPUTED"]
+    assert "1 of 2 runs current" in capsys.readouterr().out
+    tasks[1] = Task("todo", tmp_path / "todo", int, ("x",))
+    with pytest.raises(PipelineError, match="1 of 2 runs failed: todo"):
+        launch(tasks, Launcher(jobs=2))
+
+
+def test_runs_not_current_go_to_the_workers_in_order(tmp_path):
+    tasks = [Task("a", Path("a"), str.upper, ("a",), current=lambda: None), Task("b", Path("b"), str.upper, ("b",)),
+             Task("c", Path("c"), str.upper, ("c",), current=lambda: "C (kept)")]
+    assert launch(tasks, Launcher(jobs=2)) == ["A", "B", "C (kept)"]
