@@ -422,6 +422,21 @@ def test_a_score_column_without_its_label_column_is_refused(tmp_path):
         benchmark.main(["score", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o.csv")])
 
 
+@pytest.mark.parametrize("renamed,said", [
+    ({"p_C": "pC"}, r"column\(s\) C, pC are neither a class with its p_<class> column nor a score "
+                    r"\(classes found: A, B\)"),
+    ({"p_C": "C_score"}, r"column\(s\) C, C_score are neither a class with its p_<class> column nor a score"),
+    ({"p_C": "p_c"}, r"score column\(s\) p_c have no 0/1 label column c beside them")])
+def test_a_label_column_without_its_score_column_is_refused(renamed, said, tmp_path):
+    """A misspelt p_<class> left the class's 0/1 column without a score: the class was silently scored
+    out of the macro AUC. Any column that is neither a class (with its score) nor a score is refused."""
+    table = scores_table([f"r{i}" for i in range(6)], np.c_[Y, 1 - Y[:, :1]], np.c_[P, P[:, :1]], ["A", "B", "C"])
+    table.rename(columns=renamed).to_csv(tmp_path / "s.csv", index=False)
+    with pytest.raises(SystemExit, match=rf"^error: .*s.csv: {said}"):
+        benchmark.main(["score", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o.csv")])
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_a_repeated_label_column_is_refused(tmp_path):
     """pandas would read a second `A` as `A.1` and score with the first: which one counts is refused."""
     table = scores_table([f"r{i}" for i in range(6)], Y, P, ["A", "B"])

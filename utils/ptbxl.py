@@ -281,6 +281,11 @@ def score_file_classes(path: Path) -> list[str]:
     if not classes:
         raise PipelineError(f"{path} has no class (a score CSV has patient_id, a 0/1 column per class and "
                             "p_<class> beside it)")
+    strays = [c for c in columns if c != "patient_id" and c not in classes and c[2:] not in classes]
+    if strays:  # a label column whose p_<class> is misspelt (pB for p_B) would leave its class out unseen
+        raise PipelineError(f"{path}: column(s) {', '.join(strays)} are neither a class with its p_<class> column "
+                            f"nor a score (classes found: {', '.join(classes)}); a score CSV has patient_id, a 0/1 "
+                            "column per class and p_<class> beside it, and nothing else")
     return classes
 
 
