@@ -77,8 +77,8 @@ def test_a_killed_worker_of_a_parallel_stage_is_an_error_not_a_hang():
 def test_two_workers_printing_at_once_never_run_their_lines_together(tmp_path):
     """Unbuffered, as reproduce.sh runs the commands, print writes a line's text and its newline apart:
     two workers printing at once into one file glued lines together (thousands in 0.4 s)."""
-    spam = ("import time\ntime.sleep(max(0, {start} - time.time()))\n"
-            "while time.time() < {start} + 0.4: print('worker {k} ' + 'x' * 40)")
+    spam = ("import time\ntime.sleep(max(0, {start} - time.time()))\nn = 0\n"  # a late worker still prints
+            "while time.time() < {start} + 0.4 or n < 500:\n    print('worker {k} ' + 'x' * 40)\n    n += 1")
     code = ("import time; from utils.parallel import process_map; start = time.time() + 1.5; "
             f"process_map(exec, [{spam!r}.format(start=start, k=k) for k in (0, 1)], 2)")
     out = tmp_path / "out.txt"
