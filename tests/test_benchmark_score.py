@@ -426,6 +426,7 @@ def test_a_score_column_without_its_label_column_is_refused(tmp_path):
     ({"p_C": "pC"}, r"column\(s\) C, pC are neither a class with its p_<class> column nor a score "
                     r"\(classes found: A, B\)"),
     ({"p_C": "C_score"}, r"column\(s\) C, C_score are neither a class with its p_<class> column nor a score"),
+    ({"p_C": "P_C"}, r"column\(s\) C, P_C are neither a class with its p_<class> column nor a score"),
     ({"p_C": "p_c"}, r"score column\(s\) p_c have no 0/1 label column c beside them")])
 def test_a_label_column_without_its_score_column_is_refused(renamed, said, tmp_path):
     """A misspelt p_<class> left the class's 0/1 column without a score: the class was silently scored
@@ -435,6 +436,16 @@ def test_a_label_column_without_its_score_column_is_refused(renamed, said, tmp_p
     with pytest.raises(SystemExit, match=rf"^error: .*s.csv: {said}"):
         benchmark.main(["score", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o.csv")])
     assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("extra", ["q_A", "P_A", "Unnamed: 0"])
+def test_any_other_column_beside_the_classes_and_scores_is_refused(extra, tmp_path):
+    table = scores_table([f"r{i}" for i in range(6)], Y, P, ["A", "B"])
+    table.insert(0, extra, P[:, 0])
+    table.to_csv(tmp_path / "s.csv", index=False)
+    hint = "; an unnamed column is a saved pandas index" if extra.startswith("Unnamed") else ""
+    with pytest.raises(SystemExit, match=rf"^error: .*s.csv: column\(s\) {extra} are neither .*nothing else{hint}"):
+        benchmark.main(["score", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o.csv")])
 
 
 def test_a_repeated_label_column_is_refused(tmp_path):

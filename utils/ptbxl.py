@@ -281,11 +281,14 @@ def score_file_classes(path: Path) -> list[str]:
     if not classes:
         raise PipelineError(f"{path} has no class (a score CSV has patient_id, a 0/1 column per class and "
                             "p_<class> beside it)")
-    strays = [c for c in columns if c != "patient_id" and c not in classes and c[2:] not in classes]
+    known = {"patient_id", *classes, *(f"p_{k}" for k in classes)}
+    strays = [c for c in columns if c not in known]
     if strays:  # a label column whose p_<class> is misspelt (pB for p_B) would leave its class out unseen
+        index = "; an unnamed column is a saved pandas index: write the CSV with index=False" \
+            if any(c.startswith("Unnamed:") for c in strays) else ""
         raise PipelineError(f"{path}: column(s) {', '.join(strays)} are neither a class with its p_<class> column "
                             f"nor a score (classes found: {', '.join(classes)}); a score CSV has patient_id, a 0/1 "
-                            "column per class and p_<class> beside it, and nothing else")
+                            f"column per class and p_<class> beside it, and nothing else{index}")
     return classes
 
 
