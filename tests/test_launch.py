@@ -38,3 +38,16 @@ def test_runs_not_current_go_to_the_workers_in_order(tmp_path):
     tasks = [Task("a", Path("a"), str.upper, ("a",), current=lambda: None), Task("b", Path("b"), str.upper, ("b",)),
              Task("c", Path("c"), str.upper, ("c",), current=lambda: "C (kept)")]
     assert launch(tasks, Launcher(jobs=2)) == ["A", "B", "C (kept)"]
+
+
+def test_a_run_whose_currency_cannot_be_told_runs_and_fails_on_its_own(monkeypatch, tmp_path):
+    """current() raising (an unreadable file) is not the command's end: the run is computed, and its own
+    failure, if any, is said while the others are kept."""
+    monkeypatch.setattr(launch_module, "process_map", no_worker)
+
+    def unreadable():
+        raise OSError("Input/output error")
+
+    tasks = [Task("done", tmp_path / "done", int, ("x",), current=lambda: "kept"),
+             Task("unsure", tmp_path / "unsure", str.upper, ("computed",), current=unreadable)]
+    assert launch(tasks, Launcher(jobs=2)) == ["kept", "COMPUTED"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from utils.errors import PipelineError
-from utils.parallel import parallel_map, process_map
+from utils.parallel import WholeLines, parallel_map, process_map
 
 
 def test_outcomes_stay_with_their_tasks_and_a_killed_worker_fails_its_task_alone():
@@ -78,7 +78,8 @@ def test_two_workers_printing_at_once_never_run_their_lines_together(tmp_path):
     """Unbuffered, as reproduce.sh runs the commands, print writes a line's text and its newline apart:
     two workers printing at once into one file glued lines together (thousands in 0.4 s)."""
     spam = ("import time\ntime.sleep(max(0, {start} - time.time()))\nn = 0\n"  # a late worker still prints
-            "while time.time() < {start} + 0.4 or n < 500:\n    print('worker {k} ' + 'x' * 40)\n    n += 1")
+            "while time.time() < {start} + 0.4 or n < 500:\n    print('worker {k} ' + 'x' * 40)\n"
+            "    print('worker {k} ' + 'x' * 40 + '\\nworker {k} ' + 'x' * 40)\n    n += 1")  # and two at once
     code = ("import time; from utils.parallel import process_map; start = time.time() + 1.5; "
             f"process_map(exec, [{spam!r}.format(start=start, k=k) for k in (0, 1)], 2)")
     out = tmp_path / "out.txt"
@@ -87,3 +88,28 @@ def test_two_workers_printing_at_once_never_run_their_lines_together(tmp_path):
                        env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=True)
     lines = out.read_text().splitlines()
     assert set(lines) == {"worker 0 " + "x" * 40, "worker 1 " + "x" * 40}, [ln for ln in lines if len(ln) != 49][:3]
+
+
+def test_a_worker_s_output_goes_out_in_whole_lines():
+    """What reaches the stream in each write: the lines a write completes, never a line's unfinished end
+    (kept until its newline, or a flush, which a progress bar does)."""
+    class Stream:
+        def __init__(self):
+            self.writes, self.flushes = [], 0
+
+        def write(self, text):
+            self.writes.append(text)
+
+        def flush(self):
+            self.flushes += 1
+
+    stream = Stream()
+    out = WholeLines(stream)
+    assert out.write("a") == 1 and stream.writes == []
+    out.write("b\nc\nd")
+    assert stream.writes == ["ab\nc\n"]
+    print("e", file=out)
+    assert stream.writes == ["ab\nc\n", "de\n"]
+    out.write("\r 50%")
+    out.flush()
+    assert stream.writes[-1] == "\r 50%" and stream.flushes == 3

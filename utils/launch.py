@@ -219,7 +219,7 @@ def _side_by_side(tasks: list[Task], jobs: int, initializer: Callable | None, in
     the others run in up to N processes, or in this one when one is left."""
     outcomes: list[TaskOutcome | None] = [None] * len(tasks)
     for i, t in enumerate(tasks):
-        value = t.current() if t.current is not None else None
+        value = _current_result(t)
         if value is not None:
             outcomes[i] = TaskOutcome(True, value)
     todo = [i for i, o in enumerate(outcomes) if o is None]
@@ -233,6 +233,17 @@ def _side_by_side(tasks: list[Task], jobs: int, initializer: Callable | None, in
         for i, outcome in zip(todo, ran):
             outcomes[i] = outcome
     return outcomes
+
+
+def _current_result(task: Task) -> Any:
+    """The task's result if it is current; None when it is not, or when that cannot be told (an unreadable
+    file): the task then runs, and fails on its own, naming what is wrong, while the others go on."""
+    if task.current is None:
+        return None
+    try:
+        return task.current()
+    except Exception:  # noqa: BLE001 -- the run itself reports it
+        return None
 
 
 def _in_process(task: Task) -> TaskOutcome:
@@ -389,7 +400,7 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
             print(f"{t.name}: job {rec[0]} is {queued[rec[0]].lower()}, not submitted again", flush=True)
             waiting[i] = rec
             continue
-        value = t.current() if t.current is not None else None
+        value = _current_result(t)
         if value is not None:
             results[i] = value
             continue

@@ -94,15 +94,43 @@ def describe_failure(e: BaseException) -> str:
     return str(e) if isinstance(e, PipelineError) else f"{type(e).__name__}: {e}"
 
 
+class WholeLines:
+    """A worker's standard output: text goes out in whole lines, those a write completes in one write, so
+    that two workers' lines never run into each other. (Unbuffered, as reproduce.sh runs the commands,
+    print writes a line's text and its newline apart; line buffering alone would send out the unfinished
+    end of a multi-line text.) An unfinished line waits for its newline or a flush (progress bars flush);
+    stderr is left as it is, so that a dying worker's last words are never held back."""
+
+    def __init__(self, stream):
+        self._stream, self._pending = stream, ""
+
+    def write(self, text: str) -> int:
+        whole = self._pending + text
+        cut = whole.rfind("\n") + 1
+        if cut:
+            self._stream.write(whole[:cut])
+            self._stream.flush()
+        self._pending = whole[cut:]
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._stream.write(self._pending)
+            self._pending = ""
+        self._stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def _process_worker(conn, parent: int, slot: int, initializer: Callable | None, initargs: tuple) -> None:
     """One worker of `process_map`: tasks in, (ok, result or error) out, one at a time, until told to stop."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     _exit_with_parent(parent)
-    for stream in (sys.stdout, sys.stderr):  # a line in one write, so that two workers' lines never run together
-        if hasattr(stream, "reconfigure"):  # (unbuffered, print writes a line's text and its newline apart)
-            stream.reconfigure(line_buffering=True, write_through=False)
+    if sys.stdout is not None:
+        sys.stdout = WholeLines(sys.stdout)
     if initializer is not None:
         initializer(slot, *initargs)
     while True:
