@@ -94,8 +94,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="recompute features.csv and refit every classifier")
     args = parse_with_preset(p, argv, "baselines")
-    if flag_given(p, argv, "--trees") and not set(ORIGINAL_TREES) & set(args.classifier):
-        flag_error(p, "--trees", f"sizes RF and LGB, and --classifier {','.join(args.classifier)} runs neither")
+    if not set(ORIGINAL_TREES) & set(args.classifier):
+        if flag_given(p, argv, "--trees"):
+            flag_error(p, "--trees", f"sizes RF and LGB, and --classifier {','.join(args.classifier)} runs neither")
+        args.trees = None  # a preset's, where no ensemble runs: the same variant as without it
     return args
 
 
@@ -150,7 +152,7 @@ class BaselineRun:
         return cls(data_dir=args.data_dir, results_dir=args.results_dir,
                    classes=tuple(data_label_set(args.data_dir)["classes"]), classifiers=tuple(args.classifier),
                    leads=tuple(args.leads), heart_rate=args.heart_rate, standardize=args.standardize, seed=args.seed,
-                   trees=args.trees if set(ORIGINAL_TREES) & set(args.classifier) else None,
+                   trees=args.trees,
                    fixed_split=data_split_rule(args.data_dir), n_bootstrap=args.n_bootstrap, calibrate=args.calibrate,
                    figures=not args.no_figures, force=args.force)
 
