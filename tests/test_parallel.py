@@ -1,5 +1,5 @@
 """utils/parallel.py: outcomes stay with their tasks, a killed worker fails its own task (never a hang),
-and killing the parent stops its workers."""
+killing the parent stops its workers, and two workers' printed lines never run together."""
 from __future__ import annotations
 
 import os
