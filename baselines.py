@@ -101,6 +101,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def ensemble_size(name: str, trees: int | None) -> int | None:
+    """The trees (RF) or boosting rounds (LGB) classifier `name` grows: `trees`, else the original's; None
+    for LR and MLP."""
+    return (trees or ORIGINAL_TREES[name]) if name in ORIGINAL_TREES else None
+
+
 def make_classifier(name: str, seed: int, standardize: bool = False, trees: int | None = None):
     """The original's classifiers and settings, seeded (the original set no seeds): one-vs-rest where the
     estimator is single-label, the MLP natively multi-label. `standardize` puts a StandardScaler in
@@ -116,10 +122,10 @@ def make_classifier(name: str, seed: int, standardize: bool = False, trees: int 
     if name == "LR":
         clf = OneVsRestClassifier(LogisticRegression(solver="lbfgs", max_iter=1000, random_state=seed))
     elif name == "RF":
-        return OneVsRestClassifier(RandomForestClassifier(n_estimators=trees or ORIGINAL_TREES["RF"], max_depth=10,
+        return OneVsRestClassifier(RandomForestClassifier(n_estimators=ensemble_size(name, trees), max_depth=10,
                                                           random_state=seed, n_jobs=-1))
     elif name == "LGB":
-        return OneVsRestClassifier(LGBMClassifier(n_estimators=trees or ORIGINAL_TREES["LGB"], random_state=seed,
+        return OneVsRestClassifier(LGBMClassifier(n_estimators=ensemble_size(name, trees), random_state=seed,
                                                   verbose=-1, n_jobs=2))
     elif name == "MLP":
         clf = MLPClassifier(hidden_layer_sizes=(100, 50), max_iter=500, random_state=seed)
@@ -235,7 +241,7 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
         info = {"classifier": name, "data_dir": str(run.data_dir), "database": database_name(run.data_dir),
                 "test_fold": test_fold, "leads": list(run.leads), "heart_rate": run.heart_rate,
                 "standardize": run.standardize, "features": len(cols),
-                **({"trees": run.trees or ORIGINAL_TREES[name]} if name in ORIGINAL_TREES else {})}
+                **({"trees": ensemble_size(name, run.trees)} if name in ORIGINAL_TREES else {})}
         options = EvalOptions(folder, run.classes, n_bootstrap=run.n_bootstrap, seed=run.seed, figures=figures,
                               calibrate=run.calibrate, info=info, title=f"{name}, {desc if test_fold else 'test fold'}",
                               key=fingerprint([data_key, FEATURE_VERSION, name, run.tag, run.seed, test_fold,
