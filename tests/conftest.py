@@ -101,9 +101,14 @@ def synth_records(built_once) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared(synth_records, tmp_path_factory) -> Path:
-    """The preprocess outputs (labels, cache) of `synth_records`; treat as read-only."""
+    """The preprocess outputs (labels, cache) of `synth_records` with the baselines' features.csv, computed
+    once here rather than in each copy a test makes (a test of that computation removes it first); treat
+    as read-only."""
+    from utils.features import load_or_compute_features
+
     out = tmp_path_factory.mktemp("prepared")
     preprocess.main(["--data-dir", str(synth_records), "--out", str(out), "--num-workers", "1"])
+    load_or_compute_features(out, False, 1, False)
     return out
 
 

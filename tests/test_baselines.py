@@ -70,12 +70,14 @@ def test_features_csv_equals_the_original_extraction_on_real_records(real_dir, t
         np.testing.assert_allclose(table.loc[pid].to_numpy(), ref, rtol=1e-12, atol=1e-15)
 
 
-def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, capsys):
+def test_features_cache_round_trips_exactly_and_is_reused(hospitals, tmp_path, capsys):
     import shutil
     data = tmp_path / "d"
-    shutil.copytree(prepared, data)
+    shutil.copytree(hospitals[0], data)
+    for name in ("features.csv", "features.json"):  # computed here, not copied (another test may have run baselines)
+        (data / name).unlink(missing_ok=True)
     table = features.load_or_compute_features(data, False, 1, False)
-    assert table.shape == (200, 637)
+    assert "wrote" in capsys.readouterr().out and table.shape == (40, 637)
     again = features.read_features(data / "features.csv")
     pd.testing.assert_frame_equal(table, again, check_exact=True)
     features.load_or_compute_features(data, False, 1, False)
@@ -88,9 +90,10 @@ def test_features_cache_round_trips_exactly_and_is_reused(prepared, tmp_path, ca
                    **{k: v for k, v in manifest.items() if k not in ("fingerprint", "files")})
     features.load_or_compute_features(data, False, 1, False)
     assert "wrote" in capsys.readouterr().out
-    cache = SignalCache(data)
-    row = table.set_index("patient_id").loc["A0010"].to_numpy()
-    np.testing.assert_array_equal(row, features.signal_features(cache.record("A0010", dtype=np.float64)))
+    cache, pid = SignalCache(data), table["patient_id"].iloc[10]
+    assert cache.sample_rate == 500  # the features' own rate: nothing resampled between the cache and them
+    row = table.set_index("patient_id").loc[pid].to_numpy()
+    np.testing.assert_array_equal(row, features.signal_features(cache.record(pid, dtype=np.float64)))
 
 
 @pytest.mark.slow
@@ -211,20 +214,21 @@ def test_cross_validation_covers_every_fold(prepared, tmp_path, capsys):
     assert "argument --test-fold: not allowed with argument --cv" in capsys.readouterr().err
 
 
-def test_flat_lead_record_is_reported_not_fatal(mark_current, prepared, tmp_path, capsys):
+def test_flat_lead_record_is_reported_not_fatal(mark_current, hospitals, tmp_path, capsys):
     import shutil
     data = tmp_path / "d"
-    shutil.copytree(prepared, data)
+    shutil.copytree(hospitals[0], data)
     sig = np.load(data / "signals.npy", mmap_mode="r+")
     index = pd.read_csv(data / "signals_index.csv", dtype={"patient_id": str}).set_index("patient_id")
-    s, n = index.loc["A0004", ["start", "length"]]
-    sig[:, s:s + n] = 0  # every lead of A0004 flat
+    pid = index.index[4]
+    s, n = index.loc[pid, ["start", "length"]]
+    sig[:, s:s + n] = 0  # every lead of one record flat
     sig.flush()
     del sig
     mark_current(data)  # as if preprocess.py had written this signal
     table = features.load_or_compute_features(data, True, 1, True)
     err = capsys.readouterr().err
-    assert "A0004: lead I is flat" in err and "fewer than 3 R peaks" in err
+    assert f"{pid}: lead I is flat" in err and "fewer than 3 R peaks" in err
     assert np.isfinite(table.drop(columns="patient_id").to_numpy()).all()
 
 
