@@ -67,7 +67,8 @@ def classifier_list(text: str) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR, help="preprocess output folder")
     p.add_argument("--classifier", type=classifier_list, default="all",
                    help="LR, RF, LGB, MLP or all (comma lists work too)")

@@ -83,7 +83,7 @@ N_BOOTSTRAP = 100  # the benchmark's number of resamples
 
 
 def score_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmark.py score", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="benchmark.py score", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scores", type=Path, required=True, help="scores: .npy (records x classes) or a score CSV")
     p.add_argument("--labels", type=Path, help="0/1 labels: .npy or a score CSV (default: the --scores CSV)")
@@ -147,7 +147,7 @@ def check_score_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> ar
 
 
 def compare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmark.py compare", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="benchmark.py compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", type=Path, required=True, metavar="FILE",
                    help="a benchmark's table.csv (task, model, seed and the score file of each run)")
@@ -171,7 +171,8 @@ def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 def run_parser() -> argparse.ArgumentParser:
     """The training flags of main.py (as overrides of the protocol), plus what the benchmark spans."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 conflict_handler="resolve")
     RunConfig.add_arguments(p)
     p.add_argument("--data-dir", type=folder_path, default=DEFAULT_PTBXL_DIR,
@@ -461,6 +462,11 @@ def compare(args: argparse.Namespace) -> pd.DataFrame:
     if missing or not len(table):
         raise PipelineError(f"{args.table} is no benchmark table: " +
                             (f"it lacks the column(s) {', '.join(missing)}" if missing else "it has no row"))
+    for column in ("task", "model", "scores"):  # a cell left empty would drop its row or name no file
+        empty = table[column].isna() | (table[column].astype(str).str.strip() == "")
+        if empty.any():
+            raise PipelineError(f"{args.table}: line {int(empty.to_numpy().argmax()) + 2} has no {column}; every "
+                                f"run needs its task, model and score file")
     for path in table["scores"]:
         if same_file(args.out, path):
             raise PipelineError(f"--out {args.out} would replace {path}, a score file the table names; "

@@ -26,7 +26,8 @@ from utils.cli import bounded_int, flag_error, folder_path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", nargs="?", choices=list(CATALOGUE), metavar="NAME",
                    help=f"database: {', '.join(CATALOGUE)} (see --list)")
     p.add_argument("--list", action="store_true", help="list the databases and exit")

@@ -33,7 +33,7 @@ from utils.presets import parse_with_preset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = RunConfig.add_arguments(argparse.ArgumentParser(description=__doc__,
+    p = RunConfig.add_arguments(argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                                         formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--leads", type=leads_argument, default="all",
                    help="all, one lead, or a comma list such as I,aVR,V5")

@@ -37,7 +37,8 @@ from utils.defaults import DEFAULT_RESULTS_DIR
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=run_argument, required=True, help="the run folder written by main.py (or its model.pth)")
     p.add_argument("--data-dir", type=folder_path, default=None, help="preprocess output (default: the checkpoint's)")
     p.add_argument("--external-data-dir", type=folder_path, default=None,

@@ -51,7 +51,8 @@ from utils.records import SAMPLE_RATE
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR, help="folder with the records")
     p.add_argument("--out", dest="out_dir", type=folder_path, default=None,
                    help="where outputs go (default: --data-dir)")

@@ -41,7 +41,8 @@ PTBXL_BENCHMARK = {"resnet1d_wang": 0.930, "xresnet1d101": 0.928, "inception1d":
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR)
     p.add_argument("--run", type=run_argument, required=True, help="the 12-lead run the report is about")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)

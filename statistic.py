@@ -26,7 +26,8 @@ CPSC2018_COUNTS = {"SNR": 918, "AF": 1098, "IAVB": 704, "LBBB": 207, "RBBB": 169
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=folder_path, default=DEFAULT_DATA_DIR)
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     return p.parse_args(argv)

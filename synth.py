@@ -141,7 +141,8 @@ ST_PATTERNS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=folder_path, default=Path("data/demo"), help="output directory")
     p.add_argument("--n", type=bounded_int(1, 1_000_000), default=400, help="number of records, %(type)s")
     p.add_argument("--seed", type=seed_int, default=0, help="%(type)s")

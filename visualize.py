@@ -30,7 +30,8 @@ ROW_MV = 3.0  # vertical space per row
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--record", type=Path, nargs="+", required=True, help="WFDB .hea (or CPSC2018 .mat) records")
     p.add_argument("--layout", choices=("3x4", "1col", "both"), default="both")
     p.add_argument("--seconds", type=bounded_float(0, 3600, above=True), default=10.0,

@@ -87,7 +87,8 @@ def float_pair(text: str) -> tuple[float, float]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None,
                    help="comma list of registered architectures (default: every one; `python -m models`)")
     p.add_argument("--classes", type=bounded_int(1, 10_000), default=71, help="outputs of the task, %(type)s")

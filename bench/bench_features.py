@@ -23,7 +23,8 @@ from utils.records import SAMPLE_RATE
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("data/demo"))
     p.add_argument("--n", type=int, default=100, help="records")
     p.add_argument("--seconds", type=float, default=15.0)

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=20000, help="records (10 s at 500 Hz each)")
     p.add_argument("--records", type=Path, default=Path("/tmp/bench_preprocess_records"),
                    help="where the synthetic records are (generated there once when missing)")

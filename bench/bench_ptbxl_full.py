@@ -43,7 +43,8 @@ BUDGET_MIB = 4096
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, required=True, help="a PTB-XL layout database (synth.py --layout ptbxl)")
     p.add_argument("--work", type=Path, required=True, help="where tasks, runs and score files go")
     p.add_argument("--out", type=Path, default=None, help="the stages' numbers as CSV")

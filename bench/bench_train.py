@@ -86,7 +86,8 @@ MAX_SYNTHETIC_RECORDS = 5000
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="the network and input of that preset's training stage (flags below override)")
     p.add_argument("--arch", choices=list_models(), default=None, help="default resnet34")

@@ -21,7 +21,7 @@ from utils.errors import script_main
 
 
 def list_main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(prog="python -m models", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--classes", type=bounded_int(1, 10_000), default=9, help="number of output classes, %(type)s")
     p.add_argument("--leads", type=bounded_int(1, 1_000), default=12, help="number of input leads, %(type)s")
@@ -69,7 +69,7 @@ def import_args(argv=None) -> argparse.Namespace:
     from utils.cache import MANIFEST_JSON
     from utils.cli import flag_error, folder_path
 
-    p = argparse.ArgumentParser(prog="python -m models import", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m models import", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source_format", choices=("fastai",), required=True,
                    help="the checkpoint's format: fastai (the PTB-XL benchmark's learn.save file)")

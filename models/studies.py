@@ -29,7 +29,7 @@ from utils.defaults import DEFAULT_RESULTS_DIR
 
 def study_parser(description: str) -> argparse.ArgumentParser:
     """main.py's run flags (same faithful defaults) plus where a study keeps its runs and results."""
-    p = RunConfig.add_arguments(argparse.ArgumentParser(description=description,
+    p = RunConfig.add_arguments(argparse.ArgumentParser(allow_abbrev=False, description=description,
                                                         formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--n-bootstrap", type=bounded_int(0, 100_000), default=1000,
                    help="bootstrap resamples for the 95 %% CIs, %(type)s")
@@ -136,8 +136,9 @@ def finished_results(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibr
     return None
 
 
-def _job_init(slot: int, threads: int, gpus: int) -> None:
-    """A study worker: its share of the CPU cores, and a GPU of its own when several are visible. Its
+def _job_init(slot: int, workers: int, gpus: int) -> None:
+    """A study worker: its share of the CPU cores (among the workers started, which may be fewer than --jobs
+    when fewer runs are left to do), and a GPU of its own when several are visible. Its
     progress bars lock with a thread lock: tqdm's default, a multiprocessing semaphore, would be reported
     as leaked at exit whenever a worker is killed."""
     import threading
@@ -146,7 +147,7 @@ def _job_init(slot: int, threads: int, gpus: int) -> None:
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())
-    torch.set_num_threads(threads)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     if gpus > 1:
         torch.cuda.set_device(slot % gpus)
 
@@ -177,7 +178,7 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
         import torch
 
         gpus = torch.cuda.device_count() if any(c.use_gpu for c in cfgs) else 0
-        init = _job_init, (max(1, (os.cpu_count() or 1) // launcher.jobs), gpus)
+        init = _job_init, (gpus,)
     outcomes = launch(tasks, launcher, *init)
     for cfg, (run, _) in zip(cfgs, outcomes):
         if run != str(cfg.run):

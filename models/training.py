@@ -579,7 +579,8 @@ def train(cfg: RunConfig, rank: int = 0, world: int = 1, device: torch.device | 
         if cfg.resume and state == "new":
             raise PipelineError(f"--resume: no checkpoint {cfg.run.last} to resume from")
         if state == "other":
-            raise PipelineError(f"{why}; pass --force to overwrite it, or --run to train into another folder")
+            raise PipelineError(f"{why}; pass --force to overwrite it, or train into another folder (main.py's "
+                                  f"--run, a study's --runs-dir, the benchmark's --tasks-dir)")
         if state == "current" and not cfg.resume:
             saved = read_checkpoint(cfg.run.model if cfg.run.model.exists() else cfg.run.last)
             if rank == 0:

@@ -204,6 +204,32 @@ def test_each_reported_benchmark_case_exits_2_naming_the_flag(argv, flag, says, 
     assert e.value.code == 2 and len(errors) == 1 and f"argument {flag}: " in errors[0] and says in errors[0]
 
 
+def test_an_abbreviated_flag_is_refused_not_read_as_the_flag_it_begins(parsers, tmp_path, monkeypatch):
+    """argparse would read `--tre 5` as `--trees 5`, and `--run X` as a study's `--runs-dir X`: a shortened
+    or mistyped flag must be refused, never taken for another one. Generated from every command's flags."""
+    monkeypatch.chdir(tmp_path)
+    for name, p in parsers.items():
+        flags = {f for a in p._actions for f in a.option_strings}
+        for a in p._actions:
+            long = [f for f in a.option_strings if f.startswith("--") and len(f) > 4]
+            if not long or isinstance(a, argparse._HelpAction):
+                continue
+            short = long[0][:-1]
+            if any(f == short for f in flags):
+                continue
+            code, err = parse(name, [short] + ([] if a.nargs == 0 else ["1"]))
+            assert code == 2 and f"unrecognized arguments: {short}" in err, f"{name} {short}: exit {code}\n{err}"
+    import benchmark
+    import cross_validate
+
+    for parse_args, argv in ((benchmark.parse_args, ["--model", "fcn_wang"]),
+                             (benchmark.parse_args, ["compare", "--tab", "t.csv"]),
+                             (cross_validate.parse_args, ["--run", "x"])):
+        with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(io.StringIO()):
+            parse_args(argv)
+        assert e.value.code == 2, argv
+
+
 def test_every_command_takes_num_workers_0():
     for name in BASE:
         if any("--num-workers" in a.option_strings for a in options(parser_of(name))):

@@ -110,7 +110,7 @@ def test_score_exits(tmp_path, capsys):
     np.save(tmp_path / "p.npy", P)
     y, p = str(tmp_path / "y.npy"), str(tmp_path / "p.npy")
     bad = {"y2.npy": np.where(Y == 1, 2, 0), "nan.npy": np.where(P > .8, np.nan, P), "short.npy": P[:5],
-           "ids.npy": np.array([[0, 1, 2, 3, 4, 6]])}
+           "ids.npy": np.array([[0, 1, 2, 3, 4, 6]]), "allpos.npy": np.array([[0, 1, 2, 3, 4, 5], [1] * 6])}
     for name, a in bad.items():
         np.save(tmp_path / name, a)
     for argv, flag in ((["score", "--scores", p, "--out", "o.csv"], "--labels"),
@@ -128,7 +128,9 @@ def test_score_exits(tmp_path, capsys):
                           (["--labels", y, "--scores", str(tmp_path / "nan.npy")], "nan.npy: score nan of record 0"),
                           (["--labels", y, "--scores", str(tmp_path / "short.npy")], r"labels of shape \(6, 2\)"),
                           (["--labels", y, "--scores", p, "--bootstrap-ids", str(tmp_path / "ids.npy")],
-                           "ids.npy: index 6 in resample 0 is outside the 6 records")):
+                           "ids.npy: index 6 in resample 0 is outside the 6 records"),
+                          (["--labels", y, "--scores", p, "--bootstrap-ids", str(tmp_path / "allpos.npy")],
+                           "allpos.npy: resample 1 has no negative record of class 0: its AUC is undefined")):
         with pytest.raises(SystemExit, match=f"^error: .*{message}"):  # script_main: one line, exit 1
             benchmark.main(["score", *argv, "--out", out])
 
@@ -594,6 +596,13 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     bad.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(SystemExit, match=r"^error: .*bad.csv: seed '0.5' is not a whole number"):
         benchmark.main(["compare", "--table", str(tmp_path / "bad.csv"), "--out", "c2.csv"])
+    for column, line in (("scores", 2), ("model", 3), ("task", 2)):  # an empty cell: one line, nothing written
+        empty = pd.read_csv(table)
+        empty.loc[line - 2, column] = None if column != "task" else " "
+        empty.to_csv(tmp_path / "empty.csv", index=False)
+        with pytest.raises(SystemExit, match=rf"^error: .*empty.csv: line {line} has no {column}; every run needs"):
+            benchmark.main(["compare", "--table", str(tmp_path / "empty.csv"), "--out", "c3.csv"])
+    assert not (elsewhere / "c3.csv").exists()
 
 
 def test_the_default_resamples_are_the_benchmark_s_100(tmp_path):

@@ -51,3 +51,19 @@ def test_a_run_whose_currency_cannot_be_told_runs_and_fails_on_its_own(monkeypat
     tasks = [Task("done", tmp_path / "done", int, ("x",), current=lambda: "kept"),
              Task("unsure", tmp_path / "unsure", str.upper, ("computed",), current=unreadable)]
     assert launch(tasks, Launcher(jobs=2)) == ["kept", "COMPUTED"]
+
+
+def test_workers_are_told_how_many_run_side_by_side(monkeypatch, tmp_path):
+    """--jobs 8 with two runs left starts two workers, and each worker's initializer hears two (a study
+    worker's share of the cores is theirs over the workers started, not over --jobs)."""
+    started = {}
+
+    def record(fn, tasks, workers, initializer=None, initargs=()):
+        started.update(workers=workers, initargs=initargs)
+        return [launch_module.TaskOutcome(True, fn(t)) for t in tasks]
+
+    monkeypatch.setattr(launch_module, "process_map", record)
+    tasks = [Task(name, Path(name), str.upper, (name,)) for name in ("a", "b")] + \
+        [Task("c", Path("c"), str.upper, ("c",), current=lambda: "C (kept)")]
+    assert launch(tasks, Launcher(jobs=8), print, ("gpus",)) == ["A", "B", "C (kept)"]
+    assert started == {"workers": 2, "initargs": (2, "gpus")}

@@ -113,3 +113,36 @@ def test_a_worker_s_output_goes_out_in_whole_lines():
     out.write("\r 50%")
     out.flush()
     assert stream.writes[-1] == "\r 50%" and stream.flushes == 3
+
+
+def terminal_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it (default action, unblocked)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.8])
+def test_ctrl_c_as_workers_start_or_work_ends_a_command_in_one_line(tmp_path, delay):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while process_map's spawned
+    workers are still starting, or working, in a command wrapped by script_main: one `interrupted` line,
+    no traceback from the parent or from a worker, and the command killed by SIGINT (a shell script
+    running it stops as well)."""
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "command.py"
+    script.write_text(
+        f"import sys, time\nsys.path.insert(0, {str(root)!r})\n"
+        "from utils.errors import script_main\nfrom utils.parallel import process_map\n\n"
+        "@script_main\ndef main():\n    print('starting', flush=True)\n"
+        "    process_map(time.sleep, [30, 30, 30], 3)\n\n"
+        "if __name__ == '__main__':\n    main()\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=terminal_sigint)
+    try:
+        assert proc.stdout.readline() == "starting\n"
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGINT, (proc.returncode, err)
+    assert "Traceback" not in err and err.count("interrupted (Ctrl-C)") == 1, err

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import sys
 from typing import Callable
 
 __all__ = ["PipelineError", "MissingInputError", "RecordError", "Pending", "script_main"]
@@ -27,7 +30,9 @@ class Pending(Exception):
 
 def script_main(main: Callable) -> Callable:
     """Decorator for a script's `main()`: a PipelineError becomes `SystemExit("error: …")` (exit 1); Pending
-    ends the command with its message (exit 0)."""
+    ends the command with its message (exit 0). Ctrl-C in a command run as a script ends it with one line
+    instead of a traceback, killed by SIGINT as a shell expects (status 130: a script running it stops
+    too); called in-process (a test, another command) it raises KeyboardInterrupt to the caller."""
     @functools.wraps(main)
     def run(*args, **kwargs):
         try:
@@ -37,5 +42,23 @@ def script_main(main: Callable) -> Callable:
         except Pending as e:
             print(e, flush=True)
             return None
+        except KeyboardInterrupt:
+            if main.__module__ != "__main__":
+                raise
+            _end_by_sigint()
 
     return run
+
+
+def _end_by_sigint() -> None:
+    """Say so in one line, then die of SIGINT (outputs are written atomically: none is left half done)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    print("interrupted (Ctrl-C): no output is left half written; run the same command again to finish",
+          file=sys.stderr, flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    raise SystemExit(130)  # not reached where SIGINT ends the process

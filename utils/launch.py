@@ -193,9 +193,9 @@ def launcher_from_args(p: argparse.ArgumentParser, args: argparse.Namespace, arg
 
 def launch(tasks: Sequence[Task], launcher: Launcher, initializer: Callable | None = None,
            initargs: tuple = ()) -> list:
-    """Every task's result, in order. local: `launcher.jobs` processes at a time (`initializer(slot,
-    *initargs)` in each); slurm: a job per task not current. A failed task is said in one line while the
-    others go on; then one PipelineError names every failed task (finished ones are kept). With
+    """Every task's result, in order. local: `launcher.jobs` processes at a time (`initializer(slot, workers,
+    *initargs)` in each, `workers` the number started); slurm: a job per task not current. A failed task is
+    said in one line while the others go on; then one PipelineError names every failed task (finished ones are kept). With
     `wait=False`, unfinished jobs raise `Pending` once submitted."""
     if launcher.kind == "slurm":
         return _slurm(list(tasks), launcher)
@@ -228,8 +228,9 @@ def _side_by_side(tasks: list[Task], jobs: int, initializer: Callable | None, in
     if len(todo) == 1:
         outcomes[todo[0]] = _in_process(tasks[todo[0]])
     elif todo:
-        ran = process_map(_call, [(tasks[i].fn, tasks[i].args) for i in todo], jobs, initializer=initializer,
-                          initargs=initargs)
+        workers = min(jobs, len(todo))
+        ran = process_map(_call, [(tasks[i].fn, tasks[i].args) for i in todo], workers, initializer=initializer,
+                          initargs=(workers, *initargs))
         for i, outcome in zip(todo, ran):
             outcomes[i] = outcome
     return outcomes

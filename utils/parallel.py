@@ -175,9 +175,13 @@ def process_map(fn: Callable, tasks: Sequence, workers: int, initializer: Callab
     parent terminates them) or a kill (each watches its parent). `initializer(slot, *initargs)` runs in
     each worker once, `slot` numbering the workers (e.g. one GPU each)."""
     import multiprocessing as mp
+    import signal
     from multiprocessing.connection import wait
 
     ctx = mp.get_context(start_method)
+    if start_method != "fork":  # started now, not by the first worker's start(), which unblocks SIGINT for it
+        from multiprocessing import resource_tracker
+        resource_tracker.ensure_running()
     outcomes: list[TaskOutcome | None] = [None] * len(tasks)
     pending = list(range(len(tasks)))
     slots = min(workers, len(tasks))
@@ -189,7 +193,13 @@ def process_map(fn: Callable, tasks: Sequence, workers: int, initializer: Callab
         mine, theirs = ctx.Pipe()
         proc = ctx.Process(target=_process_worker, args=(theirs, os.getpid(), len(everyone), initializer, initargs),
                            name=f"worker-{len(everyone)}")
-        proc.start()
+        # SIGINT blocked while it starts (the mask outlives exec): a Ctrl-C then waits for the parent instead
+        # of killing a worker mid-import with a traceback of its own; the worker then ignores it
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         theirs.close()
         everyone.append((proc, mine))
         return proc, mine

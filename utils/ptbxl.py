@@ -411,6 +411,10 @@ def read_bootstrap_ids(path: Path, y: np.ndarray) -> np.ndarray:
         if lacking.any():
             raise PipelineError(f"{path}: resample {k} has no positive record of class "
                                 f"{int(np.flatnonzero(lacking)[0])} (the benchmark draws such a resample again)")
+        only = y[rows].all(0)
+        if only.any():
+            raise PipelineError(f"{path}: resample {k} has no negative record of class {int(np.flatnonzero(only)[0])}: "
+                                f"its AUC is undefined (a resample needs both kinds of every class)")
     return ids.astype(np.int64)
 
 
