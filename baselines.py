@@ -228,6 +228,29 @@ def summary_row(name: str, s: Summary, db_dir: Path) -> dict:
             "results": os.path.relpath(s.folder, db_dir), "thresholds": s.thresholds}
 
 
+def _figures(run: BaselineRun, test_fold: int | None) -> bool:
+    return run.figures and test_fold is None  # ten folds' figures would cost more than their fits
+
+
+def evaluation_key(run: BaselineRun, name: str, test_fold: int | None, n_features: int) -> str:
+    """What one classifier's evaluation depends on: it is reused (or kept in a summary) only for this key."""
+    return fingerprint([preprocess_manifest(run.data_dir)["fingerprint"], FEATURE_VERSION, name, run.tag, run.seed,
+                        test_fold, run.n_bootstrap, run.calibrate, _figures(run, test_fold), n_features])
+
+
+def kept_rows(run: BaselineRun, test_fold: int | None, n_features: int) -> list[dict]:
+    """Summary rows of the classifiers this command did not run but an earlier one did, under the same tag
+    and settings, whose evaluations are current: a rerun with fewer classifiers keeps them in the table
+    (as the report does), and one of other settings leaves them out."""
+    rows = []
+    for name in CLASSIFIERS:
+        folder = run.folder(name, test_fold)
+        if name not in run.classifiers and folder.current(evaluation_key(run, name, test_fold, n_features)):
+            print(f"{folder}: {name}'s current evaluation kept in the summary")
+            rows.append(summary_row(name, folder.summary(), run.db_dir))
+    return rows
+
+
 def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
                    test_fold: int | None) -> tuple[list[dict], int]:
     """Every chosen classifier on one train/val/test split (see utils.split_folds), each through the
@@ -235,18 +258,16 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
     splits = split_labels(data, run.seed, test_fold=test_fold, fixed=run.fixed_split)
     desc = f"test fold {test_fold}" if test_fold else "classifiers"
     rows = []
-    data_key = preprocess_manifest(run.data_dir)["fingerprint"]
-    figures = run.figures and test_fold is None  # ten folds' figures would cost more than their fits
     for name in tqdm(run.classifiers, desc=desc, file=sys.stdout):
         folder = run.folder(name, test_fold)
         info = {"classifier": name, "data_dir": str(run.data_dir), "database": database_name(run.data_dir),
                 "test_fold": test_fold, "leads": list(run.leads), "heart_rate": run.heart_rate,
                 "standardize": run.standardize, "features": len(cols),
                 **({"trees": ensemble_size(name, run.trees)} if name in ORIGINAL_TREES else {})}
-        options = EvalOptions(folder, run.classes, n_bootstrap=run.n_bootstrap, seed=run.seed, figures=figures,
-                              calibrate=run.calibrate, info=info, title=f"{name}, {desc if test_fold else 'test fold'}",
-                              key=fingerprint([data_key, FEATURE_VERSION, name, run.tag, run.seed, test_fold,
-                                               run.n_bootstrap, run.calibrate, figures, len(cols)]))
+        options = EvalOptions(folder, run.classes, n_bootstrap=run.n_bootstrap, seed=run.seed,
+                              figures=_figures(run, test_fold), calibrate=run.calibrate, info=info,
+                              title=f"{name}, {desc if test_fold else 'test fold'}",
+                              key=evaluation_key(run, name, test_fold, len(cols)))
         scorer = FeatureClassifier(name, splits, cols, run.classes, run.seed, run.standardize, run.trees)
         evaluate_scorer(scorer, options, force=run.force, what=f"{name} on these features and split (not refitted)")
         rows.append(summary_row(name, folder.summary(), run.db_dir))
@@ -289,6 +310,7 @@ def main(argv=None) -> pd.DataFrame:
     if args.cv:
         return cross_validate_classifiers(data, cols, run)
     rows, n_test = evaluate_split(data, cols, run, args.test_fold)
+    rows = sorted(rows + kept_rows(run, args.test_fold, len(cols)), key=lambda r: CLASSIFIERS.index(r["classifier"]))
     out = run.summary_path(f"_fold{args.test_fold}" if args.test_fold else "")
     table = pd.DataFrame(rows)
     write_csv(table_frame(rows, summary_columns(run.classes)), out.with_suffix(".csv"))

@@ -147,6 +147,27 @@ def test_classifiers_beat_chance(tmp_path):
     assert lead["mean_f1"].item() != pytest.approx(table.loc["LR", "mean_f1"])
 
 
+def test_a_rerun_with_fewer_classifiers_keeps_the_others_current_rows(prepared, tmp_path, capsys):
+    """--classifier RF after LR,RF under the same tag: the summary still holds LR (its evaluation is current,
+    as the report shows it), in the classifiers' order; after a run of other settings (--n-bootstrap) LR's
+    evaluation no longer matches, and its row is left out rather than set beside rows it does not match."""
+    import shutil
+    data, results = tmp_path / "d", tmp_path / "r"
+    shutil.copytree(prepared, data)
+    common = ["--data-dir", str(data), "--results-dir", str(results), "--trees", "5", "--no-figures",
+              "--num-workers", "1"]
+    first = baselines.main([*common, "--classifier", "RF,LR", "--n-bootstrap", "0"]).set_index("classifier")
+    again = baselines.main([*common, "--classifier", "RF", "--n-bootstrap", "0"]).set_index("classifier")
+    assert list(first.index) == list(again.index) == ["LR", "RF"]
+    assert "LR's current evaluation kept in the summary" in capsys.readouterr().out
+    saved = pd.read_csv(results / data.name / "baselines_all_trees5.csv")
+    assert saved["classifier"].tolist() == ["LR", "RF"]
+    assert saved.set_index("classifier").loc["LR", "mean_auc"] == pytest.approx(first.loc["LR", "mean_auc"])
+    other = baselines.main([*common, "--classifier", "RF", "--n-bootstrap", "10"])
+    assert other["classifier"].tolist() == ["RF"]
+    assert json.loads((results / data.name / "baselines_all_trees5.json").read_text())["n_bootstrap"] == 10
+
+
 def test_trees_sizes_the_ensembles_alone_and_names_its_own_variant(prepared, capsys):
     """--trees changes RF's and LightGBM's sizes and nothing else, files its results apart from the
     original configuration's, and is refused where no ensemble runs (a preset's value is not)."""

@@ -195,8 +195,8 @@ def launch(tasks: Sequence[Task], launcher: Launcher, initializer: Callable | No
            initargs: tuple = ()) -> list:
     """Every task's result, in order. local: `launcher.jobs` processes at a time (`initializer(slot, workers,
     *initargs)` in each, `workers` the number started); slurm: a job per task not current. A failed task is
-    said in one line while the others go on; then one PipelineError names every failed task (finished ones are kept). With
-    `wait=False`, unfinished jobs raise `Pending` once submitted."""
+    said in one line while the others go on; then one PipelineError names every failed task (finished ones
+    are kept). With `wait=False`, unfinished jobs raise `Pending` once submitted."""
     if launcher.kind == "slurm":
         return _slurm(list(tasks), launcher)
     if launcher.jobs <= 1 or len(tasks) <= 1:
