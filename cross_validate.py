@@ -14,12 +14,13 @@ single seeded split instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from models.studies import results_dir_of, run_all, study_config, study_parser
+from models.studies import finished_results, results_dir_of, run_all, study_config, study_parser
 from models.training import check_finetune, check_run_args
 from utils.errors import script_main
 from utils.folds import N_FOLDS
@@ -104,12 +105,27 @@ def plot_folds(folds: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+def kept_folds(args: argparse.Namespace) -> list[dict]:
+    """Rows of the folds this command did not name whose runs (these settings) finished and whose
+    evaluations are current: --folds 4,5 after --folds 1,2,3 tabulates all five, as one run of them would."""
+    kept = []
+    for k in (k for k in range(1, N_FOLDS + 1) if k not in args.fold_list):
+        cfg = dataclasses.replace(study_config(args, args.lead_names, k), force=False)
+        results = finished_results(cfg, args.results_dir, args.n_bootstrap)
+        if results is not None:
+            kept.append(fold_row(k, results))
+    if kept:
+        print(f"fold(s) {', '.join(str(r['fold']) for r in kept)}: finished and current, kept in the table")
+    return kept
+
+
 @script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     cfgs = [study_config(args, args.lead_names, k) for k in args.fold_list]
     done = run_all(cfgs, args.results_dir, args.n_bootstrap, args.launch)
-    rows = [fold_row(k, results) for k, results in zip(args.fold_list, done)]
+    rows = sorted([fold_row(k, results) for k, results in zip(args.fold_list, done)] + kept_folds(args),
+                  key=lambda r: r["fold"])
     folds = table_frame(rows, fold_columns(EvaluationFolder(done[0]).summary().classes))
     out = results_dir_of(args) / f"cv_{study_config(args, args.lead_names).run_name()}"
     summary = summarise(folds)

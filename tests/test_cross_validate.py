@@ -39,6 +39,13 @@ def test_two_folds_then_reuse(tiny, prepared, tmp_path, capsys):
     assert printed.count("evaluation current, reusing") == 2 and "best val F1" not in printed
     assert printed.count("current, nothing to train") == 2
 
+    cross_validate.main([*argv[:-6], "--folds", "3", *argv[-4:]])  # another fold: the table holds all three
+    assert "fold(s) 1, 2: finished and current, kept in the table" in capsys.readouterr().out
+    again = pd.read_csv(tmp_path / "results" / prepared.name / "cv_resnet10_all_42.csv")
+    assert again["fold"].tolist() == [1, 2, 3]
+    pd.testing.assert_frame_equal(again.iloc[:2], folds)
+    assert "over 3 test fold(s)" in (tmp_path / "results" / prepared.name / "cv_resnet10_all_42.md").read_text()
+
 
 def test_bad_fold_is_a_clear_error(prepared, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
