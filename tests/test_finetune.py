@@ -59,6 +59,20 @@ def test_frozen_phase_keeps_every_body_weight_but_batch_norms(finetuned):
     assert torch.equal(frozen["model"]["std"], source["std"])  # the source's standardisation is kept
 
 
+def test_group_rates_are_fastai_s_even_mults_and_the_default_groups_end_with_the_head():
+    """fastai's even_mults(lr/1000, lr/10, n): n rates evenly spaced on a log scale, and for one group the
+    highest, lr/10 (computed here independently); the default split is the body, then the last top-level
+    part, which holds the output layer (the part trained alone while the body is frozen)."""
+    from models.registry import default_layer_groups
+
+    lr = 1e-2
+    for n in (1, 2, 4):
+        expected = [lr / 10] if n == 1 else [lr / 1000 * (100 ** (1 / (n - 1))) ** i for i in range(n)]
+        assert group_lrs(lr, n) == pytest.approx(expected), n
+    parts = [torch.nn.Conv1d(2, 3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)]
+    assert default_layer_groups(torch.nn.Sequential(*parts)) == [parts[:2], parts[2:]]
+
+
 def test_second_phase_uses_the_declared_rates_per_layer_group(finetuned):
     last = torch.load(finetuned["run"].last, weights_only=True)
     groups = last["optimizer"]["param_groups"]

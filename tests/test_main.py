@@ -184,6 +184,23 @@ def test_ddp_two_gloo_processes_agree(tiny, prepared, tmp_path):
     assert (tmp_path / "ddp" / "model.pth").exists()
 
 
+def test_every_epoch_trains_in_training_mode(prepared, tiny, tmp_path, monkeypatch):
+    """Validation puts the model in eval mode after each epoch: the next epoch must switch back (batch norm
+    statistics and dropout of training), not go on in eval mode from its second epoch."""
+    from models import training
+
+    real, modes = training.train_one_epoch, []
+
+    def spy(model, *args, **kwargs):
+        loss = real(model, *args, **kwargs)
+        modes.append(model.training)
+        return loss
+
+    monkeypatch.setattr(training, "train_one_epoch", spy)
+    main.main(["--data-dir", str(prepared), *tiny, "--epochs", "3", "--limit", "40", "--run", str(tmp_path / "r")])
+    assert modes == [True, True, True]
+
+
 @pytest.mark.slow
 def test_deterministic_runs_repeat_exactly_across_processes(prepared, tmp_path):
     """Two separate processes, started together, at a realistic depth (ResNet34 at half the paper's
