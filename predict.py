@@ -15,8 +15,10 @@ with those thresholds, into results/<db>/<run>/external/<other db>/.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -29,7 +31,7 @@ from utils.errors import PipelineError, script_main
 from utils.evaluator import print_metrics
 from utils.files import write_csv
 from utils.labels import leads_argument
-from utils.records import read_records
+from utils.records import SAMPLE_RATE, read_records
 from utils.results import EvaluationFolder
 from utils.cli import MAX_WORKERS, bounded_int, folder_path, refuse_together
 from utils.presets import parse_with_preset
@@ -72,13 +74,34 @@ def check_leads(wanted: list[str] | None, ckpt: dict, run: Run) -> None:
                             f"not {','.join(wanted)}; pick the checkpoint for those leads")
 
 
+SHORTEST_SECONDS = 6.0  # CPSC2018's shortest training record: shorter ones are mostly the zero-padding
+
+
+def record_doubts(rate: float, mv: np.ndarray, spec: InputSpec) -> list[str]:
+    """Why a record's diagnosis may mean little (it is still given): a record too short, flat, or sampled
+    too slowly for a QRS complex."""
+    doubts = []
+    seconds = mv.shape[1] / SAMPLE_RATE
+    if seconds < min(SHORTEST_SECONDS, spec.seconds):
+        doubts.append(f"{seconds:g} s long, against the model's {spec.seconds:g}-s input: it reads mostly the "
+                      f"zero-padding")
+    if not np.any(mv != mv[:, :1]):
+        doubts.append("every lead is flat: there is no ECG to diagnose")
+    if rate < InputSpec.LOW_RATE_HZ:
+        doubts.append(f"recorded at {rate:g} Hz, below {InputSpec.LOW_RATE_HZ} Hz, where a QRS complex spans fewer "
+                      f"than 5 samples")
+    return doubts
+
+
 def diagnose_records(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict) -> pd.DataFrame:
     """Probabilities and labels above the tuned thresholds for new records; bad ones are reported."""
     classes = ckpt["label_set"]["classes"]
     thresholds = load_thresholds(args.run, classes)
     spec = InputSpec.from_checkpoint(ckpt)
     rows = []
-    for path, _, mv in read_records(args.record):
+    for path, hdr, mv in read_records(args.record):
+        for doubt in record_doubts(hdr.sample_rate, mv, spec):
+            print(f"warning: {path}: {doubt}", file=sys.stderr)
         probs, labels = diagnose(model, spec, thresholds, mv, classes)
         rows.append({"record": str(path), "labels": ",".join(labels), **dict(zip(classes, probs.round(4)))})
     table = pd.DataFrame(rows)
