@@ -237,12 +237,17 @@ def test_one_seed_summary_repeats_the_table_and_compare_is_the_paired_bootstrap(
     from utils.comparison import write_benchmark_outputs
 
     rng = np.random.default_rng(3)
-    rows = _score_files(tmp_path, {(m, 42): rng.random((40, 3)) * w for m, w in (("a", 0.6), ("b", 1.2), ("c", 2.0))})
+    rows = _score_files(tmp_path, {(m, 42): rng.random((40, 3)) * w
+                                   for m, w in (("a", 0.6), ("b", 1.2), ("resnet1d_wang", 2.0))})
     out = tmp_path / "out"
     table = benchmark_table(rows, out, n_bootstrap=50)
     write_benchmark_outputs(table, out, 50)
     saved, summary, compare = (pd.read_csv(out / f"{name}.csv") for name in ("table", "summary", "compare"))
-    assert summary["model"].tolist() == ["a", "b", "c", "ensemble"] and (summary["n_seeds"] == 1).all()
+    assert summary["model"].tolist() == ["a", "b", "resnet1d_wang", "ensemble"] and (summary["n_seeds"] == 1).all()
+    # the leaderboard's resnet1d_wang on superdiagnostic, 0.930(05), beside it; no published value for the others
+    published = summary.set_index("model")[["published_auc", "published_lo", "published_hi"]]
+    assert published.loc["resnet1d_wang"].tolist() == pytest.approx([0.930, 0.925, 0.935])
+    assert published.drop(index="resnet1d_wang").isna().all().all()
     assert summary["auc_sd"].isna().all()
     for mine, own in (("auc_mean", "auc"), ("auc_lo", "auc_lo"), ("auc_hi", "auc_hi")):  # one seed: the run's own
         assert summary[mine].to_numpy() == pytest.approx(saved[own].to_numpy(), abs=1e-12)
@@ -254,6 +259,17 @@ def test_one_seed_summary_repeats_the_table_and_compare_is_the_paired_bootstrap(
     called = compare[compare["called"]].iloc[0]
     assert called["better"] == (called["model_a"] if called["diff_lo"] > 0 else called["model_b"])
     assert "| seed |" not in (out / "table.md").read_text()  # one seed: the table as it always was
+
+
+def test_two_runs_of_equal_scores_are_a_tie_never_one_beating_the_other(tmp_path):
+    """A beats B in a resample only where A's AUC is higher: of equal scores, neither beats the other in
+    any resample, the difference is 0 and nothing is called."""
+    from utils.comparison import seed_comparison
+
+    noise = np.random.default_rng(5).random((40, 3))
+    pairs = seed_comparison(pd.DataFrame(_score_files(tmp_path, {("a", 0): noise, ("b", 0): noise})), 30).pairs
+    assert len(pairs) == 1 and pairs.loc[0, "diff"] == 0 and pairs.loc[0, "a_better"] == 0
+    assert not pairs.loc[0, "called"]
 
 
 def test_seeds_tested_on_other_records_get_mean_and_sd_but_no_pairs(tmp_path, capsys):
