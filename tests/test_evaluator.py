@@ -86,6 +86,11 @@ def test_a_class_without_validation_positives_is_untunable_and_never_predicted()
     for j in (0, 2):  # the F1-optimal grid point, ties to the lowest
         f1 = [skm.f1_score(y[:, j], p[:, j] > t, zero_division=0) for t in THRESHOLD_GRID]
         assert thr[j] == THRESHOLD_GRID[int(np.argmax(f1))]
+    # scores on grid points, and every threshold from the negative's score to below the positives' equally
+    # good: strictly above (a score equal to the threshold is not predicted), ties to the lowest
+    grid_y = np.array([[1], [0], [1], [0]], bool)
+    grid_p = THRESHOLD_GRID[[80, 10, 90, 20]][:, None]
+    assert tune_thresholds(grid_y, grid_p)[0] == THRESHOLD_GRID[20]
     y_test = y.copy()
     y_test[:5, 1] = True  # the test records do have the class: the model never predicts it
     table = classification_metrics(y_test, p, thr, CLASSES)
