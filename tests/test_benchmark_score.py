@@ -346,11 +346,26 @@ def test_icbeb_f_and_g_beta_use_thresholds_tuned_on_validation_for_g_beta_2(tmp_
     for model in ("xresnet1d101", "fcn_wang"):
         auc, f, g = (cells["cpsc9", model, metric][0] for metric in ("auc", "fbeta", "gbeta"))
         assert f"| {f:.3f} / {g:.3f} |" in text and f"| {auc:.3f}(" in text
+    # a cpsc9 row run otherwise than the reference ran it gets no published value beside it; one as published does
+    from utils.ptbxl import AS_PUBLISHED
+    setups = {"xresnet1d101": AS_PUBLISHED, "fcn_wang": "epochs 1 (published: 50)"}
+    table = benchmark_table([{**r, "setup": setups[r["model"]]} for r in rows], tmp_path / "out2",
+                            n_bootstrap=10).set_index("model")
+    assert table.loc["xresnet1d101", "published_auc"] == cells["cpsc9", "xresnet1d101", "auc"][0]
+    assert table.loc[["fcn_wang", "ensemble"], "published_auc"].isna().all()
     out = tmp_path / "te.csv"
     r = benchmark.main(["score", "--scores", str(rows[0]["scores"]), "--val-scores", str(rows[0]["val_scores"]),
                         "--n-bootstrap", "5", "--out", str(out)])
     assert r.loc["point", ["F_beta_macro", "G_beta_macro"]].tolist() == pytest.approx(
         reference_challenge(y, reference_apply(p, reference_thresholds(y_val, p_val))), rel=1e-12)
+
+
+def test_only_classes_with_a_positive_and_a_negative_record_are_scored():
+    """A class that every test record has, like one that none has, has no AUC: it is left out of the macro."""
+    from utils.ptbxl import assessable_classes
+
+    y = np.array([[1, 1, 0, 1], [0, 1, 0, 1], [1, 1, 0, 0]], bool)
+    assert assessable_classes(y).tolist() == [0, 3]
 
 
 def test_the_ensemble_is_the_mean_of_its_models_scores(tmp_path):
