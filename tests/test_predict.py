@@ -171,6 +171,28 @@ def test_thresholds_never_outlive_their_model(change_weights, evaluated_copy, tr
         predict.main(["--run", str(run), *record])
 
 
+def test_another_bootstrap_size_or_model_is_evaluated_again_never_reused(change_weights, evaluated_copy, trained,
+                                                                         prepared, tmp_path, capsys):
+    """An evaluation is reused only for the settings and the checkpoint it was made with: another
+    --n-bootstrap is evaluated again (its intervals), and the training records' scores (the ICBEB
+    thresholds' records) are scored again once the model changed."""
+    from models.checkpoint import load_checkpoint
+    from models.scoring import score_training_records
+    from utils.results import read_evaluation
+
+    run, flags = evaluated_copy(trained, prepared, tmp_path)
+    folder = next(p.parent for p in (tmp_path / "r").rglob("evaluated.json") if p.parent.name == run.name)
+    assert read_evaluation(folder)["n_bootstrap"] == 0
+    capsys.readouterr()
+    predict.main([*flags, "--n-bootstrap", "7", "--num-workers", "0", "--no-figures"])
+    assert "current" not in capsys.readouterr().out and read_evaluation(folder)["n_bootstrap"] == 7
+    model, ckpt = load_checkpoint(run.model)
+    first = score_training_records(model, ckpt, run, tmp_path / "r", torch.device("cpu")).read_text()
+    change_weights(run)
+    model, ckpt = load_checkpoint(run.model)
+    assert score_training_records(model, ckpt, run, tmp_path / "r", torch.device("cpu")).read_text() != first
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "1.5", '"0.3"', "null"])
 def test_a_damaged_threshold_is_refused(evaluated_copy, trained, prepared, synth_records, tmp_path, value):
     run, _ = evaluated_copy(trained, prepared, tmp_path)
