@@ -201,6 +201,18 @@ def test_every_epoch_trains_in_training_mode(prepared, tiny, tmp_path, monkeypat
     assert modes == [True, True, True]
 
 
+def test_drop_last_leaves_out_the_incomplete_batch(prepared, tiny, tmp_path):
+    """--drop-last (the benchmark's protocol): an epoch of N training records takes N // batch optimizer steps,
+    without it the incomplete batch is one more (counted by the optimizer's own step counts)."""
+    for flags, steps in (([], lambda n: -(-n // 16)), (["--drop-last"], lambda n: n // 16)):
+        run = tmp_path / f"run{len(flags)}"
+        main.main(["--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "60", *flags, "--run", str(run)])
+        last = torch.load(run / "last.pth", weights_only=True)
+        n_train = len(last["split"]["train"])
+        assert n_train % 16, n_train  # an incomplete batch to drop
+        assert {int(s["step"]) for s in last["optimizer"]["state"].values()} == {steps(n_train)}
+
+
 def test_the_order_records_are_trained_in_follows_the_seed(prepared, tiny, tmp_path, monkeypatch):
     """The shuffling is seeded by the run's seed (and the epoch): two seeds draw the same training records
     in other orders, and one seed the same order again. (The seed also draws the split: held at seed 1's
