@@ -194,7 +194,7 @@ def test_the_icbeb_row_is_run_as_the_reference_runs_it(cpsc_benchmark):
     folds (train 1-8, validation 9, test 10), thresholds tuned on the training records' scores; the
     table says what differs from the published run and sets no published value beside it then."""
     from models.checkpoint import load_checkpoint
-    from utils.ptbxl import score_predictions
+    from utils.ptbxl import bootstrap_indices, score_predictions
     from utils.cache import load_labels
     from utils.evaluator import read_scores, scores_arrays
     from utils.metrics import tune_gbeta_thresholds
@@ -232,6 +232,10 @@ def test_the_icbeb_row_is_run_as_the_reference_runs_it(cpsc_benchmark):
                                  tune_gbeta_thresholds(y_tr[:, keep], p_tr[:, keep]))
     assert row["fbeta"] == pytest.approx(expected.loc["point", "F_beta_macro"], abs=1e-12)
     assert row["gbeta"] == pytest.approx(expected.loc["point", "G_beta_macro"], abs=1e-12)
+    # the interval: the table's resamples of the test records are drawn with seed 0, whatever the runs' seed
+    resampled = score_predictions(y[:, keep], p[:, keep], bootstrap_indices(y[:, keep], 10, 0))
+    assert [row["auc_lo"], row["auc_hi"]] == pytest.approx(
+        resampled.loc[["lower", "upper"], "macro_auc"].tolist(), abs=1e-12)
     md = (root / "results" / "CPSC" / "benchmark" / "table.md").read_text()
     assert "tuned on the training records' scores" in md and "Run otherwise than published" in md
 
