@@ -308,6 +308,10 @@ def test_evaluate_scores_writes_one_complete_evaluation(tmp_path, capsys):
     after = ece_scores(y, apply_temperature(p, t))
     assert [calibration["after"][c]["ece"] for c in CLASSES] == pytest.approx(after.tolist())
     assert calibration["after"]["mean"]["ece"] < calibration["before"]["mean"]["ece"]
+    paired = classification_metrics(y, apply_temperature(p, t), thr, CLASSES, n_bootstrap=200, seed=3)  # before's
+    for c in [*CLASSES, "mean"]:  # resamples: the intervals before and after scaling are of the same records
+        assert [calibration["after"][c][k] for k in ("ece_lo", "ece_hi", "brier_lo", "brier_hi")] == pytest.approx(
+            paired.loc[c, ["ece_lo", "ece_hi", "brier_lo", "brier_hi"]].tolist(), abs=1e-12), c
 
     for name in ["roc.png", "reliability.png", "confusion_A.png"]:
         image = matplotlib.image.imread(out / name)
