@@ -107,6 +107,10 @@ def test_the_scaler_is_the_references_and_no_other_pickle_is_run(tmp_path):
     with pytest.raises(PipelineError, match="posix.system|os.system"):
         read_standard_scaler(tmp_path / "evil.pkl")
     assert not marker.exists()
+    values = np.random.default_rng(1).normal(3.0, 2.0, size=(200, 1))  # a scaler that only scales (or only centres)
+    for kwargs, expected in (({"with_mean": False}, (0.0, values.std())), ({"with_std": False}, (values.mean(), 1.0))):
+        (tmp_path / "part.pkl").write_bytes(pickle.dumps(StandardScaler(**kwargs).fit(values)))
+        assert read_standard_scaler(tmp_path / "part.pkl") == pytest.approx(expected), kwargs
     per_lead = StandardScaler().fit(np.random.default_rng(0).normal(size=(50, 12)))
     (tmp_path / "lead.pkl").write_bytes(pickle.dumps(per_lead))
     with pytest.raises(PipelineError, match="12 features"):
