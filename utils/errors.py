@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import signal
 import sys
 from typing import Callable
 
@@ -43,15 +41,16 @@ def script_main(main: Callable) -> Callable:
             print(e, flush=True)
             return None
         except KeyboardInterrupt:
-            if main.__module__ != "__main__":
-                raise
-            _end_by_sigint()
+            if main.__module__ == "__main__":
+                _say_interrupted()
+            raise
 
     return run
 
 
-def _end_by_sigint() -> None:
-    """Say so in one line, then die of SIGINT (outputs are written atomically: none is left half done)."""
+def _say_interrupted() -> None:
+    """One line instead of the traceback. The KeyboardInterrupt still ends the process: Python finishes
+    as usual (atexit, finalizers) and then dies of SIGINT, as a shell expects."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -59,6 +58,10 @@ def _end_by_sigint() -> None:
             pass
     print("interrupted (Ctrl-C): no output is left half written; run the same command again to finish",
           file=sys.stderr, flush=True)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
-    raise SystemExit(130)  # not reached where SIGINT ends the process
+    previous = sys.excepthook
+
+    def quiet(kind, value, traceback):
+        if not issubclass(kind, KeyboardInterrupt):
+            previous(kind, value, traceback)
+
+    sys.excepthook = quiet
