@@ -38,7 +38,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from utils.cache import data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
-from utils.errors import script_main
+from utils.errors import PipelineError, script_main
 from utils.evaluator import EvalOptions, Scores, evaluate_scorer, jsonable, scores_table
 from utils.folds import N_FOLDS, split_labels
 from utils.files import fingerprint, check_writable, write_csv, write_json, write_text
@@ -243,11 +243,14 @@ def kept_rows(run: BaselineRun, test_fold: int | None, n_features: int) -> list[
     and settings, whose evaluations are current: a rerun with fewer classifiers keeps them in the table
     (as the report does), and one of other settings leaves them out."""
     rows = []
-    for name in CLASSIFIERS:
+    for name in (name for name in CLASSIFIERS if name not in run.classifiers):
         folder = run.folder(name, test_fold)
-        if name not in run.classifiers and folder.current(evaluation_key(run, name, test_fold, n_features)):
-            print(f"{folder}: {name}'s current evaluation kept in the summary")
-            rows.append(summary_row(name, folder.summary(), run.db_dir))
+        try:
+            if folder.current(evaluation_key(run, name, test_fold, n_features)):
+                rows.append(summary_row(name, folder.summary(), run.db_dir))
+                print(f"{folder}: {name}'s current evaluation kept in the summary")
+        except PipelineError as e:  # damaged: not this command's to fail on, and not a row to show
+            print(f"note: {name}'s earlier evaluation is left out of the summary ({e})", file=sys.stderr)
     return rows
 
 

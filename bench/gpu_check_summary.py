@@ -154,11 +154,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(allow_abbrev=False,
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
-    m = sub.add_parser("main", help="one main.py run")
+    m = sub.add_parser("main", help="one main.py run", allow_abbrev=False)
     m.add_argument("--stdout", type=Path, required=True)
     m.add_argument("--log-csv", type=Path, required=True)
     m.add_argument("--util", type=Path, default=None)
-    c = sub.add_parser("cv", help="cross_validate.py --jobs N")
+    c = sub.add_parser("cv", help="cross_validate.py --jobs N", allow_abbrev=False)
     c.add_argument("--stdout", type=Path, required=True)
     c.add_argument("--runs-dir", type=Path, required=True)
     c.add_argument("--util", type=Path, default=None)

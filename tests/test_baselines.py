@@ -163,6 +163,10 @@ def test_a_rerun_with_fewer_classifiers_keeps_the_others_current_rows(prepared, 
     saved = pd.read_csv(results / data.name / "baselines_all_trees5.csv")
     assert saved["classifier"].tolist() == ["LR", "RF"]
     assert saved.set_index("classifier").loc["LR", "mean_auc"] == pytest.approx(first.loc["LR", "mean_auc"])
+    (results / data.name / "baselines" / "all_trees5" / "LR" / "metrics.json").write_text("{")  # damaged
+    damaged = baselines.main([*common, "--classifier", "RF", "--n-bootstrap", "0"])
+    assert damaged["classifier"].tolist() == ["RF"]  # this command's own work goes on, without that row
+    assert "note: LR's earlier evaluation is left out of the summary" in capsys.readouterr().err
     other = baselines.main([*common, "--classifier", "RF", "--n-bootstrap", "10"])
     assert other["classifier"].tolist() == ["RF"]
     assert json.loads((results / data.name / "baselines_all_trees5.json").read_text())["n_bootstrap"] == 10

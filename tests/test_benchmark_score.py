@@ -89,6 +89,11 @@ def test_score_reproduces_given_bootstrap_ids_exactly(tmp_path):
     written = pd.read_csv(out, index_col=0)
     assert written.equals(score_predictions(Y, P, IDS))
     assert written.loc["lower", "macro_auc"] == pytest.approx(AUC + 0.05 * (AUC_2 - AUC))
+    mixed = np.vstack([IDS, [[1, 1, 1, 1, 1, 4]]])  # one resample without a negative of class 0: left out of
+    np.save(tmp_path / "mixed.npy", mixed)           # that class, as in a `--n-bootstrap` draw, not refused
+    benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
+                    "--bootstrap-ids", str(tmp_path / "mixed.npy"), "--out", str(out)])
+    assert pd.read_csv(out, index_col=0).equals(score_predictions(Y, P, mixed))
     # a score CSV holds labels and scores; thresholds tuned on validation records give F_beta and G_beta
     scores_table([f"r{i}" for i in range(6)], Y, P, ["A", "B"]).to_csv(tmp_path / "test.csv", index=False)
     scores_table(["v0", "v1", "v2"], [[1, 0], [0, 1], [1, 1]], [[.9, .2], [.3, .7], [.6, .55]],
@@ -110,7 +115,7 @@ def test_score_exits(tmp_path, capsys):
     np.save(tmp_path / "p.npy", P)
     y, p = str(tmp_path / "y.npy"), str(tmp_path / "p.npy")
     bad = {"y2.npy": np.where(Y == 1, 2, 0), "nan.npy": np.where(P > .8, np.nan, P), "short.npy": P[:5],
-           "ids.npy": np.array([[0, 1, 2, 3, 4, 6]]), "allpos.npy": np.array([[0, 1, 2, 3, 4, 5], [1] * 6])}
+           "ids.npy": np.array([[0, 1, 2, 3, 4, 6]]), "allpos.npy": np.array([[1] * 6, [1, 1, 1, 1, 1, 4]])}
     for name, a in bad.items():
         np.save(tmp_path / name, a)
     for argv, flag in ((["score", "--scores", p, "--out", "o.csv"], "--labels"),
@@ -130,7 +135,7 @@ def test_score_exits(tmp_path, capsys):
                           (["--labels", y, "--scores", p, "--bootstrap-ids", str(tmp_path / "ids.npy")],
                            "ids.npy: index 6 in resample 0 is outside the 6 records"),
                           (["--labels", y, "--scores", p, "--bootstrap-ids", str(tmp_path / "allpos.npy")],
-                           "allpos.npy: resample 1 has no negative record of class 0: its AUC is undefined")):
+                           "allpos.npy: no resample has a negative record of class 0: its AUC has no interval")):
         with pytest.raises(SystemExit, match=f"^error: .*{message}"):  # script_main: one line, exit 1
             benchmark.main(["score", *argv, "--out", out])
 

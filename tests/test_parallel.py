@@ -121,17 +121,24 @@ def terminal_sigint() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.1, 0.8])
-def test_ctrl_c_as_workers_start_or_work_ends_a_command_in_one_line(tmp_path, delay):
-    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while process_map's spawned
-    workers are still starting, or working, in a command wrapped by script_main: one `interrupted` line,
-    no traceback from the parent or from a worker, and the command killed by SIGINT (a shell script
+@pytest.mark.parametrize("interrupt_at_start, torch_imported", [(1, False), (2, False), (2, True), (None, False)])
+def test_ctrl_c_as_workers_start_or_work_ends_a_command_in_one_line(tmp_path, interrupt_at_start, torch_imported):
+    """Ctrl-C (SIGINT to the process) right as process_map's k-th spawned worker has started (in a process
+    that has torch's threads, or not), or while the workers work (SIGINT to the whole process group, as a
+    terminal sends it), in a command wrapped by script_main: one `interrupted` line, no traceback from the
+    parent or a worker, every worker stopped (no hang at exit), the command killed by SIGINT (a shell script
     running it stops as well)."""
     root = Path(__file__).resolve().parents[1]
     script = tmp_path / "command.py"
     script.write_text(
-        f"import sys, time\nsys.path.insert(0, {str(root)!r})\n"
+        f"import os, signal, sys, time\nsys.path.insert(0, {str(root)!r})\n"
+        + ("import torch\n" if torch_imported else "")
+        + "import multiprocessing.context as context\n"
         "from utils.errors import script_main\nfrom utils.parallel import process_map\n\n"
+        f"AT, started, real = {interrupt_at_start!r}, [0], context.SpawnProcess.start\n\n"
+        "def start(self):\n    real(self)\n    started[0] += 1\n"
+        "    if started[0] == AT:\n        os.kill(os.getpid(), signal.SIGINT)\n\n"
+        "context.SpawnProcess.start = start\n\n"
         "@script_main\ndef main():\n    print('starting', flush=True)\n"
         "    process_map(time.sleep, [30, 30, 30], 3)\n\n"
         "if __name__ == '__main__':\n    main()\n")
@@ -139,10 +146,11 @@ def test_ctrl_c_as_workers_start_or_work_ends_a_command_in_one_line(tmp_path, de
                             start_new_session=True, preexec_fn=terminal_sigint)
     try:
         assert proc.stdout.readline() == "starting\n"
-        time.sleep(delay)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
+        if interrupt_at_start is None:
+            time.sleep(1.0)
+            os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
     assert proc.returncode == -signal.SIGINT, (proc.returncode, err)
     assert "Traceback" not in err and err.count("interrupted (Ctrl-C)") == 1, err

@@ -176,9 +176,11 @@ def process_map(fn: Callable, tasks: Sequence, workers: int, initializer: Callab
     each worker once, `slot` numbering the workers (e.g. one GPU each)."""
     import multiprocessing as mp
     import signal
+    import threading
     from multiprocessing.connection import wait
 
     ctx = mp.get_context(start_method)
+    main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
     if start_method != "fork":  # started now, not by the first worker's start(), which unblocks SIGINT for it
         from multiprocessing import resource_tracker
         resource_tracker.ensure_running()
@@ -194,14 +196,23 @@ def process_map(fn: Callable, tasks: Sequence, workers: int, initializer: Callab
         proc = ctx.Process(target=_process_worker, args=(theirs, os.getpid(), len(everyone), initializer, initargs),
                            name=f"worker-{len(everyone)}")
         # SIGINT blocked while it starts (the mask outlives exec): a Ctrl-C then waits for the parent instead
-        # of killing a worker mid-import with a traceback of its own; the worker then ignores it
+        # of killing a worker mid-import with a traceback of its own; the worker then ignores it. The mask
+        # holds for this thread only (torch's threads may take the signal), so a Ctrl-C meanwhile is only
+        # noted, and raised once the worker is started and recorded (a worker started but not recorded
+        # would never be stopped: the command would hang at exit).
+        noted: list = []
+        previous = signal.signal(signal.SIGINT, lambda *_: noted.append(True)) if main_thread else None
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             proc.start()
+            everyone.append((proc, mine))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
         theirs.close()
-        everyone.append((proc, mine))
+        if noted and callable(previous):
+            previous(signal.SIGINT, None)
         return proc, mine
 
     try:

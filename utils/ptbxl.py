@@ -411,10 +411,10 @@ def read_bootstrap_ids(path: Path, y: np.ndarray) -> np.ndarray:
         if lacking.any():
             raise PipelineError(f"{path}: resample {k} has no positive record of class "
                                 f"{int(np.flatnonzero(lacking)[0])} (the benchmark draws such a resample again)")
-        only = y[rows].all(0)
-        if only.any():
-            raise PipelineError(f"{path}: resample {k} has no negative record of class {int(np.flatnonzero(only)[0])}: "
-                                f"its AUC is undefined (a resample needs both kinds of every class)")
+    never = np.array([y[rows].all(0) for rows in ids]).all(0)  # the scorer leaves such resamples out of a class's
+    if never.any():                                               # interval; with none left it has no interval
+        raise PipelineError(f"{path}: no resample has a negative record of class {int(np.flatnonzero(never)[0])}: "
+                            f"its AUC has no interval")
     return ids.astype(np.int64)
 
 
