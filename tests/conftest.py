@@ -143,6 +143,22 @@ def prep():
     return _prep
 
 
+def _terminal_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it (default action, not
+    blocked). A process started with SIGINT ignored ignores Ctrl-C by design (Python then installs no
+    KeyboardInterrupt handler), and the test process's own state must not decide the test."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@pytest.fixture(scope="session")
+def terminal_sigint():
+    """A `preexec_fn` for a command a test interrupts with Ctrl-C (see `_terminal_sigint`)."""
+    return _terminal_sigint
+
+
 @pytest.fixture(scope="session")
 def mark_current():
     """mark_current(folder): rewrite a preprocess folder's manifest for its files as they are now (a test's

@@ -168,16 +168,8 @@ def test_low_sample_rate_warns(prepared, tmp_path, capsys):
     assert "below 50 Hz" in capsys.readouterr().err
 
 
-def terminal_sigint() -> None:
-    """In the child before exec: SIGINT as a terminal's foreground job has it (default action, not
-    blocked). A process started with SIGINT ignored ignores Ctrl-C by design (Python then installs no
-    KeyboardInterrupt handler), and the test process's own state must not decide the test."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
 @pytest.mark.slow
-def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path):
+def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path, terminal_sigint):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during the parallel decode of
     4,500 records: every try exits within seconds, leaves no temporary file and no output."""
     records = tmp_path / "many"

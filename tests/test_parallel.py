@@ -115,14 +115,9 @@ def test_a_worker_s_output_goes_out_in_whole_lines():
     assert stream.writes[-1] == "\r 50%" and stream.flushes == 3
 
 
-def terminal_sigint() -> None:
-    """In the child before exec: SIGINT as a terminal's foreground job has it (default action, unblocked)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
 @pytest.mark.parametrize("interrupt_at_start, torch_imported", [(1, False), (2, False), (2, True), (None, False)])
-def test_ctrl_c_as_workers_start_or_work_ends_a_command_in_one_line(tmp_path, interrupt_at_start, torch_imported):
+def test_ctrl_c_as_workers_start_or_work_ends_a_command_in_one_line(tmp_path, interrupt_at_start, torch_imported,
+                                                                   terminal_sigint):
     """Ctrl-C (SIGINT to the process) right as process_map's k-th spawned worker has started (in a process
     that has torch's threads, or not), or while the workers work (SIGINT to the whole process group, as a
     terminal sends it), in a command wrapped by script_main: one `interrupted` line, no traceback from the

@@ -406,13 +406,15 @@ def read_bootstrap_ids(path: Path, y: np.ndarray) -> np.ndarray:
     if bad.any():
         k, i = np.argwhere(bad)[0]
         raise PipelineError(f"{path}: index {ids[k, i]} in resample {k} is outside the {len(y)} records")
+    never = np.ones(y.shape[1], bool)  # classes no resample has a negative of
     for k, rows in enumerate(ids):
-        lacking = ~y[rows].any(0)
+        drawn = y[rows]
+        lacking = ~drawn.any(0)
         if lacking.any():
             raise PipelineError(f"{path}: resample {k} has no positive record of class "
                                 f"{int(np.flatnonzero(lacking)[0])} (the benchmark draws such a resample again)")
-    never = np.array([y[rows].all(0) for rows in ids]).all(0)  # the scorer leaves such resamples out of a class's
-    if never.any():                                               # interval; with none left it has no interval
+        never &= drawn.all(0)
+    if never.any():  # the scorer leaves a resample without negatives out of that class; with none left, no interval
         raise PipelineError(f"{path}: no resample has a negative record of class {int(np.flatnonzero(never)[0])}: "
                             f"its AUC has no interval")
     return ids.astype(np.int64)
