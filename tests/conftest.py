@@ -4,6 +4,7 @@ processes: `built_once`); treat them as read-only (copy what a test changes)."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 from pathlib import Path
@@ -65,11 +66,19 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _built_once(config, tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+def _file_states(folder: Path) -> list[list]:
+    """Each file under `folder` with its size and modification time: what a read leaves as it is."""
+    return [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns]
+            for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+def _built_once(config, tmp_path_factory, name: str, build: Callable[[Path], None]) -> tuple[Path, Path]:
     """The folder `name`, written by `build(folder)` once per test run and then only read: the processes of
     pytest-xdist share one copy (the run's temporary folder above theirs; the first to need it builds it
     under a lock while the others wait), so the synthetic databases are generated once, not once per
-    process. A build that did not finish (its marker file missing) is started again."""
+    process. A build that did not finish (its marker file missing) is started again. The marker holds
+    the folder's listing as built, to check it against at the end (`built_once`). Returns the folder and
+    its marker."""
     root = tmp_path_factory.getbasetemp()
     if hasattr(config, "workerinput"):  # a pytest-xdist worker (read from the config: a pytest that a test
         root = root.parent              # starts inherits its worker's variables); pytest-N holds its popen-gwK
@@ -81,15 +90,25 @@ def _built_once(config, tmp_path_factory, name: str, build: Callable[[Path], Non
         if not done.exists():
             shutil.rmtree(folder, ignore_errors=True)
             build(folder)
-            done.touch()
-    return folder
+            done.write_text(json.dumps(_file_states(folder)))
+    return folder, done
 
 
 @pytest.fixture(scope="session")
 def built_once(pytestconfig, tmp_path_factory):
     """built_once(name, build): the folder `name` (may hold a /), written by `build(folder)` once per test
-    run, shared by the test processes, only read (see `_built_once`)."""
-    return lambda name, build: _built_once(pytestconfig, tmp_path_factory, name, build)
+    run, shared by the test processes, only read (see `_built_once`). At the end of the session each
+    folder this process used must be as it was built: a test that wrote into one would change what the
+    tests of the other processes read while they run."""
+    used = {}
+
+    def get(name: str, build: Callable[[Path], None]) -> Path:
+        used[name] = _built_once(pytestconfig, tmp_path_factory, name, build)
+        return used[name][0]
+
+    yield get
+    changed = [name for name, (folder, done) in used.items() if _file_states(folder) != json.loads(done.read_text())]
+    assert not changed, f"tests wrote into the shared, read-only folders {changed}: copy what a test changes"
 
 
 @pytest.fixture(scope="session")
@@ -99,17 +118,20 @@ def synth_records(built_once) -> Path:
         ["--out", str(out), "--n", "200", "--seed", "7", "--max-seconds", "12"]))
 
 
-@pytest.fixture(scope="session")
-def prepared(synth_records, tmp_path_factory) -> Path:
-    """The preprocess outputs (labels, cache) of `synth_records` with the baselines' features.csv, computed
-    once here rather than in each copy a test makes (a test of that computation removes it first); treat
-    as read-only."""
+def _preprocessed_with_features(records: Path, out: Path) -> None:
+    """preprocess.py's outputs of `records` in `out`, with the baselines' features.csv computed here, once,
+    rather than by a test or in each copy a test makes (a test of that computation removes it first): a
+    folder the test processes share is then only ever read."""
     from utils.features import load_or_compute_features
 
-    out = tmp_path_factory.mktemp("prepared")
-    preprocess.main(["--data-dir", str(synth_records), "--out", str(out), "--num-workers", "1"])
+    preprocess.main(["--data-dir", str(records), "--out", str(out), "--num-workers", "1"])
     load_or_compute_features(out, False, 1, False)
-    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(synth_records, built_once) -> Path:
+    """The preprocess outputs (labels, cache) of `synth_records` with features.csv; only read."""
+    return built_once("prepared", lambda out: _preprocessed_with_features(synth_records, out))
 
 
 @pytest.fixture
@@ -226,15 +248,14 @@ def small(tmp_path_factory, built_once) -> dict:
 
 
 @pytest.fixture(scope="session")
-def hospitals(tmp_path_factory, built_once) -> tuple[Path, Path]:
-    """Two small preprocessed databases from two other synthetic sites (40 records each)."""
-    root = tmp_path_factory.mktemp("hospitals")
+def hospitals(built_once) -> tuple[Path, Path]:
+    """Two small preprocessed databases from two other synthetic sites (40 records each), with their
+    features.csv; only read."""
     out = []
     for name, site, seed in (("X", "b", 21), ("Y", "c", 22)):
         raw = built_once(f"hospital{name}", lambda raw, site=site, seed=seed: synth.main(
             ["--out", str(raw), "--n", "40", "--seed", str(seed), "--site", site, "--max-seconds", "8"]))
-        preprocess.main(["--data-dir", str(raw), "--out", str(root / name), "--num-workers", "1"])
-        out.append(root / name)
+        out.append(built_once(f"hospitals/{name}", lambda prepared, raw=raw: _preprocessed_with_features(raw, prepared)))
     return out[0], out[1]
 
 
