@@ -169,13 +169,14 @@ def test_low_sample_rate_warns(prepared, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(tmp_path, terminal_sigint):
+def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(synth_records, tmp_path, terminal_sigint):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during the parallel decode of
-    4,500 records: every try exits within seconds, leaves no temporary file and no output."""
+    4,600 records: every try exits within seconds, leaves no temporary file and no output."""
     records = tmp_path / "many"
-    synth.main(["--out", str(records), "--n", "250", "--seed", "1", "--min-seconds", "6", "--max-seconds", "8"])
-    for prefix in "BCDEFGHIJKLMNOPQR":  # renamed copies (signals hard-linked): 4,500 records, so the decode
-        for hea in list(records.glob("A*.hea")):  # lasts ~4 s however fast the machine
+    records.mkdir()
+    shutil.copy(synth_records / "REFERENCE.csv", records)
+    for prefix in "ABCDEFGHIJKLMNOPQRSTUVW":  # the 200 records renamed (signals hard-linked): 4,600 records,
+        for hea in sorted(synth_records.glob("A*.hea")):  # so the decode lasts ~4 s however fast the machine
             name = prefix + hea.stem[1:]
             (records / f"{name}.hea").write_text(hea.read_text().replace(hea.stem, name))
             os.link(hea.with_suffix(".mat"), records / f"{name}.mat")
