@@ -262,7 +262,7 @@ def test_every_registered_architecture_can_be_explained():
 def test_patient_figure_says_how_many_seconds_it_shows(seconds, shown, monkeypatch, tmp_path):
     """The figure draws the last 10 s of the model input, or all of a shorter one, and its axis says which."""
     drawn = []
-    monkeypatch.setattr(shap_values, "save_figure", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(shap_values, "save_figure", lambda fig, path, **kwargs: drawn.append(fig))
     fs = 100
     n = int(seconds * fs)
     x = np.random.default_rng(0).normal(size=(12, n))
