@@ -197,18 +197,18 @@ def test_bootstrap_cis_equal_a_plain_loop():
     p = np.round(np.clip(0.35 * y + 0.65 * rng.random((n, 3)), 0, 1), 1)  # rounded: tied scores
     p[:, 2] = np.where(y[:, 2], 0.9, 0.3)
     thr = np.array([0.5, 0.4, 0.6])
-    table = classification_metrics(y, p, thr, CLASSES, n_bootstrap=100, seed=5)
-    ci, kept = plain_bootstrap(y, p, thr, 100, 5)
+    table = classification_metrics(y, p, thr, CLASSES, n_bootstrap=50, seed=5)
+    ci, kept = plain_bootstrap(y, p, thr, 50, 5)
     for m, per in ci.items():
         np.testing.assert_allclose(table[[f"{m}_lo", f"{m}_hi"]].to_numpy(float), np.array(per), rtol=1e-10,
                                    err_msg=m)
     assert table["n_resamples"].tolist() == kept
-    # P(a resample misses all 3 of 40) = (37/40)^40 = 4.4 %; with this seed 6 of the 100 draw none (the loop
-    # above counts them independently), so C's CI rests on 94 resamples, every other class's on all 100
-    assert kept == [100, 100, 94, 100]
+    # P(a resample misses all 3 of 40) = (37/40)^40 = 4.4 %; with this seed 3 of the 50 draw none (the loop
+    # above counts them independently), so C's CI rests on 47 resamples, every other class's on all 50
+    assert kept == [50, 50, 47, 50]
     assert table.loc["C", ["f1", "f1_lo", "f1_hi"]].tolist() == [1.0, 1.0, 1.0]
     # drawn in chunks, the same resamples (default_rng(seed).integers(0, n, n) per resample, in order)
-    pd.testing.assert_frame_equal(classification_metrics(y, p, thr, CLASSES, n_bootstrap=100, seed=5, chunk=7), table)
+    pd.testing.assert_frame_equal(classification_metrics(y, p, thr, CLASSES, n_bootstrap=50, seed=5, chunk=7), table)
 
 
 def test_a_class_that_cannot_be_assessed_has_no_metrics(capsys):
