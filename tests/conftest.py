@@ -255,7 +255,7 @@ def hospitals(built_once) -> tuple[Path, Path]:
     for name, site, seed in (("X", "b", 21), ("Y", "c", 22)):
         raw = built_once(f"hospital{name}", lambda raw, site=site, seed=seed: synth.main(
             ["--out", str(raw), "--n", "40", "--seed", str(seed), "--site", site, "--max-seconds", "8"]))
-        out.append(built_once(f"hospitals/{name}", lambda prepared, raw=raw: _preprocessed_with_features(raw, prepared)))
+        out.append(built_once(f"hospitals/{name}", lambda folder, raw=raw: _preprocessed_with_features(raw, folder)))
     return out[0], out[1]
 
 
