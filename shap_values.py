@@ -154,19 +154,22 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
     positive = values[values > 0]
     cut = np.percentile(positive, 98) if positive.size else np.inf
     t = np.arange(n) / fs
-    lines = textwrap.wrap(title, 130) or [""]
+    lines = textwrap.wrap(title, 100) or [""]
     height = 1.8 * len(order) + 0.17 * (len(lines) - 1)  # inches
     fig, axes = plt.subplots(len(order), 1, figsize=(12, height), sharex=True, squeeze=False)
     for ax, lead in zip(axes[:, 0], order):
         ax.plot(t, x[lead], color="k", lw=0.8)
         hot = values[lead] >= cut
         ax.scatter(t[hot], x[lead][hot], color="red", s=6, zorder=3)
-        ax.set_ylabel(f"{leads[lead]} (mV)")
+        ax.text(0.004, 0.96, f"{leads[lead]} (mV)", transform=ax.transAxes, va="top", fontsize=9,
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))  # a tick label of at most ~7 characters
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel(f"time (s), last {n / fs:g} s of the model input")
     axes[0, 0].set_title("\n".join(lines), fontsize=10)
-    # fixed margins, in inches (a tight crop would draw the figure twice): tick labels and lead names on the
-    # left, the time axis below, the title above, wrapped so that one of any length fits
+    # fixed margins, in inches (a tight crop would draw the figure twice): the tick labels on the left (the
+    # lead's name is inside its panel, so no width of theirs pushes it out), the time axis below, the
+    # title above, wrapped so that one of any length fits
     fig.subplots_adjust(left=0.8 / 12, right=1 - 0.15 / 12, bottom=0.5 / height,
                         top=1 - (0.2 + 0.17 * len(lines)) / height)
     save_figure(fig, path, tight=False)

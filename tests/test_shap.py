@@ -274,6 +274,31 @@ def test_patient_figure_says_how_many_seconds_it_shows(seconds, shown, monkeypat
     plt.close(drawn[0])
 
 
+@pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (0.01, 0.0), (3000.0, 0.0), (0.001, 1000.0)])
+def test_patient_figure_keeps_every_label_inside_it(scale, offset, monkeypatch, tmp_path):
+    """The figure is drawn once, at margins fixed in inches (no tight crop): the lead names, tick labels of
+    any width (a nearly flat lead, values in the thousands, an axis offset) and a title of any length stay
+    inside it."""
+    drawn = []
+    monkeypatch.setattr(shap_values, "save_figure", lambda fig, path, **kwargs: drawn.append(fig))
+    rng = np.random.default_rng(0)
+    x = offset + scale * rng.normal(size=(12, 1000)).cumsum(axis=1)
+    title = shap_values.patient_title("R" * 150 + "_with_a_long_name", "AF", 0.93, "AF,RBBB,PAC,PVC,STD", "AF,RBBB")
+    shap_values.plot_patient(x, rng.normal(size=(12, 1000)), list(LEADS), 100, title, 3, tmp_path / "p.png")
+    fig = drawn[0]
+    fig.canvas.draw()
+    renderer, box = fig.canvas.get_renderer(), fig.bbox
+    for ax in fig.axes:  # what each panel draws: its tick labels, offset, lead name, title, time axis
+        drawn_box = ax.get_tightbbox(renderer)
+        assert box.x0 <= drawn_box.x0 and drawn_box.x1 <= box.x1 and box.y0 <= drawn_box.y0 <= drawn_box.y1 <= box.y1
+    texts = [t.get_text() for ax in fig.axes for t in [*ax.texts, ax.title]]
+    assert sum(t.endswith(" (mV)") for t in texts) == 3
+    [shown] = [t for t in texts if "SHAP for AF" in t]
+    assert len(shown.splitlines()) > 1 and "".join(shown.split()) == "".join(title.split())  # wrapped, all of it
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("flag,value", [("--top-leads", "2"), ("--num-workers", "0")])
 def test_a_figure_setting_with_no_figures_exits_2_naming_it(flag, value, capsys):
     with pytest.raises(SystemExit) as e:
