@@ -1,6 +1,7 @@
 """Shared fixtures: the synthetic databases, the tiny trained run and the helpers several test files use.
-Each database and run is built once per test process (the synthetic records once per run, shared by the
-processes: `built_once`); treat them as read-only (copy what a test changes)."""
+The synthetic records and the preprocess outputs the tests only read are built once per run, shared by
+the test processes (`built_once`); the runs and the other databases once per test process. Treat them
+all as read-only (copy what a test changes)."""
 from __future__ import annotations
 
 import fcntl
