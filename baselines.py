@@ -301,8 +301,8 @@ def cross_validate_classifiers(data: pd.DataFrame, cols: list[str], run: Baselin
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     run = BaselineRun.from_args(args)
-    # both folders are written to; checked before minutes of feature extraction, not after
-    check_writable(run.data_dir, "features.csv is cached beside the preprocess outputs")
+    # checked before minutes of feature extraction, not after (the data folder, where features.csv is
+    # written, by load_or_compute_features when it computes it)
     check_writable(run.db_dir, "pass --results-dir DIR with a writable DIR")
     features = load_or_compute_features(run.data_dir, run.heart_rate, args.num_workers, args.force)
     labels = load_labels(run.data_dir)

@@ -3,6 +3,7 @@ bad input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,6 +171,37 @@ def test_a_rerun_with_fewer_classifiers_keeps_the_others_current_rows(prepared, 
     other = baselines.main([*common, "--classifier", "RF", "--n-bootstrap", "10"])
     assert other["classifier"].tolist() == ["RF"]
     assert json.loads((results / data.name / "baselines_all_trees5.json").read_text())["n_bootstrap"] == 10
+
+
+def test_a_read_only_data_folder_is_only_read_and_refused_before_an_extraction(prepared, tmp_path, monkeypatch,
+                                                                              capsys):
+    """With its features.csv current, a data folder is only read: baselines.py runs on a read-only one (the
+    shared `prepared` here, which the session also checks unchanged). Without it, a read-only folder is
+    refused in one line before the extraction starts. As root a chmod does not stop writes, so the refusal
+    is simulated where the operating system would give it: creating a file in the folder."""
+    import shutil
+    import tempfile
+
+    bare = tmp_path / "bare"
+    shutil.copytree(prepared, bare, ignore=shutil.ignore_patterns("features.*"))
+    read_only = {prepared.resolve(), bare.resolve()}
+    real = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() in read_only:
+            raise OSError(30, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    common = ["--classifier", "LR", "--n-bootstrap", "0", "--no-figures", "--num-workers", "1",
+              "--results-dir", str(tmp_path / "r")]
+    table = baselines.main(["--data-dir", str(prepared), *common])
+    assert table["classifier"].tolist() == ["LR"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match=r"cannot write to .*bare \(Read-only file system\).*features.csv is cached"):
+        baselines.main(["--data-dir", str(bare), *common])
+    assert "features" not in capsys.readouterr().out  # no extraction started
+    assert not (bare / "features.csv").exists()
 
 
 def test_trees_sizes_the_ensembles_alone_and_names_its_own_variant(prepared, capsys):

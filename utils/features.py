@@ -20,7 +20,7 @@ import pywt
 import scipy.stats
 
 from utils.cache import SignalCache, load_labels, preprocess_manifest
-from utils.files import fingerprint, write_csv
+from utils.files import check_writable, fingerprint, write_csv
 from utils.manifest import outputs_current, write_manifest
 from utils.parallel import parallel_map
 from utils.labels import LEADS
@@ -190,6 +190,8 @@ def load_or_compute_features(data_dir: Path, heart_rate: bool, workers: int, for
             print(f"{path}: current, reusing it (--force to recompute)")
             return table
         print(f"warning: {path} does not hold the expected records and columns; recomputing it", file=sys.stderr)
+    # before minutes of extraction, not after; a folder that is only read (current features) is not probed
+    check_writable(data_dir, "features.csv is cached beside the preprocess outputs")
     table, notes = compute_features(data_dir, labels["patient_id"].tolist(), heart_rate, workers)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
