@@ -161,8 +161,8 @@ def plot_patient(x: np.ndarray, values: np.ndarray, leads: list[str], fs: int, t
         ax.plot(t, x[lead], color="k", lw=0.8)
         hot = values[lead] >= cut
         ax.scatter(t[hot], x[lead][hot], color="red", s=6, zorder=3)
-        ax.text(0.004, 0.96, f"{leads[lead]} (mV)", transform=ax.transAxes, va="top", fontsize=9,
-                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+        ax.text(0.004, 0.96, f"{leads[lead]} (mV)", transform=ax.transAxes, va="top", fontsize=9, zorder=1.5,
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))  # under the trace and its marks
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))  # a tick label of at most ~7 characters
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel(f"time (s), last {n / fs:g} s of the model input")

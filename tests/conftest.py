@@ -68,9 +68,19 @@ def one_thread():
 
 
 def _file_states(folder: Path) -> list[list]:
-    """Each file under `folder` with its size and modification time: what a read leaves as it is."""
-    return [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns]
-            for p in sorted(folder.rglob("*")) if p.is_file()]
+    """Each file under `folder` with its size and modification time, and each subfolder: what a read
+    leaves as it is. A file gone while listed (a command's probe of whether it may write there) is left
+    out."""
+    states = []
+    for p in sorted(folder.rglob("*")):
+        try:
+            info = p.stat()
+        except FileNotFoundError:
+            continue
+        is_dir = p.is_dir()
+        states.append([str(p.relative_to(folder)), "folder" if is_dir else info.st_size,
+                       None if is_dir else info.st_mtime_ns])
+    return states
 
 
 def _built_once(config, tmp_path_factory, name: str, build: Callable[[Path], None]) -> tuple[Path, Path]:

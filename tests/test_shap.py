@@ -274,7 +274,7 @@ def test_patient_figure_says_how_many_seconds_it_shows(seconds, shown, monkeypat
     plt.close(drawn[0])
 
 
-@pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (0.01, 0.0), (3000.0, 0.0), (0.001, 1000.0)])
+@pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (0.01, 0.0), (3000.0, 0.0), (0.001, 1000.0), (2e-6, -8e-4)])
 def test_patient_figure_keeps_every_label_inside_it(scale, offset, monkeypatch, tmp_path):
     """The figure is drawn once, at margins fixed in inches (no tight crop): the lead names, tick labels of
     any width (a nearly flat lead, values in the thousands, an axis offset) and a title of any length stay
@@ -293,6 +293,8 @@ def test_patient_figure_keeps_every_label_inside_it(scale, offset, monkeypatch, 
         assert box.x0 <= drawn_box.x0 and drawn_box.x1 <= box.x1 and box.y0 <= drawn_box.y0 <= drawn_box.y1 <= box.y1
     texts = [t.get_text() for ax in fig.axes for t in [*ax.texts, ax.title]]
     assert sum(t.endswith(" (mV)") for t in texts) == 3
+    for ax in fig.axes:  # the lead's name lies under the trace and its red marks, never over them
+        assert all(t.get_zorder() < min(a.get_zorder() for a in [*ax.lines, *ax.collections]) for t in ax.texts)
     [shown] = [t for t in texts if "SHAP for AF" in t]
     assert len(shown.splitlines()) > 1 and "".join(shown.split()) == "".join(title.split())  # wrapped, all of it
     import matplotlib.pyplot as plt
