@@ -192,6 +192,23 @@ def terminal_sigint():
     return _terminal_sigint
 
 
+@pytest.fixture
+def read_only(monkeypatch):
+    """read_only(*folders): creating a file in any of `folders` fails as on a read-only mount (errno 30),
+    where the operating system would refuse it: as root a chmod does not stop writes."""
+    import tempfile
+
+    refused, real = set(), tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() in refused:
+            raise OSError(30, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return lambda *folders: refused.update(Path(f).resolve() for f in folders)
+
+
 @pytest.fixture(scope="session")
 def mark_current():
     """mark_current(folder): rewrite a preprocess folder's manifest for its files as they are now (a test's

@@ -3,7 +3,6 @@ bad input."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -173,26 +172,16 @@ def test_a_rerun_with_fewer_classifiers_keeps_the_others_current_rows(prepared, 
     assert json.loads((results / data.name / "baselines_all_trees5.json").read_text())["n_bootstrap"] == 10
 
 
-def test_a_read_only_data_folder_is_only_read_and_refused_before_an_extraction(prepared, tmp_path, monkeypatch,
+def test_a_read_only_data_folder_is_only_read_and_refused_before_an_extraction(prepared, tmp_path, read_only,
                                                                               capsys):
     """With its features.csv current, a data folder is only read: baselines.py runs on a read-only one (the
     shared `prepared` here, which the session also checks unchanged). Without it, a read-only folder is
-    refused in one line before the extraction starts. As root a chmod does not stop writes, so the refusal
-    is simulated where the operating system would give it: creating a file in the folder."""
+    refused in one line before the extraction starts."""
     import shutil
-    import tempfile
 
     bare = tmp_path / "bare"
     shutil.copytree(prepared, bare, ignore=shutil.ignore_patterns("features.*"))
-    read_only = {prepared.resolve(), bare.resolve()}
-    real = tempfile.mkstemp
-
-    def refuse(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir).resolve() in read_only:
-            raise OSError(30, "Read-only file system")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    read_only(prepared, bare)
     common = ["--classifier", "LR", "--n-bootstrap", "0", "--no-figures", "--num-workers", "1",
               "--results-dir", str(tmp_path / "r")]
     table = baselines.main(["--data-dir", str(prepared), *common])

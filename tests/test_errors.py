@@ -209,18 +209,8 @@ def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(synth_records, tmp_path,
             done.result()
 
 
-def test_read_only_folder_is_refused_before_decoding(records_copy, monkeypatch, capsys):
-    """As root a chmod does not stop writes, so the refusal of a read-only mount is simulated where
-    the operating system would give it: creating a file in the records' folder."""
-    import tempfile
-    real = tempfile.mkstemp
-
-    def refuse(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir).resolve() == records_copy.resolve():
-            raise OSError(30, "Read-only file system")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+def test_read_only_folder_is_refused_before_decoding(records_copy, read_only, capsys):
+    read_only(records_copy)
     with pytest.raises(SystemExit, match="read-only; use --out DIR"):
         preprocess.main(["--data-dir", str(records_copy), "--num-workers", "1"])
     assert "decode" not in capsys.readouterr().out
