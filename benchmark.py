@@ -71,12 +71,12 @@ from utils.metrics import THRESHOLD_GRID, tune_gbeta_thresholds
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_PROTOCOL, BENCHMARK_TASKS, PROTOCOLS, parse_with_preset
 from utils.launch import add_launcher_arguments, launcher_from_args
 from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
-from utils.ptbxl import AS_PUBLISHED, ICBEB_TASK
+from utils.ptbxl import AS_PUBLISHED, ICBEB_TASK, OTHER_DATA, PUBLISHED_RECORDS
 from utils.cache import load_labels, preprocess_manifest
 from utils.labels import LEADS
 from utils.layouts import detect_layout
 from utils.preprocessed import PreprocessRequest, derive_label_task, preprocess
-from utils.results import EvaluationFolder, results_home
+from utils.results import SYNTHETIC_MARKER, EvaluationFolder, results_home
 
 MODES = ("run", "score", "compare")  # run: the default, without a mode word
 N_BOOTSTRAP = 100  # the benchmark's number of resamples
@@ -370,30 +370,69 @@ def runs_left_out(previous: Path, table: pd.DataFrame) -> list[str]:
     return [f"{t}/{m}/seed {s}" for t, m, s in keys(old) if (t, m, s) not in now]
 
 
+# the settings of a run that are not the protocol's to decide: which network, seed and data it is (the data
+# are checked apart, by `data_differences`), and whether its kernels are deterministic
+NOT_PROTOCOL = ("arch", "seed", "deterministic", "label_set", "data_fingerprint", "test_fold")
+
+
 def reference_setup(task: str, model: str, cfg: RunConfig, folder: Path, thresholds_from: str) -> str:
     """How the run of `cfg` differs from the reference's run of `model` on `task` (its settings as the
     checkpoint records them, the data, folds and thresholds), or AS_PUBLISHED."""
     saved = RunConfig.from_checkpoint(peek_checkpoint(cfg.run.last)).to_dict()
+    differs = settings_differences(task, model, saved) + data_differences(task, folder)
+    if task == ICBEB_TASK and thresholds_from != "train":
+        differs.append("thresholds tuned on the validation records (published: the training records)")
+    return "; ".join(differs) or AS_PUBLISHED
+
+
+def protocol_expected(task: str, model: str) -> dict:
+    """Every identity setting of a run (but NOT_PROTOCOL) as the reference's run of `model` on `task` has it."""
     want = {**PROTOCOLS[BENCHMARK_PROTOCOL], **architecture_settings(model, BENCHMARK_PROTOCOL)}
     expected = {"sample_rate": want["sample_rate"], "crop_seconds": want["crop_seconds"],
                 "standardize": want["standardize"], "augment": not want["no_augment"], "optimizer": want["optimizer"],
                 "beta2": want["beta2"], "weight_decay": want["weight_decay"], "schedule": want["schedule"],
                 "lr": want["lr"], "clip_grad": want.get("clip_grad"), "batch_size": want["batch_size"],
                 "processes": 1, "epochs": want["epochs"], "keep": want["keep"], "drop_last": want["drop_last"],
-                "precision": "fp32", "leads": list(LEADS), "limit": None}
-    expected.update({"whole_records": True} if task == ICBEB_TASK else {"seconds": want["seconds"]})
-    differs = [f"{k} {saved.get(k)} (published: {v})" for k, v in expected.items() if not _same(saved.get(k), v)]
+                "precision": "fp32", "leads": list(LEADS), "limit": None, "arch_args": {}, "source": None,
+                "restandardize": False, "freeze_epochs": 0, "discriminative_lrs": False, "train_fraction": 1.0}
+    # the ICBEB2018 experiment crops and scores whole records; PTB-XL's records are all 10 s
+    expected.update({"whole_records": True} if task == ICBEB_TASK else {"seconds": want["seconds"],
+                                                                           "whole_records": False})
+    return expected
+
+
+def settings_differences(task: str, model: str, saved: dict) -> list[str]:
+    """'setting mine (published: theirs)' for each setting of a run's checkpointed config (`saved`) that is
+    not the reference's."""
+    return [f"{k} {saved.get(k)} (published: {v})" for k, v in protocol_expected(task, model).items()
+            if not _same(saved.get(k), v)]
+
+
+def data_differences(task: str, folder: Path) -> list[str]:
+    """How the preprocessed task `folder` differs from the data of the published results: synthetic
+    records, another record count than the whole database (a partial download, --limit at download), records
+    left unread, and for ICBEB2018 other records or folds than CPSC2018's and the benchmark's."""
+    manifest = preprocess_manifest(folder)
+    database = "CPSC2018" if task == ICBEB_TASK else "PTB-XL"
+    differs = []
+    source = manifest.get("data_dir")
+    if source and (Path(source) / SYNTHETIC_MARKER).exists():
+        differs.append(f"{OTHER_DATA}synthetic ({source} was written by synth.py), not {database}")
+    found, whole = manifest.get("found"), PUBLISHED_RECORDS[database]
+    if found not in whole:
+        differs.append(f"{OTHER_DATA}{found} records found (published: the whole {database}, "
+                       f"{' or '.join(f'{n:,}' for n in whole)} records)")
+    unread = len(manifest.get("errors") or [])
+    if unread:
+        differs.append(f"{OTHER_DATA}{unread} record(s) could not be read")
     if task == ICBEB_TASK:
-        manifest = preprocess_manifest(folder)
         if manifest.get("folds") != "benchmark":
             differs.append("folds: not the benchmark's procedure")
         ids = load_labels(folder)["patient_id"].astype(str)
         if manifest.get("layout") not in ("cpsc2018", "wfdb") or not ids.str.fullmatch(r"A\d{4}").all():
-            differs.append(f"data: not CPSC2018 (layout {manifest.get('layout')}, records such as "
+            differs.append(f"{OTHER_DATA}not CPSC2018 (layout {manifest.get('layout')}, records such as "
                            f"{ids.iloc[0]}; CPSC2018's are A0001-A6877)")
-        if thresholds_from != "train":
-            differs.append("thresholds tuned on the validation records (published: the training records)")
-    return "; ".join(differs) or AS_PUBLISHED
+    return differs
 
 
 def _same(mine, published) -> bool:

@@ -563,20 +563,65 @@ def test_broken_networks_fail_their_own_runs_in_one_line_and_the_others_go_on(pr
             registry._REGISTRY.pop(name, None)
 
 
-def test_a_benchmark_run_is_as_published_only_at_the_reference_s_settings(tmp_path, monkeypatch):
-    """reference_setup reads the run's checkpointed settings: the LSTM at its own lr 1e-3 and clipping 0.25
-    is as published; at the protocol's lr, or unclipped, it is set apart naming the setting."""
+def test_a_benchmark_run_is_as_published_only_at_the_reference_s_settings(tmp_path):
+    """settings_differences reads the run's checkpointed settings: the LSTM at its own lr 1e-3 and clipping
+    0.25 is as published; at the protocol's lr, unclipped, as a variant (--arch-arg), finetuned or on a
+    fraction of the training records, it is set apart naming the setting."""
     import benchmark
     from models.training import RunConfig
 
     argv = ["--data-dir", str(tmp_path), "--tasks", "rhythm", "--models", "lstm"]
     (*_, cfg), = benchmark.run_configs(benchmark.parse_args(argv), {"rhythm": tmp_path / "rhythm"})
-    saved = {}
-    monkeypatch.setattr(benchmark, "peek_checkpoint", lambda path: {"config": saved["config"]})
-    for change, expected in (({}, benchmark.AS_PUBLISHED), ({"lr": 0.01}, "lr 0.01 (published: 0.001)"),
-                             ({"clip_grad": None}, "clip_grad None (published: 0.25)")):
-        saved["config"] = dict(RunConfig.to_dict(cfg), precision="fp32", processes=1, **change)
-        assert benchmark.reference_setup("rhythm", "lstm", cfg, tmp_path, "train") == expected
+    for change, expected in (({}, []), ({"lr": 0.01}, ["lr 0.01 (published: 0.001)"]),
+                             ({"clip_grad": None}, ["clip_grad None (published: 0.25)"]),
+                             ({"arch_args": {"hidden": 64}}, ["arch_args {'hidden': 64} (published: {})"]),
+                             ({"source": "r:1", "freeze_epochs": 2}, ["source r:1 (published: None)",
+                                                                      "freeze_epochs 2 (published: 0)"]),
+                             ({"train_fraction": 0.5}, ["train_fraction 0.5 (published: 1.0)"]),
+                             ({"whole_records": True}, ["whole_records True (published: False)"])):
+        saved = dict(RunConfig.to_dict(cfg), precision="fp32", processes=1, **change)
+        assert benchmark.settings_differences("rhythm", "lstm", saved) == expected
+
+
+def test_every_identity_setting_of_a_run_is_checked_against_the_reference():
+    """A setting added to RunConfig that makes runs different runs is either compared with the reference's
+    value or named as not the protocol's (which network, seed, data): a new one cannot pass unseen."""
+    import benchmark
+    from models.training import RunConfig
+
+    for task in ("superdiagnostic", "cpsc9"):
+        checked = set(benchmark.protocol_expected(task, "fcn_wang")) | set(benchmark.NOT_PROTOCOL)
+        if task == "cpsc9":
+            checked.add("seconds")  # whole records: the input is each record, not its last N seconds
+        assert set(RunConfig.identity()) <= checked, set(RunConfig.identity()) - checked
+
+
+def test_the_data_of_a_benchmark_row_must_be_the_published_results_data(synthetic_ptbxl, tmp_path, monkeypatch):
+    """data_differences: synthetic records, a partial database and unreadable records each say so; the
+    same folder counted as the whole database and without synth.py's marker is the published data."""
+    import shutil
+
+    import benchmark
+    from utils import ptbxl
+    from utils.preprocessed import PreprocessRequest, preprocess
+
+    raw = tmp_path / "PTBXL"
+    shutil.copytree(synthetic_ptbxl, raw)
+    folder = tmp_path / "task"
+    preprocess(PreprocessRequest(raw, folder, labels="superdiagnostic", num_workers=1))
+    differs = benchmark.data_differences("superdiagnostic", folder)
+    n = len(list(raw.glob("records100/*/*.hea")))
+    assert differs == [f"data: synthetic ({raw} was written by synth.py), not PTB-XL",
+                       f"data: {n} records found (published: the whole PTB-XL, 21,837 or 21,799 records)"]
+    (raw / "synth_details.csv").unlink()
+    assert len(benchmark.data_differences("superdiagnostic", folder)) == 1
+    monkeypatch.setitem(ptbxl.PUBLISHED_RECORDS, "PTB-XL", (n,))
+    monkeypatch.setattr(benchmark, "PUBLISHED_RECORDS", ptbxl.PUBLISHED_RECORDS)
+    assert benchmark.data_differences("superdiagnostic", folder) == []
+    # a row on other data gets no published value, even on a PTB-XL task (where other settings still do)
+    assert not ptbxl.comparable_with_published("superdiagnostic", differs[0])
+    assert ptbxl.comparable_with_published("superdiagnostic", "epochs 1 (published: 50)")
+    assert not ptbxl.comparable_with_published("cpsc9", "epochs 1 (published: 50)")
 
 
 def test_every_step_moves_the_one_cycle_and_every_parameter_decays(prepared, tmp_path):

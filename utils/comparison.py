@@ -127,7 +127,9 @@ def seed_comparison(table: pd.DataFrame, n_bootstrap: int = 100, seed: int = 0, 
             points = aucs[model][0] if aucs else runs["auc"].to_numpy(float)
             mean_auc[model] = float(np.mean(points))
             lo, hi = _percentiles(means[model]) if aucs else (math.nan, math.nan)
-            pub = published(task, model)
+            # the table's rows say whether the published value is comparable (other data, ICBEB2018 run otherwise)
+            comparable = "published_auc" not in runs or runs["published_auc"].notna().all()
+            pub = published(task, model) if comparable else None
             first = runs.iloc[0]
             summary.append({"task": task, "model": model, "seeds": _seed_list(runs), "n_seeds": len(runs),
                             "params": first.get("params"), "records": first.get("records"),
