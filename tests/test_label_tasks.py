@@ -232,6 +232,43 @@ def test_a_model_input_is_read_at_the_caches_rate(synthetic, tmp_path):
     np.testing.assert_allclose(x.numpy(), want, atol=1e-5)
 
 
+def test_a_statement_listed_twice_in_the_table_is_refused(hand_db, tmp_path):
+    """Two rows for one statement (here NORM again, as MI): which class its records get would be an accident
+    of the file's order (the last row silently relabelled every NORM record as MI); refused in one line."""
+    db = tmp_path / "PTBXL"
+    shutil.copytree(hand_db, db)
+    table = statement_table(HAND)
+    pd.concat([table, statement_table({"NORM": (1, None, None, "MI", "IMI")})]).to_csv(db / "scp_statements.csv")
+    for task in ("superdiagnostic", "all"):
+        with pytest.raises(SystemExit, match=r"scp_statements.csv: statement NORM is listed 2 times; each statement "
+                                             "must have one row$"):  # a message: exit status 1
+            run_quietly(["--data-dir", str(db), "--out", str(tmp_path / task), "--labels", task, "--num-workers", "1"])
+        assert not (tmp_path / task / "labels.csv").exists()
+
+
+def test_statements_without_a_class_and_keys_with_spaces_are_said(hand_db, tmp_path, capsys):
+    """A diagnostic statement without a diagnostic_class (XDIAG) or subclass (ODD) maps to no class of
+    superdiagnostic / subdiagnostic, as in the benchmark, and a warning names the statements records carry;
+    a key ' NORM ' is not NORM (the benchmark compares keys as they are): a statement the table lacks."""
+    for task, unclassed in (("superdiagnostic", "XDIAG (1 record)"), ("subdiagnostic", "ODD (1 record), XDIAG (1 record)")):
+        _, err = run_quietly(["--data-dir", str(hand_db), "--out", str(tmp_path / task), "--labels", task,
+                              "--num-workers", "1"])
+        column = "diagnostic_subclass" if task == "subdiagnostic" else "diagnostic_class"
+        assert f"gives diagnostic statement(s) no {column}: {unclassed}; left out of the {task} task" in err
+    _, err = run_quietly(["--data-dir", str(hand_db), "--out", str(tmp_path / "diag"), "--labels", "diagnostic",
+                          "--num-workers", "1"])
+    assert "no diagnostic_class" not in err and "no diagnostic_subclass" not in err
+    db = tmp_path / "PTBXL"
+    shutil.copytree(hand_db, db)
+    records = pd.read_csv(db / "ptbxl_database.csv")
+    records.loc[0, "scp_codes"] = str({" NORM ": 100.0, "SR": 0.0})
+    records.to_csv(db / "ptbxl_database.csv", index=False)
+    _, err = run_quietly(["--data-dir", str(db), "--out", str(tmp_path / "spaced"), "--labels", "superdiagnostic",
+                          "--num-workers", "1"])
+    assert "lacks statement(s) carried in scp_codes: ' NORM ' (1 record)" in err
+    assert "1" not in set(load_labels(tmp_path / "spaced")["patient_id"])  # no class of superdiagnostic left
+
+
 def test_a_statement_missing_from_the_table_is_a_class_of_all_and_said(hand_db, tmp_path):
     """The benchmark's `all` is every scp_codes key: a statement scp_statements.csv lacks becomes a class of
     `all` (a record carrying only it is labelled, not left out), of no other task, and a warning names it."""

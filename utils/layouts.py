@@ -249,14 +249,16 @@ PTBXL_LOW_RATE = 100  # records100/ (filename_lr) holds every record at this rat
 def scp_codes(text: str) -> list[str]:
     """The statements of one `scp_codes` cell (a Python-literal dict {statement: likelihood}); every key
     applies whatever its likelihood (rhythm and form statements carry 0). Spreadsheet-mangled codes
-    such as 1.0AVB are read as 1AVB. ValueError quoting the cell when it is not such a dict."""
+    such as 1.0AVB are read as 1AVB; a key with spaces around it is another statement, as in the
+    benchmark (reported as missing from scp_statements.csv). ValueError quoting the cell when it is not
+    such a dict."""
     try:
         codes = ast.literal_eval(text) if isinstance(text, str) and text.strip() else {}
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         codes = None
     if not isinstance(codes, dict):
         raise ValueError(f"scp_codes {text!r} is not a dict of statements")
-    return [re.sub(r"^(\d+)\.0(?=[A-Z])", r"\1", str(k).strip()) for k in codes]
+    return [re.sub(r"^(\d+)\.0(?=[A-Z])", r"\1", str(k)) for k in codes]  # unstripped: ' NORM ' is not NORM
 
 
 def _ptbxl_detect(data_dir: Path) -> bool:
@@ -280,6 +282,11 @@ def read_scp_statements(path: Path, task: str) -> pd.DataFrame:
     missing = [c for c in _TASK_COLUMNS[task] if c not in statements.columns]
     if missing:
         raise PipelineError(f"{path} has no {', '.join(missing)} column (the {task} task needs it)")
+    names = pd.Series([str(code).strip() for code in statements.index])
+    twice = names[names.duplicated()]
+    if len(twice):  # which row a statement's class comes from would be an accident of the file's order
+        raise PipelineError(f"{path}: statement {twice.iloc[0]} is listed {int((names == twice.iloc[0]).sum())} "
+                            f"times; each statement must have one row")
     for flag in {"diagnostic", "form", "rhythm"} & set(_TASK_COLUMNS[task]):
         values = statements[flag]
         bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
@@ -293,15 +300,31 @@ def warn_unknown_statements(path: Path, statements: pd.DataFrame, records: list[
     """A warning naming the scp_codes statements that `path` lacks (and how many records carry each): a
     class of `all`, as in the benchmark, and left out of the other tasks, never silently."""
     known = {str(code).strip() for code in statements.index}
-    carried: dict[str, int] = {}
-    for codes in records:
-        for code in set(codes) - known:
-            carried[code] = carried.get(code, 0) + 1
+    carried = _carried(records, lambda code: code not in known)
     if carried:
-        names = ", ".join(f"{code} ({k} record{'s' * (k > 1)})" for code, k in sorted(carried.items()))
         fate = "each is a class of `all`, as in the benchmark" if task == "all" else \
             f"left out of the {task} task (a class of `all` only, as in the benchmark)"
-        print(f"warning: {path} lacks statement(s) carried in scp_codes: {names}; {fate}", file=sys.stderr)
+        print(f"warning: {path} lacks statement(s) carried in scp_codes: {carried}; {fate}", file=sys.stderr)
+    if task in ("subdiagnostic", "superdiagnostic"):
+        column = "diagnostic_subclass" if task == "subdiagnostic" else "diagnostic_class"
+        diagnostic = pd.to_numeric(statements["diagnostic"], errors="coerce").to_numpy() == 1
+        unclassed = {str(code).strip() for code, on, cls in zip(statements.index, diagnostic, statements[column])
+                     if on and not (isinstance(cls, str) and cls.strip())}
+        carried = _carried(records, lambda code: code in unclassed)
+        if carried:
+            print(f"warning: {path} gives diagnostic statement(s) no {column}: {carried}; left out of the {task} "
+                  f"task, as in the benchmark", file=sys.stderr)
+
+
+def _carried(records: list[tuple[str, ...]], chosen: Callable[[str], bool]) -> str:
+    """The statements `chosen` picks among those the records carry, each with its number of records (a
+    statement with surrounding spaces quoted, so that they show)."""
+    counts: dict[str, int] = {}
+    for codes in records:
+        for code in {c for c in codes if chosen(c)}:
+            counts[code] = counts.get(code, 0) + 1
+    return ", ".join(f"{code if code == code.strip() else repr(code)} ({k} record{'s' * (k > 1)})"
+                     for code, k in sorted(counts.items()))
 
 
 def _ptbxl_task_labels(data_dir: Path, label_set: LabelSet, entries: list[Entry]) -> LabelSet:
