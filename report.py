@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models.checkpoint import read_checkpoint
+from models.inputs import checkpoint_splits
 from models.scoring import evaluation_problem, training_data_dir
 from models.run import Run, run_argument
 from utils.cache import MANIFEST_JSON, data_label_set
@@ -282,6 +283,12 @@ def main(argv=None) -> Path:
                             f"label set {now['name']} (preprocessed again since): its evaluations are of a task the "
                             f"data no longer have; retrain the run on these data, or preprocess them again with "
                             f"--labels {trained_on['name']}")
+    if any(ckpt["split"].values()):  # the run's records as it trained on them, as predict.py checks them
+        try:
+            checkpoint_splits(ckpt, args.data_dir)
+        except PipelineError as e:
+            raise PipelineError(f"{args.run}: {e}; its evaluations are not of the data {args.data_dir} now "
+                                f"holds") from None
     db_dir = results_home(args.results_dir, args.data_dir)
     if EvaluationFolder(db_dir / args.run.name).exists():
         problem = evaluation_problem(db_dir / args.run.name, args.run)

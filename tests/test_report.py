@@ -173,6 +173,15 @@ def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(
     with pytest.raises(SystemExit, match=rf"^error: {data} is now cached at 50 Hz; this run was trained from its "
                                          r"cache at 100 Hz \(preprocessed again since with another --cache-rate\)"):
         predict.main([*evaluate, "--force"])
+    # the report refuses it as predict.py does: its evaluations are not of the data the folder now holds
+    with pytest.raises(SystemExit, match=rf"^error: {run}: {data} is now cached at 50 Hz; .* its evaluations are not "
+                                         rf"of the data {data} now holds$"):
+        report.main(argv)
+    synth.main(["--out", str(records), "--n", "80", "--seed", "9", "--max-seconds", "10", "--force"])  # other records
+    preprocess.main([*prep, "--force"])
+    with pytest.raises(SystemExit, match=rf"^error: {run}: the labels of this run's train records in .* changed since "
+                                         r"training"):
+        report.main(argv)
 
 
 def test_a_lead_subset_run_is_not_set_beside_the_12_lead_published_values(prepared, tiny, tmp_path):
