@@ -71,7 +71,8 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _DISCOVERED = False
-_BROKEN: dict[str, str] = {}  # a file of models/archs that could not be imported -> why
+_BROKEN: dict[str, str] = {}  # a file of models/archs that could not be imported, or a name two files take -> why
+_DISCOVERING: dict[str, list[str]] | None = None  # while models/archs is imported: name -> the files registering it
 # A name is a folder name too (runs/<arch>_<leads>_<seed>): letters, digits and _ . + - only, no path.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
@@ -97,6 +98,10 @@ def register_model(name: str, *, family: str, description: str = "",
 
     def register(builder: Builder) -> Builder:
         known = _REGISTRY.get(name)
+        if _DISCOVERING is not None:  # which of two files would win is their names' order: settled after all
+            _DISCOVERING.setdefault(name, []).append(builder.__module__)
+            if known is not None and known.builder.__module__ != builder.__module__:
+                return builder
         if known is not None and known.builder is not builder:
             # The same module imported twice (e.g. as a script and as a module) re-registers the same
             # definition under a new function object: only a different family or place is a clash.
@@ -111,28 +116,44 @@ def register_model(name: str, *, family: str, description: str = "",
 
 def _discover() -> None:
     """Import every module of models/archs once, so each registers its architectures. A file that fails
-    to import (an error in it, a name another file registered) is said in one warning line naming it, and
-    none of its architectures is registered: the others stay usable, and every command still runs."""
-    global _DISCOVERED
+    to import (an error in it) is said in one warning line naming it, and none of its architectures is
+    registered: the others stay usable, and every command still runs. A name that two files register is
+    registered by neither (whichever came first in the folder's order would win, a user's file over a
+    shipped one), said in one line naming both; their other architectures stay."""
+    global _DISCOVERED, _DISCOVERING
     if _DISCOVERED:
         return
-    _DISCOVERED = True
+    _DISCOVERED = True  # the files' registrations, counting those of files already imported (which import no more)
+    _DISCOVERING = {name: [e.builder.__module__] for name, e in _REGISTRY.items()}
     import models.archs as archs
-    for info in sorted(pkgutil.iter_modules(archs.__path__), key=lambda m: m.name):
-        before = set(_REGISTRY)
-        try:
-            importlib.import_module(f"models.archs.{info.name}")
-        except (Exception, SystemExit) as e:  # noqa: BLE001 -- a user's file raising, exit() too: reported
-            for name in set(_REGISTRY) - before:
-                del _REGISTRY[name]
-            where = f"models/archs/{info.name}.py"
-            _BROKEN[where] = f"{type(e).__name__}: {e}"
-            print(f"warning: {where} cannot be imported ({_BROKEN[where]}); its architectures are not available",
-                  file=sys.stderr)
+    try:
+        for info in sorted(pkgutil.iter_modules(archs.__path__), key=lambda m: m.name):
+            before, claims = set(_REGISTRY), {name: len(files) for name, files in _DISCOVERING.items()}
+            try:
+                importlib.import_module(f"models.archs.{info.name}")
+            except (Exception, SystemExit) as e:  # noqa: BLE001 -- a user's file raising, exit() too: reported
+                for name in set(_REGISTRY) - before:
+                    del _REGISTRY[name]
+                for name, files in _DISCOVERING.items():  # its registrations do not count against other files'
+                    del files[claims.get(name, 0):]
+                where = f"models/archs/{info.name}.py"
+                _BROKEN[where] = f"{type(e).__name__}: {e}"
+                print(f"warning: {where} cannot be imported ({_BROKEN[where]}); its architectures are not available",
+                      file=sys.stderr)
+        for name, modules in _DISCOVERING.items():
+            files = sorted({m.replace(".", "/") + ".py" for m in modules})
+            if len(files) > 1:
+                _REGISTRY.pop(name, None)
+                where = f"architecture {name!r}"
+                _BROKEN[where] = f"registered by {' and by '.join(files)}"
+                print(f"warning: {where} is {_BROKEN[where]}: not available until all but one rename it; the files' "
+                      f"other architectures are", file=sys.stderr)
+    finally:
+        _DISCOVERING = None
 
 
 def broken_files() -> dict[str, str]:
-    """The files of models/archs that could not be imported, and why."""
+    """The files of models/archs that could not be imported and the names two files register, and why."""
     _discover()
     return dict(_BROKEN)
 
@@ -149,7 +170,8 @@ def model_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        broken = "".join(f"; {where} cannot be imported ({why})" for where, why in _BROKEN.items())
+        broken = "".join(f"; {where} is {why}" if where.startswith("architecture ") else
+                         f"; {where} cannot be imported ({why})" for where, why in _BROKEN.items())
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}{broken}") from None
 
 

@@ -276,11 +276,17 @@ def test_every_benchmark_network_starts_from_the_reference_initialisation(name):
 BROKEN_FILES = {
     "zz_exit.py": "import sys\nsys.exit(3)\n",
     "zz_half_written.py": 'raise RuntimeError("half-written file")\n',
-    "zz_twice.py": ("from torch import nn\nfrom models.registry import register_model\n\n"
+    # before the shipped wang.py in the folder's order: it would have won fcn_wang and broken wang.py
+    "aa_twice.py": ("from torch import nn\nfrom models.registry import register_model\n\n"
                     "@register_model('zz_first', family='t')\ndef first(in_leads, num_classes):\n"
                     "    return nn.Linear(in_leads, num_classes)\n\n"
-                    "@register_model('resnet34', family='t')\ndef clash(in_leads, num_classes):\n"
+                    "@register_model('fcn_wang', family='t')\ndef clash(in_leads, num_classes):\n"
                     "    return nn.Linear(in_leads, num_classes)\n"),
+    "zz_same_file_twice.py": ("from torch import nn\nfrom models.registry import register_model\n\n"
+                              "@register_model('zz_one', family='t')\ndef one(in_leads, num_classes):\n"
+                              "    return nn.Linear(in_leads, num_classes)\n\n"
+                              "@register_model('zz_one', family='t')\ndef again(in_leads, num_classes):\n"
+                              "    return nn.Linear(in_leads, num_classes)\n"),
     "zz_path.py": ("from torch import nn\nfrom models.registry import register_model\n\n"
                    "@register_model('../../x', family='t')\ndef escape(in_leads, num_classes):\n"
                    "    return nn.Linear(in_leads, num_classes)\n"),
@@ -288,9 +294,11 @@ BROKEN_FILES = {
 
 
 def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monkeypatch, capsys):
-    """A file of models/archs that raises (or exits), registers a taken name or a path: one warning line
-    each, none of its architectures registered (not even those before the clash), every command's --help
-    still works; a builder that returns no network is named in one line."""
+    """A file of models/archs that raises (or exits), registers a name twice or a path: one warning line
+    each, none of its architectures registered (not even those before the error), every command's --help
+    still works. A name two files register (a user's file and a shipped one) is neither's, whichever comes
+    first in the folder, said naming both; their other architectures stay. A builder that returns no
+    network is named in one line."""
     import benchmark
     import main
     import models.archs as archs
@@ -303,7 +311,8 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_BROKEN", {})
     monkeypatch.setattr(registry, "_DISCOVERED", False)
-    assert list_models() == known and model_entry("resnet34").family == "resnet"
+    assert list_models() == sorted(set(known) - {"fcn_wang"} | {"zz_first"})
+    assert model_entry("resnet1d_wang").builder.__module__ == "models.archs.wang"  # wang.py's other one stays
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "warning: models/archs/zz_exit.py cannot be imported (SystemExit: 3); its architectures are not available",
@@ -311,14 +320,18 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
         "architectures are not available",
         "warning: models/archs/zz_path.py cannot be imported (ValueError: architecture name '../../x' is not a plain "
         "name (letters, digits, _ . + -): it names run folders); its architectures are not available",
-        "warning: models/archs/zz_twice.py cannot be imported (ValueError: architecture 'resnet34' is registered twice "
-        "(models.archs.resnet and models.archs.zz_twice)); its architectures are not available"]
+        "warning: models/archs/zz_same_file_twice.py cannot be imported (ValueError: architecture 'zz_one' is "
+        "registered twice (models.archs.zz_same_file_twice and models.archs.zz_same_file_twice)); its architectures "
+        "are not available",
+        "warning: architecture 'fcn_wang' is registered by models/archs/aa_twice.py and by models/archs/wang.py: not "
+        "available until all but one rename it; the files' other architectures are"]
     for command in (main, benchmark):
         with pytest.raises(SystemExit) as e:
             command.parse_args(["--help"])
         assert e.value.code == 0 and "--data-dir" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="unknown architecture 'zz_first'.*zz_twice.py cannot be imported"):
-        model_entry("zz_first")
+    with pytest.raises(ValueError, match="unknown architecture 'fcn_wang'.*; architecture 'fcn_wang' is registered by "
+                                         "models/archs/aa_twice.py and by models/archs/wang.py"):
+        model_entry("fcn_wang")
     with pytest.raises(ValueError, match="not a plain name"):
         registry.register_model("a/b", family="t")
     # a protocol entry that could never apply (a misspelt protocol) or is no mapping of settings
