@@ -54,6 +54,7 @@ from utils.labels import LEADS
 from utils.metrics import auc_scores, f1_scores
 from utils.records import SAMPLE_RATE
 from utils.defaults import DEFAULT_DATA_DIR
+from utils.presets import PROTOCOLS
 from utils.settings import Settings, setting
 
 
@@ -224,7 +225,32 @@ def architecture_settings(arch: str, protocol: str | None) -> dict:
     if named:
         raise PipelineError(f"{where}: {', '.join(map(repr, named))} names the experiment, not how the "
                             f"architecture trains (a protocol entry sets e.g. lr, clip_grad, batch_size)")
+    problem = _input_problem(arch, {**PROTOCOLS.get(protocol, {}), **values}) if protocol else None
+    if problem:  # the flags' cross-checks, for values no flag gave (a command would blame its --preset)
+        raise PipelineError(f"{where}: {problem}")
     return values
+
+
+def _input_problem(arch: str, values: Mapping) -> str | None:
+    """What is wrong with the input and batch that a protocol and an architecture's entry give together:
+    fewer samples than the architecture needs, crops longer than the input, batches of one record where
+    the network normalises single values; None when nothing is."""
+    if not {"seconds", "sample_rate", "crop_seconds", "batch_size"} & set(values):
+        return None
+    defaults = RunConfig()
+    seconds, rate = float(values.get("seconds", defaults.seconds)), int(values.get("sample_rate", defaults.sample_rate))
+    crop = values.get("crop_seconds", defaults.crop_seconds)
+    spec = InputSpec(LEADS, seconds, rate, None if crop is None else float(crop))
+    need = model_entry(arch).min_samples
+    if spec.n_samples < need or (spec.window_samples is not None and spec.window_samples < need):
+        return (f"seconds {seconds:g}{'' if crop is None else f', crop_seconds {float(crop):g}'} at {rate} Hz give "
+                f"{min(spec.n_samples, spec.window_samples or spec.n_samples)} samples; {arch} needs at least {need} "
+                f"(its min_samples)")
+    if spec.window_samples is not None and spec.window_samples > spec.n_samples:
+        return f"crop_seconds {float(crop):g} is longer than the input (seconds {seconds:g})"
+    if int(values.get("batch_size", 2)) == 1 and single_record_batches_fail(arch, spec):
+        return f"batch_size 1: {arch} batch-normalises pooled features while training, undefined for one record"
+    return None
 
 
 def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> None:

@@ -124,10 +124,17 @@ def bad_entries():
     def net(in_leads: int, num_classes: int) -> nn.Module:
         return nn.Sequential(nn.Conv1d(in_leads, 4, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(4, num_classes))
 
+    def one_record_net(in_leads: int, num_classes: int) -> nn.Module:  # batch norm of pooled features
+        return nn.Sequential(nn.Conv1d(in_leads, 4, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.BatchNorm1d(4),
+                             nn.Linear(4, num_classes))
+
     entries = {"huge_lr": {"lr": 500}, "negative_lr": {"lr": -5}, "typo_key": {"lrr": 0.1},
-               "text_lr": {"lr": "fast"}, "sets_seed": {"lr": 1e-3, "seed": 7}}
+               "text_lr": {"lr": "fast"}, "sets_seed": {"lr": 1e-3, "seed": 7},
+               # each value within its flag's bounds, wrong together with the protocol's (10 s at 100 Hz)
+               "long_crop": {"crop_seconds": 100}, "short_input": {"seconds": 0.2},
+               "slow_crop": {"sample_rate": 10}, "one_record": {"batch_size": 1}}
     for name, values in entries.items():
-        register_model(name, family="test", protocol={"ptbxl": values})(net)
+        register_model(name, family="test", protocol={"ptbxl": values})(one_record_net if name == "one_record" else net)
     yield entries
     for name in entries:
         registry._REGISTRY.pop(name, None)
@@ -137,7 +144,13 @@ def bad_entries():
                                         ("negative_lr", "--lr -5: -5 is outside (0, 10]"),
                                         ("typo_key", "unknown setting 'lrr'"),
                                         ("text_lr", "--lr 'fast': 'fast' is not a number"),
-                                        ("sets_seed", "'seed' names the experiment, not how the architecture")])
+                                        ("sets_seed", "'seed' names the experiment, not how the architecture"),
+                                        ("long_crop", "crop_seconds 100 is longer than the input (seconds 10)"),
+                                        ("short_input", "seconds 0.2, crop_seconds 2.5 at 100 Hz give 20 samples; "
+                                                        "short_input needs at least 32 (its min_samples)"),
+                                        ("slow_crop", "seconds 10, crop_seconds 2.5 at 10 Hz give 25 samples; "
+                                                      "slow_crop needs at least 32"),
+                                        ("one_record", "batch_size 1: one_record batch-normalises pooled features")])
 def test_registry_protocol_values_are_checked_like_the_flags(bad_entries, name, says, tmp_path):
     where = f"architecture {name} (its registry entry, protocol ptbxl)"
     with pytest.raises(PipelineError) as e:
