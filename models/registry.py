@@ -251,19 +251,22 @@ def check_network(name: str, net: nn.Module, in_leads: int, num_classes: int, n_
     was_training = net.training
     net.eval()
     try:
-        with torch.no_grad():
-            out = net(torch.zeros(2, in_leads, n_samples))
-    except Exception as e:  # noqa: BLE001 -- whatever a user's network raises
-        raise PipelineError(f"architecture {name} fails on inputs of {in_leads} lead(s) x {n_samples} samples "
-                            f"({type(e).__name__}: {e}); its network must reduce any input length of at least its "
-                            "min_samples") from None
+        for batch in (2, 1):  # a batch of one too: the last batch, or --batch-size 1 (a squeeze() shows there)
+            try:
+                with torch.no_grad():
+                    out = net(torch.zeros(batch, in_leads, n_samples))
+            except Exception as e:  # noqa: BLE001 -- whatever a user's network raises
+                raise PipelineError(f"architecture {name} fails on a batch of {batch} input(s) of {in_leads} lead(s) x "
+                                    f"{n_samples} samples ({type(e).__name__}: {e}); its network must reduce any batch "
+                                    "and any input length of at least its min_samples") from None
+            shape = tuple(getattr(out, "shape", ()))
+            if not isinstance(out, torch.Tensor) or shape != (batch, num_classes) or not out.is_floating_point():
+                raise PipelineError(f"architecture {name} returns "
+                                    f"{shape if isinstance(out, torch.Tensor) else type(out).__name__} for a batch of "
+                                    f"{batch} record(s) and {num_classes} classes; a network must return float logits "
+                                    "of shape (batch, classes)")
     finally:
         net.train(was_training)
-    shape = tuple(getattr(out, "shape", ()))
-    if not isinstance(out, torch.Tensor) or shape != (2, num_classes) or not out.is_floating_point():
-        raise PipelineError(f"architecture {name} returns {shape if isinstance(out, torch.Tensor) else type(out).__name__} "
-                            f"for a batch of 2 records and {num_classes} classes; a network must return float logits "
-                            "of shape (batch, classes)")
 
 
 def normalises_single_values(net: nn.Module, in_leads: int, n_samples: int) -> bool:

@@ -364,6 +364,17 @@ class _Flat(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class _Squeezed(nn.Module):
+    """Logits squeezed: (batch, classes) for batches of 2 or more, (classes,) for a batch of one."""
+
+    def __init__(self, in_leads: int, num_classes: int):
+        super().__init__()
+        self.conv, self.fc = nn.Conv1d(in_leads, 4, 3), nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).amax(-1)).squeeze()
+
+
 class _NoParameters(nn.Module):
     def forward(self, x):
         return x[:, :2, 0]
@@ -374,9 +385,12 @@ def test_the_network_contract_is_checked_naming_the_architecture():
 
     check_network("resnet18", create_model("resnet18", 12, 3), 12, 3, 250)
     cases = ((nn.Sequential(nn.Conv1d(12, 4, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten()), "wrong",
-              r"architecture wrong returns \(2, 4\) for a batch of 2 records and 3 classes"),
+              r"architecture wrong returns \(2, 4\) for a batch of 2 record\(s\) and 3 classes"),
              (_NoParameters(), "empty", "architecture empty: the network has no trainable parameters"),
-             (_Flat(12, 3), "flat", r"architecture flat fails on inputs of 12 lead\(s\) x 250 samples \(RuntimeError"))
+             (_Flat(12, 3), "flat", r"architecture flat fails on a batch of 2 input\(s\) of 12 lead\(s\) x 250 samples "
+                                    r"\(RuntimeError"),
+             (_Squeezed(12, 3), "squeezed", r"architecture squeezed returns \(3,\) for a batch of 1 record\(s\) and 3 "
+                                            "classes"))
     for net, name, message in cases:
         with pytest.raises(PipelineError, match=message):
             check_network(name, net, 12, 3, 250)

@@ -549,13 +549,13 @@ def test_broken_networks_fail_their_own_runs_in_one_line_and_the_others_go_on(pr
         cfgs = [dataclasses.replace(base, arch=a, run_dir=str(tmp_path / a))
                 for a in ("fixed_length", "wrong_shape", "toy_cnn")]
         with pytest.raises(PipelineError, match=r"^2 of 3 runs failed: \S*fixed_length \(architecture fixed_length fails "
-                                                r"on inputs of 12 lead\(s\) x 100 samples.*wrong_shape \(architecture "
-                                                r"wrong_shape returns \(2, \d+\) for a batch of 2 records"):
+                                                r"on a batch of 2 input\(s\) of 12 lead\(s\) x 100 samples.*wrong_shape \(architecture "
+                                                r"wrong_shape returns \(2, \d+\) for a batch of 2 record\(s\)"):
             run_all(cfgs, tmp_path / "results", 5)
         err = capsys.readouterr().err
         assert [line.split(":")[0] for line in err.splitlines() if line.startswith("failed:")] == ["failed"] * 2
         assert "Traceback" not in err and (tmp_path / "toy_cnn" / "model.pth").exists()  # the third run went on
-        with pytest.raises(SystemExit, match="^error: architecture fixed_length fails on inputs of 12 lead"):
+        with pytest.raises(SystemExit, match="^error: architecture fixed_length fails on a batch of 2 input\\(s\\) of 12 lead"):
             main.main(["--data-dir", str(prepared), "--arch", "fixed_length", "--run", str(tmp_path / "one"),
                        *PROTOCOL[:4], "--epochs", "1", "--num-workers", "0", "--limit", "40"])
     finally:
