@@ -59,7 +59,8 @@ from models.registry import count_parameters, create_model, list_models
 from models.studies import run_all
 from models.training import RunConfig, architecture_settings, check_run_args
 from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, probability_logits, read_bootstrap_ids,
-                         read_predictions, read_threshold_array, score_predictions, write_te_results)
+                         read_predictions, read_threshold_array, score_predictions, tuned_gbeta_thresholds,
+                         write_te_results)
 from utils.cache import data_label_set, database_name
 from utils.cli import (SEED_LIMIT, BoundedList, bounded_int, flag_error, flag_given, folder_path,
                        seed_int)
@@ -67,7 +68,7 @@ from utils.comparison import seed_comparison, write_benchmark_outputs, write_com
 from utils.errors import MissingInputError, PipelineError, script_main
 from utils.files import check_writable, same_file
 from utils.labels import LABEL_SETS
-from utils.metrics import THRESHOLD_GRID, tune_gbeta_thresholds
+from utils.metrics import THRESHOLD_GRID
 from utils.presets import BENCHMARK_MODELS, BENCHMARK_PROTOCOL, BENCHMARK_TASKS, PROTOCOLS, parse_with_preset
 from utils.launch import add_launcher_arguments, launcher_from_args
 from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
@@ -474,7 +475,8 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
                 raise PipelineError(f"--logits applies to --scores and --val-scores, but the {probs} are all in "
                                     f"[0, 1] (probabilities?) while the others are not: give both as logits")
         grid = probability_logits(THRESHOLD_GRID) if args.logits else THRESHOLD_GRID  # the same thresholds
-        thresholds = tune_gbeta_thresholds(val.y, val.p, grid=grid)
+        thresholds = tuned_gbeta_thresholds(val.y, val.p, str(args.val_labels or args.val_scores), val.classes or None,
+                                            grid=grid)
     results = score_predictions(test.y, test.p, indices, thresholds, source=str(args.labels or args.scores))
     write_te_results(results, args.out)
     print(results.to_string(float_format=lambda v: f"{v:.4f}"))

@@ -437,6 +437,26 @@ def test_logits_give_the_fbeta_gbeta_of_their_sigmoid_or_a_refusal(tmp_path):
                         "--val-labels", f["yv"], "--logits", "--out", out])
 
 
+def test_a_class_without_a_validation_positive_is_never_predicted_and_said(tmp_path, capsys):
+    """score --val-scores: a class the validation labels never carry has no threshold to tune; it is never
+    predicted (counted as missed on the test records) and a warning names it, as predict.py's evaluation
+    does (the reference's tuner divides by zero there)."""
+    (y, p), (yv, pv) = _logit_case(2), _logit_case(3)
+    p, pv = 1 / (1 + np.exp(-p)), 1 / (1 + np.exp(-pv))
+    yv[:, 1] = 0
+    for name, a in {"y": y, "p": p, "yv": yv, "pv": pv}.items():
+        np.save(tmp_path / f"{name}.npy", a)
+    r = benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
+                        "--val-scores", str(tmp_path / "pv.npy"), "--val-labels", str(tmp_path / "yv.npy"),
+                        "--n-bootstrap", "5", "--out", str(tmp_path / "o.csv")])
+    assert (f"warning: {tmp_path / 'yv.npy'}: class column 2 has no positive record, so its F_beta/G_beta threshold "
+            "cannot be tuned; it is never predicted") in capsys.readouterr().err
+    thresholds = tune_gbeta_thresholds(yv, pv)
+    assert np.isnan(thresholds[1]) and not np.isnan(thresholds[[0, 2]]).any()
+    expected = score_predictions(y, p, bootstrap_indices(y, 5, 0), thresholds)
+    assert r.loc["point", "G_beta_macro"] == pytest.approx(expected.loc["point", "G_beta_macro"])
+
+
 def test_a_score_column_without_its_label_column_is_refused(tmp_path):
     table = scores_table([f"r{i}" for i in range(6)], np.c_[Y, 1 - Y[:, :1]], np.c_[P, P[:, :1]], ["A", "B", "C"])
     table.rename(columns={"C": "c"}).to_csv(tmp_path / "s.csv", index=False)

@@ -32,13 +32,14 @@ from utils.evaluator import read_scores, scores_arrays, scores_table
 from utils.files import atomic_write, same_file, write_csv
 from utils.labels import PTBXL_TASKS
 from utils.tables import Column, markdown_table
-from utils.metrics import challenge_scores, macro_auc, predict_at_least_one, tune_gbeta_thresholds
+from utils.metrics import THRESHOLD_GRID, challenge_scores, macro_auc, predict_at_least_one, tune_gbeta_thresholds
 
 __all__ = ["ICBEB_TASK", "LEADERBOARD_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
            "format_result", "bootstrap_indices", "score_predictions", "write_te_results", "Predictions",
            "check_scorable", "read_predictions", "read_bootstrap_ids", "read_threshold_array", "score_file_classes",
            "resample_aucs", "probability_logits", "acceptance_probability", "TABLE_COLUMNS", "ENSEMBLE",
-           "ensemble_scores", "benchmark_table", "benchmark_markdown"]
+           "ensemble_scores", "benchmark_table", "benchmark_markdown", "tuned_gbeta_thresholds",
+           "comparable_with_published", "AS_PUBLISHED", "OTHER_DATA", "PUBLISHED_RECORDS"]
 
 ICBEB_TASK = "cpsc9"  # ICBEB2018 = CPSC2018, its nine classes
 LEADERBOARD_TASKS = (*PTBXL_TASKS, ICBEB_TASK)  # the leaderboard's columns, in order
@@ -592,7 +593,7 @@ def _table_row(task: str, run_seed: int | None, entry: tuple, y: np.ndarray, cla
         _, val_classes, y_val, (p_val,) = _task_scores([Path(val)])
         if val_classes != classes:
             raise PipelineError(f"{val} has classes {', '.join(val_classes)}, {path} has {', '.join(classes)}")
-        thresholds = tune_gbeta_thresholds(y_val[:, keep], p_val[:, keep])
+        thresholds = tuned_gbeta_thresholds(y_val[:, keep], p_val[:, keep], str(val), [classes[j] for j in keep])
     result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path))
     comparable = comparable_with_published(task, setup)
     pub = published(task, model) if comparable else None
@@ -608,6 +609,19 @@ def _table_row(task: str, run_seed: int | None, entry: tuple, y: np.ndarray, cla
             row.update({name: result.loc["point", column], f"{name}_lo": result.loc["lower", column],
                         f"{name}_hi": result.loc["upper", column]})
     return row
+
+
+def tuned_gbeta_thresholds(y: np.ndarray, p: np.ndarray, source: str, classes: Sequence[str] | None = None,
+                           grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """`tune_gbeta_thresholds` on the scores of `source`, with a warning naming each class it holds no
+    positive of: its threshold cannot be tuned, and the class is never predicted (where the reference's
+    tuner divides by zero)."""
+    thresholds = tune_gbeta_thresholds(y, p, grid=grid)
+    for j in np.flatnonzero(np.isnan(thresholds)):
+        name = classes[j] if classes is not None else f"column {j + 1}"
+        print(f"warning: {source}: class {name} has no positive record, so its F_beta/G_beta threshold cannot be "
+              f"tuned; it is never predicted", file=sys.stderr)
+    return thresholds
 
 
 def comparable_with_published(task: str, setup: str | None) -> bool:
