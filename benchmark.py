@@ -165,8 +165,12 @@ def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
     for flag in ("table", "out"):
         if getattr(args, flag).suffix != ".csv":
             p.error(f"--{flag}: {getattr(args, flag)} is not a .csv file")
-    if same_file(args.out, args.table):
-        p.error(f"--out: {args.out} is the --table itself")
+    for out in (args.out, args.out.with_suffix(".md")):  # the markdown beside it too, before either is written
+        if out.is_dir():
+            p.error(f"--out: {out} is a folder; name the comparison's file, e.g. {args.out.parent / 'compare.csv'} "
+                    f"(its markdown goes beside it as .md)")
+        if same_file(out, args.table):
+            p.error(f"--out: {out} is the --table itself")
     return args
 
 
@@ -509,9 +513,10 @@ def compare(args: argparse.Namespace) -> pd.DataFrame:
             raise PipelineError(f"{args.table}: line {int(empty.to_numpy().argmax()) + 2} has no {column}; every "
                                 f"run needs its task, model and score file")
     for path in table["scores"]:
-        if same_file(args.out, path):
-            raise PipelineError(f"--out {args.out} would replace {path}, a score file the table names; "
-                                "name another file")
+        for out in (args.out, args.out.with_suffix(".md")):
+            if same_file(out, path):
+                raise PipelineError(f"--out {args.out} would replace {path}, a score file the table names; "
+                                    "name another file")
     comparison = seed_comparison(table, args.n_bootstrap, args.seed)
     written = write_comparison(comparison, args.out)
     shown = comparison.pairs[["task", "model_a", "model_b", "diff", "diff_lo", "diff_hi", "a_better", "better"]]

@@ -626,6 +626,16 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     with pytest.raises(SystemExit, match=r"^error: --out .* would replace .*test_scores.csv, a score file"):
         benchmark.main(["compare", "--table", str(table), "--out", "runs/a/test_scores.csv"])
     assert {p: p.read_bytes() for p in before} == before
+    # the markdown beside --out: a folder there, or the table itself, is refused before anything is written
+    (tmp_path / "notes.md").mkdir()
+    (tmp_path / "folder.csv").mkdir()
+    os.link(table, tmp_path / "linked.md")
+    for out, says in (("notes.csv", "--out: notes.md is a folder"), ("folder.csv", "--out: folder.csv is a folder"),
+                      ("linked.csv", "--out: linked.md is the --table itself")):
+        with pytest.raises(SystemExit) as e:
+            benchmark.main(["compare", "--table", str(table), "--out", out])
+        assert e.value.code == 2 and says in capsys.readouterr().err, out
+    assert not (tmp_path / "notes.csv").exists() and {p: p.read_bytes() for p in before} == before
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
