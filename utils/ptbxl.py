@@ -119,6 +119,10 @@ def bootstrap_indices(y: np.ndarray, n: int = 100, seed: int = 0, source: str = 
     if y.ndim != 2 or not len(y):
         raise PipelineError(f"{source}: labels of shape {y.shape}, not records x classes")
     check_scorable(y, source)
+    if n * len(y) > MAX_RESAMPLED:
+        raise PipelineError(f"{source}: {n:,} resamples of {len(y):,} records are {n * len(y):,} record indices "
+                            f"({n * len(y) * 8 / 2 ** 30:.1f} GiB); at most {MAX_RESAMPLED:,} are held (2 GiB): ask "
+                            f"for at most {MAX_RESAMPLED // len(y):,} resamples")
     rng = np.random.default_rng(seed)
     max_draws = max_draws or 1000 * n
     check_redraws(y, n, max_draws, source)
@@ -135,6 +139,8 @@ def bootstrap_indices(y: np.ndarray, n: int = 100, seed: int = 0, source: str = 
             out.append(idx)
     return np.stack(out) if out else np.zeros((0, len(y)), np.int64)
 
+
+MAX_RESAMPLED = 2 ** 28  # record indices that one set of resamples may hold (int64: 2 GiB); 100 000 of PTB-XL's 2,163
 
 # What the redraws may cost, in record x class look-ups (about 0.6 ns each on a 2-core machine), a draw
 # costing its records x classes plus DRAW_OVERHEAD (about 10 us of drawing): about a minute in all.
@@ -193,10 +199,16 @@ def check_scorable(y: np.ndarray, source: str, classes: Sequence[str] | None = N
 
 def resample_aucs(y: np.ndarray, p: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """The macro AUC of each resample `indices` (resamples x records) of the records, one value per
-    resample: each resample as record counts, so one sort per class serves all of them."""
+    resample: each resample as record counts, so one sort per class serves all of them, a bounded number
+    of resamples at a time."""
     n, k = len(y), len(indices)
-    counts = np.bincount((np.asarray(indices) + n * np.arange(k)[:, None]).ravel(), minlength=k * n).reshape(k, n)
-    return macro_auc(y, p, counts)
+    step = max(1, (4 << 20) // max(n, 1))  # about 4 M counts at a time (each resample's AUC is its row's alone)
+    aucs = []
+    for start in range(0, k, step):
+        part = np.asarray(indices[start:start + step])
+        counts = np.bincount((part + n * np.arange(len(part))[:, None]).ravel(), minlength=len(part) * n)
+        aucs.append(macro_auc(y, p, counts.reshape(len(part), n)))
+    return np.concatenate(aucs) if aucs else np.zeros(0)
 
 
 def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
