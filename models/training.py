@@ -282,6 +282,9 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     if whole and args.crop_seconds is None:
         flag_error(p, "--whole-records", "needs --crop-seconds (the network sees crops and windows of a record of "
                                          "any length)")
+    if whole and flag_given(p, argv, "--whole-records") and flag_given(p, argv, "--seconds"):
+        flag_error(p, "--seconds", f"{args.seconds:g} is not read with --whole-records (each record is cropped and "
+                                   "scored whole, whatever its length); leave one out")
     spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds, whole)
 
     def blame(*flags: str) -> str:  # the first of `flags` given on the command line (a default is no one's)

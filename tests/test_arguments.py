@@ -180,6 +180,8 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
     ("lead_study", ["--preset", "ptbxl"], "--preset", "invalid choice: 'ptbxl'"),  # it has no study settings
     ("main", ["--arch", "inception1d", "--batch-size", "1"], "--batch-size",
      "inception1d batch-normalises pooled features"),
+    ("main", ["--whole-records", "--crop-seconds", "2", "--seconds", "5"], "--seconds",
+     "5 is not read with --whole-records"),
 ])
 def test_each_reported_case_exits_2_naming_the_flag(name, argv, flag, says, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
