@@ -364,6 +364,45 @@ class _Flat(nn.Module):
         return self.fc(x.flatten(1))
 
 
+def test_the_paper_s_resnet34_computes_what_the_paper_describes():
+    """The network, written out again from the paper's description with torch.nn.functional on the
+    model's own weights (eval mode): stem conv k15/2 pad 7, BN, ReLU, max-pool 3/2/1; stages of [3, 4, 6, 3]
+    blocks of 64-512 channels, strides 1/2/2/2 (conv k7 -> BN -> ReLU -> conv k7 -> BN, plus the identity or
+    a 1x1 conv + BN shortcut, ReLU); the mean and the maximum over time, concatenated; linear."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = create_model("resnet34", 12, 9).eval()
+    for m in model.modules():  # batch norms away from the identity, so that each one counts
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+
+    def bn(h, m):
+        return F.batch_norm(h, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+
+    x = torch.randn(2, 12, 3000)
+    with torch.no_grad():
+        h = F.max_pool1d(F.relu(bn(F.conv1d(x, model.stem[0].weight, stride=2, padding=7), model.stem[1])), 3, 2, 1)
+        assert h.shape[-1] == 750
+        for i, (stage, width) in enumerate(zip(model.stages, (64, 128, 256, 512))):
+            assert len(stage) == (3, 4, 6, 3)[i]
+            for j, block in enumerate(stage):
+                stride = 2 if i > 0 and j == 0 else 1
+                conv1, bn1, conv2, bn2 = block.body[0], block.body[1], block.body[4], block.body[5]
+                assert conv1.weight.shape[:2] == (width, h.shape[1]) and conv1.weight.shape[-1] == 7
+                body = bn(F.conv1d(F.relu(bn(F.conv1d(h, conv1.weight, stride=stride, padding=3), bn1)),
+                                   conv2.weight, padding=3), bn2)
+                short = h if isinstance(block.shortcut, nn.Identity) else \
+                    bn(F.conv1d(h, block.shortcut[0].weight, stride=stride), block.shortcut[1])
+                h = F.relu(body + short)
+        assert h.shape[1:] == (512, 94)
+        expected = F.linear(torch.cat([h.mean(-1), h.amax(-1)], dim=1), model.fc.weight, model.fc.bias)
+        assert torch.allclose(model(x), expected, atol=1e-5)
+
+
 class _Squeezed(nn.Module):
     """Logits squeezed: (batch, classes) for batches of 2 or more, (classes,) for a batch of one."""
 

@@ -245,6 +245,49 @@ def test_the_interval_digits_are_truncated_as_the_reference_prints_them():
                                                                                         point + above)
 
 
+def test_an_interval_of_whole_thousandths_keeps_its_digit():
+    """A half-width of exactly 58 thousandths prints (58): the float subtraction 0.563 - 0.505 falls just
+    below 0.058, and truncating that would print (57) (the digit is the exact decimal one, on a grid of
+    thousandths checked with decimal arithmetic)."""
+    from decimal import Decimal
+
+    assert format_result(0.505, 0.447, 0.563) == "0.505(58)"
+    rng = np.random.default_rng(4)
+    for point, below, above in rng.integers([500, 0, 0], [990, 80, 80], (2000, 3)):
+        p, lo, hi = point / 1000, (point - below) / 1000, (point + above) / 1000
+        half = max(Decimal(str(hi)) - Decimal(str(p)), Decimal(str(p)) - Decimal(str(lo)))
+        assert format_result(p, lo, hi) == f"{p:.3f}({int(half * 1000):02d})", (p, lo, hi)
+
+
+def test_resamples_are_drawn_again_only_for_a_missing_positive_and_undefined_ones_left_out():
+    """The benchmark redraws a resample that lacks a positive of some class, not one that lacks a negative
+    (the draws equal a literal loop over default_rng(seed)); a resample where a class has no negative has no
+    macro AUC (the benchmark drops no class) and is left out of the mean and the percentiles, computed here
+    with sklearn on each resample's records."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(8)
+    y = rng.random((40, 2)) < 0.4
+    y[:, 1] = True
+    y[0, 1] = False  # one negative: about a third of the resamples miss it
+    y[1, 0] = True
+    p = rng.random((40, 2)) + 0.3 * y
+    draws, literal = np.random.default_rng(3), []
+    while len(literal) < 300:
+        idx = draws.integers(0, 40, 40)
+        if y[idx].any(0).all():
+            literal.append(idx)
+    indices = bootstrap_indices(y, 300, 3)
+    assert np.array_equal(indices, np.stack(literal))
+    aucs = np.array([roc_auc_score(y[rows], p[rows], average="macro") if (~y[rows]).any(0).all() else np.nan
+                     for rows in indices])
+    assert 50 < np.isnan(aucs).sum() < 250
+    got = score_predictions(y, p, indices)["macro_auc"]
+    assert got["mean"] == pytest.approx(np.nanmean(aucs), abs=1e-12)
+    assert (got["lower"], got["upper"]) == pytest.approx((np.nanpercentile(aucs, 5), np.nanpercentile(aucs, 95)),
+                                                         abs=1e-12)
+
+
 def _ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(n)]
 

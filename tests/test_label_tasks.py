@@ -250,7 +250,8 @@ def test_statements_without_a_class_and_keys_with_spaces_are_said(hand_db, tmp_p
     """A diagnostic statement without a diagnostic_class (XDIAG) or subclass (ODD) maps to no class of
     superdiagnostic / subdiagnostic, as in the benchmark, and a warning names the statements records carry;
     a key ' NORM ' is not NORM (the benchmark compares keys as they are): a statement the table lacks."""
-    for task, unclassed in (("superdiagnostic", "XDIAG (1 record)"), ("subdiagnostic", "ODD (1 record), XDIAG (1 record)")):
+    for task, unclassed in (("superdiagnostic", "XDIAG (1 record)"),
+                            ("subdiagnostic", "ODD (1 record), XDIAG (1 record)")):
         _, err = run_quietly(["--data-dir", str(hand_db), "--out", str(tmp_path / task), "--labels", task,
                               "--num-workers", "1"])
         column = "diagnostic_subclass" if task == "subdiagnostic" else "diagnostic_class"

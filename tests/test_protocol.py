@@ -149,6 +149,20 @@ def test_seven_windows_and_their_maximum():
         assert torch.allclose(model(x[..., :250]), net((x[..., :250] - 0.1) / 2.0), atol=1e-6)  # one window
 
 
+def test_a_record_of_zeros_keeps_its_windows():
+    """Windows of zero-padding take no part in the maximum, but a record that is zero throughout (a blank or
+    lead-off recording) is scored on its windows like any other, not given a score of 0 for every class."""
+    torch.manual_seed(0)
+    net = create_model("toy_cnn", 2, 3).eval()
+    model = ECGModel(net, InputSpec(("I", "II"), 10.0, 100, 2.5), mean=0.1, std=2.0).eval()
+    x = torch.randn(2, 2, 1000)
+    x[1] = 0
+    with torch.no_grad():
+        out = model(x)
+        assert torch.isfinite(out).all()
+        assert torch.allclose(out[1:], net((torch.zeros(1, 2, 250) - 0.1) / 2.0), atol=1e-6)
+
+
 def test_random_crops_are_windows_of_each_record():
     x = torch.arange(3 * 2 * 20, dtype=torch.float32).view(3, 2, 20)
     g = torch.Generator().manual_seed(0)
@@ -549,13 +563,15 @@ def test_broken_networks_fail_their_own_runs_in_one_line_and_the_others_go_on(pr
         cfgs = [dataclasses.replace(base, arch=a, run_dir=str(tmp_path / a))
                 for a in ("fixed_length", "wrong_shape", "toy_cnn")]
         with pytest.raises(PipelineError, match=r"^2 of 3 runs failed: \S*fixed_length \(architecture fixed_length fails "
-                                                r"on a batch of 2 input\(s\) of 12 lead\(s\) x 100 samples.*wrong_shape \(architecture "
+                                                r"on a batch of 2 input\(s\) of 12 lead\(s\) x 100 samples.*"
+                                                r"wrong_shape \(architecture "
                                                 r"wrong_shape returns \(2, \d+\) for a batch of 2 record\(s\)"):
             run_all(cfgs, tmp_path / "results", 5)
         err = capsys.readouterr().err
         assert [line.split(":")[0] for line in err.splitlines() if line.startswith("failed:")] == ["failed"] * 2
         assert "Traceback" not in err and (tmp_path / "toy_cnn" / "model.pth").exists()  # the third run went on
-        with pytest.raises(SystemExit, match="^error: architecture fixed_length fails on a batch of 2 input\\(s\\) of 12 lead"):
+        with pytest.raises(SystemExit,
+                           match=r"^error: architecture fixed_length fails on a batch of 2 input\(s\) of 12 lead"):
             main.main(["--data-dir", str(prepared), "--arch", "fixed_length", "--run", str(tmp_path / "one"),
                        *PROTOCOL[:4], "--epochs", "1", "--num-workers", "0", "--limit", "40"])
     finally:

@@ -205,7 +205,8 @@ def test_the_icbeb_row_is_run_as_the_reference_runs_it(cpsc_benchmark):
     row = table[table["model"] == "tiny_a"].iloc[0]
     assert row["thresholds"] == "train" and np.isnan(row["published_auc"])
     assert row["setup"].startswith("batch_size 16 (published: 128); epochs 1 (published: 50)")
-    assert "folds" not in row["setup"] and "thresholds" not in row["setup"] and "not CPSC2018 (layout" not in row["setup"]
+    assert "folds" not in row["setup"] and "thresholds" not in row["setup"]
+    assert "not CPSC2018 (layout" not in row["setup"]
     # synthetic records, 70 of them: not the data of the published values (test_protocol: the data checks)
     assert "data: synthetic" in row["setup"] and "data: 70 records found" in row["setup"]
     run = folder / "runs"
