@@ -241,6 +241,7 @@ def test_the_icbeb_row_is_run_as_the_reference_runs_it(cpsc_benchmark):
         resampled.loc[["lower", "upper"], "macro_auc"].tolist(), abs=1e-12)
     md = (root / "results" / "CPSC" / "benchmark" / "table.md").read_text()
     assert "tuned on the training records' scores" in md and "Run otherwise than published" in md
+    assert "\n\n**Paired comparison**" in md  # a paragraph of its own, not the last list item's continuation
 
 
 def test_cpsc9_on_ptbxl_data_is_refused(tmp_path, capsys):

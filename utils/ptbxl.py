@@ -699,5 +699,5 @@ def benchmark_markdown(table: pd.DataFrame, n_bootstrap: int, sections: Mapping[
                                                             if apart else "") + ":", ""]
             lines += [f"- {model}: {setup}" for model, setup in differ]
         if sections and sections.get(task):
-            lines += [sections[task]]
+            lines += ["", sections[task]]  # a blank line: else it would continue the list above it
     return "\n".join(lines)
