@@ -706,30 +706,31 @@ def test_the_default_resamples_are_the_benchmark_s_100(tmp_path):
     assert args.n_bootstrap == 100
 
 
-def test_resampled_aucs_are_computed_in_bounded_parts_and_the_resamples_bounded(tmp_path):
+def test_resampled_aucs_are_computed_in_bounded_parts_and_the_resamples_bounded(tmp_path, monkeypatch):
     """Each resample's macro AUC is the AUC of its own records (sklearn on the resampled records), also
-    when the resamples are taken in several parts (20,000 records: 209 resamples a part); resamples
-    whose indices would exceed 2 GiB are refused up front, naming how many fit, rather than exhausting
-    memory (score exits with that one line)."""
+    when the resamples are taken in several parts (here 20,000 counts a part: 10 resamples of 2,000
+    records); resamples whose indices would exceed 2 GiB are refused up front, naming how many fit, rather
+    than exhausting memory (score exits with that one line)."""
     from sklearn.metrics import roc_auc_score
-    from utils.ptbxl import resample_aucs
+    from utils import ptbxl
 
     rng = np.random.default_rng(5)
-    y = rng.random((20_000, 3)) < 0.3
-    p = rng.random((20_000, 3)) + 0.4 * y
-    indices = bootstrap_indices(y, 450, 1)
-    aucs = resample_aucs(y, p, indices)
-    assert aucs.shape == (450,)
-    for i in (0, 208, 209, 417, 418, 449):  # the first and last of each part (209 resamples a part)
+    y = rng.random((3000, 3)) < 0.3
+    p = rng.random((3000, 3)) + 0.4 * y
+    indices = bootstrap_indices(y[:2000], 25, 1)
+    whole = ptbxl.resample_aucs(y[:2000], p[:2000], indices)
+    monkeypatch.setattr(ptbxl, "AUC_PART_COUNTS", 20_000)
+    aucs = ptbxl.resample_aucs(y[:2000], p[:2000], indices)
+    assert aucs.shape == (25,) and np.array_equal(aucs, whole)
+    for i in (0, 9, 10, 19, 20, 24):  # the first and last of each part
         rows = indices[i]
         assert aucs[i] == pytest.approx(roc_auc_score(y[rows], p[rows], average="macro"), abs=1e-12)
-    small = y[:3000]
     with pytest.raises(PipelineError, match=r"100,000 resamples of 3,000 records are 300,000,000 record indices "
                                             r"\(2\.2 GiB\); at most 268,435,456 are held \(2 GiB\): ask for at most "
                                             r"89,478 resamples"):
-        bootstrap_indices(small, 100_000, 0)
-    np.save(tmp_path / "y.npy", small.astype(int))
-    np.save(tmp_path / "p.npy", p[:3000] / 1.4)
+        bootstrap_indices(y, 100_000, 0)
+    np.save(tmp_path / "y.npy", y.astype(int))
+    np.save(tmp_path / "p.npy", p / 1.4)
     with pytest.raises(SystemExit, match=r"^error: .*y.npy: 100,000 resamples of 3,000 records"):
         benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
                         "--n-bootstrap", "100000", "--out", str(tmp_path / "o.csv")])

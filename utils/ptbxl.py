@@ -140,6 +140,7 @@ def bootstrap_indices(y: np.ndarray, n: int = 100, seed: int = 0, source: str = 
     return np.stack(out) if out else np.zeros((0, len(y)), np.int64)
 
 
+AUC_PART_COUNTS = 4 << 20  # record counts of the resamples whose AUCs are computed at once (memory: a few times 32 MiB)
 MAX_RESAMPLED = 2 ** 28  # record indices that one set of resamples may hold (int64: 2 GiB); 100 000 of PTB-XL's 2,163
 
 # What the redraws may cost, in record x class look-ups (about 0.6 ns each on a 2-core machine), a draw
@@ -202,7 +203,7 @@ def resample_aucs(y: np.ndarray, p: np.ndarray, indices: np.ndarray) -> np.ndarr
     resample: each resample as record counts, so one sort per class serves all of them, a bounded number
     of resamples at a time."""
     n, k = len(y), len(indices)
-    step = max(1, (4 << 20) // max(n, 1))  # about 4 M counts at a time (each resample's AUC is its row's alone)
+    step = max(1, AUC_PART_COUNTS // max(n, 1))  # each resample's AUC is its row's alone
     aucs = []
     for start in range(0, k, step):
         part = np.asarray(indices[start:start + step])
