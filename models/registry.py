@@ -72,7 +72,10 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 _DISCOVERED = False
 _BROKEN: dict[str, str] = {}  # a file of models/archs that could not be imported, or a name two files take -> why
-_DISCOVERING: dict[str, list[str]] | None = None  # while models/archs is imported: name -> the files registering it
+_DISCOVERING: dict[str, list[str]] | None = None  # while models/archs is imported: name -> the modules registering it
+_REGISTERED_BY: dict[str, str] = {}  # name -> the module whose code registered it (not the builder's: a file may
+# register a builder it imports)
+ARCHS = "models.archs."
 # A name is a folder name too (runs/<arch>_<leads>_<seed>): letters, digits and _ . + - only, no path.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
@@ -98,9 +101,11 @@ def register_model(name: str, *, family: str, description: str = "",
 
     def register(builder: Builder) -> Builder:
         known = _REGISTRY.get(name)
-        if _DISCOVERING is not None:  # which of two files would win is their names' order: settled after all
-            _DISCOVERING.setdefault(name, []).append(builder.__module__)
-            if known is not None and known.builder.__module__ != builder.__module__:
+        by = sys._getframe(1).f_globals.get("__name__", builder.__module__)  # the module applying the decorator
+        if _DISCOVERING is not None and (known is None or _REGISTERED_BY.get(name, "").startswith(ARCHS)):
+            # two files of models/archs: which would win is their names' order, so settled after all
+            _DISCOVERING.setdefault(name, []).append(by)
+            if known is not None and _REGISTERED_BY.get(name) != by:
                 return builder
         if known is not None and known.builder is not builder:
             # The same module imported twice (e.g. as a script and as a module) re-registers the same
@@ -110,6 +115,7 @@ def register_model(name: str, *, family: str, description: str = "",
                                  f"{builder.__module__})")
         _REGISTRY[name] = ModelEntry(name, builder, family, description or (builder.__doc__ or "").strip().split("\n")[0],
                                      dict(protocol or {}), min_samples, layer_groups or default_layer_groups)
+        _REGISTERED_BY[name] = by
         return builder
     return register
 
@@ -124,7 +130,7 @@ def _discover() -> None:
     if _DISCOVERED:
         return
     _DISCOVERED = True  # the files' registrations, counting those of files already imported (which import no more)
-    _DISCOVERING = {name: [e.builder.__module__] for name, e in _REGISTRY.items()}
+    _DISCOVERING = {name: [by] for name, by in _REGISTERED_BY.items() if by.startswith(ARCHS) and name in _REGISTRY}
     import models.archs as archs
     try:
         for info in sorted(pkgutil.iter_modules(archs.__path__), key=lambda m: m.name):
@@ -133,7 +139,7 @@ def _discover() -> None:
                 importlib.import_module(f"models.archs.{info.name}")
             except (Exception, SystemExit) as e:  # noqa: BLE001 -- a user's file raising, exit() too: reported
                 for name in set(_REGISTRY) - before:
-                    del _REGISTRY[name]
+                    del _REGISTRY[name], _REGISTERED_BY[name]
                 for name, files in _DISCOVERING.items():  # its registrations do not count against other files'
                     del files[claims.get(name, 0):]
                 where = f"models/archs/{info.name}.py"
@@ -144,10 +150,11 @@ def _discover() -> None:
             files = sorted({m.replace(".", "/") + ".py" for m in modules})
             if len(files) > 1:
                 _REGISTRY.pop(name, None)
+                _REGISTERED_BY.pop(name, None)
                 where = f"architecture {name!r}"
                 _BROKEN[where] = f"registered by {' and by '.join(files)}"
-                print(f"warning: {where} is {_BROKEN[where]}: not available until all but one rename it; the files' "
-                      f"other architectures are", file=sys.stderr)
+                print(f"warning: {where} is {_BROKEN[where]}: not available until all but one rename it (their other "
+                      f"architectures are available)", file=sys.stderr)
     finally:
         _DISCOVERING = None
 

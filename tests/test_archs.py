@@ -282,6 +282,9 @@ BROKEN_FILES = {
                     "    return nn.Linear(in_leads, num_classes)\n\n"
                     "@register_model('fcn_wang', family='t')\ndef clash(in_leads, num_classes):\n"
                     "    return nn.Linear(in_leads, num_classes)\n"),
+    # a shipped builder under its shipped name, with other settings: an override that must not pass unseen
+    "aa_override.py": ("from models.archs import resnet\nfrom models.registry import register_model\n\n"
+                       "register_model('resnet18', family='mine', protocol={'ptbxl': {'lr': 0.5}})(resnet.resnet18)\n"),
     "zz_same_file_twice.py": ("from torch import nn\nfrom models.registry import register_model\n\n"
                               "@register_model('zz_one', family='t')\ndef one(in_leads, num_classes):\n"
                               "    return nn.Linear(in_leads, num_classes)\n\n"
@@ -309,9 +312,10 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
     known = list_models()
     monkeypatch.setattr(archs, "__path__", [*archs.__path__, str(tmp_path)])
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTERED_BY", dict(registry._REGISTERED_BY))
     monkeypatch.setattr(registry, "_BROKEN", {})
     monkeypatch.setattr(registry, "_DISCOVERED", False)
-    assert list_models() == sorted(set(known) - {"fcn_wang"} | {"zz_first"})
+    assert list_models() == sorted(set(known) - {"fcn_wang", "resnet18"} | {"zz_first"})
     assert model_entry("resnet1d_wang").builder.__module__ == "models.archs.wang"  # wang.py's other one stays
     err = capsys.readouterr().err.splitlines()
     assert err == [
@@ -323,8 +327,10 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
         "warning: models/archs/zz_same_file_twice.py cannot be imported (ValueError: architecture 'zz_one' is "
         "registered twice (models.archs.zz_same_file_twice and models.archs.zz_same_file_twice)); its architectures "
         "are not available",
+        "warning: architecture 'resnet18' is registered by models/archs/aa_override.py and by models/archs/resnet.py: "
+        "not available until all but one rename it (their other architectures are available)",
         "warning: architecture 'fcn_wang' is registered by models/archs/aa_twice.py and by models/archs/wang.py: not "
-        "available until all but one rename it; the files' other architectures are"]
+        "available until all but one rename it (their other architectures are available)"]
     for command in (main, benchmark):
         with pytest.raises(SystemExit) as e:
             command.parse_args(["--help"])
