@@ -480,10 +480,10 @@ def test_logits_give_the_fbeta_gbeta_of_their_sigmoid_or_a_refusal(tmp_path):
                         "--val-labels", f["yv"], "--logits", "--out", out])
 
 
-def test_a_class_without_a_validation_positive_is_never_predicted_and_said(tmp_path, capsys):
-    """score --val-scores: a class the validation labels never carry has no threshold to tune; it is never
-    predicted (counted as missed on the test records) and a warning names it, as predict.py's evaluation
-    does (the reference's tuner divides by zero there)."""
+def test_a_class_without_a_validation_positive_gets_no_threshold_and_is_said(tmp_path, capsys):
+    """score --val-scores: a class the validation labels never carry has no threshold to tune; a warning
+    names it, and the test records' predictions give it only by the at-least-one rule (a record above no
+    threshold gets its top class). F_beta and G_beta computed here from the definitions."""
     (y, p), (yv, pv) = _logit_case(2), _logit_case(3)
     p, pv = 1 / (1 + np.exp(-p)), 1 / (1 + np.exp(-pv))
     yv[:, 1] = 0
@@ -493,11 +493,21 @@ def test_a_class_without_a_validation_positive_is_never_predicted_and_said(tmp_p
                         "--val-scores", str(tmp_path / "pv.npy"), "--val-labels", str(tmp_path / "yv.npy"),
                         "--n-bootstrap", "5", "--out", str(tmp_path / "o.csv")])
     assert (f"warning: {tmp_path / 'yv.npy'}: class column 2 has no positive record, so its F_beta/G_beta threshold "
-            "cannot be tuned; it is never predicted") in capsys.readouterr().err
-    thresholds = tune_gbeta_thresholds(yv, pv)
-    assert np.isnan(thresholds[1]) and not np.isnan(thresholds[[0, 2]]).any()
-    expected = score_predictions(y, p, bootstrap_indices(y, 5, 0), thresholds)
-    assert r.loc["point", "G_beta_macro"] == pytest.approx(expected.loc["point", "G_beta_macro"])
+            "cannot be tuned; it is predicted only for a record above no other class's") in capsys.readouterr().err
+    # the thresholds of the other classes by the benchmark's search: unweighted G_beta, strictly above, lowest tie
+    grid, t = np.linspace(0, 1, 100), np.full(3, np.nan)
+    for j in (0, 2):
+        g = [((pv[:, j] > u) & (yv[:, j] == 1)).sum() / max(1, ((pv[:, j] > u) & (yv[:, j] == 1)).sum()
+             + ((pv[:, j] > u) & (yv[:, j] == 0)).sum() + 2 * ((pv[:, j] <= u) & (yv[:, j] == 1)).sum()) for u in grid]
+        t[j] = grid[int(np.argmax(g))]
+    pred = np.column_stack([p[:, j] > t[j] if j != 1 else np.zeros(len(p), bool) for j in range(3)])
+    for i in np.flatnonzero(~pred.any(1)):
+        pred[i, p[i].argmax()] = True
+    assert pred[:, 1].any()  # the untuned class still predicted here and there, by the at-least-one rule
+    w = 1 / y.sum(1)
+    tp, fp, fn = w @ (pred & (y == 1)), w @ (pred & (y == 0)), w @ (~pred & (y == 1))
+    assert r.loc["point", "F_beta_macro"] == pytest.approx(np.mean(5 * tp / (5 * tp + fp + 4 * fn)), abs=1e-12)
+    assert r.loc["point", "G_beta_macro"] == pytest.approx(np.mean(tp / (tp + fp + 2 * fn)), abs=1e-12)
 
 
 def test_a_score_column_without_its_label_column_is_refused(tmp_path):

@@ -627,13 +627,14 @@ def _table_row(task: str, run_seed: int | None, entry: tuple, y: np.ndarray, cla
 def tuned_gbeta_thresholds(y: np.ndarray, p: np.ndarray, source: str, classes: Sequence[str] | None = None,
                            grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
     """`tune_gbeta_thresholds` on the scores of `source`, with a warning naming each class it holds no
-    positive of: its threshold cannot be tuned, and the class is never predicted (where the reference's
-    tuner divides by zero)."""
+    positive of: its threshold cannot be tuned (the reference's tuner divides by zero there), so the class
+    is predicted only where the at-least-one rule gives it (`predict_at_least_one`)."""
     thresholds = tune_gbeta_thresholds(y, p, grid=grid)
     for j in np.flatnonzero(np.isnan(thresholds)):
         name = classes[j] if classes is not None else f"column {j + 1}"
         print(f"warning: {source}: class {name} has no positive record, so its F_beta/G_beta threshold cannot be "
-              f"tuned; it is never predicted", file=sys.stderr)
+              f"tuned; it is predicted only for a record above no other class's threshold where it scores highest",
+              file=sys.stderr)
     return thresholds
 
 
