@@ -343,7 +343,7 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
         rows.append({"task": run.task, "model": run.model, "seed": run.seed, "scores": results.test_scores,
                      "val_scores": results.train_scores if tuned == "train" else results.val_scores,
                      "thresholds_from": tuned, "setup": reference_setup(run.task, run.model, run.cfg, folders[run.task],
-                                                                        tuned),
+                                                                        tuned, args.data_dir),
                      "params": count_parameters(network)})
     table = benchmark_table(rows, out, n_bootstrap=args.n_bootstrap, seed=0)
     dropped = runs_left_out(out / "table.csv", table)
@@ -380,11 +380,13 @@ def runs_left_out(previous: Path, table: pd.DataFrame) -> list[str]:
 NOT_PROTOCOL = ("arch", "seed", "deterministic", "label_set", "data_fingerprint", "test_fold")
 
 
-def reference_setup(task: str, model: str, cfg: RunConfig, folder: Path, thresholds_from: str) -> str:
+def reference_setup(task: str, model: str, cfg: RunConfig, folder: Path, thresholds_from: str,
+                    data_dir: Path | None = None) -> str:
     """How the run of `cfg` differs from the reference's run of `model` on `task` (its settings as the
-    checkpoint records them, the data, folds and thresholds), or AS_PUBLISHED."""
+    checkpoint records them, the data of `folder`, prepared from the records in `data_dir`, folds and
+    thresholds), or AS_PUBLISHED."""
     saved = RunConfig.from_checkpoint(peek_checkpoint(cfg.run.last)).to_dict()
-    differs = settings_differences(task, model, saved) + data_differences(task, folder)
+    differs = settings_differences(task, model, saved) + data_differences(task, folder, data_dir)
     if task == ICBEB_TASK and thresholds_from != "train":
         differs.append("thresholds tuned on the validation records (published: the training records)")
     return "; ".join(differs) or AS_PUBLISHED
@@ -413,14 +415,15 @@ def settings_differences(task: str, model: str, saved: dict) -> list[str]:
             if not _same(saved.get(k), v)]
 
 
-def data_differences(task: str, folder: Path) -> list[str]:
+def data_differences(task: str, folder: Path, data_dir: Path | None = None) -> list[str]:
     """How the preprocessed task `folder` differs from the data of the published results: synthetic
     records, another record count than the whole database (a partial download, --limit at download), records
-    left unread, and for ICBEB2018 other records or folds than CPSC2018's and the benchmark's."""
+    left unread, and for ICBEB2018 other records or folds than CPSC2018's and the benchmark's. The records'
+    folder is `data_dir`, or as the manifest names it (relative to where it was preprocessed from)."""
     manifest = preprocess_manifest(folder)
     database = "CPSC2018" if task == ICBEB_TASK else "PTB-XL"
     differs = []
-    source = manifest.get("data_dir")
+    source = data_dir or manifest.get("data_dir")
     if source and (Path(source) / SYNTHETIC_MARKER).exists():
         differs.append(f"{OTHER_DATA}synthetic ({source} was written by synth.py), not {database}")
     found, whole = manifest.get("found"), PUBLISHED_RECORDS[database]

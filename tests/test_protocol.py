@@ -3,6 +3,8 @@ stage; windows and their maximum; the standardisation fitted on training records
 the one-cycle schedule; a diverging run stops without a checkpoint."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -613,8 +615,9 @@ def test_every_identity_setting_of_a_run_is_checked_against_the_reference():
 
 
 def test_the_data_of_a_benchmark_row_must_be_the_published_results_data(synthetic_ptbxl, tmp_path, monkeypatch):
-    """data_differences: synthetic records, a partial database and unreadable records each say so; the
-    same folder counted as the whole database and without synth.py's marker is the published data."""
+    """data_differences: synthetic records (found from the benchmark's --data-dir wherever the folder was
+    prepared from), a partial database and unreadable records each say so; the same folder counted as the
+    whole database, without synth.py's marker and with every record read is the published data."""
     import shutil
 
     import benchmark
@@ -623,17 +626,25 @@ def test_the_data_of_a_benchmark_row_must_be_the_published_results_data(syntheti
 
     raw = tmp_path / "PTBXL"
     shutil.copytree(synthetic_ptbxl, raw)
+    damaged = sorted(raw.glob("records500/*/*.hea"))[0]  # the rate this preprocessing reads
+    damaged.write_text("not a header\n")
+    monkeypatch.chdir(tmp_path)  # prepared from a relative path, as a user types it
+    preprocess(PreprocessRequest(Path("PTBXL"), Path("task"), labels="superdiagnostic", num_workers=1))
     folder = tmp_path / "task"
-    preprocess(PreprocessRequest(raw, folder, labels="superdiagnostic", num_workers=1))
-    differs = benchmark.data_differences("superdiagnostic", folder)
+    monkeypatch.chdir(folder)
     n = len(list(raw.glob("records100/*/*.hea")))
-    assert differs == [f"data: synthetic ({raw} was written by synth.py), not PTB-XL",
-                       f"data: {n} records found (published: the whole PTB-XL, 21,837 or 21,799 records)"]
+    other = f"data: {n} records found (published: the whole PTB-XL, 21,837 or 21,799 records)"
+    unread = "data: 1 record(s) could not be read"
+    assert benchmark.data_differences("superdiagnostic", folder) == [other, unread]  # the marker not found from here
+    differs = benchmark.data_differences("superdiagnostic", folder, raw)
+    assert differs == [f"data: synthetic ({raw} was written by synth.py), not PTB-XL", other, unread]
     (raw / "synth_details.csv").unlink()
-    assert len(benchmark.data_differences("superdiagnostic", folder)) == 1
     monkeypatch.setitem(ptbxl.PUBLISHED_RECORDS, "PTB-XL", (n,))
     monkeypatch.setattr(benchmark, "PUBLISHED_RECORDS", ptbxl.PUBLISHED_RECORDS)
-    assert benchmark.data_differences("superdiagnostic", folder) == []
+    assert benchmark.data_differences("superdiagnostic", folder, raw) == [unread]
+    shutil.copy(synthetic_ptbxl / damaged.relative_to(raw), damaged)
+    preprocess(PreprocessRequest(raw, folder, labels="superdiagnostic", num_workers=1))
+    assert benchmark.data_differences("superdiagnostic", folder, raw) == []
     # a row on other data gets no published value, even on a PTB-XL task (where other settings still do)
     assert not ptbxl.comparable_with_published("superdiagnostic", differs[0])
     assert ptbxl.comparable_with_published("superdiagnostic", "epochs 1 (published: 50)")
