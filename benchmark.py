@@ -241,6 +241,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if "cpsc9" in args.tasks and len(args.tasks) > 1:
         flag_error(p, "--tasks", "cpsc9 is the CPSC2018 (ICBEB2018) experiment: run it on a CPSC2018 folder, "
                                  "apart from the PTB-XL tasks")
+    if "cpsc9" in args.tasks and flag_given(p, argv, "--seconds"):
+        flag_error(p, "--seconds", f"{args.seconds:g} is not read for cpsc9: its records are cropped and scored "
+                                   "whole, as the reference's ICBEB2018 experiment does")
     if args.init_from is not None:
         flag_error(p, "--init-from", "the benchmark trains every architecture from scratch; finetune one run with "
                                      "main.py --init-from, or compare both with transfer.py")

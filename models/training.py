@@ -269,6 +269,10 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
             builder_arguments(arch, args.arch_arg or [], build=True)
         except ValueError as e:
             flag_error(p, "--arch-arg", str(e))
+    whole = bool(getattr(args, "whole_records", None))
+    if whole and flag_given(p, argv, "--whole-records") and flag_given(p, argv, "--seconds"):
+        flag_error(p, "--seconds", f"{args.seconds:g} is not read with --whole-records (each record is cropped and "
+                                   "scored whole, whatever its length); leave one out")
     need, arch = max([(model_entry(a).min_samples, a) for a in archs] or [(1, args.arch)])
     spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds)
     rate = describe_flag(p, args, argv, "--sample-rate")
@@ -278,13 +282,9 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
             else "--seconds"
         flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with {rate} gives {spec.n_samples} "
                               f"samples; {needs}")
-    whole = bool(getattr(args, "whole_records", None))
     if whole and args.crop_seconds is None:
         flag_error(p, "--whole-records", "needs --crop-seconds (the network sees crops and windows of a record of "
                                          "any length)")
-    if whole and flag_given(p, argv, "--whole-records") and flag_given(p, argv, "--seconds"):
-        flag_error(p, "--seconds", f"{args.seconds:g} is not read with --whole-records (each record is cropped and "
-                                   "scored whole, whatever its length); leave one out")
     spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds, whole)
 
     def blame(*flags: str) -> str:  # the first of `flags` given on the command line (a default is no one's)

@@ -182,6 +182,8 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
      "inception1d batch-normalises pooled features"),
     ("main", ["--whole-records", "--crop-seconds", "2", "--seconds", "5"], "--seconds",
      "5 is not read with --whole-records"),
+    ("main", ["--whole-records", "--crop-seconds", "2.5", "--seconds", "0.1"], "--seconds",  # unread, not too short
+     "0.1 is not read with --whole-records"),
 ])
 def test_each_reported_case_exits_2_naming_the_flag(name, argv, flag, says, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -196,6 +198,8 @@ def test_each_reported_case_exits_2_naming_the_flag(name, argv, flag, says, tmp_
     (["--seconds", "2"], "--seconds", "--crop-seconds 2.5 (the default) is longer than the input (--seconds 2)"),
     (["--models", "resnet18", "--crop-seconds", "0.2"], "--crop-seconds",
      "at --sample-rate 100 (the default) gives 20 samples; resnet18 needs"),
+    (["--tasks", "cpsc9", "--seconds", "30"], "--seconds", "30 is not read for cpsc9: its records are cropped and "
+                                                           "scored whole"),
 ])
 def test_each_reported_benchmark_case_exits_2_naming_the_flag(argv, flag, says, capsys):
     import benchmark
