@@ -267,6 +267,10 @@ def test_statements_without_a_class_and_keys_with_spaces_are_said(hand_db, tmp_p
     _, err = run_quietly(["--data-dir", str(db), "--out", str(tmp_path / "spaced"), "--labels", "superdiagnostic",
                           "--num-workers", "1"])
     assert "lacks statement(s) carried in scp_codes: ' NORM ' (1 record)" in err
+    # the table's statements are read as they are too: its ' NORM ' is that key, and not NORM
+    spaced = statement_table({" NORM ": HAND["NORM"]})
+    assert ptbxl_statement_classes("diagnostic", spaced) == {" NORM ": " NORM "}
+    assert ptbxl_task("all", spaced, [[" NORM "], ["NORM"]]).classes == (" NORM ", "NORM")
     assert "1" not in set(load_labels(tmp_path / "spaced")["patient_id"])  # no class of superdiagnostic left
 
 

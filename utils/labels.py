@@ -116,7 +116,7 @@ def ptbxl_statement_classes(task: str, statements: pd.DataFrame) -> dict[str, st
     diagnostic_class (an empty one maps to nothing). KeyError naming a column the task needs."""
     if task not in PTBXL_TASKS:
         raise ValueError(f"unknown PTB-XL task {task!r}; known: {', '.join(PTBXL_TASKS)}")
-    codes = [str(code).strip() for code in statements.index]
+    codes = [str(code) for code in statements.index]  # as the benchmark reads them: ' NORM ' is not NORM
     if task == "all":
         return {code: code for code in codes}
     flag = task if task in ("diagnostic", "form", "rhythm") else "diagnostic"

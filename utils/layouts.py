@@ -282,7 +282,7 @@ def read_scp_statements(path: Path, task: str) -> pd.DataFrame:
     missing = [c for c in _TASK_COLUMNS[task] if c not in statements.columns]
     if missing:
         raise PipelineError(f"{path} has no {', '.join(missing)} column (the {task} task needs it)")
-    names = pd.Series([str(code).strip() for code in statements.index])
+    names = pd.Series([str(code) for code in statements.index])
     twice = names[names.duplicated()]
     if len(twice):  # which row a statement's class comes from would be an accident of the file's order
         raise PipelineError(f"{path}: statement {twice.iloc[0]} is listed {int((names == twice.iloc[0]).sum())} "
@@ -299,7 +299,7 @@ def read_scp_statements(path: Path, task: str) -> pd.DataFrame:
 def warn_unknown_statements(path: Path, statements: pd.DataFrame, records: list[tuple[str, ...]], task: str) -> None:
     """A warning naming the scp_codes statements that `path` lacks (and how many records carry each): a
     class of `all`, as in the benchmark, and left out of the other tasks, never silently."""
-    known = {str(code).strip() for code in statements.index}
+    known = {str(code) for code in statements.index}
     carried = _carried(records, lambda code: code not in known)
     if carried:
         fate = "each is a class of `all`, as in the benchmark" if task == "all" else \
@@ -308,7 +308,7 @@ def warn_unknown_statements(path: Path, statements: pd.DataFrame, records: list[
     if task in ("subdiagnostic", "superdiagnostic"):
         column = "diagnostic_subclass" if task == "subdiagnostic" else "diagnostic_class"
         diagnostic = pd.to_numeric(statements["diagnostic"], errors="coerce").to_numpy() == 1
-        unclassed = {str(code).strip() for code, on, cls in zip(statements.index, diagnostic, statements[column])
+        unclassed = {str(code) for code, on, cls in zip(statements.index, diagnostic, statements[column])
                      if on and not (isinstance(cls, str) and cls.strip())}
         carried = _carried(records, lambda code: code in unclassed)
         if carried:
