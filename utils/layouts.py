@@ -298,7 +298,9 @@ def read_scp_statements(path: Path, task: str) -> pd.DataFrame:
 
 def warn_unknown_statements(path: Path, statements: pd.DataFrame, records: list[tuple[str, ...]], task: str) -> None:
     """A warning naming the scp_codes statements that `path` lacks (and how many records carry each): a
-    class of `all`, as in the benchmark, and left out of the other tasks, never silently."""
+    class of `all`, as in the benchmark, and left out of the other tasks, never silently. For sub- and
+    superdiagnostic, another naming the diagnostic statements that `path` gives no subclass or class
+    (they map to no class there, as in the benchmark)."""
     known = {str(code) for code in statements.index}
     carried = _carried(records, lambda code: code not in known)
     if carried:
