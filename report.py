@@ -23,7 +23,7 @@ import pandas as pd
 
 from models.checkpoint import read_checkpoint
 from models.inputs import checkpoint_splits
-from models.scoring import evaluation_problem, training_data_dir
+from models.scoring import evaluation_problem, own_evaluation_problem, training_data_dir
 from models.run import Run, run_argument
 from utils.cache import MANIFEST_JSON, data_label_set
 from utils.labels import LEADS
@@ -291,7 +291,7 @@ def main(argv=None) -> Path:
                                 f"holds") from None
     db_dir = results_home(args.results_dir, args.data_dir)
     if EvaluationFolder(db_dir / args.run.name).exists():
-        problem = evaluation_problem(db_dir / args.run.name, args.run)
+        problem = own_evaluation_problem(db_dir / args.run.name, args.run, ckpt, args.data_dir)
     a = ckpt["config"]
     run_leads = tuple(a.get("leads", LEADS))
     leads = "12 leads" if set(run_leads) == set(LEADS) else f"lead(s) {', '.join(run_leads)}"

@@ -37,7 +37,7 @@ from utils.results import results_home, same_database
 
 __all__ = ["training_data_dir", "results_folder", "scoring_amp", "score_records", "EvalSettings",
            "score_training_records", "RunScorer", "evaluation_key",
-           "evaluation_current", "evaluation_problem", "evaluate_run", "external_folder", "evaluate_external"]
+           "evaluation_current", "evaluation_problem", "own_evaluation_problem", "evaluate_run", "external_folder", "evaluate_external"]
 
 
 def training_data_dir(ckpt: dict) -> Path:
@@ -169,6 +169,20 @@ def evaluation_problem(out: Path, run: Run) -> str | None:
         return saved["problem"]
     if saved["manifest"].get("model_sha") != file_sha(run.model):
         return f"{run.model} changed after it was evaluated"
+    return None
+
+
+def own_evaluation_problem(out: Path, run: Run, ckpt: dict, data_dir: Path) -> str | None:
+    """`evaluation_problem`, and for the run's evaluation on its own records also whether it was computed
+    from the data `data_dir` holds now (its key, as predict.py checks it: a folder preprocessed again from
+    changed records is other data, even where every label stayed)."""
+    problem = evaluation_problem(out, run)
+    if problem:
+        return problem
+    manifest = EvaluationFolder(out).read()["manifest"]
+    key = evaluation_key(run, ckpt, manifest.get("n_bootstrap"), bool(manifest.get("calibrate")), data_dir)
+    if manifest.get("fingerprint") != key:
+        return f"{out} was computed from {data_dir} as it was before it was preprocessed again (or with other settings)"
     return None
 
 

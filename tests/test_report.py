@@ -164,6 +164,16 @@ def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(
     baselines.main(lr)
     argv = ["--data-dir", str(data), "--run", str(run), "--results-dir", str(results)]
     assert "Not on the deep model's test records" not in report.main(argv).read_text()
+    # one test record's signal changed (the records, labels, rate and split as they were): the evaluation is stale
+    from scipy.io import loadmat, savemat
+    from models.checkpoint import peek_checkpoint
+    mat = records / f"{peek_checkpoint(run / 'model.pth')['split']['test'][0]}.mat"
+    savemat(mat, {"val": loadmat(mat)["val"][:, ::-1].copy()})
+    preprocess.main(prep)
+    text = report.main(argv).read_text()
+    assert "_Out of date: " in text and "as it was before it was preprocessed again" in text
+    predict.main(evaluate)
+    assert "Out of date" not in report.main(argv).read_text()
     preprocess.main([*prep, "--seed", "3", "--force"])
     baselines.main(lr)
     text = sections_text(report.main(argv).read_text(), "Expert-feature baselines")
