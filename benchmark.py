@@ -249,7 +249,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      "main.py --init-from, or compare both with transfer.py")
     if args.arch is not None:  # main.py's flag, hidden here: given, it would be silently replaced
         flag_error(p, "--arch", f"the benchmark trains the architectures of --models (e.g. --models {args.arch})")
-    args.models = args.models or model_list(BENCHMARK_MODELS)
+    try:
+        args.models = args.models or model_list(BENCHMARK_MODELS)
+    except argparse.ArgumentTypeError as e:  # a default architecture unavailable (its file broken, its name taken)
+        flag_error(p, "--models", f"the default {BENCHMARK_MODELS}: {e}")
     if args.seeds is not None and flag_given(p, argv, "--seed"):
         flag_error(p, "--seeds", "give --seed N (one run per task and model) or --seeds LIST, not both")
     args.seeds = args.seeds or [args.seed]

@@ -335,6 +335,9 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
         with pytest.raises(SystemExit) as e:
             command.parse_args(["--help"])
         assert e.value.code == 0 and "--data-dir" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # the benchmark's default --models names fcn_wang, now no one's
+        benchmark.parse_args(["--data-dir", str(tmp_path)])
+    assert e.value.code == 2 and "argument --models: the default inception1d," in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown architecture 'fcn_wang'.*; architecture 'fcn_wang' is registered by "
                                          "models/archs/aa_twice.py and by models/archs/wang.py"):
         model_entry("fcn_wang")

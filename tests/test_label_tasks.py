@@ -239,6 +239,12 @@ def test_a_statement_listed_twice_in_the_table_is_refused(hand_db, tmp_path):
     shutil.copytree(hand_db, db)
     table = statement_table(HAND)
     pd.concat([table, statement_table({"NORM": (1, None, None, "MI", "IMI")})]).to_csv(db / "scp_statements.csv")
+    with open(hand_db / "scp_statements.csv") as f:  # rows without a statement (a spreadsheet's) are no duplicates
+        (tmp_path / "empty_rows").mkdir()
+        shutil.copytree(hand_db, tmp_path / "empty_rows" / "PTBXL")
+        (tmp_path / "empty_rows" / "PTBXL" / "scp_statements.csv").write_text(f.read() + ",,,,,\n,,,,,\n")
+    run_quietly(["--data-dir", str(tmp_path / "empty_rows" / "PTBXL"), "--out", str(tmp_path / "ok"), "--labels",
+                 "superdiagnostic", "--num-workers", "1"])
     for task in ("superdiagnostic", "all"):
         with pytest.raises(SystemExit, match=r"scp_statements.csv: statement NORM is listed 2 times; each statement "
                                              "must have one row$"):  # a message: exit status 1

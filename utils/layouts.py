@@ -282,6 +282,7 @@ def read_scp_statements(path: Path, task: str) -> pd.DataFrame:
     missing = [c for c in _TASK_COLUMNS[task] if c not in statements.columns]
     if missing:
         raise PipelineError(f"{path} has no {', '.join(missing)} column (the {task} task needs it)")
+    statements = statements[statements.index.notna()]  # rows without a statement (a spreadsheet's empty rows)
     names = pd.Series([str(code) for code in statements.index])
     twice = names[names.duplicated()]
     if len(twice):  # which row a statement's class comes from would be an accident of the file's order
