@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -225,32 +225,58 @@ def architecture_settings(arch: str, protocol: str | None) -> dict:
     if named:
         raise PipelineError(f"{where}: {', '.join(map(repr, named))} names the experiment, not how the "
                             f"architecture trains (a protocol entry sets e.g. lr, clip_grad, batch_size)")
-    problem = _input_problem(arch, {**PROTOCOLS.get(protocol, {}), **values}) if protocol else None
+    problem = _entry_input_problem(arch, {**PROTOCOLS.get(protocol, {}), **values}) if protocol else None
     if problem:  # the flags' cross-checks, for values no flag gave (a command would blame its --preset)
         raise PipelineError(f"{where}: {problem}")
     return values
 
 
-def _input_problem(arch: str, values: Mapping) -> str | None:
-    """What is wrong with the input and batch that a protocol and an architecture's entry give together:
-    fewer samples than the architecture needs, crops longer than the input, batches of one record where
-    the network normalises single values; None when nothing is."""
-    if not {"seconds", "sample_rate", "crop_seconds", "batch_size"} & set(values):
-        return None
+class InputProblem(NamedTuple):
+    """The first thing that makes an input and batch unusable (`input_problem`). `kind`: "input", its
+    `samples` fewer than `arch` needs (`need`); "window", its crops' samples fewer; "crop", crops longer
+    than the input; "batch", batches of one record where `arch` batch-normalises pooled features."""
+    kind: str
+    samples: int
+    arch: str
+    need: int
+
+
+def input_problem(archs: Sequence[str], spec: InputSpec, batch_size: int) -> InputProblem | None:
+    """What no flag alone shows: the input (or its crops) shorter than the most demanding of `archs` needs
+    (its registry entry's min_samples), crops longer than the input, or batches of one record where an
+    architecture normalises single values. The one test behind `check_run_args` (which blames a flag) and
+    `architecture_settings` (which names a registry entry); None when the input is usable."""
+    need, arch = max([(model_entry(a).min_samples, a) for a in archs] or [(1, "")])  # none: at least a sample
+    need = max(need, 1)
+    if spec.n_samples < need:
+        return InputProblem("input", spec.n_samples, arch, need)
+    if spec.window_samples is not None and spec.window_samples < need:
+        return InputProblem("window", spec.window_samples, arch, need)
+    if spec.window_samples is not None and spec.window_samples > spec.n_samples and not spec.whole:
+        return InputProblem("crop", spec.window_samples, arch, need)
+    if batch_size == 1:
+        for one in archs:
+            if single_record_batches_fail(one, spec):
+                return InputProblem("batch", 1, one, need)
+    return None
+
+
+def _entry_input_problem(arch: str, values: Mapping) -> str | None:
+    """`input_problem` for the input and batch that a protocol and an architecture's entry give together,
+    said in the settings' names."""
     defaults = RunConfig()
     seconds, rate = float(values.get("seconds", defaults.seconds)), int(values.get("sample_rate", defaults.sample_rate))
     crop = values.get("crop_seconds", defaults.crop_seconds)
-    spec = InputSpec(LEADS, seconds, rate, None if crop is None else float(crop))
-    need = model_entry(arch).min_samples
-    if spec.n_samples < need or (spec.window_samples is not None and spec.window_samples < need):
+    problem = input_problem([arch], InputSpec(LEADS, seconds, rate, None if crop is None else float(crop)),
+                            int(values.get("batch_size", defaults.batch_size)))
+    if problem is None:
+        return None
+    if problem.kind in ("input", "window"):
         return (f"seconds {seconds:g}{'' if crop is None else f', crop_seconds {float(crop):g}'} at {rate} Hz give "
-                f"{min(spec.n_samples, spec.window_samples or spec.n_samples)} samples; {arch} needs at least {need} "
-                f"(its min_samples)")
-    if spec.window_samples is not None and spec.window_samples > spec.n_samples:
+                f"{problem.samples} samples; {arch} needs at least {problem.need} (its min_samples)")
+    if problem.kind == "crop":
         return f"crop_seconds {float(crop):g} is longer than the input (seconds {seconds:g})"
-    if int(values.get("batch_size", 2)) == 1 and single_record_batches_fail(arch, spec):
-        return f"batch_size 1: {arch} batch-normalises pooled features while training, undefined for one record"
-    return None
+    return f"batch_size 1: {arch} batch-normalises pooled features while training, undefined for one record"
 
 
 def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> None:
@@ -273,39 +299,38 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     if whole and flag_given(p, argv, "--whole-records") and flag_given(p, argv, "--seconds"):
         flag_error(p, "--seconds", f"{args.seconds:g} is not read with --whole-records (each record is cropped and "
                                    "scored whole, whatever its length); leave one out")
-    need, arch = max([(model_entry(a).min_samples, a) for a in archs] or [(1, args.arch)])
-    spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds)
-    rate = describe_flag(p, args, argv, "--sample-rate")
-    needs = f"{arch} needs inputs of at least {need} samples (its registry entry's min_samples)"
-    if spec.n_samples < max(need, 1):
-        blamed = "--sample-rate" if flag_given(p, argv, "--sample-rate") and not flag_given(p, argv, "--seconds") \
-            else "--seconds"
-        flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with {rate} gives {spec.n_samples} "
-                              f"samples; {needs}")
     if whole and args.crop_seconds is None:
         flag_error(p, "--whole-records", "needs --crop-seconds (the network sees crops and windows of a record of "
                                          "any length)")
     spec = InputSpec(LEADS, args.seconds, args.sample_rate, args.crop_seconds, whole)
+    problem = input_problem(archs, spec, args.batch_size)
+    rate = describe_flag(p, args, argv, "--sample-rate")
 
     def blame(*flags: str) -> str:  # the first of `flags` given on the command line (a default is no one's)
         return next((f for f in flags if flag_given(p, argv, f)), flags[0])
 
-    if spec.window_samples is not None and spec.window_samples < max(need, 1):
-        flag_error(p, blame("--crop-seconds", "--sample-rate"), f"{describe_flag(p, args, argv, '--crop-seconds')} "
-                                                                f"at {rate} gives {spec.window_samples} samples; {needs}")
-    try:
-        warnings = spec.check()
-    except ValueError as e:
-        if spec.window_samples is not None and spec.window_samples > spec.n_samples:
+    if problem is not None:
+        needs = f"{problem.arch or args.arch} needs inputs of at least {problem.need} samples (its registry entry's " \
+                "min_samples)"
+        if problem.kind == "input":
+            blamed = "--sample-rate" if flag_given(p, argv, "--sample-rate") and not flag_given(p, argv, "--seconds") \
+                else "--seconds"
+            flag_error(p, blamed, f"{describe_flag(p, args, argv, '--seconds')} with {rate} gives {problem.samples} "
+                                  f"samples; {needs}")
+        if problem.kind == "window":
+            crop = describe_flag(p, args, argv, "--crop-seconds")
+            flag_error(p, blame("--crop-seconds", "--sample-rate"),
+                       f"{crop} at {rate} gives {problem.samples} samples; {needs}")
+        if problem.kind == "crop":
             flag_error(p, blame("--crop-seconds", "--seconds"), f"{describe_flag(p, args, argv, '--crop-seconds')} "
                                                                 f"is longer than the input "
                                                                 f"({describe_flag(p, args, argv, '--seconds')})")
+        flag_error(p, "--batch-size", f"1: {problem.arch} batch-normalises pooled features while training, which is "
+                                      "undefined for one record; give 2 or more")
+    try:
+        warnings = spec.check()
+    except ValueError as e:
         flag_error(p, blame("--crop-seconds", "--sample-rate"), str(e))
-    if args.batch_size == 1:
-        for arch in archs:
-            if single_record_batches_fail(arch, spec):
-                flag_error(p, "--batch-size", f"1: {arch} batch-normalises pooled features while training, which is "
-                                              "undefined for one record; give 2 or more")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
