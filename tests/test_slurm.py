@@ -89,7 +89,7 @@ def table(results: Path, database: str) -> pd.DataFrame:
     return t.drop(columns=["scores"])
 
 
-def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path) -> None:
+def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path, capsys) -> None:
     """--launcher slurm gives --launcher local's table; a cancelled job fails its run alone, in one line;
     --no-wait resubmits that run alone; a rerun gathers without submitting."""
     local = ["--data-dir", str(ptbxl), *BENCH, "--results-dir", str(tmp_path / "rl"), "--tasks-dir", str(tmp_path / "tl")]
@@ -110,15 +110,16 @@ def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path) -> None:
     assert err.strip().splitlines()[-1].startswith("error: 1 of 2 runs failed") and str(victim) in err.splitlines()[-1]
     assert (runs / "fcn_wang_all_42" / "model.pth").exists()  # the other went on
 
-    rc, out, err = finish(command("benchmark.py", *argv, "--no-wait"))
-    assert rc == 0, err[-2000:]
+    capsys.readouterr()
+    benchmark.main([*argv, "--no-wait"])  # the later commands in this process: its imports are paid already
+    out = capsys.readouterr().out
     submitted = [line for line in out.splitlines() if line.startswith("submitted")]
     assert submitted == [f"submitted 1 run(s) as SLURM job {job_of(victim).split('_')[0]}: {victim}"], out[-2000:]
     assert "1 of 2 runs current" in out and "rerun the same command to gather them" in out.splitlines()[-1]
     assert not (tmp_path / "rs" / ptbxl.name / "benchmark" / "table.csv").exists()
 
-    rc, out, err = finish(command("benchmark.py", *argv))  # gathers: waits for the queued one, submits nothing
-    assert rc == 0, err[-2000:]
+    benchmark.main(argv)  # gathers: waits for the queued one, submits nothing
+    out = capsys.readouterr().out
     assert not [line for line in out.splitlines() if line.startswith("submitted")]
     assert "not submitted again" in out or "2 of 2 runs current" in out
     pd.testing.assert_frame_equal(table(tmp_path / "rs", ptbxl.name), table(tmp_path / "rl", ptbxl.name))
@@ -161,7 +162,7 @@ def requeue_mid_training(ptbxl: Path, tmp_path: Path, started: list) -> None:
 
 
 @pytest.mark.slow
-def test_a_cancelled_run_alone_is_resubmitted_and_a_requeued_job_resumes(slurm, synthetic_ptbxl, tmp_path):
+def test_a_cancelled_run_alone_is_resubmitted_and_a_requeued_job_resumes(slurm, synthetic_ptbxl, tmp_path, capsys):
     """The two scenarios side by side on the node's two CPUs (each waits on SLURM most of its time): the
     requeue in a thread, the cancellation here. The thread's failure is raised; when this one fails, the
     requeue's command is killed and this failure is the one reported."""
@@ -169,7 +170,7 @@ def test_a_cancelled_run_alone_is_resubmitted_and_a_requeued_job_resumes(slurm, 
     with ThreadPoolExecutor(1) as pool:
         requeue = pool.submit(requeue_mid_training, synthetic_ptbxl, tmp_path / "requeue", started)
         try:
-            cancel_resubmit_and_gather(synthetic_ptbxl, tmp_path / "cancel")
+            cancel_resubmit_and_gather(synthetic_ptbxl, tmp_path / "cancel", capsys)
         except BaseException:
             for proc in started:
                 proc.kill()
