@@ -64,7 +64,7 @@ from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, pro
 from utils.cache import data_label_set, database_name
 from utils.cli import (SEED_LIMIT, BoundedList, bounded_int, flag_error, flag_given, folder_path,
                        seed_int)
-from utils.comparison import seed_comparison, write_benchmark_outputs, write_comparison
+from utils.comparison import BENCHMARK_OUTPUTS, seed_comparison, write_benchmark_outputs, write_comparison
 from utils.errors import MissingInputError, PipelineError, script_main
 from utils.files import check_writable, same_file
 from utils.labels import LABEL_SETS
@@ -161,17 +161,35 @@ def compare_parser() -> argparse.ArgumentParser:
 
 
 def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """Argument errors (exit 2, naming the flag) before any file is read."""
+    """Argument errors (exit 2, naming the flag) before anything is written: --out (or the markdown beside
+    it) must be a new file, not the table, not a file of the table's own benchmark folder (its outputs
+    would be left out of step), nor a score file the table names."""
     for flag in ("table", "out"):
         if getattr(args, flag).suffix != ".csv":
             p.error(f"--{flag}: {getattr(args, flag)} is not a .csv file")
+    scores = _table_score_files(args.table)
     for out in (args.out, args.out.with_suffix(".md")):  # the markdown beside it too, before either is written
         if out.is_dir():
             p.error(f"--out: {out} is a folder; name the comparison's file, e.g. {args.out.parent / 'compare.csv'} "
                     f"(its markdown goes beside it as .md)")
         if same_file(out, args.table):
             p.error(f"--out: {out} is the --table itself")
+        own = next((args.table.parent / n for n in BENCHMARK_OUTPUTS if same_file(out, args.table.parent / n)), None)
+        if own is not None:
+            p.error(f"--out: {out} would replace {own}, an output of the table's benchmark, which its other files "
+                    f"agree with; name a file elsewhere")
+        named = next((path for path in scores if same_file(out, path)), None)
+        if named is not None:
+            p.error(f"--out: {out} would replace {named}, a score file the table names; name another file")
     return args
+
+
+def _table_score_files(table: Path) -> list[str]:
+    """The score files a benchmark table names, as far as it can be read (compare reports what cannot)."""
+    try:
+        return [str(s) for s in pd.read_csv(table, usecols=["scores"])["scores"].dropna()]
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError):
+        return []
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -288,6 +306,12 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
                                 f"CPSC2018 folder")
         request = dataclasses.replace(request, folds="benchmark")  # the reference's folds: labels + sex + age
         command += ["--folds", "benchmark"]                          # bands, train 1-8 / 9 / 10
+    else:
+        layout = detect_layout(Path(args.data_dir)).name
+        if layout != "ptbxl":  # the PTB-XL tasks are statements of ptbxl_database.csv's scp_codes
+            raise PipelineError(f"--tasks {','.join(ptbxl)}: PTB-XL's label tasks need PTB-XL as downloaded "
+                                f"(ptbxl_database.csv, scp_statements.csv); {args.data_dir} holds records of the "
+                                f"{layout} layout (a CPSC2018 folder takes --tasks cpsc9)")
     if args.force:
         command.append("--force")
     print(f"preparing {base_task} ({' '.join(command)})", flush=True)
@@ -474,23 +498,17 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
     elif args.val_scores is not None:
         val = read_predictions(args.val_scores, args.val_labels, args.logits)
         if val.y.shape[1] != test.y.shape[1] or (val.classes and test.classes and val.classes != test.classes):
-            raise PipelineError(f"{args.val_scores} has classes {val.classes or val.y.shape[1]}, {args.scores} has "
-                                f"{test.classes or test.y.shape[1]}")
+            raise PipelineError(f"{args.val_labels or args.val_scores} has classes {val.classes or val.y.shape[1]}, "
+                                f"{args.labels or args.scores} has {test.classes or test.y.shape[1]}")
         shared = set(val.ids or ()) & set(test.ids or ())
         if shared:
             raise PipelineError(f"{args.val_scores} shares {len(shared)} record(s) with {args.scores} (e.g. "
                                 f"{sorted(shared)[0]}); thresholds must be tuned on other records")
-        if args.logits:
-            scales = {name: bool(((p < 0) | (p > 1)).any())
-                      for name, p in (("--scores", test.p), ("--val-scores", val.p))}
-            if len(set(scales.values())) > 1:  # one of them looks like probabilities: tuned on another scale
-                probs = next(name for name, outside in scales.items() if not outside)
-                raise PipelineError(f"--logits applies to --scores and --val-scores, but the {probs} are all in "
-                                    f"[0, 1] (probabilities?) while the others are not: give both as logits")
         grid = probability_logits(THRESHOLD_GRID) if args.logits else THRESHOLD_GRID  # the same thresholds
         thresholds = tuned_gbeta_thresholds(val.y, val.p, str(args.val_labels or args.val_scores), val.classes or None,
                                             grid=grid)
-    results = score_predictions(test.y, test.p, indices, thresholds, source=str(args.labels or args.scores))
+    results = score_predictions(test.y, test.p, indices, thresholds, source=str(args.labels or args.scores),
+                                classes=test.classes or None)
     write_te_results(results, args.out)
     print(results.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"{test.y.shape[0]} records, {test.y.shape[1]} classes, {len(indices)} resamples; wrote {args.out}")
@@ -521,11 +539,6 @@ def compare(args: argparse.Namespace) -> pd.DataFrame:
         if empty.any():
             raise PipelineError(f"{args.table}: line {int(empty.to_numpy().argmax()) + 2} has no {column}; every "
                                 f"run needs its task, model and score file")
-    for path in table["scores"]:
-        for out in (args.out, args.out.with_suffix(".md")):
-            if same_file(out, path):
-                raise PipelineError(f"--out {args.out} would replace {path}, a score file the table names; "
-                                    "name another file")
     comparison = seed_comparison(table, args.n_bootstrap, args.seed)
     written = write_comparison(comparison, args.out)
     shown = comparison.pairs[["task", "model_a", "model_b", "diff", "diff_lo", "diff_hi", "a_better", "better"]]

@@ -306,6 +306,9 @@ def main(argv=None) -> Path:
     path = r.db_dir / "report.md"
     write_text("\n".join(parts), path)
     print(f"wrote {path}")
+    if problem:  # shown in the sections, and said here, where a user running the command looks
+        print(f"note: the deep model's sections show no numbers: {problem}; rerun `python predict.py --run "
+              f"{args.run}`")
     return path
 
 

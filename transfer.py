@@ -30,6 +30,7 @@ import pandas as pd
 from models.studies import results_dir_of, run_all, study_parser
 from models.training import RunConfig, check_finetune, check_run_args
 from models.transfer import source_argument, source_info
+from utils.cli import flag_error, flag_given
 from utils.errors import PipelineError, script_main
 from utils.files import save_figure, write_csv, write_text
 from utils.launch import launcher_from_args
@@ -82,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parse_with_preset(p, argv, "transfer")
     if args.init_from is not None:
         p.error("argument --init-from: transfer.py takes the source as --source")
+    if flag_given(p, argv, "--leads"):
+        flag_error(p, "--leads", "transfer.py trains on the source's leads; leave --leads out")
     args.init_from = args.source
     args.leads = None
     check_finetune(p, args, argv)

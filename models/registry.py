@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import numbers
 import pkgutil
 import re
 import sys
@@ -90,6 +91,11 @@ def register_model(name: str, *, family: str, description: str = "",
 
     from utils.presets import PROTOCOLS
 
+    if isinstance(min_samples, bool) or not isinstance(min_samples, numbers.Integral) or not 1 <= min_samples <= 10**7:
+        raise ValueError(f"architecture {name}: min_samples={min_samples!r} is not a whole number of samples in "
+                         f"1..10000000 (the shortest input the network reduces to a prediction)")
+    if layer_groups is not None and not callable(layer_groups):
+        raise ValueError(f"architecture {name}: layer_groups={layer_groups!r} is not a function of the network")
     if not isinstance(protocol or {}, Mapping):
         raise ValueError(f"architecture {name}: protocol={protocol!r} is not a mapping of protocol names to settings")
     for key, settings in (protocol or {}).items():
@@ -114,7 +120,7 @@ def register_model(name: str, *, family: str, description: str = "",
                 raise ValueError(f"architecture {name!r} is registered twice ({known.builder.__module__} and "
                                  f"{builder.__module__})")
         _REGISTRY[name] = ModelEntry(name, builder, family, description or (builder.__doc__ or "").strip().split("\n")[0],
-                                     dict(protocol or {}), min_samples, layer_groups or default_layer_groups)
+                                     dict(protocol or {}), int(min_samples), layer_groups or default_layer_groups)
         _REGISTERED_BY[name] = by
         return builder
     return register

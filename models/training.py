@@ -141,7 +141,9 @@ class RunConfig(Settings):
     # how to execute it (not part of what makes two runs different)
     run_dir: str | None = setting(None, flag=None, dest="run", read=str, identity=False)  # main.py's --run;
     # default data/<db>/runs/<run name>/
-    num_workers: int = setting(4, "data-loading processes", type=bounded_int(0, MAX_WORKERS), identity=False)
+    num_workers: int = setting(min(4, os.cpu_count() or 1), "data-loading processes (default 4, or the CPU count "
+                               "when lower: more only wait for a core)", type=bounded_int(0, MAX_WORKERS),
+                               identity=False)
     use_gpu: bool = setting(False, identity=False)
     amp: bool = setting(True, "GPU: train and score in fp32 instead of bf16 autocast (the ptbxl preset's default)",
                         flag="--no-amp", identity=False)  # --amp (below) turns it on over a preset's --no-amp
@@ -220,11 +222,11 @@ def architecture_settings(arch: str, protocol: str | None) -> dict:
     names the experiment (data, run, seed, leads...) is refused."""
     values = protocol_settings(arch, protocol)
     where = f"architecture {arch} (its registry entry, protocol {protocol})"
-    RunConfig.check_values(values, where)
     named = [key for key in values if key in EXPERIMENT_SETTINGS]
     if named:
         raise PipelineError(f"{where}: {', '.join(map(repr, named))} names the experiment, not how the "
                             f"architecture trains (a protocol entry sets e.g. lr, clip_grad, batch_size)")
+    RunConfig.check_values(values, where, not_settable=EXPERIMENT_SETTINGS)
     problem = _entry_input_problem(arch, {**PROTOCOLS.get(protocol, {}), **values}) if protocol else None
     if problem:  # the flags' cross-checks, for values no flag gave (a command would blame its --preset)
         raise PipelineError(f"{where}: {problem}")

@@ -236,14 +236,21 @@ def tiny() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def trained(prepared, tmp_path_factory) -> dict:
+def trained(prepared, built_once, tmp_path_factory) -> dict:
     """The tiny ResNet10 (2 s at 100 Hz, 3 epochs at lr 0.01, so that its outputs differ from record to
-    record) trained on `prepared`: checkpoint path and history."""
+    record) trained on `prepared`, once for all test processes, and copied into each (predict.py and
+    shap_values.py write into a run): checkpoint path and history, main.py's answer for a finished run."""
     import main
 
-    work = tmp_path_factory.mktemp("trained")
-    return main.main(["--data-dir", str(prepared), *TINY, "--epochs", "3", "--lr", "1e-2",
-                      "--run", str(work / "tiny")])
+    def argv(folder: Path) -> list[str]:
+        return ["--data-dir", str(prepared), *TINY, "--epochs", "3", "--lr", "1e-2", "--run", str(folder / "tiny")]
+
+    built = built_once("trained", lambda out: main.main(argv(out)))
+    mine = tmp_path_factory.mktemp("trained")  # this process's copy: evaluations write into their run
+    shutil.copytree(built / "tiny", mine / "tiny")
+    result = main.main(argv(mine))
+    assert result.get("skipped"), "the copy of the trained run was trained again"
+    return result
 
 
 @pytest.fixture(scope="session")

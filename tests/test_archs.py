@@ -349,6 +349,13 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
     for protocol in ({"ptbxl": None}, ["ptbxl"]):
         with pytest.raises(ValueError, match="architecture zz_none: protocol"):
             registry.register_model("zz_none", family="t", protocol=protocol)
+    # min_samples bounds every input check: a string or None was a traceback when a run started, 0 or a
+    # fraction passed unseen
+    for bad in ("7", None, 0, -1, 7.5, True, float("nan"), 10**8):
+        with pytest.raises(ValueError, match=r"architecture zz_short: min_samples=.* is not a whole number"):
+            registry.register_model("zz_short", family="t", min_samples=bad)
+    with pytest.raises(ValueError, match="architecture zz_groups: layer_groups=3 is not a function"):
+        registry.register_model("zz_groups", family="t", layer_groups=3)
     registry.register_model("zz_not_a_network", family="t")(lambda in_leads, num_classes: (lambda x: x))
     with pytest.raises(PipelineError, match="architecture zz_not_a_network: its builder returned a function, not a "
                                             "torch nn.Module"):

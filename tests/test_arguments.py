@@ -243,6 +243,27 @@ def test_every_command_takes_num_workers_0():
             assert code is None, f"{name} --num-workers 0: {err}"
 
 
+def test_no_command_defaults_to_more_loader_workers_than_cpus():
+    """torch warns (twice, with its source path) when a loader starts more worker processes than the machine
+    has CPUs: every command's default, and the training setting's, stays within them. torch's own check of
+    a loader at the training default, on this machine."""
+    import os
+    import warnings
+
+    from models.inputs import make_loader
+    from models.training import RunConfig
+
+    cpus = os.cpu_count() or 1
+    for name in BASE:
+        for a in options(parser_of(name)):
+            if "--num-workers" in a.option_strings and a.default is not None:
+                assert 0 <= a.default <= cpus, f"{name} --num-workers defaults to {a.default} on {cpus} CPUs"
+    loader = make_loader(list(range(10)), 2, True, RunConfig(data_dir="d").num_workers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader.check_worker_number_rationality()
+
+
 def test_a_file_named_as_a_folder_is_not_a_folder(tmp_path):
     a_file = tmp_path / "afile"
     a_file.write_text("")

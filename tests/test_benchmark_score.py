@@ -76,7 +76,7 @@ def test_a_resample_lacking_a_positive_is_drawn_again():
     p = np.round(np.random.default_rng(0).random((10, 2)), 1)  # ties included
     r = score_predictions(y, p, drawn)
     assert r.loc["mean", "macro_auc"] == pytest.approx(np.mean([auc_scores(y[rows], p[rows]).mean() for rows in drawn]))
-    with pytest.raises(PipelineError, match="class column 0 has no positive"):
+    with pytest.raises(PipelineError, match="class column 0 has no positive"):  # columns count from 0, as records
         bootstrap_indices(np.c_[np.zeros(4), [1, 0, 1, 0]], 3)
 
 
@@ -259,7 +259,7 @@ def test_an_interval_of_whole_thousandths_keeps_its_digit():
         assert format_result(p, lo, hi) == f"{p:.3f}({int(half * 1000):02d})", (p, lo, hi)
 
 
-def test_resamples_are_drawn_again_only_for_a_missing_positive_and_undefined_ones_left_out():
+def test_resamples_are_drawn_again_only_for_a_missing_positive_and_undefined_ones_left_out(capsys):
     """The benchmark redraws a resample that lacks a positive of some class, not one that lacks a negative
     (the draws equal a literal loop over default_rng(seed)); a resample where a class has no negative has no
     macro AUC (the benchmark drops no class) and is left out of the mean and the percentiles, computed here
@@ -282,10 +282,17 @@ def test_resamples_are_drawn_again_only_for_a_missing_positive_and_undefined_one
     aucs = np.array([roc_auc_score(y[rows], p[rows], average="macro") if (~y[rows]).any(0).all() else np.nan
                      for rows in indices])
     assert 50 < np.isnan(aucs).sum() < 250
-    got = score_predictions(y, p, indices)["macro_auc"]
+    capsys.readouterr()
+    got = score_predictions(y, p, indices, classes=["A", "B"])["macro_auc"]
     assert got["mean"] == pytest.approx(np.nanmean(aucs), abs=1e-12)
     assert (got["lower"], got["upper"]) == pytest.approx((np.nanpercentile(aucs, 5), np.nanpercentile(aucs, 95)),
                                                          abs=1e-12)
+    left_out = int(np.isnan(aucs).sum())  # said, with the class that lacks its negative there (B, never A)
+    assert capsys.readouterr().err == (f"note: the labels: {left_out} of 300 resamples hold no negative record of "
+                                       f"class(es) B: their AUC is undefined, and the mean and the 5-95 % interval "
+                                       f"are over the other {300 - left_out}\n")
+    score_predictions(y, p, indices[~np.isnan(aucs)])
+    assert capsys.readouterr().err == ""  # every resample defined: nothing to say
 
 
 def _ids(prefix: str, n: int) -> list[str]:
@@ -473,11 +480,13 @@ def test_logits_give_the_fbeta_gbeta_of_their_sigmoid_or_a_refusal(tmp_path):
                         "--logits", "--n-bootstrap", "5", "--out", out])
     expected = score_predictions(y, p, bootstrap_indices(y, 5, 0), np.array([0.5, 0.0, 1.0]))
     assert r.loc["point", "F_beta_macro"] == pytest.approx(expected.loc["point", "F_beta_macro"])
-    np.save(tmp_path / "pv.npy", pv)  # validation probabilities beside test logits: tuned on another scale
-    with pytest.raises(SystemExit, match=r"^error: --logits applies to --scores and --val-scores, but the "
-                                         r"--val-scores are all in \[0, 1\]"):
-        benchmark.main(["score", "--labels", f["y"], "--scores", f["z"], "--val-scores", str(tmp_path / "pv.npy"),
-                        "--val-labels", f["yv"], "--logits", "--out", out])
+    np.save(tmp_path / "pv.npy", pv)  # probabilities given as logits: their sigmoid would be thresholded
+    probabilities = str(tmp_path / "pv.npy")
+    for scores, thresholds in ((f["z"], ["--val-scores", probabilities, "--val-labels", f["yv"]]),
+                               (probabilities, ["--val-scores", f["zv"], "--val-labels", f["yv"]]),
+                               (probabilities, ["--thresholds", str(tmp_path / "t.npy")])):
+        with pytest.raises(SystemExit, match=r"^error: .*pv.npy: --logits, but every score is in \[0, 1\]"):
+            benchmark.main(["score", "--labels", f["y"], "--scores", scores, *thresholds, "--logits", "--out", out])
 
 
 def test_a_class_without_a_validation_positive_gets_no_threshold_and_is_said(tmp_path, capsys):
@@ -492,7 +501,7 @@ def test_a_class_without_a_validation_positive_gets_no_threshold_and_is_said(tmp
     r = benchmark.main(["score", "--labels", str(tmp_path / "y.npy"), "--scores", str(tmp_path / "p.npy"),
                         "--val-scores", str(tmp_path / "pv.npy"), "--val-labels", str(tmp_path / "yv.npy"),
                         "--n-bootstrap", "5", "--out", str(tmp_path / "o.csv")])
-    assert (f"warning: {tmp_path / 'yv.npy'}: class column 2 has no positive record, so its F_beta/G_beta threshold "
+    assert (f"warning: {tmp_path / 'yv.npy'}: class column 1 has no positive record, so its F_beta/G_beta threshold "
             "cannot be tuned; it is predicted only for a record above no other class's") in capsys.readouterr().err
     # the thresholds of the other classes by the benchmark's search: unweighted G_beta, strictly above, lowest tie
     grid, t = np.linspace(0, 1, 100), np.full(3, np.nan)
@@ -639,6 +648,20 @@ def test_labels_beside_a_score_csv_must_agree_with_its_own(tmp_path):
             benchmark.main([*common, "--labels", str(tmp_path / other)])
 
 
+def test_validation_labels_of_other_classes_are_named_as_the_file_that_holds_the_classes(tmp_path):
+    """.npy scores take their classes from the labels' CSV: validation labels naming the classes in another
+    order are refused naming both labels files (not the arrays, which name no class)."""
+    ids = [f"r{i}" for i in range(6)]
+    scores_table(ids, Y, P, ["A", "B"]).to_csv(tmp_path / "y.csv", index=False)
+    scores_table([f"v{i}" for i in range(6)], Y[:, ::-1], P, ["B", "A"]).to_csv(tmp_path / "yv.csv", index=False)
+    np.save(tmp_path / "p.npy", P)
+    np.save(tmp_path / "pv.npy", P)
+    with pytest.raises(SystemExit, match=r"^error: .*yv.csv has classes \['B', 'A'\], .*y.csv has \['A', 'B'\]$"):
+        benchmark.main(["score", "--labels", str(tmp_path / "y.csv"), "--scores", str(tmp_path / "p.npy"),
+                        "--val-scores", str(tmp_path / "pv.npy"), "--val-labels", str(tmp_path / "yv.csv"),
+                        "--out", str(tmp_path / "o.csv")])
+
+
 def test_validation_scores_hard_linked_to_the_test_scores_are_refused(tmp_path, capsys):
     import os
     np.save(tmp_path / "y.npy", Y)
@@ -652,9 +675,9 @@ def test_validation_scores_hard_linked_to_the_test_scores_are_refused(tmp_path, 
 
 
 def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_folder(tmp_path, capsys, monkeypatch):
-    """--out hard-linked to the table, or naming (with its .md) a run's score file, is refused and leaves
-    both files as they were; table.csv names its score files so that compare runs from another working
-    folder; a seed that is no whole number is one line."""
+    """--out hard-linked to the table, naming (with its .md) a run's score file or an output of the table's
+    benchmark folder, is refused (exit 2) and leaves those files as they were; table.csv names its score
+    files so that compare runs from another working folder; a seed that is no whole number is one line."""
     import os
     from utils.ptbxl import benchmark_table
     from utils.comparison import write_benchmark_outputs
@@ -676,9 +699,17 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     with pytest.raises(SystemExit) as e:
         benchmark.main(["compare", "--table", str(tmp_path / "hard.csv"), "--out", str(table)])
     assert e.value.code == 2 and "is the --table itself" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match=r"^error: --out .* would replace .*test_scores.csv, a score file"):
+    with pytest.raises(SystemExit) as e:
         benchmark.main(["compare", "--table", str(table), "--out", "runs/a/test_scores.csv"])
+    assert e.value.code == 2 and "--out: runs/a/test_scores.csv would replace " in capsys.readouterr().err
     assert {p: p.read_bytes() for p in before} == before
+    # the benchmark folder's own outputs (compare.csv too: table.md's comparison would no longer match it)
+    own = {name: (tmp_path / "out" / name).read_bytes() for name in ("summary.csv", "compare.csv", "table.md")}
+    for out in ("out/summary.csv", "out/compare.csv", "out/table.csv", str(tmp_path / "out" / "summary.csv")):
+        with pytest.raises(SystemExit) as e:
+            benchmark.main(["compare", "--table", str(table), "--out", out])
+        assert e.value.code == 2 and f"--out: {out} " in capsys.readouterr().err, out
+    assert {n: (tmp_path / "out" / n).read_bytes() for n in own} == own
     # the markdown beside --out: a folder there, or the table itself, is refused before anything is written
     (tmp_path / "notes.md").mkdir()
     (tmp_path / "folder.csv").mkdir()

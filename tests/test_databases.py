@@ -98,6 +98,12 @@ def test_scp_codes_count_every_statement_whatever_its_likelihood():
     assert scp_codes("{'AFIB': 0.0, 'SR': 0.0}") == ["AFIB", "SR"]
     assert scp_codes("{'NORM': 100.0, 'SR': 0.0}") == ["NORM", "SR"]
     assert scp_codes("{'1.0AVB': 100.0}") == ["1AVB"]  # a spreadsheet-mangled copy
+    assert scp_codes("{'IMI': 15, 'LVH': 50.0}") == ["IMI", "LVH"]
+    for cell in ("{'NORM': -100.0}", "{'NORM': 'high'}", "{'NORM': None}", "{'NORM': 101}", "{'NORM': True}",
+                 "{'NORM': float('nan')}", "{'NORM': 1e400}"):  # a damaged cell: its row is skipped, said
+        with pytest.raises(ValueError, match=r"^scp_codes .*(: likelihood .* of 'NORM' is not a number in 0\.\.100|"
+                                             r" is not a dict of statements)$"):
+            scp_codes(cell)
 
 
 def test_ptbxl_layout_cpsc9(prep, ptbxl, tmp_path):

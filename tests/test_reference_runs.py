@@ -258,6 +258,20 @@ def test_cpsc9_on_ptbxl_data_is_refused(tmp_path, capsys):
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").rglob("table.csv"))
 
 
+def test_a_ptbxl_task_on_records_of_another_layout_is_refused_naming_the_layout(synth_records, tmp_path):
+    """The PTB-XL tasks are statements of ptbxl_database.csv: a CPSC-layout folder is refused before any
+    preparation, naming its layout and the task it takes, not with an error of the preprocessing."""
+    import benchmark
+
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--data-dir", str(synth_records), "--results-dir", str(tmp_path / "r"), "--tasks-dir",
+                        str(tmp_path / "t"), "--tasks", "superdiagnostic,form", "--epochs", "1"])
+    assert str(e.value.code) == (f"error: --tasks superdiagnostic,form: PTB-XL's label tasks need PTB-XL as downloaded "
+                                 f"(ptbxl_database.csv, scp_statements.csv); {synth_records} holds records of the wfdb "
+                                 f"layout (a CPSC2018 folder takes --tasks cpsc9)")
+    assert not (tmp_path / "t").exists()
+
+
 @pytest.mark.slow
 def test_cpsc9_on_other_records_is_not_set_beside_icbeb(tiny_architectures, tmp_path):
     """Records that are not CPSC2018's (another database's names), thresholds from validation: run, but

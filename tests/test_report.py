@@ -141,7 +141,7 @@ def test_report_refuses_a_run_of_a_task_the_data_no_longer_have(tiny, tmp_path):
         report.main(["--data-dir", str(data), "--run", str(run), "--results-dir", str(results)])
 
 
-def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(tiny, tmp_path):
+def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(tiny, tmp_path, capsys):
     """Preprocessed again with another --seed, the baselines are tested on other records than the deep
     model's test fold: the report says so instead of setting the two tables side by side as one test
     fold. Cached again at another --cache-rate, the run is not evaluated on signals it never learnt from."""
@@ -170,10 +170,14 @@ def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(
     mat = records / f"{peek_checkpoint(run / 'model.pth')['split']['test'][0]}.mat"
     savemat(mat, {"val": loadmat(mat)["val"][:, ::-1].copy()})
     preprocess.main(prep)
+    capsys.readouterr()
     text = report.main(argv).read_text()
     assert "_Out of date: " in text and "as it was before it was preprocessed again" in text
+    said = capsys.readouterr().out.splitlines()[-1]  # and said where the command is run
+    assert said.startswith("note: the deep model's sections show no numbers: ") and "preprocessed again" in said
     predict.main(evaluate)
     assert "Out of date" not in report.main(argv).read_text()
+    assert "note:" not in capsys.readouterr().out
     preprocess.main([*prep, "--seed", "3", "--force"])
     baselines.main(lr)
     text = sections_text(report.main(argv).read_text(), "Expert-feature baselines")

@@ -156,6 +156,9 @@ def test_registry_protocol_values_are_checked_like_the_flags(bad_entries, name, 
     with pytest.raises(PipelineError) as e:
         architecture_settings(name, "ptbxl")
     assert str(e.value).startswith(f"{where}: {says}") and "\n" not in str(e.value)
+    if name == "typo_key":  # the known settings listed are those an entry may set, never the experiment's
+        known = str(e.value).split("(known: ")[1].rstrip(")").split(", ")
+        assert "lr" in known and not set(known) & {"arch", "data_dir", "seed", "num_workers", "deterministic"}
     assert architecture_settings(name, None) == {}  # no protocol: nothing asked
     for command, argv in ((main, ["--data-dir", str(tmp_path), "--preset", "ptbxl", "--arch", name]),
                           (benchmark, ["--data-dir", str(tmp_path), "--models", f"fcn_wang,{name}"])):

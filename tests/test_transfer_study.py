@@ -93,6 +93,8 @@ def test_nested_subsets_are_stratified_prefixes(prepared):
     (["--seeds", "a"], "--seeds"),
     (["--source", __file__], "--source"),
     (["--train-fraction", "0"], "--train-fraction"),
+    (["--leads", "II"], "--leads"),  # the source's leads, always: given, it is refused, not a traceback
+    (["--leads", "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6"], "--leads"),
 ])
 def test_bad_study_flags_exit_2_naming_the_flag(source, prepared, tmp_path, capsys, flags, named):
     base = {"--source": str(source), "--data-dir": str(prepared), "--results-dir": str(tmp_path / "r")}

@@ -257,9 +257,14 @@ def _plot(summary: pd.DataFrame, table: pd.DataFrame, path: Path) -> Path:
     for ax in axes.ravel():
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="upper center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout()
+    # above the panels, whatever the figure's height (inside it, a short figure's legend covered the titles);
+    # the saved figure is cropped to what is drawn, the legend included
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, 1.0))
     return save_figure(fig, path)
+
+
+BENCHMARK_OUTPUTS = ("table.csv", "summary.csv", "compare.csv", "table.md", "auc.png")  # one benchmark folder's
 
 
 def write_benchmark_outputs(table: pd.DataFrame, out: Path, n_bootstrap: int, seed: int = 0,
@@ -271,7 +276,8 @@ def write_benchmark_outputs(table: pd.DataFrame, out: Path, n_bootstrap: int, se
     comparison = seed_comparison(table, n_bootstrap, seed, strict=False)
     sections = {task: comparison_markdown(comparison, task) for task in dict.fromkeys(table["task"])}
     # the figure first: should it fail, the tables and the figure of the last run stay together
-    figures = [_plot(comparison.summary, table, out / "auc.png")] if figure and len(table) else []
-    return [write_csv(table, out / "table.csv"), write_csv(comparison.summary, out / "summary.csv"),
-            write_csv(comparison.pairs, out / "compare.csv"),
-            write_text(benchmark_markdown(table, n_bootstrap, sections), out / "table.md"), *figures]
+    table_csv, summary_csv, compare_csv, table_md, auc_png = (out / name for name in BENCHMARK_OUTPUTS)
+    figures = [_plot(comparison.summary, table, auc_png)] if figure and len(table) else []
+    return [write_csv(table, table_csv), write_csv(comparison.summary, summary_csv),
+            write_csv(comparison.pairs, compare_csv),
+            write_text(benchmark_markdown(table, n_bootstrap, sections), table_md), *figures]

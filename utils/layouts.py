@@ -247,8 +247,8 @@ PTBXL_LOW_RATE = 100  # records100/ (filename_lr) holds every record at this rat
 
 
 def scp_codes(text: str) -> list[str]:
-    """The statements of one `scp_codes` cell (a Python-literal dict {statement: likelihood}); every key
-    applies whatever its likelihood (rhythm and form statements carry 0). Spreadsheet-mangled codes
+    """The statements of one `scp_codes` cell (a Python-literal dict {statement: likelihood in 0..100}); every
+    key applies whatever its likelihood (rhythm and form statements carry 0). Spreadsheet-mangled codes
     such as 1.0AVB are read as 1AVB; a key with spaces around it is another statement, as in the
     benchmark (reported as missing from scp_statements.csv). ValueError quoting the cell when it is not
     such a dict."""
@@ -258,6 +258,9 @@ def scp_codes(text: str) -> list[str]:
         codes = None
     if not isinstance(codes, dict):
         raise ValueError(f"scp_codes {text!r} is not a dict of statements")
+    for key, likelihood in codes.items():  # not read, as in the benchmark, but a damaged cell is no row to trust
+        if isinstance(likelihood, bool) or not isinstance(likelihood, (int, float)) or not 0 <= likelihood <= 100:
+            raise ValueError(f"scp_codes {text!r}: likelihood {likelihood!r} of {key!r} is not a number in 0..100")
     return [re.sub(r"^(\d+)\.0(?=[A-Z])", r"\1", str(k)) for k in codes]  # unstripped: ' NORM ' is not NORM
 
 

@@ -187,15 +187,19 @@ def check_redraws(y: np.ndarray, n: int, max_draws: int, source: str = "the labe
                         "records, or leave the rarest classes out")
 
 
+def class_label(classes: Sequence[str] | None, j: int) -> str:
+    """A class in a message: its name, else its column in the arrays, counted from 0 as records are."""
+    return classes[j] if classes else f"column {j}"
+
+
 def check_scorable(y: np.ndarray, source: str, classes: Sequence[str] | None = None) -> None:
     """Macro AUC over every class needs a positive and a negative record of each: a PipelineError naming
     `source` and the first class without."""
     for kind, missing in (("positive", ~y.any(0)), ("negative", y.all(0))):
         if missing.any():
             j = int(np.flatnonzero(missing)[0])
-            name = classes[j] if classes is not None else f"column {j}"
-            raise PipelineError(f"{source}: class {name} has no {kind} record, so its AUC and the macro AUC over "
-                                "every class are undefined")
+            raise PipelineError(f"{source}: class {class_label(classes, j)} has no {kind} record, so its AUC and "
+                                "the macro AUC over every class are undefined")
 
 
 def resample_aucs(y: np.ndarray, p: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -213,14 +217,15 @@ def resample_aucs(y: np.ndarray, p: np.ndarray, indices: np.ndarray) -> np.ndarr
 
 
 def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
-                      thresholds: np.ndarray | None = None, beta: float = 2.0, source: str = "the labels"
-                      ) -> pd.DataFrame:
+                      thresholds: np.ndarray | None = None, beta: float = 2.0, source: str = "the labels",
+                      classes: Sequence[str] | None = None, note_undefined: bool = True) -> pd.DataFrame:
     """The benchmark's results for scores `p` of records with labels `y`: rows point (all records), mean,
     lower (5th percentile), upper (95th) over the resamples `indices` (resamples x records); column
     macro_auc, and with per-class `thresholds` (tuned elsewhere) F_beta_macro and G_beta_macro of the
     predictions `p > threshold`, a record above none getting its top class. A resample where a metric is
-    undefined (a class without negatives) is left out of that metric's mean and percentiles. `source`
-    names the labels in errors."""
+    undefined (a class without negatives) is left out of that metric's mean and percentiles, said in a
+    note naming the classes (unless `note_undefined` is False: models scored on one resampling say it once).
+    `source` names the labels in messages, `classes` the columns."""
     y, p = np.asarray(y, bool), np.asarray(p, float)
     indices = np.asarray(indices)
     if y.shape != p.shape or y.ndim != 2:
@@ -246,6 +251,8 @@ def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
         fg = np.array([[np.mean(v) for v in challenge_scores(y[rows], pred[rows], beta)] for rows in indices])
         draws += list(fg.reshape(len(indices), 2).T)
     draws = np.column_stack(draws)
+    if note_undefined and len(draws):
+        _say_undefined_resamples(y, indices, np.isnan(draws[:, 0]), source, classes)
     if not len(draws):
         return pd.DataFrame([point] + [[np.nan] * len(columns)] * 3, index=["point", "mean", "lower", "upper"],
                             columns=columns)
@@ -253,6 +260,24 @@ def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
         warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined in every resample stays NaN
         table = [point, np.nanmean(draws, 0), np.nanpercentile(draws, 5, axis=0), np.nanpercentile(draws, 95, axis=0)]
     return pd.DataFrame(table, index=["point", "mean", "lower", "upper"], columns=columns)
+
+
+def _say_undefined_resamples(y: np.ndarray, indices: np.ndarray, undefined: np.ndarray, source: str,
+                             classes: Sequence[str] | None) -> None:
+    """A note when resamples lack a negative record of a class (the reference redraws only for a missing
+    positive): their macro AUC is undefined and they are left out of the mean and the interval, which then
+    rest on fewer resamples than asked for."""
+    if not undefined.any():
+        return
+    negative, lacking = ~np.asarray(y, bool), np.zeros(y.shape[1], bool)
+    rows = np.flatnonzero(undefined)
+    for start in range(0, len(rows), 1000):  # bounded memory: a thousand resamples at a time
+        part = np.asarray(indices[rows[start:start + 1000]])
+        lacking |= ~np.stack([negative[part, j].any(1) for j in range(y.shape[1])], 1).all(0)
+    lacking = [class_label(classes, j) for j in np.flatnonzero(lacking)]
+    print(f"note: {source}: {int(undefined.sum())} of {len(indices)} resamples hold no negative record of class(es) "
+          f"{', '.join(lacking)}: their AUC is undefined, and the mean and the 5-95 % interval are over the other "
+          f"{int((~undefined).sum())}", file=sys.stderr)
 
 
 def write_te_results(results: pd.DataFrame, path: Path) -> Path:
@@ -340,8 +365,9 @@ def _read_labels_npy(path: Path) -> np.ndarray:
 
 
 def _read_scores_npy(path: Path, logits: bool = False) -> np.ndarray:
-    """Probabilities in [0, 1], or with `logits` any finite numbers (the thresholds then move to the logit
-    scale, see `probability_logits`). Scores outside [0, 1] taken as they are would be thresholded on a
+    """Probabilities in [0, 1], or with `logits` finite numbers not all in [0, 1] (the thresholds then move
+    to the logit scale, see `probability_logits`; probabilities taken for logits would be thresholded as
+    their sigmoid). Scores outside [0, 1] taken as they are would be thresholded on a
     0..1 grid that does not span them: F_beta and G_beta would be wrong while the AUC looked right."""
     p = _matrix(_read_npy(path), path, "scores").astype(float)
     bad = ~np.isfinite(p)
@@ -355,6 +381,10 @@ def _read_scores_npy(path: Path, logits: bool = False) -> np.ndarray:
                             f"range from {p.min():g} to {p.max():g}); scores are probabilities, whose thresholds "
                             "are tuned on a 0..1 grid: pass --logits if these are logits (the sigmoid is applied), "
                             "or save sigmoid(scores)")
+    if logits and not outside.any():  # a model's logits are negative wherever a class is unlikely
+        raise PipelineError(f"{path}: --logits, but every score is in [0, 1] (from {p.min():g} to {p.max():g}): "
+                            "these look like probabilities, and their sigmoid would be thresholded instead; "
+                            "leave out --logits (for logits that really lie in [0, 1], save sigmoid(scores))")
     return p
 
 
@@ -538,7 +568,8 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
             entries.append(_ensemble_entry(members, paths, probs, vals, out / ENSEMBLE, name))
             written += [p for p in entries[-1][3:5] if p is not None]
         tuned_on = next((r.get("thresholds_from") for r in members if r.get("thresholds_from")), "val")
-        table += [_table_row(task, run_seed, entry, y, classes, keep, indices, tuned_on) for entry in entries]
+        table += [_table_row(task, run_seed, entry, y, classes, keep, indices, tuned_on, first=i == 0)
+                  for i, entry in enumerate(entries)]
     for stale in sorted(set((out / ENSEMBLE).glob("*_scores.csv")) - {Path(p) for p in written}):
         stale.unlink()  # an ensemble of an earlier table (other models or tasks): not this table's
     tasks = list(dict.fromkeys(task for task, _ in groups))
@@ -596,10 +627,10 @@ def _ensemble_entry(members: Sequence[Mapping], paths: Sequence[Path], probs: Se
 
 
 def _table_row(task: str, run_seed: int | None, entry: tuple, y: np.ndarray, classes: Sequence[str],
-               keep: np.ndarray, indices: np.ndarray, tuned_on: str) -> dict:
+               keep: np.ndarray, indices: np.ndarray, tuned_on: str, first: bool = True) -> dict:
     """One model's row: macro AUC on the scored classes with its resampled interval, the published value
     when comparable, and for a challenge task with validation scores F_beta / G_beta at thresholds tuned
-    on them."""
+    on them. The task's first row says resamples left out (the task's models share them)."""
     model, params, p, path, val, setup = entry
     thresholds = None
     if val is not None:
@@ -607,7 +638,8 @@ def _table_row(task: str, run_seed: int | None, entry: tuple, y: np.ndarray, cla
         if val_classes != classes:
             raise PipelineError(f"{val} has classes {', '.join(val_classes)}, {path} has {', '.join(classes)}")
         thresholds = tuned_gbeta_thresholds(y_val[:, keep], p_val[:, keep], str(val), [classes[j] for j in keep])
-    result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path))
+    result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path),
+                               classes=[classes[j] for j in keep], note_undefined=first)
     comparable = comparable_with_published(task, setup)
     pub = published(task, model) if comparable else None
     row = {"task": task, "model": model, "seed": run_seed, "params": params, "records": len(y),
@@ -631,10 +663,9 @@ def tuned_gbeta_thresholds(y: np.ndarray, p: np.ndarray, source: str, classes: S
     is predicted only where the at-least-one rule gives it (`predict_at_least_one`)."""
     thresholds = tune_gbeta_thresholds(y, p, grid=grid)
     for j in np.flatnonzero(np.isnan(thresholds)):
-        name = classes[j] if classes is not None else f"column {j + 1}"
-        print(f"warning: {source}: class {name} has no positive record, so its F_beta/G_beta threshold cannot be "
-              f"tuned; it is predicted only for a record above no other class's threshold where it scores highest",
-              file=sys.stderr)
+        print(f"warning: {source}: class {class_label(classes, j)} has no positive record, so its F_beta/G_beta "
+              f"threshold cannot be tuned; it is predicted only for a record above no other class's threshold where "
+              f"it scores highest", file=sys.stderr)
     return thresholds
 
 

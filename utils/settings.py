@@ -130,10 +130,11 @@ class Settings:
         return tuple(f.name for f, s in _declared(cls) if s.identity)
 
     @classmethod
-    def check_values(cls, values: Mapping[str, Any], where: str) -> None:
+    def check_values(cls, values: Mapping[str, Any], where: str, not_settable: Sequence[str] = ()) -> None:
         """PipelineError, naming `where` and the key, for a value (keyed by flag dest) the flag would refuse
-        or a key that is no flag of these settings."""
-        check_defaults(cls.add_arguments(argparse.ArgumentParser(add_help=False)), values, where, strict=True)
+        or a key that is no flag of these settings (or is one of `not_settable`, left out of the known)."""
+        check_defaults(cls.add_arguments(argparse.ArgumentParser(add_help=False)), values, where, strict=True,
+                       not_settable=not_settable)
 
 
 def flag_actions(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -186,10 +187,11 @@ def _type_refusal(kind: Callable | None, text: str) -> str | None:
     return None
 
 
-def check_defaults(p: argparse.ArgumentParser, values: Mapping[str, Any], where: str, strict: bool = False) -> None:
+def check_defaults(p: argparse.ArgumentParser, values: Mapping[str, Any], where: str, strict: bool = False,
+                   not_settable: Sequence[str] = ()) -> None:
     """PipelineError for the first of `values` (keyed by argparse dest) that its flag in `p` refuses;
-    with `strict`, a key that is no flag of `p` too."""
-    actions = flag_actions(p)
+    with `strict`, a key that is no flag of `p` too (the flags `not_settable` counted as none)."""
+    actions = {dest: a for dest, a in flag_actions(p).items() if dest not in not_settable}
     for key, value in values.items():
         action = actions.get(key)
         if action is None:
