@@ -395,8 +395,10 @@ def test_icbeb_f_and_g_beta_use_thresholds_tuned_on_validation_for_g_beta_2(tmp_
         beta_1 = reference_challenge(y, reference_apply(scores, reference_thresholds(y_val, val, beta=1)))
         assert on_test[1] != pytest.approx(expected[1], abs=1e-3) and beta_1[1] != pytest.approx(expected[1], abs=1e-3)
         assert table.loc[model, ["fbeta", "gbeta"]].tolist() == pytest.approx(expected, rel=1e-12), model
+    assert (table["thresholds"] == "val").all()  # the rows name no thresholds_from: the validation scores' own
     write_benchmark_outputs(table.reset_index(), tmp_path / "out", 10, figure=False)
     text = (tmp_path / "out" / "table.md").read_text()
+    assert "thresholds tuned on the validation records' scores" in text and "tuned on the training" not in text
     cells = leaderboard()
     for model in ("xresnet1d101", "fcn_wang"):
         auc, f, g = (cells["cpsc9", model, metric][0] for metric in ("auc", "fbeta", "gbeta"))

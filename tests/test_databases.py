@@ -123,6 +123,12 @@ def test_ptbxl_layout_cpsc9(prep, ptbxl, tmp_path):
         assert labels.loc[pid, CPSC9.classes[int(key.loc[pid, "First_label"]) - 1]] == 1
     cache = SignalCache(tmp_path / "p")
     assert (cache.length == 5000).all()  # records500: 10 s at 500 Hz
+    # PTB-XL's documented sex code (PhysioNet's PTB-XL page: 0 male, 1 female), as the dataset table and the
+    # reference's fold tokens read it
+    reference = pd.read_csv(tmp_path / "p" / "reference.csv", dtype={"patient_id": str}).set_index("patient_id")
+    documented = db["sex"].map({0: "Male", 1: "Female"})
+    assert set(documented) == {"Male", "Female"}
+    assert (reference["sex"] == documented.rename(index=str).reindex(reference.index)).all()
 
 
 def test_ptbxl_superdiagnostic_and_a_set_a_layout_cannot_provide(prep, ptbxl, synth_records, tmp_path, capsys):

@@ -149,6 +149,18 @@ def test_augmentation_is_a_fair_coin():
     assert shift.abs().max() < 1e-5 and (y - 1).abs().max() < 0.6
 
 
+def test_augmentation_shifts_by_whole_microvolts_from_minus_20_to_20_and_scales_by_n_1_0_1():
+    """The original's per-lead augmentation, applied to every record (p = 1): on zeros only the shift shows,
+    each whole µV from -20 to +20 inclusive and no other; on ones, the scale, N(1, 0.1)."""
+    zeros = augment(torch.zeros(20_000, 12, 1), torch.Generator().manual_seed(0), p=1.0)
+    microvolts = zeros * 1000
+    assert (microvolts - microvolts.round()).abs().max() < 1e-3  # whole µV, up to float32 rounding
+    assert set(microvolts.round().int().unique().tolist()) == set(range(-20, 21))
+    ones = augment(torch.ones(20_000, 12, 1), torch.Generator().manual_seed(1), p=1.0)
+    scale = ones - augment(torch.zeros(20_000, 12, 1), torch.Generator().manual_seed(1), p=1.0)  # same draws
+    assert abs(scale.mean().item() - 1) < 0.003 and abs(scale.std().item() - 0.1) < 0.003
+
+
 def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(train, tiny, prepared, tmp_path, capsys):
     """The run folder decides: same settings and finished -> kept, said in one line; other settings ->
     refused unless --force; --resume with nothing to resume -> refused."""

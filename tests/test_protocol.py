@@ -367,6 +367,17 @@ REFERENCE_PROTOCOL = {"seconds": 10.0, "sample_rate": 100, "crop_seconds": 2.5, 
                       "schedule": "onecycle", "lr": 0.01, "batch_size": 128, "epochs": 50, "keep": "last",
                       "clip_grad": None}
 REFERENCE_LSTM = {"lr": 1e-3, "clip_grad": 0.25}
+# the reference's finetuning (fastai_model.fit, pretrained): fit_one_cycle(30, lr) with the body frozen (batch
+# norms training), then unfreeze() and fit_one_cycle(30, slice(lr / 1000, lr / 10)), over its protocol
+REFERENCE_FINETUNE = {**REFERENCE_PROTOCOL, "epochs": 60, "freeze_epochs": 30, "discriminative_lrs": True}
+
+
+def test_the_finetuning_protocol_is_the_reference_s_two_cycles_of_30_epochs():
+    from utils.presets import PROTOCOLS
+
+    finetune = PROTOCOLS["finetune"]
+    settings = {k: (not finetune["no_augment"] if k == "augment" else finetune.get(k)) for k in REFERENCE_FINETUNE}
+    assert settings == REFERENCE_FINETUNE
 
 
 @pytest.mark.parametrize("preset", [None, "ptbxl", "demo"])

@@ -169,8 +169,19 @@ def clipped_message(entry: Entry, per_lead: dict[str, int], length: int) -> str:
 
 
 def reference_row(entry: Entry, facts: dict | None) -> dict:
-    return {"patient_id": entry.pid, "sample_rate": np.nan, "signal_len": np.nan, "age": np.nan, "sex": "Unknown",
-            "dx": "", **entry.info, **(facts or {})}
+    """reference.csv's row of a record: what its listing says (PTB-XL's database row: age, sex, statements),
+    completed and corrected by what its decoded header says; a header that does not know a fact (PTB-XL's
+    headers carry no age or sex) leaves the listing's."""
+    row = {"patient_id": entry.pid, "sample_rate": np.nan, "signal_len": np.nan, "age": np.nan, "sex": "Unknown",
+           "dx": "", **entry.info}
+    for key, value in (facts or {}).items():
+        if not _unknown(value) or key not in row:
+            row[key] = value
+    return row
+
+
+def _unknown(value) -> bool:
+    return value is None or value == "Unknown" or (isinstance(value, float) and np.isnan(value))
 
 
 
@@ -231,7 +242,7 @@ def reference_folds(kept: list[Entry], facts: dict[str, dict], label_set: LabelS
     record's classes as the reference's ICBEB2018 statements, with its sex and age."""
     order = sorted(range(len(kept)), key=lambda i: kept[i].pid)
     names = [ICBEB_STATEMENTS.get(c, c) for c in label_set.classes]
-    info = [facts.get(kept[i].pid, {}) for i in order]
+    info = [reference_row(kept[i], facts.get(kept[i].pid)) for i in order]
     tokens = benchmark_fold_tokens([[names[k] for k in np.flatnonzero(kept[i].labels)] for i in order],
                                    [f.get("sex", "Unknown") for f in info],
                                    [float(f.get("age")) if f.get("age") is not None else float("nan") for f in info])
