@@ -101,8 +101,8 @@ def test_scp_codes_count_every_statement_whatever_its_likelihood():
     assert scp_codes("{'IMI': 15, 'LVH': 50.0}") == ["IMI", "LVH"]
     for cell in ("{'NORM': -100.0}", "{'NORM': 'high'}", "{'NORM': None}", "{'NORM': 101}", "{'NORM': True}",
                  "{'NORM': float('nan')}", "{'NORM': 1e400}"):  # a damaged cell: its row is skipped, said
-        with pytest.raises(ValueError, match=r"^scp_codes .*(: likelihood .* of 'NORM' is not a number in 0\.\.100|"
-                                             r" is not a dict of statements)$"):
+        with pytest.raises(ValueError, match=r"^scp_codes .*(: a likelihood is not a percentage \('NORM': .*, not a "
+                                             r"number in 0\.\.100\)| is not a dict of statements)$"):
             scp_codes(cell)
 
 

@@ -260,7 +260,8 @@ def scp_codes(text: str) -> list[str]:
         raise ValueError(f"scp_codes {text!r} is not a dict of statements")
     for key, likelihood in codes.items():  # not read, as in the benchmark, but a damaged cell is no row to trust
         if isinstance(likelihood, bool) or not isinstance(likelihood, (int, float)) or not 0 <= likelihood <= 100:
-            raise ValueError(f"scp_codes {text!r}: likelihood {likelihood!r} of {key!r} is not a number in 0..100")
+            raise ValueError(f"scp_codes {text!r}: a likelihood is not a percentage ({key!r}: {likelihood!r}, not a "
+                             f"number in 0..100)")
     return [re.sub(r"^(\d+)\.0(?=[A-Z])", r"\1", str(k)) for k in codes]  # unstripped: ' NORM ' is not NORM
 
 
