@@ -82,7 +82,7 @@ def test_synthetic_folder_is_a_preprocess_folder_with_an_exact_8_1_1_split(tmp_p
 @pytest.mark.slow
 def test_bench_train_times_the_bare_step_and_main_py_loop_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
-    results = bench_train.main(["--preset", "demo", "--input-seconds", "1", "--batch-size", "8", "--seconds", "2",
+    results = bench_train.main(["--preset", "demo", "--input-seconds", "1", "--batch-size", "8", "--seconds", "1",
                                 "--out", str(out)])
     assert json.loads(out.read_text())["train_flops_per_record"] == results["train_flops_per_record"]
     assert results["n_samples"] == 100 and results["arch"] == "resnet10"  # the demo preset, input overridden
