@@ -46,7 +46,7 @@ from utils.labels import leads_argument, leads_tag
 from utils.results import Summary
 from utils.tables import Column, ci_columns, format_mean_sd, markdown_table, table_frame
 from utils.features import FEATURE_VERSION, feature_columns, load_or_compute_features
-from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given, folder_path, seed_int
+from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given, folder_path, seed_int, usable_cpus
 from utils.presets import parse_with_preset
 from utils.results import EvaluationFolder, baselines_folder, results_home
 from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
@@ -90,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also fit a temperature on validation and report ECE / Brier before and after")
     p.add_argument("--no-figures", action="store_true",
                    help="skip ROC, confusion and reliability figures (the folds of --cv never draw them)")
-    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=os.cpu_count() or 1,
+    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=usable_cpus(),
                    help="processes computing features (0 or 1: this process), %(type)s")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--force", action="store_true", help="recompute features.csv and refit every classifier")

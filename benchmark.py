@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -59,12 +58,13 @@ from models.registry import count_parameters, create_model, list_models
 from models.studies import run_all
 from models.training import RunConfig, architecture_settings, check_run_args
 from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, probability_logits, read_bootstrap_ids,
-                         read_predictions, read_threshold_array, score_predictions, tuned_gbeta_thresholds,
-                         write_te_results)
+                         read_predictions, read_threshold_array, say_undefined_resamples, score_predictions,
+                         tuned_gbeta_thresholds, write_te_results)
 from utils.cache import data_label_set, database_name
 from utils.cli import (SEED_LIMIT, BoundedList, bounded_int, flag_error, flag_given, folder_path,
-                       seed_int)
-from utils.comparison import BENCHMARK_OUTPUTS, seed_comparison, write_benchmark_outputs, write_comparison
+                       seed_int, usable_cpus)
+from utils.comparison import (BENCHMARK_OUTPUTS, TABLE_CSV, seed_comparison, write_benchmark_outputs,
+                              write_comparison)
 from utils.errors import MissingInputError, PipelineError, script_main
 from utils.files import check_writable, same_file
 from utils.labels import LABEL_SETS
@@ -174,14 +174,22 @@ def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
                     f"(its markdown goes beside it as .md)")
         if same_file(out, args.table):
             p.error(f"--out: {out} is the --table itself")
-        own = next((args.table.parent / n for n in BENCHMARK_OUTPUTS if same_file(out, args.table.parent / n)), None)
+        own = benchmark_folder_output(out, args.table)
         if own is not None:
-            p.error(f"--out: {out} would replace {own}, an output of the table's benchmark, which its other files "
-                    f"agree with; name a file elsewhere")
+            p.error(f"--out: {out} is {own}, an output of the table's benchmark folder, whose files agree with each "
+                    f"other; name a file elsewhere")
         named = next((path for path in scores if same_file(out, path)), None)
         if named is not None:
             p.error(f"--out: {out} would replace {named}, a score file the table names; name another file")
     return args
+
+
+def benchmark_folder_output(out: Path, table: Path) -> Path | None:
+    """The output of the benchmark folder that `out` names, when `table` is a benchmark's own table.csv
+    (a table copied elsewhere, under another name, has no such folder around it); None otherwise."""
+    if table.name != TABLE_CSV:
+        return None
+    return next((table.parent / name for name in BENCHMARK_OUTPUTS if same_file(out, table.parent / name)), None)
 
 
 def _table_score_files(table: Path) -> list[str]:
@@ -296,7 +304,7 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
     base_task = "all" if ptbxl else ICBEB_TASK
     base = root / f"{db}_{base_task}"
     request = PreprocessRequest(Path(args.data_dir), base, base_task, args.sample_rate,
-                                num_workers=os.cpu_count() or 1, force=args.force)
+                                num_workers=usable_cpus(), force=args.force)
     command = [str(Path(__file__).resolve().parent / "preprocess.py"), "--data-dir", str(args.data_dir), "--out",
                str(base), "--labels", base_task, "--cache-rate", str(args.sample_rate)]
     if base_task == ICBEB_TASK:
@@ -376,7 +384,7 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
                                                                         tuned, args.data_dir),
                      "params": count_parameters(network)})
     table = benchmark_table(rows, out, n_bootstrap=args.n_bootstrap, seed=0)
-    dropped = runs_left_out(out / "table.csv", table)
+    dropped = runs_left_out(out / TABLE_CSV, table)
     written = write_benchmark_outputs(table, out, args.n_bootstrap, seed=0)
     if dropped:
         print(f"note: {out / 'table.csv'} held {len(dropped)} run(s) this command does not cover (e.g. "
@@ -481,6 +489,12 @@ def _same(mine, published) -> bool:
     return mine == published
 
 
+def classes_source(scores: Path, labels: Path | None) -> Path:
+    """The file whose class columns `read_predictions` took: a score CSV's own, else the labels' (a CSV
+    names its classes; two arrays only count them)."""
+    return scores if Path(scores).suffix == ".csv" or labels is None else labels
+
+
 def score(args: argparse.Namespace) -> pd.DataFrame:
     """te_results.csv for one model's predictions."""
     check_writable(args.out.parent)
@@ -498,8 +512,9 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
     elif args.val_scores is not None:
         val = read_predictions(args.val_scores, args.val_labels, args.logits)
         if val.y.shape[1] != test.y.shape[1] or (val.classes and test.classes and val.classes != test.classes):
-            raise PipelineError(f"{args.val_labels or args.val_scores} has classes {val.classes or val.y.shape[1]}, "
-                                f"{args.labels or args.scores} has {test.classes or test.y.shape[1]}")
+            raise PipelineError(f"{classes_source(args.val_scores, args.val_labels)} has classes "
+                                f"{val.classes or val.y.shape[1]}, {classes_source(args.scores, args.labels)} has "
+                                f"{test.classes or test.y.shape[1]}")
         shared = set(val.ids or ()) & set(test.ids or ())
         if shared:
             raise PipelineError(f"{args.val_scores} shares {len(shared)} record(s) with {args.scores} (e.g. "
@@ -507,8 +522,8 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
         grid = probability_logits(THRESHOLD_GRID) if args.logits else THRESHOLD_GRID  # the same thresholds
         thresholds = tuned_gbeta_thresholds(val.y, val.p, str(args.val_labels or args.val_scores), val.classes or None,
                                             grid=grid)
-    results = score_predictions(test.y, test.p, indices, thresholds, source=str(args.labels or args.scores),
-                                classes=test.classes or None)
+    say_undefined_resamples(test.y, indices, str(args.labels or args.scores), test.classes or None)
+    results = score_predictions(test.y, test.p, indices, thresholds, source=str(args.labels or args.scores))
     write_te_results(results, args.out)
     print(results.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"{test.y.shape[0]} records, {test.y.shape[1]} classes, {len(indices)} resamples; wrote {args.out}")

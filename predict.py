@@ -15,7 +15,6 @@ with those thresholds, into results/<db>/<run>/external/<other db>/.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from utils.files import write_csv
 from utils.labels import leads_argument
 from utils.records import SAMPLE_RATE, read_records
 from utils.results import EvaluationFolder
-from utils.cli import MAX_WORKERS, bounded_int, folder_path, refuse_together
+from utils.cli import MAX_WORKERS, bounded_int, folder_path, refuse_together, usable_cpus
 from utils.presets import parse_with_preset
 from utils.defaults import DEFAULT_RESULTS_DIR
 
@@ -53,8 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-bootstrap", type=bounded_int(0, 100_000), default=1000,
                    help="bootstrap resamples for the 95 %% CIs, %(type)s")
     p.add_argument("--batch-size", type=bounded_int(1, 65_536), default=64, help="%(type)s")
-    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=min(2, os.cpu_count() or 1),
-                   help="data-loading processes (default 2, or 1 on one CPU), %(type)s")
+    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=min(2, usable_cpus()),
+                   help="data-loading processes (default 2, or 1 where this process may use one CPU), %(type)s")
     p.add_argument("--no-figures", action="store_true",
                    help="skip the confusion-matrix and ROC figures (the studies draw their own)")
     p.add_argument("--use-gpu", action="store_true")

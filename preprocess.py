@@ -39,9 +39,8 @@ user's call, not a silent one).
 from __future__ import annotations
 
 import argparse
-import os
 
-from utils.cli import MAX_WORKERS, bounded_int, flag_error, folder_path, seed_int
+from utils.cli import MAX_WORKERS, bounded_int, flag_error, folder_path, seed_int, usable_cpus
 from utils.defaults import DEFAULT_DATA_DIR
 from utils.errors import script_main
 from utils.folds import FOLD_RULES
@@ -71,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stratified: seeded, on the labels (the default); benchmark: the PTB-XL benchmark's procedure "
                         "for ICBEB2018 (labels + sex + age bands, one patient a record, no seed) with its split: "
                         "train 1-8, validation 9, test 10. A database with its own folds (PTB-XL) keeps them")
-    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=os.cpu_count() or 1,
+    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=usable_cpus(),
                    help="processes decoding records (0 or 1: this process), %(type)s")
     p.add_argument("--force", action="store_true", help="rebuild even when outputs are current")
     args = p.parse_args(argv)

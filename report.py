@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,8 +71,15 @@ class Report:
     def evaluation(self) -> EvaluationFolder:
         return EvaluationFolder(self.run_dir)
 
+    @property
+    def predict_command(self) -> str:
+        """predict.py's command line that evaluates the run where this report reads it (these data, these
+        results): a bare `--run` would evaluate the checkpoint's folder into the default results."""
+        results = "" if Path(self.results_dir) == Path(DEFAULT_RESULTS_DIR) else f" --results-dir {self.results_dir}"
+        return f"python predict.py --run {self.run} --data-dir {self.data_dir}{results}"
+
     def out_of_date(self, problem: str) -> str:
-        return f"_Out of date: {problem}; rerun `python predict.py --run {self.run}`._\n"
+        return f"_Out of date: {problem}; rerun `{self.predict_command}`._\n"
 
 
 # the columns of a table of several evaluations: one Summary each (utils.results)
@@ -307,8 +315,8 @@ def main(argv=None) -> Path:
     write_text("\n".join(parts), path)
     print(f"wrote {path}")
     if problem:  # shown in the sections, and said here, where a user running the command looks
-        print(f"note: the deep model's sections show no numbers: {problem}; rerun `python predict.py --run "
-              f"{args.run}`")
+        print(f"note: the deep model's sections show no numbers: {problem}; rerun `{r.predict_command}`",
+              file=sys.stderr)
     return path
 
 

@@ -27,7 +27,6 @@ the paper's lead-importance figure.
 from __future__ import annotations
 
 import argparse
-import os
 import textwrap
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from utils.manifest import file_sha, outputs_current, write_manifest
 from utils.parallel import parallel_map
 from utils.labels import get_label_set
 from utils.records import read_records
-from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given, folder_path, seed_int
+from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given, folder_path, seed_int, usable_cpus
 from utils.presets import parse_with_preset
 from utils.defaults import DEFAULT_RESULTS_DIR
 
@@ -68,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"(default {GPU_BATCH} on GPU, {CPU_BATCH} on CPU; see models/explain.py for the memory), %(type)s")
     p.add_argument("--top-leads", type=bounded_int(1, 12), default=3,
                    help="leads drawn per patient figure, %(type)s")
-    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=min(8, os.cpu_count() or 1),
+    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=min(8, usable_cpus()),
                    help="processes drawing the patient figures (0 or 1: this process), %(type)s")
     p.add_argument("--no-figures", action="store_true",
                    help="no figure per explained record (earlier ones of these records are removed); the "

@@ -9,11 +9,12 @@ results/<db>/dataset_table.csv and .md. Multi-label records count once in each o
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import pandas as pd
 
-from utils.cache import REFERENCE_CSV, data_label_set, load_labels, require
+from utils.cache import REFERENCE_CSV, data_label_set, load_labels, preprocess_manifest, require
 from utils.errors import script_main
 from utils.tables import Column, format_mean_sd, write_table
 from utils.cli import folder_path
@@ -59,6 +60,10 @@ COLUMNS = [Column("class", "class", align="left"), Column("n", "N (%)", lambda r
            Column("cpsc2018_n", "CPSC2018 N (paper)", lambda r: f"{r['cpsc2018_n']:.0f}")]  # a cpsc9 table only
 
 
+def _has_demographics(reference: pd.DataFrame) -> bool:
+    return bool(reference["age"].notna().any() or (reference["sex"].fillna("Unknown") != "Unknown").any())
+
+
 @script_main
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
@@ -66,6 +71,10 @@ def main(argv=None) -> pd.DataFrame:
     label_set = data_label_set(args.data_dir)
     reference = pd.read_csv(require(args.data_dir / REFERENCE_CSV, f"python preprocess.py --data-dir {args.data_dir}"),
                             dtype={"patient_id": str})
+    if preprocess_manifest(args.data_dir).get("layout") == "ptbxl" and not _has_demographics(reference):
+        print(f"warning: {args.data_dir / REFERENCE_CSV} holds no age or sex of its PTB-XL records (written before "
+              f"preprocess.py read them from ptbxl_database.csv): run `python preprocess.py ... --force` with the "
+              f"same flags (the signals, labels and fingerprint stay the same, so runs stay current)", file=sys.stderr)
     table = dataset_table(reference, labels, label_set["classes"])
     if label_set["name"] != "cpsc9":
         table = table.drop(columns="cpsc2018_n")

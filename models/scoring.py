@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +24,7 @@ from models.inputs import ECGDataset, InputSpec, checkpoint_splits, make_loader,
 from models.run import Run, load_thresholds
 from models.training import RunConfig
 from utils.cache import SignalCache, data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
+from utils.cli import usable_cpus
 from utils.errors import MissingInputError, PipelineError
 from utils.evaluator import EvalOptions, Scores, evaluate, read_scores, scores_table
 from utils.folds import split_folds
@@ -70,7 +71,7 @@ class EvalSettings:
     the bootstrap size, figures and calibration go into EvalOptions, the loader settings into RunScorer."""
     n_bootstrap: int = 1000
     batch_size: int = 64
-    num_workers: int = 2
+    num_workers: int = field(default_factory=lambda: min(2, usable_cpus()))
     figures: bool = True
     calibrate: bool = False
 
@@ -110,7 +111,7 @@ class RunScorer:
     val: pd.DataFrame | None = None
     val_scores: Path | None = None
     batch_size: int = 64
-    num_workers: int = 2
+    num_workers: int = field(default_factory=lambda: min(2, usable_cpus()))
 
     def score(self) -> Scores:
         classes = list(self.ckpt["label_set"]["classes"])

@@ -47,7 +47,7 @@ from utils.cache import (SignalCache, cache_rate, data_label_set, data_split_rul
 from utils.errors import PipelineError
 from utils.folds import nested_subset, split_labels
 from utils.cli import (MAX_WORKERS, bounded_float, bounded_int, describe_flag, flag_error, flag_given, folder_path,
-                       seed_int)
+                       seed_int, usable_cpus)
 from utils.files import check_writable, write_csv
 from utils.locks import exclusive_lock
 from utils.labels import LEADS
@@ -141,9 +141,8 @@ class RunConfig(Settings):
     # how to execute it (not part of what makes two runs different)
     run_dir: str | None = setting(None, flag=None, dest="run", read=str, identity=False)  # main.py's --run;
     # default data/<db>/runs/<run name>/
-    num_workers: int = setting(min(4, os.cpu_count() or 1), "data-loading processes (default 4, or the CPU count "
-                               "when lower: more only wait for a core)", type=bounded_int(0, MAX_WORKERS),
-                               identity=False)
+    num_workers: int = setting(min(4, usable_cpus()), "data-loading processes (default 4, or the CPUs this "
+                               "process may use when fewer)", type=bounded_int(0, MAX_WORKERS), identity=False)
     use_gpu: bool = setting(False, identity=False)
     amp: bool = setting(True, "GPU: train and score in fp32 instead of bf16 autocast (the ptbxl preset's default)",
                         flag="--no-amp", identity=False)  # --amp (below) turns it on over a preset's --no-amp

@@ -243,25 +243,34 @@ def test_every_command_takes_num_workers_0():
             assert code is None, f"{name} --num-workers 0: {err}"
 
 
-def test_no_command_defaults_to_more_loader_workers_than_cpus():
-    """torch warns (twice, with its source path) when a loader starts more worker processes than the machine
-    has CPUs: every command's default, and the training setting's, stays within them. torch's own check of
-    a loader at the training default, on this machine."""
-    import os
-    import warnings
+def test_no_command_defaults_to_more_loader_workers_than_usable_cpus():
+    """torch warns (twice, with its source path) when a loader starts more worker processes than the CPUs
+    the process may use (its affinity: taskset, a cgroup, SLURM's --cpus-per-task): every command's default,
+    and the training and evaluation settings', stays within them: torch's own check of a loader at each
+    default, in a process pinned to one CPU."""
+    import subprocess
+    import sys
 
-    from models.inputs import make_loader
-    from models.training import RunConfig
+    check = ("import os, warnings\n"
+             "from models.inputs import make_loader\n"
+             "from models.scoring import EvalSettings\n"
+             "from models.training import RunConfig\n"
+             "warnings.simplefilter('error')\n"
+             "for workers in (RunConfig(data_dir='d').num_workers, EvalSettings().num_workers):\n"
+             "    make_loader(list(range(10)), 2, True, workers).check_worker_number_rationality()\n"
+             "print(len(os.sched_getaffinity(0)))\n")
+    import shutil
 
-    cpus = os.cpu_count() or 1
+    if shutil.which("taskset"):  # the defaults are set as the modules load: a process of its own, on one CPU
+        proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", check], capture_output=True, text=True,
+                              cwd=ROOT)
+        assert proc.returncode == 0 and proc.stdout.split()[-1] == "1", proc.stderr[-2000:]
+    from utils.cli import usable_cpus
+
     for name in BASE:
         for a in options(parser_of(name)):
             if "--num-workers" in a.option_strings and a.default is not None:
-                assert 0 <= a.default <= cpus, f"{name} --num-workers defaults to {a.default} on {cpus} CPUs"
-    loader = make_loader(list(range(10)), 2, True, RunConfig(data_dir="d").num_workers)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        loader.check_worker_number_rationality()
+                assert 0 <= a.default <= usable_cpus(), f"{name} --num-workers defaults to {a.default}"
 
 
 def test_a_file_named_as_a_folder_is_not_a_folder(tmp_path):

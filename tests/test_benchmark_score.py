@@ -14,7 +14,8 @@ from utils.comparison import write_benchmark_outputs
 from utils.errors import PipelineError
 from utils.evaluator import read_scores, scores_arrays, scores_table
 from utils.metrics import auc_scores, challenge_scores, tune_gbeta_thresholds
-from utils.ptbxl import benchmark_table, bootstrap_indices, format_result, published, score_predictions
+from utils.ptbxl import (benchmark_table, bootstrap_indices, format_result, published, say_undefined_resamples,
+                         score_predictions)
 
 # 6 records, 2 classes. Class 0: positives 0, 1, 4 (scores .9 .4 .7) against negatives 2, 3, 5 (.5 .2 .4):
 # .9 and .7 beat all three, .4 beats .2 and ties .4 -> (3 + 1.5 + 3) / 9 = 5/6. Class 1: positives 1, 2, 3, 5
@@ -282,17 +283,50 @@ def test_resamples_are_drawn_again_only_for_a_missing_positive_and_undefined_one
     aucs = np.array([roc_auc_score(y[rows], p[rows], average="macro") if (~y[rows]).any(0).all() else np.nan
                      for rows in indices])
     assert 50 < np.isnan(aucs).sum() < 250
-    capsys.readouterr()
-    got = score_predictions(y, p, indices, classes=["A", "B"])["macro_auc"]
+    got = score_predictions(y, p, indices)["macro_auc"]
     assert got["mean"] == pytest.approx(np.nanmean(aucs), abs=1e-12)
     assert (got["lower"], got["upper"]) == pytest.approx((np.nanpercentile(aucs, 5), np.nanpercentile(aucs, 95)),
                                                          abs=1e-12)
-    left_out = int(np.isnan(aucs).sum())  # said, with the class that lacks its negative there (B, never A)
-    assert capsys.readouterr().err == (f"note: the labels: {left_out} of 300 resamples hold no negative record of "
-                                       f"class(es) B: their AUC is undefined, and the mean and the 5-95 % interval "
-                                       f"are over the other {300 - left_out}\n")
-    score_predictions(y, p, indices[~np.isnan(aucs)])
+    # said, with the class that lacks its negative there (B, never A), counted as sklearn's undefined AUCs
+    left_out = int(np.isnan(aucs).sum())
+    capsys.readouterr()
+    say_undefined_resamples(y, indices, "y.npy", ["A", "B"])
+    assert capsys.readouterr().err == (f"note: y.npy: {left_out} of 300 resamples have no macro AUC (no negative "
+                                       f"record of class(es) B): the AUC's mean and 5-95 % interval are over the "
+                                       f"other {300 - left_out}\n")
+    say_undefined_resamples(y, indices[~np.isnan(aucs)], "y.npy")
     assert capsys.readouterr().err == ""  # every resample defined: nothing to say
+    # given resamples (--bootstrap-ids) need not hold a positive: the note names what each class lacks,
+    # counted here record by record
+    given = np.vstack([indices[~np.isnan(aucs)][:5], np.zeros((2, 40), int)])  # record 0 alone, twice
+    lacks = {kind: sorted({c for rows in given for j, c in enumerate("AB")
+                           if not any(y[r, j] == (kind == "positive") for r in rows)})
+             for kind in ("negative", "positive")}
+    assert lacks["positive"]  # record 0 is no B
+    say_undefined_resamples(y, given, "ids.csv", ["A", "B"])
+    why = "; ".join(f"no {kind} record of class(es) {', '.join(c)}" for kind, c in lacks.items() if c)
+    assert capsys.readouterr().err == (f"note: ids.csv: 2 of 7 resamples have no macro AUC ({why}): the AUC's mean "
+                                       f"and 5-95 % interval are over the other 5\n")
+
+
+def test_the_table_says_resamples_left_out_once_per_task_naming_the_task(tmp_path, capsys):
+    """Every seed's models of a task share its records and resamples: one note for the task, however many
+    seeds and models, naming the task rather than one model's scores."""
+    rng = np.random.default_rng(4)
+    y = np.zeros((40, 2), bool)
+    y[:15, 0] = True
+    y[1:, 1] = True  # MI: one negative record, missing from about a third of the resamples
+    rows = []
+    for seed in (0, 1, 2):
+        for model in ("a", "b"):
+            path = tmp_path / f"{model}_{seed}.csv"
+            scores_table(_ids("r", 40), y, rng.random((40, 2)), ["NORM", "MI"]).to_csv(path, index=False)
+            rows.append({"task": "superdiagnostic", "model": model, "seed": seed, "scores": path})
+    capsys.readouterr()
+    benchmark_table(rows, tmp_path / "out", n_bootstrap=30)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith(f"note: task superdiagnostic ({tmp_path / 'a_0.csv'} and its "
+                                                   "other runs): ") and "no negative record of class(es) MI" in notes[0]
 
 
 def _ids(prefix: str, n: int) -> list[str]:
@@ -662,6 +696,13 @@ def test_validation_labels_of_other_classes_are_named_as_the_file_that_holds_the
         benchmark.main(["score", "--labels", str(tmp_path / "y.csv"), "--scores", str(tmp_path / "p.npy"),
                         "--val-scores", str(tmp_path / "pv.npy"), "--val-labels", str(tmp_path / "yv.csv"),
                         "--out", str(tmp_path / "o.csv")])
+    # a score CSV names its own classes: that file is named, not labels given as an array beside it
+    scores_table(ids, Y, P, ["A", "B"]).to_csv(tmp_path / "p.csv", index=False)
+    scores_table([f"v{i}" for i in range(6)], Y[:, ::-1], P, ["B", "A"]).to_csv(tmp_path / "pv.csv", index=False)
+    np.save(tmp_path / "y.npy", Y)
+    with pytest.raises(SystemExit, match=r"^error: .*pv.csv has classes \['B', 'A'\], .*p.csv has \['A', 'B'\]$"):
+        benchmark.main(["score", "--scores", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "y.npy"),
+                        "--val-scores", str(tmp_path / "pv.csv"), "--out", str(tmp_path / "o.csv")])
 
 
 def test_validation_scores_hard_linked_to_the_test_scores_are_refused(tmp_path, capsys):
@@ -681,6 +722,7 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     benchmark folder, is refused (exit 2) and leaves those files as they were; table.csv names its score
     files so that compare runs from another working folder; a seed that is no whole number is one line."""
     import os
+    import shutil
     from utils.ptbxl import benchmark_table
     from utils.comparison import write_benchmark_outputs
 
@@ -712,6 +754,11 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
             benchmark.main(["compare", "--table", str(table), "--out", out])
         assert e.value.code == 2 and f"--out: {out} " in capsys.readouterr().err, out
     assert {n: (tmp_path / "out" / n).read_bytes() for n in own} == own
+    (tmp_path / "copy").mkdir()  # a table copied under another name has no benchmark folder around it
+    shutil.copy(table, tmp_path / "copy" / "mytable.csv")
+    benchmark.main(["compare", "--table", str(tmp_path / "copy" / "mytable.csv"), "--out", "copy/compare.csv",
+                    "--n-bootstrap", "5"])
+    assert (tmp_path / "copy" / "compare.csv").exists() and (tmp_path / "copy" / "compare.md").exists()
     # the markdown beside --out: a folder there, or the table itself, is refused before anything is written
     (tmp_path / "notes.md").mkdir()
     (tmp_path / "folder.csv").mkdir()

@@ -173,11 +173,13 @@ def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(
     capsys.readouterr()
     text = report.main(argv).read_text()
     assert "_Out of date: " in text and "as it was before it was preprocessed again" in text
-    said = capsys.readouterr().out.splitlines()[-1]  # and said where the command is run
+    said = capsys.readouterr().err.splitlines()[-1]  # and said where the command is run
     assert said.startswith("note: the deep model's sections show no numbers: ") and "preprocessed again" in said
-    predict.main(evaluate)
+    hint = f"python predict.py --run {run} --data-dir {data} --results-dir {results}"  # where the report reads
+    assert said.endswith(f"rerun `{hint}`") and f"rerun `{hint}`._" in text
+    predict.main([*hint.split()[2:], *evaluate[4:]])  # the hint's evaluation brings the report up to date
     assert "Out of date" not in report.main(argv).read_text()
-    assert "note:" not in capsys.readouterr().out
+    assert "note:" not in capsys.readouterr().err
     preprocess.main([*prep, "--seed", "3", "--force"])
     baselines.main(lr)
     text = sections_text(report.main(argv).read_text(), "Expert-feature baselines")

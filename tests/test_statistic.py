@@ -1,6 +1,7 @@
 """statistic.py: the dataset table agrees with the generator's answer key and the preprocess outputs."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,6 +23,32 @@ def test_dataset_table_counts(prepared, synth_records, tmp_path):
     md = (tmp_path / prepared.name / "dataset_table.md").read_text()
     assert md.count("\n") == len(CLASSES) + 3 and "| All |" in md
     assert pd.read_csv(tmp_path / prepared.name / "dataset_table.csv")["n"].tolist() == table["n"].tolist()
+
+
+def test_ptbxl_s_sexes_and_ages_are_counted_and_a_folder_without_them_is_said(tmp_path, capsys):
+    """PTB-XL's headers carry no age or sex: the table counts its database's (sex 0 male, 1 female); a folder
+    whose reference.csv lacks them (written before they were read) is said, with the command that fills it."""
+    import preprocess
+    import synth
+
+    synth.main(["--out", str(tmp_path / "PTBXL"), "--layout", "ptbxl", "--n", "30", "--seed", "2"])
+    preprocess.main(["--data-dir", str(tmp_path / "PTBXL"), "--out", str(tmp_path / "p"), "--num-workers", "1"])
+    db = pd.read_csv(tmp_path / "PTBXL" / "ptbxl_database.csv", dtype={"ecg_id": str}).set_index("ecg_id")
+    kept = pd.read_csv(tmp_path / "p" / "labels.csv", dtype={"patient_id": str})["patient_id"]
+    capsys.readouterr()
+    table = statistic.main(["--data-dir", str(tmp_path / "p"), "--results-dir", str(tmp_path / "r")]).set_index("class")
+    assert table.loc["All", "male_n"] == (db.loc[kept, "sex"] == 0).sum() > 0
+    assert table.loc["All", "age_missing"] == 0 and "warning" not in capsys.readouterr().err
+    from utils.cache import PREPROCESS_OUTPUTS
+    from utils.manifest import read_manifest, write_manifest
+
+    data = tmp_path / "p"  # as the code before this fix wrote it: no age or sex, the same fingerprint
+    pd.read_csv(data / "reference.csv").assign(sex="Unknown", age=np.nan).to_csv(data / "reference.csv", index=False)
+    manifest = read_manifest(data / "preprocess.json")
+    write_manifest(data / "preprocess.json", manifest["fingerprint"], [data / f for f in PREPROCESS_OUTPUTS],
+                   **{k: v for k, v in manifest.items() if k not in ("fingerprint", "files")})
+    statistic.main(["--data-dir", str(tmp_path / "p"), "--results-dir", str(tmp_path / "r")])
+    assert "holds no age or sex of its PTB-XL records" in capsys.readouterr().err
 
 
 def test_missing_preprocess_outputs_name_the_stage(tmp_path):

@@ -85,6 +85,15 @@ class BoundedList:
         return sorted(values)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, a cgroup, SLURM's --cpus-per-task), not the host's: what
+    torch's DataLoader weighs its workers against, and what worker defaults are sized to."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 # processes or threads a command may start: more than the cores only queue, and 10**12 is a typo
 MAX_WORKERS = max(256, 2 * (os.cpu_count() or 1))
 SEED_LIMIT = 2 ** 32  # numpy's RandomState takes seeds 0 <= seed < 2**32

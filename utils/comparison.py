@@ -264,7 +264,10 @@ def _plot(summary: pd.DataFrame, table: pd.DataFrame, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-BENCHMARK_OUTPUTS = ("table.csv", "summary.csv", "compare.csv", "table.md", "auc.png")  # one benchmark folder's
+# one benchmark folder's outputs, which agree with each other
+TABLE_CSV, SUMMARY_CSV, COMPARE_CSV = "table.csv", "summary.csv", "compare.csv"
+TABLE_MD, AUC_PNG = "table.md", "auc.png"
+BENCHMARK_OUTPUTS = (TABLE_CSV, SUMMARY_CSV, COMPARE_CSV, TABLE_MD, AUC_PNG)
 
 
 def write_benchmark_outputs(table: pd.DataFrame, out: Path, n_bootstrap: int, seed: int = 0,
@@ -276,8 +279,7 @@ def write_benchmark_outputs(table: pd.DataFrame, out: Path, n_bootstrap: int, se
     comparison = seed_comparison(table, n_bootstrap, seed, strict=False)
     sections = {task: comparison_markdown(comparison, task) for task in dict.fromkeys(table["task"])}
     # the figure first: should it fail, the tables and the figure of the last run stay together
-    table_csv, summary_csv, compare_csv, table_md, auc_png = (out / name for name in BENCHMARK_OUTPUTS)
-    figures = [_plot(comparison.summary, table, auc_png)] if figure and len(table) else []
-    return [write_csv(table, table_csv), write_csv(comparison.summary, summary_csv),
-            write_csv(comparison.pairs, compare_csv),
-            write_text(benchmark_markdown(table, n_bootstrap, sections), table_md), *figures]
+    figures = [_plot(comparison.summary, table, out / AUC_PNG)] if figure and len(table) else []
+    return [write_csv(table, out / TABLE_CSV), write_csv(comparison.summary, out / SUMMARY_CSV),
+            write_csv(comparison.pairs, out / COMPARE_CSV),
+            write_text(benchmark_markdown(table, n_bootstrap, sections), out / TABLE_MD), *figures]

@@ -37,7 +37,8 @@ from utils.metrics import THRESHOLD_GRID, challenge_scores, macro_auc, predict_a
 __all__ = ["ICBEB_TASK", "LEADERBOARD_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
            "format_result", "bootstrap_indices", "score_predictions", "write_te_results", "Predictions",
            "check_scorable", "read_predictions", "read_bootstrap_ids", "read_threshold_array", "score_file_classes",
-           "resample_aucs", "probability_logits", "acceptance_probability", "TABLE_COLUMNS", "ENSEMBLE",
+           "resample_aucs", "say_undefined_resamples", "probability_logits", "acceptance_probability",
+           "TABLE_COLUMNS", "ENSEMBLE",
            "ensemble_scores", "benchmark_table", "benchmark_markdown", "tuned_gbeta_thresholds",
            "comparable_with_published", "AS_PUBLISHED", "OTHER_DATA", "PUBLISHED_RECORDS"]
 
@@ -217,15 +218,14 @@ def resample_aucs(y: np.ndarray, p: np.ndarray, indices: np.ndarray) -> np.ndarr
 
 
 def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
-                      thresholds: np.ndarray | None = None, beta: float = 2.0, source: str = "the labels",
-                      classes: Sequence[str] | None = None, note_undefined: bool = True) -> pd.DataFrame:
+                      thresholds: np.ndarray | None = None, beta: float = 2.0, source: str = "the labels"
+                      ) -> pd.DataFrame:
     """The benchmark's results for scores `p` of records with labels `y`: rows point (all records), mean,
     lower (5th percentile), upper (95th) over the resamples `indices` (resamples x records); column
     macro_auc, and with per-class `thresholds` (tuned elsewhere) F_beta_macro and G_beta_macro of the
     predictions `p > threshold`, a record above none getting its top class. A resample where a metric is
-    undefined (a class without negatives) is left out of that metric's mean and percentiles, said in a
-    note naming the classes (unless `note_undefined` is False: models scored on one resampling say it once).
-    `source` names the labels in messages, `classes` the columns."""
+    undefined (a class without negatives) is left out of that metric's mean and percentiles
+    (`say_undefined_resamples` tells the user). `source` names the labels in errors."""
     y, p = np.asarray(y, bool), np.asarray(p, float)
     indices = np.asarray(indices)
     if y.shape != p.shape or y.ndim != 2:
@@ -251,8 +251,6 @@ def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
         fg = np.array([[np.mean(v) for v in challenge_scores(y[rows], pred[rows], beta)] for rows in indices])
         draws += list(fg.reshape(len(indices), 2).T)
     draws = np.column_stack(draws)
-    if note_undefined and len(draws):
-        _say_undefined_resamples(y, indices, np.isnan(draws[:, 0]), source, classes)
     if not len(draws):
         return pd.DataFrame([point] + [[np.nan] * len(columns)] * 3, index=["point", "mean", "lower", "upper"],
                             columns=columns)
@@ -262,22 +260,30 @@ def score_predictions(y: np.ndarray, p: np.ndarray, indices: np.ndarray,
     return pd.DataFrame(table, index=["point", "mean", "lower", "upper"], columns=columns)
 
 
-def _say_undefined_resamples(y: np.ndarray, indices: np.ndarray, undefined: np.ndarray, source: str,
-                             classes: Sequence[str] | None) -> None:
-    """A note when resamples lack a negative record of a class (the reference redraws only for a missing
-    positive): their macro AUC is undefined and they are left out of the mean and the interval, which then
-    rest on fewer resamples than asked for."""
+def say_undefined_resamples(y: np.ndarray, indices: np.ndarray, source: str,
+                            classes: Sequence[str] | None = None) -> None:
+    """A note when some resamples (resamples x records) have no macro AUC: a class without a negative record
+    in them (the reference redraws only for a missing positive, and its roc_auc_score would stop there), or
+    without a positive (indices given rather than drawn). Such resamples are left out of the AUC's mean and
+    interval, which then rest on fewer resamples than asked for. Read from the labels alone: whether an
+    AUC is defined does not depend on the scores."""
+    y, n_classes = np.asarray(y, bool), np.asarray(y).shape[1]
+    undefined = np.zeros(len(indices), bool)
+    lacking = {"negative": np.zeros(n_classes, bool), "positive": np.zeros(n_classes, bool)}
+    step = max(1, AUC_PART_COUNTS // max(len(y), 1))  # bounded memory, as resample_aucs
+    for start in range(0, len(indices), step):
+        part = np.asarray(indices[start:start + step])
+        for j in range(n_classes):
+            drawn = y[part, j]
+            for kind, missing in (("positive", ~drawn.any(1)), ("negative", drawn.all(1))):
+                undefined[start:start + step] |= missing
+                lacking[kind][j] |= missing.any()
     if not undefined.any():
         return
-    negative, lacking = ~np.asarray(y, bool), np.zeros(y.shape[1], bool)
-    rows = np.flatnonzero(undefined)
-    for start in range(0, len(rows), 1000):  # bounded memory: a thousand resamples at a time
-        part = np.asarray(indices[rows[start:start + 1000]])
-        lacking |= ~np.stack([negative[part, j].any(1) for j in range(y.shape[1])], 1).all(0)
-    lacking = [class_label(classes, j) for j in np.flatnonzero(lacking)]
-    print(f"note: {source}: {int(undefined.sum())} of {len(indices)} resamples hold no negative record of class(es) "
-          f"{', '.join(lacking)}: their AUC is undefined, and the mean and the 5-95 % interval are over the other "
-          f"{int((~undefined).sum())}", file=sys.stderr)
+    why = "; ".join(f"no {kind} record of class(es) {', '.join(class_label(classes, j) for j in np.flatnonzero(m))}"
+                    for kind, m in lacking.items() if m.any())
+    print(f"note: {source}: {int(undefined.sum())} of {len(indices)} resamples have no macro AUC ({why}): the AUC's "
+          f"mean and 5-95 % interval are over the other {int((~undefined).sum())}", file=sys.stderr)
 
 
 def write_te_results(results: pd.DataFrame, path: Path) -> Path:
@@ -549,7 +555,7 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
     (an ensemble when all its members were)."""
     out = Path(out)
     _check_rows(rows, ensemble)
-    table, warned, written = [], set(), []
+    table, warned, noted, written = [], set(), set(), []
     groups = dict.fromkeys((r["task"], r.get("seed")) for r in rows)
     for task, run_seed in groups:
         members = [r for r in rows if r["task"] == task and r.get("seed") == run_seed]
@@ -568,8 +574,11 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
             entries.append(_ensemble_entry(members, paths, probs, vals, out / ENSEMBLE, name))
             written += [p for p in entries[-1][3:5] if p is not None]
         tuned_on = next((r.get("thresholds_from") for r in members if r.get("thresholds_from")), "val")
-        table += [_table_row(task, run_seed, entry, y, classes, keep, indices, tuned_on, first=i == 0)
-                  for i, entry in enumerate(entries)]
+        if task not in noted:  # every seed's models of a task are scored on the same records and resamples
+            noted.add(task)
+            say_undefined_resamples(y[:, keep], indices, f"task {task} ({paths[0]} and its other runs)",
+                                    [classes[j] for j in keep])
+        table += [_table_row(task, run_seed, entry, y, classes, keep, indices, tuned_on) for entry in entries]
     for stale in sorted(set((out / ENSEMBLE).glob("*_scores.csv")) - {Path(p) for p in written}):
         stale.unlink()  # an ensemble of an earlier table (other models or tasks): not this table's
     tasks = list(dict.fromkeys(task for task, _ in groups))
@@ -627,10 +636,10 @@ def _ensemble_entry(members: Sequence[Mapping], paths: Sequence[Path], probs: Se
 
 
 def _table_row(task: str, run_seed: int | None, entry: tuple, y: np.ndarray, classes: Sequence[str],
-               keep: np.ndarray, indices: np.ndarray, tuned_on: str, first: bool = True) -> dict:
+               keep: np.ndarray, indices: np.ndarray, tuned_on: str) -> dict:
     """One model's row: macro AUC on the scored classes with its resampled interval, the published value
     when comparable, and for a challenge task with validation scores F_beta / G_beta at thresholds tuned
-    on them. The task's first row says resamples left out (the task's models share them)."""
+    on them."""
     model, params, p, path, val, setup = entry
     thresholds = None
     if val is not None:
@@ -638,8 +647,7 @@ def _table_row(task: str, run_seed: int | None, entry: tuple, y: np.ndarray, cla
         if val_classes != classes:
             raise PipelineError(f"{val} has classes {', '.join(val_classes)}, {path} has {', '.join(classes)}")
         thresholds = tuned_gbeta_thresholds(y_val[:, keep], p_val[:, keep], str(val), [classes[j] for j in keep])
-    result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path),
-                               classes=[classes[j] for j in keep], note_undefined=first)
+    result = score_predictions(y[:, keep], p[:, keep], indices, thresholds, source=str(path))
     comparable = comparable_with_published(task, setup)
     pub = published(task, model) if comparable else None
     row = {"task": task, "model": model, "seed": run_seed, "params": params, "records": len(y),
