@@ -1,5 +1,6 @@
 """bench/: the FLOP count behind the MFU figures, the peak table's name matching, bench_train.py running
-main.py's own loop on synthetic cached records, and gpu_check.sh's plumbing (CPU, toy sizes)."""
+main.py's own loop on synthetic cached records, gpu_check.sh's plumbing (CPU, toy sizes) and
+equal_results.py's comparison."""
 from __future__ import annotations
 
 import csv
@@ -175,3 +176,32 @@ def test_suite_cpu_report_splits_a_test_s_own_cpu_from_its_processes_and_merges_
     assert list(rows)[-1] == "test_sleeps"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("cpu.csv")) == ["cpu.csv"]
     assert "CPU seconds:" in out.stdout
+
+
+def _outputs(folder: Path, weight: float = 1.0, score: str = "0.5") -> None:
+    """The files equal_results.py compares, as two versions' stages would leave them."""
+    (folder / "prep").mkdir(parents=True)
+    np.save(folder / "prep" / "signals.npy", np.arange(6, dtype=np.int16))
+    (folder / "prep" / "labels.csv").write_text("patient_id,AF,fold\nA1,1,1\n")
+    (folder / "run").mkdir()
+    torch.save({"model": {"w": torch.tensor([weight, 2.0])}, "config": {"run": str(folder)}},
+               folder / "run" / "model.pth")
+    (folder / "run" / "log.csv").write_text(f"epoch,train_loss,seconds\n1,0.3,{weight * 7}\n")
+    for sub in ("results/prep/run", "results/prep/baselines/all/LR"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "test_scores.csv").write_text(f"patient_id,AF,p_AF\nA1,1,{score}\n")
+        (folder / sub / "metrics.csv").write_text("class,f1\nAF,1.0\n")
+
+
+def test_equal_results_compares_every_output_bit_for_bit_but_the_seconds_and_the_paths(tmp_path):
+    import equal_results
+
+    _outputs(tmp_path / "a")
+    _outputs(tmp_path / "b")  # other run paths in the checkpoints: the weights alone are compared
+    lines = equal_results.compare(tmp_path / "a", tmp_path / "b")
+    assert len(lines) == 8 and all(line.endswith(": equal") for line in lines), lines
+    _outputs(tmp_path / "c", weight=1.0 + 1e-7, score="0.50000001")  # one weight and the scores, barely
+    lines = equal_results.compare(tmp_path / "a", tmp_path / "c")
+    assert [line.split(":")[0] for line in lines if line.endswith("DIFFERS")] == [
+        "run/model.pth weights", "results/prep/run/test_scores.csv", "results/prep/baselines/all/LR/test_scores.csv"]
+    assert "run/log.csv without seconds: equal" in lines  # its seconds differ, nothing else
