@@ -46,6 +46,7 @@ lower, upper; columns macro_auc, F_beta_macro, G_beta_macro).
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import sys
 from pathlib import Path
@@ -162,8 +163,8 @@ def compare_parser() -> argparse.ArgumentParser:
 
 def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Argument errors (exit 2, naming the flag) before anything is written: --out (or the markdown beside
-    it) must be a new file, not the table, not a file of the table's own benchmark folder (its outputs
-    would be left out of step), nor a score file the table names."""
+    it) must be a new file, not the table, not an output of a benchmark folder (its outputs would be left
+    out of step), nor a score file the table names."""
     for flag in ("table", "out"):
         if getattr(args, flag).suffix != ".csv":
             p.error(f"--{flag}: {getattr(args, flag)} is not a .csv file")
@@ -176,8 +177,8 @@ def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
             p.error(f"--out: {out} is the --table itself")
         own = benchmark_folder_output(out, args.table)
         if own is not None:
-            p.error(f"--out: {out} is {own}, an output of the table's benchmark folder, whose files agree with each "
-                    f"other; name a file elsewhere")
+            p.error(f"--out: {out} is {own}, an output of a benchmark folder, whose files agree with each other; "
+                    f"name a file elsewhere")
         named = next((path for path in scores if same_file(out, path)), None)
         if named is not None:
             p.error(f"--out: {out} would replace {named}, a score file the table names; name another file")
@@ -185,11 +186,16 @@ def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def benchmark_folder_output(out: Path, table: Path) -> Path | None:
-    """The output of the benchmark folder that `out` names, when `table` is a benchmark's own table.csv
-    (a table copied elsewhere, under another name, has no such folder around it); None otherwise."""
-    if table.name != TABLE_CSV:
+    """The output of a benchmark folder (a folder holding table.csv) that `out` names, through any link:
+    one of the folder `out` is in, or (a hard link elsewhere) of the folder of the table, followed through
+    links; None otherwise (a table copied elsewhere under another name has no such folder around it)."""
+    real = Path(os.path.realpath(out))
+    if real.name in BENCHMARK_OUTPUTS and (real.parent / TABLE_CSV).exists():
+        return real
+    folder = Path(os.path.realpath(table)).parent
+    if not (folder / TABLE_CSV).exists():
         return None
-    return next((table.parent / name for name in BENCHMARK_OUTPUTS if same_file(out, table.parent / name)), None)
+    return next((folder / name for name in BENCHMARK_OUTPUTS if same_file(out, folder / name)), None)
 
 
 def _table_score_files(table: Path) -> list[str]:

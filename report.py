@@ -72,11 +72,16 @@ class Report:
         return EvaluationFolder(self.run_dir)
 
     @property
+    def results_flag(self) -> str:
+        """` --results-dir DIR` when the report reads other results than the default: the commands it
+        suggests must write there."""
+        return "" if Path(self.results_dir) == Path(DEFAULT_RESULTS_DIR) else f" --results-dir {self.results_dir}"
+
+    @property
     def predict_command(self) -> str:
         """predict.py's command line that evaluates the run where this report reads it (these data, these
         results): a bare `--run` would evaluate the checkpoint's folder into the default results."""
-        results = "" if Path(self.results_dir) == Path(DEFAULT_RESULTS_DIR) else f" --results-dir {self.results_dir}"
-        return f"python predict.py --run {self.run} --data-dir {self.data_dir}{results}"
+        return f"python predict.py --run {self.run} --data-dir {self.data_dir}{self.results_flag}"
 
     def out_of_date(self, problem: str) -> str:
         return f"_Out of date: {problem}; rerun `{self.predict_command}`._\n"
@@ -91,8 +96,10 @@ def summary_cells(s) -> dict:
     return {k: s.mean.get(k) for k in ("f1", "f1_lo", "f1_hi", "auc", "auc_lo", "auc_hi", "ece", "brier")}
 
 
-def missing(command: str) -> str:
-    return f"_Not available yet: run `{command}`._\n"
+def missing(r: "Report", command: str) -> str:
+    """The section's note when its stage has not run: the command that fills it, writing where this report
+    reads (the report's --results-dir)."""
+    return f"_Not available yet: run `{command}{r.results_flag}`._\n"
 
 
 def image(path: Path, relative_to: Path, alt: str) -> str:
@@ -102,7 +109,7 @@ def image(path: Path, relative_to: Path, alt: str) -> str:
 def dataset_section(r: Report) -> str:
     md = r.db_dir / "dataset_table.md"
     if not md.exists():
-        return missing(f"python statistic.py --data-dir {r.data_dir}")
+        return missing(r, f"python statistic.py --data-dir {r.data_dir}")
     paper = "; the last column is the published CPSC2018 count" if "CPSC2018 N" in md.read_text() else ""
     return f"Per class{paper}.\n\n" + md.read_text()
 
@@ -111,7 +118,7 @@ def baselines_section(r: Report) -> str:
     """Every baseline evaluation of the seeded split found through its manifest, one table per variant."""
     folders = baselines_evaluations(r.db_dir)
     if not folders:
-        return missing(f"python baselines.py --data-dir {r.data_dir}")
+        return missing(r, f"python baselines.py --data-dir {r.data_dir}")
     parts = ["Test fold, thresholds tuned on validation (single seeded split); 95 % bootstrap CIs.\n"]
     columns = [Column("classifier", "classifier", align="left"), *MEANS]
     other_records = []
@@ -144,7 +151,7 @@ def _tested_records(folder: EvaluationFolder) -> frozenset[str] | None:
 
 def model_section(r: Report) -> str:
     if not r.evaluation.exists():
-        return missing(f"python predict.py --run {r.run}")
+        return missing(r, f"python predict.py --run {r.run} --data-dir {r.data_dir}")
     if r.problem:
         return r.out_of_date(r.problem)
     saved = r.evaluation.read()
@@ -179,7 +186,7 @@ def model_section(r: Report) -> str:
 def cv_section(r: Report) -> str:
     runs = sorted(r.db_dir.glob("cv_*.md"))
     if not runs:
-        return missing(f"python cross_validate.py --data-dir {r.data_dir}")
+        return missing(r, f"python cross_validate.py --data-dir {r.data_dir}")
     parts = [f"### {md.stem[3:]}\n\n{md.read_text()}\n{image(md.with_suffix('.png'), r.db_dir, md.stem)}\n"
              for md in runs]
     return ("The tables above and below use one seeded train/validation/test split (as the original code); "
@@ -189,7 +196,7 @@ def cv_section(r: Report) -> str:
 def lead_section(r: Report) -> str:
     md = r.db_dir / "lead_study.md"
     if not md.exists():
-        return missing(f"python lead_study.py --data-dir {r.data_dir}")
+        return missing(r, f"python lead_study.py --data-dir {r.data_dir}")
     return (f"Paper: all 12 leads beat any single lead; the best single leads were {PAPER['best_single_leads']}. "
             f"The study trains its own runs (study_*), apart from the model above.\n\n"
             + md.read_text() + "\n" + image(r.db_dir / "lead_study.png", r.db_dir, "lead study") + "\n")
@@ -197,7 +204,7 @@ def lead_section(r: Report) -> str:
 
 def figures_section(r: Report, pngs: list[Path], intro: str) -> str:
     if not all(p.exists() for p in pngs):
-        return missing(f"python predict.py --run {r.run}")
+        return missing(r, f"python predict.py --run {r.run} --data-dir {r.data_dir}")
     if r.problem:
         return r.out_of_date(r.problem)
     return intro + " ".join(image(p, r.db_dir, p.stem) for p in pngs) + "\n"
@@ -207,9 +214,10 @@ def shap_section(r: Report) -> str:
     out = r.run_dir / "shap"
     manifest = read_manifest(out / "shap.json")
     if manifest is None:
-        return missing(f"python shap_values.py --run {r.run}")
+        return missing(r, f"python shap_values.py --run {r.run}")
     if manifest.get("model_sha") != file_sha(r.run.model):
-        return f"_Out of date: {r.run.model} changed after it was explained; rerun `python shap_values.py --run {r.run}`._\n"
+        return (f"_Out of date: {r.run.model} changed after it was explained; rerun `python shap_values.py --run "
+                f"{r.run}{r.results_flag}`._\n")
     table = pd.read_csv(out / "lead_importance.csv")
     columns = [Column("class", "class", align="left"), *[Column(lead, lead, digits=2) for lead in table.columns[1:]]]
     return ("Share of net positive SHAP evidence per lead, by predicted class (held-out records; background from "
@@ -221,7 +229,7 @@ def external_section(r: Report) -> str:
     """Every external evaluation of this model, beside its own test fold; stale ones are marked."""
     found = r.evaluation.externals()
     if not found:
-        return missing(f"python predict.py --run {r.run} --external-data-dir data/OTHER")
+        return missing(r, f"python predict.py --run {r.run} --external-data-dir data/OTHER")
     columns = [Column("tested on", "tested on", align="left"), Column("records", "records"),
                *ci_columns("f1", "mean F1 (95 % CI)"), *ci_columns("auc", "mean AUC (95 % CI)"), Column("ece", "ECE"),
                Column("brier", "Brier")]
@@ -246,7 +254,7 @@ def external_section(r: Report) -> str:
 def cross_database_section(r: Report) -> str:
     md = r.results_dir / "cross_database" / "matrix.md"
     if not md.exists():
-        return missing(f"python cross_database.py --data-dirs {r.data_dir} data/OTHER ...")
+        return missing(r, f"python cross_database.py --data-dirs {r.data_dir} data/OTHER ...")
     folder = md.parent
     return (md.read_text() + "\n" + image(folder / "auc.png", r.db_dir, "AUC matrix") + " "
             + image(folder / "f1.png", r.db_dir, "F1 matrix") + "\n")

@@ -6,8 +6,8 @@ then the outputs are compared bit for bit.
 
 Compared: the signal cache and labels, the trained weights (every tensor), the training log without its
 seconds column, the test scores, thresholds and metrics of the model and of the LR baseline. The other
-version is checked out with `git worktree` beside this one (it shares this checkout's .venv). Prints one
-line per file, `equal` or what differs, and exits 1 if anything differs."""
+version is checked out with `git worktree` inside --work (sharing this checkout's .venv) and removed at the
+end. Prints one line per file, `equal` or what differs, and exits 1 if anything differs."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.cli import bounded_int  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--arch", "resnet10", "--seconds", "10", "--sample-rate", "100", "--epochs", "3", "--lr", "1e-3",
          "--batch-size", "32", "--num-workers", "0", "--seed", "42", "--deterministic"]
@@ -26,10 +29,18 @@ TRAIN = ["--arch", "resnet10", "--seconds", "10", "--sample-rate", "100", "--epo
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--against", required=True, help="the other version: a commit, branch or tag")
-    p.add_argument("--work", type=Path, required=True, help="a folder for the records, both versions' outputs "
-                                                            "and the other version's worktree")
-    p.add_argument("--records", type=int, default=600, help="synthetic records (default 600)")
-    return p.parse_args(argv)
+    p.add_argument("--work", type=Path, required=True, help="a new (or empty) folder for the records, both "
+                                                            "versions' outputs and the other version's worktree")
+    p.add_argument("--records", type=bounded_int(50, 100_000), default=600, help="synthetic records, %(type)s")
+    args = p.parse_args(argv)
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.against}^{{commit}}"], cwd=ROOT,
+                           capture_output=True, text=True)
+    if found.returncode != 0:
+        p.error(f"argument --against: {args.against!r} is no commit of {ROOT}")
+    args.commit = found.stdout.strip()
+    if args.work.exists() and any(args.work.iterdir()):  # outputs of another comparison are never reused
+        p.error(f"argument --work: {args.work} is not empty; give a new folder")
+    return args
 
 
 def run(cmd: list[str], cwd: Path) -> None:
@@ -77,17 +88,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    other = work / "other"
-    if not other.exists():
-        run(["git", "worktree", "add", "--detach", str(other), args.against], ROOT)
-    if not (other / ".venv").exists():
+    other, records = work / "other", work / "records"
+    run([sys.executable, "synth.py", "--out", str(records), "--n", str(args.records), "--seed", "3"], ROOT)
+    run(["git", "worktree", "add", "--detach", str(other), args.commit], ROOT)
+    try:
         (other / ".venv").symlink_to(ROOT / ".venv")
-    records = work / "records"
-    if not records.exists():
-        run([sys.executable, "synth.py", "--out", str(records), "--n", str(args.records), "--seed", "3"], ROOT)
-    for tree, out in ((other, work / "theirs"), (ROOT, work / "ours")):
-        stages(tree, records, out)
+        for tree, out in ((other, work / "theirs"), (ROOT, work / "ours")):
+            stages(tree, records, out)
+    finally:  # the worktree's registration never outlives the run (a later run may reuse the folder's name)
+        subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, capture_output=True)
     lines = compare(work / "theirs", work / "ours")
+    print(f"{args.against} ({args.commit[:7]}) against this code:")
     print("\n".join(lines))
     return 1 if any("equal" not in line for line in lines) else 0
 

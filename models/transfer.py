@@ -114,10 +114,30 @@ def replace_output_layer(net: nn.Module, num_classes: int) -> nn.Linear:
 
 
 def layer_groups(net: nn.Module, arch: str) -> list[list[nn.Module]]:
-    """The architecture's declared layer groups (models.registry), the head last."""
-    groups = [list(g) for g in model_entry(arch).layer_groups(net)]
+    """The architecture's declared layer groups (models.registry), the head last: modules of `net`, each
+    parameter in at most one group (one in none is not finetuned, as the reference's inception1d leaves
+    its first blocks; a module that is not the network's would train in its place, unseen). A
+    PipelineError names the architecture and what is wrong."""
+    entry = model_entry(arch)
+    where = f"architecture {arch} (layer_groups of {entry.builder.__module__})"
+    try:
+        groups = [list(g) for g in entry.layer_groups(net)]
+    except Exception as e:  # noqa: BLE001 -- a user's function: said in one line
+        raise PipelineError(f"{where} failed on its network: {type(e).__name__}: {e}") from None
     if len(groups) < 2:
         raise PipelineError(f"{arch} declares {len(groups)} layer group(s); finetuning needs a body and a head")
+    if not all(isinstance(m, nn.Module) for g in groups for m in g):
+        raise PipelineError(f"{where}: a group holds something that is not a module (give lists of modules)")
+    own = {id(p) for p in net.parameters()}
+    placed: set[int] = set()
+    for i, group in enumerate(groups, 1):
+        ids = {id(p) for p in _params(group)}
+        if ids - own:
+            raise PipelineError(f"{where}: group {i} holds parameters of modules that are not the network's")
+        if ids & placed:
+            raise PipelineError(f"{where}: group {i} shares parameters with an earlier group; each parameter "
+                                "belongs to one group")
+        placed |= ids
     return groups
 
 

@@ -754,6 +754,16 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
             benchmark.main(["compare", "--table", str(table), "--out", out])
         assert e.value.code == 2 and f"--out: {out} " in capsys.readouterr().err, out
     assert {n: (tmp_path / "out" / n).read_bytes() for n in own} == own
+    # the same outputs named through the table's links, or beside a table copied into the folder
+    os.symlink(table, tmp_path / "t_link.csv")
+    shutil.copy(table, tmp_path / "out" / "edited.csv")
+    for table_given, out in (("t_link.csv", "out/summary.csv"), ("out/edited.csv", "out/compare.csv"),
+                             ("hard.csv", "out/compare.csv")):
+        with pytest.raises(SystemExit) as e:
+            benchmark.main(["compare", "--table", table_given, "--out", out])
+        assert e.value.code == 2 and "an output of a benchmark folder" in capsys.readouterr().err, out
+    (tmp_path / "out" / "edited.csv").unlink()
+    assert {n: (tmp_path / "out" / n).read_bytes() for n in own} == own
     (tmp_path / "copy").mkdir()  # a table copied under another name has no benchmark folder around it
     shutil.copy(table, tmp_path / "copy" / "mytable.csv")
     benchmark.main(["compare", "--table", str(tmp_path / "copy" / "mytable.csv"), "--out", "copy/compare.csv",

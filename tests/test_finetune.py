@@ -186,6 +186,28 @@ def test_freeze_epochs_above_epochs_is_refused(trained, prepared, tmp_path, caps
     assert e.value.code == 2 and "argument --freeze-epochs:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("groups, says", [
+    (lambda m: 5, " failed on its network: TypeError"),
+    (lambda m: 1 / 0, " failed on its network: ZeroDivisionError"),
+    (lambda m: [[m.stem], ["head"]], ": a group holds something that is not a module"),
+    (lambda m: [[torch.nn.Linear(3, 3)], [m.fc]], ": group 1 holds parameters of modules that are not the network's"),
+    (lambda m: [[m.stem, m.fc], [m.fc]], ": group 2 shares parameters with an earlier group"),
+])
+def test_a_bad_layer_groups_is_one_error_naming_the_architecture(groups, says):
+    """A user's layer_groups that raises, returns no modules, a module of another network (which would
+    train in the body's place, unseen) or one module twice: refused naming the architecture and its file."""
+    from models import registry
+
+    registry.register_model("zz_groups", family="t", layer_groups=groups)(model_entry("resnet10").builder)
+    try:
+        net = create_model("zz_groups", 12, 5)
+        with pytest.raises(PipelineError, match=rf"^architecture zz_groups \(layer_groups of models.archs.resnet\)"
+                                               rf"{says}"):
+            layer_groups(net, "zz_groups")
+    finally:
+        registry._REGISTRY.pop("zz_groups", None)
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_architecture_declares_disjoint_groups_with_the_output_layer_last(name):
     net = create_model(name, 12, 5)

@@ -24,6 +24,9 @@ def test_empty_report_names_each_missing_stage(copy_run, prepared, trained, tmp_
     for script in ("statistic.py", "baselines.py", "predict.py", "cross_validate.py", "lead_study.py",
                    "shap_values.py"):
         assert f"run `python {script}" in text, script
+    # each command writes where this report reads (its --results-dir), so that running it fills the section
+    commands = re.findall(r"run `(python [^`]*)`", text)
+    assert len(commands) >= 6 and all(c.endswith(f" --results-dir {tmp_path / 'r'}") for c in commands), commands
 
 
 @pytest.mark.slow
