@@ -174,7 +174,7 @@ def test_malformed_rows_are_skipped_with_one_line_each(database, tmp_path, capsy
     err = captured.err
     assert "Traceback" not in err and "<ast." not in err
     # the summary counts like reasons together, without the file, line, record or value
-    assert "  skipped, scp_codes is not a dict of statements; row skipped: 1" in captured.out.splitlines()
+    assert "  skipped, scp_codes is not a dict of statements: 1" in captured.out.splitlines()
     assert "99999_hr.hea: cannot read header" in err
     assert "ecg_id 121: filename_hr is empty" in err
     assert "ecg_id 122: sex 'x' is not a number" in err

@@ -274,6 +274,7 @@ def failure_kind(message: str) -> str:
 
     reason = re.sub(r"'[^']*'|\"[^\"]*\"", "", message.split(": ", 1)[-1]).split(" (")[0]
     reason = reason.split(": ")[-1]  # after a location within the file (line 4, ecg_id 3: ...)
+    reason = reason.removesuffix("; row skipped")  # the summary's line says so already
     return re.sub(r"\s+", " ", re.sub(r"\S*\d\S*", "", reason)).strip(" ,;")
 
 
