@@ -46,8 +46,8 @@ lower, upper; columns macro_auc, F_beta_macro, G_beta_macro).
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -393,7 +393,7 @@ def benchmark(args: argparse.Namespace) -> pd.DataFrame:
     dropped = runs_left_out(out / TABLE_CSV, table)
     written = write_benchmark_outputs(table, out, args.n_bootstrap, seed=0)
     if dropped:
-        print(f"note: {out / 'table.csv'} held {len(dropped)} run(s) this command does not cover (e.g. "
+        print(f"note: {out / TABLE_CSV} held {len(dropped)} run(s) this command does not cover (e.g. "
               f"{dropped[0]}); the tables now hold this command's runs only (rerun with every task, model and "
               "seed to table them together)")
     shown = table[["task", "model", "seed", "params", "records", "auc", "auc_lo", "auc_hi", "published_auc"]]

@@ -86,6 +86,9 @@ class Report:
     def out_of_date(self, problem: str) -> str:
         return f"_Out of date: {problem}; rerun `{self.predict_command}`._\n"
 
+    def not_evaluated(self) -> str:
+        return f"_Not available yet: run `{self.predict_command}`._\n"
+
 
 # the columns of a table of several evaluations: one Summary each (utils.results)
 MEANS = [*ci_columns("f1", "mean F1"), *ci_columns("auc", "mean AUC"), Column("ece", "ECE"), Column("brier", "Brier")]
@@ -151,7 +154,7 @@ def _tested_records(folder: EvaluationFolder) -> frozenset[str] | None:
 
 def model_section(r: Report) -> str:
     if not r.evaluation.exists():
-        return missing(r, f"python predict.py --run {r.run} --data-dir {r.data_dir}")
+        return r.not_evaluated()
     if r.problem:
         return r.out_of_date(r.problem)
     saved = r.evaluation.read()
@@ -204,7 +207,7 @@ def lead_section(r: Report) -> str:
 
 def figures_section(r: Report, pngs: list[Path], intro: str) -> str:
     if not all(p.exists() for p in pngs):
-        return missing(r, f"python predict.py --run {r.run} --data-dir {r.data_dir}")
+        return r.not_evaluated()
     if r.problem:
         return r.out_of_date(r.problem)
     return intro + " ".join(image(p, r.db_dir, p.stem) for p in pngs) + "\n"

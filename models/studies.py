@@ -19,7 +19,7 @@ from models.inputs import pick_device
 from models.run import Run
 from models.training import RunConfig, equal_finished_run, resolve_identity, run_state, train
 from utils.errors import PipelineError
-from utils.cli import bounded_int, folder_path
+from utils.cli import bounded_int, folder_path, usable_cpus
 from utils.files import atomic_write, check_writable
 from utils.locks import exclusive_lock
 from utils.launch import Launcher, Task, add_launcher_arguments, launch
@@ -147,7 +147,7 @@ def _job_init(slot: int, workers: int, gpus: int) -> None:
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(max(1, usable_cpus() // workers))
     if gpus > 1:
         torch.cuda.set_device(slot % gpus)
 
