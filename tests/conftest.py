@@ -145,6 +145,14 @@ def prepared(synth_records, built_once) -> Path:
     return built_once("prepared", lambda out: _preprocessed_with_features(synth_records, out))
 
 
+@pytest.fixture(scope="session")
+def prepared_100hz(synth_records, built_once) -> Path:
+    """`prepared`'s records cached at 100 Hz, the tiny model's rate: a process started to train on them
+    reads its inputs without resampling, so it never imports scipy.signal (about 1 s each); only read."""
+    return built_once("prepared_100hz", lambda out: preprocess.main(
+        ["--data-dir", str(synth_records), "--out", str(out), "--num-workers", "1", "--cache-rate", "100"]))
+
+
 @pytest.fixture
 def records_copy(synth_records, tmp_path) -> Path:
     """A private copy of the synthetic records that a test may damage."""

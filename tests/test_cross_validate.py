@@ -62,11 +62,11 @@ def test_bad_fold_is_a_clear_error(prepared, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_jobs_run_side_by_side_with_the_same_weights_as_alone(tiny, prepared, tmp_path):
+def test_jobs_run_side_by_side_with_the_same_weights_as_alone(tiny, prepared_100hz, tmp_path):
     """--jobs 2 trains two folds in two processes at once; under --deterministic each run's weights are
     bit-identical to the same run trained alone."""
     import torch
-    common = ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--n-bootstrap", "0", "--folds", "1,2",
+    common = ["--data-dir", str(prepared_100hz), *tiny, "--epochs", "1", "--n-bootstrap", "0", "--folds", "1,2",
               "--limit", "80", "--deterministic"]
     for jobs in ("1", "2"):
         cross_validate.main([*common, "--jobs", jobs, "--runs-dir", str(tmp_path / f"runs{jobs}"),

@@ -184,9 +184,9 @@ def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(train, tiny, pr
 
 
 @pytest.mark.slow
-def test_ddp_two_gloo_processes_agree(tiny, prepared, tmp_path):
+def test_ddp_two_gloo_processes_agree(tiny, prepared_100hz, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "main.py", "--", "--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "80",
+           "main.py", "--", "--data-dir", str(prepared_100hz), *tiny, "--epochs", "1", "--limit", "80",
            "--run", str(tmp_path / "ddp")]  # after `--` torchrun leaves --run (else taken for its --run-path) alone
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
@@ -263,11 +263,11 @@ def test_the_order_records_are_trained_in_follows_the_seed(prepared, tiny, tmp_p
 
 
 @pytest.mark.slow
-def test_deterministic_runs_repeat_exactly_across_processes(prepared, tmp_path):
+def test_deterministic_runs_repeat_exactly_across_processes(prepared_100hz, tmp_path):
     """Two separate processes at a realistic depth (ResNet34 at half the paper's channels, 12 leads, 5 s at
     100 Hz, 2 epochs): a fresh one, and this test's own, which has run other tests before (other seeds,
     threads and settings). With --deterministic their logs and weights are bit-identical."""
-    flags = ["--data-dir", str(prepared), "--arch", "resnet34", "--arch-arg", "width=32", "--seconds", "5",
+    flags = ["--data-dir", str(prepared_100hz), "--arch", "resnet34", "--arch-arg", "width=32", "--seconds", "5",
              "--sample-rate", "100", "--epochs", "2", "--lr", "1e-3", "--batch-size", "16", "--num-workers", "0",
              "--limit", "40", "--deterministic"]
     fresh = subprocess.Popen([sys.executable, "main.py", *flags, "--run", str(tmp_path / "run0")],
