@@ -76,7 +76,7 @@ from utils.defaults import DEFAULT_PTBXL_DIR, DEFAULT_RESULTS_DIR
 from utils.ptbxl import AS_PUBLISHED, ICBEB_TASK, OTHER_DATA, PUBLISHED_RECORDS
 from utils.cache import load_labels, preprocess_manifest
 from utils.labels import LEADS
-from utils.layouts import detect_layout
+from utils.layouts import PTBXL_DATABASE, detect_layout
 from utils.preprocessed import PreprocessRequest, derive_label_task, preprocess
 from utils.results import SYNTHETIC_MARKER, EvaluationFolder, results_home
 
@@ -323,9 +323,12 @@ def prepare_tasks(args: argparse.Namespace) -> dict[str, Path]:
     else:
         layout = detect_layout(Path(args.data_dir)).name
         if layout != "ptbxl":  # the PTB-XL tasks are statements of ptbxl_database.csv's scp_codes
+            above = next((d for d in Path(args.data_dir).resolve().parents if (d / PTBXL_DATABASE).exists()), None)
+            hint = (f"; it lies inside PTB-XL's folder {above}: give that folder" if above is not None
+                    else " (a CPSC2018 folder takes --tasks cpsc9)")
             raise PipelineError(f"--tasks {','.join(ptbxl)}: PTB-XL's label tasks need PTB-XL as downloaded "
                                 f"(ptbxl_database.csv, scp_statements.csv); {args.data_dir} holds records of the "
-                                f"{layout} layout (a CPSC2018 folder takes --tasks cpsc9)")
+                                f"{layout} layout{hint}")
     if args.force:
         command.append("--force")
     print(f"preparing {base_task} ({' '.join(command)})", flush=True)

@@ -270,6 +270,14 @@ def test_a_ptbxl_task_on_records_of_another_layout_is_refused_naming_the_layout(
                                  f"(ptbxl_database.csv, scp_statements.csv); {synth_records} holds records of the wfdb "
                                  f"layout (a CPSC2018 folder takes --tasks cpsc9)")
     assert not (tmp_path / "t").exists()
+    import synth  # a subfolder of PTB-XL given for PTB-XL itself: the folder to give is named
+
+    synth.main(["--out", str(tmp_path / "PTBXL"), "--layout", "ptbxl", "--n", "12", "--seed", "1"])
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--data-dir", str(tmp_path / "PTBXL" / "records500"), "--results-dir", str(tmp_path / "r"),
+                        "--tasks-dir", str(tmp_path / "t"), "--tasks", "rhythm", "--epochs", "1"])
+    assert str(e.value.code).endswith(f"it lies inside PTB-XL's folder {(tmp_path / 'PTBXL').resolve()}: give that "
+                                      f"folder")
 
 
 @pytest.mark.slow
