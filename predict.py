@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.scoring import EvalSettings, evaluate_external, evaluate_run, evaluation_key, results_folder
+from models.scoring import (EVAL_WORKERS, EvalSettings, evaluate_external, evaluate_run, evaluation_key,
+                            results_folder)
 from models.inputs import InputSpec, diagnose, pick_device
 from models.run import Run, load_thresholds, run_argument
 from utils.cache import preprocess_manifest
@@ -33,7 +34,7 @@ from utils.files import write_csv
 from utils.labels import leads_argument
 from utils.records import SAMPLE_RATE, read_records
 from utils.results import EvaluationFolder
-from utils.cli import MAX_WORKERS, bounded_int, folder_path, refuse_together, usable_cpus
+from utils.cli import MAX_WORKERS, bounded_int, folder_path, refuse_together
 from utils.presets import parse_with_preset
 from utils.defaults import DEFAULT_RESULTS_DIR
 
@@ -52,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-bootstrap", type=bounded_int(0, 100_000), default=1000,
                    help="bootstrap resamples for the 95 %% CIs, %(type)s")
     p.add_argument("--batch-size", type=bounded_int(1, 65_536), default=64, help="%(type)s")
-    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=min(2, usable_cpus()),
+    p.add_argument("--num-workers", type=bounded_int(0, MAX_WORKERS), default=EVAL_WORKERS,
                    help="data-loading processes (default 2, or 1 where this process may use one CPU), %(type)s")
     p.add_argument("--no-figures", action="store_true",
                    help="skip the confusion-matrix and ROC figures (the studies draw their own)")

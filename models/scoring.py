@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -37,8 +37,11 @@ from utils.manifest import outputs_current, write_manifest
 from utils.results import results_home, same_database
 
 __all__ = ["training_data_dir", "results_folder", "scoring_amp", "score_records", "EvalSettings",
-           "score_training_records", "RunScorer", "evaluation_key",
-           "evaluation_current", "evaluation_problem", "own_evaluation_problem", "evaluate_run", "external_folder", "evaluate_external"]
+           "score_training_records", "RunScorer", "evaluation_key", "evaluation_current", "evaluation_problem",
+           "own_evaluation_problem", "evaluate_run", "external_folder", "evaluate_external", "EVAL_WORKERS"]
+
+# data-loading processes of an evaluation: 2, or 1 where the process may use one CPU (torch warns beyond)
+EVAL_WORKERS = min(2, usable_cpus())
 
 
 def training_data_dir(ckpt: dict) -> Path:
@@ -71,7 +74,7 @@ class EvalSettings:
     the bootstrap size, figures and calibration go into EvalOptions, the loader settings into RunScorer."""
     n_bootstrap: int = 1000
     batch_size: int = 64
-    num_workers: int = field(default_factory=lambda: min(2, usable_cpus()))
+    num_workers: int = EVAL_WORKERS
     figures: bool = True
     calibrate: bool = False
 
@@ -111,7 +114,7 @@ class RunScorer:
     val: pd.DataFrame | None = None
     val_scores: Path | None = None
     batch_size: int = 64
-    num_workers: int = field(default_factory=lambda: min(2, usable_cpus()))
+    num_workers: int = EVAL_WORKERS
 
     def score(self) -> Scores:
         classes = list(self.ckpt["label_set"]["classes"])
