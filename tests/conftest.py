@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +26,16 @@ def share_the_cores() -> None:
             os.environ[name] = threads
 
 
+def cache_bytecode() -> None:
+    """Compiled modules are cached (`__pycache__/`, git-ignored), as Python does unless told not to, even
+    where the environment says not to (PYTHONDONTWRITEBYTECODE): the suite starts dozens of processes, and
+    each would compile the project's modules again, and each test process rewrite every test module."""
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
 share_the_cores()
+cache_bytecode()
 
 import preprocess  # noqa: E402 - after the thread settings
 import synth  # noqa: E402
