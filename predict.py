@@ -25,7 +25,7 @@ import torch
 from models.checkpoint import load_checkpoint
 from models.scoring import (EVAL_WORKERS, EvalSettings, evaluate_external, evaluate_run, evaluation_key,
                             results_folder)
-from models.inputs import InputSpec, diagnose, pick_device
+from models.inputs import InputSpec, diagnose, pick_device, require_own_records
 from models.run import Run, load_thresholds, run_argument
 from utils.cache import preprocess_manifest
 from utils.errors import PipelineError, script_main
@@ -131,9 +131,10 @@ def main(argv=None) -> pd.DataFrame:
         table, out = evaluate_external(model, ckpt, args.run, args.external_data_dir, args.results_dir,
                                        device, settings, force=args.force)
     else:
+        require_own_records(ckpt)
         preprocess_manifest(args.data_dir or ckpt["config"]["data_dir"])  # the data, before any results folder
         own = EvaluationFolder(results_folder(args.results_dir, ckpt, args.run))
-        own_key = evaluation_key(args.run, ckpt, args.n_bootstrap, args.calibrate)
+        own_key = evaluation_key(args.run, ckpt, args.n_bootstrap, args.calibrate, args.data_dir)
         if not args.force and args.data_dir is None and own.current(own_key, f"evaluation of this very {args.run.model}"):
             return own.read()["metrics"]
         table, out = evaluate_run(model, ckpt, args.run, args.results_dir, device, args.data_dir, settings)

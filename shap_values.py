@@ -195,8 +195,8 @@ def draw_patients(x: np.ndarray, values: np.ndarray, titles: list[str], paths: l
 def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int, thresholds: np.ndarray) -> pd.DataFrame:
     data_dir = args.data_dir or Path(ckpt["config"]["data_dir"])
     classes = ckpt["label_set"]["classes"]
-    cache = SignalCache(data_dir)
     splits = checkpoint_splits(ckpt, data_dir)
+    cache = SignalCache(data_dir)
     train_ds = ECGDataset(cache, splits["train"], spec, classes)
     test_ds = ECGDataset(cache, splits["test"], spec, classes)
     bg_rows = background_rows(train_ds, args.background, args.seed)

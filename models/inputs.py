@@ -102,15 +102,21 @@ def split_provenance(splits: dict[str, pd.DataFrame], classes: Sequence[str]) ->
             "split_labels": {name: labels_fingerprint(part, classes) for name, part in splits.items()}}
 
 
+def require_own_records(ckpt: dict) -> None:
+    """A run imported without --data-dir has no split of its own: evaluating or explaining it is one line
+    saying how to attach its records (before any data folder is looked for: it names none)."""
+    if not any(ckpt["split"].values()):
+        raise PipelineError("this run has no records of its own (a model imported without --data-dir); import it "
+                            "again with `python -m models import ... --data-dir DATA` to evaluate it on DATA")
+
+
 def checkpoint_splits(ckpt: dict, data_dir: Path) -> dict[str, pd.DataFrame]:
     """The train/val/test records a checkpoint's run used, as rows of `data_dir`'s labels.csv.
 
     Never a silently different split: a stored id missing from labels.csv, or a record whose labels
     changed since training, is an error; records added since (or left out by `limit`) are ignored and
     said so."""
-    if not any(ckpt["split"].values()):
-        raise PipelineError("this run has no records of its own (a model imported without --data-dir); import it "
-                            "again with `python -m models import ... --data-dir DATA` to evaluate it on DATA")
+    require_own_records(ckpt)
     labels = load_labels(data_dir)
     classes = ckpt["label_set"]["classes"]
     trained_from, now = ckpt.get("data", {}).get("cache_rate"), cache_rate(data_dir)

@@ -168,10 +168,13 @@ def test_an_imported_run_is_evaluated_and_finetuned(prepared, tmp_path):
     assert ckpt["config"]["sample_rate"] == 100
 
 
-def test_an_imported_run_without_data_says_how_to_evaluate_it(tmp_path):
+def test_an_imported_run_without_data_says_how_to_evaluate_it(prepared, tmp_path):
     torch.save(BUILDERS["fcn_wang"](5).state_dict(), tmp_path / "m.pth")
     run = models_command.main(["import", "--from", "fastai", str(tmp_path / "m.pth"), "--arch", "fcn_wang",
                                "--classes", "A,B,C,D,E", "--out", str(tmp_path / "run")])
-    with pytest.raises(SystemExit) as e:
-        predict.main(["--run", str(run.folder), "--results-dir", str(tmp_path / "results")])
-    assert "--data-dir" in str(e.value.code)
+    for extra in ([], ["--data-dir", str(prepared)]):  # a data folder given does not make the run's split
+        with pytest.raises(SystemExit) as e:
+            predict.main(["--run", str(run.folder), "--results-dir", str(tmp_path / "results"), *extra])
+        said = str(e.value.code)
+        assert "no records of its own" in said and "models import ... --data-dir" in said
+        assert "preprocess" not in said, said  # never: preprocess the run folder

@@ -20,7 +20,7 @@ from models.inputs import InputSpec
 from utils.labels import CLASSES
 from utils.manifest import file_sha
 from utils.metrics import classification_metrics, tune_thresholds
-from utils.results import thresholds_json
+from utils.results import read_evaluation, thresholds_json
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +282,18 @@ def test_commands_that_read_a_run_refuse_a_missing_one(trained, prepared, tmp_pa
             command.main([*argv, "--run", str(typo)])
     assert (results / prepared.name / "report.md").read_bytes() == first
     assert not typo.exists()
+
+
+def test_data_dir_evaluates_a_run_whose_data_folder_moved(tiny, prepared_100hz, tmp_path):
+    """--data-dir stands in for the checkpoint's data folder once it has moved (to scratch, another disk):
+    the evaluation reads it, its currency included, and never sends the user to preprocess the old path."""
+    data = tmp_path / "A"
+    shutil.copytree(prepared_100hz, data)
+    main.main(["--data-dir", str(data), *tiny, "--epochs", "1", "--limit", "40", "--run", str(tmp_path / "run")])
+    data.rename(tmp_path / "moved")
+    argv = ["--run", str(tmp_path / "run"), "--data-dir", str(tmp_path / "moved"), "--n-bootstrap", "10",
+            "--no-figures", "--num-workers", "0", "--results-dir", str(tmp_path / "results")]
+    table = predict.main(argv)
+    assert len(table) > 0
+    folder = next((tmp_path / "results").glob("*/run"))
+    assert read_evaluation(folder)["info"]["data_dir"] == str(tmp_path / "moved")
