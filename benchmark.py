@@ -62,8 +62,7 @@ from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, pro
                          read_predictions, read_threshold_array, say_undefined_resamples, score_predictions,
                          tuned_gbeta_thresholds, write_te_results)
 from utils.cache import data_label_set, database_name
-from utils.cli import (SEED_LIMIT, BoundedList, bounded_int, flag_error, flag_given, folder_path,
-                       seed_int, usable_cpus)
+from utils.cli import bounded_int, flag_error, flag_given, folder_path, seed_int, seed_list, usable_cpus
 from utils.comparison import (BENCHMARK_OUTPUTS, TABLE_CSV, seed_comparison, write_benchmark_outputs,
                               write_comparison)
 from utils.errors import MissingInputError, PipelineError, script_main
@@ -224,7 +223,7 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--n-bootstrap", type=bounded_int(1, 100_000), default=N_BOOTSTRAP,
                    help=f"bootstrap resamples of the test records, %(type)s (the benchmark: {N_BOOTSTRAP})")
-    p.add_argument("--seeds", type=BoundedList(0, SEED_LIMIT - 1, "seed"), default=None,
+    p.add_argument("--seeds", type=seed_list, default=None,
                    help="training seeds: each task and model is trained once per seed, and table.md says which "
                         "differences hold over seeds and test records (default: --seed, one run), %(type)s")
     p.add_argument("--thresholds-from", choices=("train", "val"), default="train",

@@ -30,7 +30,7 @@ import pandas as pd
 from models.studies import results_dir_of, run_all, study_parser
 from models.training import RunConfig, check_finetune, check_run_args
 from models.transfer import source_argument, source_info
-from utils.cli import flag_error, flag_given
+from utils.cli import flag_error, flag_given, seed_list
 from utils.errors import PipelineError, script_main
 from utils.files import save_figure, write_csv, write_text
 from utils.launch import launcher_from_args
@@ -48,7 +48,10 @@ COLUMNS = [Column("fraction", "fraction"), Column("records", "training records")
 def fraction_list(text: str) -> list[float]:
     """argparse type of --fractions: distinct numbers in (0, 1], largest first."""
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        items = [v.strip() for v in text.split(",")]
+        if not all(items):
+            raise ValueError
+        values = [float(v) for v in items]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of numbers") from None
     if not values or not all(0 < v <= 1 for v in values) or len(set(values)) != len(values):
@@ -61,24 +64,13 @@ def fraction_list(text: str) -> list[float]:
     return sorted(values, reverse=True)
 
 
-def seed_list(text: str) -> list[int]:
-    """argparse type of --seeds: distinct non-negative integers."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers") from None
-    if not values or min(values) < 0 or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"{text!r}: give distinct non-negative seeds, such as 0,1,2")
-    return values
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = study_parser(__doc__)
     p.add_argument("--source", type=source_argument, required=True,
                    help="the pretrained run (its folder or model.pth; an imported one too)")
     p.add_argument("--fractions", type=fraction_list, default=[1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125],
                    help="fractions of the target's training records (default 1,0.5,...,0.03125)")
-    p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds of the subsets and trainings (0,1,2)")
+    p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds of the subsets and trainings (default 0,1,2), %(type)s")
     p.add_argument("--leads", default=None, help=argparse.SUPPRESS)  # the source's, always
     args = parse_with_preset(p, argv, "transfer")
     if args.init_from is not None:

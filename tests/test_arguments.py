@@ -120,7 +120,7 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
                     code, err = parse(name, [f"{flag}={good}"])
                     assert "is outside" not in err, f"{name} {flag}={good}: {err}"
             elif isinstance(t, BoundedList):
-                bad = ["0", str(t.item_type.hi + 1), "1,1", "nan", "", "1,,2", "x"]
+                bad = [*bad_numbers(t.item_type), "1,1", "1,,2"]
             elif t is folder_path:
                 bad = [str(a_file), str(a_file / "sub")]
             elif t is leads_argument:

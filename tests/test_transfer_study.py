@@ -91,6 +91,9 @@ def test_nested_subsets_are_stratified_prefixes(prepared):
     (["--fractions", "0.5,0.5000000001"], "--fractions"),  # one run folder, f0.5, for both
     (["--seeds", "-1"], "--seeds"),
     (["--seeds", "a"], "--seeds"),
+    (["--seeds", "4294967296"], "--seeds"),  # over numpy's seeds (2**32): a run folder was left, exit 1
+    (["--seeds", "0,,1"], "--seeds"),  # an empty item is a typo, not two seeds
+    (["--fractions", "0.5,,0.25"], "--fractions"),
     (["--source", __file__], "--source"),
     (["--train-fraction", "0"], "--train-fraction"),
     (["--leads", "II"], "--leads"),  # the source's leads, always: given, it is refused, not a traceback

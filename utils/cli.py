@@ -98,6 +98,7 @@ def usable_cpus() -> int:
 MAX_WORKERS = max(256, 2 * (os.cpu_count() or 1))
 SEED_LIMIT = 2 ** 32  # numpy's RandomState takes seeds 0 <= seed < 2**32
 seed_int = bounded_int(0, SEED_LIMIT - 1)
+seed_list = BoundedList(0, SEED_LIMIT - 1, "seed")  # --seeds: distinct seeds, each as --seed takes it
 
 
 def folder_path(text: str) -> Path:
