@@ -223,7 +223,8 @@ def shap_section(r: Report) -> str:
                 f"{r.run}{r.results_flag}`._\n")
     table = pd.read_csv(out / "lead_importance.csv")
     columns = [Column("class", "class", align="left"), *[Column(lead, lead, digits=2) for lead in table.columns[1:]]]
-    return ("Share of net positive SHAP evidence per lead, by predicted class (held-out records; background from "
+    return ("Share of net positive SHAP evidence per lead, by top-scoring class (the class whose SHAP values "
+            "each record's row adds to, which may lie below its threshold; held-out records; background from "
             "the training records).\n\n" + markdown_table(table, columns) + "\n"
             + image(out / "lead_importance.png", r.db_dir, "SHAP heatmap") + "\n")
 

@@ -20,9 +20,10 @@ deleted); the cache belongs to its run alone. The index names the background rec
 the run's training split). Figures and tables go to results/<db>/<run>/shap/.
 
 Figures: one PNG per explained record (the last 10 s of the leads with the highest mean SHAP, samples
-with high SHAP highlighted; none with --no-figures), and the population view: per predicted class, each
-lead's share of the net positive SHAP mass, as a class x lead heatmap with an average row (PNG + CSV),
-the paper's lead-importance figure.
+with high SHAP highlighted; none with --no-figures), and the population view: per explained class (each
+record's top-scoring class, whose SHAP values are the ones kept: it may lie below its threshold, and the
+patient titles say which labels are predicted), each lead's share of the net positive SHAP mass, as a
+class x lead heatmap with an average row (PNG + CSV), the paper's lead-importance figure.
 """
 from __future__ import annotations
 
@@ -101,18 +102,23 @@ def patient_title(pid: str, explained: str, score: float, predicted: str, true: 
     return f"{pid}: SHAP for {explained} (p = {score:.2f}); predicted {predicted}; true {true or '-'}"
 
 
+# the cache's layout: its index names each record's explained (top-scoring) class in `explained`
+SHAP_CACHE_FORMAT = 2
+
+
 @torch.no_grad()
 def probabilities(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
     return torch.sigmoid(torch.cat([model(b.to(device)).float().cpu() for b in x.split(64)])).numpy()
 
 
-def lead_importance(values: np.ndarray, predicted: np.ndarray, leads: list[str], classes: list[str]) -> pd.DataFrame:
-    """Per predicted class, each lead's share of the net positive SHAP (evidence for that class):
-    SHAP summed over samples and records per lead (as the original), negative lead totals clipped to 0,
-    normalised to sum to 1. Classes never predicted are left out; the last row averages the others."""
+def lead_importance(values: np.ndarray, explained: np.ndarray, leads: list[str], classes: list[str]) -> pd.DataFrame:
+    """Per explained class (`explained[i]`: the class record i's SHAP values are for, its top-scoring one, as
+    the original), each lead's share of the net positive SHAP (evidence for that class): SHAP summed over
+    samples and records per lead (as the original), negative lead totals clipped to 0, normalised to sum
+    to 1. Classes no record's top score names are left out; the last row averages the others."""
     rows = {}
     for k, cls in enumerate(classes):
-        members = predicted == k
+        members = explained == k
         if members.any():
             per_lead = np.clip(values[members].sum(axis=(0, 2)), 0, None)
             rows[cls] = per_lead / per_lead.sum() if per_lead.sum() > 0 else np.full(len(leads), np.nan)
@@ -134,7 +140,7 @@ def plot_heatmap(table: pd.DataFrame, path: Path) -> None:
         if np.isfinite(v):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
     ax.axhline(table.shape[0] - 1.5, color="k", lw=0.8)
-    ax.set_title("share of SHAP evidence per lead, by predicted class")
+    ax.set_title("share of SHAP evidence per lead, by top-scoring class")
     fig.colorbar(im, ax=ax, fraction=0.03)
     save_figure(fig, path)
 
@@ -205,7 +211,8 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int, th
         raise PipelineError(f"the test fold of {data_dir} is empty")
     ids = [test_ds.ids[i] for i in ex_rows]
     background_ids = [train_ds.ids[i] for i in bg_rows]
-    key = fingerprint([file_sha(args.run.model), str(data_dir), background_ids, ids, nsamples, args.seed])
+    key = fingerprint([SHAP_CACHE_FORMAT, file_sha(args.run.model), str(data_dir), background_ids, ids, nsamples,
+                       args.seed])
     store = args.run.shap_dir
     out = results_folder(args.results_dir, ckpt, args.run) / "shap"
     values_path, index_path = store / f"values_{key}.npy", store / f"index_{key}.csv"
@@ -220,7 +227,7 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int, th
     else:
         background = stack_inputs(train_ds, bg_rows)
         values, top = explain(model, background, x, nsamples, args.batch_size, args.seed, device)
-        index = pd.DataFrame({"patient_id": ids, "predicted": [classes[k] for k in top],
+        index = pd.DataFrame({"patient_id": ids, "explained": [classes[k] for k in top],
                               "score": probs[np.arange(len(top)), top],
                               "true": [",".join(c for c, v in zip(classes, test_ds.y[i]) if v) for i in ex_rows]})
         write_npy(values, values_path)
@@ -232,12 +239,12 @@ def run_population(args, model, ckpt, spec: InputSpec, device, nsamples: int, th
             for old in store.glob(pattern):                                    # is replaced, not kept
                 if key not in old.name:
                     old.unlink()
-    predicted = np.array([classes.index(c) for c in index["predicted"]])
-    table = lead_importance(values, predicted, list(spec.leads), classes)
+    explained = np.array([classes.index(c) for c in index["explained"]])
+    table = lead_importance(values, explained, list(spec.leads), classes)
     write_csv(table.reset_index(names="class"), out / "lead_importance.csv")
     plot_heatmap(table, out / "lead_importance.png")
     labels = predicted_labels(probs, thresholds, classes)
-    titles = [patient_title(row["patient_id"], row["predicted"], row["score"], labels[i], row["true"])
+    titles = [patient_title(row["patient_id"], row["explained"], row["score"], labels[i], row["true"])
               for i, row in index.iterrows()]
     figures = [out / "patients" / f"{pid}.png" for pid in index["patient_id"]]
     keep = set() if args.no_figures else set(figures)
@@ -271,10 +278,10 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int, thres
     values, top = explain(model, background, x, nsamples, args.batch_size, args.seed, device)
     out = results_folder(args.results_dir, ckpt, args.run) / "shap" / "records"
     true = [",".join(c for c, v in zip(classes, label_set.from_snomed(hdr.dx)) if v) for _, hdr, _ in records]
-    table = pd.DataFrame({"record": [str(path) for path, _, _ in records], "predicted": [classes[k] for k in top],
+    table = pd.DataFrame({"record": [str(path) for path, _, _ in records], "explained": [classes[k] for k in top],
                           "score": probs[np.arange(len(top)), top],
                           "labels": [",".join(labels) or "-" for _, labels in diagnosed], "true": true})
-    titles = [patient_title(path.stem, r["predicted"], r["score"], r["labels"], r["true"])
+    titles = [patient_title(path.stem, r["explained"], r["score"], r["labels"], r["true"])
               for (path, _, _), (_, r) in zip(records, table.iterrows())]
     figures = [out / f"{name}.png" for name in output_names([p for p, _, _ in records])]
     if args.no_figures:

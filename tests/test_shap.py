@@ -43,8 +43,14 @@ def test_values_figures_and_cache(tuned, prepared, tmp_path, capsys):
     values = np.load(next(cache.glob("values_*.npy")))
     index = pd.read_csv(next(cache.glob("index_*.csv")), dtype={"patient_id": str})
     assert values.shape == (4, 12, 200) and values.dtype == np.float32 and np.isfinite(values).all()
-    assert set(index["predicted"]) <= set(CLASSES) and len(index) == 4
+    assert set(index["explained"]) <= set(CLASSES) and len(index) == 4
     assert ((index["score"] > 0) & (index["score"] < 1)).all()
+    # the class each record's values explain is its top-scoring one (the test scores predict.py wrote),
+    # named as such: it may lie below its threshold, so it is not called "predicted"
+    evaluation = next(p for p in tuned.folder.parents if (p / "tuned").is_dir()) / "tuned"
+    scores = pd.read_csv(next(evaluation.rglob("test_scores.csv")), dtype={"patient_id": str}).set_index("patient_id")
+    top = scores.loc[index["patient_id"], [f"p_{c}" for c in CLASSES]].to_numpy().argmax(axis=1)
+    assert index["explained"].tolist() == [CLASSES[k] for k in top] and "predicted" not in index
     for pid in index["patient_id"]:
         assert (out / "patients" / f"{pid}.png").stat().st_size > 0
     assert (out / "lead_importance.png").exists()
@@ -99,7 +105,7 @@ def test_a_changed_model_never_reuses_stale_values(copy_run, trained, tmp_path, 
 
 def test_record_explanation(tuned, prepared, synth_records, tmp_path):
     table = run(tuned, tmp_path, "--record", str(synth_records / "A0005.hea"))
-    assert len(table) == 1 and table.loc[0, "predicted"] in CLASSES
+    assert len(table) == 1 and table.loc[0, "explained"] in CLASSES
     figures = tmp_path / "results" / prepared.name / tuned.name / "shap" / "records"
     assert (figures / "A0005.png").exists()
     again = run(tuned, tmp_path, "--record", str(synth_records / "A0005.hea"), "--no-figures")
