@@ -21,6 +21,7 @@ A class with no positive record in a test set is shown as such (NaN) and left ou
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def cell(trained_on: str, tested_on: str, out: Path) -> tuple[dict, pd.DataFrame
     ev = EvaluationFolder(out)
     s = ev.summary()
     row = {"trained_on": trained_on, "tested_on": tested_on, "records": s.records, "classes": ",".join(s.assessed),
-           **{k: s.mean.get(k, np.nan) for k in MEANS}, "scores": str(ev.test_scores)}
+           **{k: s.mean.get(k, np.nan) for k in MEANS}, "scores": os.path.abspath(ev.test_scores)}
     if s.calibration:  # --calibrate: the same means after temperature scaling
         after = s.calibration["after"]["mean"]
         row.update({"temperature": s.calibration["temperature"], "ece_calibrated": after["ece"],

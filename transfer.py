@@ -21,6 +21,7 @@ data/<target>/runs/transfer/ (or --runs-dir), reused when finished.
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def table_row(fraction: float, seed: int, arm: str, folder: Path) -> dict:
     records = len(_train_ids(folder))
     return {"fraction": fraction, "records": records, "seed": seed, "arm": arm,
             **{k: summary.mean.get(k, np.nan) for k in ("auc", "auc_lo", "auc_hi", "f1")},
-            "scores": str(EvaluationFolder(folder).test_scores)}
+            "scores": os.path.abspath(EvaluationFolder(folder).test_scores)}  # read from any folder
 
 
 def _train_ids(folder: Path) -> list[str]:

@@ -40,11 +40,13 @@ def sites(tmp_path_factory, built_once):
 
 
 @pytest.mark.slow
-def test_matrix_cells_scores_and_reuse(tiny, sites, capsys):
+def test_matrix_cells_scores_and_reuse(tiny, sites, capsys, monkeypatch):
     root, dirs, _ = sites
+    monkeypatch.chdir(root)  # a relative --results-dir: the matrix's score files are still found from its folder
     argv = ["--data-dirs", *map(str, dirs), *tiny, "--epochs", "1", "--n-bootstrap", "20", "--leave-one-out",
-            "--no-figures", "--pool-dir", str(root / "pooled"), "--results-dir", str(root / "results")]
+            "--no-figures", "--pool-dir", str(root / "pooled"), "--results-dir", "results"]
     matrix = cross_database.main(argv)
+    monkeypatch.chdir(root / "results" / "cross_database")
     names = ["A", "B", "C"]
     pairs = set(zip(matrix["trained_on"], matrix["tested_on"]))
     assert pairs == {(a, b) for a in names for b in names} | {(f"all but {n}", n) for n in names}
@@ -73,6 +75,7 @@ def test_matrix_cells_scores_and_reuse(tiny, sites, capsys):
     assert len(per_class) == len(matrix) * 9
 
     capsys.readouterr()
+    monkeypatch.chdir(root)
     again = cross_database.main(argv)  # everything current: nothing trained or scored again
     printed = capsys.readouterr().out
     assert printed.count("current, nothing to train") == 6 and "best val F1" not in printed

@@ -29,12 +29,14 @@ def source(tmp_path_factory, prepared):
 
 
 @pytest.mark.slow
-def test_the_study_table_recomputes_and_its_subsets_are_nested_and_shared(source, prepared, tmp_path):
+def test_the_study_table_recomputes_and_its_subsets_are_nested_and_shared(source, prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --results-dir: the table's score files are still found from its folder
     table = transfer.main(["--source", str(source), "--data-dir", str(prepared), "--fractions", "0.5,0.25",
                            "--seeds", "3", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "16", "--seconds", "5",
                            "--num-workers", "0", "--n-bootstrap", "20", "--runs-dir", str(tmp_path / "runs"),
-                           "--results-dir", str(tmp_path / "results")])
+                           "--results-dir", "results"])
     out = tmp_path / "results" / prepared.name / "transfer"
+    monkeypatch.chdir(out)
     assert (out / "auc.png").stat().st_size > 0 and "training records" in (out / "table.md").read_text()
     saved = pd.read_csv(out / "table.csv")
     assert list(saved.columns) == ["fraction", "records", "seed", "arm", "auc", "auc_lo", "auc_hi", "f1", "scores"]
