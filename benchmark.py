@@ -63,7 +63,7 @@ from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, pro
                          tuned_gbeta_thresholds, write_te_results)
 from utils.cache import data_label_set, database_name
 from utils.cli import bounded_int, flag_error, flag_given, folder_path, seed_int, seed_list, usable_cpus
-from utils.comparison import (BENCHMARK_OUTPUTS, TABLE_CSV, seed_comparison, write_benchmark_outputs,
+from utils.comparison import (BENCHMARK_OUTPUTS, COMPARE_COLUMNS, TABLE_CSV, seed_comparison, write_benchmark_outputs,
                               write_comparison)
 from utils.errors import MissingInputError, PipelineError, script_main
 from utils.files import check_writable, same_file
@@ -181,7 +181,21 @@ def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
         named = next((path for path in scores if same_file(out, path)), None)
         if named is not None:
             p.error(f"--out: {out} would replace {named}, a score file the table names; name another file")
+    markdown = args.out.with_suffix(".md")
+    if markdown.exists() and not _earlier_comparison(args.out):
+        p.error(f"--out: {markdown} exists and is not the markdown of an earlier comparison ({args.out} beside it "
+                f"is not one); name another --out, or move that file")
     return args
+
+
+def _earlier_comparison(csv: Path) -> bool:
+    """Whether `csv` is a comparison this command wrote (compare.csv's columns): its markdown beside it may
+    be replaced; a file of that name that is not (a user's notes) is never overwritten."""
+    try:
+        columns = list(pd.read_csv(csv, nrows=0).columns)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return False
+    return columns == [c.key for c in COMPARE_COLUMNS if c.key]
 
 
 def benchmark_folder_output(out: Path, table: Path) -> Path | None:

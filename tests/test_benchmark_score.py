@@ -784,6 +784,16 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     monkeypatch.chdir(elsewhere)
     pairs = benchmark.main(["compare", "--table", str(table), "--out", "c.csv", "--n-bootstrap", "20"])
     assert set(pairs["model_a"]) | set(pairs["model_b"]) == {"a", "b", "ensemble"} and (elsewhere / "c.csv").exists()
+    # a file of the markdown's name that no comparison wrote (a user's notes) is never overwritten; the
+    # markdown of an earlier comparison is replaced with it
+    (elsewhere / "mine.md").write_text("my notes\n")
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["compare", "--table", str(table), "--out", "mine.csv", "--n-bootstrap", "5"])
+    assert e.value.code == 2 and "--out: mine.md exists and is not the markdown of an earlier comparison" in \
+        capsys.readouterr().err
+    assert (elsewhere / "mine.md").read_text() == "my notes\n" and not (elsewhere / "mine.csv").exists()
+    benchmark.main(["compare", "--table", str(table), "--out", "c.csv", "--n-bootstrap", "5"])
+    assert (elsewhere / "c.md").read_text().startswith("### ")
     bad = pd.read_csv(table).astype({"seed": float})
     bad.loc[0, "seed"] = 0.5
     bad.to_csv(tmp_path / "bad.csv", index=False)
