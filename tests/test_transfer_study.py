@@ -51,7 +51,10 @@ def test_the_study_table_recomputes_and_its_subsets_are_nested_and_shared(source
         p = scores[[f"p_{c}" for c in CLASSES]].to_numpy(float)
         assert np.nanmean(auc_scores(y, p)) == pytest.approx(row.auc)
         folder = tmp_path / "results" / prepared.name / f"{row.arm}_fcn_wang_f{row.fraction:g}_s3"
-        thresholds = read_evaluation(folder)["thresholds"]
+        evaluation = read_evaluation(folder)
+        thresholds = evaluation["thresholds"]
+        mean = evaluation["metrics"].loc["mean"]  # the row is its run's evaluation, each bound in its column
+        assert row.auc_lo < row.auc_hi and (row.auc_lo, row.auc_hi) == pytest.approx((mean["auc_lo"], mean["auc_hi"]))
         pred = p > np.where(np.isnan(thresholds), np.inf, thresholds)
         valid = y.any(0) & ~y.all(0)
         f1 = 2 * (y & pred).sum(0) / np.maximum(y.sum(0) + pred.sum(0), 1)
@@ -61,6 +64,8 @@ def test_the_study_table_recomputes_and_its_subsets_are_nested_and_shared(source
         ckpt = torch.load(tmp_path / "runs" / f"{row.arm}_fcn_wang_f{row.fraction:g}_s3" / "model.pth",
                           weights_only=True)
         train[(row.fraction, row.arm)] = set(ckpt["split"]["train"])
+        # the scratch arm starts from no source: only the finetuned arm names one
+        assert (ckpt["config"]["init_from"] is None) == (row.arm == "scratch"), (row.arm, ckpt["config"]["init_from"])
         assert row.records == len(ckpt["split"]["train"])
     assert train[(0.5, "scratch")] == train[(0.5, "finetuned")] and train[(0.25, "scratch")] == train[(0.25, "finetuned")]
     assert train[(0.25, "scratch")] < train[(0.5, "scratch")]
