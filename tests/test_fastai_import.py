@@ -10,6 +10,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from scipy.signal import resample_poly
 from sklearn.preprocessing import MultiLabelBinarizer, StandardScaler
 
 import main
@@ -20,6 +21,7 @@ from models.checkpoint import load_checkpoint
 from models.fastai_import import read_standard_scaler
 from models.registry import create_model
 from models.transfer import layer_groups
+from utils.cache import SignalCache
 from utils.labels import CLASSES
 from utils.errors import PipelineError
 from utils.labels import PTBXL_ALL_STATEMENTS
@@ -153,7 +155,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_in_one_line(tmp_path):
 def test_an_imported_run_is_evaluated_and_finetuned(prepared, tmp_path):
     reference = randomise(BUILDERS["fcn_wang"](len(CLASSES)), seed=3)
     save_fastai(reference, tmp_path / "model.pth", with_opt=True)
-    save_scaler(tmp_path / "ss.pkl")
+    scaler = save_scaler(tmp_path / "ss.pkl")
     run = models_command.main(["import", "--from", "fastai", str(tmp_path / "model.pth"), "--arch", "fcn_wang",
                                "--classes", ",".join(CLASSES), "--scaler", str(tmp_path / "ss.pkl"),
                                "--data-dir", str(prepared), "--out", str(tmp_path / "imported")])
@@ -166,6 +168,23 @@ def test_an_imported_run_is_evaluated_and_finetuned(prepared, tmp_path):
     _, ckpt = load_checkpoint(out["model_path"])
     assert ckpt["config"]["arch"] == "fcn_wang" and ckpt["config"]["crop_seconds"] == 2.5
     assert ckpt["config"]["sample_rate"] == 100
+    # the finetuned network reads its inputs as the source learnt them: standardised by the benchmark's scaler
+    source_scale = (float(scaler.mean_[0]), float(scaler.scale_[0]))
+    assert (float(ckpt["model"]["mean"]), float(ckpt["model"]["std"])) == pytest.approx(source_scale, rel=1e-6)
+    # --restandardize fits them on the target's training records instead: every sample of every lead of
+    # their inputs, the source's last 30 s at 100 Hz, zero-padded in front (here from the cache, with scipy)
+    out = main.main(["--data-dir", str(prepared), "--init-from", str(run.folder), "--epochs", "1", "--restandardize",
+                     "--freeze-epochs", "1", "--limit", "40", "--batch-size", "16", "--num-workers", "0",
+                     "--run", str(tmp_path / "restandardized")])
+    _, ckpt = load_checkpoint(out["model_path"])
+    cache = SignalCache(prepared)
+    assert ckpt["config"]["seconds"] == 30
+    last = [resample_poly(cache.record(pid), 100, int(cache.sample_rate), axis=-1)[:, -3000:]
+            for pid in ckpt["split"]["train"]]
+    inputs = np.concatenate([np.pad(x, ((0, 0), (3000 - x.shape[1], 0))).ravel() for x in last])
+    fitted = (float(ckpt["model"]["mean"]), float(ckpt["model"]["std"]))
+    assert fitted == pytest.approx((inputs.mean(), inputs.std()), rel=1e-3)
+    assert abs(fitted[1] - source_scale[1]) > 0.1 * source_scale[1]
 
 
 def test_an_imported_run_without_data_says_how_to_evaluate_it(prepared, tmp_path):
