@@ -300,6 +300,40 @@ def test_r_peaks_on_synthetic_beats():
     assert len(found) == len(beats) and np.abs(found - beats).max() < 0.01
 
 
+def test_heart_rate_statistics_equal_their_definitions_on_known_beats():
+    """Lead II with beats at known, irregular RR intervals (successive differences of 30 and 120 ms): each
+    of the 8 statistics, under its own name, equals its textbook definition on those intervals (RMSSD: root
+    mean square of the successive differences; pNN50: their share above 50 ms; SDNN and CV with ddof 0)."""
+    fs = 500
+    rr = np.array([0.60, 0.63, 0.75, 0.78, 0.90, 0.93, 1.05])
+    beats = 0.4 + np.concatenate([[0], np.cumsum(rr)])
+    t = np.arange(10 * fs) / fs
+    mv = np.zeros((len(LEADS), len(t)))
+    mv[LEADS.index("II")] = sum(np.exp(-0.5 * ((t - b) / 0.012) ** 2) for b in beats)
+    got = dict(zip(features.feature_names(heart_rate=True)[-len(features.HR_FEATURES):],
+                   features.heart_rate_features(mv, fs)))
+    d = np.diff(rr)
+    expected = {"hr_mean": np.mean(60 / rr), "hr_min": 60 / rr.max(), "hr_max": 60 / rr.min(), "rr_mean": rr.mean(),
+                "rr_sdnn": rr.std(), "rr_rmssd": np.sqrt(np.mean(d ** 2)), "rr_pnn50": 0.5, "rr_cv": rr.std() / rr.mean()}
+    assert set(got) == set(expected)
+    for name, value in expected.items():  # R peaks found within a few ms of the beats
+        assert got[name] == pytest.approx(value, rel=0.02, abs=0.004), name
+
+
+def test_features_of_a_100_hz_cache_are_its_records_at_500_hz(prepared_100hz):
+    """The expert features are designed for 500 Hz: from a cache at 100 Hz (--cache-rate 100, PTB-XL's
+    records100) each record is brought up to 500 Hz first (scipy's polyphase resampling, here by hand)."""
+    from scipy.signal import resample_poly
+
+    cache = SignalCache(prepared_100hz)
+    assert cache.sample_rate == 100
+    ids = list(cache.ids[:2])
+    table, _ = features.compute_features(prepared_100hz, ids, False, 1)
+    for pid, row in zip(ids, table.drop(columns="patient_id").to_numpy()):
+        at_500 = resample_poly(cache.record(pid, dtype=np.float64), 5, 1, axis=-1)
+        np.testing.assert_allclose(row, features.signal_features(at_500), rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.real_data
 def test_heart_rate_agrees_with_wfdb_xqrs_on_real_records(real_dir):
     from utils.records import read_wfdb_record
