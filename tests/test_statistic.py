@@ -54,3 +54,23 @@ def test_ptbxl_s_sexes_and_ages_are_counted_and_a_folder_without_them_is_said(tm
 def test_missing_preprocess_outputs_name_the_stage(tmp_path):
     with pytest.raises(SystemExit, match="preprocess.py"):
         statistic.main(["--data-dir", str(tmp_path), "--results-dir", str(tmp_path / "r")])
+
+
+def test_dataset_table_on_a_hand_made_database():
+    """Worked by hand: per class, its N, its men as a share of that class's records (an unknown sex is not
+    a man), ages and durations as mean ± sample sd (ddof 1) over the records that have them."""
+    labels = pd.DataFrame({"patient_id": list("abcde"), "AF": [1, 1, 1, 0, 0], "RBBB": [0, 0, 1, 1, 1]})
+    reference = pd.DataFrame({"patient_id": list("abcde"), "sex": ["Male", "Female", "Unknown", "Male", "Male"],
+                              "age": [50, 60, 70, np.nan, 40], "signal_len": [5000, 10000, 15000, 5000, 5000],
+                              "sample_rate": [500] * 5})
+    table = statistic.dataset_table(reference, labels, ["AF", "RBBB"]).set_index("class")
+    expected = {  # class: n, men, male %, age, duration (s), ages missing
+        "AF": (3, 1, 100 / 3, "60.0 ± 10.0", "20.0 ± 10.0", 0),  # ages 50 60 70; 10 20 30 s
+        "RBBB": (3, 2, 200 / 3, "55.0 ± 21.2", "16.7 ± 11.5", 1),  # ages 70 40 (sd 21.21); 30 10 10 s
+        "All": (5, 3, 60.0, "55.0 ± 12.9", "16.0 ± 8.9", 1),  # ages 50 60 70 40 (sd 12.91); sd of seconds 8.94
+    }
+    for cls, (n, men, pct, age, seconds, missing) in expected.items():
+        row = table.loc[cls]
+        assert (row["n"], row["male_n"], row["age"], row["duration_s"], row["age_missing"]) == \
+            (n, men, age, seconds, missing), cls
+        assert row["male_pct"] == pytest.approx(pct), cls
