@@ -161,6 +161,11 @@ def test_three_seeds_give_a_row_each_their_mean_and_a_paired_comparison(syntheti
                            "--n-bootstrap", "60"])
     _, _, pairs60 = recompute(saved, "superdiagnostic", 60)
     assert more["diff_lo"].to_numpy() == pytest.approx(pairs60["diff_lo"].to_numpy(), abs=1e-12)
+    seven = benchmark.main(["compare", "--table", str(out / "table.csv"), "--out", str(tmp_path / "seven.csv"),
+                            "--n-bootstrap", "60", "--seed", "7"])  # --seed draws other resamples
+    _, _, pairs7 = recompute(saved, "superdiagnostic", 60, seed=7)
+    assert seven["diff_lo"].to_numpy() == pytest.approx(pairs7["diff_lo"].to_numpy(), abs=1e-12)
+    assert not np.allclose(seven["diff_lo"].to_numpy(), more["diff_lo"].to_numpy())
 
     # fewer seeds reuse their runs: nothing is trained; the seeds given are the table's
     capsys.readouterr()
