@@ -456,3 +456,24 @@ def test_ece_top_and_bottom_bins_by_hand():
     assert ece_scores(y, p.astype(np.float32)) == pytest.approx([expected], rel=1e-6)  # float32 sigmoids saturate
     table = classification_metrics(y[:, None], p[:, None], np.array([0.5]), ["X"])  # the evaluator's own path
     assert table.loc["X", "ece"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_reliability_diagram_draws_the_models_own_scores_beside_the_scaled_ones(tmp_path, monkeypatch):
+    """With calibration, reliability.png's "model" curve is the test scores as the model gave them, and the
+    scaled curve those scores at the temperature fitted on validation (calibration.json's)."""
+    drawn = {}
+    real = evaluator.plot_reliability
+
+    def spy(y_true, y_score, classes, title, path, calibrated=None, temperature=None, **kwargs):
+        drawn.update(score=np.array(y_score), calibrated=np.array(calibrated), temperature=temperature)
+        return real(y_true, y_score, classes, title, path, calibrated, temperature, **kwargs)
+
+    monkeypatch.setattr(evaluator, "plot_reliability", spy)
+    test = synthetic(100, 1)
+    evaluate_scores(tmp_path / "run", CLASSES, test, synthetic(100, 2), n_bootstrap=0, calibrate=True)
+    raw = test[[f"p_{c}" for c in CLASSES]].to_numpy()
+    t = json.loads((tmp_path / "run" / "calibration.json").read_text())["temperature"]
+    np.testing.assert_array_equal(drawn["score"], raw)
+    logit = np.log(raw / (1 - raw))
+    np.testing.assert_allclose(drawn["calibrated"], 1 / (1 + np.exp(-logit / t)), rtol=1e-6)
+    assert drawn["temperature"] == t and abs(t - 1) > 0.1
