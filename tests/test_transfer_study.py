@@ -13,7 +13,7 @@ import transfer
 from fastai_reference import BUILDERS, randomise
 from utils.cache import load_labels
 from utils.evaluator import read_scores
-from utils.folds import nested_subset
+from utils.folds import nested_order, nested_subset
 from utils.labels import CLASSES
 from utils.metrics import auc_scores
 from utils.results import read_evaluation
@@ -128,3 +128,28 @@ def test_train_fraction_on_main_exits_2_for_a_bad_value(prepared, tmp_path, caps
     with pytest.raises(SystemExit) as e:
         main.main(["--data-dir", str(prepared), "--train-fraction", "1.5", "--run", str(tmp_path / "r")])
     assert e.value.code == 2 and "argument --train-fraction:" in capsys.readouterr().err
+
+
+def follows_the_rule(y: np.ndarray, order: np.ndarray, weight: np.ndarray) -> bool:
+    """Whether each record of `order` is, when it comes, one that brings the prefix's class counts closest to
+    their share of the whole (squared deviations times `weight`), every record not yet taken a candidate."""
+    share, counts, left = y.mean(0), np.zeros(y.shape[1]), set(range(len(y)))
+    for k, i in enumerate(order, start=1):
+        deviation = {j: (((counts + y[j] - share * k) ** 2) * weight).sum() for j in left}
+        if deviation[i] > min(deviation.values()) + 1e-12:
+            return False
+        left.remove(i)
+        counts = counts + y[i]
+    return True
+
+
+def test_nested_order_weights_each_class_by_its_inverse_prevalence():
+    """On 40 records of three classes (about 60, 30 and 10 %), with the window over them all, each next record is
+    one the documented greedy rule picks with inverse-prevalence weights (which keep the rare class on its
+    share), and the order is not one that prevalence weights would give (these records tell them apart)."""
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 3)) < [0.6, 0.3, 0.1]).astype(float)
+    labels = pd.DataFrame(y, columns=["A", "B", "C"]).assign(patient_id=[f"r{i}" for i in range(40)])
+    order = nested_order(labels, ["A", "B", "C"], seed=3, window=64)
+    assert sorted(order) == list(range(40))
+    assert follows_the_rule(y, order, 1 / y.mean(0)) and not follows_the_rule(y, order, y.mean(0))
