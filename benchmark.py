@@ -15,7 +15,8 @@ validation fold (results/<db>_<task>/<run>/, as predict.py), and writes results/
 (one row per task, model and seed, plus an ensemble row per task and seed: the mean of that seed's models'
 test scores), summary.csv (per task and model: the mean and sd of its seeds' AUCs, the interval of the
 mean), compare.csv (every pair of models of a task: the difference of their seed-mean AUCs on the same
-resamples of the same test records, its 90 % interval, called when it excludes 0), table.md beside the
+resamples of the same test records, its 90 % interval, called when it excludes 0, and whether the call
+holds over the task's pairs by Holm's step-down at 10 %), table.md beside the
 published values, auc.png (docs/benchmark_seeds.md). Architectures that the benchmark trains otherwise
 (the LSTMs: lr 0.001, gradient clipping 0.25) get their registry entry's settings unless the flag is given.
 cpsc9 (ICBEB2018) runs as the reference runs it: whole records, the

@@ -11,6 +11,7 @@ from torch import nn
 
 import benchmark
 from models.registry import register_model
+from utils.comparison import holm, seed_comparison
 from utils.evaluator import scores_table
 
 N_BOOTSTRAP = 40
@@ -94,7 +95,13 @@ def recompute(table: pd.DataFrame, task: str, n: int, seed: int = 0) -> tuple[di
             d = draws[a] - draws[b]
             lo, hi = np.percentile(d, 5), np.percentile(d, 95)
             pairs.append({"model_a": a, "model_b": b, "diff": mean[a] - mean[b], "diff_lo": lo, "diff_hi": hi,
-                          "a_better": (d > 0).mean(), "called": lo > 0 or hi < 0})
+                          "a_better": (d > 0).mean(), "called": lo > 0 or hi < 0,
+                          "p": min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))})
+    # Holm over the task's pairs at 10 %: the k-th smallest p (from 0) against 0.10 / (m - k), until one fails
+    m, holding = len(pairs), True
+    for k, pair in enumerate(sorted(pairs, key=lambda pair: pair["p"])):
+        holding = holding and pair["p"] < 0.10 / (m - k)
+        pair["called_holm"] = pair["called"] and holding
     intervals = {m: (np.percentile(draws[m], 5), np.percentile(draws[m], 95)) for m in models}
     return mean, intervals, pd.DataFrame(pairs)
 
@@ -142,9 +149,10 @@ def test_three_seeds_give_a_row_each_their_mean_and_a_paired_comparison(syntheti
         assert (row.auc_lo, row.auc_hi) == pytest.approx(intervals[row.model], abs=1e-12)
     assert len(compare) == 3  # three models (the ensemble one of them): three pairs
     assert compare[["model_a", "model_b"]].values.tolist() == pairs[["model_a", "model_b"]].values.tolist()
-    for column in ("diff", "diff_lo", "diff_hi", "a_better"):
+    for column in ("diff", "diff_lo", "diff_hi", "a_better", "p"):
         assert compare[column].to_numpy() == pytest.approx(pairs[column].to_numpy(), abs=1e-12), column
     assert compare["called"].tolist() == pairs["called"].tolist()
+    assert compare["called_holm"].tolist() == pairs["called_holm"].tolist()
     assert (compare["diff"] >= 0).all() and (compare["resamples"] == N_BOOTSTRAP).all()
     md = (out / "table.md").read_text()
     assert "| seed_narrow | 0 |" in md and "**Over training seeds**" in md and "**Paired comparison**" in md
@@ -156,7 +164,8 @@ def test_three_seeds_give_a_row_each_their_mean_and_a_paired_comparison(syntheti
     benchmark.main(["compare", "--table", str(out / "table.csv"), "--out", str(again), "--n-bootstrap",
                     str(N_BOOTSTRAP)])
     pd.testing.assert_frame_equal(pd.read_csv(again), compare)
-    assert "| A | B | A - B | 90 % interval | A beats B in | called |" in again.with_suffix(".md").read_text()
+    assert "| A | B | A - B | 90 % interval | A beats B in | p | called | called, Holm |" in \
+        again.with_suffix(".md").read_text()
     more = benchmark.main(["compare", "--table", str(out / "table.csv"), "--out", str(tmp_path / "more.csv"),
                            "--n-bootstrap", "60"])
     _, _, pairs60 = recompute(saved, "superdiagnostic", 60)
@@ -258,9 +267,10 @@ def test_one_seed_summary_repeats_the_table_and_compare_is_the_paired_bootstrap(
         assert summary[mine].to_numpy() == pytest.approx(saved[own].to_numpy(), abs=1e-12)
     mean, intervals, pairs = recompute(saved, "superdiagnostic", 50)
     assert len(compare) == 6 and compare["model_a"].tolist() == pairs["model_a"].tolist()
-    for column in ("diff", "diff_lo", "diff_hi", "a_better"):
+    for column in ("diff", "diff_lo", "diff_hi", "a_better", "p"):
         assert compare[column].to_numpy() == pytest.approx(pairs[column].to_numpy(), abs=1e-12), column
-    assert compare["called"].tolist() == pairs["called"].tolist() and compare["called"].any()
+    assert compare["called"].tolist() == pairs["called"].tolist()
+    assert compare["called_holm"].tolist() == pairs["called_holm"].tolist() and compare["called"].any()
     called = compare[compare["called"]].iloc[0]
     assert called["better"] == (called["model_a"] if called["diff_lo"] > 0 else called["model_b"])
     assert "| seed |" not in (out / "table.md").read_text()  # one seed: the table as it always was
@@ -305,3 +315,32 @@ def test_a_narrower_rerun_says_which_runs_its_table_no_longer_holds(tmp_path):
     now = pd.DataFrame({"task": ["rhythm"] * 2, "model": ["a", "ensemble"], "seed": [0, 0]})
     assert benchmark.runs_left_out(tmp_path / "table.csv", now) == ["rhythm/b/seed 0", "rhythm/a/seed 1"]
     assert benchmark.runs_left_out(tmp_path / "none.csv", now) == []
+
+
+def test_holm_steps_down_and_stops_at_the_first_p_that_fails():
+    """Worked by hand at 10 % over four pairs: 0.001 < 0.10/4; 0.04 is not below 0.10/3, so neither it nor
+    the larger ones are rejected (though 0.045 < 0.10/2 and 0.049 < 0.10); a p of NaN never is."""
+    assert holm([0.001, 0.04, 0.045, 0.049], 0.10) == [True, False, False, False]
+    assert holm([0.01, 0.04, 0.03, 0.5], 0.10) == [True, True, True, False]  # 0.01 < .025, .03 < .033, .04 < .05
+    assert holm([float("nan"), 0.0], 0.10) == [False, True] and holm([], 0.10) == []
+
+
+def test_pairs_called_over_records_keep_their_call_under_holm_only_where_it_holds(tmp_path):
+    """Three models on the same 300 records: one informative, two noise. The two pairs against the
+    informative model are called, by interval and by Holm; each call under Holm is a call by interval whose p
+    (twice the share of resamples on the losing side) passes Holm's step-down over the task's three pairs."""
+    rng = np.random.default_rng(1)
+    y = rng.random((300, 3)) < 0.3
+    rows = []
+    for model, p in (("good", np.clip(y + rng.normal(0, 0.4, y.shape), 0, 1)), ("noise1", rng.random(y.shape)),
+                     ("noise2", rng.random(y.shape))):
+        path = tmp_path / f"{model}.csv"
+        scores_table([f"r{i}" for i in range(300)], y, p, ["A", "B", "C"]).to_csv(path, index=False)
+        rows.append({"task": "t", "model": model, "seed": 0, "scores": str(path)})
+    pairs = seed_comparison(pd.DataFrame(rows), n_bootstrap=200, seed=0).pairs
+    good = pairs[pairs["model_a"] == "good"]
+    assert len(good) == 2 and good["called"].all() and good["called_holm"].all() and (good["p"] == 0).all()
+    m, holding = len(pairs), True
+    for k, (_, pair) in enumerate(pairs.sort_values("p", kind="stable").iterrows()):
+        holding = holding and pair["p"] < 0.10 / (m - k)
+        assert pair["called_holm"] == holding and (pair["called"] or not holding), pair
