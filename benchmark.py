@@ -64,8 +64,8 @@ from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, pro
                          tuned_gbeta_thresholds, write_te_results)
 from utils.cache import data_label_set, database_name
 from utils.cli import bounded_int, flag_error, flag_given, folder_path, seed_int, seed_list, usable_cpus
-from utils.comparison import (BENCHMARK_OUTPUTS, COMPARE_COLUMNS, TABLE_CSV, seed_comparison, write_benchmark_outputs,
-                              write_comparison)
+from utils.comparison import (BENCHMARK_OUTPUTS, COMPARE_COLUMNS, TABLE_CSV, seed_comparison,
+                              write_benchmark_outputs, write_comparison)
 from utils.errors import MissingInputError, PipelineError, script_main
 from utils.files import check_writable, same_file
 from utils.labels import LABEL_SETS

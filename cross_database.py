@@ -21,8 +21,8 @@ A class with no positive record in a test set is shown as such (NaN) and left ou
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np

@@ -21,8 +21,8 @@ data/<target>/runs/transfer/ (or --runs-dir), reused when finished.
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the pretrained run (its folder or model.pth; an imported one too)")
     p.add_argument("--fractions", type=fraction_list, default=[1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125],
                    help="fractions of the target's training records (default 1,0.5,...,0.03125)")
-    p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds of the subsets and trainings (default 0,1,2), %(type)s")
+    p.add_argument("--seeds", type=seed_list, default=[0, 1, 2],
+                   help="seeds of the subsets and trainings (default 0,1,2), %(type)s")
     p.add_argument("--leads", default=None, help=argparse.SUPPRESS)  # the source's, always
     args = parse_with_preset(p, argv, "transfer")
     if args.init_from is not None:

@@ -314,7 +314,8 @@ def test_heart_rate_statistics_equal_their_definitions_on_known_beats():
                    features.heart_rate_features(mv, fs)))
     d = np.diff(rr)
     expected = {"hr_mean": np.mean(60 / rr), "hr_min": 60 / rr.max(), "hr_max": 60 / rr.min(), "rr_mean": rr.mean(),
-                "rr_sdnn": rr.std(), "rr_rmssd": np.sqrt(np.mean(d ** 2)), "rr_pnn50": 0.5, "rr_cv": rr.std() / rr.mean()}
+                "rr_sdnn": rr.std(), "rr_rmssd": np.sqrt(np.mean(d ** 2)), "rr_pnn50": 0.5,
+                "rr_cv": rr.std() / rr.mean()}
     assert set(got) == set(expected)
     for name, value in expected.items():  # R peaks found within a few ms of the beats
         assert got[name] == pytest.approx(value, rel=0.02, abs=0.004), name

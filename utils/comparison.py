@@ -229,9 +229,9 @@ def comparison_markdown(comparison: Comparison, task: str) -> str:
         lines += [f"**Paired comparison**: A - B, the difference of the {what}; its 90 % interval and the share of "
                   f"{n} resamples in which A beats B, each resample the same test records for both models{also}; "
                   "called only when the interval excludes 0. With several pairs some are called by chance (about one "
-                  f"pair in ten of those that do not differ): *called, Holm* keeps the calls that hold over the task's {len(pairs)} "
-                  f"pair(s) at a family-wise {100 * FAMILY_ALPHA:.0f} % (Holm's step-down on p, twice the share of "
-                  "resamples on the losing side).", "", markdown_table(pairs, COMPARE_COLUMNS)]
+                  "pair in ten of those that do not differ): *called, Holm* keeps the calls that hold over the "
+                  f"task's {len(pairs)} pair(s) at a family-wise {100 * FAMILY_ALPHA:.0f} % (Holm's step-down on p, "
+                  "twice the share of resamples on the losing side).", "", markdown_table(pairs, COMPARE_COLUMNS)]
     return "\n".join(lines)
 
 
