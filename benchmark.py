@@ -190,13 +190,14 @@ def check_compare_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def _earlier_comparison(csv: Path) -> bool:
-    """Whether `csv` is a comparison this command wrote (compare.csv's columns): its markdown beside it may
-    be replaced; a file of that name that is not (a user's notes) is never overwritten."""
+    """Whether `csv` is a comparison this command wrote (compare.csv's leading columns, as every version
+    wrote them): its markdown beside it may be replaced; a file of that name that is not (a user's notes)
+    is never overwritten."""
     try:
         columns = list(pd.read_csv(csv, nrows=0).columns)
     except (OSError, ValueError, pd.errors.ParserError):
         return False
-    return columns == [c.key for c in COMPARE_COLUMNS if c.key]
+    return columns[:3] == [c.key for c in COMPARE_COLUMNS[:3]] and {"diff", "diff_lo", "diff_hi"} <= set(columns)
 
 
 def benchmark_folder_output(out: Path, table: Path) -> Path | None:

@@ -792,8 +792,9 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     assert e.value.code == 2 and "--out: mine.md exists and is not the markdown of an earlier comparison" in \
         capsys.readouterr().err
     assert (elsewhere / "mine.md").read_text() == "my notes\n" and not (elsewhere / "mine.csv").exists()
-    benchmark.main(["compare", "--table", str(table), "--out", "c.csv", "--n-bootstrap", "5"])
-    assert (elsewhere / "c.md").read_text().startswith("### ")
+    pd.read_csv(elsewhere / "c.csv").drop(columns=["p", "called_holm"]).to_csv(elsewhere / "c.csv", index=False)
+    benchmark.main(["compare", "--table", str(table), "--out", "c.csv", "--n-bootstrap", "5"])  # an older layout too
+    assert (elsewhere / "c.md").read_text().startswith("### ") and "p" in pd.read_csv(elsewhere / "c.csv")
     bad = pd.read_csv(table).astype({"seed": float})
     bad.loc[0, "seed"] = 0.5
     bad.to_csv(tmp_path / "bad.csv", index=False)
