@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from models.registry import count_parameters, create_model, list_models, model_entry
+from models.run import Run
 from utils.cli import bounded_int
 from utils.errors import script_main
 
@@ -83,14 +84,15 @@ def import_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=folder_path, default=None,
                    help="a preprocessed database with these classes, to evaluate the run on (its own split)")
     p.add_argument("--out", type=Path, required=True, help="the run folder to write")
-    p.add_argument("--force", action="store_true", help="replace a run folder's model.pth")
+    p.add_argument("--force", action="store_true", help="replace the run a folder holds (all of its files)")
     args = p.parse_args(argv)
     if not args.path.is_file():
         flag_error(p, "path", f"{args.path} not found")
     if args.scaler is not None and not args.scaler.is_file():
         flag_error(p, "--scaler", f"{args.scaler} not found")
-    if (args.out / "model.pth").exists() and not args.force:
-        flag_error(p, "--out", f"{args.out} holds a model.pth already (--force replaces it)")
+    held = [f.name for f in Run(args.out).files if f.exists()]
+    if held and not args.force:
+        flag_error(p, "--out", f"{args.out} holds a run already ({', '.join(held)}; --force replaces it)")
     if (args.out / MANIFEST_JSON).exists():  # a run's files would mix with a database's
         flag_error(p, "--out", f"{args.out} is a preprocessed data folder; name a run folder, e.g. "
                                f"{args.out / 'runs' / 'imported'}")
@@ -121,6 +123,8 @@ def import_main(argv=None):
                 "fingerprint": preprocess_manifest(args.data_dir).get("fingerprint"),
                 "identity": database_identity(args.data_dir)}
         split = split_labels(load_labels(args.data_dir), 42, None, None, data_split_rule(args.data_dir))
+    if args.force:
+        Run(args.out).clear()  # an old run's last.pth, log or thresholds would not be the imported model's
     run = import_fastai(args.path, args.arch, args.classes, args.out, args.scaler, args.label_set, data, split)
     print(f"imported {args.path} ({args.arch}, {len(args.classes)} classes, label set {args.label_set}"
           f"{'' if args.scaler else ', inputs not standardised'}) into {run.model}"

@@ -93,6 +93,17 @@ class Run:
     def lock(self) -> Path:
         return self.folder / self.LOCK
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """What one training or import writes: a new one keeps none of an old run's (the SHAP cache is keyed
+        by the model's contents and so never taken for the new model's)."""
+        return self.model, self.last, self.log, self.thresholds, self.frozen
+
+    def clear(self) -> None:
+        """Remove the run's files (--force): nothing of the old run is left beside the new one."""
+        for old in self.files:
+            old.unlink(missing_ok=True)
+
     def __str__(self) -> str:
         return str(self.folder)
 

@@ -741,12 +741,6 @@ def finish_ddp(model: torch.nn.Module, world: int, is_main: bool) -> None:
     dist.destroy_process_group()
 
 
-def _clear_run(run: Run) -> None:
-    """A retrained run (--force) keeps nothing of the old one."""
-    for old in (run.model, run.last, run.log, run.thresholds, run.frozen):
-        old.unlink(missing_ok=True)
-
-
 def _resume_checkpoint(cfg: RunConfig) -> dict | None:
     """The last.pth a --resume run continues (None without --resume), refused when its settings differ."""
     if not cfg.resume:
@@ -860,7 +854,7 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     amp = cfg.precision == "bf16"
     run = cfg.run
     if cfg.force and is_main:
-        _clear_run(run)
+        run.clear()  # a retrained run (--force) keeps nothing of the old one
 
     seed_everything(cfg.seed)
     cache = SignalCache(cfg.data_dir)

@@ -197,3 +197,24 @@ def test_an_imported_run_without_data_says_how_to_evaluate_it(prepared, tmp_path
         said = str(e.value.code)
         assert "no records of its own" in said and "models import ... --data-dir" in said
         assert "preprocess" not in said, said  # never: preprocess the run folder
+
+
+def test_an_import_into_a_folder_holding_a_run_is_refused_or_replaces_all_of_it(prepared, tmp_path, capsys):
+    """A folder holding a run's files (here a training stopped before its model.pth) is refused (exit 2,
+    naming them); with --force none of the old run's files stays beside the imported model, which is
+    then evaluated as any run (its model.pth and an old last.pth would be taken for two runs)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("last.pth", "log.csv", "thresholds.json"):
+        (out / name).write_text("the old run's\n")
+    torch.save(BUILDERS["fcn_wang"](len(CLASSES)).state_dict(), tmp_path / "m.pth")
+    argv = ["import", "--from", "fastai", str(tmp_path / "m.pth"), "--arch", "fcn_wang", "--classes", ",".join(CLASSES),
+            "--data-dir", str(prepared), "--out", str(out)]
+    with pytest.raises(SystemExit) as e:
+        models_command.main(argv)
+    assert e.value.code == 2 and "holds a run already (last.pth, log.csv, thresholds.json" in capsys.readouterr().err
+    models_command.main([*argv, "--force"])
+    assert not [p.name for p in out.iterdir() if p.name in ("last.pth", "log.csv", "thresholds.json")]
+    table = predict.main(["--run", str(out), "--n-bootstrap", "0", "--no-figures", "--num-workers", "0",
+                          "--results-dir", str(tmp_path / "results")])
+    assert len(table) > 0
