@@ -21,9 +21,8 @@ import numpy as np
 import pandas as pd
 
 from models.studies import finished_results, results_dir_of, run_all, study_config, study_parser
-from models.checkpoint import peek_checkpoint
-from models.training import check_finetune, check_run_args, resolve_identity
-from utils.errors import PipelineError, script_main
+from models.training import check_finetune, check_run_args
+from utils.errors import script_main
 from utils.folds import N_FOLDS
 from utils.files import save_figure, write_csv, write_text
 from utils.labels import leads_argument
@@ -106,14 +105,6 @@ def plot_folds(folds: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def trained_epochs(cfg) -> int | None:
-    """The epochs a finished run folder trained (None when that cannot be read)."""
-    try:
-        return int(peek_checkpoint(resolve_identity(cfg).run.last)["epoch"])
-    except (PipelineError, KeyError, TypeError, ValueError):
-        return None
-
-
 def kept_folds(args: argparse.Namespace) -> list[dict]:
     """Rows of the folds this command did not name whose runs (these settings) finished and whose
     evaluations are current: --folds 4,5 after --folds 1,2,3 tabulates all five, as one run of them would."""
@@ -121,7 +112,7 @@ def kept_folds(args: argparse.Namespace) -> list[dict]:
     for k in (k for k in range(1, N_FOLDS + 1) if k not in args.fold_list):
         cfg = dataclasses.replace(study_config(args, args.lead_names, k), force=False)
         results = finished_results(cfg, args.results_dir, args.n_bootstrap)
-        if results is not None and trained_epochs(cfg) == cfg.epochs:  # a longer run counts as finished too
+        if results is not None:  # a run of these epochs exactly: one trained longer is not finished for fewer
             kept.append(fold_row(k, results))
     if kept:
         print(f"fold(s) {', '.join(str(r['fold']) for r in kept)}: finished and current, kept in the table")

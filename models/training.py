@@ -550,9 +550,10 @@ def param_checksum(model: torch.nn.Module) -> float:
 
 def run_state(cfg: RunConfig) -> tuple[str, str]:
     """What the run folder holds for `cfg` (label set and data fingerprint resolved): ("new", ""),
-    ("current", why) when it finished all epochs with exactly these settings on exactly these data,
-    ("unfinished", why) when it stopped early with them, or ("other", why) when it holds a run of other
-    settings or other data, model.pth and last.pth of two different runs, or an unreadable one."""
+    ("current", why) when it finished exactly cfg.epochs epochs with exactly these settings on exactly these
+    data, ("unfinished", why) when it stopped early with them, or ("other", why) when it holds a run of other
+    settings or other data, one trained for more epochs (not a run of fewer: its kept checkpoint may be a
+    later epoch's), model.pth and last.pth of two different runs, or an unreadable one."""
     run = cfg.run
     if not run.last.exists():
         return ("other", f"{run.model} exists without {run.last}") if run.model.exists() else ("new", "")
@@ -566,7 +567,11 @@ def run_state(cfg: RunConfig) -> tuple[str, str]:
     changed = RunConfig.from_checkpoint(saved).changed(cfg)
     if changed:
         return "other", f"{run} holds a run with other settings ({'; '.join(changed)})"
-    if saved["epoch"] >= cfg.epochs:
+    if saved["epoch"] > cfg.epochs:  # its model.pth may be a later epoch's: not a run of cfg.epochs
+        return "other", (f"{run} holds a run trained for {saved['epoch']} epochs with these settings, more than the "
+                         f"{cfg.epochs} asked for (its best checkpoint may come from a later epoch); ask for "
+                         f"--epochs {saved['epoch']}")
+    if saved["epoch"] == cfg.epochs:
         return "current", f"{run} finished {saved['epoch']} epoch(s) with these settings"
     return "unfinished", f"{run} stopped after epoch {saved['epoch']} of {cfg.epochs}"
 
