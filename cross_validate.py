@@ -26,7 +26,7 @@ from utils.errors import script_main
 from utils.folds import N_FOLDS
 from utils.files import save_figure, write_csv, write_text
 from utils.labels import leads_argument
-from utils.results import EvaluationFolder
+from utils.results import EvaluationFolder, record_data
 from utils.tables import Column, format_mean_sd, markdown_table, table_frame
 from utils.cli import BoundedList
 from utils.launch import launcher_from_args
@@ -133,6 +133,7 @@ def main(argv=None) -> pd.DataFrame:
     md = to_markdown(summary, len(folds))
     write_text(md, out.with_suffix(".md"))
     plot_folds(folds, out.with_suffix(".png"))
+    record_data(out.with_suffix(".json"), args.data_dir, [out.with_suffix(s) for s in (".csv", ".md", ".png")])
     print(md)
     print(f"wrote {out}.csv, .md and .png")
     return summary

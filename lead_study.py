@@ -22,7 +22,7 @@ from models.training import check_run_args
 from utils.errors import script_main
 from utils.files import interval_errors, save_figure
 from utils.labels import LEADS, parse_leads
-from utils.results import EvaluationFolder
+from utils.results import EvaluationFolder, record_data
 from utils.tables import Column, ci_columns, write_table
 from utils.cli import flag_error
 from utils.launch import launcher_from_args
@@ -84,6 +84,7 @@ def main(argv=None) -> pd.DataFrame:
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     plot_leads(table, out / "lead_study.png")  # first: a figure that fails leaves the old tables beside it
     md = write_table(table, COLUMNS, out / "lead_study")
+    record_data(out / "lead_study.json", args.data_dir, [out / f"lead_study{s}" for s in (".csv", ".md", ".png")])
     print(md, end="")
     print(f"wrote {out}/lead_study.csv, .md and .png")
     return table

@@ -26,7 +26,7 @@ from models.checkpoint import read_checkpoint
 from models.inputs import checkpoint_splits
 from models.scoring import evaluation_problem, own_evaluation_problem, training_data_dir
 from models.run import Run, run_argument
-from utils.cache import MANIFEST_JSON, data_label_set
+from utils.cache import MANIFEST_JSON, data_label_set, database_name
 from utils.labels import LEADS
 from utils.errors import MissingInputError, PipelineError, script_main
 from utils.files import write_text
@@ -34,7 +34,7 @@ from utils.manifest import file_sha, read_manifest
 from utils.results import EvaluationFolder, baselines_evaluations
 from utils.tables import Column, ci_columns, markdown_table
 from utils.cli import folder_path
-from utils.results import SYNTHETIC_MARKER, results_home, same_database
+from utils.results import SYNTHETIC_MARKER, recorded_data_problem, results_home, same_database
 from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 PAPER = {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
@@ -109,10 +109,20 @@ def image(path: Path, relative_to: Path, alt: str) -> str:
     return f"![{alt}]({os.path.relpath(path, relative_to)})"
 
 
+def stale(r: Report, json_path: Path, command: str) -> str | None:
+    """The section's note when its table is not of this folder's data as it is now (None when it is)."""
+    problem = recorded_data_problem(json_path, r.data_dir)
+    return None if problem is None else f"_Out of date: {problem}; rerun `{command}{r.results_flag}`._\n"
+
+
 def dataset_section(r: Report) -> str:
     md = r.db_dir / "dataset_table.md"
+    command = f"python statistic.py --data-dir {r.data_dir}"
     if not md.exists():
-        return missing(r, f"python statistic.py --data-dir {r.data_dir}")
+        return missing(r, command)
+    note = stale(r, r.db_dir / "dataset_table.json", command)
+    if note:
+        return note
     paper = "; the last column is the published CPSC2018 count" if "CPSC2018 N" in md.read_text() else ""
     return f"Per class{paper}.\n\n" + md.read_text()
 
@@ -188,9 +198,11 @@ def model_section(r: Report) -> str:
 
 def cv_section(r: Report) -> str:
     runs = sorted(r.db_dir.glob("cv_*.md"))
+    command = f"python cross_validate.py --data-dir {r.data_dir}"
     if not runs:
-        return missing(r, f"python cross_validate.py --data-dir {r.data_dir}")
-    parts = [f"### {md.stem[3:]}\n\n{md.read_text()}\n{image(md.with_suffix('.png'), r.db_dir, md.stem)}\n"
+        return missing(r, command)
+    parts = [f"### {md.stem[3:]}\n\n" + (stale(r, md.with_suffix(".json"), command)
+                                         or f"{md.read_text()}\n{image(md.with_suffix('.png'), r.db_dir, md.stem)}\n")
              for md in runs]
     return ("The tables above and below use one seeded train/validation/test split (as the original code); "
             "the paper's supplement reports 10-fold cross-validation, shown here.\n\n" + "\n".join(parts))
@@ -198,8 +210,12 @@ def cv_section(r: Report) -> str:
 
 def lead_section(r: Report) -> str:
     md = r.db_dir / "lead_study.md"
+    command = f"python lead_study.py --data-dir {r.data_dir}"
     if not md.exists():
-        return missing(r, f"python lead_study.py --data-dir {r.data_dir}")
+        return missing(r, command)
+    note = stale(r, r.db_dir / "lead_study.json", command)
+    if note:
+        return note
     return (f"Paper: all 12 leads beat any single lead; the best single leads were {PAPER['best_single_leads']}. "
             f"The study trains its own runs (study_*), apart from the model above.\n\n"
             + md.read_text() + "\n" + image(r.db_dir / "lead_study.png", r.db_dir, "lead study") + "\n")
@@ -257,8 +273,13 @@ def external_section(r: Report) -> str:
 
 def cross_database_section(r: Report) -> str:
     md = r.results_dir / "cross_database" / "matrix.md"
+    command = f"python cross_database.py --data-dirs {r.data_dir} data/OTHER ..."
     if not md.exists():
-        return missing(r, f"python cross_database.py --data-dirs {r.data_dir} data/OTHER ...")
+        return missing(r, command)
+    tested = set(pd.read_csv(md.with_suffix(".csv"), usecols=["tested_on"])["tested_on"].astype(str))
+    if database_name(r.data_dir) not in tested:  # the results root's one matrix, of other databases only
+        return (f"_Not available: {md.parent} holds the matrix of {', '.join(sorted(tested))}, not of "
+                f"{database_name(r.data_dir)}; run `{command}{r.results_flag}`._\n")
     folder = md.parent
     return (md.read_text() + "\n" + image(folder / "auc.png", r.db_dir, "AUC matrix") + " "
             + image(folder / "f1.png", r.db_dir, "F1 matrix") + "\n")

@@ -18,7 +18,7 @@ from utils.cache import REFERENCE_CSV, data_label_set, load_labels, preprocess_m
 from utils.errors import script_main
 from utils.tables import Column, format_mean_sd, write_table
 from utils.cli import folder_path
-from utils.results import results_home
+from utils.results import record_data, results_home
 from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 # The published class counts of the CPSC2018 training set (6,877 records), shown beside a cpsc9 table.
@@ -80,6 +80,7 @@ def main(argv=None) -> pd.DataFrame:
         table = table.drop(columns="cpsc2018_n")
     out = results_home(args.results_dir, args.data_dir)
     md = write_table(table, COLUMNS, out / "dataset_table")
+    record_data(out / "dataset_table.json", args.data_dir, [out / "dataset_table.csv", out / "dataset_table.md"])
     print(md)
     print(f"wrote {out}/dataset_table.csv and .md")
     return table

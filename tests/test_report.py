@@ -44,7 +44,7 @@ def test_full_report(prepared, trained, lead_study_run, tiny, tmp_path):
                       "--background", "8", "--n-explain", "4", "--n-samples", "8"])
     cross_validate.main(["--data-dir", str(data), *tiny, "--epochs", "1", "--folds", "3", "--n-bootstrap", "20",
                          "--runs-dir", str(tmp_path / "models"), "--results-dir", str(results)])
-    for name in ("lead_study.md", "lead_study.png"):
+    for name in ("lead_study.csv", "lead_study.md", "lead_study.png", "lead_study.json"):  # the record of its data too
         shutil.copy(lead_study_run["work"] / "results" / prepared.name / name, results / prepared.name / name)
 
     text = report.main(["--data-dir", str(data), "--run", str(model), "--results-dir", str(results)]).read_text()
@@ -213,3 +213,51 @@ def test_a_lead_subset_run_is_not_set_beside_the_12_lead_published_values(prepar
     deep = sections_text(text, "Deep model (12 leads), test fold")
     assert deep.strip().startswith("_This run reads lead(s) I, not the 12 leads") and "paper (Zhang" not in deep
     assert f"Model: `{run}` (resnet10, lead(s) I," in text
+
+
+def test_tables_of_data_preprocessed_again_are_marked_out_of_date(small, tmp_path):
+    """The dataset, cross-validation and lead-study tables record the data they were made from: once the
+    folder is preprocessed again (here with another fold seed: other data), each section says it is out of
+    date and how to redo it, instead of showing a table of data the folder no longer holds."""
+    import preprocess
+    from models.run import Run
+    from utils.results import record_data, results_home
+
+    data, results = tmp_path / "d", tmp_path / "r"
+    preprocess.main(["--data-dir", str(small["raw"]), "--out", str(data), "--num-workers", "1"])
+    statistic.main(["--data-dir", str(data), "--results-dir", str(results)])
+    home = results_home(results, data)
+    for stem in ("cv_resnet10_all_42", "lead_study"):  # recorded as cross_validate.py and lead_study.py do
+        files = [home / f"{stem}{suffix}" for suffix in (".csv", ".md", ".png")]
+        for f in files:
+            f.write_text(f"{stem}\n")
+        record_data(home / f"{stem}.json", data, files)
+    r = report.Report(data, Run(tmp_path / "run"), results, home, tuple(CLASSES), None)
+    sections = {"statistic": report.dataset_section, "cross_validate": report.cv_section,
+                "lead_study": report.lead_section}
+    assert not any("Out of date" in section(r) for section in sections.values())
+    preprocess.main(["--data-dir", str(small["raw"]), "--out", str(data), "--num-workers", "1", "--seed", "5"])
+    for command, section in sections.items():
+        said = section(r)
+        assert "_Out of date: made from other data than" in said and f"rerun `python {command}.py" in said, said
+        assert "|" not in said  # no table
+
+
+def test_the_cross_database_matrix_is_shown_only_in_a_report_of_one_of_its_databases(small, tmp_path):
+    """The results root holds one cross-database matrix: a report of a database it does not test on says
+    so (naming the databases it holds) instead of showing other databases' cells as its own."""
+    from models.run import Run
+
+    matrix = tmp_path / "r" / "cross_database"
+    matrix.mkdir(parents=True)
+    for tested in (("a", "b"), ("a", "b", small["data"].name)):
+        rows = [f"{t},{u},60,0.5" for t in tested for u in tested]
+        (matrix / "matrix.csv").write_text("trained_on,tested_on,records,auc\n" + "\n".join(rows) + "\n")
+        (matrix / "matrix.md").write_text("| trained on | tested on |\n")
+        r = report.Report(small["data"], Run(tmp_path / "run"), tmp_path / "r", tmp_path / "r" / "E",
+                          tuple(CLASSES), None)
+        said = report.cross_database_section(r)
+        if small["data"].name in tested:
+            assert said.startswith("| trained on | tested on |"), said
+        else:
+            assert said.startswith(f"_Not available: {matrix} holds the matrix of a, b, not of E;"), said

@@ -55,6 +55,29 @@ def same_database(a: Path, b: Path) -> bool:
     return database_identity(a) == database_identity(b)
 
 
+def record_data(json_path: Path, data_dir: Path, outputs: Sequence[Path]) -> Path:
+    """Beside a table of one database (its dataset table, cross-validation, lead study), the preprocess
+    fingerprint of the data it was made from and its files' hashes: report.py shows it only while both hold."""
+    from utils.cache import preprocess_manifest
+    from utils.manifest import write_manifest
+
+    return write_manifest(json_path, preprocess_manifest(data_dir)["fingerprint"], outputs, data_dir=str(data_dir))
+
+
+def recorded_data_problem(json_path: Path, data_dir: Path) -> str | None:
+    """Why the table `json_path` records is not one of `data_dir` as it is now (None when it is): no record
+    (written by a version that kept none), other data (the folder preprocessed again since), or a file of
+    it changed since."""
+    from utils.cache import preprocess_manifest
+
+    manifest = read_manifest(json_path)
+    if manifest is None:
+        return f"{json_path} is missing: the table does not say which data it was made from"
+    if manifest.get("fingerprint") != preprocess_manifest(data_dir).get("fingerprint"):
+        return f"made from other data than {data_dir} holds now (preprocessed again since)"
+    return manifest_mismatch(json_path)
+
+
 def results_home(results_root: Path, data_dir: Path, create: bool = True) -> Path:
     """results/<name>/ of this database (see the module docstring); with `create`, claimed if unclaimed."""
     identity = database_identity(data_dir)
