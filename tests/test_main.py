@@ -465,3 +465,22 @@ def test_a_checkpoint_is_unpickled_once_until_it_is_replaced(trained, tmp_path, 
     ckpt = read_checkpoint(path)
     save_checkpoint(path, {**ckpt, "epoch": 99})
     assert peek_checkpoint(path)["epoch"] == 99 and len(loads) == 3
+
+
+def test_model_pth_is_the_first_epoch_of_the_best_validation_f1_or_the_last(prepared, tiny, tmp_path, monkeypatch):
+    """With validation F1s 0.3, 0.5, 0.5, 0.4 (scripted), model.pth is epoch 2's: the best, its first
+    epoch on a tie; with --keep last it is epoch 4's. last.pth is always the last epoch's."""
+    from models import training
+
+    real, scripted = training.validate, iter([0.3, 0.5, 0.5, 0.4] * 2)
+
+    def validate(*args, **kwargs):
+        return {**real(*args, **kwargs), "val_f1": next(scripted)}
+
+    monkeypatch.setattr(training, "validate", validate)
+    for keep, kept in (("best", 2), ("last", 4)):
+        main.main(["--data-dir", str(prepared), *tiny, "--epochs", "4", "--limit", "40", "--keep", keep,
+                   "--run", str(tmp_path / keep)])
+        model, last = (torch.load(tmp_path / keep / name, weights_only=True) for name in ("model.pth", "last.pth"))
+        assert (model["epoch"], last["epoch"]) == (kept, 4), keep
+        assert [round(r["val_f1"], 2) for r in last["history"]] == [0.3, 0.5, 0.5, 0.4]
