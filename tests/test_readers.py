@@ -324,3 +324,29 @@ def test_a_pool_keeps_clipping_counts_and_drops_runs_of_other_sources(tmp_path, 
     pool_databases([dbs[0], dbs[2]], out, ["X", "Z"])
     assert not (out / "runs").exists() and "removing its runs of the old data" in capsys.readouterr().out
     assert json.loads((out / "pool.json").read_text())["sources"] == [os.path.realpath(d) for d in (dbs[0], dbs[2])]
+
+
+def test_the_cache_gives_each_record_its_own_signal_whatever_the_order_of_its_ids(tmp_path):
+    """PTB-XL's ids are numbers ("1", "2", ..., "10"): not in the order of their text. Each id's record in
+    the cache is still its own WFDB record (wfdb.rdrecord of the file ptbxl_database.csv names), within
+    the cache's half-µV rounding; its last samples, zero-padded in front, are the model's window."""
+    from utils.cache import fit_length
+
+    synth.main(["--out", str(tmp_path / "px"), "--layout", "ptbxl", "--n", "12", "--seed", "1"])
+    quiet_prep(tmp_path / "px", tmp_path / "out")
+    cache = SignalCache(tmp_path / "out")
+    assert list(cache.ids) != sorted(cache.ids)
+    files = pd.read_csv(tmp_path / "px" / "ptbxl_database.csv", dtype={"ecg_id": str}).set_index("ecg_id")
+    for pid in cache.ids:
+        rec = wfdb.rdrecord(str(tmp_path / "px" / files.loc[pid, "filename_hr"]))  # PTB-XL writes AVR, AVL, AVF
+        names = [name.lower() for name in rec.sig_name]
+        want = (rec.p_signal * [TO_MV[u] for u in rec.units]).T[[names.index(lead.lower()) for lead in LEADS]]
+        got = cache.record(pid, dtype=np.float64)
+        assert rec.fs == cache.sample_rate and got.shape == want.shape, pid
+        assert np.abs(got - want).max() <= 0.5e-3 + 1e-9, pid
+        n = got.shape[1]
+        np.testing.assert_allclose(cache.window(pid, range(12), n - 7), want[:, 7:], atol=0.5e-3 + 1e-9)
+        np.testing.assert_allclose(cache.window(pid, [1], n + 3), np.pad(want[[1]], ((0, 0), (3, 0))),
+                                   atol=0.5e-3 + 1e-9)
+    np.testing.assert_array_equal(fit_length(np.arange(10.0)[None], 4), [[6, 7, 8, 9]])  # the last ones
+    np.testing.assert_array_equal(fit_length(np.arange(3.0)[None], 5), [[0, 0, 0, 1, 2]])  # padded in front
