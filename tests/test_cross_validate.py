@@ -29,6 +29,9 @@ def test_two_folds_then_reuse(tiny, prepared, tmp_path, capsys):
     assert folds["fold"].tolist() == [1, 2]
     assert summary.loc["mean", "f1_mean"] == pytest.approx(folds["f1_mean"].mean())
     assert summary.loc["AF", "auc_sd"] == pytest.approx(np.std(folds["auc_AF"], ddof=1))
+    for c in [*CLASSES, "mean"]:  # sample sds (ddof 1), F1's as AUC's; some spread, so that it shows
+        assert summary.loc[c, "f1_sd"] == pytest.approx(np.std(folds[f"f1_{c}"], ddof=1), nan_ok=True), c
+    assert (summary["f1_sd"] > 0).any()
     assert list(summary.index) == [*CLASSES, "mean"]
     md = (tmp_path / "results" / prepared.name / "cv_resnet10_all_42.md").read_text()
     assert "over 2 test fold(s)" in md and md.count(" ± ") == 1 + 2 * (len(CLASSES) + 1)

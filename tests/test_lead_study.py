@@ -22,6 +22,8 @@ def test_lead_table_is_complete_and_ranked(lead_study_run, prepared):
     for _, row in table.iterrows():  # each row is its own run's evaluation, read with the one reader
         saved = read_evaluation(out / row["model"])
         assert saved["metrics"].loc["mean", "f1"] == pytest.approx(row["f1"])
+        bounds = [saved["metrics"].loc["mean", c] for c in ("f1_lo", "f1_hi", "auc_lo", "auc_hi")]
+        assert [row["f1_lo"], row["f1_hi"], row["auc_lo"], row["auc_hi"]] == pytest.approx(bounds, nan_ok=True)
         assert saved["info"]["leads"] == (list(LEADS) if row["leads"] == "all 12" else [row["leads"]])
     import matplotlib.image as mpimg
     assert mpimg.imread(out / "lead_study.png").shape[0] > 100

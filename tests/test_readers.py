@@ -350,3 +350,15 @@ def test_the_cache_gives_each_record_its_own_signal_whatever_the_order_of_its_id
                                    atol=0.5e-3 + 1e-9)
     np.testing.assert_array_equal(fit_length(np.arange(10.0)[None], 4), [[6, 7, 8, 9]])  # the last ones
     np.testing.assert_array_equal(fit_length(np.arange(3.0)[None], 5), [[0, 0, 0, 1, 2]])  # padded in front
+
+
+def test_the_resampled_length_known_before_decoding_is_scipys():
+    """preprocess.py sizes the cache before it decodes: the length it computes is the length scipy's
+    resample_poly returns, for lengths and rates that do not divide evenly."""
+    from utils.records import resampled_length
+
+    for n in (1, 2, 3, 7, 1001, 4999):
+        for from_rate, to_rate in ((250, 500), (1000, 500), (257, 500), (333.333, 500), (500, 100), (360, 500)):
+            ratio = Fraction(to_rate / from_rate).limit_denominator(1000)
+            expected = resample_poly(np.zeros(n), ratio.numerator, ratio.denominator).shape[0]
+            assert resampled_length(n, from_rate, to_rate) == expected, (n, from_rate, to_rate)
