@@ -170,6 +170,10 @@ def test_a_rerun_with_fewer_classifiers_keeps_the_others_current_rows(prepared, 
     other = baselines.main([*common, "--classifier", "RF", "--n-bootstrap", "10"])
     assert other["classifier"].tolist() == ["RF"]
     assert json.loads((results / data.name / "baselines_all_trees5.json").read_text())["n_bootstrap"] == 10
+    seeded = baselines.main([*common, "--classifier", "RF,LR", "--n-bootstrap", "0", "--seed", "5"])
+    tested = read_scores(results / data.name / seeded.set_index("classifier").loc["LR", "results"] / "test_scores.csv",
+                         list(CLASSES))
+    assert tested["patient_id"].tolist() == split_labels(load_labels(data), 5)["test"]["patient_id"].tolist()  # --seed
 
 
 def test_a_read_only_data_folder_is_only_read_and_refused_before_an_extraction(prepared, tmp_path, read_only,
