@@ -198,6 +198,10 @@ def test_training_and_evaluation_on_superdiagnostic(tiny, prep, ptbxl, tmp_path)
     table = predict.main(["--run", str(out["model_path"]), "--results-dir", str(tmp_path / "r"),
                           "--n-bootstrap", "0", "--num-workers", "0", "--no-figures"])
     assert list(table.index) == ["CD", "HYP", "MI", "NORM", "STTC", "mean"]
+    text = report.main(["--data-dir", str(tmp_path / "S"), "--run", str(out["model_path"]),
+                        "--results-dir", str(tmp_path / "r")]).read_text()
+    for model, auc in (("resnet1d_wang", "0.930"), ("xresnet1d101", "0.928"), ("inception1d", "0.921")):
+        assert f"| *{model} (benchmark)* | *{auc}* |" in text  # the published superdiagnostic macro AUCs
     labels = pd.read_csv(tmp_path / "S" / "labels.csv")
     assert table.loc["mean", "support"] == labels.loc[labels["fold"] == 10, ["NORM", "MI", "STTC", "CD", "HYP"]].to_numpy().sum()
 
