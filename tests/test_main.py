@@ -95,14 +95,25 @@ def test_train_takes_a_config_and_runs_default_to_the_data_folder(prepared, tmp_
 
 
 @pytest.mark.slow
-def test_resume_ends_where_an_uninterrupted_run_would(train, prepared, tmp_path):
+def test_resume_ends_where_an_uninterrupted_run_would(train, prepared, tmp_path, monkeypatch):
+    """The same epochs, weights, and kept checkpoint: with validation F1s 0.5, 0.3, 0.2 (scripted) model.pth
+    stays epoch 1's, the resumed run remembering the best F1 it reached before it stopped."""
+    from models import training
+
+    real, scripted = training.validate, iter([0.5, 0.3, 0.2] + [0.5, 0.3] + [0.2])  # full; part; resumed
+
+    def validate(*args, **kwargs):
+        return {**real(*args, **kwargs), "val_f1": next(scripted)}
+
+    monkeypatch.setattr(training, "validate", validate)
     full = train(prepared, tmp_path, "full", "--epochs", "3")
     train(prepared, tmp_path, "part", "--epochs", "2")
     resumed = train(prepared, tmp_path, "part", "--epochs", "3", "--resume")
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
-    a = torch.load(tmp_path / "full" / "last.pth", weights_only=True)["model"]
-    b = torch.load(tmp_path / "part" / "last.pth", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("last.pth", "model.pth"):
+        a, b = (torch.load(tmp_path / run / name, weights_only=True) for run in ("full", "part"))
+        assert a["epoch"] == b["epoch"] == (3 if name == "last.pth" else 1) and a["best_f1"] == b["best_f1"] == 0.5
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 @pytest.mark.slow
