@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -495,3 +496,22 @@ def test_model_pth_is_the_first_epoch_of_the_best_validation_f1_or_the_last(prep
         model, last = (torch.load(tmp_path / keep / name, weights_only=True) for name in ("model.pth", "last.pth"))
         assert (model["epoch"], last["epoch"]) == (kept, 4), keep
         assert [round(r["val_f1"], 2) for r in last["history"]] == [0.3, 0.5, 0.5, 0.4]
+
+
+def test_standardisation_is_fitted_on_the_training_records_alone(prepared_100hz, tiny, tmp_path):
+    """--standardize: the model's mean and sd are those of every sample of every lead of its training
+    records' inputs (their last 2 s at 100 Hz, here from the cache with numpy), never of validation ones."""
+    from utils.cache import SignalCache
+
+    out = main.main(["--data-dir", str(prepared_100hz), *tiny, "--epochs", "1", "--limit", "60", "--standardize",
+                     "--run", str(tmp_path / "std")])
+    ckpt = torch.load(out["model_path"], weights_only=True)
+    cache = SignalCache(prepared_100hz)
+
+    def inputs(ids):
+        return np.concatenate([cache.record(pid, dtype=np.float64)[:, -200:].ravel() for pid in ids])
+
+    train, val = inputs(ckpt["split"]["train"]), inputs(ckpt["split"]["val"])
+    fitted = (float(ckpt["model"]["mean"]), float(ckpt["model"]["std"]))
+    assert fitted == pytest.approx((train.mean(), train.std()), rel=1e-4)
+    assert fitted != pytest.approx((val.mean(), val.std()), rel=1e-3)
