@@ -362,3 +362,17 @@ def test_the_resampled_length_known_before_decoding_is_scipys():
             ratio = Fraction(to_rate / from_rate).limit_denominator(1000)
             expected = resample_poly(np.zeros(n), ratio.numerator, ratio.denominator).shape[0]
             assert resampled_length(n, from_rate, to_rate) == expected, (n, from_rate, to_rate)
+
+
+def test_a_gain_of_0_is_wfdbs_default_200_and_clipping_is_the_int16_range(tmp_path):
+    """WFDB's header specification: an ADC gain of 0 means the default, 200 units per mV. The cache stores
+    µV in int16: -32768 and 32767 µV fit exactly, only values beyond them are clipped (worked by hand)."""
+    from utils.records import clipped_per_lead, parse_header
+
+    lines = ["r 12 500 1000"] + [f"r.mat 16 {'0' if k == 1 else '1000'}/mV 16 0 0 0 0 {lead}"
+                                 for k, lead in enumerate(LEADS)]
+    (tmp_path / "r.hea").write_text("\n".join(lines) + "\n")
+    hdr = parse_header(tmp_path / "r.hea")
+    assert hdr.gains[1] == 200.0 and hdr.gains[0] == 1000.0
+    # -32.7685 mV rounds (to even) to -32768 µV, which fits; 32.768 and -40 mV do not
+    assert clipped_per_lead(np.array([[-32.768, 32.767, -32.7685, 32.768, -40.0]])).tolist() == [2]

@@ -261,3 +261,9 @@ def test_the_cross_database_matrix_is_shown_only_in_a_report_of_one_of_its_datab
             assert said.startswith("| trained on | tested on |"), said
         else:
             assert said.startswith(f"_Not available: {matrix} holds the matrix of a, b, not of E;"), said
+
+
+def test_the_papers_numbers_set_beside_a_run_are_the_published_ones():
+    """Zhang et al., iScience 2021, on CPSC2018's nine classes: mean AUC 0.970, mean F1 0.813; the best
+    single leads I, aVR and V5 (typed here from the paper, not from the code)."""
+    assert report.PAPER == {"mean_auc": 0.970, "mean_f1": 0.813, "best_single_leads": "I, aVR, V5"}
