@@ -377,3 +377,16 @@ def test_standardize_scaler_is_fitted_on_training_records(hospitals, monkeypatch
     refit = real("LR", 42, True).fit(splits["train"][cols].to_numpy(), splits["train"][list(CLASSES)].to_numpy(int))
     np.testing.assert_allclose(scores.test[[f"p_{c}" for c in CLASSES]].to_numpy(),
                                refit.predict_proba(splits["test"][cols].to_numpy()), rtol=1e-6, atol=1e-9)
+
+
+def test_heart_rate_features_reach_the_classifiers(hospitals, tmp_path):
+    """--heart-rate: the classifiers are fitted on the 53 statistics of each of the 12 leads and the 8
+    heart-rate ones (644 columns), not on the leads' alone."""
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(hospitals[0], data)
+    table = baselines.main(["--data-dir", str(data), "--classifier", "LR", "--heart-rate", "--n-bootstrap", "0",
+                            "--no-figures", "--num-workers", "1", "--results-dir", str(tmp_path / "r")])
+    folder = tmp_path / "r" / data.name / table.set_index("classifier").loc["LR", "results"]
+    assert read_evaluation(folder)["info"]["features"] == 12 * 53 + 8
