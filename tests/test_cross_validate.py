@@ -42,22 +42,23 @@ def test_two_folds_then_reuse(tiny, prepared, tmp_path, capsys):
     assert printed.count("evaluation current, reusing") == 2 and "best val F1" not in printed
     assert printed.count("current, nothing to train") == 2
 
-    cross_validate.main([*argv[:-6], "--folds", "3", *argv[-4:]])  # another fold: the table holds all three
+    cross_validate.main([*argv[:-6], "--folds", "10", *argv[-4:]])  # another fold: the table holds all three
     assert "fold(s) 1, 2: finished and current, kept in the table" in capsys.readouterr().out
     again = pd.read_csv(tmp_path / "results" / prepared.name / "cv_resnet10_all_42.csv")
-    assert again["fold"].tolist() == [1, 2, 3]
+    assert again["fold"].tolist() == [1, 2, 10]
     pd.testing.assert_frame_equal(again.iloc[:2], folds)
     assert "over 3 test fold(s)" in (tmp_path / "results" / prepared.name / "cv_resnet10_all_42.md").read_text()
     # a fold trained longer is no run of fewer epochs (its kept checkpoint may be a later epoch's): it is not
     # set beside them, and named again at fewer epochs it fails alone, saying why, rather than being reused
     cross_validate.main([*argv[:-6], "--folds", "4", *argv[-4:], "--epochs", "2"])  # the last --epochs counts
     cross_validate.main([*argv[:-6], "--folds", "5", *argv[-4:]])
-    assert "fold(s) 1, 2, 3: finished and current" in capsys.readouterr().out
-    assert pd.read_csv(tmp_path / "results" / prepared.name / "cv_resnet10_all_42.csv")["fold"].tolist() == [1, 2, 3, 5]
+    assert "fold(s) 1, 2, 10: finished and current" in capsys.readouterr().out  # the last fold kept too
+    table = tmp_path / "results" / prepared.name / "cv_resnet10_all_42.csv"
+    assert pd.read_csv(table)["fold"].tolist() == [1, 2, 5, 10]
     with pytest.raises(SystemExit, match="1 of 2 runs failed"):
         cross_validate.main([*argv[:-6], "--folds", "4,5", *argv[-4:]])
     assert "holds a run trained for 2 epochs with these settings, more than the 1 asked for" in capsys.readouterr().err
-    assert 4 not in pd.read_csv(tmp_path / "results" / prepared.name / "cv_resnet10_all_42.csv")["fold"].tolist()
+    assert 4 not in pd.read_csv(table)["fold"].tolist()
 
 
 def test_bad_fold_is_a_clear_error(prepared, tmp_path, capsys):
