@@ -123,9 +123,9 @@ def import_main(argv=None):
                 "fingerprint": preprocess_manifest(args.data_dir).get("fingerprint"),
                 "identity": database_identity(args.data_dir)}
         split = split_labels(load_labels(args.data_dir), 42, None, None, data_split_rule(args.data_dir))
-    if args.force:
-        Run(args.out).clear()  # an old run's last.pth, log or thresholds would not be the imported model's
     run = import_fastai(args.path, args.arch, args.classes, args.out, args.scaler, args.label_set, data, split)
+    if args.force:  # once the import is written (a failed one leaves the old run whole): none of its other files
+        run.clear(keep=(run.model,))  # (last.pth, log, thresholds) would be the imported model's
     print(f"imported {args.path} ({args.arch}, {len(args.classes)} classes, label set {args.label_set}"
           f"{'' if args.scaler else ', inputs not standardised'}) into {run.model}"
           f"{f'; evaluated on {args.data_dir}' if data else ''}")

@@ -99,10 +99,11 @@ class Run:
         by the model's contents and so never taken for the new model's)."""
         return self.model, self.last, self.log, self.thresholds, self.frozen
 
-    def clear(self) -> None:
-        """Remove the run's files (--force): nothing of the old run is left beside the new one."""
+    def clear(self, keep: tuple[Path, ...] = ()) -> None:
+        """Remove the run's files but `keep` (--force): nothing of the old run is left beside the new one."""
         for old in self.files:
-            old.unlink(missing_ok=True)
+            if old not in keep:
+                old.unlink(missing_ok=True)
 
     def __str__(self) -> str:
         return str(self.folder)

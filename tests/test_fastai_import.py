@@ -213,6 +213,10 @@ def test_an_import_into_a_folder_holding_a_run_is_refused_or_replaces_all_of_it(
     with pytest.raises(SystemExit) as e:
         models_command.main(argv)
     assert e.value.code == 2 and "holds a run already (last.pth, log.csv, thresholds.json" in capsys.readouterr().err
+    torch.save(BUILDERS["lstm"](len(CLASSES)).state_dict(), tmp_path / "other.pth")  # not an fcn_wang: refused
+    with pytest.raises(SystemExit):
+        models_command.main([*argv[:3], str(tmp_path / "other.pth"), *argv[4:], "--force"])
+    assert (out / "last.pth").read_text() == "the old run's\n"  # a failed import leaves the old run whole
     models_command.main([*argv, "--force"])
     assert not [p.name for p in out.iterdir() if p.name in ("last.pth", "log.csv", "thresholds.json")]
     table = predict.main(["--run", str(out), "--n-bootstrap", "0", "--no-figures", "--num-workers", "0",
