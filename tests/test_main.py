@@ -96,17 +96,20 @@ def test_train_takes_a_config_and_runs_default_to_the_data_folder(prepared, tmp_
 
 
 @pytest.mark.slow
+def script_validation_f1(monkeypatch, values: list[float]) -> None:
+    """Each epoch's validation F1 (the one that chooses model.pth) taken in turn from `values`, the rest of the
+    validation as computed."""
+    from models import training
+
+    real, scripted = training.validate, iter(values)
+    monkeypatch.setattr(training, "validate",
+                        lambda *args, **kwargs: {**real(*args, **kwargs), "val_f1": next(scripted)})
+
+
 def test_resume_ends_where_an_uninterrupted_run_would(train, prepared, tmp_path, monkeypatch):
     """The same epochs, weights, and kept checkpoint: with validation F1s 0.5, 0.3, 0.2 (scripted) model.pth
     stays epoch 1's, the resumed run remembering the best F1 it reached before it stopped."""
-    from models import training
-
-    real, scripted = training.validate, iter([0.5, 0.3, 0.2] + [0.5, 0.3] + [0.2])  # full; part; resumed
-
-    def validate(*args, **kwargs):
-        return {**real(*args, **kwargs), "val_f1": next(scripted)}
-
-    monkeypatch.setattr(training, "validate", validate)
+    script_validation_f1(monkeypatch, [0.5, 0.3, 0.2] + [0.5, 0.3] + [0.2])  # full; part; resumed
     full = train(prepared, tmp_path, "full", "--epochs", "3")
     train(prepared, tmp_path, "part", "--epochs", "2")
     resumed = train(prepared, tmp_path, "part", "--epochs", "3", "--resume")
@@ -482,14 +485,7 @@ def test_a_checkpoint_is_unpickled_once_until_it_is_replaced(trained, tmp_path, 
 def test_model_pth_is_the_first_epoch_of_the_best_validation_f1_or_the_last(prepared, tiny, tmp_path, monkeypatch):
     """With validation F1s 0.3, 0.5, 0.5, 0.4 (scripted), model.pth is epoch 2's: the best, its first
     epoch on a tie; with --keep last it is epoch 4's. last.pth is always the last epoch's."""
-    from models import training
-
-    real, scripted = training.validate, iter([0.3, 0.5, 0.5, 0.4] * 2)
-
-    def validate(*args, **kwargs):
-        return {**real(*args, **kwargs), "val_f1": next(scripted)}
-
-    monkeypatch.setattr(training, "validate", validate)
+    script_validation_f1(monkeypatch, [0.3, 0.5, 0.5, 0.4] * 2)
     for keep, kept in (("best", 2), ("last", 4)):
         main.main(["--data-dir", str(prepared), *tiny, "--epochs", "4", "--limit", "40", "--keep", keep,
                    "--run", str(tmp_path / keep)])

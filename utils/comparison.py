@@ -157,8 +157,10 @@ def seed_comparison(table: pd.DataFrame, n_bootstrap: int = 100, seed: int = 0, 
                               "diff": mean_auc[a] - mean_auc[b], "diff_mean": mean_d, "diff_lo": lo,
                               "diff_hi": hi, "a_better": share, "p": p, "called": bool(better), "better": better,
                               "resamples": n_bootstrap})
-        family = pairs[first:]  # a pair Holm keeps is also called by its interval: p < 0.10 leaves under 5 %
-        for pair, rejected in zip(family, holm([pair["p"] for pair in family], FAMILY_ALPHA)):  # on its losing side
+        # Holm over the task's pairs; a pair it keeps is also called by its interval (p < 0.10 leaves under
+        # 5 % of the resamples on its losing side)
+        family = pairs[first:]
+        for pair, rejected in zip(family, holm([pair["p"] for pair in family], FAMILY_ALPHA)):
             pair["called_holm"] = rejected
     summary = pd.DataFrame(summary, columns=[c.key for c in SUMMARY_COLUMNS if c.key])
     summary["params"] = summary["params"].astype("Int64")
