@@ -16,8 +16,8 @@ from utils.errors import MissingInputError, PipelineError
 from utils.evaluator import (EvalOptions, Scores, evaluate, evaluate_scorer, print_metrics, read_scores,
                              scores_arrays, scores_table)
 from utils.manifest import file_sha, read_manifest
-from utils.metrics import (THRESHOLD_GRID, apply_temperature, brier_scores, classification_metrics, ece_scores,
-                           fit_temperature, probability_bins, tune_thresholds)
+from utils.metrics import (THRESHOLD_GRID, apply_temperature, auc_scores, average_ranks, brier_scores,
+                           classification_metrics, ece_scores, fit_temperature, probability_bins, tune_thresholds)
 from utils.results import EVALUATED_JSON, EvaluationFolder, parse_thresholds, read_evaluation, thresholds_json
 from utils.tables import Column, ci_columns, format_ci, markdown_table, table_frame
 
@@ -55,6 +55,23 @@ def test_ece_and_brier_by_hand():
     np.testing.assert_allclose(table["ece"], [0.328, 0.1, 0.214], rtol=1e-12)
     np.testing.assert_allclose(table["brier"], [0.31532, 0.15, 0.23266], rtol=1e-12)
     assert ece_scores(y[:, 1], p[:, 1]) == pytest.approx([0.1])  # one column as a vector
+
+
+def test_average_ranks_and_auc_equal_scipy_and_sklearn_with_and_without_ties():
+    """Ranks by hand for one column; then scipy's rankdata and sklearn's AUC (ties count one half) on
+    columns of many ties, of none, of one class only, and on a single vector."""
+    from scipy.stats import rankdata
+
+    np.testing.assert_array_equal(average_ranks(np.array([0.3, 0.1, 0.3, 0.2, 0.3])), [4, 1, 4, 2, 4])
+    rng = np.random.default_rng(3)
+    for scores in (rng.integers(0, 4, (60, 5)) / 4, rng.random((60, 5)), rng.random(7), np.zeros((9, 2))):
+        np.testing.assert_array_equal(average_ranks(scores), rankdata(scores, axis=0))
+    y = rng.random((60, 5)) < 0.3
+    y[:, 4] = False  # one class only: no AUC
+    p = rng.integers(0, 5, (60, 5)) / 4
+    got = auc_scores(y, p)
+    np.testing.assert_allclose(got[:4], [skm.roc_auc_score(y[:, j], p[:, j]) for j in range(4)], rtol=1e-12)
+    assert np.isnan(got[4])
 
 
 @pytest.mark.parametrize("true_t", [2.0, 0.5])

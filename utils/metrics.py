@@ -26,13 +26,30 @@ def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n down each column, tied values sharing their average rank (scipy.stats.rankdata's
+    'average', axis 0), in numpy alone: importing scipy.stats costs a training process about 0.6 s."""
+    values = np.asarray(values)
+    order = np.argsort(values, axis=0, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=0)
+    n = len(values)
+    position = np.arange(n).reshape(-1, *([1] * (values.ndim - 1)))
+    starts = np.ones(values.shape, bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    ends = np.ones(values.shape, bool)
+    ends[:-1] = starts[1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=0)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, position, n - 1), 0), axis=0), 0)
+    ranks = np.empty(values.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=0)
+    return ranks
+
+
 def auc_scores(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
     """Per-column ROC AUC (Mann-Whitney U from average ranks, so ties count one half); NaN where a
     column has only one class. Vectorised over columns: fast enough to bootstrap."""
-    from scipy.stats import rankdata
-
     y_true = np.asarray(y_true, bool)
-    ranks = rankdata(y_score, axis=0)
+    ranks = average_ranks(y_score)
     n_pos = y_true.sum(0)
     n_neg = len(y_true) - n_pos
     u = (ranks * y_true).sum(0) - n_pos * (n_pos + 1) / 2
