@@ -52,19 +52,30 @@ def feature_columns(leads: list[str], heart_rate: bool) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-def _stats(x: np.ndarray) -> np.ndarray:
-    """The 8 statistics (STATS order) along the last axis -> (..., 8)."""
-    q = np.percentile(x, [5, 25, 75, 95, 50], axis=-1)
-    return np.concatenate([np.moveaxis(q, 0, -1), x.mean(-1, keepdims=True), x.std(-1, keepdims=True),
-                           x.var(-1, keepdims=True)], axis=-1)
+_PERCENTILES = np.array([5, 25, 75, 95, 50]) / 100  # STATS' percentiles, as np.percentile divides them
 
 
-def _entropy_of_value_counts(x: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) of each row's value counts, from one sort instead of a Counter per row."""
-    s = np.sort(x, axis=-1)
-    n = s.shape[-1]
-    out = np.empty(s.shape[0])
-    for i, row in enumerate(s):
+def _stats(x: np.ndarray, ordered: np.ndarray | None = None) -> np.ndarray:
+    """The 8 statistics (STATS order) along the last axis -> (..., 8). The percentiles are np.percentile's
+    ('linear', bit for bit) read off the sorted values, `ordered` where the caller has sorted them already:
+    np.percentile itself partitions each lead along a strided axis, three times slower."""
+    ordered = np.sort(x, axis=-1) if ordered is None else ordered
+    n = x.shape[-1]
+    virtual = (n - 1) * _PERCENTILES  # where each percentile lies between the sorted values, as numpy has it
+    below = np.floor(virtual)
+    gamma = virtual - below
+    a, b = ordered[..., below.astype(np.intp)], ordered[..., np.minimum(below + 1, n - 1).astype(np.intp)]
+    step = b - a
+    q = np.where(gamma >= 0.5, b - step * (1 - gamma), a + step * gamma)  # numpy's _lerp
+    return np.concatenate([q, x.mean(-1, keepdims=True), x.std(-1, keepdims=True), x.var(-1, keepdims=True)],
+                          axis=-1)
+
+
+def _entropy_of_value_counts(ordered: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of each row's value counts, from its sorted values instead of a Counter."""
+    n = ordered.shape[-1]
+    out = np.empty(ordered.shape[0])
+    for i, row in enumerate(ordered):
         edges = np.flatnonzero(np.diff(row)) + 1
         counts = np.diff(np.concatenate([[0], edges, [n]]))
         p = counts / n
@@ -76,7 +87,8 @@ def signal_features(mv: np.ndarray) -> np.ndarray:
     """(12, n) mV -> 636 features, all leads at once (wavedec and percentiles vectorised over leads)."""
     per_lead = [_stats(mv)]
     for coeffs in pywt.wavedec(mv, "db10", level=4, axis=-1):
-        per_lead += [_entropy_of_value_counts(coeffs)[:, None] / ENTROPY_SCALE, _stats(coeffs)]
+        ordered = np.sort(coeffs, axis=-1)
+        per_lead += [_entropy_of_value_counts(ordered)[:, None] / ENTROPY_SCALE, _stats(coeffs, ordered)]
     return np.concatenate(per_lead, axis=1).ravel()
 
 
