@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import gc
 import os
 import random
@@ -390,8 +391,18 @@ def single_record_batches_fail(arch: str, spec: InputSpec) -> bool:
     """Whether `arch` cannot train on batches of one record (see `normalises_single_values`); a network
     that fails otherwise is left to the run's own check."""
     try:
-        return normalises_single_values(create_model(arch, len(LEADS), 2), len(LEADS),
-                                        spec.window_samples or spec.n_samples)
+        builder = model_entry(arch).builder
+    except ValueError:  # reported where the architecture is named
+        return False
+    return _single_record_batches_fail(arch, builder, spec.window_samples or spec.n_samples)
+
+
+@functools.lru_cache(maxsize=64)
+def _single_record_batches_fail(arch: str, builder, n_samples: int) -> bool:
+    """Cached per builder and input length: building and running a network takes up to a second, and one
+    command may ask more than once (its parse, each benchmark row)."""
+    try:
+        return normalises_single_values(create_model(arch, len(LEADS), 2), len(LEADS), n_samples)
     except Exception:  # noqa: BLE001 -- reported by check_network when the run starts
         return False
 
