@@ -211,6 +211,27 @@ def test_ddp_two_gloo_processes_agree(tiny, prepared_100hz, tmp_path):
     assert (tmp_path / "ddp" / "model.pth").exists()
 
 
+def test_the_epoch_loss_is_the_mean_over_records_not_over_batches():
+    """log.csv's train_loss (train_one_epoch) weighs each batch by its records: batches of 4, 4 and 2 give
+    one binary cross-entropy over all ten (weights frozen at lr 0, a network without batch statistics),
+    not the mean of the three batch means."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from models.training import Step, train_one_epoch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 8, 3))
+    x, y = torch.randn(10, 2, 8), (torch.rand(10, 3) > 0.5).float()
+    step = Step(torch.optim.SGD(net.parameters(), lr=0.0), augment=False)
+    got = train_one_epoch(net, DataLoader(TensorDataset(x, y), batch_size=4), step, torch.device("cpu"),
+                          torch.Generator(), "epoch")
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    with torch.no_grad():
+        over_records = bce(net(x), y).item()
+        over_batches = np.mean([bce(net(x[i:i + 4]), y[i:i + 4]).item() for i in (0, 4, 8)])
+    assert got == pytest.approx(over_records, rel=1e-9) and got != pytest.approx(over_batches, rel=1e-6)
+
+
 def test_every_epoch_trains_in_training_mode(prepared, tiny, tmp_path, monkeypatch):
     """Validation puts the model in eval mode after each epoch: the next epoch must switch back (batch norm
     statistics and dropout of training), not go on in eval mode from its second epoch."""

@@ -147,6 +147,22 @@ def test_cache_equals_wfdb_rdrecord_resampled_by_scipy(formats, name):
     assert np.abs(got - want).max() <= 0.5e-3 + 1e-9
 
 
+def test_the_cinc_mat_and_plain_format_16_records_take_the_fast_paths(formats, monkeypatch):
+    """The PhysioNet/CinC .mat records (format `16+24`: the .mat header's byte offset) and plain format-16
+    .dat files are decoded without wfdb, which reads a record about 30 times slower; the other formats by
+    wfdb."""
+    import utils.records as records
+
+    folder, _, _ = formats
+    read_by_wfdb = []
+    real = records._read_wfdb_signal
+    monkeypatch.setattr(records, "_read_wfdb_signal",
+                        lambda path, hdr: read_by_wfdb.append(path.stem) or real(path, hdr))
+    for name in sorted(RECORDS):
+        read_wfdb_record(folder / f"{name}.hea")
+    assert sorted(read_by_wfdb) == sorted(n for n, (_, fmt, *_) in RECORDS.items() if fmt != "16")
+
+
 def test_wfdb_invalid_value_skips_the_record_in_a_mat_as_in_a_dat(tmp_path):
     """-32768 (WFDB's invalid sample in format 16) on a whole lead: wfdb reads NaN; the record is skipped
     with the same reason whether its signal is a .mat (the project's fast path) or a .dat (wfdb)."""
