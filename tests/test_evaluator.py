@@ -58,13 +58,15 @@ def test_ece_and_brier_by_hand():
 
 
 def test_average_ranks_and_auc_equal_scipy_and_sklearn_with_and_without_ties():
-    """Ranks by hand for one column; then scipy's rankdata and sklearn's AUC (ties count one half) on
-    columns of many ties, of none, of one class only, and on a single vector."""
+    """Ranks by hand for one column; then scipy's rankdata (a column holding NaN has none) and sklearn's
+    AUC (ties count one half) on columns of many ties, of none, of one class only, and on a single vector."""
     from scipy.stats import rankdata
 
     np.testing.assert_array_equal(average_ranks(np.array([0.3, 0.1, 0.3, 0.2, 0.3])), [4, 1, 4, 2, 4])
     rng = np.random.default_rng(3)
-    for scores in (rng.integers(0, 4, (60, 5)) / 4, rng.random((60, 5)), rng.random(7), np.zeros((9, 2))):
+    with_nan = rng.random((8, 3))
+    with_nan[2, 1] = np.nan
+    for scores in (rng.integers(0, 4, (60, 5)) / 4, rng.random((60, 5)), rng.random(7), np.zeros((9, 2)), with_nan):
         np.testing.assert_array_equal(average_ranks(scores), rankdata(scores, axis=0))
     y = rng.random((60, 5)) < 0.3
     y[:, 4] = False  # one class only: no AUC

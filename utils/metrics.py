@@ -42,6 +42,8 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, position, n - 1), 0), axis=0), 0)
     ranks = np.empty(values.shape)
     np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=0)
+    if values.dtype.kind == "f":
+        ranks[..., np.isnan(values).any(axis=0)] = np.nan  # as rankdata: a column holding NaN has no ranks
     return ranks
 
 
