@@ -38,7 +38,7 @@ from utils.errors import PipelineError, script_main
 from utils.files import save_figure, write_csv, write_text
 from utils.folds import split_labels
 from utils.labels import leads_argument
-from utils.results import EvaluationFolder
+from utils.results import EvaluationFolder, record_databases
 from utils.tables import Column, ci_columns, markdown_table, table_frame
 from utils.cli import flag_error, folder_path
 from utils.preprocessed import pool_databases
@@ -220,8 +220,10 @@ def main(argv=None) -> pd.DataFrame:
                out / "matrix.md")
     for metric in ("auc", "f1"):
         plot_matrix(matrix, metric, out / f"{metric}.png")
+    record_databases(out / "matrix.json", args.data_dirs,
+                     [out / name for name in ("matrix.csv", "per_class.csv", "matrix.md", "auc.png", "f1.png")])
     print(md)
-    print(f"wrote {out}/matrix.csv, per_class.csv, matrix.md, auc.png, f1.png")
+    print(f"wrote {out}/matrix.csv, per_class.csv, matrix.md, auc.png, f1.png, matrix.json (the data of each)")
     return matrix
 
 

@@ -283,6 +283,9 @@ def cross_database_section(r: Report) -> str:
     if database_name(r.data_dir) not in tested:  # the results root's one matrix, of other databases only
         return (f"_Not available: {md.parent} holds the matrix of {', '.join(sorted(tested))}, not of "
                 f"{database_name(r.data_dir)}; run `{command}{r.results_flag}`._\n")
+    note = stale(r, md.with_suffix(".json"), command)
+    if note:
+        return note
     folder = md.parent
     return (md.read_text() + "\n" + image(folder / "auc.png", r.db_dir, "AUC matrix") + " "
             + image(folder / "f1.png", r.db_dir, "F1 matrix") + "\n")

@@ -71,6 +71,10 @@ def test_matrix_cells_scores_and_reuse(tiny, sites, capsys, monkeypatch):
     assert pooled.ids[0].startswith("B_")
     out = root / "results" / "cross_database"
     assert {"matrix.csv", "per_class.csv", "matrix.md", "auc.png", "f1.png"} <= {p.name for p in out.iterdir()}
+    from utils.results import recorded_data_problem
+    record = json.loads((out / "matrix.json").read_text())  # the data of each database, for report.py
+    assert {name: Path(db["data_dir"]).name for name, db in record["databases"].items()} == {n: n for n in names}
+    assert all(recorded_data_problem(out / "matrix.json", d) is None for d in dirs)
     per_class = pd.read_csv(out / "per_class.csv")
     assert len(per_class) == len(matrix) * 9
 

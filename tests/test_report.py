@@ -216,12 +216,13 @@ def test_a_lead_subset_run_is_not_set_beside_the_12_lead_published_values(prepar
 
 
 def test_tables_of_data_preprocessed_again_are_marked_out_of_date(small, tmp_path):
-    """The dataset, cross-validation and lead-study tables record the data they were made from: once the
-    folder is preprocessed again (here with another fold seed: other data), each section says it is out of
-    date and how to redo it, instead of showing a table of data the folder no longer holds."""
+    """The dataset, cross-validation, lead-study and cross-database tables record the data they were made
+    from: once the folder is preprocessed again (here with another fold seed: other data), each section
+    says it is out of date and how to redo it, instead of showing a table of data the folder no longer
+    holds (the matrix: of this database's data, whatever the other databases' record says)."""
     import preprocess
     from models.run import Run
-    from utils.results import record_data, results_home
+    from utils.results import record_data, record_databases, results_home
 
     data, results = tmp_path / "d", tmp_path / "r"
     preprocess.main(["--data-dir", str(small["raw"]), "--out", str(data), "--num-workers", "1"])
@@ -232,9 +233,12 @@ def test_tables_of_data_preprocessed_again_are_marked_out_of_date(small, tmp_pat
         for f in files:
             f.write_text(f"{stem}\n")
         record_data(home / f"{stem}.json", data, files)
+    write_matrix(results / "cross_database", ("D", "d"))
+    record_databases(results / "cross_database" / "matrix.json", [small["D"], data],
+                     [results / "cross_database" / name for name in ("matrix.csv", "matrix.md")])
     r = report.Report(data, Run(tmp_path / "run"), results, home, tuple(CLASSES), None)
     sections = {"statistic": report.dataset_section, "cross_validate": report.cv_section,
-                "lead_study": report.lead_section}
+                "lead_study": report.lead_section, "cross_database": report.cross_database_section}
     assert not any("Out of date" in section(r) for section in sections.values())
     preprocess.main(["--data-dir", str(small["raw"]), "--out", str(data), "--num-workers", "1", "--seed", "5"])
     for command, section in sections.items():
@@ -243,24 +247,33 @@ def test_tables_of_data_preprocessed_again_are_marked_out_of_date(small, tmp_pat
         assert "|" not in said  # no table
 
 
+def write_matrix(folder, tested) -> None:
+    """A cross-database matrix.csv and .md whose cells test each of `tested` on each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [f"{t},{u},60,0.5" for t in tested for u in tested]
+    (folder / "matrix.csv").write_text("trained_on,tested_on,records,auc\n" + "\n".join(rows) + "\n")
+    (folder / "matrix.md").write_text("| trained on | tested on |\n")
+
+
 def test_the_cross_database_matrix_is_shown_only_in_a_report_of_one_of_its_databases(small, tmp_path):
     """The results root holds one cross-database matrix: a report of a database it does not test on says
-    so (naming the databases it holds) instead of showing other databases' cells as its own."""
+    so (naming the databases it holds) instead of showing other databases' cells as its own; one that
+    tests it is shown while its record says it was made from this data, and is out of date without one."""
     from models.run import Run
+    from utils.results import record_databases
 
     matrix = tmp_path / "r" / "cross_database"
-    matrix.mkdir(parents=True)
-    for tested in (("a", "b"), ("a", "b", small["data"].name)):
-        rows = [f"{t},{u},60,0.5" for t in tested for u in tested]
-        (matrix / "matrix.csv").write_text("trained_on,tested_on,records,auc\n" + "\n".join(rows) + "\n")
-        (matrix / "matrix.md").write_text("| trained on | tested on |\n")
-        r = report.Report(small["data"], Run(tmp_path / "run"), tmp_path / "r", tmp_path / "r" / "E",
-                          tuple(CLASSES), None)
-        said = report.cross_database_section(r)
-        if small["data"].name in tested:
-            assert said.startswith("| trained on | tested on |"), said
-        else:
-            assert said.startswith(f"_Not available: {matrix} holds the matrix of a, b, not of E;"), said
+    r = report.Report(small["data"], Run(tmp_path / "run"), tmp_path / "r", tmp_path / "r" / "E", tuple(CLASSES), None)
+    write_matrix(matrix, ("a", "b"))
+    said = report.cross_database_section(r)
+    assert said.startswith(f"_Not available: {matrix} holds the matrix of a, b, not of E;"), said
+    write_matrix(matrix, ("a", "b", small["data"].name))
+    said = report.cross_database_section(r)
+    assert said.startswith("_Out of date: ") and "matrix.json is missing" in said, said
+    record_databases(matrix / "matrix.json", [small["D"], small["data"]], [matrix / "matrix.csv", matrix / "matrix.md"])
+    assert report.cross_database_section(r).startswith("| trained on | tested on |")
+    (matrix / "matrix.md").write_text("| trained on | tested on | edited |\n")
+    assert report.cross_database_section(r).startswith("_Out of date: ")
 
 
 def test_the_papers_numbers_set_beside_a_run_are_the_published_ones():

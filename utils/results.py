@@ -64,16 +64,31 @@ def record_data(json_path: Path, data_dir: Path, outputs: Sequence[Path]) -> Pat
     return write_manifest(json_path, preprocess_manifest(data_dir)["fingerprint"], outputs, data_dir=str(data_dir))
 
 
+def record_databases(json_path: Path, data_dirs: Sequence[Path], outputs: Sequence[Path]) -> Path:
+    """`record_data` for a table of several databases (the cross-database matrix): each one's preprocess
+    fingerprint under its name, so that a report on one of them checks that one."""
+    from utils.cache import database_name, preprocess_manifest
+    from utils.files import fingerprint
+    from utils.manifest import write_manifest
+
+    databases = {database_name(d): {"data_dir": str(d), "fingerprint": preprocess_manifest(d)["fingerprint"]}
+                 for d in data_dirs}
+    return write_manifest(json_path, fingerprint([databases]), outputs, databases=databases)
+
+
 def recorded_data_problem(json_path: Path, data_dir: Path) -> str | None:
     """Why the table `json_path` records is not one of `data_dir` as it is now (None when it is): no record
     (written by a version that kept none), other data (the folder preprocessed again since), or a file of
     it changed since."""
-    from utils.cache import preprocess_manifest
+    from utils.cache import database_name, preprocess_manifest
 
     manifest = read_manifest(json_path)
     if manifest is None:
         return f"{json_path} is missing: the table does not say which data it was made from"
-    if manifest.get("fingerprint") != preprocess_manifest(data_dir).get("fingerprint"):
+    recorded = manifest.get("fingerprint")
+    if "databases" in manifest:  # a table of several databases: this one's entry
+        recorded = (manifest["databases"].get(database_name(data_dir)) or {}).get("fingerprint")
+    if recorded != preprocess_manifest(data_dir).get("fingerprint"):
         return f"made from other data than {data_dir} holds now (preprocessed again since)"
     return manifest_mismatch(json_path)
 
