@@ -35,11 +35,9 @@ def test_killing_the_parent_stops_its_workers(tmp_path):
         deadline = time.time() + 30
         while len(workers) < 2 and time.time() < deadline:
             time.sleep(0.2)
-            children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
-            workers = [int(pid) for pid in (children.read_text().split() if children.exists() else [])
-                       if "spawn_main" in cmdline(int(pid))]  # not the resource tracker
+            workers = spawned_children(parent.pid)
         assert len(workers) == 2
-        time.sleep(1.0)  # past the workers' start-up
+        started(workers)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         deadline = time.time() + 10
@@ -48,6 +46,28 @@ def test_killing_the_parent_stops_its_workers(tmp_path):
         assert not any(alive(pid) for pid in workers)
     finally:
         parent.kill()
+
+
+def started(workers: list[int], timeout: float = 30) -> None:
+    """Wait until each worker is past its start-up: it runs its thread that watches the parent."""
+    deadline = time.time() + timeout
+    while not all(threads(pid) >= 2 for pid in workers):
+        assert time.time() < deadline, "the workers never started"
+        time.sleep(0.05)
+
+
+def threads(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0])
+    except (OSError, IndexError):
+        return 0
+
+
+def spawned_children(pid: int) -> list[int]:
+    """The multiprocessing workers a process has spawned (not its resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = children.read_text().split() if children.exists() else []
+    return [int(c) for c in pids if "spawn_main" in cmdline(int(c))]
 
 
 def cmdline(pid: int) -> str:
@@ -77,11 +97,14 @@ def test_a_killed_worker_of_a_parallel_stage_is_an_error_not_a_hang():
 def test_two_workers_printing_at_once_never_run_their_lines_together(tmp_path):
     """Unbuffered, as reproduce.sh runs the commands, print writes a line's text and its newline apart:
     two workers printing at once into one file glued lines together (thousands in 0.4 s)."""
-    spam = ("import time\ntime.sleep(max(0, {start} - time.time()))\nn = 0\n"  # a late worker still prints
-            "while time.time() < {start} + 0.4 or n < 500:\n    print('worker {k} ' + 'x' * 40)\n"
+    ready = str(tmp_path / "ready")  # each worker says it is up, then waits for the other: they print at once
+    spam = ("import os, time\nopen({ready!r} + '{k}', 'w').close()\n"
+            "while not (os.path.exists({ready!r} + '0') and os.path.exists({ready!r} + '1')):\n    time.sleep(0.001)\n"
+            "start, n = time.time(), 0\n"
+            "while time.time() < start + 0.4 or n < 500:\n    print('worker {k} ' + 'x' * 40)\n"
             "    print('worker {k} ' + 'x' * 40 + '\\nworker {k} ' + 'x' * 40)\n    n += 1")  # and two at once
-    code = ("import time; from utils.parallel import process_map; start = time.time() + 1.5; "
-            f"process_map(exec, [{spam!r}.format(start=start, k=k) for k in (0, 1)], 2)")
+    code = ("from utils.parallel import process_map; "
+            f"process_map(exec, [{spam!r}.format(ready={ready!r}, k=k) for k in (0, 1)], 2)")
     out = tmp_path / "out.txt"
     with open(out, "w") as f:
         subprocess.run([sys.executable, "-c", code], stdout=f, cwd=Path(__file__).resolve().parents[1], timeout=60,
@@ -141,8 +164,13 @@ def test_ctrl_c_as_workers_start_or_work_ends_a_command_in_one_line(tmp_path, in
                             start_new_session=True, preexec_fn=terminal_sigint)
     try:
         assert proc.stdout.readline() == "starting\n"
-        if interrupt_at_start is None:
-            time.sleep(1.0)
+        if interrupt_at_start is None:  # once the three workers are up and at their tasks
+            deadline = time.time() + 30
+            while len(spawned_children(proc.pid)) < 3:
+                assert time.time() < deadline, "the workers never started"
+                time.sleep(0.05)
+            started(spawned_children(proc.pid))
+            time.sleep(0.2)
             os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
