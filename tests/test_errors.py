@@ -193,7 +193,7 @@ def test_ctrl_c_ends_preprocessing_promptly_and_cleanly(synth_records, tmp_path,
         for line in proc.stdout:  # wait until decoding has started
             if line.startswith("reading"):
                 break
-        time.sleep(0.2 + 0.4 * attempt)  # as the workers start, mid-decode, later
+        time.sleep(0.1 + 0.3 * attempt)  # as the workers start, mid-decode, later
         assert proc.poll() is None, "preprocess.py finished before Ctrl-C could be sent"
         os.killpg(proc.pid, signal.SIGINT)
         try:
