@@ -389,22 +389,30 @@ def _dest(flag: str) -> str:
 
 def single_record_batches_fail(arch: str, spec: InputSpec) -> bool:
     """Whether `arch` cannot train on batches of one record (see `normalises_single_values`); a network
-    that fails otherwise is left to the run's own check."""
+    that fails otherwise is left to the run's own check. Cached per builder and input length: building and
+    running a network takes up to a second, and one command may ask more than once (its parse, each
+    benchmark row)."""
     try:
         builder = model_entry(arch).builder
     except ValueError:  # reported where the architecture is named
         return False
-    return _single_record_batches_fail(arch, builder, spec.window_samples or spec.n_samples)
+    n_samples = spec.window_samples or spec.n_samples
+    try:
+        return _cached_batch_check(arch, builder, n_samples)
+    except TypeError:  # a builder that cannot be hashed (a callable instance): checked each time
+        return _batch_check(arch, n_samples)
 
 
-@functools.lru_cache(maxsize=64)
-def _single_record_batches_fail(arch: str, builder, n_samples: int) -> bool:
-    """Cached per builder and input length: building and running a network takes up to a second, and one
-    command may ask more than once (its parse, each benchmark row)."""
+def _batch_check(arch: str, n_samples: int) -> bool:
     try:
         return normalises_single_values(create_model(arch, len(LEADS), 2), len(LEADS), n_samples)
     except Exception:  # noqa: BLE001 -- reported by check_network when the run starts
         return False
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_batch_check(arch: str, builder, n_samples: int) -> bool:
+    return _batch_check(arch, n_samples)
 
 
 def seed_everything(seed: int) -> None:

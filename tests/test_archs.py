@@ -2,6 +2,8 @@
 against the reference definitions (parameter counts, initialisation, what their heads read)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -10,7 +12,7 @@ import models.__main__ as models_command
 from models.archs.inception1d import kernel_sizes
 from models.archs.rnn import LSTM1d
 from models.archs.xresnet1d import XResNet1d
-from models.registry import builder_arguments, count_parameters, create_model, list_models, model_entry
+from models.registry import builder_arguments, count_parameters, create_model, list_models, model_entry, register_model
 from utils.errors import PipelineError
 
 BENCHMARK = ("xresnet1d50", "xresnet1d101", "inception1d", "resnet1d_wang", "fcn_wang", "lstm", "lstm_bidir")
@@ -459,6 +461,48 @@ def test_the_network_contract_is_checked_naming_the_architecture():
         with pytest.raises((ValueError, RuntimeError), match="more than 1 value per channel"):
             model.train()(torch.randn(1, 2, 64))
     assert not normalises_single_values(create_model("resnet18", 2, 3), 2, 64)
+
+
+def _pooled(in_leads, num_classes):
+    return nn.Sequential(nn.Conv1d(in_leads, 4, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+
+def _pooled_then_normalised(in_leads, num_classes):
+    return nn.Sequential(nn.Conv1d(in_leads, 4, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.BatchNorm1d(4),
+                         nn.Linear(4, num_classes))
+
+
+@dataclasses.dataclass
+class _Builder:  # a callable instance, which cannot be hashed (dataclass equality)
+    normalise: bool
+
+    def __call__(self, in_leads, num_classes):
+        return (_pooled_then_normalised if self.normalise else _pooled)(in_leads, num_classes)
+
+
+def test_the_batch_of_one_check_is_the_registered_builders(capsys):
+    """The check is cached per builder: a name registered again with a network that batch-normalises its
+    pooled features is refused at batch 1 though the first was accepted; a builder that cannot be hashed
+    is checked as well."""
+    import main
+    import models.registry as registry
+
+    def batch_of_one_refused() -> bool:
+        try:
+            main.parse_args(["--arch", "zz_batch", "--batch-size", "1"])
+        except SystemExit as e:
+            assert e.code == 2 and "undefined for one record" in capsys.readouterr().err
+            return True
+        return False
+
+    try:
+        for builder, refused in ((_pooled, False), (_pooled_then_normalised, True), (_pooled, False),
+                                 (_Builder(True), True), (_Builder(False), False)):
+            registry._REGISTRY.pop("zz_batch", None)
+            register_model("zz_batch", family="t")(builder)
+            assert batch_of_one_refused() == refused, builder
+    finally:
+        registry._REGISTRY.pop("zz_batch", None)
 
 
 def test_a_batch_of_one_is_refused_for_heads_that_normalise_it(capsys):

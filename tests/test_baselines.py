@@ -38,6 +38,7 @@ def test_vectorised_features_equal_the_reference(seed):
     mv = rng.standard_normal((12, n)).cumsum(1) * 0.01
     mv[3] = np.round(mv[3], 2)  # repeated values: entropy of value counts is not just log(n)
     mv[5] = 0.0                 # a flat lead
+    mv[7] = np.tile(rng.integers(-50, 50, 32) / 100, n // 32 + 1)[:n]  # periodic: its wavelet coefficients repeat
     fast, ref = features.signal_features(mv), features.reference_features(mv)
     assert fast.shape == (636,) and np.isfinite(fast).all()
     np.testing.assert_allclose(fast, ref, rtol=1e-10, atol=1e-12)
