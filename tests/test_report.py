@@ -255,25 +255,54 @@ def write_matrix(folder, tested) -> None:
     (folder / "matrix.md").write_text("| trained on | tested on |\n")
 
 
-def test_the_cross_database_matrix_is_shown_only_in_a_report_of_one_of_its_databases(small, tmp_path):
+def test_the_cross_database_matrix_is_shown_only_in_a_report_of_one_of_its_databases(small, prep, tmp_path):
     """The results root holds one cross-database matrix: a report of a database it does not test on says
-    so (naming the databases it holds) instead of showing other databases' cells as its own; one that
-    tests it is shown while its record says it was made from this data, and is out of date without one."""
+    so (naming the databases it holds) instead of showing other databases' cells as its own. One that tests
+    it is shown while its record says that each of its databases holds the data it was made from: without
+    a record, with a file changed, once any database is preprocessed again (the cells trained on it are
+    of its old data), or gone, the section says it is out of date."""
+    import shutil
+
     from models.run import Run
     from utils.results import record_databases
 
+    data, other = tmp_path / "E", tmp_path / "F"
+    for folder in (data, other):
+        prep(small["raw"], folder)
     matrix = tmp_path / "r" / "cross_database"
-    r = report.Report(small["data"], Run(tmp_path / "run"), tmp_path / "r", tmp_path / "r" / "E", tuple(CLASSES), None)
+    r = report.Report(data, Run(tmp_path / "run"), tmp_path / "r", tmp_path / "r" / "E", tuple(CLASSES), None)
+
+    def recorded() -> None:
+        write_matrix(matrix, ("E", "F"))
+        record_databases(matrix / "matrix.json", [data, other], [matrix / "matrix.csv", matrix / "matrix.md"])
+
+    def out_of_date(why: str, of: report.Report = r) -> None:
+        said = report.cross_database_section(of)
+        assert said.startswith("_Out of date: ") and why in said and "|" not in said, said
+
     write_matrix(matrix, ("a", "b"))
     said = report.cross_database_section(r)
     assert said.startswith(f"_Not available: {matrix} holds the matrix of a, b, not of E;"), said
-    write_matrix(matrix, ("a", "b", small["data"].name))
-    said = report.cross_database_section(r)
-    assert said.startswith("_Out of date: ") and "matrix.json is missing" in said, said
-    record_databases(matrix / "matrix.json", [small["D"], small["data"]], [matrix / "matrix.csv", matrix / "matrix.md"])
+    write_matrix(matrix, ("a", "b", "E"))
+    out_of_date("matrix.json is missing")
+    recorded()
     assert report.cross_database_section(r).startswith("| trained on | tested on |")
     (matrix / "matrix.md").write_text("| trained on | tested on | edited |\n")
-    assert report.cross_database_section(r).startswith("_Out of date: ")
+    out_of_date("matrix.md")
+    record_databases(matrix / "matrix.json", [other], [matrix / "matrix.csv", matrix / "matrix.md"])
+    out_of_date("its record names no data of E")
+    recorded()
+    prep(small["raw"], other, "--seed", "5")
+    out_of_date(f"made from other data than {other} holds now (F preprocessed again since)")
+    recorded()
+    assert report.cross_database_section(r).startswith("| trained on | tested on |")
+    elsewhere = tmp_path / "elsewhere" / "E"  # a folder of the same name holding other data: not the matrix's
+    prep(small["raw"], elsewhere, "--seed", "5")
+    out_of_date(f"made from other data than {elsewhere} holds now (E preprocessed again since)",
+                report.Report(elsewhere, Run(tmp_path / "run"), tmp_path / "r", tmp_path / "r" / "E", tuple(CLASSES),
+                              None))
+    shutil.rmtree(other)
+    out_of_date(f"made from F at {other}, which holds no preprocessed database now")
 
 
 def test_the_papers_numbers_set_beside_a_run_are_the_published_ones():

@@ -65,32 +65,50 @@ def record_data(json_path: Path, data_dir: Path, outputs: Sequence[Path]) -> Pat
 
 
 def record_databases(json_path: Path, data_dirs: Sequence[Path], outputs: Sequence[Path]) -> Path:
-    """`record_data` for a table of several databases (the cross-database matrix): each one's preprocess
-    fingerprint under its name, so that a report on one of them checks that one."""
+    """`record_data` for a table of several databases (the cross-database matrix): each one's folder and
+    preprocess fingerprint under its name. Every cell depends on the data of the databases it was trained
+    or tested on, so a report checks them all."""
     from utils.cache import database_name, preprocess_manifest
     from utils.files import fingerprint
     from utils.manifest import write_manifest
 
-    databases = {database_name(d): {"data_dir": str(d), "fingerprint": preprocess_manifest(d)["fingerprint"]}
-                 for d in data_dirs}
+    databases = {database_name(d): {"data_dir": os.path.realpath(d),
+                                    "fingerprint": preprocess_manifest(d)["fingerprint"]} for d in data_dirs}
     return write_manifest(json_path, fingerprint([databases]), outputs, databases=databases)
 
 
 def recorded_data_problem(json_path: Path, data_dir: Path) -> str | None:
     """Why the table `json_path` records is not one of `data_dir` as it is now (None when it is): no record
     (written by a version that kept none), other data (the folder preprocessed again since), or a file of
-    it changed since."""
-    from utils.cache import database_name, preprocess_manifest
+    it changed since. A table of several databases: any of them preprocessed again, or gone."""
+    from utils.cache import preprocess_manifest
 
     manifest = read_manifest(json_path)
     if manifest is None:
         return f"{json_path} is missing: the table does not say which data it was made from"
-    recorded = manifest.get("fingerprint")
-    if "databases" in manifest:  # a table of several databases: this one's entry
-        recorded = (manifest["databases"].get(database_name(data_dir)) or {}).get("fingerprint")
-    if recorded != preprocess_manifest(data_dir).get("fingerprint"):
+    if "databases" in manifest:
+        return _databases_problem(manifest["databases"], data_dir) or manifest_mismatch(json_path)
+    if manifest.get("fingerprint") != preprocess_manifest(data_dir).get("fingerprint"):
         return f"made from other data than {data_dir} holds now (preprocessed again since)"
     return manifest_mismatch(json_path)
+
+
+def _databases_problem(databases: dict, data_dir: Path) -> str | None:
+    """`recorded_data_problem` of each database a table of several records (`data_dir` for its own)."""
+    from utils.cache import database_name, preprocess_manifest
+
+    own = database_name(data_dir)
+    if own not in databases:
+        return f"its record names no data of {own}"
+    for name, recorded in sorted(databases.items()):
+        folder = Path(data_dir) if name == own else Path(recorded.get("data_dir") or "")
+        try:
+            now = preprocess_manifest(folder).get("fingerprint")
+        except PipelineError:
+            return f"made from {name} at {folder}, which holds no preprocessed database now"
+        if now != recorded.get("fingerprint"):
+            return f"made from other data than {folder} holds now ({name} preprocessed again since)"
+    return None
 
 
 def results_home(results_root: Path, data_dir: Path, create: bool = True) -> Path:
