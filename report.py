@@ -279,7 +279,8 @@ def cross_database_section(r: Report) -> str:
     command = f"python cross_database.py --data-dirs {r.data_dir} data/OTHER ..."
     if not md.exists():
         return missing(r, command)
-    tested = set(pd.read_csv(md.with_suffix(".csv"), usecols=["tested_on"])["tested_on"].astype(str))
+    tested = set(pd.read_csv(md.with_suffix(".csv"), usecols=["tested_on"], dtype=str,  # a database "NA" or "007"
+                             keep_default_na=False)["tested_on"])
     if database_name(r.data_dir) not in tested:  # the results root's one matrix, of other databases only
         return (f"_Not available: {md.parent} holds the matrix of {', '.join(sorted(tested))}, not of "
                 f"{database_name(r.data_dir)}; run `{command}{r.results_flag}`._\n")

@@ -283,6 +283,9 @@ def test_the_cross_database_matrix_is_shown_only_in_a_report_of_one_of_its_datab
     write_matrix(matrix, ("a", "b"))
     said = report.cross_database_section(r)
     assert said.startswith(f"_Not available: {matrix} holds the matrix of a, b, not of E;"), said
+    write_matrix(matrix, ("NA", "007"))  # names read as names, not as a missing value and a number
+    said = report.cross_database_section(r)
+    assert said.startswith(f"_Not available: {matrix} holds the matrix of 007, NA, not of E;"), said
     write_matrix(matrix, ("a", "b", "E"))
     out_of_date("matrix.json is missing")
     recorded()
