@@ -294,6 +294,8 @@ def test_the_cross_database_matrix_is_shown_only_in_a_report_of_one_of_its_datab
     out_of_date("matrix.md")
     record_databases(matrix / "matrix.json", [other], [matrix / "matrix.csv", matrix / "matrix.md"])
     out_of_date("its record names no data of E")
+    (matrix / "matrix.json").write_text('{"databases": ["E", "F"]}')
+    out_of_date("its record of the databases is damaged")
     recorded()
     prep(small["raw"], other, "--seed", "5")
     out_of_date(f"made from other data than {other} holds now (F preprocessed again since)")

@@ -98,6 +98,8 @@ def _databases_problem(databases: dict, data_dir: Path) -> str | None:
     from utils.cache import database_name, preprocess_manifest
 
     own = database_name(data_dir)
+    if not isinstance(databases, dict) or not all(isinstance(v, dict) for v in databases.values()):
+        return "its record of the databases is damaged"
     if own not in databases:
         return f"its record names no data of {own}"
     for name, recorded in sorted(databases.items()):
