@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pandas as pd
@@ -130,29 +129,36 @@ def cancel_resubmit_and_gather(ptbxl: Path, tmp_path: Path, capsys) -> None:
 EPOCHS = 3
 
 
-def requeue_mid_training(ptbxl: Path, tmp_path: Path, started: list) -> None:
+def requeue_after_first_epoch(ptbxl: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, str]:
     """A job stopped after its first epoch, requeued and killed at once (as a preemption that does not
-    wait SLURM's KillWait) runs again and resumes from its last epoch: each epoch trained once, the run
-    finished. Its command is appended to `started` (for the caller to stop)."""
+    wait SLURM's KillWait). Returns the benchmark command (still waiting for the job), the run, the job."""
     argv = ["--data-dir", str(ptbxl), *BENCH, "--tasks", "superdiagnostic", "--models", "fcn_wang",
             "--epochs", str(EPOCHS), "--results-dir", str(tmp_path / "r"), "--tasks-dir", str(tmp_path / "t"),
             "--launcher", "slurm"]
     run = tmp_path / "t" / f"{ptbxl.name}_superdiagnostic" / "runs" / "fcn_wang_all_42"
     proc = command("benchmark.py", *argv)
-    started.append(proc)
-    job = job_of(run, proc)
-    end = time.time() + 600
-    while not (run / "last.pth").exists():  # written atomically: once there, one epoch is done
-        assert time.time() < end and proc.poll() is None, "no epoch finished"
-        time.sleep(0.05)
-    pids = job_pids(job)
-    signal_all(pids, signal.SIGSTOP)  # no further epoch from here on
     try:
-        epoch = peek_checkpoint(run / "last.pth")["epoch"]
-        assert epoch < EPOCHS
-        subprocess.run(["scontrol", "requeue", job], check=True)
-    finally:  # now (the job would otherwise train on through KillWait, 5 s after SIGTERM), and never left stopped
-        signal_all(pids, signal.SIGKILL)
+        job = job_of(run, proc)
+        end = time.time() + 600
+        while not (run / "last.pth").exists():  # written atomically: once there, one epoch is done
+            assert time.time() < end and proc.poll() is None, "no epoch finished"
+            time.sleep(0.05)
+        pids = job_pids(job)
+        signal_all(pids, signal.SIGSTOP)  # no further epoch from here on
+        try:
+            epoch = peek_checkpoint(run / "last.pth")["epoch"]
+            assert epoch < EPOCHS
+            subprocess.run(["scontrol", "requeue", job], check=True)
+        finally:  # now (the job would otherwise train on through KillWait, 5 s after SIGTERM), and never left stopped
+            signal_all(pids, signal.SIGKILL)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, run, job
+
+
+def resumed(proc: subprocess.Popen, run: Path, job: str) -> None:
+    """The requeued job ran again and resumed from its last epoch: each epoch trained once, the run finished."""
     rc, out, err = finish(proc)
     assert rc == 0, err[-2000:]
     log = (run / "slurm" / f"{job}.out").read_text()
@@ -163,20 +169,17 @@ def requeue_mid_training(ptbxl: Path, tmp_path: Path, started: list) -> None:
 
 @pytest.mark.slow
 def test_a_cancelled_run_alone_is_resubmitted_and_a_requeued_job_resumes(slurm, synthetic_ptbxl, tmp_path, capsys):
-    """The two scenarios side by side on the node's two CPUs (each waits on SLURM most of its time): the
-    requeue in a thread, the cancellation here. The thread's failure is raised; when this one fails, the
-    requeue's command is killed and this failure is the one reported."""
-    started = []
-    with ThreadPoolExecutor(1) as pool:
-        requeue = pool.submit(requeue_mid_training, synthetic_ptbxl, tmp_path / "requeue", started)
-        try:
-            cancel_resubmit_and_gather(synthetic_ptbxl, tmp_path / "cancel", capsys)
-        except BaseException:
-            for proc in started:
-                proc.kill()
-            wait([requeue], timeout=60)
-            raise
-        requeue.result(timeout=900)
+    """The two scenarios overlap, each waiting on SLURM most of its time: the cancellation runs while the
+    requeued job waits to start again (SLURM's credential delay, 6 s) and resumes. When the cancellation
+    fails, the requeue's command is killed and that failure is the one reported."""
+    proc, run, job = requeue_after_first_epoch(synthetic_ptbxl, tmp_path / "requeue")
+    try:
+        cancel_resubmit_and_gather(synthetic_ptbxl, tmp_path / "cancel", capsys)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    resumed(proc, run, job)
 
 
 @pytest.mark.parametrize("flag,value", [("--launcher", "pbs"), ("--slurm-array-parallelism", "0"),

@@ -37,7 +37,8 @@ JOB_DIR = "slurm"          # a run folder's job logs and submitit's files
 JOB_JSON = "job.json"      # in JOB_DIR: the job id of the run's latest submission
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "PREEMPTED"}  # still the queue's
-POLL_S = 3.0
+POLL_S = 3.0         # squeue at most this often, and the longest wait between two looks at the results
+FIRST_POLL_S = 0.25  # the first look after the submission or a finished job: short jobs are gathered promptly
 PROJECT = Path(__file__).resolve().parents[1]  # on the jobs' PYTHONPATH, so that they import the library
 # the dedicated flags' keys: --slurm-extra must not set them a second time
 DEDICATED = {"partition", "gpus_per_node", "gpus-per-node", "cpus_per_task", "cpus-per-task", "mem", "time",
@@ -429,8 +430,11 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
     from tqdm import tqdm
 
     with tqdm(total=len(waiting), desc="SLURM jobs", unit="run", dynamic_ncols=True) as bar:
+        delay, asked = FIRST_POLL_S, -POLL_S
         while waiting:
-            states = _queue([j for j, _ in waiting.values()])
+            if time.monotonic() - asked >= POLL_S:
+                states, asked = _queue([j for j, _ in waiting.values()]), time.monotonic()
+            before = len(waiting)
             for i, (jid, folder) in list(waiting.items()):
                 done = _result(tasks[i], jid, folder)
                 if done is None and states.get(jid) in ACTIVE:
@@ -446,7 +450,8 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
                     results[i] = done[1]
                 else:
                     failed.append(_failed(tasks[i], done[1]))
-            if waiting:
-                time.sleep(POLL_S)
+            if waiting:  # result files are looked at often while jobs finish, then less and less
+                delay = FIRST_POLL_S if len(waiting) < before else min(POLL_S, delay * 1.5)
+                time.sleep(delay)
     _raise_failed(failed, len(tasks))
     return results
