@@ -30,7 +30,7 @@ from utils.cache import MANIFEST_JSON, data_label_set, database_name
 from utils.ptbxl import published
 from utils.labels import LEADS
 from utils.errors import MissingInputError, PipelineError, script_main
-from utils.files import write_text
+from utils.files import read_records_csv, write_text
 from utils.manifest import file_sha, read_manifest
 from utils.results import EvaluationFolder, baselines_evaluations
 from utils.tables import Column, ci_columns, markdown_table
@@ -159,7 +159,7 @@ def baselines_section(r: Report) -> str:
 def _tested_records(folder: EvaluationFolder) -> frozenset[str] | None:
     """The records an evaluation scored on its test fold (None when its score file is not there)."""
     try:
-        return frozenset(pd.read_csv(folder.test_scores, usecols=["patient_id"], dtype=str)["patient_id"])
+        return frozenset(read_records_csv(folder.test_scores, usecols=["patient_id"])["patient_id"])
     except (OSError, ValueError, pd.errors.ParserError):
         return None
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from utils.cache import REFERENCE_CSV, data_label_set, load_labels, preprocess_manifest, require
 from utils.errors import script_main
+from utils.files import read_records_csv
 from utils.tables import Column, format_mean_sd, write_table
 from utils.cli import folder_path
 from utils.results import record_data, results_home
@@ -69,8 +70,7 @@ def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     labels = load_labels(args.data_dir)
     label_set = data_label_set(args.data_dir)
-    reference = pd.read_csv(require(args.data_dir / REFERENCE_CSV, f"python preprocess.py --data-dir {args.data_dir}"),
-                            dtype={"patient_id": str})
+    reference = read_records_csv(require(args.data_dir / REFERENCE_CSV, f"python preprocess.py --data-dir {args.data_dir}"))
     if preprocess_manifest(args.data_dir).get("layout") == "ptbxl" and not _has_demographics(reference):
         print(f"warning: {args.data_dir / REFERENCE_CSV} holds no age or sex of its PTB-XL records (written before "
               f"preprocess.py read them from ptbxl_database.csv): run `python preprocess.py ... --force` with the "

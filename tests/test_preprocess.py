@@ -65,6 +65,42 @@ def test_cache_equals_direct_wfdb_decode(synth_records, prepared):
         np.testing.assert_allclose(window[:, -n:], rec.p_signal.T[[0, 6]], atol=1e-6)
 
 
+def test_records_named_like_missing_values_keep_their_names_and_signals(tmp_path):
+    """WFDB records named NA, None, nan or 007, which pandas reads as missing or as a number: every table of
+    records (labels, the cache's index, the features, a scores file) gives their names back as written, and
+    each name its own record's signal (that of the same record preprocessed under its first name)."""
+    from utils.evaluator import read_scores
+    from utils.features import load_or_compute_features
+    from utils.cache import load_labels
+
+    raw, renamed = tmp_path / "raw", tmp_path / "renamed"
+    synth.main(["--out", str(raw), "--n", "20", "--seed", "5", "--max-seconds", "6"])
+    shutil.copytree(raw, renamed)
+    names = {"A0001": "NA", "A0002": "None", "A0003": "nan", "A0004": "007"}
+    reference = (renamed / "REFERENCE.csv").read_text()
+    for old, new in names.items():
+        (renamed / f"{new}.hea").write_text((renamed / f"{old}.hea").read_text().replace(old, new))
+        (renamed / f"{old}.hea").unlink()
+        (renamed / f"{old}.mat").rename(renamed / f"{new}.mat")
+        reference = reference.replace(f"\n{old},", f"\n{new},")
+    (renamed / "REFERENCE.csv").write_text(reference)
+    for folder in (raw, renamed):
+        preprocess.main(["--data-dir", str(folder), "--num-workers", "1"])
+
+    labels = load_labels(renamed)
+    assert set(names.values()) <= set(labels["patient_id"]) and labels["patient_id"].notna().all()
+    before, after = SignalCache(raw), SignalCache(renamed)
+    for old, new in names.items():
+        np.testing.assert_array_equal(after.record(new), before.record(old))
+        row = labels.set_index("patient_id").loc[new, list(CLASSES)].to_numpy()
+        assert (row == load_labels(raw).set_index("patient_id").loc[old, list(CLASSES)].to_numpy()).all()
+    features = load_or_compute_features(renamed, False, 1, False)
+    assert features["patient_id"].tolist() == labels["patient_id"].tolist()
+    scores = labels[["patient_id", *CLASSES]].assign(**{f"p_{c}": 0.5 for c in CLASSES})
+    scores.to_csv(tmp_path / "scores.csv", index=False)
+    assert read_scores(tmp_path / "scores.csv", CLASSES)["patient_id"].tolist() == labels["patient_id"].tolist()
+
+
 HEADER = """{name} 12 500 5000
 """ + "".join(f"{{name}}.mat 16x1+24 1000.0(0)/{{unit}} 16 0 0 0 0 {lead}\n" for lead in LEADS)
 

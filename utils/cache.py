@@ -17,7 +17,8 @@ import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
 from utils.folds import N_FOLDS
-from utils.files import atomic_write, current_umask, file_fingerprint, file_version, fingerprint, write_csv
+from utils.files import (atomic_write, current_umask, file_fingerprint, file_version, fingerprint, read_records_csv,
+                         write_csv)
 from utils.manifest import manifest_mismatch, read_manifest
 from utils.labels import LEADS
 from utils.layouts import Entry, Layout
@@ -93,7 +94,7 @@ def load_labels(data_dir: Path) -> pd.DataFrame:
     path = require(Path(data_dir) / LABELS_CSV, f"python preprocess.py --data-dir {data_dir}")
     stage = f"python preprocess.py --data-dir {data_dir} --force"
     try:
-        labels = pd.read_csv(path, dtype={"patient_id": str})
+        labels = read_records_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path} is empty or unreadable ({type(e).__name__}); rerun `{stage}`") from None
     missing = [c for c in ("patient_id", *classes, "fold") if c not in labels.columns]
@@ -120,7 +121,7 @@ class SignalCache:
         self.sample_rate = cache_rate(data_dir)
         self.signals = np.load(require(data_dir / SIGNALS_NPY, stage), mmap_mode="r")
         self.key = file_version(data_dir / SIGNALS_NPY)  # another after a preprocess writes it again
-        index = pd.read_csv(require(data_dir / SIGNALS_INDEX_CSV, stage), dtype={"patient_id": str})
+        index = read_records_csv(require(data_dir / SIGNALS_INDEX_CSV, stage))
         self.ids = index["patient_id"].tolist()
         self.row = {pid: i for i, pid in enumerate(self.ids)}
         self.start = index["start"].to_numpy(np.int64)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from utils.errors import MissingInputError, PipelineError
-from utils.files import fingerprint, save_figure, write_csv, write_json
+from utils.files import fingerprint, read_records_csv, save_figure, write_csv, write_json
 from utils.manifest import file_sha, write_manifest
 from utils.metrics import (ECE_BINS, METRICS, apply_temperature, classification_metrics, ece_scores, fit_temperature,
                            probability_bins, tune_thresholds)
@@ -99,7 +99,7 @@ def read_scores(path: Path, classes: Sequence[str]) -> pd.DataFrame:
     if not path.exists():
         raise MissingInputError(f"scores file {path} not found")
     try:
-        table = pd.read_csv(path, dtype={"patient_id": str})
+        table = read_records_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path} is not a readable CSV ({type(e).__name__}: {e})") from None
     return check_scores(table, classes, str(path))

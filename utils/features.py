@@ -20,7 +20,7 @@ import pywt
 import scipy.stats
 
 from utils.cache import SignalCache, load_labels, preprocess_manifest
-from utils.files import check_writable, fingerprint, write_csv
+from utils.files import check_writable, fingerprint, read_records_csv, write_csv
 from utils.manifest import outputs_current, write_manifest
 from utils.parallel import parallel_map
 from utils.labels import LEADS
@@ -224,6 +224,6 @@ def read_features(path: Path) -> pd.DataFrame | None:
     into one block per dtype: the parser gives one per column, and each selection of rows of 637 blocks
     (the baselines' train/val/test of every split) took 25 times as long."""
     try:
-        return pd.read_csv(path, dtype={"patient_id": str}).copy()
+        return read_records_csv(path).copy()
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
         return None

@@ -1,5 +1,5 @@
 """Outputs written atomically (CSV, JSON, NPY, text, PNG) and fingerprints of inputs: a crash leaves
-the old file or the new one, never half of either."""
+the old file or the new one, never half of either; tables of records read back with their ids intact."""
 from __future__ import annotations
 
 import hashlib
@@ -75,6 +75,20 @@ def current_umask() -> int:
 
 def write_csv(df: pd.DataFrame, path: Path, **kwargs) -> Path:
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, **kwargs))
+
+
+RECORD_ID = "patient_id"
+
+
+def read_records_csv(path: Path, usecols: Sequence[str] | None = None) -> pd.DataFrame:
+    """A CSV of records with each record's id (`patient_id`) as written: pandas reads an id 007 as 7 and
+    ids such as NA, None or nan as missing, and a WFDB record may be named so. An empty id stays missing
+    (a damaged row); pandas' errors are the caller's to say."""
+    table = pd.read_csv(path, dtype={RECORD_ID: str}, usecols=usecols)
+    if RECORD_ID in table.columns and table[RECORD_ID].isna().any():
+        written = pd.read_csv(path, usecols=[RECORD_ID], dtype=str, keep_default_na=False)[RECORD_ID]
+        table[RECORD_ID] = written.mask(written == "")
+    return table
 
 
 def write_text(text: str, path: Path) -> Path:

@@ -33,7 +33,7 @@ from utils.cache import (LABELS_CSV, MANIFEST_JSON, PREPROCESS_OUTPUTS, REFERENC
                          CacheFile, data_label_set, input_files, preprocess_key, preprocess_manifest,
                          stream_signal_cache, summarise_dataset, write_index, write_span)
 from utils.errors import PipelineError, RecordError
-from utils.files import atomic_write, check_writable, fingerprint, write_csv, write_json
+from utils.files import atomic_write, check_writable, fingerprint, read_records_csv, write_csv, write_json
 from utils.folds import N_FOLDS, benchmark_fold_tokens, benchmark_folds, stratified_folds
 from utils.labels import ICBEB_STATEMENTS, LEADS, LabelSet, get_label_set
 from utils.layouts import LAYOUTS, PTBXL_SPLIT, Entry, Layout, detect_layout, drop_duplicate_names, read_entry
@@ -341,7 +341,7 @@ def _write_task(shared: _SharedSignals, out: Path, label_set: LabelSet, entries:
     unique, _ = drop_duplicate_names(listed)
     labelled = [e for e in unique if e.labels is not None and e.labels.any()]
     n_unlabelled = len(unique) - len(labelled)
-    cached = set(pd.read_csv(src / SIGNALS_INDEX_CSV, dtype={"patient_id": str}, usecols=["patient_id"])["patient_id"])
+    cached = set(read_records_csv(src / SIGNALS_INDEX_CSV, usecols=["patient_id"])["patient_id"])
     reference = pd.read_csv(src / REFERENCE_CSV, dtype={"patient_id": str}, keep_default_na=False)
     never = [e.pid for e in labelled if e.pid not in cached and e.pid in set(reference["patient_id"])]
     if never:
@@ -425,7 +425,7 @@ def pool_databases(data_dirs: Sequence[Path], out: Path, names: Sequence[str]) -
         labels, reference, index = [], [], []
         offset = 0
         for d, name in zip(data_dirs, names):
-            part = pd.read_csv(d / "signals_index.csv", dtype={"patient_id": str})
+            part = read_records_csv(d / SIGNALS_INDEX_CSV)
             part["patient_id"] = name + "_" + part["patient_id"]
             if "clipped" not in part:  # caches written before clipping was counted
                 part["clipped"] = 0
