@@ -70,7 +70,8 @@ def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     labels = load_labels(args.data_dir)
     label_set = data_label_set(args.data_dir)
-    reference = read_records_csv(require(args.data_dir / REFERENCE_CSV, f"python preprocess.py --data-dir {args.data_dir}"))
+    reference = read_records_csv(require(args.data_dir / REFERENCE_CSV,
+                                         f"python preprocess.py --data-dir {args.data_dir}"))
     if preprocess_manifest(args.data_dir).get("layout") == "ptbxl" and not _has_demographics(reference):
         print(f"warning: {args.data_dir / REFERENCE_CSV} holds no age or sex of its PTB-XL records (written before "
               f"preprocess.py read them from ptbxl_database.csv): run `python preprocess.py ... --force` with the "
