@@ -424,7 +424,7 @@ def runs_left_out(previous: Path, table: pd.DataFrame) -> list[str]:
     """The runs (task, model, seed) of an earlier table.csv that `table` has no row for: each benchmark
     command tables its own runs, so a narrower rerun (fewer models, other seeds) replaces a wider table."""
     try:
-        old = pd.read_csv(previous, usecols=["task", "model", "seed"])
+        old = pd.read_csv(previous, usecols=["task", "model", "seed"], dtype={"task": str, "model": str})
     except (OSError, ValueError, pd.errors.ParserError):
         return []
 
@@ -560,7 +560,7 @@ def compare(args: argparse.Namespace) -> pd.DataFrame:
     if not args.table.exists():
         raise MissingInputError(f"{args.table} not found (benchmark.py writes results/<db>/benchmark/table.csv)")
     try:
-        table = pd.read_csv(args.table)
+        table = pd.read_csv(args.table, dtype={"task": str, "model": str})  # a model named 007 is no number
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise PipelineError(f"{args.table} is not a readable benchmark table ({type(e).__name__})") from None
     if "seed" in table:

@@ -79,6 +79,8 @@ _REGISTERED_BY: dict[str, str] = {}  # name -> the module whose code registered 
 ARCHS = "models.archs."
 # A name is a folder name too (runs/<arch>_<leads>_<seed>): letters, digits and _ . + - only, no path.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# and a value of the tables' model column: not one that CSV readers (pandas) take for a missing value
+MISSING_WORDS = {"NA", "NaN", "nan", "None", "NULL", "null"}
 
 
 def register_model(name: str, *, family: str, description: str = "",
@@ -88,6 +90,9 @@ def register_model(name: str, *, family: str, description: str = "",
     if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
         raise ValueError(f"architecture name {name!r} is not a plain name (letters, digits, _ . + -): it names "
                          "run folders")
+    if name in MISSING_WORDS:
+        raise ValueError(f"architecture name {name!r} reads as a missing value in CSV tables (the benchmark's "
+                         f"model column): choose another")
 
     from utils.presets import PROTOCOLS
 

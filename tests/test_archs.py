@@ -345,6 +345,9 @@ def test_a_broken_architecture_file_is_named_and_the_others_stay(tmp_path, monke
         model_entry("fcn_wang")
     with pytest.raises(ValueError, match="not a plain name"):
         registry.register_model("a/b", family="t")
+    for word in ("NA", "None", "nan", "null"):  # each the value pandas reads as missing in a table's model column
+        with pytest.raises(ValueError, match=f"architecture name '{word}' reads as a missing value"):
+            registry.register_model(word, family="t")
     # a protocol entry that could never apply (a misspelt protocol) or is no mapping of settings
     with pytest.raises(ValueError, match=r"protocol 'PTBXL' is unknown \(known: ptbxl, finetune\)"):
         registry.register_model("zz_misspelt", family="t", protocol={"PTBXL": {"lr": 1e-3}})

@@ -731,7 +731,7 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     y[:2] = np.eye(2, dtype=bool)
     monkeypatch.chdir(tmp_path)
     rows = []
-    for model in ("a", "b"):
+    for model in ("007", "b"):  # a model named 007 is a name, not the number 7
         (tmp_path / "runs" / model).mkdir(parents=True)
         scores_table([f"r{i}" for i in range(30)], y, rng.random((30, 2)), ["NORM", "MI"]).to_csv(
             f"runs/{model}/test_scores.csv", index=False)
@@ -739,13 +739,13 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     write_benchmark_outputs(benchmark_table(rows, Path("out"), n_bootstrap=20), Path("out"), 20, figure=False)
     table = tmp_path / "out" / "table.csv"
     os.link(table, tmp_path / "hard.csv")
-    before = {p: p.read_bytes() for p in (table, tmp_path / "runs" / "a" / "test_scores.csv")}
+    before = {p: p.read_bytes() for p in (table, tmp_path / "runs" / "007" / "test_scores.csv")}
     with pytest.raises(SystemExit) as e:
         benchmark.main(["compare", "--table", str(tmp_path / "hard.csv"), "--out", str(table)])
     assert e.value.code == 2 and "is the --table itself" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        benchmark.main(["compare", "--table", str(table), "--out", "runs/a/test_scores.csv"])
-    assert e.value.code == 2 and "--out: runs/a/test_scores.csv would replace " in capsys.readouterr().err
+        benchmark.main(["compare", "--table", str(table), "--out", "runs/007/test_scores.csv"])
+    assert e.value.code == 2 and "--out: runs/007/test_scores.csv would replace " in capsys.readouterr().err
     assert {p: p.read_bytes() for p in before} == before
     # the benchmark folder's own outputs (compare.csv too: table.md's comparison would no longer match it)
     own = {name: (tmp_path / "out" / name).read_bytes() for name in ("summary.csv", "compare.csv", "table.md")}
@@ -783,7 +783,7 @@ def test_compare_never_overwrites_its_table_or_a_score_file_and_reads_from_any_f
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     pairs = benchmark.main(["compare", "--table", str(table), "--out", "c.csv", "--n-bootstrap", "20"])
-    assert set(pairs["model_a"]) | set(pairs["model_b"]) == {"a", "b", "ensemble"} and (elsewhere / "c.csv").exists()
+    assert set(pairs["model_a"]) | set(pairs["model_b"]) == {"007", "b", "ensemble"} and (elsewhere / "c.csv").exists()
     # a file of the markdown's name that no comparison wrote (a user's notes) is never overwritten; the
     # markdown of an earlier comparison is replaced with it
     (elsewhere / "mine.md").write_text("my notes\n")
