@@ -58,7 +58,7 @@ import pandas as pd
 from models.checkpoint import peek_checkpoint
 from models.registry import count_parameters, create_model, list_models
 from models.studies import run_all
-from models.training import RunConfig, architecture_settings, check_run_args
+from models.training import RunConfig, architecture_settings, check_run_args, refuse_finetune_flags
 from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, probability_logits, read_bootstrap_ids,
                          read_predictions, read_threshold_array, say_undefined_resamples, score_predictions,
                          tuned_gbeta_thresholds, write_te_results)
@@ -294,6 +294,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.init_from is not None:
         flag_error(p, "--init-from", "the benchmark trains every architecture from scratch; finetune one run with "
                                      "main.py --init-from, or compare both with transfer.py")
+    refuse_finetune_flags(p, args, argv, "the benchmark trains every architecture from scratch (finetune one run "
+                                         "with main.py --init-from)")
     if args.arch is not None:  # main.py's flag, hidden here: given, it would be silently replaced
         flag_error(p, "--arch", f"the benchmark trains the architectures of --models (e.g. --models {args.arch})")
     try:

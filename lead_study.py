@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from models.studies import results_dir_of, run_all, study_config, study_parser
-from models.training import check_run_args
+from models.training import check_run_args, refuse_finetune_flags
 from utils.errors import script_main
 from utils.files import interval_errors, save_figure
 from utils.labels import LEADS, parse_leads
@@ -34,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parse_with_preset(p, argv, "study")
     if args.init_from is not None:
         flag_error(p, "--init-from", "the lead study trains single leads; a finetuned run keeps its source's leads")
+    refuse_finetune_flags(p, args, argv, "the lead study trains every lead from scratch")
     check_run_args(p, args, argv)
     args.launch = launcher_from_args(p, args, argv)
     return args

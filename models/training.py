@@ -227,6 +227,14 @@ def architecture_settings(arch: str, protocol: str | None) -> dict:
         raise PipelineError(f"{where}: {', '.join(map(repr, named))} names the experiment, not how the "
                             f"architecture trains (a protocol entry sets e.g. lr, clip_grad, batch_size)")
     RunConfig.check_values(values, where, not_settable=EXPERIMENT_SETTINGS)
+    settings = {**PROTOCOLS.get(protocol, {}), **values}
+    finetuning = [key for key in FINETUNE_SETTINGS if values.get(key)]
+    if finetuning and not any(PROTOCOLS.get(protocol, {}).get(key) for key in FINETUNE_SETTINGS):
+        raise PipelineError(f"{where}: {', '.join(map(repr, finetuning))} finetunes a trained run, and protocol "
+                            f"{protocol} trains from scratch (set it under protocol finetune)")
+    if "epochs" in settings and settings.get("freeze_epochs", 0) > settings["epochs"]:
+        raise PipelineError(f"{where}: freeze_epochs {settings['freeze_epochs']} is above its epochs "
+                            f"{settings['epochs']}")
     problem = _entry_input_problem(arch, {**PROTOCOLS.get(protocol, {}), **values}) if protocol else None
     if problem:  # the flags' cross-checks, for values no flag gave (a command would blame its --preset)
         raise PipelineError(f"{where}: {problem}")
@@ -338,6 +346,7 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
 
 
 FINETUNE_FLAGS = ("--restandardize", "--freeze-epochs", "--discriminative-lrs")
+FINETUNE_SETTINGS = tuple(flag.lstrip("-").replace("-", "_") for flag in FINETUNE_FLAGS)
 INPUT_FLAGS = {"leads": "--leads", "sample_rate": "--sample-rate", "crop_seconds": "--crop-seconds",
                "seconds": "--seconds"}
 
@@ -348,11 +357,7 @@ def check_finetune(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     standardisation unless --restandardize; without it, the finetuning flags exit 2. Call it before
     `check_input_size`."""
     if args.init_from is None:
-        for flag in FINETUNE_FLAGS:
-            if getattr(args, _dest(flag)):
-                flag_error(p, flag if flag_given(p, argv, flag) else "--preset",
-                           f"{flag if flag_given(p, argv, flag) else args.preset} finetunes a trained run: "
-                           f"give --init-from RUN")
+        refuse_finetune_flags(p, args, argv, "give --init-from RUN")
         return
     if args.freeze_epochs > args.epochs:
         flag_error(p, "--freeze-epochs", f"{describe_flag(p, args, argv, '--freeze-epochs')} is above "
@@ -381,6 +386,17 @@ def source_arch(init_from: str | None) -> str | None:
     """The architecture of a --init-from source (None without one, or a missing one): its preset protocol
     applies."""
     return None if init_from is None or not Path(init_from).exists() else source_info(init_from)["config"]["arch"]
+
+
+def refuse_finetune_flags(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None,
+                          why: str) -> None:
+    """Exit 2 naming a finetuning flag (or the preset that set it) when there is no source run: it would be
+    recorded in the runs' settings and never act. `why`: what to do instead."""
+    for flag in FINETUNE_FLAGS:
+        if getattr(args, _dest(flag), None):
+            given = flag_given(p, argv, flag)
+            flag_error(p, flag if given else "--preset", f"{flag if given else args.preset} finetunes a trained "
+                                                         f"run: {why}")
 
 
 def _dest(flag: str) -> str:

@@ -178,6 +178,7 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
     ("cross_database", ["--data-dirs", "x/a"], "--data-dirs", "give two or more databases"),
     ("cross_database", ["--data-dirs", "a", "x/a"], "--data-dirs", "share a folder name"),
     ("lead_study", ["--preset", "ptbxl"], "--preset", "invalid choice: 'ptbxl'"),  # it has no study settings
+    ("lead_study", ["--freeze-epochs", "2"], "--freeze-epochs", "finetunes a trained run: the lead study trains"),
     ("main", ["--arch", "inception1d", "--batch-size", "1"], "--batch-size",
      "inception1d batch-normalises pooled features"),
     ("main", ["--whole-records", "--crop-seconds", "2", "--seconds", "5"], "--seconds",
@@ -200,6 +201,10 @@ def test_each_reported_case_exits_2_naming_the_flag(name, argv, flag, says, tmp_
      "at --sample-rate 100 (the default) gives 20 samples; resnet18 needs"),
     (["--tasks", "cpsc9", "--seconds", "30"], "--seconds", "30 is not read for cpsc9: its records are cropped and "
                                                            "scored whole"),
+    # finetuning flags: the benchmark has no source run, so they would be recorded and never act
+    (["--freeze-epochs", "1"], "--freeze-epochs", "finetunes a trained run: the benchmark trains every architecture"),
+    (["--discriminative-lrs"], "--discriminative-lrs", "finetunes a trained run"),
+    (["--restandardize"], "--restandardize", "finetunes a trained run"),
 ])
 def test_each_reported_benchmark_case_exits_2_naming_the_flag(argv, flag, says, capsys):
     import benchmark

@@ -132,7 +132,9 @@ def bad_entries():
                "text_lr": {"lr": "fast"}, "sets_seed": {"lr": 1e-3, "seed": 7},
                # each value within its flag's bounds, wrong together with the protocol's (10 s at 100 Hz)
                "long_crop": {"crop_seconds": 100}, "short_input": {"seconds": 0.2},
-               "slow_crop": {"sample_rate": 10}, "one_record": {"batch_size": 1}}
+               "slow_crop": {"sample_rate": 10}, "one_record": {"batch_size": 1},
+               # finetuning settings, under a protocol that trains from scratch: recorded, never acting
+               "freezes": {"freeze_epochs": 5}, "layerwise": {"lr": 1e-3, "discriminative_lrs": True}}
     for name, values in entries.items():
         register_model(name, family="test", protocol={"ptbxl": values})(one_record_net if name == "one_record" else net)
     yield entries
@@ -150,7 +152,10 @@ def bad_entries():
                                                         "short_input needs at least 32 (its min_samples)"),
                                         ("slow_crop", "seconds 10, crop_seconds 2.5 at 10 Hz give 25 samples; "
                                                       "slow_crop needs at least 32"),
-                                        ("one_record", "batch_size 1: one_record batch-normalises pooled features")])
+                                        ("one_record", "batch_size 1: one_record batch-normalises pooled features"),
+                                        ("freezes", "'freeze_epochs' finetunes a trained run, and protocol ptbxl "
+                                                    "trains from scratch"),
+                                        ("layerwise", "'discriminative_lrs' finetunes a trained run")])
 def test_registry_protocol_values_are_checked_like_the_flags(bad_entries, name, says, tmp_path):
     where = f"architecture {name} (its registry entry, protocol ptbxl)"
     with pytest.raises(PipelineError) as e:
@@ -166,6 +171,19 @@ def test_registry_protocol_values_are_checked_like_the_flags(bad_entries, name, 
             command.main(argv)
         assert str(e.value.code).startswith(f"error: {where}: {says}")
     assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+def test_a_registry_entry_freezing_more_epochs_than_it_trains_is_refused():
+    import models.registry as registry
+
+    register_model("overfrozen", family="test", protocol={"finetune": {"freeze_epochs": 61}})(
+        lambda in_leads, num_classes: nn.Linear(1, num_classes))
+    try:
+        with pytest.raises(PipelineError, match=r"^architecture overfrozen \(its registry entry, protocol finetune\): "
+                                                r"freeze_epochs 61 is above its epochs 60$"):
+            architecture_settings("overfrozen", "finetune")
+    finally:
+        registry._REGISTRY.pop("overfrozen", None)
 
 
 def test_builder_arguments_are_in_the_checkpoint_the_identity_and_every_later_stage(tiny, prepared, tmp_path):
