@@ -537,6 +537,9 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
             thresholds = probability_logits(thresholds)
     elif args.val_scores is not None:
         val = read_predictions(args.val_scores, args.val_labels, args.logits)
+        if val.classes and test.classes and val.classes != test.classes and sorted(val.classes) == sorted(test.classes):
+            order = [val.classes.index(c) for c in test.classes]  # the same classes in another order: by name
+            val = dataclasses.replace(val, y=val.y[:, order], p=val.p[:, order], classes=test.classes)
         if val.y.shape[1] != test.y.shape[1] or (val.classes and test.classes and val.classes != test.classes):
             raise PipelineError(f"{classes_source(args.val_scores, args.val_labels)} has classes "
                                 f"{val.classes or val.y.shape[1]}, {classes_source(args.scores, args.labels)} has "

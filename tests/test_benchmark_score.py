@@ -684,25 +684,44 @@ def test_labels_beside_a_score_csv_must_agree_with_its_own(tmp_path):
             benchmark.main([*common, "--labels", str(tmp_path / other)])
 
 
-def test_validation_labels_of_other_classes_are_named_as_the_file_that_holds_the_classes(tmp_path):
-    """.npy scores take their classes from the labels' CSV: validation labels naming the classes in another
-    order are refused naming both labels files (not the arrays, which name no class)."""
-    ids = [f"r{i}" for i in range(6)]
-    scores_table(ids, Y, P, ["A", "B"]).to_csv(tmp_path / "y.csv", index=False)
-    scores_table([f"v{i}" for i in range(6)], Y[:, ::-1], P, ["B", "A"]).to_csv(tmp_path / "yv.csv", index=False)
-    np.save(tmp_path / "p.npy", P)
-    np.save(tmp_path / "pv.npy", P)
-    with pytest.raises(SystemExit, match=r"^error: .*yv.csv has classes \['B', 'A'\], .*y.csv has \['A', 'B'\]$"):
-        benchmark.main(["score", "--labels", str(tmp_path / "y.csv"), "--scores", str(tmp_path / "p.npy"),
-                        "--val-scores", str(tmp_path / "pv.npy"), "--val-labels", str(tmp_path / "yv.csv"),
-                        "--out", str(tmp_path / "o.csv")])
-    # a score CSV names its own classes: that file is named, not labels given as an array beside it
+def test_validation_classes_are_matched_by_name_and_other_classes_named_as_the_file_that_holds_them(tmp_path):
+    """.npy scores take their classes (and their columns' order) from the labels' CSV. Validation files
+    naming the same classes in another order are matched by name: the thresholds, and so F_beta and
+    G_beta, are those of the same files in the test's order. Other classes are refused naming the file
+    that holds them (not the arrays, which name no class)."""
+    ids, val_ids = [f"r{i}" for i in range(6)], [f"v{i}" for i in range(6)]
+    Pv = np.array([[.8, .1], [.3, .9], [.35, .7], [.6, .4], [.75, .2], [.1, .55]])
     scores_table(ids, Y, P, ["A", "B"]).to_csv(tmp_path / "p.csv", index=False)
-    scores_table([f"v{i}" for i in range(6)], Y[:, ::-1], P, ["B", "A"]).to_csv(tmp_path / "pv.csv", index=False)
+    scores_table(val_ids, Y, Pv, ["A", "B"]).to_csv(tmp_path / "pv.csv", index=False)
+    scores_table(val_ids, Y[:, ::-1], Pv[:, ::-1], ["B", "A"]).to_csv(tmp_path / "pv_ba.csv", index=False)
+    np.save(tmp_path / "p.npy", P)
+    np.save(tmp_path / "pv.npy", Pv)
+    np.save(tmp_path / "pv_ba.npy", Pv[:, ::-1])
+
+    def score(*argv: str) -> pd.DataFrame:
+        return benchmark.main(["score", *argv, "--n-bootstrap", "5", "--out", str(tmp_path / "o.csv")])
+
+    same = score("--scores", str(tmp_path / "p.csv"), "--val-scores", str(tmp_path / "pv.csv"))
+    scores_table(val_ids, Y[:, ::-1], Pv[:, ::-1], ["A", "B"]).to_csv(tmp_path / "pv_swapped.csv", index=False)
+    swapped = score("--scores", str(tmp_path / "p.csv"), "--val-scores", str(tmp_path / "pv_swapped.csv"))
+    assert not swapped.equals(same)  # these records' thresholds depend on which class is which
+    pd.testing.assert_frame_equal(score("--scores", str(tmp_path / "p.csv"), "--val-scores", str(tmp_path / "pv_ba.csv")),
+                                  same)
+    pd.testing.assert_frame_equal(score("--scores", str(tmp_path / "p.npy"), "--labels", str(tmp_path / "p.csv"),
+                                        "--val-scores", str(tmp_path / "pv_ba.npy"), "--val-labels",
+                                        str(tmp_path / "pv_ba.csv")), same)
+    scores_table(ids, Y[:, ::-1], P[:, ::-1], ["B", "A"]).to_csv(tmp_path / "p_ba.csv", index=False)
+    pd.testing.assert_frame_equal(score("--scores", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "p_ba.csv"),
+                                        "--val-scores", str(tmp_path / "pv.csv")), same)  # labels in another order
+    scores_table(val_ids, Y, Pv, ["A", "C"]).to_csv(tmp_path / "yv_ac.csv", index=False)
+    with pytest.raises(SystemExit, match=r"^error: .*yv_ac.csv has classes \['A', 'C'\], .*p.csv has \['A', 'B'\]$"):
+        score("--labels", str(tmp_path / "p.csv"), "--scores", str(tmp_path / "p.npy"),
+              "--val-scores", str(tmp_path / "pv.npy"), "--val-labels", str(tmp_path / "yv_ac.csv"))
+    # a score CSV names its own classes: that file is named, not labels given as an array beside it
     np.save(tmp_path / "y.npy", Y)
-    with pytest.raises(SystemExit, match=r"^error: .*pv.csv has classes \['B', 'A'\], .*p.csv has \['A', 'B'\]$"):
-        benchmark.main(["score", "--scores", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "y.npy"),
-                        "--val-scores", str(tmp_path / "pv.csv"), "--out", str(tmp_path / "o.csv")])
+    with pytest.raises(SystemExit, match=r"^error: .*yv_ac.csv has classes \['A', 'C'\], .*p.csv has \['A', 'B'\]$"):
+        score("--scores", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "y.npy"),
+              "--val-scores", str(tmp_path / "yv_ac.csv"))
 
 
 def test_validation_scores_hard_linked_to_the_test_scores_are_refused(tmp_path, capsys):

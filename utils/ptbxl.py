@@ -406,7 +406,7 @@ def probability_logits(t: np.ndarray) -> np.ndarray:
 def read_predictions(scores: Path, labels: Path | None = None, logits: bool = False) -> Predictions:
     """Labels and scores from `scores` (.npy or score CSV) and `labels` (.npy or score CSV; may be left out
     when `scores` is a score CSV, which holds both). A score CSV given for labels must hold the same
-    records in the same order and the same classes; arrays must have the same shape. .npy scores are
+    records in the same order and the same classes (matched by name); arrays must have the same shape. .npy scores are
     probabilities in [0, 1], or logits with `logits`."""
     scores, labels = Path(scores), (Path(labels) if labels is not None else None)
     ids = classes = y = None
@@ -421,6 +421,8 @@ def read_predictions(scores: Path, labels: Path | None = None, logits: bool = Fa
         if labels.suffix == ".csv":
             label_classes = score_file_classes(labels)
             table = read_scores(labels, label_classes)
+            if classes is not None and sorted(label_classes) == sorted(classes):
+                label_classes = classes  # the same classes in another column order: matched by name
             if classes is not None and label_classes != classes:
                 raise PipelineError(f"{labels} has classes {', '.join(label_classes)}; {scores} has "
                                     f"{', '.join(classes)}")
