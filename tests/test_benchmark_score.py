@@ -705,8 +705,8 @@ def test_validation_classes_are_matched_by_name_and_other_classes_named_as_the_f
     scores_table(val_ids, Y[:, ::-1], Pv[:, ::-1], ["A", "B"]).to_csv(tmp_path / "pv_swapped.csv", index=False)
     swapped = score("--scores", str(tmp_path / "p.csv"), "--val-scores", str(tmp_path / "pv_swapped.csv"))
     assert not swapped.equals(same)  # these records' thresholds depend on which class is which
-    pd.testing.assert_frame_equal(score("--scores", str(tmp_path / "p.csv"), "--val-scores", str(tmp_path / "pv_ba.csv")),
-                                  same)
+    reordered = score("--scores", str(tmp_path / "p.csv"), "--val-scores", str(tmp_path / "pv_ba.csv"))
+    pd.testing.assert_frame_equal(reordered, same)
     pd.testing.assert_frame_equal(score("--scores", str(tmp_path / "p.npy"), "--labels", str(tmp_path / "p.csv"),
                                         "--val-scores", str(tmp_path / "pv_ba.npy"), "--val-labels",
                                         str(tmp_path / "pv_ba.csv")), same)
