@@ -158,7 +158,7 @@ def test_paths_outside_the_database_and_one_ecg_under_two_ids_are_refused(databa
 
 def test_malformed_rows_are_skipped_with_one_line_each(database, tmp_path, capsys):
     """A missing header, an empty filename_hr, non-numeric sex, age or ecg_id, an scp_codes cell that is
-    not a dict: each row skipped with a message quoting the field; the others are preprocessed."""
+    not a dict or empty: each row skipped with a message quoting the field; the others are preprocessed."""
     db = tmp_path / "PTBXL"
     shutil.copytree(database, db)
     rows = pd.read_csv(db / "ptbxl_database.csv", dtype=str, keep_default_na=False).to_dict("records")
@@ -167,7 +167,8 @@ def test_malformed_rows_are_skipped_with_one_line_each(database, tmp_path, capsy
            ptbxl_row(1, {"NORM": 100.0}, 1, sex="x") | {"ecg_id": 122, "filename_hr": "records500/00000/00001_hr"},
            ptbxl_row(123, {"NORM": 100.0}, 1, "records500/00000/00002_hr", age="old"),
            ptbxl_row(124, {"NORM": 100.0}, 1, "records500/00000/00007_hr") | {"ecg_id": "abc"},
-           ptbxl_row(125, {"NORM": 100.0}, 1, "records500/00000/00008_hr") | {"scp_codes": "{'NORM': high}"}]
+           ptbxl_row(125, {"NORM": 100.0}, 1, "records500/00000/00008_hr") | {"scp_codes": "{'NORM': high}"},
+           ptbxl_row(126, {"NORM": 100.0}, 1, "records500/00000/00009_hr") | {"scp_codes": ""}]
     write_database(db, rows + bad)
     prep(db, tmp_path / "out")
     captured = capsys.readouterr()
@@ -181,5 +182,6 @@ def test_malformed_rows_are_skipped_with_one_line_each(database, tmp_path, capsy
     assert "ecg_id 123: age 'old' is not a number" in err
     assert "ecg_id abc: ecg_id 'abc' is not a whole number" in err
     assert "ecg_id 125: scp_codes \"{'NORM': high}\" is not a dict" in err
+    assert "ecg_id 126: scp_codes is empty, not a dict of statements" in err  # not read as a record without any
     ids = set(load_labels(tmp_path / "out")["patient_id"])
-    assert not {"120", "121", "122", "123", "abc", "125"} & ids and {"1", "7", "8"} <= ids
+    assert not {"120", "121", "122", "123", "abc", "125", "126"} & ids and {"1", "7", "8"} <= ids

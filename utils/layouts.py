@@ -251,9 +251,11 @@ def scp_codes(text: str) -> list[str]:
     key applies whatever its likelihood (rhythm and form statements carry 0). Spreadsheet-mangled codes
     such as 1.0AVB are read as 1AVB; a key with spaces around it is another statement, as in the
     benchmark (reported as missing from scp_statements.csv). ValueError quoting the cell when it is not
-    such a dict."""
+    such a dict; an empty cell is a damaged row too (PTB-XL writes {} for a record without statements)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("scp_codes is empty, not a dict of statements")
     try:
-        codes = ast.literal_eval(text) if isinstance(text, str) and text.strip() else {}
+        codes = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         codes = None
     if not isinstance(codes, dict):
