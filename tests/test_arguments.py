@@ -122,7 +122,7 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
             elif isinstance(t, BoundedList):
                 bad = [*bad_numbers(t.item_type), "1,1", "1,,2"]
             elif t is folder_path:
-                bad = [str(a_file), str(a_file / "sub")]
+                bad = [str(a_file), str(a_file / "sub"), "", " "]
             elif t is leads_argument:
                 bad = ["I,I", "V1,v1", "XYZ", ""]
             elif a.choices is not None:

@@ -107,6 +107,8 @@ def folder_path(text: str) -> Path:
     than a "does not exist" or a FileExistsError later)."""
     import argparse
 
+    if not text.strip():  # Path("") is the working folder: outputs would land among the user's files
+        raise argparse.ArgumentTypeError("an empty path is no folder (give . for the working folder)")
     path = Path(text)
     for at in (path, *path.parents):
         try:
