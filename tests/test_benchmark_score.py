@@ -525,6 +525,24 @@ def test_logits_give_the_fbeta_gbeta_of_their_sigmoid_or_a_refusal(tmp_path):
             benchmark.main(["score", "--labels", f["y"], "--scores", scores, *thresholds, "--logits", "--out", out])
 
 
+def test_a_nan_threshold_is_said_as_a_class_never_predicted(tmp_path, capsys):
+    """A NaN in --thresholds (a mistake, or a class tuned on a validation set without its positives) lowers
+    F_beta and G_beta: scored as never predicted, and said in one warning line naming the class."""
+    np.save(tmp_path / "y.npy", Y)
+    np.save(tmp_path / "p.npy", P)
+    common = ["score", "--scores", str(tmp_path / "p.npy"), "--labels", str(tmp_path / "y.npy"), "--n-bootstrap", "5",
+              "--out", str(tmp_path / "o.csv")]
+    np.save(tmp_path / "t.npy", np.array([0.5, np.nan]))
+    r = benchmark.main([*common, "--thresholds", str(tmp_path / "t.npy")])
+    assert capsys.readouterr().err.splitlines() == [f"warning: {tmp_path / 't.npy'}: the threshold of class(es) 1 "
+                                                    "(0-based) is NaN: never predicted, and scored so"]
+    expected = score_predictions(Y.astype(bool), P, bootstrap_indices(Y, 5, 0), np.array([0.5, np.nan]))
+    assert r.loc["point", "F_beta_macro"] == pytest.approx(expected.loc["point", "F_beta_macro"])
+    np.save(tmp_path / "t.npy", np.array([0.5, 0.5]))
+    benchmark.main([*common, "--thresholds", str(tmp_path / "t.npy")])
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_a_class_without_a_validation_positive_gets_no_threshold_and_is_said(tmp_path, capsys):
     """score --val-scores: a class the validation labels never carry has no threshold to tune; a warning
     names it, and the test records' predictions give it only by the at-least-one rule (a record above no

@@ -473,7 +473,9 @@ def read_bootstrap_ids(path: Path, y: np.ndarray) -> np.ndarray:
 
 
 def read_threshold_array(path: Path, n_classes: int) -> np.ndarray:
-    """Per-class thresholds: probabilities (.npy vector; NaN: never predicted above a threshold)."""
+    """Per-class thresholds: probabilities (.npy vector). NaN is a class never predicted (a threshold tuned
+    on a validation set without its positives), said in one warning line: as a mistake it lowers F_beta
+    and G_beta."""
     t = _read_npy(path)
     if t.shape != (n_classes,) or t.dtype.kind not in "iuf":
         raise PipelineError(f"{path}: thresholds of shape {t.shape} and type {t.dtype}, not {n_classes} numbers")
@@ -482,6 +484,10 @@ def read_threshold_array(path: Path, n_classes: int) -> np.ndarray:
     if outside.any():
         j = int(np.flatnonzero(outside)[0])
         raise PipelineError(f"{path}: threshold {t[j]:g} of class {j} is not a probability in [0, 1]")
+    never = np.flatnonzero(np.isnan(t))
+    if len(never):
+        print(f"warning: {path}: the threshold of class(es) {', '.join(map(str, never))} (0-based) is NaN: never "
+              f"predicted, and scored so", file=sys.stderr)
     return t
 
 
