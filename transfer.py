@@ -79,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("argument --init-from: transfer.py takes the source as --source")
     if flag_given(p, argv, "--leads"):
         flag_error(p, "--leads", "transfer.py trains on the source's leads; leave --leads out")
+    for flag, instead in (("--seed", "--seeds"), ("--train-fraction", "--fractions")):  # else silently unread
+        if flag_given(p, argv, flag):
+            flag_error(p, flag, f"transfer.py trains each of {instead}; give {instead} instead")
     args.init_from = args.source
     args.leads = None
     check_finetune(p, args, argv)

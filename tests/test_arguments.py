@@ -179,6 +179,8 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
     ("cross_database", ["--data-dirs", "a", "x/a"], "--data-dirs", "share a folder name"),
     ("lead_study", ["--preset", "ptbxl"], "--preset", "invalid choice: 'ptbxl'"),  # it has no study settings
     ("lead_study", ["--freeze-epochs", "2"], "--freeze-epochs", "finetunes a trained run: the lead study trains"),
+    ("transfer", ["--source", ".", "--seed", "7"], "--seed", "transfer.py trains each of --seeds; give --seeds"),
+    ("transfer", ["--source", ".", "--train-fraction", "0.25"], "--train-fraction", "give --fractions instead"),
     ("main", ["--arch", "inception1d", "--batch-size", "1"], "--batch-size",
      "inception1d batch-normalises pooled features"),
     ("main", ["--whole-records", "--crop-seconds", "2", "--seconds", "5"], "--seconds",
