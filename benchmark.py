@@ -63,7 +63,8 @@ from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, pro
                          read_predictions, read_threshold_array, say_undefined_resamples, score_predictions,
                          tuned_gbeta_thresholds, write_te_results)
 from utils.cache import data_label_set, database_name
-from utils.cli import bounded_int, flag_error, flag_given, folder_path, seed_int, seed_list, usable_cpus
+from utils.cli import (bounded_int, file_path, flag_error, flag_given, folder_path, seed_int, seed_list,
+                       usable_cpus)
 from utils.comparison import (BENCHMARK_OUTPUTS, COMPARE_COLUMNS, TABLE_CSV, seed_comparison,
                               write_benchmark_outputs, write_comparison)
 from utils.errors import MissingInputError, PipelineError, script_main
@@ -98,7 +99,8 @@ def score_parser() -> argparse.ArgumentParser:
     p.add_argument("--logits", action="store_true",
                    help="the .npy scores are logits: thresholds are compared with them on the logit scale, as "
                         "with their sigmoid (by default .npy scores must be probabilities in [0, 1])")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="results file in the te_results.csv layout")
+    p.add_argument("--out", type=file_path, required=True, metavar="FILE",
+                   help="results file in the te_results.csv layout")
     return p
 
 
@@ -156,7 +158,7 @@ def compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-bootstrap", type=bounded_int(1, 100_000), default=N_BOOTSTRAP,
                    help="resamples of the test records (and of the seeds), %(type)s")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the resamples, %(type)s")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE",
+    p.add_argument("--out", type=file_path, required=True, metavar="FILE",
                    help="the comparison as CSV (compare.csv's layout), its markdown beside it as .md")
     return p
 

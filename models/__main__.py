@@ -83,7 +83,7 @@ def import_args(argv=None) -> argparse.Namespace:
                    help="the benchmark's standard_scaler.pkl (default: inputs are not standardised)")
     p.add_argument("--data-dir", type=folder_path, default=None,
                    help="a preprocessed database with these classes, to evaluate the run on (its own split)")
-    p.add_argument("--out", type=Path, required=True, help="the run folder to write")
+    p.add_argument("--out", type=folder_path, required=True, help="the run folder to write")
     p.add_argument("--force", action="store_true", help="replace the run a folder holds (all of its files)")
     args = p.parse_args(argv)
     if not args.path.is_file():

@@ -111,10 +111,14 @@ class Run:
 
 def run_argument(text: str) -> Run:
     """argparse type of `--run`: a bad path is a usage error (exit 2), like every bad argument."""
+    from utils.cli import folder_path
+
     try:
-        return Run.at(text)
+        run = Run.at(text)
     except PipelineError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    folder_path(str(run.folder))  # a file where the run's folder, or one above it, should be: named here
+    return run
 
 
 def load_thresholds(run: Run, classes: list[str], required: bool = True) -> np.ndarray | None:

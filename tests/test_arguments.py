@@ -11,6 +11,7 @@ import importlib
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from utils.cli import Bounded, BoundedList, folder_path, nonnegative_int, positive_float, positive_int
@@ -312,3 +313,38 @@ def test_bounded_types_say_the_range():
             t(text)
     assert BoundedList(1, 10, "fold")("7,3") == [3, 7]
     assert leads_argument("aVR,i") == ["I", "aVR"]
+
+
+def test_an_output_or_run_path_at_or_under_a_file_exits_2_naming_the_flag(tmp_path, capsys):
+    """A run folder or output file named where a file is (or below one): exit 2 naming the flag, the file
+    left as it was. Before, each was a "cannot write ... the folder is read-only" (exit 1) or a traceback."""
+    import benchmark
+    import main
+    import predict
+    from models.__main__ import import_args
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    np.save(tmp_path / "y.npy", np.eye(2, dtype=int))
+    np.save(tmp_path / "p.npy", np.eye(2) * 0.8 + 0.1)
+    cases = [(main.parse_args, ["--data-dir", str(tmp_path), "--run", str(notes)], "--run"),
+             (main.parse_args, ["--data-dir", str(tmp_path), "--run", str(notes / "run")], "--run"),
+             (predict.parse_args, ["--run", str(notes / "model.pth")], "--run"),
+             (import_args, [str(tmp_path / "p.npy"), "--arch", "fcn_wang", "--classes", "71", "--out", str(notes)],
+              "--out"),
+             (import_args, [str(tmp_path / "p.npy"), "--arch", "fcn_wang", "--classes", "71", "--out",
+                            str(notes / "run")], "--out"),
+             (benchmark.parse_args, ["score", "--scores", str(tmp_path / "p.npy"), "--labels", str(tmp_path / "y.npy"),
+                                     "--out", str(notes / "te.csv")], "--out"),
+             (benchmark.parse_args, ["compare", "--table", str(tmp_path / "t.csv"), "--out", str(notes / "c.csv")],
+              "--out")]
+    for parse, argv, flag in cases:
+        with pytest.raises(SystemExit) as e:
+            parse(argv)
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert e.value.code == 2 and len(errors) == 1 and "Traceback" not in err, (argv, err)
+        assert f"argument {flag}: " in errors[0], errors[0]
+        assert "notes.txt is not a folder" in errors[0] or "notes.txt is a file" in errors[0], errors[0]
+    assert notes.read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "p.npy", "y.npy"]

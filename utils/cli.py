@@ -123,6 +123,20 @@ def folder_path(text: str) -> Path:
     return path
 
 
+def file_path(text: str) -> Path:
+    """argparse type of an output file flag (`--out FILE`): a file where one of its folders should be is an
+    error naming it (rather than "cannot write" or a NotADirectoryError later)."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path is no file")
+    try:
+        folder_path(str(Path(text).parent))
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{text}: {e}") from None
+    return Path(text)
+
+
 def _checked(kind: type, test: Callable, wanted: str) -> Callable[[str], float]:
     def parse(text: str):
         import argparse
