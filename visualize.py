@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--record", type=Path, nargs="+", required=True, help="WFDB .hea (or CPSC2018 .mat) records")
     p.add_argument("--layout", choices=("3x4", "1col", "both"), default="both")
-    p.add_argument("--seconds", type=bounded_float(0, 3600, above=True), default=10.0,
+    p.add_argument("--seconds", type=bounded_float(0.2, 3600), default=10.0,  # a 3x4 column: 0.05 s, 25 samples
                    help="how much of the record (the first seconds), %(type)s")
     p.add_argument("--results-dir", type=folder_path, default=DEFAULT_RESULTS_DIR,
                    help="figures go to <results-dir>/<the record's folder name>/ecg/")

@@ -181,6 +181,8 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
     ("lead_study", ["--preset", "ptbxl"], "--preset", "invalid choice: 'ptbxl'"),  # it has no study settings
     ("lead_study", ["--freeze-epochs", "2"], "--freeze-epochs", "finetunes a trained run: the lead study trains"),
     ("transfer", ["--source", ".", "--seed", "7"], "--seed", "transfer.py trains each of --seeds; give --seeds"),
+    # under one sample per 3x4 column: a blank figure and numpy's warnings
+    ("visualize", ["--record", "x.hea", "--seconds", "0.001"], "--seconds", "0.001 is outside 0.2..3600"),
     ("transfer", ["--source", ".", "--train-fraction", "0.25"], "--train-fraction", "give --fractions instead"),
     ("main", ["--arch", "inception1d", "--batch-size", "1"], "--batch-size",
      "inception1d batch-normalises pooled features"),
