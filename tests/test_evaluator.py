@@ -19,7 +19,7 @@ from utils.manifest import file_sha, read_manifest
 from utils.metrics import (THRESHOLD_GRID, apply_temperature, auc_scores, average_ranks, brier_scores,
                            classification_metrics, ece_scores, fit_temperature, probability_bins, tune_thresholds)
 from utils.results import EVALUATED_JSON, EvaluationFolder, parse_thresholds, read_evaluation, thresholds_json
-from utils.tables import Column, ci_columns, format_ci, markdown_table, table_frame
+from utils.tables import Column, ci_columns, format_ci, format_mean_sd, markdown_table, table_frame
 
 CLASSES = ["A", "B", "C"]
 
@@ -447,6 +447,9 @@ def test_one_column_declaration_gives_the_csv_and_the_markdown(tmp_path):
     assert format_ci(0.8361, 0.7104, 0.9188) == "0.836 [0.710, 0.919]"
     assert format_ci(0.5, None, None) == format_ci(0.5, np.nan, 0.6) == "0.500"
     assert format_ci(np.nan, 0.1, 0.2) == "n/a"
+    # a mean over folds: the sd of one fold is undefined, and a mean of none is no number ("nan ± nan")
+    assert format_mean_sd(0.3612, 0.0731) == "0.361 ± 0.073" and format_mean_sd(0.3333, np.nan) == "0.333"
+    assert format_mean_sd(np.nan, np.nan) == "n/a"
     columns = [Column("model", "model", align="left"), *ci_columns("f1", "mean F1"), Column("ece", "ECE"),
                Column("scores")]
     rows = [{"model": "a", "f1": 0.5, "f1_lo": 0.4, "f1_hi": 0.6, "ece": np.nan, "scores": "a.csv"},
