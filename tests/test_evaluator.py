@@ -448,7 +448,7 @@ def test_one_column_declaration_gives_the_csv_and_the_markdown(tmp_path):
     assert format_ci(0.5, None, None) == format_ci(0.5, np.nan, 0.6) == "0.500"
     assert format_ci(np.nan, 0.1, 0.2) == "n/a"
     # a mean over folds: the sd of one fold is undefined, and a mean of none is no number ("nan ± nan")
-    assert format_mean_sd(0.3612, 0.0731) == "0.361 ± 0.073" and format_mean_sd(0.3333, np.nan) == "0.333"
+    assert format_mean_sd(0.3612, 0.0731) == "0.361 ± 0.073" and format_mean_sd(0.3333, np.nan) == "0.333 (sd n/a)"
     assert format_mean_sd(np.nan, np.nan) == "n/a"
     columns = [Column("model", "model", align="left"), *ci_columns("f1", "mean F1"), Column("ece", "ECE"),
                Column("scores")]

@@ -48,11 +48,11 @@ def format_ci(point: float, lo: float | None = None, hi: float | None = None, di
 
 
 def format_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
-    """`0.361 ± 0.073`: a mean over folds (or records) and its standard deviation; the bare mean where the
-    sd is undefined (one value), n/a where the mean is (no value could be assessed)."""
+    """`0.361 ± 0.073`: a mean over folds (or records) and its standard deviation; `0.361 (sd n/a)` where
+    the sd is undefined (one value), n/a where the mean is (no value could be assessed)."""
     if not _finite(mean):
         return "n/a"
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if _finite(sd) else f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if _finite(sd) else f"{mean:.{digits}f} (sd n/a)"
 
 
 @dataclass(frozen=True)
