@@ -697,8 +697,9 @@ def train(cfg: RunConfig, rank: int = 0, world: int = 1, device: torch.device | 
 def run_splits(cfg: RunConfig, resume_ckpt: dict | None, cache: SignalCache, warn: bool = True
                ) -> dict[str, pd.DataFrame]:
     """The run's train/validation/test records: the resumed checkpoint's own, or the split rule's (with
-    `train_fraction`, a nested stratified subset of its training records); an empty training or
-    validation part is an error, inputs longer than every record a warning."""
+    `train_fraction`, a nested stratified subset of its training records); an empty part is an error
+    before any training (without test records the run could never be evaluated), inputs longer than every
+    record a warning."""
     if resume_ckpt is not None:
         splits = checkpoint_splits(resume_ckpt, cfg.data_dir)
     else:
@@ -707,8 +708,9 @@ def run_splits(cfg: RunConfig, resume_ckpt: dict | None, cache: SignalCache, war
         if cfg.train_fraction < 1:
             splits["train"] = nested_subset(splits["train"], data_label_set(cfg.data_dir)["classes"],
                                             cfg.train_fraction, cfg.seed)
-    if len(splits["train"]) == 0 or len(splits["val"]) == 0:
-        raise PipelineError(f"empty training or validation split in {cfg.data_dir} (too few records?)")
+    empty = [name for name in ("train", "val", "test") if len(splits[name]) == 0]
+    if empty:
+        raise PipelineError(f"no records in the {empty[0]} split of {cfg.data_dir} (too few records?)")
     longest = max(int(cache.length[cache.row[pid]]) for pid in splits["train"]["patient_id"]) / cache.sample_rate
     if warn and cfg.spec.seconds > longest and not cfg.whole_records:
         print(f"warning: --seconds {cfg.spec.seconds:g} is longer than every training record (longest {longest:.1f} "

@@ -383,6 +383,21 @@ def test_unwritable_folders_fail_before_any_work(tiny, copy_run, trained, prepar
     assert "score" not in err
 
 
+def test_a_split_without_test_records_is_refused_before_any_training(tiny, tmp_path, capsys):
+    """PTB-XL's split is fixed (test: strat_fold 10); 25 synthetic records of this seed have none in fold 10,
+    so the run could never be evaluated: refused at once, not after its training (the benchmark trained
+    every run, then failed each one)."""
+    import synth
+
+    synth.main(["--out", str(tmp_path / "raw"), "--layout", "ptbxl", "--n", "25", "--seed", "9"])
+    assert 10 not in set(pd.read_csv(tmp_path / "raw" / "ptbxl_database.csv")["strat_fold"])
+    preprocess.main(["--data-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "d"), "--num-workers", "1"])
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit, match=r"^error: no records in the test split of .*d \(too few records\?\)$"):
+        main.main(["--data-dir", str(tmp_path / "d"), *tiny, "--epochs", "1", "--run", str(run)])
+    assert "epoch" not in capsys.readouterr().out and not list(run.glob("*.pth"))
+
+
 @pytest.mark.slow
 def test_seconds_longer_than_every_record_is_said(tiny, prepared, tmp_path, capsys):
     main.main(["--data-dir", str(prepared), *tiny, "--seconds", "20", "--epochs", "1", "--limit", "60",
