@@ -285,6 +285,7 @@ def test_two_runs_of_equal_scores_are_a_tie_never_one_beating_the_other(tmp_path
     pairs = seed_comparison(pd.DataFrame(_score_files(tmp_path, {("a", 0): noise, ("b", 0): noise})), 30).pairs
     assert len(pairs) == 1 and pairs.loc[0, "diff"] == 0 and pairs.loc[0, "a_better"] == 0
     assert not pairs.loc[0, "called"]
+    assert pairs.loc[0, "p"] == 1 and not pairs.loc[0, "called_holm"]  # every resample a tie: on both sides
 
 
 def test_seeds_tested_on_other_records_get_mean_and_sd_but_no_pairs(tmp_path, capsys):
@@ -323,6 +324,32 @@ def test_holm_steps_down_and_stops_at_the_first_p_that_fails():
     assert holm([0.001, 0.04, 0.045, 0.049], 0.10) == [True, False, False, False]
     assert holm([0.01, 0.04, 0.03, 0.5], 0.10) == [True, True, True, False]  # 0.01 < .025, .03 < .033, .04 < .05
     assert holm([float("nan"), 0.0], 0.10) == [False, True] and holm([], 0.10) == []
+    # "below": a p on the boundary is not rejected (p moves in steps of 0.02 over the benchmark's 100 resamples,
+    # and 0.10 / 5 is 0.02)
+    assert holm([0.02] * 5, 0.10) == [False] * 5 and holm([0.05, 0.05], 0.10) == [False, False]
+    from utils.comparison import FAMILY_ALPHA
+    assert FAMILY_ALPHA == pytest.approx(0.10)  # the family-wise 10 % of docs/benchmark_seeds.md and table.md
+
+
+def test_holm_s_family_is_each_task_s_pairs(tmp_path):
+    """Two tasks of three models each: each task's calls under Holm are Holm's over that task's three pairs.
+    Over all six pairs at once they would differ here (a p of 0.06 is below 0.10 / 1, not 0.10 / 2)."""
+    rng = np.random.default_rng(6)
+    y = rng.random((60, 3)) < 0.35
+    y[:3] = np.eye(3, dtype=bool)
+    rows = []
+    for task in ("t", "u"):
+        base = rng.random(y.shape)
+        for model, p in (("a", np.clip(y * 0.3 + base, 0, 1)),
+                         ("b", np.clip(y * rng.normal(0.25, 0.1, y.shape) + base + rng.normal(0, 0.1, y.shape), 0, 1)),
+                         ("c", rng.random(y.shape))):
+            path = tmp_path / f"{task}_{model}.csv"
+            scores_table([f"r{i}" for i in range(60)], y, p, ["A", "B", "C"]).to_csv(path, index=False)
+            rows.append({"task": task, "model": model, "seed": 0, "scores": str(path)})
+    pairs = seed_comparison(pd.DataFrame(rows), n_bootstrap=200, seed=0).pairs
+    per_task = [c for _, g in pairs.groupby("task", sort=False) for c in holm(list(g["p"]), 0.10)]
+    assert pairs["called_holm"].tolist() == per_task
+    assert per_task != holm(list(pairs["p"]), 0.10)  # the data tell the two families apart
 
 
 def test_pairs_called_over_records_keep_their_call_under_holm_only_where_it_holds(tmp_path):
