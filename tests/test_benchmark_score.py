@@ -451,6 +451,40 @@ def test_icbeb_f_and_g_beta_use_thresholds_tuned_on_validation_for_g_beta_2(tmp_
         reference_challenge(y, reference_apply(p, reference_thresholds(y_val, p_val))), rel=1e-12)
 
 
+def test_fbeta_gbeta_intervals_are_the_percentiles_of_each_resample_s_reference_values(tmp_path):
+    """The F_beta/G_beta mean, lower and upper (score) and fbeta_lo/hi, gbeta_lo/hi (the table): the mean and
+    the 5th and 95th percentiles of the reference's challenge_metrics (beta 2) on each resample, F apart from G."""
+    y_val, p_val = icbeb_case(3, 40)
+    y, p = icbeb_case(4, 30)
+    thresholds = reference_thresholds(y_val, p_val)
+    indices = bootstrap_indices(y, 30, 0)
+    pred = reference_apply(p, thresholds)
+    per = np.array([reference_challenge(y[rows], pred[rows]) for rows in indices])  # (resamples, F and G)
+    assert not np.allclose(per[:, 0], per[:, 1])
+    r = score_predictions(y, p, indices, thresholds)
+    for j, column in enumerate(("F_beta_macro", "G_beta_macro")):
+        assert r.loc[["mean", "lower", "upper"], column].tolist() == pytest.approx(
+            [per[:, j].mean(), *np.percentile(per[:, j], [5, 95])], rel=1e-12), column
+    classes = ["NORM", "AFIB", "PAC"]
+    scores_table(_ids("t", 30), y, p, classes).to_csv(tmp_path / "test.csv", index=False)
+    scores_table(_ids("v", 40), y_val, p_val, classes).to_csv(tmp_path / "val.csv", index=False)
+    row = benchmark_table([{"task": "cpsc9", "model": "fcn_wang", "params": 1, "scores": tmp_path / "test.csv",
+                            "val_scores": tmp_path / "val.csv"}], tmp_path / "out", n_bootstrap=30,
+                          ensemble=False).iloc[0]
+    assert row[["fbeta_lo", "fbeta_hi", "gbeta_lo", "gbeta_hi"]].tolist() == pytest.approx(
+        [*np.percentile(per[:, 0], [5, 95]), *np.percentile(per[:, 1], [5, 95])], rel=1e-12)
+
+
+def test_a_row_on_other_data_is_never_beside_the_published_value_whatever_its_setup_s_order():
+    from utils.ptbxl import comparable_with_published
+
+    assert comparable_with_published("all", "epochs 1 (published: 50)")  # a PTB-XL variant: set beside it
+    for setup in ("data: synthetic (x)", "epochs 1 (published: 50); data: synthetic (x)",
+                  "epochs 1 (published: 50); lr 0.1 (published: 0.01); data: 40 of 21799 records"):
+        assert not comparable_with_published("all", setup), setup
+    assert not comparable_with_published("cpsc9", "epochs 1 (published: 50)")  # ICBEB2018: only as published
+
+
 def test_only_classes_with_a_positive_and_a_negative_record_are_scored():
     """A class that every test record has, like one that none has, has no AUC: it is left out of the macro."""
     from utils.ptbxl import assessable_classes
@@ -731,6 +765,16 @@ def test_validation_classes_are_matched_by_name_and_other_classes_named_as_the_f
     scores_table(ids, Y[:, ::-1], P[:, ::-1], ["B", "A"]).to_csv(tmp_path / "p_ba.csv", index=False)
     pd.testing.assert_frame_equal(score("--scores", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "p_ba.csv"),
                                         "--val-scores", str(tmp_path / "pv.csv")), same)  # labels in another order
+    # three classes in a cyclic order: the columns taken by name, not by the inverse of the order
+    (y3, p3), (y3v, p3v) = icbeb_case(4, 30), icbeb_case(3, 40)
+    scores_table(_ids("t", 30), y3, p3, ["A", "B", "C"]).to_csv(tmp_path / "t3.csv", index=False)
+    scores_table(_ids("v", 40), y3v, p3v, ["A", "B", "C"]).to_csv(tmp_path / "v3.csv", index=False)
+    cyclic = [2, 0, 1]
+    scores_table(_ids("v", 40), y3v[:, cyclic], p3v[:, cyclic], ["C", "A", "B"]).to_csv(tmp_path / "v3_cab.csv",
+                                                                                      index=False)
+    by_name = score("--scores", str(tmp_path / "t3.csv"), "--val-scores", str(tmp_path / "v3_cab.csv"))
+    pd.testing.assert_frame_equal(by_name, score("--scores", str(tmp_path / "t3.csv"), "--val-scores",
+                                                 str(tmp_path / "v3.csv")))
     scores_table(val_ids, Y, Pv, ["A", "C"]).to_csv(tmp_path / "yv_ac.csv", index=False)
     with pytest.raises(SystemExit, match=r"^error: .*yv_ac.csv has classes \['A', 'C'\], .*p.csv has \['A', 'B'\]$"):
         score("--labels", str(tmp_path / "p.csv"), "--scores", str(tmp_path / "p.npy"),
