@@ -229,6 +229,16 @@ def test_compare_refuses_runs_tested_on_other_records(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: task superdiagnostic: .*a_1.csv does not hold the test records"):
         benchmark.main(["compare", "--table", str(tmp_path / "table.csv"), "--out", str(tmp_path / "c.csv")])
     assert not (tmp_path / "c.csv").exists()
+    # the same records under other labels (another label version): no resample means the same for both
+    other = y.copy()
+    other[0] = ~other[0]
+    scores_table([f"r{i}" for i in range(30)], other, rng.random((30, 2)), ["NORM", "MI"]).to_csv(
+        tmp_path / "b_1.csv", index=False)
+    pd.DataFrame([rows[0], rows[2], {**rows[3], "scores": str(tmp_path / "b_1.csv")}]).to_csv(  # a_0, b_0, b_1
+        tmp_path / "table.csv", index=False)
+    with pytest.raises(SystemExit, match=r"^error: task superdiagnostic: .*b_1.csv does not hold the test records "
+                                         r"and labels"):
+        benchmark.main(["compare", "--table", str(tmp_path / "table.csv"), "--out", str(tmp_path / "c.csv")])
 
 
 def _score_files(tmp_path: Path, runs: dict[tuple[str, int | None], np.ndarray], ids: dict | None = None,
@@ -371,3 +381,20 @@ def test_pairs_called_over_records_keep_their_call_under_holm_only_where_it_hold
     for k, (_, pair) in enumerate(pairs.sort_values("p", kind="stable").iterrows()):
         holding = holding and pair["p"] < 0.10 / (m - k)
         assert pair["called_holm"] == holding and (pair["called"] or not holding), pair
+
+
+def test_the_summary_sets_the_published_value_beside_a_model_only_where_its_table_rows_do(tmp_path):
+    """summary.csv (and table.md's rows over seeds) follow table.csv: a model run on other data than the
+    published results' (its setup says "data: ...") has no published value there either."""
+    from utils.comparison import write_benchmark_outputs
+    from utils.ptbxl import AS_PUBLISHED, benchmark_table, published
+
+    rng = np.random.default_rng(3)
+    rows = _score_files(tmp_path, {(m, s): rng.random((40, 3)) for m in ("fcn_wang", "lstm") for s in (0, 1)})
+    setups = {"fcn_wang": AS_PUBLISHED, "lstm": "epochs 1 (published: 50); data: synthetic (x)"}
+    table = benchmark_table([{**r, "setup": setups[r["model"]]} for r in rows], tmp_path / "out", n_bootstrap=10)
+    write_benchmark_outputs(table, tmp_path / "out", 10, figure=False)
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("model")
+    assert table.loc[table["model"] == "lstm", "published_auc"].isna().all()
+    assert summary.loc["fcn_wang", "published_auc"] == published("superdiagnostic", "fcn_wang")[0]
+    assert np.isnan(summary.loc["lstm", "published_auc"])
