@@ -398,3 +398,32 @@ def test_the_summary_sets_the_published_value_beside_a_model_only_where_its_tabl
     assert table.loc[table["model"] == "lstm", "published_auc"].isna().all()
     assert summary.loc["fcn_wang", "published_auc"] == published("superdiagnostic", "fcn_wang")[0]
     assert np.isnan(summary.loc["lstm", "published_auc"])
+
+
+@pytest.mark.parametrize("case", ["no positive", "one negative"])
+def test_a_class_the_table_scores_without_or_in_part_gives_the_summary_the_table_s_intervals(case, tmp_path):
+    """A class without a positive test record is left out (as in table.csv: "2/3" classes); a class of one
+    negative record leaves some resamples undefined, left out of the percentiles (as in table.csv). With one
+    seed per model the summary's intervals are then each run's own table.csv interval, and the pair exists."""
+    from utils.comparison import write_benchmark_outputs
+    from utils.ptbxl import benchmark_table
+
+    y = np.random.default_rng(1).random((40, 3)) < 0.35
+    y[:3] = np.eye(3, dtype=bool)
+    y[:, 2] = False if case == "no positive" else np.arange(40) != 5
+    rng = np.random.default_rng(3)
+    rows = []
+    for model, w in (("a", 0.6), ("b", 1.5)):
+        path = tmp_path / f"{model}.csv"
+        scores_table([f"r{i}" for i in range(40)], y, np.clip(y * 0.3 + rng.random((40, 3)) * w, 0, 1),
+                     ["NORM", "MI", "CD"]).to_csv(path, index=False)
+        rows.append({"task": "superdiagnostic", "model": model, "params": 5, "scores": path, "seed": 0})
+    out = tmp_path / "out"
+    table = benchmark_table(rows, out, n_bootstrap=40, ensemble=False)
+    write_benchmark_outputs(table, out, 40, figure=False)
+    summary = pd.read_csv(out / "summary.csv")
+    assert (table["classes"] == ("2/3" if case == "no positive" else "3/3")).all()
+    assert np.isfinite(summary[["auc_lo", "auc_hi"]].to_numpy()).all()
+    for mine, own in (("auc_mean", "auc"), ("auc_lo", "auc_lo"), ("auc_hi", "auc_hi")):
+        assert summary[mine].to_numpy() == pytest.approx(table[own].to_numpy(), abs=1e-12), mine
+    assert len(pd.read_csv(out / "compare.csv")) == 1
