@@ -549,3 +549,21 @@ def test_standardisation_is_fitted_on_the_training_records_alone(prepared_100hz,
     fitted = (float(ckpt["model"]["mean"]), float(ckpt["model"]["std"]))
     assert fitted == pytest.approx((train.mean(), train.std()), rel=1e-4)
     assert fitted != pytest.approx((val.mean(), val.std()), rel=1e-3)
+
+
+def test_the_log_s_validation_auc_is_the_kept_model_s_on_its_validation_records(evaluated_copy, trained, prepared,
+                                                                                 tmp_path):
+    """log.csv's val_auc of the epoch model.pth holds is the mean class AUC (sklearn) of that model's scores on
+    the run's validation records, as predict.py scores them: the validation is on those records, not others."""
+    from sklearn.metrics import roc_auc_score
+
+    from models.checkpoint import peek_checkpoint
+    from utils.evaluator import read_scores
+
+    run, _ = evaluated_copy(trained, prepared, tmp_path)
+    val = read_scores(next((tmp_path / "r").rglob("val_scores.csv")), CLASSES)
+    ckpt = peek_checkpoint(run.model)
+    assert val["patient_id"].tolist() == list(ckpt["split"]["val"])
+    aucs = [roc_auc_score(val[c], val[f"p_{c}"]) for c in CLASSES if 0 < val[c].sum() < len(val)]
+    log = pd.read_csv(Path(trained["model_path"]).parent / "log.csv").set_index("epoch")  # the copy has no log
+    assert log.loc[ckpt["epoch"], "val_auc"] == pytest.approx(np.mean(aucs), abs=1e-6)

@@ -214,6 +214,41 @@ def test_folds_are_seeded_and_stratified(prepared):
             assert per_fold.min() >= 1, f"{cls} missing from a fold: {per_fold}"
 
 
+def test_the_snomed_codes_of_the_nine_classes_are_the_challenges_equivalences():
+    """The CinC 2020/2021 scoring's equivalent codes: complete LBBB is LBBB, complete RBBB RBBB, a
+    supraventricular premature beat (SVPB) PAC, ventricular premature beats and ectopics PVC."""
+    assert SNOMED_TO_CLASS == {
+        "426783006": "SNR", "164889003": "AF", "270492004": "IAVB", "164909002": "LBBB", "733534002": "LBBB",
+        "713427006": "RBBB", "59118001": "RBBB", "284470004": "PAC", "63593006": "PAC", "164884008": "PVC",
+        "427172004": "PVC", "17338001": "PVC", "429622005": "STD", "164931005": "STE"}
+
+
+def test_the_seed_draws_the_folds_the_limit_and_the_cache_rate_rebuilds(tmp_path):
+    """preprocess.py --seed 9 folds are stratified_folds(..., 9), not the default seed's; a --limit subset
+    is the seed's own sample; another --cache-rate is another cache (rebuilt, not "current")."""
+    from utils.cache import load_labels
+    from utils.folds import split_labels
+
+    synth.main(["--out", str(tmp_path / "raw"), "--n", "60", "--seed", "4", "--max-seconds", "6"])
+    preprocess.main(["--data-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "d"), "--seed", "9",
+                     "--num-workers", "1"])
+    labels = load_labels(tmp_path / "d")
+    y = labels[list(CLASSES)].to_numpy()
+    np.testing.assert_array_equal(labels["fold"], stratified_folds(y, 10, 9))
+    assert (stratified_folds(y, 10, 9) != stratified_folds(y, 10, 42)).any()
+    drawn = {}
+    for seed in (1, 2):
+        parts = split_labels(labels, seed, limit=30)
+        drawn[seed] = set(pd.concat(parts.values())["patient_id"])
+        assert drawn[seed] == set(labels.sample(n=30, random_state=seed)["patient_id"])
+    assert drawn[1] != drawn[2]
+    assert SignalCache(tmp_path / "d").length.max() > 6 * 100  # 500 Hz
+    preprocess.main(["--data-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "d"), "--seed", "9",
+                     "--cache-rate", "100", "--num-workers", "1"])
+    cache = SignalCache(tmp_path / "d")
+    assert cache.sample_rate == 100 and cache.length.max() <= 6 * 100  # records of 6 s at most
+
+
 def test_splits_single_seeded_and_cross_validation():
     train, val, test = split_folds(42)
     assert (train, val, test) == split_folds(42) and (train, val, test) != split_folds(43)
