@@ -234,3 +234,19 @@ def test_the_studies_finetune_with_the_sources_inputs_or_refuse(trained, prepare
         with pytest.raises(SystemExit) as e:
             module.parse_args([*argv, "--init-from", src])
         assert e.value.code == 2 and "argument --init-from:" in capsys.readouterr().err
+
+
+def test_a_standardised_source_s_statistics_are_kept_unless_refitted(prepared, tmp_path, tiny):
+    """A source trained with --standardize (as the benchmark's protocol does), finetuned on other training
+    records: the network keeps the source's mean and std (the inputs it learned on); --restandardize refits
+    them on the new training records."""
+    common = ["--data-dir", str(prepared), *tiny, "--epochs", "1"]
+    main.main([*common, "--standardize", "--limit", "40", "--run", str(tmp_path / "source")])
+    source = torch.load(tmp_path / "source" / "model.pth", weights_only=True)["model"]
+    kept = {}
+    for flags in ([], ["--restandardize"]):
+        run = tmp_path / f"ft{len(flags)}"
+        main.main([*common, "--init-from", str(tmp_path / "source"), "--limit", "90", *flags, "--run", str(run)])
+        kept[bool(flags)] = torch.load(run / "model.pth", weights_only=True)["model"]
+    assert torch.equal(kept[False]["mean"], source["mean"]) and torch.equal(kept[False]["std"], source["std"])
+    assert not torch.equal(kept[True]["std"], source["std"])

@@ -567,3 +567,19 @@ def test_the_log_s_validation_auc_is_the_kept_model_s_on_its_validation_records(
     aucs = [roc_auc_score(val[c], val[f"p_{c}"]) for c in CLASSES if 0 < val[c].sum() < len(val)]
     log = pd.read_csv(Path(trained["model_path"]).parent / "log.csv").set_index("epoch")  # the copy has no log
     assert log.loc[ckpt["epoch"], "val_auc"] == pytest.approx(np.mean(aucs), abs=1e-6)
+
+
+def test_a_training_fraction_is_the_seed_s_own_nested_subset(prepared):
+    """--train-fraction 0.5 trains on nested_subset(the split's training records, 0.5, --seed): each seed its
+    own subset (the spread over seeds of a learning curve is that of the subsets too)."""
+    from models.training import run_splits
+    from utils.cache import SignalCache, data_label_set, data_split_rule, load_labels
+    from utils.folds import nested_subset, split_labels
+
+    classes = data_label_set(prepared)["classes"]
+    for seed in (1, 2):
+        cfg = RunConfig(data_dir=str(prepared), seed=seed, train_fraction=0.5)
+        train = run_splits(cfg, None, SignalCache(prepared), warn=False)["train"]["patient_id"].tolist()
+        whole = split_labels(load_labels(prepared), seed, None, None, data_split_rule(prepared))["train"]
+        assert train == nested_subset(whole, classes, 0.5, seed)["patient_id"].tolist()
+        assert train != nested_subset(whole, classes, 0.5, 0)["patient_id"].tolist()
