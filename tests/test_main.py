@@ -171,6 +171,8 @@ def test_augmentation_shifts_by_whole_microvolts_from_minus_20_to_20_and_scales_
     microvolts = zeros * 1000
     assert (microvolts - microvolts.round()).abs().max() < 1e-3  # whole µV, up to float32 rounding
     assert set(microvolts.round().int().unique().tolist()) == set(range(-20, 21))
+    # per lead: a record's 12 shifts are drawn apart (all equal by chance: 41 ** -11 each)
+    assert (microvolts.round()[:, :, 0].std(dim=1) > 0).float().mean().item() > 0.999
     ones = augment(torch.ones(20_000, 12, 1), torch.Generator().manual_seed(1), p=1.0)
     scale = ones - augment(torch.zeros(20_000, 12, 1), torch.Generator().manual_seed(1), p=1.0)  # same draws
     assert abs(scale.mean().item() - 1) < 0.003 and abs(scale.std().item() - 0.1) < 0.003
