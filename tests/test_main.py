@@ -585,3 +585,22 @@ def test_a_training_fraction_is_the_seed_s_own_nested_subset(prepared):
         whole = split_labels(load_labels(prepared), seed, None, None, data_split_rule(prepared))["train"]
         assert train == nested_subset(whole, classes, 0.5, seed)["patient_id"].tolist()
         assert train != nested_subset(whole, classes, 0.5, 0)["patient_id"].tolist()
+
+
+def test_one_cache_read_at_two_model_rates_gives_each_rate_its_own_inputs(prepared):
+    """Inputs resampled from the cache are kept in memory (models.inputs.INPUTS): a process reading one
+    record at 100 Hz and then at 250 Hz (a study, a benchmark, a test session) gets each rate's own input,
+    the cache's record resampled by scipy (up to the window's first samples), never the first rate's."""
+    from scipy.signal import resample_poly
+
+    from models.inputs import ECGDataset, InputSpec
+    from utils.cache import SignalCache, load_labels
+
+    cache, labels = SignalCache(prepared), load_labels(prepared).iloc[:1]
+    pid = labels["patient_id"].iloc[0]
+    for rate in (100, 250):
+        x, _ = ECGDataset(cache, labels, InputSpec(seconds=2.0, sample_rate=rate), CLASSES)[0]
+        whole = resample_poly(cache.record(pid, dtype=np.float64), rate, 500, axis=1)
+        assert x.shape == (12, 2 * rate)
+        # the window is resampled with a margin, not the whole record: its first samples see the filter's edge
+        np.testing.assert_allclose(x.numpy()[:, 10:], whole[:, -2 * rate + 10:], atol=2e-3)
