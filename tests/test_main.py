@@ -604,3 +604,11 @@ def test_one_cache_read_at_two_model_rates_gives_each_rate_its_own_inputs(prepar
         assert x.shape == (12, 2 * rate)
         # the window is resampled with a margin, not the whole record: its first samples see the filter's edge
         np.testing.assert_allclose(x.numpy()[:, 10:], whole[:, -2 * rate + 10:], atol=2e-3)
+
+
+def test_more_epochs_on_a_finished_one_cycle_run_is_another_run(train, prepared, tmp_path, capsys):
+    """A one-cycle schedule spans its epochs: 2 epochs are not 1 epoch resumed for one more (the cycle would
+    have to be other from the start). Refused as other settings, naming epochs, unless --force."""
+    train(prepared, tmp_path, "cycle", "--epochs", "1", "--schedule", "onecycle", "--limit", "40")
+    with pytest.raises(SystemExit, match=r"other settings \(.*epochs: 1 -> 2"):
+        train(prepared, tmp_path, "cycle", "--epochs", "2", "--schedule", "onecycle", "--limit", "40")
