@@ -224,8 +224,9 @@ def test_the_snomed_codes_of_the_nine_classes_are_the_challenges_equivalences():
 
 
 def test_the_seed_draws_the_folds_the_limit_and_the_cache_rate_rebuilds(tmp_path):
-    """preprocess.py --seed 9 folds are stratified_folds(..., 9), not the default seed's; a --limit subset
-    is the seed's own sample; another --cache-rate is another cache (rebuilt, not "current")."""
+    """preprocess.py --seed 9 folds are stratified_folds(..., 9), not the default seed's, and so are those of
+    a folder sharing its cache (--signals-from) with its own --seed; a --limit subset is the seed's own
+    sample; another --cache-rate is another cache (rebuilt, not "current")."""
     from utils.cache import load_labels
     from utils.folds import split_labels
 
@@ -243,6 +244,12 @@ def test_the_seed_draws_the_folds_the_limit_and_the_cache_rate_rebuilds(tmp_path
         assert drawn[seed] == set(labels.sample(n=30, random_state=seed)["patient_id"])
     assert drawn[1] != drawn[2]
     assert SignalCache(tmp_path / "d").length.max() > 6 * 100  # 500 Hz
+    # a folder sharing that cache (--signals-from), its folds drawn with its own seed
+    preprocess.main(["--data-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "d3"), "--signals-from",
+                     str(tmp_path / "d"), "--seed", "3", "--num-workers", "1"])
+    shared = load_labels(tmp_path / "d3")
+    assert shared["patient_id"].tolist() == labels["patient_id"].tolist()
+    np.testing.assert_array_equal(shared["fold"], stratified_folds(y, 10, 3))
     preprocess.main(["--data-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "d"), "--seed", "9",
                      "--cache-rate", "100", "--num-workers", "1"])
     cache = SignalCache(tmp_path / "d")
