@@ -235,7 +235,7 @@ def architecture_settings(arch: str, protocol: str | None) -> dict:
     if "epochs" in settings and settings.get("freeze_epochs", 0) > settings["epochs"]:
         raise PipelineError(f"{where}: freeze_epochs {settings['freeze_epochs']} is above its epochs "
                             f"{settings['epochs']}")
-    problem = _entry_input_problem(arch, {**PROTOCOLS.get(protocol, {}), **values}) if protocol else None
+    problem = _entry_input_problem(arch, settings) if protocol else None
     if problem:  # the flags' cross-checks, for values no flag gave (a command would blame its --preset)
         raise PipelineError(f"{where}: {problem}")
     return values
@@ -346,7 +346,6 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
 
 
 FINETUNE_FLAGS = ("--restandardize", "--freeze-epochs", "--discriminative-lrs")
-FINETUNE_SETTINGS = tuple(flag.lstrip("-").replace("-", "_") for flag in FINETUNE_FLAGS)
 INPUT_FLAGS = {"leads": "--leads", "sample_rate": "--sample-rate", "crop_seconds": "--crop-seconds",
                "seconds": "--seconds"}
 
@@ -401,6 +400,9 @@ def refuse_finetune_flags(p: argparse.ArgumentParser, args: argparse.Namespace, 
 
 def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
+
+
+FINETUNE_SETTINGS = tuple(_dest(flag) for flag in FINETUNE_FLAGS)  # their RunConfig fields
 
 
 def single_record_batches_fail(arch: str, spec: InputSpec) -> bool:
