@@ -319,7 +319,7 @@ def test_bounded_types_say_the_range():
 
 def test_an_output_or_run_path_at_or_under_a_file_exits_2_naming_the_flag(tmp_path, capsys):
     """A run folder or output file named where a file is (or below one): exit 2 naming the flag, the file
-    left as it was. Before, each was a "cannot write ... the folder is read-only" (exit 1) or a traceback."""
+    left as it was: not "cannot write ... the folder is read-only" (exit 1), nor a traceback."""
     import benchmark
     import main
     import predict

@@ -387,8 +387,8 @@ def test_unwritable_folders_fail_before_any_work(tiny, copy_run, trained, prepar
 
 def test_a_split_without_test_records_is_refused_before_any_training(tiny, tmp_path, capsys):
     """PTB-XL's split is fixed (test: strat_fold 10); 25 synthetic records of this seed have none in fold 10,
-    so the run could never be evaluated: refused at once, not after its training (the benchmark trained
-    every run, then failed each one)."""
+    so the run could never be evaluated: refused at once, not after its training (a benchmark would train
+    every run before failing each)."""
     import synth
 
     synth.main(["--out", str(tmp_path / "raw"), "--layout", "ptbxl", "--n", "25", "--seed", "9"])
