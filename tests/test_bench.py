@@ -162,9 +162,9 @@ def test_suite_cpu_report_splits_a_test_s_own_cpu_from_its_processes_and_merges_
         "def test_computes(): exec(BURN)\n"
         "def test_starts_a_process(): subprocess.run([sys.executable, '-c', BURN], check=True)\n"
         "def test_sleeps(): time.sleep(0.5)\n")
-    report = tmp_path / "cpu.csv"
+    report = tmp_path / "cpu.csv"  # its own --basetemp: pytest's clean-up of older temporary folders is not its work
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "bench.suite_cpu", "--cpu-report",
-                          str(report), "test_load.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          str(report), "--basetemp", str(tmp_path / "temp"), "test_load.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     with open(report, newline="") as f:
