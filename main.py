@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import torch
 
@@ -43,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the run folder (default data/<db>/runs/{arch}_{leads}_{seed}/)")
     p.add_argument("--resume", action="store_true",
                    help="require a run to continue from its last completed epoch (an unfinished run resumes anyway)")
-    p.add_argument("--force", action="store_true", help="retrain from scratch, replacing the run's files")
+    p.add_argument("--force", action="store_true",
+                   help="retrain from scratch, replacing the run's files once its first epoch is saved")
     args = parse_with_preset(p, argv, "train", refine=lambda known: architecture_settings(
         source_arch(known.init_from) or known.arch, known.protocol))
     check_finetune(p, args, argv)

@@ -748,12 +748,16 @@ def new_network(cfg: RunConfig, train_ds: ECGDataset, num_classes: int, fit: boo
     return model
 
 
-def save_epoch(run: Run, state: dict, step: Step, keep: bool) -> None:
+def save_epoch(run: Run, state: dict, step: Step, keep: bool, replace: bool = False) -> None:
     """last.pth (with the optimizer and schedule, for --resume) and, when `keep`, model.pth; refused when
-    a weight is not finite, so a diverged epoch never becomes the run's model."""
+    a weight is not finite, so a diverged epoch never becomes the run's model. `replace` (the first epoch
+    of a --force run) removes the old run's files first: until then they stay, so a retraining that
+    fails or is stopped before its first epoch leaves the old run as it was."""
     if not all(bool(torch.isfinite(t).all()) for t in state["model"].values() if t.is_floating_point()):
         raise DivergedError(f"training diverged at epoch {state['epoch']}: the weights are not finite (lower --lr); "
                             f"no checkpoint of this epoch was saved")
+    if replace:
+        run.clear()  # a retrained run keeps nothing of the old one
     if keep:
         save_checkpoint(run.model, state)
     save_checkpoint(run.last, {**state, "optimizer": step.optimizer.state_dict(),
@@ -883,7 +887,7 @@ def _keep_epoch(cfg: RunConfig, model: torch.nn.Module, step: Step, history: lis
     epoch = row["epoch"]
     state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch, "best_f1": best,
              "history": history, **fixed}
-    save_epoch(run, state, step, keep=improved or cfg.keep == "last")
+    save_epoch(run, state, step, keep=improved or cfg.keep == "last", replace=cfg.force and len(history) == 1)
     if cfg.freeze_epochs and epoch == cfg.freeze_epochs and (cfg.init_from or cfg.source):
         save_checkpoint(run.frozen, state)  # the end of the frozen phase, to compare with the source
     print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
@@ -897,9 +901,6 @@ def _train(cfg: RunConfig, rank: int, world: int, device: torch.device) -> dict:
     is_main = rank == 0
     amp = cfg.precision == "bf16"
     run = cfg.run
-    if cfg.force and is_main:
-        run.clear()  # a retrained run (--force) keeps nothing of the old one
-
     seed_everything(cfg.seed)
     cache = SignalCache(cfg.data_dir)
     manifest = preprocess_manifest(cfg.data_dir)

@@ -235,6 +235,25 @@ def test_a_diverging_run_stops_with_one_line_and_no_checkpoint(prepared, tmp_pat
     assert not (run / "model.pth").exists() and not (run / "last.pth").exists()
 
 
+def test_a_forced_retraining_that_fails_before_its_first_epoch_leaves_the_old_run(prepared, tmp_path, capsys):
+    """--force replaces the run's files once the new run's first epoch is saved, not before: a retraining
+    that diverges in its first epoch leaves the old run, files and bytes, as it was. One that trains
+    keeps nothing of the old run (its thresholds.json included)."""
+    run = tmp_path / "run"
+    flags = ["--data-dir", str(prepared), "--epochs", "1", "--run", str(run), *PROTOCOL]
+    main.main(["--arch", "toy_cnn", *flags])
+    (run / "thresholds.json").write_text("{}")  # where predict.py leaves the thresholds it tuned for model.pth
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert {"model.pth", "last.pth", "log.csv", "thresholds.json"} <= set(before)
+    with pytest.raises(SystemExit, match="diverged"):
+        main.main(["--arch", "nan_net", *flags, "--force"])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    main.main(["--arch", "toy_cnn", *flags, "--seed", "7", "--force"])
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after["model.pth"] != before["model.pth"] and "thresholds.json" not in after
+    capsys.readouterr()
+
+
 def test_non_finite_validation_outputs_stop_the_run_before_any_checkpoint(prepared, tmp_path):
     """A network whose training loss is finite but whose evaluated outputs are NaN: one line, no model.pth
     (validation F1 and AUC of NaN scores would otherwise be 0 and a checkpoint kept)."""
