@@ -62,6 +62,22 @@ def test_metrics_equal_scikit_learn(evaluated):
             assert table.loc[cls, "auc"] == pytest.approx(skm.roc_auc_score(y[:, j], p[:, j]))
 
 
+def test_the_intervals_are_drawn_with_the_runs_own_seed(evaluated):
+    """The bootstrap resamples of an evaluation are the run's seed's (recorded in the manifest): its
+    intervals are those computed again from test_scores.csv with that seed, and not those of another."""
+    table, out, run = evaluated
+    seed = int(read_checkpoint(run.model)["config"]["seed"])
+    assert read_evaluation(out)["manifest"]["seed"] == seed
+    scores = pd.read_csv(out / "test_scores.csv")
+    y, p = scores[list(CLASSES)].to_numpy().astype(bool), scores[[f"p_{c}" for c in CLASSES]].to_numpy()
+    thr = table.loc[list(CLASSES), "threshold"].to_numpy()
+    bounds = [c for c in table.columns if c.endswith(("_lo", "_hi"))]
+    assert {"f1_lo", "auc_hi"} <= set(bounds)
+    again, other = (classification_metrics(y, p, thr, CLASSES, n_bootstrap=200, seed=s)[bounds] for s in (seed, seed + 1))
+    pd.testing.assert_frame_equal(table[bounds], again, check_exact=True)
+    assert not again.equals(other)
+
+
 def test_metric_functions_against_scikit_learn_on_random_data():
     rng = np.random.default_rng(1)
     y = rng.random((300, 9)) < 0.25
