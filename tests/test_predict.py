@@ -73,7 +73,8 @@ def test_the_intervals_are_drawn_with_the_runs_own_seed(evaluated):
     thr = table.loc[list(CLASSES), "threshold"].to_numpy()
     bounds = [c for c in table.columns if c.endswith(("_lo", "_hi"))]
     assert {"f1_lo", "auc_hi"} <= set(bounds)
-    again, other = (classification_metrics(y, p, thr, CLASSES, n_bootstrap=200, seed=s)[bounds] for s in (seed, seed + 1))
+    again, other = (classification_metrics(y, p, thr, CLASSES, n_bootstrap=200, seed=s)[bounds]
+                    for s in (seed, seed + 1))
     pd.testing.assert_frame_equal(table[bounds], again, check_exact=True)
     assert not again.equals(other)
 
