@@ -128,9 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_config(arch: str, batch_size: int) -> RunConfig:
     """The PTB-XL protocol's run settings for `arch` (its registry entry's own ones over the preset's)."""
-    proto = {k: v for k, v in PTBXL_PROTOCOL.items() if k != "no_augment"}
-    proto.update(batch_size=batch_size, augment=not PTBXL_PROTOCOL["no_augment"], **protocol_settings(arch, "ptbxl"))
-    return RunConfig(arch=arch, **proto)
+    settings = {**PTBXL_PROTOCOL, "batch_size": batch_size, **protocol_settings(arch, "ptbxl")}
+    return RunConfig.from_args(argparse.Namespace(**settings), arch=arch)
 
 
 def build(arch: str, n_classes: int, cfg: RunConfig) -> ECGModel:

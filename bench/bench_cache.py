@@ -18,6 +18,7 @@ import wfdb
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.inputs import INPUT_SECONDS  # noqa: E402
 from utils.cache import SignalCache, fit_length, load_labels
+from utils.errors import script_main
 from utils.labels import LEADS
 from utils.records import SAMPLE_RATE, read_wfdb_record
 
@@ -41,6 +42,7 @@ def per_record_seconds(read, ids, repeats: int) -> float:
     return best
 
 
+@script_main
 def main(argv=None) -> None:
     args = parse_args(argv)
     ids = load_labels(args.data_dir)["patient_id"].tolist()[: args.n]

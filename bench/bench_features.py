@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils.features as features  # noqa: E402
+from utils.errors import script_main
 from utils.cache import SignalCache, load_labels
 from utils.records import SAMPLE_RATE
 
@@ -32,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@script_main
 def main(argv=None) -> None:
     args = parse_args(argv)
     cache = SignalCache(args.data_dir)

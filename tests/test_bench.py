@@ -135,6 +135,22 @@ def test_gpu_check_smoke_runs_main_py_and_summarises_its_files(tmp_path):
     assert np.isfinite(float(numbers["projected_40_epochs_of_5504_s"]))
 
 
+def test_bench_archs_times_each_model_under_the_settings_main_py_trains_it_with(prepared):
+    """bench_archs.py's run settings for each benchmark model are main.py's under --preset ptbxl (the
+    registry entry's own lr and clipping, no augmentation, fp32), but for the folders and the device."""
+    import bench_archs
+    import main
+    from models.training import RunConfig
+    from utils.presets import BENCHMARK_MODELS
+
+    for arch in BENCHMARK_MODELS.split(","):
+        args = main.parse_args(["--data-dir", str(prepared), "--preset", "ptbxl", "--arch", arch, "--batch-size", "64"])
+        trained = RunConfig.from_args(args).to_dict()
+        timed = bench_archs.run_config(arch, 64).to_dict()
+        own = ("data_dir", "run_dir", "use_gpu")  # the bench picks its device itself
+        assert {k: v for k, v in timed.items() if k not in own} == {k: v for k, v in trained.items() if k not in own}
+
+
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
 def test_flops_of_a_conv_network_and_of_the_lstm_equal_torch_flop_counter():
     """bench_archs.py's FLOP column on a 250-sample crop: fcn_wang counted by the hooks equals torch's
