@@ -241,6 +241,31 @@ def test_compare_refuses_runs_tested_on_other_records(tmp_path):
         benchmark.main(["compare", "--table", str(tmp_path / "table.csv"), "--out", str(tmp_path / "c.csv")])
 
 
+def test_compare_refuses_a_table_whose_score_file_was_written_again(tmp_path):
+    """table.csv names each run's score file and the AUC it gave: a run trained or evaluated again in
+    place after a copy of the table was kept gives another AUC, and comparing the kept table would compare
+    the new run under the old one's name. Refused (exit 1) naming the file and its row, before anything is
+    written; a table made by hand without the auc column is compared as it is."""
+    from utils.ptbxl import benchmark_table
+
+    rng = np.random.default_rng(7)
+    rows = _score_files(tmp_path, {(m, s): rng.random((40, 3)) for m in ("a", "b") for s in (0, 1)})
+    benchmark_table(rows, tmp_path / "bench", n_bootstrap=20).to_csv(tmp_path / "table.csv", index=False)
+    argv = ["compare", "--table", str(tmp_path / "table.csv"), "--out", str(tmp_path / "c.csv"), "--n-bootstrap", "20"]
+    benchmark.main(argv)
+    kept = (tmp_path / "c.csv").read_bytes()
+    retrained = pd.read_csv(tmp_path / "b_1.csv")
+    retrained["p_MI"] = 1 - retrained["p_MI"]  # b, seed 1, retrained: another AUC
+    retrained.to_csv(tmp_path / "b_1.csv", index=False)
+    with pytest.raises(SystemExit, match=r"^error: task superdiagnostic: .*b_1.csv gives a macro AUC of 0\.\d+, its "
+                                         r"row \(model b, seed 1\) says 0\.\d+: the file was written again"):
+        benchmark.main(argv)
+    assert (tmp_path / "c.csv").read_bytes() == kept
+    pd.read_csv(tmp_path / "table.csv").drop(columns="auc").to_csv(tmp_path / "table.csv", index=False)
+    benchmark.main(argv)  # by hand: the files as they are
+    assert (tmp_path / "c.csv").read_bytes() != kept
+
+
 def _score_files(tmp_path: Path, runs: dict[tuple[str, int | None], np.ndarray], ids: dict | None = None,
                  n: int = 40) -> list[dict]:
     """Hand-made test score files of the same labelled records: one per (model, seed)."""

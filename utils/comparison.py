@@ -63,7 +63,8 @@ def _run_aucs(task: str, rows: pd.DataFrame, n_bootstrap: int, seed: int) -> dic
     out = {}
     for model, runs in rows.groupby("model", sort=False):
         points, draws = [], []
-        for path in _sorted_seeds(runs)["scores"]:
+        for _, row in _sorted_seeds(runs).iterrows():
+            path = row["scores"]
             run = ref if Path(path) == first else read_predictions(Path(path))
             if run.classes != ref.classes or run.ids != ref.ids or not np.array_equal(run.y, ref.y):
                 raise PipelineError(f"task {task}: {path} does not hold the test records and labels of {first}, so "
@@ -71,9 +72,23 @@ def _run_aucs(task: str, rows: pd.DataFrame, n_bootstrap: int, seed: int) -> dic
                                     "or a database without a fixed split?)")
             y, p = run.y[:, keep], run.p[:, keep]
             points.append(macro_auc(y, p))
+            _check_row_auc(task, row, points[-1])
             draws.append(resample_aucs(y, p, indices))
         out[model] = (np.array(points), np.stack(draws))
     return out
+
+
+def _check_row_auc(task: str, row: pd.Series, auc: float) -> None:
+    """A row that gives its AUC (table.csv's, to full precision) must get it from the score file it names:
+    a file that gives another was written again after the table (its run trained or evaluated again), and
+    would be compared in the place of the run the table describes."""
+    tabled = pd.to_numeric(pd.Series([row.get("auc")]), errors="coerce").iloc[0]
+    if pd.notna(tabled) and not abs(auc - tabled) <= 1e-9:
+        seed = "" if pd.isna(row.get("seed")) else f", seed {row['seed']}"
+        raise PipelineError(f"task {task}: {row['scores']} gives a macro AUC of {auc:.6f}, its row (model "
+                            f"{row['model']}{seed}) says {tabled:.6f}: the file was written "
+                            "again after the table (a run trained or evaluated again); compare the current table, "
+                            "or leave the auc column out of a table made by hand")
 
 
 def _seed_means(aucs: Mapping[str, tuple[np.ndarray, np.ndarray]], n_bootstrap: int,
