@@ -351,10 +351,10 @@ INPUT_FLAGS = {"leads": "--leads", "sample_rate": "--sample-rate", "crop_seconds
 
 
 def check_finetune(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> None:
-    """For a parser built with `RunConfig.add_arguments`: with --init-from, the architecture and the input
-    settings are the source's (a flag given with another value exits 2 naming it) and so is the
-    standardisation unless --restandardize; without it, the finetuning flags exit 2. Call it before
-    `check_input_size`."""
+    """For a parser built with `RunConfig.add_arguments`: with --init-from, the architecture, its builder
+    arguments and the input settings are the source's (a flag given with another value exits 2 naming it),
+    and so is the standardisation unless --restandardize; without it, the finetuning flags exit 2. Call it
+    before `check_input_size`."""
     if args.init_from is None:
         refuse_finetune_flags(p, args, argv, "give --init-from RUN")
         return
@@ -367,6 +367,11 @@ def check_finetune(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     if flag_given(p, argv, "--arch") and args.arch != cfg["arch"]:
         flag_error(p, "--arch", f"{args.arch} differs from the source's {cfg['arch']} ({args.init_from})")
     args.arch = cfg["arch"]
+    theirs = dict(cfg.get("arch_args") or {})  # the source's network, built as it was (a preset's are another's)
+    if flag_given(p, argv, "--arch-arg") and dict(args.arch_arg or []) != theirs:
+        flag_error(p, "--arch-arg", f"{dict(args.arch_arg or [])} differs from the source's builder arguments "
+                                    f"{theirs} ({args.init_from})")
+    args.arch_arg = list(theirs.items())
     given = {k: getattr(args, "leads" if k == "leads" else k) for k in INPUT_FLAGS}
     for key, flag in INPUT_FLAGS.items():
         if not flag_given(p, argv, flag):

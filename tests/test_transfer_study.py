@@ -73,6 +73,31 @@ def test_the_study_table_recomputes_and_its_subsets_are_nested_and_shared(source
     assert len(table) == 4
 
 
+def test_both_arms_build_the_source_s_network_with_its_builder_arguments(trained, prepared, tmp_path, capsys):
+    """The scratch arm is the source's network, builder arguments included (the tiny ResNet10's width=8),
+    trained from fresh weights: the same parameters as the finetuned arm. Other builder arguments are the
+    other network: --arch-arg exits 2 before anything trains, in transfer.py and in main.py."""
+    runs = tmp_path / "runs"
+    flags = ["--source", str(trained["model_path"]), "--data-dir", str(prepared), "--fractions", "0.5", "--seeds", "0",
+             "--epochs", "1", "--batch-size", "16", "--num-workers", "0", "--n-bootstrap", "0", "--runs-dir", str(runs),
+             "--results-dir", str(tmp_path / "results")]
+    for argv in (["transfer", *flags], ["main", "--data-dir", str(prepared), "--init-from", str(trained["model_path"]),
+                                        "--run", str(tmp_path / "one")]):
+        command = transfer if argv[0] == "transfer" else main
+        with pytest.raises(SystemExit) as e:
+            command.main([*argv[1:], "--arch-arg", "width=16"])
+        assert e.value.code == 2 and "--arch-arg: {'width': 16} differs from the source's builder arguments " \
+                                      "{'width': 8}" in capsys.readouterr().err
+    assert not runs.exists() and not (tmp_path / "one").exists()
+    transfer.main(flags)
+    arms = {arm: torch.load(runs / f"{arm}_resnet10_f0.5_s0" / "model.pth", weights_only=True)
+            for arm in ("scratch", "finetuned")}
+    assert [c["config"]["arch_args"] for c in arms.values()] == [{"width": 8}, {"width": 8}]
+    shapes = [{k: v.shape for k, v in c["model"].items()} for c in arms.values()]
+    assert shapes[0] == shapes[1] == {k: v.shape for k, v in torch.load(trained["model_path"], weights_only=True)[
+        "model"].items()}
+
+
 def test_nested_subsets_are_stratified_prefixes(prepared):
     labels = load_labels(prepared)
     classes = list(CLASSES)
