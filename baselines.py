@@ -40,7 +40,7 @@ from tqdm import tqdm
 from utils.cache import data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
 from utils.errors import PipelineError, script_main
 from utils.evaluator import EvalOptions, Scores, evaluate_scorer, jsonable, scores_table
-from utils.folds import N_FOLDS, split_labels
+from utils.folds import N_FOLDS, refuse_empty_parts, split_labels
 from utils.files import fingerprint, check_writable, write_csv, write_json, write_text
 from utils.labels import leads_argument, leads_tag
 from utils.results import Summary
@@ -254,11 +254,19 @@ def kept_rows(run: BaselineRun, test_fold: int | None, n_features: int) -> list[
     return rows
 
 
+def fold_splits(data: pd.DataFrame, run: BaselineRun, test_fold: int | None) -> dict[str, pd.DataFrame]:
+    """The train/val/test records of one split (see utils.split_folds), each part refused empty before any
+    classifier is fitted."""
+    splits = split_labels(data, run.seed, test_fold=test_fold, fixed=run.fixed_split)
+    refuse_empty_parts(splits, f"{run.data_dir}{f' with test fold {test_fold}' if test_fold else ''}")
+    return splits
+
+
 def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
                    test_fold: int | None) -> tuple[list[dict], int]:
     """Every chosen classifier on one train/val/test split (see utils.split_folds), each through the
     evaluator into its own folder; summary rows and test size."""
-    splits = split_labels(data, run.seed, test_fold=test_fold, fixed=run.fixed_split)
+    splits = fold_splits(data, run, test_fold)
     desc = f"test fold {test_fold}" if test_fold else "classifiers"
     rows = []
     for name in tqdm(run.classifiers, desc=desc, file=sys.stdout):
@@ -304,8 +312,10 @@ def main(argv=None) -> pd.DataFrame:
     # checked before minutes of feature extraction, not after (the data folder, where features.csv is
     # written, by load_or_compute_features when it computes it)
     check_writable(run.db_dir, "pass --results-dir DIR with a writable DIR")
-    features = load_or_compute_features(run.data_dir, run.heart_rate, args.num_workers, args.force)
     labels = load_labels(run.data_dir)
+    for test_fold in range(1, N_FOLDS + 1) if args.cv else [args.test_fold]:  # each split's parts, before all
+        fold_splits(labels, run, test_fold)
+    features = load_or_compute_features(run.data_dir, run.heart_rate, args.num_workers, args.force)
     cols = feature_columns(list(run.leads), run.heart_rate)
     data = labels.merge(features, on="patient_id", how="left", validate="one_to_one")
     print(f"{len(cols)} features ({','.join(run.leads)}{' + heart rate' if run.heart_rate else ''}); "

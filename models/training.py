@@ -46,7 +46,7 @@ from utils.results import database_identity
 from utils.cache import (SignalCache, cache_rate, data_label_set, data_split_rule, database_name, load_labels,
                          preprocess_manifest)
 from utils.errors import PipelineError
-from utils.folds import nested_subset, split_labels
+from utils.folds import nested_subset, refuse_empty_parts, split_labels
 from utils.cli import (MAX_WORKERS, bounded_float, bounded_int, describe_flag, flag_error, flag_given, folder_path,
                        seed_int, usable_cpus)
 from utils.files import check_writable, write_csv
@@ -715,9 +715,7 @@ def run_splits(cfg: RunConfig, resume_ckpt: dict | None, cache: SignalCache, war
         if cfg.train_fraction < 1:
             splits["train"] = nested_subset(splits["train"], data_label_set(cfg.data_dir)["classes"],
                                             cfg.train_fraction, cfg.seed)
-    empty = [name for name in ("train", "val", "test") if len(splits[name]) == 0]
-    if empty:
-        raise PipelineError(f"no records in the {empty[0]} split of {cfg.data_dir} (too few records?)")
+    refuse_empty_parts(splits, cfg.data_dir)
     longest = max(int(cache.length[cache.row[pid]]) for pid in splits["train"]["patient_id"]) / cache.sample_rate
     if warn and cfg.spec.seconds > longest and not cfg.whole_records:
         print(f"warning: --seconds {cfg.spec.seconds:g} is longer than every training record (longest {longest:.1f} "

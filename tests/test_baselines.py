@@ -402,3 +402,20 @@ def test_heart_rate_features_reach_the_classifiers(hospitals, tmp_path):
                             "--no-figures", "--num-workers", "1", "--results-dir", str(tmp_path / "r")])
     folder = tmp_path / "r" / data.name / table.set_index("classifier").loc["LR", "results"]
     assert read_evaluation(folder)["info"]["features"] == 12 * 53 + 8
+
+
+@pytest.mark.parametrize("split", [[], ["--cv"]])
+def test_a_split_without_validation_records_is_refused_before_any_feature(tmp_path, split):
+    """Three records leave the seeded split's validation fold empty (and with --cv, some fold's): one error
+    line naming the part and the data (the fold too), as main.py says it, before the features are computed
+    and any classifier is fitted; before, scikit-learn's traceback about an array of 0 samples."""
+    import preprocess
+    import synth
+
+    data = tmp_path / "d"
+    synth.main(["--out", str(data), "--n", "3", "--seed", "7", "--max-seconds", "7"])
+    preprocess.main(["--data-dir", str(data), "--num-workers", "1"])
+    fold = r" with test fold 1" if split else ""
+    with pytest.raises(SystemExit, match=rf"^error: no records in the val split of .*d{fold} \(too few records\?\)$"):
+        baselines.main(["--data-dir", str(data), "--results-dir", str(tmp_path / "r"), "--num-workers", "1", *split])
+    assert not (data / "features.csv").exists() and not list((tmp_path / "r").rglob("*.csv"))

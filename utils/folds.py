@@ -8,8 +8,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from utils.errors import PipelineError
+
 __all__ = ["N_FOLDS", "TRAIN_FOLDS", "VAL_FOLDS", "FOLD_RULES", "stratified_folds", "benchmark_fold_tokens",
-           "benchmark_folds", "split_folds", "split_labels", "nested_order", "nested_subset"]
+           "benchmark_folds", "split_folds", "split_labels", "refuse_empty_parts", "nested_order", "nested_subset"]
 
 FOLD_RULES = ("stratified", "benchmark")  # preprocess.py --folds
 
@@ -149,6 +151,14 @@ def split_labels(labels: pd.DataFrame, seed: int, limit: int | None = None, test
     train, val, test = split_folds(seed, test_fold, fixed)
     return {name: labels[labels["fold"].isin(folds)].reset_index(drop=True)
             for name, folds in (("train", train), ("val", val), ("test", test))}
+
+
+def refuse_empty_parts(splits: Mapping[str, pd.DataFrame], where: str) -> None:
+    """A PipelineError naming the first part of `splits` without a record: nothing can be fitted, tuned or
+    scored on it, so it is said before any model is fitted (`where`: the data and split)."""
+    empty = [name for name in ("train", "val", "test") if len(splits[name]) == 0]
+    if empty:
+        raise PipelineError(f"no records in the {empty[0]} split of {where} (too few records?)")
 
 
 def nested_order(labels: pd.DataFrame, classes: Sequence[str], seed: int, window: int = 64) -> np.ndarray:
