@@ -51,7 +51,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import pandas as pd
 
@@ -59,8 +59,8 @@ from models.checkpoint import peek_checkpoint
 from models.registry import count_parameters, create_model, list_models
 from models.studies import run_all
 from models.training import RunConfig, architecture_settings, check_run_args, refuse_finetune_flags
-from utils.ptbxl import (benchmark_table, bootstrap_indices, check_scorable, probability_logits, read_bootstrap_ids,
-                         read_predictions, read_threshold_array, say_undefined_resamples, score_predictions,
+from utils.ptbxl import (benchmark_table, bootstrap_indices, probability_logits, read_bootstrap_ids, read_predictions,
+                         read_threshold_array, say_undefined_resamples, score_predictions, scored_classes,
                          tuned_gbeta_thresholds, write_te_results)
 from utils.cache import data_label_set, database_name
 from utils.cli import (bounded_int, file_path, flag_error, flag_given, folder_path, seed_int, seed_list,
@@ -88,7 +88,9 @@ N_BOOTSTRAP = 100  # the benchmark's number of resamples
 def score_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(allow_abbrev=False, prog="benchmark.py score", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scores", type=Path, required=True, help="scores: .npy (records x classes) or a score CSV")
+    p.add_argument("--scores", type=Path, required=True,
+                   help="scores: .npy (records x classes, a class per column in the order of --labels: an array "
+                        "names none) or a score CSV")
     p.add_argument("--labels", type=Path, help="0/1 labels: .npy or a score CSV (default: the --scores CSV)")
     p.add_argument("--bootstrap-ids", type=Path, help="resamples x records integer indices (.npy) to use as they are")
     p.add_argument("--n-bootstrap", type=bounded_int(1, 100_000), help=f"resamples to draw (default {N_BOOTSTRAP}), %(type)s")
@@ -527,25 +529,28 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
     """te_results.csv for one model's predictions."""
     check_writable(args.out.parent)
     test = read_predictions(args.scores, args.labels, args.logits)
-    check_scorable(test.y, str(args.labels or args.scores), test.classes)
+    n_classes = test.y.shape[1]
+    keep = scored_classes(str(args.labels or args.scores), test.y, test.classes, str(args.labels or args.scores))
+    every, test = test, _columns(test, keep)  # as the benchmark table scores a task: each class with an AUC
     if args.bootstrap_ids is not None:
         indices = read_bootstrap_ids(args.bootstrap_ids, test.y)
     else:
         indices = bootstrap_indices(test.y, args.n_bootstrap, args.seed, str(args.labels or args.scores))
     thresholds = None
     if args.thresholds is not None:
-        thresholds = read_threshold_array(args.thresholds, test.y.shape[1])
+        thresholds = read_threshold_array(args.thresholds, n_classes)[keep]
         if args.logits:  # probabilities; compared with the logits as logit(threshold)
             thresholds = probability_logits(thresholds)
     elif args.val_scores is not None:
         val = read_predictions(args.val_scores, args.val_labels, args.logits)
-        if val.classes and test.classes and val.classes != test.classes and sorted(val.classes) == sorted(test.classes):
-            order = [val.classes.index(c) for c in test.classes]  # the same classes in another order: by name
-            val = dataclasses.replace(val, y=val.y[:, order], p=val.p[:, order], classes=test.classes)
-        if val.y.shape[1] != test.y.shape[1] or (val.classes and test.classes and val.classes != test.classes):
+        if val.classes and every.classes and val.classes != every.classes \
+                and sorted(val.classes) == sorted(every.classes):
+            val = _columns(val, [val.classes.index(c) for c in every.classes])  # the same classes in another order
+        if val.y.shape[1] != n_classes or (val.classes and every.classes and val.classes != every.classes):
             raise PipelineError(f"{classes_source(args.val_scores, args.val_labels)} has classes "
                                 f"{val.classes or val.y.shape[1]}, {classes_source(args.scores, args.labels)} has "
-                                f"{test.classes or test.y.shape[1]}")
+                                f"{every.classes or n_classes}")
+        val = _columns(val, keep)
         shared = set(val.ids or ()) & set(test.ids or ())
         if shared:
             raise PipelineError(f"{args.val_scores} shares {len(shared)} record(s) with {args.scores} (e.g. "
@@ -557,8 +562,15 @@ def score(args: argparse.Namespace) -> pd.DataFrame:
     results = score_predictions(test.y, test.p, indices, thresholds, source=str(args.labels or args.scores))
     write_te_results(results, args.out)
     print(results.to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"{test.y.shape[0]} records, {test.y.shape[1]} classes, {len(indices)} resamples; wrote {args.out}")
+    scored = f"{len(keep)} of {n_classes}" if len(keep) < n_classes else f"{n_classes}"
+    print(f"{test.y.shape[0]} records, {scored} classes scored, {len(indices)} resamples; wrote {args.out}")
     return results
+
+
+def _columns(predictions, columns: Sequence[int]):
+    """`predictions` (utils.ptbxl.Predictions) of the classes at `columns`, in that order."""
+    classes = [predictions.classes[j] for j in columns] if predictions.classes else predictions.classes
+    return dataclasses.replace(predictions, y=predictions.y[:, columns], p=predictions.p[:, columns], classes=classes)
 
 
 def compare(args: argparse.Namespace) -> pd.DataFrame:

@@ -493,6 +493,37 @@ def test_only_classes_with_a_positive_and_a_negative_record_are_scored():
     assert assessable_classes(y).tolist() == [0, 3]
 
 
+def test_score_leaves_out_a_class_without_a_positive_as_the_table_does(tmp_path, capsys):
+    """A score file with a class no test record has (or every one has): `score` leaves it out of the macro
+    AUC and says so, as the benchmark table does, so the table's own score files give its rows; given
+    thresholds keep their classes' places. Without any class with an AUC: one error line."""
+    rng = np.random.default_rng(4)
+    y = np.column_stack([rng.random(30) < 0.4, np.zeros(30, bool), rng.random(30) < 0.5, np.ones(30, bool)])
+    y[:, 0] |= ~y[:, 2]  # every record a label among the scored classes (F_beta/G_beta weigh records by them)
+    y[:2, 2] = False
+    p = rng.random((30, 4))
+    scores_table([f"r{i}" for i in range(30)], y, p, ["A", "B", "C", "D"]).to_csv(tmp_path / "s.csv", index=False)
+    row = benchmark_table([{"task": "t", "model": "m", "scores": tmp_path / "s.csv"}], tmp_path / "b",
+                          n_bootstrap=20, ensemble=False).iloc[0]
+    capsys.readouterr()
+    got = benchmark.main(["score", "--scores", str(tmp_path / "s.csv"), "--n-bootstrap", "20", "--seed", "0",
+                          "--out", str(tmp_path / "te.csv")])
+    out, err = capsys.readouterr()
+    assert "class(es) B, D lack a positive or a negative test record: left out of its macro AUC (2 of 4 classes" in err
+    assert "30 records, 2 of 4 classes scored, 20 resamples" in out
+    assert got.loc["point", "macro_auc"] == row["auc"] == pytest.approx(np.mean(auc_scores(y[:, [0, 2]], p[:, [0, 2]])))
+    assert (got.loc["lower", "macro_auc"], got.loc["upper", "macro_auc"]) == (row["auc_lo"], row["auc_hi"])
+    np.save(tmp_path / "t.npy", np.array([0.5, 0.1, 0.9, 0.2]))  # one per class of the file, B and D unread
+    got = benchmark.main(["score", "--scores", str(tmp_path / "s.csv"), "--thresholds", str(tmp_path / "t.npy"),
+                          "--n-bootstrap", "20", "--out", str(tmp_path / "te.csv")])
+    kept = score_predictions(y[:, [0, 2]], p[:, [0, 2]], bootstrap_indices(y[:, [0, 2]], 20, 0), np.array([0.5, 0.9]))
+    assert got.equals(kept)
+    scores_table([f"r{i}" for i in range(30)], y[:, [1, 3]], p[:, [1, 3]], ["B", "D"]).to_csv(
+        tmp_path / "none.csv", index=False)
+    with pytest.raises(SystemExit, match=r"^error: .*none.csv: class B has no positive record"):
+        benchmark.main(["score", "--scores", str(tmp_path / "none.csv"), "--out", str(tmp_path / "te2.csv")])
+
+
 def test_the_ensemble_is_the_mean_of_its_models_scores(tmp_path):
     """Three models (with two, a median would be the mean too): the ensemble row scores the records' mean
     score, and its AUC is scikit-learn's macro AUC of that mean."""

@@ -36,7 +36,8 @@ from utils.metrics import THRESHOLD_GRID, challenge_scores, macro_auc, predict_a
 
 __all__ = ["ICBEB_TASK", "LEADERBOARD_TASKS", "LEADERBOARD_MODELS", "published", "published_table",
            "format_result", "bootstrap_indices", "score_predictions", "write_te_results", "Predictions",
-           "check_scorable", "read_predictions", "read_bootstrap_ids", "read_threshold_array", "score_file_classes",
+           "check_scorable", "scored_classes", "read_predictions", "read_bootstrap_ids", "read_threshold_array",
+           "score_file_classes",
            "resample_aucs", "say_undefined_resamples", "probability_logits", "acceptance_probability",
            "TABLE_COLUMNS", "ENSEMBLE",
            "ensemble_scores", "benchmark_table", "benchmark_markdown", "tuned_gbeta_thresholds",
@@ -572,7 +573,7 @@ def benchmark_table(rows: Sequence[Mapping], out: Path, n_bootstrap: int = 100, 
         for r, path in zip(members, paths):
             if r.get("records") is not None and r["records"] != len(ids):
                 raise PipelineError(f"{path} holds {len(ids)} records; its row says {r['records']}")
-        keep = _scored_classes(task, y, classes, str(paths[0]), warned)
+        keep = scored_classes(f"task {task}", y, classes, str(paths[0]), warned)
         indices = bootstrap_indices(y[:, keep], n_bootstrap, seed, str(paths[0]))
         vals = [r.get("val_scores") for r in members] if task in CHALLENGE_TASKS else [None] * len(members)
         entries = [(r["model"], r.get("params"), p, path, v, r.get("setup"))
@@ -613,16 +614,20 @@ def _check_rows(rows: Sequence[Mapping], ensemble: bool) -> None:
         seen.add(key)
 
 
-def _scored_classes(task: str, y: np.ndarray, classes: Sequence[str], source: str, warned: set) -> np.ndarray:
-    """The task's classes with an AUC (`assessable_classes`), warning once per task and left-out set."""
+def scored_classes(what: str, y: np.ndarray, classes: Sequence[str] | None, source: str,
+                   warned: set | None = None) -> np.ndarray:
+    """The classes of `what` (a task, a score file) with an AUC (`assessable_classes`), as the benchmark
+    table scores them: the others are left out and said, once per `what` and left-out set (`warned`); a
+    PipelineError naming `source` when no class has one."""
     keep = assessable_classes(y)
     if not len(keep):
         check_scorable(y, source, classes)
-    left = [classes[j] for j in range(len(classes)) if j not in set(keep)]
-    if left and (task, tuple(left)) not in warned:
-        warned.add((task, tuple(left)))
-        print(f"warning: task {task}: class(es) {', '.join(left)} lack a positive or a negative test record: "
-              f"left out of its macro AUC ({len(keep)} of {len(classes)} classes scored)", file=sys.stderr)
+    left = [class_label(classes, j) for j in range(y.shape[1]) if j not in set(keep)]
+    warned = set() if warned is None else warned
+    if left and (what, tuple(left)) not in warned:
+        warned.add((what, tuple(left)))
+        print(f"warning: {what}: class(es) {', '.join(left)} lack a positive or a negative test record: "
+              f"left out of its macro AUC ({len(keep)} of {y.shape[1]} classes scored)", file=sys.stderr)
     return keep
 
 
