@@ -23,11 +23,12 @@ import os
 import torch
 
 from models.inputs import pick_device
+from models.run import new_run_folder
 from models.training import RunConfig, architecture_settings, check_finetune, check_run_args, source_arch, train
 from utils.errors import script_main
 from utils.folds import N_FOLDS
 from utils.labels import leads_argument
-from utils.cli import folder_path, refuse_together
+from utils.cli import refuse_together
 from utils.presets import parse_with_preset
 
 
@@ -38,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="all, one lead, or a comma list such as I,aVR,V5")
     p.add_argument("--test-fold", type=int, default=None, choices=range(1, N_FOLDS + 1), metavar="K",
                    help="cross-validation: test on fold K, validate on the next (default: the seeded 8/1/1 split)")
-    p.add_argument("--run", type=folder_path, default=None,
+    p.add_argument("--run", type=new_run_folder, default=None,
                    help="the run folder (default data/<db>/runs/{arch}_{leads}_{seed}/)")
     p.add_argument("--resume", action="store_true",
                    help="require a run to continue from its last completed epoch (an unfinished run resumes anyway)")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from models.registry import count_parameters, create_model, list_models, model_entry
-from models.run import Run
+from models.run import Run, new_run_folder
 from utils.cli import bounded_int
 from utils.errors import script_main
 
@@ -67,7 +67,6 @@ def class_list(text: str) -> list[str]:
 
 
 def import_args(argv=None) -> argparse.Namespace:
-    from utils.cache import MANIFEST_JSON
     from utils.cli import flag_error, folder_path
 
     p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m models import", description=__doc__,
@@ -83,7 +82,7 @@ def import_args(argv=None) -> argparse.Namespace:
                    help="the benchmark's standard_scaler.pkl (default: inputs are not standardised)")
     p.add_argument("--data-dir", type=folder_path, default=None,
                    help="a preprocessed database with these classes, to evaluate the run on (its own split)")
-    p.add_argument("--out", type=folder_path, required=True, help="the run folder to write")
+    p.add_argument("--out", type=new_run_folder, required=True, help="the run folder to write")
     p.add_argument("--force", action="store_true", help="replace the run a folder holds (all of its files)")
     args = p.parse_args(argv)
     if not args.path.is_file():
@@ -93,9 +92,6 @@ def import_args(argv=None) -> argparse.Namespace:
     held = [f.name for f in Run(args.out).files if f.exists()]
     if held and not args.force:
         flag_error(p, "--out", f"{args.out} holds a run already ({', '.join(held)}; --force replaces it)")
-    if (args.out / MANIFEST_JSON).exists():  # a run's files would mix with a database's
-        flag_error(p, "--out", f"{args.out} is a preprocessed data folder; name a run folder, e.g. "
-                               f"{args.out / 'runs' / 'imported'}")
     if args.label_set is None:
         from utils.labels import PTBXL_ALL_STATEMENTS
         args.label_set = "all" if args.classes == list(PTBXL_ALL_STATEMENTS) else "imported"

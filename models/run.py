@@ -27,7 +27,7 @@ from utils.manifest import file_sha
 from utils.labels import LEADS, leads_tag
 from utils.results import parse_thresholds
 
-__all__ = ["Run", "run_name", "run_argument", "load_thresholds"]
+__all__ = ["Run", "run_name", "run_argument", "new_run_folder", "load_thresholds"]
 
 
 def run_name(arch: str, leads: Sequence[str] = LEADS, seed: int = 42, test_fold: int | None = None,
@@ -119,6 +119,20 @@ def run_argument(text: str) -> Run:
         raise argparse.ArgumentTypeError(str(e)) from None
     folder_path(str(run.folder))  # a file where the run's folder, or one above it, should be: named here
     return run
+
+
+def new_run_folder(text: str) -> Path:
+    """argparse type of the folder a command writes a run into (main.py's --run, `models import --out`): a
+    folder path (utils.cli.folder_path), and not a preprocessed data folder, where the run's files would
+    mix with the database's."""
+    from utils.cache import MANIFEST_JSON
+    from utils.cli import folder_path
+
+    path = folder_path(text)
+    if (path / MANIFEST_JSON).exists():
+        raise argparse.ArgumentTypeError(f"{text} is a preprocessed data folder; name a run folder, e.g. "
+                                         f"{path / 'runs' / 'NAME'}")
+    return path
 
 
 def load_thresholds(run: Run, classes: list[str], required: bool = True) -> np.ndarray | None:

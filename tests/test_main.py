@@ -367,6 +367,23 @@ def test_one_writer_per_run_folder(tiny, prepared, tmp_path):
     assert not run.model.exists() and not run.last.exists()
 
 
+def test_a_run_is_never_written_into_a_preprocessed_data_folder(tiny, prepared, capsys):
+    """main.py --run, like `models import --out`, naming a preprocessed folder (the data's own): a run's
+    files would mix with the database's records and cache. Refused (exit 2) before anything is written."""
+    import models.__main__ as models_command
+
+    before = sorted(p.name for p in prepared.iterdir())
+    for command, argv, flag in ((main, ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--run", str(prepared)],
+                                 "--run"),
+                                (models_command, ["import", "--from", "fastai", str(prepared / "labels.csv"), "--arch",
+                                                  "fcn_wang", "--classes", "A,B", "--out", str(prepared)], "--out")):
+        with pytest.raises(SystemExit) as e:
+            command.main(argv)
+        assert e.value.code == 2 and f"argument {flag}: {prepared} is a preprocessed data folder; name a run " \
+                                     f"folder, e.g. {prepared / 'runs' / 'NAME'}" in capsys.readouterr().err
+    assert sorted(p.name for p in prepared.iterdir()) == before
+
+
 def test_unwritable_folders_fail_before_any_work(tiny, copy_run, trained, prepared, tmp_path, capsys):
     """A run or results folder that cannot be written (here: under a file, which stops root too) fails at
     once with one line, not after the first epoch or the scoring."""
