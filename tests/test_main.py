@@ -190,6 +190,8 @@ def test_a_rerun_keeps_a_finished_run_and_refuses_other_settings(train, tiny, pr
         with pytest.raises(SystemExit, match=r"other settings \(seconds: 2.0 -> 3.0\).*--force"):
             main.main(["--data-dir", str(prepared), *tiny, "--seconds", "3", "--epochs", "1",
                        "--run", str(tmp_path / "x"), *extra])
+    with pytest.raises(SystemExit, match=r"other settings \(seed: 42 -> 7\).*--force"):  # another seed: another run
+        train(prepared, tmp_path, "x", "--epochs", "1", "--seed", "7")
     forced = train(prepared, tmp_path, "x", "--epochs", "1", "--seconds", "3", "--force")
     assert not forced.get("skipped") and forced["model_path"].read_bytes() != weights
     with pytest.raises(SystemExit, match="no checkpoint"):

@@ -233,11 +233,15 @@ def test_predict_temperature_is_fitted_on_own_validation_scores(check_fitted_on_
     results = tmp_path / "results"
     common = ["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "0", "--num-workers", "0",
               "--no-figures", "--calibrate"]
-    predict.main(common)
     own = results / prepared.name / "run"
+    predict.main(common[:-1])  # evaluated without --calibrate first: --calibrate then is another evaluation
+    assert not (own / "calibration.json").exists()
+    predict.main(common)
     check_fitted_on_validation(temperature(own), own / "val_scores.csv", own / "test_scores.csv")
-    predict.main([*common, "--external-data-dir", str(hospitals[0])])
     external = own / "external" / hospitals[0].name
+    predict.main([*common[:-1], "--external-data-dir", str(hospitals[0])])
+    assert not (external / "calibration.json").exists()
+    predict.main([*common, "--external-data-dir", str(hospitals[0])])
     check_fitted_on_validation(temperature(external), own / "val_scores.csv", external / "test_scores.csv")
 
 

@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from torch import nn
 
 import benchmark
 from models.registry import register_model
 from utils.comparison import holm, seed_comparison
 from utils.evaluator import scores_table
+from utils.manifest import file_sha
 
 N_BOOTSTRAP = 40
 
@@ -119,6 +121,11 @@ def test_three_seeds_give_a_row_each_their_mean_and_a_paired_comparison(syntheti
     runs = tmp_path / "tasks" / f"{synthetic_ptbxl.name}_superdiagnostic" / "runs"
     assert sorted(p.name.rsplit("_", 1)[1] for p in runs.iterdir() if (p / "model.pth").exists()) == \
         ["0", "0", "1", "1", "2", "2"]
+    for model in ("seed_narrow", "seed_wide"):  # each seed trained a network of its own: none reused another's
+        models = [next(runs.glob(f"{model}_*_{s}")) / "model.pth" for s in (0, 1, 2)]
+        assert len({m.stat().st_ino for m in models}) == 3 and len({file_sha(m) for m in models}) == 3, model
+        seeds = [torch.load(m, weights_only=True)["config"]["seed"] for m in models]
+        assert seeds == [0, 1, 2]
     assert list(zip(table["model"], table["seed"])) == [(m, s) for m in ("seed_narrow", "seed_wide", "ensemble")
                                                         for s in (0, 1, 2)]
     assert table["scores"].nunique() == 9
