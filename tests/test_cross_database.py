@@ -103,6 +103,25 @@ def temperature(folder: Path) -> float:
     return json.loads((folder / "calibration.json").read_text())["temperature"]
 
 
+def calibration_means(scores: Path, temperature: float) -> tuple[float, float]:
+    """(ECE, Brier) of a score file after temperature scaling, as docs/databases.md defines them: q =
+    sigmoid(logit(p) / T), p clipped to [1e-7, 1 - 1e-7]; 15 equal-width bins, bin = min(floor(15 q), 14),
+    ECE = sum over bins of |sum(y - q)| / n; Brier = mean (q - y)^2; each the mean over the classes with a
+    positive and a negative record."""
+    table = pd.read_csv(scores)
+    classes = [c[2:] for c in table.columns if c.startswith("p_")]
+    eces, briers = [], []
+    for c in classes:
+        y, p = table[c].to_numpy(float), np.clip(table[f"p_{c}"].to_numpy(float), 1e-7, 1 - 1e-7)
+        if y.min() == y.max():
+            continue
+        q = 1 / (1 + np.exp(-np.log(p / (1 - p)) / temperature))
+        bins = np.minimum(np.floor(q * 15), 14)
+        eces.append(sum(abs((y - q)[bins == b].sum()) for b in range(15)) / len(y))
+        briers.append(np.mean((q - y) ** 2))
+    return float(np.mean(eces)), float(np.mean(briers))
+
+
 @pytest.mark.slow
 def test_cross_database_and_baselines_temperatures(check_fitted_on_validation, tiny, hospitals, tmp_path):
     matrix = cross_database.main(["--data-dirs", *map(str, hospitals), *tiny, "--epochs", "3", "--lr", "1e-2",
@@ -114,6 +133,11 @@ def test_cross_database_and_baselines_temperatures(check_fitted_on_validation, t
         source = cell if row["trained_on"] == row["tested_on"] else cell.parent.parent  # external/<db>/ sits in it
         check_fitted_on_validation(row["temperature"], source / "val_scores.csv", cell / "test_scores.csv")
         assert temperature(cell) == row["temperature"]
+        # the calibrated columns are the scaled scores', the plain ones the model's own (T = 1)
+        assert (row["ece_calibrated"], row["brier_calibrated"]) == pytest.approx(
+            calibration_means(row["scores"], row["temperature"]), abs=1e-9)
+        assert (row["ece"], row["brier"]) == pytest.approx(calibration_means(row["scores"], 1.0), abs=1e-9)
+    assert (abs(matrix["temperature"] - 1) > 0.05).any()  # scaling changed something to compare
 
     baselines.main(["--data-dir", str(hospitals[0]), "--classifier", "LR", "--calibrate", "--n-bootstrap", "0",
                     "--no-figures", "--num-workers", "1", "--results-dir", str(tmp_path / "b")])

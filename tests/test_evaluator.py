@@ -230,10 +230,13 @@ def test_bootstrap_cis_equal_a_plain_loop():
     pd.testing.assert_frame_equal(classification_metrics(y, p, thr, CLASSES, n_bootstrap=50, seed=5, chunk=7), table)
 
 
-def test_a_class_that_cannot_be_assessed_has_no_metrics(capsys):
+@pytest.mark.parametrize("every_record", [False, True], ids=["no positive", "no negative"])
+def test_a_class_that_cannot_be_assessed_has_no_metrics(every_record, capsys):
+    """A class without a positive record, or without a negative one (its F1 and accuracy would otherwise
+    count in the mean row): every metric NaN, no resample, the mean over the other classes."""
     rng = np.random.default_rng(2)
     y = rng.random((60, 3)) < 0.4
-    y[:, 2] = False
+    y[:, 2] = every_record
     p = np.clip(0.3 * y + 0.7 * rng.random((60, 3)), 0, 1)
     table = classification_metrics(y, p, np.array([0.5, 0.5, 0.5]), CLASSES, n_bootstrap=50)
     assert table.loc["C", ["precision", "recall", "f1", "auc", "accuracy", "ece", "brier", "f1_lo"]].isna().all()

@@ -273,6 +273,19 @@ def test_compare_refuses_a_table_whose_score_file_was_written_again(tmp_path):
     assert (tmp_path / "c.csv").read_bytes() != kept
 
 
+def test_the_comparison_does_not_depend_on_the_order_of_the_table_s_rows(tmp_path):
+    """compare reads any table: rows of seeds and models in another order give the same summary and pairs
+    (each model's seeds are drawn in ascending order, as docs/benchmark_seeds.md's step 2 says)."""
+    rng = np.random.default_rng(11)
+    rows = _score_files(tmp_path, {(m, s): rng.random((40, 3)) * w for m, w in (("a", 0.5), ("b", 0.9))
+                                   for s in (0, 1, 2)})
+    table = pd.DataFrame(rows)
+    shuffled = table.iloc[[2, 0, 1, 5, 3, 4]].reset_index(drop=True)  # a2 a0 a1 b2 b0 b1
+    one, other = seed_comparison(table, 50), seed_comparison(shuffled, 50)
+    pd.testing.assert_frame_equal(one.pairs, other.pairs)
+    pd.testing.assert_frame_equal(one.summary, other.summary)
+
+
 def _score_files(tmp_path: Path, runs: dict[tuple[str, int | None], np.ndarray], ids: dict | None = None,
                  n: int = 40) -> list[dict]:
     """Hand-made test score files of the same labelled records: one per (model, seed)."""
@@ -326,6 +339,7 @@ def test_two_runs_of_equal_scores_are_a_tie_never_one_beating_the_other(tmp_path
     noise = np.random.default_rng(5).random((40, 3))
     pairs = seed_comparison(pd.DataFrame(_score_files(tmp_path, {("a", 0): noise, ("b", 0): noise})), 30).pairs
     assert len(pairs) == 1 and pairs.loc[0, "diff"] == 0 and pairs.loc[0, "a_better"] == 0
+    assert (pairs.loc[0, "model_a"], pairs.loc[0, "model_b"]) == ("a", "b")  # a tie: A is the first in the table
     assert not pairs.loc[0, "called"]
     assert pairs.loc[0, "p"] == 1 and not pairs.loc[0, "called_holm"]  # every resample a tie: on both sides
 
