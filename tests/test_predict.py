@@ -109,15 +109,18 @@ def test_record_diagnosis(evaluated, prepared, synth_records, tmp_path, capsys):
     import wfdb
     rec = wfdb.rdrecord(str(synth_records / "A0001"))
     for name, fs, signal in (("short", 500, rec.p_signal[:250]), ("flat", 500, np.zeros_like(rec.p_signal)),
-                             ("slow", 20, rec.p_signal[::25]), ("offset", 250, np.full((2000, 12), 0.3))):
+                             ("slow", 20, rec.p_signal[::25]), ("offset", 250, np.full((2000, 12), 0.3)),
+                             ("short250", 250, rec.p_signal[:500:2])):
         wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=rec.sig_name, p_signal=signal, fmt=["16"] * 12,
                     write_dir=str(tmp_path))
     table = predict.main(["--run", str(model_path), "--results-dir", str(tmp_path / "r"), "--record",
-                          *(str(tmp_path / f"{name}.hea") for name in ("short", "flat", "slow", "offset"))])
+                          *(str(tmp_path / f"{name}.hea") for name in ("short", "flat", "slow", "offset",
+                                                                          "short250"))])
     err = capsys.readouterr().err
-    assert len(table) == 4  # still diagnosed, each with its doubt said
+    assert len(table) == 5  # still diagnosed, each with its doubt said
     assert f"warning: {tmp_path / 'offset.hea'}: every lead is flat" in err  # constant, resampled: edges ring
     assert f"warning: {tmp_path / 'short.hea'}: 0.5 s long, against the model's 2-s input" in err
+    assert f"warning: {tmp_path / 'short250.hea'}: 1 s long" in err  # 250 samples at 250 Hz, whatever rate it reads
     assert f"warning: {tmp_path / 'flat.hea'}: every lead is flat" in err
     assert f"warning: {tmp_path / 'slow.hea'}: recorded at 20 Hz, below 50 Hz" in err
 

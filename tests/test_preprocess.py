@@ -308,6 +308,33 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
 
 
+def test_every_writer_of_outputs_writes_atomically(tmp_path, monkeypatch):
+    """write_csv, write_text, write_json, write_npy and save_figure all go through atomic_write: when the
+    last step (the rename over the old file) fails, the old file is whole and no temporary is left."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    import utils.files as files
+
+    def refused(*_):
+        raise OSError("disk full")
+
+    writers = {"t.csv": lambda p: files.write_csv(pd.DataFrame({"a": [1]}), p),
+               "t.md": lambda p: files.write_text("new", p), "t.json": lambda p: files.write_json({"a": 1}, p),
+               "t.npy": lambda p: files.write_npy(np.zeros(3), p),
+               "t.png": lambda p: files.save_figure(plt.figure(), p)}
+    for name in writers:
+        (tmp_path / name).write_text("old")
+    monkeypatch.setattr(files.os, "replace", refused)
+    for name, write in writers.items():
+        with pytest.raises(OSError, match="disk full"):
+            write(tmp_path / name)
+        assert (tmp_path / name).read_text() == "old", name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(writers)
+
+
 def test_atomic_write_gives_usual_permissions(tmp_path):
     import os
     import stat

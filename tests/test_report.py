@@ -57,6 +57,8 @@ def test_full_report(prepared, trained, lead_study_run, tiny, tmp_path):
     deep = sections["Deep model (12 leads), test fold"]
     assert all(f"| {c} |" in deep for c in CLASSES) and "| mean AUC |" in deep and "0.970" in deep
     assert "| 13 |" in sections["Lead study"]
+    shares = re.findall(r"\| (-?\d+\.\d+) (?=\|)", sections["SHAP lead importance"])  # each lead's share of a class
+    assert len(shares) >= 12 and all(len(v.split(".")[1]) == 2 for v in shares), shares
     assert "over 1 test fold(s)" in sections["Cross-validation"] and "| STE |" in sections["Cross-validation"]
     for title, png in (("Confusion matrices", "confusion_AF.png"), ("ROC curves", "roc.png"),
                        ("Lead study", "lead_study.png"), ("SHAP lead importance", "lead_importance.png"),

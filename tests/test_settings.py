@@ -130,6 +130,7 @@ def bad_entries():
 
     entries = {"huge_lr": {"lr": 500}, "negative_lr": {"lr": -5}, "typo_key": {"lrr": 0.1},
                "text_lr": {"lr": "fast"}, "sets_seed": {"lr": 1e-3, "seed": 7},
+               "bool_epochs": {"epochs": True}, "bool_lr": {"lr": False},  # Python's bools are numbers: not here
                # each value within its flag's bounds, wrong together with the protocol's (10 s at 100 Hz)
                "long_crop": {"crop_seconds": 100}, "short_input": {"seconds": 0.2},
                "slow_crop": {"sample_rate": 10}, "one_record": {"batch_size": 1},
@@ -146,6 +147,8 @@ def bad_entries():
                                         ("negative_lr", "--lr -5: -5 is outside (0, 10]"),
                                         ("typo_key", "unknown setting 'lrr'"),
                                         ("text_lr", "--lr 'fast': 'fast' is not a number"),
+                                        ("bool_epochs", "--epochs True: True is not an integer"),
+                                        ("bool_lr", "--lr False: False is not a number"),
                                         ("sets_seed", "'seed' names the experiment, not how the architecture"),
                                         ("long_crop", "crop_seconds 100 is longer than the input (seconds 10)"),
                                         ("short_input", "seconds 0.2, crop_seconds 2.5 at 100 Hz give 20 samples; "

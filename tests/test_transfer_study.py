@@ -112,6 +112,13 @@ def test_nested_subsets_are_stratified_prefixes(prepared):
         share = subset[classes].mean().to_numpy()
         assert np.all(np.abs(share - labels[classes].mean().to_numpy()) <= 0.04), fraction
     assert sizes == [25, 50, 100, 200]
+    # ceil(fraction x 200) records (0.07 x 200 is 14, not 14.000000000000002 rounded up), at least 2, in the
+    # order labels.csv lists them (the training's shuffle starts from it)
+    for fraction, n in ((0.0625, 13), (0.07, 14), (0.003, 2)):
+        subset = nested_subset(labels, classes, fraction, seed=4)
+        assert len(labels) == 200 and len(subset) == n, fraction
+        position = {pid: i for i, pid in enumerate(labels["patient_id"])}
+        assert [position[pid] for pid in subset["patient_id"]] == sorted(position[pid] for pid in subset["patient_id"])
     assert set(nested_subset(labels, classes, 0.25, seed=5)["patient_id"]) != set(
         nested_subset(labels, classes, 0.25, seed=4)["patient_id"])
 
