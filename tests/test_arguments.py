@@ -190,6 +190,15 @@ def test_bad_values_of_every_flag_exit_2_naming_it(parsers, tmp_path, monkeypatc
      "5 is not read with --whole-records"),
     ("main", ["--whole-records", "--crop-seconds", "2.5", "--seconds", "0.1"], "--seconds",  # unread, not too short
      "0.1 is not read with --whole-records"),
+    # bounds written out, not taken from the code's own: a moved bound fails here
+    ("main", ["--batch-size", "0"], "--batch-size", "0 is outside 1..65536"),
+    ("predict", ["--run", ".", "--n-bootstrap", "-1"], "--n-bootstrap", "-1 is outside 0..100000"),
+    ("predict", ["--run", ".", "--n-bootstrap", "100001"], "--n-bootstrap", "100001 is outside 0..100000"),
+    ("cross_validate", ["--n-bootstrap", "-1"], "--n-bootstrap", "-1 is outside 0..100000"),
+    ("shap_values", ["--run", ".", "--background", "0"], "--background", "0 is outside 1..10000"),
+    ("shap_values", ["--run", ".", "--n-explain", "0"], "--n-explain", "0 is outside 1..100000"),
+    ("transfer", ["--source", ".", "--fractions", "0.5,1.5"], "--fractions", "give distinct fractions in (0, 1]"),
+    ("transfer", ["--source", ".", "--seeds", "-1"], "--seeds", "-1 is outside 0..4294967295"),
 ])
 def test_each_reported_case_exits_2_naming_the_flag(name, argv, flag, says, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
