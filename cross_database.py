@@ -221,7 +221,8 @@ def main(argv=None) -> pd.DataFrame:
     for metric in ("auc", "f1"):
         plot_matrix(matrix, metric, out / f"{metric}.png")
     record_databases(out / "matrix.json", args.data_dirs,
-                     [out / name for name in ("matrix.csv", "per_class.csv", "matrix.md", "auc.png", "f1.png")])
+                     [out / name for name in ("matrix.csv", "per_class.csv", "matrix.md", "auc.png", "f1.png")],
+                     list(dict.fromkeys(Path(r["scores"]).parent for r in rows)))
     print(md)
     print(f"wrote {out}/matrix.csv, per_class.csv, matrix.md, auc.png, f1.png, matrix.json (the data of each)")
     return matrix

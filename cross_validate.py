@@ -105,17 +105,17 @@ def plot_folds(folds: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def kept_folds(args: argparse.Namespace) -> list[dict]:
-    """Rows of the folds this command did not name whose runs (these settings) finished and whose
-    evaluations are current: --folds 4,5 after --folds 1,2,3 tabulates all five, as one run of them would."""
-    kept = []
+def kept_folds(args: argparse.Namespace) -> dict[int, Path]:
+    """The evaluations of the folds this command did not name whose runs (these settings) finished and
+    are current: --folds 4,5 after --folds 1,2,3 tabulates all five, as one run of them would."""
+    kept = {}
     for k in (k for k in range(1, N_FOLDS + 1) if k not in args.fold_list):
         cfg = dataclasses.replace(study_config(args, args.lead_names, k), force=False)
         results = finished_results(cfg, args.results_dir, args.n_bootstrap)
         if results is not None:  # a run of these epochs exactly: one trained longer is not finished for fewer
-            kept.append(fold_row(k, results))
+            kept[k] = results
     if kept:
-        print(f"fold(s) {', '.join(str(r['fold']) for r in kept)}: finished and current, kept in the table")
+        print(f"fold(s) {', '.join(map(str, kept))}: finished and current, kept in the table")
     return kept
 
 
@@ -124,8 +124,8 @@ def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     cfgs = [study_config(args, args.lead_names, k) for k in args.fold_list]
     done = run_all(cfgs, args.results_dir, args.n_bootstrap, args.launch)
-    rows = sorted([fold_row(k, results) for k, results in zip(args.fold_list, done)] + kept_folds(args),
-                  key=lambda r: r["fold"])
+    evaluations = dict(sorted({**dict(zip(args.fold_list, done)), **kept_folds(args)}.items()))
+    rows = [fold_row(k, results) for k, results in evaluations.items()]
     folds = table_frame(rows, fold_columns(EvaluationFolder(done[0]).summary().classes))
     out = results_dir_of(args) / f"cv_{study_config(args, args.lead_names).run_name()}"
     summary = summarise(folds)
@@ -133,7 +133,8 @@ def main(argv=None) -> pd.DataFrame:
     md = to_markdown(summary, len(folds))
     write_text(md, out.with_suffix(".md"))
     plot_folds(folds, out.with_suffix(".png"))
-    record_data(out.with_suffix(".json"), args.data_dir, [out.with_suffix(s) for s in (".csv", ".md", ".png")])
+    record_data(out.with_suffix(".json"), args.data_dir, [out.with_suffix(s) for s in (".csv", ".md", ".png")],
+                list(evaluations.values()))
     print(md)
     print(f"wrote {out}.csv, .md and .png")
     return summary

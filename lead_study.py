@@ -85,7 +85,8 @@ def main(argv=None) -> pd.DataFrame:
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     plot_leads(table, out / "lead_study.png")  # first: a figure that fails leaves the old tables beside it
     md = write_table(table, COLUMNS, out / "lead_study")
-    record_data(out / "lead_study.json", args.data_dir, [out / f"lead_study{s}" for s in (".csv", ".md", ".png")])
+    record_data(out / "lead_study.json", args.data_dir, [out / f"lead_study{s}" for s in (".csv", ".md", ".png")],
+                done)
     print(md, end="")
     print(f"wrote {out}/lead_study.csv, .md and .png")
     return table

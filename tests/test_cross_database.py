@@ -75,6 +75,9 @@ def test_matrix_cells_scores_and_reuse(tiny, sites, capsys, monkeypatch):
     record = json.loads((out / "matrix.json").read_text())  # the data of each database, for report.py
     assert {name: Path(db["data_dir"]).name for name, db in record["databases"].items()} == {n: n for n in names}
     assert all(recorded_data_problem(out / "matrix.json", d) is None for d in dirs)
+    evaluations = {str(Path(scores).parent / "evaluated.json") for scores in matrix["scores"]}
+    assert evaluations <= set(record["sources"])  # and the models evaluated:
+    assert {Path(p).name for p in set(record["sources"]) - evaluations} == {"model.pth"}
     per_class = pd.read_csv(out / "per_class.csv")
     assert len(per_class) == len(matrix) * 9
 

@@ -1,6 +1,8 @@
 """lead_study.py: 13 runs, a ranked table and chart, and a second call that trains nothing."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -25,6 +27,10 @@ def test_lead_table_is_complete_and_ranked(lead_study_run, prepared):
         bounds = [saved["metrics"].loc["mean", c] for c in ("f1_lo", "f1_hi", "auc_lo", "auc_hi")]
         assert [row["f1_lo"], row["f1_hi"], row["auc_lo"], row["auc_hi"]] == pytest.approx(bounds, nan_ok=True)
         assert saved["info"]["leads"] == (list(LEADS) if row["leads"] == "all 12" else [row["leads"]])
+    # what each row was read from, for the report to check: every run's evaluation and model
+    sources = json.loads((out / "lead_study.json").read_text())["sources"]
+    assert {str(out / m / "evaluated.json") for m in table["model"]} | {
+        read_evaluation(out / m)["info"]["model"] for m in table["model"]} == set(sources)
     import matplotlib.image as mpimg
     assert mpimg.imread(out / "lead_study.png").shape[0] > 100
     assert (out / "lead_study.md").read_text().count("\n") == 13 + 2

@@ -205,6 +205,39 @@ def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(
         report.main(argv)
 
 
+def test_a_study_table_is_out_of_date_once_a_run_behind_it_changes(prepared, trained, tiny, tmp_path):
+    """A cross-validation table (as a lead study's or the matrix) was read from its runs' evaluations: once
+    one of them is evaluated again with other settings, or its model trained again (an interrupted rerun
+    with other settings leaves such runs), the report says the table is out of date instead of showing
+    numbers the runs no longer give."""
+    import shutil
+
+    import cross_validate
+    import torch
+
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    cv = ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--folds", "1", "--limit", "60", "--n-bootstrap", "10",
+          "--runs-dir", str(runs), "--results-dir", str(results)]
+    cross_validate.main(cv)
+    argv = ["--data-dir", str(prepared), "--run", str(trained["model_path"]), "--results-dir", str(results)]
+    section = lambda: sections_text(report.main(argv).read_text(), "Cross-validation")  # noqa: E731
+    assert "over 1 test fold(s)" in section() and "Out of date" not in section()
+    [run] = [p for p in runs.iterdir() if (p / "model.pth").exists()]
+    evaluation = results / prepared.name / run.name
+    kept = {p: p.read_bytes() for p in (evaluation / "evaluated.json", run / "model.pth")}
+    predict.main(["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "20", "--num-workers", "0"])
+    assert re.search(r"_Out of date: a run or evaluation it was made from changed since \(.*evaluated.json", section())
+    for path, data in kept.items():
+        path.write_bytes(data)
+    assert "Out of date" not in section()
+    ckpt = torch.load(run / "model.pth", weights_only=True)
+    ckpt["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    torch.save(ckpt, run / "model.pth")  # trained again, not evaluated yet
+    assert re.search(r"_Out of date: a run or evaluation it was made from changed since \(.*model.pth", section())
+    shutil.rmtree(run)
+    assert re.search(r"_Out of date: .*model.pth is missing", section())
+
+
 def test_a_lead_subset_run_is_not_set_beside_the_12_lead_published_values(prepared, tiny, tmp_path):
     import main
     run, results = tmp_path / "lead_I", tmp_path / "results"

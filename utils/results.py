@@ -55,16 +55,19 @@ def same_database(a: Path, b: Path) -> bool:
     return database_identity(a) == database_identity(b)
 
 
-def record_data(json_path: Path, data_dir: Path, outputs: Sequence[Path]) -> Path:
+def record_data(json_path: Path, data_dir: Path, outputs: Sequence[Path], evaluations: Sequence[Path] = ()) -> Path:
     """Beside a table of one database (its dataset table, cross-validation, lead study), the preprocess
-    fingerprint of the data it was made from and its files' hashes: report.py shows it only while both hold."""
+    fingerprint of the data it was made from, its files' hashes and those of what its rows were read from
+    (`evaluation_sources`): report.py shows it only while all of them hold."""
     from utils.cache import preprocess_manifest
     from utils.manifest import write_manifest
 
-    return write_manifest(json_path, preprocess_manifest(data_dir)["fingerprint"], outputs, data_dir=str(data_dir))
+    return write_manifest(json_path, preprocess_manifest(data_dir)["fingerprint"], outputs, data_dir=str(data_dir),
+                          sources=evaluation_sources(evaluations))
 
 
-def record_databases(json_path: Path, data_dirs: Sequence[Path], outputs: Sequence[Path]) -> Path:
+def record_databases(json_path: Path, data_dirs: Sequence[Path], outputs: Sequence[Path],
+                     evaluations: Sequence[Path] = ()) -> Path:
     """`record_data` for a table of several databases (the cross-database matrix): each one's folder and
     preprocess fingerprint under its name. Every cell depends on the data of the databases it was trained
     or tested on, so a report checks them all."""
@@ -74,7 +77,35 @@ def record_databases(json_path: Path, data_dirs: Sequence[Path], outputs: Sequen
 
     databases = {database_name(d): {"data_dir": os.path.realpath(d),
                                     "fingerprint": preprocess_manifest(d)["fingerprint"]} for d in data_dirs}
-    return write_manifest(json_path, fingerprint([databases]), outputs, databases=databases)
+    return write_manifest(json_path, fingerprint([databases]), outputs, databases=databases,
+                          sources=evaluation_sources(evaluations))
+
+
+def evaluation_sources(folders: Sequence[Path]) -> dict[str, dict]:
+    """What a table's rows were read from, described as a manifest describes its files: each evaluation's
+    manifest (its scores, settings and the model's hash) and the model it evaluated. A run trained again,
+    or evaluated again with other settings, after the table was written changes one of them: the table
+    then shows numbers its runs no longer give."""
+    from utils.manifest import describe_file
+
+    sources = {}
+    for folder in folders:
+        evaluation = EvaluationFolder(folder)
+        model = (read_manifest(evaluation.manifest) or {}).get("model")
+        for path in (evaluation.manifest, *([Path(model)] if model else [])):
+            sources[os.path.abspath(path)] = describe_file(path)
+    return sources
+
+
+def _sources_problem(manifest: dict) -> str | None:
+    """Why a table's rows are no longer what their evaluations and models give (None when they are)."""
+    from utils.manifest import file_mismatch
+
+    for path, described in (manifest.get("sources") or {}).items():
+        why = file_mismatch(Path(path), described if isinstance(described, dict) else {}, name=path)
+        if why:
+            return f"a run or evaluation it was made from changed since ({why})"
+    return None
 
 
 def recorded_data_problem(json_path: Path, data_dir: Path) -> str | None:
@@ -87,10 +118,11 @@ def recorded_data_problem(json_path: Path, data_dir: Path) -> str | None:
     if manifest is None:
         return f"{json_path} is missing: the table does not say which data it was made from"
     if "databases" in manifest:
-        return _databases_problem(manifest["databases"], data_dir) or manifest_mismatch(json_path)
+        return (_databases_problem(manifest["databases"], data_dir) or manifest_mismatch(json_path)
+                or _sources_problem(manifest))
     if manifest.get("fingerprint") != preprocess_manifest(data_dir).get("fingerprint"):
         return f"made from other data than {data_dir} holds now (preprocessed again since)"
-    return manifest_mismatch(json_path)
+    return manifest_mismatch(json_path) or _sources_problem(manifest)
 
 
 def _databases_problem(databases: dict, data_dir: Path) -> str | None:
