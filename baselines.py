@@ -48,7 +48,7 @@ from utils.tables import Column, ci_columns, format_mean_sd, markdown_table, tab
 from utils.features import FEATURE_VERSION, feature_columns, load_or_compute_features
 from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given, folder_path, seed_int, usable_cpus
 from utils.presets import parse_with_preset
-from utils.results import EvaluationFolder, baselines_folder, results_home
+from utils.results import EvaluationFolder, baselines_folder, record_data, results_home
 from utils.defaults import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 CLASSIFIERS = ("LR", "RF", "LGB", "MLP")
@@ -272,8 +272,9 @@ def evaluate_split(data: pd.DataFrame, cols: list[str], run: BaselineRun,
     for name in tqdm(run.classifiers, desc=desc, file=sys.stdout):
         folder = run.folder(name, test_fold)
         info = {"classifier": name, "data_dir": str(run.data_dir), "database": database_name(run.data_dir),
-                "test_fold": test_fold, "leads": list(run.leads), "heart_rate": run.heart_rate,
-                "standardize": run.standardize, "features": len(cols),
+                "data_fingerprint": preprocess_manifest(run.data_dir)["fingerprint"], "test_fold": test_fold,
+                "leads": list(run.leads), "heart_rate": run.heart_rate, "standardize": run.standardize,
+                "features": len(cols),
                 **({"trees": ensemble_size(name, run.trees)} if name in ORIGINAL_TREES else {})}
         options = EvalOptions(folder, run.classes, n_bootstrap=run.n_bootstrap, seed=run.seed,
                               figures=_figures(run, test_fold), calibrate=run.calibrate, info=info,
@@ -300,8 +301,10 @@ def cross_validate_classifiers(data: pd.DataFrame, cols: list[str], run: Baselin
     md = (f"Test-fold F1 per class, mean F1 and mean AUC: mean ± sd over {N_FOLDS} folds.\n\n"
           + markdown_table([{"classifier": name, **r} for name, r in stats.iterrows()], columns))
     write_text(md, out.with_suffix(".md"))
+    record_data(out.with_suffix(".json"), run.data_dir, [out.with_suffix(".csv"), out.with_suffix(".md")],
+                [run.folder(name, k).folder for k in range(1, N_FOLDS + 1) for name in run.classifiers])
     print(md.rstrip("\n"))
-    print(f"wrote {out}.csv and .md; each fold's evaluation in {run.db_dir / 'baselines' / run.tag}/fold<k>/")
+    print(f"wrote {out}.csv, .md and .json; each fold's evaluation in {run.db_dir / 'baselines' / run.tag}/fold<k>/")
     return stats
 
 

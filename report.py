@@ -26,7 +26,7 @@ from models.checkpoint import read_checkpoint
 from models.inputs import checkpoint_splits
 from models.scoring import evaluation_problem, own_evaluation_problem, training_data_dir
 from models.run import Run, run_argument
-from utils.cache import MANIFEST_JSON, data_label_set, database_name
+from utils.cache import MANIFEST_JSON, data_label_set, database_name, preprocess_manifest
 from utils.ptbxl import published
 from utils.labels import LEADS
 from utils.errors import MissingInputError, PipelineError, script_main
@@ -145,15 +145,30 @@ def baselines_section(r: Report) -> str:
             if r.test_ids and tested is not None and tested != r.test_ids:
                 other_records.append(f"{tag}/{folder.name}: {len(tested)} records, {len(tested & r.test_ids)} of "
                                      f"them in the deep model's {len(r.test_ids)}")
-            rows.append([folder.name, f"_out of date: {saved['problem']}_"] if saved["problem"] else
+            problem = saved["problem"] or _other_data(saved["info"], r, tag)
+            rows.append([folder.name, f"_out of date: {problem}_"] if problem else
                         {"classifier": folder.name, **summary_cells(folder.summary())})
         parts.append(f"**{tag}**\n\n" + markdown_table(rows, columns))
     if other_records:  # e.g. the folder preprocessed again with another --seed after the model was trained
         parts.insert(1, "_Not on the deep model's test records: " + "; ".join(other_records) +
                      ". These rows and the deep model's are not a comparison on the same records._\n")
     for cv in sorted(r.db_dir.glob("baselines_*_cv.md")):
-        parts.append(f"10-fold cross-validation ({cv.stem[len('baselines_'):-len('_cv')]}):\n\n{cv.read_text()}")
+        note = stale(r, cv.with_suffix(".json"), f"python baselines.py --data-dir {r.data_dir} --cv")
+        variant = cv.stem[len("baselines_"):-len("_cv")]
+        parts.append(f"10-fold cross-validation ({variant}):\n\n{note or cv.read_text()}")
     return "\n".join(parts)
+
+
+def _other_data(info: dict, r: Report, tag: str) -> str | None:
+    """Why a baseline evaluation (of variant `tag`) is not of the data the report's folder holds now (None
+    when it is)."""
+    rerun = f"rerun `python baselines.py --data-dir {r.data_dir}{r.results_flag}`" + (
+        f" with the flags of variant {tag}" if tag != "all" else "")
+    if info.get("data_fingerprint") is None:
+        return f"it does not say which data it was made from; {rerun}"
+    if info["data_fingerprint"] != preprocess_manifest(r.data_dir).get("fingerprint"):
+        return f"made from other data than {r.data_dir} holds now (preprocessed again since); {rerun}"
+    return None
 
 
 def _tested_records(folder: EvaluationFolder) -> frozenset[str] | None:

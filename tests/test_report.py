@@ -186,6 +186,9 @@ def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(
     assert "Out of date" not in report.main(argv).read_text()
     assert "note:" not in capsys.readouterr().err
     preprocess.main([*prep, "--seed", "3", "--force"])
+    text = sections_text(report.main(argv).read_text(), "Expert-feature baselines")  # not rerun yet: other data
+    assert re.search(rf"\| LR \| _out of date: made from other data than {data} holds now \(preprocessed again "
+                     rf"since\); rerun `python baselines.py --data-dir {data} --results-dir {results}`_", text), text
     baselines.main(lr)
     text = sections_text(report.main(argv).read_text(), "Expert-feature baselines")
     assert re.search(r"_Not on the deep model's test records: all/LR: \d+ records, \d+ of them in the deep model's "
