@@ -1,6 +1,7 @@
 """preprocess.py: round trip, header variants, bad input, folds, cache, staleness, real records."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -275,13 +276,19 @@ def test_splits_single_seeded_and_cross_validation():
         split_folds(42, test_fold=11)
 
 
-def test_outputs_rebuilt_only_when_inputs_change(records_copy, tmp_path, capsys):
+def test_outputs_rebuilt_only_when_inputs_change(records_copy, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     run(records_copy, out)
     first = (out / "signals.npy").stat().st_mtime_ns
     run(records_copy, out)
     assert "outputs are current" in capsys.readouterr().out
     assert (out / "signals.npy").stat().st_mtime_ns == first
+    fingerprint = json.loads((out / "preprocess.json").read_text())["fingerprint"]
+    monkeypatch.chdir(records_copy.parent)  # the same folder spelt another way: the same data, not a rebuild
+    run(Path(records_copy.name), out)
+    run(Path(".") / ".." / records_copy.parent.name / records_copy.name, out)
+    assert capsys.readouterr().out.count("outputs are current") == 2
+    assert json.loads((out / "preprocess.json").read_text())["fingerprint"] == fingerprint
     shutil.copy(records_copy / "A0001.hea", records_copy / "A0001.hea.bak")
     (records_copy / "A0005.hea").write_text((records_copy / "A0005.hea").read_text().replace(
         "#Dx: ", "#Dx: 164931005,"))  # A0005 now also has STE

@@ -37,7 +37,7 @@ from utils.files import atomic_write, check_writable, fingerprint, read_records_
 from utils.folds import N_FOLDS, benchmark_fold_tokens, benchmark_folds, stratified_folds
 from utils.labels import ICBEB_STATEMENTS, LEADS, LabelSet, get_label_set
 from utils.layouts import LAYOUTS, PTBXL_SPLIT, Entry, Layout, detect_layout, drop_duplicate_names, read_entry
-from utils.manifest import rebuild_unless_current, remove_stale_temporaries, write_manifest
+from utils.manifest import read_manifest, rebuild_unless_current, remove_stale_temporaries, write_manifest
 from utils.parallel import parallel_imap
 from utils.records import SAMPLE_RATE, clipped_per_lead, resample, to_microvolts
 
@@ -65,7 +65,8 @@ def preprocess(request: PreprocessRequest) -> Path:
     if request.signals_from is not None:
         return derive_label_task(request.signals_from, out_dir, request.labels, request.data_dir, request.seed,
                                  request.num_workers, request.force, request.cache_rate)
-    request = replace(request, cache_rate=request.cache_rate or SAMPLE_RATE)
+    data_dir = _as_recorded(request.data_dir, out_dir)
+    request = replace(request, cache_rate=request.cache_rate or SAMPLE_RATE, data_dir=data_dir)
     layout = detect_layout(request.data_dir)
     entries = layout.list_records(request.data_dir, get_label_set(request.labels), request.num_workers,
                                   request.cache_rate)
@@ -85,6 +86,16 @@ def preprocess(request: PreprocessRequest) -> Path:
                            current=_current(out_dir, entries), force=request.force,
                            prepare=lambda: check_writable(out_dir, hint))
     return out_dir
+
+
+def _as_recorded(data_dir: Path, out_dir: Path) -> Path:
+    """`data_dir` as the outputs' record spells it when both name one folder (data/a and /home/me/data/a):
+    the fingerprint holds the records' paths as spelt, so another spelling of the same folder would rebuild
+    the outputs and make every run of them "other data"."""
+    recorded = (read_manifest(out_dir / MANIFEST_JSON) or {}).get("data_dir")
+    if isinstance(recorded, str) and recorded and os.path.realpath(recorded) == os.path.realpath(data_dir):
+        return Path(recorded)
+    return Path(data_dir)
 
 
 def _current(out: Path, entries: list[Entry]) -> str:
