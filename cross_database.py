@@ -205,7 +205,7 @@ def main(argv=None) -> pd.DataFrame:
         for other in tests:
             settings = EvalSettings(n_bootstrap=args.n_bootstrap, num_workers=0, calibrate=args.calibrate,
                                     figures=not args.no_figures)
-            _, out = evaluate_external(model.to(device), ckpt, cfg.run, other, args.results_dir, device, settings,
+            _, out, _ = evaluate_external(model.to(device), ckpt, cfg.run, other, args.results_dir, device, settings,
                                        force=args.force)
             r, pc = cell(name, database_name(other), out)
             rows.append(r), per_class.append(pc)

@@ -128,8 +128,10 @@ def main(argv=None) -> pd.DataFrame:
     settings = EvalSettings(n_bootstrap=args.n_bootstrap, batch_size=args.batch_size, num_workers=args.num_workers,
                             figures=not args.no_figures, calibrate=args.calibrate)
     if args.external_data_dir:
-        table, out = evaluate_external(model, ckpt, args.run, args.external_data_dir, args.results_dir,
-                                       device, settings, force=args.force)
+        table, out, computed = evaluate_external(model, ckpt, args.run, args.external_data_dir, args.results_dir,
+                                                 device, settings, force=args.force)
+        if not computed:  # said current in one line: nothing was written
+            return table
     else:
         require_own_records(ckpt)
         preprocess_manifest(args.data_dir or ckpt["config"]["data_dir"])  # the data, before any results folder

@@ -238,10 +238,10 @@ def _external_key(run: Run, ckpt: dict, external_dir: Path, n_bootstrap: int, ca
 
 def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir: Path, results_dir: Path,
                       device: torch.device, settings: EvalSettings = EvalSettings(),
-                      force: bool = False) -> tuple[pd.DataFrame, Path]:
+                      force: bool = False) -> tuple[pd.DataFrame, Path, bool]:
     """Score every labelled record of another preprocessed database with the thresholds tuned on the
     run's own validation records (redone only when the model, its thresholds, the other database or the
-    settings changed)."""
+    settings changed): the metrics, their folder, and whether they were computed now (False: reused)."""
     classes = list(ckpt["label_set"]["classes"])
     theirs = data_label_set(external_dir)
     if list(theirs["classes"]) != classes:
@@ -267,7 +267,7 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
                           key=_external_key(run, ckpt, external_dir, n_bootstrap, calibrate), thresholds=thresholds,
                           tuned_on=f"{ckpt['data']['name']}'s validation records")
     if not force and out.current(options.key, "external evaluation of this very model"):
-        return out.read()["metrics"], out.folder
+        return out.read()["metrics"], out.folder, False
     check_writable(out.folder, "pass --results-dir DIR with a writable DIR")
     part = load_labels(external_dir)
     trained_on = set(ckpt["split"]["train"]) | set(ckpt["split"]["val"])
@@ -281,4 +281,4 @@ def evaluate_external(model: torch.nn.Module, ckpt: dict, run: Run, external_dir
     table = evaluate(scorer.score(), options)
     print(f"external validation on {external_dir}: all {len(part)} labelled records; thresholds tuned on "
           f"{ckpt['data']['name']}'s validation records")
-    return table, out.folder
+    return table, out.folder, True

@@ -162,6 +162,10 @@ def test_cross_database_evaluation(prep, trained, prepared, synth_records, ptbxl
     assert saved["n_test"] == n_labelled and saved["trained_on"] == prepared.name
     assert table["threshold"].dropna().tolist() == list(thresholds.values())
     assert (out / "roc.png").exists() and len(pd.read_csv(out / "test_scores.csv")) == n_labelled
+    capsys.readouterr()
+    again = predict.main([*common, "--external-data-dir", str(tmp_path / "PTBXL")])  # current: said, not rewritten
+    said = capsys.readouterr().out
+    assert "is current; nothing to do" in said and "wrote" not in said and again.equals(table)
     prep(ptbxl, tmp_path / "SUPER", "--labels", "superdiagnostic")
     with pytest.raises(SystemExit, match="label set superdiagnostic"):
         predict.main([*common, "--external-data-dir", str(tmp_path / "SUPER")])
