@@ -18,21 +18,20 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from models.checkpoint import load_checkpoint
 from models.scoring import (EVAL_WORKERS, EvalSettings, evaluate_external, evaluate_run, evaluation_key,
                             results_folder)
-from models.inputs import InputSpec, diagnose, pick_device, require_own_records
+from models.inputs import InputSpec, diagnose, pick_device, record_doubts, require_own_records
 from models.run import Run, load_thresholds, run_argument
 from utils.cache import preprocess_manifest
 from utils.errors import PipelineError, script_main
 from utils.evaluator import print_metrics
 from utils.files import write_csv
 from utils.labels import leads_argument
-from utils.records import SAMPLE_RATE, read_records
+from utils.records import read_records
 from utils.results import EvaluationFolder
 from utils.cli import MAX_WORKERS, bounded_int, folder_path, refuse_together
 from utils.presets import parse_with_preset
@@ -74,27 +73,6 @@ def check_leads(wanted: list[str] | None, ckpt: dict, run: Run) -> None:
     if wanted != list(ckpt["config"]["leads"]):
         raise PipelineError(f"{run} was trained on leads {','.join(ckpt['config']['leads'])}, "
                             f"not {','.join(wanted)}; pick the checkpoint for those leads")
-
-
-SHORTEST_SECONDS = 6.0  # CPSC2018's shortest training record: shorter ones are mostly the zero-padding
-FLAT_MV = 0.01  # a lead whose peak-to-peak is under 10 µV (the cache's resolution is 1 µV) records nothing
-
-
-def record_doubts(rate: float, mv: np.ndarray, spec: InputSpec) -> list[str]:
-    """Why a record's diagnosis may mean little (it is still given): a record too short, flat, or sampled
-    too slowly for a QRS complex."""
-    doubts = []
-    seconds = mv.shape[1] / SAMPLE_RATE
-    if seconds < min(SHORTEST_SECONDS, spec.seconds):
-        doubts.append(f"{seconds:g} s long, against the model's {spec.seconds:g}-s input: it reads mostly the "
-                      f"zero-padding")
-    inner = mv[:, mv.shape[1] // 10: mv.shape[1] - mv.shape[1] // 10]  # resampling rings at a record's edges
-    if (np.ptp(inner, axis=1) < FLAT_MV).all():
-        doubts.append("every lead is flat: there is no ECG to diagnose")
-    if rate < InputSpec.LOW_RATE_HZ:
-        doubts.append(f"recorded at {rate:g} Hz, below {InputSpec.LOW_RATE_HZ} Hz, where a QRS complex spans fewer "
-                      f"than 5 samples")
-    return doubts
 
 
 def diagnose_records(args: argparse.Namespace, model: torch.nn.Module, ckpt: dict) -> pd.DataFrame:

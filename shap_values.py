@@ -28,6 +28,7 @@ class x lead heatmap with an average row (PNG + CSV), the paper's lead-importanc
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import torch
 from models.checkpoint import load_checkpoint
 from models.scoring import results_folder
 from models.explain import CPU_BATCH, GPU_BATCH, explain
-from models.inputs import ECGDataset, InputSpec, checkpoint_splits, diagnose, pick_device
+from models.inputs import ECGDataset, InputSpec, checkpoint_splits, diagnose, pick_device, record_doubts
 from models.run import load_thresholds, run_argument
 from utils.cache import SignalCache
 from utils.errors import PipelineError, script_main
@@ -272,6 +273,9 @@ def run_records(args, model, ckpt, spec: InputSpec, device, nsamples: int, thres
     train_ds = ECGDataset(SignalCache(data_dir), splits["train"], spec, classes)
     background = stack_inputs(train_ds, background_rows(train_ds, args.background, args.seed))
     records = read_records(args.record)
+    for path, hdr, mv in records:  # as predict.py says them: explained all the same
+        for doubt in record_doubts(hdr.sample_rate, mv, spec):
+            print(f"warning: {path}: {doubt}", file=sys.stderr)
     x = torch.stack([torch.from_numpy(spec.from_signal(mv)) for _, _, mv in records])
     diagnosed = [diagnose(model, spec, thresholds, mv, classes) for _, _, mv in records]  # what predict.py says
     probs = np.stack([p for p, _ in diagnosed])

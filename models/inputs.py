@@ -425,3 +425,24 @@ def diagnose(model: torch.nn.Module, spec: InputSpec, thresholds: np.ndarray, si
     x = torch.from_numpy(spec.from_signal(signal_mv))[None].to(device)
     probs = torch.sigmoid(model(x).float())[0].cpu().numpy()
     return probs, [c for c, p, t in zip(classes, probs, thresholds) if p > t]
+
+
+SHORTEST_SECONDS = 6.0  # CPSC2018's shortest training record: shorter ones are mostly the zero-padding
+FLAT_MV = 0.01  # a lead whose peak-to-peak is under 10 µV (the cache's resolution is 1 µV) records nothing
+
+
+def record_doubts(rate: float, mv: np.ndarray, spec: InputSpec) -> list[str]:
+    """Why a record's diagnosis may mean little (it is still given): a record too short, flat, or sampled
+    too slowly for a QRS complex."""
+    doubts = []
+    seconds = mv.shape[1] / SAMPLE_RATE  # mv is at SAMPLE_RATE, whatever the file's rate
+    if seconds < min(SHORTEST_SECONDS, spec.seconds):
+        doubts.append(f"{seconds:g} s long, against the model's {spec.seconds:g}-s input: it reads mostly the "
+                      f"zero-padding")
+    inner = mv[:, mv.shape[1] // 10: mv.shape[1] - mv.shape[1] // 10]  # resampling rings at a record's edges
+    if (np.ptp(inner, axis=1) < FLAT_MV).all():
+        doubts.append("every lead is flat: there is no ECG to diagnose")
+    if rate < InputSpec.LOW_RATE_HZ:
+        doubts.append(f"recorded at {rate:g} Hz, below {InputSpec.LOW_RATE_HZ} Hz, where a QRS complex spans fewer "
+                      f"than 5 samples")
+    return doubts

@@ -103,7 +103,7 @@ def test_a_changed_model_never_reuses_stale_values(copy_run, trained, tmp_path, 
     assert len(files) == 1 and not np.array_equal(first, np.load(files[0]))
 
 
-def test_record_explanation(tuned, prepared, synth_records, tmp_path):
+def test_record_explanation(tuned, prepared, synth_records, tmp_path, capsys):
     table = run(tuned, tmp_path, "--record", str(synth_records / "A0005.hea"))
     assert len(table) == 1 and table.loc[0, "explained"] in CLASSES
     figures = tmp_path / "results" / prepared.name / tuned.name / "shap" / "records"
@@ -111,6 +111,13 @@ def test_record_explanation(tuned, prepared, synth_records, tmp_path):
     again = run(tuned, tmp_path, "--record", str(synth_records / "A0005.hea"), "--no-figures")
     pd.testing.assert_frame_equal(again, table)
     assert not (figures / "A0005.png").exists()  # the earlier figure is not left beside the new explanation
+    import wfdb  # a record shorter than the model's input is explained, its doubt said as predict.py says it
+    rec = wfdb.rdrecord(str(synth_records / "A0005"))
+    wfdb.wrsamp("short", fs=250, units=["mV"] * 12, sig_name=rec.sig_name, p_signal=rec.p_signal[:500:2],
+                fmt=["16"] * 12, write_dir=str(tmp_path))
+    capsys.readouterr()
+    assert len(run(tuned, tmp_path, "--record", str(tmp_path / "short.hea"), "--no-figures")) == 1
+    assert f"warning: {tmp_path / 'short.hea'}: 1 s long, against the model's 2-s input" in capsys.readouterr().err
 
 
 def small_problem(prepared, n_background=8, n_explain=4):
