@@ -316,6 +316,24 @@ def test_conflicting_reference_rows_skip_the_record_identical_ones_are_one(tmp_p
     assert "A0003" not in set(load_labels(tmp_path / "out")["patient_id"]) and len(load_labels(tmp_path / "out")) == 5
 
 
+def test_signals_no_header_names_are_said_and_counted_not_left_out_silently(tmp_path):
+    """WFDB records and the CPSC2018 release's headerless .mat files in one folder: the folder reads as WFDB,
+    and each .mat no header names is a skipped record, said with its path, not silently missing."""
+    both = tmp_path / "both"
+    synth.main(["--out", str(both), "--n", "6", "--seed", "2", "--max-seconds", "7"])
+    synth.main(["--out", str(tmp_path / "cpsc"), "--n", "3", "--seed", "5", "--max-seconds", "7", "--layout",
+                "cpsc2018"])
+    (both / "release").mkdir()
+    for i, mat in enumerate(sorted((tmp_path / "cpsc").glob("*.mat"))):
+        shutil.copy(mat, both / "release" / f"B{i}.mat")
+    err = quiet_prep(both, tmp_path / "out")
+    said = [line for line in err.splitlines() if "a .mat signal that no WFDB header (.hea) names: not read" in line]
+    assert [line.split(": ")[1] for line in said] == [str(both / "release" / f"B{i}.mat") for i in range(3)]
+    summary = json.loads((tmp_path / "out" / "preprocess.json").read_text())
+    assert (summary["found"], summary["read"], len(summary["errors"])) == (9, 6, 3)
+    assert len(load_labels(tmp_path / "out")) == 6
+
+
 def test_a_pool_keeps_clipping_counts_and_drops_runs_of_other_sources(tmp_path, capsys):
     from utils.labels import LEADS as ALL
 

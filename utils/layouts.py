@@ -148,7 +148,16 @@ def _wfdb_list(data_dir: Path, label_set: LabelSet, workers: int = 1, rate: floa
             entry.labels, entry.info = label_set.from_snomed(hdr.dx), _header_info(hdr)
         entries.append(_with_header(entry, hdr, rate))
     refuse_foreign_signals(entries)
-    return entries
+    return entries + _headerless_signals(data_dir, entries)
+
+
+def _headerless_signals(data_dir: Path, entries: list[Entry]) -> list[Entry]:
+    """A skipped entry for each .mat no header names (e.g. the CPSC2018 release's records, beside WFDB ones in
+    one folder): counted and said, not silently left out of the data."""
+    named = {os.path.normpath(f) for e in entries for f in (*e.files, e.path.with_suffix(".mat"))}
+    return [Entry(p.stem, p, error=f"{p}: a .mat signal that no WFDB header (.hea) names: not read (a CPSC2018 "
+                                   f"record? preprocess that release in a folder of its own, REFERENCE.csv beside it)")
+            for p in sorted(data_dir.rglob("*.mat")) if os.path.normpath(p) not in named]
 
 
 def _wfdb_inputs(data_dir: Path, entries: list[Entry]) -> list[Path]:
