@@ -33,7 +33,7 @@ from models.scoring import EvalSettings, evaluate_external
 from models.inputs import pick_device
 from models.studies import run_all, study_parser
 from models.training import RunConfig, architecture_settings, check_finetune, check_run_args, source_arch
-from utils.cache import data_label_set, data_split_rule, database_name, load_labels
+from utils.cache import data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
 from utils.errors import PipelineError, script_main
 from utils.files import save_figure, write_csv, write_text
 from utils.folds import split_labels
@@ -92,6 +92,18 @@ def check_label_sets(data_dirs: list[Path]) -> list[str]:
                             + ", ".join(f"{d}: {s['name']}" for d, s in sets.items())
                             + "); preprocess them all with the same --labels")
     return list(first["classes"])
+
+
+def check_distinct(data_dirs: list[Path]) -> None:
+    """Every database other data: a copy of one (the same preprocessed records, the same fingerprint) would
+    have a model tested on its own database as an external one. Checked before the first model trains."""
+    seen: dict[str, Path] = {}
+    for d in data_dirs:
+        key = preprocess_manifest(d)["fingerprint"]
+        if key in seen:
+            raise PipelineError(f"{d} holds the data of {seen[key]} (a copy: the same preprocessed records); a "
+                                f"matrix needs other databases: leave one of them out of --data-dirs")
+        seen[key] = d
 
 
 def check_splits(cfgs: list[RunConfig]) -> None:
@@ -192,6 +204,7 @@ def to_markdown(matrix: pd.DataFrame) -> str:
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     classes = check_label_sets(args.data_dirs)
+    check_distinct(args.data_dirs)
     plan = training_configs(args)
     own = run_all([cfg for _, cfg, _ in plan], args.results_dir, args.n_bootstrap, args.launch,
                   calibrate=args.calibrate)

@@ -100,6 +100,11 @@ def test_refuses_mixed_label_sets_and_a_single_database(tiny, sites, tmp_path, c
     with pytest.raises(SystemExit, match="different label sets"):
         cross_database.main(["--data-dirs", str(dirs[0]), str(tmp_path / "S"), *tiny, "--epochs", "1",
                              "--results-dir", str(tmp_path / "r")])
+    shutil.copytree(dirs[0], tmp_path / "copy")  # a database under another name: refused before any training
+    with pytest.raises(SystemExit, match=rf"^error: {tmp_path / 'copy'} holds the data of {dirs[0]} \(a copy"):
+        cross_database.main(["--data-dirs", str(dirs[0]), str(tmp_path / "copy"), *tiny, "--epochs", "1",
+                             "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "r")])
+    assert not (tmp_path / "runs").exists()
 
 
 def temperature(folder: Path) -> float:
