@@ -251,6 +251,11 @@ def test_a_forced_retraining_that_fails_before_its_first_epoch_leaves_the_old_ru
     main.main(["--arch", "toy_cnn", *flags, "--seed", "7", "--force"])
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     assert after["model.pth"] != before["model.pth"] and "thresholds.json" not in after
+    # the old run's files go once, at the first epoch: a later epoch that is not kept leaves the kept one
+    main.main(["--arch", "toy_cnn", *flags, "--epochs", "3", "--keep", "best", "--lr", "1e-9", "--force"])
+    log = pd.read_csv(run / "log.csv")
+    assert len(log) == 3 and log["val_f1"].nunique() == 1  # no epoch better than the first: the first is kept
+    assert torch.load(run / "model.pth", weights_only=True)["epoch"] == 1
     capsys.readouterr()
 
 
