@@ -232,10 +232,14 @@ def _figures(run: BaselineRun, test_fold: int | None) -> bool:
     return run.figures and test_fold is None  # ten folds' figures would cost more than their fits
 
 
+EVALUATION_RECORD = "data_fingerprint"  # what an evaluation's info records (older ones did not): not reused
+
+
 def evaluation_key(run: BaselineRun, name: str, test_fold: int | None, n_features: int) -> str:
     """What one classifier's evaluation depends on: it is reused (or kept in a summary) only for this key."""
     return fingerprint([preprocess_manifest(run.data_dir)["fingerprint"], FEATURE_VERSION, name, run.tag, run.seed,
-                        test_fold, run.n_bootstrap, run.calibrate, _figures(run, test_fold), n_features])
+                        test_fold, run.n_bootstrap, run.calibrate, _figures(run, test_fold), n_features,
+                        EVALUATION_RECORD])
 
 
 def kept_rows(run: BaselineRun, test_fold: int | None, n_features: int) -> list[dict]:

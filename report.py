@@ -111,10 +111,11 @@ def image(path: Path, relative_to: Path, alt: str) -> str:
     return f"![{alt}]({os.path.relpath(path, relative_to)})"
 
 
-def stale(r: Report, json_path: Path, command: str) -> str | None:
-    """The section's note when its table is not of this folder's data as it is now (None when it is)."""
+def stale(r: Report, json_path: Path, command: str, then: str = "") -> str | None:
+    """The section's note when its table is not of this folder's data as it is now (None when it is);
+    `then` follows the command (e.g. which flags)."""
     problem = recorded_data_problem(json_path, r.data_dir)
-    return None if problem is None else f"_Out of date: {problem}; rerun `{command}{r.results_flag}`._\n"
+    return None if problem is None else f"_Out of date: {problem}; rerun `{command}{r.results_flag}`{then}._\n"
 
 
 def dataset_section(r: Report) -> str:
@@ -153,8 +154,9 @@ def baselines_section(r: Report) -> str:
         parts.insert(1, "_Not on the deep model's test records: " + "; ".join(other_records) +
                      ". These rows and the deep model's are not a comparison on the same records._\n")
     for cv in sorted(r.db_dir.glob("baselines_*_cv.md")):
-        note = stale(r, cv.with_suffix(".json"), f"python baselines.py --data-dir {r.data_dir} --cv")
         variant = cv.stem[len("baselines_"):-len("_cv")]
+        flags = f" with the flags of variant {variant}" if variant != "all" else ""
+        note = stale(r, cv.with_suffix(".json"), f"python baselines.py --data-dir {r.data_dir} --cv", flags)
         parts.append(f"10-fold cross-validation ({variant}):\n\n{note or cv.read_text()}")
     return "\n".join(parts)
 

@@ -332,6 +332,9 @@ def test_signals_no_header_names_are_said_and_counted_not_left_out_silently(tmp_
     summary = json.loads((tmp_path / "out" / "preprocess.json").read_text())
     assert (summary["found"], summary["read"], len(summary["errors"])) == (9, 6, 3)
     assert len(load_labels(tmp_path / "out")) == 6
+    shutil.rmtree(both / "release")  # never read, so not the data's: the folder without them is the same data
+    quiet_prep(both, tmp_path / "out", "--force")
+    assert json.loads((tmp_path / "out" / "preprocess.json").read_text())["fingerprint"] == summary["fingerprint"]
 
 
 def test_a_pool_keeps_clipping_counts_and_drops_runs_of_other_sources(tmp_path, capsys):

@@ -208,7 +208,7 @@ def test_a_folder_split_or_cached_again_is_not_set_beside_the_run_s_own_records(
         report.main(argv)
 
 
-def test_a_study_table_is_out_of_date_once_a_run_behind_it_changes(prepared, trained, tiny, tmp_path):
+def test_a_study_table_is_out_of_date_once_a_run_behind_it_changes(prepared, trained, tiny, tmp_path, monkeypatch):
     """A cross-validation table (as a lead study's or the matrix) was read from its runs' evaluations: once
     one of them is evaluated again with other settings, or its model trained again (an interrupted rerun
     with other settings leaves such runs), the report says the table is out of date instead of showing
@@ -219,13 +219,17 @@ def test_a_study_table_is_out_of_date_once_a_run_behind_it_changes(prepared, tra
     import torch
 
     results, runs = tmp_path / "results", tmp_path / "runs"
-    cv = ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--folds", "1", "--limit", "60", "--n-bootstrap", "10",
-          "--runs-dir", str(runs), "--results-dir", str(results)]
-    cross_validate.main(cv)
+    cv = ["--data-dir", str(prepared), *tiny, "--epochs", "1", "--limit", "60", "--n-bootstrap", "10",
+          "--results-dir", str(results)]
+    monkeypatch.chdir(tmp_path)
+    cross_validate.main([*cv, "--folds", "2", "--runs-dir", "runs"])  # its model recorded by a relative path
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cross_validate.main([*cv, "--folds", "1", "--runs-dir", str(runs)])  # fold 2 kept, read from another folder
     argv = ["--data-dir", str(prepared), "--run", str(trained["model_path"]), "--results-dir", str(results)]
     section = lambda: sections_text(report.main(argv).read_text(), "Cross-validation")  # noqa: E731
-    assert "over 1 test fold(s)" in section() and "Out of date" not in section()
-    [run] = [p for p in runs.iterdir() if (p / "model.pth").exists()]
+    assert "over 2 test fold(s)" in section() and "Out of date" not in section()
+    [run] = [p for p in runs.iterdir() if p.name.endswith("fold1")]
     evaluation = results / prepared.name / run.name
     kept = {p: p.read_bytes() for p in (evaluation / "evaluated.json", run / "model.pth")}
     predict.main(["--run", str(run), "--results-dir", str(results), "--n-bootstrap", "20", "--num-workers", "0"])

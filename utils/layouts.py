@@ -165,6 +165,8 @@ def _wfdb_inputs(data_dir: Path, entries: list[Entry]) -> list[Path]:
     read, or a refused record, the .mat/.dat beside it: a file outside the folder is never touched)."""
     files = []
     for e in entries:
+        if e.path.suffix == ".mat":  # a signal no header names: said and counted, never read (not the data's)
+            continue
         files.append(e.path)
         named = e.files if e.error is None else ()
         files += named or [p for p in (e.path.with_suffix(".mat"), e.path.with_suffix(".dat")) if p.exists()]

@@ -91,8 +91,10 @@ def evaluation_sources(folders: Sequence[Path]) -> dict[str, dict]:
     sources = {}
     for folder in folders:
         evaluation = EvaluationFolder(folder)
-        model = (read_manifest(evaluation.manifest) or {}).get("model")
-        for path in (evaluation.manifest, *([Path(model)] if model else [])):
+        info = read_manifest(evaluation.manifest) or {}
+        # in the run's folder, recorded as a real path (the model's own path is recorded as typed: maybe relative)
+        model = Path(info["run"]) / Path(info["model"]).name if info.get("run") and info.get("model") else None
+        for path in (evaluation.manifest, *([model] if model is not None and model.is_file() else [])):
             sources[os.path.abspath(path)] = describe_file(path)
     return sources
 
