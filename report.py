@@ -138,6 +138,7 @@ def baselines_section(r: Report) -> str:
     parts = ["Test fold, thresholds tuned on validation (single seeded split); 95 % bootstrap CIs.\n"]
     columns = [Column("classifier", "classifier", align="left"), *MEANS]
     other_records = []
+    data = preprocess_manifest(r.data_dir).get("fingerprint")  # the data the folder holds now
     for tag in dict.fromkeys(f.folder.parent.name for f in folders):
         rows = []
         for folder in (f for f in folders if f.folder.parent.name == tag):
@@ -146,7 +147,7 @@ def baselines_section(r: Report) -> str:
             if r.test_ids and tested is not None and tested != r.test_ids:
                 other_records.append(f"{tag}/{folder.name}: {len(tested)} records, {len(tested & r.test_ids)} of "
                                      f"them in the deep model's {len(r.test_ids)}")
-            problem = saved["problem"] or _other_data(saved["info"], r, tag)
+            problem = saved["problem"] or _other_data(saved["info"], r, tag, data)
             rows.append([folder.name, f"_out of date: {problem}_"] if problem else
                         {"classifier": folder.name, **summary_cells(folder.summary())})
         parts.append(f"**{tag}**\n\n" + markdown_table(rows, columns))
@@ -161,14 +162,14 @@ def baselines_section(r: Report) -> str:
     return "\n".join(parts)
 
 
-def _other_data(info: dict, r: Report, tag: str) -> str | None:
-    """Why a baseline evaluation (of variant `tag`) is not of the data the report's folder holds now (None
-    when it is)."""
+def _other_data(info: dict, r: Report, tag: str, data: str | None) -> str | None:
+    """Why a baseline evaluation (of variant `tag`) is not of the data the report's folder holds now, its
+    fingerprint `data` (None when it is)."""
     rerun = f"rerun `python baselines.py --data-dir {r.data_dir}{r.results_flag}`" + (
         f" with the flags of variant {tag}" if tag != "all" else "")
     if info.get("data_fingerprint") is None:
         return f"it does not say which data it was made from; {rerun}"
-    if info["data_fingerprint"] != preprocess_manifest(r.data_dir).get("fingerprint"):
+    if info["data_fingerprint"] != data:
         return f"made from other data than {r.data_dir} holds now (preprocessed again since); {rerun}"
     return None
 
