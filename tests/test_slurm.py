@@ -20,6 +20,8 @@ import cross_database
 import cross_validate
 import lead_study
 from models.checkpoint import peek_checkpoint
+from utils.errors import Pending
+from utils.launch import Launcher, Task, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 START = ROOT / "tests" / "slurm" / "start.sh"
@@ -180,6 +182,24 @@ def test_a_cancelled_run_alone_is_resubmitted_and_a_requeued_job_resumes(slurm, 
         proc.communicate()
         raise
     resumed(proc, run, job)
+
+
+def test_a_finished_run_whose_job_is_still_in_the_queue_is_gathered(slurm, tmp_path, capsys):
+    """A job stays in the queue for a moment after writing its result (COMPLETING): a rerun then gathers
+    the run's current result and does not report it as queued or running."""
+    run = tmp_path / "run"
+    with pytest.raises(Pending):
+        launch([Task("run", run, time.sleep, (120,))], Launcher(kind="slurm", wait=False))
+    job = job_of(run)
+    try:
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
+        assert state.strip() in ("PENDING", "CONFIGURING", "RUNNING"), state
+        capsys.readouterr()
+        finished = Task("run", run, time.sleep, (120,), current=lambda: "its result")
+        assert launch([finished], Launcher(kind="slurm", wait=False)) == ["its result"]
+        assert "1 of 1 runs current: gathered" in capsys.readouterr().out
+    finally:
+        subprocess.run(["scancel", job], check=True)
 
 
 @pytest.mark.parametrize("flag,value", [("--launcher", "pbs"), ("--slurm-array-parallelism", "0"),

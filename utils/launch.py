@@ -398,10 +398,7 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
     queued = _queue([r[0] for r in recorded if r])
     submit = []
     for i, (t, rec) in enumerate(zip(tasks, recorded)):
-        if rec and queued.get(rec[0]) in ACTIVE:
-            print(f"{t.name}: job {rec[0]} is {queued[rec[0]].lower()}, not submitted again", flush=True)
-            waiting[i] = rec
-            continue
+        # a finished run first: its job may still be in the queue for a moment after writing its result
         value = _current_result(t)
         if value is not None:
             results[i] = value
@@ -409,6 +406,10 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
         done = _result(t, *rec) if rec and t.current is None else None
         if done is not None and done[0] == "success":
             results[i] = done[1]
+            continue
+        if rec and queued.get(rec[0]) in ACTIVE:
+            print(f"{t.name}: job {rec[0]} is {queued[rec[0]].lower()}, not submitted again", flush=True)
+            waiting[i] = rec
             continue
         submit.append(i)
     gathered = sum(r is not None for r in results)
