@@ -194,6 +194,32 @@ def test_suite_cpu_report_splits_a_test_s_own_cpu_from_its_processes_and_merges_
     assert "CPU seconds:" in out.stdout
 
 
+CAPPED = """import resource, subprocess, sys
+burn = "import time\\nend = time.time() + 1.0\\nwhile time.time() < end: pass\\n"
+procs = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+for p in procs:
+    p.wait()
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime)
+"""
+
+
+def test_cpu_cap_gives_the_command_and_its_processes_a_share_of_the_cores():
+    """Two processes spinning for a second of wall time each get, together, about cores / FACTOR of CPU
+    a second (a second each uncapped), and the cap's cgroup is gone afterwards."""
+    bad = subprocess.run(["bash", str(ROOT / "bench" / "cpu_cap.sh"), "fast", "true"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "FACTOR must be a number" in bad.stderr
+    cores, factor = os.cpu_count(), 4
+    out = subprocess.run(["bash", str(ROOT / "bench" / "cpu_cap.sh"), str(factor), sys.executable, "-c", CAPPED],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode == 1 and re.search(r"root needed|no cgroup cpu controller", out.stderr):
+        pytest.skip(f"no cgroup to cap the CPU with here: {out.stderr.strip()}")
+    assert out.returncode == 0, out.stderr
+    name = re.search(r"\((/sys/fs/cgroup/\S+)\)", out.stderr).group(1)
+    assert not Path(name).exists()
+    cpu = float(out.stdout.split()[-1])
+    assert 0.1 < cpu < 1.5 * min(cores, 2) / factor + 0.1, (cpu, out.stderr)  # uncapped: about 2 s
+
+
 def _outputs(folder: Path, weight: float = 1.0, score: str = "0.5") -> None:
     """The files equal_results.py compares, as two versions' stages would leave them."""
     (folder / "prep").mkdir(parents=True)
