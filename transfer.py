@@ -1,8 +1,8 @@
 """When does pretraining pay? One source model, one target database, training sets from small to full.
 
-    python transfer.py --source data/PTBXL/tasks/all/runs/xresnet1d101_all_42 --data-dir data/CPSC \\
+    python transfer.py --source data/PTBXL/tasks/PTBXL_all/runs/xresnet1d101_all_42 --data-dir data/CPSC \\
         --fractions 1,0.5,0.25,0.125,0.0625,0.03125 --seeds 0,1,2 --preset finetune
-    python transfer.py --source data/demo_ptbxl/tasks/superdiagnostic/runs/fcn_wang_all_42 --data-dir data/demo \\
+    python transfer.py --source data/demo_ptbxl/tasks/demo_ptbxl_superdiagnostic/runs/fcn_wang_all_42 --data-dir data/demo \\
         --preset demo
 
 For every seed and fraction, a stratified subset of the target's training records (nested: each smaller
