@@ -79,6 +79,18 @@ class EvalSettings:
     calibrate: bool = False
 
 
+def _training_scores_key(ckpt: dict, run: Run) -> str:
+    """What the training records' scores depend on: the model, the data, how they are scored."""
+    data_dir = Path(ckpt["config"]["data_dir"])
+    return fingerprint([file_sha(run.model), preprocess_manifest(data_dir)["fingerprint"], "train", _scored_in(ckpt)])
+
+
+def training_scores_current(ckpt: dict, run: Run, results_dir: Path) -> bool:
+    """Whether `score_training_records` would only reuse its file (read from the files alone)."""
+    out = EvaluationFolder(results_folder(results_dir, ckpt, run))
+    return outputs_current(out.train_manifest, _training_scores_key(ckpt, run))
+
+
 def score_training_records(model: torch.nn.Module, ckpt: dict, run: Run, results_dir: Path, device: torch.device,
                            batch_size: int = 64, num_workers: int = 0) -> Path:
     """results/<db>/<run>/train_scores.csv: the run's training records scored as its test records are
@@ -86,7 +98,7 @@ def score_training_records(model: torch.nn.Module, ckpt: dict, run: Run, results
     G_beta thresholds on. Redone only when the checkpoint or the data changed."""
     out = EvaluationFolder(results_folder(results_dir, ckpt, run))
     data_dir = Path(ckpt["config"]["data_dir"])
-    key = fingerprint([file_sha(run.model), preprocess_manifest(data_dir)["fingerprint"], "train", _scored_in(ckpt)])
+    key = _training_scores_key(ckpt, run)
     if outputs_current(out.train_manifest, key):
         return out.train_scores
     check_writable(out.folder, "pass --results-dir DIR with a writable DIR")

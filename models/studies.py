@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
 
 from models.checkpoint import load_checkpoint, peek_checkpoint
-from models.scoring import EvalSettings, evaluate_run, evaluation_current, results_folder, score_training_records
+from models.scoring import (EvalSettings, evaluate_run, evaluation_current, results_folder, score_training_records,
+                            training_scores_current)
 from models.inputs import pick_device
 from models.run import Run
 from models.training import RunConfig, equal_finished_run, resolve_identity, run_state, train
@@ -119,9 +121,11 @@ def train_and_evaluate(cfg: RunConfig, results_dir: Path, n_bootstrap: int, cali
     return results_folder(results_dir, ckpt, run)
 
 
-def finished_results(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool = False) -> Path | None:
-    """The results folder of a run that finished training and whose evaluation is current (what
-    train_and_evaluate would only reuse), else None; read from the files alone, nothing computed."""
+def finished_results(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool = False,
+                     train_scores: bool = False) -> Path | None:
+    """The results folder of a run that finished training and whose evaluation (and, with `train_scores`,
+    its training records' scores) is current: what train_and_evaluate would only reuse; else None. Read
+    from the files alone, nothing computed."""
     if cfg.force:
         return None
     try:
@@ -129,7 +133,8 @@ def finished_results(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibr
         if run_state(cfg)[0] != "current" or not cfg.run.model.exists():
             return None
         ckpt = peek_checkpoint(cfg.run.model)
-        if evaluation_current(cfg.run, ckpt, results_dir, n_bootstrap, calibrate):
+        if (evaluation_current(cfg.run, ckpt, results_dir, n_bootstrap, calibrate)
+                and (not train_scores or training_scores_current(ckpt, cfg.run, results_dir))):
             return results_folder(results_dir, ckpt, cfg.run)
     except PipelineError:
         return None
@@ -172,7 +177,8 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
     launcher = launcher or Launcher()
     results_dir = Path(results_dir)
     tasks = [Task(str(cfg.run), cfg.run.folder, _job, (cfg, results_dir, n_bootstrap, calibrate, train_scores),
-                  current=_current(cfg, results_dir, n_bootstrap, calibrate, train_scores)) for cfg in cfgs]
+                  current=_current(cfg, results_dir, n_bootstrap, calibrate, train_scores),
+                  key=_key(cfg, results_dir, n_bootstrap, calibrate, train_scores)) for cfg in cfgs]
     init = None, ()
     if launcher.kind == "local" and launcher.jobs > 1 and len(tasks) > 1:
         import torch
@@ -187,11 +193,15 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
 
 
 def _current(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool, train_scores: bool = False):
-    """Task.current of a run: what `_job` would hand back, when that is only reading files (never with
-    `train_scores`: whether those are current is the job's to find)."""
+    """Task.current of a run: what `_job` would hand back, when that is only reading files."""
     def current() -> tuple[str, Path] | None:
-        if train_scores:
-            return None
-        results = finished_results(cfg, results_dir, n_bootstrap, calibrate)
+        results = finished_results(cfg, results_dir, n_bootstrap, calibrate, train_scores)
         return None if results is None else (str(cfg.run), results)
     return current
+
+
+def _key(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool, train_scores: bool) -> str:
+    """Task.key of a run: every setting `_job` computes with (not how many loader processes it uses)."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "num_workers"}
+    return json.dumps([settings, str(Path(results_dir).absolute()), n_bootstrap, calibrate, train_scores],
+                      sort_keys=True, default=str)

@@ -67,3 +67,28 @@ def test_workers_are_told_how_many_run_side_by_side(monkeypatch, tmp_path):
         [Task("c", Path("c"), str.upper, ("c",), current=lambda: "C (kept)")]
     assert launch(tasks, Launcher(jobs=8), print, ("gpus",)) == ["A", "B", "C (kept)"]
     assert started == {"workers": 2, "initargs": (2, "gpus")}
+
+
+def test_a_study_run_s_key_holds_every_setting_it_computes_with_but_its_loader_processes(monkeypatch, tmp_path):
+    """The key a SLURM job is recorded with (utils.launch: a job of another key is not waited for)."""
+    import dataclasses
+
+    import models.studies as studies
+    from models.training import RunConfig
+
+    keys = []
+
+    def record(tasks, launcher, *init):
+        keys.append(tasks[0].key)
+        return [(tasks[0].name, tmp_path)]
+
+    monkeypatch.setattr(studies, "launch", record)
+    base, r = RunConfig(run_dir=str(tmp_path / "run"), epochs=1), tmp_path / "r"
+    for cfg, results, n, calibrate, train_scores in [
+            (base, r, 10, False, False), (dataclasses.replace(base, num_workers=0), r, 10, False, False),
+            (dataclasses.replace(base, epochs=3), r, 10, False, False),
+            (dataclasses.replace(base, force=True), r, 10, False, False), (base, tmp_path / "other", 10, False, False),
+            (base, r, 11, False, False), (base, r, 10, True, False), (base, r, 10, False, True)]:
+        studies.run_all([cfg], results, n, calibrate=calibrate, train_scores=train_scores)
+    assert keys[0] == keys[1]  # the loader's processes change nothing computed
+    assert len(set(keys[1:])) == len(keys) - 1, keys

@@ -244,6 +244,28 @@ def test_the_icbeb_row_is_run_as_the_reference_runs_it(cpsc_benchmark):
     assert "\n\n**Paired comparison**" in md  # a paragraph of its own, not the last list item's continuation
 
 
+def test_a_finished_icbeb_run_is_current_only_with_its_training_scores(cpsc_benchmark):
+    """The runs' currency (what a rerun gathers without training or starting a worker or a SLURM job)
+    counts the training records' scores the thresholds are tuned on: current with them, not without."""
+    from models.checkpoint import peek_checkpoint
+    from models.studies import finished_results
+    from models.training import RunConfig
+
+    root, _ = cpsc_benchmark
+    run = next((root / "tasks" / "CPSC_cpsc9" / "runs").glob("tiny_a*"))
+    cfg = dataclasses.replace(RunConfig.from_checkpoint(peek_checkpoint(run / "model.pth")), run_dir=str(run))
+    results = root / "results"
+    assert finished_results(cfg, results, 10, train_scores=True) == results / "CPSC_cpsc9" / run.name
+    assert finished_results(cfg, results, 11, train_scores=True) is None  # another bootstrap: not current
+    scores = results / "CPSC_cpsc9" / run.name / "train_scores.csv"
+    scores.rename(scores.with_suffix(".kept"))
+    try:
+        assert finished_results(cfg, results, 10) == results / "CPSC_cpsc9" / run.name
+        assert finished_results(cfg, results, 10, train_scores=True) is None
+    finally:
+        scores.with_suffix(".kept").rename(scores)
+
+
 def test_cpsc9_on_ptbxl_data_is_refused(tmp_path, capsys):
     import benchmark
     import synth

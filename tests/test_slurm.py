@@ -20,7 +20,7 @@ import cross_database
 import cross_validate
 import lead_study
 from models.checkpoint import peek_checkpoint
-from utils.errors import Pending
+from utils.errors import Pending, PipelineError
 from utils.launch import Launcher, Task, launch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,6 +198,27 @@ def test_a_finished_run_whose_job_is_still_in_the_queue_is_gathered(slurm, tmp_p
         finished = Task("run", run, time.sleep, (120,), current=lambda: "its result")
         assert launch([finished], Launcher(kind="slurm", wait=False)) == ["its result"]
         assert "1 of 1 runs current: gathered" in capsys.readouterr().out
+    finally:
+        subprocess.run(["scancel", job], check=True)
+
+
+def test_a_queued_job_of_other_settings_is_neither_waited_for_nor_gathered(slurm, tmp_path, capsys):
+    """A rerun with other settings (another key) while the run's job is queued stops, naming the job and
+    nothing submitted; the same settings wait for it."""
+    run = tmp_path / "run"
+    with pytest.raises(Pending):
+        launch([Task("run", run, time.sleep, (120,), key="epochs 1")], Launcher(kind="slurm", wait=False))
+    job = job_of(run)
+    try:
+        record = (run / "slurm" / "job.json").read_text()
+        with pytest.raises(PipelineError) as e:
+            launch([Task("run", run, time.sleep, (120,), key="epochs 3")], Launcher(kind="slurm", wait=False))
+        assert "other settings" in str(e.value) and f"scancel {job}" in str(e.value), e.value
+        assert (run / "slurm" / "job.json").read_text() == record  # nothing submitted
+        capsys.readouterr()
+        with pytest.raises(Pending):
+            launch([Task("run", run, time.sleep, (120,), key="epochs 1")], Launcher(kind="slurm", wait=False))
+        assert f"job {job} is" in capsys.readouterr().out and (run / "slurm" / "job.json").read_text() == record
     finally:
         subprocess.run(["scancel", job], check=True)
 

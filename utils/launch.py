@@ -49,12 +49,15 @@ DEDICATED = {"partition", "gpus_per_node", "gpus-per-node", "cpus_per_task", "cp
 class Task:
     """One run to launch: `fn(*args)` (module-level, picklable) computes it; `folder` is its run folder
     (its job record and logs go there); `current()`, when given, returns its result without computing
-    anything if the result is already current (None otherwise), so that SLURM is not asked for it."""
+    anything if the result is already current (None otherwise), so that SLURM is not asked for it. `key`
+    says what the task computes (its settings, as text): a job recorded for the run with another key was
+    submitted for other settings, and is neither waited for nor gathered as this task's."""
     name: str
     folder: Path
     fn: Callable
     args: tuple = ()
     current: Callable[[], Any] | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -298,12 +301,12 @@ def _job_dir(task: Task) -> Path:
     return Path(task.folder) / JOB_DIR
 
 
-def _recorded_job(task: Task) -> tuple[str, Path] | None:
-    """(job id, submitit folder) of the run's latest submission, if any."""
+def _recorded_job(task: Task) -> tuple[str, Path, str | None] | None:
+    """(job id, submitit folder, the task's key then) of the run's latest submission, if any."""
     try:
         saved = json.loads((_job_dir(task) / JOB_JSON).read_text())
-        return str(saved["job_id"]), Path(saved["folder"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return str(saved["job_id"]), Path(saved["folder"]), saved.get("key")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -360,7 +363,7 @@ def _record(task: Task, job_id: str, folder: Path) -> None:
     for link, target in ((_job_dir(task) / f"{job_id}.out", paths.stdout), (_log(task, job_id), paths.stderr)):
         link.unlink(missing_ok=True)
         link.symlink_to(target.absolute())
-    write_json({"job_id": job_id, "folder": str(folder.absolute()), "run": task.name,
+    write_json({"job_id": job_id, "folder": str(folder.absolute()), "run": task.name, "key": task.key,
                 "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}, _job_dir(task) / JOB_JSON)
 
 
@@ -397,21 +400,31 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
     recorded = [_recorded_job(t) for t in tasks]
     queued = _queue([r[0] for r in recorded if r])
     submit = []
+    others = []  # runs whose queued job computes other settings: (run, job, state)
     for i, (t, rec) in enumerate(zip(tasks, recorded)):
         # a finished run first: its job may still be in the queue for a moment after writing its result
         value = _current_result(t)
         if value is not None:
             results[i] = value
             continue
-        done = _result(t, *rec) if rec and t.current is None else None
+        ours = rec is not None and rec[2] == t.key  # a job submitted for exactly these settings
+        done = _result(t, *rec[:2]) if ours and t.current is None else None
         if done is not None and done[0] == "success":
             results[i] = done[1]
             continue
         if rec and queued.get(rec[0]) in ACTIVE:
+            if not ours:
+                others.append((t.name, rec[0], queued[rec[0]].lower()))
+                continue
             print(f"{t.name}: job {rec[0]} is {queued[rec[0]].lower()}, not submitted again", flush=True)
-            waiting[i] = rec
+            waiting[i] = rec[:2]
             continue
         submit.append(i)
+    if others:
+        raise PipelineError(f"{len(others)} run(s) have a SLURM job queued or running that was submitted with other "
+                            f"settings: {'; '.join(f'{name} (job {job}, {state})' for name, job, state in others)}; "
+                            f"wait for it to end, or `scancel {' '.join(job for _, job, _ in others)}`, then rerun "
+                            f"(nothing was submitted)")
     gathered = sum(r is not None for r in results)
     if gathered:
         print(f"{gathered} of {len(tasks)} runs current: gathered, nothing submitted for them", flush=True)
