@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -184,18 +185,50 @@ def test_a_cancelled_run_alone_is_resubmitted_and_a_requeued_job_resumes(slurm, 
     resumed(proc, run, job)
 
 
+def test_a_missing_slurm_tool_or_sbatch_s_refusal_is_one_line_before_anything_waits(slurm, tmp_path, monkeypatch):
+    """Without srun on PATH (a job's task runs through it) nothing is submitted; sbatch refusing an option
+    is said by its own reason, not by its pointer to --help."""
+    import shutil
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sbatch", "squeue", "scancel"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    with monkeypatch.context() as m:
+        m.setenv("PATH", f"{tools}:{Path(sys.executable).parent}")
+        with pytest.raises(PipelineError) as e:
+            launch([Task("run", tmp_path / "run", time.sleep, (1,))], Launcher(kind="slurm", wait=False))
+    assert str(e.value).startswith("--launcher slurm: srun not on PATH"), e.value
+    assert not (tmp_path / "run" / "slurm" / "job.json").exists()
+    with pytest.raises(PipelineError) as e:
+        launch([Task("run", tmp_path / "run", time.sleep, (1,))],
+               Launcher(kind="slurm", wait=False, extra={"setup": "x"}))
+    assert "sbatch refused the jobs" in str(e.value) and "setup" in str(e.value) and "--help" not in str(e.value), e.value
+
+
+LATER = Launcher(kind="slurm", wait=False, extra={"begin": "now+3600"})  # a job that stays pending, using no CPU
+
+
+def pending_job(run: Path, key: str | None = None) -> str:
+    """A job submitted for `run` that waits an hour to start (it is cancelled before then)."""
+    with pytest.raises(Pending):
+        launch([Task(run.name, run, time.sleep, (1,), key=key)], LATER)
+    return job_of(run)
+
+
+def queue_state(job: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T|%r"], capture_output=True, text=True).stdout.strip()
+
+
 def test_a_finished_run_whose_job_is_still_in_the_queue_is_gathered(slurm, tmp_path, capsys):
     """A job stays in the queue for a moment after writing its result (COMPLETING): a rerun then gathers
     the run's current result and does not report it as queued or running."""
     run = tmp_path / "run"
-    with pytest.raises(Pending):
-        launch([Task("run", run, time.sleep, (120,))], Launcher(kind="slurm", wait=False))
-    job = job_of(run)
+    job = pending_job(run)
     try:
-        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
-        assert state.strip() in ("PENDING", "CONFIGURING", "RUNNING"), state
+        assert queue_state(job).startswith("PENDING"), queue_state(job)
         capsys.readouterr()
-        finished = Task("run", run, time.sleep, (120,), current=lambda: "its result")
+        finished = Task("run", run, time.sleep, (1,), current=lambda: "its result")
         assert launch([finished], Launcher(kind="slurm", wait=False)) == ["its result"]
         assert "1 of 1 runs current: gathered" in capsys.readouterr().out
     finally:
@@ -206,19 +239,112 @@ def test_a_queued_job_of_other_settings_is_neither_waited_for_nor_gathered(slurm
     """A rerun with other settings (another key) while the run's job is queued stops, naming the job and
     nothing submitted; the same settings wait for it."""
     run = tmp_path / "run"
-    with pytest.raises(Pending):
-        launch([Task("run", run, time.sleep, (120,), key="epochs 1")], Launcher(kind="slurm", wait=False))
-    job = job_of(run)
+    job = pending_job(run, key="epochs 1")
     try:
         record = (run / "slurm" / "job.json").read_text()
         with pytest.raises(PipelineError) as e:
-            launch([Task("run", run, time.sleep, (120,), key="epochs 3")], Launcher(kind="slurm", wait=False))
+            launch([Task("run", run, time.sleep, (1,), key="epochs 3")], LATER)
         assert "other settings" in str(e.value) and f"scancel {job}" in str(e.value), e.value
         assert (run / "slurm" / "job.json").read_text() == record  # nothing submitted
         capsys.readouterr()
         with pytest.raises(Pending):
-            launch([Task("run", run, time.sleep, (120,), key="epochs 1")], Launcher(kind="slurm", wait=False))
+            launch([Task("run", run, time.sleep, (1,), key="epochs 1")], LATER)
         assert f"job {job} is" in capsys.readouterr().out and (run / "slurm" / "job.json").read_text() == record
+    finally:
+        subprocess.run(["scancel", job], check=True)
+
+
+def test_squeue_failing_for_a_moment_is_asked_again_and_failing_on_is_one_error(slurm, tmp_path, monkeypatch, capsys):
+    """A controller's hiccup (squeue failing once) does not end the command; squeue failing every time
+    does, in one error line."""
+    import utils.launch as launch_module
+
+    run = tmp_path / "run"
+    job = pending_job(run)
+    real = subprocess.run(["bash", "-c", "command -v squeue"], capture_output=True, text=True).stdout.strip()
+    tools, count = tmp_path / "bin", tmp_path / "calls"
+    tools.mkdir()
+    (tools / "squeue").write_text(f"#!/bin/bash\necho x >> {count}\nif [ $(wc -l < {count}) -le $FAILS ]; then\n"
+                                  f"  echo 'squeue: error: slurm_load_jobs error: Socket timed out' >&2; exit 1\nfi\n"
+                                  f"exec {real} \"$@\"\n")
+    (tools / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    monkeypatch.setattr(launch_module, "SQUEUE_RETRIES_S", (0.1, 0.1))
+    try:
+        monkeypatch.setenv("FAILS", "1")
+        with pytest.raises(Pending):
+            launch([Task("run", run, time.sleep, (1,))], LATER)
+        assert "Socket timed out); asking again in 0.1 s" in capsys.readouterr().err
+        count.unlink()
+        monkeypatch.setenv("FAILS", "9")
+        with pytest.raises(PipelineError) as e:
+            launch([Task("run", run, time.sleep, (1,))], LATER)
+        assert str(e.value).startswith("squeue failed, 3 times") and "Socket timed out" in str(e.value)
+        assert count.read_text().count("x") == 3
+    finally:
+        subprocess.run(["scancel", job], check=True)
+
+
+def test_a_job_slurm_can_never_start_fails_its_run_and_is_cancelled(slurm, tmp_path):
+    """More CPUs per job than the node has: pending for ever (PartitionConfig). Its run fails in one
+    line naming the reason, the job is cancelled, and the command does not wait on."""
+    run = tmp_path / "run"
+
+    def waited_too_long(*_):
+        raise TimeoutError("still waiting for a job SLURM never starts")
+
+    before = signal.signal(signal.SIGALRM, waited_too_long)
+    signal.alarm(60)
+    try:
+        with pytest.raises(PipelineError) as e:
+            launch([Task("run", run, time.sleep, (1,))], Launcher(kind="slurm", cpus_per_job=64))
+    except BaseException:
+        if (run / "slurm" / "job.json").exists():
+            subprocess.run(["scancel", job_of(run)])
+        raise
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert "SLURM will never start job" in str(e.value) and "change the --slurm-* flags" in str(e.value), e.value
+    job = job_of(run)
+    try:
+        end = time.time() + 30
+        while queue_state(job).startswith("PENDING"):  # cancelled by the command
+            assert time.time() < end, queue_state(job)
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["scancel", job])
+
+
+def test_ctrl_c_while_waiting_names_the_jobs_left_queued_and_a_held_job_is_said(slurm, tmp_path):
+    """A held job is said once (it starts when released); Ctrl-C then ends the command in one line that
+    names the jobs it leaves in the queue, exit 130."""
+    run = tmp_path / "run"
+    job = pending_job(run)
+    try:
+        subprocess.run(["scontrol", "hold", job], check=True)
+        code = ("import time\nfrom pathlib import Path\nfrom utils.errors import script_main\n"
+                "from utils.launch import Launcher, Task, launch\n\n@script_main\ndef main():\n"
+                f"    launch([Task('run', Path({str(run)!r}), time.sleep, (1,))], Launcher(kind='slurm'))\n\nmain()\n")
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        timer = threading.Timer(60, proc.kill)  # never left waiting on a job that is not said to be held
+        timer.daemon = True
+        timer.start()
+        lines = []
+        for line in proc.stderr:  # the held job said
+            lines.append(line)
+            if "is held" in line:
+                break
+        assert f"job {job} is held" in lines[-1] and f"scontrol release {job}" in lines[-1], lines
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
+        last = [line for line in err.replace("\r", "\n").splitlines() if line.strip()][-1]
+        assert last.startswith("interrupted (Ctrl-C): SLURM job(s) " + job) and f"scancel {job}" in last, err
+        assert "Traceback" not in err
+        assert queue_state(job).startswith("PENDING")  # left queued, as said
+        timer.cancel()
     finally:
         subprocess.run(["scancel", job], check=True)
 
@@ -227,7 +353,10 @@ def test_a_queued_job_of_other_settings_is_neither_waited_for_nor_gathered(slurm
                                         ("--slurm-partition", "a b"), ("--slurm-gpus-per-job", "-1"),
                                         ("--slurm-cpus-per-job", "0"), ("--slurm-mem", "lots"),
                                         ("--slurm-time", "soon"), ("--slurm-account", "x;y"),
-                                        ("--slurm-extra", "qos"), ("--slurm-extra", "time=5")])
+                                        ("--slurm-extra", "qos"), ("--slurm-extra", "time=5"),
+                                        ("--slurm-time", "1:75"), ("--slurm-time", "2-24"),
+                                        ("--slurm-time", "99999999999999999999"), ("--slurm-extra", "wrap=hostname"),
+                                        ("--slurm-extra", "ntasks-per-node=2"), ("--slurm-extra", "signal=USR1@60")])
 def test_every_launcher_flag_s_bad_value_exits_2_naming_it(flag, value, capsys, tmp_path):
     for main, base in ((benchmark.main, ["--data-dir", str(tmp_path)]),
                        (cross_validate.main, ["--data-dir", str(tmp_path)]),

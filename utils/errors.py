@@ -40,23 +40,24 @@ def script_main(main: Callable) -> Callable:
         except Pending as e:
             print(e, flush=True)
             return None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if main.__module__ == "__main__":
-                _say_interrupted()
+                _say_interrupted(str(e) if e.args else None)
             raise
 
     return run
 
 
-def _say_interrupted() -> None:
-    """One line instead of the traceback. The KeyboardInterrupt still ends the process: Python finishes
-    as usual (atexit, finalizers) and then dies of SIGINT, as a shell expects."""
+def _say_interrupted(line: str | None = None) -> None:
+    """One line instead of the traceback (`line`: what the interrupted code had to say instead, such as
+    the jobs it leaves queued). The KeyboardInterrupt still ends the process: Python finishes as usual
+    (atexit, finalizers) and then dies of SIGINT, as a shell expects."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
-    print("interrupted (Ctrl-C): no output is left half written; run the same command again to finish",
+    print(line or "interrupted (Ctrl-C): no output is left half written; run the same command again to finish",
           file=sys.stderr, flush=True)
     previous = sys.excepthook
 

@@ -38,11 +38,20 @@ JOB_JSON = "job.json"      # in JOB_DIR: the job id of the run's latest submissi
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "PREEMPTED"}  # still the queue's
 POLL_S = 3.0         # squeue at most this often, and the longest wait between two looks at the results
+SQUEUE_RETRIES_S = (2, 4, 8, 16, 30)  # a failed squeue is asked again after these pauses (a controller's hiccup)
+# why a job is pending when SLURM will never start it as submitted (a limit of its partition, account or QOS)
+NEVER_STARTS = re.compile(r"PartitionConfig|PartitionNodeLimit|PartitionTimeLimit|BadConstraints|InvalidAccount|"
+                          r"InvalidQOS|DependencyNeverSatisfied|(QOS|Assoc)Max\w*PerJob\w*")
+HELD = re.compile(r"held", re.IGNORECASE)  # JobHeldUser, JobHeldAdmin, "job requeued in held state"
+SLURM_TOOLS = ("sbatch", "squeue", "scancel", "srun")  # submit, watch, cancel; srun runs a job's task
 FIRST_POLL_S = 0.25  # the first look after the submission or a finished job: short jobs are gathered promptly
 PROJECT = Path(__file__).resolve().parents[1]  # on the jobs' PYTHONPATH, so that they import the library
 # the dedicated flags' keys: --slurm-extra must not set them a second time
 DEDICATED = {"partition", "gpus_per_node", "gpus-per-node", "cpus_per_task", "cpus-per-task", "mem", "time",
-             "account", "array", "array_parallelism", "output", "error", "job_name", "job-name"}
+             "account", "array", "array_parallelism", "output", "error", "job_name", "job-name",
+             # what submitit's script sets itself: one task on one node, its signal, its command
+             "nodes", "ntasks", "ntasks_per_node", "ntasks-per-node", "signal", "wrap", "open_mode", "open-mode"}
+MAX_MINUTES = 366 * 24 * 60  # --slurm-time: a year (a larger number is a typo, not a time limit)
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,10 @@ def _minutes(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"{text!r} is not a SLURM time (minutes, HH:MM:SS or D-HH:MM:SS)")
     days, a, b, c = (int(g) if g is not None else None for g in m.groups())
+    # the parts after the first are minutes and seconds (or hours after days): within their range
+    if any(v is not None and v >= 60 for v in (b, c)) or (days is not None and a >= 24):
+        raise argparse.ArgumentTypeError(f"{text!r} has a part out of its range (hours under 24 after days, "
+                                         f"minutes and seconds under 60 after the first part)")
     if days is not None:
         seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
     elif c is not None:
@@ -127,6 +140,8 @@ def _minutes(text: str) -> int:
         seconds = a * 60
     if seconds < 60:
         raise argparse.ArgumentTypeError(f"{text!r} is under a minute")
+    if seconds > MAX_MINUTES * 60:
+        raise argparse.ArgumentTypeError(f"{text!r} is over a year")
     return -(-seconds // 60)
 
 
@@ -310,23 +325,40 @@ def _recorded_job(task: Task) -> tuple[str, Path, str | None] | None:
         return None
 
 
-def _queue(job_ids: Sequence[str]) -> dict[str, str]:
-    """State of each of `job_ids` the queue still holds (array elements one by one)."""
+def _queue(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """(state, reason) of each of `job_ids` the queue still holds (array elements one by one). A failing
+    squeue is asked again for about a minute (SQUEUE_RETRIES_S) before the command gives up: a wait of
+    hours should not end at one of the controller's timeouts."""
     if not job_ids:
         return {}
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T"], capture_output=True,
-                             text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise PipelineError(f"squeue failed ({e}); is SLURM reachable from here?") from None
-    if out.returncode != 0:
-        raise PipelineError(f"squeue failed: {' '.join((out.stderr or out.stdout).strip().splitlines()[-1:])}")
+    for pause in (*SQUEUE_RETRIES_S, None):
+        try:
+            out = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T|%r"], capture_output=True,
+                                 text=True, timeout=120)
+        except OSError as e:  # no squeue here: asking again will not help
+            raise PipelineError(f"squeue failed ({e}); is SLURM reachable from here?") from None
+        except subprocess.TimeoutExpired:
+            why = "no answer in 120 s"
+        else:
+            if out.returncode == 0:
+                break
+            why = " ".join((out.stderr or out.stdout).strip().splitlines()[-1:])
+        if pause is None:
+            raise PipelineError(f"squeue failed, {len(SQUEUE_RETRIES_S) + 1} times in "
+                                f"{sum(SQUEUE_RETRIES_S)} s: {why}")
+        print(f"squeue failed ({why}); asking again in {pause} s", file=sys.stderr, flush=True)
+        time.sleep(pause)
     wanted, states = set(job_ids), {}
     for line in out.stdout.splitlines():
-        jid, _, state = line.strip().partition("|")
+        jid, _, rest = line.strip().partition("|")
+        state, _, reason = rest.partition("|")
         if jid in wanted:
-            states[jid] = state.split()[0] if state else ""
+            states[jid] = (state.split()[0] if state.strip() else "", reason.strip())
     return states
+
+
+def _state(queue: dict[str, tuple[str, str]], job_id: str) -> str | None:
+    return queue[job_id][0] if job_id in queue else None
 
 
 def _submitit_job(job_id: str, folder: Path):
@@ -373,9 +405,6 @@ def _submit(tasks: list[Task], launcher: Launcher) -> list[tuple[str, Path]]:
     each run folder links to its job's logs."""
     import submitit
 
-    if shutil.which("sbatch") is None:
-        raise PipelineError("--launcher slurm: sbatch is not on PATH (run on a SLURM login node, or "
-                            "tests/slurm/start.sh for a one-node cluster here)")
     common = Path(os.path.commonpath([str(Path(t.folder).absolute()) for t in tasks]))
     folder = (common if len(tasks) > 1 else common.parent) / ".slurm" / time.strftime("%Y%m%d-%H%M%S-") 
     folder = folder.with_name(folder.name + uuid.uuid4().hex[:6])
@@ -387,7 +416,8 @@ def _submit(tasks: list[Task], launcher: Launcher) -> list[tuple[str, Path]]:
         with executor.batch():
             jobs = [executor.submit(_Job(t.name, t.fn), *t.args) for t in tasks]
     except Exception as e:  # noqa: BLE001 - sbatch's refusal, said in one line
-        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        lines = [line for line in str(e).strip().splitlines()  # sbatch's own reason, not its pointer to --help
+                 if line.strip() and not re.match(r"\s*Try .*--help", line)]
         raise PipelineError(f"sbatch refused the jobs: {lines[-1] if lines else type(e).__name__}") from None
     for t, j in zip(tasks, jobs):
         _record(t, j.job_id, folder)
@@ -395,6 +425,10 @@ def _submit(tasks: list[Task], launcher: Launcher) -> list[tuple[str, Path]]:
 
 
 def _slurm(tasks: list[Task], launcher: Launcher) -> list:
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise PipelineError(f"--launcher slurm: {', '.join(missing)} not on PATH (run on a SLURM login node, or "
+                            f"tests/slurm/start.sh for a one-node cluster here)")
     results: list = [None] * len(tasks)
     waiting: dict[int, tuple[str, Path]] = {}   # task index -> (job id, submitit folder)
     recorded = [_recorded_job(t) for t in tasks]
@@ -412,11 +446,11 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
         if done is not None and done[0] == "success":
             results[i] = done[1]
             continue
-        if rec and queued.get(rec[0]) in ACTIVE:
+        if rec and _state(queued, rec[0]) in ACTIVE:
             if not ours:
-                others.append((t.name, rec[0], queued[rec[0]].lower()))
+                others.append((t.name, rec[0], _state(queued, rec[0]).lower()))
                 continue
-            print(f"{t.name}: job {rec[0]} is {queued[rec[0]].lower()}, not submitted again", flush=True)
+            print(f"{t.name}: job {rec[0]} is {_state(queued, rec[0]).lower()}, not submitted again", flush=True)
             waiting[i] = rec[:2]
             continue
         submit.append(i)
@@ -440,32 +474,53 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
         raise Pending(f"{len(waiting)} of {len(tasks)} runs queued or running as SLURM jobs "
                       f"({', '.join(sorted(set(j.split('_')[0] for j, _ in waiting.values())))}); rerun the same "
                       f"command to gather them")
-    failed = []
+    _raise_failed(_wait(tasks, waiting, results), len(tasks))
+    return results
+
+
+def _wait(tasks: list[Task], waiting: dict[int, tuple[str, Path]], results: list) -> list[str]:
+    """Gather the `waiting` jobs' results into `results` as they finish; returns the failed runs. A job
+    SLURM will never start as submitted (NEVER_STARTS) is cancelled and fails its run; a held one is said
+    once. Ctrl-C leaves the jobs queued and says so."""
     from tqdm import tqdm
 
-    with tqdm(total=len(waiting), desc="SLURM jobs", unit="run", dynamic_ncols=True) as bar:
-        delay, asked = FIRST_POLL_S, -POLL_S
-        while waiting:
-            if time.monotonic() - asked >= POLL_S:
-                states, asked = _queue([j for j, _ in waiting.values()]), time.monotonic()
-            before = len(waiting)
-            for i, (jid, folder) in list(waiting.items()):
-                done = _result(tasks[i], jid, folder)
-                if done is None and states.get(jid) in ACTIVE:
-                    continue
-                if done is None:  # gone from the queue without a result: cancelled, killed, node failure
-                    time.sleep(1)  # a result written as the job left the queue
-                    done = _result(tasks[i], jid, folder) or (
-                        "error", f"SLURM job {jid} ended without a result ({states.get(jid, 'cancelled or killed').lower()}); "
-                                 f"log {_log(tasks[i], jid)}")
-                del waiting[i]
-                bar.update()
-                if done[0] == "success":
-                    results[i] = done[1]
-                else:
-                    failed.append(_failed(tasks[i], done[1]))
-            if waiting:  # result files are looked at often while jobs finish, then less and less
-                delay = FIRST_POLL_S if len(waiting) < before else min(POLL_S, delay * 1.5)
-                time.sleep(delay)
-    _raise_failed(failed, len(tasks))
-    return results
+    failed, said = [], set()
+    try:
+        with tqdm(total=len(waiting), desc="SLURM jobs", unit="run", dynamic_ncols=True) as bar:
+            delay, asked = FIRST_POLL_S, -POLL_S
+            while waiting:
+                if time.monotonic() - asked >= POLL_S:
+                    queue, asked = _queue([j for j, _ in waiting.values()]), time.monotonic()
+                before = len(waiting)
+                for i, (jid, folder) in list(waiting.items()):
+                    done = _result(tasks[i], jid, folder)
+                    state, reason = queue.get(jid, (None, ""))
+                    if done is None and state == "PENDING" and NEVER_STARTS.search(reason):
+                        subprocess.run(["scancel", jid], capture_output=True, timeout=60)
+                        done = ("error", f"SLURM will never start job {jid} as submitted (pending: {reason}); it "
+                                         f"was cancelled: change the --slurm-* flags and rerun")
+                    elif done is None and state in ACTIVE:
+                        if state == "PENDING" and HELD.search(reason) and jid not in said:
+                            said.add(jid)
+                            tqdm.write(f"{tasks[i].name}: job {jid} is held ({reason}); it starts once released "
+                                       f"(scontrol release {jid})", file=sys.stderr)
+                        continue
+                    if done is None:  # gone from the queue without a result: cancelled, killed, node failure
+                        time.sleep(1)  # a result written as the job left the queue
+                        done = _result(tasks[i], jid, folder) or (
+                            "error", f"SLURM job {jid} ended without a result ({(state or 'cancelled or killed').lower()}); "
+                                     f"log {_log(tasks[i], jid)}")
+                    del waiting[i]
+                    bar.update()
+                    if done[0] == "success":
+                        results[i] = done[1]
+                    else:
+                        failed.append(_failed(tasks[i], done[1]))
+                if waiting:  # result files are looked at often while jobs finish, then less and less
+                    delay = FIRST_POLL_S if len(waiting) < before else min(POLL_S, delay * 1.5)
+                    time.sleep(delay)
+    except KeyboardInterrupt:
+        jobs = " ".join(sorted({j.split("_")[0] for j, _ in waiting.values()}))
+        raise KeyboardInterrupt(f"interrupted (Ctrl-C): SLURM job(s) {jobs} still queued or running; rerun the same "
+                                f"command to gather them, or `scancel {jobs}`") from None
+    return failed
