@@ -203,7 +203,8 @@ def test_a_missing_slurm_tool_or_sbatch_s_refusal_is_one_line_before_anything_wa
     with pytest.raises(PipelineError) as e:
         launch([Task("run", tmp_path / "run", time.sleep, (1,))],
                Launcher(kind="slurm", wait=False, extra={"setup": "x"}))
-    assert "sbatch refused the jobs" in str(e.value) and "setup" in str(e.value) and "--help" not in str(e.value), e.value
+    message = str(e.value)
+    assert "sbatch refused the jobs" in message and "setup" in message and "--help" not in message, message
 
 
 LATER = Launcher(kind="slurm", wait=False, extra={"begin": "now+3600"})  # a job that stays pending, using no CPU
@@ -252,6 +253,30 @@ def test_a_queued_job_of_other_settings_is_neither_waited_for_nor_gathered(slurm
         assert f"job {job} is" in capsys.readouterr().out and (run / "slurm" / "job.json").read_text() == record
     finally:
         subprocess.run(["scancel", job], check=True)
+
+
+def test_two_commands_at_once_on_a_new_run_submit_one_job(slurm, tmp_path):
+    """Deciding whether to submit a run, and submitting it, is one command's at a time: started together
+    (held at the run's lock until both are ready), one submits and the other waits for its job."""
+    from utils.launch import JOB_DIR, SUBMIT_LOCK
+    from utils.locks import exclusive_lock
+
+    run = tmp_path / "run"
+    code = ("import time\nfrom pathlib import Path\nfrom utils.errors import Pending\n"
+            "from utils.launch import Launcher, Task, launch\n"
+            f"try:\n    launch([Task('run', Path({str(run)!r}), time.sleep, (1,))], Launcher(kind='slurm', "
+            f"wait=False, extra={{'begin': 'now+3600'}}))\nexcept Pending as e:\n    print(e)\n")
+    with exclusive_lock(run / JOB_DIR / SUBMIT_LOCK, "the test"):
+        procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        time.sleep(1.5)  # both started and at the lock
+    outs = [finish(proc, timeout=120) for proc in procs]
+    try:
+        assert all(rc == 0 for rc, _, _ in outs), outs
+        printed = "".join(out for _, out, _ in outs)
+        assert printed.count("submitted 1 run(s)") == 1 and printed.count("not submitted again") == 1, printed
+    finally:
+        subprocess.run(["scancel", job_of(run)])
 
 
 def test_squeue_failing_for_a_moment_is_asked_again_and_failing_on_is_one_error(slurm, tmp_path, monkeypatch, capsys):

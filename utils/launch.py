@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,6 +29,7 @@ from typing import Any, Callable, Sequence
 from utils.errors import Pending, PipelineError
 from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given
 from utils.files import write_json
+from utils.locks import exclusive_lock
 from utils.parallel import TaskOutcome, describe_failure, process_map
 
 __all__ = ["Task", "Launcher", "add_launcher_arguments", "launcher_from_args", "launch", "JOB_DIR", "JOB_JSON"]
@@ -35,6 +37,7 @@ __all__ = ["Task", "Launcher", "add_launcher_arguments", "launcher_from_args", "
 LAUNCHERS = ("local", "slurm")
 JOB_DIR = "slurm"          # a run folder's job logs and submitit's files
 JOB_JSON = "job.json"      # in JOB_DIR: the job id of the run's latest submission
+SUBMIT_LOCK = ".submit.lock"  # in JOB_DIR: held while a command decides whether to submit the run, and does
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "PREEMPTED"}  # still the queue's
 POLL_S = 3.0         # squeue at most this often, and the longest wait between two looks at the results
@@ -44,6 +47,7 @@ NEVER_STARTS = re.compile(r"PartitionConfig|PartitionNodeLimit|PartitionTimeLimi
                           r"InvalidQOS|DependencyNeverSatisfied|(QOS|Assoc)Max\w*PerJob\w*")
 HELD = re.compile(r"held", re.IGNORECASE)  # JobHeldUser, JobHeldAdmin, "job requeued in held state"
 SLURM_TOOLS = ("sbatch", "squeue", "scancel", "srun")  # submit, watch, cancel; srun runs a job's task
+SUBMIT_WAIT_S = 120  # another command deciding on the same runs: wait this long for it (sbatch takes seconds)
 FIRST_POLL_S = 0.25  # the first look after the submission or a finished job: short jobs are gathered promptly
 PROJECT = Path(__file__).resolve().parents[1]  # on the jobs' PYTHONPATH, so that they import the library
 # the dedicated flags' keys: --slurm-extra must not set them a second time
@@ -431,16 +435,36 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
                             f"tests/slurm/start.sh for a one-node cluster here)")
     results: list = [None] * len(tasks)
     waiting: dict[int, tuple[str, Path]] = {}   # task index -> (job id, submitit folder)
-    recorded = [_recorded_job(t) for t in tasks]
-    queued = _queue([r[0] for r in recorded if r])
+    # a finished run first: its job may still be in the queue for a moment after writing its result
+    for i, t in enumerate(tasks):
+        results[i] = _current_result(t)
+    todo = [i for i, r in enumerate(results) if r is None]
+    with ExitStack() as held:  # two commands at once on one run: the second sees the first's job, and waits
+        for i in sorted(todo, key=lambda i: str(_job_dir(tasks[i]).absolute())):
+            held.enter_context(exclusive_lock(_job_dir(tasks[i]) / SUBMIT_LOCK, f"{tasks[i].name} (its SLURM "
+                                              f"submission)", wait_s=SUBMIT_WAIT_S))
+        _decide_and_submit(tasks, todo, launcher, results, waiting)
+    if not waiting:
+        return results
+    if not launcher.wait:
+        raise Pending(f"{len(waiting)} of {len(tasks)} runs queued or running as SLURM jobs "
+                      f"({', '.join(sorted(set(j.split('_')[0] for j, _ in waiting.values())))}); rerun the same "
+                      f"command to gather them")
+    _raise_failed(_wait(tasks, waiting, results), len(tasks))
+    return results
+
+
+def _decide_and_submit(tasks: list[Task], todo: list[int], launcher: Launcher, results: list,
+                       waiting: dict[int, tuple[str, Path]]) -> None:
+    """Of the runs `todo` (not current), gather those whose job of these settings wrote its result into
+    `results`, put those whose job of these settings is queued into `waiting`, and submit the others (into
+    `waiting` too)."""
+    recorded = {i: _recorded_job(tasks[i]) for i in todo}
+    queued = _queue([r[0] for r in recorded.values() if r])
     submit = []
     others = []  # runs whose queued job computes other settings: (run, job, state)
-    for i, (t, rec) in enumerate(zip(tasks, recorded)):
-        # a finished run first: its job may still be in the queue for a moment after writing its result
-        value = _current_result(t)
-        if value is not None:
-            results[i] = value
-            continue
+    for i, rec in recorded.items():
+        t = tasks[i]
         ours = rec is not None and rec[2] == t.key  # a job submitted for exactly these settings
         done = _result(t, *rec[:2]) if ours and t.current is None else None
         if done is not None and done[0] == "success":
@@ -468,14 +492,6 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
         first = jobs[0][0].split("_")[0]
         print(f"submitted {len(submit)} run(s) as SLURM job {first}"
               f"{' (array)' if len(submit) > 1 else ''}: {', '.join(tasks[i].name for i in submit)}", flush=True)
-    if not waiting:
-        return results
-    if not launcher.wait:
-        raise Pending(f"{len(waiting)} of {len(tasks)} runs queued or running as SLURM jobs "
-                      f"({', '.join(sorted(set(j.split('_')[0] for j, _ in waiting.values())))}); rerun the same "
-                      f"command to gather them")
-    _raise_failed(_wait(tasks, waiting, results), len(tasks))
-    return results
 
 
 def _wait(tasks: list[Task], waiting: dict[int, tuple[str, Path]], results: list) -> list[str]:
@@ -507,9 +523,9 @@ def _wait(tasks: list[Task], waiting: dict[int, tuple[str, Path]], results: list
                         continue
                     if done is None:  # gone from the queue without a result: cancelled, killed, node failure
                         time.sleep(1)  # a result written as the job left the queue
+                        how = (state or "cancelled or killed").lower()
                         done = _result(tasks[i], jid, folder) or (
-                            "error", f"SLURM job {jid} ended without a result ({(state or 'cancelled or killed').lower()}); "
-                                     f"log {_log(tasks[i], jid)}")
+                            "error", f"SLURM job {jid} ended without a result ({how}); log {_log(tasks[i], jid)}")
                     del waiting[i]
                     bar.update()
                     if done[0] == "success":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -10,21 +11,22 @@ from utils.errors import PipelineError
 
 
 @contextmanager
-def exclusive_lock(path: Path, what: str) -> Iterator[Path]:
-    """Hold an exclusive advisory lock (flock) on the lock file `path` (e.g. `<folder>/.lock`, created
-    if needed) for the `with` block, or raise PipelineError at once when another process holds it:
-    "`what` is being written by another process (pid N); …". Two writers of one folder would otherwise
-    delete or overwrite each other's temporary files and leave a mix of both runs' outputs.
+def exclusive_lock(path: Path, what: str, wait_s: float = 0) -> Iterator[Path]:
+    """Hold an exclusive advisory lock (flock) on the lock file `path` (e.g. `<folder>/.lock`, created if
+    needed) for the `with` block, or raise PipelineError when another process holds it, at once or after
+    `wait_s` seconds of trying: "`what` is being written by another process (pid N); …". Two writers of one
+    folder would otherwise delete or overwrite each other's temporary files and leave a mix of both runs'
+    outputs.
 
-    The lock file holds the holder's pid (for that message) and is removed when the block ends, Ctrl-C
-    included. The kernel releases the lock when the holder dies (kill -9 included), so a lock file a
-    killed run leaves behind never blocks anyone. A lock taken on a file that was removed meanwhile is
-    retried on the new one, so removing it is safe. Processes forked inside the block (a worker pool)
-    share the lock. Readers do not lock."""
+    The lock file holds the holder's pid (for that message) and is removed when the block ends, Ctrl-C included.
+    The kernel releases the lock when the holder dies (kill -9 included), so a lock file a killed run leaves
+    behind never blocks anyone. A lock taken on a file that was removed meanwhile is retried on the new one, so
+    removing it is safe. Processes forked inside the block (a worker pool) share the lock. Readers do not lock."""
     import fcntl
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    give_up = time.monotonic() + wait_s
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -35,6 +37,9 @@ def exclusive_lock(path: Path, what: str) -> Iterator[Path]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
+            if time.monotonic() < give_up:
+                time.sleep(0.1)
+                continue
             who = f"pid {holder}" if holder.isdigit() else "pid unknown"
             raise PipelineError(f"{what} is being written by another process ({who}); wait for it to finish "
                                 f"or stop it, then run again (lock file {path})") from None
