@@ -36,7 +36,7 @@ from models.training import RunConfig, architecture_settings, check_finetune, ch
 from utils.cache import data_label_set, data_split_rule, database_name, load_labels, preprocess_manifest
 from utils.errors import PipelineError, script_main
 from utils.files import save_figure, write_csv, write_text
-from utils.folds import split_labels
+from utils.folds import refuse_empty_parts, split_labels
 from utils.labels import leads_argument
 from utils.results import EvaluationFolder, record_databases
 from utils.tables import Column, ci_columns, markdown_table, table_frame
@@ -112,11 +112,8 @@ def check_splits(cfgs: list[RunConfig]) -> None:
     for cfg in cfgs:
         splits = split_labels(load_labels(cfg.data_dir), cfg.seed, cfg.limit, cfg.test_fold,
                               data_split_rule(cfg.data_dir))
-        empty = [name for name in ("train", "val", "test") if splits[name].empty]
-        if empty:
-            raise PipelineError(f"{cfg.data_dir}: no records in its {' and '.join(empty)} split "
-                                f"({', '.join(f'{k} {len(v)}' for k, v in splits.items())} records); "
-                                f"too few records for a model of the matrix: leave it out of --data-dirs")
+        refuse_empty_parts(splits, cfg.data_dir, "too few records for a model of the matrix: leave it out of "
+                                                 "--data-dirs")
 
 
 def training_configs(args: argparse.Namespace) -> list[tuple[str, RunConfig, list[Path]]]:

@@ -416,6 +416,7 @@ def test_a_split_without_validation_records_is_refused_before_any_feature(tmp_pa
     synth.main(["--out", str(data), "--n", "3", "--seed", "7", "--max-seconds", "7"])
     preprocess.main(["--data-dir", str(data), "--num-workers", "1"])
     fold = r" with test fold 1" if split else ""
-    with pytest.raises(SystemExit, match=rf"^error: no records in the val split of .*d{fold} \(too few records\?\)$"):
+    with pytest.raises(SystemExit, match=rf"^error: no records in the val (and test )?splits? of .*d{fold} "
+                                         rf"\(train \d+, val 0, test \d+ records\); too few records\?$"):
         baselines.main(["--data-dir", str(data), "--results-dir", str(tmp_path / "r"), "--num-workers", "1", *split])
     assert not (data / "features.csv").exists() and not list((tmp_path / "r").rglob("*.csv"))

@@ -414,7 +414,8 @@ def test_a_split_without_test_records_is_refused_before_any_training(tiny, tmp_p
     assert 10 not in set(pd.read_csv(tmp_path / "raw" / "ptbxl_database.csv")["strat_fold"])
     preprocess.main(["--data-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "d"), "--num-workers", "1"])
     run = tmp_path / "run"
-    with pytest.raises(SystemExit, match=r"^error: no records in the test split of .*d \(too few records\?\)$"):
+    with pytest.raises(SystemExit, match=r"^error: no records in the test split of .*d "
+                                         r"\(train \d+, val \d+, test 0 records\); too few records\?$"):
         main.main(["--data-dir", str(tmp_path / "d"), *tiny, "--epochs", "1", "--run", str(run)])
     assert "epoch" not in capsys.readouterr().out and not list(run.glob("*.pth"))
 

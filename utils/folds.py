@@ -153,12 +153,15 @@ def split_labels(labels: pd.DataFrame, seed: int, limit: int | None = None, test
             for name, folds in (("train", train), ("val", val), ("test", test))}
 
 
-def refuse_empty_parts(splits: Mapping[str, pd.DataFrame], where: str) -> None:
-    """A PipelineError naming the first part of `splits` without a record: nothing can be fitted, tuned or
-    scored on it, so it is said before any model is fitted (`where`: the data and split)."""
+def refuse_empty_parts(splits: Mapping[str, pd.DataFrame], where: str, advice: str = "too few records?") -> None:
+    """A PipelineError naming the parts of `splits` without a record, and every part's size: nothing can
+    be fitted, tuned or scored on an empty one, so it is said before any model is fitted (`where`: the data
+    and split; `advice`: what to do about it)."""
     empty = [name for name in ("train", "val", "test") if len(splits[name]) == 0]
     if empty:
-        raise PipelineError(f"no records in the {empty[0]} split of {where} (too few records?)")
+        sizes = ", ".join(f"{name} {len(splits[name])}" for name in ("train", "val", "test"))
+        parts = f"{' and '.join(empty)} split{'s' if len(empty) > 1 else ''}"
+        raise PipelineError(f"no records in the {parts} of {where} ({sizes} records); {advice}")
 
 
 def nested_order(labels: pd.DataFrame, classes: Sequence[str], seed: int, window: int = 64) -> np.ndarray:
