@@ -201,7 +201,11 @@ def _current(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: boo
 
 
 def _key(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool, train_scores: bool) -> str:
-    """Task.key of a run: every setting `_job` computes with (not how many loader processes it uses)."""
+    """Task.key of a run: every setting `_job` computes with (not how many loader processes it uses), its
+    folders as absolute paths (the same command from another working folder is the same computation)."""
     settings = {k: v for k, v in cfg.to_dict().items() if k != "num_workers"}
+    for k in ("data_dir", "run_dir", "init_from"):
+        if settings.get(k):
+            settings[k] = os.path.abspath(settings[k])
     return json.dumps([settings, str(Path(results_dir).absolute()), n_bootstrap, calibrate, train_scores],
                       sort_keys=True, default=str)

@@ -83,7 +83,7 @@ def test_a_study_run_s_key_holds_every_setting_it_computes_with_but_its_loader_p
         return [(tasks[0].name, tmp_path)]
 
     monkeypatch.setattr(studies, "launch", record)
-    base, r = RunConfig(run_dir=str(tmp_path / "run"), epochs=1), tmp_path / "r"
+    base, r = RunConfig(data_dir=str(tmp_path / "data"), run_dir=str(tmp_path / "run"), epochs=1), tmp_path / "r"
     for cfg, results, n, calibrate, train_scores in [
             (base, r, 10, False, False), (dataclasses.replace(base, num_workers=0), r, 10, False, False),
             (dataclasses.replace(base, epochs=3), r, 10, False, False),
@@ -92,3 +92,6 @@ def test_a_study_run_s_key_holds_every_setting_it_computes_with_but_its_loader_p
         studies.run_all([cfg], results, n, calibrate=calibrate, train_scores=train_scores)
     assert keys[0] == keys[1]  # the loader's processes change nothing computed
     assert len(set(keys[1:])) == len(keys) - 1, keys
+    monkeypatch.chdir(tmp_path)  # the same folders spelt from another working folder: the same computation
+    studies.run_all([dataclasses.replace(base, data_dir="data", run_dir="run")], "r", 10)
+    assert keys[-1] == keys[0]
