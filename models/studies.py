@@ -176,9 +176,10 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
     error naming every failed run (the finished runs' files and results are kept: a rerun reuses them)."""
     launcher = launcher or Launcher()
     results_dir = Path(results_dir)
+    data = {d: _data_fingerprint(d) for d in {cfg.data_dir for cfg in cfgs}}
     tasks = [Task(str(cfg.run), cfg.run.folder, _job, (cfg, results_dir, n_bootstrap, calibrate, train_scores),
                   current=_current(cfg, results_dir, n_bootstrap, calibrate, train_scores),
-                  key=_key(cfg, results_dir, n_bootstrap, calibrate, train_scores)) for cfg in cfgs]
+                  key=_key(cfg, data[cfg.data_dir], results_dir, n_bootstrap, calibrate, train_scores)) for cfg in cfgs]
     init = None, ()
     if launcher.kind == "local" and launcher.jobs > 1 and len(tasks) > 1:
         import torch
@@ -200,12 +201,24 @@ def _current(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: boo
     return current
 
 
-def _key(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool, train_scores: bool) -> str:
-    """Task.key of a run: every setting `_job` computes with (not how many loader processes it uses), its
-    folders as absolute paths (the same command from another working folder is the same computation)."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k != "num_workers"}
+def _data_fingerprint(data_dir: str) -> str | None:
+    from utils.cache import preprocess_manifest
+
+    try:
+        return preprocess_manifest(Path(data_dir)).get("fingerprint")
+    except PipelineError:  # not preprocessed: the run says so itself
+        return None
+
+
+def _key(cfg: RunConfig, data: str | None, results_dir: Path, n_bootstrap: int, calibrate: bool,
+         train_scores: bool) -> str:
+    """Task.key of a run: every setting `_job` computes with, its folders as real paths (the same folders
+    however they are spelt, from whichever working folder), and its data's fingerprint `data` (a folder
+    preprocessed again holds other data). Not what changes nothing computed: the loader's processes, and
+    --force and --resume (a forced job's result is what a rerun without --force gathers)."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("num_workers", "force", "resume")}
     for k in ("data_dir", "run_dir", "init_from"):
         if settings.get(k):
-            settings[k] = os.path.abspath(settings[k])
-    return json.dumps([settings, str(Path(results_dir).absolute()), n_bootstrap, calibrate, train_scores],
+            settings[k] = os.path.realpath(settings[k])
+    return json.dumps([settings, data, os.path.realpath(results_dir), n_bootstrap, calibrate, train_scores],
                       sort_keys=True, default=str)

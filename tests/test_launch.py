@@ -69,29 +69,35 @@ def test_workers_are_told_how_many_run_side_by_side(monkeypatch, tmp_path):
     assert started == {"workers": 2, "initargs": (2, "gpus")}
 
 
-def test_a_study_run_s_key_holds_every_setting_it_computes_with_but_its_loader_processes(monkeypatch, tmp_path):
-    """The key a SLURM job is recorded with (utils.launch: a job of another key is not waited for)."""
+def test_a_study_run_s_key_holds_what_it_computes_with_and_nothing_else(tmp_path, monkeypatch):
+    """The key a SLURM job is recorded with (utils.launch: a job of another key is not waited for): every
+    setting, the data's fingerprint, the results folder and the evaluation's settings; not the loader's
+    processes, --force or --resume, nor how the folders are spelt."""
     import dataclasses
+    import os
 
-    import models.studies as studies
+    from models.studies import _key
     from models.training import RunConfig
 
-    keys = []
-
-    def record(tasks, launcher, *init):
-        keys.append(tasks[0].key)
-        return [(tasks[0].name, tmp_path)]
-
-    monkeypatch.setattr(studies, "launch", record)
+    (tmp_path / "data").mkdir()
+    os.symlink(tmp_path / "data", tmp_path / "link")
     base, r = RunConfig(data_dir=str(tmp_path / "data"), run_dir=str(tmp_path / "run"), epochs=1), tmp_path / "r"
-    for cfg, results, n, calibrate, train_scores in [
-            (base, r, 10, False, False), (dataclasses.replace(base, num_workers=0), r, 10, False, False),
-            (dataclasses.replace(base, epochs=3), r, 10, False, False),
-            (dataclasses.replace(base, force=True), r, 10, False, False), (base, tmp_path / "other", 10, False, False),
-            (base, r, 11, False, False), (base, r, 10, True, False), (base, r, 10, False, True)]:
-        studies.run_all([cfg], results, n, calibrate=calibrate, train_scores=train_scores)
-    assert keys[0] == keys[1]  # the loader's processes change nothing computed
-    assert len(set(keys[1:])) == len(keys) - 1, keys
-    monkeypatch.chdir(tmp_path)  # the same folders spelt from another working folder: the same computation
-    studies.run_all([dataclasses.replace(base, data_dir="data", run_dir="run")], "r", 10)
-    assert keys[-1] == keys[0]
+    key = _key(base, "fp", r, 10, False, False)
+    monkeypatch.chdir(tmp_path)
+    spelt = dataclasses.replace(base, data_dir="link/../data", run_dir="run")  # through a link, from tmp_path
+    for same in (_key(dataclasses.replace(base, num_workers=0, force=True, resume=True), "fp", r, 10, False, False),
+                 _key(spelt, "fp", "./r", 10, False, False)):
+        assert same == key
+    others = [_key(dataclasses.replace(base, epochs=3), "fp", r, 10, False, False),
+              _key(dataclasses.replace(base, seed=1), "fp", r, 10, False, False),
+              _key(base, "other data", r, 10, False, False), _key(base, "fp", tmp_path / "other", 10, False, False),
+              _key(base, "fp", r, 11, False, False), _key(base, "fp", r, 10, True, False),
+              _key(base, "fp", r, 10, False, True)]
+    assert len({key, *others}) == len(others) + 1
+
+
+def test_job_ids_are_listed_as_scancel_takes_them_in_numeric_order():
+    from utils.launch import job_list
+
+    assert job_list(["1000", "557_3", "999", "557_0", "557_1", "557_5", "557_2", "600_4"]) == \
+        "557_[0-3,5] 600_4 999 1000"

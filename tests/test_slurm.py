@@ -236,9 +236,11 @@ def test_a_finished_run_whose_job_is_still_in_the_queue_is_gathered(slurm, tmp_p
         subprocess.run(["scancel", job], check=True)
 
 
-def test_a_queued_job_of_other_settings_is_neither_waited_for_nor_gathered(slurm, tmp_path, capsys):
+def test_a_queued_job_of_other_settings_is_neither_waited_for_nor_gathered(slurm, tmp_path, capsys, monkeypatch):
     """A rerun with other settings (another key) while the run's job is queued stops, naming the job and
     nothing submitted; the same settings wait for it."""
+    import utils.launch as launch_module
+
     run = tmp_path / "run"
     job = pending_job(run, key="epochs 1")
     try:
@@ -248,9 +250,21 @@ def test_a_queued_job_of_other_settings_is_neither_waited_for_nor_gathered(slurm
         assert "other settings" in str(e.value) and f"scancel {job}" in str(e.value), e.value
         assert (run / "slurm" / "job.json").read_text() == record  # nothing submitted
         capsys.readouterr()
+
+        def no_lock(*args, **kwargs):
+            raise AssertionError("a lock taken to wait for a job (a read-only run folder could not)")
+
+        monkeypatch.setattr(launch_module, "exclusive_lock", no_lock)
         with pytest.raises(Pending):
             launch([Task("run", run, time.sleep, (1,), key="epochs 1")], LATER)
         assert f"job {job} is" in capsys.readouterr().out and (run / "slurm" / "job.json").read_text() == record
+        # a job recorded by a version that kept no settings: waited for, as that version did, and said
+        old = json.loads(record)
+        del old["key"]
+        (run / "slurm" / "job.json").write_text(json.dumps(old))
+        with pytest.raises(Pending):
+            launch([Task("run", run, time.sleep, (1,), key="epochs 3")], LATER)
+        assert f"job {job} (its settings not recorded" in capsys.readouterr().out
     finally:
         subprocess.run(["scancel", job], check=True)
 
@@ -306,6 +320,14 @@ def test_squeue_failing_for_a_moment_is_asked_again_and_failing_on_is_one_error(
             launch([Task("run", run, time.sleep, (1,))], LATER)
         assert str(e.value).startswith("squeue failed, 3 times") and "Socket timed out" in str(e.value)
         assert count.read_text().count("x") == 3
+        count.unlink()  # its configuration: asking again would not help
+        (tmp_path / "bad.conf").write_text("not a SLURM configuration\n")
+        with monkeypatch.context() as m:
+            m.setenv("SLURM_CONF", str(tmp_path / "bad.conf"))
+            m.setenv("FAILS", "0")
+            with pytest.raises(PipelineError) as e:
+                launch([Task("run", run, time.sleep, (1,))], LATER)
+        assert "fatal" in str(e.value) and count.read_text().count("x") == 1, e.value
     finally:
         subprocess.run(["scancel", job], check=True)
 
@@ -381,7 +403,9 @@ def test_ctrl_c_while_waiting_names_the_jobs_left_queued_and_a_held_job_is_said(
                                         ("--slurm-extra", "qos"), ("--slurm-extra", "time=5"),
                                         ("--slurm-time", "1:75"), ("--slurm-time", "2-24"),
                                         ("--slurm-time", "99999999999999999999"), ("--slurm-extra", "wrap=hostname"),
-                                        ("--slurm-extra", "ntasks-per-node=2"), ("--slurm-extra", "signal=USR1@60")])
+                                        ("--slurm-extra", "ntasks-per-node=2"), ("--slurm-extra", "signal=USR1@60"),
+                                        ("--slurm-extra", "arr=0-3"), ("--slurm-extra", "sig=USR1@60"),
+                                        ("--slurm-extra", "part=gpu")])
 def test_every_launcher_flag_s_bad_value_exits_2_naming_it(flag, value, capsys, tmp_path):
     for main, base in ((benchmark.main, ["--data-dir", str(tmp_path)]),
                        (cross_validate.main, ["--data-dir", str(tmp_path)]),

@@ -43,8 +43,9 @@ ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEU
 POLL_S = 3.0         # squeue at most this often, and the longest wait between two looks at the results
 SQUEUE_RETRIES_S = (2, 4, 8, 16, 30)  # a failed squeue is asked again after these pauses (a controller's hiccup)
 # why a job is pending when SLURM will never start it as submitted (a limit of its partition, account or QOS)
-NEVER_STARTS = re.compile(r"PartitionConfig|PartitionNodeLimit|PartitionTimeLimit|BadConstraints|InvalidAccount|"
-                          r"InvalidQOS|DependencyNeverSatisfied|(QOS|Assoc)Max\w*PerJob\w*")
+# (not PartitionNodeLimit or BadConstraints: they also mean that the nodes that would do are down or drained)
+NEVER_STARTS = re.compile(r"PartitionConfig|PartitionTimeLimit|InvalidAccount|InvalidQOS|DependencyNeverSatisfied|"
+                          r"(QOS|Assoc)Max\w*PerJob\w*")
 HELD = re.compile(r"held", re.IGNORECASE)  # JobHeldUser, JobHeldAdmin, "job requeued in held state"
 SLURM_TOOLS = ("sbatch", "squeue", "scancel", "srun")  # submit, watch, cancel; srun runs a job's task
 SUBMIT_WAIT_S = 120  # another command deciding on the same runs: wait this long for it (sbatch takes seconds)
@@ -157,8 +158,11 @@ def _extra(text: str) -> tuple[str, str]:
     key = key.strip().lstrip("-")
     if not sep or not re.fullmatch(r"[a-z][a-z0-9_\-]*", key) or not value.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with an sbatch option as KEY (qos=high)")
-    if key in DEDICATED:
-        raise argparse.ArgumentTypeError(f"{key} has a flag of its own (or is the launcher's): use it")
+    # sbatch takes any unambiguous start of an option's name: arr= is --array
+    denied = [d for d in sorted(DEDICATED) if d.replace("_", "-").startswith(key.replace("_", "-"))]
+    if denied:
+        raise argparse.ArgumentTypeError(f"{key} is (or starts) {denied[0].replace('_', '-')}, which has a flag of "
+                                         f"its own or is the launcher's")
     return key.replace("-", "_"), value.strip()
 
 
@@ -347,6 +351,8 @@ def _queue(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
             if out.returncode == 0:
                 break
             why = " ".join((out.stderr or out.stdout).strip().splitlines()[-1:])
+            if "fatal:" in (out.stderr or out.stdout):  # its configuration, not a passing timeout
+                raise PipelineError(f"squeue failed: {why}")
         if pause is None:
             raise PipelineError(f"squeue failed, {len(SQUEUE_RETRIES_S) + 1} times in "
                                 f"{sum(SQUEUE_RETRIES_S)} s: {why}")
@@ -435,63 +441,94 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
                             f"tests/slurm/start.sh for a one-node cluster here)")
     results: list = [None] * len(tasks)
     waiting: dict[int, tuple[str, Path]] = {}   # task index -> (job id, submitit folder)
-    # a finished run first: its job may still be in the queue for a moment after writing its result
-    for i, t in enumerate(tasks):
-        results[i] = _current_result(t)
-    todo = [i for i, r in enumerate(results) if r is None]
-    with ExitStack() as held:  # two commands at once on one run: the second sees the first's job, and waits
-        for i in sorted(todo, key=lambda i: str(_job_dir(tasks[i]).absolute())):
-            held.enter_context(exclusive_lock(_job_dir(tasks[i]) / SUBMIT_LOCK, f"{tasks[i].name} (its SLURM "
-                                              f"submission)", wait_s=SUBMIT_WAIT_S))
-        _decide_and_submit(tasks, todo, launcher, results, waiting)
-    if not waiting:
-        return results
-    if not launcher.wait:
-        raise Pending(f"{len(waiting)} of {len(tasks)} runs queued or running as SLURM jobs "
-                      f"({', '.join(sorted(set(j.split('_')[0] for j, _ in waiting.values())))}); rerun the same "
-                      f"command to gather them")
-    _raise_failed(_wait(tasks, waiting, results), len(tasks))
-    return results
-
-
-def _decide_and_submit(tasks: list[Task], todo: list[int], launcher: Launcher, results: list,
-                       waiting: dict[int, tuple[str, Path]]) -> None:
-    """Of the runs `todo` (not current), gather those whose job of these settings wrote its result into
-    `results`, put those whose job of these settings is queued into `waiting`, and submit the others (into
-    `waiting` too)."""
-    recorded = {i: _recorded_job(tasks[i]) for i in todo}
-    queued = _queue([r[0] for r in recorded.values() if r])
-    submit = []
-    others = []  # runs whose queued job computes other settings: (run, job, state)
-    for i, rec in recorded.items():
-        t = tasks[i]
-        ours = rec is not None and rec[2] == t.key  # a job submitted for exactly these settings
-        done = _result(t, *rec[:2]) if ours and t.current is None else None
-        if done is not None and done[0] == "success":
-            results[i] = done[1]
-            continue
-        if rec and _state(queued, rec[0]) in ACTIVE:
-            if not ours:
-                others.append((t.name, rec[0], _state(queued, rec[0]).lower()))
-                continue
-            print(f"{t.name}: job {rec[0]} is {_state(queued, rec[0]).lower()}, not submitted again", flush=True)
-            waiting[i] = rec[:2]
-            continue
-        submit.append(i)
-    if others:
-        raise PipelineError(f"{len(others)} run(s) have a SLURM job queued or running that was submitted with other "
-                            f"settings: {'; '.join(f'{name} (job {job}, {state})' for name, job, state in others)}; "
-                            f"wait for it to end, or `scancel {' '.join(job for _, job, _ in others)}`, then rerun "
-                            f"(nothing was submitted)")
+    submit = _decide(tasks, range(len(tasks)), results, waiting)
+    if submit:  # two commands at once on one run: the second, once it has the lock, sees the first's job
+        with ExitStack() as held:
+            for i in sorted(submit, key=lambda i: str(_job_dir(tasks[i]).absolute())):
+                held.enter_context(exclusive_lock(_job_dir(tasks[i]) / SUBMIT_LOCK, f"{tasks[i].name} (its "
+                                                  f"SLURM submission)", wait_s=SUBMIT_WAIT_S))
+            submit = _decide(tasks, submit, results, waiting)
+            if submit:
+                jobs = _submit([tasks[i] for i in submit], launcher)
+                waiting.update(zip(submit, jobs))
     gathered = sum(r is not None for r in results)
     if gathered:
         print(f"{gathered} of {len(tasks)} runs current: gathered, nothing submitted for them", flush=True)
     if submit:
-        jobs = _submit([tasks[i] for i in submit], launcher)
-        waiting.update(zip(submit, jobs))
-        first = jobs[0][0].split("_")[0]
-        print(f"submitted {len(submit)} run(s) as SLURM job {first}"
+        print(f"submitted {len(submit)} run(s) as SLURM job {waiting[submit[0]][0].split('_')[0]}"
               f"{' (array)' if len(submit) > 1 else ''}: {', '.join(tasks[i].name for i in submit)}", flush=True)
+    if not waiting:
+        return results
+    if not launcher.wait:
+        raise Pending(f"{len(waiting)} of {len(tasks)} runs queued or running as SLURM jobs "
+                      f"({job_list(j for j, _ in waiting.values())}); rerun the same command to gather them")
+    _raise_failed(_wait(tasks, waiting, results), len(tasks))
+    return results
+
+
+def _decide(tasks: list[Task], indices, results: list, waiting: dict[int, tuple[str, Path]]) -> list[int]:
+    """Of the runs `indices`: gather those current, or whose job of these settings wrote its result, into
+    `results`; put those whose job of these settings is queued or running into `waiting`; return the
+    others, to submit. A queued job of other settings stops the command (nothing submitted)."""
+    recorded = {i: _recorded_job(tasks[i]) for i in indices if i not in waiting}
+    queued = _queue([r[0] for r in recorded.values() if r])
+    submit, others = [], []  # others: runs whose queued job computes other settings, (run, job, state)
+    for i, rec in recorded.items():
+        t = tasks[i]
+        # a finished run first: its job may still be in the queue for a moment after writing its result
+        value = _current_result(t)
+        if value is not None:
+            results[i] = value
+            continue
+        # a job submitted for exactly these settings, or by a version that did not record them (as before)
+        ours = rec is not None and rec[2] in (None, t.key)
+        done = _result(t, *rec[:2]) if ours and t.current is None else None
+        if done is not None and done[0] == "success":
+            results[i] = done[1]
+            continue
+        state = _state(queued, rec[0]) if rec else None
+        if state in ACTIVE:
+            if not ours:
+                others.append((t.name, rec[0], state.lower()))
+                continue
+            unknown = " (its settings not recorded: submitted by an older version)" if rec[2] is None else ""
+            print(f"{t.name}: job {rec[0]}{unknown} is {state.lower()}, not submitted again", flush=True)
+            waiting[i] = rec[:2]
+            continue
+        submit.append(i)
+    if others:
+        named = "; ".join(f"{name} (job {job}, {state})" for name, job, state in others)
+        raise PipelineError(f"{len(others)} run(s) have a SLURM job queued or running that was submitted with other "
+                            f"settings or data: {named}; wait for it to end, or `scancel "
+                            f"{job_list(job for _, job, _ in others)}`, then rerun (nothing was submitted)")
+    return submit
+
+
+def job_list(job_ids) -> str:
+    """Job ids as scancel takes them, in order: 558 and the elements 557_0-3 and 557_5 of an array as
+    `557_[0-3,5] 558`."""
+    plain, arrays = set(), {}
+    for jid in job_ids:
+        base, _, element = str(jid).partition("_")
+        if element.isdigit():
+            arrays.setdefault(int(base), set()).add(int(element))
+        else:
+            plain.add(int(base) if base.isdigit() else base)
+    parts = []
+    for base in sorted(set(arrays) | {b for b in plain if isinstance(b, int)}):
+        if base in plain:
+            parts.append(str(base))
+        if base in arrays:
+            runs, elements = [], sorted(arrays[base])
+            for e in elements:
+                if runs and e == runs[-1][1] + 1:
+                    runs[-1][1] = e
+                else:
+                    runs.append([e, e])
+            ranges = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+            parts.append(f"{base}_{ranges}" if len(elements) == 1 else f"{base}_[{ranges}]")
+    parts += sorted(str(b) for b in plain if not isinstance(b, int))
+    return " ".join(parts)
 
 
 def _wait(tasks: list[Task], waiting: dict[int, tuple[str, Path]], results: list) -> list[str]:
@@ -536,7 +573,7 @@ def _wait(tasks: list[Task], waiting: dict[int, tuple[str, Path]], results: list
                     delay = FIRST_POLL_S if len(waiting) < before else min(POLL_S, delay * 1.5)
                     time.sleep(delay)
     except KeyboardInterrupt:
-        jobs = " ".join(sorted({j.split("_")[0] for j, _ in waiting.values()}))
+        jobs = job_list(j for j, _ in waiting.values())
         raise KeyboardInterrupt(f"interrupted (Ctrl-C): SLURM job(s) {jobs} still queued or running; rerun the same "
                                 f"command to gather them, or `scancel {jobs}`") from None
     return failed

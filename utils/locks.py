@@ -25,7 +25,10 @@ def exclusive_lock(path: Path, what: str, wait_s: float = 0) -> Iterator[Path]:
     import fcntl
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PipelineError(f"cannot create the folder of the lock file {path} ({e.strerror or e})") from None
     give_up = time.monotonic() + wait_s
     while True:
         try:
