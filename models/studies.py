@@ -179,7 +179,9 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
     data = {d: _data_fingerprint(d) for d in {cfg.data_dir for cfg in cfgs}}
     tasks = [Task(str(cfg.run), cfg.run.folder, _job, (cfg, results_dir, n_bootstrap, calibrate, train_scores),
                   current=_current(cfg, results_dir, n_bootstrap, calibrate, train_scores),
-                  key=_key(cfg, data[cfg.data_dir], results_dir, n_bootstrap, calibrate, train_scores)) for cfg in cfgs]
+                  key=_key(cfg, data[cfg.data_dir], results_dir, n_bootstrap, calibrate, train_scores),
+                  gather=_current(dataclasses.replace(cfg, force=False), results_dir, n_bootstrap, calibrate,
+                                  train_scores)) for cfg in cfgs]
     init = None, ()
     if launcher.kind == "local" and launcher.jobs > 1 and len(tasks) > 1:
         import torch

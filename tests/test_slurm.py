@@ -293,6 +293,29 @@ def test_two_commands_at_once_on_a_new_run_submit_one_job(slurm, tmp_path):
         subprocess.run(["scancel", job_of(run)])
 
 
+def test_a_finished_job_s_run_is_read_from_the_files_as_this_command_names_them(slurm, tmp_path, capsys):
+    """Once a job ends, its run is gathered as this command reads it (Task.gather), not from the job's
+    own result (its paths spelt by the command that submitted it); a run not there for this command's
+    settings fails in one line. A task without a key is not said to be of an older version."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert launch([Task("a", a, str.upper, ("from the job",), key=None, gather=lambda: "read here")],
+                  Launcher(kind="slurm")) == ["read here"]
+    with pytest.raises(PipelineError) as e:
+        launch([Task("b", b, str.upper, ("from the job",), gather=lambda: None)], Launcher(kind="slurm"))
+    assert "is not current for this command's settings" in str(e.value) and "rerun the command" in str(e.value)
+    assert launch([Task("c", tmp_path / "c", str.upper, ("from the job",))], Launcher(kind="slurm")) == \
+        ["FROM THE JOB"]  # no gather: the job's own result
+    job = pending_job(tmp_path / "d")  # a task without a key, its job waited for again
+    try:
+        capsys.readouterr()
+        with pytest.raises(Pending):
+            launch([Task("d", tmp_path / "d", time.sleep, (1,))], LATER)
+        out = capsys.readouterr().out
+        assert f"job {job} is pending, not submitted again" in out and "not recorded" not in out, out
+    finally:
+        subprocess.run(["scancel", job], check=True)
+
+
 def test_squeue_failing_for_a_moment_is_asked_again_and_failing_on_is_one_error(slurm, tmp_path, monkeypatch, capsys):
     """A controller's hiccup (squeue failing once) does not end the command; squeue failing every time
     does, in one error line."""

@@ -39,7 +39,8 @@ JOB_DIR = "slurm"          # a run folder's job logs and submitit's files
 JOB_JSON = "job.json"      # in JOB_DIR: the job id of the run's latest submission
 SUBMIT_LOCK = ".submit.lock"  # in JOB_DIR: held while a command decides whether to submit the run, and does
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-          "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "PREEMPTED"}  # still the queue's
+          "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "PREEMPTED", "SPECIAL_EXIT",
+          "RESV_DEL_HOLD"}  # still the queue's
 POLL_S = 3.0         # squeue at most this often, and the longest wait between two looks at the results
 SQUEUE_RETRIES_S = (2, 4, 8, 16, 30)  # a failed squeue is asked again after these pauses (a controller's hiccup)
 # why a job is pending when SLURM will never start it as submitted (a limit of its partition, account or QOS)
@@ -65,13 +66,16 @@ class Task:
     (its job record and logs go there); `current()`, when given, returns its result without computing
     anything if the result is already current (None otherwise), so that SLURM is not asked for it. `key`
     says what the task computes (its settings, as text): a job recorded for the run with another key was
-    submitted for other settings, and is neither waited for nor gathered as this task's."""
+    submitted for other settings, and is neither waited for nor gathered as this task's. `gather()`, when
+    given, reads the result from the files once the task's SLURM job has ended (None: not there), instead
+    of the job's own result, whose paths are spelt as the submitting command spelt them."""
     name: str
     folder: Path
     fn: Callable
     args: tuple = ()
     current: Callable[[], Any] | None = None
     key: str | None = None
+    gather: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -324,11 +328,14 @@ def _job_dir(task: Task) -> Path:
     return Path(task.folder) / JOB_DIR
 
 
+NOT_RECORDED = "<not recorded>"  # the key of a job.json written by a version that recorded none
+
+
 def _recorded_job(task: Task) -> tuple[str, Path, str | None] | None:
     """(job id, submitit folder, the task's key then) of the run's latest submission, if any."""
     try:
         saved = json.loads((_job_dir(task) / JOB_JSON).read_text())
-        return str(saved["job_id"]), Path(saved["folder"]), saved.get("key")
+        return str(saved["job_id"]), Path(saved["folder"]), saved.get("key", NOT_RECORDED)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -411,15 +418,21 @@ def _record(task: Task, job_id: str, folder: Path) -> None:
 
 def _submit(tasks: list[Task], launcher: Launcher) -> list[tuple[str, Path]]:
     """One job array of `tasks` (a single job for one); returns each one's (job id, submitit folder).
-    submitit keeps one array's files in one folder, `<the runs' common folder>/.slurm/<submission>/`;
-    each run folder links to its job's logs."""
+    submitit keeps one array's files in one folder, `<the runs' common folder>/.slurm/<submission>/` (beside
+    the first run when they share no folder but the root); each run folder links to its job's logs."""
     import submitit
 
     common = Path(os.path.commonpath([str(Path(t.folder).absolute()) for t in tasks]))
-    folder = (common if len(tasks) > 1 else common.parent) / ".slurm" / time.strftime("%Y%m%d-%H%M%S-") 
-    folder = folder.with_name(folder.name + uuid.uuid4().hex[:6])
-    for t in tasks:
-        _job_dir(t).mkdir(parents=True, exist_ok=True)
+    home = common if len(tasks) > 1 else common.parent
+    if home == Path(home.anchor):  # runs in unrelated trees: beside the first run, not at the root
+        home = Path(tasks[0].folder).absolute().parent
+    folder = home / ".slurm" / (time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+    try:
+        folder.mkdir(parents=True)
+        for t in tasks:
+            _job_dir(t).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PipelineError(f"cannot create {e.filename or folder} for the SLURM jobs ({e.strerror or e})") from None
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
     executor.update_parameters(job_name="ecg", **launcher.executor_parameters())
     try:
@@ -444,7 +457,7 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
     submit = _decide(tasks, range(len(tasks)), results, waiting)
     if submit:  # two commands at once on one run: the second, once it has the lock, sees the first's job
         with ExitStack() as held:
-            for i in sorted(submit, key=lambda i: str(_job_dir(tasks[i]).absolute())):
+            for i in sorted(submit, key=lambda i: os.path.realpath(_job_dir(tasks[i]))):
                 held.enter_context(exclusive_lock(_job_dir(tasks[i]) / SUBMIT_LOCK, f"{tasks[i].name} (its "
                                                   f"SLURM submission)", wait_s=SUBMIT_WAIT_S))
             submit = _decide(tasks, submit, results, waiting)
@@ -480,8 +493,9 @@ def _decide(tasks: list[Task], indices, results: list, waiting: dict[int, tuple[
         if value is not None:
             results[i] = value
             continue
-        # a job submitted for exactly these settings, or by a version that did not record them (as before)
-        ours = rec is not None and rec[2] in (None, t.key)
+        # a job submitted for exactly these settings, or by a version that did not record them (waited for, as
+        # that version did; once it ends, its run is gathered only if it is current for these settings)
+        ours = rec is not None and rec[2] in (NOT_RECORDED, t.key)
         done = _result(t, *rec[:2]) if ours and t.current is None else None
         if done is not None and done[0] == "success":
             results[i] = done[1]
@@ -491,7 +505,7 @@ def _decide(tasks: list[Task], indices, results: list, waiting: dict[int, tuple[
             if not ours:
                 others.append((t.name, rec[0], state.lower()))
                 continue
-            unknown = " (its settings not recorded: submitted by an older version)" if rec[2] is None else ""
+            unknown = " (its settings not recorded: submitted by an older version)" if rec[2] == NOT_RECORDED else ""
             print(f"{t.name}: job {rec[0]}{unknown} is {state.lower()}, not submitted again", flush=True)
             waiting[i] = rec[:2]
             continue
@@ -565,6 +579,8 @@ def _wait(tasks: list[Task], waiting: dict[int, tuple[str, Path]], results: list
                             "error", f"SLURM job {jid} ended without a result ({how}); log {_log(tasks[i], jid)}")
                     del waiting[i]
                     bar.update()
+                    if done[0] == "success" and tasks[i].gather is not None:
+                        done = _gathered(tasks[i], jid)
                     if done[0] == "success":
                         results[i] = done[1]
                     else:
@@ -575,5 +591,21 @@ def _wait(tasks: list[Task], waiting: dict[int, tuple[str, Path]], results: list
     except KeyboardInterrupt:
         jobs = job_list(j for j, _ in waiting.values())
         raise KeyboardInterrupt(f"interrupted (Ctrl-C): SLURM job(s) {jobs} still queued or running; rerun the same "
-                                f"command to gather them, or `scancel {jobs}`") from None
+                                f"command to gather them, or, if no other command waits for them, "
+                                f"`scancel {jobs}`") from None
     return failed
+
+
+def _gathered(task: Task, job_id: str) -> tuple[str, Any]:
+    """A finished job's run as this command reads it (`task.gather()`), not as the job's own result
+    names it: the job's paths are spelt as the submitting command spelt them, and a job whose settings
+    were not recorded may have computed other ones."""
+    try:
+        value = task.gather()
+    except Exception:  # noqa: BLE001 -- said as the run's failure below
+        value = None
+    if value is None:
+        return "error", (f"SLURM job {job_id} finished, but the run is not current for this command's settings "
+                         f"(the job was submitted with others); rerun the command to submit it; log "
+                         f"{_log(task, job_id)}")
+    return "success", value
