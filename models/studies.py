@@ -177,11 +177,12 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
     launcher = launcher or Launcher()
     results_dir = Path(results_dir)
     data = {d: _data_fingerprint(d) for d in {cfg.data_dir for cfg in cfgs}}
+    here = [_as_its_job_runs(cfg, launcher) for cfg in cfgs]
     tasks = [Task(str(cfg.run), cfg.run.folder, _job, (cfg, results_dir, n_bootstrap, calibrate, train_scores),
-                  current=_current(cfg, results_dir, n_bootstrap, calibrate, train_scores),
+                  current=_current(seen, results_dir, n_bootstrap, calibrate, train_scores),
                   key=_key(cfg, data[cfg.data_dir], results_dir, n_bootstrap, calibrate, train_scores),
-                  gather=_current(dataclasses.replace(cfg, force=False), results_dir, n_bootstrap, calibrate,
-                                  train_scores)) for cfg in cfgs]
+                  gather=_current(dataclasses.replace(seen, force=False), results_dir, n_bootstrap, calibrate,
+                                  train_scores), fresh=cfg.force) for cfg, seen in zip(cfgs, here)]
     init = None, ()
     if launcher.kind == "local" and launcher.jobs > 1 and len(tasks) > 1:
         import torch
@@ -193,6 +194,14 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
         if run != str(cfg.run):
             raise PipelineError(f"a worker handed back the results of {run} for {cfg.run}")
     return [results for _, results in outcomes]
+
+
+def _as_its_job_runs(cfg: RunConfig, launcher: Launcher) -> RunConfig:
+    """`cfg` as this command judges its run: under SLURM, in the precision its job trains in (bf16 when the
+    job has a GPU and amp is on), whatever GPU this login node has."""
+    if launcher.kind != "slurm" or cfg.precision is not None:
+        return cfg
+    return dataclasses.replace(cfg, precision="bf16" if cfg.amp and cfg.use_gpu and launcher.gpus_per_job else "fp32")
 
 
 def _current(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool, train_scores: bool = False):

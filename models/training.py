@@ -636,8 +636,9 @@ def equal_finished_run(cfg: RunConfig, folder: Path) -> bool:
 
 def resolve_identity(cfg: RunConfig) -> RunConfig:
     """`cfg` with what identifies its data and arithmetic filled in: the label set, the preprocess
-    fingerprint and the precision it trains in; for a finetuned run, the source model's run id and file
-    hash (its inputs checked to be the source's)."""
+    fingerprint and the precision it trains in (unless given: a SLURM job's, decided by its node's GPU, not
+    the login node's); for a finetuned run, the source model's run id and file hash (its inputs checked to
+    be the source's)."""
     cfg = resolve_label_set(cfg)
     if cfg.init_from is not None:
         source = source_info(cfg.init_from)
@@ -652,7 +653,7 @@ def resolve_identity(cfg: RunConfig) -> RunConfig:
                                 f"({source['path']})")
         cfg = dataclasses.replace(cfg, source=f"{source['run_id']}:{source['sha']}", arch_args=theirs)
     return dataclasses.replace(cfg, data_fingerprint=preprocess_manifest(cfg.data_dir)["fingerprint"],
-                               precision=training_precision(cfg))
+                               precision=cfg.precision or training_precision(cfg))
 
 
 def training_precision(cfg: RunConfig) -> str:

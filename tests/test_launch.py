@@ -101,3 +101,24 @@ def test_job_ids_are_listed_as_scancel_takes_them_in_numeric_order():
 
     assert job_list(["1000", "557_3", "999", "557_0", "557_1", "557_5", "557_2", "600_4"]) == \
         "557_[0-3,5] 600_4 999 1000"
+
+
+def test_under_slurm_a_run_is_judged_in_the_precision_its_job_trains_in():
+    """A login node without a GPU judges a GPU job's run as bf16 (amp on), as the job resolves it."""
+    from models.studies import _as_its_job_runs
+    from models.training import RunConfig
+
+    gpu = RunConfig(use_gpu=True)
+    assert _as_its_job_runs(gpu, Launcher(kind="slurm", gpus_per_job=1)).precision == "bf16"
+    assert _as_its_job_runs(RunConfig(use_gpu=True, amp=False), Launcher(kind="slurm", gpus_per_job=1)).precision \
+        == "fp32"
+    assert _as_its_job_runs(gpu, Launcher(kind="slurm")).precision == "fp32"  # a job without a GPU
+    assert _as_its_job_runs(gpu, Launcher()).precision is None  # here: resolved by this machine
+
+
+def test_a_precision_given_is_kept_when_the_run_s_identity_is_resolved(prepared):
+    """What `_as_its_job_runs` sets is what the run is judged by (not this machine's GPU)."""
+    from models.training import RunConfig, resolve_identity
+
+    assert resolve_identity(RunConfig(data_dir=str(prepared), precision="bf16")).precision == "bf16"
+    assert resolve_identity(RunConfig(data_dir=str(prepared))).precision == "fp32"  # no GPU here

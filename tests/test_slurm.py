@@ -316,6 +316,23 @@ def test_a_finished_job_s_run_is_read_from_the_files_as_this_command_names_them(
         subprocess.run(["scancel", job], check=True)
 
 
+def test_a_rerun_waits_for_a_forced_job_not_yet_done_instead_of_reading_the_old_files(slurm, tmp_path, capsys):
+    """--force: the run's current files are the old run's until its queued job is done, so a rerun (without
+    --force) waits for the job, and the advice to rerun says to leave --force off."""
+    run = tmp_path / "run"
+    with pytest.raises(Pending) as e:
+        launch([Task("run", run, time.sleep, (1,), key="k", fresh=True)], LATER)
+    assert "rerun the same command without --force to gather them" in str(e.value), e.value
+    job = job_of(run)
+    try:
+        capsys.readouterr()
+        with pytest.raises(Pending):
+            launch([Task("run", run, time.sleep, (1,), key="k", current=lambda: "the old run")], LATER)
+        assert f"job {job} is pending, not submitted again" in capsys.readouterr().out
+    finally:
+        subprocess.run(["scancel", job], check=True)
+
+
 def test_squeue_failing_for_a_moment_is_asked_again_and_failing_on_is_one_error(slurm, tmp_path, monkeypatch, capsys):
     """A controller's hiccup (squeue failing once) does not end the command; squeue failing every time
     does, in one error line."""
@@ -428,7 +445,7 @@ def test_ctrl_c_while_waiting_names_the_jobs_left_queued_and_a_held_job_is_said(
                                         ("--slurm-time", "99999999999999999999"), ("--slurm-extra", "wrap=hostname"),
                                         ("--slurm-extra", "ntasks-per-node=2"), ("--slurm-extra", "signal=USR1@60"),
                                         ("--slurm-extra", "arr=0-3"), ("--slurm-extra", "sig=USR1@60"),
-                                        ("--slurm-extra", "part=gpu")])
+                                        ("--slurm-extra", "part=gpu"), ("--slurm-extra", "chdir=/tmp")])
 def test_every_launcher_flag_s_bad_value_exits_2_naming_it(flag, value, capsys, tmp_path):
     for main, base in ((benchmark.main, ["--data-dir", str(tmp_path)]),
                        (cross_validate.main, ["--data-dir", str(tmp_path)]),

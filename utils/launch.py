@@ -56,7 +56,8 @@ PROJECT = Path(__file__).resolve().parents[1]  # on the jobs' PYTHONPATH, so tha
 DEDICATED = {"partition", "gpus_per_node", "gpus-per-node", "cpus_per_task", "cpus-per-task", "mem", "time",
              "account", "array", "array_parallelism", "output", "error", "job_name", "job-name",
              # what submitit's script sets itself: one task on one node, its signal, its command
-             "nodes", "ntasks", "ntasks_per_node", "ntasks-per-node", "signal", "wrap", "open_mode", "open-mode"}
+             "nodes", "ntasks", "ntasks_per_node", "ntasks-per-node", "signal", "wrap", "open_mode", "open-mode",
+             "chdir"}  # the jobs read their folders as the command spelt them, from its working folder
 MAX_MINUTES = 366 * 24 * 60  # --slurm-time: a year (a larger number is a typo, not a time limit)
 
 
@@ -68,7 +69,9 @@ class Task:
     says what the task computes (its settings, as text): a job recorded for the run with another key was
     submitted for other settings, and is neither waited for nor gathered as this task's. `gather()`, when
     given, reads the result from the files once the task's SLURM job has ended (None: not there), instead
-    of the job's own result, whose paths are spelt as the submitting command spelt them."""
+    of the job's own result, whose paths are spelt as the submitting command spelt them. `fresh`: the task
+    computes again even a current result (--force), so while its job is queued or running the current files
+    are not its result, and a rerun waits for the job."""
     name: str
     folder: Path
     fn: Callable
@@ -76,6 +79,7 @@ class Task:
     current: Callable[[], Any] | None = None
     key: str | None = None
     gather: Callable[[], Any] | None = None
+    fresh: bool = False  # computed again even when current (--force): while its job is queued, the files are old
 
 
 @dataclass(frozen=True)
@@ -331,11 +335,11 @@ def _job_dir(task: Task) -> Path:
 NOT_RECORDED = "<not recorded>"  # the key of a job.json written by a version that recorded none
 
 
-def _recorded_job(task: Task) -> tuple[str, Path, str | None] | None:
-    """(job id, submitit folder, the task's key then) of the run's latest submission, if any."""
+def _recorded_job(task: Task) -> tuple[str, Path, str | None, bool] | None:
+    """(job id, submitit folder, the task's key then, whether it was fresh) of the run's latest submission."""
     try:
         saved = json.loads((_job_dir(task) / JOB_JSON).read_text())
-        return str(saved["job_id"]), Path(saved["folder"]), saved.get("key", NOT_RECORDED)
+        return str(saved["job_id"]), Path(saved["folder"]), saved.get("key", NOT_RECORDED), bool(saved.get("fresh"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -413,6 +417,7 @@ def _record(task: Task, job_id: str, folder: Path) -> None:
         link.unlink(missing_ok=True)
         link.symlink_to(target.absolute())
     write_json({"job_id": job_id, "folder": str(folder.absolute()), "run": task.name, "key": task.key,
+                "fresh": task.fresh,
                 "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}, _job_dir(task) / JOB_JSON)
 
 
@@ -473,8 +478,9 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
     if not waiting:
         return results
     if not launcher.wait:
+        again = "the same command without --force" if any(tasks[i].fresh for i in waiting) else "the same command"
         raise Pending(f"{len(waiting)} of {len(tasks)} runs queued or running as SLURM jobs "
-                      f"({job_list(j for j, _ in waiting.values())}); rerun the same command to gather them")
+                      f"({job_list(j for j, _ in waiting.values())}); rerun {again} to gather them")
     _raise_failed(_wait(tasks, waiting, results), len(tasks))
     return results
 
@@ -488,19 +494,20 @@ def _decide(tasks: list[Task], indices, results: list, waiting: dict[int, tuple[
     submit, others = [], []  # others: runs whose queued job computes other settings, (run, job, state)
     for i, rec in recorded.items():
         t = tasks[i]
-        # a finished run first: its job may still be in the queue for a moment after writing its result
-        value = _current_result(t)
-        if value is not None:
-            results[i] = value
-            continue
         # a job submitted for exactly these settings, or by a version that did not record them (waited for, as
         # that version did; once it ends, its run is gathered only if it is current for these settings)
         ours = rec is not None and rec[2] in (NOT_RECORDED, t.key)
+        state = _state(queued, rec[0]) if rec else None
+        fresh_job = ours and rec[3] and state in ACTIVE and _result(t, *rec[:2]) is None  # --force, not done yet
+        # a finished run first: its job may still be in the queue for a moment after writing its result
+        value = None if fresh_job else _current_result(t)
+        if value is not None:
+            results[i] = value
+            continue
         done = _result(t, *rec[:2]) if ours and t.current is None else None
         if done is not None and done[0] == "success":
             results[i] = done[1]
             continue
-        state = _state(queued, rec[0]) if rec else None
         if state in ACTIVE:
             if not ours:
                 others.append((t.name, rec[0], state.lower()))
@@ -590,9 +597,9 @@ def _wait(tasks: list[Task], waiting: dict[int, tuple[str, Path]], results: list
                     time.sleep(delay)
     except KeyboardInterrupt:
         jobs = job_list(j for j, _ in waiting.values())
-        raise KeyboardInterrupt(f"interrupted (Ctrl-C): SLURM job(s) {jobs} still queued or running; rerun the same "
-                                f"command to gather them, or, if no other command waits for them, "
-                                f"`scancel {jobs}`") from None
+        again = "the same command without --force" if any(tasks[i].fresh for i in waiting) else "the same command"
+        raise KeyboardInterrupt(f"interrupted (Ctrl-C): SLURM job(s) {jobs} still queued or running; rerun {again} "
+                                f"to gather them, or, if no other command waits for them, `scancel {jobs}`") from None
     return failed
 
 
@@ -606,6 +613,6 @@ def _gathered(task: Task, job_id: str) -> tuple[str, Any]:
         value = None
     if value is None:
         return "error", (f"SLURM job {job_id} finished, but the run is not current for this command's settings "
-                         f"(the job was submitted with others); rerun the command to submit it; log "
-                         f"{_log(task, job_id)}")
+                         f"(the job was submitted with others, or its files changed since); rerun the command to "
+                         f"submit it; log {_log(task, job_id)}")
     return "success", value
