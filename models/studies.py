@@ -198,10 +198,12 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
 
 def _as_its_job_runs(cfg: RunConfig, launcher: Launcher) -> RunConfig:
     """`cfg` as this command judges its run: under SLURM, in the precision its job trains in (bf16 when the
-    job has a GPU and amp is on), whatever GPU this login node has."""
+    job has a GPU, by --slurm-gpus-per-job or a GPU named in --slurm-extra, and amp is on), whatever GPU
+    this login node has."""
     if launcher.kind != "slurm" or cfg.precision is not None:
         return cfg
-    return dataclasses.replace(cfg, precision="bf16" if cfg.amp and cfg.use_gpu and launcher.gpus_per_job else "fp32")
+    gpu = launcher.gpus_per_job > 0 or any("gpu" in f"{k}={v}".lower() for k, v in launcher.extra.items())
+    return dataclasses.replace(cfg, precision="bf16" if cfg.amp and cfg.use_gpu and gpu else "fp32")
 
 
 def _current(cfg: RunConfig, results_dir: Path, n_bootstrap: int, calibrate: bool, train_scores: bool = False):

@@ -112,6 +112,7 @@ def test_under_slurm_a_run_is_judged_in_the_precision_its_job_trains_in():
     assert _as_its_job_runs(gpu, Launcher(kind="slurm", gpus_per_job=1)).precision == "bf16"
     assert _as_its_job_runs(RunConfig(use_gpu=True, amp=False), Launcher(kind="slurm", gpus_per_job=1)).precision \
         == "fp32"
+    assert _as_its_job_runs(gpu, Launcher(kind="slurm", extra={"gres": "gpu:1"})).precision == "bf16"
     assert _as_its_job_runs(gpu, Launcher(kind="slurm")).precision == "fp32"  # a job without a GPU
     assert _as_its_job_runs(gpu, Launcher()).precision is None  # here: resolved by this machine
 
