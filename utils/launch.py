@@ -478,9 +478,8 @@ def _slurm(tasks: list[Task], launcher: Launcher) -> list:
     if not waiting:
         return results
     if not launcher.wait:
-        again = "the same command without --force" if any(tasks[i].fresh for i in waiting) else "the same command"
         raise Pending(f"{len(waiting)} of {len(tasks)} runs queued or running as SLURM jobs "
-                      f"({job_list(j for j, _ in waiting.values())}); rerun {again} to gather them")
+                      f"({job_list(j for j, _ in waiting.values())}); rerun {_rerun(tasks, waiting)} to gather them")
     _raise_failed(_wait(tasks, waiting, results), len(tasks))
     return results
 
@@ -523,6 +522,11 @@ def _decide(tasks: list[Task], indices, results: list, waiting: dict[int, tuple[
                             f"settings or data: {named}; wait for it to end, or `scancel "
                             f"{job_list(job for _, job, _ in others)}`, then rerun (nothing was submitted)")
     return submit
+
+
+def _rerun(tasks: list[Task], waiting: dict[int, tuple[str, Path]]) -> str:
+    """The command that gathers the `waiting` runs: without --force, which would compute them again."""
+    return "the same command without --force" if any(tasks[i].fresh for i in waiting) else "the same command"
 
 
 def job_list(job_ids) -> str:
@@ -597,9 +601,9 @@ def _wait(tasks: list[Task], waiting: dict[int, tuple[str, Path]], results: list
                     time.sleep(delay)
     except KeyboardInterrupt:
         jobs = job_list(j for j, _ in waiting.values())
-        again = "the same command without --force" if any(tasks[i].fresh for i in waiting) else "the same command"
-        raise KeyboardInterrupt(f"interrupted (Ctrl-C): SLURM job(s) {jobs} still queued or running; rerun {again} "
-                                f"to gather them, or, if no other command waits for them, `scancel {jobs}`") from None
+        raise KeyboardInterrupt(f"interrupted (Ctrl-C): SLURM job(s) {jobs} still queued or running; rerun "
+                                f"{_rerun(tasks, waiting)} to gather them, or, if no other command waits for them, "
+                                f"`scancel {jobs}`") from None
     return failed
 
 
