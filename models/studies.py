@@ -176,11 +176,13 @@ def run_all(cfgs: list[RunConfig], results_dir: Path, n_bootstrap: int, launcher
     error naming every failed run (the finished runs' files and results are kept: a rerun reuses them)."""
     launcher = launcher or Launcher()
     results_dir = Path(results_dir)
-    data = {d: _data_fingerprint(d) for d in {cfg.data_dir for cfg in cfgs}}
+    slurm = launcher.kind == "slurm"  # a key only for a job's record (reading the data's manifest)
+    data = {d: _data_fingerprint(d) for d in {cfg.data_dir for cfg in cfgs}} if slurm else {}
     here = [_as_its_job_runs(cfg, launcher) for cfg in cfgs]
     tasks = [Task(str(cfg.run), cfg.run.folder, _job, (cfg, results_dir, n_bootstrap, calibrate, train_scores),
                   current=_current(seen, results_dir, n_bootstrap, calibrate, train_scores),
-                  key=_key(cfg, data[cfg.data_dir], results_dir, n_bootstrap, calibrate, train_scores),
+                  key=(_key(cfg, data[cfg.data_dir], results_dir, n_bootstrap, calibrate, train_scores)
+                       if slurm else None),
                   gather=_current(dataclasses.replace(seen, force=False), results_dir, n_bootstrap, calibrate,
                                   train_scores), fresh=cfg.force) for cfg, seen in zip(cfgs, here)]
     init = None, ()
