@@ -24,7 +24,7 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from utils.errors import Pending, PipelineError
 from utils.cli import MAX_WORKERS, bounded_int, flag_error, flag_given
@@ -335,11 +335,19 @@ def _job_dir(task: Task) -> Path:
 NOT_RECORDED = "<not recorded>"  # the key of a job.json written by a version that recorded none
 
 
-def _recorded_job(task: Task) -> tuple[str, Path, str | None, bool] | None:
-    """(job id, submitit folder, the task's key then, whether it was fresh) of the run's latest submission."""
+class RecordedJob(NamedTuple):
+    """A run's latest submission, as its job.json records it."""
+    job_id: str
+    folder: Path        # submitit's files of the job
+    key: str | None     # the task's key then (NOT_RECORDED: written by a version that kept none)
+    fresh: bool         # the task computed again even a current result (--force)
+
+
+def _recorded_job(task: Task) -> RecordedJob | None:
     try:
         saved = json.loads((_job_dir(task) / JOB_JSON).read_text())
-        return str(saved["job_id"]), Path(saved["folder"]), saved.get("key", NOT_RECORDED), bool(saved.get("fresh"))
+        return RecordedJob(str(saved["job_id"]), Path(saved["folder"]), saved.get("key", NOT_RECORDED),
+                           bool(saved.get("fresh")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -489,31 +497,32 @@ def _decide(tasks: list[Task], indices, results: list, waiting: dict[int, tuple[
     `results`; put those whose job of these settings is queued or running into `waiting`; return the
     others, to submit. A queued job of other settings stops the command (nothing submitted)."""
     recorded = {i: _recorded_job(tasks[i]) for i in indices if i not in waiting}
-    queued = _queue([r[0] for r in recorded.values() if r])
+    queued = _queue([r.job_id for r in recorded.values() if r])
     submit, others = [], []  # others: runs whose queued job computes other settings, (run, job, state)
     for i, rec in recorded.items():
         t = tasks[i]
         # a job submitted for exactly these settings, or by a version that did not record them (waited for, as
         # that version did; once it ends, its run is gathered only if it is current for these settings)
-        ours = rec is not None and rec[2] in (NOT_RECORDED, t.key)
-        state = _state(queued, rec[0]) if rec else None
-        fresh_job = ours and rec[3] and state in ACTIVE and _result(t, *rec[:2]) is None  # --force, not done yet
+        ours = rec is not None and rec.key in (NOT_RECORDED, t.key)
+        state = _state(queued, rec.job_id) if rec else None
+        written = _result(t, rec.job_id, rec.folder) if ours else None  # the job's own result, once written
+        fresh_job = ours and rec.fresh and state in ACTIVE and written is None  # --force, not done yet
         # a finished run first: its job may still be in the queue for a moment after writing its result
         value = None if fresh_job else _current_result(t)
         if value is not None:
             results[i] = value
             continue
-        done = _result(t, *rec[:2]) if ours and t.current is None else None
+        done = written if t.current is None else None
         if done is not None and done[0] == "success":
             results[i] = done[1]
             continue
         if state in ACTIVE:
             if not ours:
-                others.append((t.name, rec[0], state.lower()))
+                others.append((t.name, rec.job_id, state.lower()))
                 continue
-            unknown = " (its settings not recorded: submitted by an older version)" if rec[2] == NOT_RECORDED else ""
-            print(f"{t.name}: job {rec[0]}{unknown} is {state.lower()}, not submitted again", flush=True)
-            waiting[i] = rec[:2]
+            unknown = " (its settings not recorded: submitted by an older version)" if rec.key == NOT_RECORDED else ""
+            print(f"{t.name}: job {rec.job_id}{unknown} is {state.lower()}, not submitted again", flush=True)
+            waiting[i] = (rec.job_id, rec.folder)
             continue
         submit.append(i)
     if others:
